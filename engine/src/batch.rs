@@ -1,0 +1,248 @@
+//! Atomic write batches and their encoding, which is also the payload of a WAL record.
+//!
+//! ```text
+//! sequence u64 LE | count u32 LE | count x entry
+//! entry = kind u8 | key_len u32 LE | key | (kind = Put) value_len u32 LE | value
+//! ```
+//! Entry `i` gets sequence `sequence + i`. See `docs/format/wal.md`.
+
+#![deny(clippy::indexing_slicing)]
+
+use crate::error::WriteError;
+use crate::format::coding::{put_u32, put_u64, Cursor, DecodeError};
+use crate::format::key::ValueKind;
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 64 * 1024;
+/// Longest value accepted, in bytes.
+pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
+/// Largest encoded batch accepted, in bytes.
+pub const MAX_BATCH_LEN: usize = 1024 * 1024 * 1024;
+
+const HEADER_LEN: usize = 12;
+
+/// A set of puts and deletes applied atomically: after a crash either all of them are visible or none.
+///
+/// Later operations on the same key win over earlier ones in the same batch.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    rep: Vec<u8>,
+    count: u32,
+    invalid: Option<Invalid>,
+}
+
+/// The first invalid operation added to a batch, reported at commit.
+#[derive(Debug, Clone, Copy)]
+enum Invalid {
+    Key(usize),
+    Value(usize),
+}
+
+impl Default for WriteBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        let mut rep = Vec::with_capacity(256);
+        rep.resize(HEADER_LEN, 0);
+        Self { rep, count: 0, invalid: None }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.check(key, Some(value));
+        self.rep.push(ValueKind::Put as u8);
+        put_u32(&mut self.rep, key.len() as u32);
+        self.rep.extend_from_slice(key);
+        put_u32(&mut self.rep, value.len() as u32);
+        self.rep.extend_from_slice(value);
+        self.count += 1;
+        self
+    }
+
+    /// Deletes `key` (a no-op if it is absent).
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) -> &mut Self {
+        let key = key.as_ref();
+        self.check(key, None);
+        self.rep.push(ValueKind::Delete as u8);
+        put_u32(&mut self.rep, key.len() as u32);
+        self.rep.extend_from_slice(key);
+        self.count += 1;
+        self
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Encoded size in bytes: what the batch costs in the WAL.
+    pub fn encoded_len(&self) -> usize {
+        self.rep.len()
+    }
+
+    /// Removes every operation.
+    pub fn clear(&mut self) {
+        self.rep.truncate(HEADER_LEN);
+        self.count = 0;
+        self.invalid = None;
+    }
+
+    fn check(&mut self, key: &[u8], value: Option<&[u8]>) {
+        if self.invalid.is_some() {
+            return;
+        }
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            self.invalid = Some(Invalid::Key(key.len()));
+        } else if let Some(v) = value.filter(|v| v.len() > MAX_VALUE_LEN) {
+            self.invalid = Some(Invalid::Value(v.len()));
+        }
+    }
+
+    /// Rejects a batch holding an invalid key or value, or too large as a whole.
+    pub(crate) fn validate(&self) -> Result<(), WriteError> {
+        match self.invalid {
+            Some(Invalid::Key(len)) => return Err(WriteError::InvalidKey { len, max: MAX_KEY_LEN }),
+            Some(Invalid::Value(len)) => return Err(WriteError::ValueTooLarge { len, max: MAX_VALUE_LEN }),
+            None => {}
+        }
+        if self.rep.len() > MAX_BATCH_LEN {
+            return Err(WriteError::BatchTooLarge { len: self.rep.len(), max: MAX_BATCH_LEN });
+        }
+        Ok(())
+    }
+
+    /// Stamps the batch with its first sequence number and returns the encoded record payload.
+    pub(crate) fn stamp(&mut self, first_seq: u64) -> &[u8] {
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        put_u64(&mut header, first_seq);
+        put_u32(&mut header, self.count);
+        if let Some(h) = self.rep.get_mut(..HEADER_LEN) {
+            h.copy_from_slice(&header);
+        }
+        &self.rep
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The operations in order, with their kinds; the batch is always well-formed.
+    pub(crate) fn entries(&self) -> BatchEntries<'_> {
+        BatchEntries { cursor: Cursor::new(self.rep.get(HEADER_LEN..).unwrap_or_default()), left: self.count }
+    }
+}
+
+/// A decoded batch: its first sequence and its entries.
+pub(crate) struct DecodedBatch<'a> {
+    pub first_seq: u64,
+    pub count: u32,
+    pub entries: BatchEntries<'a>,
+}
+
+/// Decodes a WAL record payload.
+pub(crate) fn decode(payload: &[u8]) -> Result<DecodedBatch<'_>, DecodeError> {
+    let mut c = Cursor::new(payload);
+    let first_seq = c.u64("batch sequence")?;
+    let count = c.u32("batch count")?;
+    let body = payload.get(HEADER_LEN..).unwrap_or_default();
+    Ok(DecodedBatch { first_seq, count, entries: BatchEntries { cursor: Cursor::new(body), left: count } })
+}
+
+/// Iterator over `(kind, key, value)`; yields an error (offsets relative to the entries) for malformed input.
+pub(crate) struct BatchEntries<'a> {
+    cursor: Cursor<'a>,
+    left: u32,
+}
+
+impl<'a> BatchEntries<'a> {
+    fn next_entry(&mut self) -> Result<(ValueKind, &'a [u8], &'a [u8]), DecodeError> {
+        let at = self.cursor.pos();
+        let kind = ValueKind::from_u8(self.cursor.u8("entry kind")?)
+            .ok_or(DecodeError::new(at, "unknown entry kind"))?;
+        let key = self.cursor.len_prefixed("entry key")?;
+        let value = match kind {
+            ValueKind::Put => self.cursor.len_prefixed("entry value")?,
+            ValueKind::Delete => &[],
+        };
+        Ok((kind, key, value))
+    }
+
+    /// Checks that the entries end exactly where the count says.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.left == 0 && !self.cursor.is_empty() {
+            return Err(DecodeError::new(self.cursor.pos() + HEADER_LEN, "bytes after the last entry"));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Iterator for BatchEntries<'a> {
+    type Item = Result<(ValueKind, &'a [u8], &'a [u8]), DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let item = self.next_entry().map_err(|e| DecodeError::new(e.offset + HEADER_LEN, e.reason));
+        if item.is_err() {
+            self.left = 0;
+        }
+        Some(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_roundtrip() {
+        let mut b = WriteBatch::new();
+        b.put(b"a", b"1").delete(b"b").put(b"c", b"");
+        assert_eq!(b.len(), 3);
+        let payload = b.stamp(42).to_vec();
+        let d = decode(&payload).unwrap();
+        assert_eq!((d.first_seq, d.count), (42, 3));
+        let got: Vec<_> = d.entries.map(|e| e.unwrap()).collect();
+        assert_eq!(got, vec![(ValueKind::Put, &b"a"[..], &b"1"[..]), (ValueKind::Delete, b"b", b""), (ValueKind::Put, b"c", b"")]);
+    }
+
+    #[test]
+    fn malformed_payloads_error() {
+        let mut b = WriteBatch::new();
+        b.put(b"key", b"value");
+        let payload = b.stamp(1).to_vec();
+        for cut in 0..payload.len() {
+            let res = decode(&payload[..cut]).and_then(|d| d.entries.collect::<Result<Vec<_>, _>>().map(drop));
+            assert!(res.is_err(), "cut at {cut}");
+        }
+        let mut bad = payload.clone();
+        bad[12] = 7;
+        assert!(decode(&bad).unwrap().entries.next().unwrap().is_err());
+    }
+
+    #[test]
+    fn invalid_keys_and_values_are_rejected() {
+        let mut b = WriteBatch::new();
+        b.put(b"", b"x");
+        assert!(matches!(b.validate(), Err(WriteError::InvalidKey { len: 0, .. })));
+        let mut b = WriteBatch::new();
+        b.put(vec![0u8; MAX_KEY_LEN + 1], b"x");
+        assert!(matches!(b.validate(), Err(WriteError::InvalidKey { .. })));
+        b.clear();
+        b.put(b"k", b"v");
+        assert!(b.validate().is_ok());
+    }
+}

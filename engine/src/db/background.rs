@@ -1,0 +1,282 @@
+//! Background work: flushing frozen memtables, compacting, and syncing buffered WAL writes.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::compaction::merge::{merge, DropRules, TableSettings};
+use crate::compaction::{CompactionTask, LevelInfo, TableInfo};
+use crate::error::StorageError;
+use crate::format::names::{self, FileKind};
+use crate::iter::{MemSource, Source};
+use crate::manifest::{VersionEdit, NUM_LEVELS};
+use crate::memtable::Memtable;
+use crate::stats::Counters;
+use crate::table::TableIter;
+use crate::version::{LevelIter, Version};
+
+use super::{Inner, View};
+
+pub(super) fn spawn(inner: &Arc<Inner>) -> io::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    let jobs: [(&str, fn(&Inner)); 3] =
+        [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
+    for (name, job) in jobs {
+        let inner = inner.clone();
+        threads.push(thread::Builder::new().name(name.to_owned()).spawn(move || job(&inner))?);
+    }
+    Ok(threads)
+}
+
+fn flush_loop(inner: &Inner) {
+    loop {
+        let imm = {
+            let mut bg = inner.bg.lock();
+            loop {
+                if bg.shutdown {
+                    return;
+                }
+                if !inner.poisoned.load(Ordering::Acquire) {
+                    if let Some(imm) = inner.current_view().imms.first() {
+                        break imm.clone();
+                    }
+                }
+                inner.bg_cv.wait_for(&mut bg, Duration::from_millis(200));
+            }
+        };
+        if let Err(e) = inner.flush_memtable(&imm) {
+            inner.set_poison(&format!("flush failed: {e}"));
+        }
+    }
+}
+
+fn compaction_loop(inner: &Inner) {
+    loop {
+        {
+            let mut bg = inner.bg.lock();
+            while !bg.shutdown && !bg.compaction_wanted {
+                inner.bg_cv.wait_for(&mut bg, Duration::from_millis(500));
+            }
+            if bg.shutdown {
+                return;
+            }
+            bg.compaction_wanted = false;
+        }
+        loop {
+            if inner.bg.lock().shutdown || inner.poisoned.load(Ordering::Acquire) {
+                break;
+            }
+            match inner.compact_once() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    inner.set_poison(&format!("compaction failed: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn sync_loop(inner: &Inner) {
+    let mut bg = inner.bg.lock();
+    while !bg.shutdown {
+        inner.bg_cv.wait_for(&mut bg, inner.opts.sync_interval);
+        if inner.buffered_dirty.swap(false, Ordering::AcqRel) {
+            match inner.wal.lock().writer.sync() {
+                Ok(true) => Counters::add(&inner.counters.wal_syncs, 1),
+                Ok(false) => {}
+                Err(e) => inner.set_poison(&format!("background WAL sync failed: {e}")),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn table_settings(&self, table_size: u64) -> TableSettings {
+        TableSettings {
+            block_size: self.opts.block_size,
+            compression: self.opts.compression,
+            bits_per_key: self.opts.bloom_bits_per_key,
+            table_size,
+        }
+    }
+
+    fn next_file_number(&self) -> u64 {
+        self.versions.lock().new_file_number()
+    }
+
+    /// Installs `edit` and the view that goes with it, under the version-set lock so that flushes and
+    /// compactions install in the order they were logged.
+    fn install(&self, edit: VersionEdit, flushed: Option<&Arc<Memtable>>) -> Result<(), StorageError> {
+        let mut versions = self.versions.lock();
+        let version = versions.log_and_apply(edit)?;
+        let mut view = self.view.write();
+        let mut imms = view.imms.clone();
+        if let Some(m) = flushed {
+            imms.retain(|i| !Arc::ptr_eq(i, m));
+        }
+        *view = Arc::new(View { mem: view.mem.clone(), imms, version });
+        Ok(())
+    }
+
+    /// Writes a frozen memtable to a level-0 table and retires the WALs it covered.
+    pub(super) fn flush_memtable(&self, imm: &Arc<Memtable>) -> Result<(), StorageError> {
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(imm.clone(), false))];
+        let rules = DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: None };
+        let outputs = merge(
+            &*self.storage,
+            &self.dir,
+            sources,
+            &self.table_settings(u64::MAX),
+            &rules,
+            &mut || self.next_file_number(),
+        )?;
+        self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        let written: u64 = outputs.iter().map(|m| m.size).sum();
+        let log_number = imm.next_wal();
+        let edit = VersionEdit {
+            log_number: Some(log_number),
+            last_sequence: Some(self.last_seq.load(Ordering::Acquire)),
+            added: outputs.into_iter().map(|m| (0, m)).collect(),
+            ..VersionEdit::default()
+        };
+        self.install(edit, Some(imm))?;
+        self.remove_files(|kind| matches!(kind, FileKind::Wal(n) if n < log_number));
+        Counters::add(&self.counters.flushes, 1);
+        Counters::add(&self.counters.flush_bytes, written);
+        self.bg.lock().compaction_wanted = true;
+        self.bg_cv.notify_all();
+        Ok(())
+    }
+
+    /// Removes files of the given kinds; failures leave orphans for the next open.
+    pub(super) fn remove_files(&self, pick: impl Fn(FileKind) -> bool) {
+        let Ok(list) = self.storage.list(&self.dir) else { return };
+        for name in list {
+            if names::parse(&name).is_some_and(&pick) {
+                let _ = self.storage.remove(&self.dir.join(name));
+            }
+        }
+    }
+
+    /// Asks the policy for one compaction and runs it. Returns whether one ran.
+    pub(super) fn compact_once(&self) -> Result<bool, StorageError> {
+        let _running = self.compaction_lock.lock();
+        let version = self.versions.lock().current();
+        let levels: Vec<LevelInfo> = version
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(level, tables)| LevelInfo {
+                level,
+                tables: tables
+                    .iter()
+                    .map(|t| TableInfo {
+                        number: t.meta.number,
+                        size: t.meta.size,
+                        smallest: t.smallest_user().to_vec(),
+                        largest: t.largest_user().to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let Some(task) = self.opts.compaction_policy.choose(&levels) else { return Ok(false) };
+        self.run_task(&version, &task)
+    }
+
+    fn run_task(&self, version: &Version, task: &CompactionTask) -> Result<bool, StorageError> {
+        let level = task.level;
+        let output_level = task.output_level;
+        if output_level != level + 1 || output_level >= NUM_LEVELS {
+            return Ok(false);
+        }
+        let Some(tables) = version.levels.get(level) else { return Ok(false) };
+        // Level-0 tables overlap, so all of them go together; deeper levels take the named tables.
+        let inputs: Vec<_> = if level == 0 {
+            tables.clone()
+        } else {
+            tables.iter().filter(|t| task.inputs.contains(&t.meta.number)).cloned().collect()
+        };
+        if inputs.is_empty() {
+            return Ok(false);
+        }
+        let lo = inputs.iter().map(|t| t.smallest_user()).min().unwrap_or_default().to_vec();
+        let hi = inputs.iter().map(|t| t.largest_user()).max().unwrap_or_default().to_vec();
+        let below = version.overlapping(output_level, &lo, &hi);
+        let mut edit = VersionEdit::default();
+        edit.removed.extend(inputs.iter().map(|t| (level, t.meta.number)));
+        edit.removed.extend(below.iter().map(|t| (output_level, t.meta.number)));
+        if level > 0 && inputs.len() == 1 && below.is_empty() {
+            edit.added.extend(inputs.iter().map(|t| (output_level, t.meta.clone())));
+            self.install(edit, None)?;
+            Counters::add(&self.counters.trivial_moves, 1);
+            Counters::add(&self.counters.compactions, 1);
+            return Ok(true);
+        }
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        for t in &inputs {
+            sources.push(Box::new(TableIter::new(t.reader()?, false)));
+        }
+        if !below.is_empty() {
+            sources.push(Box::new(LevelIter::new(below.clone(), false)));
+        }
+        let read: u64 = inputs.iter().chain(&below).map(|t| t.meta.size).sum();
+        self.merge_and_install(version, sources, output_level, edit, read)?;
+        Ok(true)
+    }
+
+    fn merge_and_install(
+        &self,
+        version: &Version,
+        sources: Vec<Box<dyn Source>>,
+        output_level: usize,
+        mut edit: VersionEdit,
+        bytes_read: u64,
+    ) -> Result<(), StorageError> {
+        let rules = DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: Some((version, output_level)) };
+        let outputs = merge(
+            &*self.storage,
+            &self.dir,
+            sources,
+            &self.table_settings(self.opts.table_size),
+            &rules,
+            &mut || self.next_file_number(),
+        )?;
+        self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        let written: u64 = outputs.iter().map(|m| m.size).sum();
+        edit.added.extend(outputs.into_iter().map(|m| (output_level, m)));
+        self.install(edit, None)?;
+        let c = &self.counters;
+        Counters::add(&c.compactions, 1);
+        Counters::add(&c.compaction_bytes_read, bytes_read);
+        Counters::add(&c.compaction_bytes_written, written);
+        Ok(())
+    }
+
+    /// Merges every table into one sorted run at the deepest level in use (at least level 1).
+    pub(super) fn compact_all(&self) -> Result<(), StorageError> {
+        let _running = self.compaction_lock.lock();
+        let version = self.versions.lock().current();
+        let tables: Vec<_> = version.tables().map(|(l, t)| (l, t.clone())).collect();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let output_level = tables.iter().map(|(l, _)| *l).max().unwrap_or(1).max(1);
+        let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        for (level, ts) in version.levels.iter().enumerate() {
+            if level == 0 {
+                for t in ts {
+                    sources.push(Box::new(TableIter::new(t.reader()?, false)));
+                }
+            } else if !ts.is_empty() {
+                sources.push(Box::new(LevelIter::new(ts.clone(), false)));
+            }
+        }
+        let edit = VersionEdit { removed: tables.iter().map(|(l, t)| (*l, t.meta.number)).collect(), ..VersionEdit::default() };
+        let read = tables.iter().map(|(_, t)| t.meta.size).sum();
+        self.merge_and_install(&version, sources, output_level, edit, read)
+    }
+}

@@ -1,0 +1,400 @@
+//! The database: open and recovery, reads, and the handle users hold.
+
+mod background;
+mod recovery;
+mod write;
+
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch::WriteBatch;
+use crate::error::{Error, OpenError, StorageError, WriteError};
+use crate::format::names;
+use crate::io::{FileLock, Storage};
+use crate::iter::{prefix_upper_bound, Iter, MemSource, MergingIter, Source};
+use crate::manifest::VersionSet;
+use crate::memtable::{Lookup, Memtable};
+use crate::options::{Options, WriteOptions};
+use crate::snapshot::{Snapshot, SnapshotList};
+use crate::stats::{Counters, LevelStats, Stats};
+use crate::table::BlockCache;
+use crate::version::{TableContext, Version};
+
+use self::write::{CommitQueue, WalState};
+
+/// What readers see: the active memtable, frozen memtables (oldest first) and the tables.
+pub(crate) struct View {
+    pub mem: Arc<Memtable>,
+    pub imms: Vec<Arc<Memtable>>,
+    pub version: Arc<Version>,
+}
+
+/// State shared with the background threads.
+#[derive(Debug, Default)]
+pub(crate) struct BgState {
+    pub shutdown: bool,
+    pub compaction_wanted: bool,
+}
+
+pub(crate) struct Inner {
+    pub opts: Options,
+    pub dir: PathBuf,
+    pub storage: Arc<dyn Storage>,
+    pub ctx: TableContext,
+    pub view: RwLock<Arc<View>>,
+    pub versions: Mutex<VersionSet>,
+    pub wal: Mutex<WalState>,
+    pub commit: CommitQueue,
+    pub last_seq: AtomicU64,
+    pub snapshots: SnapshotList,
+    pub bg: Mutex<BgState>,
+    pub bg_cv: Condvar,
+    pub compaction_lock: Mutex<()>,
+    pub poison: Mutex<Option<String>>,
+    pub poisoned: AtomicBool,
+    pub buffered_dirty: AtomicBool,
+    pub closed: AtomicBool,
+    pub counters: Counters,
+}
+
+/// Shuts the engine down when the last [`Db`] handle goes.
+struct Owner {
+    inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    lock: Mutex<Option<Box<dyn FileLock>>>,
+}
+
+impl Owner {
+    fn shutdown(&self) -> Result<(), StorageError> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        inner.bg.lock().shutdown = true;
+        inner.bg_cv.notify_all();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        let synced = inner.wal.lock().writer.sync();
+        if matches!(synced, Ok(true)) {
+            Counters::add(&inner.counters.wal_syncs, 1);
+        }
+        self.lock.lock().take();
+        synced.map(drop)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// An open database. Cheap to clone; every clone is the same database and may be used from any thread. The
+/// database closes when the last clone is dropped or when [`Db::close`] is called.
+///
+/// ```
+/// # fn main() -> Result<(), cairn::Error> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let db = cairn::Db::open(dir.path())?;
+/// db.put(b"job/1", b"PENDING")?;
+/// assert_eq!(db.get(b"job/1")?, Some(b"PENDING".to_vec()));
+/// let mut batch = cairn::WriteBatch::new();
+/// batch.put(b"job/2", b"RUNNING").delete(b"job/1");
+/// db.write(batch)?;
+/// let keys: Vec<Vec<u8>> = db.prefix(b"job/")?.map(|kv| kv.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+/// assert_eq!(keys, vec![b"job/2".to_vec()]);
+/// db.close()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.owner.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the database in `path` with default [`Options`], creating it if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db, OpenError> {
+        Options::default().open(path)
+    }
+
+    /// Options to adjust before [`Options::open`].
+    pub fn builder() -> Options {
+        Options::default()
+    }
+
+    pub(crate) fn open_with(opts: Options, dir: &Path) -> Result<Db, OpenError> {
+        opts.validate()?;
+        let (inner, lock) = recovery::open(opts, dir)?;
+        let inner = Arc::new(inner);
+        let threads = background::spawn(&inner).map_err(|e| StorageError::io(dir, e))?;
+        Ok(Db { owner: Arc::new(Owner { inner, threads: Mutex::new(threads), lock: Mutex::new(Some(lock)) }) })
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.owner.inner
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
+        let inner = self.inner();
+        inner.get_at(key.as_ref(), None)
+    }
+
+    /// Sets `key` to `value` with the default durability; returns the commit's sequence number.
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64, WriteError> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value);
+        self.write(batch)
+    }
+
+    /// Deletes `key` with the default durability; returns the commit's sequence number.
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<u64, WriteError> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key);
+        self.write(batch)
+    }
+
+    /// Applies `batch` atomically with the default durability. Returns the sequence number of its last
+    /// operation: a snapshot at that number sees the whole batch.
+    pub fn write(&self, batch: WriteBatch) -> Result<u64, WriteError> {
+        self.write_with(batch, WriteOptions::default())
+    }
+
+    /// Applies `batch` atomically with the given options.
+    pub fn write_with(&self, batch: WriteBatch, opts: WriteOptions) -> Result<u64, WriteError> {
+        let inner = self.inner();
+        inner.commit(batch, opts.durability.unwrap_or(inner.opts.durability), false)
+    }
+
+    /// Pairs with keys in `range`, in ascending key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Iter, StorageError> {
+        let inner = self.inner();
+        inner.iter_at(&range, None, false)
+    }
+
+    /// Pairs with keys in `range`, in descending key order.
+    pub fn range_rev<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Iter, StorageError> {
+        let inner = self.inner();
+        inner.iter_at(&range, None, true)
+    }
+
+    /// Every pair, in ascending key order.
+    pub fn iter(&self) -> Result<Iter, StorageError> {
+        self.range::<&[u8], _>(..)
+    }
+
+    /// Pairs whose key starts with `prefix`, ascending.
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Result<Iter, StorageError> {
+        let inner = self.inner();
+        inner.prefix_at(prefix.as_ref(), None, false)
+    }
+
+    /// Pairs whose key starts with `prefix`, descending.
+    pub fn prefix_rev(&self, prefix: impl AsRef<[u8]>) -> Result<Iter, StorageError> {
+        let inner = self.inner();
+        inner.prefix_at(prefix.as_ref(), None, true)
+    }
+
+    /// A consistent read-only view as of the latest commit.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::new(self.inner().clone())
+    }
+
+    /// Sequence number of the newest commit.
+    pub fn last_sequence(&self) -> u64 {
+        self.inner().last_seq.load(Ordering::Acquire)
+    }
+
+    /// Writes the memtable to a table and waits until every frozen memtable is flushed. Afterwards the WAL
+    /// holds nothing a reopen would need to replay.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner().flush()
+    }
+
+    /// Flushes, then merges every table into one sorted run at the deepest level in use, dropping versions
+    /// no snapshot can see and tombstones that hide nothing.
+    pub fn compact(&self) -> Result<(), Error> {
+        let inner = self.inner();
+        inner.flush()?;
+        inner.compact_all().map_err(|e| {
+            inner.set_poison(&e);
+            Error::from(e)
+        })
+    }
+
+    /// A report on levels, caches and counters.
+    pub fn stats(&self) -> Stats {
+        self.inner().stats()
+    }
+
+    /// Reads every block of every table, checking checksums and key order; returns the number of entries
+    /// checked. The first problem found is returned as an error naming file and offset.
+    pub fn verify(&self) -> Result<u64, StorageError> {
+        let version = self.inner().view.read().version.clone();
+        let mut total = 0;
+        for (_, t) in version.tables() {
+            total += t.reader()?.verify()?;
+        }
+        Ok(total)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner().dir
+    }
+
+    /// Stops the background threads, syncs the WAL and releases the directory. Other clones of this handle
+    /// fail with [`StorageError::Closed`] afterwards. Dropping the last handle does the same, ignoring errors.
+    pub fn close(self) -> Result<(), StorageError> {
+        self.owner.shutdown()
+    }
+}
+
+impl Inner {
+    pub fn current_view(&self) -> Arc<View> {
+        self.view.read().clone()
+    }
+
+    fn check_open(&self) -> Result<(), StorageError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    pub fn get_at(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Vec<u8>>, StorageError> {
+        self.check_open()?;
+        let (view, seq) = self.read_point(seq);
+        let found = std::iter::once(&view.mem)
+            .chain(view.imms.iter().rev())
+            .map(|m| m.get(key, seq))
+            .find(|l| *l != Lookup::Absent);
+        let found = match found {
+            Some(l) => l,
+            None => view.version.get(key, seq)?,
+        };
+        Ok(match found {
+            Lookup::Found(v) => Some(v),
+            Lookup::Deleted | Lookup::Absent => None,
+        })
+    }
+
+    pub fn iter_at<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: &R, seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
+        let own = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.iter_bounds(own(range.start_bound()), own(range.end_bound()), seq, reverse)
+    }
+
+    pub fn prefix_at(&self, prefix: &[u8], seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
+        self.iter_bounds(Bound::Included(prefix.to_vec()), prefix_upper_bound(prefix), seq, reverse)
+    }
+
+    fn iter_bounds(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
+        self.check_open()?;
+        let (view, seq) = self.read_point(seq);
+        let mut sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(view.mem.clone(), reverse))];
+        for imm in &view.imms {
+            sources.push(Box::new(MemSource::new(imm.clone(), reverse)));
+        }
+        sources.extend(view.version.sources(reverse)?);
+        Ok(Iter::new(MergingIter::new(sources, reverse), seq, lower, upper, reverse))
+    }
+
+    pub fn register_snapshot(&self) -> u64 {
+        self.snapshots.register_latest(&self.last_seq)
+    }
+
+    /// Versions shadowed at or below this sequence are invisible to every reader.
+    pub fn oldest_snapshot(&self) -> u64 {
+        self.snapshots.oldest(&self.last_seq)
+    }
+
+    /// The view to read, and the sequence to read at. Without a snapshot the sequence is read *after* the
+    /// view, so a compaction installed before the view had a horizon no newer than it.
+    fn read_point(&self, seq: Option<u64>) -> (Arc<View>, u64) {
+        let view = self.current_view();
+        let seq = seq.unwrap_or_else(|| self.last_seq.load(Ordering::Acquire));
+        (view, seq)
+    }
+
+    pub fn set_poison(&self, cause: &dyn std::fmt::Display) {
+        let mut p = self.poison.lock();
+        if p.is_none() {
+            *p = Some(cause.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
+        drop(p);
+        self.bg_cv.notify_all();
+    }
+
+    pub fn poison_error(&self) -> Option<WriteError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Some(WriteError::Storage(StorageError::Closed));
+        }
+        if !self.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let cause = self.poison.lock().clone().unwrap_or_default();
+        Some(WriteError::Poisoned { cause })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let view = self.current_view();
+        let c = &self.counters;
+        let g = Counters::get;
+        Stats {
+            levels: view
+                .version
+                .levels
+                .iter()
+                .enumerate()
+                .map(|(l, t)| LevelStats { tables: t.len(), bytes: view.version.level_bytes(l) })
+                .collect(),
+            memtable_bytes: view.mem.approximate_size() as u64,
+            immutable_memtables: view.imms.len(),
+            last_sequence: self.last_seq.load(Ordering::Acquire),
+            user_bytes_written: g(&c.user_bytes),
+            commits: g(&c.commits),
+            write_groups: g(&c.write_groups),
+            wal_bytes_written: g(&c.wal_bytes),
+            wal_syncs: g(&c.wal_syncs),
+            flushes: g(&c.flushes),
+            flush_bytes_written: g(&c.flush_bytes),
+            compactions: g(&c.compactions),
+            trivial_moves: g(&c.trivial_moves),
+            compaction_bytes_read: g(&c.compaction_bytes_read),
+            compaction_bytes_written: g(&c.compaction_bytes_written),
+            write_slowdowns: g(&c.slowdowns),
+            write_stall_micros: g(&c.stall_micros),
+            cache_hits: self.ctx.cache.hits(),
+            cache_misses: self.ctx.cache.misses(),
+            cache_bytes: self.ctx.cache.usage() as u64,
+            recovered_torn_bytes: g(&c.recovered_torn_bytes),
+        }
+    }
+}
+
+/// Makes a new block cache sized by the options.
+pub(crate) fn new_cache(opts: &Options) -> Arc<BlockCache> {
+    Arc::new(BlockCache::new(opts.block_cache_size))
+}
+
+/// The lock file of a data directory.
+pub(crate) fn lock_path(dir: &Path) -> PathBuf {
+    dir.join(names::LOCK)
+}

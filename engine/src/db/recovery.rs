@@ -1,0 +1,161 @@
+//! Opening a directory: lock it, recover the manifest, replay the WALs it does not cover into a memtable,
+//! start a new WAL and remove leftovers.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch;
+use crate::error::{OpenError, StorageError};
+use crate::format::coding::read_u32_at;
+use crate::format::names::{self, FileKind};
+use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::io::{FileLock, Storage};
+use crate::log::{read_log, LogWriter};
+use crate::manifest::VersionSet;
+use crate::memtable::Memtable;
+use crate::options::Options;
+use crate::snapshot::SnapshotList;
+use crate::stats::Counters;
+use crate::version::TableContext;
+
+use super::write::{CommitQueue, WalState};
+use super::{lock_path, new_cache, BgState, Inner, View};
+
+pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock>), OpenError> {
+    let storage = opts.storage.clone();
+    let io_err = |e: io::Error| StorageError::io(dir, e);
+    if !storage.exists(dir).map_err(io_err)? {
+        if !opts.create_if_missing {
+            return Err(OpenError::NotFound { path: dir.to_path_buf() });
+        }
+        storage.create_dir_all(dir).map_err(io_err)?;
+    }
+    let lock_file = lock_path(dir);
+    let lock = storage.lock(&lock_file).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock => OpenError::Locked { path: lock_file.clone() },
+        _ => StorageError::io(&lock_file, e).into(),
+    })?;
+    let listing = storage.list(dir).map_err(io_err)?;
+    let exists = listing.iter().any(|n| n == names::CURRENT);
+    if !exists && !opts.create_if_missing {
+        return Err(OpenError::NotFound { path: dir.to_path_buf() });
+    }
+    if exists && opts.error_if_exists {
+        return Err(OpenError::AlreadyExists { path: dir.to_path_buf() });
+    }
+    let max_number = listing
+        .iter()
+        .filter_map(|n| match names::parse(n)? {
+            FileKind::Wal(n) | FileKind::Table(n) | FileKind::Manifest(n) => Some(n),
+            FileKind::Temp => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let ctx = TableContext { storage: storage.clone(), dir: dir.to_path_buf(), cache: new_cache(&opts) };
+    let mut versions = VersionSet::open(ctx.clone(), max_number + 1, opts.max_manifest_size)?;
+    let counters = Counters::default();
+    let mem = Memtable::new();
+    let wal_last_seq = replay_wals(&*storage, dir, &listing, versions.log_number(), &mem, &counters)?;
+    let last_seq = wal_last_seq.max(versions.last_sequence());
+
+    let wal_number = versions.new_file_number();
+    let wal_path = names::wal(dir, wal_number);
+    let writer = LogWriter::create(&*storage, &wal_path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+    storage.sync_dir(dir).map_err(io_err)?;
+
+    let version = versions.current();
+    let live: HashSet<u64> = version.tables().map(|(_, t)| t.meta.number).collect();
+    let (log_number, manifest) = (versions.log_number(), versions.manifest_number());
+    for name in &listing {
+        let obsolete = match names::parse(name) {
+            Some(FileKind::Table(n)) => !live.contains(&n),
+            Some(FileKind::Wal(n)) => n < log_number,
+            Some(FileKind::Manifest(n)) => n != manifest,
+            Some(FileKind::Temp) => true,
+            None => false,
+        };
+        if obsolete {
+            let _ = storage.remove(&dir.join(name));
+        }
+    }
+
+    let inner = Inner {
+        dir: dir.to_path_buf(),
+        storage,
+        ctx,
+        view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
+        versions: Mutex::new(versions),
+        wal: Mutex::new(WalState { writer }),
+        commit: CommitQueue::default(),
+        last_seq: AtomicU64::new(last_seq),
+        snapshots: SnapshotList::default(),
+        bg: Mutex::new(BgState::default()),
+        bg_cv: Condvar::new(),
+        compaction_lock: Mutex::new(()),
+        poison: Mutex::new(None),
+        poisoned: AtomicBool::new(false),
+        buffered_dirty: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        counters,
+        opts,
+    };
+    Ok((inner, lock))
+}
+
+/// Replays every WAL numbered `>= log_number` into `mem`, oldest first; returns the last sequence seen.
+/// A torn tail is cut off the newest WAL; damage anywhere else is corruption.
+fn replay_wals(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &[String],
+    log_number: u64,
+    mem: &Memtable,
+    counters: &Counters,
+) -> Result<u64, OpenError> {
+    let mut wals: Vec<u64> = listing
+        .iter()
+        .filter_map(|n| match names::parse(n) {
+            Some(FileKind::Wal(n)) if n >= log_number => Some(n),
+            _ => None,
+        })
+        .collect();
+    wals.sort_unstable();
+    let mut last_seq = 0u64;
+    for (i, number) in wals.iter().enumerate() {
+        let path = names::wal(dir, *number);
+        let bytes = storage.read(&path).map_err(|e| StorageError::io(&path, e))?;
+        if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > WAL_FORMAT_VERSION) {
+            return Err(OpenError::UnsupportedVersion { file: path, found, supported: WAL_FORMAT_VERSION });
+        }
+        let log = read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+        if let Some(reason) = &log.torn_tail {
+            if i + 1 != wals.len() {
+                return Err(StorageError::corruption(&path, log.valid_len, format!("damaged WAL before the newest: {reason}")).into());
+            }
+            storage.truncate(&path, log.valid_len).map_err(|e| StorageError::io(&path, e))?;
+            Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64 - log.valid_len);
+        }
+        for (offset, payload) in log.records {
+            let bad = |at: usize, reason: &str| StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"));
+            let decoded = batch::decode(payload).map_err(|e| bad(e.offset, e.reason))?;
+            if decoded.first_seq <= last_seq || decoded.count == 0 {
+                return Err(bad(0, "sequence numbers do not ascend").into());
+            }
+            let mut seq = decoded.first_seq;
+            let mut entries = decoded.entries;
+            for entry in entries.by_ref() {
+                let (kind, key, value) = entry.map_err(|e| bad(e.offset, e.reason))?;
+                mem.insert(key, seq, kind, value);
+                seq += 1;
+            }
+            entries.finish().map_err(|e| bad(e.offset, e.reason))?;
+            last_seq = seq - 1;
+        }
+    }
+    Ok(last_seq)
+}

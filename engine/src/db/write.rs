@@ -1,0 +1,239 @@
+//! The write path: a queue of committers whose front member, the leader, writes the whole group to the
+//! WAL with one append and at most one sync (group commit), applies it to the memtable and publishes it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::batch::WriteBatch;
+use crate::error::{Error, StorageError, WriteError};
+use crate::format::names;
+use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::log::{encode_record, LogWriter};
+use crate::memtable::Memtable;
+use crate::options::Durability;
+use crate::stats::Counters;
+
+use super::{Inner, View};
+
+/// Most bytes of batches one leader writes in a group.
+const MAX_GROUP_BYTES: usize = 4 << 20;
+
+/// The active WAL.
+pub(crate) struct WalState {
+    pub writer: LogWriter,
+}
+
+struct Request {
+    ticket: u64,
+    batch: WriteBatch,
+    durability: Durability,
+    force_flush: bool,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: VecDeque<Request>,
+    leader_active: bool,
+    done: HashMap<u64, Result<u64, WriteError>>,
+    next_ticket: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+}
+
+impl Inner {
+    /// Commits `batch`; with `force_flush`, also freezes a non-empty memtable first.
+    pub fn commit(&self, batch: WriteBatch, durability: Durability, force_flush: bool) -> Result<u64, WriteError> {
+        batch.validate()?;
+        if let Some(e) = self.poison_error() {
+            return Err(e);
+        }
+        let queue = &self.commit;
+        let mut state = queue.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.pending.push_back(Request { ticket, batch, durability, force_flush });
+        loop {
+            if let Some(result) = state.done.remove(&ticket) {
+                return result;
+            }
+            if !state.leader_active {
+                break;
+            }
+            queue.cv.wait(&mut state);
+        }
+        state.leader_active = true;
+        while !state.done.contains_key(&ticket) {
+            let mut group = Vec::new();
+            let mut bytes = 0;
+            while let Some(r) = state.pending.front() {
+                if !group.is_empty() && bytes + r.batch.encoded_len() > MAX_GROUP_BYTES {
+                    break;
+                }
+                bytes += r.batch.encoded_len();
+                group.extend(state.pending.pop_front());
+            }
+            drop(state);
+            let results = self.write_group(&mut group);
+            state = queue.state.lock();
+            for (r, result) in group.iter().zip(results) {
+                state.done.insert(r.ticket, result);
+            }
+            queue.cv.notify_all();
+        }
+        state.leader_active = false;
+        let result = state.done.remove(&ticket).unwrap_or(Err(WriteError::Storage(StorageError::Closed)));
+        drop(state);
+        queue.cv.notify_all();
+        result
+    }
+
+    /// Writes one group as leader; one result per request.
+    fn write_group(&self, group: &mut [Request]) -> Vec<Result<u64, WriteError>> {
+        let force = group.iter().any(|r| r.force_flush);
+        let outcome = self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from));
+        match outcome {
+            Ok(seqs) => seqs.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let cause = e.to_string();
+                if matches!(e, WriteError::Storage(_)) {
+                    self.set_poison(&cause);
+                }
+                let mut first = Some(e);
+                group.iter().map(|_| Err(first.take().unwrap_or(WriteError::Poisoned { cause: cause.clone() }))).collect()
+            }
+        }
+    }
+
+    /// Appends the group to the WAL (synced if any member asked), applies it to the memtable and publishes
+    /// it. Returns each request's last sequence number.
+    fn append_group(&self, group: &mut [Request]) -> Result<Vec<u64>, StorageError> {
+        let mut seq = self.last_seq.load(Ordering::Acquire);
+        let mut framed = Vec::new();
+        let mut seqs = Vec::with_capacity(group.len());
+        let mut user_bytes = 0;
+        for r in group.iter_mut() {
+            if !r.batch.is_empty() {
+                let payload = r.batch.stamp(seq + 1);
+                user_bytes += payload.len() as u64;
+                encode_record(&mut framed, payload);
+                seq += u64::from(r.batch.count());
+            }
+            seqs.push(seq);
+        }
+        if framed.is_empty() {
+            return Ok(seqs);
+        }
+        let sync = group.iter().any(|r| r.durability == Durability::Immediate);
+        {
+            let mut wal = self.wal.lock();
+            wal.writer.append_framed(&framed)?;
+            if sync && wal.writer.sync()? {
+                Counters::add(&self.counters.wal_syncs, 1);
+            }
+        }
+        if group.iter().any(|r| r.durability == Durability::Buffered) {
+            self.buffered_dirty.store(true, Ordering::Release);
+        }
+        let mem = self.current_view().mem.clone();
+        let mut next = self.last_seq.load(Ordering::Acquire) + 1;
+        for r in group.iter() {
+            for entry in r.batch.entries() {
+                let Ok((kind, key, value)) = entry else { continue };
+                mem.insert(key, next, kind, value);
+                next += 1;
+            }
+        }
+        self.last_seq.store(seq, Ordering::Release);
+        let c = &self.counters;
+        Counters::add(&c.user_bytes, user_bytes);
+        Counters::add(&c.wal_bytes, framed.len() as u64);
+        Counters::add(&c.commits, group.len() as u64);
+        Counters::add(&c.write_groups, 1);
+        Ok(seqs)
+    }
+
+    /// Ensures the memtable has room, freezing it when full (or when `force` and not empty), and slows or
+    /// stalls the writer while flushes and level-0 compaction fall behind.
+    fn make_room(&self, force: bool) -> Result<(), WriteError> {
+        let mut slowed = false;
+        let mut force = force;
+        loop {
+            if let Some(e) = self.poison_error() {
+                return Err(e);
+            }
+            let view = self.current_view();
+            let level0 = view.version.levels.first().map_or(0, Vec::len);
+            if !slowed && level0 >= self.opts.level0_slowdown_trigger {
+                slowed = true;
+                Counters::add(&self.counters.slowdowns, 1);
+                let start = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                Counters::add(&self.counters.stall_micros, start.elapsed().as_micros() as u64);
+                continue;
+            }
+            let full = view.mem.approximate_size() >= self.opts.memtable_size;
+            if !(full || force && !view.mem.is_empty()) {
+                return Ok(());
+            }
+            if view.imms.len() >= self.opts.max_immutable_memtables || level0 >= self.opts.level0_stop_trigger {
+                let start = Instant::now();
+                let mut bg = self.bg.lock();
+                if !bg.shutdown {
+                    bg.compaction_wanted = true;
+                    self.bg_cv.notify_all();
+                    self.bg_cv.wait_for(&mut bg, Duration::from_millis(100));
+                }
+                Counters::add(&self.counters.stall_micros, start.elapsed().as_micros() as u64);
+                continue;
+            }
+            self.switch_memtable(&view).map_err(WriteError::from)?;
+            force = false;
+        }
+    }
+
+    /// Starts a new WAL and memtable, and queues the old memtable for flushing. The old WAL is synced
+    /// first, so a torn tail can only ever be in the newest WAL.
+    fn switch_memtable(&self, view: &View) -> Result<(), StorageError> {
+        let number = self.versions.lock().new_file_number();
+        let path = names::wal(&self.dir, number);
+        let writer = LogWriter::create(&*self.storage, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+        self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        {
+            let mut wal = self.wal.lock();
+            if wal.writer.sync()? {
+                Counters::add(&self.counters.wal_syncs, 1);
+            }
+            wal.writer = writer;
+        }
+        view.mem.freeze(number);
+        let mut imms = view.imms.clone();
+        imms.push(view.mem.clone());
+        *self.view.write() = Arc::new(View { mem: Arc::new(Memtable::new()), imms, version: view.version.clone() });
+        self.bg_cv.notify_all();
+        Ok(())
+    }
+
+    /// Freezes the memtable if it holds anything and waits until every frozen memtable is flushed.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.commit(WriteBatch::new(), Durability::None, true)?;
+        let mut bg = self.bg.lock();
+        loop {
+            if let Some(e) = self.poison_error() {
+                return Err(e.into());
+            }
+            if self.current_view().imms.is_empty() {
+                return Ok(());
+            }
+            self.bg_cv.notify_all();
+            self.bg_cv.wait_for(&mut bg, Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! On-disk names, magic numbers, format versions and the byte-level helpers every file kind shares.
+//!
+//! Each constant here is quoted in `docs/format/`; change one and the spec must change with it.
+
+pub(crate) mod coding;
+pub(crate) mod key;
+pub(crate) mod names;
+
+/// Magic number at the start of every write-ahead log file: ASCII `CAIRNWAL`.
+pub const WAL_MAGIC: [u8; 8] = *b"CAIRNWAL";
+/// Magic number at the start of every manifest file: ASCII `CAIRNMAN`.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"CAIRNMAN";
+/// Magic number at the end of every table file (`u64` little-endian of ASCII `CAIRNSST`).
+pub const TABLE_MAGIC: [u8; 8] = *b"CAIRNSST";
+
+/// Version of the write-ahead log format written by this build.
+pub const WAL_FORMAT_VERSION: u32 = 1;
+/// Version of the manifest format written by this build.
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Version of the table format written by this build.
+pub const TABLE_FORMAT_VERSION: u32 = 1;
+
+/// Size of the header that starts a WAL or manifest file: magic (8), version (4), reserved (4).
+pub const LOG_FILE_HEADER_LEN: usize = 16;
+/// Size of a log record header: crc32 (4), payload length (4).
+pub const LOG_RECORD_HEADER_LEN: usize = 8;

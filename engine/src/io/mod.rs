@@ -1,0 +1,61 @@
+//! The I/O seam: every byte the engine reads or writes goes through a [`Storage`].
+//!
+//! [`FsStorage`] is the real file system (tables are read through `mmap`); [`MemStorage`] keeps files in
+//! memory and remembers how much of each was synced, so that tests can simulate a crash by keeping only the
+//! synced bytes. The reliability tests wrap a `Storage` to inject failures.
+
+mod fs;
+mod mem;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use fs::FsStorage;
+pub use mem::MemStorage;
+
+/// A file system as the engine uses it: append-only files, whole-file reads, read-only maps, renames and
+/// directory syncs.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Creates (or truncates) a file for appending.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Reads a whole file.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Maps a whole file read-only. The file must not change while mapped.
+    fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedFile>>;
+    /// Atomically renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Shortens a file to `len` bytes and syncs it.
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()>;
+    /// Names of the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (creating it), held until the returned guard drops.
+    /// Fails with [`io::ErrorKind::WouldBlock`] if another owner holds it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
+}
+
+/// A file open for appending.
+pub trait WritableFile: Send + Sync {
+    /// Appends `data` (handed to the operating system before returning, not necessarily durable).
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes everything appended so far durable (`fdatasync`).
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// The bytes of a file mapped read-only.
+pub trait MappedFile: Send + Sync {
+    /// The whole file.
+    fn bytes(&self) -> &[u8];
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait FileLock: Send + Sync {}

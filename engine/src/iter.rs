@@ -1,0 +1,293 @@
+//! Iteration: sources of internal entries, their merge, and the user-facing iterator that resolves versions
+//! at a snapshot.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::error::StorageError;
+use crate::format::key::{self, ValueKind};
+use crate::memtable::Memtable;
+
+/// A cursor over internal entries in one direction, fixed when it is made.
+pub(crate) trait Source: Send {
+    /// Forward: positions at the first entry `>= target` (the first entry if `None`).
+    /// Reverse: positions at the last entry `<= target` (the last entry if `None`).
+    fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError>;
+    /// Moves one entry on in the cursor's direction.
+    fn advance(&mut self) -> Result<(), StorageError>;
+    /// The current internal key, or `None` when exhausted.
+    fn key(&self) -> Option<&[u8]>;
+    /// The current value (empty when exhausted).
+    fn value(&self) -> &[u8];
+}
+
+/// Entries fetched from a memtable per refill.
+const MEM_CHUNK: usize = 64;
+
+/// A cursor over a memtable. The skip list cannot lend entries across calls, so the cursor copies them out
+/// in small chunks and re-seeks after the last one.
+pub(crate) struct MemSource {
+    mem: Arc<Memtable>,
+    reverse: bool,
+    buf: Vec<(Box<[u8]>, Arc<[u8]>)>,
+    pos: usize,
+    exhausted: bool,
+}
+
+impl MemSource {
+    pub fn new(mem: Arc<Memtable>, reverse: bool) -> Self {
+        Self { mem, reverse, buf: Vec::new(), pos: 0, exhausted: true }
+    }
+
+    fn fill(&mut self, from: Option<&[u8]>, inclusive: bool) {
+        self.buf = self.mem.chunk(from, inclusive, self.reverse, MEM_CHUNK);
+        self.pos = 0;
+        self.exhausted = self.buf.len() < MEM_CHUNK;
+    }
+}
+
+impl Source for MemSource {
+    fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
+        self.fill(target, true);
+        Ok(())
+    }
+
+    fn advance(&mut self) -> Result<(), StorageError> {
+        self.pos += 1;
+        if self.pos >= self.buf.len() && !self.exhausted {
+            let last = self.buf.last().map(|e| e.0.clone());
+            self.fill(last.as_deref(), false);
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.buf.get(self.pos).map(|e| &*e.0)
+    }
+
+    fn value(&self) -> &[u8] {
+        self.buf.get(self.pos).map(|e| &*e.1).unwrap_or_default()
+    }
+}
+
+/// Merges sources into one ordered stream. Sources are few (memtables, level-0 tables, one per deeper
+/// level), so the smallest is found by a scan.
+pub(crate) struct MergingIter {
+    sources: Vec<Box<dyn Source>>,
+    reverse: bool,
+    current: Option<usize>,
+}
+
+impl MergingIter {
+    pub fn new(sources: Vec<Box<dyn Source>>, reverse: bool) -> Self {
+        Self { sources, reverse, current: None }
+    }
+
+    fn pick(&mut self) {
+        let mut best: Option<(usize, &[u8])> = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            let Some(k) = s.key() else { continue };
+            let better = match best {
+                None => true,
+                Some((_, b)) => {
+                    let ord = key::compare(k, b);
+                    if self.reverse {
+                        ord == Ordering::Greater
+                    } else {
+                        ord == Ordering::Less
+                    }
+                }
+            };
+            if better {
+                best = Some((i, k));
+            }
+        }
+        self.current = best.map(|b| b.0);
+    }
+
+    pub fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
+        for s in &mut self.sources {
+            s.seek(target)?;
+        }
+        self.pick();
+        Ok(())
+    }
+
+    pub fn advance(&mut self) -> Result<(), StorageError> {
+        if let Some(i) = self.current {
+            if let Some(s) = self.sources.get_mut(i) {
+                s.advance()?;
+            }
+        }
+        self.pick();
+        Ok(())
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.sources.get(self.current?)?.key()
+    }
+
+    pub fn value(&self) -> &[u8] {
+        self.current.and_then(|i| self.sources.get(i)).map(|s| s.value()).unwrap_or_default()
+    }
+}
+
+/// Iterator over the live key-value pairs of a range, at a fixed sequence number, in key order or in
+/// reverse. Made by [`Db::range`](crate::Db::range) and friends.
+///
+/// The iterator holds the tables and memtables it started with, so it sees a consistent state however long
+/// it lives; it does not pin a snapshot against compaction of newer data.
+pub struct Iter {
+    merge: MergingIter,
+    seq: u64,
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    reverse: bool,
+    started: bool,
+    done: bool,
+    last_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter").field("seq", &self.seq).field("reverse", &self.reverse).finish_non_exhaustive()
+    }
+}
+
+fn below(lower: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match lower {
+        Bound::Included(l) => k < l.as_slice(),
+        Bound::Excluded(l) => k <= l.as_slice(),
+        Bound::Unbounded => false,
+    }
+}
+
+fn above(upper: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match upper {
+        Bound::Included(u) => k > u.as_slice(),
+        Bound::Excluded(u) => k >= u.as_slice(),
+        Bound::Unbounded => false,
+    }
+}
+
+impl Iter {
+    pub(crate) fn new(merge: MergingIter, seq: u64, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> Self {
+        Self { merge, seq, lower, upper, reverse, started: false, done: false, last_key: Vec::new() }
+    }
+
+    fn start(&mut self) -> Result<(), StorageError> {
+        self.started = true;
+        let target = if self.reverse {
+            match &self.upper {
+                Bound::Included(u) => Some(key::internal_key(u, 0)),
+                Bound::Excluded(u) => Some(key::internal_key(u, u64::MAX)),
+                Bound::Unbounded => None,
+            }
+        } else {
+            match &self.lower {
+                Bound::Included(l) | Bound::Excluded(l) => Some(key::internal_key(l, u64::MAX)),
+                Bound::Unbounded => None,
+            }
+        };
+        self.merge.seek(target.as_deref())
+    }
+
+    fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        loop {
+            let Some(ikey) = self.merge.key() else { return Ok(None) };
+            let (ukey, trailer) = key::split(ikey);
+            if above(&self.upper, ukey) {
+                return Ok(None);
+            }
+            let skip = key::trailer_seq(trailer) > self.seq
+                || below(&self.lower, ukey)
+                || (!self.last_key.is_empty() && ukey == self.last_key.as_slice());
+            if skip {
+                self.merge.advance()?;
+                continue;
+            }
+            self.last_key.clear();
+            self.last_key.extend_from_slice(ukey);
+            let out = match key::trailer_kind(trailer) {
+                Some(ValueKind::Put) => Some((ukey.to_vec(), self.merge.value().to_vec())),
+                _ => None,
+            };
+            self.merge.advance()?;
+            if out.is_some() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// In reverse, the versions of a key arrive oldest first: keep the newest visible one until the key
+    /// changes.
+    fn next_reverse(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let mut pending: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
+        loop {
+            let Some(ikey) = self.merge.key() else { break };
+            let (ukey, trailer) = key::split(ikey);
+            if below(&self.lower, ukey) {
+                break;
+            }
+            if let Some((pk, _)) = &pending {
+                if pk.as_slice() != ukey {
+                    match pending.take() {
+                        Some((k, Some(v))) => return Ok(Some((k, v))),
+                        _ => continue,
+                    }
+                }
+            }
+            if key::trailer_seq(trailer) <= self.seq && !above(&self.upper, ukey) {
+                let value = match key::trailer_kind(trailer) {
+                    Some(ValueKind::Put) => Some(self.merge.value().to_vec()),
+                    _ => None,
+                };
+                pending = Some((ukey.to_vec(), value));
+            }
+            self.merge.advance()?;
+        }
+        self.done = true;
+        Ok(pending.and_then(|(k, v)| v.map(|v| (k, v))))
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Vec<u8>, Vec<u8>), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if !self.started {
+            if let Err(e) = self.start() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+        let item = if self.reverse { self.next_reverse() } else { self.next_forward() };
+        match item {
+            Ok(Some(kv)) => Some(Ok(kv)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+pub(crate) fn prefix_upper_bound(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Bound::Excluded(end);
+        }
+    }
+    Bound::Unbounded
+}

@@ -1,0 +1,11 @@
+//! Framed, checksummed record files: the container of both the write-ahead log and the manifest.
+//!
+//! A log file is a 16-byte header (magic, format version, reserved) followed by records, each
+//! `crc32 (u32 LE) | length (u32 LE) | payload`, the CRC covering the length field and the payload.
+//! See `docs/format/wal.md`.
+
+mod reader;
+mod writer;
+
+pub(crate) use reader::read_log;
+pub(crate) use writer::{encode_record, LogWriter};

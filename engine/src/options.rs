@@ -1,0 +1,235 @@
+//! Options, set through a builder whose every setter states its default.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::compaction::{CompactionPolicy, LeveledPolicy};
+use crate::db::Db;
+use crate::error::OpenError;
+use crate::io::{FsStorage, Storage};
+
+/// When a commit is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The commit's WAL record is synced (`fdatasync`) before the commit returns. Survives power loss.
+    /// Concurrent committers share one sync (group commit).
+    #[default]
+    Immediate,
+    /// The record is written to the operating system before the commit returns and synced by a background
+    /// thread at most [`Options::sync_interval`] later. Survives a process crash; a power loss may lose
+    /// the last interval.
+    Buffered,
+    /// The record is written to the operating system; it is synced only when a memtable is flushed, on
+    /// [`Db::flush`], or on close. Survives a process crash, not a power loss.
+    None,
+}
+
+/// Block compression for tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Blocks are stored as written.
+    None,
+    /// Blocks are compressed with zstd at `level`, and stored compressed only if that saves at least an
+    /// eighth of their size.
+    Zstd {
+        /// zstd compression level (1 is fast; 3 is zstd's default).
+        level: i32,
+    },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 1 }
+    }
+}
+
+/// How to open a database. Make one with [`Db::builder`], adjust it, then call [`Options::open`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) create_if_missing: bool,
+    pub(crate) error_if_exists: bool,
+    pub(crate) durability: Durability,
+    pub(crate) sync_interval: Duration,
+    pub(crate) memtable_size: usize,
+    pub(crate) max_immutable_memtables: usize,
+    pub(crate) block_size: usize,
+    pub(crate) block_cache_size: usize,
+    pub(crate) compression: Compression,
+    pub(crate) bloom_bits_per_key: u32,
+    pub(crate) table_size: u64,
+    pub(crate) level0_slowdown_trigger: usize,
+    pub(crate) level0_stop_trigger: usize,
+    pub(crate) max_manifest_size: u64,
+    pub(crate) compaction_policy: Arc<dyn CompactionPolicy>,
+    pub(crate) storage: Arc<dyn Storage>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            create_if_missing: true,
+            error_if_exists: false,
+            durability: Durability::Immediate,
+            sync_interval: Duration::from_millis(100),
+            memtable_size: 64 << 20,
+            max_immutable_memtables: 2,
+            block_size: 4096,
+            block_cache_size: 64 << 20,
+            compression: Compression::default(),
+            bloom_bits_per_key: 10,
+            table_size: 64 << 20,
+            level0_slowdown_trigger: 12,
+            level0_stop_trigger: 20,
+            max_manifest_size: 4 << 20,
+            compaction_policy: Arc::new(LeveledPolicy::default()),
+            storage: Arc::new(FsStorage),
+        }
+    }
+}
+
+impl Options {
+    /// Create the database if the directory holds none. Default: `true`.
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create_if_missing = yes;
+        self
+    }
+
+    /// Fail if a database already exists. Default: `false`.
+    pub fn error_if_exists(mut self, yes: bool) -> Self {
+        self.error_if_exists = yes;
+        self
+    }
+
+    /// Durability of commits that do not choose their own. Default: [`Durability::Immediate`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Longest time a [`Durability::Buffered`] commit waits for its background sync. Default: 100 ms.
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// Size at which the memtable is frozen and flushed to a table. Larger means fewer, larger level-0
+    /// tables and a longer WAL replay on open. Default: 64 MiB.
+    pub fn memtable_size(mut self, bytes: usize) -> Self {
+        self.memtable_size = bytes;
+        self
+    }
+
+    /// Frozen memtables allowed to wait for their flush before writers stall. Default: 2.
+    pub fn max_immutable_memtables(mut self, n: usize) -> Self {
+        self.max_immutable_memtables = n;
+        self
+    }
+
+    /// Target uncompressed size of a table block. Smaller blocks make point reads cheaper and indexes
+    /// larger. Default: 4 KiB.
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes;
+        self
+    }
+
+    /// Memory for decoded blocks, shared by all tables. Default: 64 MiB.
+    pub fn block_cache_size(mut self, bytes: usize) -> Self {
+        self.block_cache_size = bytes;
+        self
+    }
+
+    /// Block compression. Default: `Compression::Zstd { level: 1 }`.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Bloom filter bits per key; 10 gives about 1% false positives. Default: 10.
+    pub fn bloom_bits_per_key(mut self, bits: u32) -> Self {
+        self.bloom_bits_per_key = bits;
+        self
+    }
+
+    /// Target size of tables written by compaction. Default: 64 MiB.
+    pub fn table_size(mut self, bytes: u64) -> Self {
+        self.table_size = bytes;
+        self
+    }
+
+    /// Level-0 table count at which each write group is delayed by 1 ms, so compaction catches up.
+    /// Default: 12.
+    pub fn level0_slowdown_trigger(mut self, n: usize) -> Self {
+        self.level0_slowdown_trigger = n;
+        self
+    }
+
+    /// Level-0 table count at which writers wait for compaction. Default: 20.
+    pub fn level0_stop_trigger(mut self, n: usize) -> Self {
+        self.level0_stop_trigger = n;
+        self
+    }
+
+    /// Size past which the manifest is rewritten as a single snapshot. Default: 4 MiB.
+    pub fn max_manifest_size(mut self, bytes: u64) -> Self {
+        self.max_manifest_size = bytes;
+        self
+    }
+
+    /// What to compact when. Default: [`LeveledPolicy::default`] (level 0 at 4 tables, level 1 at
+    /// 256 MiB, x10 per level).
+    pub fn compaction_policy(mut self, policy: Arc<dyn CompactionPolicy>) -> Self {
+        self.compaction_policy = policy;
+        self
+    }
+
+    /// Where files live. Default: [`FsStorage`], the real file system.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Opens (or creates) the database in directory `path` with these options.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Db, OpenError> {
+        Db::open_with(self, path.as_ref())
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), OpenError> {
+        let bad = |what: &str| Err(OpenError::InvalidOptions(what.to_owned()));
+        if self.memtable_size < 4096 {
+            return bad("memtable_size must be at least 4 KiB");
+        }
+        if self.block_size < 64 || self.block_size > 16 << 20 {
+            return bad("block_size must be between 64 bytes and 16 MiB");
+        }
+        if self.table_size < 4096 {
+            return bad("table_size must be at least 4 KiB");
+        }
+        if self.max_immutable_memtables == 0 {
+            return bad("max_immutable_memtables must be at least 1");
+        }
+        if self.level0_stop_trigger <= self.level0_slowdown_trigger {
+            return bad("level0_stop_trigger must exceed level0_slowdown_trigger");
+        }
+        if let Compression::Zstd { level } = self.compression {
+            if !zstd::compression_level_range().contains(&level) {
+                return bad("zstd level out of range");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Options for one write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Durability of this commit; `None` uses the database's default.
+    pub durability: Option<Durability>,
+}
+
+impl WriteOptions {
+    /// A write with the given durability.
+    pub fn durability(durability: Durability) -> Self {
+        Self { durability: Some(durability) }
+    }
+}

@@ -1,0 +1,179 @@
+//! Writes a table from entries given in internal-key order.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::StorageError;
+use crate::format::coding::put_u32;
+use crate::format::key;
+use crate::format::TABLE_FORMAT_VERSION;
+use crate::io::{Storage, WritableFile};
+use crate::options::Compression;
+
+use super::block::BlockBuilder;
+use super::filter;
+use super::footer::{BlockHandle, Footer};
+use super::BlockCompression;
+
+/// Appends are gathered into writes of about this size.
+const WRITE_BUFFER: usize = 256 * 1024;
+/// Compressed blocks are kept only when they save at least 1/8 of the raw size.
+const MIN_SAVING_DIVISOR: usize = 8;
+
+/// What a finished table holds.
+#[derive(Debug, Clone)]
+pub(crate) struct TableSummary {
+    pub size: u64,
+    pub entries: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+    pub min_seq: u64,
+    pub max_seq: u64,
+}
+
+pub(crate) struct TableBuilder {
+    file: Box<dyn WritableFile>,
+    path: PathBuf,
+    offset: u64,
+    pending: Vec<u8>,
+    data: BlockBuilder,
+    index: BlockBuilder,
+    hashes: Vec<u64>,
+    last_user_key: Vec<u8>,
+    block_size: usize,
+    compression: Compression,
+    bits_per_key: u32,
+    entries: u64,
+    smallest: Vec<u8>,
+    min_seq: u64,
+    max_seq: u64,
+}
+
+impl TableBuilder {
+    pub fn create(
+        storage: &dyn Storage,
+        path: &Path,
+        block_size: usize,
+        compression: Compression,
+        bits_per_key: u32,
+    ) -> Result<Self, StorageError> {
+        let file = storage.create(path).map_err(|e| StorageError::io(path, e))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            offset: 0,
+            pending: Vec::with_capacity(WRITE_BUFFER + block_size),
+            data: BlockBuilder::default(),
+            index: BlockBuilder::default(),
+            hashes: Vec::new(),
+            last_user_key: Vec::new(),
+            block_size,
+            compression,
+            bits_per_key,
+            entries: 0,
+            smallest: Vec::new(),
+            min_seq: u64::MAX,
+            max_seq: 0,
+        })
+    }
+
+    /// Adds an entry; keys must arrive in strictly ascending internal-key order.
+    pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let (ukey, trailer) = key::split(ikey);
+        if self.entries == 0 {
+            self.smallest = ikey.to_vec();
+        }
+        if self.entries == 0 || ukey != self.last_user_key.as_slice() {
+            self.hashes.push(filter::key_hash(ukey));
+            self.last_user_key.clear();
+            self.last_user_key.extend_from_slice(ukey);
+        }
+        let seq = key::trailer_seq(trailer);
+        self.min_seq = self.min_seq.min(seq);
+        self.max_seq = self.max_seq.max(seq);
+        self.entries += 1;
+        self.data.add(ikey, value);
+        if self.data.size() >= self.block_size {
+            self.finish_data_block()?;
+        }
+        Ok(())
+    }
+
+
+    /// Bytes written so far plus the open block.
+    pub fn estimated_size(&self) -> u64 {
+        self.offset + self.pending.len() as u64 + self.data.size() as u64
+    }
+
+    fn finish_data_block(&mut self) -> Result<(), StorageError> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let last_key = self.data.last_key().to_vec();
+        let raw = self.data.finish();
+        let handle = self.write_block(&raw, self.compression)?;
+        let mut encoded = Vec::with_capacity(BlockHandle::ENCODED_LEN);
+        handle.encode(&mut encoded);
+        self.index.add(&last_key, &encoded);
+        Ok(())
+    }
+
+    fn write_block(&mut self, raw: &[u8], compression: Compression) -> Result<BlockHandle, StorageError> {
+        let compressed = match compression {
+            Compression::Zstd { level } => zstd::bulk::compress(raw, level)
+                .ok()
+                .filter(|c| c.len() + 4 <= raw.len() - raw.len() / MIN_SAVING_DIVISOR),
+            Compression::None => None,
+        };
+        let start = self.pending.len();
+        let kind = match compressed {
+            Some(c) => {
+                put_u32(&mut self.pending, raw.len() as u32);
+                self.pending.extend_from_slice(&c);
+                BlockCompression::Zstd
+            }
+            None => {
+                self.pending.extend_from_slice(raw);
+                BlockCompression::None
+            }
+        };
+        let size = (self.pending.len() - start) as u64;
+        self.pending.push(kind as u8);
+        let crc = crc32fast::hash(self.pending.get(start..).unwrap_or_default());
+        put_u32(&mut self.pending, crc);
+        let handle = BlockHandle { offset: self.offset + start as u64, size };
+        if self.pending.len() >= WRITE_BUFFER {
+            self.flush_pending()?;
+        }
+        Ok(handle)
+    }
+
+    fn flush_pending(&mut self) -> Result<(), StorageError> {
+        self.file.append(&self.pending).map_err(|e| StorageError::io(&self.path, e))?;
+        self.offset += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the filter, index and footer, and syncs the file.
+    pub fn finish(mut self) -> Result<TableSummary, StorageError> {
+        let largest = self.data.last_key().to_vec();
+        self.finish_data_block()?;
+        let largest = if largest.is_empty() { self.smallest.clone() } else { largest };
+        let filter_bytes = filter::build(&self.hashes, self.bits_per_key);
+        let filter = self.write_block(&filter_bytes, Compression::None)?;
+        let index_raw = self.index.finish();
+        let index = self.write_block(&index_raw, self.compression)?;
+        let footer = Footer { index, filter, entry_count: self.entries, version: TABLE_FORMAT_VERSION };
+        self.pending.extend_from_slice(&footer.encode());
+        self.flush_pending()?;
+        self.file.sync().map_err(|e| StorageError::io(&self.path, e))?;
+        Ok(TableSummary {
+            size: self.offset,
+            entries: self.entries,
+            smallest: self.smallest,
+            largest,
+            min_seq: if self.entries == 0 { 0 } else { self.min_seq },
+            max_seq: self.max_seq,
+        })
+    }
+}

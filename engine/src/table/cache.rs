@@ -1,0 +1,133 @@
+//! A bounded cache of decoded blocks, shared by every table of a database.
+//!
+//! Sharded by block, each shard evicting with the CLOCK (second chance) policy: a hit sets a reference bit;
+//! eviction walks the ring, clearing set bits and dropping the first unreferenced block.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::block::Block;
+
+const SHARDS: usize = 16;
+
+type Key = (u64, u64);
+
+#[derive(Debug)]
+struct Slot {
+    block: Arc<Block>,
+    referenced: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Key, Slot>,
+    ring: VecDeque<Key>,
+    used: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct BlockCache {
+    shards: Vec<Mutex<Shard>>,
+    shard_capacity: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl BlockCache {
+    /// A cache holding up to about `capacity` bytes of decoded blocks.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_capacity: capacity / SHARDS,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: Key) -> &Mutex<Shard> {
+        let h = key.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (key.1 >> 12).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+        &self.shards[(h >> 59) as usize % SHARDS]
+    }
+
+    pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
+        let mut shard = self.shard((table, offset)).lock();
+        match shard.map.get_mut(&(table, offset)) {
+            Some(slot) => {
+                slot.referenced = true;
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(slot.block.clone())
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
+        let charge = block.charge();
+        if charge > self.shard_capacity {
+            return;
+        }
+        let key = (table, offset);
+        let mut shard = self.shard(key).lock();
+        if shard.map.insert(key, Slot { block, referenced: false }).is_some() {
+            return;
+        }
+        shard.ring.push_back(key);
+        shard.used += charge;
+        while shard.used > self.shard_capacity {
+            let Some(victim) = shard.ring.pop_front() else { break };
+            let Some(slot) = shard.map.get_mut(&victim) else { continue };
+            if slot.referenced {
+                slot.referenced = false;
+                shard.ring.push_back(victim);
+            } else if let Some(slot) = shard.map.remove(&victim) {
+                shard.used -= slot.block.charge();
+            }
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    pub fn usage(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().used).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::key::{internal_key, make_trailer, ValueKind};
+    use crate::table::block::BlockBuilder;
+
+    fn block(size: usize) -> Arc<Block> {
+        let mut b = BlockBuilder::default();
+        b.add(&internal_key(b"k", make_trailer(1, ValueKind::Put)), &vec![0u8; size]);
+        Arc::new(Block::decode(b.finish()).unwrap())
+    }
+
+    #[test]
+    fn stays_within_capacity_and_counts_hits() {
+        let cache = BlockCache::new(16 * 10_000);
+        for i in 0..1000 {
+            cache.insert(1, i * 4096, block(1000));
+        }
+        assert!(cache.usage() <= 16 * 10_000);
+        assert!(cache.get(1, 999 * 4096).is_some());
+        assert!(cache.get(2, 0).is_none());
+        assert_eq!((cache.hits(), cache.misses()), (1, 1));
+        let tiny = BlockCache::new(0);
+        tiny.insert(1, 0, block(10));
+        assert!(tiny.get(1, 0).is_none());
+    }
+}

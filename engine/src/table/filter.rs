@@ -1,0 +1,64 @@
+//! The bloom filter of a table, over user keys.
+//!
+//! Layout: `bits[m bytes] | probes u8`. For a key, `h = xxh3_64(user_key)`, `h1 = h as u32`,
+//! `h2 = (h >> 32) as u32`; probe `i` (0-based) tests bit `(h1 + i * h2) mod (8 m)` (computed in u64), where
+//! bit `b` is `bits[b / 8] >> (b % 8) & 1`.
+
+#![deny(clippy::indexing_slicing)]
+
+use xxhash_rust::xxh3::xxh3_64;
+
+pub(crate) fn key_hash(user_key: &[u8]) -> u64 {
+    xxh3_64(user_key)
+}
+
+fn probes(hash: u64, k: u8, nbits: u64) -> impl Iterator<Item = u64> {
+    let h1 = u64::from(hash as u32);
+    let h2 = hash >> 32;
+    (0..u64::from(k)).map(move |i| (h1 + i * h2) % nbits)
+}
+
+/// Builds a filter for `hashes` (one per distinct user key) at `bits_per_key`.
+pub(crate) fn build(hashes: &[u64], bits_per_key: u32) -> Vec<u8> {
+    let k = ((f64::from(bits_per_key) * 0.69) as u8).clamp(1, 30);
+    let nbytes = (hashes.len() * bits_per_key as usize).div_ceil(8).max(8);
+    let nbits = nbytes as u64 * 8;
+    let mut out = vec![0u8; nbytes + 1];
+    for &h in hashes {
+        for bit in probes(h, k, nbits) {
+            if let Some(byte) = out.get_mut((bit / 8) as usize) {
+                *byte |= 1 << (bit % 8);
+            }
+        }
+    }
+    if let Some(last) = out.last_mut() {
+        *last = k;
+    }
+    out
+}
+
+/// Whether a key with `hash` may be in the set the filter was built from; a filter that is malformed
+/// answers "maybe".
+pub(crate) fn may_contain(filter: &[u8], hash: u64) -> bool {
+    let Some((&k, bits)) = filter.split_last() else { return true };
+    if bits.is_empty() || k == 0 || k > 30 {
+        return true;
+    }
+    let nbits = bits.len() as u64 * 8;
+    probes(hash, k, nbits).all(|bit| bits.get((bit / 8) as usize).is_some_and(|b| b >> (bit % 8) & 1 == 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_false_negatives_and_few_false_positives() {
+        let hashes: Vec<u64> = (0..10_000u32).map(|i| key_hash(&i.to_le_bytes())).collect();
+        let f = build(&hashes, 10);
+        assert!(hashes.iter().all(|h| may_contain(&f, *h)));
+        let fp = (10_000..20_000u32).filter(|i| may_contain(&f, key_hash(&i.to_le_bytes()))).count();
+        assert!(fp < 300, "false positive rate {fp}/10000");
+        assert!(may_contain(&[], 1));
+    }
+}

@@ -1,0 +1,119 @@
+//! A cursor over one table, forward or reverse.
+
+use std::sync::Arc;
+
+use crate::error::StorageError;
+use crate::iter::Source;
+
+use super::block::BlockIter;
+use super::reader::TableReader;
+
+pub(crate) struct TableIter {
+    table: Arc<TableReader>,
+    reverse: bool,
+    block_idx: usize,
+    block: Option<BlockIter>,
+}
+
+impl TableIter {
+    pub fn new(table: Arc<TableReader>, reverse: bool) -> Self {
+        Self { table, reverse, block_idx: 0, block: None }
+    }
+
+    fn load(&mut self, i: usize) -> Result<bool, StorageError> {
+        if i >= self.table.block_count() {
+            self.block = None;
+            return Ok(false);
+        }
+        self.block_idx = i;
+        self.block = Some(self.table.block_iter(i)?);
+        Ok(true)
+    }
+
+    /// Moves across block boundaries until positioned on an entry or exhausted.
+    fn settle(&mut self) -> Result<(), StorageError> {
+        while let Some(b) = &self.block {
+            if b.valid() {
+                return Ok(());
+            }
+            if self.reverse {
+                match self.block_idx.checked_sub(1) {
+                    Some(prev) => {
+                        if self.load(prev)? {
+                            if let Some(b) = &mut self.block {
+                                b.seek_to_last();
+                            }
+                        }
+                    }
+                    None => self.block = None,
+                }
+            } else if self.load(self.block_idx + 1)? {
+                if let Some(b) = &mut self.block {
+                    b.seek_to_first();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for TableIter {
+    fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
+        let count = self.table.block_count();
+        match (target, self.reverse) {
+            (None, false) => {
+                if self.load(0)? {
+                    if let Some(b) = &mut self.block {
+                        b.seek_to_first();
+                    }
+                }
+            }
+            (None, true) => {
+                if let Some(last) = count.checked_sub(1) {
+                    if self.load(last)? {
+                        if let Some(b) = &mut self.block {
+                            b.seek_to_last();
+                        }
+                    }
+                } else {
+                    self.block = None;
+                }
+            }
+            (Some(t), false) => {
+                if self.load(self.table.find_block(t))? {
+                    if let Some(b) = &mut self.block {
+                        b.seek(t);
+                    }
+                }
+            }
+            (Some(t), true) => {
+                let i = self.table.find_block(t).min(count.saturating_sub(1));
+                if self.load(i)? {
+                    if let Some(b) = &mut self.block {
+                        b.seek_for_prev(t);
+                    }
+                }
+            }
+        }
+        self.settle()
+    }
+
+    fn advance(&mut self) -> Result<(), StorageError> {
+        if let Some(b) = &mut self.block {
+            if self.reverse {
+                b.prev();
+            } else {
+                b.next();
+            }
+        }
+        self.settle()
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.block.as_ref().filter(|b| b.valid()).map(BlockIter::key)
+    }
+
+    fn value(&self) -> &[u8] {
+        self.block.as_ref().map(BlockIter::value).unwrap_or_default()
+    }
+}

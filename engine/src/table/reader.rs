@@ -1,0 +1,177 @@
+//! Reads a table through a read-only map, verifying every block it touches.
+
+#![deny(clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::StorageError;
+use crate::format::coding::read_u32_at;
+use crate::format::key::{self, ValueKind};
+use crate::io::{MappedFile, Storage};
+use crate::memtable::Lookup;
+
+use super::block::{Block, BlockIter};
+use super::cache::BlockCache;
+use super::filter;
+use super::footer::{BlockHandle, Footer};
+use super::{BlockCompression, BLOCK_TRAILER_LEN, FOOTER_LEN};
+
+/// Largest decompressed block accepted: a single value may be 256 MiB.
+const MAX_RAW_BLOCK: usize = 512 * 1024 * 1024;
+
+pub(crate) struct TableReader {
+    number: u64,
+    path: PathBuf,
+    map: Arc<dyn MappedFile>,
+    index: Arc<Block>,
+    filter: Vec<u8>,
+    footer: Footer,
+    cache: Arc<BlockCache>,
+}
+
+impl std::fmt::Debug for TableReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableReader").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl TableReader {
+    /// Maps the table and verifies and decodes its footer, filter and index.
+    pub fn open(storage: &dyn Storage, path: &Path, number: u64, cache: Arc<BlockCache>) -> Result<Self, StorageError> {
+        let map = storage.map(path).map_err(|e| StorageError::io(path, e))?;
+        let len = map.bytes().len();
+        let footer_at = len
+            .checked_sub(FOOTER_LEN)
+            .ok_or_else(|| StorageError::corruption(path, 0, "file shorter than a table footer"))?;
+        let footer = Footer::decode(map.bytes().get(footer_at..).unwrap_or_default())
+            .map_err(|e| StorageError::corruption(path, (footer_at + e.offset) as u64, e.reason))?;
+        let filter = read_block(map.bytes(), footer.filter, path)?;
+        let index_raw = read_block(map.bytes(), footer.index, path)?;
+        let index = Block::decode(index_raw)
+            .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
+        Ok(Self { number, path: path.to_path_buf(), map, index: Arc::new(index), filter, footer, cache })
+    }
+
+
+
+    pub fn block_count(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn may_contain(&self, user_key_hash: u64) -> bool {
+        filter::may_contain(&self.filter, user_key_hash)
+    }
+
+    /// Index of the first data block whose last key is `>= target`; `block_count()` if none.
+    pub fn find_block(&self, target: &[u8]) -> usize {
+        self.index.seek(target)
+    }
+
+    fn handle(&self, i: usize) -> Result<BlockHandle, StorageError> {
+        BlockHandle::decode(self.index.value(i))
+            .map_err(|e| StorageError::corruption(&self.path, self.footer.index.offset, format!("index entry {i}: {}", e.reason)))
+    }
+
+    /// Data block `i`, from the cache or read and verified.
+    pub fn block(&self, i: usize) -> Result<Arc<Block>, StorageError> {
+        let handle = self.handle(i)?;
+        if let Some(b) = self.cache.get(self.number, handle.offset) {
+            return Ok(b);
+        }
+        let raw = read_block(self.map.bytes(), handle, &self.path)?;
+        let block = Block::decode(raw)
+            .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
+        let block = Arc::new(block);
+        self.cache.insert(self.number, handle.offset, block.clone());
+        Ok(block)
+    }
+
+    /// Iterator over the entries of block `i`.
+    pub fn block_iter(&self, i: usize) -> Result<BlockIter, StorageError> {
+        Ok(BlockIter::new(self.block(i)?))
+    }
+
+    /// The newest version of `user_key` with sequence `<= seq` in this table.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
+        if !self.may_contain(hash) {
+            return Ok(Lookup::Absent);
+        }
+        let target = key::internal_key(user_key, key::seek_trailer(seq));
+        let i = self.find_block(&target);
+        if i >= self.block_count() {
+            return Ok(Lookup::Absent);
+        }
+        let block = self.block(i)?;
+        let pos = block.seek(&target);
+        if pos >= block.len() {
+            return Ok(Lookup::Absent);
+        }
+        let (ukey, trailer) = key::split(block.key(pos));
+        if ukey != user_key {
+            return Ok(Lookup::Absent);
+        }
+        Ok(match key::trailer_kind(trailer) {
+            Some(ValueKind::Put) => Lookup::Found(block.value(pos).to_vec()),
+            Some(ValueKind::Delete) => Lookup::Deleted,
+            None => {
+                return Err(StorageError::corruption(&self.path, self.handle(i)?.offset, "unknown entry kind"));
+            }
+        })
+    }
+
+    /// Reads and checks every block; returns the number of entries seen. Used by `check`.
+    pub fn verify(&self) -> Result<u64, StorageError> {
+        let mut entries = 0u64;
+        let mut last: Option<Vec<u8>> = None;
+        for i in 0..self.block_count() {
+            let block = self.block(i)?;
+            if let (Some(prev), Some(first)) = (&last, (block.len() > 0).then(|| block.key(0))) {
+                if key::compare(prev, first) != std::cmp::Ordering::Less {
+                    return Err(StorageError::corruption(&self.path, self.handle(i)?.offset, "blocks out of order"));
+                }
+            }
+            entries += block.len() as u64;
+            last = block.len().checked_sub(1).map(|l| block.key(l).to_vec());
+        }
+        if entries != self.footer.entry_count {
+            return Err(StorageError::corruption(&self.path, 0, "entry count differs from the footer"));
+        }
+        Ok(entries)
+    }
+}
+
+/// Reads, verifies and (if compressed) decompresses the block at `handle`.
+fn read_block(file: &[u8], handle: BlockHandle, path: &Path) -> Result<Vec<u8>, StorageError> {
+    let bad = |reason: &str| StorageError::corruption(path, handle.offset, reason.to_owned());
+    let start = usize::try_from(handle.offset).map_err(|_| bad("block offset out of range"))?;
+    let size = usize::try_from(handle.size).map_err(|_| bad("block size out of range"))?;
+    let end = start
+        .checked_add(size)
+        .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN))
+        .filter(|e| *e <= file.len().saturating_sub(FOOTER_LEN))
+        .ok_or_else(|| bad("block extends past the end of the table"))?;
+    let with_type = file.get(start..start + size + 1).ok_or_else(|| bad("block out of range"))?;
+    let crc = read_u32_at(file, start + size + 1).ok_or_else(|| bad("block trailer out of range"))?;
+    debug_assert_eq!(start + size + BLOCK_TRAILER_LEN, end);
+    if crc32fast::hash(with_type) != crc {
+        return Err(bad("block checksum mismatch"));
+    }
+    let payload = file.get(start..start + size).unwrap_or_default();
+    match with_type.last().copied() {
+        Some(t) if t == BlockCompression::None as u8 => Ok(payload.to_vec()),
+        Some(t) if t == BlockCompression::Zstd as u8 => {
+            let raw_len = read_u32_at(payload, 0).ok_or_else(|| bad("compressed block too short"))? as usize;
+            if raw_len > MAX_RAW_BLOCK {
+                return Err(bad("implausible decompressed block size"));
+            }
+            let out = zstd::bulk::decompress(payload.get(4..).unwrap_or_default(), raw_len)
+                .map_err(|e| bad(&format!("zstd: {e}")))?;
+            if out.len() != raw_len {
+                return Err(bad("decompressed block has the wrong size"));
+            }
+            Ok(out)
+        }
+        _ => Err(bad("unknown block compression type")),
+    }
+}

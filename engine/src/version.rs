@@ -1,0 +1,270 @@
+//! Versions: the set of live tables per level at one moment, and the reads that walk it.
+
+use std::cmp::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use crate::error::StorageError;
+use crate::format::key;
+use crate::format::names;
+use crate::io::Storage;
+use crate::iter::Source;
+use crate::manifest::{TableMeta, VersionEdit, NUM_LEVELS};
+use crate::memtable::Lookup;
+use crate::table::{BlockCache, TableIter, TableReader};
+
+/// What tables need to open themselves.
+#[derive(Debug, Clone)]
+pub(crate) struct TableContext {
+    pub storage: Arc<dyn Storage>,
+    pub dir: PathBuf,
+    pub cache: Arc<BlockCache>,
+}
+
+/// A live table. Its reader opens on first use; once the table leaves the current version and the last
+/// reader lets go of it, its file is removed.
+pub(crate) struct TableHandle {
+    pub meta: TableMeta,
+    path: PathBuf,
+    ctx: TableContext,
+    reader: OnceLock<Arc<TableReader>>,
+    open_lock: Mutex<()>,
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableHandle").field("meta", &self.meta).finish_non_exhaustive()
+    }
+}
+
+impl TableHandle {
+    pub fn new(meta: TableMeta, ctx: &TableContext) -> Self {
+        Self {
+            path: names::table(&ctx.dir, meta.number),
+            meta,
+            ctx: ctx.clone(),
+            reader: OnceLock::new(),
+            open_lock: Mutex::new(()),
+            obsolete: AtomicBool::new(false),
+        }
+    }
+
+
+    pub fn reader(&self) -> Result<Arc<TableReader>, StorageError> {
+        if let Some(r) = self.reader.get() {
+            return Ok(r.clone());
+        }
+        let _guard = self.open_lock.lock();
+        if let Some(r) = self.reader.get() {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(TableReader::open(&*self.ctx.storage, &self.path, self.meta.number, self.ctx.cache.clone())?);
+        Ok(self.reader.get_or_init(|| r).clone())
+    }
+
+    pub fn smallest_user(&self) -> &[u8] {
+        key::user_key(&self.meta.smallest)
+    }
+
+    pub fn largest_user(&self) -> &[u8] {
+        key::user_key(&self.meta.largest)
+    }
+
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, AtomicOrdering::Release);
+    }
+
+    fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
+        self.smallest_user() <= hi && self.largest_user() >= lo
+    }
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(AtomicOrdering::Acquire) {
+            // A failure leaves an orphan that the next open removes.
+            let _ = self.ctx.storage.remove(&self.path);
+        }
+    }
+}
+
+/// The live tables: level 0 newest first (tables may overlap), deeper levels sorted by key and disjoint.
+#[derive(Debug, Default)]
+pub(crate) struct Version {
+    pub levels: [Vec<Arc<TableHandle>>; NUM_LEVELS],
+}
+
+impl Version {
+    /// The version after `edit`, and the tables it removes (for the caller to mark obsolete once the edit
+    /// is durable).
+    pub fn apply(&self, edit: &VersionEdit, ctx: &TableContext) -> (Version, Vec<Arc<TableHandle>>) {
+        let mut levels = self.levels.clone();
+        let mut removed = Vec::new();
+        for (level, number) in &edit.removed {
+            if let Some(tables) = levels.get_mut(*level) {
+                if let Some(pos) = tables.iter().position(|t| t.meta.number == *number) {
+                    removed.push(tables.remove(pos));
+                }
+            }
+        }
+        for (level, meta) in &edit.added {
+            if let Some(tables) = levels.get_mut(*level) {
+                tables.push(Arc::new(TableHandle::new(meta.clone(), ctx)));
+            }
+        }
+        for (i, tables) in levels.iter_mut().enumerate() {
+            if i == 0 {
+                tables.sort_by(|a, b| b.meta.number.cmp(&a.meta.number));
+            } else {
+                tables.sort_by(|a, b| key::compare(&a.meta.smallest, &b.meta.smallest));
+            }
+        }
+        (Version { levels }, removed)
+    }
+
+    pub fn level_bytes(&self, level: usize) -> u64 {
+        self.levels.get(level).map_or(0, |t| t.iter().map(|t| t.meta.size).sum())
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = (usize, &Arc<TableHandle>)> {
+        self.levels.iter().enumerate().flat_map(|(l, ts)| ts.iter().map(move |t| (l, t)))
+    }
+
+    /// Tables of `level` whose user-key range meets `[lo, hi]`.
+    pub fn overlapping(&self, level: usize, lo: &[u8], hi: &[u8]) -> Vec<Arc<TableHandle>> {
+        self.levels.get(level).map_or_else(Vec::new, |ts| ts.iter().filter(|t| t.overlaps(lo, hi)).cloned().collect())
+    }
+
+    /// Whether any level deeper than `level` may hold `user_key`.
+    pub fn deeper_may_contain(&self, level: usize, user_key: &[u8]) -> bool {
+        self.levels.iter().skip(level + 1).any(|ts| find_in_level(ts, user_key).is_some())
+    }
+
+    /// The newest version of `user_key` at `seq` in the tables.
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
+        let hash = crate::table::key_hash(user_key);
+        for (level, tables) in self.levels.iter().enumerate() {
+            if level == 0 {
+                for t in tables {
+                    if t.overlaps(user_key, user_key) {
+                        match t.reader()?.get(user_key, seq, hash)? {
+                            Lookup::Absent => {}
+                            found => return Ok(found),
+                        }
+                    }
+                }
+            } else if let Some(t) = find_in_level(tables, user_key) {
+                match t.reader()?.get(user_key, seq, hash)? {
+                    Lookup::Absent => {}
+                    found => return Ok(found),
+                }
+            }
+        }
+        Ok(Lookup::Absent)
+    }
+
+    /// One source per level-0 table and one per deeper non-empty level.
+    pub fn sources(&self, reverse: bool) -> Result<Vec<Box<dyn Source>>, StorageError> {
+        let mut out: Vec<Box<dyn Source>> = Vec::new();
+        for (level, tables) in self.levels.iter().enumerate() {
+            if level == 0 {
+                for t in tables {
+                    out.push(Box::new(TableIter::new(t.reader()?, reverse)));
+                }
+            } else if !tables.is_empty() {
+                out.push(Box::new(LevelIter::new(tables.clone(), reverse)));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The table of a sorted, disjoint level that may hold `user_key`.
+fn find_in_level<'a>(tables: &'a [Arc<TableHandle>], user_key: &[u8]) -> Option<&'a Arc<TableHandle>> {
+    let i = tables.partition_point(|t| t.largest_user() < user_key);
+    tables.get(i).filter(|t| t.smallest_user() <= user_key)
+}
+
+/// A cursor over the concatenation of a level's disjoint tables, opening them as it reaches them.
+pub(crate) struct LevelIter {
+    tables: Vec<Arc<TableHandle>>,
+    reverse: bool,
+    idx: usize,
+    cur: Option<TableIter>,
+}
+
+impl LevelIter {
+    pub fn new(tables: Vec<Arc<TableHandle>>, reverse: bool) -> Self {
+        Self { tables, reverse, idx: 0, cur: None }
+    }
+
+    fn open(&mut self, idx: usize, target: Option<&[u8]>) -> Result<(), StorageError> {
+        self.idx = idx;
+        self.cur = match self.tables.get(idx) {
+            Some(t) => {
+                let mut it = TableIter::new(t.reader()?, self.reverse);
+                it.seek(target)?;
+                Some(it)
+            }
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), StorageError> {
+        while let Some(cur) = &self.cur {
+            if cur.key().is_some() {
+                return Ok(());
+            }
+            if self.reverse {
+                match self.idx.checked_sub(1) {
+                    Some(prev) => self.open(prev, None)?,
+                    None => self.cur = None,
+                }
+            } else {
+                self.open(self.idx + 1, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for LevelIter {
+    fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
+        let idx = match (target, self.reverse) {
+            (None, false) => Some(0),
+            (None, true) => self.tables.len().checked_sub(1),
+            (Some(t), false) => {
+                Some(self.tables.partition_point(|h| key::compare(&h.meta.largest, t) == Ordering::Less))
+            }
+            (Some(t), true) => self
+                .tables
+                .partition_point(|h| key::compare(&h.meta.smallest, t) != Ordering::Greater)
+                .checked_sub(1),
+        };
+        match idx {
+            Some(i) => self.open(i, target)?,
+            None => self.cur = None,
+        }
+        self.settle()
+    }
+
+    fn advance(&mut self) -> Result<(), StorageError> {
+        if let Some(cur) = &mut self.cur {
+            cur.advance()?;
+        }
+        self.settle()
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        self.cur.as_ref()?.key()
+    }
+
+    fn value(&self) -> &[u8] {
+        self.cur.as_ref().map(|c| c.value()).unwrap_or_default()
+    }
+}
