@@ -99,8 +99,8 @@ pub(crate) struct Version {
 }
 
 impl Version {
-    /// The version after `edit`, and the tables it removes (for the caller to mark obsolete once the edit
-    /// is durable).
+    /// The version after `edit`, and the tables it drops (for the caller to mark obsolete once the edit is
+    /// durable). A table the edit moves to another level keeps its handle and is not dropped.
     pub fn apply(&self, edit: &VersionEdit, ctx: &TableContext) -> (Version, Vec<Arc<TableHandle>>) {
         let mut levels = self.levels.clone();
         let mut removed = Vec::new();
@@ -112,8 +112,10 @@ impl Version {
             }
         }
         for (level, meta) in &edit.added {
+            // A table removed and added by the same edit moved between levels: it stays live.
+            let moved = removed.iter().position(|t| t.meta.number == meta.number).map(|i| removed.swap_remove(i));
             if let Some(tables) = levels.get_mut(*level) {
-                tables.push(Arc::new(TableHandle::new(meta.clone(), ctx)));
+                tables.push(moved.unwrap_or_else(|| Arc::new(TableHandle::new(meta.clone(), ctx))));
             }
         }
         for (i, tables) in levels.iter_mut().enumerate() {
@@ -266,5 +268,43 @@ impl Source for LevelIter {
 
     fn value(&self) -> &[u8] {
         self.cur.as_ref().map(|c| c.value()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::key::{internal_key, make_trailer, ValueKind};
+    use crate::io::MemStorage;
+
+    fn meta(number: u64, lo: &str, hi: &str) -> TableMeta {
+        TableMeta {
+            number,
+            size: 100,
+            entries: 1,
+            min_seq: 1,
+            max_seq: 1,
+            smallest: internal_key(lo.as_bytes(), make_trailer(1, ValueKind::Put)),
+            largest: internal_key(hi.as_bytes(), make_trailer(1, ValueKind::Put)),
+        }
+    }
+
+    /// Regression: a trivial move (remove from level 1, add to level 2 in one edit) marked the moved table
+    /// obsolete, and its file was deleted while still live.
+    #[test]
+    fn a_moved_table_is_not_dropped() {
+        let ctx = TableContext { storage: Arc::new(MemStorage::new()), dir: PathBuf::from("/d"), cache: Arc::new(BlockCache::new(0)) };
+        let add = VersionEdit { added: vec![(1, meta(7, "a", "c")), (1, meta(8, "d", "f"))], ..VersionEdit::default() };
+        let (v1, dropped) = Version::default().apply(&add, &ctx);
+        assert!(dropped.is_empty());
+        let mv = VersionEdit { removed: vec![(1, 7)], added: vec![(2, meta(7, "a", "c"))], ..VersionEdit::default() };
+        let (v2, dropped) = v1.apply(&mv, &ctx);
+        assert!(dropped.is_empty(), "the moved table must not be dropped");
+        assert!(Arc::ptr_eq(&v1.levels[1][0], &v2.levels[2][0]));
+        let rm = VersionEdit { removed: vec![(1, 8)], ..VersionEdit::default() };
+        let (v3, dropped) = v2.apply(&rm, &ctx);
+        assert_eq!(dropped.len(), 1);
+        assert!(v3.levels[1].is_empty());
+        assert!(v3.deeper_may_contain(1, b"b") && !v3.deeper_may_contain(2, b"b"));
     }
 }

@@ -214,9 +214,14 @@ impl Inner {
             wal.writer = writer;
         }
         view.mem.freeze(number);
-        let mut imms = view.imms.clone();
-        imms.push(view.mem.clone());
-        *self.view.write() = Arc::new(View { mem: Arc::new(Memtable::new()), imms, version: view.version.clone() });
+        // Rebuild from the view as it is now, under its lock: a flush may have installed since `view` was
+        // read, and its removal of a flushed memtable must not be undone.
+        let mut current = self.view.write();
+        debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
+        let mut imms = current.imms.clone();
+        imms.push(current.mem.clone());
+        *current = Arc::new(View { mem: Arc::new(Memtable::new()), imms, version: current.version.clone() });
+        drop(current);
         self.bg_cv.notify_all();
         Ok(())
     }

@@ -41,15 +41,17 @@ impl MemStorage {
     /// reopened process would see after a power cut.
     pub fn crash_image(&self) -> MemStorage {
         let state = self.state.lock();
-        let files = state
-            .files
+        // Hold every file at once so the image is one instant: a writer still running must not sync one file
+        // between our copies of two others. Writers lock one file at a time, so this cannot deadlock.
+        let guards: Vec<_> = state.files.iter().map(|(p, f)| (p.clone(), f.lock())).collect();
+        let files = guards
             .iter()
             .map(|(p, f)| {
-                let f = f.lock();
                 let data = f.data.get(..f.synced_len).unwrap_or_default().to_vec();
                 (p.clone(), Arc::new(Mutex::new(MemFile { synced_len: data.len(), data })))
             })
             .collect();
+        drop(guards);
         MemStorage {
             state: Arc::new(Mutex::new(State { files, dirs: state.dirs.clone(), locks: HashSet::new() })),
         }

@@ -44,6 +44,7 @@ pub(crate) struct TableBuilder {
     bits_per_key: u32,
     entries: u64,
     smallest: Vec<u8>,
+    largest: Vec<u8>,
     min_seq: u64,
     max_seq: u64,
 }
@@ -71,6 +72,7 @@ impl TableBuilder {
             bits_per_key,
             entries: 0,
             smallest: Vec::new(),
+            largest: Vec::new(),
             min_seq: u64::MAX,
             max_seq: 0,
         })
@@ -78,6 +80,14 @@ impl TableBuilder {
 
     /// Adds an entry; keys must arrive in strictly ascending internal-key order.
     pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        if self.entries > 0 && key::compare(&self.largest, ikey) != std::cmp::Ordering::Less {
+            let show = |k: &[u8]| {
+                let (u, t) = key::split(k);
+                format!("{}@{}", String::from_utf8_lossy(u), key::trailer_seq(t))
+            };
+            let reason = format!("table input keys out of order: {} then {}", show(&self.largest), show(ikey));
+            return Err(StorageError::corruption(&self.path, self.estimated_size(), reason));
+        }
         let (ukey, trailer) = key::split(ikey);
         if self.entries == 0 {
             self.smallest = ikey.to_vec();
@@ -91,6 +101,8 @@ impl TableBuilder {
         self.min_seq = self.min_seq.min(seq);
         self.max_seq = self.max_seq.max(seq);
         self.entries += 1;
+        self.largest.clear();
+        self.largest.extend_from_slice(ikey);
         self.data.add(ikey, value);
         if self.data.size() >= self.block_size {
             self.finish_data_block()?;
@@ -156,9 +168,7 @@ impl TableBuilder {
 
     /// Writes the filter, index and footer, and syncs the file.
     pub fn finish(mut self) -> Result<TableSummary, StorageError> {
-        let largest = self.data.last_key().to_vec();
         self.finish_data_block()?;
-        let largest = if largest.is_empty() { self.smallest.clone() } else { largest };
         let filter_bytes = filter::build(&self.hashes, self.bits_per_key);
         let filter = self.write_block(&filter_bytes, Compression::None)?;
         let index_raw = self.index.finish();
@@ -171,7 +181,7 @@ impl TableBuilder {
             size: self.offset,
             entries: self.entries,
             smallest: self.smallest,
-            largest,
+            largest: self.largest,
             min_seq: if self.entries == 0 { 0 } else { self.min_seq },
             max_seq: self.max_seq,
         })

@@ -29,3 +29,6 @@ pub(crate) enum BlockCompression {
 pub(crate) const BLOCK_TRAILER_LEN: usize = 5;
 /// Length of the fixed footer at the end of a table.
 pub(crate) const FOOTER_LEN: usize = 56;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! Behaviour through the public API: group commit, atomic batches under concurrency, durability modes,
+//! snapshots across flush and compaction, input validation, stats, and write stalls.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use cairn::{Db, Durability, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions, MAX_KEY_LEN, MAX_VALUE_LEN};
+
+fn mem_db(storage: &MemStorage, durability: Durability) -> Db {
+    Db::builder()
+        .storage(Arc::new(storage.clone()))
+        .durability(durability)
+        .sync_interval(Duration::from_millis(10))
+        .memtable_size(32 * 1024)
+        .table_size(32 * 1024)
+        .compaction_policy(Arc::new(LeveledPolicy::new(2, 64 * 1024, 4)))
+        .open(Path::new("/db"))
+        .unwrap()
+}
+
+#[test]
+fn concurrent_durable_commits_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let db = db.clone();
+            thread::spawn(move || {
+                for i in 0..200 {
+                    db.put(format!("t{t}/{i:04}"), format!("{t}-{i}")).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = db.stats();
+    assert_eq!(stats.commits, 1600);
+    assert!(stats.write_groups < stats.commits, "some commits were grouped: {stats:?}");
+    assert!(stats.wal_syncs <= stats.write_groups + 2, "one sync per group: {stats:?}");
+    for t in 0..8 {
+        assert_eq!(db.prefix(format!("t{t}/")).unwrap().count(), 200);
+    }
+}
+
+#[test]
+fn batches_are_atomic_for_concurrent_readers() {
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let db = db.clone();
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(Ordering::Relaxed) && round < 3000 {
+                let mut batch = WriteBatch::new();
+                for pair in 0..10 {
+                    let v = format!("{round:08}-{}", "x".repeat(40));
+                    batch.put(format!("a/{pair}"), &v).put(format!("b/{pair}"), &v);
+                }
+                db.write(batch).unwrap();
+                round += 1;
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            thread::spawn(move || {
+                for _ in 0..300 {
+                    let snap = db.snapshot();
+                    let a: Vec<_> = snap.prefix("a/").unwrap().map(|kv| kv.unwrap().1).collect();
+                    let b: Vec<_> = snap.prefix("b/").unwrap().map(|kv| kv.unwrap().1).collect();
+                    assert_eq!(a, b, "a snapshot saw half a batch");
+                    let pair = db.range_rev("a/".as_bytes().."b/".as_bytes()).unwrap().count();
+                    assert!(pair == 0 || pair == 10);
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(db.stats().flushes > 0, "flushes ran under the readers");
+}
+
+#[test]
+fn durability_modes_and_what_a_power_cut_keeps() {
+    // Immediate: acknowledged means synced.
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::Immediate);
+    db.put(b"k", b"immediate").unwrap();
+    let image = storage.crash_image();
+    assert_eq!(mem_db(&image, Durability::Immediate).get(b"k").unwrap(), Some(b"immediate".to_vec()));
+    drop(db);
+
+    // Buffered: synced by the background thread within the interval.
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::Buffered);
+    db.put(b"k", b"buffered").unwrap();
+    thread::sleep(Duration::from_millis(200));
+    let image = storage.crash_image();
+    assert_eq!(mem_db(&image, Durability::Immediate).get(b"k").unwrap(), Some(b"buffered".to_vec()));
+    assert!(db.stats().wal_syncs >= 1);
+    drop(db);
+
+    // None: nothing is synced until a flush; a per-commit Immediate override is.
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::None);
+    db.put(b"lost", b"x").unwrap();
+    assert_eq!(db.stats().wal_syncs, 0);
+    let image = storage.crash_image();
+    assert_eq!(mem_db(&image, Durability::Immediate).get(b"lost").unwrap(), None);
+    db.write_with(
+        {
+            let mut b = WriteBatch::new();
+            b.put(b"kept", b"y");
+            b
+        },
+        WriteOptions::durability(Durability::Immediate),
+    )
+    .unwrap();
+    let image = storage.crash_image();
+    let reopened = mem_db(&image, Durability::Immediate);
+    assert_eq!(reopened.get(b"kept").unwrap(), Some(b"y".to_vec()));
+    assert_eq!(reopened.get(b"lost").unwrap(), Some(b"x".to_vec()), "synced along with the later record");
+}
+
+#[test]
+fn snapshots_survive_flush_and_compaction() {
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::None);
+    for i in 0..500 {
+        db.put(format!("k{i:04}"), "old").unwrap();
+    }
+    let snap = db.snapshot();
+    for i in 0..500 {
+        if i % 2 == 0 {
+            db.delete(format!("k{i:04}")).unwrap();
+        } else {
+            db.put(format!("k{i:04}"), "new").unwrap();
+        }
+    }
+    db.compact().unwrap();
+    assert_eq!(snap.get("k0000").unwrap(), Some(b"old".to_vec()));
+    assert_eq!(snap.range("k".as_bytes()..).unwrap().count(), 500);
+    assert!(snap.prefix("k").unwrap().all(|kv| kv.unwrap().1 == b"old"));
+    assert_eq!(db.get("k0000").unwrap(), None);
+    assert_eq!(db.prefix("k").unwrap().count(), 250);
+    assert_eq!(db.prefix_rev("k").unwrap().next().unwrap().unwrap().0, b"k0499");
+    let seq = snap.sequence();
+    drop(snap);
+    db.compact().unwrap();
+    assert!(db.last_sequence() > seq);
+    assert_eq!(db.prefix("k").unwrap().count(), 250);
+    let stats = db.stats();
+    assert!(stats.compactions >= 2 && stats.flushes >= 1, "{stats:?}");
+    assert!(stats.write_amplification() > 1.0);
+}
+
+#[test]
+fn invalid_input_is_rejected_and_changes_nothing() {
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::Immediate);
+    assert!(matches!(db.put(b"", b"v"), Err(WriteError::InvalidKey { len: 0, .. })));
+    assert!(matches!(db.put(vec![1u8; MAX_KEY_LEN + 1], b"v"), Err(WriteError::InvalidKey { .. })));
+    let mut batch = WriteBatch::new();
+    batch.put(b"good", b"v").put(b"", b"bad");
+    assert!(matches!(db.write(batch), Err(WriteError::InvalidKey { .. })));
+    assert_eq!(db.get(b"good").unwrap(), None, "a rejected batch writes nothing");
+    let huge = WriteError::ValueTooLarge { len: MAX_VALUE_LEN + 1, max: MAX_VALUE_LEN };
+    assert!(huge.to_string().contains("exceeds"));
+    assert_eq!(db.stats().commits, 0);
+    db.put(b"good", b"v").unwrap();
+    assert_eq!(db.get(b"good").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn heavy_writes_with_tiny_memtables_slow_down_but_finish() {
+    let storage = MemStorage::new();
+    let db = Db::builder()
+        .storage(Arc::new(storage.clone()))
+        .durability(Durability::None)
+        .memtable_size(8 * 1024)
+        .table_size(16 * 1024)
+        .level0_slowdown_trigger(3)
+        .level0_stop_trigger(6)
+        .compaction_policy(Arc::new(LeveledPolicy::new(4, 32 * 1024, 4)))
+        .open(Path::new("/db"))
+        .unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let db = db.clone();
+            thread::spawn(move || {
+                for i in 0..3000 {
+                    db.put(format!("{t}/{i:05}"), vec![t as u8; 64]).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(db.iter().unwrap().count(), 12_000);
+    let stats = db.stats();
+    assert!(stats.flushes > 10, "{stats:?}");
+    assert!(stats.compactions > 0, "{stats:?}");
+    assert!(stats.levels[0].tables < 6 + 2, "level 0 stays bounded: {stats:?}");
+    assert!(stats.levels.iter().skip(2).any(|l| l.tables > 0), "data reached level 2 or deeper: {stats:?}");
+    assert_eq!(db.verify().unwrap() > 0, true);
+}

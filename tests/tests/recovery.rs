@@ -1,0 +1,289 @@
+//! Recovery on real files: reopen after drop, torn WAL tails, flipped bits in tables, damaged manifests,
+//! ownership, and the refusal to write after a failed sync.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cairn::{Db, Error, FileLock, MappedFile, MemStorage, OpenError, Storage, StorageError, WritableFile, WriteError};
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key-{i:06}").into_bytes()
+}
+
+fn value(i: u32) -> Vec<u8> {
+    format!("value-{i}-{}", "v".repeat((i % 100) as usize)).into_bytes()
+}
+
+#[test]
+fn reopen_after_drop_without_close_keeps_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::builder().memtable_size(64 * 1024).open(dir.path()).unwrap();
+        for i in 0..3000 {
+            db.put(key(i), value(i)).unwrap();
+        }
+        for i in (0..3000).step_by(3) {
+            db.delete(key(i)).unwrap();
+        }
+        // Dropped, not closed.
+    }
+    let db = Db::open(dir.path()).unwrap();
+    for i in 0..3000 {
+        let want = if i % 3 == 0 { None } else { Some(value(i)) };
+        assert_eq!(db.get(key(i)).unwrap(), want, "key {i}");
+    }
+    assert!(db.stats().table_count() > 0, "the memtable limit forced flushes");
+}
+
+#[test]
+fn torn_wal_tail_drops_only_the_torn_record() {
+    for cut in [1u64, 5, 9, 30] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        for i in 0..100 {
+            db.put(key(i), value(i)).unwrap();
+        }
+        db.close().unwrap();
+        let wal = files(dir.path(), "wal").into_iter().rev().find(|p| fs::metadata(p).unwrap().len() > 16).unwrap();
+        let len = fs::metadata(&wal).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        f.set_len(len - cut).unwrap();
+        drop(f);
+        let db = Db::open(dir.path()).unwrap();
+        for i in 0..99 {
+            assert_eq!(db.get(key(i)).unwrap(), Some(value(i)), "cut {cut} key {i}");
+        }
+        assert_eq!(db.get(key(99)).unwrap(), None, "the torn record is dropped");
+        assert!(db.stats().recovered_torn_bytes > 0);
+        assert!(fs::metadata(&wal).unwrap().len() < len - cut, "the torn tail was cut off the file");
+        // Writing and reopening again works: the old WAL is no longer torn.
+        db.put(key(99), value(99)).unwrap();
+        db.close().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.get(key(99)).unwrap(), Some(value(99)));
+        assert_eq!(db.stats().recovered_torn_bytes, 0);
+    }
+}
+
+#[test]
+fn damage_in_the_middle_of_the_wal_is_corruption_naming_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    for i in 0..50 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    db.close().unwrap();
+    let wal = files(dir.path(), "wal").into_iter().rev().find(|p| fs::metadata(p).unwrap().len() > 16).unwrap();
+    let mut bytes = fs::read(&wal).unwrap();
+    bytes[40] ^= 0x01;
+    fs::write(&wal, &bytes).unwrap();
+    match Db::open(dir.path()) {
+        Err(OpenError::Storage(StorageError::Corruption { file, offset, .. })) => {
+            assert_eq!(file, wal);
+            assert_eq!(offset, 16, "the first record starts right after the 16-byte header");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn flipped_bits_in_a_table_are_corruption_never_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder().block_cache_size(0).open(dir.path()).unwrap();
+    for i in 0..2000 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    db.compact().unwrap();
+    db.close().unwrap();
+    let table = files(dir.path(), "sst").pop().unwrap();
+    let original = fs::read(&table).unwrap();
+    let step = original.len() / 37;
+    for offset in (0..original.len()).step_by(step.max(1)) {
+        let mut bytes = original.clone();
+        bytes[offset] ^= 0x04;
+        fs::write(&table, &bytes).unwrap();
+        let db = Db::builder().block_cache_size(0).open(dir.path()).unwrap();
+        let mut errors = 0;
+        for i in 0..2000 {
+            match db.get(key(i)) {
+                Ok(got) => assert_eq!(got, Some(value(i)), "offset {offset}: wrong answer for key {i}"),
+                Err(StorageError::Corruption { file, .. }) => {
+                    assert_eq!(file, table);
+                    errors += 1;
+                }
+                Err(e) => panic!("offset {offset}: unexpected {e}"),
+            }
+        }
+        assert!(errors > 0, "flipping offset {offset} went unnoticed");
+        let scan: Result<Vec<_>, _> = db.iter().unwrap().collect();
+        assert!(matches!(scan, Err(StorageError::Corruption { .. })), "offset {offset}: scan must fail");
+        assert!(db.verify().unwrap_err().is_corruption());
+        db.close().unwrap();
+    }
+    fs::write(&table, &original).unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.verify().unwrap(), 2000);
+}
+
+#[test]
+fn damaged_manifest_or_current_fails_open_with_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.put(b"k", b"v").unwrap();
+    db.flush().unwrap();
+    db.close().unwrap();
+    let current = dir.path().join("CURRENT");
+    let name = fs::read_to_string(&current).unwrap();
+    let manifest = dir.path().join(name.trim_end());
+    let mut bytes = fs::read(&manifest).unwrap();
+    bytes[20] ^= 0x80;
+    fs::write(&manifest, &bytes).unwrap();
+    let err = Db::open(dir.path()).unwrap_err();
+    assert!(Error::from(err).is_corruption());
+    bytes[20] ^= 0x80;
+    fs::write(&manifest, &bytes).unwrap();
+    fs::write(&current, "garbage\n").unwrap();
+    let err = Db::open(dir.path()).unwrap_err();
+    assert!(Error::from(err).is_corruption());
+    fs::write(&current, &name).unwrap();
+    assert_eq!(Db::open(dir.path()).unwrap().get(b"k").unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
+fn second_open_is_locked_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert!(matches!(Db::open(dir.path()), Err(OpenError::Locked { .. })));
+    let clone = db.clone();
+    db.close().unwrap();
+    assert!(matches!(clone.get(b"x"), Err(StorageError::Closed)));
+    assert!(matches!(clone.put(b"x", b"y"), Err(WriteError::Storage(StorageError::Closed))));
+    drop(clone);
+    Db::open(dir.path()).unwrap();
+}
+
+#[test]
+fn open_options_missing_and_existing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    assert!(matches!(Db::builder().create_if_missing(false).open(&path), Err(OpenError::NotFound { .. })));
+    Db::open(&path).unwrap().close().unwrap();
+    assert!(matches!(Db::builder().error_if_exists(true).open(&path), Err(OpenError::AlreadyExists { .. })));
+    assert!(matches!(Db::builder().memtable_size(1).open(&path), Err(OpenError::InvalidOptions(_))));
+}
+
+#[test]
+fn values_of_64_mib_survive_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..64 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let db = Db::open(dir.path()).unwrap();
+    db.put(b"big", &big).unwrap();
+    db.put(b"small", b"s").unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    db.close().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]), "replayed from the WAL");
+    db.flush().unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]), "read from a table");
+    db.close().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.get(b"big").unwrap().as_deref(), Some(&big[..]));
+    assert_eq!(db.get(b"small").unwrap(), Some(b"s".to_vec()));
+}
+
+/// A storage whose syncs start failing on demand.
+#[derive(Debug, Clone)]
+struct FailingSync {
+    inner: MemStorage,
+    fail: Arc<AtomicBool>,
+}
+
+struct FailingFile {
+    inner: Box<dyn WritableFile>,
+    fail: Arc<AtomicBool>,
+}
+
+impl WritableFile for FailingFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.inner.append(data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected EIO"));
+        }
+        self.inner.sync()
+    }
+}
+
+impl Storage for FailingSync {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(FailingFile { inner: self.inner.create(path)?, fail: self.fail.clone() }))
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedFile>> {
+        self.inner.map(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.inner.truncate(path, len)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        self.inner.exists(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>> {
+        self.inner.lock(path)
+    }
+}
+
+#[test]
+fn a_failed_sync_refuses_further_writes_until_reopen() {
+    let fs = FailingSync { inner: MemStorage::new(), fail: Arc::new(AtomicBool::new(false)) };
+    let db = Db::builder().storage(Arc::new(fs.clone())).open("/db").unwrap();
+    for i in 0..10 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    fs.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(db.put(key(10), value(10)), Err(WriteError::Storage(StorageError::Io { .. }))));
+    fs.fail.store(false, Ordering::SeqCst);
+    assert!(matches!(db.put(key(11), value(11)), Err(WriteError::Poisoned { .. })), "refuses after a failed sync");
+    assert!(db.flush().is_err());
+    assert_eq!(db.get(key(9)).unwrap(), Some(value(9)), "reads still work");
+    let image = fs.inner.crash_image();
+    drop(db);
+    let db = Db::builder().storage(Arc::new(image)).open("/db").unwrap();
+    for i in 0..10 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i)));
+    }
+    assert_eq!(db.get(key(11)).unwrap(), None);
+    db.put(key(11), value(11)).unwrap();
+}
