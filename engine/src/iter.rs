@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::format::key::{self, ValueKind};
-use crate::memtable::Memtable;
+use crate::memtable::{MemEntry, Memtable};
 
 /// A cursor over internal entries in one direction, fixed when it is made.
 pub(crate) trait Source: Send {
@@ -30,7 +30,7 @@ const MEM_CHUNK: usize = 64;
 pub(crate) struct MemSource {
     mem: Arc<Memtable>,
     reverse: bool,
-    buf: Vec<(Box<[u8]>, Arc<[u8]>)>,
+    buf: Vec<MemEntry>,
     pos: usize,
     exhausted: bool,
 }
@@ -133,6 +133,9 @@ impl MergingIter {
     }
 }
 
+/// A key and its value, as iterators yield them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Iterator over the live key-value pairs of a range, at a fixed sequence number, in key order or in
 /// reverse. Made by [`Db::range`](crate::Db::range) and friends.
 ///
@@ -193,7 +196,7 @@ impl Iter {
         self.merge.seek(target.as_deref())
     }
 
-    fn next_forward(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn next_forward(&mut self) -> Result<Option<KeyValue>, StorageError> {
         loop {
             let Some(ikey) = self.merge.key() else { return Ok(None) };
             let (ukey, trailer) = key::split(ikey);
@@ -222,10 +225,9 @@ impl Iter {
 
     /// In reverse, the versions of a key arrive oldest first: keep the newest visible one until the key
     /// changes.
-    fn next_reverse(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn next_reverse(&mut self) -> Result<Option<KeyValue>, StorageError> {
         let mut pending: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
-        loop {
-            let Some(ikey) = self.merge.key() else { break };
+        while let Some(ikey) = self.merge.key() {
             let (ukey, trailer) = key::split(ikey);
             if below(&self.lower, ukey) {
                 break;
@@ -253,7 +255,7 @@ impl Iter {
 }
 
 impl Iterator for Iter {
-    type Item = Result<(Vec<u8>, Vec<u8>), StorageError>;
+    type Item = Result<KeyValue, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {

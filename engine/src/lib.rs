@@ -31,6 +31,9 @@ mod batch;
 mod compaction;
 mod db;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod format;
 mod io;
 mod iter;
@@ -48,7 +51,7 @@ pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy,
 pub use db::Db;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
-pub use iter::Iter;
+pub use iter::{Iter, KeyValue};
 pub use options::{Compression, Durability, Options, WriteOptions};
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, Stats};

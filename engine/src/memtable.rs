@@ -28,6 +28,9 @@ impl PartialOrd for MemKey {
     }
 }
 
+/// An entry copied out of a memtable: internal key and value.
+pub(crate) type MemEntry = (Box<[u8]>, Arc<[u8]>);
+
 /// What a point lookup found in one source.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
@@ -102,7 +105,7 @@ impl Memtable {
 
     /// Up to `max` entries strictly after (or, in reverse, strictly before) `from`, or from the start (end)
     /// when `from` is `None`. With `inclusive`, an entry equal to `from` is included.
-    pub fn chunk(&self, from: Option<&[u8]>, inclusive: bool, reverse: bool, max: usize) -> Vec<(Box<[u8]>, Arc<[u8]>)> {
+    pub fn chunk(&self, from: Option<&[u8]>, inclusive: bool, reverse: bool, max: usize) -> Vec<MemEntry> {
         let probe = from.map(|f| MemKey(f.into()));
         let bound = match (&probe, inclusive) {
             (None, _) => Bound::Unbounded,

@@ -120,7 +120,7 @@ impl Version {
         }
         for (i, tables) in levels.iter_mut().enumerate() {
             if i == 0 {
-                tables.sort_by(|a, b| b.meta.number.cmp(&a.meta.number));
+                tables.sort_by_key(|t| std::cmp::Reverse(t.meta.number));
             } else {
                 tables.sort_by(|a, b| key::compare(&a.meta.smallest, &b.meta.smallest));
             }

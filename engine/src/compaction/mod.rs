@@ -37,16 +37,17 @@ impl LevelInfo {
     }
 }
 
-/// A compaction to run: merge `inputs` (table numbers at `level`) into `output_level`. The engine adds the
-/// tables of `output_level` that overlap the inputs (and, for level 0, every overlapping level-0 table), and
-/// moves a table instead of rewriting it when nothing overlaps.
+/// A compaction to run: merge `inputs` (table numbers at `level`) into `output_level`, which must be
+/// `level + 1` (the engine ignores other tasks). The engine adds the tables of `output_level` that overlap the
+/// inputs; for level 0, whose tables overlap each other, it always takes every level-0 table. A single input
+/// that overlaps nothing below is moved instead of rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompactionTask {
     /// The level the inputs are taken from.
     pub level: usize,
     /// Table numbers at `level`.
     pub inputs: Vec<u64>,
-    /// Where the merged tables go: `level` or deeper.
+    /// Where the merged tables go: `level + 1`.
     pub output_level: usize,
 }
 

@@ -21,8 +21,8 @@ use super::{Inner, View};
 
 pub(super) fn spawn(inner: &Arc<Inner>) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
-    let jobs: [(&str, fn(&Inner)); 3] =
-        [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
+    type Job = fn(&Inner);
+    let jobs: [(&str, Job); 3] = [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
     for (name, job) in jobs {
         let inner = inner.clone();
         threads.push(thread::Builder::new().name(name.to_owned()).spawn(move || job(&inner))?);

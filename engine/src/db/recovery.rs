@@ -143,7 +143,10 @@ fn replay_wals(
         for (offset, payload) in log.records {
             let bad = |at: usize, reason: &str| StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"));
             let decoded = batch::decode(payload).map_err(|e| bad(e.offset, e.reason))?;
-            if decoded.first_seq <= last_seq || decoded.count == 0 {
+            if decoded.count == 0 {
+                return Err(bad(0, "empty batch").into());
+            }
+            if decoded.first_seq <= last_seq {
                 return Err(bad(0, "sequence numbers do not ascend").into());
             }
             let mut seq = decoded.first_seq;

@@ -1,7 +1,7 @@
 //! Internal keys: a user key followed by an 8-byte trailer `(sequence << 8) | kind`, little-endian.
 //!
 //! Internal keys sort by user key ascending (bytewise), then by trailer descending, so the newest version of a
-//! key comes first. See `docs/format/table.md`.
+//! key comes first. See `docs/format/README.md` (internal keys) and `docs/format/table.md`.
 
 use std::cmp::Ordering;
 

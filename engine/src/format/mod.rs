@@ -10,7 +10,7 @@ pub(crate) mod names;
 pub const WAL_MAGIC: [u8; 8] = *b"CAIRNWAL";
 /// Magic number at the start of every manifest file: ASCII `CAIRNMAN`.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"CAIRNMAN";
-/// Magic number at the end of every table file (`u64` little-endian of ASCII `CAIRNSST`).
+/// Magic number at the end of every table file: ASCII `CAIRNSST`, the last 8 bytes of the footer, in order.
 pub const TABLE_MAGIC: [u8; 8] = *b"CAIRNSST";
 
 /// Version of the write-ahead log format written by this build.

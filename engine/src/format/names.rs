@@ -35,18 +35,24 @@ pub(crate) fn manifest_name(number: u64) -> String {
     format!("MANIFEST-{number:06}")
 }
 
+/// A file number exactly as the engine writes it: at least six decimal digits, zero-padded.
+fn number(digits: &str) -> Option<u64> {
+    let n: u64 = digits.parse().ok()?;
+    (digits.bytes().all(|b| b.is_ascii_digit()) && format!("{n:06}") == digits).then_some(n)
+}
+
 pub(crate) fn parse(name: &str) -> Option<FileKind> {
     if name.ends_with(".tmp") {
         return Some(FileKind::Temp);
     }
     if let Some(n) = name.strip_prefix("MANIFEST-") {
-        return n.parse().ok().map(FileKind::Manifest);
+        return number(n).map(FileKind::Manifest);
     }
     if let Some(n) = name.strip_suffix(".wal") {
-        return n.parse().ok().map(FileKind::Wal);
+        return number(n).map(FileKind::Wal);
     }
     if let Some(n) = name.strip_suffix(".sst") {
-        return n.parse().ok().map(FileKind::Table);
+        return number(n).map(FileKind::Table);
     }
     None
 }
@@ -65,5 +71,8 @@ mod tests {
         assert_eq!(parse("CURRENT.tmp"), Some(FileKind::Temp));
         assert_eq!(parse("LOCK"), None);
         assert_eq!(parse("x.wal"), None);
+        assert_eq!(parse("7.wal"), None);
+        assert_eq!(parse("+00007.wal"), None);
+        assert_eq!(parse("0000007.wal"), None);
     }
 }

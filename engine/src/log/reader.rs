@@ -33,11 +33,20 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), &'static str
     Ok((payload, LOG_RECORD_HEADER_LEN + len))
 }
 
+/// Whether an intact record starts anywhere in `bytes` after `offset`.
+///
+/// Used to tell a torn tail from damage in the middle: after a torn tail nothing intact follows. A random
+/// position passes the CRC with probability 2^-32, and most positions fail the length check before any
+/// CRC is computed.
+fn intact_record_after(bytes: &[u8], offset: usize) -> bool {
+    (offset + 1..bytes.len().saturating_sub(LOG_RECORD_HEADER_LEN - 1)).any(|at| record_at(bytes, at).is_ok())
+}
+
 /// Parses a whole log file.
 ///
 /// A bad record is a *torn tail* (an append cut short by a crash: the record and everything after it are
-/// dropped) unless an intact record follows where its length field says the next one starts; then the log
-/// is corrupt in the middle, and that is an error naming the offset.
+/// dropped) unless an intact record follows it anywhere in the file; then the log is damaged in the middle
+/// (records that may have been acknowledged would be lost), and that is an error naming the offset.
 pub(crate) fn read_log<'a>(
     bytes: &'a [u8],
     path: &Path,
@@ -69,12 +78,8 @@ pub(crate) fn read_log<'a>(
                 offset += total;
             }
             Err(reason) => {
-                let declared = read_u32_at(bytes, offset + 4).map(|l| l as usize);
-                let next = declared.and_then(|l| offset.checked_add(LOG_RECORD_HEADER_LEN + l));
-                if let Some(next) = next.filter(|n| *n < bytes.len()) {
-                    if record_at(bytes, next).is_ok() {
-                        return Err(StorageError::corruption(path, offset as u64, reason));
-                    }
+                if intact_record_after(bytes, offset) {
+                    return Err(StorageError::corruption(path, offset as u64, reason));
                 }
                 return Ok(LogContents {
                     records,
@@ -131,6 +136,18 @@ mod tests {
         bytes[16 + 8] ^= 1;
         let err = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1).unwrap_err();
         assert!(matches!(err, StorageError::Corruption { offset: 16, .. }), "{err}");
+    }
+
+    /// A damaged length field must not make the intact records after it look like a torn tail.
+    #[test]
+    fn damaged_length_before_intact_records_is_corruption() {
+        let bytes = file(&[b"one", b"two", b"three"]);
+        for bit in 0..32 {
+            let mut b = bytes.clone();
+            b[16 + 4 + bit / 8] ^= 1 << (bit % 8);
+            let err = read_log(&b, Path::new("x"), WAL_MAGIC, 1).unwrap_err();
+            assert!(matches!(err, StorageError::Corruption { offset: 16, .. }), "bit {bit}: {err}");
+        }
     }
 
     #[test]

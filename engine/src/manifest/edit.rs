@@ -1,6 +1,6 @@
 //! Version edits: the records of the manifest.
 //!
-//! An edit is a sequence of tagged fields; tags never change meaning.
+//! An edit is a sequence of tagged fields; tags never change meaning. See `docs/format/manifest.md`.
 //!
 //! | tag | field          | body                                                                  |
 //! |-----|----------------|-----------------------------------------------------------------------|

@@ -92,7 +92,7 @@ impl VersionSet {
             })?;
             next_file = edit.next_file.unwrap_or(next_file);
             log_number = edit.log_number.unwrap_or(log_number);
-            last_sequence = edit.last_sequence.unwrap_or(last_sequence);
+            last_sequence = edit.last_sequence.unwrap_or(last_sequence).max(last_sequence);
             version = version.apply(&edit, ctx).0;
         }
         let names: std::collections::HashSet<String> =
