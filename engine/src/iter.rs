@@ -22,7 +22,9 @@ pub(crate) trait Source: Send {
     fn value(&self) -> &[u8];
 }
 
-/// Entries fetched from a memtable per refill.
+/// Entries copied from a memtable by a seek: short scans are the common case.
+const MEM_FIRST_CHUNK: usize = 16;
+/// Entries copied from a memtable per later refill.
 const MEM_CHUNK: usize = 64;
 
 /// A cursor over a memtable. The skip list cannot lend entries across calls, so the cursor copies them out
@@ -40,16 +42,16 @@ impl MemSource {
         Self { mem, reverse, buf: Vec::new(), pos: 0, exhausted: true }
     }
 
-    fn fill(&mut self, from: Option<&[u8]>, inclusive: bool) {
-        self.buf = self.mem.chunk(from, inclusive, self.reverse, MEM_CHUNK);
+    fn fill(&mut self, from: Option<&[u8]>, inclusive: bool, max: usize) {
+        self.buf = self.mem.chunk(from, inclusive, self.reverse, max);
         self.pos = 0;
-        self.exhausted = self.buf.len() < MEM_CHUNK;
+        self.exhausted = self.buf.len() < max;
     }
 }
 
 impl Source for MemSource {
     fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
-        self.fill(target, true);
+        self.fill(target, true, MEM_FIRST_CHUNK);
         Ok(())
     }
 
@@ -57,7 +59,7 @@ impl Source for MemSource {
         self.pos += 1;
         if self.pos >= self.buf.len() && !self.exhausted {
             let last = self.buf.last().map(|e| e.0.clone());
-            self.fill(last.as_deref(), false);
+            self.fill(last.as_deref(), false, MEM_CHUNK);
         }
         Ok(())
     }
