@@ -1,0 +1,77 @@
+//! Command-line arguments, and dispatch to one module per subcommand.
+
+mod check;
+mod compact;
+mod demo;
+mod format;
+mod stats;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tools for a Cairn data directory.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the shape of the tree, caches and counters.
+    Stats(stats::StatsArgs),
+    /// Merge every table into one sorted run.
+    Compact(DataDir),
+    /// Read every table, checking checksums and key order. Exit status 1 if anything is corrupt.
+    Check(DataDir),
+    /// Load synthetic compute jobs with a status index, then query them and print timings.
+    Demo(demo::DemoArgs),
+}
+
+/// The data directory a subcommand works on.
+#[derive(Debug, Args)]
+pub struct DataDir {
+    /// Data directory of the database.
+    #[arg(long = "data", value_name = "DIR")]
+    pub path: PathBuf,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Stats(args) => stats::run(&args),
+        Command::Compact(dir) => compact::run(&dir.path),
+        Command::Check(dir) => check::run(&dir.path),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// Why a subcommand failed: what it was doing, and the error that stopped it.
+#[derive(Debug)]
+pub struct Failure {
+    message: String,
+}
+
+impl Failure {
+    /// A failure while doing `context`, caused by `error`.
+    pub fn new(context: impl fmt::Display, error: impl fmt::Display) -> Self {
+        Self { message: format!("{context}: {error}") }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Opens an existing database; the inspection commands never create one.
+fn open_existing(dir: &Path) -> Result<cairn::Db, Failure> {
+    cairn::Db::builder()
+        .create_if_missing(false)
+        .open(dir)
+        .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))
+}
