@@ -1,5 +1,5 @@
 //! Opening a directory: lock it, recover the manifest, replay the WALs it does not cover into a memtable,
-//! start a new WAL and remove leftovers.
+//! write that memtable to a level-0 table, start a new WAL and remove leftovers.
 
 use std::collections::HashSet;
 use std::io;
@@ -16,7 +16,9 @@ use crate::format::names::{self, FileKind};
 use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
 use crate::io::{FileLock, Storage};
 use crate::log::{read_log, LogWriter};
-use crate::manifest::VersionSet;
+use crate::compaction::merge::{merge, DropRules, TableSettings};
+use crate::iter::{MemSource, Source};
+use crate::manifest::{VersionEdit, VersionSet};
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::snapshot::SnapshotList;
@@ -66,7 +68,25 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     let wal_number = versions.new_file_number();
     let wal_path = names::wal(dir, wal_number);
     let writer = LogWriter::create(&*storage, &wal_path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+    // Whatever was replayed goes to a level-0 table now, so the replayed WALs can go and every open starts
+    // from one empty WAL. This costs time in proportion to the unflushed WAL, which the memtable size bounds.
+    let mut edit = VersionEdit { log_number: Some(wal_number), last_sequence: Some(last_seq), ..VersionEdit::default() };
+    if !mem.is_empty() {
+        let settings = TableSettings {
+            block_size: opts.block_size,
+            compression: opts.compression,
+            bits_per_key: opts.bloom_bits_per_key,
+            table_size: u64::MAX,
+        };
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(Arc::new(mem), false))];
+        let rules = DropRules { smallest_snapshot: last_seq, tombstones_below: None };
+        let outputs = merge(&*storage, dir, sources, &settings, &rules, &mut || versions.new_file_number())?;
+        Counters::add(&counters.flushes, 1);
+        Counters::add(&counters.flush_bytes, outputs.iter().map(|m| m.size).sum());
+        edit.added = outputs.into_iter().map(|m| (0, m)).collect();
+    }
     storage.sync_dir(dir).map_err(io_err)?;
+    versions.log_and_apply(edit)?;
 
     let version = versions.current();
     let live: HashSet<u64> = version.tables().map(|(_, t)| t.meta.number).collect();
@@ -88,7 +108,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         dir: dir.to_path_buf(),
         storage,
         ctx,
-        view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
+        view: RwLock::new(Arc::new(View { mem: Arc::new(Memtable::new()), imms: Vec::new(), version })),
         versions: Mutex::new(versions),
         wal: Mutex::new(WalState { writer }),
         commit: CommitQueue::default(),
