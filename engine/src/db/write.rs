@@ -32,6 +32,8 @@ struct Request {
     batch: WriteBatch,
     durability: Durability,
     force_flush: bool,
+    /// Wakes this request's thread: when its result is in, or when it is to lead.
+    wake: Arc<Condvar>,
 }
 
 #[derive(Default)]
@@ -42,10 +44,11 @@ struct QueueState {
     next_ticket: u64,
 }
 
+/// Committers queue here; each waits on its own condition variable, so a finished group wakes only its
+/// members and the next leader, not every waiter.
 #[derive(Default)]
 pub(crate) struct CommitQueue {
     state: Mutex<QueueState>,
-    cv: Condvar,
 }
 
 impl Inner {
@@ -55,11 +58,11 @@ impl Inner {
         if let Some(e) = self.poison_error() {
             return Err(e);
         }
-        let queue = &self.commit;
-        let mut state = queue.state.lock();
+        let wake = Arc::new(Condvar::new());
+        let mut state = self.commit.state.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.pending.push_back(Request { ticket, batch, durability, force_flush });
+        state.pending.push_back(Request { ticket, batch, durability, force_flush, wake: wake.clone() });
         loop {
             if let Some(result) = state.done.remove(&ticket) {
                 return result;
@@ -67,7 +70,7 @@ impl Inner {
             if !state.leader_active {
                 break;
             }
-            queue.cv.wait(&mut state);
+            wake.wait(&mut state);
         }
         state.leader_active = true;
         while !state.done.contains_key(&ticket) {
@@ -82,17 +85,17 @@ impl Inner {
             }
             drop(state);
             let results = self.write_group(&mut group);
-            state = queue.state.lock();
+            state = self.commit.state.lock();
             for (r, result) in group.iter().zip(results) {
                 state.done.insert(r.ticket, result);
+                r.wake.notify_one();
             }
-            queue.cv.notify_all();
         }
         state.leader_active = false;
-        let result = state.done.remove(&ticket).unwrap_or(Err(WriteError::Storage(StorageError::Closed)));
-        drop(state);
-        queue.cv.notify_all();
-        result
+        if let Some(next) = state.pending.front() {
+            next.wake.notify_one();
+        }
+        state.done.remove(&ticket).unwrap_or(Err(WriteError::Storage(StorageError::Closed)))
     }
 
     /// Writes one group as leader; one result per request.
