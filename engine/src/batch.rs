@@ -29,6 +29,17 @@ pub struct WriteBatch {
     rep: Vec<u8>,
     count: u32,
     invalid: Option<Invalid>,
+    /// Places in `rep` that receive the commit's sequence number when the batch is committed.
+    stamps: Vec<Stamp>,
+}
+
+/// Where a commit sequence number is written into an operation when its batch commits.
+#[derive(Debug, Clone, Copy)]
+enum Stamp {
+    /// 8 bytes of a key, big-endian (so keys sort in commit order).
+    KeyBe(usize),
+    /// 8 bytes of a value, little-endian.
+    ValueLe(usize),
 }
 
 /// The first invalid operation added to a batch, reported at commit.
@@ -49,7 +60,7 @@ impl WriteBatch {
     pub fn new() -> Self {
         let mut rep = Vec::with_capacity(256);
         rep.resize(HEADER_LEN, 0);
-        Self { rep, count: 0, invalid: None }
+        Self { rep, count: 0, invalid: None, stamps: Vec::new() }
     }
 
     /// Sets `key` to `value`.
@@ -76,6 +87,36 @@ impl WriteBatch {
         self
     }
 
+    /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to `value`, where `commit_seq` is
+    /// the sequence number [`Db::write`](crate::Db::write) returns for this batch. Keys written this way sort
+    /// in commit order.
+    pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[u8]) -> &mut Self {
+        let mut key = Vec::with_capacity(prefix.len() + 12);
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(&[0; 8]);
+        key.extend_from_slice(&self.count.to_be_bytes());
+        let at = self.rep.len() + 1 + 4 + prefix.len();
+        self.put(key, value);
+        self.stamps.push(Stamp::KeyBe(at));
+        self
+    }
+
+    /// Sets `key` to `commit_seq (u64 LE) ++ value`, `commit_seq` as in [`WriteBatch::put_commit_keyed`].
+    pub(crate) fn put_commit_prefixed(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
+        let mut v = Vec::with_capacity(8 + value.len());
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(value);
+        let at = self.rep.len() + 1 + 4 + key.len() + 4;
+        self.put(key, v);
+        self.stamps.push(Stamp::ValueLe(at));
+        self
+    }
+
+    /// The keys the batch writes, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries().filter_map(Result::ok).map(|(_, k, _)| k)
+    }
+
     /// Number of operations.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -96,6 +137,7 @@ impl WriteBatch {
         self.rep.truncate(HEADER_LEN);
         self.count = 0;
         self.invalid = None;
+        self.stamps.clear();
     }
 
     fn check(&mut self, key: &[u8], value: Option<&[u8]>) {
@@ -122,13 +164,24 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// Stamps the batch with its first sequence number and returns the encoded record payload.
+    /// Stamps the batch with its first sequence number (and its commit sequence, the last one, wherever
+    /// an operation asked for it) and returns the encoded record payload.
     pub(crate) fn stamp(&mut self, first_seq: u64) -> &[u8] {
         let mut header = Vec::with_capacity(HEADER_LEN);
         put_u64(&mut header, first_seq);
         put_u32(&mut header, self.count);
         if let Some(h) = self.rep.get_mut(..HEADER_LEN) {
             h.copy_from_slice(&header);
+        }
+        let commit_seq = first_seq + u64::from(self.count.saturating_sub(1));
+        for stamp in &self.stamps {
+            let (at, bytes) = match *stamp {
+                Stamp::KeyBe(at) => (at, commit_seq.to_be_bytes()),
+                Stamp::ValueLe(at) => (at, commit_seq.to_le_bytes()),
+            };
+            if let Some(dst) = self.rep.get_mut(at..at + 8) {
+                dst.copy_from_slice(&bytes);
+            }
         }
         &self.rep
     }
@@ -140,6 +193,22 @@ impl WriteBatch {
     /// The operations in order, with their kinds; the batch is always well-formed.
     pub(crate) fn entries(&self) -> BatchEntries<'_> {
         BatchEntries { cursor: Cursor::new(self.rep.get(HEADER_LEN..).unwrap_or_default()), left: self.count }
+    }
+}
+
+/// A precondition of [`Db::write_if`](crate::Db::write_if): no version of `key` (value or tombstone) was
+/// committed after sequence `seq`. Read at a [`Snapshot`](crate::Snapshot) and require its keys unchanged
+/// since [`Snapshot::sequence`](crate::Snapshot::sequence) for an optimistic transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub(crate) key: Vec<u8>,
+    pub(crate) seq: u64,
+}
+
+impl Condition {
+    /// Requires that `key` was not written after sequence `seq`.
+    pub fn unchanged_since(key: impl Into<Vec<u8>>, seq: u64) -> Self {
+        Self { key: key.into(), seq }
     }
 }
 
@@ -217,6 +286,24 @@ mod tests {
         assert_eq!((d.first_seq, d.count), (42, 3));
         let got: Vec<_> = d.entries.map(|e| e.unwrap()).collect();
         assert_eq!(got, vec![(ValueKind::Put, &b"a"[..], &b"1"[..]), (ValueKind::Delete, b"b", b""), (ValueKind::Put, b"c", b"")]);
+    }
+
+    #[test]
+    fn commit_sequence_stamps_land_in_keys_and_values() {
+        let mut b = WriteBatch::new();
+        b.put(b"x", b"1").put_commit_keyed(b"feed/", b"event").put_commit_prefixed(b"rec", b"doc");
+        let payload = b.stamp(10).to_vec();
+        let got: Vec<_> = decode(&payload).unwrap().entries.map(|e| e.unwrap()).collect();
+        let commit = 12u64;
+        let mut feed_key = b"feed/".to_vec();
+        feed_key.extend_from_slice(&commit.to_be_bytes());
+        feed_key.extend_from_slice(&1u32.to_be_bytes());
+        assert_eq!(got[1].1, &feed_key[..]);
+        assert_eq!(got[1].2, b"event");
+        let mut rec = commit.to_le_bytes().to_vec();
+        rec.extend_from_slice(b"doc");
+        assert_eq!(got[2].2, &rec[..]);
+        assert_eq!(b.keys().collect::<Vec<_>>(), vec![&b"x"[..], &feed_key[..], b"rec"]);
     }
 
     #[test]

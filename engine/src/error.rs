@@ -116,6 +116,13 @@ pub enum WriteError {
         /// The largest value allowed.
         max: usize,
     },
+    /// A conditional write ([`Db::write_if`](crate::Db::write_if)) found that `key` was written after the
+    /// sequence its condition named. Nothing was written.
+    #[error("condition failed: key {} changed since the given sequence", String::from_utf8_lossy(key))]
+    ConditionFailed {
+        /// The key that changed.
+        key: Vec<u8>,
+    },
     /// A batch was larger than [`MAX_BATCH_LEN`](crate::MAX_BATCH_LEN) once encoded.
     #[error("batch of {len} bytes exceeds the maximum of {max}")]
     BatchTooLarge {

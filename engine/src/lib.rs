@@ -46,7 +46,7 @@ mod stats;
 mod table;
 mod version;
 
-pub use batch::{WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::Db;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};

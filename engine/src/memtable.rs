@@ -34,10 +34,10 @@ pub(crate) type MemEntry = (Box<[u8]>, Arc<[u8]>);
 /// What a point lookup found in one source.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
-    /// The newest visible version is a value.
-    Found(Vec<u8>),
-    /// The newest visible version is a tombstone.
-    Deleted,
+    /// The newest visible version is a value, written at the given sequence.
+    Found(Vec<u8>, u64),
+    /// The newest visible version is a tombstone, written at the given sequence.
+    Deleted(u64),
     /// The source holds no visible version of the key.
     Absent,
 }
@@ -75,9 +75,10 @@ impl Memtable {
         if ukey != user_key {
             return Lookup::Absent;
         }
+        let seq = key::trailer_seq(trailer);
         match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(entry.value().to_vec()),
-            Some(ValueKind::Delete) | None => Lookup::Deleted,
+            Some(ValueKind::Put) => Lookup::Found(entry.value().to_vec(), seq),
+            Some(ValueKind::Delete) | None => Lookup::Deleted(seq),
         }
     }
 
@@ -133,10 +134,10 @@ mod tests {
         m.insert(b"a", 5, ValueKind::Delete, b"");
         m.insert(b"b", 2, ValueKind::Put, b"b2");
         assert_eq!(m.get(b"a", 0), Lookup::Absent);
-        assert_eq!(m.get(b"a", 1), Lookup::Found(b"v1".to_vec()));
-        assert_eq!(m.get(b"a", 4), Lookup::Found(b"v3".to_vec()));
-        assert_eq!(m.get(b"a", 9), Lookup::Deleted);
-        assert_eq!(m.get(b"b", 9), Lookup::Found(b"b2".to_vec()));
+        assert_eq!(m.get(b"a", 1), Lookup::Found(b"v1".to_vec(), 1));
+        assert_eq!(m.get(b"a", 4), Lookup::Found(b"v3".to_vec(), 3));
+        assert_eq!(m.get(b"a", 9), Lookup::Deleted(5));
+        assert_eq!(m.get(b"b", 9), Lookup::Found(b"b2".to_vec(), 2));
         assert_eq!(m.get(b"c", 9), Lookup::Absent);
         assert_eq!(m.get(b"", 9), Lookup::Absent);
         assert_eq!(m.len(), 4);

@@ -216,3 +216,44 @@ fn heavy_writes_with_tiny_memtables_slow_down_but_finish() {
     assert!(stats.levels.iter().skip(2).any(|l| l.tables > 0), "data reached level 2 or deeper: {stats:?}");
     assert_eq!(db.verify().unwrap() > 0, true);
 }
+
+#[test]
+fn conditional_writes_make_a_race_free_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.put(b"counter", 0u64.to_le_bytes()).unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let db = db.clone();
+            thread::spawn(move || {
+                let (mut done, mut conflicts) = (0u64, 0u64);
+                while done < 50 {
+                    let snap = db.snapshot();
+                    let current = u64::from_le_bytes(snap.get(b"counter").unwrap().unwrap().try_into().unwrap());
+                    let mut batch = WriteBatch::new();
+                    batch.put(b"counter", (current + 1).to_le_bytes());
+                    match db.write_if(batch, vec![cairn::Condition::unchanged_since(b"counter".to_vec(), snap.sequence())], WriteOptions::default()) {
+                        Ok(_) => done += 1,
+                        Err(WriteError::ConditionFailed { key }) => {
+                            assert_eq!(key, b"counter");
+                            conflicts += 1;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    let conflicts: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let value = u64::from_le_bytes(db.get(b"counter").unwrap().unwrap().try_into().unwrap());
+    assert_eq!(value, 300, "every successful increment counted once ({conflicts} conflicts retried)");
+    // A key that did not exist: absent-then-created counts as a change.
+    let snap = db.snapshot();
+    db.put(b"new", b"x").unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(b"other", b"y");
+    let err = db.write_if(batch, vec![cairn::Condition::unchanged_since(b"new".to_vec(), snap.sequence())], WriteOptions::default());
+    assert!(matches!(err, Err(WriteError::ConditionFailed { .. })));
+    assert_eq!(db.get(b"other").unwrap(), None, "a failed condition writes nothing");
+}

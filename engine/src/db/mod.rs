@@ -175,7 +175,15 @@ impl Db {
     /// Applies `batch` atomically with the given options.
     pub fn write_with(&self, batch: WriteBatch, opts: WriteOptions) -> Result<u64, WriteError> {
         let inner = self.inner();
-        inner.commit(batch, opts.durability.unwrap_or(inner.opts.durability), false)
+        inner.commit(batch, opts.durability.unwrap_or(inner.opts.durability), false, Vec::new())
+    }
+
+    /// Applies `batch` atomically if every condition holds, checked in the same step as the write: no other
+    /// commit can come between the check and the write. Fails with [`WriteError::ConditionFailed`] naming
+    /// the first key that changed, writing nothing. Conditional writes keep group commit.
+    pub fn write_if(&self, batch: WriteBatch, conditions: Vec<crate::Condition>, opts: WriteOptions) -> Result<u64, WriteError> {
+        let inner = self.inner();
+        inner.commit(batch, opts.durability.unwrap_or(inner.opts.durability), false, conditions)
     }
 
     /// Pairs with keys in `range`, in ascending key order.
@@ -277,17 +285,19 @@ impl Inner {
     pub fn get_at(&self, key: &[u8], seq: Option<u64>) -> Result<Option<Vec<u8>>, StorageError> {
         self.check_open()?;
         let (view, seq) = self.read_point(seq);
-        let found = std::iter::once(&view.mem)
-            .chain(view.imms.iter().rev())
-            .map(|m| m.get(key, seq))
-            .find(|l| *l != Lookup::Absent);
-        let found = match found {
-            Some(l) => l,
-            None => view.version.get(key, seq)?,
-        };
-        Ok(match found {
-            Lookup::Found(v) => Some(v),
-            Lookup::Deleted | Lookup::Absent => None,
+        Ok(match lookup(&view, key, seq)? {
+            Lookup::Found(v, _) => Some(v),
+            Lookup::Deleted(_) | Lookup::Absent => None,
+        })
+    }
+
+    /// The value of `key` at `seq` (latest if `None`) with the sequence that wrote it.
+    pub fn get_versioned(&self, key: &[u8], seq: Option<u64>) -> Result<Option<(Vec<u8>, u64)>, StorageError> {
+        self.check_open()?;
+        let (view, seq) = self.read_point(seq);
+        Ok(match lookup(&view, key, seq)? {
+            Lookup::Found(v, s) => Some((v, s)),
+            Lookup::Deleted(_) | Lookup::Absent => None,
         })
     }
 
@@ -386,6 +396,18 @@ impl Inner {
             cache_bytes: self.ctx.cache.usage() as u64,
             recovered_torn_bytes: g(&c.recovered_torn_bytes),
         }
+    }
+}
+
+/// The newest version of `key` at `seq` in a view: memtables newest first, then the tables.
+pub(crate) fn lookup(view: &View, key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
+    let found = std::iter::once(&view.mem)
+        .chain(view.imms.iter().rev())
+        .map(|m| m.get(key, seq))
+        .find(|l| *l != Lookup::Absent);
+    match found {
+        Some(l) => Ok(l),
+        None => view.version.get(key, seq),
     }
 }
 

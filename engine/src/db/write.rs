@@ -1,23 +1,42 @@
 //! The write path: a queue of committers whose front member, the leader, writes the whole group to the
 //! WAL with one append and at most one sync (group commit), applies it to the memtable and publishes it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::batch::WriteBatch;
+use crate::batch::{Condition, WriteBatch};
 use crate::error::{Error, StorageError, WriteError};
 use crate::format::names;
 use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
 use crate::log::{encode_record, LogWriter};
-use crate::memtable::Memtable;
+use crate::memtable::{Lookup, Memtable};
 use crate::options::Durability;
 use crate::stats::Counters;
 
-use super::{Inner, View};
+use super::{lookup, Inner, View};
+
+/// Reads at this sequence see every committed version.
+const LATEST: u64 = u64::MAX >> 8;
+
+/// The key of the first condition that fails: written earlier in the same group, or committed after the
+/// condition's sequence.
+fn failed_condition(view: &View, conditions: &[Condition], written: &HashSet<Vec<u8>>) -> Result<Option<Vec<u8>>, StorageError> {
+    for c in conditions {
+        let changed = written.contains(&c.key)
+            || match lookup(view, &c.key, LATEST)? {
+                Lookup::Found(_, seq) | Lookup::Deleted(seq) => seq > c.seq,
+                Lookup::Absent => false,
+            };
+        if changed {
+            return Ok(Some(c.key.clone()));
+        }
+    }
+    Ok(None)
+}
 
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
@@ -32,6 +51,7 @@ struct Request {
     batch: WriteBatch,
     durability: Durability,
     force_flush: bool,
+    conditions: Vec<Condition>,
     /// Wakes this request's thread: when its result is in, or when it is to lead.
     wake: Arc<Condvar>,
 }
@@ -52,8 +72,14 @@ pub(crate) struct CommitQueue {
 }
 
 impl Inner {
-    /// Commits `batch`; with `force_flush`, also freezes a non-empty memtable first.
-    pub fn commit(&self, batch: WriteBatch, durability: Durability, force_flush: bool) -> Result<u64, WriteError> {
+    /// Commits `batch` if every condition holds; with `force_flush`, also freezes a non-empty memtable first.
+    pub fn commit(
+        &self,
+        batch: WriteBatch,
+        durability: Durability,
+        force_flush: bool,
+        conditions: Vec<Condition>,
+    ) -> Result<u64, WriteError> {
         batch.validate()?;
         if let Some(e) = self.poison_error() {
             return Err(e);
@@ -62,7 +88,7 @@ impl Inner {
         let mut state = self.commit.state.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.pending.push_back(Request { ticket, batch, durability, force_flush, wake: wake.clone() });
+        state.pending.push_back(Request { ticket, batch, durability, force_flush, conditions, wake: wake.clone() });
         loop {
             if let Some(result) = state.done.remove(&ticket) {
                 return result;
@@ -103,7 +129,7 @@ impl Inner {
         let force = group.iter().any(|r| r.force_flush);
         let outcome = self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from));
         match outcome {
-            Ok(seqs) => seqs.into_iter().map(Ok).collect(),
+            Ok(results) => results,
             Err(e) => {
                 let cause = e.to_string();
                 if matches!(e, WriteError::Storage(_)) {
@@ -115,26 +141,40 @@ impl Inner {
         }
     }
 
-    /// Appends the group to the WAL (synced if any member asked), applies it to the memtable and publishes
-    /// it. Returns each request's last sequence number.
-    fn append_group(&self, group: &mut [Request]) -> Result<Vec<u64>, StorageError> {
+    /// Checks each request's conditions, appends the accepted ones to the WAL (synced if any asked),
+    /// applies them to the memtable and publishes them. Returns each request's last sequence number, or why
+    /// its conditions failed.
+    fn append_group(&self, group: &mut [Request]) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
+        let view = self.current_view();
+        let checking = group.iter().any(|r| !r.conditions.is_empty());
+        let mut written: HashSet<Vec<u8>> = HashSet::new();
         let mut seq = self.last_seq.load(Ordering::Acquire);
         let mut framed = Vec::new();
-        let mut seqs = Vec::with_capacity(group.len());
+        let mut results = Vec::with_capacity(group.len());
+        let mut accepted = Vec::with_capacity(group.len());
         let mut user_bytes = 0;
         for r in group.iter_mut() {
+            if let Some(key) = failed_condition(&view, &r.conditions, &written)? {
+                results.push(Err(WriteError::ConditionFailed { key }));
+                accepted.push(false);
+                continue;
+            }
+            if checking {
+                written.extend(r.batch.keys().map(<[u8]>::to_vec));
+            }
             if !r.batch.is_empty() {
                 let payload = r.batch.stamp(seq + 1);
                 user_bytes += payload.len() as u64;
                 encode_record(&mut framed, payload);
                 seq += u64::from(r.batch.count());
             }
-            seqs.push(seq);
+            results.push(Ok(seq));
+            accepted.push(true);
         }
         if framed.is_empty() {
-            return Ok(seqs);
+            return Ok(results);
         }
-        let sync = group.iter().any(|r| r.durability == Durability::Immediate);
+        let sync = group.iter().zip(&accepted).any(|(r, ok)| *ok && r.durability == Durability::Immediate);
         {
             let mut wal = self.wal.lock();
             wal.writer.append_framed(&framed)?;
@@ -145,9 +185,9 @@ impl Inner {
         if group.iter().any(|r| r.durability == Durability::Buffered) {
             self.buffered_dirty.store(true, Ordering::Release);
         }
-        let mem = self.current_view().mem.clone();
+        let mem = &view.mem;
         let mut next = self.last_seq.load(Ordering::Acquire) + 1;
-        for r in group.iter() {
+        for r in group.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(r, _)| r) {
             for entry in r.batch.entries() {
                 let Ok((kind, key, value)) = entry else { continue };
                 mem.insert(key, next, kind, value);
@@ -158,9 +198,9 @@ impl Inner {
         let c = &self.counters;
         Counters::add(&c.user_bytes, user_bytes);
         Counters::add(&c.wal_bytes, framed.len() as u64);
-        Counters::add(&c.commits, group.len() as u64);
+        Counters::add(&c.commits, accepted.iter().filter(|ok| **ok).count() as u64);
         Counters::add(&c.write_groups, 1);
-        Ok(seqs)
+        Ok(results)
     }
 
     /// Ensures the memtable has room, freezing it when full (or when `force` and not empty), and slows or
@@ -231,7 +271,7 @@ impl Inner {
 
     /// Freezes the memtable if it holds anything and waits until every frozen memtable is flushed.
     pub fn flush(&self) -> Result<(), Error> {
-        self.commit(WriteBatch::new(), Durability::None, true)?;
+        self.commit(WriteBatch::new(), Durability::None, true, Vec::new())?;
         let mut bg = self.bg.lock();
         loop {
             if let Some(e) = self.poison_error() {

@@ -111,9 +111,10 @@ impl TableReader {
         if ukey != user_key {
             return Ok(Lookup::Absent);
         }
+        let seq = key::trailer_seq(trailer);
         Ok(match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(block.value(pos).to_vec()),
-            Some(ValueKind::Delete) => Lookup::Deleted,
+            Some(ValueKind::Put) => Lookup::Found(block.value(pos).to_vec(), seq),
+            Some(ValueKind::Delete) => Lookup::Deleted(seq),
             None => {
                 return Err(StorageError::corruption(&self.path, self.handle(i)?.offset, "unknown entry kind"));
             }

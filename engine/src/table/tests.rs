@@ -49,7 +49,8 @@ fn roundtrip_point_reads_and_both_directions() {
         for (i, (k, v)) in items.iter().enumerate() {
             let ukey = key::user_key(k);
             let found = reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)).unwrap();
-            let want = if v.is_empty() && i % 7 == 3 { Lookup::Deleted } else { Lookup::Found(v.clone()) };
+            let seq = i as u64 + 1;
+            let want = if v.is_empty() && i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
             assert_eq!(found, want, "key {i}");
             // Not visible before it was written.
             assert_eq!(reader.get(ukey, i as u64, super::key_hash(ukey)).unwrap(), Lookup::Absent);
@@ -111,8 +112,8 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
                     let ukey = key::user_key(k);
                     match reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)) {
                         Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
-                        Ok(Lookup::Found(got)) => assert_eq!(&got, v, "offset {offset} key {i}"),
-                        Ok(Lookup::Deleted) => assert_eq!(i % 7, 3, "offset {offset} key {i}"),
+                        Ok(Lookup::Found(got, seq)) => assert_eq!((&got, seq), (v, i as u64 + 1), "offset {offset} key {i}"),
+                        Ok(Lookup::Deleted(seq)) => assert_eq!((i % 7, seq), (3, i as u64 + 1), "offset {offset} key {i}"),
                         Ok(Lookup::Absent) => panic!("offset {offset}: key {i} silently missing"),
                     }
                 }
