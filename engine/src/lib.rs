@@ -28,6 +28,7 @@
 //! The on-disk formats are specified in `docs/format/`; the design in `docs/design.md`.
 
 mod batch;
+mod collection;
 mod compaction;
 mod db;
 mod error;
@@ -47,6 +48,10 @@ mod table;
 mod version;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use collection::{
+    Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan, Query,
+    Record, Store, StoreOptions, Stored, Transaction, MAX_PAGE,
+};
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::Db;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};

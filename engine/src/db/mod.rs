@@ -291,15 +291,6 @@ impl Inner {
         })
     }
 
-    /// The value of `key` at `seq` (latest if `None`) with the sequence that wrote it.
-    pub fn get_versioned(&self, key: &[u8], seq: Option<u64>) -> Result<Option<(Vec<u8>, u64)>, StorageError> {
-        self.check_open()?;
-        let (view, seq) = self.read_point(seq);
-        Ok(match lookup(&view, key, seq)? {
-            Lookup::Found(v, s) => Some((v, s)),
-            Lookup::Deleted(_) | Lookup::Absent => None,
-        })
-    }
 
     pub fn iter_at<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: &R, seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
         let own = |b: Bound<&K>| match b {

@@ -1,0 +1,71 @@
+//! The stored form of a record.
+//!
+//! ```text
+//! commit_seq u64 LE | format u8 (= 1) | version u64 LE | created_ms i64 LE | updated_ms i64 LE | document (JSON)
+//! ```
+//! `commit_seq` is written by the engine when the batch commits (`WriteBatch::put_commit_prefixed`).
+
+#![deny(clippy::indexing_slicing)]
+
+use serde_json::Value;
+
+use crate::format::coding::Cursor;
+
+use super::error::CollectionError;
+
+const FORMAT: u8 = 1;
+
+/// A decoded record envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Envelope {
+    pub seq: u64,
+    pub version: u64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub doc: Value,
+}
+
+/// Encodes everything after the commit sequence (which the engine prepends).
+pub(crate) fn encode_body(version: u64, created_ms: i64, updated_ms: i64, doc: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.push(FORMAT);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&created_ms.to_le_bytes());
+    out.extend_from_slice(&updated_ms.to_le_bytes());
+    // Serializing a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut out, doc);
+    out
+}
+
+pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, CollectionError> {
+    let bad = |reason: &str| CollectionError::undecodable(key, reason.to_owned());
+    let mut c = Cursor::new(bytes);
+    let seq = c.u64("commit sequence").map_err(|e| bad(e.reason))?;
+    let format = c.u8("format").map_err(|e| bad(e.reason))?;
+    if format != FORMAT {
+        return Err(bad("unknown record format"));
+    }
+    let version = c.u64("version").map_err(|e| bad(e.reason))?;
+    let created_ms = c.u64("created").map_err(|e| bad(e.reason))? as i64;
+    let updated_ms = c.u64("updated").map_err(|e| bad(e.reason))? as i64;
+    let doc_bytes = bytes.get(c.pos()..).unwrap_or_default();
+    let doc = serde_json::from_slice(doc_bytes).map_err(|e| bad(&format!("document: {e}")))?;
+    Ok(Envelope { seq, version, created_ms, updated_ms, doc })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn roundtrip_and_rejects_garbage() {
+        let mut bytes = 42u64.to_le_bytes().to_vec();
+        bytes.extend(encode_body(3, 10, 20, &json!({"a": 1})));
+        let e = decode(b"k", &bytes).unwrap();
+        assert_eq!(e, Envelope { seq: 42, version: 3, created_ms: 10, updated_ms: 20, doc: json!({"a": 1}) });
+        for cut in 0..bytes.len() - 1 {
+            assert!(decode(b"k", &bytes[..cut]).is_err(), "cut {cut}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A collection with documents as JSON values: what the server and export/import use.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::CollectionError;
+use super::query::{encode_cursor, execute, plan, Page, Plan, Query};
+use super::record::{CollectionSpec, Stored};
+use super::store::Store;
+use super::txn::stored;
+
+/// How often a single-record write retries after a concurrent commit touched its record, before giving up
+/// with [`CollectionError::TxnConflict`].
+const SINGLE_WRITE_ATTEMPTS: usize = 64;
+
+/// Candidates a claim considers per query round.
+const CLAIM_BATCH: usize = 16;
+
+/// A declared collection whose documents are JSON objects. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DynCollection {
+    store: Store,
+    spec: Arc<CollectionSpec>,
+}
+
+impl DynCollection {
+    pub(crate) fn new(store: Store, spec: Arc<CollectionSpec>) -> Self {
+        Self { store, spec }
+    }
+
+    /// The collection's declaration.
+    pub fn spec(&self) -> &CollectionSpec {
+        &self.spec
+    }
+
+    /// One write as its own transaction. A conflict with a concurrent commit is retried: the retry re-reads
+    /// the record, so version checks then report the version that won.
+    fn write(&self, id: &str, op: impl Fn(&mut super::Transaction<'_>) -> Result<(), CollectionError>) -> Result<Stored<Value>, CollectionError> {
+        let name = &self.spec.name;
+        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| op(tx))?;
+        self.get(id)?.ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })
+    }
+
+    /// Inserts a document; `AlreadyExists` if the id is taken.
+    pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
+        self.write(id, |tx| tx.insert_doc(&self.spec.name, id, doc.clone()).map(drop))
+    }
+
+    /// Inserts or replaces a document.
+    pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
+        self.write(id, |tx| tx.upsert_doc(&self.spec.name, id, doc.clone()).map(drop))
+    }
+
+    /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
+    pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
+        self.write(id, |tx| tx.update_doc(&self.spec.name, id, expected, doc.clone()).map(drop))
+    }
+
+    /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
+    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| tx.delete_doc(&self.spec.name, id, expected))
+    }
+
+    /// The document with this id.
+    pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+        super::store::validate_id(id)?;
+        let key = super::keys::record_key(&self.spec.name, id);
+        Ok(self.store.read_envelope(&key, None)?.map(|e| stored(id, e)))
+    }
+
+    /// One page of the documents matching `query`, read at one snapshot.
+    pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
+        let limit = query.page_size()?;
+        let snap = self.store.db().snapshot();
+        let mut records = Vec::with_capacity(limit.min(1024));
+        let mut last_key = None;
+        let mut more = false;
+        execute(
+            &snap,
+            &self.spec,
+            query,
+            |key, env, id| {
+                if records.len() == limit {
+                    more = true;
+                    return false;
+                }
+                if let Some(env) = env {
+                    records.push(stored(id, env));
+                    last_key = Some(key.to_vec());
+                }
+                true
+            },
+            false,
+        )?;
+        let next_cursor = if more { last_key.map(|k| encode_cursor(&k)) } else { None };
+        Ok(Page { records, next_cursor })
+    }
+
+    /// Number of documents matching `query` (its limit and cursor are ignored).
+    pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+        let snap = self.store.db().snapshot();
+        let mut n = 0u64;
+        let q = query.clone().after(None);
+        execute(
+            &snap,
+            &self.spec,
+            &q,
+            |_, _, _| {
+                n += 1;
+                true
+            },
+            true,
+        )?;
+        Ok(n)
+    }
+
+    /// The plan `query` would use.
+    pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
+        plan(&self.spec, query)
+    }
+
+    /// Atomically takes the first document matching one of `queries` (tried in order) that `change`
+    /// accepts: `change` edits the document and returns `true` to claim it. The claim is a version-checked
+    /// update, so concurrent claimers never take the same document; a claimer that loses a race moves on to
+    /// the next candidate. `None` if nothing could be claimed.
+    pub fn claim(&self, queries: &[Query], mut change: impl FnMut(&mut Value) -> bool) -> Result<Option<Stored<Value>>, CollectionError> {
+        for _round in 0..8 {
+            let mut lost_race = false;
+            for q in queries {
+                let page = self.query(&q.clone().limit(CLAIM_BATCH).after(None))?;
+                for candidate in page.records {
+                    let mut doc = candidate.doc;
+                    if !change(&mut doc) {
+                        continue;
+                    }
+                    match self.update(&candidate.id, candidate.version, doc) {
+                        Ok(claimed) => return Ok(Some(claimed)),
+                        Err(CollectionError::Conflict { .. } | CollectionError::NotFound { .. } | CollectionError::TxnConflict { .. }) => {
+                            lost_race = true;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            if !lost_race {
+                break;
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,200 @@
+//! How collections map onto the engine's keys. See `docs/collections.md`.
+//!
+//! | first byte | key                                                        | value                     |
+//! |------------|------------------------------------------------------------|---------------------------|
+//! | `0x00`     | `0x00 "cat" 0x00 collection`                               | collection spec (JSON)    |
+//! | `0x00`     | `0x00 "cur" 0x00 consumer`                                 | acknowledged seq, u64 LE  |
+//! | `0x00`     | `0x00 "trimmed"`                                           | last trimmed seq, u64 LE  |
+//! | `0x01`     | `0x01 collection 0x00 id`                                  | record envelope           |
+//! | `0x02`     | `0x02 collection 0x00 index 0x00 enc(v1) .. enc(vn) enc(id)` | id (UTF-8)              |
+//! | `0x03`     | `0x03 commit_seq (u64 BE) op_index (u32 BE)`                | change event (JSON)       |
+//!
+//! `enc` is an order-preserving, self-delimiting encoding of JSON scalars: byte order of encodings is the
+//! order of values (null < false < true < numbers < strings < other). A missing field is indexed as null,
+//! so records written before a field existed are found by equality on null.
+
+use serde_json::Value;
+
+pub(crate) const CATALOG: &[u8] = b"\x00cat\x00";
+pub(crate) const CONSUMERS: &[u8] = b"\x00cur\x00";
+/// Highest change sequence trimmed from the feed, u64 LE.
+pub(crate) const TRIMMED: &[u8] = b"\x00trimmed";
+pub(crate) const RECORD: u8 = 0x01;
+pub(crate) const INDEX: u8 = 0x02;
+pub(crate) const CHANGES: &[u8] = b"\x03";
+
+const TAG_NULL: u8 = 0x10;
+const TAG_FALSE: u8 = 0x20;
+const TAG_TRUE: u8 = 0x21;
+const TAG_NUMBER: u8 = 0x30;
+const TAG_STRING: u8 = 0x40;
+const TAG_OTHER: u8 = 0x50;
+
+pub(crate) fn catalog_key(collection: &str) -> Vec<u8> {
+    [CATALOG, collection.as_bytes()].concat()
+}
+
+pub(crate) fn consumer_key(name: &str) -> Vec<u8> {
+    [CONSUMERS, name.as_bytes()].concat()
+}
+
+/// Prefix of every record key of `collection`.
+pub(crate) fn record_prefix(collection: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(collection.len() + 2);
+    k.push(RECORD);
+    k.extend_from_slice(collection.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn record_key(collection: &str, id: &str) -> Vec<u8> {
+    let mut k = record_prefix(collection);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The collection and id a record key names.
+pub(crate) fn parse_record_key(key: &[u8]) -> Option<(String, String)> {
+    let rest = key.strip_prefix(&[RECORD])?;
+    let sep = rest.iter().position(|b| *b == 0)?;
+    let collection = std::str::from_utf8(rest.get(..sep)?).ok()?;
+    let id = std::str::from_utf8(rest.get(sep + 1..)?).ok()?;
+    Some((collection.to_owned(), id.to_owned()))
+}
+
+/// Prefix of every entry of one index.
+pub(crate) fn index_prefix(collection: &str, index: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(collection.len() + index.len() + 3);
+    k.push(INDEX);
+    k.extend_from_slice(collection.as_bytes());
+    k.push(0);
+    k.extend_from_slice(index.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The index entry key of a document: its values for `fields`, then its id.
+pub(crate) fn index_key(collection: &str, index: &str, fields: &[String], doc: &Value, id: &str) -> Vec<u8> {
+    let mut k = index_prefix(collection, index);
+    for f in fields {
+        encode_value(&mut k, field(doc, f));
+    }
+    encode_str(&mut k, TAG_STRING, id);
+    k
+}
+
+/// The value at a dot-separated path of a document, if any.
+pub(crate) fn field<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(doc, |v, part| v.get(part))
+}
+
+fn encode_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+    out.push(tag);
+    for &b in s.as_bytes() {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// Appends the order-preserving encoding of a field's value (`None`: the field is missing, encoded as null).
+pub(crate) fn encode_value(out: &mut Vec<u8>, v: Option<&Value>) {
+    match v {
+        None | Some(Value::Null) => out.push(TAG_NULL),
+        Some(Value::Bool(false)) => out.push(TAG_FALSE),
+        Some(Value::Bool(true)) => out.push(TAG_TRUE),
+        Some(Value::Number(n)) => {
+            out.push(TAG_NUMBER);
+            let f = n.as_f64().unwrap_or(0.0);
+            // 0.0 and -0.0 compare equal, so they must encode equally.
+            let bits = if f == 0.0 { 0.0f64.to_bits() } else { f.to_bits() };
+            let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+            out.extend_from_slice(&ordered.to_be_bytes());
+        }
+        Some(Value::String(s)) => encode_str(out, TAG_STRING, s),
+        Some(other) => encode_str(out, TAG_OTHER, &other.to_string()),
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, if any.
+pub(crate) fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn enc(v: Option<&Value>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_value(&mut out, v);
+        out
+    }
+
+    #[test]
+    fn encodings_sort_like_values() {
+        let values = [
+            json!(null),
+            json!(false),
+            json!(true),
+            json!(-1e300),
+            json!(-5),
+            json!(-0.5),
+            json!(0),
+            json!(0.25),
+            json!(3),
+            json!(1_700_000_000_000i64),
+            json!(""),
+            json!("a"),
+            json!("a\u{0}"),
+            json!("a\u{0}b"),
+            json!("ab"),
+            json!("b"),
+            json!([1]),
+        ];
+        assert_eq!(enc(None), enc(Some(&json!(null))), "missing indexes as null");
+        let mut prev = Vec::new();
+        for v in &values {
+            let e = enc(Some(v));
+            assert!(prev < e, "{v} must sort after the previous value");
+            prev = e;
+        }
+        assert_eq!(enc(Some(&json!(0.0))), enc(Some(&json!(-0.0))));
+    }
+
+    #[test]
+    fn composite_keys_sort_field_by_field_then_by_id() {
+        let fields = vec!["status".to_owned(), "priority".to_owned()];
+        let k = |s: &str, p: i64, id: &str| index_key("jobs", "sp", &fields, &json!({"status": s, "priority": p}), id);
+        assert!(k("PENDING", 5, "z") < k("PENDING", 10, "a"));
+        assert!(k("PENDING", 10, "a") < k("PENDING", 10, "b"));
+        assert!(k("PENDING", 99, "a") < k("RUNNING", 0, "a"));
+        // A string value is never a prefix-ambiguity: "a" then id "b" differs from "ab".
+        let f1 = vec!["s".to_owned()];
+        assert_ne!(index_key("c", "i", &f1, &json!({"s": "a"}), "b"), index_key("c", "i", &f1, &json!({"s": "ab"}), ""));
+        assert!(index_key("c", "i", &f1, &json!({"s": "a"}), "b").starts_with(&index_prefix("c", "i")));
+    }
+
+    #[test]
+    fn record_keys_round_trip_and_paths_resolve() {
+        let k = record_key("jobs", "job-1/x");
+        assert_eq!(parse_record_key(&k), Some(("jobs".to_owned(), "job-1/x".to_owned())));
+        assert!(k.starts_with(&record_prefix("jobs")));
+        assert!(!k.starts_with(&record_prefix("job")));
+        let doc = json!({"resources": {"gpus": 2}});
+        assert_eq!(field(&doc, "resources.gpus"), Some(&json!(2)));
+        assert_eq!(field(&doc, "resources.cpus"), None);
+        assert_eq!(after_prefix(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(after_prefix(b"\xff"), None);
+    }
+}

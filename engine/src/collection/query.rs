@@ -1,0 +1,389 @@
+//! Queries: equality on a prefix of an index's fields, an optional range on the next field, ordered by
+//! the index, with post-scan filters, a limit and an opaque cursor; a full scan in id order when no index
+//! serves. See `docs/collections.md`.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::snapshot::Snapshot;
+
+use super::envelope::{self, Envelope};
+use super::error::CollectionError;
+use super::keys;
+use super::record::{CollectionSpec, IndexSpec};
+
+/// Largest page a query may ask for.
+pub const MAX_PAGE: usize = 10_000;
+const DEFAULT_PAGE: usize = 100;
+
+/// A comparison in a [`Query`] filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Equal.
+    Eq,
+    /// Not equal (a missing field is not equal to anything).
+    Ne,
+    /// Less than.
+    Lt,
+    /// Less than or equal.
+    Le,
+    /// Greater than.
+    Gt,
+    /// Greater than or equal.
+    Ge,
+}
+
+/// A condition on one field.
+#[derive(Debug, Clone, PartialEq)]
+struct Filter {
+    field: String,
+    op: Op,
+    value: Value,
+}
+
+/// What to read from a collection. Build with the methods, e.g.
+/// `Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50)`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Query {
+    eq: Vec<(String, Value)>,
+    range: Option<(String, Bound<Value>, Bound<Value>)>,
+    order_by: Option<String>,
+    descending: bool,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    filters: Vec<Filter>,
+    index: Option<String>,
+}
+
+impl Query {
+    /// Everything, in id order.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requires `field` to equal `value`.
+    pub fn eq(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.eq.push((field.to_owned(), value.into()));
+        self
+    }
+
+    /// Requires `field` within bounds (at most one range per query).
+    pub fn range(mut self, field: &str, lower: Bound<Value>, upper: Bound<Value>) -> Self {
+        self.range = Some((field.to_owned(), lower, upper));
+        self
+    }
+
+    /// Adds a filter applied to each record after the index scan.
+    pub fn filter(mut self, field: &str, op: Op, value: impl Into<Value>) -> Self {
+        self.filters.push(Filter { field: field.to_owned(), op, value: value.into() });
+        self
+    }
+
+    /// Orders by `field`, which an index must provide after the equality fields.
+    pub fn order_by(mut self, field: &str) -> Self {
+        self.order_by = Some(field.to_owned());
+        self
+    }
+
+    /// Descending order.
+    pub fn descending(mut self) -> Self {
+        self.descending = true;
+        self
+    }
+
+    /// At most `n` records per page (default 100, at most [`MAX_PAGE`]).
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Continues after the page that returned `cursor`.
+    pub fn after(mut self, cursor: Option<String>) -> Self {
+        self.cursor = cursor;
+        self
+    }
+
+    /// Uses this index, if it can serve the query.
+    pub fn use_index(mut self, name: &str) -> Self {
+        self.index = Some(name.to_owned());
+        self
+    }
+
+    pub(crate) fn page_size(&self) -> Result<usize, CollectionError> {
+        match self.limit.unwrap_or(DEFAULT_PAGE) {
+            0 => Err(CollectionError::InvalidQuery("limit must be at least 1".into())),
+            n if n > MAX_PAGE => Err(CollectionError::InvalidQuery(format!("limit must be at most {MAX_PAGE}"))),
+            n => Ok(n),
+        }
+    }
+}
+
+/// How a query is answered; see [`DynCollection::explain`](crate::DynCollection::explain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The index scanned, or `None` for a full scan of the collection in id order.
+    pub index: Option<String>,
+    /// Equality fields answered by the index prefix.
+    pub equality: Vec<String>,
+    /// The range field answered by the index, if any.
+    pub range: Option<String>,
+    /// Fields checked on each record after the scan.
+    pub filtered: Vec<String>,
+    /// Whether results come in descending order.
+    pub descending: bool,
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// The records, in query order.
+    pub records: Vec<super::record::Stored<T>>,
+    /// Pass to [`Query::after`] for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Picks the index serving `q` best: the most equality fields as a prefix, then a range on the next field.
+pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, CollectionError> {
+    if let Some((f, _, _)) = &q.range {
+        if q.eq.iter().any(|(e, _)| e == f) {
+            return Err(CollectionError::InvalidQuery(format!("{f} has both an equality and a range")));
+        }
+    }
+    let mut best: Option<(usize, bool, &IndexSpec)> = None;
+    for index in &spec.indexes {
+        if q.index.as_ref().is_some_and(|n| *n != index.name) {
+            continue;
+        }
+        let k = index.fields.iter().take_while(|f| q.eq.iter().any(|(e, _)| e == *f)).count();
+        let next = index.fields.get(k);
+        let range_ok = q.range.as_ref().is_some_and(|(f, _, _)| Some(f) == next);
+        let order_ok = match &q.order_by {
+            None => true,
+            Some(o) => Some(o) == next || index.fields.iter().take(k).any(|f| f == o),
+        };
+        if !order_ok || (k == 0 && !range_ok && q.order_by.is_none()) {
+            continue;
+        }
+        if best.is_none_or(|(bk, br, _)| (k, range_ok) > (bk, br)) {
+            best = Some((k, range_ok, index));
+        }
+    }
+    if best.is_none() {
+        if let Some(name) = &q.index {
+            return Err(CollectionError::InvalidQuery(format!("index {name} cannot serve this query")));
+        }
+        if let Some(o) = &q.order_by {
+            return Err(CollectionError::InvalidQuery(format!("no index of {} orders by {o} after the equality fields", spec.name)));
+        }
+    }
+    let equality: Vec<String> = best.map_or_else(Vec::new, |(k, _, i)| i.fields.iter().take(k).cloned().collect());
+    let range = best.filter(|b| b.1).and_then(|_| q.range.as_ref().map(|r| r.0.clone()));
+    let mut filtered: Vec<String> = q.eq.iter().map(|e| e.0.clone()).filter(|f| !equality.contains(f)).collect();
+    if let Some((f, _, _)) = q.range.as_ref().filter(|_| range.is_none()) {
+        filtered.push(f.clone());
+    }
+    filtered.extend(q.filters.iter().map(|f| f.field.clone()));
+    Ok(Plan { index: best.map(|b| b.2.name.clone()), equality, range, filtered, descending: q.descending })
+}
+
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::Null, Value::Null) => Some(Ordering::Equal),
+        _ => (a == b).then_some(Ordering::Equal),
+    }
+}
+
+/// Compares a field (a missing field counts as null) with a value; values of different types are unequal
+/// and unordered.
+fn test(v: Option<&Value>, op: Op, want: &Value) -> bool {
+    let ord = compare(v.unwrap_or(&Value::Null), want);
+    match op {
+        Op::Eq => ord == Some(Ordering::Equal),
+        Op::Ne => ord != Some(Ordering::Equal),
+        Op::Lt => ord == Some(Ordering::Less),
+        Op::Le => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
+        Op::Gt => ord == Some(Ordering::Greater),
+        Op::Ge => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
+    }
+}
+
+fn in_bound(v: Option<&Value>, lower: &Bound<Value>, upper: &Bound<Value>) -> bool {
+    let lo = match lower {
+        Bound::Included(b) => test(v, Op::Ge, b),
+        Bound::Excluded(b) => test(v, Op::Gt, b),
+        Bound::Unbounded => true,
+    };
+    let hi = match upper {
+        Bound::Included(b) => test(v, Op::Le, b),
+        Bound::Excluded(b) => test(v, Op::Lt, b),
+        Bound::Unbounded => true,
+    };
+    lo && hi
+}
+
+/// Whether a document satisfies every condition of the query (index-served ones included: cheap, and a
+/// guard against index entries that disagree with their record).
+fn matches(q: &Query, doc: &Value) -> bool {
+    q.eq.iter().all(|(f, v)| test(keys::field(doc, f), Op::Eq, v))
+        && q.range.as_ref().is_none_or(|(f, lo, hi)| in_bound(keys::field(doc, f), lo, hi))
+        && q.filters.iter().all(|f| test(keys::field(doc, &f.field), f.op, &f.value))
+}
+
+/// The engine-key bounds a plan scans, before the cursor.
+fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let Some(index) = plan.index.as_ref().and_then(|n| spec.indexes.iter().find(|i| i.name == *n)) else {
+        let prefix = keys::record_prefix(&spec.name);
+        let upper = keys::after_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        return (prefix.clone(), Bound::Included(prefix), upper);
+    };
+    let mut prefix = keys::index_prefix(&spec.name, &index.name);
+    for f in &plan.equality {
+        let v = q.eq.iter().find(|(e, _)| e == f).map(|e| &e.1);
+        keys::encode_value(&mut prefix, v);
+    }
+    let enc = |v: &Value| {
+        let mut k = prefix.clone();
+        keys::encode_value(&mut k, Some(v));
+        k
+    };
+    let past = |k: Vec<u8>| keys::after_prefix(&k).map_or(Bound::Unbounded, Bound::Excluded);
+    let (mut lower, mut upper) = (Bound::Included(prefix.clone()), past(prefix.clone()));
+    if let (Some(_), Some((_, lo, hi))) = (&plan.range, &q.range) {
+        lower = match lo {
+            Bound::Included(v) => Bound::Included(enc(v)),
+            Bound::Excluded(v) => match past(enc(v)) {
+                Bound::Excluded(k) => Bound::Included(k),
+                other => other,
+            },
+            Bound::Unbounded => lower,
+        };
+        upper = match hi {
+            Bound::Included(v) => past(enc(v)),
+            Bound::Excluded(v) => Bound::Excluded(enc(v)),
+            Bound::Unbounded => upper,
+        };
+    }
+    (prefix, lower, upper)
+}
+
+/// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order until it returns
+/// `false`. With `count_only` and nothing to check per record, records are not read.
+pub(crate) fn execute(
+    snap: &Snapshot,
+    spec: &CollectionSpec,
+    q: &Query,
+    mut visit: impl FnMut(&[u8], Option<Envelope>, &str) -> bool,
+    count_only: bool,
+) -> Result<Plan, CollectionError> {
+    let plan = plan(spec, q)?;
+    let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
+    if let Some(cursor) = &q.cursor {
+        let key = decode_cursor(cursor).filter(|k| k.starts_with(&prefix)).ok_or_else(|| {
+            CollectionError::InvalidQuery("the cursor does not belong to this query".into())
+        })?;
+        if q.descending {
+            upper = Bound::Excluded(key);
+        } else {
+            lower = Bound::Excluded(key);
+        }
+    }
+    let iter = if q.descending { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
+    let full_scan = plan.index.is_none();
+    let skip_records = count_only && plan.filtered.is_empty() && !full_scan;
+    for pair in iter {
+        let (key, value) = pair?;
+        let (record_key, id) = if full_scan {
+            let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
+            (key.clone(), id)
+        } else {
+            let id = String::from_utf8(value.clone()).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
+            (keys::record_key(&spec.name, &id), id)
+        };
+        if skip_records {
+            if !visit(&key, None, &id) {
+                break;
+            }
+            continue;
+        }
+        let bytes = if full_scan { Some(value) } else { snap.get(&record_key)? };
+        let Some(bytes) = bytes else {
+            return Err(CollectionError::undecodable(&key, "index entry without record"));
+        };
+        let env = envelope::decode(&record_key, &bytes)?;
+        if matches(q, &env.doc) && !visit(&key, Some(env), &id) {
+            break;
+        }
+    }
+    Ok(plan)
+}
+
+pub(crate) fn encode_cursor(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
+    if cursor.len() % 2 != 0 || cursor.len() > 4 * 1024 {
+        return None;
+    }
+    (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn jobs() -> CollectionSpec {
+        CollectionSpec::new(
+            "jobs",
+            vec![
+                IndexSpec::new("status", &["status"]),
+                IndexSpec::new("owner", &["owner"]),
+                IndexSpec::new("status_priority", &["status", "priority"]),
+                IndexSpec::new("project_created", &["project", "created_at"]),
+            ],
+        )
+    }
+
+    #[test]
+    fn planner_prefers_longest_prefix_then_range() {
+        let s = jobs();
+        let p = plan(&s, &Query::new().eq("status", "PENDING").order_by("priority").descending()).unwrap();
+        assert_eq!((p.index.as_deref(), p.equality.len(), p.descending), (Some("status_priority"), 1, true));
+        let p = plan(&s, &Query::new().eq("project", "p").range("created_at", Bound::Included(json!(5)), Bound::Unbounded)).unwrap();
+        assert_eq!((p.index.as_deref(), p.range.as_deref()), (Some("project_created"), Some("created_at")));
+        let p = plan(&s, &Query::new().eq("owner", "a").eq("status", "RUNNING")).unwrap();
+        assert!(p.index.is_some());
+        assert_eq!(p.filtered.len(), 1);
+        let p = plan(&s, &Query::new().eq("name", "x")).unwrap();
+        assert_eq!((p.index, p.filtered), (None, vec!["name".to_owned()]));
+        assert!(plan(&s, &Query::new().eq("owner", "a").order_by("priority")).is_err());
+        assert!(plan(&s, &Query::new().eq("status", "x").use_index("owner")).is_err());
+        assert!(plan(&s, &Query::new().eq("status", "x").range("status", Bound::Unbounded, Bound::Unbounded)).is_err());
+    }
+
+    #[test]
+    fn filters_compare_by_type() {
+        let doc = json!({"n": 5, "s": "b", "nested": {"x": true}});
+        let q = Query::new().filter("n", Op::Gt, 4).filter("s", Op::Lt, "c").filter("nested.x", Op::Eq, true);
+        assert!(matches(&q, &doc));
+        assert!(!matches(&Query::new().filter("n", Op::Lt, "zzz"), &doc), "mixed types never compare");
+        assert!(matches(&Query::new().filter("missing", Op::Ne, 1), &doc), "missing is null, which is not 1");
+        assert!(matches(&Query::new().eq("missing", Value::Null), &doc));
+        assert!(matches(&Query::new().range("n", Bound::Excluded(json!(4)), Bound::Included(json!(5))), &doc));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let key = b"\x02jobs\x00status\x00abc".to_vec();
+        assert_eq!(decode_cursor(&encode_cursor(&key)), Some(key));
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor("abc"), None);
+    }
+}

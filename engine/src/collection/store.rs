@@ -1,0 +1,399 @@
+//! The store: typed and untyped collections on top of a [`Db`], with a persisted catalog, transactions and
+//! the change feed.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::batch::WriteBatch;
+use crate::db::Db;
+use crate::snapshot::Snapshot;
+
+use super::changes::{decode_event, seq_key, Change};
+use super::envelope::{self, Envelope};
+use super::error::CollectionError;
+use super::handle::DynCollection;
+use super::keys;
+use super::record::{CollectionSpec, Record};
+use super::txn::Transaction;
+use super::typed::Collection;
+
+/// Entries written per batch by maintenance work (re-indexing, trimming).
+const MAINTENANCE_BATCH: usize = 1000;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Collection, index and consumer names: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), CollectionError> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CollectionError::invalid(format!("{what} name {name:?} must be 1-64 ASCII letters, digits, '_' or '-'")))
+    }
+}
+
+/// Ids: 1 to 512 bytes of UTF-8 without control characters.
+pub(crate) fn validate_id(id: &str) -> Result<(), CollectionError> {
+    if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
+        return Err(CollectionError::invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
+    }
+    Ok(())
+}
+
+/// Options of a [`Store`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    change_retention: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { change_retention: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+impl StoreOptions {
+    /// How long changes are kept when not every consumer has acknowledged them (and when no consumer is
+    /// registered). Default: 7 days.
+    pub fn change_retention(mut self, retention: Duration) -> Self {
+        self.change_retention = retention;
+        self
+    }
+}
+
+struct StoreInner {
+    db: Db,
+    opts: StoreOptions,
+    catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
+    declare: Mutex<()>,
+}
+
+/// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
+///
+/// The store owns the keys starting with bytes `0x00` to `0x03` of its database; other keys remain free for
+/// direct key-value use through [`Store::db`].
+///
+/// ```
+/// use cairn::{Query, Record, IndexSpec, Store};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Task { id: String, state: String, priority: i64 }
+///
+/// impl Record for Task {
+///     const COLLECTION: &'static str = "tasks";
+///     fn id(&self) -> String { self.id.clone() }
+///     fn indexes() -> Vec<IndexSpec> { vec![IndexSpec::new("state_priority", &["state", "priority"])] }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+/// let tasks = store.collection::<Task>()?;
+/// tasks.insert(&Task { id: "t1".into(), state: "PENDING".into(), priority: 5 })?;
+/// let t = tasks.insert(&Task { id: "t2".into(), state: "PENDING".into(), priority: 9 })?;
+/// tasks.update(&Task { id: "t2".into(), state: "RUNNING".into(), priority: 9 }, t.version)?;
+/// let page = tasks.query(&Query::new().eq("state", "PENDING").order_by("priority").descending().limit(10))?;
+/// assert_eq!(page.records[0].id, "t1");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("db", &self.inner.db).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store in directory `path` with default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, CollectionError> {
+        Store::with_db(Db::open(path)?, StoreOptions::default())
+    }
+
+    /// A store over an open database, loading its catalog.
+    pub fn with_db(db: Db, opts: StoreOptions) -> Result<Store, CollectionError> {
+        let mut catalog = HashMap::new();
+        for pair in db.prefix(keys::CATALOG)? {
+            let (key, value) = pair?;
+            let spec: CollectionSpec = serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+            catalog.insert(spec.name.clone(), Arc::new(spec));
+        }
+        Ok(Store { inner: Arc::new(StoreInner { db, opts, catalog: RwLock::new(catalog), declare: Mutex::new(()) }) })
+    }
+
+    /// The database underneath.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
+    /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
+    /// records. Do not write to the collection while its indexes change.
+    pub fn declare(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
+        validate_name("collection", &spec.name)?;
+        for (i, index) in spec.indexes.iter().enumerate() {
+            validate_name("index", &index.name)?;
+            if index.fields.is_empty() || index.fields.iter().any(|f| f.is_empty()) {
+                return Err(CollectionError::invalid(format!("index {} needs at least one non-empty field path", index.name)));
+            }
+            if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
+                return Err(CollectionError::invalid(format!("index {} declared twice", index.name)));
+            }
+        }
+        let _guard = self.inner.declare.lock();
+        let old = self.inner.catalog.read().get(&spec.name).cloned();
+        if old.as_deref() == Some(&spec) {
+            return Ok(());
+        }
+        if let Some(old) = old {
+            self.reindex(&old, &spec)?;
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(keys::catalog_key(&spec.name), serde_json::to_vec(&spec).unwrap_or_default());
+        self.db().write(batch)?;
+        self.inner.catalog.write().insert(spec.name.clone(), Arc::new(spec));
+        Ok(())
+    }
+
+    /// Deletes the entries of indexes that `new` drops or changes, and builds those it adds or changes.
+    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), CollectionError> {
+        let gone: Vec<_> = old.indexes.iter().filter(|i| !new.indexes.contains(i)).collect();
+        let added: Vec<_> = new.indexes.iter().filter(|i| !old.indexes.contains(i)).collect();
+        let mut batch = WriteBatch::new();
+        let flush = |batch: &mut WriteBatch| -> Result<(), CollectionError> {
+            if batch.len() >= MAINTENANCE_BATCH {
+                self.db().write(std::mem::take(batch))?;
+            }
+            Ok(())
+        };
+        for index in gone {
+            for pair in self.db().prefix(keys::index_prefix(&old.name, &index.name))? {
+                batch.delete(pair?.0);
+                flush(&mut batch)?;
+            }
+        }
+        if !added.is_empty() {
+            for pair in self.db().prefix(keys::record_prefix(&new.name))? {
+                let (key, value) = pair?;
+                let e = envelope::decode(&key, &value)?;
+                let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
+                for index in &added {
+                    batch.put(keys::index_key(&new.name, &index.name, &index.fields, &e.doc, &id), id.as_bytes());
+                }
+                flush(&mut batch)?;
+            }
+        }
+        if !batch.is_empty() {
+            self.db().write(batch)?;
+        }
+        Ok(())
+    }
+
+    /// Every declared collection.
+    pub fn collections(&self) -> Vec<CollectionSpec> {
+        let mut out: Vec<_> = self.inner.catalog.read().values().map(|s| (**s).clone()).collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, CollectionError> {
+        self.inner.catalog.read().get(name).cloned().ok_or_else(|| CollectionError::UnknownCollection(name.to_owned()))
+    }
+
+    /// Declares `T`'s collection unless declared with the same indexes already.
+    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
+        let spec = CollectionSpec::new(T::COLLECTION, T::indexes());
+        if let Ok(current) = self.spec(T::COLLECTION) {
+            if *current == spec {
+                return Ok(current);
+            }
+        }
+        self.declare(spec)?;
+        self.spec(T::COLLECTION)
+    }
+
+    /// The typed collection of `T`, declaring it (and its indexes) if needed.
+    pub fn collection<T: Record>(&self) -> Result<Collection<T>, CollectionError> {
+        self.ensure::<T>()?;
+        Ok(Collection::new(self.collection_dyn(T::COLLECTION)?))
+    }
+
+    /// A declared collection, with documents as JSON values.
+    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, CollectionError> {
+        Ok(DynCollection::new(self.clone(), self.spec(name)?))
+    }
+
+    pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, CollectionError> {
+        let value = match snap {
+            Some(s) => s.get(key)?,
+            None => self.db().get(key)?,
+        };
+        value.map(|v| envelope::decode(key, &v)).transpose()
+    }
+
+    /// Starts a transaction at a snapshot of now; [`Transaction::commit`] applies it, dropping it discards
+    /// it.
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
+    pub fn transaction<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R, CollectionError>) -> Result<R, CollectionError> {
+        let mut tx = Transaction::new(self);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
+    /// [`CollectionError::TxnConflict`]. `f` must be safe to run again.
+    pub fn transaction_with_retry<R>(
+        &self,
+        attempts: usize,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, CollectionError>,
+    ) -> Result<R, CollectionError> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            match self.transaction(&mut f) {
+                Err(e) if e.is_retryable() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
+    }
+
+    /// Up to `limit` changes with a sequence greater than `after`, in commit order. Fails with
+    /// [`CollectionError::ChangesTrimmed`] if changes after `after` were already trimmed.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, CollectionError> {
+        let trimmed = self.trimmed_through()?;
+        if after < trimmed {
+            return Err(CollectionError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
+        }
+        let start = seq_key(after.saturating_add(1));
+        let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
+        let mut out = Vec::new();
+        for pair in self.db().range(start..end)?.take(limit) {
+            let (key, value) = pair?;
+            out.push(decode_event(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Registers (or moves) a durable consumer cursor at `seq`: changes after it are kept for the consumer.
+    pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+        validate_name("consumer", name)?;
+        self.db().put(keys::consumer_key(name), seq.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Removes a consumer; its unacknowledged changes are then kept only for the retention period.
+    pub fn remove_consumer(&self, name: &str) -> Result<(), CollectionError> {
+        validate_name("consumer", name)?;
+        self.db().delete(keys::consumer_key(name))?;
+        Ok(())
+    }
+
+    /// Records that consumer `name` has processed every change up to `seq`, then trims what no consumer
+    /// needs.
+    pub fn ack(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+        validate_name("consumer", name)?;
+        let key = keys::consumer_key(name);
+        if self.db().get(&key)?.is_none() {
+            return Err(CollectionError::invalid(format!("consumer {name} is not registered")));
+        }
+        self.db().put(key, seq.to_le_bytes())?;
+        self.trim_changes()?;
+        Ok(())
+    }
+
+    /// Registered consumers and the sequence each has acknowledged.
+    pub fn consumers(&self) -> Result<Vec<(String, u64)>, CollectionError> {
+        let mut out = Vec::new();
+        for pair in self.db().prefix(keys::CONSUMERS)? {
+            let (key, value) = pair?;
+            let name = String::from_utf8_lossy(key.get(keys::CONSUMERS.len()..).unwrap_or_default()).into_owned();
+            let seq = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+            out.push((name, seq.ok_or_else(|| CollectionError::undecodable(&key, "consumer cursor"))?));
+        }
+        Ok(out)
+    }
+
+    fn trimmed_through(&self) -> Result<u64, CollectionError> {
+        Ok(self.db().get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
+    }
+
+    /// Deletes changes that every registered consumer has acknowledged, and changes older than the
+    /// retention period. Returns how many were deleted.
+    pub fn trim_changes(&self) -> Result<u64, CollectionError> {
+        let acked = self.consumers()?.into_iter().map(|c| c.1).min();
+        let cutoff = now_ms().saturating_sub(self.inner.opts.change_retention.as_millis() as i64);
+        let mut batch = WriteBatch::new();
+        let mut deleted = 0;
+        let mut through = None;
+        for pair in self.db().prefix(keys::CHANGES)? {
+            let (key, value) = pair?;
+            let change = decode_event(&key, &value)?;
+            if !(acked.is_some_and(|a| change.seq <= a) || change.at_ms < cutoff) {
+                break;
+            }
+            batch.delete(&key);
+            through = Some(change.seq);
+            deleted += 1;
+            if batch.len() >= MAINTENANCE_BATCH {
+                self.finish_trim(std::mem::take(&mut batch), through)?;
+            }
+        }
+        if !batch.is_empty() {
+            self.finish_trim(batch, through)?;
+        }
+        Ok(deleted)
+    }
+
+    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), CollectionError> {
+        if let Some(seq) = through {
+            batch.put(keys::TRIMMED, seq.to_le_bytes());
+        }
+        self.db().write(batch)?;
+        Ok(())
+    }
+
+    /// Recomputes every index entry from the records and compares with the stored entries. Returns the
+    /// number of entries checked, or the first disagreement.
+    pub fn check_indexes(&self) -> Result<u64, CollectionError> {
+        let snap = self.db().snapshot();
+        let mut checked = 0;
+        for spec in self.collections() {
+            let mut expected = std::collections::BTreeSet::new();
+            for pair in snap.prefix(keys::record_prefix(&spec.name))? {
+                let (key, value) = pair?;
+                let e = envelope::decode(&key, &value)?;
+                let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
+                for index in &spec.indexes {
+                    expected.insert(keys::index_key(&spec.name, &index.name, &index.fields, &e.doc, &id));
+                }
+            }
+            let mut found = std::collections::BTreeSet::new();
+            for index in &spec.indexes {
+                for pair in snap.prefix(keys::index_prefix(&spec.name, &index.name))? {
+                    found.insert(pair?.0);
+                }
+            }
+            if let Some(k) = expected.symmetric_difference(&found).next() {
+                let what = if expected.contains(k) { "missing index entry" } else { "index entry without record" };
+                return Err(CollectionError::undecodable(k, what));
+            }
+            checked += found.len() as u64;
+        }
+        Ok(checked)
+    }
+}

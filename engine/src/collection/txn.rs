@@ -1,0 +1,281 @@
+//! Transactions: reads at a snapshot, buffered writes, and one conditional commit that checks every record
+//! read or written is unchanged since the snapshot. Every collection write goes through here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::batch::{Condition, WriteBatch};
+use crate::error::WriteError;
+use crate::options::WriteOptions;
+use crate::snapshot::Snapshot;
+
+use super::changes::{encode_event, ChangeOp};
+use super::envelope::{self, Envelope};
+use super::error::CollectionError;
+use super::keys;
+use super::record::{CollectionSpec, Record, Stored};
+use super::store::{now_ms, validate_id, Store};
+use super::typed::{from_doc, to_doc};
+
+/// A write staged in a transaction: the record's state at the snapshot and after the transaction.
+struct Staged {
+    spec: Arc<CollectionSpec>,
+    id: String,
+    before: Option<Envelope>,
+    after: Option<Value>,
+    version: u64,
+    op: ChangeOp,
+}
+
+/// An optimistic transaction over any number of collections. Reads see the snapshot taken at its start
+/// plus the transaction's own writes; the commit applies every write atomically, or none if a record it
+/// read or wrote was changed by another commit meanwhile ([`CollectionError::TxnConflict`]).
+pub struct Transaction<'s> {
+    store: &'s Store,
+    snap: Snapshot,
+    reads: HashSet<Vec<u8>>,
+    /// Records as of the snapshot, read once.
+    seen: HashMap<Vec<u8>, Option<Envelope>>,
+    staged: HashMap<Vec<u8>, Staged>,
+    order: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("snapshot", &self.snap.sequence()).field("writes", &self.order.len()).finish()
+    }
+}
+
+/// What a committed transaction wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Commit sequence number (0 if the transaction wrote nothing).
+    pub seq: u64,
+    /// The commit time, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl<'s> Transaction<'s> {
+    pub(crate) fn new(store: &'s Store) -> Self {
+        Self {
+            store,
+            snap: store.db().snapshot(),
+            reads: HashSet::new(),
+            seen: HashMap::new(),
+            staged: HashMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Envelope>, CollectionError> {
+        if let Some(e) = self.seen.get(key) {
+            return Ok(e.clone());
+        }
+        let e = self.store.read_envelope(key, Some(&self.snap))?;
+        self.seen.insert(key.to_vec(), e.clone());
+        Ok(e)
+    }
+
+    /// The snapshot's sequence number.
+    pub fn snapshot_sequence(&self) -> u64 {
+        self.snap.sequence()
+    }
+
+    /// The record as this transaction sees it: the snapshot plus its own writes.
+    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Option<Envelope>, CollectionError> {
+        let key = keys::record_key(&spec.name, id);
+        if let Some(s) = self.staged.get(&key) {
+            return Ok(s.after.as_ref().map(|doc| Envelope {
+                seq: 0,
+                version: s.version,
+                created_ms: s.before.as_ref().map_or(0, |b| b.created_ms),
+                updated_ms: 0,
+                doc: doc.clone(),
+            }));
+        }
+        self.reads.insert(key.clone());
+        self.at_snapshot(&key)
+    }
+
+    fn stage(&mut self, spec: Arc<CollectionSpec>, id: &str, after: Option<Value>, op: ChangeOp, version: u64) -> Result<(), CollectionError> {
+        let key = keys::record_key(&spec.name, id);
+        if let Some(s) = self.staged.get_mut(&key) {
+            s.after = after;
+            s.version = version;
+            s.op = match (&s.before, &s.after) {
+                (None, Some(_)) => ChangeOp::Insert,
+                (_, None) => ChangeOp::Delete,
+                (Some(_), Some(_)) => ChangeOp::Update,
+            };
+            return Ok(());
+        }
+        let before = self.at_snapshot(&key)?;
+        self.order.push(key.clone());
+        self.staged.insert(key, Staged { spec, id: id.to_owned(), before, after, version, op });
+        Ok(())
+    }
+
+    /// Reads a document of collection `collection`.
+    pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        Ok(self.current(&spec, id)?.map(|e| stored(id, e)))
+    }
+
+    /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version (1).
+    pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        check_doc(&doc)?;
+        if self.current(&spec, id)?.is_some() {
+            return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+        }
+        self.stage(spec, id, Some(doc), ChangeOp::Insert, 1)?;
+        Ok(1)
+    }
+
+    /// Inserts or replaces a document. Returns the new version.
+    pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        check_doc(&doc)?;
+        let (version, op) = match self.current(&spec, id)? {
+            Some(e) => (e.version + 1, ChangeOp::Update),
+            None => (1, ChangeOp::Insert),
+        };
+        self.stage(spec, id, Some(doc), op, version)?;
+        Ok(version)
+    }
+
+    /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
+    pub fn update_doc(&mut self, collection: &str, id: &str, expected: u64, doc: Value) -> Result<u64, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        check_doc(&doc)?;
+        let current = self.current(&spec, id)?;
+        let version = expect_version(&spec, id, current.as_ref(), Some(expected))?;
+        self.stage(spec, id, Some(doc), ChangeOp::Update, version + 1)?;
+        Ok(version + 1)
+    }
+
+    /// Deletes a document, checking its version if `expected` is given.
+    pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        let current = self.current(&spec, id)?;
+        let version = expect_version(&spec, id, current.as_ref(), expected)?;
+        self.stage(spec, id, None, ChangeOp::Delete, version + 1)
+    }
+
+    /// Reads a typed record.
+    pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
+        self.store.ensure::<T>()?;
+        self.get_doc(T::COLLECTION, id)?.map(from_doc).transpose()
+    }
+
+    /// Inserts a typed record. Returns its version (1).
+    pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+        self.store.ensure::<T>()?;
+        self.insert_doc(T::COLLECTION, &record.id(), to_doc(record)?)
+    }
+
+    /// Inserts or replaces a typed record. Returns its new version.
+    pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+        self.store.ensure::<T>()?;
+        self.upsert_doc(T::COLLECTION, &record.id(), to_doc(record)?)
+    }
+
+    /// Replaces a typed record whose version is `expected`. Returns its new version.
+    pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, CollectionError> {
+        self.store.ensure::<T>()?;
+        self.update_doc(T::COLLECTION, &record.id(), expected, to_doc(record)?)
+    }
+
+    /// Deletes a typed record, checking its version if `expected` is given.
+    pub fn delete<T: Record>(&mut self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+        self.store.ensure::<T>()?;
+        self.delete_doc(T::COLLECTION, id, expected)
+    }
+
+    /// Commits every staged write in one atomic, conditional batch.
+    pub fn commit(self) -> Result<Committed, CollectionError> {
+        let at_ms = now_ms();
+        if self.order.is_empty() {
+            return Ok(Committed { seq: 0, at_ms });
+        }
+        let mut batch = WriteBatch::new();
+        for key in &self.order {
+            let Some(s) = self.staged.get(key) else { continue };
+            stage_into(&mut batch, s, key, at_ms);
+        }
+        let seq = self.snap.sequence();
+        let conditions = self.reads.iter().chain(&self.order).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
+        match self.store.db().write_if(batch, conditions, WriteOptions::default()) {
+            Ok(seq) => Ok(Committed { seq, at_ms }),
+            Err(WriteError::ConditionFailed { key }) => {
+                let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
+                Err(CollectionError::TxnConflict { collection, id })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Adds one staged write to the batch: index entries that changed, the record, and a change event.
+fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
+    let coll = &s.spec.name;
+    for index in &s.spec.indexes {
+        let old = s.before.as_ref().map(|b| keys::index_key(coll, &index.name, &index.fields, &b.doc, &s.id));
+        let new = s.after.as_ref().map(|d| keys::index_key(coll, &index.name, &index.fields, d, &s.id));
+        if old == new {
+            continue;
+        }
+        if let Some(old) = old {
+            batch.delete(old);
+        }
+        if let Some(new) = new {
+            batch.put(new, s.id.as_bytes());
+        }
+    }
+    match &s.after {
+        Some(doc) => {
+            let created = s.before.as_ref().map_or(at_ms, |b| b.created_ms);
+            batch.put_commit_prefixed(key, &envelope::encode_body(s.version, created, at_ms, doc));
+        }
+        None => {
+            batch.delete(key);
+        }
+    }
+    let event = encode_event(coll, &s.id, s.op, s.version, at_ms, s.after.as_ref());
+    batch.put_commit_keyed(keys::CHANGES, &event);
+}
+
+pub(crate) fn stored(id: &str, e: Envelope) -> Stored<Value> {
+    Stored { id: id.to_owned(), version: e.version, seq: e.seq, created_at_ms: e.created_ms, updated_at_ms: e.updated_ms, doc: e.doc }
+}
+
+fn check_doc(doc: &Value) -> Result<(), CollectionError> {
+    if doc.is_object() {
+        Ok(())
+    } else {
+        Err(CollectionError::invalid("a document must be a JSON object"))
+    }
+}
+
+/// The current version, if it matches `expected` (when given); `NotFound` when absent.
+fn expect_version(spec: &CollectionSpec, id: &str, current: Option<&Envelope>, expected: Option<u64>) -> Result<u64, CollectionError> {
+    let Some(current) = current else {
+        return Err(CollectionError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
+    };
+    match expected {
+        Some(v) if v != current.version => Err(CollectionError::Conflict {
+            collection: spec.name.clone(),
+            id: id.to_owned(),
+            expected: v,
+            actual: Some(current.version),
+        }),
+        _ => Ok(current.version),
+    }
+}

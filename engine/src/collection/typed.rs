@@ -1,0 +1,105 @@
+//! Typed collections: a [`Record`] type over a [`DynCollection`].
+
+use std::marker::PhantomData;
+
+use serde_json::Value;
+
+use super::error::CollectionError;
+use super::handle::DynCollection;
+use super::query::{Page, Plan, Query};
+use super::record::{Record, Stored};
+
+pub(crate) fn to_doc<T: Record>(record: &T) -> Result<Value, CollectionError> {
+    let doc = serde_json::to_value(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", T::COLLECTION)))?;
+    if !doc.is_object() {
+        return Err(CollectionError::invalid(format!("{} records must serialize to JSON objects", T::COLLECTION)));
+    }
+    Ok(doc)
+}
+
+pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
+    let doc = serde_json::from_value(s.doc).map_err(|e| CollectionError::Undecodable {
+        key: format!("{}/{}", T::COLLECTION, s.id),
+        reason: e.to_string(),
+    })?;
+    Ok(Stored { id: s.id, version: s.version, seq: s.seq, created_at_ms: s.created_at_ms, updated_at_ms: s.updated_at_ms, doc })
+}
+
+/// The collection of a [`Record`] type. Made by [`Store::collection`](crate::Store::collection).
+#[derive(Debug, Clone)]
+pub struct Collection<T> {
+    inner: DynCollection,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Record> Collection<T> {
+    pub(crate) fn new(inner: DynCollection) -> Self {
+        Self { inner, _type: PhantomData }
+    }
+
+    /// The same collection, untyped.
+    pub fn as_dyn(&self) -> &DynCollection {
+        &self.inner
+    }
+
+    /// Inserts a record; `AlreadyExists` if its id is taken.
+    pub fn insert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
+        from_doc(self.inner.insert(&record.id(), to_doc(record)?)?)
+    }
+
+    /// Inserts or replaces a record.
+    pub fn upsert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
+        from_doc(self.inner.upsert(&record.id(), to_doc(record)?)?)
+    }
+
+    /// Replaces a record whose stored version is `expected`.
+    pub fn update(&self, record: &T, expected: u64) -> Result<Stored<T>, CollectionError> {
+        from_doc(self.inner.update(&record.id(), expected, to_doc(record)?)?)
+    }
+
+    /// Deletes a record, checking its version if `expected` is given.
+    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+        self.inner.delete(id, expected)
+    }
+
+    /// The record with this id.
+    pub fn get(&self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
+        self.inner.get(id)?.map(from_doc).transpose()
+    }
+
+    /// One page of matching records.
+    pub fn query(&self, query: &Query) -> Result<Page<T>, CollectionError> {
+        let page = self.inner.query(query)?;
+        let records = page.records.into_iter().map(from_doc).collect::<Result<_, _>>()?;
+        Ok(Page { records, next_cursor: page.next_cursor })
+    }
+
+    /// Number of matching records.
+    pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+        self.inner.count(query)
+    }
+
+    /// The plan a query would use.
+    pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
+        self.inner.explain(query)
+    }
+
+    /// Atomically takes the first record matching one of `queries` that `change` accepts; see
+    /// [`DynCollection::claim`].
+    pub fn claim(&self, queries: &[Query], mut change: impl FnMut(&mut T) -> bool) -> Result<Option<Stored<T>>, CollectionError> {
+        let claimed = self.inner.claim(queries, |doc| {
+            let Ok(mut record) = serde_json::from_value::<T>(doc.clone()) else { return false };
+            if !change(&mut record) {
+                return false;
+            }
+            match serde_json::to_value(&record) {
+                Ok(v) => {
+                    *doc = v;
+                    true
+                }
+                Err(_) => false,
+            }
+        })?;
+        claimed.map(from_doc).transpose()
+    }
+}
