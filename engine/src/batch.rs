@@ -90,6 +90,7 @@ impl WriteBatch {
     /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to `value`, where `commit_seq` is
     /// the sequence number [`Db::write`](crate::Db::write) returns for this batch. Keys written this way sort
     /// in commit order.
+    #[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in numeric order")]
     pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[u8]) -> &mut Self {
         let mut key = Vec::with_capacity(prefix.len() + 12);
         key.extend_from_slice(prefix);
@@ -166,6 +167,7 @@ impl WriteBatch {
 
     /// Stamps the batch with its first sequence number (and its commit sequence, the last one, wherever
     /// an operation asked for it) and returns the encoded record payload.
+    #[expect(clippy::big_endian_bytes, reason = "commit sequences in keys are big-endian so keys sort in commit order")]
     pub(crate) fn stamp(&mut self, first_seq: u64) -> &[u8] {
         let mut header = Vec::with_capacity(HEADER_LEN);
         put_u64(&mut header, first_seq);
@@ -289,6 +291,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::big_endian_bytes, reason = "stamped keys carry big-endian numbers")]
     fn commit_sequence_stamps_land_in_keys_and_values() {
         let mut b = WriteBatch::new();
         b.put(b"x", b"1").put_commit_keyed(b"feed/", b"event").put_commit_prefixed(b"rec", b"doc");

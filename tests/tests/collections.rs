@@ -2,6 +2,8 @@
 //! across collections, queries and pagination under concurrent writes, the change feed, schema evolution,
 //! and index/record agreement under random operations and crashes.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
@@ -312,7 +314,7 @@ fn pagination_under_concurrent_writes_returns_each_long_lived_record_once() {
             let page = tasks.query(&query.clone().after(cursor)).unwrap();
             for r in &page.records {
                 let i: usize = r.id[1..].parse().unwrap();
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     assert!(seen.insert(i), "record {i} returned twice");
                 }
             }

@@ -16,6 +16,8 @@
 //! cargo test -p cairn-tests --test format_fixture -- --ignored regenerate
 //! ```
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

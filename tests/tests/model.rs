@@ -4,6 +4,8 @@
 //! Runs on `MemStorage` with tiny memtables and tables so that flushes and multi-level compactions happen
 //! within a few hundred operations. `PROPTEST_CASES` raises the case count (long mode).
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

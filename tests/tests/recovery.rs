@@ -1,6 +1,8 @@
 //! Recovery on real files: reopen after drop, torn WAL tails, flipped bits in tables, damaged manifests,
 //! ownership, and the refusal to write after a failed sync.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

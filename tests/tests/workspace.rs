@@ -1,6 +1,8 @@
 //! Workspace policy: the engine embeds in a plain threaded program, so it depends on no async runtime and
 //! no network crate.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 #[test]
 fn engine_depends_on_no_async_or_network_crate() {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/Cargo.toml")).unwrap();

@@ -74,6 +74,7 @@ pub(crate) fn decode_event(key: &[u8], value: &[u8]) -> Result<Change, Collectio
 }
 
 /// The key at which changes with sequence `seq` start.
+#[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in commit order")]
 pub(crate) fn seq_key(seq: u64) -> Vec<u8> {
     let mut k = super::keys::CHANGES.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
@@ -86,6 +87,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    #[expect(clippy::big_endian_bytes, reason = "change keys carry big-endian numbers")]
     fn events_round_trip() {
         let doc = json!({"status": "PENDING"});
         let bytes = encode_event("jobs", "j1", ChangeOp::Update, 3, 99, Some(&doc));

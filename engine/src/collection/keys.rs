@@ -100,6 +100,7 @@ fn encode_str(out: &mut Vec<u8>, tag: u8, s: &str) {
 }
 
 /// Appends the order-preserving encoding of a field's value (`None`: the field is missing, encoded as null).
+#[expect(clippy::big_endian_bytes, reason = "order-preserving encoding: big-endian bytes sort numerically")]
 pub(crate) fn encode_value(out: &mut Vec<u8>, v: Option<&Value>) {
     match v {
         None | Some(Value::Null) => out.push(TAG_NULL),

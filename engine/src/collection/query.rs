@@ -328,7 +328,7 @@ pub(crate) fn encode_cursor(key: &[u8]) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
-    if cursor.len() % 2 != 0 || cursor.len() > 4 * 1024 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 4 * 1024 {
         return None;
     }
     (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect()
