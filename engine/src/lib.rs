@@ -31,6 +31,7 @@ mod batch;
 mod collection;
 mod compaction;
 mod db;
+mod domain;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -54,6 +55,7 @@ pub use collection::{
 };
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::Db;
+pub use domain::*;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
 pub use iter::{Iter, KeyValue};

@@ -119,7 +119,9 @@ pub struct Job {
     #[serde(default)]
     pub completed_at: Option<i64>,
     /// While RUNNING: when the worker's claim lapses unless renewed, in milliseconds since the Unix epoch. A
-    /// RUNNING job whose lease has passed may be requeued or reclaimed. `None` when no claim is held.
+    /// RUNNING job whose lease has passed may be requeued or reclaimed. `None` when no claim is held; set it
+    /// whenever the status becomes RUNNING, since indexes order null before every number and a RUNNING job
+    /// without a lease would look expired in `status_lease`.
     #[serde(default)]
     pub lease_expires_at: Option<i64>,
     /// Node the job is assigned to or ran on.

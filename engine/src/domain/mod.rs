@@ -41,6 +41,7 @@
 mod experiment;
 mod host;
 mod job;
+mod scheduler;
 mod status;
 
 pub use experiment::{
@@ -48,6 +49,7 @@ pub use experiment::{
 };
 pub use host::{HostRequest, HostRequestStatus, HostTemplate, Machine, MachineStatus};
 pub use job::{Environment, Job, JobMetrics, JobStatus, Resources};
+pub use scheduler::{claim_job, claimable_jobs};
 pub use status::ParseStatusError;
 
 use std::collections::BTreeMap;
