@@ -242,6 +242,67 @@ fn transactions_span_collections_and_conflict_as_a_whole() {
 }
 
 #[test]
+fn restaging_a_record_in_one_transaction_keeps_versions_and_events_right() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    tasks.insert(&task(1, "PENDING")).unwrap();
+    let start = store.db().last_sequence();
+    // Delete then insert: the record is updated, its version continues.
+    store
+        .transaction(|tx| {
+            tx.delete::<Task>("t000001", Some(1))?;
+            tx.insert(&task(1, "RUNNING"))
+        })
+        .unwrap();
+    let t = tasks.get("t000001").unwrap().unwrap();
+    assert_eq!((t.version, t.doc.status.as_str()), (2, "RUNNING"));
+    // Insert then delete of a new record: nothing happens, no event.
+    store
+        .transaction(|tx| {
+            tx.insert(&task(2, "PENDING"))?;
+            tx.delete::<Task>("t000002", None)
+        })
+        .unwrap();
+    assert!(tasks.get("t000002").unwrap().is_none());
+    let ops: Vec<_> = store.changes_since(start, 10).unwrap().into_iter().map(|c| (c.id, c.op, c.version)).collect();
+    assert_eq!(ops, vec![("t000001".to_owned(), ChangeOp::Update, 2)]);
+    store.check_indexes().unwrap();
+}
+
+#[test]
+fn counting_a_half_open_range_skips_nulls() {
+    let (_dir, store) = store();
+    store.declare(CollectionSpec::new("leases", vec![IndexSpec::new("state_until", &["state", "until"])])).unwrap();
+    let leases = store.collection_dyn("leases").unwrap();
+    leases.insert("a", json!({"state": "held", "until": 5})).unwrap();
+    leases.insert("b", json!({"state": "held"})).unwrap();
+    leases.insert("c", json!({"state": "held", "until": null})).unwrap();
+    let q = Query::new().eq("state", "held").range("until", Bound::Unbounded, Bound::Excluded(json!(10)));
+    assert_eq!(leases.count(&q).unwrap(), 1);
+    assert_eq!(leases.query(&q).unwrap().records.len(), 1);
+    assert_eq!(leases.count(&Query::new().eq("state", "held")).unwrap(), 3);
+}
+
+#[test]
+fn a_page_of_changes_never_splits_a_commit() {
+    let (_dir, store) = store();
+    let start = store.db().last_sequence();
+    store
+        .transaction(|tx| {
+            for i in 0..5 {
+                tx.insert(&task(i, "PENDING"))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.collection::<Task>().unwrap().insert(&task(9, "PENDING")).unwrap();
+    let first = store.changes_since(start, 2).unwrap();
+    assert_eq!(first.len(), 5, "the whole first commit");
+    let rest = store.changes_since(first[4].seq, 2).unwrap();
+    assert_eq!(rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["t000009"]);
+}
+
+#[test]
 fn queries_ranges_order_count_and_explain() {
     let (_dir, store) = store();
     let tasks = store.collection::<Task>().unwrap();
@@ -416,9 +477,10 @@ fn adding_an_optional_field_keeps_old_records_readable() {
     assert_eq!(v2.count(&Query::new().eq("gpus", 8)).unwrap(), 1);
     assert_eq!(v2.count(&Query::new().eq("gpus", serde_json::Value::Null)).unwrap(), 1, "old record indexed with null");
     store.check_indexes().unwrap();
-    // And the older type still reads records written by the newer one.
+    // And the older type still reads records written by the newer one, without dropping its index.
     let v1 = store.collection::<JobV1>().unwrap();
     assert_eq!(v1.get("new").unwrap().unwrap().doc.name, "bert");
+    assert_eq!(v2.count(&Query::new().eq("gpus", 8)).unwrap(), 1, "the newer type's index survives");
     store.check_indexes().unwrap();
 }
 

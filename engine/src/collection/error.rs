@@ -2,7 +2,8 @@
 
 use crate::error::{OpenError, StorageError, WriteError};
 
-/// Why a collection operation failed. Nothing was written when an operation fails.
+/// Why a collection operation failed. A failed record write or transaction wrote nothing; maintenance
+/// (`declare` re-indexing, change trimming) works in batches and may stop part way, and is safe to repeat.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CollectionError {
@@ -55,8 +56,8 @@ pub enum CollectionError {
     /// The collection was never declared.
     #[error("unknown collection {0}")]
     UnknownCollection(String),
-    /// A collection was declared again with different indexes.
-    #[error("collection {0} is already declared with different indexes")]
+    /// A typed collection declares an index whose name is already used for other fields.
+    #[error("collection {0} already has an index of that name over other fields")]
     SpecMismatch(String),
     /// A name, id or document is not acceptable.
     #[error("invalid input: {0}")]
@@ -72,7 +73,8 @@ pub enum CollectionError {
         /// The last trimmed sequence.
         trimmed_through: u64,
     },
-    /// A stored record or event did not decode.
+    /// A stored record or event did not decode, or (from `check_indexes`) an index entry disagrees with the
+    /// records.
     #[error("undecodable record at {key}: {reason}")]
     Undecodable {
         /// The engine key, escaped.

@@ -8,7 +8,7 @@ use super::error::CollectionError;
 use super::query::{encode_cursor, execute, plan, Page, Plan, Query};
 use super::record::{CollectionSpec, Stored};
 use super::store::Store;
-use super::txn::stored;
+use super::txn::{stored, Transaction};
 
 /// How often a single-record write retries after a concurrent commit touched its record, before giving up
 /// with [`CollectionError::TxnConflict`].
@@ -21,64 +21,89 @@ const CLAIM_BATCH: usize = 16;
 #[derive(Debug, Clone)]
 pub struct DynCollection {
     store: Store,
-    spec: Arc<CollectionSpec>,
+    name: String,
 }
 
 impl DynCollection {
-    pub(crate) fn new(store: Store, spec: Arc<CollectionSpec>) -> Self {
-        Self { store, spec }
+    pub(crate) fn new(store: Store, name: &str) -> Self {
+        Self { store, name: name.to_owned() }
     }
 
-    /// The collection's declaration.
-    pub fn spec(&self) -> &CollectionSpec {
-        &self.spec
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
-    /// One write as its own transaction. A conflict with a concurrent commit is retried: the retry re-reads
-    /// the record, so version checks then report the version that won.
-    fn write(&self, id: &str, op: impl Fn(&mut super::Transaction<'_>) -> Result<(), CollectionError>) -> Result<Stored<Value>, CollectionError> {
-        let name = &self.spec.name;
-        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| op(tx))?;
-        self.get(id)?.ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })
+    /// The collection's current declaration (re-read on every call: it changes when indexes are added).
+    pub fn spec(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
+        self.store.spec(&self.name)
+    }
+
+    /// One write as its own transaction, returning the record exactly as this commit wrote it. A conflict
+    /// with a concurrent commit is retried: the retry re-reads the record, so version checks then report
+    /// the version that won.
+    fn write(&self, id: &str, op: impl Fn(&mut Transaction<'_>) -> Result<(), CollectionError>) -> Result<Stored<Value>, CollectionError> {
+        let name = &self.name;
+        let mut last = None;
+        for _ in 0..SINGLE_WRITE_ATTEMPTS {
+            let mut tx = self.store.begin();
+            op(&mut tx)?;
+            let written = tx.get_doc(name, id)?;
+            match tx.commit() {
+                Ok(c) => {
+                    let mut s = written.ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
+                    s.seq = c.seq;
+                    s.updated_at_ms = c.at_ms;
+                    if s.created_at_ms == 0 {
+                        s.created_at_ms = c.at_ms;
+                    }
+                    return Ok(s);
+                }
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
     }
 
     /// Inserts a document; `AlreadyExists` if the id is taken.
     pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.insert_doc(&self.spec.name, id, doc.clone()).map(drop))
+        self.write(id, |tx| tx.insert_doc(&self.name, id, doc.clone()).map(drop))
     }
 
     /// Inserts or replaces a document.
     pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.upsert_doc(&self.spec.name, id, doc.clone()).map(drop))
+        self.write(id, |tx| tx.upsert_doc(&self.name, id, doc.clone()).map(drop))
     }
 
     /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
     pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.update_doc(&self.spec.name, id, expected, doc.clone()).map(drop))
+        self.write(id, |tx| tx.update_doc(&self.name, id, expected, doc.clone()).map(drop))
     }
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
     pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
-        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| tx.delete_doc(&self.spec.name, id, expected))
+        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| tx.delete_doc(&self.name, id, expected))
     }
 
     /// The document with this id.
     pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
         super::store::validate_id(id)?;
-        let key = super::keys::record_key(&self.spec.name, id);
+        let key = super::keys::record_key(&self.name, id);
         Ok(self.store.read_envelope(&key, None)?.map(|e| stored(id, e)))
     }
 
     /// One page of the documents matching `query`, read at one snapshot.
     pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
         let limit = query.page_size()?;
+        let spec = self.spec()?;
         let snap = self.store.db().snapshot();
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut last_key = None;
         let mut more = false;
         execute(
             &snap,
-            &self.spec,
+            &spec,
             query,
             |key, env, id| {
                 if records.len() == limit {
@@ -99,12 +124,13 @@ impl DynCollection {
 
     /// Number of documents matching `query` (its limit and cursor are ignored).
     pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+        let spec = self.spec()?;
         let snap = self.store.db().snapshot();
         let mut n = 0u64;
         let q = query.clone().after(None);
         execute(
             &snap,
-            &self.spec,
+            &spec,
             &q,
             |_, _, _| {
                 n += 1;
@@ -117,13 +143,14 @@ impl DynCollection {
 
     /// The plan `query` would use.
     pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
-        plan(&self.spec, query)
+        plan(&*self.spec()?, query)
     }
 
     /// Atomically takes the first document matching one of `queries` (tried in order) that `change`
     /// accepts: `change` edits the document and returns `true` to claim it. The claim is a version-checked
     /// update, so concurrent claimers never take the same document; a claimer that loses a race moves on to
-    /// the next candidate. `None` if nothing could be claimed.
+    /// the next candidate. `None` if none of the first 16 candidates of each query was accepted and
+    /// claimed, or if 8 rounds all lost their races.
     pub fn claim(&self, queries: &[Query], mut change: impl FnMut(&mut Value) -> bool) -> Result<Option<Stored<Value>>, CollectionError> {
         for _round in 0..8 {
             let mut lost_race = false;

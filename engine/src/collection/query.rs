@@ -24,7 +24,7 @@ const DEFAULT_PAGE: usize = 100;
 pub enum Op {
     /// Equal.
     Eq,
-    /// Not equal (a missing field is not equal to anything).
+    /// Not equal (a missing field counts as null).
     Ne,
     /// Less than.
     Lt,
@@ -295,7 +295,9 @@ pub(crate) fn execute(
     }
     let iter = if q.descending { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
     let full_scan = plan.index.is_none();
-    let skip_records = count_only && plan.filtered.is_empty() && !full_scan;
+    // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
+    // take in values of other types (null sorts before every number), which only `matches` rejects.
+    let skip_records = count_only && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
     for pair in iter {
         let (key, value) = pair?;
         let (record_key, id) = if full_scan {
@@ -328,7 +330,8 @@ pub(crate) fn encode_cursor(key: &[u8]) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
-    if !cursor.len().is_multiple_of(2) || cursor.len() > 4 * 1024 {
+    // An engine key is at most `MAX_KEY_LEN` bytes, two hex digits each.
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2 * crate::MAX_KEY_LEN {
         return None;
     }
     (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect()

@@ -176,7 +176,8 @@ impl Store {
             }
             Ok(())
         };
-        for index in gone {
+        // Added indexes are cleared first: a re-index cut short by a crash may have left entries behind.
+        for index in gone.iter().chain(&added) {
             for pair in self.db().prefix(keys::index_prefix(&old.name, &index.name))? {
                 batch.delete(pair?.0);
                 flush(&mut batch)?;
@@ -210,15 +211,26 @@ impl Store {
         self.inner.catalog.read().get(name).cloned().ok_or_else(|| CollectionError::UnknownCollection(name.to_owned()))
     }
 
-    /// Declares `T`'s collection unless declared with the same indexes already.
+    /// Makes sure `T`'s collection is declared with at least `T`'s indexes. Indexes declared by others (a
+    /// newer version of the type, say) are kept: a typed handle only ever adds indexes. An index of the same
+    /// name over other fields is a [`CollectionError::SpecMismatch`].
     pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
-        let spec = CollectionSpec::new(T::COLLECTION, T::indexes());
-        if let Ok(current) = self.spec(T::COLLECTION) {
-            if *current == spec {
-                return Ok(current);
+        let wanted = T::indexes();
+        let Ok(current) = self.spec(T::COLLECTION) else {
+            self.declare(CollectionSpec::new(T::COLLECTION, wanted))?;
+            return self.spec(T::COLLECTION);
+        };
+        let mut merged = (*current).clone();
+        for index in wanted {
+            match current.indexes.iter().find(|i| i.name == index.name) {
+                Some(existing) if *existing == index => {}
+                Some(_) => return Err(CollectionError::SpecMismatch(T::COLLECTION.to_owned())),
+                None => merged.indexes.push(index),
             }
         }
-        self.declare(spec)?;
+        if merged != *current {
+            self.declare(merged)?;
+        }
         self.spec(T::COLLECTION)
     }
 
@@ -230,7 +242,8 @@ impl Store {
 
     /// A declared collection, with documents as JSON values.
     pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, CollectionError> {
-        Ok(DynCollection::new(self.clone(), self.spec(name)?))
+        self.spec(name)?;
+        Ok(DynCollection::new(self.clone(), name))
     }
 
     pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, CollectionError> {
@@ -272,8 +285,10 @@ impl Store {
         Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
     }
 
-    /// Up to `limit` changes with a sequence greater than `after`, in commit order. Fails with
-    /// [`CollectionError::ChangesTrimmed`] if changes after `after` were already trimmed.
+    /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the
+    /// middle of a commit (it may exceed `limit` to finish one), so resuming after the last change's `seq`
+    /// misses nothing. Fails with [`CollectionError::ChangesTrimmed`] if changes after `after` were already
+    /// trimmed.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, CollectionError> {
         let trimmed = self.trimmed_through()?;
         if after < trimmed {
@@ -281,15 +296,20 @@ impl Store {
         }
         let start = seq_key(after.saturating_add(1));
         let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
-        let mut out = Vec::new();
-        for pair in self.db().range(start..end)?.take(limit) {
+        let mut out: Vec<Change> = Vec::new();
+        for pair in self.db().range(start..end)? {
             let (key, value) = pair?;
-            out.push(decode_event(&key, &value)?);
+            let change = decode_event(&key, &value)?;
+            if out.len() >= limit.max(1) && out.last().is_some_and(|last| last.seq != change.seq) {
+                break;
+            }
+            out.push(change);
         }
         Ok(out)
     }
 
-    /// Registers (or moves) a durable consumer cursor at `seq`: changes after it are kept for the consumer.
+    /// Registers (or moves) a durable consumer cursor at `seq`: changes after it are kept until the consumer
+    /// acknowledges them or the retention period passes.
     pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
         validate_name("consumer", name)?;
         self.db().put(keys::consumer_key(name), seq.to_le_bytes())?;

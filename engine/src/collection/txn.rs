@@ -99,21 +99,32 @@ impl<'s> Transaction<'s> {
         self.at_snapshot(&key)
     }
 
-    fn stage(&mut self, spec: Arc<CollectionSpec>, id: &str, after: Option<Value>, op: ChangeOp, version: u64) -> Result<(), CollectionError> {
+    /// Stages the record's state after this write. Versions continue from the snapshot's record when it
+    /// existed (a delete then insert in one transaction is an update), and an insert then delete of a record
+    /// that did not exist at the snapshot stages nothing (its absence is still checked at commit).
+    fn stage(&mut self, spec: Arc<CollectionSpec>, id: &str, after: Option<Value>, version: u64) -> Result<(), CollectionError> {
         let key = keys::record_key(&spec.name, id);
-        if let Some(s) = self.staged.get_mut(&key) {
-            s.after = after;
-            s.version = version;
-            s.op = match (&s.before, &s.after) {
-                (None, Some(_)) => ChangeOp::Insert,
-                (_, None) => ChangeOp::Delete,
-                (Some(_), Some(_)) => ChangeOp::Update,
-            };
-            return Ok(());
+        if !self.staged.contains_key(&key) {
+            let before = self.at_snapshot(&key)?;
+            self.order.push(key.clone());
+            self.staged.insert(key.clone(), Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete });
         }
-        let before = self.at_snapshot(&key)?;
-        self.order.push(key.clone());
-        self.staged.insert(key, Staged { spec, id: id.to_owned(), before, after, version, op });
+        let Some(s) = self.staged.get_mut(&key) else { return Ok(()) };
+        s.version = match &s.before {
+            Some(b) if after.is_some() => version.max(b.version + 1),
+            _ => version,
+        };
+        s.after = after;
+        s.op = match (&s.before, &s.after) {
+            (None, Some(_)) => ChangeOp::Insert,
+            (Some(_), Some(_)) => ChangeOp::Update,
+            (Some(_), None) => ChangeOp::Delete,
+            (None, None) => {
+                self.staged.remove(&key);
+                self.order.retain(|k| *k != key);
+                return Ok(());
+            }
+        };
         Ok(())
     }
 
@@ -132,7 +143,7 @@ impl<'s> Transaction<'s> {
         if self.current(&spec, id)?.is_some() {
             return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
         }
-        self.stage(spec, id, Some(doc), ChangeOp::Insert, 1)?;
+        self.stage(spec, id, Some(doc), 1)?;
         Ok(1)
     }
 
@@ -141,11 +152,8 @@ impl<'s> Transaction<'s> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         check_doc(&doc)?;
-        let (version, op) = match self.current(&spec, id)? {
-            Some(e) => (e.version + 1, ChangeOp::Update),
-            None => (1, ChangeOp::Insert),
-        };
-        self.stage(spec, id, Some(doc), op, version)?;
+        let version = self.current(&spec, id)?.map_or(1, |e| e.version + 1);
+        self.stage(spec, id, Some(doc), version)?;
         Ok(version)
     }
 
@@ -156,7 +164,7 @@ impl<'s> Transaction<'s> {
         check_doc(&doc)?;
         let current = self.current(&spec, id)?;
         let version = expect_version(&spec, id, current.as_ref(), Some(expected))?;
-        self.stage(spec, id, Some(doc), ChangeOp::Update, version + 1)?;
+        self.stage(spec, id, Some(doc), version + 1)?;
         Ok(version + 1)
     }
 
@@ -166,7 +174,7 @@ impl<'s> Transaction<'s> {
         validate_id(id)?;
         let current = self.current(&spec, id)?;
         let version = expect_version(&spec, id, current.as_ref(), expected)?;
-        self.stage(spec, id, None, ChangeOp::Delete, version + 1)
+        self.stage(spec, id, None, version + 1)
     }
 
     /// Reads a typed record.

@@ -14,8 +14,9 @@ lifecycle_enum! {
     /// ```text
     ///            submit           claim            exit 0
     ///   PENDING ---------> QUEUED -------> RUNNING ---------> COMPLETED
-    ///                        ^                |
-    ///                        +----------------+  lease lapsed or preempted: requeued
+    ///      |                 ^                ^ |
+    ///      +-----------------|----------------+ |  claim straight from PENDING (no separate submit)
+    ///                        +------------------+  lease lapsed or preempted: requeued
     ///
     ///   PENDING, QUEUED, RUNNING --fail----> FAILED      (rejected, unschedulable, error, exit != 0)
     ///   PENDING, QUEUED, RUNNING --cancel--> CANCELLED
@@ -25,7 +26,7 @@ lifecycle_enum! {
     /// rewrites a RUNNING job without changing its status, which is not a transition.
     pub enum JobStatus {
         /// Created but not yet submitted to the scheduler. The initial state.
-        Pending = "PENDING" => [Queued, Failed, Cancelled],
+        Pending = "PENDING" => [Queued, Running, Failed, Cancelled],
         /// Submitted and waiting for a worker to claim it, in order of priority.
         Queued = "QUEUED" => [Running, Failed, Cancelled],
         /// Claimed by a worker and executing, under a lease ([`Job::lease_expires_at`]).
@@ -119,9 +120,9 @@ pub struct Job {
     #[serde(default)]
     pub completed_at: Option<i64>,
     /// While RUNNING: when the worker's claim lapses unless renewed, in milliseconds since the Unix epoch. A
-    /// RUNNING job whose lease has passed may be requeued or reclaimed. `None` when no claim is held; set it
-    /// whenever the status becomes RUNNING, since indexes order null before every number and a RUNNING job
-    /// without a lease would look expired in `status_lease`.
+    /// RUNNING job whose lease has passed may be requeued or reclaimed. `None` when no claim is held. A
+    /// RUNNING job without a lease is never reclaimed: queries treat the missing lease as null, which no
+    /// time range includes.
     #[serde(default)]
     pub lease_expires_at: Option<i64>,
     /// Node the job is assigned to or ran on.
@@ -319,6 +320,7 @@ mod tests {
         use JobStatus::*;
         let allowed = [
             (Pending, Queued),
+            (Pending, Running),
             (Pending, Failed),
             (Pending, Cancelled),
             (Queued, Running),
@@ -334,8 +336,8 @@ mod tests {
                 assert_eq!(from.can_transition_to(to), allowed.contains(&(from, to)), "{from} -> {to}");
             }
         }
-        // Refused, spelled out: no skipping the queue, no leaving a terminal state, no self-transition.
-        assert!(!Pending.can_transition_to(Running));
+        // Refused, spelled out: no leaving a terminal state, no self-transition.
+        assert!(!Pending.can_transition_to(Completed));
         assert!(!Queued.can_transition_to(Completed));
         assert!(!Completed.can_transition_to(Running));
         assert!(!Failed.can_transition_to(Queued));

@@ -6,10 +6,11 @@ use crate::collection::{Collection, CollectionError, Query, Stored};
 
 use super::job::{Job, JobStatus};
 
-/// The queries a worker claims from, in order: PENDING jobs by descending priority (`status_priority`),
-/// then RUNNING jobs whose lease lapsed before `now_ms` (`status_lease`).
-pub fn claimable_jobs(now_ms: i64) -> [Query; 2] {
+/// The queries a worker claims from, in order: QUEUED then PENDING jobs by descending priority
+/// (`status_priority`), then RUNNING jobs whose lease lapsed before `now_ms` (`status_lease`).
+pub fn claimable_jobs(now_ms: i64) -> [Query; 3] {
     [
+        Query::new().eq("status", JobStatus::Queued.as_str()).order_by("priority").descending(),
         Query::new().eq("status", JobStatus::Pending.as_str()).order_by("priority").descending(),
         Query::new()
             .eq("status", JobStatus::Running.as_str())
@@ -25,7 +26,7 @@ pub fn claimable_jobs(now_ms: i64) -> [Query; 2] {
 pub fn claim_job(jobs: &Collection<Job>, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<Stored<Job>>, CollectionError> {
     jobs.claim(&claimable_jobs(now_ms), |job| {
         let lapsed = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|t| t < now_ms);
-        if !(job.status == JobStatus::Pending || lapsed) {
+        if !(job.status.can_transition_to(JobStatus::Running) || lapsed) {
             return false;
         }
         job.status = JobStatus::Running;
