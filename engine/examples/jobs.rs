@@ -18,7 +18,8 @@ fn main() -> Result<(), cairn::Error> {
     ];
     let mut batch = WriteBatch::new();
     for (id, name, owner, status, priority) in jobs {
-        let record = format!(r#"{{"id":{id},"name":"{name}","owner":"{owner}","status":"{status}","priority":{priority}}}"#);
+        let record =
+            format!(r#"{{"id":{id},"name":"{name}","owner":"{owner}","status":"{status}","priority":{priority}}}"#);
         batch.put(format!("job/{id:08}"), record);
         batch.put(format!("idx/status/{status}/{priority:04}/{id:08}"), b"");
     }
@@ -43,7 +44,8 @@ fn main() -> Result<(), cairn::Error> {
     // A snapshot keeps seeing the data as it was, whatever is written afterwards.
     let before = db.snapshot();
     let mut batch = WriteBatch::new();
-    batch.put("job/00000001", r#"{"id":1,"name":"train-resnet50","owner":"alice","status":"COMPLETED","priority":700}"#);
+    batch
+        .put("job/00000001", r#"{"id":1,"name":"train-resnet50","owner":"alice","status":"COMPLETED","priority":700}"#);
     batch.delete("idx/status/RUNNING/0700/00000001");
     batch.put("idx/status/COMPLETED/0700/00000001", b"");
     db.write(batch)?;

@@ -239,8 +239,8 @@ pub(crate) struct BatchEntries<'a> {
 impl<'a> BatchEntries<'a> {
     fn next_entry(&mut self) -> Result<(ValueKind, &'a [u8], &'a [u8]), DecodeError> {
         let at = self.cursor.pos();
-        let kind = ValueKind::from_u8(self.cursor.u8("entry kind")?)
-            .ok_or(DecodeError::new(at, "unknown entry kind"))?;
+        let kind =
+            ValueKind::from_u8(self.cursor.u8("entry kind")?).ok_or(DecodeError::new(at, "unknown entry kind"))?;
         let key = self.cursor.len_prefixed("entry key")?;
         let value = match kind {
             ValueKind::Put => self.cursor.len_prefixed("entry value")?,
@@ -287,7 +287,10 @@ mod tests {
         let d = decode(&payload).unwrap();
         assert_eq!((d.first_seq, d.count), (42, 3));
         let got: Vec<_> = d.entries.map(|e| e.unwrap()).collect();
-        assert_eq!(got, vec![(ValueKind::Put, &b"a"[..], &b"1"[..]), (ValueKind::Delete, b"b", b""), (ValueKind::Put, b"c", b"")]);
+        assert_eq!(
+            got,
+            vec![(ValueKind::Put, &b"a"[..], &b"1"[..]), (ValueKind::Delete, b"b", b""), (ValueKind::Put, b"c", b"")]
+        );
     }
 
     #[test]

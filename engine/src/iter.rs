@@ -177,7 +177,13 @@ fn above(upper: &Bound<Vec<u8>>, k: &[u8]) -> bool {
 }
 
 impl Iter {
-    pub(crate) fn new(merge: MergingIter, seq: u64, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, reverse: bool) -> Self {
+    pub(crate) fn new(
+        merge: MergingIter,
+        seq: u64,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        reverse: bool,
+    ) -> Self {
         Self { merge, seq, lower, upper, reverse, started: false, done: false, last_key: Vec::new() }
     }
 

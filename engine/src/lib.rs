@@ -33,10 +33,10 @@ mod compaction;
 mod db;
 mod domain;
 mod error;
+mod format;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-mod format;
 mod io;
 mod iter;
 mod log;
@@ -50,8 +50,8 @@ mod version;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use collection::{
-    Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan, Query,
-    Record, Store, StoreOptions, Stored, Transaction, MAX_PAGE,
+    Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan,
+    Query, Record, Store, StoreOptions, Stored, Transaction, MAX_PAGE,
 };
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::Db;

@@ -103,7 +103,6 @@ impl Memtable {
         self.next_wal.load(AtomicOrdering::Acquire) as u64
     }
 
-
     /// Up to `max` entries strictly after (or, in reverse, strictly before) `from`, or from the start (end)
     /// when `from` is `None`. With `inclusive`, an entry equal to `from` is included.
     pub fn chunk(&self, from: Option<&[u8]>, inclusive: bool, reverse: bool, max: usize) -> Vec<MemEntry> {
@@ -150,10 +149,16 @@ mod tests {
             m.insert(*k, i as u64 + 1, ValueKind::Put, b"x");
         }
         let first = m.chunk(None, false, false, 2);
-        assert_eq!(first.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            first.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
         let rest = m.chunk(Some(&first[1].0), false, false, 10);
         assert_eq!(rest.len(), 2);
         let back = m.chunk(Some(&first[1].0), true, true, 10);
-        assert_eq!(back.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(), vec![b"b".to_vec(), b"a".to_vec()]);
+        assert_eq!(
+            back.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(),
+            vec![b"b".to_vec(), b"a".to_vec()]
+        );
     }
 }

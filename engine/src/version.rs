@@ -53,7 +53,6 @@ impl TableHandle {
         }
     }
 
-
     pub fn reader(&self) -> Result<Arc<TableReader>, StorageError> {
         if let Some(r) = self.reader.get() {
             return Ok(r.clone());
@@ -243,10 +242,9 @@ impl Source for LevelIter {
             (Some(t), false) => {
                 Some(self.tables.partition_point(|h| key::compare(&h.meta.largest, t) == Ordering::Less))
             }
-            (Some(t), true) => self
-                .tables
-                .partition_point(|h| key::compare(&h.meta.smallest, t) != Ordering::Greater)
-                .checked_sub(1),
+            (Some(t), true) => {
+                self.tables.partition_point(|h| key::compare(&h.meta.smallest, t) != Ordering::Greater).checked_sub(1)
+            }
         };
         match idx {
             Some(i) => self.open(i, target)?,
@@ -293,7 +291,11 @@ mod tests {
     /// obsolete, and its file was deleted while still live.
     #[test]
     fn a_moved_table_is_not_dropped() {
-        let ctx = TableContext { storage: Arc::new(MemStorage::new()), dir: PathBuf::from("/d"), cache: Arc::new(BlockCache::new(0)) };
+        let ctx = TableContext {
+            storage: Arc::new(MemStorage::new()),
+            dir: PathBuf::from("/d"),
+            cache: Arc::new(BlockCache::new(0)),
+        };
         let add = VersionEdit { added: vec![(1, meta(7, "a", "c")), (1, meta(8, "d", "f"))], ..VersionEdit::default() };
         let (v1, dropped) = Version::default().apply(&add, &ctx);
         assert!(dropped.is_empty());

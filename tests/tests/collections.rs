@@ -45,7 +45,14 @@ impl Record for Task {
 }
 
 fn task(i: usize, status: &str) -> Task {
-    Task { id: format!("t{i:06}"), owner: format!("user{}", i % 7), status: status.into(), priority: (i % 50) as i64, node: None, lease_until: 0 }
+    Task {
+        id: format!("t{i:06}"),
+        owner: format!("user{}", i % 7),
+        status: status.into(),
+        priority: (i % 50) as i64,
+        node: None,
+        lease_until: 0,
+    }
 }
 
 fn store() -> (tempfile::TempDir, Store) {
@@ -80,7 +87,10 @@ fn crud_versions_and_errors() {
     assert!(matches!(tasks.update(&t, 3), Err(CollectionError::NotFound { .. })));
     assert_eq!(tasks.upsert(&t).unwrap().version, 1, "a deleted record starts over");
     // Bad input is rejected and changes nothing.
-    assert!(matches!(store.collection_dyn("tasks").unwrap().insert("x", json!([1, 2])), Err(CollectionError::Invalid(_))));
+    assert!(matches!(
+        store.collection_dyn("tasks").unwrap().insert("x", json!([1, 2])),
+        Err(CollectionError::Invalid(_))
+    ));
     assert!(matches!(store.collection_dyn("tasks").unwrap().insert("", json!({})), Err(CollectionError::Invalid(_))));
     assert!(matches!(store.collection_dyn("nope"), Err(CollectionError::UnknownCollection(_))));
     assert!(store.declare(CollectionSpec::new("bad name", vec![])).is_err());
@@ -219,7 +229,9 @@ fn transactions_span_collections_and_conflict_as_a_whole() {
     tx.insert(&Run { id: "r3".into(), task: t.id.clone() }).unwrap();
     tasks.update(&Task { priority: 7, ..t.doc.clone() }, t.version).unwrap();
     match tx.commit() {
-        Err(CollectionError::TxnConflict { collection, id }) => assert_eq!((collection.as_str(), id.as_str()), ("tasks", "t000001")),
+        Err(CollectionError::TxnConflict { collection, id }) => {
+            assert_eq!((collection.as_str(), id.as_str()), ("tasks", "t000001"))
+        }
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert!(runs.get("r3").unwrap().is_none());
@@ -266,6 +278,67 @@ fn restaging_a_record_in_one_transaction_keeps_versions_and_events_right() {
     assert!(tasks.get("t000002").unwrap().is_none());
     let ops: Vec<_> = store.changes_since(start, 10).unwrap().into_iter().map(|c| (c.id, c.op, c.version)).collect();
     assert_eq!(ops, vec![("t000001".to_owned(), ChangeOp::Update, 2)]);
+    store.check_indexes().unwrap();
+}
+
+#[test]
+fn descending_index_fields_serve_both_orders_ranges_and_cursors() {
+    let (_dir, store) = store();
+    store.declare(CollectionSpec::new("q", vec![IndexSpec::new("state_prio", &["state", "-prio"])])).unwrap();
+    let q = store.collection_dyn("q").unwrap();
+    for i in 0..120 {
+        q.insert(&format!("i{i:03}"), json!({"state": if i % 2 == 0 { "ready" } else { "done" }, "prio": i % 40}))
+            .unwrap();
+    }
+    let model: Vec<(i64, String)> =
+        (0..120).filter(|i| i % 2 == 0).map(|i| ((i % 40) as i64, format!("i{i:03}"))).collect();
+    let prio_desc = Query::new().eq("state", "ready").order_by("prio").descending();
+    let plan = q.explain(&prio_desc).unwrap();
+    assert!(!plan.reverse_scan, "descending order over a descending field scans forward");
+    assert!(q.explain(&Query::new().eq("state", "ready").order_by("prio")).unwrap().reverse_scan);
+    for (query, descending) in [(prio_desc.clone(), true), (Query::new().eq("state", "ready").order_by("prio"), false)]
+    {
+        let mut got = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = q.query(&query.clone().limit(7).after(cursor)).unwrap();
+            got.extend(page.records.iter().map(|r| r.doc["prio"].as_i64().unwrap()));
+            cursor = page.next_cursor;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        let mut want: Vec<i64> = model.iter().map(|m| m.0).collect();
+        want.sort_unstable();
+        if descending {
+            want.reverse();
+        }
+        assert_eq!(got, want, "descending: {descending}");
+    }
+    for (lo, hi) in [
+        (Bound::Included(json!(10)), Bound::Excluded(json!(20))),
+        (Bound::Excluded(json!(10)), Bound::Included(json!(20))),
+        (Bound::Unbounded, Bound::Included(json!(5))),
+    ] {
+        let ranged = Query::new().eq("state", "ready").range("prio", lo.clone(), hi.clone()).limit(1000);
+        assert_eq!(q.explain(&ranged).unwrap().range.as_deref(), Some("prio"));
+        let inside = |p: i64| {
+            let above = match &lo {
+                Bound::Included(v) => p >= v.as_i64().unwrap(),
+                Bound::Excluded(v) => p > v.as_i64().unwrap(),
+                Bound::Unbounded => true,
+            };
+            let below = match &hi {
+                Bound::Included(v) => p <= v.as_i64().unwrap(),
+                Bound::Excluded(v) => p < v.as_i64().unwrap(),
+                Bound::Unbounded => true,
+            };
+            above && below
+        };
+        let want = model.iter().filter(|m| inside(m.0)).count();
+        assert_eq!(q.query(&ranged).unwrap().records.len(), want, "{lo:?}..{hi:?}");
+        assert_eq!(q.count(&ranged).unwrap(), want as u64);
+    }
     store.check_indexes().unwrap();
 }
 
@@ -322,7 +395,8 @@ fn queries_ranges_order_count_and_explain() {
     assert!(page.records.windows(2).all(|w| w[0].doc.priority >= w[1].doc.priority));
     assert!(page.records.iter().all(|r| r.doc.status == "PENDING"));
     assert_eq!(page.records[0].doc.priority, 49);
-    let ranged = Query::new().eq("status", "PENDING").range("priority", Bound::Included(json!(10)), Bound::Excluded(json!(20)));
+    let ranged =
+        Query::new().eq("status", "PENDING").range("priority", Bound::Included(json!(10)), Bound::Excluded(json!(20)));
     assert_eq!(tasks.explain(&ranged).unwrap().range.as_deref(), Some("priority"));
     let n = tasks.count(&ranged).unwrap();
     assert_eq!(n, (0..300).filter(|i| i % 3 == 0 && (10..20).contains(&(i % 50))).count() as u64);
@@ -330,8 +404,14 @@ fn queries_ranges_order_count_and_explain() {
     let full = Query::new().filter("priority", Op::Ge, 45).limit(1000);
     assert_eq!(tasks.explain(&full).unwrap().index, None);
     assert_eq!(tasks.count(&full).unwrap(), 30);
-    assert_eq!(tasks.count(&Query::new().eq("owner", "user3").eq("status", "DONE")).unwrap(), (0..300).filter(|i| i % 7 == 3 && i % 3 != 0).count() as u64);
-    assert!(matches!(tasks.query(&Query::new().order_by("priority").eq("owner", "user1")), Err(CollectionError::InvalidQuery(_))));
+    assert_eq!(
+        tasks.count(&Query::new().eq("owner", "user3").eq("status", "DONE")).unwrap(),
+        (0..300).filter(|i| i % 7 == 3 && i % 3 != 0).count() as u64
+    );
+    assert!(matches!(
+        tasks.query(&Query::new().order_by("priority").eq("owner", "user1")),
+        Err(CollectionError::InvalidQuery(_))
+    ));
     assert!(matches!(tasks.query(&Query::new().limit(0)), Err(CollectionError::InvalidQuery(_))));
     assert!(matches!(tasks.query(&q.clone().after(Some("00ff".into()))), Err(CollectionError::InvalidQuery(_))));
 }
@@ -368,7 +448,9 @@ fn pagination_under_concurrent_writes_returns_each_long_lived_record_once() {
             }
         })
     };
-    for query in [Query::new().limit(3000), Query::new().eq("status", "PENDING").order_by("priority").descending().limit(2500)] {
+    for query in
+        [Query::new().limit(3000), Query::new().eq("status", "PENDING").order_by("priority").descending().limit(2500)]
+    {
         let mut seen = HashSet::new();
         let mut cursor = None;
         loop {
@@ -409,7 +491,12 @@ fn change_feed_in_commit_order_with_consumers_and_trimming() {
     let summary: Vec<_> = changes.iter().map(|c| (c.id.as_str(), c.op, c.version)).collect();
     assert_eq!(
         summary,
-        vec![("t000001", ChangeOp::Insert, 1), ("t000002", ChangeOp::Insert, 1), ("t000001", ChangeOp::Update, 2), ("t000002", ChangeOp::Delete, 2)]
+        vec![
+            ("t000001", ChangeOp::Insert, 1),
+            ("t000002", ChangeOp::Insert, 1),
+            ("t000001", ChangeOp::Update, 2),
+            ("t000002", ChangeOp::Delete, 2)
+        ]
     );
     assert_eq!(changes[1].seq, changes[2].seq, "one transaction, one commit sequence");
     assert!(changes[0].seq < changes[1].seq && changes[2].seq < changes[3].seq);
@@ -428,7 +515,8 @@ fn change_feed_in_commit_order_with_consumers_and_trimming() {
     // With no consumer, retention decides.
     store.remove_consumer("pg").unwrap();
     store.remove_consumer("s3").unwrap();
-    let short = Store::with_db(store.db().clone(), StoreOptions::default().change_retention(std::time::Duration::ZERO)).unwrap();
+    let short = Store::with_db(store.db().clone(), StoreOptions::default().change_retention(std::time::Duration::ZERO))
+        .unwrap();
     thread::sleep(std::time::Duration::from_millis(5));
     assert_eq!(short.trim_changes().unwrap(), 3);
     assert!(short.changes_since(changes[3].seq, 10).unwrap().is_empty());
@@ -489,7 +577,9 @@ fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        store.declare(CollectionSpec::new("machines", vec![IndexSpec::new("rack_host", &["rack", "host.name"])])).unwrap();
+        store
+            .declare(CollectionSpec::new("machines", vec![IndexSpec::new("rack_host", &["rack", "host.name"])]))
+            .unwrap();
         let m = store.collection_dyn("machines").unwrap();
         m.insert("m1", json!({"rack": "r1", "host": {"name": "gpu-1"}})).unwrap();
         m.insert("m2", json!({"rack": "r1", "host": {"name": "gpu-0"}})).unwrap();

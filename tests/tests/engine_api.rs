@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use cairn::{Db, Durability, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions, MAX_KEY_LEN, MAX_VALUE_LEN};
+use cairn::{
+    Db, Durability, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions, MAX_KEY_LEN, MAX_VALUE_LEN,
+};
 
 fn mem_db(storage: &MemStorage, durability: Durability) -> Db {
     Db::builder()
@@ -234,7 +236,11 @@ fn conditional_writes_make_a_race_free_counter() {
                     let current = u64::from_le_bytes(snap.get(b"counter").unwrap().unwrap().try_into().unwrap());
                     let mut batch = WriteBatch::new();
                     batch.put(b"counter", (current + 1).to_le_bytes());
-                    match db.write_if(batch, vec![cairn::Condition::unchanged_since(b"counter".to_vec(), snap.sequence())], WriteOptions::default()) {
+                    match db.write_if(
+                        batch,
+                        vec![cairn::Condition::unchanged_since(b"counter".to_vec(), snap.sequence())],
+                        WriteOptions::default(),
+                    ) {
                         Ok(_) => done += 1,
                         Err(WriteError::ConditionFailed { key }) => {
                             assert_eq!(key, b"counter");
@@ -255,7 +261,11 @@ fn conditional_writes_make_a_race_free_counter() {
     db.put(b"new", b"x").unwrap();
     let mut batch = WriteBatch::new();
     batch.put(b"other", b"y");
-    let err = db.write_if(batch, vec![cairn::Condition::unchanged_since(b"new".to_vec(), snap.sequence())], WriteOptions::default());
+    let err = db.write_if(
+        batch,
+        vec![cairn::Condition::unchanged_since(b"new".to_vec(), snap.sequence())],
+        WriteOptions::default(),
+    );
     assert!(matches!(err, Err(WriteError::ConditionFailed { .. })));
     assert_eq!(db.get(b"other").unwrap(), None, "a failed condition writes nothing");
 }

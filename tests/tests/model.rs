@@ -123,12 +123,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     collect(db.range(lo.clone()..hi.clone()).expect("range"), limit)
                 };
                 let range = model.range(lo..hi).map(|(k, v)| (k.clone(), v.clone()));
-                let want: Vec<_> = if reverse { range.rev().take(limit).collect() } else { range.take(limit).collect() };
+                let want: Vec<_> =
+                    if reverse { range.rev().take(limit).collect() } else { range.take(limit).collect() };
                 prop_assert_eq!(got, want);
             }
             Op::Prefix { prefix, reverse } => {
                 let p = format!("key/{prefix:02x}/").into_bytes();
-                let got = if reverse { collect(db.prefix_rev(&p).expect("prefix"), usize::MAX) } else { collect(db.prefix(&p).expect("prefix"), usize::MAX) };
+                let got = if reverse {
+                    collect(db.prefix_rev(&p).expect("prefix"), usize::MAX)
+                } else {
+                    collect(db.prefix(&p).expect("prefix"), usize::MAX)
+                };
                 let matching = model.iter().filter(|(k, _)| k.starts_with(&p)).map(|(k, v)| (k.clone(), v.clone()));
                 let want: Vec<_> = if reverse { matching.rev().collect() } else { matching.collect() };
                 prop_assert_eq!(got, want);

@@ -7,9 +7,20 @@
 fn engine_depends_on_no_async_or_network_crate() {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../engine/Cargo.toml")).unwrap();
     let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
-    let names: Vec<&str> = deps.lines().filter_map(|l| l.split(['=', ' ', '.']).next()).filter(|n| !n.is_empty()).collect();
+    let names: Vec<&str> =
+        deps.lines().filter_map(|l| l.split(['=', ' ', '.']).next()).filter(|n| !n.is_empty()).collect();
     assert!(!names.is_empty());
-    let allowed = ["crc32fast", "crossbeam-skiplist", "memmap2", "parking_lot", "serde", "serde_json", "thiserror", "xxhash-rust", "zstd"];
+    let allowed = [
+        "crc32fast",
+        "crossbeam-skiplist",
+        "memmap2",
+        "parking_lot",
+        "serde",
+        "serde_json",
+        "thiserror",
+        "xxhash-rust",
+        "zstd",
+    ];
     for name in &names {
         assert!(allowed.contains(name), "engine dependency {name} is not on the list of allowed crates");
     }

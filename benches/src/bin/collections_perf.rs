@@ -28,15 +28,25 @@ const CLAIMS: usize = 10_000;
 
 fn job(i: usize, rng: &mut rand::rngs::StdRng) -> Job {
     let statuses = [JobStatus::Pending, JobStatus::Running, JobStatus::Completed, JobStatus::Failed];
-    let mut j = Job::new(format!("job-{i:08}"), format!("train-model-{}", i % 997), format!("user{}", i % 50), format!("project{}", i % 20), rng.gen_range(0..1000), 1_700_000_000_000 + i as i64);
+    let mut j = Job::new(
+        format!("job-{i:08}"),
+        format!("train-model-{}", i % 997),
+        format!("user{}", i % 50),
+        format!("project{}", i % 20),
+        rng.gen_range(0..1000),
+        1_700_000_000_000 + i as i64,
+    );
     j.status = statuses[i % 4];
     j.resources.cpus = 8;
     j.resources.memory_mb = 32_768;
     j.resources.gpus = 1;
     j.environment.image = "registry.local/ml/pytorch:2.4-cuda12".into();
-    j.environment.command = vec!["python".into(), "train.py".into(), "--epochs".into(), "90".into(), "--lr".into(), "0.1".into()];
-    j.environment.env = BTreeMap::from([("NCCL_DEBUG".to_owned(), "WARN".to_owned()), ("OMP_NUM_THREADS".to_owned(), "8".to_owned())]);
-    j.labels = BTreeMap::from([("team".to_owned(), format!("team-{}", i % 9)), ("tier".to_owned(), "batch".to_owned())]);
+    j.environment.command =
+        vec!["python".into(), "train.py".into(), "--epochs".into(), "90".into(), "--lr".into(), "0.1".into()];
+    j.environment.env =
+        BTreeMap::from([("NCCL_DEBUG".to_owned(), "WARN".to_owned()), ("OMP_NUM_THREADS".to_owned(), "8".to_owned())]);
+    j.labels =
+        BTreeMap::from([("team".to_owned(), format!("team-{}", i % 9)), ("tier".to_owned(), "batch".to_owned())]);
     j
 }
 
@@ -81,7 +91,12 @@ fn run() -> Result<(), Failure> {
         })?;
     }
     let s = t.elapsed().as_secs_f64();
-    rows.push((format!("insert jobs, durable transactions of {TXN} ({sample}-byte documents, 6 indexes)"), n, s, rate(n, s)));
+    rows.push((
+        format!("insert jobs, durable transactions of {TXN} ({sample}-byte documents, 6 indexes)"),
+        n,
+        s,
+        rate(n, s),
+    ));
 
     let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50);
     let t = Instant::now();
@@ -114,8 +129,9 @@ fn run() -> Result<(), Failure> {
     let s = t.elapsed().as_secs_f64();
     rows.push((format!("page through one owner's jobs ({seen} jobs, 100 per page)"), seen, s, rate(seen, s)));
 
+    let claims = std::env::var("CLAIMS").ok().and_then(|v| v.parse().ok()).unwrap_or(CLAIMS);
     for threads in [1usize, 4] {
-        let per = CLAIMS / threads;
+        let per = claims / threads;
         let t = Instant::now();
         let workers: Vec<_> = (0..threads)
             .map(|w| {
@@ -141,7 +157,13 @@ fn run() -> Result<(), Failure> {
 
     let stats = store.db().stats();
     println!("\n- jobs: {n}; machine: {} CPUs", thread::available_parallelism().map_or(0, |p| p.get()));
-    println!("- tables: {} ({:.1} MiB), WAL syncs: {}, commits: {}\n", stats.table_count(), stats.table_bytes() as f64 / 1048576.0, stats.wal_syncs, stats.commits);
+    println!(
+        "- tables: {} ({:.1} MiB), WAL syncs: {}, commits: {}\n",
+        stats.table_count(),
+        stats.table_bytes() as f64 / 1048576.0,
+        stats.wal_syncs,
+        stats.commits
+    );
     println!("| workload | ops | time (s) | ops/s |");
     println!("|---|---:|---:|---:|");
     for (name, ops, secs, r) in rows {

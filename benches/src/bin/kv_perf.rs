@@ -270,13 +270,8 @@ fn random_gets(db: &Db, keys: &[Vec<u8>], lookups: usize, picks: &mut DataGen) -
 
 /// Tables per level and the memtable, e.g. `L0: 3, L1: 2 tables (180 MiB); memtable 12 MiB`.
 fn shape(s: &cairn::Stats) -> String {
-    let levels: Vec<String> = s
-        .levels
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.tables > 0)
-        .map(|(i, l)| format!("L{i}: {}", l.tables))
-        .collect();
+    let levels: Vec<String> =
+        s.levels.iter().enumerate().filter(|(_, l)| l.tables > 0).map(|(i, l)| format!("L{i}: {}", l.tables)).collect();
     let levels = if levels.is_empty() { "no".to_owned() } else { levels.join(", ") };
     format!("{levels} tables ({} MiB); memtable {} MiB", s.table_bytes() >> 20, s.memtable_bytes >> 20)
 }

@@ -49,8 +49,22 @@ struct Event<'a> {
     doc: Option<std::borrow::Cow<'a, Value>>,
 }
 
-pub(crate) fn encode_event(collection: &str, id: &str, op: ChangeOp, version: u64, at_ms: i64, doc: Option<&Value>) -> Vec<u8> {
-    let event = Event { collection: collection.into(), id: id.into(), op, version, at_ms, doc: doc.map(std::borrow::Cow::Borrowed) };
+pub(crate) fn encode_event(
+    collection: &str,
+    id: &str,
+    op: ChangeOp,
+    version: u64,
+    at_ms: i64,
+    doc: Option<&Value>,
+) -> Vec<u8> {
+    let event = Event {
+        collection: collection.into(),
+        id: id.into(),
+        op,
+        version,
+        at_ms,
+        doc: doc.map(std::borrow::Cow::Borrowed),
+    };
     serde_json::to_vec(&event).unwrap_or_default()
 }
 
@@ -94,7 +108,18 @@ mod tests {
         let mut key = seq_key(42);
         key.extend_from_slice(&0u32.to_be_bytes());
         let c = decode_event(&key, &bytes).unwrap();
-        assert_eq!(c, Change { seq: 42, collection: "jobs".into(), id: "j1".into(), op: ChangeOp::Update, version: 3, at_ms: 99, doc: Some(doc) });
+        assert_eq!(
+            c,
+            Change {
+                seq: 42,
+                collection: "jobs".into(),
+                id: "j1".into(),
+                op: ChangeOp::Update,
+                version: 3,
+                at_ms: 99,
+                doc: Some(doc)
+            }
+        );
         assert!(decode_event(b"\x03", &bytes).is_err());
         assert!(decode_event(&key, b"{").is_err());
     }

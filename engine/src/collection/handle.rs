@@ -42,7 +42,11 @@ impl DynCollection {
     /// One write as its own transaction, returning the record exactly as this commit wrote it. A conflict
     /// with a concurrent commit is retried: the retry re-reads the record, so version checks then report
     /// the version that won.
-    fn write(&self, id: &str, op: impl Fn(&mut Transaction<'_>) -> Result<(), CollectionError>) -> Result<Stored<Value>, CollectionError> {
+    fn write(
+        &self,
+        id: &str,
+        op: impl Fn(&mut Transaction<'_>) -> Result<(), CollectionError>,
+    ) -> Result<Stored<Value>, CollectionError> {
         let name = &self.name;
         let mut last = None;
         for _ in 0..SINGLE_WRITE_ATTEMPTS {
@@ -51,7 +55,8 @@ impl DynCollection {
             let written = tx.get_doc(name, id)?;
             match tx.commit() {
                 Ok(c) => {
-                    let mut s = written.ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
+                    let mut s = written
+                        .ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
                     s.seq = c.seq;
                     s.updated_at_ms = c.at_ms;
                     if s.created_at_ms == 0 {
@@ -151,7 +156,11 @@ impl DynCollection {
     /// update, so concurrent claimers never take the same document; a claimer that loses a race moves on to
     /// the next candidate. `None` if none of the first 16 candidates of each query was accepted and
     /// claimed, or if 8 rounds all lost their races.
-    pub fn claim(&self, queries: &[Query], mut change: impl FnMut(&mut Value) -> bool) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn claim(
+        &self,
+        queries: &[Query],
+        mut change: impl FnMut(&mut Value) -> bool,
+    ) -> Result<Option<Stored<Value>>, CollectionError> {
         for _round in 0..8 {
             let mut lost_race = false;
             for q in queries {
@@ -163,7 +172,11 @@ impl DynCollection {
                     }
                     match self.update(&candidate.id, candidate.version, doc) {
                         Ok(claimed) => return Ok(Some(claimed)),
-                        Err(CollectionError::Conflict { .. } | CollectionError::NotFound { .. } | CollectionError::TxnConflict { .. }) => {
+                        Err(
+                            CollectionError::Conflict { .. }
+                            | CollectionError::NotFound { .. }
+                            | CollectionError::TxnConflict { .. },
+                        ) => {
                             lost_race = true;
                         }
                         Err(e) => return Err(e),

@@ -73,11 +73,32 @@ pub(crate) fn index_prefix(collection: &str, index: &str) -> Vec<u8> {
     k
 }
 
+/// An index field as declared: a path, descending when written with a leading `-`.
+pub(crate) fn index_field(declared: &str) -> (&str, bool) {
+    match declared.strip_prefix('-') {
+        Some(path) => (path, true),
+        None => (declared, false),
+    }
+}
+
+/// Appends a field's encoding; for a descending field every byte is inverted, which reverses the order
+/// (the encoding is prefix-free, so no encoding is a prefix of another).
+pub(crate) fn encode_field(out: &mut Vec<u8>, v: Option<&Value>, descending: bool) {
+    let start = out.len();
+    encode_value(out, v);
+    if descending {
+        for b in out.iter_mut().skip(start) {
+            *b = !*b;
+        }
+    }
+}
+
 /// The index entry key of a document: its values for `fields`, then its id.
 pub(crate) fn index_key(collection: &str, index: &str, fields: &[String], doc: &Value, id: &str) -> Vec<u8> {
     let mut k = index_prefix(collection, index);
     for f in fields {
-        encode_value(&mut k, field(doc, f));
+        let (path, descending) = index_field(f);
+        encode_field(&mut k, field(doc, path), descending);
     }
     encode_str(&mut k, TAG_STRING, id);
     k
@@ -182,8 +203,24 @@ mod tests {
         assert!(k("PENDING", 99, "a") < k("RUNNING", 0, "a"));
         // A string value is never a prefix-ambiguity: "a" then id "b" differs from "ab".
         let f1 = vec!["s".to_owned()];
-        assert_ne!(index_key("c", "i", &f1, &json!({"s": "a"}), "b"), index_key("c", "i", &f1, &json!({"s": "ab"}), ""));
+        assert_ne!(
+            index_key("c", "i", &f1, &json!({"s": "a"}), "b"),
+            index_key("c", "i", &f1, &json!({"s": "ab"}), "")
+        );
         assert!(index_key("c", "i", &f1, &json!({"s": "a"}), "b").starts_with(&index_prefix("c", "i")));
+    }
+
+    #[test]
+    fn descending_fields_reverse_the_order() {
+        let fields = vec!["status".to_owned(), "-priority".to_owned()];
+        let k = |p: serde_json::Value, id: &str| {
+            index_key("jobs", "sp", &fields, &json!({"status": "PENDING", "priority": p}), id)
+        };
+        assert!(k(json!(10), "z") < k(json!(5), "a"));
+        assert!(k(json!(5), "a") < k(json!(5), "b"), "ids still ascend");
+        assert!(k(json!(-1), "a") < k(json!(null), "a"), "null sorts last when descending");
+        assert!(k(json!("b"), "a") < k(json!("a"), "a") && k(json!("ab"), "a") < k(json!("a"), "a"));
+        assert_eq!(index_field("-priority"), ("priority", true));
     }
 
     #[test]

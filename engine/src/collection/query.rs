@@ -134,6 +134,9 @@ pub struct Plan {
     pub filtered: Vec<String>,
     /// Whether results come in descending order.
     pub descending: bool,
+    /// Whether the engine keys are scanned backwards (descending order over an ascending field, or
+    /// ascending order over a descending one).
+    pub reverse_scan: bool,
 }
 
 /// One page of results.
@@ -157,12 +160,13 @@ pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, CollectionE
         if q.index.as_ref().is_some_and(|n| *n != index.name) {
             continue;
         }
-        let k = index.fields.iter().take_while(|f| q.eq.iter().any(|(e, _)| e == *f)).count();
-        let next = index.fields.get(k);
-        let range_ok = q.range.as_ref().is_some_and(|(f, _, _)| Some(f) == next);
+        let paths: Vec<&str> = index.fields.iter().map(|f| keys::index_field(f).0).collect();
+        let k = paths.iter().take_while(|p| q.eq.iter().any(|(e, _)| e == *p)).count();
+        let next = paths.get(k).copied();
+        let range_ok = q.range.as_ref().is_some_and(|(f, _, _)| Some(f.as_str()) == next);
         let order_ok = match &q.order_by {
             None => true,
-            Some(o) => Some(o) == next || index.fields.iter().take(k).any(|f| f == o),
+            Some(o) => Some(o.as_str()) == next || paths.iter().take(k).any(|p| p == o),
         };
         if !order_ok || (k == 0 && !range_ok && q.order_by.is_none()) {
             continue;
@@ -176,17 +180,37 @@ pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, CollectionE
             return Err(CollectionError::InvalidQuery(format!("index {name} cannot serve this query")));
         }
         if let Some(o) = &q.order_by {
-            return Err(CollectionError::InvalidQuery(format!("no index of {} orders by {o} after the equality fields", spec.name)));
+            return Err(CollectionError::InvalidQuery(format!(
+                "no index of {} orders by {o} after the equality fields",
+                spec.name
+            )));
         }
     }
-    let equality: Vec<String> = best.map_or_else(Vec::new, |(k, _, i)| i.fields.iter().take(k).cloned().collect());
+    let equality: Vec<String> = best.map_or_else(Vec::new, |(k, _, i)| {
+        i.fields.iter().take(k).map(|f| keys::index_field(f).0.to_owned()).collect()
+    });
     let range = best.filter(|b| b.1).and_then(|_| q.range.as_ref().map(|r| r.0.clone()));
     let mut filtered: Vec<String> = q.eq.iter().map(|e| e.0.clone()).filter(|f| !equality.contains(f)).collect();
     if let Some((f, _, _)) = q.range.as_ref().filter(|_| range.is_none()) {
         filtered.push(f.clone());
     }
     filtered.extend(q.filters.iter().map(|f| f.field.clone()));
-    Ok(Plan { index: best.map(|b| b.2.name.clone()), equality, range, filtered, descending: q.descending })
+    // The field after the equality prefix decides the scan direction when the query orders by it: a
+    // descending field is stored inverted, so its natural (ascending key) order is descending.
+    let next_descending = best.and_then(|(k, _, i)| i.fields.get(k)).is_some_and(|f| keys::index_field(f).1);
+    let ordered_by_next = best
+        .and_then(|(k, _, i)| i.fields.get(k))
+        .is_some_and(|f| q.order_by.as_deref() == Some(keys::index_field(f).0));
+    let reverse_scan =
+        q.descending != (next_descending && (ordered_by_next || (q.order_by.is_none() && range.is_some())));
+    Ok(Plan {
+        index: best.map(|b| b.2.name.clone()),
+        equality,
+        range,
+        filtered,
+        descending: q.descending,
+        reverse_scan,
+    })
 }
 
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
@@ -243,19 +267,22 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
         return (prefix.clone(), Bound::Included(prefix), upper);
     };
     let mut prefix = keys::index_prefix(&spec.name, &index.name);
-    for f in &plan.equality {
+    for (f, declared) in plan.equality.iter().zip(&index.fields) {
         let v = q.eq.iter().find(|(e, _)| e == f).map(|e| &e.1);
-        keys::encode_value(&mut prefix, v);
+        keys::encode_field(&mut prefix, v, keys::index_field(declared).1);
     }
+    let range_descending = index.fields.get(plan.equality.len()).is_some_and(|f| keys::index_field(f).1);
     let enc = |v: &Value| {
         let mut k = prefix.clone();
-        keys::encode_value(&mut k, Some(v));
+        keys::encode_field(&mut k, Some(v), range_descending);
         k
     };
     let past = |k: Vec<u8>| keys::after_prefix(&k).map_or(Bound::Unbounded, Bound::Excluded);
     let (mut lower, mut upper) = (Bound::Included(prefix.clone()), past(prefix.clone()));
     if let (Some(_), Some((_, lo, hi))) = (&plan.range, &q.range) {
-        lower = match lo {
+        // On a descending field the value's lower bound limits the keys from above, and vice versa.
+        let (key_lo, key_hi) = if range_descending { (hi, lo) } else { (lo, hi) };
+        lower = match key_lo {
             Bound::Included(v) => Bound::Included(enc(v)),
             Bound::Excluded(v) => match past(enc(v)) {
                 Bound::Excluded(k) => Bound::Included(k),
@@ -263,7 +290,7 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
             },
             Bound::Unbounded => lower,
         };
-        upper = match hi {
+        upper = match key_hi {
             Bound::Included(v) => past(enc(v)),
             Bound::Excluded(v) => Bound::Excluded(enc(v)),
             Bound::Unbounded => upper,
@@ -284,16 +311,16 @@ pub(crate) fn execute(
     let plan = plan(spec, q)?;
     let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
     if let Some(cursor) = &q.cursor {
-        let key = decode_cursor(cursor).filter(|k| k.starts_with(&prefix)).ok_or_else(|| {
-            CollectionError::InvalidQuery("the cursor does not belong to this query".into())
-        })?;
-        if q.descending {
+        let key = decode_cursor(cursor)
+            .filter(|k| k.starts_with(&prefix))
+            .ok_or_else(|| CollectionError::InvalidQuery("the cursor does not belong to this query".into()))?;
+        if plan.reverse_scan {
             upper = Bound::Excluded(key);
         } else {
             lower = Bound::Excluded(key);
         }
     }
-    let iter = if q.descending { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
+    let iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
     let full_scan = plan.index.is_none();
     // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
     // take in values of other types (null sorts before every number), which only `matches` rejects.
@@ -304,7 +331,8 @@ pub(crate) fn execute(
             let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
             (key.clone(), id)
         } else {
-            let id = String::from_utf8(value.clone()).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
+            let id =
+                String::from_utf8(value.clone()).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
             (keys::record_key(&spec.name, &id), id)
         };
         if skip_records {
@@ -359,7 +387,9 @@ mod tests {
         let s = jobs();
         let p = plan(&s, &Query::new().eq("status", "PENDING").order_by("priority").descending()).unwrap();
         assert_eq!((p.index.as_deref(), p.equality.len(), p.descending), (Some("status_priority"), 1, true));
-        let p = plan(&s, &Query::new().eq("project", "p").range("created_at", Bound::Included(json!(5)), Bound::Unbounded)).unwrap();
+        let p =
+            plan(&s, &Query::new().eq("project", "p").range("created_at", Bound::Included(json!(5)), Bound::Unbounded))
+                .unwrap();
         assert_eq!((p.index.as_deref(), p.range.as_deref()), (Some("project_created"), Some("created_at")));
         let p = plan(&s, &Query::new().eq("owner", "a").eq("status", "RUNNING")).unwrap();
         assert!(p.index.is_some());

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// A secondary index: one or more field paths of the document (dot-separated, e.g. `resources.gpus`).
 /// Entries order by the fields' values in turn, then by id. A composite index such as
-/// `(status, priority)` answers equality on `status` with a range or an order on `priority`.
+/// `(status, priority)` answers equality on `status` with a range or an order on `priority`. A path written
+/// with a leading `-` (`"-priority"`) is stored in descending order, so queries ordered by it descending
+/// scan forward, which is cheaper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSpec {
     /// Name, unique within the collection: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.

@@ -30,7 +30,8 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Collection, index and consumer names: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
 pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), CollectionError> {
-    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok =
+        (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -42,6 +43,24 @@ pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), CollectionErro
 pub(crate) fn validate_id(id: &str) -> Result<(), CollectionError> {
     if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
         return Err(CollectionError::invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
+    }
+    Ok(())
+}
+
+/// Checks a declaration's names and index fields.
+fn validate_spec(spec: &CollectionSpec) -> Result<(), CollectionError> {
+    validate_name("collection", &spec.name)?;
+    for (i, index) in spec.indexes.iter().enumerate() {
+        validate_name("index", &index.name)?;
+        if index.fields.is_empty() || index.fields.iter().any(|f| keys::index_field(f).0.is_empty()) {
+            return Err(CollectionError::invalid(format!(
+                "index {} needs at least one non-empty field path",
+                index.name
+            )));
+        }
+        if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
+            return Err(CollectionError::invalid(format!("index {} declared twice", index.name)));
+        }
     }
     Ok(())
 }
@@ -125,7 +144,8 @@ impl Store {
         let mut catalog = HashMap::new();
         for pair in db.prefix(keys::CATALOG)? {
             let (key, value) = pair?;
-            let spec: CollectionSpec = serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+            let spec: CollectionSpec =
+                serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
         Ok(Store { inner: Arc::new(StoreInner { db, opts, catalog: RwLock::new(catalog), declare: Mutex::new(()) }) })
@@ -140,17 +160,13 @@ impl Store {
     /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
     /// records. Do not write to the collection while its indexes change.
     pub fn declare(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
-        validate_name("collection", &spec.name)?;
-        for (i, index) in spec.indexes.iter().enumerate() {
-            validate_name("index", &index.name)?;
-            if index.fields.is_empty() || index.fields.iter().any(|f| f.is_empty()) {
-                return Err(CollectionError::invalid(format!("index {} needs at least one non-empty field path", index.name)));
-            }
-            if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
-                return Err(CollectionError::invalid(format!("index {} declared twice", index.name)));
-            }
-        }
+        validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
+        self.declare_locked(spec)
+    }
+
+    /// [`Store::declare`] once validated, with the declare lock held.
+    fn declare_locked(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
         let old = self.inner.catalog.read().get(&spec.name).cloned();
         if old.as_deref() == Some(&spec) {
             return Ok(());
@@ -216,8 +232,18 @@ impl Store {
     /// name over other fields is a [`CollectionError::SpecMismatch`].
     pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
         let wanted = T::indexes();
+        if let Ok(current) = self.spec(T::COLLECTION) {
+            if wanted.iter().all(|w| current.indexes.contains(w)) {
+                return Ok(current);
+            }
+        }
+        // Merge under the declare lock, so two types adding different indexes at once keep both.
+        let guard = self.inner.declare.lock();
         let Ok(current) = self.spec(T::COLLECTION) else {
-            self.declare(CollectionSpec::new(T::COLLECTION, wanted))?;
+            let spec = CollectionSpec::new(T::COLLECTION, wanted);
+            validate_spec(&spec)?;
+            self.declare_locked(spec)?;
+            drop(guard);
             return self.spec(T::COLLECTION);
         };
         let mut merged = (*current).clone();
@@ -229,8 +255,9 @@ impl Store {
             }
         }
         if merged != *current {
-            self.declare(merged)?;
+            self.declare_locked(merged)?;
         }
+        drop(guard);
         self.spec(T::COLLECTION)
     }
 
@@ -246,7 +273,11 @@ impl Store {
         Ok(DynCollection::new(self.clone(), name))
     }
 
-    pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, CollectionError> {
+    pub(crate) fn read_envelope(
+        &self,
+        key: &[u8],
+        snap: Option<&Snapshot>,
+    ) -> Result<Option<Envelope>, CollectionError> {
         let value = match snap {
             Some(s) => s.get(key)?,
             None => self.db().get(key)?,
@@ -261,7 +292,10 @@ impl Store {
     }
 
     /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
-    pub fn transaction<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R, CollectionError>) -> Result<R, CollectionError> {
+    pub fn transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, CollectionError>,
+    ) -> Result<R, CollectionError> {
         let mut tx = Transaction::new(self);
         let out = f(&mut tx)?;
         tx.commit()?;

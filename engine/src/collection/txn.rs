@@ -44,7 +44,10 @@ pub struct Transaction<'s> {
 
 impl std::fmt::Debug for Transaction<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction").field("snapshot", &self.snap.sequence()).field("writes", &self.order.len()).finish()
+        f.debug_struct("Transaction")
+            .field("snapshot", &self.snap.sequence())
+            .field("writes", &self.order.len())
+            .finish()
     }
 }
 
@@ -102,12 +105,21 @@ impl<'s> Transaction<'s> {
     /// Stages the record's state after this write. Versions continue from the snapshot's record when it
     /// existed (a delete then insert in one transaction is an update), and an insert then delete of a record
     /// that did not exist at the snapshot stages nothing (its absence is still checked at commit).
-    fn stage(&mut self, spec: Arc<CollectionSpec>, id: &str, after: Option<Value>, version: u64) -> Result<(), CollectionError> {
+    fn stage(
+        &mut self,
+        spec: Arc<CollectionSpec>,
+        id: &str,
+        after: Option<Value>,
+        version: u64,
+    ) -> Result<(), CollectionError> {
         let key = keys::record_key(&spec.name, id);
         if !self.staged.contains_key(&key) {
             let before = self.at_snapshot(&key)?;
             self.order.push(key.clone());
-            self.staged.insert(key.clone(), Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete });
+            self.staged.insert(
+                key.clone(),
+                Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete },
+            );
         }
         let Some(s) = self.staged.get_mut(&key) else { return Ok(()) };
         s.version = match &s.before {
@@ -158,7 +170,13 @@ impl<'s> Transaction<'s> {
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
-    pub fn update_doc(&mut self, collection: &str, id: &str, expected: u64, doc: Value) -> Result<u64, CollectionError> {
+    pub fn update_doc(
+        &mut self,
+        collection: &str,
+        id: &str,
+        expected: u64,
+        doc: Value,
+    ) -> Result<u64, CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         check_doc(&doc)?;
@@ -219,7 +237,8 @@ impl<'s> Transaction<'s> {
             stage_into(&mut batch, s, key, at_ms);
         }
         let seq = self.snap.sequence();
-        let conditions = self.reads.iter().chain(&self.order).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
+        let conditions =
+            self.reads.iter().chain(&self.order).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
         match self.store.db().write_if(batch, conditions, WriteOptions::default()) {
             Ok(seq) => Ok(Committed { seq, at_ms }),
             Err(WriteError::ConditionFailed { key }) => {
@@ -261,7 +280,14 @@ fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
 }
 
 pub(crate) fn stored(id: &str, e: Envelope) -> Stored<Value> {
-    Stored { id: id.to_owned(), version: e.version, seq: e.seq, created_at_ms: e.created_ms, updated_at_ms: e.updated_ms, doc: e.doc }
+    Stored {
+        id: id.to_owned(),
+        version: e.version,
+        seq: e.seq,
+        created_at_ms: e.created_ms,
+        updated_at_ms: e.updated_ms,
+        doc: e.doc,
+    }
 }
 
 fn check_doc(doc: &Value) -> Result<(), CollectionError> {
@@ -273,7 +299,12 @@ fn check_doc(doc: &Value) -> Result<(), CollectionError> {
 }
 
 /// The current version, if it matches `expected` (when given); `NotFound` when absent.
-fn expect_version(spec: &CollectionSpec, id: &str, current: Option<&Envelope>, expected: Option<u64>) -> Result<u64, CollectionError> {
+fn expect_version(
+    spec: &CollectionSpec,
+    id: &str,
+    current: Option<&Envelope>,
+    expected: Option<u64>,
+) -> Result<u64, CollectionError> {
     let Some(current) = current else {
         return Err(CollectionError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
     };

@@ -22,7 +22,14 @@ pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, Collect
         key: format!("{}/{}", T::COLLECTION, s.id),
         reason: e.to_string(),
     })?;
-    Ok(Stored { id: s.id, version: s.version, seq: s.seq, created_at_ms: s.created_at_ms, updated_at_ms: s.updated_at_ms, doc })
+    Ok(Stored {
+        id: s.id,
+        version: s.version,
+        seq: s.seq,
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        doc,
+    })
 }
 
 /// The collection of a [`Record`] type. Made by [`Store::collection`](crate::Store::collection).
@@ -86,7 +93,11 @@ impl<T: Record> Collection<T> {
 
     /// Atomically takes the first record matching one of `queries` that `change` accepts; see
     /// [`DynCollection::claim`].
-    pub fn claim(&self, queries: &[Query], mut change: impl FnMut(&mut T) -> bool) -> Result<Option<Stored<T>>, CollectionError> {
+    pub fn claim(
+        &self,
+        queries: &[Query],
+        mut change: impl FnMut(&mut T) -> bool,
+    ) -> Result<Option<Stored<T>>, CollectionError> {
         let claimed = self.inner.claim(queries, |doc| {
             let Ok(mut record) = serde_json::from_value::<T>(doc.clone()) else { return false };
             if !change(&mut record) {

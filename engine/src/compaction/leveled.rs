@@ -71,11 +71,8 @@ impl CompactionPolicy for LeveledPolicy {
             cursors.resize(levels.len(), Vec::new());
         }
         let cursor = cursors.get_mut(level)?;
-        let table = info
-            .tables
-            .iter()
-            .find(|t| cursor.is_empty() || t.smallest > *cursor)
-            .or_else(|| info.tables.first())?;
+        let table =
+            info.tables.iter().find(|t| cursor.is_empty() || t.smallest > *cursor).or_else(|| info.tables.first())?;
         cursor.clone_from(&table.largest);
         Some(CompactionTask { level, inputs: vec![table.number], output_level: level + 1 })
     }

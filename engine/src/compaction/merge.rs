@@ -98,7 +98,13 @@ fn merge_into(
             if builder.is_none() {
                 let number = next_number();
                 let path = names::table(dir, number);
-                let b = TableBuilder::create(storage, &path, settings.block_size, settings.compression, settings.bits_per_key);
+                let b = TableBuilder::create(
+                    storage,
+                    &path,
+                    settings.block_size,
+                    settings.compression,
+                    settings.bits_per_key,
+                );
                 builder = Some((number, b?));
             }
             if let Some((_, b)) = &mut builder {

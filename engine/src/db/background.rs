@@ -22,7 +22,8 @@ use super::{Inner, View};
 pub(super) fn spawn(inner: &Arc<Inner>) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     type Job = fn(&Inner);
-    let jobs: [(&str, Job); 3] = [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
+    let jobs: [(&str, Job); 3] =
+        [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
     for (name, job) in jobs {
         let inner = inner.clone();
         threads.push(thread::Builder::new().name(name.to_owned()).spawn(move || job(&inner))?);
@@ -126,14 +127,9 @@ impl Inner {
     pub(super) fn flush_memtable(&self, imm: &Arc<Memtable>) -> Result<(), StorageError> {
         let sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(imm.clone(), false))];
         let rules = DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: None };
-        let outputs = merge(
-            &*self.storage,
-            &self.dir,
-            sources,
-            &self.table_settings(u64::MAX),
-            &rules,
-            &mut || self.next_file_number(),
-        )?;
+        let outputs = merge(&*self.storage, &self.dir, sources, &self.table_settings(u64::MAX), &rules, &mut || {
+            self.next_file_number()
+        })?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
         let log_number = imm.next_wal();
@@ -236,15 +232,12 @@ impl Inner {
         mut edit: VersionEdit,
         bytes_read: u64,
     ) -> Result<(), StorageError> {
-        let rules = DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: Some((version, output_level)) };
-        let outputs = merge(
-            &*self.storage,
-            &self.dir,
-            sources,
-            &self.table_settings(self.opts.table_size),
-            &rules,
-            &mut || self.next_file_number(),
-        )?;
+        let rules =
+            DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: Some((version, output_level)) };
+        let outputs =
+            merge(&*self.storage, &self.dir, sources, &self.table_settings(self.opts.table_size), &rules, &mut || {
+                self.next_file_number()
+            })?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
         edit.added.extend(outputs.into_iter().map(|m| (output_level, m)));
@@ -275,7 +268,10 @@ impl Inner {
                 sources.push(Box::new(LevelIter::new(ts.clone(), false)));
             }
         }
-        let edit = VersionEdit { removed: tables.iter().map(|(l, t)| (*l, t.meta.number)).collect(), ..VersionEdit::default() };
+        let edit = VersionEdit {
+            removed: tables.iter().map(|(l, t)| (*l, t.meta.number)).collect(),
+            ..VersionEdit::default()
+        };
         let read = tables.iter().map(|(_, t)| t.meta.size).sum();
         self.merge_and_install(&version, sources, output_level, edit, read)
     }

@@ -181,7 +181,12 @@ impl Db {
     /// Applies `batch` atomically if every condition holds, checked in the same step as the write: no other
     /// commit can come between the check and the write. Fails with [`WriteError::ConditionFailed`] naming
     /// the first key that changed, writing nothing. Conditional writes keep group commit.
-    pub fn write_if(&self, batch: WriteBatch, conditions: Vec<crate::Condition>, opts: WriteOptions) -> Result<u64, WriteError> {
+    pub fn write_if(
+        &self,
+        batch: WriteBatch,
+        conditions: Vec<crate::Condition>,
+        opts: WriteOptions,
+    ) -> Result<u64, WriteError> {
         let inner = self.inner();
         inner.commit(batch, opts.durability.unwrap_or(inner.opts.durability), false, conditions)
     }
@@ -291,8 +296,12 @@ impl Inner {
         })
     }
 
-
-    pub fn iter_at<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: &R, seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
+    pub fn iter_at<K: AsRef<[u8]>, R: RangeBounds<K>>(
+        &self,
+        range: &R,
+        seq: Option<u64>,
+        reverse: bool,
+    ) -> Result<Iter, StorageError> {
         let own = |b: Bound<&K>| match b {
             Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
             Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
@@ -305,7 +314,13 @@ impl Inner {
         self.iter_bounds(Bound::Included(prefix.to_vec()), prefix_upper_bound(prefix), seq, reverse)
     }
 
-    fn iter_bounds(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>, seq: Option<u64>, reverse: bool) -> Result<Iter, StorageError> {
+    fn iter_bounds(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        seq: Option<u64>,
+        reverse: bool,
+    ) -> Result<Iter, StorageError> {
         self.check_open()?;
         let (view, seq) = self.read_point(seq);
         let mut sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(view.mem.clone(), reverse))];

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch;
+use crate::compaction::merge::{merge, DropRules, TableSettings};
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::names::{self, FileKind};
 use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
 use crate::io::{FileLock, Storage};
-use crate::log::{read_log, LogWriter};
-use crate::compaction::merge::{merge, DropRules, TableSettings};
 use crate::iter::{MemSource, Source};
+use crate::log::{read_log, LogWriter};
 use crate::manifest::{VersionEdit, VersionSet};
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -70,7 +70,8 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     let writer = LogWriter::create(&*storage, &wal_path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
     // Whatever was replayed goes to a level-0 table now, so the replayed WALs can go and every open starts
     // from one empty WAL. This costs time in proportion to the unflushed WAL, which the memtable size bounds.
-    let mut edit = VersionEdit { log_number: Some(wal_number), last_sequence: Some(last_seq), ..VersionEdit::default() };
+    let mut edit =
+        VersionEdit { log_number: Some(wal_number), last_sequence: Some(last_seq), ..VersionEdit::default() };
     if !mem.is_empty() {
         let settings = TableSettings {
             block_size: opts.block_size,
@@ -155,13 +156,20 @@ fn replay_wals(
         let log = read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
         if let Some(reason) = &log.torn_tail {
             if i + 1 != wals.len() {
-                return Err(StorageError::corruption(&path, log.valid_len, format!("damaged WAL before the newest: {reason}")).into());
+                return Err(StorageError::corruption(
+                    &path,
+                    log.valid_len,
+                    format!("damaged WAL before the newest: {reason}"),
+                )
+                .into());
             }
             storage.truncate(&path, log.valid_len).map_err(|e| StorageError::io(&path, e))?;
             Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64 - log.valid_len);
         }
         for (offset, payload) in log.records {
-            let bad = |at: usize, reason: &str| StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"));
+            let bad = |at: usize, reason: &str| {
+                StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))
+            };
             let decoded = batch::decode(payload).map_err(|e| bad(e.offset, e.reason))?;
             if decoded.count == 0 {
                 return Err(bad(0, "empty batch").into());

@@ -24,7 +24,11 @@ const LATEST: u64 = u64::MAX >> 8;
 
 /// The key of the first condition that fails: written earlier in the same group, or committed after the
 /// condition's sequence.
-fn failed_condition(view: &View, conditions: &[Condition], written: &HashSet<Vec<u8>>) -> Result<Option<Vec<u8>>, StorageError> {
+fn failed_condition(
+    view: &View,
+    conditions: &[Condition],
+    written: &HashSet<Vec<u8>>,
+) -> Result<Option<Vec<u8>>, StorageError> {
     for c in conditions {
         let changed = written.contains(&c.key)
             || match lookup(view, &c.key, LATEST)? {
@@ -136,7 +140,10 @@ impl Inner {
                     self.set_poison(&cause);
                 }
                 let mut first = Some(e);
-                group.iter().map(|_| Err(first.take().unwrap_or(WriteError::Poisoned { cause: cause.clone() }))).collect()
+                group
+                    .iter()
+                    .map(|_| Err(first.take().unwrap_or(WriteError::Poisoned { cause: cause.clone() })))
+                    .collect()
             }
         }
     }

@@ -98,10 +98,7 @@ impl Record for HostRequest {
     /// - `template_created` (template_id, created_at): requests made from a template, by time.
     /// - `status` (status): requests in a state, e.g. PENDING ones for the provisioner.
     fn indexes() -> Vec<IndexSpec> {
-        vec![
-            IndexSpec::new("template_created", &["template_id", "created_at"]),
-            IndexSpec::new("status", &["status"]),
-        ]
+        vec![IndexSpec::new("template_created", &["template_id", "created_at"]), IndexSpec::new("status", &["status"])]
     }
 }
 
@@ -167,10 +164,7 @@ impl Record for Machine {
     /// - `request_created` (request_id, created_at): a request's machines, by time.
     /// - `status` (status): machines in a state, e.g. READY ones to place work on.
     fn indexes() -> Vec<IndexSpec> {
-        vec![
-            IndexSpec::new("request_created", &["request_id", "created_at"]),
-            IndexSpec::new("status", &["status"]),
-        ]
+        vec![IndexSpec::new("request_created", &["request_id", "created_at"]), IndexSpec::new("status", &["status"])]
     }
 }
 

@@ -190,8 +190,8 @@ impl Record for Job {
 
     /// - `status` (status): jobs in a state, e.g. for counts per state.
     /// - `owner` (owner), `project` (project): a user's or a project's jobs.
-    /// - `status_priority` (status, priority): the scheduler's queue. Read QUEUED backwards for the most
-    ///   urgent job first; equal priorities order by id.
+    /// - `status_priority` (status, priority descending): the scheduler's queue, most urgent first in key
+    ///   order, so "top N by priority" is a forward scan; equal priorities order by id.
     /// - `project_created` (project, created_at): a project's jobs, newest or oldest first, or in a time range.
     /// - `status_lease` (status, lease_expires_at): RUNNING jobs whose lease has lapsed (`lease_expires_at`
     ///   below now), to requeue or reclaim.
@@ -200,7 +200,7 @@ impl Record for Job {
             IndexSpec::new("status", &["status"]),
             IndexSpec::new("owner", &["owner"]),
             IndexSpec::new("project", &["project"]),
-            IndexSpec::new("status_priority", &["status", "priority"]),
+            IndexSpec::new("status_priority", &["status", "-priority"]),
             IndexSpec::new("project_created", &["project", "created_at"]),
             IndexSpec::new("status_lease", &["status", "lease_expires_at"]),
         ]
@@ -218,8 +218,7 @@ mod tests {
     fn full_job() -> Job {
         let mut job = Job::new("job-42", "train-resnet50", "alice", "vision", 700, 1_700_000_000_000);
         job.status = JobStatus::Running;
-        job.resources =
-            Resources { cpus: 8, memory_mb: 65_536, gpus: 2, gpu_type: Some("A100".to_owned()) };
+        job.resources = Resources { cpus: 8, memory_mb: 65_536, gpus: 2, gpu_type: Some("A100".to_owned()) };
         job.environment = Environment {
             image: "registry.example/train:1.4".to_owned(),
             command: vec!["python".to_owned(), "train.py".to_owned(), "--epochs=90".to_owned()],

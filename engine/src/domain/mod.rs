@@ -7,7 +7,7 @@
 //!
 //! Collections and their indexes (index name, then its fields when they differ from the name):
 //!
-//! - [`Job`] in `jobs`: `status`, `owner`, `project`, `status_priority` (status, priority),
+//! - [`Job`] in `jobs`: `status`, `owner`, `project`, `status_priority` (status, priority descending),
 //!   `project_created` (project, created_at), `status_lease` (status, lease_expires_at).
 //! - [`Experiment`] in `experiments`: `owner`, `project`, `status`, `project_created` (project, created_at).
 //! - [`Run`] in `runs`: `experiment_created` (experiment_id, created_at), `status`.
@@ -97,6 +97,7 @@ pub(crate) mod testing {
             assert!(indexes.iter().skip(i + 1).all(|other| other.name != index.name), "duplicate index {}", index.name);
             assert!(!index.fields.is_empty(), "index {} has no fields", index.name);
             for field in &index.fields {
+                let field = field.strip_prefix('-').unwrap_or(field);
                 assert!(
                     lookup(&doc, field).is_some(),
                     "index {}.{}: field path {field:?} is not in the serialized record {doc}",

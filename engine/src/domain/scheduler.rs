@@ -23,7 +23,12 @@ pub fn claimable_jobs(now_ms: i64) -> [Query; 3] {
 /// set to `now_ms + lease_ms`, `started_at` set on the first claim and `attempts` counted. Concurrent
 /// workers never claim the same job; a job whose lease lapsed is claimed again. `None` if no job is
 /// claimable.
-pub fn claim_job(jobs: &Collection<Job>, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<Stored<Job>>, CollectionError> {
+pub fn claim_job(
+    jobs: &Collection<Job>,
+    node: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Option<Stored<Job>>, CollectionError> {
     jobs.claim(&claimable_jobs(now_ms), |job| {
         let lapsed = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|t| t < now_ms);
         if !(job.status.can_transition_to(JobStatus::Running) || lapsed) {

@@ -147,8 +147,14 @@ pub(crate) use lifecycle_enum;
 /// What the generic tests need of a status type (implemented by [`lifecycle_enum!`] in test builds).
 #[cfg(test)]
 pub(crate) trait Lifecycle:
-    Copy + Eq + fmt::Debug + fmt::Display + std::str::FromStr<Err = ParseStatusError> + serde::Serialize
-    + serde::de::DeserializeOwned + 'static
+    Copy
+    + Eq
+    + fmt::Debug
+    + fmt::Display
+    + std::str::FromStr<Err = ParseStatusError>
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + 'static
 {
     const ALL: &'static [Self];
     fn as_str(self) -> &'static str;
@@ -158,9 +164,7 @@ pub(crate) trait Lifecycle:
 #[cfg(test)]
 mod tests {
     use super::{Lifecycle, ParseStatusError};
-    use crate::domain::{
-        ExperimentStatus, HostRequestStatus, JobStatus, MachineStatus, ModelStage, RunStatus,
-    };
+    use crate::domain::{ExperimentStatus, HostRequestStatus, JobStatus, MachineStatus, ModelStage, RunStatus};
 
     /// States reachable from `from` in one or more steps.
     fn reachable<S: Lifecycle>(from: S) -> Vec<S> {

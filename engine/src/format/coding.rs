@@ -70,7 +70,6 @@ impl<'a> Cursor<'a> {
         self.pos >= self.buf.len()
     }
 
-
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::new(self.pos, what))?;
         let out = self.buf.get(self.pos..end).ok_or(DecodeError::new(self.pos, what))?;

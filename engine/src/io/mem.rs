@@ -52,9 +52,7 @@ impl MemStorage {
             })
             .collect();
         drop(guards);
-        MemStorage {
-            state: Arc::new(Mutex::new(State { files, dirs: state.dirs.clone(), locks: HashSet::new() })),
-        }
+        MemStorage { state: Arc::new(Mutex::new(State { files, dirs: state.dirs.clone(), locks: HashSet::new() })) }
     }
 
     /// Replaces the byte at `offset` of `path` by `f(byte)`; for corruption tests.

@@ -64,5 +64,4 @@ impl LogWriter {
     pub fn len(&self) -> u64 {
         self.len
     }
-
 }

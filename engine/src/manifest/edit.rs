@@ -128,7 +128,15 @@ mod tests {
             last_sequence: Some(1000),
             added: vec![(
                 1,
-                TableMeta { number: 7, size: 4096, entries: 10, min_seq: 1, max_seq: 10, smallest: b"a".to_vec(), largest: b"z".to_vec() },
+                TableMeta {
+                    number: 7,
+                    size: 4096,
+                    entries: 10,
+                    min_seq: 1,
+                    max_seq: 10,
+                    smallest: b"a".to_vec(),
+                    largest: b"z".to_vec(),
+                },
             )],
             removed: vec![(0, 5), (0, 6)],
         };

@@ -110,7 +110,6 @@ impl TableBuilder {
         Ok(())
     }
 
-
     /// Bytes written so far plus the open block.
     pub fn estimated_size(&self) -> u64 {
         self.offset + self.pending.len() as u64 + self.data.size() as u64

@@ -11,8 +11,8 @@ mod reader;
 
 pub(crate) use builder::{TableBuilder, TableSummary};
 pub(crate) use cache::BlockCache;
-pub(crate) use iter::TableIter;
 pub(crate) use filter::key_hash;
+pub(crate) use iter::TableIter;
 pub(crate) use reader::TableReader;
 
 /// Compression of one block on disk. Values are written to disk and never change meaning.

@@ -53,8 +53,6 @@ impl TableReader {
         Ok(Self { number, path: path.to_path_buf(), map, index: Arc::new(index), filter, footer, cache })
     }
 
-
-
     pub fn block_count(&self) -> usize {
         self.index.len()
     }
@@ -69,8 +67,9 @@ impl TableReader {
     }
 
     fn handle(&self, i: usize) -> Result<BlockHandle, StorageError> {
-        BlockHandle::decode(self.index.value(i))
-            .map_err(|e| StorageError::corruption(&self.path, self.footer.index.offset, format!("index entry {i}: {}", e.reason)))
+        BlockHandle::decode(self.index.value(i)).map_err(|e| {
+            StorageError::corruption(&self.path, self.footer.index.offset, format!("index entry {i}: {}", e.reason))
+        })
     }
 
     /// Data block `i`, from the cache or read and verified.

@@ -14,7 +14,11 @@ fn entries(n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
     (0..n)
         .map(|i| {
             let kind = if i % 7 == 3 { ValueKind::Delete } else { ValueKind::Put };
-            let value = if kind == ValueKind::Put { format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes() } else { Vec::new() };
+            let value = if kind == ValueKind::Put {
+                format!("value-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes()
+            } else {
+                Vec::new()
+            };
             (internal_key(format!("key{i:06}").as_bytes(), make_trailer(u64::from(i) + 1, kind)), value)
         })
         .collect()
@@ -112,8 +116,12 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
                     let ukey = key::user_key(k);
                     match reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)) {
                         Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
-                        Ok(Lookup::Found(got, seq)) => assert_eq!((&got, seq), (v, i as u64 + 1), "offset {offset} key {i}"),
-                        Ok(Lookup::Deleted(seq)) => assert_eq!((i % 7, seq), (3, i as u64 + 1), "offset {offset} key {i}"),
+                        Ok(Lookup::Found(got, seq)) => {
+                            assert_eq!((&got, seq), (v, i as u64 + 1), "offset {offset} key {i}")
+                        }
+                        Ok(Lookup::Deleted(seq)) => {
+                            assert_eq!((i % 7, seq), (3, i as u64 + 1), "offset {offset} key {i}")
+                        }
                         Ok(Lookup::Absent) => panic!("offset {offset}: key {i} silently missing"),
                     }
                 }
