@@ -1,5 +1,6 @@
 //! Runs the built `cairn` binary against temporary data directories.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,23 +31,51 @@ fn demo(data: &Path) -> String {
     ok(&["demo", "--jobs", "2000"], data)
 }
 
-/// The line of the demo's per-status table that starts with `status`.
-fn status_count(demo_output: &str, status: &str) -> String {
-    demo_output
+/// The demo's `jobs per status:` table: each status (and `total`) with its count.
+fn status_counts(demo_output: &str) -> BTreeMap<String, u64> {
+    let table: BTreeMap<String, u64> = demo_output
         .lines()
-        .find(|l| l.trim_start().starts_with(status))
-        .unwrap_or_else(|| panic!("no {status} line in:\n{demo_output}"))
-        .to_owned()
+        .skip_while(|l| *l != "jobs per status:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (name, count) = l.trim().split_once(' ').unwrap_or_else(|| panic!("malformed status line {l:?}"));
+            (name.to_owned(), number(count.trim()))
+        })
+        .collect();
+    assert!(table.contains_key("total"), "no status table in:\n{demo_output}");
+    table
 }
+
+/// `12,345` as 12345.
+fn number(text: &str) -> u64 {
+    text.replace(',', "").parse().unwrap_or_else(|_| panic!("{text:?} is not a number"))
+}
+
+/// The number that follows `label` on the first line of `output` containing it.
+fn figure(output: &str, label: &str) -> u64 {
+    let rest = output
+        .lines()
+        .find_map(|l| l.split_once(label).map(|(_, rest)| rest.trim_start()))
+        .unwrap_or_else(|| panic!("no {label:?} in:\n{output}"));
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == ',').collect();
+    number(&digits)
+}
+
+const STATUSES: [&str; 6] = ["PENDING", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
 
 #[test]
 fn demo_loads_and_queries_jobs_and_can_run_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = demo(dir.path());
-    assert!(first.contains("loaded 2,000 jobs (4,000 keys)"), "{first}");
-    assert!(first.contains("10 highest-priority PENDING jobs"), "{first}");
-    assert!(first.contains(r#""id":1000"#), "{first}");
-    assert!(status_count(&first, "total").ends_with(" 2,000"), "{first}");
+    assert!(first.contains("loaded 2,000 jobs into collection jobs (6 indexes)"), "{first}");
+    assert!(first.contains("10 highest-priority PENDING jobs (plan: index status_priority"), "{first}");
+    assert!(first.contains("job-00001000 "), "{first}");
+
+    let counts = status_counts(&first);
+    assert_eq!(counts["total"], 2000, "{first}");
+    assert_eq!(STATUSES.iter().map(|s| counts[*s]).sum::<u64>(), 2000, "{first}");
+    assert!(STATUSES.iter().all(|s| counts[*s] > 0), "{counts:?}");
 
     // The top-10 list is in descending priority.
     let priorities: Vec<u32> = first
@@ -57,25 +86,34 @@ fn demo_loads_and_queries_jobs_and_can_run_again() {
     assert_eq!(priorities.len(), 10, "{first}");
     assert!(priorities.windows(2).all(|w| w[0] >= w[1]), "{priorities:?}");
 
-    // A second run overwrites the same keys: the counts do not change.
+    // Five claims, each by demo-node; every change of the run is in the feed; every index entry checks.
+    assert_eq!(first.lines().filter(|l| l.contains("node demo-node")).count(), 5, "{first}");
+    assert_eq!(figure(&first, "change feed:"), 2005, "{first}");
+    assert_eq!(figure(&first, "index check:"), 6 * 2000, "{first}");
+
+    // A second run upserts identical jobs (restoring those the first run claimed): the counts do not change.
     let second = demo(dir.path());
-    for status in ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "total"] {
-        assert_eq!(status_count(&first, status), status_count(&second, status));
-    }
+    assert_eq!(status_counts(&first), status_counts(&second), "{first}\n{second}");
+    assert_eq!(figure(&second, "change feed:"), 2005, "{second}");
+    assert_eq!(figure(&second, "index check:"), 6 * 2000, "{second}");
 }
 
 #[test]
 fn stats_check_and_compact_on_a_demo_database() {
     let dir = tempfile::tempdir().expect("tempdir");
-    demo(dir.path());
+    let out = demo(dir.path());
+    let last_sequence = figure(&out, "database: last sequence");
+    let index_entries = figure(&out, "index check:");
+    let changes = figure(&out, "change feed:");
 
     let stats = ok(&["stats"], dir.path());
-    assert!(stats.contains("last sequence    4,000"), "{stats}");
+    assert!(stats.contains(&format!("last sequence    {}", thousands(last_sequence))), "{stats}\ndemo:\n{out}");
     assert!(stats.contains("L0"), "{stats}");
     assert!(stats.contains("write amp"), "{stats}");
 
-    let json: serde_json::Value = serde_json::from_str(&ok(&["stats", "--json"], dir.path())).expect("stats --json is JSON");
-    assert_eq!(json["last_sequence"], 4000);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["stats", "--json"], dir.path())).expect("stats --json is JSON");
+    assert_eq!(json["last_sequence"].as_u64(), Some(last_sequence), "{json}");
     assert!(json["levels"].as_array().is_some_and(|l| !l.is_empty()), "{json}");
     // Open writes the replayed WAL to a level-0 table: nothing waits in the memtable.
     assert_eq!(json["memtable_bytes"].as_u64(), Some(0), "{json}");
@@ -84,16 +122,33 @@ fn stats_check_and_compact_on_a_demo_database() {
 
     let compact = ok(&["compact"], dir.path());
     assert!(compact.contains("before") && compact.contains("after"), "{compact}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&["stats", "--json"], dir.path())).expect("stats --json is JSON");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["stats", "--json"], dir.path())).expect("stats --json is JSON");
     assert!(json["table_count"].as_u64().is_some_and(|n| n >= 1), "{json}");
     assert_eq!(json["memtable_bytes"].as_u64(), Some(0), "{json}");
 
+    // After a full compaction only live keys remain: the collection's catalog entry, the 2,000 records,
+    // their index entries and the change feed.
     let check = ok(&["check"], dir.path());
-    assert!(check.starts_with("ok: 4,000 entries"), "{check}");
+    let live = 1 + 2000 + index_entries + changes;
+    assert!(check.starts_with(&format!("ok: {} entries", thousands(live))), "{check}\ndemo:\n{out}");
 
     // Everything survived the compaction.
     let again = demo(dir.path());
-    assert!(status_count(&again, "total").ends_with(" 2,000"), "{again}");
+    assert_eq!(status_counts(&again), status_counts(&out), "{again}");
+}
+
+/// `1234567` as `1,234,567`, as the CLI prints counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[test]
@@ -139,7 +194,13 @@ fn inspecting_a_missing_database_fails_without_creating_it() {
 #[test]
 fn usage_errors_exit_with_status_2() {
     let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().expect("runs");
-    for args in [&[][..], &["frobnicate"], &["stats"], &["demo", "--data", "x", "--jobs", "many"], &["demo", "--data", "x", "--jobs", "0"]] {
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["stats"],
+        &["demo", "--data", "x", "--jobs", "many"],
+        &["demo", "--data", "x", "--jobs", "0"],
+    ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
         assert!(!out.stderr.is_empty(), "{args:?}");

@@ -1,21 +1,37 @@
-//! `cairn demo`: loads synthetic compute jobs with a status index, then queries them and prints timings.
+//! `cairn demo`: Cairn's main job, scheduling compute jobs, shown on synthetic data through the typed
+//! `jobs` collection.
 //!
-//! Each job is stored twice, atomically in one batch:
+//! The demo opens a [`Store`] on the data directory and takes its [`Job`] collection, declaring it with
+//! its six secondary indexes if needed (`status`, `owner`, `project`, `status_priority`,
+//! `project_created`, `status_lease`). It then:
 //!
-//! | key                                        | value                 |
-//! |--------------------------------------------|-----------------------|
-//! | `job/{id:08}`                              | the job as JSON       |
-//! | `idx/status/{status}/{priority:04}/{id:08}` | empty (an index entry) |
+//! 1. loads N synthetic jobs with `upsert`, 1,000 per transaction, each commit durable
+//!    ([`Durability::Immediate`](cairn::Durability::Immediate), the default); a record, its index entries
+//!    and its change event are written atomically;
+//! 2. reads three jobs by id, then times 10,000 random gets;
+//! 3. lists the ten most urgent PENDING jobs (`status_priority` read backwards), printing the query plan,
+//!    and times that query;
+//! 4. counts the jobs in each status (the `status` index) and in total (a full scan);
+//! 5. pages through one owner's jobs with cursors (the `owner` index);
+//! 6. claims five jobs for a worker node with [`claim_job`], as the scheduler does: QUEUED jobs first, by
+//!    priority, each claim a version-checked update;
+//! 7. reads the change feed written since the run started, and checks every index entry against the
+//!    records.
 //!
-//! so a reverse prefix scan of `idx/status/PENDING/` yields pending jobs from the highest priority down.
-//! A job is a pure function of its id: running the demo again overwrites identical keys, and the index
-//! never points at a stale status.
+//! A job is a pure function of its id (see [`synthetic_job`]): running the demo again on the same directory
+//! upserts identical documents, so records, index entries and counts come out the same, including for the
+//! jobs the previous run claimed. Only the records' versions grow, and the change feed, which keeps every
+//! write for the store's retention period.
+//!
+//! The counts per status are printed in a fixed format that the CLI tests parse: a line `jobs per status:`,
+//! then one line per status and a `total` line, each `  NAME  COUNT` with the count in thousands-separated
+//! digits, then an empty line.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn::{Db, WriteBatch};
+use cairn::{claim_job, Collection, CollectionError, Job, JobStatus, Plan, Query, Record, Store, Stored};
 use clap::Args;
-use serde_json::Value;
 
 use super::{format, DataDir, Failure};
 
@@ -24,222 +40,371 @@ use super::{format, DataDir, Failure};
 pub struct DemoArgs {
     #[command(flatten)]
     dir: DataDir,
-    /// Number of jobs to load (ids 0 to N-1).
+    /// Number of jobs to load (ids job-00000000 to job-N-1).
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..100_000_000))]
     jobs: u32,
 }
 
-/// Jobs per write batch.
+/// Jobs per transaction while loading.
 const BATCH_JOBS: u32 = 1000;
-/// Point lookups timed for the queries/sec figure.
+/// Point lookups timed for the gets/s figure.
 const TIMED_GETS: u32 = 10_000;
 /// Repetitions of the top-10 query timed for its rate.
 const TIMED_TOP10: u32 = 200;
+/// Page size when paging through one owner's jobs.
+const OWNER_PAGE: usize = 100;
+/// Jobs claimed, for [`CLAIM_NODE`], with a lease of [`LEASE_MS`].
+const CLAIMS: usize = 5;
+const CLAIM_NODE: &str = "demo-node";
+const LEASE_MS: i64 = 60_000;
+/// Change-feed entries read per page.
+const CHANGES_PAGE: usize = 10_000;
 
-const STATUSES: [&str; 5] = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
 const OWNERS: [&str; 8] = ["alice", "bob", "chen", "dana", "emeka", "farah", "goran", "hiro"];
 const PROJECTS: [&str; 6] = ["vision", "speech", "ranking", "forecasting", "genomics", "llm-eval"];
+const TEAMS: [&str; 4] = ["research", "platform", "applied", "infra"];
 const TASKS: [&str; 6] = ["train", "finetune", "evaluate", "preprocess", "sweep", "export"];
 const MODELS: [&str; 6] = ["resnet50", "bert-base", "xgboost", "unet", "whisper-small", "gpt2-medium"];
-const GPU_TYPES: [&str; 3] = ["a100", "h100", "l4"];
-/// 2026-01-01T00:00:00Z, the first submission time.
-const EPOCH: u64 = 1_767_225_600;
+const GPU_TYPES: [&str; 3] = ["A100", "H100", "L4"];
+const FAILURES: [&str; 4] = ["OOMKilled", "non-zero exit", "node lost", "unschedulable"];
+/// 2026-01-01T00:00:00Z in milliseconds: job `i` is created about `30 * i` seconds later.
+const EPOCH_MS: i64 = 1_767_225_600_000;
+/// 2100-01-01T00:00:00Z in milliseconds. The leases of the synthetic RUNNING jobs end within an hour after
+/// it: a fixed time, so the data does not depend on when the demo runs, and one far enough ahead that
+/// these leases never lapse (claims take QUEUED and PENDING jobs instead of reclaiming them).
+const LEASES_UNTIL_MS: i64 = 4_102_444_800_000;
 
 pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     let dir = &args.dir.path;
-    let db = Db::open(dir).map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;
-    let jobs = args.jobs;
+    let store = Store::open(dir).map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;
+    let jobs = store.collection::<Job>().map_err(|e| Failure::new("cannot open the jobs collection", e))?;
+    let n = args.jobs;
 
-    let elapsed = load(&db, jobs)?;
+    // Everything committed after this sequence number was written by this run.
+    let seq_before = store.db().last_sequence();
+    let elapsed = load(&store, n).map_err(|e| Failure::new("load failed", e))?;
     println!(
-        "loaded {} jobs ({} keys) in {}: {} jobs/s",
-        format::thousands(jobs.into()),
-        format::thousands(2 * u64::from(jobs)),
+        "loaded {} jobs into collection {} ({} indexes) in {}: {} jobs/s ({} durable transactions of up to {})",
+        format::thousands(n.into()),
+        Job::COLLECTION,
+        Job::indexes().len(),
         format::duration(elapsed),
-        format::rate(jobs.into(), elapsed)
+        format::rate(n.into(), elapsed),
+        format::thousands(n.div_ceil(BATCH_JOBS).into()),
+        format::thousands(BATCH_JOBS.into()),
     );
 
     println!("\njobs by id:");
-    for id in [0, jobs / 2, jobs - 1] {
-        let job = db.get(job_key(id)).map_err(|e| Failure::new("get failed", e))?;
-        let job = job.ok_or_else(|| Failure::new("lookup", format_args!("job {id} is missing")))?;
-        println!("  {}", String::from_utf8_lossy(&job));
+    for id in [0, n / 2, n - 1] {
+        let job = get(&jobs, &job_id(id))?;
+        println!("  {}", summary(&job));
     }
-    let elapsed = timed_gets(&db, jobs)?;
+    let elapsed = timed_gets(&jobs, n)?;
     println!(
-        "{} random gets in {}: {} queries/s",
+        "{} random gets in {}: {} gets/s",
         format::thousands(TIMED_GETS.into()),
         format::duration(elapsed),
         format::rate(TIMED_GETS.into(), elapsed)
     );
 
-    println!("\n10 highest-priority PENDING jobs:");
-    for (priority, id) in top_pending(&db, 10)? {
-        let job = get_job(&db, id)?.ok_or_else(|| Failure::new("index", format_args!("job {id} is missing")))?;
-        println!("  priority {priority:>4}  job {id:08}  {}  owner {}", job["name"], job["owner"]);
+    let top10 = Query::new().eq("status", JobStatus::Pending.as_str()).order_by("priority").descending().limit(10);
+    let plan = jobs.explain(&top10).map_err(|e| Failure::new("explain failed", e))?;
+    println!("\n10 highest-priority PENDING jobs ({}):", describe(&plan));
+    let page = jobs.query(&top10).map_err(|e| Failure::new("query failed", e))?;
+    for job in &page.records {
+        println!("  priority {:>4}  {}  {}  owner {}", job.doc.priority, job.id, job.doc.name, job.doc.owner);
     }
     let start = Instant::now();
     for _ in 0..TIMED_TOP10 {
-        top_pending(&db, 10)?;
+        jobs.query(&top10).map_err(|e| Failure::new("query failed", e))?;
     }
     let elapsed = start.elapsed();
-    println!("top-10 query x{TIMED_TOP10} in {}: {} queries/s", format::duration(elapsed), format::rate(TIMED_TOP10.into(), elapsed));
+    println!(
+        "top-10 query x{TIMED_TOP10} in {}: {} queries/s",
+        format::duration(elapsed),
+        format::rate(TIMED_TOP10.into(), elapsed)
+    );
 
-    println!("\njobs per status:");
+    count_by_status(&jobs)?;
+    page_owner(&jobs, OWNERS[0])?;
+
+    let now = now_ms();
+    println!("\nclaimed for {CLAIM_NODE} (lease {} s, QUEUED jobs first, by priority):", LEASE_MS / 1000);
+    for _ in 0..CLAIMS {
+        let claim = claim_job(&jobs, CLAIM_NODE, now, LEASE_MS).map_err(|e| Failure::new("claim failed", e))?;
+        let Some(job) = claim else {
+            println!("  (nothing left to claim)");
+            break;
+        };
+        println!("  {}  node {}  attempts {}", summary(&job), job.doc.node.as_deref().unwrap_or("-"), job.doc.attempts);
+    }
+
     let start = Instant::now();
-    let mut total = 0;
-    for status in STATUSES {
-        let n = count_prefix(&db, &format!("idx/status/{status}/"))?;
-        total += n;
-        println!("  {status:<10} {:>10}", format::thousands(n));
-    }
-    let elapsed = start.elapsed();
-    println!("  {:<10} {:>10}", "total", format::thousands(total));
-    println!("counted {} index entries in {}: {} entries/s", format::thousands(total), format::duration(elapsed), format::rate(total, elapsed));
+    let changes = count_changes(&store, seq_before).map_err(|e| Failure::new("reading the change feed failed", e))?;
+    println!(
+        "\nchange feed: {} changes since sequence {} (this run), read in {}",
+        format::thousands(changes),
+        format::thousands(seq_before),
+        format::duration(start.elapsed())
+    );
+    let start = Instant::now();
+    let checked = store.check_indexes().map_err(|e| Failure::new("index check failed", e))?;
+    println!(
+        "index check: {} index entries agree with the records ({})",
+        format::thousands(checked),
+        format::duration(start.elapsed())
+    );
 
+    let db = store.db();
     let stats = db.stats();
     println!(
-        "\ntables: {} ({}), memtable {} (+{} frozen, flushing), write amplification {:.2}",
+        "\ndatabase: last sequence {}; tables: {} ({}), memtable {} (+{} frozen, flushing), write amplification {:.2}",
+        format::thousands(stats.last_sequence),
         stats.table_count(),
         format::bytes(stats.table_bytes()),
         format::bytes(stats.memtable_bytes),
         stats.immutable_memtables,
         stats.write_amplification()
     );
-    db.close().map_err(|e| Failure::new("cannot close the database", e))
+    db.clone().close().map_err(|e| Failure::new("cannot close the database", e))
 }
 
-/// Writes jobs `0..jobs` in batches of [`BATCH_JOBS`]; returns the time taken.
-fn load(db: &Db, jobs: u32) -> Result<Duration, Failure> {
+/// Upserts jobs `0..n`, [`BATCH_JOBS`] per transaction; returns the time taken.
+fn load(store: &Store, n: u32) -> Result<Duration, CollectionError> {
     let start = Instant::now();
-    let mut batch = WriteBatch::new();
-    for id in 0..jobs {
-        let job = Job::new(id);
-        batch.put(job_key(id), job.to_json());
-        batch.put(job.index_key(), b"");
-        if (id + 1) % BATCH_JOBS == 0 || id + 1 == jobs {
-            db.write(std::mem::take(&mut batch)).map_err(|e| Failure::new("load failed", e))?;
-        }
+    for first in (0..n).step_by(BATCH_JOBS as usize) {
+        let last = first.saturating_add(BATCH_JOBS).min(n);
+        store.transaction(|tx| {
+            for id in first..last {
+                tx.upsert(&synthetic_job(id))?;
+            }
+            Ok(())
+        })?;
     }
     Ok(start.elapsed())
 }
 
-fn timed_gets(db: &Db, jobs: u32) -> Result<Duration, Failure> {
+fn get(jobs: &Collection<Job>, id: &str) -> Result<Stored<Job>, Failure> {
+    jobs.get(id)
+        .map_err(|e| Failure::new("get failed", e))?
+        .ok_or_else(|| Failure::new("lookup", format_args!("job {id} is missing")))
+}
+
+fn timed_gets(jobs: &Collection<Job>, n: u32) -> Result<Duration, Failure> {
+    let ids: Vec<String> =
+        (0..TIMED_GETS).map(|i| job_id((mix(u64::from(i) ^ 0x5eed) % u64::from(n)) as u32)).collect();
     let start = Instant::now();
-    for i in 0..TIMED_GETS {
-        let id = (mix(u64::from(i) ^ 0x5eed) % u64::from(jobs)) as u32;
-        if db.get(job_key(id)).map_err(|e| Failure::new("get failed", e))?.is_none() {
-            return Err(Failure::new("get", format_args!("job {id} is missing")));
-        }
+    for id in &ids {
+        get(jobs, id)?;
     }
     Ok(start.elapsed())
 }
 
-fn get_job(db: &Db, id: u32) -> Result<Option<Value>, Failure> {
-    let Some(bytes) = db.get(job_key(id)).map_err(|e| Failure::new("get failed", e))? else {
-        return Ok(None);
+/// Prints the `jobs per status:` table (see the module documentation for its format) and checks that the
+/// counts add up to the total.
+fn count_by_status(jobs: &Collection<Job>) -> Result<(), Failure> {
+    let count = |q: &Query| jobs.count(q).map_err(|e| Failure::new("count failed", e));
+    println!("\njobs per status:");
+    let start = Instant::now();
+    let mut sum = 0;
+    for status in JobStatus::ALL {
+        let n = count(&Query::new().eq("status", status.as_str()))?;
+        sum += n;
+        println!("  {:<10} {:>10}", status.as_str(), format::thousands(n));
+    }
+    let by_status = start.elapsed();
+    let start = Instant::now();
+    let total = count(&Query::new())?;
+    let full_scan = start.elapsed();
+    println!("  {:<10} {:>10}", "total", format::thousands(total));
+    println!();
+    if sum != total {
+        return Err(Failure::new(
+            "count",
+            format_args!("the statuses add up to {sum} jobs, the collection holds {total}"),
+        ));
+    }
+    println!(
+        "counted {} statuses from the status index in {}; the total by a full scan in {}",
+        JobStatus::ALL.len(),
+        format::duration(by_status),
+        format::duration(full_scan)
+    );
+    Ok(())
+}
+
+/// Pages through `owner`'s jobs with cursors and checks the result against a count.
+fn page_owner(jobs: &Collection<Job>, owner: &str) -> Result<(), Failure> {
+    let query = Query::new().eq("owner", owner).limit(OWNER_PAGE);
+    let plan = jobs.explain(&query).map_err(|e| Failure::new("explain failed", e))?;
+    let start = Instant::now();
+    let (mut seen, mut pages, mut cursor) = (0u64, 0u64, None);
+    loop {
+        let page = jobs.query(&query.clone().after(cursor)).map_err(|e| Failure::new("query failed", e))?;
+        seen += page.records.len() as u64;
+        pages += 1;
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let expected = jobs.count(&Query::new().eq("owner", owner)).map_err(|e| Failure::new("count failed", e))?;
+    if seen != expected {
+        return Err(Failure::new("paging", format_args!("{seen} jobs of {owner} in pages, {expected} counted")));
+    }
+    println!(
+        "\n{owner}'s jobs ({}): {} in {} of up to {OWNER_PAGE} in {}: {} jobs/s",
+        describe(&plan),
+        format::thousands(seen),
+        if pages == 1 { "1 page".to_owned() } else { format!("{} pages", format::thousands(pages)) },
+        format::duration(elapsed),
+        format::rate(seen, elapsed)
+    );
+    Ok(())
+}
+
+/// Number of changes committed after sequence `after`, read in pages.
+fn count_changes(store: &Store, after: u64) -> Result<u64, CollectionError> {
+    let (mut n, mut after) = (0, after);
+    loop {
+        let page = store.changes_since(after, CHANGES_PAGE)?;
+        let Some(last) = page.last() else { return Ok(n) };
+        after = last.seq;
+        n += page.len() as u64;
+    }
+}
+
+/// A plan in words: `plan: index status_priority, equality on status, descending`.
+fn describe(plan: &Plan) -> String {
+    let mut out = match &plan.index {
+        Some(index) => format!("plan: index {index}"),
+        None => "plan: full scan".to_owned(),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| Failure::new(format_args!("job {id} is not JSON"), e))
+    if !plan.equality.is_empty() {
+        out += &format!(", equality on {}", plan.equality.join(", "));
+    }
+    if let Some(range) = &plan.range {
+        out += &format!(", range on {range}");
+    }
+    if !plan.filtered.is_empty() {
+        out += &format!(", filtering {}", plan.filtered.join(", "));
+    }
+    if plan.descending {
+        out += ", descending";
+    }
+    out
 }
 
-/// `(priority, id)` of the `n` pending jobs of highest priority, highest first.
-fn top_pending(db: &Db, n: usize) -> Result<Vec<(u32, u32)>, Failure> {
-    let prefix = "idx/status/PENDING/";
-    let scan = db.prefix_rev(prefix).map_err(|e| Failure::new("scan failed", e))?;
-    let mut out = Vec::with_capacity(n);
-    for pair in scan.take(n) {
-        let (key, _) = pair.map_err(|e| Failure::new("scan failed", e))?;
-        let rest = key.get(prefix.len()..).unwrap_or_default();
-        let parsed = std::str::from_utf8(rest).ok().and_then(|rest| {
-            let (priority, id) = rest.split_once('/')?;
-            Some((priority.parse().ok()?, id.parse().ok()?))
-        });
-        let entry = parsed
-            .ok_or_else(|| Failure::new("index", format_args!("malformed key {}", String::from_utf8_lossy(&key))))?;
-        out.push(entry);
-    }
-    Ok(out)
+/// One line about a stored job: id, status, priority, owner and version.
+fn summary(job: &Stored<Job>) -> String {
+    format!(
+        "{}  {:<9}  priority {:>4}  owner {:<5}  v{}",
+        job.id,
+        job.doc.status.as_str(),
+        job.doc.priority,
+        job.doc.owner,
+        job.version
+    )
 }
 
-fn count_prefix(db: &Db, prefix: &str) -> Result<u64, Failure> {
-    let mut n = 0;
-    for pair in db.prefix(prefix).map_err(|e| Failure::new("scan failed", e))? {
-        pair.map_err(|e| Failure::new("scan failed", e))?;
-        n += 1;
-    }
-    Ok(n)
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn job_key(id: u32) -> String {
-    format!("job/{id:08}")
+fn job_id(id: u32) -> String {
+    format!("job-{id:08}")
 }
 
-/// A synthetic compute job, derived from its id alone.
-struct Job {
-    id: u32,
-    status: &'static str,
-    priority: u32,
-    seed: u64,
-}
+/// The synthetic job with number `id`, a pure function of it: every field comes from a hash of the id.
+///
+/// Statuses: 20% PENDING, 10% QUEUED, 10% RUNNING, 40% COMPLETED, 12% FAILED, 8% CANCELLED, with times
+/// to match (submitted, started, completed). RUNNING jobs hold a lease on a node until shortly after
+/// [`LEASES_UNTIL_MS`]; finished jobs that ran carry usage metrics.
+fn synthetic_job(id: u32) -> Job {
+    let seed = mix(u64::from(id));
+    let r = mix(seed);
+    let pick = |list: &[&'static str], shift: u32| list[((seed >> shift) % list.len() as u64) as usize];
+    let (task, model) = (pick(&TASKS, 16), pick(&MODELS, 24));
+    let status = match seed % 100 {
+        0..=19 => JobStatus::Pending,
+        20..=29 => JobStatus::Queued,
+        30..=39 => JobStatus::Running,
+        40..=79 => JobStatus::Completed,
+        80..=91 => JobStatus::Failed,
+        _ => JobStatus::Cancelled,
+    };
+    let created_at = EPOCH_MS + i64::from(id) * 30_000 + ((r >> 40) % 30_000) as i64;
+    let mut job = Job::new(
+        job_id(id),
+        format!("{task}-{model}-{id}"),
+        pick(&OWNERS, 32),
+        pick(&PROJECTS, 40),
+        ((seed >> 8) % 10_000) as i64,
+        created_at,
+    );
+    job.status = status;
 
-impl Job {
-    fn new(id: u32) -> Self {
-        let seed = mix(u64::from(id));
-        let status = match seed % 100 {
-            0..=19 => "PENDING",
-            20..=34 => "RUNNING",
-            35..=84 => "COMPLETED",
-            85..=94 => "FAILED",
-            _ => "CANCELLED",
-        };
-        Self { id, status, priority: ((seed >> 8) % 10_000) as u32, seed }
-    }
+    let gpus = [0, 0, 1, 1, 2, 4, 8][(r % 7) as usize];
+    job.resources.cpus = 1 << ((r >> 4) % 6);
+    job.resources.memory_mb = 4096 << ((r >> 12) % 6);
+    job.resources.gpus = gpus;
+    job.resources.gpu_type = (gpus > 0).then(|| pick(&GPU_TYPES, 48).to_owned());
 
-    fn index_key(&self) -> String {
-        format!("idx/status/{}/{:04}/{:08}", self.status, self.priority, self.id)
+    job.environment.image = format!("registry.example/{task}:1.{}", (r >> 52) % 8);
+    job.environment.command = vec!["python".to_owned(), format!("{task}.py"), format!("--model={model}")];
+    job.environment.env = BTreeMap::from([("CAIRN_JOB_ID".to_owned(), job.id.clone())]);
+    if gpus > 0 {
+        job.environment.env.insert("NCCL_DEBUG".to_owned(), "WARN".to_owned());
     }
+    job.labels =
+        BTreeMap::from([("team".to_owned(), pick(&TEAMS, 56).to_owned()), ("model".to_owned(), model.to_owned())]);
 
-    /// The job as a JSON object, fields in a readable order. Every string comes from the fixed ASCII lists
-    /// above, so none needs escaping.
-    fn to_json(&self) -> String {
-        let pick = |list: &[&'static str], shift: u32| list[((self.seed >> shift) % list.len() as u64) as usize];
-        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
-        let r = mix(self.seed);
-        let gpus = [0, 0, 1, 1, 2, 4, 8][(r % 7) as usize];
-        let gpu_type = if gpus > 0 { format!("\"{}\"", pick(&GPU_TYPES, 48)) } else { "null".to_owned() };
-        let submitted = EPOCH + u64::from(self.id) * 30 + (r >> 40) % 30;
-        let started = (self.status != "PENDING").then_some(submitted + 5 + (r >> 20) % 600);
-        let finished = matches!(self.status, "COMPLETED" | "FAILED" | "CANCELLED")
-            .then(|| started.unwrap_or(submitted) + 60 + (r >> 8) % 36_000);
-        let exit_code = match self.status {
-            "COMPLETED" => Some(0),
-            "FAILED" => Some(1 + r % 137),
-            _ => None,
-        };
-        format!(
-            concat!(
-                r#"{{"id":{id},"name":"{task}-{model}-{id}","owner":"{owner}","project":"{project}","#,
-                r#""status":"{status}","priority":{priority},"#,
-                r#""resources":{{"cpus":{cpus},"memory_gb":{memory},"gpus":{gpus},"gpu_type":{gpu_type}}},"#,
-                r#""submitted_at":{submitted},"started_at":{started},"finished_at":{finished},"exit_code":{exit}}}"#
-            ),
-            id = self.id,
-            task = pick(&TASKS, 16),
-            model = pick(&MODELS, 24),
-            owner = pick(&OWNERS, 32),
-            project = pick(&PROJECTS, 40),
-            status = self.status,
-            priority = self.priority,
-            cpus = 1 << ((r >> 4) % 6),
-            memory = 4 << ((r >> 12) % 6),
-            gpus = gpus,
-            gpu_type = gpu_type,
-            submitted = submitted,
-            started = opt(started),
-            finished = opt(finished),
-            exit = opt(exit_code),
-        )
+    // Times: submitted a few seconds after creation, started up to ten minutes later, finished up to ten
+    // hours after that. A cancelled job was cancelled before it started in half the cases.
+    let submitted = created_at + 1_000 + ((r >> 20) % 60_000) as i64;
+    let started = submitted + 5_000 + ((r >> 28) % 600_000) as i64;
+    let ran_for = 60_000 + ((r >> 8) % 36_000_000) as i64;
+    let ran = match status {
+        JobStatus::Pending | JobStatus::Queued => false,
+        JobStatus::Cancelled => r.is_multiple_of(2),
+        JobStatus::Failed => (r >> 3) % 4 != 3, // the others were unschedulable
+        JobStatus::Running | JobStatus::Completed => true,
+    };
+    if status != JobStatus::Pending {
+        job.submitted_at = Some(submitted);
     }
+    if ran {
+        job.started_at = Some(started);
+        job.attempts = 1 + u32::from((r >> 36).is_multiple_of(10));
+    }
+    if status.is_terminal() {
+        job.completed_at = Some(if ran { started + ran_for } else { submitted + 30_000 });
+    }
+    if status == JobStatus::Running {
+        job.node = Some(format!("node-{:03}", (r >> 44) % 200));
+        job.container_id = Some(format!("{:012x}", r & 0xffff_ffff_ffff));
+        job.lease_expires_at = Some(LEASES_UNTIL_MS + ((r >> 24) % 3_600_000) as i64);
+    }
+    if ran && status.is_terminal() {
+        let secs = ran_for as f64 / 1000.0;
+        job.metrics.cpu_seconds = secs * f64::from(job.resources.cpus) * 0.8;
+        job.metrics.gpu_seconds = secs * f64::from(gpus);
+        job.metrics.peak_memory_mb = job.resources.memory_mb / 2 + (r >> 16) % (job.resources.memory_mb / 2);
+        job.metrics.cost =
+            (secs / 3600.0 * (0.05 * f64::from(job.resources.cpus) + 2.5 * f64::from(gpus)) * 100.0).round() / 100.0;
+    }
+    match status {
+        JobStatus::Completed => job.exit_code = Some(0),
+        JobStatus::Failed if ran => {
+            let reason = pick(&FAILURES[..3], 60);
+            job.exit_code = Some(if reason == "OOMKilled" { 137 } else { 1 + ((r >> 32) % 126) as i32 });
+            job.failure_reason = Some(reason.to_owned());
+        }
+        JobStatus::Failed => job.failure_reason = Some(FAILURES[3].to_owned()),
+        _ => {}
+    }
+    job
 }
 
 /// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
@@ -255,25 +420,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jobs_are_deterministic_and_indexed_by_status() {
-        let (a, b) = (Job::new(42), Job::new(42));
-        assert_eq!(a.to_json(), b.to_json());
-        assert_eq!(a.index_key(), b.index_key());
-        let json: Value = serde_json::from_str(&a.to_json()).expect("a job is valid JSON");
-        assert_eq!(json["status"], a.status);
-        assert_eq!(json["id"], 42);
-        assert!(a.index_key().starts_with(&format!("idx/status/{}/", a.status)));
-        assert!(a.index_key().ends_with("/00000042"));
+    fn jobs_are_deterministic() {
+        assert_eq!(synthetic_job(42), synthetic_job(42));
+        let job = synthetic_job(42);
+        assert_eq!(job.id, "job-00000042");
+        assert!(job.name.ends_with("-42"), "{}", job.name);
+        assert_eq!(job.environment.env.get("CAIRN_JOB_ID").map(String::as_str), Some("job-00000042"));
     }
 
     #[test]
-    fn every_status_occurs_and_every_job_is_json() {
-        for status in STATUSES {
-            assert!((0..1000).any(|id| Job::new(id).status == status), "{status}");
+    fn every_status_occurs_with_consistent_fields() {
+        let jobs: Vec<Job> = (0..2000).map(synthetic_job).collect();
+        for &status in JobStatus::ALL {
+            assert!(jobs.iter().any(|j| j.status == status), "{status}");
         }
-        for id in 0..1000 {
-            let json: Value = serde_json::from_str(&Job::new(id).to_json()).expect("a job is valid JSON");
-            assert!(json["resources"]["gpus"].is_u64());
+        for job in &jobs {
+            let running = job.status == JobStatus::Running;
+            assert_eq!(job.node.is_some(), running, "{job:?}");
+            assert_eq!(job.lease_expires_at.is_some_and(|t| t >= LEASES_UNTIL_MS), running, "{job:?}");
+            assert_eq!(job.completed_at.is_some(), job.status.is_terminal(), "{job:?}");
+            assert_eq!(job.submitted_at.is_none(), job.status == JobStatus::Pending, "{job:?}");
+            assert_eq!(job.exit_code == Some(0), job.status == JobStatus::Completed, "{job:?}");
+            assert_eq!(job.resources.gpu_type.is_some(), job.resources.gpus > 0, "{job:?}");
+            if let (Some(started), Some(done)) = (job.started_at, job.completed_at) {
+                assert!(job.created_at < started && started < done, "{job:?}");
+            }
         }
+    }
+
+    #[test]
+    fn the_top10_plan_reads_as_words() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let jobs = store.collection::<Job>()?;
+        let plan = jobs.explain(&Query::new().eq("status", "PENDING").order_by("priority").descending())?;
+        assert_eq!(describe(&plan), "plan: index status_priority, equality on status, descending");
+        let plan = jobs.explain(&Query::new().eq("owner", "alice"))?;
+        assert_eq!(describe(&plan), "plan: index owner, equality on owner");
+        Ok(())
     }
 }

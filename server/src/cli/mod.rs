@@ -27,7 +27,7 @@ enum Command {
     Compact(DataDir),
     /// Read every table, checking checksums and key order. Exit status 1 if anything is corrupt.
     Check(DataDir),
-    /// Load synthetic compute jobs with a status index, then query them and print timings.
+    /// Load synthetic compute jobs into the jobs collection, then query, claim and check them.
     Demo(demo::DemoArgs),
 }
 
