@@ -115,9 +115,8 @@ fn stats_check_and_compact_on_a_demo_database() {
         serde_json::from_str(&ok(&["stats", "--json"], dir.path())).expect("stats --json is JSON");
     assert_eq!(json["last_sequence"].as_u64(), Some(last_sequence), "{json}");
     assert!(json["levels"].as_array().is_some_and(|l| !l.is_empty()), "{json}");
-    // Open writes the replayed WAL to a level-0 table: nothing waits in the memtable.
-    assert_eq!(json["memtable_bytes"].as_u64(), Some(0), "{json}");
-    assert!(json["levels"][0]["tables"].as_u64().is_some_and(|n| n >= 1), "{json}");
+    // The demo's last commits are replayed from the WAL into the memtable.
+    assert!(json["memtable_bytes"].as_u64().is_some_and(|b| b > 0), "{json}");
     assert!(json["write_amplification"].is_number(), "{json}");
 
     let compact = ok(&["compact"], dir.path());

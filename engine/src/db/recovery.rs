@@ -1,5 +1,5 @@
-//! Opening a directory: lock it, recover the manifest, replay the WALs it does not cover into a memtable,
-//! write that memtable to a level-0 table, start a new WAL and remove leftovers.
+//! Opening a directory: lock it, recover the manifest, replay the WALs it does not cover into the memtable,
+//! go on appending to the newest WAL, and remove leftovers.
 
 use std::collections::HashSet;
 use std::io;
@@ -10,15 +10,13 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch;
-use crate::compaction::merge::{merge, DropRules, TableSettings};
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::names::{self, FileKind};
-use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::format::{LOG_FILE_HEADER_LEN, WAL_FORMAT_VERSION, WAL_MAGIC};
 use crate::io::{FileLock, Storage};
-use crate::iter::{MemSource, Source};
 use crate::log::{read_log, LogWriter};
-use crate::manifest::{VersionEdit, VersionSet};
+use crate::manifest::VersionSet;
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::snapshot::SnapshotList;
@@ -62,32 +60,24 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     let mut versions = VersionSet::open(ctx.clone(), max_number + 1, opts.max_manifest_size)?;
     let counters = Counters::default();
     let mem = Memtable::new();
-    let wal_last_seq = replay_wals(&*storage, dir, &listing, versions.log_number(), &mem, &counters)?;
-    let last_seq = wal_last_seq.max(versions.last_sequence());
+    let replayed = replay_wals(&*storage, dir, &listing, versions.log_number(), &mem, &counters)?;
+    let last_seq = replayed.last_seq.max(versions.last_sequence());
 
-    let wal_number = versions.new_file_number();
-    let wal_path = names::wal(dir, wal_number);
-    let writer = LogWriter::create(&*storage, &wal_path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
-    // Whatever was replayed goes to a level-0 table now, so the replayed WALs can go and every open starts
-    // from one empty WAL. This costs time in proportion to the unflushed WAL, which the memtable size bounds.
-    let mut edit =
-        VersionEdit { log_number: Some(wal_number), last_sequence: Some(last_seq), ..VersionEdit::default() };
-    if !mem.is_empty() {
-        let settings = TableSettings {
-            block_size: opts.block_size,
-            compression: opts.compression,
-            bits_per_key: opts.bloom_bits_per_key,
-            table_size: u64::MAX,
-        };
-        let sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(Arc::new(mem), false))];
-        let rules = DropRules { smallest_snapshot: last_seq, tombstones_below: None };
-        let outputs = merge(&*storage, dir, sources, &settings, &rules, &mut || versions.new_file_number())?;
-        Counters::add(&counters.flushes, 1);
-        Counters::add(&counters.flush_bytes, outputs.iter().map(|m| m.size).sum());
-        edit.added = outputs.into_iter().map(|m| (0, m)).collect();
+    // Commits go on into the newest WAL, after its last intact record (as LevelDB's reuse_logs): the
+    // replayed memtable stays as it is, so an open costs the replay alone, and no WAL is left behind.
+    let reused = replayed.wals.last().filter(|w| w.valid_len >= LOG_FILE_HEADER_LEN as u64);
+    let (writer, wal_number) = match reused {
+        Some(w) => (LogWriter::reopen(&*storage, &names::wal(dir, w.number), w.valid_len)?, w.number),
+        None => {
+            let number = versions.new_file_number();
+            let writer = LogWriter::create(&*storage, &names::wal(dir, number), WAL_MAGIC, WAL_FORMAT_VERSION)?;
+            storage.sync_dir(dir).map_err(io_err)?;
+            (writer, number)
+        }
+    };
+    for w in replayed.wals.iter().filter(|w| w.records == 0 && w.number != wal_number) {
+        let _ = storage.remove(&names::wal(dir, w.number));
     }
-    storage.sync_dir(dir).map_err(io_err)?;
-    versions.log_and_apply(edit)?;
 
     let version = versions.current();
     let live: HashSet<u64> = version.tables().map(|(_, t)| t.meta.number).collect();
@@ -109,7 +99,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         dir: dir.to_path_buf(),
         storage,
         ctx,
-        view: RwLock::new(Arc::new(View { mem: Arc::new(Memtable::new()), imms: Vec::new(), version })),
+        view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
         versions: Mutex::new(versions),
         wal: Mutex::new(WalState { writer }),
         commit: CommitQueue::default(),
@@ -128,8 +118,22 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     Ok((inner, lock))
 }
 
-/// Replays every WAL numbered `>= log_number` into `mem`, oldest first; returns the last sequence seen.
-/// A torn tail is cut off the newest WAL; damage anywhere else is corruption.
+/// A WAL read at open.
+struct ReplayedWal {
+    number: u64,
+    /// Length of its intact prefix (after any torn tail was cut off).
+    valid_len: u64,
+    records: usize,
+}
+
+/// What replay found.
+struct Replayed {
+    last_seq: u64,
+    wals: Vec<ReplayedWal>,
+}
+
+/// Replays every WAL numbered `>= log_number` into `mem`, oldest first. A torn tail is cut off the newest
+/// WAL; damage anywhere else is corruption.
 fn replay_wals(
     storage: &dyn Storage,
     dir: &Path,
@@ -137,7 +141,7 @@ fn replay_wals(
     log_number: u64,
     mem: &Memtable,
     counters: &Counters,
-) -> Result<u64, OpenError> {
+) -> Result<Replayed, OpenError> {
     let mut wals: Vec<u64> = listing
         .iter()
         .filter_map(|n| match names::parse(n) {
@@ -147,6 +151,7 @@ fn replay_wals(
         .collect();
     wals.sort_unstable();
     let mut last_seq = 0u64;
+    let mut replayed = Vec::with_capacity(wals.len());
     for (i, number) in wals.iter().enumerate() {
         let path = names::wal(dir, *number);
         let bytes = storage.read(&path).map_err(|e| StorageError::io(&path, e))?;
@@ -166,6 +171,7 @@ fn replay_wals(
             storage.truncate(&path, log.valid_len).map_err(|e| StorageError::io(&path, e))?;
             Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64 - log.valid_len);
         }
+        replayed.push(ReplayedWal { number: *number, valid_len: log.valid_len, records: log.records.len() });
         for (offset, payload) in log.records {
             let bad = |at: usize, reason: &str| {
                 StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))
@@ -188,5 +194,5 @@ fn replay_wals(
             last_seq = seq - 1;
         }
     }
-    Ok(last_seq)
+    Ok(Replayed { last_seq, wals: replayed })
 }

@@ -51,6 +51,11 @@ impl Storage for FsStorage {
         Ok(Box::new(FsFile(f)))
     }
 
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        let f = OpenOptions::new().append(true).open(path)?;
+        Ok(Box::new(FsFile(f)))
+    }
+
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
     }

@@ -128,6 +128,10 @@ impl Storage for MemStorage {
         Ok(Box::new(MemWritable(file)))
     }
 
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(MemWritable(self.file(path)?)))
+    }
+
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         Ok(self.file(path)?.lock().data.clone())
     }

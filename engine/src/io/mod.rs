@@ -22,6 +22,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Creates (or truncates) a file for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for appending after its current end.
+    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Maps a whole file read-only. The file must not change while mapped.

@@ -37,6 +37,12 @@ impl LogWriter {
         Ok(Self { file, path: path.to_path_buf(), len: header.len() as u64, synced_len: 0 })
     }
 
+    /// Reopens an existing log of `len` bytes (all of them intact, the header included) to append to it.
+    pub fn reopen(storage: &dyn Storage, path: &Path, len: u64) -> Result<Self, StorageError> {
+        let file = storage.append(path).map_err(|e| StorageError::io(path, e))?;
+        Ok(Self { file, path: path.to_path_buf(), len, synced_len: len })
+    }
+
     /// Appends bytes already framed by [`encode_record`].
     pub fn append_framed(&mut self, framed: &[u8]) -> Result<(), StorageError> {
         self.file.append(framed).map_err(|e| StorageError::io(&self.path, e))?;
