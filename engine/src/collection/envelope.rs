@@ -7,6 +7,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::format::coding::Cursor;
@@ -15,14 +16,14 @@ use super::error::CollectionError;
 
 const FORMAT: u8 = 1;
 
-/// A decoded record envelope.
+/// A decoded record envelope, with the document decoded as `D` (a JSON value, or a record type directly).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Envelope {
+pub(crate) struct Envelope<D = Value> {
     pub seq: u64,
     pub version: u64,
     pub created_ms: i64,
     pub updated_ms: i64,
-    pub doc: Value,
+    pub doc: D,
 }
 
 /// Encodes everything after the commit sequence (which the engine prepends).
@@ -38,6 +39,11 @@ pub(crate) fn encode_body(version: u64, created_ms: i64, updated_ms: i64, doc: &
 }
 
 pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, CollectionError> {
+    decode_as(key, bytes)
+}
+
+/// Decodes an envelope, parsing the document straight into `D`.
+pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
     let bad = |reason: &str| CollectionError::undecodable(key, reason.to_owned());
     let mut c = Cursor::new(bytes);
     let seq = c.u64("commit sequence").map_err(|e| bad(e.reason))?;

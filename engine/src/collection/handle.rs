@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::envelope;
 
 use super::error::CollectionError;
 use super::query::{encode_cursor, execute, plan, Page, Plan, Query};
@@ -93,20 +96,31 @@ impl DynCollection {
 
     /// The document with this id.
     pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+        self.get_as(id)
+    }
+
+    /// The record with this id, its document decoded as `D`.
+    pub(crate) fn get_as<D: DeserializeOwned>(&self, id: &str) -> Result<Option<Stored<D>>, CollectionError> {
         super::store::validate_id(id)?;
         let key = super::keys::record_key(&self.name, id);
-        Ok(self.store.read_envelope(&key, None)?.map(|e| stored(id, e)))
+        let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
+        Ok(Some(stored(id, envelope::decode_as(&key, &bytes)?)))
     }
 
     /// One page of the documents matching `query`, read at one snapshot.
     pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
+        self.query_as(query)
+    }
+
+    /// [`DynCollection::query`], documents decoded as `D`.
+    pub(crate) fn query_as<D: DeserializeOwned>(&self, query: &Query) -> Result<Page<D>, CollectionError> {
         let limit = query.page_size()?;
         let spec = self.spec()?;
         let snap = self.store.db().snapshot();
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut last_key = None;
         let mut more = false;
-        execute(
+        execute::<D>(
             &snap,
             &spec,
             query,
@@ -133,7 +147,7 @@ impl DynCollection {
         let snap = self.store.db().snapshot();
         let mut n = 0u64;
         let q = query.clone().after(None);
-        execute(
+        execute::<serde::de::IgnoredAny>(
             &snap,
             &spec,
             &q,

@@ -5,6 +5,7 @@
 use std::cmp::Ordering;
 use std::ops::Bound;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -300,12 +301,13 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
 }
 
 /// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order until it returns
-/// `false`. With `count_only` and nothing to check per record, records are not read.
-pub(crate) fn execute(
+/// `false`. With `count_only` and nothing to check per record, records are not read. Documents are decoded
+/// straight into `D` when nothing needs checking on the record; otherwise as JSON first, to check them.
+pub(crate) fn execute<D: DeserializeOwned>(
     snap: &Snapshot,
     spec: &CollectionSpec,
     q: &Query,
-    mut visit: impl FnMut(&[u8], Option<Envelope>, &str) -> bool,
+    mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str) -> bool,
     count_only: bool,
 ) -> Result<Plan, CollectionError> {
     let plan = plan(spec, q)?;
@@ -325,6 +327,9 @@ pub(crate) fn execute(
     // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
     // take in values of other types (null sorts before every number), which only `matches` rejects.
     let skip_records = count_only && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
+    // An index scan on equalities alone yields only matching records (the index agrees with the records by
+    // construction; `check_indexes` verifies it), so those records need no check.
+    let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
     for pair in iter {
         let (key, value) = pair?;
         let (record_key, id) = if full_scan {
@@ -345,8 +350,17 @@ pub(crate) fn execute(
         let Some(bytes) = bytes else {
             return Err(CollectionError::undecodable(&key, "index entry without record"));
         };
-        let env = envelope::decode(&record_key, &bytes)?;
-        if matches(q, &env.doc) && !visit(&key, Some(env), &id) {
+        let env = if check_records {
+            let env = envelope::decode(&record_key, &bytes)?;
+            if !matches(q, &env.doc) {
+                continue;
+            }
+            let doc = serde_json::from_value(env.doc).map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
+            Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
+        } else {
+            envelope::decode_as(&record_key, &bytes)?
+        };
+        if !visit(&key, Some(env), &id) {
             break;
         }
     }

@@ -279,7 +279,7 @@ fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
     batch.put_commit_keyed(keys::CHANGES, &event);
 }
 
-pub(crate) fn stored(id: &str, e: Envelope) -> Stored<Value> {
+pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
     Stored {
         id: id.to_owned(),
         version: e.version,

@@ -71,14 +71,12 @@ impl<T: Record> Collection<T> {
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
-        self.inner.get(id)?.map(from_doc).transpose()
+        self.inner.get_as(id)
     }
 
     /// One page of matching records.
     pub fn query(&self, query: &Query) -> Result<Page<T>, CollectionError> {
-        let page = self.inner.query(query)?;
-        let records = page.records.into_iter().map(from_doc).collect::<Result<_, _>>()?;
-        Ok(Page { records, next_cursor: page.next_cursor })
+        self.inner.query_as(query)
     }
 
     /// Number of matching records.

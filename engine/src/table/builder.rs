@@ -41,6 +41,8 @@ pub(crate) struct TableBuilder {
     last_user_key: Vec<u8>,
     block_size: usize,
     compression: Compression,
+    /// One zstd context for the whole table: creating one per block costs more than compressing it.
+    compressor: Option<zstd::bulk::Compressor<'static>>,
     bits_per_key: u32,
     entries: u64,
     smallest: Vec<u8>,
@@ -58,7 +60,12 @@ impl TableBuilder {
         bits_per_key: u32,
     ) -> Result<Self, StorageError> {
         let file = storage.create(path).map_err(|e| StorageError::io(path, e))?;
+        let compressor = match compression {
+            Compression::Zstd { level } => Some(zstd::bulk::Compressor::new(level).map_err(|e| StorageError::io(path, e))?),
+            Compression::None => None,
+        };
         Ok(Self {
+            compressor,
             file,
             path: path.to_path_buf(),
             offset: 0,
@@ -129,11 +136,11 @@ impl TableBuilder {
     }
 
     fn write_block(&mut self, raw: &[u8], compression: Compression) -> Result<BlockHandle, StorageError> {
-        let compressed = match compression {
-            Compression::Zstd { level } => zstd::bulk::compress(raw, level)
-                .ok()
-                .filter(|c| c.len() + 4 <= raw.len() - raw.len() / MIN_SAVING_DIVISOR),
-            Compression::None => None,
+        let compressed = match (compression, &mut self.compressor) {
+            (Compression::Zstd { .. }, Some(c)) => {
+                c.compress(raw).ok().filter(|c| c.len() + 4 <= raw.len() - raw.len() / MIN_SAVING_DIVISOR)
+            }
+            _ => None,
         };
         let start = self.pending.len();
         let kind = match compressed {

@@ -17,6 +17,12 @@ use super::filter;
 use super::footer::{BlockHandle, Footer};
 use super::{BlockCompression, BLOCK_TRAILER_LEN, FOOTER_LEN};
 
+thread_local! {
+    /// One zstd context per thread, reused for every block it decompresses.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// Largest decompressed block accepted: a single value may be 256 MiB.
 const MAX_RAW_BLOCK: usize = 512 * 1024 * 1024;
 
@@ -165,7 +171,11 @@ fn read_block(file: &[u8], handle: BlockHandle, path: &Path) -> Result<Vec<u8>, 
             if raw_len > MAX_RAW_BLOCK {
                 return Err(bad("implausible decompressed block size"));
             }
-            let out = zstd::bulk::decompress(payload.get(4..).unwrap_or_default(), raw_len)
+            let out = DECOMPRESSOR
+                .with(|d| match &mut *d.borrow_mut() {
+                    Some(d) => d.decompress(payload.get(4..).unwrap_or_default(), raw_len),
+                    None => zstd::bulk::decompress(payload.get(4..).unwrap_or_default(), raw_len),
+                })
                 .map_err(|e| bad(&format!("zstd: {e}")))?;
             if out.len() != raw_len {
                 return Err(bad("decompressed block has the wrong size"));
