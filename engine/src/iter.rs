@@ -58,18 +58,18 @@ impl Source for MemSource {
     fn advance(&mut self) -> Result<(), StorageError> {
         self.pos += 1;
         if self.pos >= self.buf.len() && !self.exhausted {
-            let last = self.buf.last().map(|e| e.0.clone());
-            self.fill(last.as_deref(), false, MEM_CHUNK);
+            let last = self.buf.last().cloned();
+            self.fill(last.as_ref().map(MemEntry::key), false, MEM_CHUNK);
         }
         Ok(())
     }
 
     fn key(&self) -> Option<&[u8]> {
-        self.buf.get(self.pos).map(|e| &*e.0)
+        self.buf.get(self.pos).map(MemEntry::key)
     }
 
     fn value(&self) -> &[u8] {
-        self.buf.get(self.pos).map(|e| &*e.1).unwrap_or_default()
+        self.buf.get(self.pos).map(MemEntry::value).unwrap_or_default()
     }
 }
 

@@ -8,28 +8,90 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use crossbeam_skiplist::SkipMap;
+use crossbeam_skiplist::SkipSet;
 
 use crate::format::key::{self, ValueKind};
 
-/// An internal key with the engine's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MemKey(pub Box<[u8]>);
+/// An internal key, borrowed, with the engine's order. Lets the skip list be searched without building an
+/// entry.
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct IKey([u8]);
 
-impl Ord for MemKey {
+impl IKey {
+    pub fn new(bytes: &[u8]) -> &IKey {
+        // SAFETY: `IKey` is a `repr(transparent)` wrapper of `[u8]`, so the two references have the same
+        // layout and metadata, as for `std::path::Path` over `OsStr`.
+        unsafe { &*(std::ptr::from_ref::<[u8]>(bytes) as *const IKey) }
+    }
+}
+
+impl Ord for IKey {
     fn cmp(&self, other: &Self) -> Ordering {
         key::compare(&self.0, &other.0)
     }
 }
 
-impl PartialOrd for MemKey {
+impl PartialOrd for IKey {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-/// An entry copied out of a memtable: internal key and value.
-pub(crate) type MemEntry = (Box<[u8]>, Arc<[u8]>);
+/// One memtable entry in a single allocation: `key_len u32 | internal key | value`. Cloning it is a
+/// reference count, so iterators copy entries out cheaply.
+#[derive(Debug, Clone)]
+pub(crate) struct MemEntry(Arc<[u8]>);
+
+impl MemEntry {
+    fn new(user_key: &[u8], trailer: u64, value: &[u8]) -> Self {
+        let key_len = user_key.len() + key::TRAILER_LEN;
+        let mut buf = Vec::with_capacity(4 + key_len + value.len());
+        buf.extend_from_slice(&(key_len as u32).to_le_bytes());
+        key::append_internal_key(&mut buf, user_key, trailer);
+        buf.extend_from_slice(value);
+        Self(Arc::from(buf))
+    }
+
+    fn key_len(&self) -> usize {
+        self.0.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize
+    }
+
+    /// The internal key.
+    pub fn key(&self) -> &[u8] {
+        self.0.get(4..4 + self.key_len()).unwrap_or_default()
+    }
+
+    pub fn value(&self) -> &[u8] {
+        self.0.get(4 + self.key_len()..).unwrap_or_default()
+    }
+}
+
+impl std::borrow::Borrow<IKey> for MemEntry {
+    fn borrow(&self) -> &IKey {
+        IKey::new(self.key())
+    }
+}
+
+impl PartialEq for MemEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for MemEntry {}
+
+impl Ord for MemEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        key::compare(self.key(), other.key())
+    }
+}
+
+impl PartialOrd for MemEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// What a point lookup found in one source.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,9 +107,12 @@ pub(crate) enum Lookup {
 /// Approximate per-entry overhead of the skip list, for accounting.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Seek keys up to this size are built on the stack.
+const STACK_KEY: usize = 128;
+
 #[derive(Debug)]
 pub(crate) struct Memtable {
-    map: SkipMap<MemKey, Arc<[u8]>>,
+    map: SkipSet<MemEntry>,
     size: AtomicUsize,
     /// Number of the WAL started when this memtable was frozen: once this memtable is flushed, every
     /// WAL numbered below it is obsolete. Zero while the memtable is active.
@@ -56,22 +121,37 @@ pub(crate) struct Memtable {
 
 impl Memtable {
     pub fn new() -> Self {
-        Self { map: SkipMap::new(), size: AtomicUsize::new(0), next_wal: AtomicUsize::new(0) }
+        Self { map: SkipSet::new(), size: AtomicUsize::new(0), next_wal: AtomicUsize::new(0) }
     }
 
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
-        let ikey = key::internal_key(user_key, key::make_trailer(seq, kind));
-        self.size.fetch_add(ikey.len() + value.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
-        self.map.insert(MemKey(ikey.into_boxed_slice()), Arc::from(value));
+        let entry = MemEntry::new(user_key, key::make_trailer(seq, kind), value);
+        self.size.fetch_add(entry.0.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
+        self.map.insert(entry);
     }
 
     /// The newest version of `user_key` with a sequence `<= seq`.
     pub fn get(&self, user_key: &[u8], seq: u64) -> Lookup {
-        let seek = MemKey(key::internal_key(user_key, key::seek_trailer(seq)).into_boxed_slice());
-        let Some(entry) = self.map.lower_bound(Bound::Included(&seek)) else {
+        let trailer = key::seek_trailer(seq).to_le_bytes();
+        let mut stack = [0u8; STACK_KEY];
+        let heap;
+        let seek: &[u8] = match stack.get_mut(..user_key.len() + key::TRAILER_LEN) {
+            Some(buf) => {
+                let (u, t) = buf.split_at_mut(user_key.len());
+                u.copy_from_slice(user_key);
+                t.copy_from_slice(&trailer);
+                buf
+            }
+            None => {
+                heap = key::internal_key(user_key, key::seek_trailer(seq));
+                &heap
+            }
+        };
+        let Some(found) = self.map.lower_bound(Bound::Included(IKey::new(seek))) else {
             return Lookup::Absent;
         };
-        let (ukey, trailer) = key::split(&entry.key().0);
+        let entry = found.value();
+        let (ukey, trailer) = key::split(entry.key());
         if ukey != user_key {
             return Lookup::Absent;
         }
@@ -106,17 +186,16 @@ impl Memtable {
     /// Up to `max` entries strictly after (or, in reverse, strictly before) `from`, or from the start (end)
     /// when `from` is `None`. With `inclusive`, an entry equal to `from` is included.
     pub fn chunk(&self, from: Option<&[u8]>, inclusive: bool, reverse: bool, max: usize) -> Vec<MemEntry> {
-        let probe = from.map(|f| MemKey(f.into()));
-        let bound = match (&probe, inclusive) {
+        let bound = match (from.map(IKey::new), inclusive) {
             (None, _) => Bound::Unbounded,
             (Some(p), true) => Bound::Included(p),
             (Some(p), false) => Bound::Excluded(p),
         };
-        let take = |e: crossbeam_skiplist::map::Entry<'_, MemKey, Arc<[u8]>>| (e.key().0.clone(), e.value().clone());
+        let take = |e: crossbeam_skiplist::set::Entry<'_, MemEntry>| e.value().clone();
         if reverse {
-            self.map.range((Bound::Unbounded, bound)).rev().take(max).map(take).collect()
+            self.map.range::<IKey, _>((Bound::Unbounded, bound)).rev().take(max).map(take).collect()
         } else {
-            self.map.range((bound, Bound::Unbounded)).take(max).map(take).collect()
+            self.map.range::<IKey, _>((bound, Bound::Unbounded)).take(max).map(take).collect()
         }
     }
 }
@@ -149,16 +228,12 @@ mod tests {
             m.insert(*k, i as u64 + 1, ValueKind::Put, b"x");
         }
         let first = m.chunk(None, false, false, 2);
-        assert_eq!(
-            first.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(),
-            vec![b"a".to_vec(), b"b".to_vec()]
-        );
-        let rest = m.chunk(Some(&first[1].0), false, false, 10);
-        assert_eq!(rest.len(), 2);
-        let back = m.chunk(Some(&first[1].0), true, true, 10);
-        assert_eq!(
-            back.iter().map(|e| key::user_key(&e.0).to_vec()).collect::<Vec<_>>(),
-            vec![b"b".to_vec(), b"a".to_vec()]
-        );
+        let users = |v: &[MemEntry]| v.iter().map(|e| key::user_key(e.key()).to_vec()).collect::<Vec<_>>();
+        assert_eq!(users(&first), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(first[0].value(), b"x");
+        let rest = m.chunk(Some(first[1].key()), false, false, 10);
+        assert_eq!(users(&rest), vec![b"c".to_vec(), b"d".to_vec()]);
+        let back = m.chunk(Some(first[1].key()), true, true, 10);
+        assert_eq!(users(&back), vec![b"b".to_vec(), b"a".to_vec()]);
     }
 }

@@ -355,7 +355,8 @@ pub(crate) fn execute<D: DeserializeOwned>(
             if !matches(q, &env.doc) {
                 continue;
             }
-            let doc = serde_json::from_value(env.doc).map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
+            let doc = serde_json::from_value(env.doc)
+                .map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
         } else {
             envelope::decode_as(&record_key, &bytes)?

@@ -61,7 +61,9 @@ impl TableBuilder {
     ) -> Result<Self, StorageError> {
         let file = storage.create(path).map_err(|e| StorageError::io(path, e))?;
         let compressor = match compression {
-            Compression::Zstd { level } => Some(zstd::bulk::Compressor::new(level).map_err(|e| StorageError::io(path, e))?),
+            Compression::Zstd { level } => {
+                Some(zstd::bulk::Compressor::new(level).map_err(|e| StorageError::io(path, e))?)
+            }
             Compression::None => None,
         };
         Ok(Self {
