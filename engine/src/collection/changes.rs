@@ -49,23 +49,29 @@ struct Event<'a> {
     doc: Option<std::borrow::Cow<'a, Value>>,
 }
 
+/// Encodes an event; `doc` is the document already serialized as JSON (it is spliced in, not re-encoded).
 pub(crate) fn encode_event(
     collection: &str,
     id: &str,
     op: ChangeOp,
     version: u64,
     at_ms: i64,
-    doc: Option<&Value>,
+    doc: Option<&[u8]>,
 ) -> Vec<u8> {
-    let event = Event {
-        collection: collection.into(),
-        id: id.into(),
-        op,
-        version,
-        at_ms,
-        doc: doc.map(std::borrow::Cow::Borrowed),
+    let mut out = Vec::with_capacity(96 + doc.map_or(0, <[u8]>::len));
+    let op = match op {
+        ChangeOp::Insert => "insert",
+        ChangeOp::Update => "update",
+        ChangeOp::Delete => "delete",
     };
-    serde_json::to_vec(&event).unwrap_or_default()
+    out.extend_from_slice(b"{\"collection\":");
+    let _ = serde_json::to_writer(&mut out, collection);
+    out.extend_from_slice(b",\"id\":");
+    let _ = serde_json::to_writer(&mut out, id);
+    out.extend_from_slice(format!(",\"op\":\"{op}\",\"version\":{version},\"at_ms\":{at_ms},\"doc\":").as_bytes());
+    out.extend_from_slice(doc.unwrap_or(b"null"));
+    out.push(b'}');
+    out
 }
 
 /// Decodes a change-feed entry: key `0x03 | seq u64 BE | op u32 BE`, value the event's JSON.
@@ -104,7 +110,7 @@ mod tests {
     #[expect(clippy::big_endian_bytes, reason = "change keys carry big-endian numbers")]
     fn events_round_trip() {
         let doc = json!({"status": "PENDING"});
-        let bytes = encode_event("jobs", "j1", ChangeOp::Update, 3, 99, Some(&doc));
+        let bytes = encode_event("jobs", "j\"1", ChangeOp::Update, 3, 99, Some(&serde_json::to_vec(&doc).unwrap()));
         let mut key = seq_key(42);
         key.extend_from_slice(&0u32.to_be_bytes());
         let c = decode_event(&key, &bytes).unwrap();
@@ -113,7 +119,7 @@ mod tests {
             Change {
                 seq: 42,
                 collection: "jobs".into(),
-                id: "j1".into(),
+                id: "j\"1".into(),
                 op: ChangeOp::Update,
                 version: 3,
                 at_ms: 99,

@@ -266,7 +266,9 @@ fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
             batch.put(new, s.id.as_bytes());
         }
     }
-    match &s.after {
+    // Serialized once, for both the record and its change event. Serializing a `Value` cannot fail.
+    let doc = s.after.as_ref().map(|d| serde_json::to_vec(d).unwrap_or_default());
+    match &doc {
         Some(doc) => {
             let created = s.before.as_ref().map_or(at_ms, |b| b.created_ms);
             batch.put_commit_prefixed(key, &envelope::encode_body(s.version, created, at_ms, doc));
@@ -275,7 +277,7 @@ fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
             batch.delete(key);
         }
     }
-    let event = encode_event(coll, &s.id, s.op, s.version, at_ms, s.after.as_ref());
+    let event = encode_event(coll, &s.id, s.op, s.version, at_ms, doc.as_deref());
     batch.put_commit_keyed(keys::CHANGES, &event);
 }
 
