@@ -214,6 +214,23 @@ impl Condition {
     }
 }
 
+/// The payload of a WAL *sync marker*: a batch header with count 0 whose sequence field holds the file
+/// offset through which the WAL had been synced when the marker was written. Written at the start of the
+/// first append after each sync; recovery uses it to tell damage in synced data from a torn tail.
+pub(crate) fn sync_marker(synced_through: u64) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    if let Some(seq) = out.get_mut(..8) {
+        seq.copy_from_slice(&synced_through.to_le_bytes());
+    }
+    out
+}
+
+/// The offset a sync marker vouches for, if `payload` is one.
+pub(crate) fn marker_synced_through(payload: &[u8]) -> Option<u64> {
+    let d = decode(payload).ok()?;
+    (payload.len() == HEADER_LEN && d.count == 0).then_some(d.first_seq)
+}
+
 /// A decoded batch: its first sequence and its entries.
 pub(crate) struct DecodedBatch<'a> {
     pub first_seq: u64,

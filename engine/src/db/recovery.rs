@@ -101,7 +101,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         ctx,
         view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
         versions: Mutex::new(versions),
-        wal: Mutex::new(WalState { writer }),
+        wal: Mutex::new(WalState::new(writer)),
         commit: CommitQueue::default(),
         last_seq: AtomicU64::new(last_seq),
         snapshots: SnapshotList::default(),
@@ -158,7 +158,7 @@ fn replay_wals(
         if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > WAL_FORMAT_VERSION) {
             return Err(OpenError::UnsupportedVersion { file: path, found, supported: WAL_FORMAT_VERSION });
         }
-        let log = read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+        let log = read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))?;
         if let Some(reason) = &log.torn_tail {
             if i + 1 != wals.len() {
                 return Err(StorageError::corruption(
@@ -177,6 +177,12 @@ fn replay_wals(
                 StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))
             };
             let decoded = batch::decode(payload).map_err(|e| bad(e.offset, e.reason))?;
+            if let Some(synced) = batch::marker_synced_through(payload) {
+                if synced > offset {
+                    return Err(bad(0, "sync marker claims bytes after itself").into());
+                }
+                continue;
+            }
             if decoded.count == 0 {
                 return Err(bad(0, "empty batch").into());
             }

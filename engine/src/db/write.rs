@@ -48,6 +48,27 @@ const MAX_GROUP_BYTES: usize = 4 << 20;
 /// The active WAL.
 pub(crate) struct WalState {
     pub writer: LogWriter,
+    /// The synced length the last sync marker recorded.
+    pub marked: u64,
+}
+
+impl WalState {
+    pub fn new(writer: LogWriter) -> Self {
+        let marked = writer.synced_len();
+        Self { writer, marked }
+    }
+
+    /// Appends framed records, first recording in a sync marker how far the WAL is synced if that moved.
+    fn append(&mut self, framed: &[u8]) -> Result<(), StorageError> {
+        let synced = self.writer.synced_len();
+        if synced > self.marked {
+            let mut marker = Vec::with_capacity(32);
+            encode_record(&mut marker, &crate::batch::sync_marker(synced));
+            self.writer.append_framed(&marker)?;
+            self.marked = synced;
+        }
+        self.writer.append_framed(framed)
+    }
 }
 
 struct Request {
@@ -184,7 +205,7 @@ impl Inner {
         let sync = group.iter().zip(&accepted).any(|(r, ok)| *ok && r.durability == Durability::Immediate);
         {
             let mut wal = self.wal.lock();
-            wal.writer.append_framed(&framed)?;
+            wal.append(&framed)?;
             if sync && wal.writer.sync()? {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
@@ -261,7 +282,7 @@ impl Inner {
             if wal.writer.sync()? {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
-            wal.writer = writer;
+            *wal = WalState::new(writer);
         }
         view.mem.freeze(number);
         // Rebuild from the view as it is now, under its lock: a flush may have installed since `view` was

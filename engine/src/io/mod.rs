@@ -4,6 +4,7 @@
 //! memory and remembers how much of each was synced, so that tests can simulate a crash by keeping only the
 //! synced bytes. The reliability tests wrap a `Storage` to inject failures.
 
+mod fault;
 mod fs;
 mod mem;
 
@@ -12,6 +13,7 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use fault::{CrashMode, FaultKind, FaultOp, FaultStorage};
 pub use fs::FsStorage;
 pub use mem::MemStorage;
 

@@ -33,25 +33,41 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), &'static str
     Ok((payload, LOG_RECORD_HEADER_LEN + len))
 }
 
-/// Whether an intact record starts anywhere in `bytes` after `offset`.
+/// Whether an intact record after `offset` proves that the bytes at `offset` had been synced: `synced_through`
+/// returns, for an intact record's payload, the file offset through which the log was synced when that
+/// record was written, if the record says.
 ///
-/// Used to tell a torn tail from damage in the middle: after a torn tail nothing intact follows. A random
-/// position passes the CRC with probability 2^-32, and most positions fail the length check before any
-/// CRC is computed.
-fn intact_record_after(bytes: &[u8], offset: usize) -> bool {
-    (offset + 1..bytes.len().saturating_sub(LOG_RECORD_HEADER_LEN - 1)).any(|at| record_at(bytes, at).is_ok())
+/// Every position after the damage is tried: most fail the length check before any CRC is computed, and a
+/// random position passes the CRC with probability 2^-32.
+fn synced_past(bytes: &[u8], offset: usize, synced_through: &dyn Fn(u64, &[u8]) -> Option<u64>) -> bool {
+    let mut at = offset + 1;
+    while at + LOG_RECORD_HEADER_LEN <= bytes.len() {
+        match record_at(bytes, at) {
+            Ok((payload, total)) => {
+                if synced_through(at as u64, payload).is_some_and(|s| s > offset as u64) {
+                    return true;
+                }
+                at += total;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    false
 }
 
 /// Parses a whole log file.
 ///
-/// A bad record is a *torn tail* (an append cut short by a crash: the record and everything after it are
-/// dropped) unless an intact record follows it anywhere in the file; then the log is damaged in the middle
-/// (records that may have been acknowledged would be lost), and that is an error naming the offset.
+/// A bad record at offset `D` is a *torn tail* (an append cut short by a crash: the record and everything
+/// after it are dropped) unless an intact record after it proves, through `synced_through`, that the log had
+/// been synced past `D`: then records that may have been acknowledged are damaged, and that is an error
+/// naming the offset. The manifest, synced after every record, passes `|_, _| Some(u64::MAX)`: any intact
+/// record after damage makes it corruption. The WAL passes its sync markers.
 pub(crate) fn read_log<'a>(
     bytes: &'a [u8],
     path: &Path,
     magic: [u8; 8],
     max_version: u32,
+    synced_through: &dyn Fn(u64, &[u8]) -> Option<u64>,
 ) -> Result<LogContents<'a>, StorageError> {
     if bytes.len() < LOG_FILE_HEADER_LEN {
         return Ok(LogContents {
@@ -78,7 +94,7 @@ pub(crate) fn read_log<'a>(
                 offset += total;
             }
             Err(reason) => {
-                if intact_record_after(bytes, offset) {
+                if synced_past(bytes, offset, synced_through) {
                     return Err(StorageError::corruption(path, offset as u64, reason));
                 }
                 return Ok(LogContents {
@@ -98,6 +114,9 @@ mod tests {
     use crate::format::WAL_MAGIC;
     use crate::log::encode_record;
 
+    /// Every intact record proves everything before it synced (the manifest's rule).
+    const ALWAYS: fn(u64, &[u8]) -> Option<u64> = |_, _| Some(u64::MAX);
+
     fn file(records: &[&[u8]]) -> Vec<u8> {
         let mut out = WAL_MAGIC.to_vec();
         out.extend_from_slice(&1u32.to_le_bytes());
@@ -111,7 +130,7 @@ mod tests {
     #[test]
     fn reads_every_record() {
         let bytes = file(&[b"one", b"", b"three"]);
-        let log = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1).unwrap();
+        let log = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap();
         let payloads: Vec<&[u8]> = log.records.iter().map(|r| r.1).collect();
         assert_eq!(payloads, vec![&b"one"[..], b"", b"three"]);
         assert_eq!(log.valid_len, bytes.len() as u64);
@@ -123,7 +142,7 @@ mod tests {
         let bytes = file(&[b"one", b"two"]);
         let second = 16 + 8 + 3;
         for cut in second + 1..bytes.len() {
-            let log = read_log(&bytes[..cut], Path::new("x"), WAL_MAGIC, 1).unwrap();
+            let log = read_log(&bytes[..cut], Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap();
             assert_eq!(log.records.len(), 1, "cut at {cut}");
             assert_eq!(log.valid_len, second as u64);
             assert!(log.torn_tail.is_some());
@@ -134,7 +153,7 @@ mod tests {
     fn damage_before_an_intact_record_is_corruption() {
         let mut bytes = file(&[b"one", b"two"]);
         bytes[16 + 8] ^= 1;
-        let err = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1).unwrap_err();
+        let err = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap_err();
         assert!(matches!(err, StorageError::Corruption { offset: 16, .. }), "{err}");
     }
 
@@ -145,18 +164,32 @@ mod tests {
         for bit in 0..32 {
             let mut b = bytes.clone();
             b[16 + 4 + bit / 8] ^= 1 << (bit % 8);
-            let err = read_log(&b, Path::new("x"), WAL_MAGIC, 1).unwrap_err();
+            let err = read_log(&b, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap_err();
             assert!(matches!(err, StorageError::Corruption { offset: 16, .. }), "bit {bit}: {err}");
         }
+    }
+
+    /// Damage followed only by records that prove nothing about syncs is an unsynced, torn tail.
+    #[test]
+    fn damage_before_unproven_records_is_a_torn_tail() {
+        let mut bytes = file(&[b"one", b"two", b"three"]);
+        bytes[16 + 8] ^= 1;
+        let log = read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &|_, _| None).unwrap();
+        assert_eq!((log.records.len(), log.valid_len), (0, 16));
+        // A later record proving a sync past the damage makes it corruption.
+        let proves = |_: u64, p: &[u8]| (p == b"three").then_some(1000);
+        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &proves).unwrap_err().is_corruption());
+        let too_early = |_: u64, p: &[u8]| (p == b"three").then_some(16);
+        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &too_early).is_ok());
     }
 
     #[test]
     fn bad_magic_and_version_are_corruption() {
         let mut bytes = file(&[b"one"]);
         bytes[0] ^= 1;
-        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1).unwrap_err().is_corruption());
+        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap_err().is_corruption());
         let mut bytes = file(&[b"one"]);
         bytes[8] = 9;
-        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1).unwrap_err().is_corruption());
+        assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap_err().is_corruption());
     }
 }

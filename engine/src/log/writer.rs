@@ -26,15 +26,18 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
-    /// Creates a new log file with its header written (not yet synced).
+    /// Creates a new log file with its header written and synced: the header is durable before the file's
+    /// name is (callers sync the directory next), so a crash never leaves a damaged header on a log that
+    /// holds acknowledged records.
     pub fn create(storage: &dyn Storage, path: &Path, magic: [u8; 8], version: u32) -> Result<Self, StorageError> {
         let mut file = storage.create(path).map_err(|e| StorageError::io(path, e))?;
         let mut header = Vec::with_capacity(16);
         header.extend_from_slice(&magic);
         put_u32(&mut header, version);
         put_u32(&mut header, 0);
-        file.append(&header).map_err(|e| StorageError::io(path, e))?;
-        Ok(Self { file, path: path.to_path_buf(), len: header.len() as u64, synced_len: 0 })
+        file.append(&header).and_then(|()| file.sync()).map_err(|e| StorageError::io(path, e))?;
+        let len = header.len() as u64;
+        Ok(Self { file, path: path.to_path_buf(), len, synced_len: len })
     }
 
     /// Reopens an existing log of `len` bytes (all of them intact, the header included) to append to it.
@@ -69,5 +72,10 @@ impl LogWriter {
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Bytes made durable by the last sync.
+    pub fn synced_len(&self) -> u64 {
+        self.synced_len
     }
 }
