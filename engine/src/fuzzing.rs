@@ -14,7 +14,9 @@ use crate::table::{BlockCache, TableIter, TableReader};
 
 /// Decodes `bytes` as a WAL file: records, then every batch in them.
 pub fn decode_wal(bytes: &[u8]) {
-    if let Ok(log) = read_log(bytes, Path::new("fuzz.wal"), WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p)) {
+    if let Ok(log) =
+        read_log(bytes, Path::new("fuzz.wal"), WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))
+    {
         for (_, payload) in log.records {
             if let Ok(decoded) = batch::decode(payload) {
                 let mut entries = decoded.entries;
@@ -31,7 +33,9 @@ pub fn decode_wal(bytes: &[u8]) {
 
 /// Decodes `bytes` as a manifest file: records, then every version edit in them.
 pub fn decode_manifest(bytes: &[u8]) {
-    if let Ok(log) = read_log(bytes, Path::new("MANIFEST-000001"), MANIFEST_MAGIC, MANIFEST_FORMAT_VERSION, &|_, _| Some(u64::MAX)) {
+    if let Ok(log) =
+        read_log(bytes, Path::new("MANIFEST-000001"), MANIFEST_MAGIC, MANIFEST_FORMAT_VERSION, &|_, _| Some(u64::MAX))
+    {
         for (_, payload) in log.records {
             let _ = VersionEdit::decode(payload);
         }

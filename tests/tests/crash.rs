@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{CrashMode, Db, Durability, FaultStorage, IndexSpec, LeveledPolicy, Record, Store, StoreOptions, WriteBatch};
+use cairn::{
+    CrashMode, Db, Durability, FaultStorage, IndexSpec, LeveledPolicy, Record, Store, StoreOptions, WriteBatch,
+};
 use serde::{Deserialize, Serialize};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -132,7 +134,10 @@ fn crash_once(seed: u64, durability: Durability) {
     let got = raw_state(&db);
     match durability {
         Durability::Immediate => assert_eq!(got, model, "seed {seed}: acknowledged writes lost or invented"),
-        _ => assert!(history.contains(&got), "seed {seed} ({durability:?}): state after the crash is no prefix of the history"),
+        _ => assert!(
+            history.contains(&got),
+            "seed {seed} ({durability:?}): state after the crash is no prefix of the history"
+        ),
     }
     let store = Store::with_db(db, StoreOptions::default()).unwrap();
     store.check_indexes().unwrap_or_else(|e| panic!("seed {seed}: {e}"));

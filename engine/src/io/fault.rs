@@ -103,7 +103,11 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
     }
 }
 
@@ -347,7 +351,8 @@ impl Storage for FaultStorage {
         let mut state = self.state.lock();
         let in_dir = |p: &Path| p.parent() == Some(dir);
         state.durable.retain(|p, _| !in_dir(p));
-        let entries: Vec<_> = state.live.iter().filter(|(p, _)| in_dir(p)).map(|(p, n)| (p.clone(), n.clone())).collect();
+        let entries: Vec<_> =
+            state.live.iter().filter(|(p, _)| in_dir(p)).map(|(p, n)| (p.clone(), n.clone())).collect();
         state.durable.extend(entries);
         Ok(())
     }

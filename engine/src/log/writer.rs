@@ -40,9 +40,12 @@ impl LogWriter {
         Ok(Self { file, path: path.to_path_buf(), len, synced_len: len })
     }
 
-    /// Reopens an existing log of `len` bytes (all of them intact, the header included) to append to it.
+    /// Reopens an existing log of `len` bytes (all of them intact, the header included) to append to it,
+    /// syncing it first: what a crashed process wrote may still be only in the page cache, or its last sync
+    /// may have failed, and later syncs skip a writer that has nothing new.
     pub fn reopen(storage: &dyn Storage, path: &Path, len: u64) -> Result<Self, StorageError> {
-        let file = storage.append(path).map_err(|e| StorageError::io(path, e))?;
+        let mut file = storage.append(path).map_err(|e| StorageError::io(path, e))?;
+        file.sync().map_err(|e| StorageError::io(path, e))?;
         Ok(Self { file, path: path.to_path_buf(), len, synced_len: len })
     }
 

@@ -26,6 +26,9 @@ pub(crate) struct VersionSet {
     last_sequence: u64,
     current: Arc<Version>,
     max_manifest_size: u64,
+    /// Set by the first failed manifest write: the manifest on disk may then differ from the one edits
+    /// would go to (a failed roll), so no further edit is made until the database is reopened.
+    failed: bool,
 }
 
 /// The state read back from an existing manifest.
@@ -60,6 +63,7 @@ impl VersionSet {
             last_sequence,
             current: Arc::new(version),
             max_manifest_size,
+            failed: false,
         };
         set.write_snapshot()?;
         if let Some(old) = old {
@@ -133,6 +137,12 @@ impl VersionSet {
     /// Makes `edit` durable in the manifest, then installs the version it produces and marks the tables it
     /// removes obsolete. On error nothing is installed.
     pub fn log_and_apply(&mut self, mut edit: VersionEdit) -> Result<Arc<Version>, StorageError> {
+        if self.failed {
+            return Err(StorageError::io(
+                &self.ctx.dir,
+                std::io::Error::other("an earlier manifest write failed; reopen the database"),
+            ));
+        }
         edit.next_file = Some(self.next_file);
         let (version, removed) = self.current.apply(&edit, &self.ctx);
         let old = (self.current.clone(), self.log_number, self.last_sequence);
@@ -146,6 +156,7 @@ impl VersionSet {
         };
         if let Err(e) = result {
             (self.current, self.log_number, self.last_sequence) = old;
+            self.failed = true;
             return Err(e);
         }
         for t in removed {
@@ -192,5 +203,29 @@ impl VersionSet {
         drop(f);
         storage.rename(&tmp, &current).map_err(|e| StorageError::io(&current, e))?;
         storage.sync_dir(dir).map_err(|e| StorageError::io(dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{FaultKind, FaultOp, FaultStorage, Storage};
+    use crate::table::BlockCache;
+
+    /// Regression (found by the I/O-error test): a manifest roll that failed after creating the new manifest
+    /// left the version set writing to a manifest `CURRENT` did not name; a later edit then committed there
+    /// and deleted tables the named manifest still referenced. Every edit after a failure must be refused.
+    #[test]
+    fn edits_are_refused_after_a_failed_manifest_write() {
+        let fs = FaultStorage::new();
+        let dir = PathBuf::from("/db");
+        fs.create_dir_all(&dir).unwrap();
+        let ctx = TableContext { storage: Arc::new(fs.clone()), dir, cache: Arc::new(BlockCache::new(0)) };
+        let mut set = VersionSet::open(ctx, 1, 0).unwrap();
+        fs.fail(FaultOp::SyncDir, 0, FaultKind::NoSpace);
+        let edit = VersionEdit { last_sequence: Some(5), ..VersionEdit::default() };
+        assert!(set.log_and_apply(edit.clone()).is_err(), "the roll's directory sync fails");
+        assert!(set.log_and_apply(edit).is_err(), "and nothing is written after it");
+        assert_eq!(set.last_sequence(), 0);
     }
 }
