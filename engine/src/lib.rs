@@ -57,9 +57,7 @@ pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy,
 pub use db::Db;
 pub use domain::*;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
-pub use io::{
-    CrashMode, FaultKind, FaultOp, FaultStorage, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile,
-};
+pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
 pub use iter::{Iter, KeyValue};
 pub use options::{Compression, Durability, Options, WriteOptions};
 pub use snapshot::Snapshot;

@@ -16,9 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{
-    CrashMode, Db, Durability, FaultStorage, IndexSpec, LeveledPolicy, Record, Store, StoreOptions, WriteBatch,
-};
+use cairn::{CrashMode, Db, Durability, IndexSpec, LeveledPolicy, MemStorage, Record, Store, StoreOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -54,7 +52,7 @@ impl Rng {
     }
 }
 
-fn open(fs: &FaultStorage, durability: Durability) -> Db {
+fn open(fs: &MemStorage, durability: Durability) -> Db {
     Db::builder()
         .storage(Arc::new(fs.clone()))
         .durability(durability)
@@ -75,7 +73,7 @@ fn raw_state(db: &Db) -> Model {
 
 fn crash_once(seed: u64, durability: Durability) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let fs = FaultStorage::new();
+    let fs = MemStorage::new();
     let db = open(&fs, durability);
     let store = Store::with_db(db.clone(), StoreOptions::default()).unwrap();
     let items = store.collection::<Item>().unwrap();

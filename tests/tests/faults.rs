@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{CrashMode, Db, Durability, FaultKind, FaultOp, FaultStorage, LeveledPolicy, WriteBatch, WriteError};
+use cairn::{CrashMode, Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError};
 
-fn open(fs: &FaultStorage) -> Result<Db, cairn::OpenError> {
+fn open(fs: &MemStorage) -> Result<Db, cairn::OpenError> {
     Db::builder()
         .storage(Arc::new(fs.clone()))
         .durability(Durability::Immediate)
@@ -35,8 +35,8 @@ type Pairs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Runs the workload with one fault armed; returns what was acknowledged, and the write whose failure
 /// was reported (its outcome is unknown: it may or may not have reached the WAL).
-fn run(op: FaultOp, kind: FaultKind, after: u64) -> (FaultStorage, Pairs, Pairs) {
-    let fs = FaultStorage::new();
+fn run(op: FaultOp, kind: FaultKind, after: u64) -> (MemStorage, Pairs, Pairs) {
+    let fs = MemStorage::new();
     let db = open(&fs).unwrap();
     fs.fail(op, after, kind);
     let mut acked = BTreeMap::new();
@@ -74,7 +74,7 @@ fn run(op: FaultOp, kind: FaultKind, after: u64) -> (FaultStorage, Pairs, Pairs)
     (fs, acked, maybe)
 }
 
-fn check(fs: &FaultStorage, acked: &Pairs, maybe: &Pairs, what: &str) {
+fn check(fs: &MemStorage, acked: &Pairs, maybe: &Pairs, what: &str) {
     let db = open(fs).unwrap_or_else(|e| panic!("{what}: reopen failed: {e}"));
     for k in acked.keys().chain(maybe.keys()) {
         let got = db.get(k).unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -1,34 +1,115 @@
-//! Files in memory, with a record of what was synced.
+//! Files in memory, for tests and fuzzing, with crashes and injected faults, in the spirit of SQLite's
+//! crash VFS and LevelDB's fault-injection environment.
+//!
+//! It keeps what was synced apart from what was only written: for every file the length made durable by
+//! its last `sync`, and for the directory the set of names made durable by the last `sync_dir` (creations,
+//! renames and removals since then may be undone by a crash). [`MemStorage::crash`] returns the state a
+//! machine would find after a power cut, with each file's unsynced tail dropped, torn (a random part kept)
+//! or garbled (its length kept, its bytes random). Chosen operations can fail with EIO or ENOSPC.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::{FileLock, MappedFile, Storage, WritableFile};
 
-#[derive(Debug, Default)]
-struct MemFile {
-    data: Vec<u8>,
-    synced_len: usize,
+/// An operation that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultOp {
+    /// `WritableFile::append`.
+    Write,
+    /// `WritableFile::sync`.
+    Sync,
+    /// `Storage::rename`.
+    Rename,
+    /// `Storage::create` and `Storage::append`.
+    Create,
+    /// `Storage::sync_dir`.
+    SyncDir,
 }
+
+/// How an injected failure reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// An I/O error (`EIO`).
+    Eio,
+    /// No space left on the device (`ENOSPC`).
+    NoSpace,
+}
+
+impl FaultKind {
+    fn error(self, op: FaultOp) -> io::Error {
+        match self {
+            FaultKind::Eio => io::Error::other(format!("injected EIO on {op:?}")),
+            FaultKind::NoSpace => io::Error::new(io::ErrorKind::StorageFull, format!("injected ENOSPC on {op:?}")),
+        }
+    }
+}
+
+/// What a crash does to the bytes a file had not synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Unsynced bytes are lost.
+    Drop,
+    /// A random prefix of the unsynced bytes survives (a torn write).
+    Tear,
+    /// The unsynced bytes survive in length but some are random (a garbled sector).
+    Garble,
+    /// Each file independently: drop, tear, garble, or keep everything.
+    Mixed,
+}
+
+#[derive(Debug, Default)]
+struct File {
+    data: Vec<u8>,
+    synced: usize,
+}
+
+type Node = Arc<Mutex<File>>;
 
 #[derive(Debug, Default)]
 struct State {
-    files: HashMap<PathBuf, Arc<Mutex<MemFile>>>,
-    dirs: HashSet<PathBuf>,
-    locks: HashSet<PathBuf>,
+    /// Names as the running process sees them.
+    live: BTreeMap<PathBuf, Node>,
+    /// Names as a crash would leave them, per directory: updated by `sync_dir`.
+    durable: BTreeMap<PathBuf, Node>,
+    dirs: Vec<PathBuf>,
+    locks: Vec<PathBuf>,
+    /// Remaining successful calls before the operation fails, and how.
+    faults: HashMap<FaultOp, (u64, FaultKind)>,
 }
 
-/// An in-memory file system for tests. Clones share the same files.
-///
-/// [`MemStorage::crash_image`] returns what a machine would find after power loss: every file cut back to the
-/// bytes that were synced.
-#[derive(Debug, Default, Clone)]
+/// An in-memory file system for tests, with simulated power cuts and injected I/O errors. Clones share the
+/// same files.
+#[derive(Debug, Clone, Default)]
 pub struct MemStorage {
     state: Arc<Mutex<State>>,
+    ops: Arc<AtomicU64>,
+}
+
+/// A small deterministic generator, so that crashes are reproducible from a seed.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
 }
 
 impl MemStorage {
@@ -37,35 +118,113 @@ impl MemStorage {
         Self::default()
     }
 
-    /// A separate file system holding only the synced prefix of every file, with no locks held: the state a
-    /// reopened process would see after a power cut.
-    pub fn crash_image(&self) -> MemStorage {
+    /// Makes the operation fail (with `kind`) after `after` more successful calls, once; later calls
+    /// succeed again unless re-armed.
+    pub fn fail(&self, op: FaultOp, after: u64, kind: FaultKind) {
+        self.state.lock().faults.insert(op, (after, kind));
+    }
+
+    /// Disarms every pending failure.
+    pub fn heal(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// Number of write, sync, create, rename and directory-sync calls so far.
+    pub fn operations(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
+    }
+
+    fn check(&self, op: FaultOp) -> io::Result<()> {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        if let Some((left, kind)) = state.faults.get_mut(&op) {
+            if *left == 0 {
+                let kind = *kind;
+                state.faults.remove(&op);
+                return Err(kind.error(op));
+            }
+            *left -= 1;
+        }
+        Ok(())
+    }
+
+    /// The file system a reboot after a power cut would find, chosen by `seed`: names as of each
+    /// directory's last sync, and every file's unsynced tail treated by `mode`. No locks are held in it.
+    pub fn crash(&self, seed: u64, mode: CrashMode) -> MemStorage {
         let state = self.state.lock();
-        // Hold every file at once so the image is one instant: a writer still running must not sync one file
-        // between our copies of two others. Writers lock one file at a time, so this cannot deadlock.
-        let guards: Vec<_> = state.files.iter().map(|(p, f)| (p.clone(), f.lock())).collect();
-        let files = guards
-            .iter()
-            .map(|(p, f)| {
-                let data = f.data.get(..f.synced_len).unwrap_or_default().to_vec();
-                (p.clone(), Arc::new(Mutex::new(MemFile { synced_len: data.len(), data })))
-            })
-            .collect();
-        drop(guards);
-        MemStorage { state: Arc::new(Mutex::new(State { files, dirs: state.dirs.clone(), locks: HashSet::new() })) }
+        let mut rng = Rng(seed | 1);
+        // A file's durable bytes are the same whichever name reaches it, so decide per file, once.
+        let mut decided: HashMap<*const Mutex<File>, Node> = HashMap::new();
+        let mut durable = BTreeMap::new();
+        for (path, node) in &state.durable {
+            let copy = decided
+                .entry(Arc::as_ptr(node))
+                .or_insert_with(|| {
+                    let f = node.lock();
+                    let synced = f.synced.min(f.data.len());
+                    let mut data = f.data.get(..synced).unwrap_or_default().to_vec();
+                    let tail = f.data.get(synced..).unwrap_or_default();
+                    let mode = match mode {
+                        CrashMode::Mixed => [CrashMode::Drop, CrashMode::Tear, CrashMode::Garble, CrashMode::Mixed]
+                            [rng.below(4) as usize],
+                        m => m,
+                    };
+                    match mode {
+                        CrashMode::Drop => {}
+                        CrashMode::Tear => {
+                            let keep = rng.below(tail.len() as u64 + 1) as usize;
+                            data.extend_from_slice(tail.get(..keep).unwrap_or_default());
+                        }
+                        CrashMode::Garble => {
+                            let mut t = tail.to_vec();
+                            let n = t.len() as u64;
+                            for _ in 0..rng.below(8) + 1 {
+                                if let Some(b) = t.get_mut(rng.below(n) as usize) {
+                                    *b = rng.next() as u8;
+                                }
+                            }
+                            data.extend_from_slice(&t);
+                        }
+                        // Everything written reached the disk.
+                        CrashMode::Mixed => data.extend_from_slice(tail),
+                    }
+                    let synced = data.len();
+                    Arc::new(Mutex::new(File { data, synced }))
+                })
+                .clone();
+            durable.insert(path.clone(), copy);
+        }
+        let next = State {
+            live: durable.clone(),
+            durable,
+            dirs: state.dirs.clone(),
+            locks: Vec::new(),
+            faults: HashMap::new(),
+        };
+        MemStorage { state: Arc::new(Mutex::new(next)), ops: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The simplest power cut: every file cut back to its synced bytes, names as of the last directory sync.
+    pub fn crash_image(&self) -> MemStorage {
+        self.crash(1, CrashMode::Drop)
     }
 
     /// Replaces the byte at `offset` of `path` by `f(byte)`; for corruption tests.
     pub fn mutate_byte(&self, path: &Path, offset: usize, f: impl FnOnce(u8) -> u8) -> io::Result<()> {
-        let file = self.file(path)?;
-        let mut file = file.lock();
-        let byte = file.data.get_mut(offset).ok_or_else(|| io::Error::other("offset past end"))?;
-        *byte = f(*byte);
+        let node = self.node(path)?;
+        let mut file = node.lock();
+        let b = file.data.get_mut(offset).ok_or_else(|| io::Error::other("offset past end"))?;
+        *b = f(*b);
         Ok(())
     }
 
-    fn file(&self, path: &Path) -> io::Result<Arc<Mutex<MemFile>>> {
-        self.state.lock().files.get(path).cloned().ok_or_else(|| not_found(path))
+    /// Every live file and its length.
+    pub fn files(&self) -> Vec<(PathBuf, usize)> {
+        self.state.lock().live.iter().map(|(p, n)| (p.clone(), n.lock().data.len())).collect()
+    }
+
+    fn node(&self, path: &Path) -> io::Result<Node> {
+        self.state.lock().live.get(path).cloned().ok_or_else(|| not_found(path))
     }
 }
 
@@ -73,39 +232,50 @@ fn not_found(path: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
 }
 
-struct MemWritable(Arc<Mutex<MemFile>>);
+struct FaultFile {
+    node: Node,
+    fs: MemStorage,
+}
 
-impl WritableFile for MemWritable {
+impl WritableFile for FaultFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
-        self.0.lock().data.extend_from_slice(data);
+        if let Err(e) = self.fs.check(FaultOp::Write) {
+            // A failed write may still have put part of its bytes in the page cache.
+            let mut f = self.node.lock();
+            let part = data.len() / 2;
+            f.data.extend_from_slice(data.get(..part).unwrap_or_default());
+            return Err(e);
+        }
+        self.node.lock().data.extend_from_slice(data);
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        let mut f = self.0.lock();
-        f.synced_len = f.data.len();
+        self.fs.check(FaultOp::Sync)?;
+        let mut f = self.node.lock();
+        f.synced = f.data.len();
         Ok(())
     }
 }
 
-struct MemMapped(Vec<u8>);
+struct Snapshot(Vec<u8>);
 
-impl MappedFile for MemMapped {
+impl MappedFile for Snapshot {
     fn bytes(&self) -> &[u8] {
         &self.0
     }
 }
 
-struct MemLock {
+struct Lock {
     state: Arc<Mutex<State>>,
     path: PathBuf,
 }
 
-impl FileLock for MemLock {}
+impl FileLock for Lock {}
 
-impl Drop for MemLock {
+impl Drop for Lock {
     fn drop(&mut self) {
-        self.state.lock().locks.remove(&self.path);
+        self.state.lock().locks.retain(|p| *p != self.path);
     }
 }
 
@@ -113,59 +283,64 @@ impl Storage for MemStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut state = self.state.lock();
         for d in dir.ancestors() {
-            state.dirs.insert(d.to_path_buf());
+            if !state.dirs.iter().any(|x| x == d) {
+                state.dirs.push(d.to_path_buf());
+            }
         }
         Ok(())
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        self.check(FaultOp::Create)?;
+        let node = Node::default();
         let mut state = self.state.lock();
-        if !path.parent().is_some_and(|p| state.dirs.contains(p)) {
+        if !path.parent().is_some_and(|p| state.dirs.iter().any(|d| d == p)) {
             return Err(not_found(path));
         }
-        let file = Arc::new(Mutex::new(MemFile::default()));
-        state.files.insert(path.to_path_buf(), file.clone());
-        Ok(Box::new(MemWritable(file)))
+        state.live.insert(path.to_path_buf(), node.clone());
+        Ok(Box::new(FaultFile { node, fs: self.clone() }))
     }
 
     fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        Ok(Box::new(MemWritable(self.file(path)?)))
+        self.check(FaultOp::Create)?;
+        Ok(Box::new(FaultFile { node: self.node(path)?, fs: self.clone() }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        Ok(self.file(path)?.lock().data.clone())
+        Ok(self.node(path)?.lock().data.clone())
     }
 
     fn map(&self, path: &Path) -> io::Result<Arc<dyn MappedFile>> {
-        Ok(Arc::new(MemMapped(self.read(path)?)))
+        Ok(Arc::new(Snapshot(self.read(path)?)))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(FaultOp::Rename)?;
         let mut state = self.state.lock();
-        let file = state.files.remove(from).ok_or_else(|| not_found(from))?;
-        state.files.insert(to.to_path_buf(), file);
+        let node = state.live.remove(from).ok_or_else(|| not_found(from))?;
+        state.live.insert(to.to_path_buf(), node);
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.state.lock().files.remove(path).map(drop).ok_or_else(|| not_found(path))
+        self.state.lock().live.remove(path).map(drop).ok_or_else(|| not_found(path))
     }
 
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
-        let file = self.file(path)?;
-        let mut f = file.lock();
+        let node = self.node(path)?;
+        let mut f = node.lock();
         f.data.truncate(len as usize);
-        f.synced_len = f.data.len();
+        f.synced = f.data.len();
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let state = self.state.lock();
-        if !state.dirs.contains(dir) {
+        if !state.dirs.iter().any(|d| d == dir) {
             return Err(not_found(dir));
         }
         Ok(state
-            .files
+            .live
             .keys()
             .filter(|p| p.parent() == Some(dir))
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
@@ -174,19 +349,27 @@ impl Storage for MemStorage {
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
         let state = self.state.lock();
-        Ok(state.files.contains_key(path) || state.dirs.contains(path))
+        Ok(state.live.contains_key(path) || state.dirs.iter().any(|d| d == path))
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check(FaultOp::SyncDir)?;
+        let mut state = self.state.lock();
+        let in_dir = |p: &Path| p.parent() == Some(dir);
+        state.durable.retain(|p, _| !in_dir(p));
+        let entries: Vec<_> =
+            state.live.iter().filter(|(p, _)| in_dir(p)).map(|(p, n)| (p.clone(), n.clone())).collect();
+        state.durable.extend(entries);
         Ok(())
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>> {
         let mut state = self.state.lock();
-        if !state.locks.insert(path.to_path_buf()) {
+        if state.locks.iter().any(|p| p == path) {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock held by another owner"));
         }
-        Ok(Box::new(MemLock { state: self.state.clone(), path: path.to_path_buf() }))
+        state.locks.push(path.to_path_buf());
+        Ok(Box::new(Lock { state: self.state.clone(), path: path.to_path_buf() }))
     }
 }
 
@@ -195,18 +378,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crash_image_keeps_only_synced_bytes() {
+    fn unsynced_names_and_bytes_do_not_survive_a_crash() {
         let fs = MemStorage::new();
-        let dir = Path::new("/db");
+        let dir = Path::new("/d");
         fs.create_dir_all(dir).unwrap();
-        let mut f = fs.create(&dir.join("a")).unwrap();
-        f.append(b"hello").unwrap();
-        f.sync().unwrap();
-        f.append(b" world").unwrap();
-        assert_eq!(fs.read(&dir.join("a")).unwrap(), b"hello world");
-        let crashed = fs.crash_image();
-        assert_eq!(crashed.read(&dir.join("a")).unwrap(), b"hello");
-        assert_eq!(crashed.list(dir).unwrap(), vec!["a".to_owned()]);
+        let mut a = fs.create(&dir.join("a")).unwrap();
+        a.append(b"synced").unwrap();
+        a.sync().unwrap();
+        fs.sync_dir(dir).unwrap();
+        a.append(b" tail").unwrap();
+        let mut b = fs.create(&dir.join("b")).unwrap();
+        b.append(b"x").unwrap();
+        b.sync().unwrap();
+        let crashed = fs.crash(1, CrashMode::Drop);
+        assert_eq!(crashed.read(&dir.join("a")).unwrap(), b"synced");
+        assert!(crashed.read(&dir.join("b")).is_err(), "b's name was never synced into the directory");
+        for seed in 0..50 {
+            let torn = fs.crash(seed, CrashMode::Tear).read(&dir.join("a")).unwrap();
+            assert!(b"synced tail".starts_with(&torn) && torn.len() >= 6);
+            let garbled = fs.crash(seed, CrashMode::Garble).read(&dir.join("a")).unwrap();
+            assert_eq!((garbled.len(), &garbled[..6]), (11, &b"synced"[..]));
+        }
+        // A rename is durable only after the directory is synced.
+        fs.rename(&dir.join("a"), &dir.join("c")).unwrap();
+        assert!(fs.crash(1, CrashMode::Drop).read(&dir.join("a")).is_ok());
+        fs.sync_dir(dir).unwrap();
+        assert!(fs.crash(1, CrashMode::Drop).read(&dir.join("c")).is_ok());
     }
 
     #[test]
@@ -216,5 +413,21 @@ mod tests {
         assert_eq!(fs.lock(Path::new("/LOCK")).err().map(|e| e.kind()), Some(io::ErrorKind::WouldBlock));
         drop(l);
         assert!(fs.lock(Path::new("/LOCK")).is_ok());
+    }
+
+    #[test]
+    fn chosen_operations_fail_once() {
+        let fs = MemStorage::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let mut f = fs.create(Path::new("/d/f")).unwrap();
+        fs.fail(FaultOp::Sync, 1, FaultKind::NoSpace);
+        f.append(b"1").unwrap();
+        f.sync().unwrap();
+        let err = f.sync().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        f.sync().unwrap();
+        fs.fail(FaultOp::Write, 0, FaultKind::Eio);
+        assert!(f.append(b"22").is_err());
+        assert!(fs.operations() >= 5);
     }
 }

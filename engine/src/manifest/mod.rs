@@ -209,7 +209,7 @@ impl VersionSet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::{FaultKind, FaultOp, FaultStorage, Storage};
+    use crate::io::{FaultKind, FaultOp, MemStorage, Storage};
     use crate::table::BlockCache;
 
     /// Regression (found by the I/O-error test): a manifest roll that failed after creating the new manifest
@@ -217,7 +217,7 @@ mod tests {
     /// and deleted tables the named manifest still referenced. Every edit after a failure must be refused.
     #[test]
     fn edits_are_refused_after_a_failed_manifest_write() {
-        let fs = FaultStorage::new();
+        let fs = MemStorage::new();
         let dir = PathBuf::from("/db");
         fs.create_dir_all(&dir).unwrap();
         let ctx = TableContext { storage: Arc::new(fs.clone()), dir, cache: Arc::new(BlockCache::new(0)) };
