@@ -12,6 +12,8 @@
 //! assert_eq!(data.value().len(), 150);
 //! ```
 
+pub mod compare;
+
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 

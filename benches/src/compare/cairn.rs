@@ -1,0 +1,201 @@
+//! Cairn: `Durability::Immediate` (each commit's WAL record is `fdatasync`ed before it returns; concurrent
+//! committers share a sync) or `Durability::None`; the cache budget is the block cache. Documents are the
+//! built-in `cairn::Job` collection of a `Store` over the same kind of database.
+
+use std::path::Path;
+
+use cairn::{claim_job, Collection, Db, Durability, Job, Query, Store, StoreOptions, WriteBatch};
+
+use super::{Checksum, Compacted, DocEngine, DocSession, KvEngine, KvReader, KvWriter, Result};
+
+fn open_db(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Db> {
+    let durability = if durable { Durability::Immediate } else { Durability::None };
+    Ok(Db::builder().durability(durability).block_cache_size(cache_bytes).open(dir)?)
+}
+
+/// Cairn as a key-value store.
+pub struct CairnKv {
+    db: Db,
+}
+
+impl CairnKv {
+    /// Opens the database in `dir`.
+    pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
+        Ok(Self { db: open_db(dir, durable, cache_bytes)? })
+    }
+}
+
+impl KvEngine for CairnKv {
+    fn batch_put(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for (k, v) in pairs {
+            batch.put(k, v);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    fn remove(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        for k in keys {
+            batch.delete(k);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    fn writer(&self) -> Result<Box<dyn KvWriter + '_>> {
+        Ok(Box::new(&self.db))
+    }
+
+    fn reader(&self) -> Result<Box<dyn KvReader + '_>> {
+        Ok(Box::new(&self.db))
+    }
+
+    fn compact(&mut self) -> Result<Compacted> {
+        self.db.compact()?;
+        Ok(Compacted::Done)
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        Ok(self.db.close()?)
+    }
+
+    fn describe(&self) -> Option<String> {
+        let s = self.db.stats();
+        let levels: Vec<String> = s
+            .levels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.tables > 0)
+            .map(|(i, l)| format!("L{i} {} ({} MiB)", l.tables, l.bytes >> 20))
+            .collect();
+        Some(format!(
+            "tables: {}; memtable {} MiB + {} frozen; {} compactions so far; block cache {} hits / {} misses",
+            if levels.is_empty() { "none".to_owned() } else { levels.join(", ") },
+            s.memtable_bytes >> 20,
+            s.immutable_memtables,
+            s.compactions,
+            s.cache_hits,
+            s.cache_misses
+        ))
+    }
+}
+
+impl KvWriter for &Db {
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        Db::put(self, key, value)?;
+        Ok(())
+    }
+}
+
+impl KvReader for &Db {
+    fn get(&mut self, key: &[u8], sum: &mut Checksum) -> Result<bool> {
+        Ok(match Db::get(self, key)? {
+            Some(v) => {
+                sum.add(&v);
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn range(&mut self, start: &[u8], n: usize, sum: &mut Checksum) -> Result<usize> {
+        let mut read = 0;
+        for pair in Db::range(self, start..)?.take(n) {
+            let (k, v) = pair?;
+            sum.add(&k);
+            sum.add(&v);
+            read += 1;
+        }
+        Ok(read)
+    }
+}
+
+/// Cairn's `Store` with the `jobs` collection.
+pub struct CairnDocs {
+    store: Store,
+    jobs: Collection<Job>,
+}
+
+impl CairnDocs {
+    /// Opens the store in `dir` and declares the `jobs` collection.
+    pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
+        let store = Store::with_db(open_db(dir, durable, cache_bytes)?, StoreOptions::default())?;
+        let jobs = store.collection::<Job>()?;
+        Ok(Self { store, jobs })
+    }
+}
+
+impl DocEngine for CairnDocs {
+    fn insert_batch(&self, jobs: &[Job]) -> Result<()> {
+        self.store.transaction(|tx| {
+            for j in jobs {
+                tx.insert(j)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn session(&self) -> Result<Box<dyn DocSession + '_>> {
+        Ok(Box::new(CairnSession { jobs: self.jobs.clone() }))
+    }
+
+    fn close(self: Box<Self>) -> Result<()> {
+        let db = self.store.db().clone();
+        drop(self.jobs);
+        drop(self.store);
+        Ok(db.close()?)
+    }
+}
+
+struct CairnSession {
+    jobs: Collection<Job>,
+}
+
+impl DocSession for CairnSession {
+    fn top_pending(&mut self, limit: usize, sum: &mut Checksum) -> Result<usize> {
+        let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(limit);
+        let page = self.jobs.query(&q)?;
+        for r in &page.records {
+            sum.add(r.id.as_bytes());
+            sum.add_u64(r.doc.priority as u64);
+        }
+        Ok(page.records.len())
+    }
+
+    fn claim(&mut self, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<String>> {
+        Ok(claim_job(&self.jobs, node, now_ms, lease_ms)?.map(|s| s.id))
+    }
+
+    fn page_owner(&mut self, owner: &str, page: usize, sum: &mut Checksum) -> Result<(usize, usize)> {
+        let q = Query::new().eq("owner", owner).limit(page);
+        let (mut seen, mut pages, mut cursor) = (0, 0, None);
+        loop {
+            let p = self.jobs.query(&q.clone().after(cursor))?;
+            pages += 1;
+            seen += p.records.len();
+            for r in &p.records {
+                sum.add(r.id.as_bytes());
+                sum.add(r.doc.status.as_str().as_bytes());
+            }
+            cursor = p.next_cursor;
+            if cursor.is_none() {
+                return Ok((seen, pages));
+            }
+        }
+    }
+
+    fn get(&mut self, id: &str, sum: &mut Checksum) -> Result<bool> {
+        Ok(match self.jobs.get(id)? {
+            Some(s) => {
+                sum.add(s.id.as_bytes());
+                sum.add(s.doc.status.as_str().as_bytes());
+                sum.add_u64(s.doc.priority as u64);
+                true
+            }
+            None => false,
+        })
+    }
+}

@@ -1,0 +1,582 @@
+//! The workloads: generated data, how many operations each set performs ([`KvPlan`], [`DocPlan`]), the
+//! timed loops, and the checksums that prove every engine gave the same answers.
+//!
+//! Everything is derived from the seed, so two processes (the parent and a child running one engine's set)
+//! generate the same keys, values and jobs in the same order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Barrier;
+use std::thread;
+use std::time::Instant;
+
+use cairn::{Job, JobStatus};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::{disk_usage, open_docs, open_kv, Compacted, EngineSpec, KvEngine, Result};
+use crate::DataGen;
+
+/// Key length of the key-value workloads, in bytes.
+pub const KEY_LEN: usize = 24;
+/// Value length of the key-value workloads, in bytes.
+pub const VALUE_LEN: usize = 150;
+/// Threads of the concurrent durable writes.
+pub const WRITER_THREADS: usize = 8;
+/// Items per range read.
+pub const SCAN_LEN: usize = 10;
+/// Jobs per durable insert transaction.
+pub const JOB_BATCH: usize = 100;
+/// Jobs per page when paging through an owner's jobs.
+pub const PAGE: usize = 100;
+/// Jobs returned by the scheduler query.
+pub const SCHEDULER_LIMIT: usize = 50;
+/// The clock of the claims (ms since the epoch), after every generated job's creation.
+pub const CLAIM_NOW_MS: i64 = 1_800_000_000_000;
+/// Lease given by a claim, in ms.
+pub const LEASE_MS: i64 = 600_000;
+/// Owners paged through (`user0` to `user9`).
+pub const PAGED_OWNERS: usize = 10;
+
+/// Operation counts of the key-value set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvPlan {
+    /// Keys bulk-loaded in one transaction.
+    pub n: usize,
+    /// Single-put durable commits from one thread.
+    pub individual: usize,
+    /// Batches of the batch writes.
+    pub batches: usize,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// Single-put commits per thread of the concurrent writes ([`WRITER_THREADS`] threads).
+    pub per_writer: usize,
+    /// Random point reads (one thread).
+    pub reads: usize,
+    /// Random range reads of [`SCAN_LEN`] items.
+    pub scans: usize,
+    /// Random point reads shared by the threads of the 2- and 4-thread runs.
+    pub threaded_reads: usize,
+    /// Keys deleted per transaction when removing half the keys.
+    pub removal_batch: usize,
+    /// Keys per durable commit in the child loaded before the crash test.
+    pub crash_batch: usize,
+}
+
+impl KvPlan {
+    /// The full plan (1,000 single commits, 100 batches of 1,000, 8 x 500 concurrent commits, 1M reads,
+    /// 500k range reads, 1M threaded reads, removals in batches of 10,000), or with `quick` a plan about
+    /// 1/20 to 1/50 of that.
+    pub fn new(n: usize, quick: bool) -> Self {
+        if quick {
+            Self {
+                n,
+                individual: 100,
+                batches: 10,
+                batch_size: 100,
+                per_writer: 25,
+                reads: 20_000,
+                scans: 10_000,
+                threaded_reads: 20_000,
+                removal_batch: 1_000,
+                crash_batch: 1_000,
+            }
+        } else {
+            Self {
+                n,
+                individual: 1_000,
+                batches: 100,
+                batch_size: 1_000,
+                per_writer: 500,
+                reads: 1_000_000,
+                scans: 500_000,
+                threaded_reads: 1_000_000,
+                removal_batch: 10_000,
+                crash_batch: 10_000,
+            }
+        }
+    }
+
+    /// Keys written by the set: the bulk load, then the single commits, the batches and the concurrent
+    /// commits, in that order.
+    pub fn total_keys(&self) -> usize {
+        self.n + self.individual + self.batches * self.batch_size + WRITER_THREADS * self.per_writer
+    }
+}
+
+/// Operation counts of the collection set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocPlan {
+    /// Jobs inserted, in durable transactions of [`JOB_BATCH`].
+    pub jobs: usize,
+    /// Repetitions of the scheduler query.
+    pub scheduler_queries: usize,
+    /// Claims of each claim run (1 thread, then 4 threads).
+    pub claims: usize,
+    /// Random gets by id.
+    pub gets: usize,
+    /// Seed of the jobs and of the ids picked for the gets.
+    pub seed: u64,
+}
+
+impl DocPlan {
+    /// The full plan (2,000 scheduler queries, 10,000 claims per run, 100,000 gets) or with `quick` a
+    /// smaller one; claims are capped at a tenth of the jobs per run, so the PENDING jobs (a quarter) never
+    /// run out over the two runs.
+    pub fn new(jobs: usize, quick: bool, seed: u64) -> Self {
+        let (scheduler_queries, claims, gets) = if quick { (100, 200, 2_000) } else { (2_000, 10_000, 100_000) };
+        Self { jobs, scheduler_queries, claims: claims.min(jobs / 10).max(4), gets, seed }
+    }
+}
+
+/// One timed (or measured) workload of one engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The workload's name, the same for every engine.
+    pub workload: String,
+    /// Operations performed (keys, commits, queries, ...), for ops/s.
+    pub ops: u64,
+    /// Wall-clock time; `None` for a size.
+    pub seconds: Option<f64>,
+    /// Bytes on disk, where the workload measures them.
+    pub bytes_on_disk: Option<u64>,
+    /// What the engine answered, as a checksum every engine must match.
+    pub checksum: Option<String>,
+    /// Why the number means something else than for the other engines (e.g. `not available`).
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl Measurement {
+    fn timed(workload: impl Into<String>, ops: usize, start: Instant) -> Self {
+        let m = Self {
+            workload: workload.into(),
+            ops: ops as u64,
+            seconds: Some(start.elapsed().as_secs_f64()),
+            bytes_on_disk: None,
+            checksum: None,
+            note: None,
+        };
+        eprintln!("    {:<44} {:>10.3} s", m.workload, m.seconds.unwrap_or_default());
+        m
+    }
+
+    fn size(workload: impl Into<String>, bytes: u64) -> Self {
+        let m = Self {
+            workload: workload.into(),
+            ops: 0,
+            seconds: None,
+            bytes_on_disk: Some(bytes),
+            checksum: None,
+            note: None,
+        };
+        eprintln!("    {:<44} {:>10.1} MiB", m.workload, bytes as f64 / 1048576.0);
+        m
+    }
+
+    fn with_checksum(mut self, sum: Checksum) -> Self {
+        self.checksum = Some(sum.to_string());
+        self
+    }
+
+    /// Operations per second, when timed.
+    pub fn ops_per_sec(&self) -> Option<f64> {
+        self.seconds.filter(|s| *s > 0.0 && self.ops > 0).map(|s| self.ops as f64 / s)
+    }
+}
+
+/// An order-independent digest of the items an engine returned: how many, and a wrapping sum of a
+/// fingerprint of each. Cheap enough for the timed loops: a fingerprint reads at most 32 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Checksum {
+    count: u64,
+    sum: u64,
+}
+
+impl Checksum {
+    /// Adds one item.
+    pub fn add(&mut self, bytes: &[u8]) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(mix(fingerprint(bytes)));
+    }
+
+    /// Adds a number, as one item.
+    pub fn add_u64(&mut self, n: u64) {
+        self.add(&n.to_le_bytes());
+    }
+
+    /// Adds every item of `other`.
+    pub fn merge(&mut self, other: Checksum) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+
+    /// Items added.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:016x}", self.count, self.sum)
+    }
+}
+
+/// Length, then the first and last 16 bytes (all of them when 32 or fewer), folded 8 bytes at a time.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut fold = |chunk: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K).rotate_left(29);
+    };
+    if bytes.len() <= 32 {
+        bytes.chunks(8).for_each(&mut fold);
+    } else {
+        bytes[..16].chunks(8).for_each(&mut fold);
+        bytes[bytes.len() - 16..].chunks(8).for_each(&mut fold);
+    }
+    h
+}
+
+/// splitmix64's finalizer, so that sums of fingerprints do not cancel.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The key-value data: `total` pairs of random 24-byte keys and random 150-byte values from `seed`.
+pub fn kv_data(seed: u64, total: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut gen = DataGen::new(seed, KEY_LEN, VALUE_LEN);
+    (0..total).map(|_| (gen.key(), gen.value())).collect()
+}
+
+/// `count` random indexes below `below`, reproducible from `seed`.
+fn picks(seed: u64, count: usize, below: usize) -> Vec<usize> {
+    let mut gen = DataGen::new(seed, 0, 0);
+    (0..count).map(|_| gen.index(below)).collect()
+}
+
+/// Runs `body(thread_index)` on `threads` threads that start together; returns the time from the common
+/// start to the last thread's end, and the results in thread order. Set-up done before the barrier (opening
+/// a connection, a read transaction) is not timed.
+fn timed_threads<T: Send>(
+    threads: usize,
+    body: impl Fn(usize, &Barrier) -> Result<T> + Sync,
+) -> Result<(Instant, Vec<T>)> {
+    let barrier = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (body, barrier) = (&body, &barrier);
+                s.spawn(move || body(i, barrier))
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(threads);
+        for h in handles {
+            out.push(h.join().map_err(|_| "a worker thread panicked")??);
+        }
+        Ok((start, out))
+    })
+}
+
+/// Runs the key-value set against `spec` in `dir`; `crash` runs the crash test afterwards (see
+/// `runner::crash_reopen`).
+pub fn run_kv(
+    spec: EngineSpec,
+    dir: &Path,
+    cache_bytes: usize,
+    plan: &KvPlan,
+    seed: u64,
+    data: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Vec<Measurement>> {
+    let mut out = Vec::new();
+    let n = plan.n;
+    let (loaded, rest) = data.split_at(n);
+    let (single, rest) = rest.split_at(plan.individual);
+    let (batched, concurrent) = rest.split_at(plan.batches * plan.batch_size);
+    let total = plan.total_keys();
+    if data.len() != total {
+        return Err(format!("expected {total} pairs, got {}", data.len()).into());
+    }
+
+    let mut engine = open_kv(spec, dir, cache_bytes)?;
+
+    let start = Instant::now();
+    engine.bulk_load(loaded)?;
+    out.push(Measurement::timed("bulk load", n, start));
+
+    let mut writer = engine.writer()?;
+    let start = Instant::now();
+    for (k, v) in single {
+        writer.put(k, v)?;
+    }
+    out.push(Measurement::timed("individual writes", plan.individual, start));
+    drop(writer);
+
+    let start = Instant::now();
+    for chunk in batched.chunks(plan.batch_size) {
+        engine.batch_put(chunk)?;
+    }
+    out.push(Measurement::timed("batch writes", plan.batches * plan.batch_size, start));
+
+    let shared: &dyn KvEngine = &*engine;
+    let (start, _) = timed_threads(WRITER_THREADS, |t, barrier| {
+        let mut writer = shared.writer()?;
+        barrier.wait();
+        for (k, v) in &concurrent[t * plan.per_writer..(t + 1) * plan.per_writer] {
+            writer.put(k, v)?;
+        }
+        Ok(())
+    })?;
+    out.push(Measurement::timed(
+        format!("concurrent writes ({WRITER_THREADS} threads)"),
+        WRITER_THREADS * plan.per_writer,
+        start,
+    ));
+
+    let describe = |when: &str, engine: &dyn KvEngine| {
+        if let Some(state) = engine.describe() {
+            eprintln!("      ({when}: {state})");
+        }
+    };
+    describe("before the reads", shared);
+
+    // Random reads of existing keys; the expected digest comes from the data itself.
+    let order = picks(seed ^ 0x5eed_0001, plan.reads, total);
+    let mut expected = Checksum::default();
+    for &i in &order {
+        expected.add(&data[i].1);
+    }
+    let mut reader = engine.reader()?;
+    let mut sum = Checksum::default();
+    let start = Instant::now();
+    for &i in &order {
+        if !reader.get(&data[i].0, &mut sum)? {
+            return Err(format!("{spec}: an existing key was not found").into());
+        }
+    }
+    out.push(Measurement::timed("random reads", plan.reads, start).with_checksum(sum));
+    describe("after the random reads", shared);
+    if sum != expected {
+        return Err(format!("{spec}: random reads returned wrong values ({sum}, expected {expected})").into());
+    }
+
+    let order = picks(seed ^ 0x5eed_0002, plan.scans, total);
+    let mut sum = Checksum::default();
+    let mut items = 0;
+    let start = Instant::now();
+    for &i in &order {
+        items += reader.range(&data[i].0, SCAN_LEN, &mut sum)?;
+    }
+    out.push(Measurement::timed(format!("range reads ({SCAN_LEN} items)"), plan.scans, start).with_checksum(sum));
+    if items < plan.scans {
+        return Err(format!("{spec}: range reads found {items} items for {} scans", plan.scans).into());
+    }
+    drop(reader);
+    describe("after the range reads", shared);
+
+    for threads in [2usize, 4] {
+        let per = plan.threaded_reads / threads;
+        let orders: Vec<Vec<usize>> = (0..threads).map(|t| picks(seed ^ 0x5eed_0100 ^ t as u64, per, total)).collect();
+        let (start, sums) = timed_threads(threads, |t, barrier| {
+            let mut reader = shared.reader()?;
+            let mut sum = Checksum::default();
+            barrier.wait();
+            for &i in &orders[t] {
+                if !reader.get(&data[i].0, &mut sum)? {
+                    return Err("an existing key was not found".into());
+                }
+            }
+            Ok(sum)
+        })?;
+        let mut sum = Checksum::default();
+        sums.into_iter().for_each(|s| sum.merge(s));
+        out.push(
+            Measurement::timed(format!("random reads ({threads} threads)"), per * threads, start).with_checksum(sum),
+        );
+    }
+
+    // Remove half the keys (the first half written, which is a random half of the key space).
+    let removed = &data[..total / 2];
+    let start = Instant::now();
+    for chunk in removed.chunks(plan.removal_batch) {
+        let keys: Vec<Vec<u8>> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        engine.remove(&keys)?;
+    }
+    out.push(Measurement::timed("removals (half the keys)", removed.len(), start));
+    let mut reader = engine.reader()?;
+    let mut sum = Checksum::default();
+    for &i in &picks(seed ^ 0x5eed_0003, 2_000.min(total), total) {
+        let found = reader.get(&data[i].0, &mut sum)?;
+        if found != (i >= total / 2) {
+            return Err(format!("{spec}: after removals, key {i} found = {found}").into());
+        }
+    }
+    drop(reader);
+
+    describe("after the removals", &*engine);
+    out.push(Measurement::size("size on disk before compaction", disk_usage(dir)?));
+    let start = Instant::now();
+    let did = engine.compact()?;
+    let mut compaction = Measurement::timed("compaction", total - total / 2, start);
+    describe("after compaction", &*engine);
+    // Measured once closed: what the engine keeps, without files it deletes in the background or on close.
+    engine.close()?;
+    let after = disk_usage(dir)?;
+    compaction.bytes_on_disk = Some(after);
+    if did == Compacted::Unsupported {
+        compaction.seconds = None;
+        compaction.note = Some("not available".to_owned());
+    }
+    out.push(compaction);
+    out.push(Measurement::size("size on disk after compaction (closed)", after));
+    Ok(out)
+}
+
+/// A job of about 500 bytes as JSON: owner `user{i % 50}`, project `project{i % 20}`, status cycling
+/// through PENDING, RUNNING, COMPLETED, FAILED, random priority below 1000.
+pub fn job(i: usize, rng: &mut StdRng) -> Job {
+    let statuses = [JobStatus::Pending, JobStatus::Running, JobStatus::Completed, JobStatus::Failed];
+    let mut j = Job::new(
+        format!("job-{i:08}"),
+        format!("train-model-{}", i % 997),
+        format!("user{}", i % 50),
+        format!("project{}", i % 20),
+        rng.gen_range(0..1000),
+        1_700_000_000_000 + i as i64,
+    );
+    j.status = statuses[i % 4];
+    j.resources.cpus = 8;
+    j.resources.memory_mb = 32_768;
+    j.resources.gpus = 1;
+    j.environment.image = "registry.local/ml/pytorch:2.4-cuda12".into();
+    j.environment.command =
+        vec!["python".into(), "train.py".into(), "--epochs".into(), "90".into(), "--lr".into(), "0.1".into()];
+    j.environment.env =
+        BTreeMap::from([("NCCL_DEBUG".to_owned(), "WARN".to_owned()), ("OMP_NUM_THREADS".to_owned(), "8".to_owned())]);
+    j.labels =
+        BTreeMap::from([("team".to_owned(), format!("team-{}", i % 9)), ("tier".to_owned(), "batch".to_owned())]);
+    j
+}
+
+/// `count` jobs from `seed`.
+pub fn jobs(seed: u64, count: usize) -> Vec<Job> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count).map(|i| job(i, &mut rng)).collect()
+}
+
+/// Applies a claim to a job the way `cairn::claim_job` does: RUNNING on `node`, lease from `now_ms`,
+/// first start time kept, attempts counted.
+pub fn apply_claim(job: &mut Job, node: &str, now_ms: i64, lease_ms: i64) {
+    job.status = JobStatus::Running;
+    job.node = Some(node.to_owned());
+    job.started_at.get_or_insert(now_ms);
+    job.lease_expires_at = Some(now_ms + lease_ms);
+    job.attempts += 1;
+}
+
+/// Runs the collection set against `spec` in `dir`. `None` if the engine has no documents.
+pub fn run_docs(
+    spec: EngineSpec,
+    dir: &Path,
+    cache_bytes: usize,
+    plan: &DocPlan,
+    all: &[Job],
+) -> Result<Option<Vec<Measurement>>> {
+    let seed = plan.seed;
+    let sample = serde_json::to_vec(&all[0])?.len();
+    let Some(engine) = open_docs(spec, dir, cache_bytes)? else { return Ok(None) };
+    let mut out = Vec::new();
+
+    let start = Instant::now();
+    if all.len() != plan.jobs {
+        return Err(format!("expected {} jobs, got {}", plan.jobs, all.len()).into());
+    }
+    for chunk in all.chunks(JOB_BATCH) {
+        engine.insert_batch(chunk)?;
+    }
+    out.push(Measurement::timed(format!("jobs: insert (~{sample} B, batches of {JOB_BATCH})"), plan.jobs, start));
+
+    let mut session = engine.session()?;
+    let mut sum = Checksum::default();
+    let start = Instant::now();
+    for _ in 0..plan.scheduler_queries {
+        let got = session.top_pending(SCHEDULER_LIMIT, &mut sum)?;
+        if got != SCHEDULER_LIMIT.min(plan.jobs / 4) {
+            return Err(format!("{spec}: scheduler query returned {got} jobs").into());
+        }
+    }
+    out.push(
+        Measurement::timed(
+            format!("jobs: scheduler query (top {SCHEDULER_LIMIT} PENDING)"),
+            plan.scheduler_queries,
+            start,
+        )
+        .with_checksum(sum),
+    );
+
+    let mut sum = Checksum::default();
+    let start = Instant::now();
+    for _ in 0..plan.claims {
+        let id = session.claim("node-0", CLAIM_NOW_MS, LEASE_MS)?.ok_or("no job left to claim")?;
+        sum.add(id.as_bytes());
+    }
+    out.push(Measurement::timed("jobs: claim (1 thread)", plan.claims, start).with_checksum(sum));
+    drop(session);
+
+    let shared: &dyn super::DocEngine = &*engine;
+    let per = plan.claims / 4;
+    let (start, sums) = timed_threads(4, |t, barrier| {
+        let mut session = shared.session()?;
+        let node = format!("node-{}", t + 1);
+        let mut sum = Checksum::default();
+        barrier.wait();
+        for _ in 0..per {
+            let id = session.claim(&node, CLAIM_NOW_MS, LEASE_MS)?.ok_or("no job left to claim")?;
+            sum.add(id.as_bytes());
+        }
+        Ok(sum)
+    })?;
+    let mut sum = Checksum::default();
+    sums.into_iter().for_each(|s| sum.merge(s));
+    out.push(Measurement::timed("jobs: claim (4 threads)", per * 4, start).with_checksum(sum));
+
+    let mut session = engine.session()?;
+    let mut sum = Checksum::default();
+    let (mut seen, mut pages) = (0, 0);
+    let start = Instant::now();
+    for owner in 0..PAGED_OWNERS {
+        let (jobs, p) = session.page_owner(&format!("user{owner}"), PAGE, &mut sum)?;
+        seen += jobs;
+        pages += p;
+    }
+    out.push(Measurement::timed(format!("jobs: page by owner ({PAGE} per page)"), pages, start).with_checksum(sum));
+    let expected: usize = (0..PAGED_OWNERS).map(|o| (plan.jobs + 49 - o) / 50).sum();
+    if seen != expected {
+        return Err(format!("{spec}: paging found {seen} jobs, expected {expected}").into());
+    }
+
+    let order = picks(seed ^ 0x5eed_0004, plan.gets, plan.jobs);
+    let ids: Vec<String> = order.iter().map(|i| all[*i].id.clone()).collect();
+    let mut sum = Checksum::default();
+    let start = Instant::now();
+    for id in &ids {
+        if !session.get(id, &mut sum)? {
+            return Err(format!("{spec}: job {id} not found").into());
+        }
+    }
+    out.push(Measurement::timed("jobs: get by id", plan.gets, start).with_checksum(sum));
+    drop(session);
+    engine.close()?;
+    out.push(Measurement::size("jobs: size on disk", disk_usage(dir)?));
+    Ok(Some(out))
+}

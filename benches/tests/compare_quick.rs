@@ -1,0 +1,123 @@
+//! Smoke test of the side-by-side benchmark (`cairn_bench::compare`): tiny data, every engine, both
+//! workload sets. It checks that the engines return the same answers, that the crash test and the isolated
+//! children work, and that the reports are well formed. It never looks at a time.
+
+use std::path::PathBuf;
+
+use cairn_bench::compare::{run, Config, EngineKind, EngineSpec, WorkloadSet};
+use cairn_bench::DEFAULT_SEED;
+use serde_json::Value;
+
+fn config(dir: &std::path::Path, engines: Vec<EngineSpec>, sets: Vec<WorkloadSet>, isolate: bool) -> Config {
+    Config {
+        n: 2_000,
+        jobs: 600,
+        quick: true,
+        engines,
+        sets,
+        dir: dir.to_path_buf(),
+        cache_bytes: 8 << 20,
+        seed: DEFAULT_SEED,
+        exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_compare"))),
+        isolate,
+        json_path: None,
+    }
+}
+
+fn number_or_null(row: &Value, field: &str) -> Option<f64> {
+    let v = &row[field];
+    assert!(v.is_null() || v.is_number(), "{field} must be a number or null in {row}");
+    v.as_f64()
+}
+
+#[test]
+fn every_engine_returns_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engines: Vec<EngineSpec> = EngineKind::ALL.into_iter().map(EngineSpec::durable).collect();
+    engines.push(EngineSpec::nosync(EngineKind::Cairn));
+    engines.push(EngineSpec::nosync(EngineKind::Sqlite));
+    let cfg = config(&dir.path().join("data"), engines.clone(), vec![WorkloadSet::Kv, WorkloadSet::Docs], false);
+    let report = run(&cfg).unwrap();
+    assert!(report.answers_match(), "engines disagreed: {:#?}", report.mismatches);
+
+    let json_path = dir.path().join("bench").join("compare.json");
+    report.write_json(&json_path).unwrap();
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert!(json["machine"]["cpus"].as_u64().unwrap() >= 1, "{}", json["machine"]);
+    for field in ["os", "date"] {
+        assert!(json["machine"][field].is_string(), "machine.{field}");
+    }
+    assert!(json["machine"]["memory_bytes"].is_u64() || json["machine"]["memory_bytes"].is_null());
+    assert_eq!(json["n"], 2_000);
+    assert_eq!(json["answers_match"], true);
+
+    let results = json["results"].as_array().unwrap();
+    let names: Vec<String> = engines.iter().map(|e| e.to_string()).collect();
+    for row in results {
+        let engine = row["engine"].as_str().unwrap();
+        assert!(names.iter().any(|n| n == engine), "unknown engine {engine}");
+        assert!(!row["workload"].as_str().unwrap().is_empty());
+        if let Some(s) = number_or_null(row, "seconds") {
+            assert!(s >= 0.0);
+        }
+        number_or_null(row, "ops_per_sec");
+        number_or_null(row, "peak_rss_bytes");
+        if let Some(b) = number_or_null(row, "bytes_on_disk") {
+            assert!(b > 0.0, "{row}");
+        }
+        assert!(row["seconds"].is_number() || row["bytes_on_disk"].is_number(), "{row}");
+    }
+    // Every engine but native_db ran every key-value workload; Cairn, SQLite and native_db ran the
+    // collection workloads.
+    let rows_of = |engine: &str, set: &str| results.iter().filter(|r| r["engine"] == engine && r["set"] == set).count();
+    let has_docs = |name: &str| ["cairn", "sqlite", "native_db"].iter().any(|p| name.starts_with(p));
+    let kv_rows = rows_of("cairn", "kv");
+    let docs_rows = rows_of("cairn", "docs");
+    assert!(kv_rows >= 12, "{kv_rows} key-value workloads");
+    assert!(docs_rows >= 6, "{docs_rows} collection workloads");
+    for name in &names {
+        assert_eq!(rows_of(name, "kv"), if name == "native_db" { 0 } else { kv_rows }, "{name}");
+        assert_eq!(rows_of(name, "docs"), if has_docs(name) { docs_rows } else { 0 }, "{name}");
+    }
+    // Read workloads carry checksums, equal across engines. After the crash only durable engines must
+    // have kept every commit, so only they carry one there.
+    let kv_engines = names.iter().filter(|n| *n != "native_db").count();
+    let durable = names.iter().filter(|n| !n.ends_with("-nosync") && *n != "native_db").count();
+    let docs_engines = names.iter().filter(|n| has_docs(n)).count();
+    for (workload, engines) in [
+        ("random reads", kv_engines),
+        ("range reads (10 items)", kv_engines),
+        ("reopen after kill (open + 1 read)", durable),
+        ("jobs: scheduler query (top 50 PENDING)", docs_engines),
+        ("jobs: claim (4 threads)", docs_engines),
+        ("jobs: page by owner (100 per page)", docs_engines),
+        ("jobs: get by id", docs_engines),
+    ] {
+        let sums: Vec<&str> =
+            results.iter().filter(|r| r["workload"] == workload).filter_map(|r| r["checksum"].as_str()).collect();
+        assert_eq!(sums.len(), engines, "{workload}");
+        assert!(sums.iter().all(|s| *s == sums[0]), "{workload}: {sums:?}");
+    }
+
+    let markdown = report.markdown();
+    assert!(markdown.contains("| workload | ops |"), "{markdown}");
+    for name in &names {
+        assert!(markdown.contains(&format!(" {name} |")), "{name} missing from\n{markdown}");
+    }
+    assert!(markdown.contains("Cairn's ratio to each peer"));
+}
+
+#[test]
+fn isolated_children_report_peak_rss() {
+    let dir = tempfile::tempdir().unwrap();
+    let engines = vec![EngineSpec::durable(EngineKind::Cairn), EngineSpec::durable(EngineKind::Lmdb)];
+    let cfg = config(dir.path(), engines, vec![WorkloadSet::Kv], true);
+    let report = run(&cfg).unwrap();
+    assert!(report.answers_match(), "{:?}", report.mismatches);
+    assert_eq!(report.outcomes.len(), 2);
+    for o in &report.outcomes {
+        let peak = o.peak_rss_bytes.unwrap_or_else(|| panic!("{}: no peak RSS", o.engine));
+        assert!(peak >= o.baseline_rss_bytes.unwrap_or(0), "{}", o.engine);
+    }
+    assert!(report.markdown().contains("Peak RSS"));
+}
