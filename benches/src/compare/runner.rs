@@ -216,7 +216,7 @@ fn crash_reopen(
 }
 
 /// The crash-test loader's side: loads the first `n` pairs of the data in durable commits of `batch`,
-/// prints [`LOADED`], and waits to be killed. Returns only on error.
+/// prints `LOADED`, and waits to be killed. Returns only on error.
 pub fn child_load(spec: EngineSpec, dir: &Path, n: usize, batch: usize, cfg: &Config) -> Result<()> {
     let data = kv_data(cfg.seed, n);
     let engine = open_kv(spec, dir, cfg.cache_bytes)?;

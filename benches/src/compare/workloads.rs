@@ -50,11 +50,11 @@ pub struct KvPlan {
     pub batches: usize,
     /// Pairs per batch.
     pub batch_size: usize,
-    /// Single-put commits per thread of the concurrent writes ([`WRITER_THREADS`] threads).
+    /// Single-put commits per thread of the concurrent writes (`WRITER_THREADS` threads).
     pub per_writer: usize,
     /// Random point reads (one thread).
     pub reads: usize,
-    /// Random range reads of [`SCAN_LEN`] items.
+    /// Random range reads of `SCAN_LEN` items.
     pub scans: usize,
     /// Random point reads shared by the threads of the 2- and 4-thread runs.
     pub threaded_reads: usize,
@@ -108,7 +108,7 @@ impl KvPlan {
 /// Operation counts of the collection set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocPlan {
-    /// Jobs inserted, in durable transactions of [`JOB_BATCH`].
+    /// Jobs inserted, in durable transactions of `JOB_BATCH`.
     pub jobs: usize,
     /// Repetitions of the scheduler query.
     pub scheduler_queries: usize,
