@@ -90,7 +90,11 @@ fn parse_args() -> Result<(Config, Mode), String> {
     if json.is_some() {
         json_path = json;
     }
-    let mut engines = engines.unwrap_or_else(|| EngineKind::ALL.into_iter().map(EngineSpec::durable).collect());
+    let mut engines = engines
+        .unwrap_or_else(|| EngineKind::ALL.into_iter().filter(|k| k.available()).map(EngineSpec::durable).collect());
+    if let Some(e) = engines.iter().find(|e| !e.kind.available()) {
+        return Err(format!("{e} needs a build with `--features {}`", e.kind.name()));
+    }
     if non_durable {
         let extra: Vec<EngineSpec> = engines
             .iter()
@@ -174,7 +178,7 @@ fn compare(cfg: &Config) -> cairn_bench::compare::Result<()> {
         eprintln!("compare: wrote {}", path.display());
     }
     if !report.answers_match() {
-        return Err(format!("engines disagreed: {}", report.mismatches.join("; ")).into());
+        return Err(format!("engines failed or disagreed: {}", report.mismatches.join("; ")).into());
     }
     Ok(())
 }

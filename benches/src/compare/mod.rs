@@ -15,6 +15,7 @@
 mod cairn;
 mod fjall;
 mod lmdb;
+#[cfg(feature = "native_db")]
 mod native_db;
 mod redb;
 mod report;
@@ -51,7 +52,8 @@ pub enum EngineKind {
     Fjall,
     /// SQLite (bundled) through rusqlite, in WAL mode.
     Sqlite,
-    /// native_db: typed models with secondary keys over redb 2 (collection workloads only).
+    /// native_db: typed models with secondary keys over redb 2 (collection workloads only; needs the
+    /// `native_db` feature).
     NativeDb,
 }
 
@@ -65,6 +67,11 @@ impl EngineKind {
         EngineKind::Sqlite,
         EngineKind::NativeDb,
     ];
+
+    /// Whether this build can run the engine (native_db needs the `native_db` feature).
+    pub fn available(self) -> bool {
+        self != EngineKind::NativeDb || cfg!(feature = "native_db")
+    }
 
     /// The engine's name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -254,7 +261,10 @@ pub fn open_docs(spec: EngineSpec, dir: &Path, cache_bytes: usize) -> Result<Opt
     Ok(match spec.kind {
         EngineKind::Cairn => Some(Box::new(self::cairn::CairnDocs::open(dir, spec.durable, cache_bytes)?)),
         EngineKind::Sqlite => Some(Box::new(self::sqlite::SqliteDocs::open(dir, spec.durable, cache_bytes)?)),
+        #[cfg(feature = "native_db")]
         EngineKind::NativeDb if spec.durable => Some(Box::new(self::native_db::NativeDocs::open(dir, cache_bytes)?)),
+        #[cfg(not(feature = "native_db"))]
+        EngineKind::NativeDb if spec.durable => return Err("built without the native_db feature".into()),
         EngineKind::NativeDb | EngineKind::Redb | EngineKind::Lmdb | EngineKind::Fjall => None,
     })
 }

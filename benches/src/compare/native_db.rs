@@ -184,7 +184,8 @@ impl DocSession for NativeSession<'_> {
             pages += 1;
             seen += in_page;
             match (more, last) {
-                (true, Some(last)) => lower = Bound::Excluded(last),
+                // native_db's ranges cannot start at an excluded bound: start at the smallest key after it.
+                (true, Some(last)) => lower = Bound::Included(format!("{last}\u{0}")),
                 _ => return Ok((seen, pages)),
             }
         }

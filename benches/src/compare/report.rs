@@ -129,7 +129,7 @@ pub struct Report {
     pub config: Config,
     /// Each engine's sets.
     pub outcomes: Vec<SetOutcome>,
-    /// Workloads on which engines disagreed (empty when all agree).
+    /// Engines that failed a set, and workloads on which engines disagreed (empty when all went well).
     pub mismatches: Vec<String>,
 }
 
@@ -172,7 +172,7 @@ impl Report {
         Self { machine, config: config.clone(), outcomes, mismatches }
     }
 
-    /// Whether every engine gave the same answers.
+    /// Whether every engine ran and gave the same answers.
     pub fn answers_match(&self) -> bool {
         self.mismatches.is_empty()
     }
@@ -344,7 +344,7 @@ impl Report {
         if self.mismatches.is_empty() {
             let _ = writeln!(s, "\nAll engines returned the same answers (checksums of every read workload match).");
         } else {
-            let _ = writeln!(s, "\n**Engines disagreed:**\n");
+            let _ = writeln!(s, "\n**Engines failed or disagreed:**\n");
             for m in &self.mismatches {
                 let _ = writeln!(s, "- {m}");
             }

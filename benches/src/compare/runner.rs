@@ -35,12 +35,12 @@ pub struct SetOutcome {
     pub baseline_rss_bytes: Option<u64>,
 }
 
-/// Runs every set for every engine, checks the answers, and returns the report (whose `mismatches` list
-/// any disagreement between engines).
+/// Runs every set for every engine, checks the answers, and returns the report, whose `mismatches` list
+/// the engines that failed and the workloads on which engines disagreed.
 pub fn run(cfg: &Config) -> Result<Report> {
     std::fs::create_dir_all(&cfg.dir)?;
     let machine = Machine::probe(&cfg.dir);
-    let mut outcomes = Vec::new();
+    let (mut outcomes, mut failures) = (Vec::new(), Vec::new());
     for &set in &cfg.sets {
         for &spec in &cfg.engines {
             if !spec.runs(set) {
@@ -52,17 +52,25 @@ pub fn run(cfg: &Config) -> Result<Report> {
             }
             eprintln!("== {} / {spec}", set.name());
             let outcome = match (&cfg.exe, cfg.isolate) {
-                (Some(exe), true) => run_child(exe, cfg, set, spec, &dir)?,
-                _ => run_set(cfg, set, spec, &dir)?,
+                (Some(exe), true) => run_child(exe, cfg, set, spec, &dir),
+                _ => run_set(cfg, set, spec, &dir),
             };
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            outcomes.push(outcome);
+            // One engine failing does not throw away the others' results: it is reported with them.
+            match outcome {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    eprintln!("compare: {} / {spec} failed: {e}", set.name());
+                    failures.push(format!("{} / {spec}: {e}", set.name()));
+                }
+            }
         }
     }
-    let mismatches = mismatches(&outcomes);
-    Ok(Report::new(cfg, machine, outcomes, mismatches))
+    let mut problems = failures;
+    problems.extend(mismatches(&outcomes));
+    Ok(Report::new(cfg, machine, outcomes, problems))
 }
 
 /// Runs one set in this process (the child's side of an isolated run, or a run without isolation).
