@@ -188,6 +188,11 @@ impl WriteBatch {
         &self.rep
     }
 
+    /// The encoded operations as last stamped (what [`stamp`](Self::stamp) returned).
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.rep
+    }
+
     pub(crate) fn count(&self) -> u32 {
         self.count
     }

@@ -61,6 +61,7 @@ pub struct Options {
     pub(crate) level0_slowdown_trigger: usize,
     pub(crate) level0_stop_trigger: usize,
     pub(crate) max_manifest_size: u64,
+    pub(crate) ingest_threshold: usize,
     pub(crate) compaction_policy: Arc<dyn CompactionPolicy>,
     pub(crate) storage: Arc<dyn Storage>,
 }
@@ -82,6 +83,7 @@ impl Default for Options {
             level0_slowdown_trigger: 12,
             level0_stop_trigger: 20,
             max_manifest_size: 4 << 20,
+            ingest_threshold: 16 << 20,
             compaction_policy: Arc::new(LeveledPolicy::default()),
             storage: Arc::new(FsStorage),
         }
@@ -167,6 +169,16 @@ impl Options {
     /// Level-0 table count at which writers wait for compaction. Default: 20.
     pub fn level0_stop_trigger(mut self, n: usize) -> Self {
         self.level0_stop_trigger = n;
+        self
+    }
+
+    /// Encoded size from which a batch is written straight to level-0 tables instead of the WAL and the
+    /// memtable: it is sorted, written and synced as tables, and committed by the manifest edit that adds
+    /// them (durable whatever the durability asked for). Frozen memtables are flushed first, and other
+    /// writers wait meanwhile. Saves the memtable inserts and the later flush of a bulk load.
+    /// `usize::MAX` turns it off. Default: 16 MiB.
+    pub fn ingest_threshold(mut self, bytes: usize) -> Self {
+        self.ingest_threshold = bytes;
         self
     }
 

@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub wal_syncs: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_bytes: AtomicU64,
+    pub ingests: AtomicU64,
     pub compactions: AtomicU64,
     pub trivial_moves: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
@@ -65,8 +66,11 @@ pub struct Stats {
     pub wal_syncs: u64,
     /// Memtables flushed to tables since open.
     pub flushes: u64,
-    /// Bytes of tables written by flushes.
+    /// Bytes of tables written by flushes and by batches ingested as tables.
     pub flush_bytes_written: u64,
+    /// Batches written straight to level-0 tables since open (see
+    /// [`Options::ingest_threshold`](crate::Options::ingest_threshold)).
+    pub ingested_batches: u64,
     /// Compactions run since open (merges and moves).
     pub compactions: u64,
     /// Compactions that moved a table to the next level without rewriting it.

@@ -62,6 +62,8 @@ fn open(fs: &MemStorage, durability: Durability) -> Db {
         .block_size(512)
         .compaction_policy(Arc::new(LeveledPolicy::new(2, 16 * 1024, 2)))
         .max_manifest_size(2048)
+        // Some of the larger batches are ingested as tables.
+        .ingest_threshold(2048)
         .open(Path::new("/db"))
         .unwrap()
 }

@@ -73,6 +73,8 @@ fn open(storage: &MemStorage) -> Db {
         .level0_stop_trigger(10)
         .compaction_policy(Arc::new(LeveledPolicy::new(2, 8 * 1024, 2)))
         .max_manifest_size(4 * 1024)
+        // Some of the larger batches are ingested as tables.
+        .ingest_threshold(2048)
         .open(Path::new("/db"))
         .expect("open")
 }

@@ -96,7 +96,7 @@ fn sync_loop(inner: &Inner) {
 }
 
 impl Inner {
-    fn table_settings(&self, table_size: u64) -> TableSettings {
+    pub(super) fn table_settings(&self, table_size: u64) -> TableSettings {
         TableSettings {
             block_size: self.opts.block_size,
             compression: self.opts.compression,
@@ -105,13 +105,13 @@ impl Inner {
         }
     }
 
-    fn next_file_number(&self) -> u64 {
+    pub(super) fn next_file_number(&self) -> u64 {
         self.versions.lock().new_file_number()
     }
 
     /// Installs `edit` and the view that goes with it, under the version-set lock so that flushes and
     /// compactions install in the order they were logged.
-    fn install(&self, edit: VersionEdit, flushed: Option<&Arc<Memtable>>) -> Result<(), StorageError> {
+    pub(super) fn install(&self, edit: VersionEdit, flushed: Option<&Arc<Memtable>>) -> Result<(), StorageError> {
         let mut versions = self.versions.lock();
         let version = versions.log_and_apply(edit)?;
         let mut view = self.view.write();

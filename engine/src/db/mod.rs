@@ -1,6 +1,7 @@
 //! The database: open and recovery, reads, and the handle users hold.
 
 mod background;
+mod ingest;
 mod recovery;
 mod write;
 
@@ -391,6 +392,7 @@ impl Inner {
             wal_syncs: g(&c.wal_syncs),
             flushes: g(&c.flushes),
             flush_bytes_written: g(&c.flush_bytes),
+            ingested_batches: g(&c.ingests),
             compactions: g(&c.compactions),
             trivial_moves: g(&c.trivial_moves),
             compaction_bytes_read: g(&c.compaction_bytes_read),

@@ -128,11 +128,16 @@ impl Inner {
             let mut group = Vec::new();
             let mut bytes = 0;
             while let Some(r) = state.pending.front() {
-                if !group.is_empty() && bytes + r.batch.encoded_len() > MAX_GROUP_BYTES {
+                // A batch ingested as tables (see `ingest`) is a group of its own.
+                let alone = r.conditions.is_empty() && self.wants_ingest(&r.batch);
+                if !group.is_empty() && (alone || bytes + r.batch.encoded_len() > MAX_GROUP_BYTES) {
                     break;
                 }
                 bytes += r.batch.encoded_len();
                 group.extend(state.pending.pop_front());
+                if alone {
+                    break;
+                }
             }
             drop(state);
             let results = self.write_group(&mut group);
@@ -152,7 +157,12 @@ impl Inner {
     /// Writes one group as leader; one result per request.
     fn write_group(&self, group: &mut [Request]) -> Vec<Result<u64, WriteError>> {
         let force = group.iter().any(|r| r.force_flush);
-        let outcome = self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from));
+        let outcome = match group {
+            [r] if r.conditions.is_empty() && self.wants_ingest(&r.batch) => {
+                self.ingest(std::mem::take(&mut r.batch)).map(|seq| vec![Ok(seq)])
+            }
+            _ => self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from)),
+        };
         match outcome {
             Ok(results) => results,
             Err(e) => {
@@ -233,7 +243,7 @@ impl Inner {
 
     /// Ensures the memtable has room, freezing it when full (or when `force` and not empty), and slows or
     /// stalls the writer while flushes and level-0 compaction fall behind.
-    fn make_room(&self, force: bool) -> Result<(), WriteError> {
+    pub(super) fn make_room(&self, force: bool) -> Result<(), WriteError> {
         let mut slowed = false;
         let mut force = force;
         loop {
