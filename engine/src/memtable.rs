@@ -5,12 +5,13 @@
 
 use std::cmp::Ordering;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use crossbeam_skiplist::SkipSet;
 
 use crate::format::key::{self, ValueKind};
+pub(crate) use crate::table::key_hash;
 
 /// An internal key, borrowed, with the engine's order. Lets the skip list be searched without building an
 /// entry.
@@ -110,9 +111,50 @@ const ENTRY_OVERHEAD: usize = 64;
 /// Seek keys up to this size are built on the stack.
 const STACK_KEY: usize = 128;
 
+/// A blocked bloom filter over the user keys of a memtable, so that a point read of a key the memtable does
+/// not hold (the common case for a large store) skips the skip-list descent. Each key sets
+/// [`MemFilter::PROBES`] bits in one 64-bit word; the filter only ever gains bits, so it needs no lock.
+#[derive(Debug)]
+struct MemFilter {
+    words: Box<[AtomicU64]>,
+}
+
+impl MemFilter {
+    const PROBES: u32 = 4;
+
+    /// A filter of about one byte per 32 bytes of memtable (16 bits per key for entries of 64 bytes),
+    /// between 1 KiB and 2 MiB.
+    fn for_memtable_size(memtable_size: usize) -> Self {
+        let bytes = (memtable_size / 32).clamp(1024, 2 << 20).next_power_of_two();
+        Self { words: (0..bytes / 8).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    fn mask_and_word(&self, hash: u64) -> (u64, usize) {
+        let word = ((hash >> 32) as usize) & (self.words.len() - 1);
+        let mut mask = 0u64;
+        for i in 0..Self::PROBES {
+            mask |= 1 << ((hash >> (6 * i)) & 63);
+        }
+        (mask, word)
+    }
+
+    fn add(&self, hash: u64) {
+        let (mask, word) = self.mask_and_word(hash);
+        if let Some(w) = self.words.get(word) {
+            w.fetch_or(mask, AtomicOrdering::Release);
+        }
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        let (mask, word) = self.mask_and_word(hash);
+        self.words.get(word).is_none_or(|w| w.load(AtomicOrdering::Acquire) & mask == mask)
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Memtable {
     map: SkipSet<MemEntry>,
+    filter: MemFilter,
     size: AtomicUsize,
     /// Number of the WAL started when this memtable was frozen: once this memtable is flushed, every
     /// WAL numbered below it is obsolete. Zero while the memtable is active.
@@ -120,18 +162,30 @@ pub(crate) struct Memtable {
 }
 
 impl Memtable {
-    pub fn new() -> Self {
-        Self { map: SkipSet::new(), size: AtomicUsize::new(0), next_wal: AtomicUsize::new(0) }
+    /// An empty memtable expected to grow to about `memtable_size` bytes (which sizes its key filter).
+    pub fn new(memtable_size: usize) -> Self {
+        Self {
+            map: SkipSet::new(),
+            filter: MemFilter::for_memtable_size(memtable_size),
+            size: AtomicUsize::new(0),
+            next_wal: AtomicUsize::new(0),
+        }
     }
 
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
         let entry = MemEntry::new(user_key, key::make_trailer(seq, kind), value);
         self.size.fetch_add(entry.0.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
+        // The filter bit is set before the entry is visible, so a reader that finds the entry through the
+        // skip list would also have passed the filter.
+        self.filter.add(key_hash(user_key));
         self.map.insert(entry);
     }
 
-    /// The newest version of `user_key` with a sequence `<= seq`.
-    pub fn get(&self, user_key: &[u8], seq: u64) -> Lookup {
+    /// The newest version of `user_key` with a sequence `<= seq`; `hash` is [`key_hash`] of the key.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup {
+        if !self.filter.may_contain(hash) {
+            return Lookup::Absent;
+        }
         let trailer = key::seek_trailer(seq).to_le_bytes();
         let mut stack = [0u8; STACK_KEY];
         let heap;
@@ -206,24 +260,24 @@ mod tests {
 
     #[test]
     fn get_sees_the_newest_visible_version() {
-        let m = Memtable::new();
+        let m = Memtable::new(1 << 20);
         m.insert(b"a", 1, ValueKind::Put, b"v1");
         m.insert(b"a", 3, ValueKind::Put, b"v3");
         m.insert(b"a", 5, ValueKind::Delete, b"");
         m.insert(b"b", 2, ValueKind::Put, b"b2");
-        assert_eq!(m.get(b"a", 0), Lookup::Absent);
-        assert_eq!(m.get(b"a", 1), Lookup::Found(b"v1".to_vec(), 1));
-        assert_eq!(m.get(b"a", 4), Lookup::Found(b"v3".to_vec(), 3));
-        assert_eq!(m.get(b"a", 9), Lookup::Deleted(5));
-        assert_eq!(m.get(b"b", 9), Lookup::Found(b"b2".to_vec(), 2));
-        assert_eq!(m.get(b"c", 9), Lookup::Absent);
-        assert_eq!(m.get(b"", 9), Lookup::Absent);
+        assert_eq!(m.get(b"a", 0, key_hash(b"a")), Lookup::Absent);
+        assert_eq!(m.get(b"a", 1, key_hash(b"a")), Lookup::Found(b"v1".to_vec(), 1));
+        assert_eq!(m.get(b"a", 4, key_hash(b"a")), Lookup::Found(b"v3".to_vec(), 3));
+        assert_eq!(m.get(b"a", 9, key_hash(b"a")), Lookup::Deleted(5));
+        assert_eq!(m.get(b"b", 9, key_hash(b"b")), Lookup::Found(b"b2".to_vec(), 2));
+        assert_eq!(m.get(b"c", 9, key_hash(b"c")), Lookup::Absent);
+        assert_eq!(m.get(b"", 9, key_hash(b"")), Lookup::Absent);
         assert_eq!(m.len(), 4);
     }
 
     #[test]
     fn chunks_walk_both_directions() {
-        let m = Memtable::new();
+        let m = Memtable::new(1 << 20);
         for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
             m.insert(*k, i as u64 + 1, ValueKind::Put, b"x");
         }
@@ -235,5 +289,26 @@ mod tests {
         assert_eq!(users(&rest), vec![b"c".to_vec(), b"d".to_vec()]);
         let back = m.chunk(Some(first[1].key()), true, true, 10);
         assert_eq!(users(&back), vec![b"b".to_vec(), b"a".to_vec()]);
+    }
+
+    #[test]
+    fn key_filter_has_no_false_negatives_and_few_false_positives() {
+        // Sized for 64 MiB: 100,000 keys leave few false positives.
+        let f = MemFilter::for_memtable_size(64 << 20);
+        let keys: Vec<Vec<u8>> = (0..100_000u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        for k in &keys {
+            f.add(key_hash(k));
+        }
+        assert!(keys.iter().all(|k| f.may_contain(key_hash(k))));
+        let fp = (0..100_000u32).filter(|i| f.may_contain(key_hash(format!("other-{i}").as_bytes()))).count();
+        assert!(fp < 1_000, "false positives: {fp} of 100000");
+        // Overfilled (a tiny memtable's filter), it answers "maybe", never "no", for what it holds.
+        let m = Memtable::new(0);
+        for (i, k) in keys.iter().take(20_000).enumerate() {
+            m.insert(k, i as u64 + 1, ValueKind::Put, b"v");
+        }
+        for (i, k) in keys.iter().take(20_000).enumerate() {
+            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)), Lookup::Found(b"v".to_vec(), i as u64 + 1));
+        }
     }
 }

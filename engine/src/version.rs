@@ -53,16 +53,17 @@ impl TableHandle {
         }
     }
 
-    pub fn reader(&self) -> Result<Arc<TableReader>, StorageError> {
+    /// The table's reader, opened on first use.
+    pub fn reader(&self) -> Result<&Arc<TableReader>, StorageError> {
         if let Some(r) = self.reader.get() {
-            return Ok(r.clone());
+            return Ok(r);
         }
         let _guard = self.open_lock.lock();
         if let Some(r) = self.reader.get() {
-            return Ok(r.clone());
+            return Ok(r);
         }
         let r = Arc::new(TableReader::open(&*self.ctx.storage, &self.path, self.meta.number, self.ctx.cache.clone())?);
-        Ok(self.reader.get_or_init(|| r).clone())
+        Ok(self.reader.get_or_init(|| r))
     }
 
     pub fn smallest_user(&self) -> &[u8] {
@@ -145,9 +146,9 @@ impl Version {
         self.levels.iter().skip(level + 1).any(|ts| find_in_level(ts, user_key).is_some())
     }
 
-    /// The newest version of `user_key` at `seq` in the tables.
-    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
-        let hash = crate::table::key_hash(user_key);
+    /// The newest version of `user_key` at `seq` in the tables; `hash` is its
+    /// [`key_hash`](crate::table::key_hash).
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
@@ -174,7 +175,7 @@ impl Version {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
-                    out.push(Box::new(TableIter::new(t.reader()?, reverse)));
+                    out.push(Box::new(TableIter::new(t.reader()?.clone(), reverse)));
                 }
             } else if !tables.is_empty() {
                 out.push(Box::new(LevelIter::new(tables.clone(), reverse)));
@@ -207,7 +208,7 @@ impl LevelIter {
         self.idx = idx;
         self.cur = match self.tables.get(idx) {
             Some(t) => {
-                let mut it = TableIter::new(t.reader()?, self.reverse);
+                let mut it = TableIter::new(t.reader()?.clone(), self.reverse);
                 it.seek(target)?;
                 Some(it)
             }

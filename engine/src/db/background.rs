@@ -214,7 +214,7 @@ impl Inner {
         }
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         for t in &inputs {
-            sources.push(Box::new(TableIter::new(t.reader()?, false)));
+            sources.push(Box::new(TableIter::new(t.reader()?.clone(), false)));
         }
         if !below.is_empty() {
             sources.push(Box::new(LevelIter::new(below.clone(), false)));
@@ -262,7 +262,7 @@ impl Inner {
         for (level, ts) in version.levels.iter().enumerate() {
             if level == 0 {
                 for t in ts {
-                    sources.push(Box::new(TableIter::new(t.reader()?, false)));
+                    sources.push(Box::new(TableIter::new(t.reader()?.clone(), false)));
                 }
             } else if !ts.is_empty() {
                 sources.push(Box::new(LevelIter::new(ts.clone(), false)));

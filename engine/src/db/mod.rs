@@ -409,13 +409,14 @@ impl Inner {
 
 /// The newest version of `key` at `seq` in a view: memtables newest first, then the tables.
 pub(crate) fn lookup(view: &View, key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
+    let hash = crate::memtable::key_hash(key);
     let found = std::iter::once(&view.mem)
         .chain(view.imms.iter().rev())
-        .map(|m| m.get(key, seq))
+        .map(|m| m.get(key, seq, hash))
         .find(|l| *l != Lookup::Absent);
     match found {
         Some(l) => Ok(l),
-        None => view.version.get(key, seq),
+        None => view.version.get(key, seq, hash),
     }
 }
 

@@ -59,7 +59,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     let ctx = TableContext { storage: storage.clone(), dir: dir.to_path_buf(), cache: new_cache(&opts) };
     let mut versions = VersionSet::open(ctx.clone(), max_number + 1, opts.max_manifest_size)?;
     let counters = Counters::default();
-    let mem = Memtable::new();
+    let mem = Memtable::new(opts.memtable_size);
     let replayed = replay_wals(&*storage, dir, &listing, versions.log_number(), &mem, &counters)?;
     let last_seq = replayed.last_seq.max(versions.last_sequence());
 

@@ -301,7 +301,11 @@ impl Inner {
         debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
         let mut imms = current.imms.clone();
         imms.push(current.mem.clone());
-        *current = Arc::new(View { mem: Arc::new(Memtable::new()), imms, version: current.version.clone() });
+        *current = Arc::new(View {
+            mem: Arc::new(Memtable::new(self.opts.memtable_size)),
+            imms,
+            version: current.version.clone(),
+        });
         drop(current);
         self.bg_cv.notify_all();
         Ok(())

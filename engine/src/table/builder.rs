@@ -18,6 +18,11 @@ use super::BlockCompression;
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Compressed blocks are kept only when they save at least 1/8 of the raw size.
 const MIN_SAVING_DIVISOR: usize = 8;
+/// After this many data blocks in a row that did not compress enough, compression is only tried on every
+/// [`PROBE_EVERY`]th data block until one compresses again: incompressible data (random or already
+/// compressed values) then costs almost no compression work.
+const GIVE_UP_AFTER: u32 = 8;
+const PROBE_EVERY: u64 = 16;
 
 /// What a finished table holds.
 #[derive(Debug, Clone)]
@@ -44,6 +49,9 @@ pub(crate) struct TableBuilder {
     /// One zstd context for the whole table: creating one per block costs more than compressing it.
     compressor: Option<zstd::bulk::Compressor<'static>>,
     bits_per_key: u32,
+    /// Data blocks written, and how many of the latest in a row did not compress.
+    data_blocks: u64,
+    incompressible_run: u32,
     entries: u64,
     smallest: Vec<u8>,
     largest: Vec<u8>,
@@ -79,6 +87,8 @@ impl TableBuilder {
             block_size,
             compression,
             bits_per_key,
+            data_blocks: 0,
+            incompressible_run: 0,
             entries: 0,
             smallest: Vec::new(),
             largest: Vec::new(),
@@ -130,14 +140,23 @@ impl TableBuilder {
         }
         let last_key = self.data.last_key().to_vec();
         let raw = self.data.finish();
-        let handle = self.write_block(&raw, self.compression)?;
+        let probe = self.incompressible_run < GIVE_UP_AFTER || self.data_blocks.is_multiple_of(PROBE_EVERY);
+        let compression = if probe { self.compression } else { Compression::None };
+        let (handle, compressed) = self.write_block(&raw, compression)?;
+        self.data_blocks += 1;
+        if compressed {
+            self.incompressible_run = 0;
+        } else if probe {
+            self.incompressible_run = self.incompressible_run.saturating_add(1);
+        }
         let mut encoded = Vec::with_capacity(BlockHandle::ENCODED_LEN);
         handle.encode(&mut encoded);
         self.index.add(&last_key, &encoded);
         Ok(())
     }
 
-    fn write_block(&mut self, raw: &[u8], compression: Compression) -> Result<BlockHandle, StorageError> {
+    /// Writes a block, compressed if that saves enough; returns its handle and whether it was compressed.
+    fn write_block(&mut self, raw: &[u8], compression: Compression) -> Result<(BlockHandle, bool), StorageError> {
         let compressed = match (compression, &mut self.compressor) {
             (Compression::Zstd { .. }, Some(c)) => {
                 c.compress(raw).ok().filter(|c| c.len() + 4 <= raw.len() - raw.len() / MIN_SAVING_DIVISOR)
@@ -145,6 +164,7 @@ impl TableBuilder {
             _ => None,
         };
         let start = self.pending.len();
+        let was_compressed = compressed.is_some();
         let kind = match compressed {
             Some(c) => {
                 put_u32(&mut self.pending, raw.len() as u32);
@@ -164,7 +184,7 @@ impl TableBuilder {
         if self.pending.len() >= WRITE_BUFFER {
             self.flush_pending()?;
         }
-        Ok(handle)
+        Ok((handle, was_compressed))
     }
 
     fn flush_pending(&mut self) -> Result<(), StorageError> {
@@ -178,9 +198,9 @@ impl TableBuilder {
     pub fn finish(mut self) -> Result<TableSummary, StorageError> {
         self.finish_data_block()?;
         let filter_bytes = filter::build(&self.hashes, self.bits_per_key);
-        let filter = self.write_block(&filter_bytes, Compression::None)?;
+        let (filter, _) = self.write_block(&filter_bytes, Compression::None)?;
         let index_raw = self.index.finish();
-        let index = self.write_block(&index_raw, self.compression)?;
+        let (index, _) = self.write_block(&index_raw, self.compression)?;
         let footer = Footer { index, filter, entry_count: self.entries, version: TABLE_FORMAT_VERSION };
         self.pending.extend_from_slice(&footer.encode());
         self.flush_pending()?;

@@ -130,3 +130,43 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
         fs.mutate_byte(path, offset, |b| b ^ 0x10).unwrap();
     }
 }
+
+/// After a run of incompressible blocks the builder only probes now and then, and compresses again as soon
+/// as the data allows; every entry reads back either way.
+#[test]
+fn compression_backs_off_on_incompressible_data_and_resumes() {
+    let (fs, path) = setup();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    let mut items = Vec::new();
+    for i in 0..4000u32 {
+        // 2,000 random values (incompressible), then 2,000 of one repeated byte.
+        let value = if i < 2000 { noise(100) } else { vec![b'z'; 100] };
+        items.push((
+            internal_key(format!("key{i:06}").as_bytes(), make_trailer(u64::from(i) + 1, ValueKind::Put)),
+            value,
+        ));
+    }
+    let plain = build(&fs, Path::new("/t/000002.sst"), &items, Compression::None);
+    let summary = build(&fs, path, &items, Compression::Zstd { level: 1 });
+    // The repetitive half holds about 2,000 x 110 bytes; compressed, it shrinks to a fraction.
+    assert!(summary.size + 150_000 < plain.size, "the repetitive half compressed: {} of {}", summary.size, plain.size);
+    let reader = Arc::new(TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(1 << 20))).unwrap());
+    assert_eq!(reader.verify().unwrap(), 4000);
+    for (i, (k, v)) in items.iter().enumerate() {
+        let ukey = key::user_key(k);
+        assert_eq!(
+            reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)).unwrap(),
+            Lookup::Found(v.clone(), i as u64 + 1)
+        );
+    }
+}
