@@ -116,12 +116,14 @@ impl DynCollection {
     pub(crate) fn query_as<D: DeserializeOwned>(&self, query: &Query) -> Result<Page<D>, CollectionError> {
         let limit = query.page_size()?;
         let spec = self.spec()?;
+        let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
         let mut records = Vec::with_capacity(limit.min(1024));
         let mut last_key = None;
         let mut more = false;
         execute::<D>(
             &snap,
+            (self.store.hints(), ticket),
             &spec,
             query,
             |key, env, id| {
@@ -144,11 +146,13 @@ impl DynCollection {
     /// Number of documents matching `query` (its limit and cursor are ignored).
     pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
         let spec = self.spec()?;
+        let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
         let mut n = 0u64;
         let q = query.clone().after(None);
         execute::<serde::de::IgnoredAny>(
             &snap,
+            (self.store.hints(), ticket),
             &spec,
             &q,
             |_, _, _| {

@@ -8,6 +8,7 @@ mod changes;
 mod envelope;
 mod error;
 mod handle;
+mod hints;
 mod keys;
 mod query;
 mod record;

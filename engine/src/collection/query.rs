@@ -13,6 +13,7 @@ use crate::snapshot::Snapshot;
 
 use super::envelope::{self, Envelope};
 use super::error::CollectionError;
+use super::hints::{ScanHints, ScanTicket};
 use super::keys;
 use super::record::{CollectionSpec, IndexSpec};
 
@@ -305,6 +306,7 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
 /// straight into `D` when nothing needs checking on the record; otherwise as JSON first, to check them.
 pub(crate) fn execute<D: DeserializeOwned>(
     snap: &Snapshot,
+    (hints, ticket): (&ScanHints, ScanTicket),
     spec: &CollectionSpec,
     q: &Query,
     mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str) -> bool,
@@ -322,8 +324,33 @@ pub(crate) fn execute<D: DeserializeOwned>(
             lower = Bound::Excluded(key);
         }
     }
-    let iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
     let full_scan = plan.index.is_none();
+    // A forward index scan from the start of its range may begin where an earlier scan found the first
+    // live entry (see `hints`), and records where this one finds it.
+    let hinted_from = match &lower {
+        Bound::Included(lo) if !plan.reverse_scan && !full_scan && q.cursor.is_none() => Some(lo.clone()),
+        _ => None,
+    };
+    if let Some(start) = hinted_from.as_ref().and_then(|lo| hints.start(lo, snap.sequence())) {
+        lower = Bound::Included(start);
+    }
+    let end = match &upper {
+        Bound::Excluded(u) => Some(u.clone()),
+        _ => None,
+    };
+    let iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
+    let mut iter = iter.peekable();
+    if let Some(lo) = &hinted_from {
+        match iter.peek() {
+            Some(Ok((first, _))) => hints.record(ticket, lo, first, snap.sequence()),
+            None => {
+                if let Some(end) = &end {
+                    hints.record(ticket, lo, end, snap.sequence());
+                }
+            }
+            Some(Err(_)) => {}
+        }
+    }
     // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
     // take in values of other types (null sorts before every number), which only `matches` rejects.
     let skip_records = count_only && plan.filtered.is_empty() && q.range.is_none() && !full_scan;

@@ -16,6 +16,7 @@ use super::changes::{decode_event, seq_key, Change};
 use super::envelope::{self, Envelope};
 use super::error::CollectionError;
 use super::handle::DynCollection;
+use super::hints::ScanHints;
 use super::keys;
 use super::record::{CollectionSpec, Record};
 use super::txn::Transaction;
@@ -91,6 +92,7 @@ struct StoreInner {
     opts: StoreOptions,
     catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
     declare: Mutex<()>,
+    hints: ScanHints,
 }
 
 /// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
@@ -148,12 +150,25 @@ impl Store {
                 serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
-        Ok(Store { inner: Arc::new(StoreInner { db, opts, catalog: RwLock::new(catalog), declare: Mutex::new(()) }) })
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                db,
+                opts,
+                catalog: RwLock::new(catalog),
+                declare: Mutex::new(()),
+                hints: ScanHints::default(),
+            }),
+        })
     }
 
     /// The database underneath.
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Where index scans may start; every index insert must be registered here (see `hints`).
+    pub(crate) fn hints(&self) -> &ScanHints {
+        &self.inner.hints
     }
 
     /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
@@ -172,7 +187,11 @@ impl Store {
             return Ok(());
         }
         if let Some(old) = old {
-            self.reindex(&old, &spec)?;
+            // Index entries are written outside transactions here: no scan hint may survive or be stored.
+            self.hints().reset();
+            let result = self.reindex(&old, &spec);
+            self.hints().reset();
+            result?;
         }
         let mut batch = WriteBatch::new();
         batch.put(keys::catalog_key(&spec.name), serde_json::to_vec(&spec).unwrap_or_default());

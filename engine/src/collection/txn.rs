@@ -232,14 +232,21 @@ impl<'s> Transaction<'s> {
             return Ok(Committed { seq: 0, at_ms });
         }
         let mut batch = WriteBatch::new();
+        let mut inserted = Vec::new();
         for key in &self.order {
             let Some(s) = self.staged.get(key) else { continue };
-            stage_into(&mut batch, s, key, at_ms);
+            stage_into(&mut batch, &mut inserted, s, key, at_ms);
         }
         let seq = self.snap.sequence();
         let conditions =
             self.reads.iter().chain(&self.order).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
-        match self.store.db().write_if(batch, conditions, WriteOptions::default()) {
+        let hints = self.store.hints();
+        let ticket = hints.begin_insert(inserted);
+        let result = self.store.db().write_if(batch, conditions, WriteOptions::default());
+        if let Some(ticket) = ticket {
+            hints.end_insert(ticket, result.as_ref().ok().copied());
+        }
+        match result {
             Ok(seq) => Ok(Committed { seq, at_ms }),
             Err(WriteError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
@@ -250,8 +257,9 @@ impl<'s> Transaction<'s> {
     }
 }
 
-/// Adds one staged write to the batch: index entries that changed, the record, and a change event.
-fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
+/// Adds one staged write to the batch: index entries that changed, the record, and a change event. The
+/// index keys it puts are added to `inserted`.
+fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) {
     let coll = &s.spec.name;
     for index in &s.spec.indexes {
         let old = s.before.as_ref().map(|b| keys::index_key(coll, &index.name, &index.fields, &b.doc, &s.id));
@@ -263,7 +271,8 @@ fn stage_into(batch: &mut WriteBatch, s: &Staged, key: &[u8], at_ms: i64) {
             batch.delete(old);
         }
         if let Some(new) = new {
-            batch.put(new, s.id.as_bytes());
+            batch.put(&new, s.id.as_bytes());
+            inserted.push(new);
         }
     }
     // Serialized once, for both the record and its change event. Serializing a `Value` cannot fail.
