@@ -182,23 +182,32 @@ impl DynCollection {
         for _round in 0..8 {
             let mut lost_race = false;
             for q in queries {
-                let page = self.query(&q.clone().limit(CLAIM_BATCH).after(None))?;
-                for candidate in page.records {
-                    let mut doc = candidate.doc;
-                    if !change(&mut doc) {
-                        continue;
-                    }
-                    match self.update(&candidate.id, candidate.version, doc) {
-                        Ok(claimed) => return Ok(Some(claimed)),
-                        Err(
-                            CollectionError::Conflict { .. }
-                            | CollectionError::NotFound { .. }
-                            | CollectionError::TxnConflict { .. },
-                        ) => {
-                            lost_race = true;
+                // Candidates are read a page at a time, the first page holding one: without contention
+                // the first candidate is taken, and reading (and decoding) more would be wasted.
+                let (mut seen, mut page_size, mut cursor) = (0, 1, None);
+                while seen < CLAIM_BATCH {
+                    let page = self.query(&q.clone().limit(page_size).after(cursor.take()))?;
+                    for candidate in page.records {
+                        seen += 1;
+                        let mut doc = candidate.doc;
+                        if !change(&mut doc) {
+                            continue;
                         }
-                        Err(e) => return Err(e),
+                        match self.update(&candidate.id, candidate.version, doc) {
+                            Ok(claimed) => return Ok(Some(claimed)),
+                            Err(
+                                CollectionError::Conflict { .. }
+                                | CollectionError::NotFound { .. }
+                                | CollectionError::TxnConflict { .. },
+                            ) => {
+                                lost_race = true;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
+                    let Some(next) = page.next_cursor else { break };
+                    cursor = Some(next);
+                    page_size = (page_size * 4).min(CLAIM_BATCH - seen).max(1);
                 }
             }
             if !lost_race {
