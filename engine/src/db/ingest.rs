@@ -2,9 +2,10 @@
 //!
 //! A batch of at least [`Options::ingest_threshold`](crate::Options::ingest_threshold) bytes is sorted,
 //! written to new tables and synced; the manifest edit that adds them is its commit point, as for a flush.
-//! So that the new tables are the newest level-0 tables and hold the newest versions of their keys, the
-//! memtable is frozen and every frozen memtable flushed first; the commit leader holds the queue meanwhile,
-//! so no other write can slip in. After a crash the batch is either in the manifest (whole) or its tables
+//! So that the new tables hold the newest versions of their keys, the memtable is frozen and every frozen
+//! memtable flushed first, and the tables join the deepest level with nothing overlapping them at or above
+//! it (level 0, as the newest level-0 tables, if a level-0 table overlaps); the commit leader holds the
+//! queue meanwhile, so no other write can slip in. After a crash the batch is either in the manifest (whole) or its tables
 //! are orphans that the next open removes.
 
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use crate::compaction::merge::{merge, DropRules};
 use crate::error::{StorageError, WriteError};
 use crate::format::key;
 use crate::iter::Source;
-use crate::manifest::VersionEdit;
+use crate::manifest::{TableMeta, VersionEdit, NUM_LEVELS};
 use crate::stats::Counters;
 
 use super::Inner;
@@ -90,9 +91,12 @@ impl Inner {
             })?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
+        // No compaction may change the levels between choosing one and installing there.
+        let _no_compaction = self.compaction_lock.lock();
+        let level = self.ingest_level(&outputs);
         let edit = VersionEdit {
             last_sequence: Some(last_seq),
-            added: outputs.into_iter().map(|m| (0, m)).collect(),
+            added: outputs.into_iter().map(|m| (level, m)).collect(),
             ..VersionEdit::default()
         };
         self.install(edit, None)?;
@@ -105,6 +109,17 @@ impl Inner {
         self.bg.lock().compaction_wanted = true;
         self.bg_cv.notify_all();
         Ok(last_seq)
+    }
+
+    /// The deepest level that the new tables can join: no table at it or above overlaps their key range,
+    /// so every older version of their keys sits deeper and reads meet the new ones first. Level 0 if a
+    /// level-0 table overlaps. An ingest into an empty store lands at the bottom level, where it needs no
+    /// compaction and reads probe one table per key instead of each level-0 table.
+    fn ingest_level(&self, outputs: &[TableMeta]) -> usize {
+        let lo = outputs.iter().map(|m| key::user_key(&m.smallest)).min().unwrap_or_default();
+        let hi = outputs.iter().map(|m| key::user_key(&m.largest)).max().unwrap_or_default();
+        let version = self.versions.lock().current();
+        (0..NUM_LEVELS).take_while(|&level| version.overlapping(level, lo, hi).is_empty()).last().unwrap_or(0)
     }
 
     /// Waits until no frozen memtable is left to flush.
