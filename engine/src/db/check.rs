@@ -146,7 +146,18 @@ impl CheckReport {
     }
 }
 
-/// Checks a data directory; see the [module](self) documentation for what is checked.
+/// Checks a data directory without changing it (the engine side of `cairn check`).
+///
+/// The file-level checks read every file directly: `CURRENT`, every manifest edit, every live table (footer,
+/// index, filter and every block's checksum, key order within and across blocks, entry count, first and last
+/// key and sequence range against the manifest; non-overlapping key ranges in levels 1 and deeper), and every
+/// WAL an open would replay (checksums, sync markers, batches, ascending sequences). Orphan files are
+/// warnings. If nothing is wrong so far, the database is then opened through an in-memory overlay of the
+/// directory (the replay and the manifest an open writes stay in memory), scanned in full, and every
+/// collection's indexes are compared with its records. The directory is locked for the whole check.
+///
+/// Nothing is written unless [`Check::repair`] is set and the newest WAL has a torn tail: then that WAL is
+/// cut back to its last intact record, as the next open would do.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

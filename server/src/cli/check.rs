@@ -93,6 +93,7 @@ fn print_text(r: &cairn::CheckReport, start: Instant) {
     if r.is_healthy() {
         println!("healthy");
     } else {
-        println!("NOT healthy: {} problems", r.problems.len() + usize::from(r.torn_wal.is_some() && !r.repaired));
+        let torn = if r.torn_wal.is_some() && !r.repaired { ", a torn WAL tail" } else { "" };
+        println!("NOT healthy: {} problems{torn}", r.problems.len());
     }
 }
