@@ -5,7 +5,8 @@
 //!
 //! Every flip must end either as a [`StorageError::Corruption`] naming the damaged file and an offset in it,
 //! or be shown harmless: every value read equals the model, no deleted key comes back. Never a panic (on
-//! any thread: a panic hook counts them), never a wrong or missing value.
+//! any thread: a panic hook counts them), never a wrong or missing value. Every fifth damaged copy also goes
+//! to `cairn::Check`, which must report what the engine detected (naming the file) and nothing else.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -15,12 +16,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn::{Compression, Db, MemStorage, OpenError, Storage, StorageError, WriteBatch};
+use cairn::{Check, Compression, Db, MemStorage, OpenError, Storage, StorageError, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Files larger than this are swept one byte at a time (bit `offset % 8` of each), smaller ones bit by bit.
 const EVERY_BIT_UP_TO: usize = 16 * 1024;
+
+/// `cairn check` (`cairn::Check`) is run on every this-many-th damaged copy too.
+const CHECK_EVERY: usize = 5;
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
 static LAST_PANIC: Mutex<String> = Mutex::new(String::new());
@@ -176,6 +180,8 @@ struct Counts {
     /// or field holding it).
     located: u64,
     harmless: u64,
+    /// Damaged copies also given to `Check`.
+    checked: u64,
 }
 
 /// Flips every bit (or every byte) of one file, one at a time, each on a fresh copy of `base`.
@@ -186,13 +192,21 @@ fn sweep_file(base: &MemStorage, file: &Path, len: usize, model: &Model, failure
     } else {
         (0..len).map(|byte| (byte, 1u8 << (byte % 8))).collect()
     };
-    for (offset, mask) in positions {
+    for (n, (offset, mask)) in positions.into_iter().enumerate() {
         let copy = base.crash_image();
         copy.mutate_byte(file, offset, |b| b ^ mask).unwrap();
+        // Opening writes to the copy (a new manifest, a cut torn tail): keep the damaged state for `Check`.
+        let for_check = (n % CHECK_EVERY == 0).then(|| copy.crash_image());
         let panics = PANICS.load(Ordering::SeqCst);
         let result = catch_unwind(AssertUnwindSafe(|| examine(&copy, file, len, model)));
         counts.flips += 1;
         let where_ = format!("{} byte {offset} mask {mask:#04x}", file.display());
+        if let (Some(damaged), Ok(Ok(outcome))) = (for_check, &result) {
+            counts.checked += 1;
+            if let Err(why) = check_agrees(&damaged, file, outcome) {
+                failures.push(format!("{where_}: cairn check: {why}"));
+            }
+        }
         match result {
             _ if PANICS.load(Ordering::SeqCst) != panics => {
                 failures.push(format!("{where_}: panic: {}", LAST_PANIC.lock().unwrap()));
@@ -207,6 +221,18 @@ fn sweep_file(base: &MemStorage, file: &Path, len: usize, model: &Model, failure
         }
     }
     counts
+}
+
+/// `Check` must report every flip the engine detects, naming the file, and find no problem in a harmless
+/// one (a harmless flip in the WAL's final marker does read as a torn tail, which is no problem).
+fn check_agrees(damaged: &MemStorage, file: &Path, outcome: &Outcome) -> Result<(), String> {
+    let report = Check::new().storage(Arc::new(damaged.clone())).run(dir()).map_err(|e| e.to_string())?;
+    match outcome {
+        Outcome::Detected(_) if report.problems.iter().any(|p| p.file.as_deref() == Some(file)) => Ok(()),
+        Outcome::Detected(_) => Err(format!("the engine detected it, check reports {:?}", report.problems)),
+        Outcome::Harmless if report.problems.is_empty() => Ok(()),
+        Outcome::Harmless => Err(format!("harmless, but check reports {:?}", report.problems)),
+    }
 }
 
 fn kind(file: &Path) -> &'static str {
@@ -257,11 +283,15 @@ fn every_flipped_bit_is_detected_or_harmless() {
         t.flips += c.flips;
         t.detected += c.detected;
         t.located += c.located;
+        t.checked += c.checked;
         t.harmless += c.harmless;
     }
     let _ = std::panic::take_hook();
     for (k, t) in &totals {
-        println!("{k}: {} flips, {} detected ({} located), {} harmless", t.flips, t.detected, t.located, t.harmless);
+        println!(
+            "{k}: {} flips, {} detected ({} located), {} harmless; {} also checked by cairn check",
+            t.flips, t.detected, t.located, t.harmless, t.checked
+        );
     }
     assert!(
         failures.is_empty(),
