@@ -54,7 +54,7 @@ pub use collection::{
     Query, Record, Store, StoreOptions, Stored, Transaction, MAX_PAGE,
 };
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
-pub use db::Db;
+pub use db::{Check, CheckReport, Db, Finding, TornWal};
 pub use domain::*;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};

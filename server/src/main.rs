@@ -2,7 +2,7 @@
 //!
 //! Subcommands inspect (`stats`), maintain (`compact`), check (`check`) and exercise (`demo`) a database.
 //! The HTTP server will join them in a later release. Exit status: 0 on success, 1 on failure (message on
-//! stderr), 2 on a usage error.
+//! stderr), 2 on a usage error (and, for `check`, when the directory cannot be opened).
 
 mod cli;
 
@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("cairn: {failure}");
-            ExitCode::FAILURE
+            ExitCode::from(failure.code())
         }
     }
 }

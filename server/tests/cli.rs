@@ -130,7 +130,9 @@ fn stats_check_and_compact_on_a_demo_database() {
     // their index entries and the change feed.
     let check = ok(&["check"], dir.path());
     let live = 1 + 2000 + index_entries + changes;
-    assert!(check.starts_with(&format!("ok: {} entries", thousands(live))), "{check}\ndemo:\n{out}");
+    assert!(check.contains(&format!(" {} live keys", thousands(live))), "{check}\ndemo:\n{out}");
+    assert!(check.contains(&format!("1 collections, {} index entries agree", thousands(index_entries))), "{check}");
+    assert!(check.ends_with("\nhealthy\n"), "{check}");
 
     // Everything survived the compaction.
     let again = demo(dir.path());
@@ -155,7 +157,7 @@ fn check_reports_a_flipped_byte_with_its_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     demo(dir.path());
     ok(&["compact"], dir.path());
-    assert!(ok(&["check"], dir.path()).starts_with("ok: "));
+    assert!(ok(&["check"], dir.path()).ends_with("\nhealthy\n"));
 
     let largest: PathBuf = std::fs::read_dir(dir.path())
         .expect("list the data directory")
@@ -169,12 +171,14 @@ fn check_reports_a_flipped_byte_with_its_file() {
     std::fs::write(&largest, bytes).expect("write the table back");
 
     let out = cairn(&["check"], dir.path());
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {stderr}", text(&out.stdout));
-    assert!(stderr.contains("corruption"), "{stderr}");
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("not healthy"), "{stderr}");
+    let problem = stdout.lines().find(|l| l.starts_with("problem: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(problem.contains("corruption"), "{problem}");
     let name = largest.file_name().and_then(|n| n.to_str()).expect("a file name");
-    assert!(stderr.contains(name), "{stderr} should name {name}");
-    assert!(stderr.contains("offset"), "{stderr}");
+    assert!(problem.contains(name), "{problem} should name {name}");
+    assert!(problem.contains("offset"), "{problem}");
 }
 
 #[test]
@@ -183,7 +187,8 @@ fn inspecting_a_missing_database_fails_without_creating_it() {
     let missing = dir.path().join("nothing-here");
     for cmd in ["stats", "check", "compact"] {
         let out = cairn(&[cmd], &missing);
-        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        // `check` tells "cannot check" (2) from "checked: not healthy" (1).
+        assert_eq!(out.status.code(), Some(if cmd == "check" { 2 } else { 1 }), "{cmd}");
         let stderr = text(&out.stderr);
         assert!(stderr.contains("no database at"), "{cmd}: {stderr}");
     }

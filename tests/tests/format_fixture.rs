@@ -684,6 +684,11 @@ fn decode_dir(files: &BTreeMap<String, Vec<u8>>) -> Decoded {
     let (mut wal_tombstones, mut wal_records) = (0, 0);
     for number in &wals {
         for payload in read_log(read(&format!("{number:06}.wal")), b"CAIRNWAL") {
+            // A sync marker (wal.md, "Sync markers"): exactly 12 bytes with count 0; no entries. A clean
+            // close ends the WAL with one.
+            if payload.len() == 12 && le_u32(&payload, 8) == 0 {
+                continue;
+            }
             wal_records += 1;
             let (first, entries) = decode_batch(&payload);
             assert!(first > last_seq, "batch sequences ascend");

@@ -66,13 +66,16 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     // Commits go on into the newest WAL, after its last intact record (as LevelDB's reuse_logs): the
     // replayed memtable stays as it is, so an open costs the replay alone, and no WAL is left behind.
     let reused = replayed.wals.last().filter(|w| w.valid_len >= LOG_FILE_HEADER_LEN as u64);
-    let (writer, wal_number) = match reused {
-        Some(w) => (LogWriter::reopen(&*storage, &names::wal(dir, w.number), w.valid_len)?, w.number),
+    let (wal, wal_number) = match reused {
+        Some(w) => {
+            let writer = LogWriter::reopen(&*storage, &names::wal(dir, w.number), w.valid_len)?;
+            (WalState::reopened(writer, w.marked), w.number)
+        }
         None => {
             let number = versions.new_file_number();
             let writer = LogWriter::create(&*storage, &names::wal(dir, number), WAL_MAGIC, WAL_FORMAT_VERSION)?;
             storage.sync_dir(dir).map_err(io_err)?;
-            (writer, number)
+            (WalState::new(writer), number)
         }
     };
     for w in replayed.wals.iter().filter(|w| w.records == 0 && w.number != wal_number) {
@@ -101,7 +104,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         ctx,
         view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
         versions: Mutex::new(versions),
-        wal: Mutex::new(WalState::new(writer)),
+        wal: Mutex::new(wal),
         commit: CommitQueue::default(),
         last_seq: AtomicU64::new(last_seq),
         snapshots: SnapshotList::default(),
@@ -124,6 +127,10 @@ struct ReplayedWal {
     /// Length of its intact prefix (after any torn tail was cut off).
     valid_len: u64,
     records: usize,
+    /// How much of it sync markers vouch for: its valid length if it ends with a marker, else the largest
+    /// `synced_through` of its markers (0 if none). Appends and close add a marker when it is short of the
+    /// synced length, so records a crashed session left unvouched are covered again.
+    marked: u64,
 }
 
 /// What replay found.
@@ -171,7 +178,16 @@ fn replay_wals(
             storage.truncate(&path, log.valid_len).map_err(|e| StorageError::io(&path, e))?;
             Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64 - log.valid_len);
         }
-        replayed.push(ReplayedWal { number: *number, valid_len: log.valid_len, records: log.records.len() });
+        let mut marked = 0;
+        for (i, (offset, payload)) in log.records.iter().enumerate() {
+            if let Some(synced) = batch::marker_synced_through(payload) {
+                marked = marked.max(synced);
+                if i + 1 == log.records.len() && *offset + 8 + payload.len() as u64 == log.valid_len {
+                    marked = log.valid_len;
+                }
+            }
+        }
+        replayed.push(ReplayedWal { number: *number, valid_len: log.valid_len, records: log.records.len(), marked });
         for (offset, payload) in log.records {
             let bad = |at: usize, reason: &str| {
                 StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))

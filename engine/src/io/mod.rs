@@ -6,6 +6,7 @@
 
 mod fs;
 mod mem;
+mod overlay;
 
 use std::fmt;
 use std::io;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use fs::FsStorage;
 pub use mem::{CrashMode, FaultKind, FaultOp, MemStorage};
+pub(crate) use overlay::OverlayStorage;
 
 /// A file system as the engine uses it: append-only files, whole-file reads, read-only maps, renames and
 /// directory syncs.

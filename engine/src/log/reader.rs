@@ -55,6 +55,23 @@ fn synced_past(bytes: &[u8], offset: usize, synced_through: &dyn Fn(u64, &[u8]) 
     false
 }
 
+/// The intact records found at or after `offset` by the same search as [`synced_past`]: what a torn tail
+/// starting at `offset` would discard, as far as it can be decoded. For reports (`cairn check`).
+pub(crate) fn intact_records_from(bytes: &[u8], offset: usize) -> Vec<(u64, &[u8])> {
+    let mut found = Vec::new();
+    let mut at = offset;
+    while at + LOG_RECORD_HEADER_LEN <= bytes.len() {
+        match record_at(bytes, at) {
+            Ok((payload, total)) => {
+                found.push((at as u64, payload));
+                at += total;
+            }
+            Err(_) => at += 1,
+        }
+    }
+    found
+}
+
 /// Parses a whole log file.
 ///
 /// A bad record at offset `D` is a *torn tail* (an append cut short by a crash: the record and everything

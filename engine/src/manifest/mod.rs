@@ -81,7 +81,13 @@ impl VersionSet {
             .filter(|n| matches!(names::parse(n), Some(names::FileKind::Manifest(_))))
             .ok_or_else(|| StorageError::corruption(&current_path, 0, "CURRENT does not name a manifest"))?;
         let path = ctx.dir.join(name);
-        let bytes = ctx.storage.read(&path).map_err(|e| StorageError::io(&path, e))?;
+        let bytes = ctx.storage.read(&path).map_err(|e| match e.kind() {
+            // A damaged CURRENT can name a manifest that never existed: that is CURRENT's fault.
+            std::io::ErrorKind::NotFound => {
+                StorageError::corruption(&current_path, 0, format!("CURRENT names {name}, which does not exist"))
+            }
+            _ => StorageError::io(&path, e),
+        })?;
         if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > MANIFEST_FORMAT_VERSION) {
             return Err(OpenError::UnsupportedVersion { file: path, found, supported: MANIFEST_FORMAT_VERSION });
         }
@@ -152,7 +158,15 @@ impl VersionSet {
         let result = if self.manifest.len() > self.max_manifest_size {
             self.roll()
         } else {
-            self.manifest.append_record(&edit.encode()).and_then(|()| self.manifest.sync().map(drop))
+            self.manifest.append_record(&edit.encode()).and_then(|()| self.manifest.sync().map(drop)).and_then(|()| {
+                // The seal: an empty edit, synced after the edit it follows. Nothing acts on an edit (WALs and
+                // tables are removed after this returns) before its seal is durable, so at recovery damage
+                // followed by an intact record is corruption, and a damaged last edit is a torn append that
+                // nothing relied on. Without it, damage to the last edit would be dropped as a torn tail
+                // although the WALs it retired are gone.
+                self.manifest.append_record(&[])?;
+                self.manifest.sync().map(drop)
+            })
         };
         if let Err(e) = result {
             (self.current, self.log_number, self.last_sequence) = old;

@@ -25,8 +25,9 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Merge every table into one sorted run.
     Compact(DataDir),
-    /// Read every table, checking checksums and key order. Exit status 1 if anything is corrupt.
-    Check(DataDir),
+    /// Verify checksums, tables against the manifest, WALs and indexes without changing anything. Exit status
+    /// 0 healthy, 1 problems found, 2 usage or open errors.
+    Check(check::CheckArgs),
     /// Load synthetic compute jobs into the jobs collection, then query, claim and check them.
     Demo(demo::DemoArgs),
 }
@@ -44,7 +45,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Stats(args) => stats::run(&args),
         Command::Compact(dir) => compact::run(&dir.path),
-        Command::Check(dir) => check::run(&dir.path),
+        Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }
@@ -53,12 +54,24 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 #[derive(Debug)]
 pub struct Failure {
     message: String,
+    code: u8,
 }
 
 impl Failure {
     /// A failure while doing `context`, caused by `error`.
     pub fn new(context: impl fmt::Display, error: impl fmt::Display) -> Self {
-        Self { message: format!("{context}: {error}") }
+        Self { message: format!("{context}: {error}"), code: 1 }
+    }
+
+    /// The same failure with another exit status (default 1).
+    pub fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The exit status to report it with.
+    pub fn code(&self) -> u8 {
+        self.code
     }
 }
 
