@@ -446,7 +446,11 @@ impl Run {
                     };
                     let want = model.apply(w);
                     match (result, want) {
-                        (Ok(_), Outcome::Ok(_)) => {}
+                        // A write returns the version it gave the record (a delete returns nothing).
+                        (Ok(v), Outcome::Ok(rec)) => {
+                            let want = rec.map_or(0, |r| r.version);
+                            assert_eq!(v, want, "txn {w:?}: returned version");
+                        }
                         (Err(e), want) => {
                             let got = outcome_of_error(e);
                             assert_eq!(got, want, "txn {w:?}");
