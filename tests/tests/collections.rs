@@ -281,6 +281,28 @@ fn restaging_a_record_in_one_transaction_keeps_versions_and_events_right() {
     store.check_indexes().unwrap();
 }
 
+/// Regression (found by the collection_model fuzz target): a delete then insert (or upsert) of one record in
+/// a transaction stored the version after the deleted one but returned 1.
+#[test]
+fn writes_in_a_transaction_return_the_version_they_store() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    tasks.insert(&task(1, "PENDING")).unwrap();
+    tasks.upsert(&task(1, "PENDING")).unwrap();
+    let (inserted, upserted) = store
+        .transaction(|tx| {
+            tx.delete::<Task>("t000001", Some(2))?;
+            let inserted = tx.insert(&task(1, "RUNNING"))?;
+            tx.delete::<Task>("t000001", Some(inserted))?;
+            Ok((inserted, tx.upsert(&task(1, "DONE"))?))
+        })
+        .unwrap();
+    let stored = tasks.get("t000001").unwrap().unwrap();
+    assert_eq!((inserted, upserted, stored.version), (3, 3, 3));
+    // The returned version is the one an optimistic update must name.
+    tasks.update(&task(1, "PENDING"), upserted).unwrap();
+}
+
 #[test]
 fn descending_index_fields_serve_both_orders_ranges_and_cursors() {
     let (_dir, store) = store();

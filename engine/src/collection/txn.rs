@@ -104,14 +104,15 @@ impl<'s> Transaction<'s> {
 
     /// Stages the record's state after this write. Versions continue from the snapshot's record when it
     /// existed (a delete then insert in one transaction is an update), and an insert then delete of a record
-    /// that did not exist at the snapshot stages nothing (its absence is still checked at commit).
+    /// that did not exist at the snapshot stages nothing (its absence is still checked at commit). Returns the
+    /// version staged.
     fn stage(
         &mut self,
         spec: Arc<CollectionSpec>,
         id: &str,
         after: Option<Value>,
         version: u64,
-    ) -> Result<(), CollectionError> {
+    ) -> Result<u64, CollectionError> {
         let key = keys::record_key(&spec.name, id);
         if !self.staged.contains_key(&key) {
             let before = self.at_snapshot(&key)?;
@@ -121,12 +122,13 @@ impl<'s> Transaction<'s> {
                 Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete },
             );
         }
-        let Some(s) = self.staged.get_mut(&key) else { return Ok(()) };
+        let Some(s) = self.staged.get_mut(&key) else { return Ok(version) };
         s.version = match &s.before {
             Some(b) if after.is_some() => version.max(b.version + 1),
             _ => version,
         };
         s.after = after;
+        let staged = s.version;
         s.op = match (&s.before, &s.after) {
             (None, Some(_)) => ChangeOp::Insert,
             (Some(_), Some(_)) => ChangeOp::Update,
@@ -134,10 +136,10 @@ impl<'s> Transaction<'s> {
             (None, None) => {
                 self.staged.remove(&key);
                 self.order.retain(|k| *k != key);
-                return Ok(());
+                return Ok(staged);
             }
         };
-        Ok(())
+        Ok(staged)
     }
 
     /// Reads a document of collection `collection`.
@@ -147,7 +149,8 @@ impl<'s> Transaction<'s> {
         Ok(self.current(&spec, id)?.map(|e| stored(id, e)))
     }
 
-    /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version (1).
+    /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
+    /// a delete of the same record in this transaction, the version following the deleted one.
     pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
@@ -155,8 +158,7 @@ impl<'s> Transaction<'s> {
         if self.current(&spec, id)?.is_some() {
             return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
         }
-        self.stage(spec, id, Some(doc), 1)?;
-        Ok(1)
+        self.stage(spec, id, Some(doc), 1)
     }
 
     /// Inserts or replaces a document. Returns the new version.
@@ -165,8 +167,7 @@ impl<'s> Transaction<'s> {
         validate_id(id)?;
         check_doc(&doc)?;
         let version = self.current(&spec, id)?.map_or(1, |e| e.version + 1);
-        self.stage(spec, id, Some(doc), version)?;
-        Ok(version)
+        self.stage(spec, id, Some(doc), version)
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
@@ -182,8 +183,7 @@ impl<'s> Transaction<'s> {
         check_doc(&doc)?;
         let current = self.current(&spec, id)?;
         let version = expect_version(&spec, id, current.as_ref(), Some(expected))?;
-        self.stage(spec, id, Some(doc), version + 1)?;
-        Ok(version + 1)
+        self.stage(spec, id, Some(doc), version + 1)
     }
 
     /// Deletes a document, checking its version if `expected` is given.
@@ -192,7 +192,7 @@ impl<'s> Transaction<'s> {
         validate_id(id)?;
         let current = self.current(&spec, id)?;
         let version = expect_version(&spec, id, current.as_ref(), expected)?;
-        self.stage(spec, id, None, version + 1)
+        self.stage(spec, id, None, version + 1).map(drop)
     }
 
     /// Reads a typed record.
