@@ -168,6 +168,8 @@ fn open(fs: &MemStorage, compression: bool) -> Db {
         .level0_stop_trigger(10)
         .compaction_policy(Arc::new(LeveledPolicy::new(2, 8 * 1024, 2)))
         .max_manifest_size(1024)
+        // Larger batches are ingested as tables.
+        .ingest_threshold(512)
         .open(Path::new("/db"))
         .unwrap_or_else(|e| panic!("reopen failed: {e}"))
 }
