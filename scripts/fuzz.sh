@@ -36,7 +36,10 @@ for target in $(cargo fuzz list); do
         echo "==> fuzz ${target}: ok (${done_line}; ${stats})"
     else
         echo "==> fuzz ${target}: FAILED" >&2
-        tail -n 60 "${log}" >&2
+        grep -E -A4 "panicked at|ERROR: libFuzzer" "${log}" >&2 || true
+        grep -E -A2 "^(Failing input|Reproduce with|Minimize test case with):" "${log}" >&2 || tail -n 40 "${log}" >&2
+        mkdir -p artifacts && cp "${log}" "artifacts/${target}.log"
+        echo "fuzz.sh: full log in fuzz/artifacts/${target}.log" >&2
         failed+=("${target}")
     fi
 done

@@ -162,6 +162,13 @@ fn replay_wals(
     for (i, number) in wals.iter().enumerate() {
         let path = names::wal(dir, *number);
         let bytes = storage.read(&path).map_err(|e| StorageError::io(&path, e))?;
+        if unsynced_header(&bytes, &path) {
+            // Nothing was ever committed to it: drop it like a torn tail. It may sit before a newer WAL when
+            // the power failed again before its removal at the last open reached the disk.
+            Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64);
+            replayed.push(ReplayedWal { number: *number, valid_len: 0, records: 0 });
+            continue;
+        }
         if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > WAL_FORMAT_VERSION) {
             return Err(OpenError::UnsupportedVersion { file: path, found, supported: WAL_FORMAT_VERSION });
         }
@@ -217,4 +224,20 @@ fn replay_wals(
         }
     }
     Ok(Replayed { last_seq, wals: replayed })
+}
+
+/// Whether `bytes`, a WAL, are no longer than a WAL header and not an intact one: the file was being
+/// created when the machine stopped, its header written but not yet synced (its name can still be durable:
+/// another thread may have synced the directory, or the header's sync failed). A WAL gets records only
+/// after its header is synced, so such a file never held a commit. A damaged header followed by records is
+/// still corruption.
+fn unsynced_header(bytes: &[u8], path: &Path) -> bool {
+    if bytes.len() > LOG_FILE_HEADER_LEN {
+        return false;
+    }
+    let intact = bytes.len() == LOG_FILE_HEADER_LEN
+        && read_u32_at(bytes, 8).is_some_and(|v| (1..=WAL_FORMAT_VERSION).contains(&v))
+        && read_log(bytes, path, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))
+            .is_ok_and(|log| log.torn_tail.is_none());
+    !intact
 }
