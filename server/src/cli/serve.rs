@@ -33,9 +33,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
     http::serve(opts).map_err(|e| Failure::new("server", e))
 }
 
-/// Structured logs on stderr; `RUST_LOG` filters them (default `info`).
+/// Structured logs on stderr (colored only on a terminal); `RUST_LOG` filters them (default `info`).
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
