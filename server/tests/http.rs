@@ -612,7 +612,6 @@ async fn sigterm_drains_and_the_data_survives() {
     let data = dir.path().join("data");
     let mut s = Server::start_on(&data, None, dir.path());
     declare_jobs(&s).await;
-    // Writes in flight when SIGTERM arrives still finish with an answer.
     let writers: Vec<_> = (0..20)
         .map(|i| {
             s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}")).json(&job(i, "PENDING", "p1")).send()
@@ -620,8 +619,16 @@ async fn sigterm_drains_and_the_data_survives() {
         .collect();
     let answers = futures_util::future::join_all(writers).await;
     assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 201));
+    // A request in flight when SIGTERM arrives (a long-poll waiting for changes) still gets its answer.
+    let seq = json(s.req(Method::GET, "/healthz").send().await.unwrap()).await.1["last_sequence"].as_u64().unwrap();
+    let waiting = tokio::spawn(s.req(Method::GET, &format!("/v1/changes?since={seq}&wait_ms=15000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
     let status = s.terminate();
     assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown ended the wait");
+    let (code, page) = json(waiting.await.unwrap().unwrap()).await;
+    assert_eq!((code, &page["changes"]), (200, &json!([])));
 
     let store = cairn::Store::open(&data).unwrap();
     let jobs = store.collection_dyn("jobs").unwrap();
