@@ -1,10 +1,11 @@
 //! `cairn`: the command-line tool for a Cairn data directory.
 //!
-//! Subcommands inspect (`stats`), maintain (`compact`), check (`check`) and exercise (`demo`) a database.
-//! The HTTP server will join them in a later release. Exit status: 0 on success, 1 on failure (message on
+//! Subcommands inspect (`stats`), maintain (`compact`), check (`check`), exercise (`demo`) and serve
+//! (`serve`, the HTTP server) a database. Exit status: 0 on success, 1 on failure (message on
 //! stderr), 2 on a usage error (and, for `check`, when the directory cannot be opened).
 
 mod cli;
+mod http;
 
 use std::process::ExitCode;
 

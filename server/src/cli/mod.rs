@@ -4,7 +4,11 @@ mod check;
 mod compact;
 mod demo;
 mod format;
+mod hash_token;
+mod serve;
 mod stats;
+
+pub(crate) use stats::to_json as stats_json;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Load synthetic compute jobs into the jobs collection, then query, claim and check them.
     Demo(demo::DemoArgs),
+    /// Serve the data directory's collections over HTTP (see docs/server.md).
+    Serve(serve::ServeArgs),
+    /// Print the SHA-256 of a bearer token read from stdin, for the server's configuration.
+    HashToken,
 }
 
 /// The data directory a subcommand works on.
@@ -47,6 +55,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Compact(dir) => compact::run(&dir.path),
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::HashToken => hash_token::run(),
     }
 }
 

@@ -71,7 +71,8 @@ fn print_text(dir: &Path, s: &Stats) {
     }
 }
 
-fn to_json(dir: &Path, s: &Stats) -> Value {
+/// The report as one JSON object (also served at `GET /v1/stats`).
+pub(crate) fn to_json(dir: &Path, s: &Stats) -> Value {
     let levels: Vec<Value> = s
         .levels
         .iter()

@@ -1,0 +1,42 @@
+//! `cairn serve`: the HTTP server over a data directory (see `docs/server.md`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::Failure;
+use crate::http::{self, Config, ServeOptions};
+
+/// Arguments of `cairn serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long = "data", value_name = "DIR")]
+    data: PathBuf,
+    /// Address to listen on, overriding the configuration's `listen` (default 127.0.0.1:7070; port 0 picks
+    /// a free port). The bound address is printed on stdout.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Configuration file (TOML): tokens and limits. Without it: defaults, no authentication, loopback only.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: &ServeArgs) -> Result<(), Failure> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| Failure::new("cannot start the server", e))?,
+        None => Config::default(),
+    };
+    init_logs();
+    let opts = ServeOptions { data: args.data.clone(), listen: args.listen, config };
+    http::serve(opts).map_err(|e| Failure::new("server", e))
+}
+
+/// Structured logs on stderr (colored only on a terminal); `RUST_LOG` filters them (default `info`).
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}

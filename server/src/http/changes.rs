@@ -1,0 +1,237 @@
+//! `GET /v1/changes?since=SEQ`: the change feed, resumable from a sequence, as a long-poll JSON page or as
+//! server-sent events (`Accept: text/event-stream`, resuming from `Last-Event-ID`). Waiters wake when the
+//! server commits a write, and poll once a second besides.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use cairn::Change;
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::auth::{Principal, Role};
+use super::error::ApiError;
+use super::extract::{collection_name, Params};
+use super::state::AppState;
+
+/// Largest page of changes.
+const MAX_CHANGES: usize = 1000;
+/// Default page of changes.
+const DEFAULT_CHANGES: usize = 100;
+/// How often waiters look for changes the server was not told about.
+const POLL: Duration = Duration::from_secs(1);
+
+/// A change as the API shows it.
+fn change_json(c: &Change) -> Value {
+    json!({
+        "seq": c.seq,
+        "collection": c.collection,
+        "id": c.id,
+        "op": c.op,
+        "version": c.version,
+        "at_ms": c.at_ms,
+        "document": c.doc,
+    })
+}
+
+/// What a request asks of the feed.
+#[derive(Debug, Clone)]
+struct Feed {
+    collection: Option<String>,
+    limit: usize,
+    who: Principal,
+}
+
+impl Feed {
+    /// Whether a change is shown: its collection matches, and for a scoped token its document names the
+    /// project (deletes carry no document, so scoped tokens do not see them).
+    fn shows(&self, c: &Change) -> bool {
+        self.collection.as_ref().is_none_or(|name| *name == c.collection)
+            && (self.who.project().is_none() || c.doc.as_ref().is_some_and(|d| self.who.sees(d)))
+    }
+}
+
+/// One read of the feed after `since`: the changes shown and the sequence to resume after.
+async fn fetch(state: &AppState, feed: &Feed, since: u64) -> Result<(Vec<Change>, u64), ApiError> {
+    let limit = feed.limit;
+    let page = state.read(move |store| Ok(store.changes_since(since, limit)?)).await?;
+    let next = page.last().map_or(since, |c| c.seq);
+    let shown = page.into_iter().filter(|c| feed.shows(c)).collect();
+    Ok((shown, next))
+}
+
+/// `GET /v1/changes`.
+pub async fn changes(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    headers: HeaderMap,
+    params: Params,
+) -> Result<Response, ApiError> {
+    who.require(Role::Read)?;
+    let collection = params.get("collection").map(str::to_owned);
+    if let Some(c) = &collection {
+        collection_name(c)?;
+    }
+    let limit = params.u64("limit")?.map_or(DEFAULT_CHANGES, |n| (n as usize).clamp(1, MAX_CHANGES));
+    let feed = Feed { collection, limit, who };
+    let sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    if sse {
+        let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+        let since = match last_id {
+            Some(id) => Some(
+                id.trim()
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::bad_request("Last-Event-ID must be a sequence number"))?,
+            ),
+            None => params.u64("since")?,
+        };
+        return stream_changes(state, feed, since.unwrap_or(0)).await;
+    }
+    let since = params.u64("since")?.unwrap_or(0);
+    let wait = Duration::from_millis(params.u64("wait_ms")?.unwrap_or(0).min(state.limits.max_wait_ms));
+    long_poll(state, feed, since, wait).await
+}
+
+/// Answers the first non-empty page after `since`, waiting up to `wait` for one.
+async fn long_poll(state: AppState, feed: Feed, mut since: u64, wait: Duration) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut written = state.written.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        written.borrow_and_update();
+        let (shown, next) = fetch(&state, &feed, since).await?;
+        let advanced = next != since;
+        since = next;
+        let now = tokio::time::Instant::now();
+        if !shown.is_empty() || now >= deadline || *shutdown.borrow() {
+            let changes: Vec<Value> = shown.iter().map(change_json).collect();
+            return Ok(Json(json!({ "changes": changes, "next_since": since })).into_response());
+        }
+        if advanced {
+            continue; // Everything read was filtered out; read on before waiting.
+        }
+        let nap = (deadline - now).min(POLL);
+        tokio::select! {
+            _ = written.changed() => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The state of one event stream.
+struct Streamer {
+    state: AppState,
+    feed: Feed,
+    since: u64,
+    buffer: VecDeque<Change>,
+    written: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Streamer {
+    /// The next event; `None` ends the stream (on shutdown, or after an error event).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(c) = self.buffer.pop_front() {
+                let data = change_json(&c).to_string();
+                return Some(Event::default().id(c.seq.to_string()).event("change").data(data));
+            }
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            self.written.borrow_and_update();
+            match fetch(&self.state, &self.feed, self.since).await {
+                Ok((shown, next)) => {
+                    let advanced = next != self.since;
+                    self.since = next;
+                    self.buffer.extend(shown);
+                    if advanced {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Event::default().event("error").data(e.body().to_string()));
+                }
+            }
+            tokio::select! {
+                _ = self.written.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+/// Answers with an event stream of the changes after `since`: `id` is the change's sequence, `event` is
+/// `change`, `data` the change as JSON.
+async fn stream_changes(state: AppState, feed: Feed, since: u64) -> Result<Response, ApiError> {
+    let permit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::unavailable("too many open change streams", 5))?;
+    // The first read happens before answering, so a trimmed or bad start is a proper error status.
+    let (shown, next) = fetch(&state, &feed, since).await?;
+    let streamer = Streamer {
+        written: state.written.subscribe(),
+        shutdown: state.shutdown.clone(),
+        state,
+        feed,
+        since: next,
+        buffer: shown.into(),
+        done: false,
+        _permit: permit,
+    };
+    let events = stream::unfold(streamer, |mut s| async move { s.next().await.map(|e| (Ok::<_, Infallible>(e), s)) });
+    Ok(sse_response(events))
+}
+
+fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn::ChangeOp;
+
+    fn change(seq: u64, collection: &str, doc: Option<Value>) -> Change {
+        Change {
+            seq,
+            collection: collection.into(),
+            id: "i".into(),
+            op: if doc.is_some() { ChangeOp::Update } else { ChangeOp::Delete },
+            version: 1,
+            at_ms: 0,
+            doc,
+        }
+    }
+
+    #[test]
+    fn feeds_filter_by_collection_and_project() {
+        let all = Feed { collection: None, limit: 10, who: Principal::for_tests(None) };
+        assert!(all.shows(&change(1, "jobs", None)));
+        let jobs = Feed { collection: Some("jobs".into()), ..all.clone() };
+        assert!(jobs.shows(&change(1, "jobs", Some(json!({})))) && !jobs.shows(&change(1, "runs", Some(json!({})))));
+        let scoped = Feed { who: Principal::for_tests(Some("p1")), ..all };
+        assert!(scoped.shows(&change(1, "jobs", Some(json!({"project": "p1"})))));
+        assert!(!scoped.shows(&change(1, "jobs", Some(json!({"project": "p2"})))));
+        assert!(!scoped.shows(&change(1, "jobs", None)), "deletes carry no project");
+        assert_eq!(change_json(&change(7, "jobs", None))["op"], "delete");
+    }
+}

@@ -1,0 +1,209 @@
+//! `/v1/collections`: list and declare collections; `/v1/collections/{collection}/claim`: take the first
+//! matching record atomically, for workers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use cairn::{CollectionSpec, Query};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::auth::{Principal, Role};
+use super::error::ApiError;
+use super::extract::{collection_name, CollectionPath, JsonBody};
+use super::records::record_json;
+use super::state::AppState;
+
+/// `GET /v1/collections`: every collection with its indexes and record count (of the token's project, for
+/// a scoped token).
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Role::Read)?;
+    let out = state
+        .read(move |store| {
+            let mut out = Vec::new();
+            for spec in store.collections() {
+                let q = who.project().map_or_else(Query::new, |p| Query::new().eq("project", p));
+                let count = store.collection_dyn(&spec.name)?.count(&q)?;
+                out.push(json!({ "name": spec.name, "indexes": spec.indexes, "count": count }));
+            }
+            Ok(json!({ "collections": out }))
+        })
+        .await?;
+    Ok(Json(out))
+}
+
+/// `POST /v1/collections`: declares a collection and its indexes (admin). 201 when new, 200 when it
+/// existed (its indexes are then replaced by these, re-indexing as needed).
+pub async fn declare(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    JsonBody(spec): JsonBody<CollectionSpec>,
+) -> Result<Response, ApiError> {
+    who.require(Role::Admin)?;
+    collection_name(&spec.name)?;
+    let (created, spec) = state
+        .declare(move |store| {
+            let existed = store.collections().iter().any(|c| c.name == spec.name);
+            store.declare(spec.clone())?;
+            Ok((!existed, spec))
+        })
+        .await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "name": spec.name, "indexes": spec.indexes })).into_response()).into_response())
+}
+
+/// One query of a claim.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    /// Fields that must equal these values.
+    #[serde(default, rename = "where")]
+    pub filter: Map<String, Value>,
+    /// The field to order candidates by (an index must provide it).
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// `asc` (default) or `desc`.
+    #[serde(default)]
+    pub order: Option<String>,
+}
+
+/// The body of a claim: one query (`where`, `order_by`, `order`) or several (`queries`, tried in order),
+/// and the fields to set on the record taken.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    #[serde(default, rename = "where")]
+    filter: Map<String, Value>,
+    #[serde(default)]
+    order_by: Option<String>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    queries: Vec<ClaimQuery>,
+    /// Fields to set (dot-separated paths reach into nested objects). Must not be empty.
+    set: Map<String, Value>,
+}
+
+impl ClaimQuery {
+    fn to_query(&self, who: &Principal) -> Result<Query, ApiError> {
+        let mut q = Query::new();
+        for (field, value) in &self.filter {
+            if field == "project" && who.project().is_some_and(|p| value != p) {
+                return Err(ApiError::forbidden(format!("token {} is limited to its project", who.name)));
+            }
+            q = q.eq(field, value.clone());
+        }
+        if let Some(p) = who.project() {
+            if !self.filter.contains_key("project") {
+                q = q.eq("project", p);
+            }
+        }
+        if let Some(o) = &self.order_by {
+            q = q.order_by(o);
+        }
+        match self.order.as_deref() {
+            None | Some("asc") => {}
+            Some("desc") => q = q.descending(),
+            Some(other) => return Err(ApiError::bad_request(format!("order must be asc or desc, not {other:?}"))),
+        }
+        Ok(q)
+    }
+}
+
+/// Sets `path` (dot-separated) in `doc` to `value`, creating objects on the way; `false` if a non-object
+/// is in the way.
+pub fn set_path(doc: &mut Value, path: &str, value: Value) -> bool {
+    let mut parts = path.split('.').peekable();
+    let mut cur = doc;
+    while let Some(part) = parts.next() {
+        let Some(obj) = cur.as_object_mut() else { return false };
+        if parts.peek().is_none() {
+            obj.insert(part.to_owned(), value);
+            return true;
+        }
+        cur = obj.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    false
+}
+
+/// `POST /v1/collections/{collection}/claim`: atomically updates the first record matching the queries
+/// with `set`, so concurrent workers never take the same one. 200 with the record, or 204 if none matched.
+pub async fn claim(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    CollectionPath(collection): CollectionPath,
+    JsonBody(req): JsonBody<ClaimRequest>,
+) -> Result<Response, ApiError> {
+    who.require(Role::Write)?;
+    if req.set.is_empty() {
+        return Err(ApiError::bad_request("set must name at least one field"));
+    }
+    if req.set.keys().any(|k| k.is_empty() || k.split('.').any(str::is_empty)) {
+        return Err(ApiError::bad_request("set has an empty field path"));
+    }
+    if who.project().is_some() && req.set.contains_key("project") {
+        return Err(ApiError::forbidden("a project-scoped token cannot move records between projects"));
+    }
+    let single = ClaimQuery { filter: req.filter, order_by: req.order_by, order: req.order };
+    let single_given = !single.filter.is_empty() || single.order_by.is_some() || single.order.is_some();
+    if single_given && !req.queries.is_empty() {
+        return Err(ApiError::bad_request("give where/order_by/order or queries, not both"));
+    }
+    let queries = if req.queries.is_empty() { vec![single] } else { req.queries };
+    let queries = queries.iter().map(|q| q.to_query(&who)).collect::<Result<Vec<_>, _>>()?;
+    let set = req.set;
+    let claimed = state
+        .write(move |store| {
+            let coll = store.collection_dyn(&collection)?;
+            let mut bad_path = None;
+            let claimed = coll.claim(&queries, |doc| {
+                if !who.sees(doc) {
+                    return false;
+                }
+                for (path, value) in &set {
+                    if !set_path(doc, path, value.clone()) {
+                        bad_path = Some(path.clone());
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if let (None, Some(path)) = (&claimed, bad_path) {
+                return Err(ApiError::bad_request(format!("cannot set {path}: a non-object is in the way")));
+            }
+            Ok(claimed.map(|s| record_json(&collection, &s)))
+        })
+        .await?;
+    Ok(match claimed {
+        Some(record) => Json(record).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_path_creates_objects_and_refuses_non_objects() {
+        let mut doc = json!({"a": 1, "r": {"gpus": 1}});
+        assert!(set_path(&mut doc, "status", json!("RUNNING")));
+        assert!(set_path(&mut doc, "r.gpus", json!(4)));
+        assert!(set_path(&mut doc, "x.y.z", json!(true)));
+        assert_eq!(doc, json!({"a": 1, "r": {"gpus": 4}, "status": "RUNNING", "x": {"y": {"z": true}}}));
+        assert!(!set_path(&mut doc, "a.b", json!(1)));
+    }
+
+    #[test]
+    fn claim_bodies_parse() {
+        let r: ClaimRequest =
+            serde_json::from_value(json!({"where": {"status": "PENDING"}, "order_by": "priority", "order": "desc", "set": {"status": "RUNNING"}}))
+                .unwrap();
+        assert_eq!(r.filter["status"], "PENDING");
+        assert!(serde_json::from_value::<ClaimRequest>(json!({"set": {}, "bogus": 1})).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The server's configuration: a TOML file (every key optional), overridden by command-line flags.
+//! Documented in `docs/server.md`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::auth::{Role, TokenEntry};
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default: `127.0.0.1:7070`; `--listen` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Bearer tokens. Default: none, which turns authentication off and restricts listening to loopback.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { listen: default_listen(), limits: Limits::default(), tokens: Vec::new() }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+
+/// Limits on requests. Every field has a default; see `docs/server.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, in bytes; larger ones are answered 413. Default: 1 MiB.
+    pub max_body_bytes: usize,
+    /// Time a request may take before it is answered 503. Default: 30 000 ms.
+    pub request_timeout_ms: u64,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`. Default: 256.
+    pub max_concurrency: usize,
+    /// Largest page of a query; larger `limit`s are capped to it. Default: 1000.
+    pub max_page: usize,
+    /// Page size when a query gives no `limit`. Default: 50.
+    pub default_page: usize,
+    /// Most operations in one transaction. Default: 1000.
+    pub max_transaction_ops: usize,
+    /// Longest long-poll wait on the change feed, in milliseconds. Default: 20 000.
+    pub max_wait_ms: u64,
+    /// Change streams (server-sent events) open at once; more are answered 503. Default: 64.
+    pub max_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            request_timeout_ms: 30_000,
+            max_concurrency: 256,
+            max_page: 1000,
+            default_page: 50,
+            max_transaction_ops: 1000,
+            max_wait_ms: 20_000,
+            max_streams: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// The per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// One bearer token, as configured: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// What the token may do.
+    pub role: Role,
+    /// If set, the token sees and writes only records whose `project` field is this.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.display().to_string(), source: Box::new(source) })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and token entries.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let positive = [
+            ("max_body_bytes", l.max_body_bytes as u64),
+            ("request_timeout_ms", l.request_timeout_ms),
+            ("max_concurrency", l.max_concurrency as u64),
+            ("max_page", l.max_page as u64),
+            ("default_page", l.default_page as u64),
+            ("max_transaction_ops", l.max_transaction_ops as u64),
+            ("max_streams", l.max_streams as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")));
+        }
+        if l.max_page > cairn::MAX_PAGE {
+            return Err(ConfigError::Invalid(format!("limits.max_page must be at most {}", cairn::MAX_PAGE)));
+        }
+        if l.max_wait_ms >= l.request_timeout_ms {
+            return Err(ConfigError::Invalid("limits.max_wait_ms must be below limits.request_timeout_ms".into()));
+        }
+        if l.default_page > l.max_page {
+            return Err(ConfigError::Invalid("limits.default_page must not exceed limits.max_page".into()));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            TokenEntry::from_config(t).map_err(|e| ConfigError::Invalid(format!("tokens[{i}] ({}): {e}", t.name)))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_and_bad_values_are_refused() {
+        let c: Config = toml::from_str("").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.limits.max_page, 1000);
+        let c: Config = toml::from_str("[limits]\nmax_page = 0").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("max_page"));
+        assert!(toml::from_str::<Config>("[limits]\nmax_pages = 3").is_err(), "unknown keys are refused");
+        let c: Config = toml::from_str("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nrole = \"read\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("64 hex"));
+        assert!(toml::from_str::<Config>("[[tokens]]\nname = \"x\"\nsha256 = \"\"\nrole = \"root\"").is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The HTTP server: the collections of a data directory over HTTP and JSON (API version 1), on tokio and
+//! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
+//!
+//! One file per concern: `router` (the route table and middleware stack), `records`, `collections`,
+//! `transactions` and `changes` (the routes per resource), `auth` (tokens and project scopes), `error`
+//! (problem documents), `extract` (validated inputs), `limits` (shedding and timeouts), `metrics`
+//! (Prometheus text), `config` (the TOML file) and `state` (what handlers share).
+
+mod auth;
+mod changes;
+mod collections;
+mod config;
+mod error;
+mod extract;
+mod limits;
+mod metrics;
+mod records;
+mod router;
+mod state;
+mod transactions;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use cairn::Store;
+use tokio::sync::watch;
+
+pub use auth::hash_token;
+pub use config::{Config, ConfigError};
+
+use auth::Tokens;
+use state::AppState;
+
+/// Why the server could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Without tokens, only loopback addresses are allowed.
+    #[error("no tokens are configured, so the server listens on loopback only; {0} is not a loopback address")]
+    NotLoopback(SocketAddr),
+    /// The data directory could not be opened.
+    #[error("cannot open {path}: {source}")]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// The engine's error.
+        source: cairn::CollectionError,
+    },
+    /// Binding, serving or the runtime failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database did not flush or close cleanly.
+    #[error("closing the database failed: {0}")]
+    Close(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let context = context.into();
+    move |source| ServeError::Io { context, source }
+}
+
+/// What `cairn serve` was asked.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data directory (created if missing).
+    pub data: PathBuf,
+    /// Overrides the configuration's `listen`.
+    pub listen: Option<SocketAddr>,
+    /// The configuration; `None` for the defaults.
+    pub config: Config,
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then stops accepting, finishes in-flight requests, ends change
+/// streams, flushes and closes the database. Prints `listening on http://ADDR` on stdout once bound.
+pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let listen = opts.listen.unwrap_or(opts.config.listen);
+    let tokens = Tokens::new(&opts.config.tokens).map_err(|e| ServeError::Config(ConfigError::Invalid(e)))?;
+    if !tokens.enabled() && !listen.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(listen));
+    }
+    let limits = opts.config.limits.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(limits.max_concurrency + 16)
+        .build()
+        .map_err(io("cannot start the runtime"))?;
+    runtime.block_on(async move {
+        let data = opts.data.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&data))
+            .await
+            .map_err(|e| ServeError::Close(e.to_string()))?
+            .map_err(|source| ServeError::Open { path: opts.data.clone(), source })?;
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
+        let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening on http://{addr}");
+        let _ = stdout.flush();
+        if tokens.enabled() {
+            tracing::info!(%addr, data = %opts.data.display(), "listening; bearer tokens required");
+        } else {
+            tracing::warn!(%addr, data = %opts.data.display(), "no tokens configured: authentication is off, listening on loopback only");
+        }
+        let (stop, stopped) = watch::channel(false);
+        let app = router::app(AppState::new(store.clone(), tokens, limits, stopped));
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                stop.send_replace(true);
+            })
+            .await
+            .map_err(io("serving failed"))?;
+        tokio::task::spawn_blocking(move || {
+            let db = store.db().clone();
+            db.flush().map_err(|e| ServeError::Close(e.to_string()))?;
+            db.close().map_err(|e| ServeError::Close(e.to_string()))
+        })
+        .await
+        .map_err(|e| ServeError::Close(e.to_string()))??;
+        tracing::info!("database closed");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

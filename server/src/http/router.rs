@@ -1,0 +1,128 @@
+//! Every route the server answers, in one table (which the OpenAPI test checks against
+//! `docs/openapi.json`), and the middleware stack around them.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put, MethodRouter};
+use axum::{middleware, Extension, Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use super::auth::{self, Principal, Role};
+use super::error::ApiError;
+use super::limits::{self, Guard};
+use super::state::AppState;
+use super::{changes, collections, metrics, records, transactions};
+
+/// The OpenAPI document, as kept in `docs/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// Every route: method, path pattern, handler.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/metrics", get(metrics::metrics)),
+        (Method::GET, "/openapi.json", get(openapi)),
+        (Method::GET, "/v1/stats", get(stats)),
+        (Method::GET, "/v1/collections", get(collections::list)),
+        (Method::POST, "/v1/collections", post(collections::declare)),
+        (Method::GET, "/v1/collections/{collection}/records", get(records::list)),
+        (Method::GET, "/v1/collections/{collection}/records/{id}", get(records::get)),
+        (Method::PUT, "/v1/collections/{collection}/records/{id}", put(records::put)),
+        (Method::DELETE, "/v1/collections/{collection}/records/{id}", delete(records::delete)),
+        (Method::POST, "/v1/collections/{collection}/claim", post(collections::claim)),
+        (Method::POST, "/v1/transactions", post(transactions::run)),
+        (Method::GET, "/v1/changes", get(changes::changes)),
+    ]
+}
+
+/// The application: routes, then (outermost first) metrics, load shedding and timeout, authentication, and
+/// the body limit.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    let guard = Guard {
+        permits: Arc::new(Semaphore::new(state.limits.max_concurrency)),
+        timeout: state.limits.request_timeout(),
+        metrics: state.metrics.clone(),
+    };
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::authenticate))
+        .layer(middleware::from_fn_with_state(guard, limits::guard))
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .with_state(state)
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// `GET /healthz`: 200 while the database accepts reads. No token needed.
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let seq = state.read(|store| Ok(store.db().last_sequence())).await?;
+    Ok(Json(json!({ "status": "ok", "last_sequence": seq })))
+}
+
+/// `GET /openapi.json`. No token needed.
+async fn openapi() -> Response {
+    let mut resp = OPENAPI.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// `GET /v1/stats`: the engine's figures as JSON (those of `cairn stats --json`).
+async fn stats(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Value>, ApiError> {
+    who.require(Role::Read)?;
+    let out = state
+        .read(|store| {
+            let db = store.db();
+            Ok(crate::cli::stats_json(db.path(), &db.stats()))
+        })
+        .await?;
+    Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route the router serves is in the OpenAPI document with its method, and the document parses.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json parses");
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let paths = doc["paths"].as_object().expect("paths");
+        for (method, path, _) in routes() {
+            let ops = paths.get(path).unwrap_or_else(|| panic!("{path} missing from docs/openapi.json"));
+            let m = method.as_str().to_ascii_lowercase();
+            assert!(ops.get(&m).is_some(), "{method} {path} missing from docs/openapi.json");
+        }
+        let served: std::collections::HashSet<(String, String)> =
+            routes().iter().map(|(m, p, _)| (m.as_str().to_ascii_lowercase(), (*p).to_owned())).collect();
+        for (path, ops) in paths {
+            for m in ops.as_object().expect("path item").keys().filter(|k| *k != "parameters") {
+                assert!(served.contains(&(m.clone(), path.clone())), "{m} {path} is documented but not served");
+            }
+        }
+    }
+}

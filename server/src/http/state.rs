@@ -1,0 +1,96 @@
+//! What every handler shares: the store, the tokens, the limits, the metrics, and the signals for the change
+//! feed and shutdown. Engine calls run on tokio's blocking pool.
+
+use std::sync::{Arc, RwLock};
+
+use cairn::Store;
+use tokio::sync::{watch, Semaphore};
+
+use super::auth::Tokens;
+use super::config::Limits;
+use super::error::ApiError;
+use super::metrics::Metrics;
+
+/// Shared state of the server. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The collections.
+    pub store: Store,
+    /// Bearer tokens.
+    pub tokens: Arc<Tokens>,
+    /// Request limits.
+    pub limits: Arc<Limits>,
+    /// Request counters and latency histograms.
+    pub metrics: Arc<Metrics>,
+    /// The newest commit sequence the server wrote; change-feed waiters watch it.
+    pub written: watch::Sender<u64>,
+    /// Becomes `true` when the server starts shutting down; open change streams end.
+    pub shutdown: watch::Receiver<bool>,
+    /// Permits for open change streams.
+    pub streams: Arc<Semaphore>,
+    /// Record writes hold it shared, index declarations exclusively: the engine asks that nothing writes to
+    /// a collection while its indexes are rebuilt.
+    declare_lock: Arc<RwLock<()>>,
+}
+
+impl AppState {
+    /// State over `store`.
+    pub fn new(store: Store, tokens: Tokens, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+        let written = watch::Sender::new(store.db().last_sequence());
+        Self {
+            store,
+            tokens: Arc::new(tokens),
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            limits: Arc::new(limits),
+            metrics: Arc::new(Metrics::default()),
+            written,
+            shutdown,
+            declare_lock: Arc::new(RwLock::new(())),
+        }
+    }
+
+    /// Runs a read on the blocking pool.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store)).await.map_err(join_error)?
+    }
+
+    /// Runs a record write on the blocking pool, then wakes change-feed waiters.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let store = self.store.clone();
+        let lock = self.declare_lock.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let _shared = lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&store)
+        })
+        .await
+        .map_err(join_error)?;
+        self.written.send_replace(self.store.db().last_sequence());
+        out
+    }
+
+    /// Runs a collection declaration on the blocking pool, with no record write in flight.
+    pub async fn declare<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let store = self.store.clone();
+        let lock = self.declare_lock.clone();
+        tokio::task::spawn_blocking(move || {
+            let _exclusive = lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&store)
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> ApiError {
+    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("engine task failed: {e}"))
+}

@@ -1,0 +1,94 @@
+//! Drives the real `cairn` binary: `cairn serve --listen 127.0.0.1:0`, reading the bound address from its
+//! stdout, with an HTTP client over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::Value;
+
+/// A running server; killed on drop unless stopped.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    _dir: Option<tempfile::TempDir>,
+    /// The client, with no token.
+    pub client: Client,
+}
+
+impl Server {
+    /// A server on a fresh data directory, with `config` (TOML) if given.
+    pub fn start(config: Option<&str>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut s = Server::start_on(&data, config, dir.path());
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A server on `data`, writing its config under `scratch`.
+    pub fn start_on(data: &Path, config: Option<&str>, scratch: &Path) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["serve", "--data"]).arg(data).args(["--listen", "127.0.0.1:0"]);
+        if let Some(text) = config {
+            let path = scratch.join("cairn.toml");
+            std::fs::write(&path, text).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child: Some(child), base, _dir: None, client: Client::new() }
+    }
+
+    /// A request to `path` (which starts with `/`).
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+
+    /// Sends SIGTERM and waits: the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The status and JSON body of a response (`Value::Null` for an empty body).
+pub async fn json(resp: Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.bytes().await.unwrap();
+    if status >= 400 {
+        assert_eq!(ctype.as_deref(), Some("application/problem+json"), "error {status} without a problem document");
+    }
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    if status >= 400 {
+        assert_eq!(body["status"], status, "{body}");
+        assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    }
+    (status, body)
+}

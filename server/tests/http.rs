@@ -1,0 +1,679 @@
+//! The HTTP server, driven as a real process over loopback: CRUD and preconditions, queries and pagination
+//! under concurrent writes, claims by concurrent workers, transactions, the change feed, tokens and project
+//! isolation, malformed input, shedding, metrics, and graceful shutdown.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::{json, Server};
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn sha(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Declares `jobs` with the scheduler's indexes.
+async fn declare_jobs(s: &Server) {
+    let spec = json!({"name": "jobs", "indexes": [
+        {"name": "status_priority", "fields": ["status", "priority"]},
+        {"name": "owner", "fields": ["owner"]},
+        {"name": "project", "fields": ["project"]},
+    ]});
+    let (status, _) = json(s.req(Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await;
+    assert_eq!(status, 201);
+}
+
+fn job(priority: i64, status: &str, project: &str) -> Value {
+    json!({"name": "train", "owner": "alice", "project": project, "status": status, "priority": priority})
+}
+
+/// Writes many records in transactions of 100.
+async fn load(s: &Server, ids: impl Iterator<Item = (String, Value)>) {
+    let ops: Vec<Value> =
+        ids.map(|(id, doc)| json!({"op": "put", "collection": "jobs", "id": id, "document": doc})).collect();
+    for chunk in ops.chunks(100) {
+        let (status, body) =
+            json(s.req(Method::POST, "/v1/transactions").json(&json!({"operations": chunk})).send().await.unwrap())
+                .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn crud_with_versions_and_preconditions() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    let url = "/v1/collections/jobs/records/job-1";
+    let r = s.req(Method::PUT, url).header("If-None-Match", "*").json(&job(5, "PENDING", "p1")).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    let (status, rec) = json(r).await;
+    assert_eq!((status, rec["version"].as_u64(), rec["id"].as_str()), (201, Some(1), Some("job-1")));
+    assert_eq!(rec["document"]["priority"], 5);
+    assert!(rec["seq"].as_u64().unwrap() > 0);
+
+    let r = s.req(Method::GET, url).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], "\"1\"");
+    assert_eq!(json(r).await, (200, rec.clone()));
+
+    let (status, body) =
+        json(s.req(Method::PUT, url).header("If-None-Match", "*").json(&job(6, "PENDING", "p1")).send().await.unwrap())
+            .await;
+    assert_eq!((status, body["current_version"].as_u64()), (412, Some(1)));
+
+    let r = s.req(Method::PUT, url).header("If-Match", "\"1\"").json(&job(7, "PENDING", "p1")).send().await.unwrap();
+    assert_eq!(r.headers()["etag"], "\"2\"");
+    let (status, rec) = json(r).await;
+    assert_eq!((status, rec["version"].as_u64(), &rec["document"]["priority"]), (200, Some(2), &json!(7)));
+
+    let (status, body) =
+        json(s.req(Method::PUT, url).header("If-Match", "\"1\"").json(&job(8, "PENDING", "p1")).send().await.unwrap())
+            .await;
+    assert_eq!((status, body["current_version"].as_u64(), body["id"].as_str()), (412, Some(2), Some("job-1")));
+    // An upsert without headers replaces whatever is there.
+    let (status, rec) = json(s.req(Method::PUT, url).json(&job(9, "QUEUED", "p1")).send().await.unwrap()).await;
+    assert_eq!((status, rec["version"].as_u64()), (200, Some(3)));
+
+    let (status, body) = json(s.req(Method::DELETE, url).header("If-Match", "\"2\"").send().await.unwrap()).await;
+    assert_eq!((status, body["current_version"].as_u64()), (412, Some(3)));
+    let (status, _) = json(s.req(Method::DELETE, url).header("If-Match", "\"3\"").send().await.unwrap()).await;
+    assert_eq!(status, 204);
+    assert_eq!(json(s.req(Method::GET, url).send().await.unwrap()).await.0, 404);
+    assert_eq!(json(s.req(Method::DELETE, url).send().await.unwrap()).await.0, 404);
+    let (status, body) =
+        json(s.req(Method::PUT, url).header("If-Match", "\"3\"").json(&job(1, "PENDING", "p1")).send().await.unwrap())
+            .await;
+    assert_eq!((status, &body["current_version"]), (412, &Value::Null));
+    assert_eq!(json(s.req(Method::GET, "/v1/collections/nope/records/x").send().await.unwrap()).await.0, 404);
+    let (status, _) =
+        json(s.req(Method::PUT, "/v1/collections/nope/records/x").json(&json!({})).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    // Ids may hold any printable UTF-8, percent-encoded.
+    let (status, rec) = json(
+        s.req(Method::PUT, "/v1/collections/jobs/records/a%2Fb%20%C3%BC").json(&json!({"x": 1})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, rec["id"].as_str()), (201, Some("a/b ü")));
+
+    let (status, list) = json(s.req(Method::GET, "/v1/collections").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["collections"][0]["name"], "jobs");
+    assert_eq!(list["collections"][0]["count"], 1);
+    assert_eq!(list["collections"][0]["indexes"][0]["fields"], json!(["status", "priority"]));
+}
+
+#[tokio::test]
+async fn queries_filter_order_and_paginate_under_concurrent_writes() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    load(&s, (0..300).map(|i| (format!("j{i:04}"), job(i % 50, if i % 3 == 0 { "RUNNING" } else { "PENDING" }, "p1"))))
+        .await;
+    let expected: HashSet<String> = (0..300).filter(|i| i % 3 != 0).map(|i| format!("j{i:04}")).collect();
+
+    // Writers add records (some PENDING, at any priority) while a reader pages through PENDING by priority.
+    let writer = {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        tokio::spawn(async move {
+            for i in 0..120 {
+                let doc = job(i % 60, if i % 2 == 0 { "PENDING" } else { "DONE" }, "p1");
+                let r = client
+                    .put(format!("{base}/v1/collections/jobs/records/new{i:04}"))
+                    .json(&doc)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut last_priority = i64::MAX;
+    loop {
+        let mut path = "/v1/collections/jobs/records?status=PENDING&order_by=priority&order=desc&limit=17".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = json(s.req(Method::GET, &path).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{page}");
+        for r in page["records"].as_array().unwrap() {
+            assert_eq!(r["document"]["status"], "PENDING");
+            let p = r["document"]["priority"].as_i64().unwrap();
+            assert!(p <= last_priority, "order broken: {p} after {last_priority}");
+            last_priority = p;
+            seen.push(r["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await.unwrap();
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no record twice");
+    for id in &expected {
+        assert!(unique.contains(id), "{id} missed");
+    }
+
+    // Filters on any field, typed values, default order by id, capped limit.
+    let (_, page) = json(
+        s.req(Method::GET, "/v1/collections/jobs/records?owner=alice&priority=7&limit=5000").send().await.unwrap(),
+    )
+    .await;
+    let ids: Vec<&str> = page["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert!(ids.contains(&"j0007") && ids.contains(&"j0057") && ids.iter().all(|id| !id.is_empty()));
+    let (_, page) = json(s.req(Method::GET, "/v1/collections/jobs/records?limit=100000").send().await.unwrap()).await;
+    assert_eq!(page["records"].as_array().unwrap().len(), 420, "capped at 1000, and 420 records exist");
+    let (_, page) =
+        json(s.req(Method::GET, "/v1/collections/jobs/records?priority=%227%22").send().await.unwrap()).await;
+    assert_eq!(page["records"], json!([]), "a quoted value is a string, which no priority equals");
+}
+
+#[tokio::test]
+async fn concurrent_workers_claim_each_job_once() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    load(&s, (0..60).map(|i| (format!("j{i:03}"), job(i, "PENDING", "p1")))).await;
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let body = json!({"where": {"status": "PENDING"}, "order_by": "priority", "order": "desc",
+                                  "set": {"status": "RUNNING", "node": format!("w{w}")}});
+                let r = client.post(format!("{base}/v1/collections/jobs/claim")).json(&body).send().await.unwrap();
+                match r.status().as_u16() {
+                    204 => break,
+                    200 => {
+                        let rec: Value = r.json().await.unwrap();
+                        assert_eq!(rec["document"]["status"], "RUNNING");
+                        assert_eq!(rec["document"]["node"], format!("w{w}"));
+                        mine.push(rec["id"].as_str().unwrap().to_owned());
+                    }
+                    other => panic!("claim answered {other}"),
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (60, 60), "every job claimed exactly once");
+    let (_, page) =
+        json(s.req(Method::GET, "/v1/collections/jobs/records?status=RUNNING&limit=100").send().await.unwrap()).await;
+    let by_node: BTreeMap<String, String> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r["document"]["node"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(by_node.len(), 60);
+    // Several queries in order; nothing left is 204.
+    let body = json!({"queries": [{"where": {"status": "QUEUED"}}, {"where": {"status": "RUNNING"}, "order_by": "priority"}],
+                      "set": {"status": "DONE", "result.exit": 0}});
+    let (status, rec) = json(s.req(Method::POST, "/v1/collections/jobs/claim").json(&body).send().await.unwrap()).await;
+    assert_eq!((status, rec["id"].as_str(), &rec["document"]["result"]), (200, Some("j000"), &json!({"exit": 0})));
+    let body = json!({"where": {"status": "QUEUED"}, "set": {"status": "RUNNING"}});
+    assert_eq!(s.req(Method::POST, "/v1/collections/jobs/claim").json(&body).send().await.unwrap().status(), 204);
+}
+
+#[tokio::test]
+async fn transactions_are_all_or_nothing() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    let (status, _) = json(
+        s.req(Method::POST, "/v1/collections").json(&json!({"name": "runs", "indexes": []})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let ok = json!({"operations": [
+        {"op": "put", "collection": "jobs", "id": "j1", "document": job(1, "PENDING", "p1"), "if_none_match": true},
+        {"op": "put", "collection": "runs", "id": "r1", "document": {"job": "j1"}},
+    ]});
+    let (status, out) = json(s.req(Method::POST, "/v1/transactions").json(&ok).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["results"][0]["seq"], out["seq"]);
+    assert_eq!(out["results"][1]["document"]["job"], "j1");
+
+    // A failing precondition names its record, and nothing of the transaction is written.
+    let bad = json!({"operations": [
+        {"op": "put", "collection": "runs", "id": "r2", "document": {"job": "j1"}},
+        {"op": "check", "collection": "jobs", "id": "j1", "if_match": 7},
+    ]});
+    let (status, body) = json(s.req(Method::POST, "/v1/transactions").json(&bad).send().await.unwrap()).await;
+    assert_eq!(
+        (status, body["collection"].as_str(), body["id"].as_str(), body["current_version"].as_u64()),
+        (412, Some("jobs"), Some("j1"), Some(1))
+    );
+    assert_eq!(json(s.req(Method::GET, "/v1/collections/runs/records/r2").send().await.unwrap()).await.0, 404);
+    let bad = json!({"operations": [
+        {"op": "delete", "collection": "runs", "id": "r1"},
+        {"op": "put", "collection": "runs", "id": "r1", "document": {}, "if_none_match": false, "if_match": 1},
+        {"op": "delete", "collection": "jobs", "id": "missing"},
+    ]});
+    let (status, body) = json(s.req(Method::POST, "/v1/transactions").json(&bad).send().await.unwrap()).await;
+    assert_eq!((status, body["id"].as_str()), (412, Some("r1")), "deleted earlier in the same transaction");
+    assert_eq!(json(s.req(Method::GET, "/v1/collections/runs/records/r1").send().await.unwrap()).await.0, 200);
+
+    let good = json!({"operations": [
+        {"op": "check", "collection": "jobs", "id": "j1", "if_match": 1},
+        {"op": "delete", "collection": "runs", "id": "r1", "if_match": 1},
+        {"op": "put", "collection": "jobs", "id": "j1", "document": job(1, "DONE", "p1"), "if_match": 1},
+    ]});
+    let (status, out) = json(s.req(Method::POST, "/v1/transactions").json(&good).send().await.unwrap()).await;
+    assert_eq!(
+        (status, &out["results"][1]["deleted"], out["results"][2]["version"].as_u64()),
+        (200, &json!(true), Some(2))
+    );
+    assert_eq!(json(s.req(Method::GET, "/v1/collections/runs/records/r1").send().await.unwrap()).await.0, 404);
+    let unknown = json!({"operations": [{"op": "put", "collection": "nope", "id": "x", "document": {}}]});
+    assert_eq!(json(s.req(Method::POST, "/v1/transactions").json(&unknown).send().await.unwrap()).await.0, 404);
+}
+
+/// Reads server-sent events until `n` changes arrived: their (id, data).
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let (mut id, mut data, mut kind) = (None, None, None);
+            for line in event.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().parse::<u64>().unwrap());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(serde_json::from_str::<Value>(v.trim()).unwrap());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    kind = Some(v.trim().to_owned());
+                }
+            }
+            if kind.as_deref() == Some("change") {
+                out.push((id.unwrap(), data.unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn change_feed_resumes_by_long_poll_and_events() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    for i in 0..5 {
+        s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}"))
+            .json(&job(i, "PENDING", "p1"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (status, page) = json(s.req(Method::GET, "/v1/changes?since=0&limit=3").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    let first: Vec<u64> = page["changes"].as_array().unwrap().iter().map(|c| c["seq"].as_u64().unwrap()).collect();
+    assert_eq!(first.len(), 3);
+    assert_eq!(page["changes"][0]["op"], "insert");
+    let next = page["next_since"].as_u64().unwrap();
+    let (_, page) = json(s.req(Method::GET, &format!("/v1/changes?since={next}")).send().await.unwrap()).await;
+    let rest: Vec<&str> = page["changes"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(rest, ["j3", "j4"]);
+    let tail = page["next_since"].as_u64().unwrap();
+
+    // Long-poll: waits for the next write.
+    let poll = s.req(Method::GET, &format!("/v1/changes?since={tail}&wait_ms=10000")).send();
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.req(Method::DELETE, "/v1/collections/jobs/records/j0").send().await.unwrap()
+    };
+    let (resp, del) = tokio::join!(poll, writer);
+    assert_eq!(del.status(), 204);
+    let (_, page) = json(resp.unwrap()).await;
+    assert_eq!((page["changes"][0]["id"].as_str(), page["changes"][0]["op"].as_str()), (Some("j0"), Some("delete")));
+    // Nothing new: the wait ends empty at its deadline.
+    let after_delete = page["next_since"].as_u64().unwrap();
+    let (_, page) =
+        json(s.req(Method::GET, &format!("/v1/changes?since={after_delete}&wait_ms=200")).send().await.unwrap()).await;
+    assert_eq!((page["changes"].as_array().unwrap().len(), page["next_since"].as_u64()), (0, Some(after_delete)));
+
+    // Events: everything from the start, then live writes; reconnecting with Last-Event-ID resumes.
+    let resp = s.req(Method::GET, "/v1/changes?since=0").header("Accept", "text/event-stream").send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let live = {
+        let (client, base) = (s.client.clone(), s.base.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            client
+                .put(format!("{base}/v1/collections/jobs/records/j9"))
+                .json(&job(9, "PENDING", "p1"))
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    let events = read_events(resp, 7).await;
+    live.await.unwrap();
+    let ids: Vec<&str> = events.iter().map(|(_, d)| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["j0", "j1", "j2", "j3", "j4", "j0", "j9"]);
+    assert!(events.iter().all(|(id, d)| d["seq"] == *id));
+    let resume_after = events[4].0;
+    let resp = s
+        .req(Method::GET, "/v1/changes")
+        .header("Accept", "text/event-stream")
+        .header("Last-Event-ID", resume_after.to_string())
+        .send()
+        .await
+        .unwrap();
+    let again = read_events(resp, 2).await;
+    assert_eq!(again, events[5..].to_vec());
+    assert_eq!(json(s.req(Method::GET, "/v1/changes?since=x").send().await.unwrap()).await.0, 400);
+}
+
+const TOKENS: &str = r#"
+[[tokens]]
+name = "ops"
+sha256 = "ADMIN"
+role = "admin"
+
+[[tokens]]
+name = "dashboard"
+sha256 = "READER"
+role = "read"
+
+[[tokens]]
+name = "sched-p1"
+sha256 = "P1"
+role = "write"
+project = "p1"
+
+[[tokens]]
+name = "sched-p2"
+sha256 = "P2"
+role = "write"
+project = "p2"
+"#;
+
+#[tokio::test]
+async fn tokens_roles_and_project_isolation() {
+    let config = TOKENS
+        .replace("ADMIN", &sha("admin-token"))
+        .replace("READER", &sha("reader-token"))
+        .replace("P1", &sha("p1-token"))
+        .replace("P2", &sha("p2-token"));
+    let s = Server::start(Some(&config));
+    let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
+    assert_eq!(s.req(Method::GET, "/healthz").send().await.unwrap().status(), 200);
+    assert_eq!(s.req(Method::GET, "/openapi.json").send().await.unwrap().status(), 200);
+    let r = s.req(Method::GET, "/v1/collections").send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_eq!(json(r).await.0, 401);
+    assert_eq!(json(as_("wrong", Method::GET, "/v1/collections").send().await.unwrap()).await.0, 401);
+    assert_eq!(json(s.req(Method::GET, "/metrics").send().await.unwrap()).await.0, 401);
+
+    let spec = json!({"name": "jobs", "indexes": [{"name": "project", "fields": ["project"]}]});
+    assert_eq!(json(as_("p1-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0, 403);
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
+        201
+    );
+    let put = |token: &str, id: &str, project: &str| {
+        as_(token, Method::PUT, &format!("/v1/collections/jobs/records/{id}")).json(&job(1, "PENDING", project)).send()
+    };
+    assert_eq!(json(put("reader-token", "a", "p1").await.unwrap()).await.0, 403);
+    assert_eq!(json(put("p1-token", "a", "p1").await.unwrap()).await.0, 201);
+    assert_eq!(json(put("p1-token", "a2", "p1").await.unwrap()).await.0, 201);
+    assert_eq!(json(put("p2-token", "b", "p2").await.unwrap()).await.0, 201);
+    let (status, body) = json(put("p1-token", "c", "p2").await.unwrap()).await;
+    assert_eq!(status, 403, "{body}");
+    let no_project = as_("p1-token", Method::PUT, "/v1/collections/jobs/records/d").json(&json!({"x": 1})).send();
+    assert_eq!(json(no_project.await.unwrap()).await.0, 403);
+    // Another project's record: invisible to read and delete, refused to overwrite.
+    assert_eq!(json(as_("p1-token", Method::GET, "/v1/collections/jobs/records/b").send().await.unwrap()).await.0, 404);
+    assert_eq!(
+        json(as_("p1-token", Method::DELETE, "/v1/collections/jobs/records/b").send().await.unwrap()).await.0,
+        404
+    );
+    assert_eq!(json(put("p1-token", "b", "p1").await.unwrap()).await.0, 403);
+    assert_eq!(
+        json(as_("reader-token", Method::GET, "/v1/collections/jobs/records/b").send().await.unwrap()).await.0,
+        200
+    );
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (_, body) = json(as_("p1-token", Method::GET, "/v1/collections/jobs/records").send().await.unwrap()).await;
+    assert_eq!(ids(&body), ["a", "a2"]);
+    let (_, body) = json(as_("reader-token", Method::GET, "/v1/collections/jobs/records").send().await.unwrap()).await;
+    assert_eq!(ids(&body), ["a", "a2", "b"]);
+    assert_eq!(
+        json(as_("p1-token", Method::GET, "/v1/collections/jobs/records?project=p2").send().await.unwrap()).await.0,
+        403
+    );
+    let (_, body) = json(as_("p2-token", Method::GET, "/v1/collections").send().await.unwrap()).await;
+    assert_eq!(body["collections"][0]["count"], 1);
+
+    // Claims, transactions and the change feed are scoped too.
+    let claim = json!({"where": {"status": "PENDING"}, "set": {"status": "RUNNING"}});
+    let (status, rec) =
+        json(as_("p2-token", Method::POST, "/v1/collections/jobs/claim").json(&claim).send().await.unwrap()).await;
+    assert_eq!((status, rec["id"].as_str()), (200, Some("b")));
+    assert_eq!(
+        as_("p2-token", Method::POST, "/v1/collections/jobs/claim").json(&claim).send().await.unwrap().status(),
+        204
+    );
+    let txn =
+        json!({"operations": [{"op": "put", "collection": "jobs", "id": "x", "document": job(1, "PENDING", "p2")}]});
+    assert_eq!(json(as_("p1-token", Method::POST, "/v1/transactions").json(&txn).send().await.unwrap()).await.0, 403);
+    let txn = json!({"operations": [{"op": "check", "collection": "jobs", "id": "b", "if_match": 2}]});
+    assert_eq!(json(as_("p1-token", Method::POST, "/v1/transactions").json(&txn).send().await.unwrap()).await.0, 404);
+    let (_, feed) = json(as_("p1-token", Method::GET, "/v1/changes").send().await.unwrap()).await;
+    let seen: Vec<&str> = feed["changes"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(seen, ["a", "a2"]);
+    assert_eq!(as_("reader-token", Method::GET, "/metrics").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn malformed_input_is_a_4xx_and_changes_nothing() {
+    let s = Server::start(Some("[limits]\nmax_body_bytes = 65536\n"));
+    declare_jobs(&s).await;
+    let url = "/v1/collections/jobs/records/j1";
+    let raw = |m: Method, path: &str, body: &'static str| {
+        s.req(m, path).header("content-type", "application/json").body(body).send()
+    };
+    let cases = vec![
+        (raw(Method::PUT, url, "{\"status\": ").await, 400),
+        (raw(Method::PUT, url, "[1, 2]").await, 400),
+        (raw(Method::PUT, url, "\"text\"").await, 400),
+        (raw(Method::PUT, url, "").await, 400),
+        (raw(Method::POST, "/v1/collections", "{\"name\": \"x\", \"indexes\": \"status\"}").await, 400),
+        (raw(Method::POST, "/v1/collections", "{\"name\": \"bad name\", \"indexes\": []}").await, 400),
+        (
+            raw(Method::POST, "/v1/collections", "{\"name\": \"x\", \"indexes\": [{\"name\": \"i\", \"fields\": []}]}")
+                .await,
+            400,
+        ),
+        (raw(Method::POST, "/v1/collections/jobs/claim", "{\"where\": {}, \"set\": {}}").await, 400),
+        (raw(Method::POST, "/v1/collections/jobs/claim", "{\"set\": {\"a\": 1}, \"order\": \"up\"}").await, 400),
+        (raw(Method::POST, "/v1/transactions", "{\"operations\": []}").await, 400),
+        (
+            raw(
+                Method::POST,
+                "/v1/transactions",
+                "{\"operations\": [{\"op\": \"put\", \"collection\": \"jobs\", \"id\": 5}]}",
+            )
+            .await,
+            400,
+        ),
+        (raw(Method::POST, "/v1/transactions", "{\"ops\": []}").await, 400),
+        (s.req(Method::PUT, url).header("If-Match", "v1").json(&json!({})).send().await, 400),
+        (s.req(Method::PUT, url).header("If-None-Match", "\"1\"").json(&json!({})).send().await, 400),
+        (s.req(Method::PUT, "/v1/collections/jobs/records/a%0Ab").json(&json!({})).send().await, 400),
+        (
+            s.req(Method::PUT, &format!("/v1/collections/jobs/records/{}", "x".repeat(600)))
+                .json(&json!({}))
+                .send()
+                .await,
+            400,
+        ),
+        (s.req(Method::GET, "/v1/collections/bad%20name/records/x").send().await, 400),
+        (s.req(Method::GET, &format!("/v1/collections/{}/records", "c".repeat(65))).send().await, 400),
+        (s.req(Method::GET, "/v1/collections/jobs/records?limit=many").send().await, 400),
+        (s.req(Method::GET, "/v1/collections/jobs/records?limit=0").send().await, 400),
+        (s.req(Method::GET, "/v1/collections/jobs/records?order=sideways").send().await, 400),
+        (s.req(Method::GET, "/v1/collections/jobs/records?cursor=zz").send().await, 400),
+        (s.req(Method::GET, "/v1/collections/jobs/records?order_by=name").send().await, 400),
+        (s.req(Method::GET, "/v1/changes?collection=bad%20name").send().await, 400),
+        (
+            s.req(Method::GET, "/v1/changes")
+                .header("Accept", "text/event-stream")
+                .header("Last-Event-ID", "x")
+                .send()
+                .await,
+            400,
+        ),
+        (s.req(Method::GET, "/v1/nothing").send().await, 404),
+        (s.req(Method::PATCH, url).json(&json!({})).send().await, 405),
+        (s.req(Method::PUT, url).json(&json!({"blob": "x".repeat(200_000)})).send().await, 413),
+    ];
+    for (i, (resp, want)) in cases.into_iter().enumerate() {
+        let (status, body) = json(resp.unwrap()).await;
+        assert_eq!(status, want, "case {i}: {body}");
+    }
+    let (_, page) = json(s.req(Method::GET, "/v1/collections/jobs/records").send().await.unwrap()).await;
+    assert_eq!(page["records"], json!([]), "nothing was written");
+    let (_, list) = json(s.req(Method::GET, "/v1/collections").send().await.unwrap()).await;
+    assert_eq!(list["collections"].as_array().unwrap().len(), 1, "nothing was declared");
+}
+
+#[tokio::test]
+async fn sheds_load_at_the_concurrency_limit() {
+    let s = Server::start(Some("[limits]\nmax_concurrency = 1\nmax_wait_ms = 5000\n"));
+    let waiting = s.req(Method::GET, "/v1/changes?since=0&wait_ms=1500").send();
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let r = s.req(Method::GET, "/v1/collections").send().await.unwrap();
+        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let health = s.req(Method::GET, "/healthz").send().await.unwrap().status();
+        (json(r).await.0, retry, health)
+    };
+    let (waited, (status, retry, health)) = tokio::join!(waiting, probe);
+    assert_eq!(waited.unwrap().status(), 200);
+    assert_eq!((status, retry.as_deref(), health.as_u16()), (503, Some("1"), 200));
+    let text = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("cairn_http_shed_total 1\n"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_stats_and_openapi() {
+    let s = Server::start(None);
+    declare_jobs(&s).await;
+    s.req(Method::PUT, "/v1/collections/jobs/records/j1").json(&job(1, "PENDING", "p1")).send().await.unwrap();
+    s.req(Method::GET, "/v1/collections/jobs/records/nope").send().await.unwrap();
+    let r = s.req(Method::GET, "/metrics").send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for want in [
+        "cairn_http_requests_total{route=\"/v1/collections/{collection}/records/{id}\",method=\"PUT\",status=\"201\"} 1",
+        "cairn_http_requests_total{route=\"/v1/collections/{collection}/records/{id}\",method=\"GET\",status=\"404\"} 1",
+        "cairn_http_request_duration_seconds_count{route=\"/v1/collections\"} 1",
+        "cairn_level_bytes{level=\"0\"}",
+        "cairn_compactions_total ",
+        "cairn_wal_syncs_total ",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+    let (status, stats) = json(s.req(Method::GET, "/v1/stats").send().await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(stats["last_sequence"].as_u64().unwrap() >= 1, "{stats}");
+    let (status, doc) = json(s.req(Method::GET, "/openapi.json").send().await.unwrap()).await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.0.3")));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_the_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start_on(&data, None, dir.path());
+    declare_jobs(&s).await;
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}")).json(&job(i, "PENDING", "p1")).send()
+        })
+        .collect();
+    let answers = futures_util::future::join_all(writers).await;
+    assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 201));
+    // A request in flight when SIGTERM arrives (a long-poll waiting for changes) still gets its answer.
+    let seq = json(s.req(Method::GET, "/healthz").send().await.unwrap()).await.1["last_sequence"].as_u64().unwrap();
+    let waiting = tokio::spawn(s.req(Method::GET, &format!("/v1/changes?since={seq}&wait_ms=15000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown ended the wait");
+    let (code, page) = json(waiting.await.unwrap().unwrap()).await;
+    assert_eq!((code, &page["changes"]), (200, &json!([])));
+
+    let store = cairn::Store::open(&data).unwrap();
+    let jobs = store.collection_dyn("jobs").unwrap();
+    assert_eq!(jobs.count(&cairn::Query::new()).unwrap(), 20);
+    store.check_indexes().unwrap();
+    store.db().clone().close().unwrap();
+
+    let s = Server::start_on(&data, None, dir.path());
+    let (status, rec) = json(s.req(Method::GET, "/v1/collections/jobs/records/j7").send().await.unwrap()).await;
+    assert_eq!((status, &rec["document"]["priority"]), (200, &json!(7)));
+}
+
+#[test]
+fn refuses_a_public_address_without_tokens_and_bad_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_page = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("d"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
+}
+
+#[test]
+fn hash_token_prints_the_sha256() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), sha("s3cret"));
+}
