@@ -5,6 +5,7 @@ mod compact;
 mod demo;
 mod format;
 mod stats;
+mod sync;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,12 @@ enum Command {
     Check(DataDir),
     /// Load synthetic compute jobs into the jobs collection, then query, claim and check them.
     Demo(demo::DemoArgs),
+    /// Export collections to PostgreSQL or an object store (S3), once or following the change feed.
+    Export(sync::ExportArgs),
+    /// Import collections from PostgreSQL, or restore them from an object store to a sequence or time.
+    Import(sync::ImportArgs),
+    /// Compare the store with PostgreSQL or an object store. Exit status 1 if they differ.
+    Verify(sync::VerifyArgs),
 }
 
 /// The data directory a subcommand works on.
@@ -46,6 +53,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Compact(dir) => compact::run(&dir.path),
         Command::Check(dir) => check::run(&dir.path),
         Command::Demo(args) => demo::run(&args),
+        Command::Export(args) => sync::export(&args),
+        Command::Import(args) => sync::import(&args),
+        Command::Verify(args) => sync::verify(&args),
     }
 }
 
