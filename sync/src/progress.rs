@@ -116,6 +116,13 @@ impl Progress {
 
 impl State {
     fn new() -> Self {
-        Self { what: String::new(), total: None, records: 0, bytes: 0, started: Instant::now(), last_log: Instant::now() }
+        Self {
+            what: String::new(),
+            total: None,
+            records: 0,
+            bytes: 0,
+            started: Instant::now(),
+            last_log: Instant::now(),
+        }
     }
 }

@@ -102,9 +102,8 @@ pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<V
     let mine = local(store)?;
     let client = connect(url).await?;
     let mut names: Vec<String> = store.collections().into_iter().map(|s| s.name).collect();
-    let listed = client
-        .query(&format!("SELECT name FROM {} ORDER BY name", table_ref(schema, COLLECTIONS_TABLE)), &[])
-        .await?;
+    let listed =
+        client.query(&format!("SELECT name FROM {} ORDER BY name", table_ref(schema, COLLECTIONS_TABLE)), &[]).await?;
     for row in listed {
         names.push(row.try_get(0)?);
     }
@@ -113,16 +112,12 @@ pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<V
     let mut theirs = Records::new();
     for name in names {
         let table = table_ref(schema, &name);
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-            .await?
-            .try_get(0)?;
+        let exists: bool = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await?.try_get(0)?;
         if !exists {
             continue;
         }
-        let stream = client
-            .copy_out(&format!("COPY (SELECT id, version, doc FROM {table}) TO STDOUT (FORMAT binary)"))
-            .await?;
+        let stream =
+            client.copy_out(&format!("COPY (SELECT id, version, doc FROM {table}) TO STDOUT (FORMAT binary)")).await?;
         let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::INT8, Type::JSONB]);
         pin_mut!(rows);
         while let Some(row) = rows.try_next().await? {

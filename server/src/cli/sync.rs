@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use cairn::Store;
 use cairn_sync::{
-    ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, RestoreTarget, StopFlag, TableMapping,
-    VerifyReport,
+    ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, RestoreTarget, StopFlag, TableMapping, VerifyReport,
 };
 use clap::{Args, Subcommand};
 

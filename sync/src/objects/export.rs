@@ -340,7 +340,8 @@ async fn put(location: &ObjectLocation, path: &Path, bytes: Vec<u8>, threshold: 
 /// Every manifest's sequence in the location, ascending.
 pub(crate) async fn list_snapshots(location: &ObjectLocation) -> Result<Vec<u64>, SyncError> {
     let listed: Vec<_> = location.store()?.list(Some(&location.path(SNAPSHOTS))).try_collect().await?;
-    let mut seqs: Vec<u64> = listed.iter().filter_map(|m| parse_manifest_name(location.relative(&m.location))).collect();
+    let mut seqs: Vec<u64> =
+        listed.iter().filter_map(|m| parse_manifest_name(location.relative(&m.location))).collect();
     seqs.sort_unstable();
     Ok(seqs)
 }

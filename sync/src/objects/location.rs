@@ -95,9 +95,8 @@ impl ObjectLocation {
                 Arc::new(b.build()?)
             }
             "file" => {
-                let dir = url
-                    .to_file_path()
-                    .map_err(|()| SyncError::invalid(format!("{}: not a local path", self.url)))?;
+                let dir =
+                    url.to_file_path().map_err(|()| SyncError::invalid(format!("{}: not a local path", self.url)))?;
                 std::fs::create_dir_all(&dir)?;
                 let fs = LocalFileSystem::new_with_prefix(&dir)?;
                 return Ok(Self { opened: Some((Arc::new(fs), Path::default())), ..self });

@@ -148,7 +148,10 @@ async fn load_snapshot(
         let text = open_checked(&name, &bytes, &entry.sha256)?;
         let records: Vec<SnapshotLine> = lines(&name, &text)?;
         if records.len() as u64 != entry.records {
-            return Err(SyncError::corrupt(&name, format!("{} records, manifest says {}", records.len(), entry.records)));
+            return Err(SyncError::corrupt(
+                &name,
+                format!("{} records, manifest says {}", records.len(), entry.records),
+            ));
         }
         let n = records.len() as u64;
         for r in records {

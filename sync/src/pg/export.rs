@@ -11,8 +11,8 @@ use super::connect;
 use super::schema::{ensure_meta, ensure_table, table_ref, STATE_TABLE};
 use super::stage::{apply, StageRow};
 use crate::error::SyncError;
-use crate::progress::Progress;
 use crate::follow::{stopped, wait};
+use crate::progress::Progress;
 use crate::StopFlag;
 
 /// What [`export_postgres`] does. Build with [`PgExportOptions::new`] and the setters.
@@ -147,7 +147,13 @@ pub async fn export_postgres(
                     &[&opts.name, &to_i64(seq)?],
                 )
                 .await?;
-            State { phase: "bulk".to_owned(), snapshot_seq: seq, bulk_collection: None, bulk_last_id: None, cursor: seq }
+            State {
+                phase: "bulk".to_owned(),
+                snapshot_seq: seq,
+                bulk_collection: None,
+                bulk_last_id: None,
+                cursor: seq,
+            }
         }
     };
     let mut cursor = state.cursor;

@@ -197,11 +197,7 @@ pub(crate) async fn ensure_table(
             })
             .collect();
         let name = truncate(format!("{}__{}", spec.name, index.name));
-        sql.push_str(&format!(
-            "CREATE INDEX IF NOT EXISTS {} ON {table} ({});\n",
-            quote_ident(&name),
-            cols.join(", ")
-        ));
+        sql.push_str(&format!("CREATE INDEX IF NOT EXISTS {} ON {table} ({});\n", quote_ident(&name), cols.join(", ")));
     }
     client.batch_execute(&sql).await?;
     let spec_json = serde_json::to_value(spec).map_err(|e| SyncError::invalid(e.to_string()))?;
