@@ -1,6 +1,8 @@
 //! Export, restore and verification against moto's S3 server, started for this test binary. Every scenario
 //! shares one server (one prefix or bucket each), so they run in one test function, in order.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Export, import and verification against a real PostgreSQL 15 cluster started for this test binary.
 //! Every scenario shares one cluster (one schema each), so they run in one test function, in order.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 mod support;
 
 use std::process::{Command, Stdio};
@@ -343,4 +345,8 @@ async fn verify_lists_differences(pg: &Postgres) {
         ]
     );
     assert_eq!((report.local_records, report.remote_records), (1_100, 1_100));
+    // `restart` empties the tables and copies everything again: the drift is gone.
+    let again = export_postgres(&store, &opts.clone().restart(true), &Progress::hidden(), None).await.unwrap();
+    assert_eq!(again.bulk_records, 1_100);
+    assert!(verify_postgres(&store, &pg.url(), "drift").await.unwrap().equal());
 }

@@ -8,7 +8,7 @@ use cairn::{ChangeOp, Store, StoreSnapshot};
 use tokio_postgres::Client;
 
 use super::connect;
-use super::schema::{ensure_meta, ensure_table, table_ref, STATE_TABLE};
+use super::schema::{ensure_meta, ensure_table, table_ref, COLLECTIONS_TABLE, STATE_TABLE};
 use super::stage::{apply, StageRow};
 use crate::error::SyncError;
 use crate::follow::{stopped, wait};
@@ -72,7 +72,8 @@ impl PgExportOptions {
         self
     }
 
-    /// Forget the stored cursor and start again with a bulk copy of a new snapshot. Default: false.
+    /// Empty the collections' tables, forget the stored cursor and start again with a bulk copy of a new
+    /// snapshot (after the store trimmed changes the export still needed, say). Default: false.
     pub fn restart(mut self, restart: bool) -> Self {
         self.restart = restart;
         self
@@ -126,7 +127,16 @@ pub async fn export_postgres(
     ensure_meta(&client, &opts.schema).await?;
     let state_table = table_ref(&opts.schema, STATE_TABLE);
     if opts.restart {
-        client.execute(&format!("DELETE FROM {state_table} WHERE name = $1"), &[&opts.name]).await?;
+        // Start from empty tables: rows of records deleted while the feed was unavailable must go too.
+        let txn = client.transaction().await?;
+        let tables =
+            txn.query(&format!("SELECT name FROM {}", table_ref(&opts.schema, COLLECTIONS_TABLE)), &[]).await?;
+        for row in tables {
+            let name: String = row.try_get(0)?;
+            txn.batch_execute(&format!("TRUNCATE {}", table_ref(&opts.schema, &name))).await?;
+        }
+        txn.execute(&format!("DELETE FROM {state_table} WHERE name = $1"), &[&opts.name]).await?;
+        txn.commit().await?;
     }
     let mut report = PgExportReport::default();
     let mut ready = HashSet::new();

@@ -2,6 +2,7 @@
 //! S3 server), stopped when dropped, and a generator of compute-platform records.
 
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
+#![allow(clippy::unwrap_used, reason = "test support: a failure is the test's failure")]
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -191,7 +192,7 @@ pub fn job(i: usize, round: usize) -> Value {
         "status": STATUSES[(i + round) % 5],
         "priority": (i * 7 + round) % 1000,
         "cost": (i % 100) as f64 * 0.25 + 0.1,
-        "preemptible": i % 3 == 0,
+        "preemptible": i.is_multiple_of(3),
         "resources": {"gpus": i % 8, "gpu_type": gpu_type, "mem_gb": 16 * (1 + i % 4)},
         "tags": ["vision", format!("round-{round}")],
         "note": "résumé ✓ \"quoted\" \\ tab\t",
@@ -208,7 +209,7 @@ pub fn populate(store: &Store, n: usize) {
             .transaction(|tx| {
                 for i in start..(start + 1000).min(n) {
                     tx.insert_doc("jobs", &format!("job-{i:07}"), job(i, 0))?;
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         tx.insert_doc("notes", &format!("note-{i:07}"), json!({"text": format!("note {i}")}))?;
                     }
                 }
@@ -226,10 +227,10 @@ pub fn mutate(store: &Store, n: usize, step: usize, round: usize) -> usize {
     for i in (round % step..n).step_by(step) {
         let id = format!("job-{i:07}");
         match jobs.get(&id).unwrap() {
-            Some(_) if i % 11 == 0 => {
+            Some(_) if i.is_multiple_of(11) => {
                 jobs.delete(&id, None).unwrap();
                 changes += 1;
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     jobs.insert(&id, job(i, round)).unwrap();
                     changes += 1;
                 }
