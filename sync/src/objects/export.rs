@@ -253,8 +253,11 @@ async fn snapshot(
     let started = Instant::now();
     let snap = store.snapshot();
     let seq = snap.sequence();
-    // Changes after the snapshot are kept for the segments that follow it.
-    store.register_consumer(&opts.consumer(), seq)?;
+    // Changes after the snapshot are kept for the segments that follow it. A consumer already registered
+    // stays where it is: it still guards changes the chain has not shipped yet.
+    if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
+        store.register_consumer(&opts.consumer(), seq)?;
+    }
     let taken_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let collections = snap.collections()?;
     progress.phase("s3: snapshot", None);
