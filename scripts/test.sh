@@ -3,7 +3,8 @@
 # doctests, and the API docs with warnings denied. Every step runs even if an earlier one fails; the
 # script exits non-zero if any failed.
 #
-# A fresh machine needs only a Rust toolchain (rustup.rs); cargo-nextest is optional
+# A fresh machine needs a Rust toolchain (rustup.rs), Python 3 with pip (the sync tests' S3 server, moto,
+# is installed below) and PostgreSQL 15's binaries; cargo-nextest is optional
 # (`cargo install cargo-nextest --locked`). Build parallelism: CAIRN_JOBS (default 2).
 set -euo pipefail
 
@@ -13,6 +14,18 @@ jobs="${CAIRN_JOBS:-2}"
 if ! command -v cargo >/dev/null 2>&1; then
     echo "test.sh: cargo not found; install Rust from https://rustup.rs" >&2
     exit 1
+fi
+
+# The sync tests (sync/tests/) start real servers on loopback: PostgreSQL 15 from
+# /usr/lib/postgresql/15/bin (or CAIRN_PG_BIN) and moto's S3 server, installed here when missing.
+if ! command -v moto_server >/dev/null 2>&1 && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    echo "test.sh: installing moto's S3 server for the sync tests (python3 -m pip install 'moto[server]')" >&2
+    python3 -m pip install --quiet 'moto[server]' ||
+        python3 -m pip install --quiet --user 'moto[server]' ||
+        python3 -m pip install --quiet --break-system-packages 'moto[server]' ||
+        echo "test.sh: could not install moto; the object store sync tests will fail" >&2
+    # pip --user puts the script in ~/.local/bin.
+    export PATH="${PATH}:$(python3 -m site --user-base 2>/dev/null || echo "${HOME}/.local")/bin"
 fi
 
 failed=()

@@ -51,7 +51,7 @@ mod version;
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use collection::{
     Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan,
-    Query, Record, Store, StoreOptions, Stored, Transaction, MAX_PAGE,
+    Query, Record, SnapshotRecords, Store, StoreOptions, StoreSnapshot, Stored, Transaction, MAX_PAGE,
 };
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, Db, Finding, TornWal};

@@ -7,6 +7,7 @@
 mod changes;
 mod envelope;
 mod error;
+mod export;
 mod handle;
 mod hints;
 mod keys;
@@ -18,6 +19,7 @@ mod typed;
 
 pub use changes::{Change, ChangeOp};
 pub use error::CollectionError;
+pub use export::{SnapshotRecords, StoreSnapshot};
 pub use handle::DynCollection;
 pub use query::{Op, Page, Plan, Query, MAX_PAGE};
 pub use record::{CollectionSpec, IndexSpec, Record, Stored};

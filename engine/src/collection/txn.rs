@@ -195,6 +195,24 @@ impl<'s> Transaction<'s> {
         self.stage(spec, id, None, version + 1).map(drop)
     }
 
+    /// Writes a document at exactly `version`, whatever version is stored (or none): for import and restore
+    /// tools that copy records, versions included, from elsewhere. The change event carries `version` too.
+    /// `Invalid` if `version` is 0.
+    pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        check_doc(&doc)?;
+        if version == 0 {
+            return Err(CollectionError::invalid(format!("{collection}/{id}: a version must be at least 1")));
+        }
+        let key = keys::record_key(&spec.name, id);
+        self.stage(spec, id, Some(doc), version)?;
+        if let Some(s) = self.staged.get_mut(&key) {
+            s.version = version;
+        }
+        Ok(())
+    }
+
     /// Reads a typed record.
     pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
         self.store.ensure::<T>()?;

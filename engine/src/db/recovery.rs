@@ -166,7 +166,7 @@ fn replay_wals(
             // Nothing was ever committed to it: drop it like a torn tail. It may sit before a newer WAL when
             // the power failed again before its removal at the last open reached the disk.
             Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64);
-            replayed.push(ReplayedWal { number: *number, valid_len: 0, records: 0 });
+            replayed.push(ReplayedWal { number: *number, valid_len: 0, records: 0, marked: 0 });
             continue;
         }
         if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > WAL_FORMAT_VERSION) {

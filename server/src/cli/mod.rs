@@ -7,6 +7,7 @@ mod format;
 mod hash_token;
 mod serve;
 mod stats;
+mod sync;
 
 pub(crate) use stats::to_json as stats_json;
 
@@ -38,6 +39,12 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the SHA-256 of a bearer token read from stdin, for the server's configuration.
     HashToken,
+    /// Export collections to PostgreSQL or an object store (S3), once or following the change feed.
+    Export(sync::ExportArgs),
+    /// Import collections from PostgreSQL, or restore them from an object store to a sequence or time.
+    Import(sync::ImportArgs),
+    /// Compare the store with PostgreSQL or an object store. Exit status 1 if they differ.
+    Verify(sync::VerifyArgs),
 }
 
 /// The data directory a subcommand works on.
@@ -57,6 +64,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo(args) => demo::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::HashToken => hash_token::run(),
+        Command::Export(args) => sync::export(&args),
+        Command::Import(args) => sync::import(&args),
+        Command::Verify(args) => sync::verify(&args),
     }
 }
 

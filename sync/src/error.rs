@@ -1,0 +1,56 @@
+//! Errors of export, import and verification.
+
+use cairn::CollectionError;
+
+/// Why an export, import, restore or verification failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The local store failed.
+    #[error("store: {0}")]
+    Store(#[from] CollectionError),
+    /// PostgreSQL failed or refused a statement.
+    #[error("postgres: {}", pg_detail(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The object store failed (after its retries).
+    #[error("object store: {0}")]
+    Objects(#[from] object_store::Error),
+    /// An object or row read back is damaged: a checksum mismatch or an undecodable format.
+    #[error("corrupt {object}: {reason}")]
+    Corrupt {
+        /// The object (or table) that is damaged.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The changes needed to reach the target are not all there (a missing or unchained segment).
+    #[error("gap: {0}")]
+    Gap(String),
+    /// The request itself is wrong (a bad URL, a non-empty destination, a document that is not an object).
+    #[error("{0}")]
+    Invalid(String),
+    /// An I/O error outside the store (a local directory object store, the terminal).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl SyncError {
+    pub(crate) fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Corrupt { object: object.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+}
+
+/// PostgreSQL's own message (with detail) when the server sent one; the client's error otherwise.
+fn pg_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        },
+        None => e.to_string(),
+    }
+}

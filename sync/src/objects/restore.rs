@@ -1,0 +1,291 @@
+//! `import s3`: the latest snapshot at or before the target, then the chained segments up to it, every
+//! object checked against its checksum and every link of the chain against its neighbour.
+
+use std::time::{Duration, Instant};
+
+use cairn::{ChangeOp, Store};
+
+use super::export::{list_segments, list_snapshots};
+use super::layout::{
+    decode_manifest, decode_segment, lines, manifest_name, open_checked, snapshot_dir, Manifest, SegmentName,
+    SnapshotLine,
+};
+use super::location::ObjectLocation;
+use super::sink::{Sink, StoreSink};
+use crate::error::SyncError;
+use crate::progress::Progress;
+
+/// How far a restore goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreTarget {
+    /// Everything the location holds: the newest snapshot and every segment after it.
+    Latest,
+    /// The state right after commit sequence `n`: the newest snapshot at or before `n`, then every change
+    /// with a sequence up to `n`. Fails if the location's changes end before `n`.
+    Seq(u64),
+    /// The state at a time (ms since the Unix epoch): the newest snapshot taken at or before it, then the
+    /// commits made at or before it (by their commit time).
+    Time(i64),
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RestoreReport {
+    /// The snapshot it started from.
+    pub snapshot_seq: u64,
+    /// The source sequence the restored state corresponds to.
+    pub seq: u64,
+    /// Records read from the snapshot.
+    pub snapshot_records: u64,
+    /// Changes replayed from segments.
+    pub changes: u64,
+    /// Segments read.
+    pub segments: u64,
+    /// Bytes downloaded (compressed).
+    pub downloaded: u64,
+    /// Bytes of documents restored, as JSON.
+    pub bytes: u64,
+    /// Time spent.
+    pub elapsed: Duration,
+}
+
+/// Restores the state `target` names from `location` into `store`, which must have no collections yet.
+/// Any missing object, checksum mismatch or break in the segment chain fails the restore.
+pub async fn restore_objects(
+    location: &ObjectLocation,
+    target: RestoreTarget,
+    store: &Store,
+    progress: &Progress,
+) -> Result<RestoreReport, SyncError> {
+    if !store.collections().is_empty() {
+        return Err(SyncError::invalid(format!(
+            "{}: the destination store already has collections; restore into a new, empty data directory",
+            store.db().path().display()
+        )));
+    }
+    let mut sink = StoreSink::new(store);
+    replay(location, target, &mut sink, progress).await
+}
+
+/// Reads the snapshot and segments `target` needs from `location` into `sink`.
+pub(crate) async fn replay(
+    location: &ObjectLocation,
+    target: RestoreTarget,
+    sink: &mut impl Sink,
+    progress: &Progress,
+) -> Result<RestoreReport, SyncError> {
+    let started = Instant::now();
+    let mut report = RestoreReport::default();
+    let manifest = choose_snapshot(location, target, &mut report).await?;
+    load_snapshot(location, &manifest, sink, progress, &mut report).await?;
+    report.snapshot_seq = manifest.seq;
+    report.seq = manifest.seq;
+    replay_segments(location, target, manifest.seq, sink, progress, &mut report).await?;
+    sink.finish()?;
+    if let RestoreTarget::Seq(n) = target {
+        report.seq = n;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+async fn get(location: &ObjectLocation, name: &str, report: &mut RestoreReport) -> Result<Vec<u8>, SyncError> {
+    let bytes = location.store()?.get(&location.path(name)).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => SyncError::Gap(format!("{name} is missing from {}", location.url())),
+        other => other.into(),
+    })?;
+    let bytes = bytes.bytes().await?;
+    report.downloaded += bytes.len() as u64;
+    Ok(bytes.to_vec())
+}
+
+/// The newest snapshot at or before the target.
+async fn choose_snapshot(
+    location: &ObjectLocation,
+    target: RestoreTarget,
+    report: &mut RestoreReport,
+) -> Result<Manifest, SyncError> {
+    let seqs = list_snapshots(location).await?;
+    for &seq in seqs.iter().rev() {
+        if let RestoreTarget::Seq(n) = target {
+            if seq > n {
+                continue;
+            }
+        }
+        let name = manifest_name(seq);
+        let manifest = decode_manifest(&name, &get(location, &name, report).await?)?;
+        if manifest.seq != seq {
+            return Err(SyncError::corrupt(name, format!("manifest says seq {}", manifest.seq)));
+        }
+        if let RestoreTarget::Time(t) = target {
+            if manifest.taken_at_ms > t {
+                continue;
+            }
+        }
+        return Ok(manifest);
+    }
+    Err(SyncError::Gap(format!("{} has no snapshot at or before the target {target:?}", location.url())))
+}
+
+async fn load_snapshot(
+    location: &ObjectLocation,
+    manifest: &Manifest,
+    sink: &mut impl Sink,
+    progress: &Progress,
+    report: &mut RestoreReport,
+) -> Result<(), SyncError> {
+    for spec in &manifest.collections {
+        sink.declare(spec)?;
+    }
+    progress.phase("restore: snapshot", Some(manifest.records));
+    let dir = snapshot_dir(manifest.seq);
+    for entry in &manifest.objects {
+        let name = format!("{dir}{}", entry.name);
+        let bytes = get(location, &name, report).await?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(SyncError::corrupt(&name, format!("{} bytes, manifest says {}", bytes.len(), entry.bytes)));
+        }
+        let text = open_checked(&name, &bytes, &entry.sha256)?;
+        let records: Vec<SnapshotLine> = lines(&name, &text)?;
+        if records.len() as u64 != entry.records {
+            return Err(SyncError::corrupt(
+                &name,
+                format!("{} records, manifest says {}", records.len(), entry.records),
+            ));
+        }
+        let n = records.len() as u64;
+        for r in records {
+            sink.put(&entry.collection, &r.id, r.version, r.doc)?;
+            sink.boundary()?;
+        }
+        report.snapshot_records += n;
+        report.bytes += text.len() as u64;
+        progress.add(n, text.len() as u64);
+    }
+    let total: u64 = manifest.objects.iter().map(|o| o.records).sum();
+    if total != manifest.records {
+        return Err(SyncError::corrupt(manifest_name(manifest.seq), "record counts do not add up"));
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Walks the chain from the segment holding `from + 1` and applies its changes up to the target.
+async fn replay_segments(
+    location: &ObjectLocation,
+    target: RestoreTarget,
+    from: u64,
+    sink: &mut impl Sink,
+    progress: &Progress,
+    report: &mut RestoreReport,
+) -> Result<(), SyncError> {
+    let segments = list_segments(location).await?;
+    let wanted = match target {
+        RestoreTarget::Seq(n) => Some(n),
+        _ => None,
+    };
+    if wanted.is_some_and(|n| n <= from) {
+        return Ok(());
+    }
+    progress.phase("restore: changes", None);
+    // The first segment holds the changes right after the snapshot: `after <= from < through`.
+    let mut next = segments.iter().filter(|s| s.after <= from && from < s.through).min_by_key(|s| s.after);
+    let mut prev: Option<&SegmentName> = None;
+    let mut reached = from;
+    let mut declared = Vec::new();
+    'chain: while let Some(seg) = next {
+        let bytes = get(location, &seg.name(), report).await?;
+        let (header, changes) = decode_segment(seg, &bytes)?;
+        if let Some(p) = prev {
+            if header.prev_sha256.as_deref() != Some(p.sha256.as_str()) {
+                return Err(SyncError::corrupt(
+                    seg.name(),
+                    format!("its previous-segment hash does not match {}", p.name()),
+                ));
+            }
+        }
+        for spec in &header.collections {
+            if !declared.contains(spec) {
+                sink.declare(spec)?;
+                declared.push(spec.clone());
+            }
+        }
+        report.segments += 1;
+        let mut current = None;
+        for c in changes {
+            if c.seq <= from {
+                continue;
+            }
+            let past = match target {
+                RestoreTarget::Seq(n) => c.seq > n,
+                RestoreTarget::Time(t) => c.at_ms > t,
+                RestoreTarget::Latest => false,
+            };
+            if current != Some(c.seq) {
+                if current.is_some() {
+                    sink.boundary()?;
+                }
+                if past {
+                    if let Some(n) = wanted {
+                        reached = n;
+                    }
+                    break 'chain;
+                }
+                current = Some(c.seq);
+                reached = c.seq;
+            }
+            let len = c.doc.as_ref().map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() as u64));
+            match (c.op, c.doc) {
+                (ChangeOp::Delete, _) => sink.delete(&c.collection, &c.id)?,
+                (_, Some(doc)) => sink.put(&c.collection, &c.id, c.version, doc)?,
+                (_, None) => return Err(SyncError::corrupt(seg.name(), format!("{} without a document", c.id))),
+            }
+            report.changes += 1;
+            report.bytes += len;
+            progress.add(1, len);
+        }
+        sink.boundary()?;
+        reached = reached.max(seg.through.min(wanted.unwrap_or(u64::MAX)));
+        if let RestoreTarget::Time(t) = target {
+            if header.last_at_ms > t {
+                break;
+            }
+        }
+        if wanted.is_some_and(|n| seg.through >= n) {
+            break;
+        }
+        prev = Some(seg);
+        next = segments.iter().find(|s| s.after == seg.through);
+        if next.is_none() {
+            if let Some(later) = segments.iter().filter(|s| s.after > seg.through).min_by_key(|s| s.after) {
+                return Err(SyncError::Gap(format!(
+                    "no segment starts at seq {}: the next one, {}, starts at {}",
+                    seg.through,
+                    later.name(),
+                    later.after
+                )));
+            }
+        }
+    }
+    if next.is_none() {
+        if let Some(later) = segments.iter().filter(|s| s.after > reached).min_by_key(|s| s.after) {
+            return Err(SyncError::Gap(format!(
+                "no segment covers seq {}: the next one, {}, starts at {}",
+                reached + 1,
+                later.name(),
+                later.after
+            )));
+        }
+    }
+    if let Some(n) = wanted {
+        if reached < n {
+            return Err(SyncError::Gap(format!(
+                "{} holds changes through seq {reached} only; seq {n} was requested",
+                location.url()
+            )));
+        }
+    }
+    report.seq = reached;
+    progress.finish();
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Where a restore writes: a store, or (for verification) a map of record digests.
+
+use std::collections::BTreeMap;
+
+use cairn::{CollectionError, CollectionSpec, Store};
+use serde_json::Value;
+
+use crate::digest::{record_digest, Digest};
+use crate::error::SyncError;
+
+/// Store transactions are cut at the first commit boundary after this many operations.
+const WRITE_BATCH: usize = 1000;
+
+/// The receiving end of a restore: declarations, record states and commit boundaries, in order.
+pub(crate) trait Sink {
+    fn declare(&mut self, spec: &CollectionSpec) -> Result<(), SyncError>;
+    fn put(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), SyncError>;
+    fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError>;
+    /// The end of one source commit (or of a snapshot chunk): a safe place to write what is buffered.
+    fn boundary(&mut self) -> Result<(), SyncError>;
+    /// Writes everything still buffered.
+    fn finish(&mut self) -> Result<(), SyncError>;
+}
+
+enum Op {
+    Put(String, String, u64, Value),
+    Delete(String, String),
+}
+
+/// Writes into a store, one transaction per batch of whole source commits.
+pub(crate) struct StoreSink<'a> {
+    store: &'a Store,
+    ops: Vec<Op>,
+}
+
+impl<'a> StoreSink<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Self { store, ops: Vec::new() }
+    }
+
+    fn write(&mut self) -> Result<(), SyncError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let ops = std::mem::take(&mut self.ops);
+        self.store
+            .transaction(|tx| {
+                for op in ops {
+                    match op {
+                        Op::Put(c, id, version, doc) => tx.restore_doc(&c, &id, version, doc)?,
+                        Op::Delete(c, id) => tx.delete_doc(&c, &id, None)?,
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                CollectionError::NotFound { collection, id } => SyncError::corrupt(
+                    "segments",
+                    format!("a change deletes {collection}/{id}, which the restored state does not hold"),
+                ),
+                other => other.into(),
+            })
+    }
+}
+
+impl Sink for StoreSink<'_> {
+    fn declare(&mut self, spec: &CollectionSpec) -> Result<(), SyncError> {
+        self.write()?;
+        if self.store.collections().iter().any(|s| s == spec) {
+            return Ok(());
+        }
+        self.store.declare(spec.clone())?;
+        Ok(())
+    }
+
+    fn put(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), SyncError> {
+        self.ops.push(Op::Put(collection.to_owned(), id.to_owned(), version, doc));
+        Ok(())
+    }
+
+    fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError> {
+        self.ops.push(Op::Delete(collection.to_owned(), id.to_owned()));
+        Ok(())
+    }
+
+    fn boundary(&mut self) -> Result<(), SyncError> {
+        if self.ops.len() >= WRITE_BATCH {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SyncError> {
+        self.write()
+    }
+}
+
+/// Keeps `(collection, id) → (version, digest)`: the state a restore would produce, for verification.
+#[derive(Debug, Default)]
+pub(crate) struct DigestSink {
+    pub records: BTreeMap<(String, String), (u64, Digest)>,
+}
+
+impl Sink for DigestSink {
+    fn declare(&mut self, _spec: &CollectionSpec) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    fn put(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), SyncError> {
+        self.records.insert((collection.to_owned(), id.to_owned()), (version, record_digest(version, &doc)));
+        Ok(())
+    }
+
+    fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError> {
+        match self.records.remove(&(collection.to_owned(), id.to_owned())) {
+            Some(_) => Ok(()),
+            None => Err(SyncError::corrupt(
+                "segments",
+                format!("a change deletes {collection}/{id}, which the restored state does not hold"),
+            )),
+        }
+    }
+
+    fn boundary(&mut self) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SyncError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! `verify`: the store compared with PostgreSQL or an object store, record by record (counts, versions and
+//! document hashes).
+
+use std::collections::BTreeMap;
+
+use cairn::Store;
+use futures_util::{pin_mut, TryStreamExt};
+use serde_json::Value;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::{Json, Type};
+
+use crate::digest::{record_digest, Digest};
+use crate::error::SyncError;
+use crate::objects::{replay, DigestSink, ObjectLocation, RestoreTarget};
+use crate::pg::{connect, table_ref, COLLECTIONS_TABLE};
+use crate::progress::Progress;
+
+/// Differences listed in a report, at most (all are counted).
+const MAX_LISTED: usize = 100;
+
+type Records = BTreeMap<(String, String), (u64, Digest)>;
+
+/// One record that differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The collection.
+    pub collection: String,
+    /// The record's id.
+    pub id: String,
+    /// What differs: `missing remotely`, `missing locally`, `version L != R` or `document differs`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}: {}", self.collection, self.id, self.what)
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records in the store.
+    pub local_records: u64,
+    /// Records at the other end.
+    pub remote_records: u64,
+    /// Records that differ (missing on either side, other version, other document).
+    pub differences: u64,
+    /// The first differences, in collection and id order (at most 100).
+    pub listed: Vec<Difference>,
+}
+
+impl VerifyReport {
+    /// Both sides hold the same records with the same versions and documents.
+    pub fn equal(&self) -> bool {
+        self.differences == 0
+    }
+}
+
+/// Every record of the store at one snapshot.
+fn local(store: &Store) -> Result<Records, SyncError> {
+    let snap = store.snapshot();
+    let mut out = Records::new();
+    for spec in snap.collections()? {
+        for r in snap.records(&spec.name, None)? {
+            let r = r?;
+            out.insert((spec.name.clone(), r.id), (r.version, record_digest(r.version, &r.doc)));
+        }
+    }
+    Ok(out)
+}
+
+fn compare(local: &Records, remote: &Records) -> VerifyReport {
+    let mut report =
+        VerifyReport { local_records: local.len() as u64, remote_records: remote.len() as u64, ..Default::default() };
+    let mut note = |(collection, id): &(String, String), what: String| {
+        report.differences += 1;
+        if report.listed.len() < MAX_LISTED {
+            report.listed.push(Difference { collection: collection.clone(), id: id.clone(), what });
+        }
+    };
+    for (key, (version, digest)) in local {
+        match remote.get(key) {
+            None => note(key, "missing remotely".to_owned()),
+            Some((v, _)) if v != version => note(key, format!("version {version} != {v}")),
+            Some((_, d)) if d != digest => note(key, "document differs".to_owned()),
+            Some(_) => {}
+        }
+    }
+    for key in remote.keys() {
+        if !local.contains_key(key) {
+            note(key, "missing locally".to_owned());
+        }
+    }
+    report.listed.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+    report
+}
+
+/// Compares the store with the tables `export_postgres` wrote to `schema` at `url`. Collections on either
+/// side count: a collection without a table has all its records missing remotely.
+pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<VerifyReport, SyncError> {
+    let mine = local(store)?;
+    let client = connect(url).await?;
+    let mut names: Vec<String> = store.collections().into_iter().map(|s| s.name).collect();
+    let listed =
+        client.query(&format!("SELECT name FROM {} ORDER BY name", table_ref(schema, COLLECTIONS_TABLE)), &[]).await?;
+    for row in listed {
+        names.push(row.try_get(0)?);
+    }
+    names.sort();
+    names.dedup();
+    let mut theirs = Records::new();
+    for name in names {
+        let table = table_ref(schema, &name);
+        let exists: bool = client.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table]).await?.try_get(0)?;
+        if !exists {
+            continue;
+        }
+        let stream =
+            client.copy_out(&format!("COPY (SELECT id, version, doc FROM {table}) TO STDOUT (FORMAT binary)")).await?;
+        let rows = BinaryCopyOutStream::new(stream, &[Type::TEXT, Type::INT8, Type::JSONB]);
+        pin_mut!(rows);
+        while let Some(row) = rows.try_next().await? {
+            let id: String = row.try_get(0)?;
+            let version = u64::try_from(row.try_get::<i64>(1)?).unwrap_or(0);
+            let Json(doc): Json<Value> = row.try_get(2)?;
+            theirs.insert((name.clone(), id), (version, record_digest(version, &doc)));
+        }
+    }
+    Ok(compare(&mine, &theirs))
+}
+
+/// Compares the store with the newest state `location` holds (its newest snapshot and every segment after
+/// it), checking every checksum on the way.
+pub async fn verify_objects(store: &Store, location: &ObjectLocation) -> Result<VerifyReport, SyncError> {
+    let mine = local(store)?;
+    let mut sink = DigestSink::default();
+    replay(location, RestoreTarget::Latest, &mut sink, &Progress::hidden()).await?;
+    Ok(compare(&mine, &sink.records))
+}

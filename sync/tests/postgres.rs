@@ -1,0 +1,352 @@
+//! Export, import and verification against a real PostgreSQL 15 cluster started for this test binary.
+//! Every scenario shares one cluster (one schema each), so they run in one test function, in order.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_sync::{
+    export_postgres, import_postgres, import_postgres_table, verify_postgres, PgExportOptions, Progress, SyncError,
+    TableMapping,
+};
+use support::{assert_same, mutate, open, populate, state, Postgres};
+use tokio_postgres::NoTls;
+
+const RECORDS: usize = 100_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn client(pg: &Postgres) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[test]
+fn postgres_export_import_verify() {
+    let pg = Postgres::start();
+    let rt = runtime();
+    let timed = |name: &str, started: Instant| eprintln!("{name}: {:?}", started.elapsed());
+    let t = Instant::now();
+    rt.block_on(round_trip_100k_then_incremental(&pg));
+    timed("round trip", t);
+    let t = Instant::now();
+    rt.block_on(killed_export_resumes_without_loss_or_duplicates(&pg));
+    timed("kill and resume", t);
+    let t = Instant::now();
+    rt.block_on(follow_ships_new_changes(&pg));
+    rt.block_on(user_table_import_with_mapping(&pg));
+    rt.block_on(verify_lists_differences(&pg));
+    timed("follow, mapping, verify", t);
+}
+
+/// 100k records out through COPY and back: identical ids, versions and documents; then a round of changes
+/// (updates, deletes, a delete and re-insert whose version restarts at 1) shipped incrementally.
+async fn round_trip_100k_then_incremental(pg: &Postgres) {
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = open(src_dir.path());
+    let t0 = Instant::now();
+    populate(&src, RECORDS);
+    eprintln!("populate: {:?}", t0.elapsed());
+    let opts = PgExportOptions::new(pg.url()).schema("rt");
+    let started = Instant::now();
+    let report = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    eprintln!("export: {report:?} in {:?}", started.elapsed());
+    assert!(!report.resumed);
+    assert_eq!(report.bulk_records, (RECORDS + RECORDS / 10) as u64);
+    assert!(src.changes_since(report.cursor, 10).unwrap().is_empty(), "the cursor covers every change");
+
+    let c = client(pg).await;
+    let jobs: i64 = c.query_one("SELECT count(*) FROM rt.jobs", &[]).await.unwrap().get(0);
+    assert_eq!(jobs, RECORDS as i64);
+    // Indexed fields became typed columns, with indexes matching the collection's.
+    let types: Vec<(String, String)> = c
+        .query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = 'rt' AND table_name = 'jobs' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (col, ty) in [
+        ("id", "text"),
+        ("version", "bigint"),
+        ("seq", "bigint"),
+        ("doc", "jsonb"),
+        ("updated_at", "timestamp with time zone"),
+        ("status", "text"),
+        ("priority", "bigint"),
+        ("resources_gpus", "bigint"),
+        ("cost", "double precision"),
+        ("preemptible", "boolean"),
+    ] {
+        assert!(types.contains(&(col.to_owned(), ty.to_owned())), "column {col} {ty} missing from {types:?}");
+    }
+    let indexes: Vec<String> = c
+        .query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'rt' AND tablename = 'jobs'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(indexes.iter().any(|d| d.contains("(status, priority DESC)")), "{indexes:?}");
+    assert!(indexes.iter().any(|d| d.contains("(resources_gpus)")), "{indexes:?}");
+    let running: i64 = c
+        .query_one("SELECT count(*) FROM rt.jobs WHERE status = 'RUNNING' AND priority < 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(running > 0);
+    let t0 = Instant::now();
+    assert!(verify_postgres(&src, &pg.url(), "rt").await.unwrap().equal());
+    eprintln!("verify: {:?}", t0.elapsed());
+
+    let back_dir = tempfile::tempdir().unwrap();
+    let back = open(back_dir.path());
+    let started = Instant::now();
+    let imported = import_postgres(&back, &pg.url(), "rt", &Progress::hidden()).await.unwrap();
+    eprintln!("import: {imported:?} in {:?}", started.elapsed());
+    assert_eq!(imported.records, (RECORDS + RECORDS / 10) as u64);
+    let t0 = Instant::now();
+    assert_same("imported from postgres", &state(&src), &state(&back));
+    eprintln!("compare: {:?}", t0.elapsed());
+    assert_eq!(back.collections(), src.collections(), "indexes are declared again");
+    back.check_indexes().unwrap();
+
+    // Incremental: only the changes travel, and deletes and version restarts land.
+    let t0 = Instant::now();
+    let made = mutate(&src, RECORDS, 97, 1);
+    eprintln!("mutate: {:?}", t0.elapsed());
+    let report = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert!(report.resumed);
+    assert_eq!(report.bulk_records, 0);
+    assert_eq!(report.changes, made as u64);
+    let report = verify_postgres(&src, &pg.url(), "rt").await.unwrap();
+    assert!(report.equal(), "{report:?}");
+    let restarted: i64 = c.query_one("SELECT version FROM rt.jobs WHERE id = 'job-0000000'", &[]).await.unwrap().get(0);
+    assert_eq!(restarted, 1, "deleted then inserted again: version 1, applied over the older version 1");
+    // Nothing new: a run ships nothing.
+    let again = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((again.bulk_records, again.changes), (0, 0));
+}
+
+/// Set by the kill test for the child process it starts.
+const CHILD_DATA: &str = "CAIRN_SYNC_TEST_CHILD_DATA";
+const CHILD_URL: &str = "CAIRN_SYNC_TEST_CHILD_URL";
+
+/// Run by `killed_export_resumes_without_loss_or_duplicates` in a child process, which it kills.
+#[test]
+#[ignore = "run as a child process by the postgres kill test"]
+fn child_export() {
+    let (Ok(data), Ok(url)) = (std::env::var(CHILD_DATA), std::env::var(CHILD_URL)) else { return };
+    let store = open(std::path::Path::new(&data));
+    let opts = PgExportOptions::new(url).schema("killed").batch(500);
+    runtime().block_on(export_postgres(&store, &opts, &Progress::hidden(), None)).unwrap();
+}
+
+/// An export killed (SIGKILL) in its bulk phase, then again in its incremental phase, resumes from the
+/// cursor committed in PostgreSQL: the result equals the store, every record once.
+async fn killed_export_resumes_without_loss_or_duplicates(pg: &Postgres) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        populate(&store, 30_000);
+    }
+    let c = client(pg).await;
+    let kill_when = |sql: &'static str| {
+        let data = dir.path().display().to_string();
+        let url = pg.url();
+        let c = &c;
+        async move {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["child_export", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(CHILD_DATA, data)
+                .env(CHILD_URL, url)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let hit = c.query_opt(sql, &[]).await.ok().flatten().is_some();
+                if hit {
+                    break;
+                }
+                assert!(child.try_wait().unwrap().is_none(), "the child export ended before it could be killed");
+                assert!(Instant::now() < deadline, "the child export never reached the kill point");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    };
+    // Killed during the bulk copy, some batches committed.
+    kill_when("SELECT 1 FROM killed.cairn_sync_state WHERE phase = 'bulk' AND bulk_last_id >= 'job-0010000'").await;
+    let (phase, copied): (String, i64) = {
+        let r = c.query_one("SELECT phase, (SELECT count(*) FROM killed.jobs) FROM killed.cairn_sync_state", &[]).await;
+        let r = r.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(phase, "bulk");
+    assert!(copied > 0 && copied < 30_000, "{copied} jobs copied before the kill");
+
+    // Changes while the export is down, on both sides of where the bulk copy stopped.
+    let made = {
+        let store = open(dir.path());
+        mutate(&store, 30_000, 13, 1) + mutate(&store, 30_000, 17, 2)
+    };
+    assert!(made > 3500);
+    // Killed again, now while applying the changes (500 per transaction).
+    kill_when("SELECT 1 FROM killed.cairn_sync_state WHERE phase = 'incremental' AND cursor > snapshot_seq").await;
+
+    let store = open(dir.path());
+    let opts = PgExportOptions::new(pg.url()).schema("killed");
+    let report = export_postgres(&store, &opts, &Progress::hidden(), None).await.unwrap();
+    assert!(report.resumed);
+    let verified = verify_postgres(&store, &pg.url(), "killed").await.unwrap();
+    assert!(verified.equal(), "{verified:?}");
+    let (rows, distinct): (i64, i64) = {
+        let r = c.query_one("SELECT count(*), count(DISTINCT id) FROM killed.jobs", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(rows, distinct);
+    assert_eq!(rows as usize, state(&store).keys().filter(|k| k.0 == "jobs").count());
+    let cursor: i64 = c.query_one("SELECT cursor FROM killed.cairn_sync_state", &[]).await.unwrap().get(0);
+    assert_eq!(cursor as u64, report.cursor);
+    assert!(store.changes_since(report.cursor, 10).unwrap().is_empty(), "every change was shipped");
+}
+
+/// `follow` ships changes made while it runs, and stops when asked.
+async fn follow_ships_new_changes(pg: &Postgres) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    populate(&store, 2_000);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let opts = PgExportOptions::new(pg.url()).schema("follow").follow(true).poll(Duration::from_millis(50));
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move { export_postgres(&store, &opts, &Progress::hidden(), Some(stop_rx)).await })
+    };
+    let c = client(pg).await;
+    let started = Instant::now();
+    while c
+        .query_opt("SELECT 1 FROM follow.cairn_sync_state WHERE phase = 'incremental'", &[])
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(started.elapsed() < Duration::from_secs(60), "the follower never finished its bulk copy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let jobs = store.collection_dyn("jobs").unwrap();
+    let mut lags = Vec::new();
+    for i in 0..5 {
+        let written = jobs.upsert("job-0000001", support::job(1, 10 + i)).unwrap();
+        let started = Instant::now();
+        loop {
+            // The table appears once the follower's bulk copy has started.
+            let v: Option<i64> = c
+                .query_opt("SELECT version FROM follow.jobs WHERE id = 'job-0000001'", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0));
+            if v == Some(written.version as i64) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the follower never shipped version {}",
+                written.version
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        lags.push(started.elapsed());
+    }
+    eprintln!("follow lags: {lags:?}");
+    stop_tx.send(true).unwrap();
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(report.changes, 5);
+    assert!(verify_postgres(&store, &pg.url(), "follow").await.unwrap().equal());
+}
+
+/// A user's JSONB table imported with a column mapping, keeping ids and versions; a table with a row the
+/// store would refuse imports nothing.
+async fn user_table_import_with_mapping(pg: &Postgres) {
+    let c = client(pg).await;
+    c.batch_execute(
+        "CREATE TABLE hosts (hostname text PRIMARY KEY, body jsonb NOT NULL, rev integer NOT NULL);
+         INSERT INTO hosts SELECT 'host-' || i, jsonb_build_object('rack', 'r' || (i % 4), 'gpus', i % 8), i % 5 + 1
+         FROM generate_series(1, 500) i;
+         CREATE TABLE bad_hosts (hostname text, body json);
+         INSERT INTO bad_hosts VALUES ('ok-1', '{\"a\": 1}'), ('bad', '[1, 2]'), ('ok-2', '{}');",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mapping = TableMapping::new("public.hosts", "hosts")
+        .id_column("hostname")
+        .doc_column("body")
+        .version_column(Some("rev".to_owned()));
+    let report = import_postgres_table(&store, &pg.url(), &mapping, &Progress::hidden()).await.unwrap();
+    assert_eq!(report.records, 500);
+    let hosts = store.collection_dyn("hosts").unwrap();
+    let h = hosts.get("host-7").unwrap().unwrap();
+    assert_eq!((h.version, h.doc), (3, serde_json::json!({"rack": "r3", "gpus": 7})));
+
+    let bad = TableMapping::new("bad_hosts", "bad").id_column("hostname").doc_column("body");
+    let err = import_postgres_table(&store, &pg.url(), &bad, &Progress::hidden()).await.unwrap_err();
+    assert!(matches!(&err, SyncError::Invalid(m) if m.contains("\"bad\"") && m.contains("not a JSON object")), "{err}");
+    assert!(store.collections().iter().all(|s| s.name != "bad"), "nothing was written");
+    let missing = TableMapping::new("no_such_table", "x");
+    assert!(matches!(
+        import_postgres_table(&store, &pg.url(), &missing, &Progress::hidden()).await,
+        Err(SyncError::Postgres(_))
+    ));
+}
+
+/// Rows changed, removed or added behind the export's back are each listed.
+async fn verify_lists_differences(pg: &Postgres) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    populate(&store, 1_000);
+    let opts = PgExportOptions::new(pg.url()).schema("drift");
+    export_postgres(&store, &opts, &Progress::hidden(), None).await.unwrap();
+    let c = client(pg).await;
+    c.batch_execute(
+        "UPDATE drift.jobs SET doc = jsonb_set(doc, '{owner}', '\"mallory\"') WHERE id = 'job-0000005';
+         UPDATE drift.jobs SET version = version + 1 WHERE id = 'job-0000006';
+         DELETE FROM drift.notes WHERE id = 'note-0000010';
+         INSERT INTO drift.jobs (id, version, seq, doc, updated_at) VALUES ('intruder', 1, 1, '{}', now());",
+    )
+    .await
+    .unwrap();
+    let report = verify_postgres(&store, &pg.url(), "drift").await.unwrap();
+    assert!(!report.equal());
+    assert_eq!(report.differences, 4);
+    let listed: Vec<String> = report.listed.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "jobs/intruder: missing locally",
+            "jobs/job-0000005: document differs",
+            "jobs/job-0000006: version 1 != 2",
+            "notes/note-0000010: missing remotely",
+        ]
+    );
+    assert_eq!((report.local_records, report.remote_records), (1_100, 1_100));
+    // `restart` empties the tables and copies everything again: the drift is gone.
+    let again = export_postgres(&store, &opts.clone().restart(true), &Progress::hidden(), None).await.unwrap();
+    assert_eq!(again.bulk_records, 1_100);
+    assert!(verify_postgres(&store, &pg.url(), "drift").await.unwrap().equal());
+}

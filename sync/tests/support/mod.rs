@@ -1,0 +1,288 @@
+//! Shared by the sync tests: real servers started on loopback (a throwaway PostgreSQL 15 cluster, moto's
+//! S3 server), stopped when dropped, and a generator of compute-platform records.
+
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
+#![allow(clippy::unwrap_used, reason = "test support: a failure is the test's failure")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn::{CollectionSpec, IndexSpec, Store};
+use serde_json::{json, Value};
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn is_root() -> bool {
+    let out = Command::new("id").arg("-u").output().expect("id -u");
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+/// A PostgreSQL 15 cluster in a temporary directory, listening on a free loopback port; stopped on drop.
+/// initdb refuses to run as root, so as root the cluster runs as the `postgres` user.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres: bool,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = PathBuf::from(std::env::var("CAIRN_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
+        assert!(bin.join("initdb").exists(), "PostgreSQL binaries not found in {} (set CAIRN_PG_BIN)", bin.display());
+        let dir = tempfile::Builder::new().prefix("cairn-pg-").tempdir().unwrap();
+        let as_postgres = is_root();
+        if as_postgres {
+            let ok = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap().success();
+            assert!(ok, "chown postgres {}", dir.path().display());
+        }
+        let port = free_port();
+        let pg = Postgres { dir, bin, as_postgres, port };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
+        );
+        let opts = format!("-p {port} -h 127.0.0.1 -k {} -F", pg.dir.path().display());
+        let log = pg.dir.path().join("log").display().to_string();
+        pg.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
+        wait_for_port(port, "postgres");
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let path = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The URL of database `postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let path = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).status();
+    }
+}
+
+/// moto's S3 server on a free loopback port; killed on drop. `scripts/test.sh` installs it when missing.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .or_else(|_| {
+                Command::new("python3")
+                    .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+            })
+            .expect("moto_server not found: python3 -m pip install 'moto[server]'");
+        let moto = Moto { child, port };
+        wait_for_port(port, "moto_server");
+        moto
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (moto accepts the unsigned request).
+    pub fn create_bucket(&self, name: &str) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"), "create bucket: {reply}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The collections the generator writes: jobs with single, composite, descending and nested indexes, and
+/// notes without indexes.
+pub fn declare(store: &Store) {
+    store
+        .declare(CollectionSpec::new(
+            "jobs",
+            vec![
+                IndexSpec::new("status", &["status"]),
+                IndexSpec::new("status_priority", &["status", "-priority"]),
+                IndexSpec::new("gpus", &["resources.gpus"]),
+                IndexSpec::new("cost", &["cost"]),
+                IndexSpec::new("preemptible", &["preemptible"]),
+            ],
+        ))
+        .unwrap();
+    store.declare(CollectionSpec::new("notes", vec![])).unwrap();
+}
+
+const STATUSES: [&str; 5] = ["PENDING", "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"];
+
+pub fn job(i: usize, round: usize) -> Value {
+    let owner = ["alice", "bob", "chen", "dana"][i % 4];
+    let gpu_type = ["A100", "H100", "L4"][i % 3];
+    json!({
+        "name": format!("train-resnet50-{i}"),
+        "owner": owner,
+        "status": STATUSES[(i + round) % 5],
+        "priority": (i * 7 + round) % 1000,
+        "cost": (i % 100) as f64 * 0.25 + 0.1,
+        "preemptible": i.is_multiple_of(3),
+        "resources": {"gpus": i % 8, "gpu_type": gpu_type, "mem_gb": 16 * (1 + i % 4)},
+        "tags": ["vision", format!("round-{round}")],
+        "note": "résumé ✓ \"quoted\" \\ tab\t",
+        "created_at": 1_767_225_600_000_i64 + i as i64 * 30_000,
+        "lease_expires_at": null,
+    })
+}
+
+/// Writes `n` jobs and `n / 10` notes, 1,000 records per transaction.
+pub fn populate(store: &Store, n: usize) {
+    declare(store);
+    for start in (0..n).step_by(1000) {
+        store
+            .transaction(|tx| {
+                for i in start..(start + 1000).min(n) {
+                    tx.insert_doc("jobs", &format!("job-{i:07}"), job(i, 0))?;
+                    if i.is_multiple_of(10) {
+                        tx.insert_doc("notes", &format!("note-{i:07}"), json!({"text": format!("note {i}")}))?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+/// A round of changes: updates of every `step`-th job, deletes, a delete and re-insert in separate commits
+/// (the version starts again at 1), and new jobs. Returns the number of record changes made.
+pub fn mutate(store: &Store, n: usize, step: usize, round: usize) -> usize {
+    let jobs = store.collection_dyn("jobs").unwrap();
+    let mut changes = 0;
+    for i in (round % step..n).step_by(step) {
+        let id = format!("job-{i:07}");
+        match jobs.get(&id).unwrap() {
+            Some(_) if i.is_multiple_of(11) => {
+                jobs.delete(&id, None).unwrap();
+                changes += 1;
+                if i.is_multiple_of(2) {
+                    jobs.insert(&id, job(i, round)).unwrap();
+                    changes += 1;
+                }
+            }
+            Some(_) => {
+                jobs.upsert(&id, job(i, round)).unwrap();
+                changes += 1;
+            }
+            None => {
+                jobs.insert(&id, job(i, round)).unwrap();
+                changes += 1;
+            }
+        }
+    }
+    let new = format!("job-new-{round}");
+    jobs.insert(&new, job(round, round)).unwrap();
+    changes + 1
+}
+
+/// Every record as (version, hash of version and document), by collection and id.
+pub type State = BTreeMap<(String, String), (u64, cairn_sync::Digest)>;
+
+pub fn state(store: &Store) -> State {
+    let snap = store.snapshot();
+    let mut out = State::new();
+    for spec in snap.collections().unwrap() {
+        for r in snap.records(&spec.name, None).unwrap() {
+            let r = r.unwrap();
+            out.insert((spec.name.clone(), r.id), (r.version, cairn_sync::record_digest(r.version, &r.doc)));
+        }
+    }
+    out
+}
+
+/// Asserts two states are equal, naming the first difference.
+pub fn assert_same(what: &str, expected: &State, actual: &State) {
+    if expected == actual {
+        return;
+    }
+    let first = expected
+        .iter()
+        .find(|(k, v)| actual.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k:?}: expected version {}, found {:?}", v.0, actual.get(k).map(|a| (a.0, a.1 == v.1))))
+        .or_else(|| actual.keys().find(|k| !expected.contains_key(*k)).map(|k| format!("{k:?} should not exist")));
+    panic!(
+        "{what}: {} expected, {} found; first difference: {}",
+        expected.len(),
+        actual.len(),
+        first.unwrap_or_default()
+    );
+}
+
+pub fn open(dir: &Path) -> Store {
+    Store::open(dir).unwrap()
+}
