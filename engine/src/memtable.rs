@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crossbeam_skiplist::SkipSet;
 
 use crate::format::key::{self, ValueKind};
-pub(crate) use crate::table::key_hash;
+use crate::table::key_hash;
 
 /// An internal key, borrowed, with the engine's order. Lets the skip list be searched without building an
 /// entry.

@@ -172,11 +172,11 @@ impl Options {
         self
     }
 
-    /// Encoded size from which a batch is written straight to level-0 tables instead of the WAL and the
-    /// memtable: it is sorted, written and synced as tables, and committed by the manifest edit that adds
-    /// them (durable whatever the durability asked for). Frozen memtables are flushed first, and other
-    /// writers wait meanwhile. Saves the memtable inserts and the later flush of a bulk load.
-    /// `usize::MAX` turns it off. Default: 16 MiB.
+    /// Encoded size from which a batch without conditions is written straight to tables instead of the WAL
+    /// and the memtable: it is sorted, written and synced as tables at the deepest level no older table
+    /// overlaps, and committed by the manifest edit that adds them (durable whatever the durability asked
+    /// for). Frozen memtables are flushed first, and other writers wait meanwhile. Saves the memtable
+    /// inserts and the later flush of a bulk load. `usize::MAX` turns it off. Default: 16 MiB.
     pub fn ingest_threshold(mut self, bytes: usize) -> Self {
         self.ingest_threshold = bytes;
         self

@@ -68,7 +68,7 @@ pub struct Stats {
     pub flushes: u64,
     /// Bytes of tables written by flushes and by batches ingested as tables.
     pub flush_bytes_written: u64,
-    /// Batches written straight to level-0 tables since open (see
+    /// Batches written straight to tables since open (see
     /// [`Options::ingest_threshold`](crate::Options::ingest_threshold)).
     pub ingested_batches: u64,
     /// Compactions run since open (merges and moves).

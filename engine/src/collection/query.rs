@@ -334,8 +334,9 @@ pub(crate) fn execute<D: DeserializeOwned>(
     if let Some(start) = hinted_from.as_ref().and_then(|lo| hints.start(lo, snap.sequence())) {
         lower = Bound::Included(start);
     }
-    let end = match &upper {
-        Bound::Excluded(u) => Some(u.clone()),
+    // An empty range skips up to its end; the end is kept before the bound moves into the iterator.
+    let end = match (&hinted_from, &upper) {
+        (Some(_), Bound::Excluded(u)) => Some(u.clone()),
         _ => None,
     };
     let iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };

@@ -1,17 +1,17 @@
-//! Large batches written straight to level-0 tables instead of through the WAL and the memtable.
+//! Large batches written straight to tables instead of through the WAL and the memtable.
 //!
 //! A batch of at least [`Options::ingest_threshold`](crate::Options::ingest_threshold) bytes is sorted,
 //! written to new tables and synced; the manifest edit that adds them is its commit point, as for a flush.
 //! So that the new tables hold the newest versions of their keys, the memtable is frozen and every frozen
 //! memtable flushed first, and the tables join the deepest level with nothing overlapping them at or above
 //! it (level 0, as the newest level-0 tables, if a level-0 table overlaps); the commit leader holds the
-//! queue meanwhile, so no other write can slip in. After a crash the batch is either in the manifest (whole) or its tables
-//! are orphans that the next open removes.
+//! queue meanwhile, so no other write can slip in. After a crash the batch is either in the manifest
+//! (whole) or its tables are orphans that the next open removes.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::batch::WriteBatch;
+use crate::batch::{Condition, WriteBatch};
 use crate::compaction::merge::{merge, DropRules};
 use crate::error::{StorageError, WriteError};
 use crate::format::key;
@@ -70,12 +70,13 @@ impl Source for BatchSource {
 }
 
 impl Inner {
-    /// Whether a batch this size goes to tables directly.
-    pub(super) fn wants_ingest(&self, batch: &WriteBatch) -> bool {
-        batch.encoded_len() >= self.opts.ingest_threshold && !batch.is_empty()
+    /// Whether a batch this size, committed without conditions, goes to tables directly.
+    pub(super) fn wants_ingest(&self, batch: &WriteBatch, conditions: &[Condition]) -> bool {
+        conditions.is_empty() && batch.encoded_len() >= self.opts.ingest_threshold && !batch.is_empty()
     }
 
-    /// Commits `batch` as new level-0 tables. Returns the batch's last sequence number.
+    /// Commits `batch` as new tables (see the module documentation). Returns the batch's last sequence
+    /// number.
     pub(super) fn ingest(&self, batch: WriteBatch) -> Result<u64, WriteError> {
         self.make_room(true)?;
         self.wait_for_flushes()?;

@@ -416,7 +416,7 @@ impl Inner {
 
 /// The newest version of `key` at `seq` in a view: memtables newest first, then the tables.
 pub(crate) fn lookup(view: &View, key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
-    let hash = crate::memtable::key_hash(key);
+    let hash = crate::table::key_hash(key);
     let found = std::iter::once(&view.mem)
         .chain(view.imms.iter().rev())
         .map(|m| m.get(key, seq, hash))

@@ -152,7 +152,7 @@ impl Inner {
             let mut bytes = 0;
             while let Some(r) = state.pending.front() {
                 // A batch ingested as tables (see `ingest`) is a group of its own.
-                let alone = r.conditions.is_empty() && self.wants_ingest(&r.batch);
+                let alone = self.wants_ingest(&r.batch, &r.conditions);
                 if !group.is_empty() && (alone || bytes + r.batch.encoded_len() > MAX_GROUP_BYTES) {
                     break;
                 }
@@ -181,7 +181,7 @@ impl Inner {
     fn write_group(&self, group: &mut [Request]) -> Vec<Result<u64, WriteError>> {
         let force = group.iter().any(|r| r.force_flush);
         let outcome = match group {
-            [r] if r.conditions.is_empty() && self.wants_ingest(&r.batch) => {
+            [r] if self.wants_ingest(&r.batch, &r.conditions) => {
                 self.ingest(std::mem::take(&mut r.batch)).map(|seq| vec![Ok(seq)])
             }
             _ => self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from)),
