@@ -1,10 +1,15 @@
 //! Per-record hashes for verification: the same record hashes the same wherever it is stored.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 /// SHA-256 of a record's version and document.
 pub type Digest = [u8; 32];
+
+/// `(collection, id) → (version, digest)`: a state of records as verification compares them.
+pub(crate) type Records = BTreeMap<(String, String), (u64, Digest)>;
 
 /// The hash of a record: SHA-256 over its version (u64 little-endian) followed by its document as
 /// canonical JSON (object members sorted by key, no whitespace), so key order and formatting, which

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
 
 /// Reports records and bytes done. On a terminal (stderr) it draws an indicatif bar; otherwise it logs a
 /// `tracing` info line at most every 2 seconds and at the end. [`Progress::hidden`] reports nothing.
@@ -27,6 +28,24 @@ struct State {
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(2);
+
+/// Bytes of `doc` as compact JSON: what throughput figures count. Counted without building the text.
+pub(crate) fn json_len(doc: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing a `Value` cannot fail.
+    let _ = serde_json::to_writer(&mut count, doc);
+    count.0
+}
 
 impl Progress {
     /// A bar when stderr is a terminal, log lines when it is not.

@@ -1,15 +1,13 @@
 //! `verify`: the store compared with PostgreSQL or an object store, record by record (counts, versions and
 //! document hashes).
 
-use std::collections::BTreeMap;
-
 use cairn::Store;
 use futures_util::{pin_mut, TryStreamExt};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{Json, Type};
 
-use crate::digest::{record_digest, Digest};
+use crate::digest::{record_digest, Records};
 use crate::error::SyncError;
 use crate::objects::{replay, DigestSink, ObjectLocation, RestoreTarget};
 use crate::pg::{connect, table_ref, COLLECTIONS_TABLE};
@@ -17,8 +15,6 @@ use crate::progress::Progress;
 
 /// Differences listed in a report, at most (all are counted).
 const MAX_LISTED: usize = 100;
-
-type Records = BTreeMap<(String, String), (u64, Digest)>;
 
 /// One record that differs.
 #[derive(Debug, Clone, PartialEq, Eq)]

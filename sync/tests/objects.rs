@@ -13,14 +13,10 @@ use cairn_sync::{
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
-use support::{assert_same, mutate, open, populate, state, Moto, State};
+use support::{assert_same, mutate, open, populate, runtime, state, Moto, State};
 
 const RECORDS: usize = 100_000;
 const BUCKET: &str = "cairn-test";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 fn location(moto: &Moto, prefix: &str) -> ObjectLocation {
     ObjectLocation::new(format!("s3://{BUCKET}/{prefix}"))

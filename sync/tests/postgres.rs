@@ -12,14 +12,10 @@ use cairn_sync::{
     export_postgres, import_postgres, import_postgres_table, verify_postgres, PgExportOptions, Progress, SyncError,
     TableMapping,
 };
-use support::{assert_same, mutate, open, populate, state, Postgres};
+use support::{assert_same, mutate, open, populate, runtime, state, Postgres};
 use tokio_postgres::NoTls;
 
 const RECORDS: usize = 100_000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 async fn client(pg: &Postgres) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg.url(), NoTls).await.unwrap();

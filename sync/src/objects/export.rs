@@ -16,7 +16,7 @@ use super::layout::{
 use super::location::ObjectLocation;
 use crate::digest::sha256_hex;
 use crate::error::SyncError;
-use crate::follow::{stopped, wait};
+use crate::follow::{ensure_consumer, stopped, wait};
 use crate::progress::Progress;
 use crate::StopFlag;
 
@@ -161,9 +161,7 @@ pub async fn export_objects(
     let mut report = ObjectExport::default();
     let mut end = chain_end(location).await?;
     if let Some(e) = end.clone() {
-        if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
-            store.register_consumer(&opts.consumer(), e.through)?;
-        }
+        ensure_consumer(store, &opts.consumer(), e.through)?;
         match store.changes_since(e.through, 1) {
             Ok(_) => {
                 if let Some(sha) = ship(store, location, opts, &e, &mut report).await? {
@@ -176,16 +174,14 @@ pub async fn export_objects(
         }
     }
     let mut last_snapshot = Instant::now();
-    if end.is_none() || opts.snapshot {
-        let seq = snapshot(store, location, opts, progress, &mut report).await?;
-        if end.is_none() {
-            end = Some(ChainEnd { through: seq, sha256: None });
+    // The consumer is registered from here on: above for an existing chain, by `snapshot` for a new one.
+    let mut end = match end {
+        Some(e) if !opts.snapshot => e,
+        end => {
+            let seq = snapshot(store, location, opts, progress, &mut report).await?;
+            end.unwrap_or(ChainEnd { through: seq, sha256: None })
         }
-    }
-    let mut end = end.unwrap_or(ChainEnd { through: 0, sha256: None });
-    if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
-        store.register_consumer(&opts.consumer(), end.through)?;
-    }
+    };
     loop {
         let shipped = ship(store, location, opts, &end, &mut report).await?;
         if let Some(sha) = shipped {
@@ -255,9 +251,7 @@ async fn snapshot(
     let seq = snap.sequence();
     // Changes after the snapshot are kept for the segments that follow it. A consumer already registered
     // stays where it is: it still guards changes the chain has not shipped yet.
-    if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
-        store.register_consumer(&opts.consumer(), seq)?;
-    }
+    ensure_consumer(store, &opts.consumer(), seq)?;
     let taken_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let collections = snap.collections()?;
     progress.phase("s3: snapshot", None);

@@ -127,10 +127,10 @@ pub(crate) struct SegmentHeader {
 }
 
 pub(crate) fn encode_manifest(m: &Manifest) -> Vec<u8> {
-    let json = serde_json::to_vec(m).unwrap_or_default();
-    let mut out = json.clone();
+    let mut out = serde_json::to_vec(m).unwrap_or_default();
+    let sum = sha256_hex(&out);
     out.push(b'\n');
-    out.extend_from_slice(sha256_hex(&json).as_bytes());
+    out.extend_from_slice(sum.as_bytes());
     out.push(b'\n');
     out
 }

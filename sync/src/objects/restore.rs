@@ -13,7 +13,7 @@ use super::layout::{
 use super::location::ObjectLocation;
 use super::sink::{Sink, StoreSink};
 use crate::error::SyncError;
-use crate::progress::Progress;
+use crate::progress::{json_len, Progress};
 
 /// How far a restore goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,7 +234,7 @@ async fn replay_segments(
                 current = Some(c.seq);
                 reached = c.seq;
             }
-            let len = c.doc.as_ref().map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() as u64));
+            let len = c.doc.as_ref().map_or(0, json_len);
             match (c.op, c.doc) {
                 (ChangeOp::Delete, _) => sink.delete(&c.collection, &c.id)?,
                 (_, Some(doc)) => sink.put(&c.collection, &c.id, c.version, doc)?,

@@ -1,11 +1,9 @@
 //! Where a restore writes: a store, or (for verification) a map of record digests.
 
-use std::collections::BTreeMap;
-
 use cairn::{CollectionError, CollectionSpec, Store};
 use serde_json::Value;
 
-use crate::digest::{record_digest, Digest};
+use crate::digest::{record_digest, Records};
 use crate::error::SyncError;
 
 /// Store transactions are cut at the first commit boundary after this many operations.
@@ -98,7 +96,7 @@ impl Sink for StoreSink<'_> {
 /// Keeps `(collection, id) → (version, digest)`: the state a restore would produce, for verification.
 #[derive(Debug, Default)]
 pub(crate) struct DigestSink {
-    pub records: BTreeMap<(String, String), (u64, Digest)>,
+    pub records: Records,
 }
 
 impl Sink for DigestSink {

@@ -1,7 +1,8 @@
 //! `export postgres`: a bulk copy of a snapshot, then the change feed, resumable from the cursor that
 //! PostgreSQL holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cairn::{ChangeOp, Store, StoreSnapshot};
@@ -11,7 +12,7 @@ use super::connect;
 use super::schema::{ensure_meta, ensure_table, table_ref, COLLECTIONS_TABLE, STATE_TABLE};
 use super::stage::{apply, StageRow};
 use crate::error::SyncError;
-use crate::follow::{stopped, wait};
+use crate::follow::{ensure_consumer, stopped, wait};
 use crate::progress::Progress;
 use crate::StopFlag;
 
@@ -171,9 +172,7 @@ pub async fn export_postgres(
         // Changes after the bulk snapshot must still be in the feed: the bulk phase of a resumed export reads
         // a newer snapshot, and replaying from the first one repairs the records copied before the kill.
         store.changes_since(state.snapshot_seq, 1)?;
-        if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
-            store.register_consumer(&opts.consumer(), state.snapshot_seq)?;
-        }
+        ensure_consumer(store, &opts.consumer(), state.snapshot_seq)?;
         let started = Instant::now();
         bulk(store, &mut client, opts, &state, &mut ready, progress, &mut report).await?;
         report.bulk_time = started.elapsed();
@@ -187,8 +186,8 @@ pub async fn export_postgres(
             )
             .await?;
         cursor = state.snapshot_seq;
-    } else if store.consumers()?.iter().all(|(name, _)| *name != opts.consumer()) {
-        store.register_consumer(&opts.consumer(), cursor)?;
+    } else {
+        ensure_consumer(store, &opts.consumer(), cursor)?;
     }
     progress.phase("postgres: changes", None);
     loop {
@@ -215,21 +214,18 @@ pub async fn export_postgres(
             let bytes = row.doc_len();
             report.change_bytes += bytes;
             progress.add(1, bytes);
-            match latest.get(&(row.collection.clone(), row.id.clone())) {
-                Some(&at) => rows[at] = row,
-                None => {
-                    latest.insert((row.collection.clone(), row.id.clone()), rows.len());
+            match latest.entry((row.collection.clone(), row.id.clone())) {
+                Entry::Occupied(at) => rows[*at.get()] = row,
+                Entry::Vacant(slot) => {
+                    slot.insert(rows.len());
                     rows.push(row);
                 }
             }
         }
-        let fresh: Vec<String> = latest.keys().map(|k| k.0.clone()).filter(|c| !ready.contains(c)).collect();
+        let fresh: BTreeSet<String> = latest.into_keys().map(|k| k.0).filter(|c| !ready.contains(c)).collect();
         if !fresh.is_empty() {
             let snap = store.snapshot();
             for name in fresh {
-                if ready.contains(&name) {
-                    continue;
-                }
                 let spec = store.collection_dyn(&name)?.spec()?;
                 ensure_table(&client, &opts.schema, &spec, &snap).await?;
                 ready.insert(name);

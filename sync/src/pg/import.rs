@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use super::connect;
 use super::schema::{quote_ident, table_ref, COLLECTIONS_TABLE};
 use crate::error::SyncError;
-use crate::progress::Progress;
+use crate::progress::{json_len, Progress};
 
 /// Records written per store transaction.
 const WRITE_BATCH: usize = 1000;
@@ -216,7 +216,7 @@ async fn copy_into(
         let id: String = row.try_get(0)?;
         let version: i64 = row.try_get(1)?;
         let Json(doc): Json<Value> = row.try_get(2)?;
-        bytes += serde_json::to_vec(&doc).map_or(0, |v| v.len() as u64);
+        bytes += json_len(&doc);
         let version = u64::try_from(version).map_err(|_| SyncError::corrupt(table.as_str(), "negative version"))?;
         batch.push((id, version, doc));
         if batch.len() >= WRITE_BATCH {

@@ -12,6 +12,7 @@ use tokio_postgres::Transaction;
 
 use super::schema::table_ref;
 use crate::error::SyncError;
+use crate::progress::json_len;
 
 /// One record's state to apply: a document, or a deletion when `doc` is `None`.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub(crate) struct StageRow {
 impl StageRow {
     /// Bytes of the row's document as JSON (0 for a deletion): what throughput figures count.
     pub fn doc_len(&self) -> u64 {
-        self.doc.as_ref().map_or(0, |d| serde_json::to_vec(d).map_or(0, |v| v.len() as u64))
+        self.doc.as_ref().map_or(0, json_len)
     }
 }
 

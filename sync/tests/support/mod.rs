@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use cairn::{CollectionSpec, IndexSpec, Store};
 use serde_json::{json, Value};
 
+/// The tests' runtime: two workers, like the machines they run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
 /// A port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
