@@ -53,17 +53,19 @@ impl VerifyReport {
     }
 }
 
-/// Every record of the store at one snapshot.
-fn local(store: &Store) -> Result<Records, SyncError> {
+/// Every record of the store at one snapshot, and the names of the collections declared at it.
+fn local(store: &Store) -> Result<(Records, Vec<String>), SyncError> {
     let snap = store.snapshot();
     let mut out = Records::new();
+    let mut names = Vec::new();
     for spec in snap.collections()? {
         for r in snap.records(&spec.name, None)? {
             let r = r?;
             out.insert((spec.name.clone(), r.id), (r.version, record_digest(r.version, &r.doc)));
         }
+        names.push(spec.name);
     }
-    Ok(out)
+    Ok((out, names))
 }
 
 fn compare(local: &Records, remote: &Records) -> VerifyReport {
@@ -95,9 +97,8 @@ fn compare(local: &Records, remote: &Records) -> VerifyReport {
 /// Compares the store with the tables `export_postgres` wrote to `schema` at `url`. Collections on either
 /// side count: a collection without a table has all its records missing remotely.
 pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<VerifyReport, SyncError> {
-    let mine = local(store)?;
+    let (mine, mut names) = local(store)?;
     let client = connect(url).await?;
-    let mut names: Vec<String> = store.collections().into_iter().map(|s| s.name).collect();
     let listed =
         client.query(&format!("SELECT name FROM {} ORDER BY name", table_ref(schema, COLLECTIONS_TABLE)), &[]).await?;
     for row in listed {
@@ -129,7 +130,7 @@ pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<V
 /// Compares the store with the newest state `location` holds (its newest snapshot and every segment after
 /// it), checking every checksum on the way.
 pub async fn verify_objects(store: &Store, location: &ObjectLocation) -> Result<VerifyReport, SyncError> {
-    let mine = local(store)?;
+    let (mine, _) = local(store)?;
     let mut sink = DigestSink::default();
     replay(location, RestoreTarget::Latest, &mut sink, &Progress::hidden()).await?;
     Ok(compare(&mine, &sink.records))
