@@ -280,6 +280,15 @@ async fn transactions_are_all_or_nothing() {
     assert_eq!(json(s.req(Method::GET, "/v1/collections/runs/records/r1").send().await.unwrap()).await.0, 404);
     let unknown = json!({"operations": [{"op": "put", "collection": "nope", "id": "x", "document": {}}]});
     assert_eq!(json(s.req(Method::POST, "/v1/transactions").json(&unknown).send().await.unwrap()).await.0, 404);
+
+    // A put undone by a later delete in the same transaction shows no record (it used to show a stub of
+    // commit fields).
+    let undone = json!({"operations": [
+        {"op": "put", "collection": "runs", "id": "r9", "document": {"job": "j1"}},
+        {"op": "delete", "collection": "runs", "id": "r9"},
+    ]});
+    let (status, out) = json(s.req(Method::POST, "/v1/transactions").json(&undone).send().await.unwrap()).await;
+    assert_eq!((status, &out["results"][0], &out["results"][1]["deleted"]), (200, &Value::Null, &json!(true)), "{out}");
 }
 
 /// Reads server-sent events until `n` changes arrived: their (id, data).

@@ -36,7 +36,7 @@ pub struct TokenEntry {
 
 impl TokenEntry {
     /// Checks a configured token: its hash must be 64 hex digits.
-    pub fn from_config(t: &TokenConfig) -> Result<(Self, [u8; 32]), String> {
+    fn from_config(t: &TokenConfig) -> Result<(Self, [u8; 32]), String> {
         let hash = parse_hash(&t.sha256).ok_or("sha256 must be 64 hex digits")?;
         if t.project.as_deref().is_some_and(str::is_empty) {
             return Err("project must not be empty".into());
@@ -68,11 +68,11 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    /// The table of `configs` (already validated by `Config::validate`).
+    /// The table of `configs`: each must be valid, and no token configured twice.
     pub fn new(configs: &[TokenConfig]) -> Result<Self, String> {
         let mut by_hash = HashMap::new();
-        for t in configs {
-            let (entry, hash) = TokenEntry::from_config(t)?;
+        for (i, t) in configs.iter().enumerate() {
+            let (entry, hash) = TokenEntry::from_config(t).map_err(|e| format!("tokens[{i}] ({}): {e}", t.name))?;
             if by_hash.insert(hash, entry).is_some() {
                 return Err(format!("token {} is configured twice", t.name));
             }

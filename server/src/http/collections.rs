@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::auth::{Principal, Role};
 use super::error::ApiError;
 use super::extract::{collection_name, CollectionPath, JsonBody};
-use super::records::record_json;
+use super::records::{ordered, record_json};
 use super::state::AppState;
 
 /// `GET /v1/collections`: every collection with its indexes and record count (of the token's project, for
@@ -53,7 +53,7 @@ pub async fn declare(
         })
         .await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "name": spec.name, "indexes": spec.indexes })).into_response()).into_response())
+    Ok((status, Json(json!({ "name": spec.name, "indexes": spec.indexes }))).into_response())
 }
 
 /// One query of a claim.
@@ -102,15 +102,7 @@ impl ClaimQuery {
                 q = q.eq("project", p);
             }
         }
-        if let Some(o) = &self.order_by {
-            q = q.order_by(o);
-        }
-        match self.order.as_deref() {
-            None | Some("asc") => {}
-            Some("desc") => q = q.descending(),
-            Some(other) => return Err(ApiError::bad_request(format!("order must be asc or desc, not {other:?}"))),
-        }
-        Ok(q)
+        ordered(q, self.order_by.as_deref(), self.order.as_deref())
     }
 }
 

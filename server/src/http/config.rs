@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::{Role, TokenEntry};
+use super::auth::{Role, Tokens};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges and token entries.
+    /// Checks ranges and token entries (each valid, none twice).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         let positive = [
@@ -152,10 +152,7 @@ impl Config {
         if l.default_page > l.max_page {
             return Err(ConfigError::Invalid("limits.default_page must not exceed limits.max_page".into()));
         }
-        for (i, t) in self.tokens.iter().enumerate() {
-            TokenEntry::from_config(t).map_err(|e| ConfigError::Invalid(format!("tokens[{i}] ({}): {e}", t.name)))?;
-        }
-        Ok(())
+        Tokens::new(&self.tokens).map(drop).map_err(ConfigError::Invalid)
     }
 }
 

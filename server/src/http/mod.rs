@@ -74,7 +74,7 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// Overrides the configuration's `listen`.
     pub listen: Option<SocketAddr>,
-    /// The configuration; `None` for the defaults.
+    /// The configuration (`Config::default()` for the defaults).
     pub config: Config,
 }
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn::{Query, Store, Stored};
+use cairn::{Committed, Query, Store, Stored, Transaction};
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
@@ -89,6 +89,36 @@ fn parse_etag(v: &str) -> Option<u64> {
     inner.parse().ok()
 }
 
+/// Runs `f` in a transaction and commits it, running it again at a fresh snapshot (up to `attempts` times in
+/// all) while the commit hits a conflict. Like the engine's `Store::transaction_with_retry`, but with the
+/// server's errors and what the commit was.
+pub fn commit_with_retry<R>(
+    store: &Store,
+    attempts: usize,
+    mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, ApiError>,
+) -> Result<(R, Committed), ApiError> {
+    let mut attempt = 1;
+    loop {
+        let mut tx = store.begin();
+        let out = f(&mut tx)?;
+        match tx.commit() {
+            Ok(c) => return Ok((out, c)),
+            Err(e) if e.is_retryable() && attempt < attempts => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A record as read inside a transaction, with the sequence and time its commit gave it.
+pub fn as_committed(mut s: Stored<Value>, c: &Committed) -> Stored<Value> {
+    s.seq = c.seq;
+    s.updated_at_ms = c.at_ms;
+    if s.created_at_ms == 0 {
+        s.created_at_ms = c.at_ms;
+    }
+    s
+}
+
 /// One single-record write in its own transaction, retried on a commit conflict: `op` gets the record as
 /// read at the transaction's snapshot and stages the write. Returns what the commit stored (`None` for a
 /// delete).
@@ -96,30 +126,14 @@ pub fn write_one(
     store: &Store,
     collection: &str,
     id: &str,
-    op: impl Fn(&mut cairn::Transaction<'_>, Option<&Stored<Value>>) -> Result<(), ApiError>,
+    op: impl Fn(&mut Transaction<'_>, Option<&Stored<Value>>) -> Result<(), ApiError>,
 ) -> Result<Option<Stored<Value>>, ApiError> {
-    let mut last = None;
-    for _ in 0..WRITE_ATTEMPTS {
-        let mut tx = store.begin();
+    let (written, c) = commit_with_retry(store, WRITE_ATTEMPTS, |tx| {
         let current = tx.get_doc(collection, id)?;
-        op(&mut tx, current.as_ref())?;
-        let written = tx.get_doc(collection, id)?;
-        match tx.commit() {
-            Ok(c) => {
-                return Ok(written.map(|mut s| {
-                    s.seq = c.seq;
-                    s.updated_at_ms = c.at_ms;
-                    if s.created_at_ms == 0 {
-                        s.created_at_ms = c.at_ms;
-                    }
-                    s
-                }));
-            }
-            Err(e) if e.is_retryable() => last = Some(e),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(last.map_or_else(|| ApiError::bad_request("no attempt made"), ApiError::from))
+        op(tx, current.as_ref())?;
+        Ok(tx.get_doc(collection, id)?)
+    })?;
+    Ok(written.map(|s| as_committed(s, &c)))
 }
 
 /// A record of another project is invisible to a scoped token: 404, as if absent.
@@ -230,6 +244,18 @@ pub fn filter_value(raw: &str) -> Value {
     }
 }
 
+/// Orders `q` by `order_by`, if given, `asc` (the default) or `desc`: 400 for another `order`.
+pub fn ordered(mut q: Query, order_by: Option<&str>, order: Option<&str>) -> Result<Query, ApiError> {
+    if let Some(field) = order_by {
+        q = q.order_by(field);
+    }
+    match order {
+        None | Some("asc") => Ok(q),
+        Some("desc") => Ok(q.descending()),
+        Some(other) => Err(ApiError::bad_request(format!("order must be asc or desc, not {other:?}"))),
+    }
+}
+
 /// Builds the query of a list request: filters, order and cursor; the limit defaulted and capped; the
 /// principal's project added as a filter.
 pub fn list_query(params: &Params, who: &Principal, default_page: usize, max_page: usize) -> Result<Query, ApiError> {
@@ -256,14 +282,7 @@ pub fn list_query(params: &Params, who: &Principal, default_page: usize, max_pag
             q = q.eq("project", p);
         }
     }
-    if let Some(field) = params.get("order_by") {
-        q = q.order_by(field);
-    }
-    match params.get("order") {
-        None | Some("asc") => {}
-        Some("desc") => q = q.descending(),
-        Some(other) => return Err(ApiError::bad_request(format!("order must be asc or desc, not {other:?}"))),
-    }
+    q = ordered(q, params.get("order_by"), params.get("order"))?;
     let limit = params.u64("limit")?.map_or(default_page, |n| (n as usize).min(max_page));
     if limit == 0 {
         return Err(ApiError::bad_request("limit must be at least 1"));

@@ -49,8 +49,8 @@ impl AppState {
         }
     }
 
-    /// Runs a read on the blocking pool.
-    pub async fn read<R: Send + 'static>(
+    /// Runs `f` on the blocking pool.
+    async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -58,20 +58,34 @@ impl AppState {
         tokio::task::spawn_blocking(move || f(&store)).await.map_err(join_error)?
     }
 
-    /// Runs a record write on the blocking pool, then wakes change-feed waiters.
+    /// Runs a read on the blocking pool.
+    pub async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.blocking(f).await
+    }
+
+    /// Runs a record write on the blocking pool, then wakes change-feed waiters if it committed.
     pub async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        let store = self.store.clone();
         let lock = self.declare_lock.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let _shared = lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&store)
-        })
-        .await
-        .map_err(join_error)?;
-        self.written.send_replace(self.store.db().last_sequence());
+        let out = self
+            .blocking(move |store| {
+                let _shared = lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                f(store)
+            })
+            .await;
+        let seq = self.store.db().last_sequence();
+        self.written.send_if_modified(|written| {
+            let newer = seq > *written;
+            if newer {
+                *written = seq;
+            }
+            newer
+        });
         out
     }
 
@@ -80,14 +94,12 @@ impl AppState {
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        let store = self.store.clone();
         let lock = self.declare_lock.clone();
-        tokio::task::spawn_blocking(move || {
+        self.blocking(move |store| {
             let _exclusive = lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&store)
+            f(store)
         })
         .await
-        .map_err(join_error)?
     }
 }
 

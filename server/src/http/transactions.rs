@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::auth::{Principal, Role};
 use super::error::ApiError;
 use super::extract::{collection_name, record_id, JsonBody};
-use super::records::{record_json, Precondition};
+use super::records::{as_committed, commit_with_retry, record_json, Precondition};
 use super::state::AppState;
 
 /// Commit attempts when a concurrent commit touched one of the transaction's records. The preconditions
@@ -112,9 +112,7 @@ pub async fn run(
     }
     let out = state
         .write(move |store| {
-            let mut last = None;
-            for _ in 0..ATTEMPTS {
-                let mut tx = store.begin();
+            let (read, c) = commit_with_retry(store, ATTEMPTS, |tx| {
                 for op in &ops {
                     let current = tx.get_doc(&op.collection, &op.id)?;
                     if current.as_ref().is_some_and(|c| !who.sees(&c.doc)) {
@@ -134,33 +132,24 @@ pub async fn run(
                         OpKind::Check => {}
                     }
                 }
-                let mut results = Vec::with_capacity(ops.len());
-                for op in &ops {
-                    results.push(match op.op {
-                        OpKind::Delete => json!({"collection": op.collection, "id": op.id, "deleted": true}),
-                        _ => {
-                            tx.get_doc(&op.collection, &op.id)?.map_or(Value::Null, |s| record_json(&op.collection, &s))
-                        }
-                    });
-                }
-                match tx.commit() {
-                    Ok(c) => {
-                        for (r, op) in results.iter_mut().zip(&ops) {
-                            if op.op == OpKind::Put {
-                                r["seq"] = json!(c.seq);
-                                r["updated_at_ms"] = json!(c.at_ms);
-                                if r["created_at_ms"] == json!(0) {
-                                    r["created_at_ms"] = json!(c.at_ms);
-                                }
-                            }
-                        }
-                        return Ok(json!({ "seq": c.seq, "results": results }));
-                    }
-                    Err(e) if e.is_retryable() => last = Some(e),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(last.map_or_else(|| ApiError::bad_request("no attempt made"), ApiError::from))
+                // Each record as the transaction left it (a later operation may have changed it again).
+                ops.iter()
+                    .map(|op| match op.op {
+                        OpKind::Delete => Ok(None),
+                        _ => Ok(tx.get_doc(&op.collection, &op.id)?),
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()
+            })?;
+            let results: Vec<Value> = ops
+                .iter()
+                .zip(read)
+                .map(|(op, stored)| match (op.op, stored) {
+                    (OpKind::Delete, _) => json!({"collection": op.collection, "id": op.id, "deleted": true}),
+                    (OpKind::Put, Some(s)) => record_json(&op.collection, &as_committed(s, &c)),
+                    (_, s) => s.map_or(Value::Null, |s| record_json(&op.collection, &s)),
+                })
+                .collect();
+            Ok(json!({ "seq": c.seq, "results": results }))
         })
         .await?;
     Ok(Json(out))
