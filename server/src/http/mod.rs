@@ -96,7 +96,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let data = opts.data.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&data))
             .await
-            .map_err(|e| ServeError::Close(e.to_string()))?
+            .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
             .map_err(|source| ServeError::Open { path: opts.data.clone(), source })?;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
