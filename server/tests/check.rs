@@ -50,15 +50,20 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     found
 }
 
+/// Every WAL and table of `dir` with its contents.
+fn wals_and_tables(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files(dir, "wal")
+        .into_iter()
+        .chain(files(dir, "sst"))
+        .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
+        .collect()
+}
+
 #[test]
 fn a_healthy_store_passes_and_is_not_modified() {
     let dir = tempfile::tempdir().expect("tempdir");
     store(dir.path());
-    let before: Vec<(PathBuf, Vec<u8>)> = files(dir.path(), "wal")
-        .into_iter()
-        .chain(files(dir.path(), "sst"))
-        .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
-        .collect();
+    let before = wals_and_tables(dir.path());
     let names_before = std::fs::read_dir(dir.path()).expect("list").count();
     let out = check(&[], dir.path(), 0);
     assert!(out.ends_with("\nhealthy\n"), "{out}");
@@ -68,11 +73,7 @@ fn a_healthy_store_passes_and_is_not_modified() {
     assert_eq!(json["table_entries"].as_u64(), Some(300), "{json}");
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(0), "{json}");
     assert!(json["torn_wal"].is_null(), "{json}");
-    let after: Vec<(PathBuf, Vec<u8>)> = files(dir.path(), "wal")
-        .into_iter()
-        .chain(files(dir.path(), "sst"))
-        .map(|p| (p.clone(), std::fs::read(&p).expect("read")))
-        .collect();
+    let after = wals_and_tables(dir.path());
     assert_eq!(before, after, "check changed a file");
     assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), names_before, "check added or removed a file");
 }

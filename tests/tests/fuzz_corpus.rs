@@ -37,7 +37,7 @@ fn open(fs: &MemStorage, compression: Compression) -> Db {
         .unwrap()
 }
 
-/// The live files of a database whose name ends with `suffix` (or starts with it, for the manifest).
+/// The contents of the files of a database whose name `pick` accepts.
 fn files(fs: &MemStorage, pick: impl Fn(&str) -> bool) -> Vec<Vec<u8>> {
     fs.files()
         .into_iter()
@@ -233,17 +233,7 @@ fn model_seeds_replay_without_the_fuzzer() {
     let committed = committed();
     let mut engine = fuzzing::EngineSummary::default();
     for bytes in committed["engine_model"].values() {
-        let s = fuzzing::engine_model(bytes);
-        engine.ops += s.ops;
-        engine.writes += s.writes;
-        engine.reads += s.reads;
-        engine.flushes += s.flushes;
-        engine.reopens += s.reopens;
-        engine.crashes += s.crashes;
-        engine.faults += s.faults;
-        engine.failed_writes += s.failed_writes;
-        engine.writes_under_fault += s.writes_under_fault;
-        engine.refused_writes += s.refused_writes;
+        engine += fuzzing::engine_model(bytes);
     }
     println!("engine_model seeds: {engine:?}");
     assert!(engine.ops >= 200 && engine.writes >= 50 && engine.reads >= 50, "{engine:?}");
@@ -257,15 +247,7 @@ fn model_seeds_replay_without_the_fuzzer() {
 
     let mut coll = fuzzing::CollectionSummary::default();
     for bytes in committed["collection_model"].values() {
-        let s = fuzzing::collection_model(bytes);
-        coll.ops += s.ops;
-        coll.writes += s.writes;
-        coll.rejected += s.rejected;
-        coll.transactions += s.transactions;
-        coll.queries += s.queries;
-        coll.pages += s.pages;
-        coll.reopens += s.reopens;
-        coll.crashes += s.crashes;
+        coll += fuzzing::collection_model(bytes);
     }
     println!("collection_model seeds: {coll:?}");
     assert!(coll.ops >= 150 && coll.writes >= 30 && coll.queries >= 20, "{coll:?}");

@@ -12,16 +12,13 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{json, Value};
 
+use super::harness;
 use crate::collection::{CollectionError, CollectionSpec, DynCollection, IndexSpec, Query, Store, StoreOptions};
-use crate::compaction::LeveledPolicy;
 use crate::io::{CrashMode, MemStorage};
-use crate::options::Durability;
-use crate::Db;
 
 /// Most operations decoded from one input.
 const MAX_OPS: usize = 48;
@@ -53,6 +50,20 @@ pub struct CollectionSummary {
     pub reopens: usize,
     /// Power cuts.
     pub crashes: usize,
+}
+
+impl std::ops::AddAssign for CollectionSummary {
+    fn add_assign(&mut self, other: Self) {
+        let Self { ops, writes, rejected, transactions, queries, pages, reopens, crashes } = other;
+        self.ops += ops;
+        self.writes += writes;
+        self.rejected += rejected;
+        self.transactions += transactions;
+        self.queries += queries;
+        self.pages += pages;
+        self.reopens += reopens;
+        self.crashes += crashes;
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +142,18 @@ enum Write {
     Upsert { id: u8, doc: Doc },
     Update { id: u8, delta: Delta, doc: Doc },
     Delete { id: u8, check: Option<Delta> },
+}
+
+impl Write {
+    /// The id of the record written.
+    fn id(&self) -> String {
+        match self {
+            Write::Insert { id: i, .. }
+            | Write::Upsert { id: i, .. }
+            | Write::Update { id: i, .. }
+            | Write::Delete { id: i, .. } => id(*i),
+        }
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -273,17 +296,7 @@ fn spec() -> CollectionSpec {
 }
 
 fn open(fs: &MemStorage) -> (Store, DynCollection) {
-    let db = Db::builder()
-        .storage(Arc::new(fs.clone()))
-        .durability(Durability::Immediate)
-        .memtable_size(4 * 1024)
-        .table_size(4 * 1024)
-        .block_size(256)
-        .block_cache_size(64 * 1024)
-        .compaction_policy(Arc::new(LeveledPolicy::new(2, 8 * 1024, 2)))
-        .max_manifest_size(1024)
-        .open(Path::new("/db"))
-        .unwrap_or_else(|e| panic!("open failed: {e}"));
+    let db = harness::options(fs).open(Path::new("/db")).unwrap_or_else(|e| panic!("open failed: {e}"));
     let store = Store::with_db(db, StoreOptions::default()).unwrap_or_else(|e| panic!("store: {e}"));
     store.declare(spec()).unwrap_or_else(|e| panic!("declare: {e}"));
     let jobs = store.collection_dyn(COLLECTION).unwrap_or_else(|e| panic!("collection: {e}"));
@@ -397,12 +410,7 @@ impl Run {
         let want = tx.apply(w);
         let view = tx.view;
         let jobs = self.jobs();
-        let cur = self.model.get(&match w {
-            Write::Insert { id: i, .. }
-            | Write::Upsert { id: i, .. }
-            | Write::Update { id: i, .. }
-            | Write::Delete { id: i, .. } => id(*i),
-        });
+        let cur = self.model.get(&w.id());
         let result = match w {
             Write::Insert { id: i, doc } => jobs.insert(&id(*i), doc.json()).map(Some),
             Write::Upsert { id: i, doc } => jobs.upsert(&id(*i), doc.json()).map(Some),
@@ -433,15 +441,15 @@ impl Run {
                     assert_eq!(got.as_ref(), model.view.get(&id(*i)), "txn get {}", id(*i));
                 }
                 TxOp::Write(w) => {
-                    let cur = |i: &u8| model.view.get(&id(*i)).cloned();
+                    let cur = model.view.get(&w.id()).cloned();
                     let result = match w {
                         Write::Insert { id: i, doc } => tx.insert_doc(COLLECTION, &id(*i), doc.json()),
                         Write::Upsert { id: i, doc } => tx.upsert_doc(COLLECTION, &id(*i), doc.json()),
                         Write::Update { id: i, delta, doc } => {
-                            tx.update_doc(COLLECTION, &id(*i), delta.apply(cur(i).as_ref()), doc.json())
+                            tx.update_doc(COLLECTION, &id(*i), delta.apply(cur.as_ref()), doc.json())
                         }
                         Write::Delete { id: i, check } => {
-                            tx.delete_doc(COLLECTION, &id(*i), check.map(|d| d.apply(cur(i).as_ref()))).map(|()| 0)
+                            tx.delete_doc(COLLECTION, &id(*i), check.map(|d| d.apply(cur.as_ref()))).map(|()| 0)
                         }
                     };
                     let want = model.apply(w);
@@ -554,10 +562,7 @@ pub fn collection_model(data: &[u8]) -> CollectionSummary {
     let (store, jobs) = open(&fs);
     let mut run =
         Run { fs, store: Some(store), jobs: Some(jobs), model: Model::new(), summary: CollectionSummary::default() };
-    // Operations until the input runs out: an input's bytes all count (a continue-flag per element, as
-    // `arbitrary_iter` has, would end random inputs after two operations on average).
-    while !u.is_empty() && run.summary.ops < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else { break };
+    for op in harness::ops(&mut u, MAX_OPS) {
         run.summary.ops += 1;
         match op {
             Op::Write(w) => run.write(&w),

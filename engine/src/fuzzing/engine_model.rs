@@ -11,14 +11,13 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::compaction::LeveledPolicy;
+use super::harness;
 use crate::error::WriteError;
 use crate::io::{CrashMode, FaultKind, FaultOp, MemStorage};
-use crate::options::{Compression, Durability};
+use crate::options::Compression;
 use crate::snapshot::Snapshot;
 use crate::{Db, WriteBatch};
 
@@ -56,6 +55,33 @@ pub struct EngineSummary {
     pub failed_writes: usize,
     /// Writes refused because an earlier write, flush or compaction had failed.
     pub refused_writes: usize,
+}
+
+impl std::ops::AddAssign for EngineSummary {
+    fn add_assign(&mut self, other: Self) {
+        let Self {
+            ops,
+            writes,
+            reads,
+            flushes,
+            reopens,
+            crashes,
+            faults,
+            writes_under_fault,
+            failed_writes,
+            refused_writes,
+        } = other;
+        self.ops += ops;
+        self.writes += writes;
+        self.reads += reads;
+        self.flushes += flushes;
+        self.reopens += reopens;
+        self.crashes += crashes;
+        self.faults += faults;
+        self.writes_under_fault += writes_under_fault;
+        self.failed_writes += failed_writes;
+        self.refused_writes += refused_writes;
+    }
 }
 
 #[derive(Debug, Arbitrary)]
@@ -156,18 +182,10 @@ fn key(k: u8) -> Vec<u8> {
 }
 
 fn open(fs: &MemStorage, compression: bool) -> Db {
-    Db::builder()
-        .storage(Arc::new(fs.clone()))
-        .durability(Durability::Immediate)
-        .memtable_size(4 * 1024)
-        .table_size(4 * 1024)
-        .block_size(256)
-        .block_cache_size(64 * 1024)
+    harness::options(fs)
         .compression(if compression { Compression::Zstd { level: 1 } } else { Compression::None })
         .level0_slowdown_trigger(6)
         .level0_stop_trigger(10)
-        .compaction_policy(Arc::new(LeveledPolicy::new(2, 8 * 1024, 2)))
-        .max_manifest_size(1024)
         // Larger batches are ingested as tables.
         .ingest_threshold(512)
         .open(Path::new("/db"))
@@ -324,10 +342,7 @@ pub fn engine_model(data: &[u8]) -> EngineSummary {
         maybe: None,
         summary: EngineSummary::default(),
     };
-    // Operations until the input runs out: an input's bytes all count (a continue-flag per element, as
-    // `arbitrary_iter` has, would end random inputs after two operations on average).
-    while !u.is_empty() && run.summary.ops < MAX_OPS {
-        let Ok(op) = Op::arbitrary(&mut u) else { break };
+    for op in harness::ops(&mut u, MAX_OPS) {
         run.summary.ops += 1;
         match op {
             Op::Put { key: k, value } => {

@@ -9,6 +9,7 @@
 mod collection_model;
 mod decode;
 mod engine_model;
+mod harness;
 
 pub use collection_model::{collection_model, CollectionSummary};
 pub use decode::{decode_manifest, decode_table, decode_wal};
