@@ -22,44 +22,51 @@ pub(crate) trait Source: Send {
     fn value(&self) -> &[u8];
 }
 
-/// Entries copied from a memtable by a seek: short scans are the common case.
-const MEM_FIRST_CHUNK: usize = 16;
-/// Entries copied from a memtable per later refill.
-const MEM_CHUNK: usize = 64;
+/// Entries copied from a memtable by a seek. Short scans over a large store are the common case and most of
+/// their entries come from the tables: every entry copied costs a visit to its (cold) allocation.
+const MEM_FIRST_CHUNK: usize = 2;
+/// Each refill copies twice as many entries as the one before, up to this many.
+const MEM_MAX_CHUNK: usize = 64;
 
 /// A cursor over a memtable. The skip list cannot lend entries across calls, so the cursor copies them out
-/// in small chunks and re-seeks after the last one.
+/// in chunks (growing from [`MEM_FIRST_CHUNK`] to [`MEM_MAX_CHUNK`]) and re-seeks after the last one.
 pub(crate) struct MemSource {
     mem: Arc<Memtable>,
     reverse: bool,
     buf: Vec<MemEntry>,
     pos: usize,
     exhausted: bool,
+    chunk: usize,
 }
 
 impl MemSource {
     pub fn new(mem: Arc<Memtable>, reverse: bool) -> Self {
-        Self { mem, reverse, buf: Vec::new(), pos: 0, exhausted: true }
+        Self { mem, reverse, buf: Vec::new(), pos: 0, exhausted: true, chunk: MEM_FIRST_CHUNK }
     }
 
-    fn fill(&mut self, from: Option<&[u8]>, inclusive: bool, max: usize) {
-        self.buf = self.mem.chunk(from, inclusive, self.reverse, max);
+    fn fill(&mut self, buf: Vec<MemEntry>) {
+        self.buf = buf;
         self.pos = 0;
-        self.exhausted = self.buf.len() < max;
+        self.exhausted = self.buf.len() < self.chunk;
+        self.chunk = (self.chunk * 2).min(MEM_MAX_CHUNK);
     }
 }
 
 impl Source for MemSource {
     fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
-        self.fill(target, true, MEM_FIRST_CHUNK);
+        self.chunk = MEM_FIRST_CHUNK;
+        self.fill(self.mem.chunk(target, self.reverse, self.chunk));
         Ok(())
     }
 
     fn advance(&mut self) -> Result<(), StorageError> {
         self.pos += 1;
         if self.pos >= self.buf.len() && !self.exhausted {
-            let last = self.buf.last().cloned();
-            self.fill(last.as_ref().map(MemEntry::key), false, MEM_CHUNK);
+            let next = match self.buf.last() {
+                Some(last) => self.mem.chunk_after(last, self.reverse, self.chunk),
+                None => Vec::new(),
+            };
+            self.fill(next);
         }
         Ok(())
     }

@@ -13,36 +13,15 @@ use crossbeam_skiplist::SkipSet;
 use crate::format::key::{self, ValueKind};
 use crate::table::key_hash;
 
-/// An internal key, borrowed, with the engine's order. Lets the skip list be searched without building an
-/// entry.
-#[repr(transparent)]
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct IKey([u8]);
-
-impl IKey {
-    pub fn new(bytes: &[u8]) -> &IKey {
-        // SAFETY: `IKey` is a `repr(transparent)` wrapper of `[u8]`, so the two references have the same
-        // layout and metadata, as for `std::path::Path` over `OsStr`.
-        unsafe { &*(std::ptr::from_ref::<[u8]>(bytes) as *const IKey) }
-    }
-}
-
-impl Ord for IKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        key::compare(&self.0, &other.0)
-    }
-}
-
-impl PartialOrd for IKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// One memtable entry in a single allocation: `key_len u32 | internal key | value`. Cloning it is a
-/// reference count, so iterators copy entries out cheaply.
+/// One memtable entry: the first eight bytes of its user key ([`key::window`]) inline, then the entry in a
+/// single shared allocation, `key_len u32 | internal key | value`. Cloning it is a reference count, so
+/// iterators copy entries out cheaply; the inline window decides most comparisons of a skip-list search
+/// without a visit to the allocation.
 #[derive(Debug, Clone)]
-pub(crate) struct MemEntry(Arc<[u8]>);
+pub(crate) struct MemEntry {
+    window: u64,
+    data: Arc<[u8]>,
+}
 
 impl MemEntry {
     fn new(user_key: &[u8], trailer: u64, value: &[u8]) -> Self {
@@ -51,40 +30,43 @@ impl MemEntry {
         buf.extend_from_slice(&(key_len as u32).to_le_bytes());
         key::append_internal_key(&mut buf, user_key, trailer);
         buf.extend_from_slice(value);
-        Self(Arc::from(buf))
+        Self { window: key::window(user_key, 0), data: Arc::from(buf) }
+    }
+
+    /// An entry to search for: `ikey` with no value.
+    fn probe(ikey: &[u8]) -> Self {
+        let mut buf = Vec::with_capacity(4 + ikey.len());
+        buf.extend_from_slice(&(ikey.len() as u32).to_le_bytes());
+        buf.extend_from_slice(ikey);
+        Self { window: key::window(key::user_key(ikey), 0), data: Arc::from(buf) }
     }
 
     fn key_len(&self) -> usize {
-        self.0.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize
+        self.data.get(..4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize
     }
 
     /// The internal key.
     pub fn key(&self) -> &[u8] {
-        self.0.get(4..4 + self.key_len()).unwrap_or_default()
+        self.data.get(4..4 + self.key_len()).unwrap_or_default()
     }
 
     pub fn value(&self) -> &[u8] {
-        self.0.get(4 + self.key_len()..).unwrap_or_default()
-    }
-}
-
-impl std::borrow::Borrow<IKey> for MemEntry {
-    fn borrow(&self) -> &IKey {
-        IKey::new(self.key())
+        self.data.get(4 + self.key_len()..).unwrap_or_default()
     }
 }
 
 impl PartialEq for MemEntry {
     fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
+        self.cmp(other) == Ordering::Equal
     }
 }
 
 impl Eq for MemEntry {}
 
 impl Ord for MemEntry {
+    /// The internal-key order; windows order like their user keys, so unequal windows decide it.
     fn cmp(&self, other: &Self) -> Ordering {
-        key::compare(self.key(), other.key())
+        self.window.cmp(&other.window).then_with(|| key::compare(self.key(), other.key()))
     }
 }
 
@@ -107,9 +89,6 @@ pub(crate) enum Lookup {
 
 /// Approximate per-entry overhead of the skip list, for accounting.
 const ENTRY_OVERHEAD: usize = 64;
-
-/// Seek keys up to this size are built on the stack.
-const STACK_KEY: usize = 128;
 
 /// A blocked bloom filter over the user keys of a memtable, so that a point read of a key the memtable does
 /// not hold (the common case for a large store) skips the skip-list descent. Each key sets
@@ -174,7 +153,7 @@ impl Memtable {
 
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
         let entry = MemEntry::new(user_key, key::make_trailer(seq, kind), value);
-        self.size.fetch_add(entry.0.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
+        self.size.fetch_add(entry.data.len() + ENTRY_OVERHEAD, AtomicOrdering::Relaxed);
         // The filter bit is set before the entry is visible, so a reader that finds the entry through the
         // skip list would also have passed the filter.
         self.filter.add(key_hash(user_key));
@@ -186,22 +165,8 @@ impl Memtable {
         if !self.filter.may_contain(hash) {
             return Lookup::Absent;
         }
-        let trailer = key::seek_trailer(seq).to_le_bytes();
-        let mut stack = [0u8; STACK_KEY];
-        let heap;
-        let seek: &[u8] = match stack.get_mut(..user_key.len() + key::TRAILER_LEN) {
-            Some(buf) => {
-                let (u, t) = buf.split_at_mut(user_key.len());
-                u.copy_from_slice(user_key);
-                t.copy_from_slice(&trailer);
-                buf
-            }
-            None => {
-                heap = key::internal_key(user_key, key::seek_trailer(seq));
-                &heap
-            }
-        };
-        let Some(found) = self.map.lower_bound(Bound::Included(IKey::new(seek))) else {
+        let probe = MemEntry::new(user_key, key::seek_trailer(seq), &[]);
+        let Some(found) = self.map.lower_bound(Bound::Included(&probe)) else {
             return Lookup::Absent;
         };
         let entry = found.value();
@@ -237,19 +202,24 @@ impl Memtable {
         self.next_wal.load(AtomicOrdering::Acquire) as u64
     }
 
-    /// Up to `max` entries strictly after (or, in reverse, strictly before) `from`, or from the start (end)
-    /// when `from` is `None`. With `inclusive`, an entry equal to `from` is included.
-    pub fn chunk(&self, from: Option<&[u8]>, inclusive: bool, reverse: bool, max: usize) -> Vec<MemEntry> {
-        let bound = match (from.map(IKey::new), inclusive) {
-            (None, _) => Bound::Unbounded,
-            (Some(p), true) => Bound::Included(p),
-            (Some(p), false) => Bound::Excluded(p),
-        };
+    /// Up to `max` entries from the first `>= from` (in reverse, the last `<= from`), or from the start
+    /// (end) when `from` is `None`.
+    pub fn chunk(&self, from: Option<&[u8]>, reverse: bool, max: usize) -> Vec<MemEntry> {
+        let probe = from.map(MemEntry::probe);
+        self.chunk_from(probe.as_ref().map_or(Bound::Unbounded, Bound::Included), reverse, max)
+    }
+
+    /// Up to `max` entries strictly after `last` (in reverse, strictly before), an entry a chunk returned.
+    pub fn chunk_after(&self, last: &MemEntry, reverse: bool, max: usize) -> Vec<MemEntry> {
+        self.chunk_from(Bound::Excluded(last), reverse, max)
+    }
+
+    fn chunk_from(&self, bound: Bound<&MemEntry>, reverse: bool, max: usize) -> Vec<MemEntry> {
         let take = |e: crossbeam_skiplist::set::Entry<'_, MemEntry>| e.value().clone();
         if reverse {
-            self.map.range::<IKey, _>((Bound::Unbounded, bound)).rev().take(max).map(take).collect()
+            self.map.range((Bound::Unbounded, bound)).rev().take(max).map(take).collect()
         } else {
-            self.map.range::<IKey, _>((bound, Bound::Unbounded)).take(max).map(take).collect()
+            self.map.range((bound, Bound::Unbounded)).take(max).map(take).collect()
         }
     }
 }
@@ -281,13 +251,13 @@ mod tests {
         for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
             m.insert(*k, i as u64 + 1, ValueKind::Put, b"x");
         }
-        let first = m.chunk(None, false, false, 2);
+        let first = m.chunk(None, false, 2);
         let users = |v: &[MemEntry]| v.iter().map(|e| key::user_key(e.key()).to_vec()).collect::<Vec<_>>();
         assert_eq!(users(&first), vec![b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(first[0].value(), b"x");
-        let rest = m.chunk(Some(first[1].key()), false, false, 10);
+        let rest = m.chunk_after(&first[1], false, 10);
         assert_eq!(users(&rest), vec![b"c".to_vec(), b"d".to_vec()]);
-        let back = m.chunk(Some(first[1].key()), true, true, 10);
+        let back = m.chunk(Some(first[1].key()), true, 10);
         assert_eq!(users(&back), vec![b"b".to_vec(), b"a".to_vec()]);
     }
 

@@ -256,8 +256,11 @@ impl<'s> Transaction<'s> {
             stage_into(&mut batch, &mut inserted, s, key, at_ms);
         }
         let seq = self.snap.sequence();
+        // Every key read or written must be unchanged since the snapshot; a key both read and written is
+        // checked once.
+        let written_only = self.order.iter().filter(|k| !self.reads.contains(*k));
         let conditions =
-            self.reads.iter().chain(&self.order).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
+            self.reads.iter().chain(written_only).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
         let hints = self.store.hints();
         let ticket = hints.begin_insert(inserted);
         let result = self.store.db().write_if(batch, conditions, WriteOptions::default());

@@ -75,6 +75,18 @@ pub(crate) fn trailer_kind(trailer: u64) -> Option<ValueKind> {
     ValueKind::from_u8((trailer & 0xff) as u8)
 }
 
+/// Eight bytes of a user key from `skip` on, big-endian and zero-padded: for keys that agree on their first
+/// `skip` bytes, `window(a) < window(b)` implies `a < b`, so sorted keys have non-decreasing windows.
+pub(crate) fn window(user_key: &[u8], skip: usize) -> u64 {
+    let mut buf = [0u8; 8];
+    let tail = user_key.get(skip..).unwrap_or_default();
+    let n = tail.len().min(8);
+    if let (Some(dst), Some(src)) = (buf.get_mut(..n), tail.get(..n)) {
+        dst.copy_from_slice(src);
+    }
+    u64::from_be_bytes(buf)
+}
+
 /// The internal-key order: user key ascending, then trailer (sequence, kind) descending.
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> Ordering {
     let (ua, ta) = split(a);

@@ -5,7 +5,9 @@
 //! entry = shared varint32 | unshared varint32 | value_len varint32 | key[shared..] | value
 //! ```
 //! `shared` is the number of leading bytes the key has in common with the previous key (0 for the first).
-//! A block is decoded once, when it enters the cache, into full keys for binary search.
+//! A block is decoded once, when it enters the cache, into full keys for binary search, plus a search
+//! window per key (eight bytes after the prefix every user key of the block shares) so that a seek compares
+//! integers and touches full keys only where windows tie.
 
 #![deny(clippy::indexing_slicing)]
 
@@ -73,6 +75,10 @@ pub(crate) struct Block {
     data: Vec<u8>,
     keys: Vec<u8>,
     entries: Vec<EntryPos>,
+    /// Length of the prefix shared by every user key of the block (that of its first and last).
+    common: usize,
+    /// [`key::window`] of each entry's user key after `common` bytes: non-decreasing.
+    windows: Vec<u64>,
 }
 
 impl Block {
@@ -126,7 +132,16 @@ impl Block {
         if !cursor.is_empty() {
             return Err(DecodeError::new(cursor.pos(), "bytes after the last entry"));
         }
-        Ok(Block { data, keys, entries })
+        let mut block = Block { data, keys, entries, common: 0, windows: Vec::new() };
+        block.index_windows();
+        Ok(block)
+    }
+
+    fn index_windows(&mut self) {
+        let first = key::user_key(self.key(0));
+        let last = key::user_key(self.key(self.len() - 1));
+        self.common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        self.windows = (0..self.len()).map(|i| key::window(key::user_key(self.key(i)), self.common)).collect();
     }
 
     pub fn len(&self) -> usize {
@@ -135,7 +150,9 @@ impl Block {
 
     /// Bytes of memory the decoded block holds, for cache accounting.
     pub fn charge(&self) -> usize {
-        self.data.len() + self.keys.len() + self.entries.len() * std::mem::size_of::<EntryPos>()
+        self.data.len()
+            + self.keys.len()
+            + self.entries.len() * (std::mem::size_of::<EntryPos>() + std::mem::size_of::<u64>())
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
@@ -156,7 +173,17 @@ impl Block {
 
     /// Index of the first entry `>= target`, or `len()` if none.
     pub fn seek(&self, target: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.entries.len());
+        let user = key::user_key(target);
+        let shared = self.key(0).get(..self.common).unwrap_or_default();
+        // Every user key of the block starts with `shared`: a target that does not is before or after all.
+        match user.get(..self.common).unwrap_or(user).cmp(shared) {
+            Ordering::Less => return 0,
+            Ordering::Greater => return self.len(),
+            Ordering::Equal => {}
+        }
+        let w = key::window(user, self.common);
+        let mut lo = self.windows.partition_point(|&x| x < w);
+        let mut hi = lo + self.windows.get(lo..).unwrap_or_default().partition_point(|&x| x == w);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if key::compare(self.key(mid), target) == Ordering::Less {
@@ -264,6 +291,35 @@ mod tests {
         it.seek_to_last();
         it.prev();
         assert_eq!(it.key(), &keys[2][..]);
+    }
+
+    proptest::proptest! {
+        /// The window search agrees with a plain binary search, for keys that share prefixes of any length,
+        /// keys shorter than the window, many versions of one key, and targets inside and outside the block.
+        #[test]
+        fn seek_matches_a_linear_search(
+            mut users in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..12), 1..60),
+            prefix in proptest::collection::vec(0u8..3, 0..10),
+            targets in proptest::collection::vec((proptest::collection::vec(0u8..4, 0..14), 0u64..4), 1..40),
+        ) {
+            users.sort();
+            users.dedup();
+            let mut keys = Vec::new();
+            for u in &users {
+                let full: Vec<u8> = prefix.iter().chain(u).copied().collect();
+                for seq in (1..=3).rev() {
+                    keys.push(internal_key(&full, make_trailer(seq, ValueKind::Put)));
+                }
+            }
+            let block = build(&keys);
+            for (t, seq) in targets {
+                for user in [t.clone(), prefix.iter().chain(&t).copied().collect()] {
+                    let target = internal_key(&user, key::seek_trailer(seq));
+                    let expect = keys.iter().position(|k| key::compare(k, &target) != Ordering::Less);
+                    proptest::prop_assert_eq!(block.seek(&target), expect.unwrap_or(keys.len()));
+                }
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub(crate) struct TableReader {
     path: PathBuf,
     map: Arc<dyn MappedFile>,
     index: Arc<Block>,
+    /// The index entries' block handles, decoded once at open.
+    handles: Vec<BlockHandle>,
     filter: Vec<u8>,
     footer: Footer,
     cache: Arc<BlockCache>,
@@ -56,7 +58,14 @@ impl TableReader {
         let index_raw = read_block(map.bytes(), footer.index, path)?;
         let index = Block::decode(index_raw)
             .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
-        Ok(Self { number, path: path.to_path_buf(), map, index: Arc::new(index), filter, footer, cache })
+        let handles = (0..index.len())
+            .map(|i| {
+                BlockHandle::decode(index.value(i)).map_err(|e| {
+                    StorageError::corruption(path, footer.index.offset, format!("index entry {i}: {}", e.reason))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { number, path: path.to_path_buf(), map, index: Arc::new(index), handles, filter, footer, cache })
     }
 
     pub fn block_count(&self) -> usize {
@@ -73,8 +82,8 @@ impl TableReader {
     }
 
     fn handle(&self, i: usize) -> Result<BlockHandle, StorageError> {
-        BlockHandle::decode(self.index.value(i)).map_err(|e| {
-            StorageError::corruption(&self.path, self.footer.index.offset, format!("index entry {i}: {}", e.reason))
+        self.handles.get(i).copied().ok_or_else(|| {
+            StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })
     }
 
