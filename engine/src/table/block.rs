@@ -79,7 +79,13 @@ pub(crate) struct Block {
     common: usize,
     /// [`key::window`] of each entry's user key after `common` bytes: non-decreasing.
     windows: Vec<u64>,
+    /// Every [`SAMPLE_EVERY`]th window, searched first so that a seek in a large (index) block touches few
+    /// cache lines of `windows`. Empty for blocks of up to [`SAMPLE_EVERY`] entries.
+    sample: Vec<u64>,
 }
+
+/// Stride of [`Block::sample`].
+const SAMPLE_EVERY: usize = 16;
 
 impl Block {
     /// Decodes a block; every key must be an internal key, in strictly ascending internal-key order.
@@ -132,7 +138,7 @@ impl Block {
         if !cursor.is_empty() {
             return Err(DecodeError::new(cursor.pos(), "bytes after the last entry"));
         }
-        let mut block = Block { data, keys, entries, common: 0, windows: Vec::new() };
+        let mut block = Block { data, keys, entries, common: 0, windows: Vec::new(), sample: Vec::new() };
         block.index_windows();
         Ok(block)
     }
@@ -142,6 +148,31 @@ impl Block {
         let last = key::user_key(self.key(self.len() - 1));
         self.common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
         self.windows = (0..self.len()).map(|i| key::window(key::user_key(self.key(i)), self.common)).collect();
+        if self.windows.len() > SAMPLE_EVERY {
+            self.sample = self.windows.iter().step_by(SAMPLE_EVERY).copied().collect();
+        }
+    }
+
+    /// The first entry whose window is `>= w`.
+    fn first_window_at_least(&self, w: u64) -> usize {
+        // sample[k] = windows[k * SAMPLE_EVERY]: the answer lies after the last sampled window below `w`,
+        // and at or before the first sampled one that is not.
+        let k = self.sample.partition_point(|&x| x < w);
+        let from = k.saturating_sub(1) * SAMPLE_EVERY;
+        let to = if self.sample.is_empty() { self.windows.len() } else { (k * SAMPLE_EVERY).min(self.windows.len()) };
+        from + self.windows.get(from..to).unwrap_or_default().partition_point(|&x| x < w)
+    }
+
+    /// The end of the run of windows equal to `w` that starts at `lo`, found by galloping: runs are short.
+    fn window_run_end(&self, lo: usize, w: u64) -> usize {
+        let run = self.windows.get(lo..).unwrap_or_default();
+        let mut step = 1;
+        while run.get(step - 1).is_some_and(|&x| x == w) {
+            step *= 2;
+        }
+        let known = step / 2;
+        let upto = step.min(run.len());
+        lo + known + run.get(known..upto).unwrap_or_default().partition_point(|&x| x == w)
     }
 
     pub fn len(&self) -> usize {
@@ -153,6 +184,7 @@ impl Block {
         self.data.len()
             + self.keys.len()
             + self.entries.len() * (std::mem::size_of::<EntryPos>() + std::mem::size_of::<u64>())
+            + self.sample.len() * std::mem::size_of::<u64>()
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
@@ -182,8 +214,8 @@ impl Block {
             Ordering::Equal => {}
         }
         let w = key::window(user, self.common);
-        let mut lo = self.windows.partition_point(|&x| x < w);
-        let mut hi = lo + self.windows.get(lo..).unwrap_or_default().partition_point(|&x| x == w);
+        let mut lo = self.first_window_at_least(w);
+        let mut hi = self.window_run_end(lo, w);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if key::compare(self.key(mid), target) == Ordering::Less {
