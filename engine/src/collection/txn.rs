@@ -23,10 +23,50 @@ use super::typed::{from_doc, to_doc};
 struct Staged {
     spec: Arc<CollectionSpec>,
     id: String,
-    before: Option<Envelope>,
-    after: Option<Value>,
+    before: Option<Before>,
+    after: Option<After>,
     version: u64,
     op: ChangeOp,
+}
+
+/// What a staged write needs of the record as of the snapshot.
+struct Before {
+    version: u64,
+    created_ms: i64,
+    /// One key per index of the spec, in declaration order.
+    index_keys: Vec<Vec<u8>>,
+}
+
+/// A staged document, serialized and indexed when it is staged so that its JSON tree is freed while still
+/// in the cache rather than at commit.
+struct After {
+    json: Vec<u8>,
+    /// One key per index of the spec, in declaration order.
+    index_keys: Vec<Vec<u8>>,
+}
+
+/// A record as a transaction sees it.
+enum Current {
+    Absent,
+    /// Written by the transaction, at this version.
+    Staged(u64),
+    /// As of the snapshot.
+    Stored(Arc<Envelope>),
+}
+
+impl Current {
+    fn version(&self) -> Option<u64> {
+        match self {
+            Current::Absent => None,
+            Current::Staged(v) => Some(*v),
+            Current::Stored(e) => Some(e.version),
+        }
+    }
+}
+
+/// The index keys of `doc` for every index of `spec`, in declaration order.
+fn index_keys(spec: &CollectionSpec, doc: &Value, id: &str) -> Vec<Vec<u8>> {
+    spec.indexes.iter().map(|i| keys::index_key(&spec.name, &i.name, &i.fields, doc, id)).collect()
 }
 
 /// An optimistic transaction over any number of collections. Reads see the snapshot taken at its start
@@ -37,7 +77,7 @@ pub struct Transaction<'s> {
     snap: Snapshot,
     reads: HashSet<Vec<u8>>,
     /// Records as of the snapshot, read once.
-    seen: HashMap<Vec<u8>, Option<Envelope>>,
+    seen: HashMap<Vec<u8>, Option<Arc<Envelope>>>,
     staged: HashMap<Vec<u8>, Staged>,
     order: Vec<Vec<u8>>,
 }
@@ -72,11 +112,11 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Envelope>, CollectionError> {
+    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Arc<Envelope>>, CollectionError> {
         if let Some(e) = self.seen.get(key) {
             return Ok(e.clone());
         }
-        let e = self.store.read_envelope(key, Some(&self.snap))?;
+        let e = self.store.read_envelope(key, Some(&self.snap))?.map(Arc::new);
         self.seen.insert(key.to_vec(), e.clone());
         Ok(e)
     }
@@ -86,20 +126,14 @@ impl<'s> Transaction<'s> {
         self.snap.sequence()
     }
 
-    /// The record as this transaction sees it: the snapshot plus its own writes.
-    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Option<Envelope>, CollectionError> {
+    /// The record's state seen by this transaction (its own writes, else the snapshot); marks it read.
+    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, CollectionError> {
         let key = keys::record_key(&spec.name, id);
         if let Some(s) = self.staged.get(&key) {
-            return Ok(s.after.as_ref().map(|doc| Envelope {
-                seq: 0,
-                version: s.version,
-                created_ms: s.before.as_ref().map_or(0, |b| b.created_ms),
-                updated_ms: 0,
-                doc: doc.clone(),
-            }));
+            return Ok(if s.after.is_some() { Current::Staged(s.version) } else { Current::Absent });
         }
         self.reads.insert(key.clone());
-        self.at_snapshot(&key)
+        Ok(self.at_snapshot(&key)?.map_or(Current::Absent, Current::Stored))
     }
 
     /// Stages the record's state after this write. Versions continue from the snapshot's record when it
@@ -115,7 +149,11 @@ impl<'s> Transaction<'s> {
     ) -> Result<u64, CollectionError> {
         let key = keys::record_key(&spec.name, id);
         if !self.staged.contains_key(&key) {
-            let before = self.at_snapshot(&key)?;
+            let before = self.at_snapshot(&key)?.map(|e| Before {
+                version: e.version,
+                created_ms: e.created_ms,
+                index_keys: index_keys(&spec, &e.doc, id),
+            });
             self.order.push(key.clone());
             self.staged.insert(
                 key.clone(),
@@ -127,7 +165,11 @@ impl<'s> Transaction<'s> {
             Some(b) if after.is_some() => version.max(b.version + 1),
             _ => version,
         };
-        s.after = after;
+        // Serializing a `Value` cannot fail.
+        s.after = after.map(|doc| After {
+            json: serde_json::to_vec(&doc).unwrap_or_default(),
+            index_keys: index_keys(&s.spec, &doc, id),
+        });
         let staged = s.version;
         s.op = match (&s.before, &s.after) {
             (None, Some(_)) => ChangeOp::Insert,
@@ -146,7 +188,25 @@ impl<'s> Transaction<'s> {
     pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
-        Ok(self.current(&spec, id)?.map(|e| stored(id, e)))
+        let env = match self.current(&spec, id)? {
+            Current::Absent => return Ok(None),
+            Current::Stored(e) => Envelope::clone(&e),
+            Current::Staged(version) => {
+                let key = keys::record_key(&spec.name, id);
+                let Some(s) = self.staged.get(&key) else { return Ok(None) };
+                let json = s.after.as_ref().map(|a| a.json.as_slice()).unwrap_or_default();
+                let doc =
+                    serde_json::from_slice(json).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+                Envelope {
+                    seq: 0,
+                    version,
+                    created_ms: s.before.as_ref().map_or(0, |b| b.created_ms),
+                    updated_ms: 0,
+                    doc,
+                }
+            }
+        };
+        Ok(Some(stored(id, env)))
     }
 
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
@@ -155,7 +215,7 @@ impl<'s> Transaction<'s> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         check_doc(&doc)?;
-        if self.current(&spec, id)?.is_some() {
+        if self.current(&spec, id)?.version().is_some() {
             return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
         }
         self.stage(spec, id, Some(doc), 1)
@@ -166,7 +226,7 @@ impl<'s> Transaction<'s> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         check_doc(&doc)?;
-        let version = self.current(&spec, id)?.map_or(1, |e| e.version + 1);
+        let version = self.current(&spec, id)?.version().map_or(1, |v| v + 1);
         self.stage(spec, id, Some(doc), version)
     }
 
@@ -181,8 +241,8 @@ impl<'s> Transaction<'s> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         check_doc(&doc)?;
-        let current = self.current(&spec, id)?;
-        let version = expect_version(&spec, id, current.as_ref(), Some(expected))?;
+        let current = self.current(&spec, id)?.version();
+        let version = expect_version(&spec, id, current, Some(expected))?;
         self.stage(spec, id, Some(doc), version + 1)
     }
 
@@ -190,8 +250,8 @@ impl<'s> Transaction<'s> {
     pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
-        let current = self.current(&spec, id)?;
-        let version = expect_version(&spec, id, current.as_ref(), expected)?;
+        let current = self.current(&spec, id)?.version();
+        let version = expect_version(&spec, id, current, expected)?;
         self.stage(spec, id, None, version + 1).map(drop)
     }
 
@@ -281,10 +341,9 @@ impl<'s> Transaction<'s> {
 /// Adds one staged write to the batch: index entries that changed, the record, and a change event. The
 /// index keys it puts are added to `inserted`.
 fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) {
-    let coll = &s.spec.name;
-    for index in &s.spec.indexes {
-        let old = s.before.as_ref().map(|b| keys::index_key(coll, &index.name, &index.fields, &b.doc, &s.id));
-        let new = s.after.as_ref().map(|d| keys::index_key(coll, &index.name, &index.fields, d, &s.id));
+    for i in 0..s.spec.indexes.len() {
+        let old = s.before.as_ref().and_then(|b| b.index_keys.get(i));
+        let new = s.after.as_ref().and_then(|a| a.index_keys.get(i));
         if old == new {
             continue;
         }
@@ -292,13 +351,13 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
             batch.delete(old);
         }
         if let Some(new) = new {
-            batch.put(&new, s.id.as_bytes());
-            inserted.push(new);
+            batch.put(new, s.id.as_bytes());
+            inserted.push(new.clone());
         }
     }
-    // Serialized once, for both the record and its change event. Serializing a `Value` cannot fail.
-    let doc = s.after.as_ref().map(|d| serde_json::to_vec(d).unwrap_or_default());
-    match &doc {
+    // Serialized once, for both the record and its change event.
+    let doc = s.after.as_ref().map(|a| a.json.as_slice());
+    match doc {
         Some(doc) => {
             let created = s.before.as_ref().map_or(at_ms, |b| b.created_ms);
             batch.put_commit_prefixed(key, &envelope::encode_body(s.version, created, at_ms, doc));
@@ -307,7 +366,7 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
             batch.delete(key);
         }
     }
-    let event = encode_event(coll, &s.id, s.op, s.version, at_ms, doc.as_deref());
+    let event = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
     batch.put_commit_keyed(keys::CHANGES, &event);
 }
 
@@ -334,19 +393,19 @@ fn check_doc(doc: &Value) -> Result<(), CollectionError> {
 fn expect_version(
     spec: &CollectionSpec,
     id: &str,
-    current: Option<&Envelope>,
+    current: Option<u64>,
     expected: Option<u64>,
 ) -> Result<u64, CollectionError> {
     let Some(current) = current else {
         return Err(CollectionError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
     };
     match expected {
-        Some(v) if v != current.version => Err(CollectionError::Conflict {
+        Some(v) if v != current => Err(CollectionError::Conflict {
             collection: spec.name.clone(),
             id: id.to_owned(),
             expected: v,
-            actual: Some(current.version),
+            actual: Some(current),
         }),
-        _ => Ok(current.version),
+        _ => Ok(current),
     }
 }
