@@ -42,6 +42,10 @@ fn failed_condition(
     Ok(None)
 }
 
+/// Records up to this size are copied behind their sync marker so that both take one write call; larger
+/// ones are written after it, uncopied.
+const ONE_WRITE_BYTES: usize = 64 * 1024;
+
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
 
@@ -64,15 +68,23 @@ impl WalState {
     }
 
     /// Appends framed records, first recording in a sync marker how far the WAL is synced if that moved.
+    /// A marker and small records go to the file in one write.
     fn append(&mut self, framed: &[u8]) -> Result<(), StorageError> {
         let synced = self.writer.synced_len();
-        if synced > self.marked {
-            let mut marker = Vec::with_capacity(32);
-            encode_record(&mut marker, &crate::batch::sync_marker(synced));
-            self.writer.append_framed(&marker)?;
-            self.marked = synced;
+        if synced <= self.marked {
+            return self.writer.append_framed(framed);
         }
-        self.writer.append_framed(framed)
+        let mut marker = Vec::with_capacity(32 + if framed.len() <= ONE_WRITE_BYTES { framed.len() } else { 0 });
+        encode_record(&mut marker, &crate::batch::sync_marker(synced));
+        if framed.len() <= ONE_WRITE_BYTES {
+            marker.extend_from_slice(framed);
+            self.writer.append_framed(&marker)?;
+        } else {
+            self.writer.append_framed(&marker)?;
+            self.writer.append_framed(framed)?;
+        }
+        self.marked = synced;
+        Ok(())
     }
 
     /// Syncs the WAL and, if that sync moved the synced length past the last marker, appends a sync marker
