@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -43,19 +42,21 @@ struct Slot {
     referenced: bool,
 }
 
+/// Hits and misses are counted per shard, under the shard's lock: one counter shared by every reader would
+/// be a cache line that concurrent readers take from each other on every lookup.
 #[derive(Debug, Default)]
 struct Shard {
     map: HashMap<Key, Slot, BuildHasherDefault<BlockKeyHasher>>,
     ring: VecDeque<Key>,
     used: usize,
+    hits: u64,
+    misses: u64,
 }
 
 #[derive(Debug)]
 pub(crate) struct BlockCache {
     shards: Vec<Mutex<Shard>>,
     shard_capacity: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl BlockCache {
@@ -64,8 +65,6 @@ impl BlockCache {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             shard_capacity: capacity / SHARDS,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
@@ -76,17 +75,16 @@ impl BlockCache {
 
     pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
         let mut shard = self.shard((table, offset)).lock();
-        match shard.map.get_mut(&(table, offset)) {
-            Some(slot) => {
-                slot.referenced = true;
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(slot.block.clone())
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let found = shard.map.get_mut(&(table, offset)).map(|slot| {
+            slot.referenced = true;
+            slot.block.clone()
+        });
+        if found.is_some() {
+            shard.hits += 1;
+        } else {
+            shard.misses += 1;
         }
+        found
     }
 
     pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
@@ -114,11 +112,11 @@ impl BlockCache {
     }
 
     pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| s.lock().hits).sum()
     }
 
     pub fn misses(&self) -> u64 {
-        self.misses.load(Ordering::Relaxed)
+        self.shards.iter().map(|s| s.lock().misses).sum()
     }
 
     pub fn usage(&self) -> usize {
