@@ -169,8 +169,9 @@ impl Version {
         Ok(Lookup::Absent)
     }
 
-    /// One source per level-0 table and one per deeper non-empty level.
-    pub fn sources(&self, reverse: bool) -> Result<Vec<Box<dyn Source>>, StorageError> {
+    /// One source per level-0 table and one per deeper non-empty level. A level's source shares the
+    /// version instead of copying its list of tables, which may be long.
+    pub fn sources(self: &Arc<Self>, reverse: bool) -> Result<Vec<Box<dyn Source>>, StorageError> {
         let mut out: Vec<Box<dyn Source>> = Vec::new();
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
@@ -178,7 +179,7 @@ impl Version {
                     out.push(Box::new(TableIter::new(t.reader()?.clone(), reverse)));
                 }
             } else if !tables.is_empty() {
-                out.push(Box::new(LevelIter::new(tables.clone(), reverse)));
+                out.push(Box::new(LevelIter::over_level(self.clone(), level, reverse)));
             }
         }
         Ok(out)
@@ -191,17 +192,41 @@ fn find_in_level<'a>(tables: &'a [Arc<TableHandle>], user_key: &[u8]) -> Option<
     tables.get(i).filter(|t| t.smallest_user() <= user_key)
 }
 
+/// The sorted, disjoint tables a [`LevelIter`] walks.
+enum LevelTables {
+    Owned(Vec<Arc<TableHandle>>),
+    /// One level of a shared version.
+    Level(Arc<Version>, usize),
+}
+
+impl std::ops::Deref for LevelTables {
+    type Target = [Arc<TableHandle>];
+
+    fn deref(&self) -> &[Arc<TableHandle>] {
+        match self {
+            LevelTables::Owned(t) => t,
+            LevelTables::Level(v, level) => v.levels.get(*level).map_or(&[], Vec::as_slice),
+        }
+    }
+}
+
 /// A cursor over the concatenation of a level's disjoint tables, opening them as it reaches them.
 pub(crate) struct LevelIter {
-    tables: Vec<Arc<TableHandle>>,
+    tables: LevelTables,
     reverse: bool,
     idx: usize,
     cur: Option<TableIter>,
 }
 
 impl LevelIter {
+    /// Over `tables`, sorted and disjoint.
     pub fn new(tables: Vec<Arc<TableHandle>>, reverse: bool) -> Self {
-        Self { tables, reverse, idx: 0, cur: None }
+        Self { tables: LevelTables::Owned(tables), reverse, idx: 0, cur: None }
+    }
+
+    /// Over one level (1 or deeper) of `version`.
+    fn over_level(version: Arc<Version>, level: usize, reverse: bool) -> Self {
+        Self { tables: LevelTables::Level(version, level), reverse, idx: 0, cur: None }
     }
 
     fn open(&mut self, idx: usize, target: Option<&[u8]>) -> Result<(), StorageError> {

@@ -62,10 +62,7 @@ pub(crate) struct BlockCache {
 impl BlockCache {
     /// A cache holding up to about `capacity` bytes of decoded blocks.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_capacity: capacity / SHARDS,
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), shard_capacity: capacity / SHARDS }
     }
 
     fn shard(&self, key: Key) -> &Mutex<Shard> {
