@@ -42,30 +42,33 @@ impl DynCollection {
         self.store.spec(&self.name)
     }
 
-    /// One write as its own transaction, returning the record exactly as this commit wrote it. A conflict
-    /// with a concurrent commit is retried: the retry re-reads the record, so version checks then report
-    /// the version that won.
+    /// One write of `doc` as its own transaction, returning the record exactly as this commit wrote it. A
+    /// conflict with a concurrent commit is retried: the retry re-reads the record, so version checks then
+    /// report the version that won.
     fn write(
         &self,
         id: &str,
-        op: impl Fn(&mut Transaction<'_>) -> Result<(), CollectionError>,
+        doc: &Value,
+        op: impl Fn(&mut Transaction<'_>, Value) -> Result<u64, CollectionError>,
     ) -> Result<Stored<Value>, CollectionError> {
         let name = &self.name;
         let mut last = None;
         for _ in 0..SINGLE_WRITE_ATTEMPTS {
             let mut tx = self.store.begin();
-            op(&mut tx)?;
-            let written = tx.get_doc(name, id)?;
+            op(&mut tx, doc.clone())?;
+            let written = tx.staged_meta(name, id);
             match tx.commit() {
                 Ok(c) => {
-                    let mut s = written
+                    let (version, created_ms) = written
                         .ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
-                    s.seq = c.seq;
-                    s.updated_at_ms = c.at_ms;
-                    if s.created_at_ms == 0 {
-                        s.created_at_ms = c.at_ms;
-                    }
-                    return Ok(s);
+                    return Ok(Stored {
+                        id: id.to_owned(),
+                        version,
+                        seq: c.seq,
+                        created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
+                        updated_at_ms: c.at_ms,
+                        doc: doc.clone(),
+                    });
                 }
                 Err(e) if e.is_retryable() => last = Some(e),
                 Err(e) => return Err(e),
@@ -76,17 +79,17 @@ impl DynCollection {
 
     /// Inserts a document; `AlreadyExists` if the id is taken.
     pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.insert_doc(&self.name, id, doc.clone()).map(drop))
+        self.write(id, &doc, |tx, doc| tx.insert_doc(&self.name, id, doc))
     }
 
     /// Inserts or replaces a document.
     pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.upsert_doc(&self.name, id, doc.clone()).map(drop))
+        self.write(id, &doc, |tx, doc| tx.upsert_doc(&self.name, id, doc))
     }
 
     /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
     pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, |tx| tx.update_doc(&self.name, id, expected, doc.clone()).map(drop))
+        self.write(id, &doc, |tx, doc| tx.update_doc(&self.name, id, expected, doc))
     }
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.

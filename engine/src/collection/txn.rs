@@ -209,6 +209,14 @@ impl<'s> Transaction<'s> {
         Ok(Some(stored(id, env)))
     }
 
+    /// The version and creation time (0 for a new record) of the document this transaction writes for a
+    /// record, if it writes one.
+    pub(crate) fn staged_meta(&self, collection: &str, id: &str) -> Option<(u64, i64)> {
+        let s = self.staged.get(&keys::record_key(collection, id))?;
+        s.after.as_ref()?;
+        Some((s.version, s.before.as_ref().map_or(0, |b| b.created_ms)))
+    }
+
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
     /// a delete of the same record in this transaction, the version following the deleted one.
     pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
