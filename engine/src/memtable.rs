@@ -261,6 +261,23 @@ mod tests {
         assert_eq!(users(&back), vec![b"b".to_vec(), b"a".to_vec()]);
     }
 
+    proptest::proptest! {
+        /// Entries order exactly as their internal keys do, windows or not: keys shorter than a window,
+        /// keys that differ only after it, zero bytes that look like padding, versions of one key.
+        #[test]
+        fn entries_order_as_internal_keys(
+            a in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(0u8), 0u8..3], 0..12),
+            b in proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(0u8), 0u8..3], 0..12),
+            (sa, sb) in (0u64..4, 0u64..4),
+        ) {
+            let ea = MemEntry::new(&a, key::make_trailer(sa, ValueKind::Put), b"v");
+            let eb = MemEntry::new(&b, key::make_trailer(sb, ValueKind::Delete), b"");
+            proptest::prop_assert_eq!(ea.cmp(&eb), key::compare(ea.key(), eb.key()));
+            let probe = MemEntry::probe(eb.key());
+            proptest::prop_assert_eq!(ea.cmp(&probe), key::compare(ea.key(), eb.key()));
+        }
+    }
+
     #[test]
     fn key_filter_has_no_false_negatives_and_few_false_positives() {
         // Sized for 64 MiB: 100,000 keys leave few false positives.
