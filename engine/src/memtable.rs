@@ -33,12 +33,10 @@ impl MemEntry {
         Self { window: key::window(user_key, 0), data: Arc::from(buf) }
     }
 
-    /// An entry to search for: `ikey` with no value.
+    /// An entry to search for: the internal key `ikey` with no value.
     fn probe(ikey: &[u8]) -> Self {
-        let mut buf = Vec::with_capacity(4 + ikey.len());
-        buf.extend_from_slice(&(ikey.len() as u32).to_le_bytes());
-        buf.extend_from_slice(ikey);
-        Self { window: key::window(key::user_key(ikey), 0), data: Arc::from(buf) }
+        let (user_key, trailer) = key::split(ikey);
+        Self::new(user_key, trailer, &[])
     }
 
     fn key_len(&self) -> usize {

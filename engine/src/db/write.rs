@@ -74,9 +74,10 @@ impl WalState {
         if synced <= self.marked {
             return self.writer.append_framed(framed);
         }
-        let mut marker = Vec::with_capacity(32 + if framed.len() <= ONE_WRITE_BYTES { framed.len() } else { 0 });
+        let together = framed.len() <= ONE_WRITE_BYTES;
+        let mut marker = Vec::with_capacity(32 + if together { framed.len() } else { 0 });
         encode_record(&mut marker, &crate::batch::sync_marker(synced));
-        if framed.len() <= ONE_WRITE_BYTES {
+        if together {
             marker.extend_from_slice(framed);
             self.writer.append_framed(&marker)?;
         } else {
