@@ -50,6 +50,16 @@ fn text(i: u32) -> Vec<u8> {
     format!("{{\"job\":{i},\"status\":\"RUNNING\",\"host\":\"gpu-{}\",\"queue\":\"default\"}}", i % 7).into_bytes()
 }
 
+/// The newest WAL of an open database, with the space reserved after its records cut to 64 zero bytes:
+/// enough to exercise the reader's end-of-records rule, small enough for the corpus.
+fn newest_wal(fs: &MemStorage) -> Vec<u8> {
+    let mut wal = files(fs, |n| n.ends_with(".wal")).pop().unwrap();
+    let written = wal.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!(wal.len() >= written + 64, "the open WAL has space reserved after its records");
+    wal.truncate(written + 64);
+    wal
+}
+
 /// Deterministic bytes (xorshift), the raw material of operation sequences.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -117,7 +127,7 @@ fn generate() -> Corpus {
             db.delete(format!("job/{:04}", i / 2)).unwrap();
         }
     }
-    add("wal_decode", "puts", files(&fs, |n| n.ends_with(".wal")).pop().unwrap());
+    add("wal_decode", "puts", newest_wal(&fs));
     add("manifest_decode", "fresh", files(&fs, |n| n.starts_with("MANIFEST-")).pop().unwrap());
     drop(db);
     let fs = MemStorage::new();
@@ -131,7 +141,7 @@ fn generate() -> Corpus {
         db.write(batch).unwrap();
     }
     db.put(b"model/v1/weights", vec![7u8; 1500]).unwrap();
-    add("wal_decode", "batches", files(&fs, |n| n.ends_with(".wal")).pop().unwrap());
+    add("wal_decode", "batches", newest_wal(&fs));
     drop(db);
 
     // Operation sequences: any bytes decode into operations. Of the deterministic noise inputs, the first

@@ -7,9 +7,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use cairn::{Db, Error, FileLock, MappedFile, MemStorage, OpenError, Storage, StorageError, WritableFile, WriteError};
+use cairn::{
+    Db, Error, FileLock, MappedFile, MemStorage, OpenError, Storage, StorageError, WritableFile, WriteBatch, WriteError,
+};
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs::read_dir(dir)
@@ -228,11 +230,18 @@ fn values_of_64_mib_survive_flush_and_reopen() {
     assert_eq!(db.get(b"small").unwrap(), Some(b"s".to_vec()));
 }
 
-/// A storage whose syncs start failing on demand.
+/// A storage whose syncs start failing on demand, and which records every truncation.
 #[derive(Debug, Clone)]
 struct FailingSync {
     inner: MemStorage,
     fail: Arc<AtomicBool>,
+    truncated: Arc<Mutex<Vec<(PathBuf, u64)>>>,
+}
+
+impl FailingSync {
+    fn new() -> Self {
+        Self { inner: MemStorage::new(), fail: Arc::default(), truncated: Arc::default() }
+    }
 }
 
 struct FailingFile {
@@ -243,6 +252,10 @@ struct FailingFile {
 impl WritableFile for FailingFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.inner.append(data)
+    }
+
+    fn reserve(&mut self, len: u64) -> io::Result<()> {
+        self.inner.reserve(len)
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -260,8 +273,8 @@ impl Storage for FailingSync {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         Ok(Box::new(FailingFile { inner: self.inner.create(path)?, fail: self.fail.clone() }))
     }
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        Ok(Box::new(FailingFile { inner: self.inner.append(path)?, fail: self.fail.clone() }))
+    fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>> {
+        Ok(Box::new(FailingFile { inner: self.inner.reopen(path, at)?, fail: self.fail.clone() }))
     }
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.inner.read(path)
@@ -276,6 +289,7 @@ impl Storage for FailingSync {
         self.inner.remove(path)
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
+        self.truncated.lock().unwrap().push((path.to_path_buf(), len));
         self.inner.truncate(path, len)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
@@ -294,7 +308,7 @@ impl Storage for FailingSync {
 
 #[test]
 fn a_failed_sync_refuses_further_writes_until_reopen() {
-    let fs = FailingSync { inner: MemStorage::new(), fail: Arc::new(AtomicBool::new(false)) };
+    let fs = FailingSync::new();
     let db = Db::builder().storage(Arc::new(fs.clone())).open("/db").unwrap();
     for i in 0..10 {
         db.put(key(i), value(i)).unwrap();
@@ -360,4 +374,82 @@ fn a_wal_with_an_unsynced_damaged_header_is_dropped() {
         image.mutate_byte(&wal.unwrap(), 9, |_| 0xe4).unwrap();
         assert!(open(&image).is_err(), "a damaged header before records must not be ignored");
     }
+}
+
+/// A WAL grows in zero-filled steps of 4 MiB reserved ahead of its appends (docs/format/wal.md, "Reserved
+/// space"). After a power cut the zeros after the last record end the log (they are not a torn tail), the
+/// reopened database appends over them, a memtable switch cuts them off the WAL it leaves, and a clean close
+/// cuts them off the last one.
+#[test]
+fn wal_reserved_space_is_the_end_of_the_log_and_is_cut_at_close() {
+    const RESERVE: usize = 4 << 20;
+    let open = |fs: &MemStorage| Db::builder().storage(Arc::new(fs.clone())).open("/db").unwrap();
+    let wals = |fs: &MemStorage| {
+        let mut w: Vec<(PathBuf, usize)> =
+            fs.files().into_iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "wal")).collect();
+        w.sort();
+        w
+    };
+    let fs = MemStorage::new();
+    let db = open(&fs);
+    for i in 0..200 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    let (wal, len) = wals(&fs).pop().unwrap();
+    assert_eq!(len, RESERVE);
+
+    let image = fs.crash_image();
+    drop(db);
+    let db = open(&image);
+    for i in 0..200 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i)), "key {i}");
+    }
+    assert_eq!(db.stats().recovered_torn_bytes, 0, "reserved space is not a torn tail");
+    assert_eq!(wals(&image), vec![(wal.clone(), RESERVE)], "the WAL is appended to, its reserved space kept");
+    // Past the first 4 MiB, the next step is reserved.
+    for b in 0..60 {
+        let mut batch = WriteBatch::new();
+        for i in 0..1000 {
+            let n = 1000 + b * 1000 + i;
+            batch.put(key(n), value(n));
+        }
+        db.write(batch).unwrap();
+    }
+    db.put(key(200), value(200)).unwrap();
+    assert_eq!(wals(&image), vec![(wal.clone(), 2 * RESERVE)]);
+
+    let image2 = image.crash_image();
+    drop(db);
+    let db = open(&image2);
+    assert_eq!(db.get(key(200)).unwrap(), Some(value(200)), "written over the reserved zeros after the reopen");
+    assert_eq!(db.get(key(60_999)).unwrap(), Some(value(60_999)));
+    assert_eq!(db.stats().recovered_torn_bytes, 0);
+    db.close().unwrap();
+    let (_, closed) = wals(&image2).pop().unwrap();
+    assert!(closed > RESERVE && closed % RESERVE != 0, "a clean close cuts the reserved space off: {closed}");
+    let db = open(&image2);
+    assert_eq!(db.get(key(0)).unwrap(), Some(value(0)));
+    drop(db);
+
+    // A memtable switch cuts the reserved space off the WAL it leaves (before anything goes to the next):
+    // only the newest WAL ever has any.
+    let fs = FailingSync::new();
+    let db = Db::builder().storage(Arc::new(fs.clone())).memtable_size(64 * 1024).open("/db").unwrap();
+    let mut left = Vec::new();
+    for i in 0..3000 {
+        db.put(key(i), value(i)).unwrap();
+        let mut all = wals(&fs.inner);
+        let (newest, len) = all.pop().unwrap();
+        assert_eq!(len, RESERVE, "the newest WAL has its reserved space");
+        for (path, len) in all {
+            assert!(len < RESERVE, "{} was left with reserved space", path.display());
+        }
+        if left.last() != Some(&newest) {
+            left.push(newest);
+        }
+    }
+    left.pop();
+    assert!(left.len() >= 3, "memtable switches: {left:?}");
+    let truncated: Vec<PathBuf> = fs.truncated.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(truncated, left, "each WAL left behind was cut, once");
 }

@@ -22,7 +22,7 @@ use crate::format::key;
 use crate::format::names::{self, FileKind};
 use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC, WAL_FORMAT_VERSION, WAL_MAGIC};
 use crate::io::{FsStorage, OverlayStorage, Storage};
-use crate::log::{intact_records_from, read_log};
+use crate::log::{intact_records_from, read_log, written_len};
 use crate::manifest::{VersionEdit, NUM_LEVELS};
 use crate::options::Options;
 use crate::table::BlockCache;
@@ -78,7 +78,8 @@ pub struct TornWal {
     pub file_len: u64,
     /// Length of its intact prefix: where the tail starts, and the length a repair cuts it to.
     pub valid_len: u64,
-    /// `file_len - valid_len`.
+    /// Bytes from `valid_len` to the last byte that is not zero (zeros after it are space reserved ahead
+    /// of the appends, or bytes that never reached the disk).
     pub dropped_bytes: u64,
     /// Intact records found inside the dropped bytes (after the damaged one), sync markers included.
     pub dropped_records: u64,
@@ -553,7 +554,7 @@ fn torn(path: &Path, bytes: &[u8], valid_len: u64, reason: &str) -> TornWal {
         file: path.to_path_buf(),
         file_len: bytes.len() as u64,
         valid_len,
-        dropped_bytes: bytes.len() as u64 - valid_len,
+        dropped_bytes: (written_len(bytes) as u64).saturating_sub(valid_len),
         dropped_records: after.len() as u64,
         dropped_batches: 0,
         dropped_entries: 0,
@@ -647,7 +648,7 @@ mod tests {
         let fs = store();
         let (wal, len) = file(&fs, "wal");
         // A crash mid-append: a record header promising more bytes than follow.
-        let mut f = fs.append(&wal).unwrap();
+        let mut f = fs.reopen(&wal, len as u64).unwrap();
         f.append(&[0x11, 0x22, 0x33, 0x44, 200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
         let r = check(&fs);
@@ -661,6 +662,26 @@ mod tests {
         assert!(check(&fs).torn_wal.is_none());
         let db = open(&fs);
         assert_eq!(db.get("key/049").unwrap(), Some(b"value 49".to_vec()));
+    }
+
+    /// While a database is open (or after a crash) its WAL has zeroed space reserved after the records: no
+    /// torn tail; a torn append into it counts its own bytes, not the zeros after them.
+    #[test]
+    fn a_torn_tail_in_reserved_space_counts_only_written_bytes() {
+        let fs = MemStorage::new();
+        let db = open(&fs);
+        db.put("k", "v").unwrap();
+        let image = fs.crash_image();
+        drop(db);
+        let (wal, reserved) = file(&image, "wal");
+        assert_eq!(reserved as u64, crate::format::WAL_RESERVE_BYTES);
+        let r = check(&image);
+        assert!(r.is_healthy() && r.torn_wal.is_none(), "{r:?}");
+        let bytes = image.read(&wal).unwrap();
+        let len = read_log(&bytes, &wal, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, _| None).unwrap().valid_len;
+        image.reopen(&wal, len).unwrap().append(&[0x11, 0x22, 0x33, 0x44, 200, 0, 0, 0, 1, 2, 3]).unwrap();
+        let t = check(&image).torn_wal.unwrap();
+        assert_eq!((t.valid_len, t.dropped_bytes, t.file_len), (len, 11, reserved as u64));
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Owner {
         let synced = if inner.poisoned.load(Ordering::Acquire) {
             inner.wal.lock().writer.sync()
         } else {
-            inner.wal.lock().seal()
+            inner.wal.lock().seal(&*inner.storage)
         };
         if matches!(synced, Ok(true)) {
             Counters::add(&inner.counters.wal_syncs, 1);

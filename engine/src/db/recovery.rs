@@ -13,9 +13,9 @@ use crate::batch;
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::names::{self, FileKind};
-use crate::format::{LOG_FILE_HEADER_LEN, WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::format::{LOG_FILE_HEADER_LEN, WAL_FORMAT_VERSION, WAL_MAGIC, WAL_RESERVE_BYTES};
 use crate::io::{FileLock, Storage};
-use crate::log::{read_log, LogWriter};
+use crate::log::{read_log, written_len, LogWriter};
 use crate::manifest::VersionSet;
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -68,12 +68,14 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
     let reused = replayed.wals.last().filter(|w| w.valid_len >= LOG_FILE_HEADER_LEN as u64);
     let (wal, wal_number) = match reused {
         Some(w) => {
-            let writer = LogWriter::reopen(&*storage, &names::wal(dir, w.number), w.valid_len)?;
+            let writer = LogWriter::reopen(&*storage, &names::wal(dir, w.number), w.valid_len, w.file_len)?
+                .reserve_ahead(WAL_RESERVE_BYTES);
             (WalState::reopened(writer, w.marked), w.number)
         }
         None => {
             let number = versions.new_file_number();
-            let writer = LogWriter::create(&*storage, &names::wal(dir, number), WAL_MAGIC, WAL_FORMAT_VERSION)?;
+            let writer = LogWriter::create(&*storage, &names::wal(dir, number), WAL_MAGIC, WAL_FORMAT_VERSION)?
+                .reserve_ahead(WAL_RESERVE_BYTES);
             storage.sync_dir(dir).map_err(io_err)?;
             (WalState::new(writer), number)
         }
@@ -126,6 +128,8 @@ struct ReplayedWal {
     number: u64,
     /// Length of its intact prefix (after any torn tail was cut off).
     valid_len: u64,
+    /// Length of the file: `valid_len`, or more if reserved space follows the records.
+    file_len: u64,
     records: usize,
     /// How much of it sync markers vouch for: its valid length if it ends with a marker, else the largest
     /// `synced_through` of its markers (0 if none). Appends and close add a marker when it is short of the
@@ -166,13 +170,14 @@ fn replay_wals(
             // Nothing was ever committed to it: drop it like a torn tail. It may sit before a newer WAL when
             // the power failed again before its removal at the last open reached the disk.
             Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64);
-            replayed.push(ReplayedWal { number: *number, valid_len: 0, records: 0, marked: 0 });
+            replayed.push(ReplayedWal { number: *number, valid_len: 0, file_len: 0, records: 0, marked: 0 });
             continue;
         }
         if let Some(found) = read_u32_at(&bytes, 8).filter(|v| *v > WAL_FORMAT_VERSION) {
             return Err(OpenError::UnsupportedVersion { file: path, found, supported: WAL_FORMAT_VERSION });
         }
         let log = read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))?;
+        let mut file_len = bytes.len() as u64;
         if let Some(reason) = &log.torn_tail {
             if i + 1 != wals.len() {
                 return Err(StorageError::corruption(
@@ -183,7 +188,8 @@ fn replay_wals(
                 .into());
             }
             storage.truncate(&path, log.valid_len).map_err(|e| StorageError::io(&path, e))?;
-            Counters::add(&counters.recovered_torn_bytes, bytes.len() as u64 - log.valid_len);
+            file_len = log.valid_len;
+            Counters::add(&counters.recovered_torn_bytes, (written_len(&bytes) as u64).saturating_sub(log.valid_len));
         }
         let mut marked = 0;
         for (i, (offset, payload)) in log.records.iter().enumerate() {
@@ -194,7 +200,13 @@ fn replay_wals(
                 }
             }
         }
-        replayed.push(ReplayedWal { number: *number, valid_len: log.valid_len, records: log.records.len(), marked });
+        replayed.push(ReplayedWal {
+            number: *number,
+            valid_len: log.valid_len,
+            file_len,
+            records: log.records.len(),
+            marked,
+        });
         for (offset, payload) in log.records {
             let bad = |at: usize, reason: &str| {
                 StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))

@@ -11,7 +11,8 @@ use parking_lot::{Condvar, Mutex};
 use crate::batch::{Condition, WriteBatch};
 use crate::error::{Error, StorageError, WriteError};
 use crate::format::names;
-use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC, WAL_RESERVE_BYTES};
+use crate::io::Storage;
 use crate::log::{encode_record, LogWriter};
 use crate::memtable::{Lookup, Memtable};
 use crate::options::Durability;
@@ -89,21 +90,22 @@ impl WalState {
     }
 
     /// Syncs the WAL and, if that sync moved the synced length past the last marker, appends a sync marker
-    /// vouching for everything before it and syncs again. Called at a clean close: without it, damage to the
-    /// last records (synced, but followed by no marker) would be indistinguishable from a torn tail at the
-    /// next open, and acknowledged commits could be dropped silently. Returns whether anything was synced.
-    pub fn seal(&mut self) -> Result<bool, StorageError> {
-        let synced = self.writer.sync()?;
+    /// vouching for everything before it and syncs again; then cuts off the reserved space, so that a closed
+    /// WAL ends with its last record. Called at a clean close: without the marker, damage to the last records
+    /// (synced, but followed by no marker) would be indistinguishable from a torn tail at the next open, and
+    /// acknowledged commits could be dropped silently. Returns whether anything was synced.
+    pub fn seal(&mut self, storage: &dyn Storage) -> Result<bool, StorageError> {
+        let mut synced = self.writer.sync()?;
         let through = self.writer.synced_len();
-        if through <= self.marked {
-            return Ok(synced);
+        if through > self.marked {
+            let mut marker = Vec::with_capacity(32);
+            encode_record(&mut marker, &crate::batch::sync_marker(through));
+            self.writer.append_framed(&marker)?;
+            self.marked = through;
+            synced = self.writer.sync()?;
         }
-        let mut marker = Vec::with_capacity(32);
-        encode_record(&mut marker, &crate::batch::sync_marker(through));
-        self.writer.append_framed(&marker)?;
-        self.marked = through;
-        self.writer.sync()?;
-        Ok(true)
+        self.writer.trim(storage)?;
+        Ok(synced)
     }
 }
 
@@ -317,17 +319,20 @@ impl Inner {
     }
 
     /// Starts a new WAL and memtable, and queues the old memtable for flushing. The old WAL is synced
-    /// first, so a torn tail can only ever be in the newest WAL.
+    /// first, so a torn tail can only ever be in the newest WAL, and its reserved space is cut off, so only
+    /// the newest WAL ever has any.
     fn switch_memtable(&self, view: &View) -> Result<(), StorageError> {
         let number = self.versions.lock().new_file_number();
         let path = names::wal(&self.dir, number);
-        let writer = LogWriter::create(&*self.storage, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?;
+        let writer =
+            LogWriter::create(&*self.storage, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?.reserve_ahead(WAL_RESERVE_BYTES);
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         {
             let mut wal = self.wal.lock();
             if wal.writer.sync()? {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
+            wal.writer.trim(&*self.storage)?;
             *wal = WalState::new(writer);
         }
         view.mem.freeze(number);

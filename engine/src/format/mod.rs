@@ -24,3 +24,7 @@ pub const TABLE_FORMAT_VERSION: u32 = 1;
 pub const LOG_FILE_HEADER_LEN: usize = 16;
 /// Size of a log record header: crc32 (4), payload length (4).
 pub const LOG_RECORD_HEADER_LEN: usize = 8;
+/// A WAL's length is a multiple of this: when an append would run past the end, the file is first extended
+/// with zeros to the next multiple, so that most appends land inside the file and their syncs need not
+/// write its length.
+pub const WAL_RESERVE_BYTES: u64 = 4 << 20;

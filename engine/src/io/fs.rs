@@ -1,7 +1,7 @@
 //! The real file system.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,6 +16,13 @@ struct FsFile(File);
 impl WritableFile for FsFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write_all(data)
+    }
+
+    fn reserve(&mut self, len: u64) -> io::Result<()> {
+        if self.0.metadata()?.len() < len {
+            self.0.set_len(len)?;
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
@@ -51,8 +58,9 @@ impl Storage for FsStorage {
         Ok(Box::new(FsFile(f)))
     }
 
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
-        let f = OpenOptions::new().append(true).open(path)?;
+    fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>> {
+        let mut f = OpenOptions::new().write(true).open(path)?;
+        f.seek(SeekFrom::Start(at))?;
         Ok(Box::new(FsFile(f)))
     }
 

@@ -1,11 +1,12 @@
 //! Files in memory, for tests and fuzzing, with crashes and injected faults, in the spirit of SQLite's
 //! crash VFS and LevelDB's fault-injection environment.
 //!
-//! It keeps what was synced apart from what was only written: for every file the length made durable by
-//! its last `sync`, and for the directory the set of names made durable by the last `sync_dir` (creations,
-//! renames and removals since then may be undone by a crash). [`MemStorage::crash`] returns the state a
-//! machine would find after a power cut, with each file's unsynced tail dropped, torn (a random part kept)
-//! or garbled (its length kept, its bytes random). Chosen operations can fail with EIO or ENOSPC.
+//! It keeps what was synced apart from what was only written: for every file the bytes made durable by
+//! its last `sync` (a prefix, and the zeroed space reserved up to the synced length), and for the directory
+//! the set of names made durable by the last `sync_dir` (creations, renames and removals since then may be
+//! undone by a crash). [`MemStorage::crash`] returns the state a machine would find after a power cut, with
+//! each file's unsynced writes dropped, torn (a random part kept) or garbled (their length kept, some bytes
+//! random). Chosen operations can fail with EIO or ENOSPC.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -20,13 +21,13 @@ use super::{FileLock, MappedFile, Storage, WritableFile};
 /// An operation that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultOp {
-    /// `WritableFile::append`.
+    /// `WritableFile::append` and `WritableFile::reserve`.
     Write,
     /// `WritableFile::sync`.
     Sync,
     /// `Storage::rename`.
     Rename,
-    /// `Storage::create` and `Storage::append`.
+    /// `Storage::create` and `Storage::reopen`.
     Create,
     /// `Storage::sync_dir`.
     SyncDir,
@@ -65,8 +66,71 @@ pub enum CrashMode {
 
 #[derive(Debug, Default)]
 struct File {
+    /// The bytes as the running process sees them.
     data: Vec<u8>,
+    /// `data[..synced]` is durable as it is.
     synced: usize,
+    /// The length the last sync made durable: bytes `synced..durable_len` were zeroed space reserved
+    /// ([`WritableFile::reserve`]) when synced, and read as zeros after a crash unless unsynced writes over
+    /// them survive it.
+    durable_len: usize,
+}
+
+impl File {
+    /// Writes `bytes` at `at`, over reserved zeros or past the end. Rewriting bytes that are not zero is
+    /// refused: the engine never rewrites what it wrote, and the crash model would not know their old value.
+    fn write_at(&mut self, at: usize, bytes: &[u8]) -> io::Result<()> {
+        let end = at + bytes.len();
+        let overlap = self.data.get(at..end.min(self.data.len())).unwrap_or_default();
+        if at > self.data.len() || overlap.iter().any(|&b| b != 0) {
+            return Err(io::Error::other("MemStorage writes only over reserved zeros or at the end of a file"));
+        }
+        if end > self.data.len() {
+            self.data.resize(end, 0);
+        }
+        if let Some(dst) = self.data.get_mut(at..end) {
+            dst.copy_from_slice(bytes);
+        }
+        self.synced = self.synced.min(at);
+        Ok(())
+    }
+
+    fn sync(&mut self) {
+        self.synced = self.data.len();
+        self.durable_len = self.data.len();
+    }
+
+    /// What a power cut leaves of this file, its unsynced writes treated by `mode` (not `Mixed`).
+    fn crashed(&self, mode: CrashMode, rng: &mut Rng) -> File {
+        let synced = self.synced.min(self.data.len());
+        let mut data = self.data.get(..synced).unwrap_or_default().to_vec();
+        let tail = self.data.get(synced..).unwrap_or_default();
+        match mode {
+            CrashMode::Drop => {}
+            CrashMode::Tear => {
+                let keep = rng.below(tail.len() as u64 + 1) as usize;
+                data.extend_from_slice(tail.get(..keep).unwrap_or_default());
+            }
+            CrashMode::Garble => {
+                let mut t = tail.to_vec();
+                let n = t.len() as u64;
+                for _ in 0..rng.below(8) + 1 {
+                    if let Some(b) = t.get_mut(rng.below(n) as usize) {
+                        *b = rng.next() as u8;
+                    }
+                }
+                data.extend_from_slice(&t);
+            }
+            // Everything written reached the disk.
+            CrashMode::Mixed => data.extend_from_slice(tail),
+        }
+        // Reserved space that was synced stays, as zeros where no write over it survived.
+        if data.len() < self.durable_len {
+            data.resize(self.durable_len, 0);
+        }
+        let len = data.len();
+        File { data, synced: len, durable_len: len }
+    }
 }
 
 type Node = Arc<Mutex<File>>;
@@ -160,36 +224,12 @@ impl MemStorage {
             let copy = decided
                 .entry(Arc::as_ptr(node))
                 .or_insert_with(|| {
-                    let f = node.lock();
-                    let synced = f.synced.min(f.data.len());
-                    let mut data = f.data.get(..synced).unwrap_or_default().to_vec();
-                    let tail = f.data.get(synced..).unwrap_or_default();
                     let mode = match mode {
                         CrashMode::Mixed => [CrashMode::Drop, CrashMode::Tear, CrashMode::Garble, CrashMode::Mixed]
                             [rng.below(4) as usize],
                         m => m,
                     };
-                    match mode {
-                        CrashMode::Drop => {}
-                        CrashMode::Tear => {
-                            let keep = rng.below(tail.len() as u64 + 1) as usize;
-                            data.extend_from_slice(tail.get(..keep).unwrap_or_default());
-                        }
-                        CrashMode::Garble => {
-                            let mut t = tail.to_vec();
-                            let n = t.len() as u64;
-                            for _ in 0..rng.below(8) + 1 {
-                                if let Some(b) = t.get_mut(rng.below(n) as usize) {
-                                    *b = rng.next() as u8;
-                                }
-                            }
-                            data.extend_from_slice(&t);
-                        }
-                        // Everything written reached the disk.
-                        CrashMode::Mixed => data.extend_from_slice(tail),
-                    }
-                    let synced = data.len();
-                    Arc::new(Mutex::new(File { data, synced }))
+                    Arc::new(Mutex::new(node.lock().crashed(mode, &mut rng)))
                 })
                 .clone();
             durable.insert(path.clone(), copy);
@@ -235,25 +275,36 @@ fn not_found(path: &Path) -> io::Error {
 struct FaultFile {
     node: Node,
     fs: MemStorage,
+    /// Where the next append goes.
+    at: usize,
 }
 
 impl WritableFile for FaultFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         if let Err(e) = self.fs.check(FaultOp::Write) {
             // A failed write may still have put part of its bytes in the page cache.
-            let mut f = self.node.lock();
-            let part = data.len() / 2;
-            f.data.extend_from_slice(data.get(..part).unwrap_or_default());
+            let part = data.get(..data.len() / 2).unwrap_or_default();
+            self.node.lock().write_at(self.at, part)?;
             return Err(e);
         }
-        self.node.lock().data.extend_from_slice(data);
+        self.node.lock().write_at(self.at, data)?;
+        self.at += data.len();
+        Ok(())
+    }
+
+    fn reserve(&mut self, len: u64) -> io::Result<()> {
+        self.fs.check(FaultOp::Write)?;
+        let mut f = self.node.lock();
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        if f.data.len() < len {
+            f.data.resize(len, 0);
+        }
         Ok(())
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.fs.check(FaultOp::Sync)?;
-        let mut f = self.node.lock();
-        f.synced = f.data.len();
+        self.node.lock().sync();
         Ok(())
     }
 }
@@ -298,12 +349,13 @@ impl Storage for MemStorage {
             return Err(not_found(path));
         }
         state.live.insert(path.to_path_buf(), node.clone());
-        Ok(Box::new(FaultFile { node, fs: self.clone() }))
+        Ok(Box::new(FaultFile { node, fs: self.clone(), at: 0 }))
     }
 
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+    fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>> {
         self.check(FaultOp::Create)?;
-        Ok(Box::new(FaultFile { node: self.node(path)?, fs: self.clone() }))
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        Ok(Box::new(FaultFile { node: self.node(path)?, fs: self.clone(), at }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -330,7 +382,7 @@ impl Storage for MemStorage {
         let node = self.node(path)?;
         let mut f = node.lock();
         f.data.truncate(len as usize);
-        f.synced = f.data.len();
+        f.sync();
         Ok(())
     }
 
@@ -404,6 +456,50 @@ mod tests {
         assert!(fs.crash(1, CrashMode::Drop).read(&dir.join("a")).is_ok());
         fs.sync_dir(dir).unwrap();
         assert!(fs.crash(1, CrashMode::Drop).read(&dir.join("c")).is_ok());
+    }
+
+    /// Reserved space made durable by a sync stays, as zeros, whatever a crash does to the unsynced writes
+    /// over it; reserved space not yet synced may vanish.
+    #[test]
+    fn reserved_space_survives_a_crash_as_zeros() {
+        let fs = MemStorage::new();
+        let dir = Path::new("/d");
+        fs.create_dir_all(dir).unwrap();
+        let path = dir.join("w");
+        let mut f = fs.create(&path).unwrap();
+        f.append(b"head").unwrap();
+        f.reserve(64).unwrap();
+        fs.sync_dir(dir).unwrap();
+        assert_eq!(fs.crash_image().read(&path).unwrap(), b"", "neither the bytes nor the length were synced");
+        f.sync().unwrap();
+        let mut durable = b"head".to_vec();
+        durable.resize(64, 0);
+        assert_eq!(fs.crash_image().read(&path).unwrap(), durable);
+        f.append(b" more").unwrap();
+        f.reserve(128).unwrap();
+        assert_eq!(fs.read(&path).unwrap().len(), 128);
+        assert_eq!(fs.read(&path).unwrap().get(..9), Some(&b"head more"[..]), "appends go where the last ended");
+        for seed in 0..50 {
+            for mode in [CrashMode::Drop, CrashMode::Tear, CrashMode::Garble, CrashMode::Mixed] {
+                let after = fs.crash(seed, mode).read(&path).unwrap();
+                assert_eq!(after.get(..4), Some(&b"head"[..]), "{mode:?} {seed}");
+                assert!(after.len() >= 64, "{mode:?} {seed}: synced reserved space is kept");
+                if mode == CrashMode::Drop {
+                    assert_eq!(after, durable);
+                }
+                if mode == CrashMode::Tear {
+                    let written = after.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                    assert!(b"head more".starts_with(after.get(..written).unwrap()), "{seed}: {after:?}");
+                }
+            }
+        }
+        // Reopened at a length, a file is written from there, over zeros only.
+        f.sync().unwrap();
+        let mut g = fs.reopen(&path, 9).unwrap();
+        g.append(b"!").unwrap();
+        assert_eq!(fs.read(&path).unwrap().get(..10), Some(&b"head more!"[..]));
+        let mut h = fs.reopen(&path, 2).unwrap();
+        assert!(h.append(b"x").is_err(), "rewriting written bytes is outside the model");
     }
 
     #[test]

@@ -17,15 +17,16 @@ pub use fs::FsStorage;
 pub use mem::{CrashMode, FaultKind, FaultOp, MemStorage};
 pub(crate) use overlay::OverlayStorage;
 
-/// A file system as the engine uses it: append-only files, whole-file reads, read-only maps, renames and
-/// directory syncs.
+/// A file system as the engine uses it: files written front to back (some with zeroed space reserved ahead
+/// of the writes), whole-file reads, read-only maps, renames and directory syncs.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Creates `dir` and its parents if missing.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Creates (or truncates) a file for appending.
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
-    /// Opens an existing file for appending after its current end.
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file to write from byte `at` on: what lies past `at` (zeroed space reserved by
+    /// [`WritableFile::reserve`]) is overwritten by the appends.
+    fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Maps a whole file read-only. The file must not change while mapped.
@@ -47,10 +48,16 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
 }
 
-/// A file open for appending.
+/// A file open for writing front to back.
 pub trait WritableFile: Send + Sync {
-    /// Appends `data` (handed to the operating system before returning, not necessarily durable).
+    /// Writes `data` where the last write ended (handed to the operating system before returning, not
+    /// necessarily durable).
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Extends the file with zero bytes to `len` bytes if it is shorter, without moving where the next
+    /// append goes (`ftruncate`; a sparse extension where the file system allows). The new length is durable
+    /// after the next [`sync`](Self::sync). Appends into reserved space do not change the file's length, so
+    /// their syncs need not write it.
+    fn reserve(&mut self, len: u64) -> io::Result<()>;
     /// Makes everything appended so far durable (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
 }

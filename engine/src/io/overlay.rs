@@ -1,4 +1,4 @@
-//! A copy-on-write view of another [`Storage`]: reads come from the base until a file is created, appended
+//! A copy-on-write view of another [`Storage`]: reads come from the base until a file is created, written
 //! to, truncated, renamed or removed through the overlay; from then on that file lives in memory. Nothing
 //! ever reaches the base, so opening a database through an overlay (as `cairn check` does, to replay the WAL
 //! and read collections) leaves the directory exactly as it was. Locks are taken in memory only: the
@@ -77,10 +77,10 @@ impl Storage for OverlayStorage {
         Ok(f)
     }
 
-    fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+    fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>> {
         let mut layer = self.layer.lock();
         self.bring_up(&mut layer, path)?;
-        self.upper.append(path)
+        self.upper.reopen(path, at)
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -187,7 +187,7 @@ mod tests {
         a.append(b"base").unwrap();
         base.create(&dir.join("b")).unwrap();
         let overlay = OverlayStorage::new(Arc::new(base.clone()));
-        overlay.append(&dir.join("a")).unwrap().append(b"+more").unwrap();
+        overlay.reopen(&dir.join("a"), 4).unwrap().append(b"+more").unwrap();
         assert_eq!(overlay.read(&dir.join("a")).unwrap(), b"base+more");
         overlay.truncate(&dir.join("a"), 2).unwrap();
         assert_eq!(overlay.map(&dir.join("a")).unwrap().bytes(), b"ba");

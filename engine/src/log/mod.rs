@@ -7,5 +7,5 @@
 mod reader;
 mod writer;
 
-pub(crate) use reader::{intact_records_from, read_log};
+pub(crate) use reader::{intact_records_from, read_log, written_len};
 pub(crate) use writer::{encode_record, LogWriter};

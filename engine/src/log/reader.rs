@@ -33,12 +33,29 @@ fn record_at(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), &'static str
     Ok((payload, LOG_RECORD_HEADER_LEN + len))
 }
 
+/// The length of `bytes` without the zeros it ends with: how much of a log was written, when space was
+/// reserved after it. What a torn tail discards is `written_len - valid_len` bytes.
+pub(crate) fn written_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1)
+}
+
+/// The next position after `at` where an intact record could start. An intact record's first 8 bytes are
+/// never all zero (a zero length has the CRC `0x2144DF1C`, not 0), so a run of zeros (reserved space, or
+/// bytes a power cut never let reach the disk) is skipped up to 7 bytes before its end.
+fn next_candidate(bytes: &[u8], at: usize) -> usize {
+    let from = at + 1;
+    match bytes.get(from..).and_then(|rest| rest.iter().position(|&b| b != 0)) {
+        Some(nonzero) => (from + nonzero).saturating_sub(LOG_RECORD_HEADER_LEN - 1).max(from),
+        None => bytes.len(),
+    }
+}
+
 /// Whether an intact record after `offset` proves that the bytes at `offset` had been synced: `synced_through`
 /// returns, for an intact record's payload, the file offset through which the log was synced when that
 /// record was written, if the record says.
 ///
-/// Every position after the damage is tried: most fail the length check before any CRC is computed, and a
-/// random position passes the CRC with probability 2^-32.
+/// Every position after the damage is tried, but runs of zeros: most fail the length check before any CRC is
+/// computed, and a random position passes the CRC with probability 2^-32.
 fn synced_past(bytes: &[u8], offset: usize, synced_through: &dyn Fn(u64, &[u8]) -> Option<u64>) -> bool {
     let mut at = offset + 1;
     while at + LOG_RECORD_HEADER_LEN <= bytes.len() {
@@ -49,7 +66,7 @@ fn synced_past(bytes: &[u8], offset: usize, synced_through: &dyn Fn(u64, &[u8]) 
                 }
                 at += total;
             }
-            Err(_) => at += 1,
+            Err(_) => at = next_candidate(bytes, at),
         }
     }
     false
@@ -66,7 +83,7 @@ pub(crate) fn intact_records_from(bytes: &[u8], offset: usize) -> Vec<(u64, &[u8
                 found.push((at as u64, payload));
                 at += total;
             }
-            Err(_) => at += 1,
+            Err(_) => at = next_candidate(bytes, at),
         }
     }
     found
@@ -74,10 +91,11 @@ pub(crate) fn intact_records_from(bytes: &[u8], offset: usize) -> Vec<(u64, &[u8
 
 /// Parses a whole log file.
 ///
-/// A bad record at offset `D` is a *torn tail* (an append cut short by a crash: the record and everything
-/// after it are dropped) unless an intact record after it proves, through `synced_through`, that the log had
-/// been synced past `D`: then records that may have been acknowledged are damaged, and that is an error
-/// naming the offset. The manifest, synced after every record, passes `|_, _| Some(u64::MAX)`: any intact
+/// The records end at the end of the file or where only zero bytes remain (space reserved ahead of the
+/// appends, not part of `valid_len`). A bad record at offset `D` followed by anything else is a *torn tail*
+/// (an append cut short by a crash: the record and everything after it are dropped) unless an intact record
+/// after it proves, through `synced_through`, that the log had been synced past `D`: then records that may
+/// have been acknowledged are damaged, and that is an error naming the offset. The manifest, synced after every record, passes `|_, _| Some(u64::MAX)`: any intact
 /// record after damage makes it corruption. The WAL passes its sync markers.
 pub(crate) fn read_log<'a>(
     bytes: &'a [u8],
@@ -111,6 +129,10 @@ pub(crate) fn read_log<'a>(
                 offset += total;
             }
             Err(reason) => {
+                if bytes.get(offset..).unwrap_or_default().iter().all(|&b| b == 0) {
+                    // The end of what was written: zeroed space reserved ahead of the appends.
+                    break;
+                }
                 if synced_past(bytes, offset, synced_through) {
                     return Err(StorageError::corruption(path, offset as u64, reason));
                 }
@@ -198,6 +220,52 @@ mod tests {
         assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &proves).unwrap_err().is_corruption());
         let too_early = |_: u64, p: &[u8]| (p == b"three").then_some(16);
         assert!(read_log(&bytes, Path::new("x"), WAL_MAGIC, 1, &too_early).is_ok());
+    }
+
+    /// Zeros after the records (reserved space) end the log like the end of the file: not a torn tail.
+    #[test]
+    fn zeros_after_the_records_end_them() {
+        let bytes = file(&[b"one", b"", b"three"]);
+        for zeros in [1, 7, 8, 9, 100, 4096] {
+            let mut b = bytes.clone();
+            b.resize(bytes.len() + zeros, 0);
+            let log = read_log(&b, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap();
+            assert_eq!((log.records.len(), log.valid_len), (3, bytes.len() as u64), "{zeros} zeros");
+            assert!(log.torn_tail.is_none(), "{zeros} zeros");
+            assert_eq!(written_len(&b), bytes.len());
+        }
+        // A header and nothing but reserved space: an empty log.
+        let empty = file(&[]);
+        let mut b = empty.clone();
+        b.resize(1000, 0);
+        let log = read_log(&b, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap();
+        assert_eq!((log.records.len(), log.valid_len, log.torn_tail), (0, 16, None));
+    }
+
+    /// A torn append into reserved space, zeros after it, is a torn tail; damage followed by zeros and then
+    /// a record that proves a sync past it is still corruption (the zeros are skipped, not trusted).
+    #[test]
+    fn damage_among_zeros_is_judged_by_what_follows() {
+        let bytes = file(&[b"one", b"two"]);
+        let second = 16 + 8 + 3;
+        let mut torn = bytes.get(..second + 5).unwrap().to_vec();
+        torn.resize(torn.len() + 5000, 0);
+        let log = read_log(&torn, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap();
+        assert_eq!((log.records.len(), log.valid_len), (1, second as u64));
+        assert!(log.torn_tail.is_some());
+
+        for gap in [0, 1, 7, 8, 9, 4096, 4099] {
+            let mut damaged = bytes.get(..second).unwrap().to_vec();
+            damaged.push(0x5a);
+            damaged.resize(damaged.len() + gap, 0);
+            let proof_at = damaged.len();
+            encode_record(&mut damaged, b"proof");
+            damaged.resize(damaged.len() + 64, 0);
+            let err = read_log(&damaged, Path::new("x"), WAL_MAGIC, 1, &ALWAYS).unwrap_err();
+            assert!(matches!(err, StorageError::Corruption { offset, .. } if offset == second as u64), "gap {gap}");
+            let found = intact_records_from(&damaged, second);
+            assert_eq!(found, vec![(proof_at as u64, &b"proof"[..])], "gap {gap}");
+        }
     }
 
     #[test]
