@@ -129,8 +129,8 @@ pub(crate) fn read_log<'a>(
                 offset += total;
             }
             Err(reason) => {
-                if bytes.get(offset..).unwrap_or_default().iter().all(|&b| b == 0) {
-                    // The end of what was written: zeroed space reserved ahead of the appends.
+                if written_len(bytes) <= offset {
+                    // Only zeros remain: space reserved ahead of the appends.
                     break;
                 }
                 if synced_past(bytes, offset, synced_through) {
