@@ -439,6 +439,40 @@ fn queries_ranges_order_count_and_explain() {
 }
 
 #[test]
+fn a_page_ends_with_a_cursor_only_when_a_match_follows_and_reads_no_record_past_it() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    for i in 0..6 {
+        tasks.insert(&task(i, "PENDING")).unwrap();
+    }
+    // By the index alone: t000000..t000005 are PENDING.
+    let by_status = Query::new().eq("status", "PENDING");
+    let page = tasks.query(&by_status.clone().limit(6)).unwrap();
+    assert_eq!((page.records.len(), page.next_cursor), (6, None), "a page that takes the last match");
+    let page = tasks.query(&by_status.clone().limit(5)).unwrap();
+    let last = tasks.query(&by_status.clone().limit(5).after(page.next_cursor.clone())).unwrap();
+    assert_eq!((page.records.len(), last.records.len(), last.next_cursor), (5, 1, None));
+    // Checked on each record (`priority` is filtered): a record past the page that fails the filter does
+    // not make another page.
+    let filtered = Query::new().eq("status", "PENDING").filter("priority", Op::Lt, 5);
+    let page = tasks.query(&filtered.clone().limit(5)).unwrap();
+    assert_eq!((page.records.len(), page.next_cursor), (5, None));
+    let page = tasks.query(&filtered.clone().limit(4)).unwrap();
+    assert_eq!(page.records.len(), 4);
+    let last = tasks.query(&filtered.clone().limit(4).after(page.next_cursor)).unwrap();
+    assert_eq!((last.records.len(), last.next_cursor), (1, None));
+
+    // A document that is not a `Task` right after a full page: the page is answered without decoding it,
+    // and the next page reports it.
+    let not_a_task = json!({"status": "PENDING", "owner": "x"});
+    store.collection_dyn("tasks").unwrap().insert("t000006", not_a_task).unwrap();
+    let page = tasks.query(&by_status.clone().limit(6)).unwrap();
+    assert_eq!(page.records.len(), 6);
+    let next = tasks.query(&by_status.clone().limit(6).after(page.next_cursor));
+    assert!(matches!(next, Err(CollectionError::Undecodable { .. })), "{next:?}");
+}
+
+#[test]
 fn pagination_under_concurrent_writes_returns_each_long_lived_record_once() {
     let (_dir, store) = store();
     let tasks = store.collection::<Task>().unwrap();

@@ -122,27 +122,24 @@ impl DynCollection {
         let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
         let mut records = Vec::with_capacity(limit.min(1024));
-        let mut last_key = None;
-        let mut more = false;
-        execute::<D>(
+        let mut last_key = Vec::new();
+        let more = execute::<D>(
             &snap,
             (self.store.hints(), ticket),
             &spec,
             query,
+            Some(limit),
             |key, env, id| {
-                if records.len() == limit {
-                    more = true;
-                    return false;
-                }
                 if let Some(env) = env {
                     records.push(stored(id, env));
-                    last_key = Some(key.to_vec());
+                    last_key.clear();
+                    last_key.extend_from_slice(key);
                 }
-                true
             },
             false,
         )?;
-        let next_cursor = if more { last_key.map(|k| encode_cursor(&k)) } else { None };
+        // `more` implies a full page, so at least one record and its key.
+        let next_cursor = more.then(|| encode_cursor(&last_key));
         Ok(Page { records, next_cursor })
     }
 
@@ -153,17 +150,7 @@ impl DynCollection {
         let snap = self.store.db().snapshot();
         let mut n = 0u64;
         let q = query.clone().after(None);
-        execute::<serde::de::IgnoredAny>(
-            &snap,
-            (self.store.hints(), ticket),
-            &spec,
-            &q,
-            |_, _, _| {
-                n += 1;
-                true
-            },
-            true,
-        )?;
+        execute::<serde::de::IgnoredAny>(&snap, (self.store.hints(), ticket), &spec, &q, None, |_, _, _| n += 1, true)?;
         Ok(n)
     }
 

@@ -140,6 +140,21 @@ pub(crate) fn encode_value(out: &mut Vec<u8>, v: Option<&Value>) {
     }
 }
 
+/// The keys after `prefix` whose next field holds a value of `v`'s type, as `[start, end)` (`end` `None`:
+/// no bound). Values of other types never compare with `v`, so a range with one bound lies in this region.
+pub(crate) fn type_region(prefix: &[u8], v: &Value, descending: bool) -> (Vec<u8>, Option<Vec<u8>>) {
+    let (first, last) = match v {
+        Value::Null => (TAG_NULL, TAG_NULL),
+        Value::Bool(_) => (TAG_FALSE, TAG_TRUE),
+        Value::Number(_) => (TAG_NUMBER, TAG_NUMBER),
+        Value::String(_) => (TAG_STRING, TAG_STRING),
+        _ => (TAG_OTHER, TAG_OTHER),
+    };
+    let (first, last) = if descending { (!last, !first) } else { (first, last) };
+    let with = |tag: u8| [prefix, &[tag]].concat();
+    (with(first), after_prefix(&with(last)))
+}
+
 /// The smallest key greater than every key starting with `prefix`, if any.
 pub(crate) fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();

@@ -284,34 +284,47 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
     if let (Some(_), Some((_, lo, hi))) = (&plan.range, &q.range) {
         // On a descending field the value's lower bound limits the keys from above, and vice versa.
         let (key_lo, key_hi) = if range_descending { (hi, lo) } else { (lo, hi) };
+        // A range open on one side matches only values of its bound's type (`matches` compares no others):
+        // the open side stops where that type's encodings do, so the scan skips nulls and other types.
+        let region = match (key_lo, key_hi) {
+            (Bound::Unbounded, Bound::Included(v) | Bound::Excluded(v))
+            | (Bound::Included(v) | Bound::Excluded(v), Bound::Unbounded) => {
+                Some(keys::type_region(&prefix, v, range_descending))
+            }
+            _ => None,
+        };
+        let (region_start, region_end) = region.map_or((None, None), |(s, e)| (Some(s), e));
         lower = match key_lo {
             Bound::Included(v) => Bound::Included(enc(v)),
             Bound::Excluded(v) => match past(enc(v)) {
                 Bound::Excluded(k) => Bound::Included(k),
                 other => other,
             },
-            Bound::Unbounded => lower,
+            Bound::Unbounded => region_start.map_or(lower, Bound::Included),
         };
         upper = match key_hi {
             Bound::Included(v) => past(enc(v)),
             Bound::Excluded(v) => Bound::Excluded(enc(v)),
-            Bound::Unbounded => upper,
+            Bound::Unbounded => region_end.map_or(upper, Bound::Excluded),
         };
     }
     (prefix, lower, upper)
 }
 
-/// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order until it returns
-/// `false`. With `count_only` and nothing to check per record, records are not read. Documents are decoded
-/// straight into `D` when nothing needs checking on the record; otherwise as JSON first, to check them.
+/// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order, at most `limit` times;
+/// returns whether another match follows the last one visited. With `count_only` and nothing to check per
+/// record, records are not read. Documents are decoded straight into `D` when nothing needs checking on the
+/// record; otherwise as JSON first, to check them. Past the limit, a record is read only if it needs
+/// checking, and never decoded into `D`.
 pub(crate) fn execute<D: DeserializeOwned>(
     snap: &Snapshot,
     (hints, ticket): (&ScanHints, ScanTicket),
     spec: &CollectionSpec,
     q: &Query,
-    mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str) -> bool,
+    limit: Option<usize>,
+    mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str),
     count_only: bool,
-) -> Result<Plan, CollectionError> {
+) -> Result<bool, CollectionError> {
     let plan = plan(spec, q)?;
     let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
     if let Some(cursor) = &q.cursor {
@@ -358,23 +371,30 @@ pub(crate) fn execute<D: DeserializeOwned>(
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
     // construction; `check_indexes` verifies it), so those records need no check.
     let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
+    let mut visited = 0usize;
     for pair in iter {
         let (key, value) = pair?;
-        let (record_key, id) = if full_scan {
+        let full = limit.is_some_and(|l| visited >= l);
+        if full && !check_records {
+            return Ok(true);
+        }
+        // A full scan reads the records themselves; an index entry's value is the id of its record.
+        let (record_key, id, record) = if full_scan {
             let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
-            (key.clone(), id)
+            (key.clone(), id, Some(value))
         } else {
-            let id =
-                String::from_utf8(value.clone()).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
-            (keys::record_key(&spec.name, &id), id)
+            let id = String::from_utf8(value).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
+            (keys::record_key(&spec.name, &id), id, None)
         };
         if skip_records {
-            if !visit(&key, None, &id) {
-                break;
-            }
+            visit(&key, None, &id);
+            visited += 1;
             continue;
         }
-        let bytes = if full_scan { Some(value) } else { snap.get(&record_key)? };
+        let bytes = match record {
+            Some(bytes) => Some(bytes),
+            None => snap.get(&record_key)?,
+        };
         let Some(bytes) = bytes else {
             return Err(CollectionError::undecodable(&key, "index entry without record"));
         };
@@ -383,17 +403,19 @@ pub(crate) fn execute<D: DeserializeOwned>(
             if !matches(q, &env.doc) {
                 continue;
             }
+            if full {
+                return Ok(true);
+            }
             let doc = serde_json::from_value(env.doc)
                 .map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
         } else {
             envelope::decode_as(&record_key, &bytes)?
         };
-        if !visit(&key, Some(env), &id) {
-            break;
-        }
+        visit(&key, Some(env), &id);
+        visited += 1;
     }
-    Ok(plan)
+    Ok(false)
 }
 
 pub(crate) fn encode_cursor(key: &[u8]) -> String {
@@ -412,6 +434,7 @@ fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::ops::RangeBounds;
 
     fn jobs() -> CollectionSpec {
         CollectionSpec::new(
@@ -453,6 +476,49 @@ mod tests {
         assert!(matches(&Query::new().filter("missing", Op::Ne, 1), &doc), "missing is null, which is not 1");
         assert!(matches(&Query::new().eq("missing", Value::Null), &doc));
         assert!(matches(&Query::new().range("n", Bound::Excluded(json!(4)), Bound::Included(json!(5))), &doc));
+    }
+
+    #[test]
+    fn a_range_open_on_one_side_scans_only_its_bound_type() {
+        for descending in [false, true] {
+            let field = if descending { "-lease" } else { "lease" };
+            let spec = CollectionSpec::new("jobs", vec![IndexSpec::new("status_lease", &["status", field])]);
+            let key = |v: Value| {
+                keys::index_key(
+                    "jobs",
+                    "status_lease",
+                    &["status".to_owned(), field.to_owned()],
+                    &json!({"status": "RUNNING", "lease": v}),
+                    "j",
+                )
+            };
+            let within = |(lower, upper): &(Bound<Vec<u8>>, Bound<Vec<u8>>), k: &Vec<u8>| {
+                (lower.as_ref(), upper.as_ref()).contains(k)
+            };
+            let below_ten =
+                Query::new().eq("status", "RUNNING").range("lease", Bound::Unbounded, Bound::Excluded(json!(10)));
+            let from_ten =
+                Query::new().eq("status", "RUNNING").range("lease", Bound::Included(json!(10)), Bound::Unbounded);
+            for (q, inside, outside) in [
+                (&below_ten, vec![json!(-1e300), json!(-3), json!(9.5)], vec![json!(10), json!(11)]),
+                (&from_ten, vec![json!(10), json!(1e300)], vec![json!(9)]),
+            ] {
+                let p = plan(&spec, q).unwrap();
+                let (_, lower, upper) = scan_bounds(&spec, q, &p);
+                let bounds = (lower, upper);
+                for v in inside {
+                    assert!(within(&bounds, &key(v.clone())), "{v} (descending: {descending})");
+                }
+                for v in outside.into_iter().chain([json!(null), json!(false), json!(true), json!("5"), json!([1])]) {
+                    assert!(!within(&bounds, &key(v.clone())), "{v} (descending: {descending})");
+                }
+            }
+            // Both sides open: every value, nulls included.
+            let all = Query::new().eq("status", "RUNNING").range("lease", Bound::Unbounded, Bound::Unbounded);
+            let p = plan(&spec, &all).unwrap();
+            let (_, lower, upper) = scan_bounds(&spec, &all, &p);
+            assert!(within(&(lower, upper), &key(json!(null))));
+        }
     }
 
     #[test]
