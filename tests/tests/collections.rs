@@ -473,6 +473,56 @@ fn a_page_ends_with_a_cursor_only_when_a_match_follows_and_reads_no_record_past_
 }
 
 #[test]
+fn query_each_visits_the_page_query_returns_and_pages_on_with_its_cursor() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    store
+        .transaction(|tx| {
+            for i in 0..230 {
+                tx.insert(&task(i, if i % 2 == 0 { "PENDING" } else { "DONE" }))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    for q in [
+        Query::new().eq("status", "PENDING").order_by("priority").descending().limit(40),
+        Query::new().eq("owner", "user3").limit(7),
+        Query::new().filter("priority", Op::Ge, 25).limit(30),
+    ] {
+        let (mut by_pages, mut by_visits) = (Vec::new(), Vec::new());
+        let mut cursor = None;
+        loop {
+            let page = tasks.query(&q.clone().after(cursor.clone())).unwrap();
+            let mut visited = Vec::new();
+            let next = tasks.query_each(&q.clone().after(cursor), |r| visited.push(r)).unwrap();
+            assert_eq!(visited, page.records, "{q:?}");
+            assert_eq!(next, page.next_cursor);
+            by_pages.extend(page.records.into_iter().map(|r| r.id));
+            by_visits.extend(visited.into_iter().map(|r| r.id));
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(by_pages, by_visits);
+        assert_eq!(by_pages.len() as u64, tasks.count(&q).unwrap(), "{q:?}");
+    }
+    // A document that is not a `Task` in the middle of a page: the records before it are visited, then the
+    // error ends the page.
+    let not_a_task = json!({"status": "PENDING", "owner": "x", "priority": 100});
+    store.collection_dyn("tasks").unwrap().insert("t000001x", not_a_task).unwrap();
+    let mut visited = Vec::new();
+    let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(10);
+    let got = tasks.query_each(&q, |r| visited.push(r.id));
+    assert!(matches!(got, Err(CollectionError::Undecodable { .. })), "{got:?}");
+    assert!(visited.is_empty(), "priority 100 sorts first: {visited:?}");
+    let by_id = Query::new().eq("status", "PENDING").limit(10);
+    let got = tasks.query_each(&by_id, |r| visited.push(r.id));
+    assert!(matches!(got, Err(CollectionError::Undecodable { .. })), "{got:?}");
+    assert_eq!(visited, ["t000000"], "ids t000000, then t000001x");
+}
+
+#[test]
 fn pagination_under_concurrent_writes_returns_each_long_lived_record_once() {
     let (_dir, store) = store();
     let tasks = store.collection::<Task>().unwrap();

@@ -156,13 +156,15 @@ struct CairnSession {
 
 impl DocSession for CairnSession {
     fn top_pending(&mut self, limit: usize, sum: &mut Checksum) -> Result<usize> {
+        // Each job is visited as it is read, as the SQLite harness steps through its rows.
         let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(limit);
-        let page = self.jobs.query(&q)?;
-        for r in &page.records {
+        let mut got = 0;
+        self.jobs.query_each(&q, |r| {
             sum.add(r.id.as_bytes());
             sum.add_u64(r.doc.priority as u64);
-        }
-        Ok(page.records.len())
+            got += 1;
+        })?;
+        Ok(got)
     }
 
     fn claim(&mut self, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<String>> {
@@ -173,14 +175,12 @@ impl DocSession for CairnSession {
         let q = Query::new().eq("owner", owner).limit(page);
         let (mut seen, mut pages, mut cursor) = (0, 0, None);
         loop {
-            let p = self.jobs.query(&q.clone().after(cursor))?;
-            pages += 1;
-            seen += p.records.len();
-            for r in &p.records {
+            cursor = self.jobs.query_each(&q.clone().after(cursor), |r| {
                 sum.add(r.id.as_bytes());
                 sum.add(r.doc.status.as_str().as_bytes());
-            }
-            cursor = p.next_cursor;
+                seen += 1;
+            })?;
+            pages += 1;
             if cursor.is_none() {
                 return Ok((seen, pages));
             }

@@ -117,11 +117,33 @@ impl DynCollection {
 
     /// [`DynCollection::query`], documents decoded as `D`.
     pub(crate) fn query_as<D: DeserializeOwned>(&self, query: &Query) -> Result<Page<D>, CollectionError> {
+        let mut records = Vec::with_capacity(query.page_size()?.min(1024));
+        let next_cursor = self.query_each_as(query, |r| records.push(r))?;
+        Ok(Page { records, next_cursor })
+    }
+
+    /// The page [`DynCollection::query`] returns, handed to `visit` one record at a time as it is read,
+    /// instead of collected: each document can be used and dropped before the next is decoded. Returns the
+    /// page's next cursor. An error ends the page; the records visited before it were read at the same
+    /// snapshot and are valid.
+    pub fn query_each(
+        &self,
+        query: &Query,
+        visit: impl FnMut(Stored<Value>),
+    ) -> Result<Option<String>, CollectionError> {
+        self.query_each_as(query, visit)
+    }
+
+    /// [`DynCollection::query_each`], documents decoded as `D`.
+    pub(crate) fn query_each_as<D: DeserializeOwned>(
+        &self,
+        query: &Query,
+        mut visit: impl FnMut(Stored<D>),
+    ) -> Result<Option<String>, CollectionError> {
         let limit = query.page_size()?;
         let spec = self.spec()?;
         let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
-        let mut records = Vec::with_capacity(limit.min(1024));
         let mut last_key = Vec::new();
         let more = execute::<D>(
             &snap,
@@ -131,16 +153,15 @@ impl DynCollection {
             Some(limit),
             |key, env, id| {
                 if let Some(env) = env {
-                    records.push(stored(id, env));
                     last_key.clear();
                     last_key.extend_from_slice(key);
+                    visit(stored(id, env));
                 }
             },
             false,
         )?;
         // `more` implies a full page, so at least one record and its key.
-        let next_cursor = more.then(|| encode_cursor(&last_key));
-        Ok(Page { records, next_cursor })
+        Ok(more.then(|| encode_cursor(&last_key)))
     }
 
     /// Number of documents matching `query` (its limit and cursor are ignored).

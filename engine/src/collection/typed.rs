@@ -79,6 +79,13 @@ impl<T: Record> Collection<T> {
         self.inner.query_as(query)
     }
 
+    /// The page [`Collection::query`] returns, handed to `visit` one record at a time instead of collected;
+    /// returns the page's next cursor. Each record can be used and dropped before the next is decoded,
+    /// which for large documents is markedly cheaper than holding a page of them.
+    pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<T>)) -> Result<Option<String>, CollectionError> {
+        self.inner.query_each_as(query, visit)
+    }
+
     /// Number of matching records.
     pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
         self.inner.count(query)
