@@ -183,8 +183,10 @@ impl DynCollection {
     /// Atomically takes the first document matching one of `queries` (tried in order) that `change`
     /// accepts: `change` edits the document and returns `true` to claim it. The claim is a version-checked
     /// update, so concurrent claimers never take the same document; a claimer that loses a race moves on to
-    /// the next candidate. `None` if none of the first 16 candidates of each query was accepted and
-    /// claimed, or if 8 rounds all lost their races.
+    /// the next candidate. Candidates another claim of this store is taking at the moment are tried last, so
+    /// that concurrent claimers spread over the head of the queue instead of racing for its first record.
+    /// `None` if none of the first 16 candidates of each query was accepted and claimed, or if 8 rounds all
+    /// lost their races.
     pub fn claim(
         &self,
         queries: &[Query],
@@ -196,29 +198,32 @@ impl DynCollection {
                 // Candidates are read a page at a time, the first page holding one: without contention
                 // the first candidate is taken, and reading (and decoding) more would be wasted.
                 let (mut seen, mut page_size, mut cursor) = (0, 1, None);
+                let mut taken_elsewhere = Vec::new();
                 while seen < CLAIM_BATCH {
                     let page = self.query(&q.clone().limit(page_size).after(cursor.take()))?;
                     for candidate in page.records {
                         seen += 1;
-                        let mut doc = candidate.doc;
-                        if !change(&mut doc) {
+                        let key = super::keys::record_key(&self.name, &candidate.id);
+                        if self.store.claims().contains(&key) {
+                            taken_elsewhere.push((key, candidate));
                             continue;
                         }
-                        match self.update(&candidate.id, candidate.version, doc) {
-                            Ok(claimed) => return Ok(Some(claimed)),
-                            Err(
-                                CollectionError::Conflict { .. }
-                                | CollectionError::NotFound { .. }
-                                | CollectionError::TxnConflict { .. },
-                            ) => {
-                                lost_race = true;
-                            }
-                            Err(e) => return Err(e),
+                        match self.try_claim(key, candidate, &mut change)? {
+                            Attempt::Claimed(claimed) => return Ok(Some(claimed)),
+                            Attempt::Lost => lost_race = true,
+                            Attempt::Declined => {}
                         }
                     }
                     let Some(next) = page.next_cursor else { break };
                     cursor = Some(next);
                     page_size = (page_size * 4).min(CLAIM_BATCH - seen).max(1);
+                }
+                for (key, candidate) in taken_elsewhere {
+                    match self.try_claim(key, candidate, &mut change)? {
+                        Attempt::Claimed(claimed) => return Ok(Some(claimed)),
+                        Attempt::Lost => lost_race = true,
+                        Attempt::Declined => {}
+                    }
                 }
             }
             if !lost_race {
@@ -226,5 +231,71 @@ impl DynCollection {
             }
         }
         Ok(None)
+    }
+
+    /// One claim attempt on `candidate` (whose record key is `key`), marked as in flight while it lasts.
+    fn try_claim(
+        &self,
+        key: Vec<u8>,
+        candidate: Stored<Value>,
+        change: &mut impl FnMut(&mut Value) -> bool,
+    ) -> Result<Attempt, CollectionError> {
+        let mut doc = candidate.doc;
+        if !change(&mut doc) {
+            return Ok(Attempt::Declined);
+        }
+        // If another claimer marked it meanwhile, both go on and the version check decides.
+        let _taking = self.store.claims().enter(key);
+        match self.update(&candidate.id, candidate.version, doc) {
+            Ok(claimed) => Ok(Attempt::Claimed(claimed)),
+            Err(
+                CollectionError::Conflict { .. }
+                | CollectionError::NotFound { .. }
+                | CollectionError::TxnConflict { .. },
+            ) => Ok(Attempt::Lost),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// How one claim attempt ended.
+enum Attempt {
+    Claimed(Stored<Value>),
+    /// `change` did not accept the document.
+    Declined,
+    /// Another writer changed the record first.
+    Lost,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::collection::{IndexSpec, Store};
+
+    #[test]
+    fn a_claim_tries_candidates_another_claim_is_taking_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("q", vec![IndexSpec::new("state_rank", &["state", "rank"])])).unwrap();
+        let q = store.collection_dyn("q").unwrap();
+        for (id, rank) in [("a", 1), ("b", 2), ("c", 3)] {
+            q.insert(id, json!({"state": "ready", "rank": rank})).unwrap();
+        }
+        let ready = [Query::new().eq("state", "ready").order_by("rank")];
+        let take = |doc: &mut Value| {
+            doc["state"] = json!("taken");
+            true
+        };
+        // `a` is being claimed elsewhere: `b` is taken instead, and `a` is left for its claimer.
+        let taking_a = store.claims().enter(super::super::keys::record_key("q", "a")).unwrap();
+        assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "b");
+        // With every other candidate gone, the one in flight is tried after all.
+        assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "c");
+        assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "a");
+        drop(taking_a);
+        assert!(q.claim(&ready, take).unwrap().is_none());
+        assert!(store.claims().enter(super::super::keys::record_key("q", "a")).is_some(), "no mark left behind");
     }
 }

@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod handle;
 mod hints;
+mod inflight;
 mod keys;
 mod query;
 mod record;

@@ -17,6 +17,7 @@ use super::envelope::{self, Envelope};
 use super::error::CollectionError;
 use super::handle::DynCollection;
 use super::hints::ScanHints;
+use super::inflight::InFlight;
 use super::keys;
 use super::record::{CollectionSpec, Record};
 use super::txn::Transaction;
@@ -93,6 +94,7 @@ struct StoreInner {
     catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
     declare: Mutex<()>,
     hints: ScanHints,
+    claims: InFlight,
 }
 
 /// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
@@ -157,6 +159,7 @@ impl Store {
                 catalog: RwLock::new(catalog),
                 declare: Mutex::new(()),
                 hints: ScanHints::default(),
+                claims: InFlight::default(),
             }),
         })
     }
@@ -169,6 +172,11 @@ impl Store {
     /// Where index scans may start; every index insert must be registered here (see `hints`).
     pub(crate) fn hints(&self) -> &ScanHints {
         &self.inner.hints
+    }
+
+    /// Records a claim is taking right now (see `inflight`).
+    pub(crate) fn claims(&self) -> &InFlight {
+        &self.inner.claims
     }
 
     /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
