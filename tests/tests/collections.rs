@@ -55,6 +55,18 @@ fn task(i: usize, status: &str) -> Task {
     }
 }
 
+/// Inserts tasks `0..n` in one transaction: every `pending_every`th PENDING, the others DONE.
+fn insert_tasks(store: &Store, n: usize, pending_every: usize) {
+    store
+        .transaction(|tx| {
+            for i in 0..n {
+                tx.insert(&task(i, if i % pending_every == 0 { "PENDING" } else { "DONE" }))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -401,14 +413,7 @@ fn a_page_of_changes_never_splits_a_commit() {
 fn queries_ranges_order_count_and_explain() {
     let (_dir, store) = store();
     let tasks = store.collection::<Task>().unwrap();
-    store
-        .transaction(|tx| {
-            for i in 0..300 {
-                tx.insert(&task(i, if i % 3 == 0 { "PENDING" } else { "DONE" }))?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    insert_tasks(&store, 300, 3);
     let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50);
     let plan = tasks.explain(&q).unwrap();
     assert_eq!(plan.index.as_deref(), Some("status_priority"));
@@ -476,14 +481,7 @@ fn a_page_ends_with_a_cursor_only_when_a_match_follows_and_reads_no_record_past_
 fn query_each_visits_the_page_query_returns_and_pages_on_with_its_cursor() {
     let (_dir, store) = store();
     let tasks = store.collection::<Task>().unwrap();
-    store
-        .transaction(|tx| {
-            for i in 0..230 {
-                tx.insert(&task(i, if i % 2 == 0 { "PENDING" } else { "DONE" }))?;
-            }
-            Ok(())
-        })
-        .unwrap();
+    insert_tasks(&store, 230, 2);
     for q in [
         Query::new().eq("status", "PENDING").order_by("priority").descending().limit(40),
         Query::new().eq("owner", "user3").limit(7),
