@@ -208,10 +208,8 @@ impl DynCollection {
                             taken_elsewhere.push((key, candidate));
                             continue;
                         }
-                        match self.try_claim(key, candidate, &mut change)? {
-                            Attempt::Claimed(claimed) => return Ok(Some(claimed)),
-                            Attempt::Lost => lost_race = true,
-                            Attempt::Declined => {}
+                        if let Some(claimed) = self.try_claim(key, candidate, &mut change, &mut lost_race)? {
+                            return Ok(Some(claimed));
                         }
                     }
                     let Some(next) = page.next_cursor else { break };
@@ -219,10 +217,8 @@ impl DynCollection {
                     page_size = (page_size * 4).min(CLAIM_BATCH - seen).max(1);
                 }
                 for (key, candidate) in taken_elsewhere {
-                    match self.try_claim(key, candidate, &mut change)? {
-                        Attempt::Claimed(claimed) => return Ok(Some(claimed)),
-                        Attempt::Lost => lost_race = true,
-                        Attempt::Declined => {}
+                    if let Some(claimed) = self.try_claim(key, candidate, &mut change, &mut lost_race)? {
+                        return Ok(Some(claimed));
                     }
                 }
             }
@@ -233,38 +229,35 @@ impl DynCollection {
         Ok(None)
     }
 
-    /// One claim attempt on `candidate` (whose record key is `key`), marked as in flight while it lasts.
+    /// One claim attempt on `candidate` (whose record key is `key`), marked as in flight while it lasts:
+    /// the claimed record, or `None` if `change` declined it or another writer changed it first (then
+    /// `lost_race` is set).
     fn try_claim(
         &self,
         key: Vec<u8>,
         candidate: Stored<Value>,
         change: &mut impl FnMut(&mut Value) -> bool,
-    ) -> Result<Attempt, CollectionError> {
+        lost_race: &mut bool,
+    ) -> Result<Option<Stored<Value>>, CollectionError> {
         let mut doc = candidate.doc;
         if !change(&mut doc) {
-            return Ok(Attempt::Declined);
+            return Ok(None);
         }
         // If another claimer marked it meanwhile, both go on and the version check decides.
         let _taking = self.store.claims().enter(key);
         match self.update(&candidate.id, candidate.version, doc) {
-            Ok(claimed) => Ok(Attempt::Claimed(claimed)),
+            Ok(claimed) => Ok(Some(claimed)),
             Err(
                 CollectionError::Conflict { .. }
                 | CollectionError::NotFound { .. }
                 | CollectionError::TxnConflict { .. },
-            ) => Ok(Attempt::Lost),
+            ) => {
+                *lost_race = true;
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }
-}
-
-/// How one claim attempt ended.
-enum Attempt {
-    Claimed(Stored<Value>),
-    /// `change` did not accept the document.
-    Declined,
-    /// Another writer changed the record first.
-    Lost,
 }
 
 #[cfg(test)]
@@ -289,13 +282,13 @@ mod tests {
             true
         };
         // `a` is being claimed elsewhere: `b` is taken instead, and `a` is left for its claimer.
-        let taking_a = store.claims().enter(super::super::keys::record_key("q", "a")).unwrap();
+        let taking_a = store.claims().enter(crate::collection::keys::record_key("q", "a")).unwrap();
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "b");
         // With every other candidate gone, the one in flight is tried after all.
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "c");
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "a");
         drop(taking_a);
         assert!(q.claim(&ready, take).unwrap().is_none());
-        assert!(store.claims().enter(super::super::keys::record_key("q", "a")).is_some(), "no mark left behind");
+        assert!(store.claims().enter(crate::collection::keys::record_key("q", "a")).is_some(), "no mark left behind");
     }
 }
