@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::format::key::{self, ValueKind};
-use crate::memtable::{MemEntry, Memtable};
+use crate::memtable::{MemCursor, Memtable};
 
 /// A cursor over internal entries in one direction, fixed when it is made.
 pub(crate) trait Source: Send {
@@ -22,61 +22,39 @@ pub(crate) trait Source: Send {
     fn value(&self) -> &[u8];
 }
 
-/// Entries copied from a memtable by a seek. Short scans over a large store are the common case and most of
-/// their entries come from the tables: every entry copied costs a visit to its (cold) allocation.
-const MEM_FIRST_CHUNK: usize = 2;
-/// Each refill copies twice as many entries as the one before, up to this many.
-const MEM_MAX_CHUNK: usize = 64;
-
-/// A cursor over a memtable. The skip list cannot lend entries across calls, so the cursor copies them out
-/// in chunks (growing from [`MEM_FIRST_CHUNK`] to [`MEM_MAX_CHUNK`]) and re-seeks after the last one.
+/// A cursor over a memtable, reading its entries in place.
 pub(crate) struct MemSource {
-    mem: Arc<Memtable>,
+    cursor: MemCursor,
     reverse: bool,
-    buf: Vec<MemEntry>,
-    pos: usize,
-    exhausted: bool,
-    chunk: usize,
 }
 
 impl MemSource {
     pub fn new(mem: Arc<Memtable>, reverse: bool) -> Self {
-        Self { mem, reverse, buf: Vec::new(), pos: 0, exhausted: true, chunk: MEM_FIRST_CHUNK }
-    }
-
-    fn fill(&mut self, buf: Vec<MemEntry>) {
-        self.buf = buf;
-        self.pos = 0;
-        self.exhausted = self.buf.len() < self.chunk;
-        self.chunk = (self.chunk * 2).min(MEM_MAX_CHUNK);
+        Self { cursor: MemCursor::new(mem), reverse }
     }
 }
 
 impl Source for MemSource {
     fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
-        self.chunk = MEM_FIRST_CHUNK;
-        self.fill(self.mem.chunk(target, self.reverse, self.chunk));
-        Ok(())
-    }
-
-    fn advance(&mut self) -> Result<(), StorageError> {
-        self.pos += 1;
-        if self.pos >= self.buf.len() && !self.exhausted {
-            let next = match self.buf.last() {
-                Some(last) => self.mem.chunk_after(last, self.reverse, self.chunk),
-                None => Vec::new(),
-            };
-            self.fill(next);
+        if self.reverse {
+            self.cursor.seek_le(target);
+        } else {
+            self.cursor.seek_ge(target);
         }
         Ok(())
     }
 
+    fn advance(&mut self) -> Result<(), StorageError> {
+        self.cursor.step(!self.reverse);
+        Ok(())
+    }
+
     fn key(&self) -> Option<&[u8]> {
-        self.buf.get(self.pos).map(MemEntry::key)
+        self.cursor.key()
     }
 
     fn value(&self) -> &[u8] {
-        self.buf.get(self.pos).map(MemEntry::value).unwrap_or_default()
+        self.cursor.value()
     }
 }
 

@@ -226,12 +226,14 @@ fn replay_wals(
             }
             let mut seq = decoded.first_seq;
             let mut entries = decoded.entries;
+            let mut batch = Vec::new();
             for entry in entries.by_ref() {
                 let (kind, key, value) = entry.map_err(|e| bad(e.offset, e.reason))?;
-                mem.insert(key, seq, kind, value);
+                batch.push((key, seq, kind, value));
                 seq += 1;
             }
             entries.finish().map_err(|e| bad(e.offset, e.reason))?;
+            mem.insert_all(&mut batch);
             last_seq = seq - 1;
         }
     }

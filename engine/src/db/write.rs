@@ -261,15 +261,16 @@ impl Inner {
         if group.iter().any(|r| r.durability == Durability::Buffered) {
             self.buffered_dirty.store(true, Ordering::Release);
         }
-        let mem = &view.mem;
         let mut next = self.last_seq.load(Ordering::Acquire) + 1;
+        let mut entries = Vec::new();
         for r in group.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(r, _)| r) {
             for entry in r.batch.entries() {
                 let Ok((kind, key, value)) = entry else { continue };
-                mem.insert(key, next, kind, value);
+                entries.push((key, next, kind, value));
                 next += 1;
             }
         }
+        view.mem.insert_all(&mut entries);
         self.last_seq.store(seq, Ordering::Release);
         let c = &self.counters;
         Counters::add(&c.user_bytes, user_bytes);

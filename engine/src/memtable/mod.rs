@@ -1,0 +1,265 @@
+//! The memtable: an ordered, concurrent in-memory table of every version written since the last flush.
+//!
+//! Keys are internal keys (user key + trailer), so each version of a key is its own entry and readers at
+//! older sequence numbers still find theirs. One leader writes at a time; readers never block.
+
+mod filter;
+mod skiplist;
+
+use std::cmp::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+use crate::format::key::{self, ValueKind};
+use crate::table::key_hash;
+use filter::MemFilter;
+use skiplist::{Node, SkipList};
+
+/// What a point lookup found in one source.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// The newest visible version is a value, written at the given sequence.
+    Found(Vec<u8>, u64),
+    /// The newest visible version is a tombstone, written at the given sequence.
+    Deleted(u64),
+    /// The source holds no visible version of the key.
+    Absent,
+}
+
+#[derive(Debug)]
+pub(crate) struct Memtable {
+    list: SkipList,
+    filter: MemFilter,
+    /// Number of the WAL started when this memtable was frozen: once this memtable is flushed, every
+    /// WAL numbered below it is obsolete. Zero while the memtable is active.
+    next_wal: AtomicUsize,
+}
+
+/// Orders an internal key against the internal key `user_key + trailer` without building it.
+fn against(user_key: &[u8], trailer: u64) -> impl Fn(&[u8]) -> Ordering + '_ {
+    move |k| {
+        let (u, t) = key::split(k);
+        u.cmp(user_key).then_with(|| trailer.cmp(&t))
+    }
+}
+
+impl Memtable {
+    /// An empty memtable expected to grow to about `memtable_size` bytes (which sizes its key filter).
+    pub fn new(memtable_size: usize) -> Self {
+        Self {
+            list: SkipList::new(),
+            filter: MemFilter::for_memtable_size(memtable_size),
+            next_wal: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds a version; `(user_key, seq)` must be new to this memtable (every entry has its own sequence).
+    #[cfg(test)]
+    pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
+        self.insert_all(&mut [(user_key, seq, kind, value)]);
+    }
+
+    /// Adds versions, as [`Memtable::insert`] does one; sorts `entries` into internal-key order first, so
+    /// that each insert starts where the one before it went (a skip-list search from the top is most of
+    /// an insert's cost, and a batch's keys often cluster: ascending ids, one index's entries).
+    pub fn insert_all(&self, entries: &mut [(&[u8], u64, ValueKind, &[u8])]) {
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then_with(|| b.1.cmp(&a.1)));
+        let mut inserter = self.list.inserter();
+        for &mut (user_key, seq, kind, value) in entries {
+            // The filter bit is set before the entry is visible, so a reader that finds the entry through
+            // the skip list would also have passed the filter.
+            self.filter.add(key_hash(user_key));
+            inserter.insert(user_key, key::make_trailer(seq, kind), value);
+        }
+    }
+
+    /// The newest version of `user_key` with a sequence `<= seq`; `hash` is [`key_hash`] of the key.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup {
+        if !self.filter.may_contain(hash) {
+            return Lookup::Absent;
+        }
+        let Some(found) = self.list.seek_ge(against(user_key, key::seek_trailer(seq))) else {
+            return Lookup::Absent;
+        };
+        // SAFETY: `found` belongs to `self.list`, alive while `self` is borrowed.
+        let (ikey, value) = unsafe { (found.key(), found.value()) };
+        let (ukey, trailer) = key::split(ikey);
+        if ukey != user_key {
+            return Lookup::Absent;
+        }
+        let seq = key::trailer_seq(trailer);
+        match key::trailer_kind(trailer) {
+            Some(ValueKind::Put) => Lookup::Found(value.to_vec(), seq),
+            Some(ValueKind::Delete) | None => Lookup::Deleted(seq),
+        }
+    }
+
+    /// Bytes the entries take, the skip list's links and headers included.
+    pub fn approximate_size(&self) -> usize {
+        self.list.bytes()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.len() == 0
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn freeze(&self, next_wal: u64) {
+        self.next_wal.store(next_wal as usize, AtomicOrdering::Release);
+    }
+
+    pub fn next_wal(&self) -> u64 {
+        self.next_wal.load(AtomicOrdering::Acquire) as u64
+    }
+}
+
+/// A position in a memtable that keeps the memtable alive: entries are read in place, with no copies.
+pub(crate) struct MemCursor {
+    mem: Arc<Memtable>,
+    node: Option<Node>,
+}
+
+impl MemCursor {
+    /// A cursor on no entry.
+    pub fn new(mem: Arc<Memtable>) -> Self {
+        Self { mem, node: None }
+    }
+
+    /// Moves to the first entry `>= target` (the first entry if `None`).
+    pub fn seek_ge(&mut self, target: Option<&[u8]>) {
+        let list = &self.mem.list;
+        self.node = match target {
+            Some(t) => {
+                let (user_key, trailer) = key::split(t);
+                list.seek_ge(against(user_key, trailer))
+            }
+            None => list.first(),
+        };
+    }
+
+    /// Moves to the last entry `<= target` (the last entry if `None`).
+    pub fn seek_le(&mut self, target: Option<&[u8]>) {
+        let list = &self.mem.list;
+        self.node = match target {
+            Some(t) => {
+                let (user_key, trailer) = key::split(t);
+                list.seek_le(against(user_key, trailer))
+            }
+            None => list.last(),
+        };
+    }
+
+    /// Moves to the next entry (`forward`) or the previous one.
+    pub fn step(&mut self, forward: bool) {
+        // SAFETY: the node belongs to `self.mem`'s list, which `self` keeps alive.
+        self.node = self.node.and_then(|n| unsafe {
+            if forward {
+                n.successor()
+            } else {
+                n.predecessor()
+            }
+        });
+    }
+
+    /// The current internal key, or `None` off the ends.
+    pub fn key(&self) -> Option<&[u8]> {
+        // SAFETY: as in `step`; the slice borrows `self`, which holds the list.
+        self.node.map(|n| unsafe { n.key() })
+    }
+
+    /// The current value (empty off the ends).
+    pub fn value(&self) -> &[u8] {
+        // SAFETY: as in `key`.
+        self.node.map(|n| unsafe { n.value() }).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn get_sees_the_newest_visible_version() {
+        let m = Memtable::new(1 << 20);
+        m.insert(b"a", 1, ValueKind::Put, b"v1");
+        m.insert(b"a", 3, ValueKind::Put, b"v3");
+        m.insert(b"a", 5, ValueKind::Delete, b"");
+        m.insert(b"b", 2, ValueKind::Put, b"b2");
+        assert_eq!(m.get(b"a", 0, key_hash(b"a")), Lookup::Absent);
+        assert_eq!(m.get(b"a", 1, key_hash(b"a")), Lookup::Found(b"v1".to_vec(), 1));
+        assert_eq!(m.get(b"a", 4, key_hash(b"a")), Lookup::Found(b"v3".to_vec(), 3));
+        assert_eq!(m.get(b"a", 9, key_hash(b"a")), Lookup::Deleted(5));
+        assert_eq!(m.get(b"b", 9, key_hash(b"b")), Lookup::Found(b"b2".to_vec(), 2));
+        assert_eq!(m.get(b"c", 9, key_hash(b"c")), Lookup::Absent);
+        assert_eq!(m.get(b"", 9, key_hash(b"")), Lookup::Absent);
+        assert_eq!(m.len(), 4);
+    }
+
+    #[test]
+    fn cursors_walk_both_directions_and_keep_the_memtable_alive() {
+        let m = Arc::new(Memtable::new(1 << 20));
+        for (i, k) in [b"a", b"b", b"c", b"d"].iter().enumerate() {
+            m.insert(*k, i as u64 + 1, ValueKind::Put, b"x");
+        }
+        let mut c = MemCursor::new(Arc::clone(&m));
+        drop(m);
+        let walk = |c: &mut MemCursor, forward: bool| {
+            let mut out = Vec::new();
+            while let Some(k) = c.key() {
+                out.push(key::user_key(k).to_vec());
+                assert_eq!(c.value(), b"x");
+                c.step(forward);
+            }
+            out
+        };
+        assert_eq!(c.key(), None);
+        c.seek_ge(None);
+        assert_eq!(walk(&mut c, true), [b"a", b"b", b"c", b"d"].map(|k| k.to_vec()));
+        assert_eq!(c.value(), b"");
+        // Between versions: `b` at sequence 2 is the first entry at or after `b` seen at 5.
+        c.seek_ge(Some(&key::internal_key(b"b", key::seek_trailer(5))));
+        assert_eq!(walk(&mut c, true), [b"b", b"c", b"d"].map(|k| k.to_vec()));
+        c.seek_ge(Some(&key::internal_key(b"b", key::seek_trailer(1))));
+        assert_eq!(walk(&mut c, true), [b"c", b"d"].map(|k| k.to_vec()));
+        c.seek_le(Some(&key::internal_key(b"c", key::seek_trailer(1))));
+        assert_eq!(walk(&mut c, false), [b"c", b"b", b"a"].map(|k| k.to_vec()));
+        c.seek_le(Some(&key::internal_key(b"c", key::seek_trailer(5))));
+        assert_eq!(walk(&mut c, false), [b"b", b"a"].map(|k| k.to_vec()));
+        c.seek_le(None);
+        assert_eq!(walk(&mut c, false), [b"d", b"c", b"b", b"a"].map(|k| k.to_vec()));
+        c.seek_le(Some(b"\0\0\0\0\0\0\0\0"));
+        assert_eq!(c.key(), None);
+    }
+
+    proptest::proptest! {
+        /// Comparing against `(user key, trailer)` agrees with the internal-key order of the built key.
+        #[test]
+        fn against_orders_as_internal_keys(
+            a in proptest::collection::vec(0u8..3, 0..12),
+            b in proptest::collection::vec(0u8..3, 0..12),
+            (sa, sb) in (0u64..4, 0u64..4),
+        ) {
+            let ka = key::internal_key(&a, key::make_trailer(sa, ValueKind::Put));
+            let kb = key::internal_key(&b, key::seek_trailer(sb));
+            proptest::prop_assert_eq!(against(&b, key::seek_trailer(sb))(&ka), key::compare(&ka, &kb));
+        }
+    }
+
+    #[test]
+    fn an_overfilled_key_filter_still_finds_every_key() {
+        // A tiny memtable's filter answers "maybe", never "no", for what it holds.
+        let keys: Vec<Vec<u8>> = (0..20_000u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        let m = Memtable::new(0);
+        for (i, k) in keys.iter().enumerate() {
+            m.insert(k, i as u64 + 1, ValueKind::Put, b"v");
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)), Lookup::Found(b"v".to_vec(), i as u64 + 1));
+        }
+        assert_eq!(m.len(), 20_000);
+    }
+}
