@@ -25,6 +25,8 @@ const ALIGN: usize = 8;
 /// The fixed part of a node; `height` links, the key and the value follow it in the same allocation.
 #[repr(C)]
 struct Header {
+    /// [`key::window`] of the user key: unequal windows order two keys without reading either.
+    window: u64,
     key_len: u32,
     value_len: u32,
     height: u32,
@@ -105,6 +107,48 @@ impl Node {
         let h = self.header();
         // SAFETY: `value_len` bytes written after the key before publication.
         unsafe { std::slice::from_raw_parts(self.data().add(h.key_len as usize), h.value_len as usize) }
+    }
+}
+
+/// An internal key to search for, given as its parts, with its window computed once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    window: u64,
+    user_key: &'a [u8],
+    trailer: u64,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(user_key: &'a [u8], trailer: u64) -> Self {
+        Self { window: key::window(user_key, 0), user_key, trailer }
+    }
+
+    /// The target internal key.
+    pub fn from_internal(ikey: &'a [u8]) -> Self {
+        let (user_key, trailer) = key::split(ikey);
+        Self::new(user_key, trailer)
+    }
+
+    /// How the internal key `ikey`, whose user key has window `window`, orders against the target.
+    fn order_key(&self, window: u64, ikey: &[u8]) -> Ordering {
+        if window != self.window {
+            return window.cmp(&self.window);
+        }
+        let (user_key, trailer) = key::split(ikey);
+        user_key.cmp(self.user_key).then_with(|| self.trailer.cmp(&trailer))
+    }
+
+    /// How `node`'s key orders against the target; reads the key only when the windows are equal.
+    ///
+    /// # Safety
+    /// The node's list is alive.
+    unsafe fn order(&self, node: Node) -> Ordering {
+        let window = node.header().window;
+        if window != self.window {
+            return window.cmp(&self.window);
+        }
+        // SAFETY: the caller's contract.
+        self.order_key(window, unsafe { node.key() })
     }
 }
 
@@ -220,6 +264,7 @@ impl SkipList {
         let key_len = key.map_or(0, |(user_key, _)| user_key.len() + key::TRAILER_LEN);
         let base = arena.alloc(node_len(height, key_len, value.len())).as_ptr();
         let header = Header {
+            window: key.map_or(0, |(user_key, _)| key::window(user_key, 0)),
             key_len: key_len as u32,
             value_len: value.len() as u32,
             height: height as u32,
@@ -259,15 +304,15 @@ impl SkipList {
         Inserter { list: self, writer: self.writer.lock(), splice: None }
     }
 
-    /// Descends from `from` at `level` to the boundary `cmp` draws (`cmp(key)` orders a node's key against
-    /// the target; with `past_equal`, equal keys count as before it). Returns the last node before the
+    /// Descends from `from` at `level` to the boundary `target` draws (with `past_equal`, a key equal to
+    /// the target counts as before it). Returns the last node before the
     /// boundary at level 0 (the head where none) and the first node after it; `splice` gets both at every
     /// level from `level` down.
     fn descend(
         &self,
         from: Node,
         level: usize,
-        cmp: impl Fn(&[u8]) -> Ordering,
+        target: &Target<'_>,
         past_equal: bool,
         mut splice: Option<&mut Splice>,
     ) -> (Node, Option<Node>) {
@@ -277,7 +322,7 @@ impl SkipList {
             let next = x.next(level);
             let before = next.is_some_and(|n| {
                 // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
-                let ord = cmp(unsafe { n.key() });
+                let ord = unsafe { target.order(n) };
                 ord == Ordering::Less || past_equal && ord == Ordering::Equal
             });
             match next {
@@ -301,14 +346,14 @@ impl SkipList {
         self.height.load(AtomicOrdering::Acquire).clamp(1, MAX_HEIGHT) - 1
     }
 
-    /// The first node whose key is not before the target (`cmp(key)` orders a key against it).
-    pub fn seek_ge(&self, cmp: impl Fn(&[u8]) -> Ordering) -> Option<Node> {
-        self.descend(self.head, self.top_level(), cmp, false, None).1
+    /// The first node whose key is not before `target`.
+    pub fn seek_ge(&self, target: &Target<'_>) -> Option<Node> {
+        self.descend(self.head, self.top_level(), target, false, None).1
     }
 
-    /// The last node whose key is not after the target.
-    pub fn seek_le(&self, cmp: impl Fn(&[u8]) -> Ordering) -> Option<Node> {
-        Some(self.descend(self.head, self.top_level(), cmp, true, None).0).filter(|p| *p != self.head)
+    /// The last node whose key is not after `target`.
+    pub fn seek_le(&self, target: &Target<'_>) -> Option<Node> {
+        Some(self.descend(self.head, self.top_level(), target, true, None).0).filter(|p| *p != self.head)
     }
 
     pub fn first(&self) -> Option<Node> {
@@ -316,7 +361,13 @@ impl SkipList {
     }
 
     pub fn last(&self) -> Option<Node> {
-        self.seek_le(|_| Ordering::Less)
+        let mut x = self.head;
+        for level in (0..=self.top_level()).rev() {
+            while let Some(next) = x.next(level) {
+                x = next;
+            }
+        }
+        Some(x).filter(|x| *x != self.head)
     }
 }
 
@@ -341,16 +392,19 @@ impl Inserter<'_> {
         let list = self.list;
         let height = self.writer.random_height();
         let node = SkipList::alloc_node(&mut self.writer.arena, height, Some((user_key, trailer)), value);
-        // SAFETY: the node was just written, and lives in this list's arena.
-        let ikey = unsafe { node.key() };
-        let cmp = |k: &[u8]| key::compare(k, ikey);
+        let target = Target::new(user_key, trailer);
         let listed = list.top_level() + 1;
         // SAFETY (both keys): nodes of this list, alive while it is borrowed.
         let (start, mut splice) = match self.splice.take() {
             // After the last insert: start at the lowest level whose next node is past the new key.
-            Some((last, splice)) if cmp(unsafe { last.key() }) == Ordering::Less => {
+            Some((last, splice)) if unsafe { target.order(last) } == Ordering::Less => {
                 let level = (0..listed).find(|&l| {
-                    splice.nexts.get(l).copied().flatten().is_none_or(|n| cmp(unsafe { n.key() }) == Ordering::Greater)
+                    splice
+                        .nexts
+                        .get(l)
+                        .copied()
+                        .flatten()
+                        .is_none_or(|n| unsafe { target.order(n) } == Ordering::Greater)
                 });
                 (level, splice)
             }
@@ -360,7 +414,7 @@ impl Inserter<'_> {
             Some(level) => (splice.prevs.get(level).copied().unwrap_or(list.head), level),
             None => (list.head, listed - 1),
         };
-        list.descend(from, level, cmp, false, Some(&mut splice));
+        list.descend(from, level, &target, false, Some(&mut splice));
         if height > listed {
             for level in listed..height {
                 if let (Some(p), Some(n)) = (splice.prevs.get_mut(level), splice.nexts.get_mut(level)) {
@@ -386,7 +440,8 @@ impl Inserter<'_> {
             *prev = node;
         }
         self.splice = Some((node, splice));
-        list.bytes.fetch_add(node_len(height, ikey.len(), value.len()), AtomicOrdering::Relaxed);
+        let node_bytes = node_len(height, user_key.len() + key::TRAILER_LEN, value.len());
+        list.bytes.fetch_add(node_bytes, AtomicOrdering::Relaxed);
         list.len.fetch_add(1, AtomicOrdering::Release);
     }
 }
@@ -452,14 +507,29 @@ mod tests {
                 let target = key::internal_key(user, key::seek_trailer(*seq));
                 let cmp = |k: &[u8]| key::compare(k, &target);
                 // SAFETY: `list` outlives these reads.
-                let ge = list.seek_ge(cmp).map(|n| unsafe { n.key().to_vec() });
+                let ge = list.seek_ge(&Target::from_internal(&target)).map(|n| unsafe { n.key().to_vec() });
                 let want_ge = sorted.iter().find(|(k, _)| cmp(k) != Ordering::Less).map(|e| e.0.clone());
                 proptest::prop_assert_eq!(ge, want_ge);
                 // SAFETY: as above.
-                let le = list.seek_le(cmp).map(|n| unsafe { n.key().to_vec() });
+                let le = list.seek_le(&Target::from_internal(&target)).map(|n| unsafe { n.key().to_vec() });
                 let want_le = sorted.iter().rev().find(|(k, _)| cmp(k) != Ordering::Greater).map(|e| e.0.clone());
                 proptest::prop_assert_eq!(le, want_le);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A target orders keys as the internal-key order does, whether the windows decide or the keys.
+        #[test]
+        fn targets_order_as_internal_keys(
+            a in proptest::collection::vec(0u8..3, 0..12),
+            b in proptest::collection::vec(0u8..3, 0..12),
+            (sa, sb) in (0u64..4, 0u64..4),
+        ) {
+            let ka = key::internal_key(&a, make_trailer(sa, ValueKind::Put));
+            let kb = key::internal_key(&b, key::seek_trailer(sb));
+            let target = Target::from_internal(&kb);
+            proptest::prop_assert_eq!(target.order_key(key::window(&a, 0), &ka), key::compare(&ka, &kb));
         }
     }
 
