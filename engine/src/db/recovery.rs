@@ -17,7 +17,7 @@ use crate::format::{LOG_FILE_HEADER_LEN, WAL_FORMAT_VERSION, WAL_MAGIC, WAL_RESE
 use crate::io::{FileLock, Storage};
 use crate::log::{read_log, written_len, LogWriter};
 use crate::manifest::VersionSet;
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, Put};
 use crate::options::Options;
 use crate::snapshot::SnapshotList;
 use crate::stats::Counters;
@@ -207,6 +207,7 @@ fn replay_wals(
             records: log.records.len(),
             marked,
         });
+        let mut puts = Vec::new();
         for (offset, payload) in log.records {
             let bad = |at: usize, reason: &str| {
                 StorageError::corruption(&path, offset + 8 + at as u64, format!("WAL batch: {reason}"))
@@ -226,16 +227,16 @@ fn replay_wals(
             }
             let mut seq = decoded.first_seq;
             let mut entries = decoded.entries;
-            let mut batch = Vec::new();
             for entry in entries.by_ref() {
                 let (kind, key, value) = entry.map_err(|e| bad(e.offset, e.reason))?;
-                batch.push((key, seq, kind, value));
+                puts.push(Put::new(key, seq, kind, value));
                 seq += 1;
             }
             entries.finish().map_err(|e| bad(e.offset, e.reason))?;
-            mem.insert_all(&mut batch);
             last_seq = seq - 1;
         }
+        // A WAL's entries in one sorted insert: into an empty memtable, each is an append.
+        mem.insert_all(&mut puts);
     }
     Ok(Replayed { last_seq, wals: replayed })
 }

@@ -14,7 +14,7 @@ use crate::format::names;
 use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC, WAL_RESERVE_BYTES};
 use crate::io::Storage;
 use crate::log::{encode_record, LogWriter};
-use crate::memtable::{Lookup, Memtable};
+use crate::memtable::{Lookup, Memtable, Put};
 use crate::options::Durability;
 use crate::stats::Counters;
 
@@ -266,7 +266,7 @@ impl Inner {
         for r in group.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(r, _)| r) {
             for entry in r.batch.entries() {
                 let Ok((kind, key, value)) = entry else { continue };
-                entries.push((key, next, kind, value));
+                entries.push(Put::new(key, next, kind, value));
                 next += 1;
             }
         }

@@ -25,6 +25,24 @@ pub(crate) enum Lookup {
     Absent,
 }
 
+/// One version to insert (see [`Memtable::insert_all`]), with its user key's window for the sort and its
+/// hash for the filter, both taken while the key is in the cache (a sorted batch visits keys out of order).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Put<'a> {
+    window: u64,
+    hash: u64,
+    user_key: &'a [u8],
+    seq: u64,
+    kind: ValueKind,
+    value: &'a [u8],
+}
+
+impl<'a> Put<'a> {
+    pub fn new(user_key: &'a [u8], seq: u64, kind: ValueKind, value: &'a [u8]) -> Self {
+        Self { window: key::window(user_key, 0), hash: key_hash(user_key), user_key, seq, kind, value }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Memtable {
     list: SkipList,
@@ -47,20 +65,23 @@ impl Memtable {
     /// Adds a version; `(user_key, seq)` must be new to this memtable (every entry has its own sequence).
     #[cfg(test)]
     pub fn insert(&self, user_key: &[u8], seq: u64, kind: ValueKind, value: &[u8]) {
-        self.insert_all(&mut [(user_key, seq, kind, value)]);
+        self.insert_all(&mut [Put::new(user_key, seq, kind, value)]);
     }
 
     /// Adds versions, as [`Memtable::insert`] does one; sorts `entries` into internal-key order first, so
     /// that each insert starts where the one before it went (a skip-list search from the top is most of
-    /// an insert's cost, and a batch's keys often cluster: ascending ids, one index's entries).
-    pub fn insert_all(&self, entries: &mut [(&[u8], u64, ValueKind, &[u8])]) {
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0).then_with(|| b.1.cmp(&a.1)));
+    /// an insert's cost, and a batch's keys often cluster: ascending ids, one index's entries; replayed
+    /// into an empty memtable, sorted entries are appends).
+    pub fn insert_all(&self, entries: &mut [Put<'_>]) {
+        entries.sort_unstable_by(|a, b| {
+            a.window.cmp(&b.window).then_with(|| a.user_key.cmp(b.user_key)).then_with(|| b.seq.cmp(&a.seq))
+        });
         let mut inserter = self.list.inserter();
-        for &mut (user_key, seq, kind, value) in entries {
+        for put in entries.iter() {
             // The filter bit is set before the entry is visible, so a reader that finds the entry through
             // the skip list would also have passed the filter.
-            self.filter.add(key_hash(user_key));
-            inserter.insert(user_key, key::make_trailer(seq, kind), value);
+            self.filter.add(put.hash);
+            inserter.insert(put.user_key, key::make_trailer(put.seq, put.kind), put.value);
         }
     }
 
@@ -218,6 +239,45 @@ mod tests {
         assert_eq!(walk(&mut c, false), [b"d", b"c", b"b", b"a"].map(|k| k.to_vec()));
         c.seek_le(Some(b"\0\0\0\0\0\0\0\0"));
         assert_eq!(c.key(), None);
+    }
+
+    #[test]
+    fn insert_all_takes_entries_in_any_order_and_versions_stay_apart() {
+        // Three versions of each of 300 keys, given newest first, interleaved, across two calls (as a
+        // replay of two WALs makes).
+        let keys: Vec<Vec<u8>> = (0..300u32).map(|i| format!("k{:05}", (i * 7919) % 300).into_bytes()).collect();
+        let m = Memtable::new(1 << 20);
+        for round in [2u64, 1, 0] {
+            let mut puts: Vec<Put<'_>> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let seq = round * 1000 + i as u64 + 1;
+                    let kind = if round == 1 && i % 3 == 0 { ValueKind::Delete } else { ValueKind::Put };
+                    Put::new(k, seq, kind, k)
+                })
+                .collect();
+            m.insert_all(&mut puts);
+        }
+        assert_eq!(m.len(), 900);
+        for (i, k) in keys.iter().enumerate() {
+            let h = key_hash(k);
+            let i = i as u64;
+            assert_eq!(m.get(k, u64::MAX >> 8, h), Lookup::Found(k.clone(), 2001 + i));
+            let middle = if i % 3 == 0 { Lookup::Deleted(1001 + i) } else { Lookup::Found(k.clone(), 1001 + i) };
+            assert_eq!(m.get(k, 2000, h), middle);
+            assert_eq!(m.get(k, 1000, h), Lookup::Found(k.clone(), i + 1));
+            assert_eq!(m.get(k, 0, h), Lookup::Absent);
+        }
+        let mut c = MemCursor::new(Arc::new(m));
+        c.seek_ge(None);
+        let mut seen = Vec::new();
+        while let Some(k) = c.key() {
+            seen.push(k.to_vec());
+            c.step(true);
+        }
+        assert!(seen.windows(2).all(|w| key::compare(&w[0], &w[1]) == std::cmp::Ordering::Less));
+        assert_eq!(seen.len(), 900);
     }
 
     #[test]
