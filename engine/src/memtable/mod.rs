@@ -253,7 +253,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, k)| {
                     let seq = round * 1000 + i as u64 + 1;
-                    let kind = if round == 1 && i % 3 == 0 { ValueKind::Delete } else { ValueKind::Put };
+                    let kind = if round == 1 && i.is_multiple_of(3) { ValueKind::Delete } else { ValueKind::Put };
                     Put::new(k, seq, kind, k)
                 })
                 .collect();
@@ -264,7 +264,8 @@ mod tests {
             let h = key_hash(k);
             let i = i as u64;
             assert_eq!(m.get(k, u64::MAX >> 8, h), Lookup::Found(k.clone(), 2001 + i));
-            let middle = if i % 3 == 0 { Lookup::Deleted(1001 + i) } else { Lookup::Found(k.clone(), 1001 + i) };
+            let middle =
+                if i.is_multiple_of(3) { Lookup::Deleted(1001 + i) } else { Lookup::Found(k.clone(), 1001 + i) };
             assert_eq!(m.get(k, 2000, h), middle);
             assert_eq!(m.get(k, 1000, h), Lookup::Found(k.clone(), i + 1));
             assert_eq!(m.get(k, 0, h), Lookup::Absent);

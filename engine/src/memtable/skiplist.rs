@@ -42,8 +42,9 @@ fn node_len(height: usize, key_len: usize, value_len: usize) -> usize {
     (HEADER_LEN + height * LINK_LEN + key_len + value_len).next_multiple_of(ALIGN)
 }
 
-/// A node of some list. Valid only while that list lives: every method is `unsafe` on that ground, and the
-/// list's users (the memtable's cursor) hold the list alive for as long as they hold its nodes.
+/// A node of some list. Valid only while that list lives: the methods other modules call are `unsafe` on
+/// that ground (this module's own calls run while `&SkipList` is borrowed), and the list's users (the
+/// memtable's cursor) hold the list alive for as long as they hold its nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Node(NonNull<Header>);
 
