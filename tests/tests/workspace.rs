@@ -14,7 +14,6 @@ fn engine_depends_on_no_async_or_network_crate() {
         // Optional, for the `fuzzing` feature only (the fuzz targets' input decoding).
         "arbitrary",
         "crc32fast",
-        "crossbeam-skiplist",
         "memmap2",
         "parking_lot",
         "serde",
