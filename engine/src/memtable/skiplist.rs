@@ -135,26 +135,23 @@ impl<'a> Target<'a> {
         Self::new(user_key, trailer)
     }
 
-    /// How the internal key `ikey`, whose user key has window `window`, orders against the target.
-    fn order_key(&self, window: u64, ikey: &[u8]) -> Ordering {
+    /// How an internal key whose user key has window `window` orders against the target; `ikey` gives the
+    /// key, and is called only when the windows tie.
+    fn order_with<'k>(&self, window: u64, ikey: impl FnOnce() -> &'k [u8]) -> Ordering {
         if window != self.window {
             return window.cmp(&self.window);
         }
-        let (user_key, trailer) = key::split(ikey);
+        let (user_key, trailer) = key::split(ikey());
         user_key.cmp(self.user_key).then_with(|| self.trailer.cmp(&trailer))
     }
 
-    /// How `node`'s key orders against the target; reads the key only when the windows are equal.
+    /// How `node`'s key orders against the target; reads the key only when the windows tie.
     ///
     /// # Safety
     /// The node's list is alive.
     unsafe fn order(&self, node: Node) -> Ordering {
-        let window = node.header().window;
-        if window != self.window {
-            return window.cmp(&self.window);
-        }
         // SAFETY: the caller's contract.
-        self.order_key(window, unsafe { node.key() })
+        self.order_with(node.header().window, || unsafe { node.key() })
     }
 }
 
@@ -311,9 +308,8 @@ impl SkipList {
     }
 
     /// Descends from `from` at `level` to the boundary `target` draws (with `past_equal`, a key equal to
-    /// the target counts as before it). Returns the last node before the
-    /// boundary at level 0 (the head where none) and the first node after it; `splice` gets both at every
-    /// level from `level` down.
+    /// the target counts as before it). Returns the last node before the boundary at level 0 (the head
+    /// where none) and the first node after it; `splice` gets both at every level from `level` down.
     fn descend(
         &self,
         from: Node,
@@ -535,7 +531,7 @@ mod tests {
             let ka = key::internal_key(&a, make_trailer(sa, ValueKind::Put));
             let kb = key::internal_key(&b, key::seek_trailer(sb));
             let target = Target::from_internal(&kb);
-            proptest::prop_assert_eq!(target.order_key(key::window(&a, 0), &ka), key::compare(&ka, &kb));
+            proptest::prop_assert_eq!(target.order_with(key::window(&a, 0), || &ka), key::compare(&ka, &kb));
         }
     }
 
