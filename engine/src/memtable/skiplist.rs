@@ -544,6 +544,8 @@ mod tests {
         inserter.insert(b"a", make_trailer(1, ValueKind::Put), b"small");
         inserter.insert(b"c", make_trailer(3, ValueKind::Put), &[]);
         drop(inserter);
+        // The head and the two small nodes share the first block; the large one has its own.
+        assert_eq!(list.writer.lock().arena.blocks.len(), 2);
         let got = collect(&list, false);
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].1, b"small");
