@@ -677,6 +677,41 @@ fn adding_an_optional_field_keeps_old_records_readable() {
 }
 
 #[test]
+fn floats_read_back_bit_for_bit_and_index_entries_follow_them() {
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        id: String,
+        score: f64,
+    }
+    impl Record for Sample {
+        const COLLECTION: &'static str = "samples";
+        fn id(&self) -> String {
+            self.id.clone()
+        }
+        fn indexes() -> Vec<IndexSpec> {
+            vec![IndexSpec::new("score", &["score"])]
+        }
+    }
+    // Each prints as a shortest decimal that a parse without correct rounding reads one unit off.
+    let scores = [-6.676040344723838e276, -2.8670328658502655e262, 1.856588120474891e-133, 3.86338527899431e173];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let samples = store.collection::<Sample>().unwrap();
+    for (i, score) in scores.into_iter().enumerate() {
+        samples.insert(&Sample { id: format!("s{i}"), score }).unwrap();
+    }
+    for (i, score) in scores.into_iter().enumerate() {
+        let got = samples.get(&format!("s{i}")).unwrap().unwrap();
+        assert_eq!(got.doc.score.to_bits(), score.to_bits(), "s{i}");
+        assert_eq!(samples.count(&Query::new().eq("score", score)).unwrap(), 1, "s{i} found by its score");
+        // The update removes the index entry the insert wrote: the stored score parses to the same float.
+        samples.update(&Sample { id: got.id, score: -score }, got.version).unwrap();
+    }
+    store.check_indexes().unwrap();
+    assert_eq!(samples.count(&Query::new().eq("score", scores[0])).unwrap(), 0);
+}
+
+#[test]
 fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();
     {
