@@ -712,6 +712,48 @@ fn floats_read_back_bit_for_bit_and_index_entries_follow_them() {
 }
 
 #[test]
+fn a_record_that_is_not_a_json_object_is_refused_and_nothing_is_written() {
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(transparent)]
+    struct Tag(String);
+    impl Record for Tag {
+        const COLLECTION: &'static str = "tags";
+        fn id(&self) -> String {
+            self.0.clone()
+        }
+        fn indexes() -> Vec<IndexSpec> {
+            vec![IndexSpec::new("name", &["name"])]
+        }
+    }
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Grid {
+        id: String,
+        cells: BTreeMap<(u8, u8), u8>,
+    }
+    impl Record for Grid {
+        const COLLECTION: &'static str = "grids";
+        fn id(&self) -> String {
+            self.id.clone()
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tags = store.collection::<Tag>().unwrap();
+    let err = tags.insert(&Tag("gpu".into())).unwrap_err();
+    assert!(matches!(&err, CollectionError::Invalid(m) if m.contains("JSON objects")), "{err}");
+    assert!(matches!(tags.upsert(&Tag("gpu".into())), Err(CollectionError::Invalid(_))));
+    let grids = store.collection::<Grid>().unwrap();
+    let grid = Grid { id: "g".into(), cells: BTreeMap::from([((0, 1), 2)]) };
+    let tasks = store.collection::<Task>().unwrap();
+    let err =
+        store.transaction(|tx| tx.insert(&task(1, "PENDING")).and_then(|_| tx.insert(&grid)).map(drop)).unwrap_err();
+    assert!(matches!(&err, CollectionError::Invalid(m) if m.contains("key must be a string")), "{err}");
+    let counts = [&tags.count(&Query::new()), &grids.count(&Query::new()), &tasks.count(&Query::new())];
+    assert!(counts.iter().all(|c| *c.as_ref().unwrap() == 0), "{counts:?}");
+    assert_eq!(store.changes_since(0, 10).unwrap().len(), 0, "no change event either");
+}
+
+#[test]
 fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();
     {

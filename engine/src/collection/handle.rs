@@ -51,12 +51,24 @@ impl DynCollection {
         doc: &Value,
         op: impl Fn(&mut Transaction<'_>, Value) -> Result<u64, CollectionError>,
     ) -> Result<Stored<Value>, CollectionError> {
+        self.write_as(id, |tx| op(tx, doc.clone()), |_| Ok(doc.clone()))
+    }
+
+    /// [`DynCollection::write`] of a write `op` makes, returning the document `doc` takes from the
+    /// transaction before it commits.
+    pub(crate) fn write_as<D>(
+        &self,
+        id: &str,
+        op: impl Fn(&mut Transaction<'_>) -> Result<u64, CollectionError>,
+        doc: impl Fn(&Transaction<'_>) -> Result<D, CollectionError>,
+    ) -> Result<Stored<D>, CollectionError> {
         let name = &self.name;
         let mut last = None;
         for _ in 0..SINGLE_WRITE_ATTEMPTS {
             let mut tx = self.store.begin();
-            op(&mut tx, doc.clone())?;
+            op(&mut tx)?;
             let written = tx.staged_meta(name, id);
+            let doc = doc(&tx)?;
             match tx.commit() {
                 Ok(c) => {
                     let (version, created_ms) = written
@@ -67,7 +79,7 @@ impl DynCollection {
                         seq: c.seq,
                         created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
                         updated_at_ms: c.at_ms,
-                        doc: doc.clone(),
+                        doc,
                     });
                 }
                 Err(e) if e.is_retryable() => last = Some(e),

@@ -95,10 +95,21 @@ pub(crate) fn encode_field(out: &mut Vec<u8>, v: Option<&Value>, descending: boo
 
 /// The index entry key of a document: its values for `fields`, then its id.
 pub(crate) fn index_key(collection: &str, index: &str, fields: &[String], doc: &Value, id: &str) -> Vec<u8> {
+    index_key_with(collection, index, fields, |path| field(doc, path), id)
+}
+
+/// [`index_key`] of a document whose value at each field path `value_at` gives.
+pub(crate) fn index_key_with<'v>(
+    collection: &str,
+    index: &str,
+    fields: &[String],
+    value_at: impl Fn(&str) -> Option<&'v Value>,
+    id: &str,
+) -> Vec<u8> {
     let mut k = index_prefix(collection, index);
     for f in fields {
         let (path, descending) = index_field(f);
-        encode_field(&mut k, field(doc, path), descending);
+        encode_field(&mut k, value_at(path), descending);
     }
     encode_str(&mut k, TAG_STRING, id);
     k

@@ -8,6 +8,7 @@ mod changes;
 mod envelope;
 mod error;
 mod export;
+mod fields;
 mod handle;
 mod hints;
 mod inflight;

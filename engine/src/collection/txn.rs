@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::batch::{Condition, WriteBatch};
@@ -14,10 +15,11 @@ use crate::snapshot::Snapshot;
 use super::changes::{encode_event, ChangeOp};
 use super::envelope::{self, Envelope};
 use super::error::CollectionError;
+use super::fields;
 use super::keys;
 use super::record::{CollectionSpec, Record, Stored};
 use super::store::{now_ms, validate_id, Store};
-use super::typed::{from_doc, to_doc};
+use super::typed::from_doc;
 
 /// A write staged in a transaction: the record's state at the snapshot and after the transaction.
 struct Staged {
@@ -37,12 +39,45 @@ struct Before {
     index_keys: Vec<Vec<u8>>,
 }
 
-/// A staged document, serialized and indexed when it is staged so that its JSON tree is freed while still
-/// in the cache rather than at commit.
-struct After {
+/// A staged document: serialized, and indexed, before it is staged.
+pub(crate) struct After {
     json: Vec<u8>,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
+}
+
+impl After {
+    /// A JSON document; `Invalid` unless it is an object.
+    fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, CollectionError> {
+        if !doc.is_object() {
+            return Err(CollectionError::invalid("a document must be a JSON object"));
+        }
+        // Serializing a `Value` cannot fail.
+        Ok(After { json: serde_json::to_vec(doc).unwrap_or_default(), index_keys: index_keys(spec, doc, id) })
+    }
+
+    /// A typed record, serialized straight to JSON text, its indexed fields captured on the side (or read
+    /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
+    fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, CollectionError> {
+        let json = serde_json::to_vec(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", spec.name)))?;
+        let mut paths: Vec<&str> = Vec::new();
+        for f in spec.indexes.iter().flat_map(|i| &i.fields) {
+            let (path, _) = keys::index_field(f);
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        let values = match fields::capture_paths(record, &paths) {
+            Some(values) => values,
+            None => fields::read_paths(&json, &paths).map_err(|_| {
+                CollectionError::invalid(format!("{} records must serialize to JSON objects", spec.name))
+            })?,
+        };
+        let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
+        let index_keys =
+            spec.indexes.iter().map(|i| keys::index_key_with(&spec.name, &i.name, &i.fields, value_at, id)).collect();
+        Ok(After { json, index_keys })
+    }
 }
 
 /// A record as a transaction sees it.
@@ -144,7 +179,7 @@ impl<'s> Transaction<'s> {
         &mut self,
         spec: Arc<CollectionSpec>,
         id: &str,
-        after: Option<Value>,
+        after: Option<After>,
         version: u64,
     ) -> Result<u64, CollectionError> {
         let key = keys::record_key(&spec.name, id);
@@ -165,11 +200,7 @@ impl<'s> Transaction<'s> {
             Some(b) if after.is_some() => version.max(b.version + 1),
             _ => version,
         };
-        // Serializing a `Value` cannot fail.
-        s.after = after.map(|doc| After {
-            json: serde_json::to_vec(&doc).unwrap_or_default(),
-            index_keys: index_keys(&s.spec, &doc, id),
-        });
+        s.after = after;
         let staged = s.version;
         s.op = match (&s.before, &s.after) {
             (None, Some(_)) => ChangeOp::Insert,
@@ -192,18 +223,9 @@ impl<'s> Transaction<'s> {
             Current::Absent => return Ok(None),
             Current::Stored(e) => Envelope::clone(&e),
             Current::Staged(version) => {
-                let key = keys::record_key(&spec.name, id);
-                let Some(s) = self.staged.get(&key) else { return Ok(None) };
-                let json = s.after.as_ref().map(|a| a.json.as_slice()).unwrap_or_default();
-                let doc =
-                    serde_json::from_slice(json).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
-                Envelope {
-                    seq: 0,
-                    version,
-                    created_ms: s.before.as_ref().map_or(0, |b| b.created_ms),
-                    updated_ms: 0,
-                    doc,
-                }
+                let Some((_, created_ms)) = self.staged_meta(&spec.name, id) else { return Ok(None) };
+                let doc = self.staged_doc(&spec.name, id)?;
+                Envelope { seq: 0, version, created_ms, updated_ms: 0, doc }
             }
         };
         Ok(Some(stored(id, env)))
@@ -217,25 +239,24 @@ impl<'s> Transaction<'s> {
         Some((s.version, s.before.as_ref().map_or(0, |b| b.created_ms)))
     }
 
+    /// The document this transaction writes for a record, decoded as `D`; `NotFound` if it writes none.
+    pub(crate) fn staged_doc<D: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<D, CollectionError> {
+        let key = keys::record_key(collection, id);
+        let Some(after) = self.staged.get(&key).and_then(|s| s.after.as_ref()) else {
+            return Err(CollectionError::NotFound { collection: collection.to_owned(), id: id.to_owned() });
+        };
+        serde_json::from_slice(&after.json).map_err(|e| CollectionError::undecodable(&key, e.to_string()))
+    }
+
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
     /// a delete of the same record in this transaction, the version following the deleted one.
     pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
-        let spec = self.store.spec(collection)?;
-        validate_id(id)?;
-        check_doc(&doc)?;
-        if self.current(&spec, id)?.version().is_some() {
-            return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
-        }
-        self.stage(spec, id, Some(doc), 1)
+        self.insert_with(collection, id, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Inserts or replaces a document. Returns the new version.
     pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
-        let spec = self.store.spec(collection)?;
-        validate_id(id)?;
-        check_doc(&doc)?;
-        let version = self.current(&spec, id)?.version().map_or(1, |v| v + 1);
-        self.stage(spec, id, Some(doc), version)
+        self.upsert_with(collection, id, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
@@ -246,12 +267,53 @@ impl<'s> Transaction<'s> {
         expected: u64,
         doc: Value,
     ) -> Result<u64, CollectionError> {
+        self.update_with(collection, id, expected, |spec| After::of_value(spec, &doc, id))
+    }
+
+    /// An insert of the document `after` makes from the collection's spec (called once the id is valid).
+    fn insert_with(
+        &mut self,
+        collection: &str,
+        id: &str,
+        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
+    ) -> Result<u64, CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
-        check_doc(&doc)?;
+        let after = after(&spec)?;
+        if self.current(&spec, id)?.version().is_some() {
+            return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+        }
+        self.stage(spec, id, Some(after), 1)
+    }
+
+    /// [`Transaction::insert_with`], for an insert or replace.
+    fn upsert_with(
+        &mut self,
+        collection: &str,
+        id: &str,
+        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
+    ) -> Result<u64, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        let after = after(&spec)?;
+        let version = self.current(&spec, id)?.version().map_or(1, |v| v + 1);
+        self.stage(spec, id, Some(after), version)
+    }
+
+    /// [`Transaction::insert_with`], for a replace of version `expected`.
+    fn update_with(
+        &mut self,
+        collection: &str,
+        id: &str,
+        expected: u64,
+        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
+    ) -> Result<u64, CollectionError> {
+        let spec = self.store.spec(collection)?;
+        validate_id(id)?;
+        let after = after(&spec)?;
         let current = self.current(&spec, id)?.version();
         let version = expect_version(&spec, id, current, Some(expected))?;
-        self.stage(spec, id, Some(doc), version + 1)
+        self.stage(spec, id, Some(after), version + 1)
     }
 
     /// Deletes a document, checking its version if `expected` is given.
@@ -269,12 +331,12 @@ impl<'s> Transaction<'s> {
     pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
-        check_doc(&doc)?;
+        let after = After::of_value(&spec, &doc, id)?;
         if version == 0 {
             return Err(CollectionError::invalid(format!("{collection}/{id}: a version must be at least 1")));
         }
         let key = keys::record_key(&spec.name, id);
-        self.stage(spec, id, Some(doc), version)?;
+        self.stage(spec, id, Some(after), version)?;
         if let Some(s) = self.staged.get_mut(&key) {
             s.version = version;
         }
@@ -290,19 +352,22 @@ impl<'s> Transaction<'s> {
     /// Inserts a typed record. Returns its version (1).
     pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
-        self.insert_doc(T::COLLECTION, &record.id(), to_doc(record)?)
+        let id = record.id();
+        self.insert_with(T::COLLECTION, &id, |spec| After::of_record(spec, record, &id))
     }
 
     /// Inserts or replaces a typed record. Returns its new version.
     pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
-        self.upsert_doc(T::COLLECTION, &record.id(), to_doc(record)?)
+        let id = record.id();
+        self.upsert_with(T::COLLECTION, &id, |spec| After::of_record(spec, record, &id))
     }
 
     /// Replaces a typed record whose version is `expected`. Returns its new version.
     pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
-        self.update_doc(T::COLLECTION, &record.id(), expected, to_doc(record)?)
+        let id = record.id();
+        self.update_with(T::COLLECTION, &id, expected, |spec| After::of_record(spec, record, &id))
     }
 
     /// Deletes a typed record, checking its version if `expected` is given.
@@ -386,14 +451,6 @@ pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
         created_at_ms: e.created_ms,
         updated_at_ms: e.updated_ms,
         doc: e.doc,
-    }
-}
-
-fn check_doc(doc: &Value) -> Result<(), CollectionError> {
-    if doc.is_object() {
-        Ok(())
-    } else {
-        Err(CollectionError::invalid("a document must be a JSON object"))
     }
 }
 

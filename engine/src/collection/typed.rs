@@ -9,14 +9,6 @@ use super::handle::DynCollection;
 use super::query::{Page, Plan, Query};
 use super::record::{Record, Stored};
 
-pub(crate) fn to_doc<T: Record>(record: &T) -> Result<Value, CollectionError> {
-    let doc = serde_json::to_value(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", T::COLLECTION)))?;
-    if !doc.is_object() {
-        return Err(CollectionError::invalid(format!("{} records must serialize to JSON objects", T::COLLECTION)));
-    }
-    Ok(doc)
-}
-
 pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
     let doc = serde_json::from_value(s.doc).map_err(|e| CollectionError::Undecodable {
         key: format!("{}/{}", T::COLLECTION, s.id),
@@ -51,17 +43,20 @@ impl<T: Record> Collection<T> {
 
     /// Inserts a record; `AlreadyExists` if its id is taken.
     pub fn insert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
-        from_doc(self.inner.insert(&record.id(), to_doc(record)?)?)
+        let id = record.id();
+        self.inner.write_as(&id, |tx| tx.insert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
     }
 
     /// Inserts or replaces a record.
     pub fn upsert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
-        from_doc(self.inner.upsert(&record.id(), to_doc(record)?)?)
+        let id = record.id();
+        self.inner.write_as(&id, |tx| tx.upsert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
     }
 
     /// Replaces a record whose stored version is `expected`.
     pub fn update(&self, record: &T, expected: u64) -> Result<Stored<T>, CollectionError> {
-        from_doc(self.inner.update(&record.id(), expected, to_doc(record)?)?)
+        let id = record.id();
+        self.inner.write_as(&id, |tx| tx.update(record, expected), |tx| tx.staged_doc(T::COLLECTION, &id))
     }
 
     /// Deletes a record, checking its version if `expected` is given.

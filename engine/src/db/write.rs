@@ -24,18 +24,21 @@ use super::{lookup, Inner, View};
 const LATEST: u64 = u64::MAX >> 8;
 
 /// The key of the first condition that fails: written earlier in the same group, or committed after the
-/// condition's sequence.
+/// condition's sequence. `committed` is the last sequence committed before the group: a condition from at
+/// least that sequence cannot have been broken by an earlier group, and its key is not looked up.
 fn failed_condition(
     view: &View,
     conditions: &[Condition],
     written: &HashSet<Vec<u8>>,
+    committed: u64,
 ) -> Result<Option<Vec<u8>>, StorageError> {
     for c in conditions {
         let changed = written.contains(&c.key)
-            || match lookup(view, &c.key, LATEST)? {
-                Lookup::Found(_, seq) | Lookup::Deleted(seq) => seq > c.seq,
-                Lookup::Absent => false,
-            };
+            || (c.seq < committed
+                && match lookup(view, &c.key, LATEST)? {
+                    Lookup::Found(_, seq) | Lookup::Deleted(seq) => seq > c.seq,
+                    Lookup::Absent => false,
+                });
         if changed {
             return Ok(Some(c.key.clone()));
         }
@@ -222,20 +225,22 @@ impl Inner {
     /// its conditions failed.
     fn append_group(&self, group: &mut [Request]) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
         let view = self.current_view();
-        let checking = group.iter().any(|r| !r.conditions.is_empty());
+        // The keys of accepted requests are collected only while a later request has conditions to check.
+        let last_checked = group.iter().rposition(|r| !r.conditions.is_empty());
         let mut written: HashSet<Vec<u8>> = HashSet::new();
-        let mut seq = self.last_seq.load(Ordering::Acquire);
+        let committed = self.last_seq.load(Ordering::Acquire);
+        let mut seq = committed;
         let mut framed = Vec::new();
         let mut results = Vec::with_capacity(group.len());
         let mut accepted = Vec::with_capacity(group.len());
         let mut user_bytes = 0;
-        for r in group.iter_mut() {
-            if let Some(key) = failed_condition(&view, &r.conditions, &written)? {
+        for (i, r) in group.iter_mut().enumerate() {
+            if let Some(key) = failed_condition(&view, &r.conditions, &written, committed)? {
                 results.push(Err(WriteError::ConditionFailed { key }));
                 accepted.push(false);
                 continue;
             }
-            if checking {
+            if last_checked.is_some_and(|last| i < last) {
                 written.extend(r.batch.keys().map(<[u8]>::to_vec));
             }
             if !r.batch.is_empty() {
