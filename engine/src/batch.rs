@@ -65,13 +65,20 @@ impl WriteBatch {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        self.check(key, Some(value));
+        self.put_parts(&[key.as_ref()], &[value.as_ref()])
+    }
+
+    /// Sets the key made of `key` parts to the value made of `value` parts, copying each part once.
+    fn put_parts(&mut self, key: &[&[u8]], value: &[&[u8]]) -> &mut Self {
+        let key_len: usize = key.iter().map(|p| p.len()).sum();
+        let value_len: usize = value.iter().map(|p| p.len()).sum();
+        self.check(key_len, Some(value_len));
+        self.rep.reserve(9 + key_len + value_len);
         self.rep.push(ValueKind::Put as u8);
-        put_u32(&mut self.rep, key.len() as u32);
-        self.rep.extend_from_slice(key);
-        put_u32(&mut self.rep, value.len() as u32);
-        self.rep.extend_from_slice(value);
+        put_u32(&mut self.rep, key_len as u32);
+        key.iter().for_each(|p| self.rep.extend_from_slice(p));
+        put_u32(&mut self.rep, value_len as u32);
+        value.iter().for_each(|p| self.rep.extend_from_slice(p));
         self.count += 1;
         self
     }
@@ -79,7 +86,7 @@ impl WriteBatch {
     /// Deletes `key` (a no-op if it is absent).
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> &mut Self {
         let key = key.as_ref();
-        self.check(key, None);
+        self.check(key.len(), None);
         self.rep.push(ValueKind::Delete as u8);
         put_u32(&mut self.rep, key.len() as u32);
         self.rep.extend_from_slice(key);
@@ -87,28 +94,24 @@ impl WriteBatch {
         self
     }
 
-    /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to `value`, where `commit_seq` is
+    /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to the concatenation of the `value`
+    /// parts, where `commit_seq` is
     /// the sequence number [`Db::write`](crate::Db::write) returns for this batch. Keys written this way sort
     /// in commit order.
     #[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in numeric order")]
-    pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[u8]) -> &mut Self {
-        let mut key = Vec::with_capacity(prefix.len() + 12);
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(&[0; 8]);
-        key.extend_from_slice(&self.count.to_be_bytes());
+    pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[&[u8]]) -> &mut Self {
         let at = self.rep.len() + 1 + 4 + prefix.len();
-        self.put(key, value);
+        let op_index = self.count.to_be_bytes();
+        self.put_parts(&[prefix, &[0; 8], &op_index], value);
         self.stamps.push(Stamp::KeyBe(at));
         self
     }
 
-    /// Sets `key` to `commit_seq (u64 LE) ++ value`, `commit_seq` as in [`WriteBatch::put_commit_keyed`].
-    pub(crate) fn put_commit_prefixed(&mut self, key: &[u8], value: &[u8]) -> &mut Self {
-        let mut v = Vec::with_capacity(8 + value.len());
-        v.extend_from_slice(&[0; 8]);
-        v.extend_from_slice(value);
+    /// Sets `key` to `commit_seq (u64 LE) ++ head ++ body`, `commit_seq` as in
+    /// [`WriteBatch::put_commit_keyed`].
+    pub(crate) fn put_commit_prefixed(&mut self, key: &[u8], head: &[u8], body: &[u8]) -> &mut Self {
         let at = self.rep.len() + 1 + 4 + key.len() + 4;
-        self.put(key, v);
+        self.put_parts(&[key], &[&[0; 8], head, body]);
         self.stamps.push(Stamp::ValueLe(at));
         self
     }
@@ -141,14 +144,15 @@ impl WriteBatch {
         self.stamps.clear();
     }
 
-    fn check(&mut self, key: &[u8], value: Option<&[u8]>) {
+    /// Notes the first invalid operation: a key of `key_len` bytes and, for a put, a value of `value_len`.
+    fn check(&mut self, key_len: usize, value_len: Option<usize>) {
         if self.invalid.is_some() {
             return;
         }
-        if key.is_empty() || key.len() > MAX_KEY_LEN {
-            self.invalid = Some(Invalid::Key(key.len()));
-        } else if let Some(v) = value.filter(|v| v.len() > MAX_VALUE_LEN) {
-            self.invalid = Some(Invalid::Value(v.len()));
+        if key_len == 0 || key_len > MAX_KEY_LEN {
+            self.invalid = Some(Invalid::Key(key_len));
+        } else if let Some(len) = value_len.filter(|len| *len > MAX_VALUE_LEN) {
+            self.invalid = Some(Invalid::Value(len));
         }
     }
 
@@ -319,7 +323,7 @@ mod tests {
     #[expect(clippy::big_endian_bytes, reason = "stamped keys carry big-endian numbers")]
     fn commit_sequence_stamps_land_in_keys_and_values() {
         let mut b = WriteBatch::new();
-        b.put(b"x", b"1").put_commit_keyed(b"feed/", b"event").put_commit_prefixed(b"rec", b"doc");
+        b.put(b"x", b"1").put_commit_keyed(b"feed/", &[b"ev", b"ent"]).put_commit_prefixed(b"rec", b"d", b"oc");
         let payload = b.stamp(10).to_vec();
         let got: Vec<_> = decode(&payload).unwrap().entries.map(|e| e.unwrap()).collect();
         let commit = 12u64;

@@ -3,6 +3,8 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::io::Write as _;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -49,7 +51,9 @@ struct Event<'a> {
     doc: Option<std::borrow::Cow<'a, Value>>,
 }
 
-/// Encodes an event; `doc` is the document already serialized as JSON (it is spliced in, not re-encoded).
+/// Encodes an event around `doc`, the document already serialized as JSON: the event is `head ++ doc ++
+/// tail` (`doc` `null` for none), returned as `head` and `tail` so that the document is spliced in, not
+/// copied or re-encoded.
 pub(crate) fn encode_event(
     collection: &str,
     id: &str,
@@ -57,21 +61,19 @@ pub(crate) fn encode_event(
     version: u64,
     at_ms: i64,
     doc: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(96 + doc.map_or(0, <[u8]>::len));
+) -> (Vec<u8>, &'static [u8]) {
+    let mut head = Vec::with_capacity(96 + collection.len() + id.len());
     let op = match op {
         ChangeOp::Insert => "insert",
         ChangeOp::Update => "update",
         ChangeOp::Delete => "delete",
     };
-    out.extend_from_slice(b"{\"collection\":");
-    let _ = serde_json::to_writer(&mut out, collection);
-    out.extend_from_slice(b",\"id\":");
-    let _ = serde_json::to_writer(&mut out, id);
-    out.extend_from_slice(format!(",\"op\":\"{op}\",\"version\":{version},\"at_ms\":{at_ms},\"doc\":").as_bytes());
-    out.extend_from_slice(doc.unwrap_or(b"null"));
-    out.push(b'}');
-    out
+    head.extend_from_slice(b"{\"collection\":");
+    let _ = serde_json::to_writer(&mut head, collection);
+    head.extend_from_slice(b",\"id\":");
+    let _ = serde_json::to_writer(&mut head, id);
+    let _ = write!(head, ",\"op\":\"{op}\",\"version\":{version},\"at_ms\":{at_ms},\"doc\":");
+    (head, if doc.is_some() { b"}" } else { b"null}" })
 }
 
 /// Decodes a change-feed entry: key `0x03 | seq u64 BE | op u32 BE`, value the event's JSON.
@@ -110,7 +112,9 @@ mod tests {
     #[expect(clippy::big_endian_bytes, reason = "change keys carry big-endian numbers")]
     fn events_round_trip() {
         let doc = json!({"status": "PENDING"});
-        let bytes = encode_event("jobs", "j\"1", ChangeOp::Update, 3, 99, Some(&serde_json::to_vec(&doc).unwrap()));
+        let text = serde_json::to_vec(&doc).unwrap();
+        let (head, tail) = encode_event("jobs", "j\"1", ChangeOp::Update, 3, 99, Some(&text));
+        let bytes = [&head[..], &text, tail].concat();
         let mut key = seq_key(42);
         key.extend_from_slice(&0u32.to_be_bytes());
         let c = decode_event(&key, &bytes).unwrap();
@@ -126,6 +130,9 @@ mod tests {
                 doc: Some(doc)
             }
         );
+        let (head, tail) = encode_event("jobs", "j", ChangeOp::Delete, 4, 100, None);
+        let deleted = decode_event(&key, &[&head[..], tail].concat()).unwrap();
+        assert_eq!((deleted.op, deleted.version, deleted.doc), (ChangeOp::Delete, 4, None));
         assert!(decode_event(b"\x03", &bytes).is_err());
         assert!(decode_event(&key, b"{").is_err());
     }

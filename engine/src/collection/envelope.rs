@@ -26,15 +26,13 @@ pub(crate) struct Envelope<D = Value> {
     pub doc: D,
 }
 
-/// Encodes everything after the commit sequence (which the engine prepends); `doc` is the document
-/// serialized as JSON.
-pub(crate) fn encode_body(version: u64, created_ms: i64, updated_ms: i64, doc: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(25 + doc.len());
-    out.push(FORMAT);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&created_ms.to_le_bytes());
-    out.extend_from_slice(&updated_ms.to_le_bytes());
-    out.extend_from_slice(doc);
+/// Encodes what lies between the commit sequence (which the engine prepends) and the document's JSON.
+pub(crate) fn encode_head(version: u64, created_ms: i64, updated_ms: i64) -> [u8; 25] {
+    let bytes = [FORMAT].into_iter().chain(version.to_le_bytes()).chain(created_ms.to_le_bytes());
+    let mut out = [0; 25];
+    for (o, b) in out.iter_mut().zip(bytes.chain(updated_ms.to_le_bytes())) {
+        *o = b;
+    }
     out
 }
 
@@ -69,7 +67,8 @@ mod tests {
     #[test]
     fn roundtrip_and_rejects_garbage() {
         let mut bytes = 42u64.to_le_bytes().to_vec();
-        bytes.extend(encode_body(3, 10, 20, br#"{"a":1}"#));
+        bytes.extend(encode_head(3, 10, 20));
+        bytes.extend(br#"{"a":1}"#);
         let e = decode(b"k", &bytes).unwrap();
         assert_eq!(e, Envelope { seq: 42, version: 3, created_ms: 10, updated_ms: 20, doc: json!({"a": 1}) });
         for cut in 0..bytes.len() - 1 {

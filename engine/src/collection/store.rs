@@ -1,6 +1,7 @@
 //! The store: typed and untyped collections on top of a [`Db`], with a persisted catalog, transactions and
 //! the change feed.
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -92,6 +93,9 @@ struct StoreInner {
     db: Db,
     opts: StoreOptions,
     catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
+    /// For each record type, the spec last found to hold all of its indexes: while the catalog still holds
+    /// that very spec, [`Store::ensure`] has nothing to check.
+    ensured: RwLock<HashMap<TypeId, Arc<CollectionSpec>>>,
     declare: Mutex<()>,
     hints: ScanHints,
     claims: InFlight,
@@ -157,6 +161,7 @@ impl Store {
                 db,
                 opts,
                 catalog: RwLock::new(catalog),
+                ensured: RwLock::new(HashMap::new()),
                 declare: Mutex::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
@@ -258,9 +263,16 @@ impl Store {
     /// newer version of the type, say) are kept: a typed handle only ever adds indexes. An index of the same
     /// name over other fields is a [`CollectionError::SpecMismatch`].
     pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
+        let current = self.spec(T::COLLECTION);
+        if let Ok(current) = &current {
+            if self.inner.ensured.read().get(&TypeId::of::<T>()).is_some_and(|s| Arc::ptr_eq(s, current)) {
+                return Ok(current.clone());
+            }
+        }
         let wanted = T::indexes();
-        if let Ok(current) = self.spec(T::COLLECTION) {
+        if let Ok(current) = current {
             if wanted.iter().all(|w| current.indexes.contains(w)) {
+                self.inner.ensured.write().insert(TypeId::of::<T>(), current.clone());
                 return Ok(current);
             }
         }

@@ -433,14 +433,14 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
     match doc {
         Some(doc) => {
             let created = s.before.as_ref().map_or(at_ms, |b| b.created_ms);
-            batch.put_commit_prefixed(key, &envelope::encode_body(s.version, created, at_ms, doc));
+            batch.put_commit_prefixed(key, &envelope::encode_head(s.version, created, at_ms), doc);
         }
         None => {
             batch.delete(key);
         }
     }
-    let event = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
-    batch.put_commit_keyed(keys::CHANGES, &event);
+    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
+    batch.put_commit_keyed(keys::CHANGES, &[&head, doc.unwrap_or_default(), tail]);
 }
 
 pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
