@@ -115,3 +115,42 @@ fn a_reused_wal_is_made_durable_at_open() {
     check(&fs, &acked, &maybe, "reopen after a failed header sync");
     check(&fs.crash(77, CrashMode::Drop), &acked, &maybe, "power cut after that reopen");
 }
+
+/// A group large enough to reach the memtable while the WAL syncs: when the sync fails, no read sees any of
+/// it (its sequence was never published) and the database refuses writes; after reopening, also after a
+/// power cut, it is there whole or not at all, and every earlier write is.
+#[test]
+fn a_large_group_whose_sync_fails_stays_invisible() {
+    let fs = MemStorage::new();
+    let db =
+        Db::builder().storage(Arc::new(fs.clone())).durability(Durability::Immediate).open(Path::new("/db")).unwrap();
+    let big = |round: u32| {
+        let mut batch = WriteBatch::new();
+        let pairs: Pairs = (0..1000u32).map(|i| (format!("{round}-{i:05}").into_bytes(), value(i))).collect();
+        pairs.iter().for_each(|(k, v)| drop(batch.put(k, v)));
+        (batch, pairs)
+    };
+    let (batch, acked) = big(0);
+    db.write(batch).unwrap();
+    fs.fail(FaultOp::Sync, 0, FaultKind::Eio);
+    let (batch, maybe) = big(1);
+    assert!(matches!(db.write(batch), Err(WriteError::Storage(_))));
+    for k in maybe.keys() {
+        assert_eq!(db.get(k).unwrap(), None, "an unsynced group is invisible");
+    }
+    assert_eq!(db.range(&b"1-"[..]..&b"2"[..]).unwrap().count(), 0);
+    assert!(matches!(db.put(b"later", b"x"), Err(WriteError::Poisoned { .. })));
+    for (k, v) in &acked {
+        assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
+    }
+    drop(db);
+    fs.heal();
+    for (fs, what) in [(fs.clone(), "reopen"), (fs.crash(3, CrashMode::Mixed), "power cut")] {
+        let db = Db::builder().storage(Arc::new(fs)).open(Path::new("/db")).unwrap();
+        for (k, v) in &acked {
+            assert_eq!(db.get(k).unwrap().as_ref(), Some(v), "{what}");
+        }
+        let landed = maybe.keys().filter(|k| db.get(k).unwrap().is_some()).count();
+        assert!(landed == 0 || landed == maybe.len(), "{what}: {landed} of the group's keys");
+    }
+}

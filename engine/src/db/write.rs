@@ -50,6 +50,10 @@ fn failed_condition(
 /// ones are written after it, uncopied.
 const ONE_WRITE_BYTES: usize = 64 * 1024;
 
+/// Groups of at least this many operations are applied to the memtable while the WAL syncs (below, a
+/// thread costs more than it saves).
+const OVERLAP_APPLY_ENTRIES: u64 = 256;
+
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
 
@@ -256,26 +260,47 @@ impl Inner {
             return Ok(results);
         }
         let sync = group.iter().zip(&accepted).any(|(r, ok)| *ok && r.durability == Durability::Immediate);
+        let apply = || {
+            let mut next = committed + 1;
+            let mut entries = Vec::new();
+            for r in group.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(r, _)| r) {
+                for entry in r.batch.entries() {
+                    let Ok((kind, key, value)) = entry else { continue };
+                    entries.push(Put::new(key, next, kind, value));
+                    next += 1;
+                }
+            }
+            view.mem.insert_all(&mut entries);
+        };
+        // A large group goes into the memtable on a second thread while this one waits for the WAL's sync.
+        // Its entries stay invisible until the sequence is published below, after the sync; if the sync
+        // fails the database is poisoned and the sequence never published.
+        let overlap = sync && seq - committed >= OVERLAP_APPLY_ENTRIES;
         {
             let mut wal = self.wal.lock();
             wal.append(&framed)?;
-            if sync && wal.writer.sync()? {
+            let synced = if overlap {
+                std::thread::scope(|s| {
+                    let applying = s.spawn(apply);
+                    let synced = wal.writer.sync();
+                    if let Err(panic) = applying.join() {
+                        std::panic::resume_unwind(panic);
+                    }
+                    synced
+                })?
+            } else {
+                sync && wal.writer.sync()?
+            };
+            if synced {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
         }
         if group.iter().any(|r| r.durability == Durability::Buffered) {
             self.buffered_dirty.store(true, Ordering::Release);
         }
-        let mut next = self.last_seq.load(Ordering::Acquire) + 1;
-        let mut entries = Vec::new();
-        for r in group.iter().zip(&accepted).filter(|(_, ok)| **ok).map(|(r, _)| r) {
-            for entry in r.batch.entries() {
-                let Ok((kind, key, value)) = entry else { continue };
-                entries.push(Put::new(key, next, kind, value));
-                next += 1;
-            }
+        if !overlap {
+            apply();
         }
-        view.mem.insert_all(&mut entries);
         self.last_seq.store(seq, Ordering::Release);
         let c = &self.counters;
         Counters::add(&c.user_bytes, user_bytes);
