@@ -95,9 +95,8 @@ impl WriteBatch {
     }
 
     /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to the concatenation of the `value`
-    /// parts, where `commit_seq` is
-    /// the sequence number [`Db::write`](crate::Db::write) returns for this batch. Keys written this way sort
-    /// in commit order.
+    /// parts, where `commit_seq` is the sequence number [`Db::write`](crate::Db::write) returns for this
+    /// batch. Keys written this way sort in commit order.
     #[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in numeric order")]
     pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[&[u8]]) -> &mut Self {
         let at = self.rep.len() + 1 + 4 + prefix.len();

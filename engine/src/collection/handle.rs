@@ -54,8 +54,8 @@ impl DynCollection {
         self.write_as(id, |tx| op(tx, doc.clone()), |_| Ok(doc.clone()))
     }
 
-    /// [`DynCollection::write`] of a write `op` makes, returning the document `doc` takes from the
-    /// transaction before it commits.
+    /// Runs the single-record write `op` as [`DynCollection::write`] does, returning the record with the
+    /// document that `doc` takes from the transaction before it commits.
     pub(crate) fn write_as<D>(
         &self,
         id: &str,

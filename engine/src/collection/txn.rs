@@ -40,7 +40,7 @@ struct Before {
 }
 
 /// A staged document: serialized, and indexed, before it is staged.
-pub(crate) struct After {
+struct After {
     json: Vec<u8>,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
@@ -78,6 +78,16 @@ impl After {
             spec.indexes.iter().map(|i| keys::index_key_with(&spec.name, &i.name, &i.fields, value_at, id)).collect();
         Ok(After { json, index_keys })
     }
+}
+
+/// What a write requires of the record's current version.
+enum Expect {
+    /// No record (an insert).
+    Absent,
+    /// Any version, or none (an upsert).
+    Any,
+    /// Exactly this version (an update).
+    Version(u64),
 }
 
 /// A record as a transaction sees it.
@@ -251,12 +261,12 @@ impl<'s> Transaction<'s> {
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
     /// a delete of the same record in this transaction, the version following the deleted one.
     pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
-        self.insert_with(collection, id, |spec| After::of_value(spec, &doc, id))
+        self.write_with(collection, id, Expect::Absent, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Inserts or replaces a document. Returns the new version.
     pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
-        self.upsert_with(collection, id, |spec| After::of_value(spec, &doc, id))
+        self.write_with(collection, id, Expect::Any, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
@@ -267,53 +277,31 @@ impl<'s> Transaction<'s> {
         expected: u64,
         doc: Value,
     ) -> Result<u64, CollectionError> {
-        self.update_with(collection, id, expected, |spec| After::of_value(spec, &doc, id))
+        self.write_with(collection, id, Expect::Version(expected), |spec| After::of_value(spec, &doc, id))
     }
 
-    /// An insert of the document `after` makes from the collection's spec (called once the id is valid).
-    fn insert_with(
+    /// Writes the document `after` makes from the collection's spec (called once the id is valid) if the
+    /// record's current version is what `expect` asks for. Returns the version staged.
+    fn write_with(
         &mut self,
         collection: &str,
         id: &str,
-        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
-    ) -> Result<u64, CollectionError> {
-        let spec = self.store.spec(collection)?;
-        validate_id(id)?;
-        let after = after(&spec)?;
-        if self.current(&spec, id)?.version().is_some() {
-            return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
-        }
-        self.stage(spec, id, Some(after), 1)
-    }
-
-    /// [`Transaction::insert_with`], for an insert or replace.
-    fn upsert_with(
-        &mut self,
-        collection: &str,
-        id: &str,
-        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
-    ) -> Result<u64, CollectionError> {
-        let spec = self.store.spec(collection)?;
-        validate_id(id)?;
-        let after = after(&spec)?;
-        let version = self.current(&spec, id)?.version().map_or(1, |v| v + 1);
-        self.stage(spec, id, Some(after), version)
-    }
-
-    /// [`Transaction::insert_with`], for a replace of version `expected`.
-    fn update_with(
-        &mut self,
-        collection: &str,
-        id: &str,
-        expected: u64,
+        expect: Expect,
         after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
     ) -> Result<u64, CollectionError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let after = after(&spec)?;
         let current = self.current(&spec, id)?.version();
-        let version = expect_version(&spec, id, current, Some(expected))?;
-        self.stage(spec, id, Some(after), version + 1)
+        let version = match expect {
+            Expect::Absent if current.is_some() => {
+                return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+            }
+            Expect::Absent => 1,
+            Expect::Any => current.map_or(1, |v| v + 1),
+            Expect::Version(expected) => expect_version(&spec, id, current, Some(expected))? + 1,
+        };
+        self.stage(spec, id, Some(after), version)
     }
 
     /// Deletes a document, checking its version if `expected` is given.
@@ -353,21 +341,21 @@ impl<'s> Transaction<'s> {
     pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
         let id = record.id();
-        self.insert_with(T::COLLECTION, &id, |spec| After::of_record(spec, record, &id))
+        self.write_with(T::COLLECTION, &id, Expect::Absent, |spec| After::of_record(spec, record, &id))
     }
 
     /// Inserts or replaces a typed record. Returns its new version.
     pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
         let id = record.id();
-        self.upsert_with(T::COLLECTION, &id, |spec| After::of_record(spec, record, &id))
+        self.write_with(T::COLLECTION, &id, Expect::Any, |spec| After::of_record(spec, record, &id))
     }
 
     /// Replaces a typed record whose version is `expected`. Returns its new version.
     pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, CollectionError> {
         self.store.ensure::<T>()?;
         let id = record.id();
-        self.update_with(T::COLLECTION, &id, expected, |spec| After::of_record(spec, record, &id))
+        self.write_with(T::COLLECTION, &id, Expect::Version(expected), |spec| After::of_record(spec, record, &id))
     }
 
     /// Deletes a typed record, checking its version if `expected` is given.
