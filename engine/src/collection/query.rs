@@ -419,7 +419,13 @@ pub(crate) fn execute<D: DeserializeOwned>(
 }
 
 pub(crate) fn encode_cursor(key: &[u8]) -> String {
-    key.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(key.len() * 2);
+    for b in key {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
@@ -524,7 +530,10 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
         let key = b"\x02jobs\x00status\x00abc".to_vec();
+        assert_eq!(encode_cursor(&key), "026a6f62730073746174757300616263");
         assert_eq!(decode_cursor(&encode_cursor(&key)), Some(key));
+        let every: Vec<u8> = (0..=255).collect();
+        assert_eq!(decode_cursor(&encode_cursor(&every)), Some(every));
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor("abc"), None);
     }
