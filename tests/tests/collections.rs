@@ -754,6 +754,24 @@ fn a_record_that_is_not_a_json_object_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn a_typed_claim_skips_documents_that_are_not_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tasks = store.collection::<Task>().unwrap();
+    tasks.insert(&task(1, "PENDING")).unwrap();
+    // Written untyped, first in the queue, and without the `owner` a `Task` needs.
+    let odd = json!({"id": "odd", "status": "PENDING", "priority": 1_000});
+    store.collection_dyn("tasks").unwrap().insert("odd", odd).unwrap();
+    let pending = Query::new().eq("status", "PENDING").order_by("priority").descending();
+    let claimed = tasks.claim(&[pending], |t| {
+        t.status = "RUNNING".into();
+        true
+    });
+    assert_eq!(claimed.unwrap().map(|s| s.id), Some("t000001".to_owned()));
+    assert_eq!(store.collection_dyn("tasks").unwrap().get("odd").unwrap().unwrap().version, 1, "left alone");
+}
+
+#[test]
 fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();
     {
