@@ -1,26 +1,55 @@
 //! Request extractors whose rejections are problem documents: JSON bodies (413 when too large, 400 when
 //! malformed), query parameters, and validated collection names and record ids in the path.
 
-use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::state::AppState;
 
-/// A JSON request body of type `T`.
+/// After a body passes `max_body_bytes`, up to this many more bytes are read and dropped, for at most
+/// [`DRAIN_TIME`], before the 413 is sent: a client still writing its body then reads the answer instead
+/// of seeing the connection closed under its write.
+const DRAIN_BYTES: usize = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// A JSON request body of type `T`, at most `max_body_bytes` long (413 past that, 400 if malformed).
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "payload-too-large" } else { "bad-request" };
-            ApiError::new(r.status(), kind, r.body_text())
-        })?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.limits.max_body_bytes;
+        let mut body = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+            if bytes.len() + chunk.len() > limit {
+                let mut drained = 0;
+                let drain = async {
+                    while let Some(Ok(chunk)) = body.next().await {
+                        drained += chunk.len();
+                        if drained > DRAIN_BYTES {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("the request body is larger than {limit} bytes"),
+                ));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
