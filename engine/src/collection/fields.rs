@@ -66,18 +66,7 @@ impl Capture<'_, '_> {
             return Ok(());
         }
         let v = value.serialize(serde_json::value::Serializer).map_err(|_| Unsupported)?;
-        // A repeated key replaces the earlier value whole, as in a parsed document.
-        for i in bits(m.deeper) {
-            let Some(a) = self.active.get(i) else { continue };
-            if let Some(slot) = self.out.get_mut(a.slot) {
-                *slot = a.rest.get(key.len() + 1..).and_then(|rest| keys::field(&v, rest)).cloned();
-            }
-        }
-        for i in bits(m.leaf) {
-            if let Some(slot) = self.active.get(i).and_then(|a| self.out.get_mut(a.slot)) {
-                *slot = Some(v.clone());
-            }
-        }
+        assign(self.active, &mut self.out, &m, &v);
         Ok(())
     }
 }
@@ -316,6 +305,30 @@ impl KeyMatch {
     }
 }
 
+impl KeyMatch {
+    /// Active path `i` as it continues below the matched key.
+    fn below<'p>(&self, active: &[Active<'p>], i: usize) -> Option<Active<'p>> {
+        let a = active.get(i)?;
+        Some(Active { slot: a.slot, rest: a.rest.get(self.key_len + 1..)? })
+    }
+}
+
+/// Fills the slots of the paths `m` matched at a key whose value is `v`: a path ending at the key gets
+/// `v`, one continuing below it what `v` holds there (nothing below a scalar or an array). A repeated key
+/// replaces the earlier value whole, as in a parsed document.
+fn assign(active: &[Active<'_>], out: &mut [Option<Value>], m: &KeyMatch, v: &Value) {
+    for a in bits(m.deeper).filter_map(|i| m.below(active, i)) {
+        if let Some(slot) = out.get_mut(a.slot) {
+            *slot = keys::field(v, a.rest).cloned();
+        }
+    }
+    for i in bits(m.leaf) {
+        if let Some(slot) = active.get(i).and_then(|a| out.get_mut(a.slot)) {
+            *slot = Some(v.clone());
+        }
+    }
+}
+
 /// The positions of the set bits of `mask`, lowest first.
 fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
@@ -369,30 +382,17 @@ impl<'de> Visitor<'de> for Object<'_, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            // A repeated key replaces the earlier value whole, so what was found below it is forgotten.
-            let below = |i: usize| {
-                let a = self.active.get(i)?;
-                Some(Active { slot: a.slot, rest: a.rest.get(m.key_len + 1..)? })
-            };
-            for a in bits(m.deeper).filter_map(below) {
-                if let Some(slot) = self.out.get_mut(a.slot) {
-                    *slot = None;
-                }
-            }
             if m.leaf != 0 {
                 let v: Value = map.next_value()?;
-                for a in bits(m.deeper).filter_map(below) {
-                    if let Some(slot) = self.out.get_mut(a.slot) {
-                        *slot = keys::field(&v, a.rest).cloned();
-                    }
-                }
-                for i in bits(m.leaf) {
-                    if let Some(slot) = self.active.get(i).and_then(|a| self.out.get_mut(a.slot)) {
-                        *slot = Some(v.clone());
-                    }
-                }
+                assign(self.active, self.out, &m, &v);
             } else {
-                let nested: Vec<Active<'_>> = bits(m.deeper).filter_map(below).collect();
+                // A repeated key replaces the earlier value whole, so what was found below it is forgotten.
+                let nested: Vec<Active<'_>> = bits(m.deeper).filter_map(|i| m.below(self.active, i)).collect();
+                for a in &nested {
+                    if let Some(slot) = self.out.get_mut(a.slot) {
+                        *slot = None;
+                    }
+                }
                 map.next_value_seed(Nested { active: &nested, out: &mut *self.out })?;
             }
         }

@@ -1,6 +1,6 @@
-//! Load shedding and the per-request timeout. (The body size limit is enforced by `JsonBody`, which
-//! answers 413 after draining what the client is still sending, and by axum's `DefaultBodyLimit` for any
-//! other extractor; the page size is capped where queries are built.)
+//! Load shedding and the per-request timeout. (The body size limit is enforced by `JsonBody`, the only
+//! extractor that reads bodies, which answers 413 after draining what the client is still sending; the
+//! page size is capped where queries are built.)
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
