@@ -123,11 +123,15 @@ impl MergingIter {
 /// A key and its value, as iterators yield them.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// A key and its value borrowed from the iterator that read them (see [`Iter::next_ref`]).
+pub type KeyValueRef<'a> = (&'a [u8], &'a [u8]);
+
 /// Iterator over the live key-value pairs of a range, at a fixed sequence number, in key order or in
 /// reverse. Made by [`Db::range`](crate::Db::range) and friends.
 ///
-/// The iterator holds the tables and memtables it started with, so it sees a consistent state however long
-/// it lives; it does not pin a snapshot against compaction of newer data.
+/// As an [`Iterator`] it yields owned pairs; [`Iter::next_ref`] yields the same pairs borrowed from the
+/// iterator, without copying them. The iterator holds the tables and memtables it started with, so it sees
+/// a consistent state however long it lives; it does not pin a snapshot against compaction of newer data.
 pub struct Iter {
     merge: MergingIter,
     seq: u64,
@@ -136,7 +140,13 @@ pub struct Iter {
     reverse: bool,
     started: bool,
     done: bool,
-    last_key: Vec<u8>,
+    /// Forward: the merge still sits on the pair returned last, to be stepped past on the next call.
+    step_first: bool,
+    /// The user key of the pair returned last (forward: of the last key passed, whose older versions are
+    /// skipped; empty before the first, as no key is empty).
+    key: Vec<u8>,
+    /// Reverse only: the value of the pair returned last (the merge has moved on past it).
+    value: Vec<u8>,
 }
 
 impl std::fmt::Debug for Iter {
@@ -169,7 +179,64 @@ impl Iter {
         upper: Bound<Vec<u8>>,
         reverse: bool,
     ) -> Self {
-        Self { merge, seq, lower, upper, reverse, started: false, done: false, last_key: Vec::new() }
+        Self {
+            merge,
+            seq,
+            lower,
+            upper,
+            reverse,
+            started: false,
+            done: false,
+            step_first: false,
+            key: Vec::new(),
+            value: Vec::new(),
+        }
+    }
+
+    /// The next pair, as [`Iterator::next`] returns it, but borrowed: the key and value stay valid until
+    /// the iterator is used again. A scan that only looks at its pairs (sums them, decodes them, compares
+    /// them) reads them in place, with no allocation per pair.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put(b"a", b"1")?;
+    /// db.put(b"b", b"22")?;
+    /// let mut iter = db.range(b"a".as_slice()..)?;
+    /// let mut bytes = 0;
+    /// while let Some(pair) = iter.next_ref() {
+    ///     let (key, value) = pair?;
+    ///     bytes += key.len() + value.len();
+    /// }
+    /// assert_eq!(bytes, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_ref(&mut self) -> Option<Result<KeyValueRef<'_>, StorageError>> {
+        if self.done {
+            return None;
+        }
+        let found = self.position();
+        if !matches!(found, Ok(true)) {
+            self.done = true;
+        }
+        match found {
+            Ok(true) if self.reverse => Some(Ok((&self.key, &self.value))),
+            Ok(true) => Some(Ok((&self.key, self.merge.value()))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Moves to the next live pair; `false` at the end of the range.
+    fn position(&mut self) -> Result<bool, StorageError> {
+        if !self.started {
+            self.start()?;
+        }
+        if self.reverse {
+            self.next_reverse()
+        } else {
+            self.next_forward()
+        }
     }
 
     fn start(&mut self) -> Result<(), StorageError> {
@@ -189,61 +256,67 @@ impl Iter {
         self.merge.seek(target.as_deref())
     }
 
-    fn next_forward(&mut self) -> Result<Option<KeyValue>, StorageError> {
+    /// Leaves the merge on the newest visible version of the next live key, that key in `self.key`.
+    fn next_forward(&mut self) -> Result<bool, StorageError> {
+        if std::mem::take(&mut self.step_first) {
+            self.merge.advance()?;
+        }
         loop {
-            let Some(ikey) = self.merge.key() else { return Ok(None) };
+            let Some(ikey) = self.merge.key() else { return Ok(false) };
             let (ukey, trailer) = key::split(ikey);
             if above(&self.upper, ukey) {
-                return Ok(None);
+                return Ok(false);
             }
             let skip = key::trailer_seq(trailer) > self.seq
                 || below(&self.lower, ukey)
-                || (!self.last_key.is_empty() && ukey == self.last_key.as_slice());
+                || (!self.key.is_empty() && ukey == self.key.as_slice());
             if skip {
                 self.merge.advance()?;
                 continue;
             }
-            self.last_key.clear();
-            self.last_key.extend_from_slice(ukey);
-            let out = match key::trailer_kind(trailer) {
-                Some(ValueKind::Put) => Some((ukey.to_vec(), self.merge.value().to_vec())),
-                _ => None,
-            };
-            self.merge.advance()?;
-            if out.is_some() {
-                return Ok(out);
+            self.key.clear();
+            self.key.extend_from_slice(ukey);
+            if key::trailer_kind(trailer) == Some(ValueKind::Put) {
+                self.step_first = true;
+                return Ok(true);
             }
+            self.merge.advance()?;
         }
     }
 
     /// In reverse, the versions of a key arrive oldest first: keep the newest visible one until the key
-    /// changes.
-    fn next_reverse(&mut self) -> Result<Option<KeyValue>, StorageError> {
-        let mut pending: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
+    /// changes. Leaves the pair in `self.key` and `self.value`.
+    fn next_reverse(&mut self) -> Result<bool, StorageError> {
+        // Whether `self.key` holds a key of this call, and whether its newest visible version is a value.
+        let mut pending: Option<bool> = None;
         while let Some(ikey) = self.merge.key() {
             let (ukey, trailer) = key::split(ikey);
             if below(&self.lower, ukey) {
                 break;
             }
-            if let Some((pk, _)) = &pending {
-                if pk.as_slice() != ukey {
-                    match pending.take() {
-                        Some((k, Some(v))) => return Ok(Some((k, v))),
-                        _ => continue,
-                    }
+            if pending.is_some() && self.key.as_slice() != ukey {
+                if pending == Some(true) {
+                    return Ok(true);
                 }
+                pending = None;
+                continue;
             }
             if key::trailer_seq(trailer) <= self.seq && !above(&self.upper, ukey) {
-                let value = match key::trailer_kind(trailer) {
-                    Some(ValueKind::Put) => Some(self.merge.value().to_vec()),
-                    _ => None,
-                };
-                pending = Some((ukey.to_vec(), value));
+                let is_put = key::trailer_kind(trailer) == Some(ValueKind::Put);
+                if pending.is_none() {
+                    self.key.clear();
+                    self.key.extend_from_slice(ukey);
+                }
+                if is_put {
+                    self.value.clear();
+                    self.value.extend_from_slice(self.merge.value());
+                }
+                pending = Some(is_put);
             }
             self.merge.advance()?;
         }
         self.done = true;
-        Ok(pending.and_then(|(k, v)| v.map(|v| (k, v))))
+        Ok(pending == Some(true))
     }
 }
 
@@ -251,27 +324,7 @@ impl Iterator for Iter {
     type Item = Result<KeyValue, StorageError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        if !self.started {
-            if let Err(e) = self.start() {
-                self.done = true;
-                return Some(Err(e));
-            }
-        }
-        let item = if self.reverse { self.next_reverse() } else { self.next_forward() };
-        match item {
-            Ok(Some(kv)) => Some(Ok(kv)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        self.next_ref().map(|pair| pair.map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 }
 

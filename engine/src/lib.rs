@@ -58,7 +58,7 @@ pub use db::{Check, CheckReport, Db, Finding, TornWal};
 pub use domain::*;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
-pub use iter::{Iter, KeyValue};
+pub use iter::{Iter, KeyValue, KeyValueRef};
 pub use options::{Compression, Durability, Options, WriteOptions};
 pub use snapshot::Snapshot;
 pub use stats::{LevelStats, Stats};

@@ -176,6 +176,42 @@ fn snapshots_survive_flush_and_compaction() {
 }
 
 #[test]
+fn scans_yield_the_newest_version_of_each_key_owned_or_borrowed() {
+    let storage = MemStorage::new();
+    let db = mem_db(&storage, Durability::None);
+    for round in 0..3u8 {
+        for k in ["a", "b", "c"] {
+            db.put(k, [round]).unwrap();
+        }
+    }
+    db.delete("b").unwrap();
+    let want = vec![(b"a".to_vec(), vec![2]), (b"c".to_vec(), vec![2])];
+    let owned: Vec<_> = db.iter().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(owned, want);
+    let mut reversed: Vec<_> = db.range_rev::<&[u8], _>(..).unwrap().collect::<Result<_, _>>().unwrap();
+    reversed.reverse();
+    assert_eq!(reversed, want);
+    for reverse in [false, true] {
+        let mut iter = if reverse { db.range_rev::<&[u8], _>(..) } else { db.range::<&[u8], _>(..) }.unwrap();
+        let mut borrowed = Vec::new();
+        while let Some(pair) = iter.next_ref() {
+            let (k, v) = pair.unwrap();
+            borrowed.push((k.to_vec(), v.to_vec()));
+        }
+        assert!(iter.next_ref().is_none() && iter.next().is_none(), "an ended scan stays ended");
+        if reverse {
+            borrowed.reverse();
+        }
+        assert_eq!(borrowed, want, "reverse {reverse}");
+    }
+    // Owned and borrowed steps mix on one iterator.
+    let mut iter = db.iter().unwrap();
+    assert_eq!(iter.next_ref().unwrap().unwrap(), (b"a".as_slice(), [2].as_slice()));
+    assert_eq!(iter.next().unwrap().unwrap(), (b"c".to_vec(), vec![2]));
+    assert!(iter.next_ref().is_none());
+}
+
+#[test]
 fn invalid_input_is_rejected_and_changes_nothing() {
     let storage = MemStorage::new();
     let db = mem_db(&storage, Durability::Immediate);

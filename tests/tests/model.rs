@@ -79,8 +79,16 @@ fn open(storage: &MemStorage) -> Db {
         .expect("open")
 }
 
-fn collect(iter: cairn::Iter, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-    iter.take(limit).collect::<Result<_, _>>().expect("scan")
+/// The first `limit` pairs, read borrowed ([`cairn::Iter::next_ref`]); snapshot reads below go through
+/// `Iterator::next`, so both ways of reading are held to the model.
+fn collect(mut iter: cairn::Iter, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(pair) = iter.next_ref() else { break };
+        let (k, v) = pair.expect("scan");
+        out.push((k.to_vec(), v.to_vec()));
+    }
+    out
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {

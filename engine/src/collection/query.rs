@@ -2,6 +2,7 @@
 //! the index, with post-scan filters, a limit and an opaque cursor; a full scan in id order when no index
 //! serves. See `docs/collections.md`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::Bound;
 
@@ -352,54 +353,49 @@ pub(crate) fn execute<D: DeserializeOwned>(
         (Some(_), Bound::Excluded(u)) => Some(u.clone()),
         _ => None,
     };
-    let iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
-    let mut iter = iter.peekable();
-    if let Some(lo) = &hinted_from {
-        match iter.peek() {
-            Some(Ok((first, _))) => hints.record(ticket, lo, first, snap.sequence()),
-            None => {
-                if let Some(end) = &end {
-                    hints.record(ticket, lo, end, snap.sequence());
-                }
-            }
-            Some(Err(_)) => {}
-        }
-    }
+    let mut iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
     // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
     // take in values of other types (null sorts before every number), which only `matches` rejects.
     let skip_records = count_only && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
     // construction; `check_indexes` verifies it), so those records need no check.
     let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
+    // Where a hinted scan found its first live entry (or its end, if none), recorded once.
+    let mut ticket = hinted_from.as_ref().map(|lo| (lo, ticket));
     let mut visited = 0usize;
-    for pair in iter {
+    // Entries are read in place (`next_ref`): an index entry's key and id are not copied unless used.
+    while let Some(pair) = iter.next_ref() {
         let (key, value) = pair?;
+        if let Some((lo, ticket)) = ticket.take() {
+            hints.record(ticket, lo, key, snap.sequence());
+        }
         let full = limit.is_some_and(|l| visited >= l);
         if full && !check_records {
             return Ok(true);
         }
         // A full scan reads the records themselves; an index entry's value is the id of its record.
         let (record_key, id, record) = if full_scan {
-            let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
-            (key.clone(), id, Some(value))
+            let id = keys::parse_record_key(key).map(|k| k.1).unwrap_or_default();
+            (Cow::Borrowed(key), id, Some(value))
         } else {
-            let id = String::from_utf8(value).map_err(|_| CollectionError::undecodable(&key, "index entry id"))?;
-            (keys::record_key(&spec.name, &id), id, None)
+            let id = std::str::from_utf8(value).map_err(|_| CollectionError::undecodable(key, "index entry id"))?;
+            (Cow::Owned(keys::record_key(&spec.name, id)), id.to_owned(), None)
         };
         if skip_records {
-            visit(&key, None, &id);
+            visit(key, None, &id);
             visited += 1;
             continue;
         }
+        let fetched;
         let bytes = match record {
-            Some(bytes) => Some(bytes),
-            None => snap.get(&record_key)?,
-        };
-        let Some(bytes) = bytes else {
-            return Err(CollectionError::undecodable(&key, "index entry without record"));
+            Some(bytes) => bytes,
+            None => {
+                fetched = snap.get(&record_key)?;
+                fetched.as_deref().ok_or_else(|| CollectionError::undecodable(key, "index entry without record"))?
+            }
         };
         let env = if check_records {
-            let env = envelope::decode(&record_key, &bytes)?;
+            let env = envelope::decode(&record_key, bytes)?;
             if !matches(q, &env.doc) {
                 continue;
             }
@@ -410,10 +406,13 @@ pub(crate) fn execute<D: DeserializeOwned>(
                 .map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
         } else {
-            envelope::decode_as(&record_key, &bytes)?
+            envelope::decode_as(&record_key, bytes)?
         };
-        visit(&key, Some(env), &id);
+        visit(key, Some(env), &id);
         visited += 1;
+    }
+    if let (Some((lo, ticket)), Some(end)) = (ticket, &end) {
+        hints.record(ticket, lo, end, snap.sequence());
     }
     Ok(false)
 }
