@@ -75,6 +75,7 @@ fn merge_into(
     let mut merged = MergingIter::new(sources, false);
     merged.seek(None)?;
     let mut builder: Option<(u64, TableBuilder)> = None;
+    // The user key of the entries being merged (reused: no allocation per key); `None` before the first.
     let mut current: Option<Vec<u8>> = None;
     let mut newer_seq = u64::MAX;
     while let Some(ikey) = merged.key() {
@@ -85,7 +86,9 @@ fn merge_into(
                     outputs.push(meta(number, b.finish()?));
                 }
             }
-            current = Some(ukey.to_vec());
+            let current = current.get_or_insert_with(Vec::new);
+            current.clear();
+            current.extend_from_slice(ukey);
             newer_seq = u64::MAX;
         }
         let seq = key::trailer_seq(trailer);

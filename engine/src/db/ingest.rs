@@ -24,25 +24,54 @@ use super::Inner;
 /// The operations of a stamped batch as a sorted source: internal keys in order, values read in place.
 struct BatchSource {
     batch: WriteBatch,
-    /// (internal key, value offset, value length), sorted by internal key.
-    entries: Vec<(Vec<u8>, usize, usize)>,
+    /// Every internal key, back to back (one allocation for the batch, not one per key).
+    keys: Vec<u8>,
+    /// One per operation, sorted by internal key.
+    entries: Vec<BatchEntry>,
     pos: usize,
+}
+
+/// An operation of a [`BatchSource`]: where its internal key is in `keys` and its value in the batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchEntry {
+    /// [`key::window`] of the user key: unequal windows order two entries without reading their keys,
+    /// which lie all over `keys` once the entries are sorted.
+    window: u64,
+    key_at: usize,
+    value_at: usize,
+    key_len: u32,
+    value_len: u32,
 }
 
 impl BatchSource {
     /// Sorts the operations of `batch`, stamped with `first_seq`.
     fn new(mut batch: WriteBatch, first_seq: u64) -> Self {
         let base = batch.stamp(first_seq).as_ptr() as usize;
+        let mut keys = Vec::with_capacity(batch.len() * (key::TRAILER_LEN + 24));
         let mut entries = Vec::with_capacity(batch.len());
         for (seq, (kind, user_key, value)) in (first_seq..).zip(batch.entries().flatten()) {
-            let ikey = key::internal_key(user_key, key::make_trailer(seq, kind));
+            let key_at = keys.len();
+            key::append_internal_key(&mut keys, user_key, key::make_trailer(seq, kind));
             // A value is a slice of the batch's own buffer (an empty one may not be): keep its position,
             // so that the source can own the batch.
-            let at = if value.is_empty() { 0 } else { (value.as_ptr() as usize).saturating_sub(base) };
-            entries.push((ikey, at, value.len()));
+            let value_at = if value.is_empty() { 0 } else { (value.as_ptr() as usize).saturating_sub(base) };
+            entries.push(BatchEntry {
+                window: key::window(user_key, 0),
+                key_at,
+                value_at,
+                key_len: (keys.len() - key_at) as u32,
+                value_len: value.len() as u32,
+            });
         }
-        entries.sort_unstable_by(|a, b| key::compare(&a.0, &b.0));
-        Self { batch, entries, pos: 0 }
+        entries.sort_unstable_by(|a, b| a.window.cmp(&b.window).then_with(|| key::compare(a.key(&keys), b.key(&keys))));
+        Self { batch, keys, entries, pos: 0 }
+    }
+}
+
+impl BatchEntry {
+    /// The entry's internal key, in its source's `keys`.
+    fn key<'k>(&self, keys: &'k [u8]) -> &'k [u8] {
+        keys.get(self.key_at..self.key_at + self.key_len as usize).unwrap_or_default()
     }
 }
 
@@ -50,7 +79,7 @@ impl Source for BatchSource {
     fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
         self.pos = match target {
             None => 0,
-            Some(t) => self.entries.partition_point(|e| key::compare(&e.0, t).is_lt()),
+            Some(t) => self.entries.partition_point(|e| key::compare(e.key(&self.keys), t).is_lt()),
         };
         Ok(())
     }
@@ -61,11 +90,14 @@ impl Source for BatchSource {
     }
 
     fn key(&self) -> Option<&[u8]> {
-        self.entries.get(self.pos).map(|e| e.0.as_slice())
+        self.entries.get(self.pos).map(|e| e.key(&self.keys))
     }
 
     fn value(&self) -> &[u8] {
-        self.entries.get(self.pos).and_then(|&(_, at, len)| self.batch.payload().get(at..at + len)).unwrap_or_default()
+        self.entries
+            .get(self.pos)
+            .and_then(|e| self.batch.payload().get(e.value_at..e.value_at + e.value_len as usize))
+            .unwrap_or_default()
     }
 }
 
@@ -136,5 +168,62 @@ impl Inner {
             self.bg_cv.notify_all();
             self.bg_cv.wait_for(&mut bg, Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::key::ValueKind;
+
+    /// The sort by window, then by key, yields internal-key order: keys that share their first eight
+    /// bytes (and so their windows), keys shorter than a window, and several writes of one key, the
+    /// latest first.
+    #[test]
+    fn a_batch_source_yields_internal_key_order_and_seeks() {
+        let mut batch = WriteBatch::new();
+        let users: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| match i % 4 {
+                0 => format!("shared-prefix/{:05}", (i * 7919) % 1000).into_bytes(),
+                1 => format!("s{}", i % 13).into_bytes(),
+                2 => vec![0xff; (i % 11) as usize + 1],
+                _ => format!("shared-p{}", i % 17).into_bytes(),
+            })
+            .collect();
+        for (i, u) in users.iter().enumerate() {
+            if i % 9 == 0 {
+                batch.delete(u);
+            } else {
+                batch.put(u, i.to_string());
+            }
+        }
+        let first_seq = 100;
+        let mut want: Vec<(Vec<u8>, Vec<u8>)> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let (kind, value) = if i % 9 == 0 {
+                    (ValueKind::Delete, Vec::new())
+                } else {
+                    (ValueKind::Put, i.to_string().into_bytes())
+                };
+                (key::internal_key(u, key::make_trailer(first_seq + i as u64, kind)), value)
+            })
+            .collect();
+        want.sort_by(|a, b| key::compare(&a.0, &b.0));
+        let mut source = BatchSource::new(batch, first_seq);
+        source.seek(None).unwrap();
+        let mut got = Vec::new();
+        while let Some(k) = source.key() {
+            got.push((k.to_vec(), source.value().to_vec()));
+            source.advance().unwrap();
+        }
+        assert_eq!(got, want);
+        for (i, (k, _)) in want.iter().enumerate() {
+            source.seek(Some(k)).unwrap();
+            assert_eq!(source.key(), Some(k.as_slice()), "seek to entry {i}");
+        }
+        source.seek(Some(&key::internal_key(&[0xff; 40], 0))).unwrap();
+        assert_eq!(source.key(), None);
     }
 }
