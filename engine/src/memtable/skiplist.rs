@@ -376,7 +376,7 @@ impl SkipList {
     }
 }
 
-/// Hints the CPU to start loading the node `p` points at (nothing for null).
+/// Hints the CPU to start loading the node `p` points at (nothing for null). A no-op but on x86-64.
 #[inline(always)]
 fn prefetch(p: *const Header) {
     #[cfg(target_arch = "x86_64")]
@@ -384,6 +384,8 @@ fn prefetch(p: *const Header) {
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// At each level, the nodes an insert went between: the previous insert's neighbours, where the next
