@@ -28,7 +28,7 @@ pub(crate) fn read_paths(doc: &[u8], paths: &[&str]) -> Result<Vec<Option<Value>
         }
         return Ok(out);
     }
-    let active: Vec<Active<'_>> = paths.iter().enumerate().map(|(slot, rest)| Active { slot, rest }).collect();
+    let active = Active::top(paths);
     // One check of the whole text is cheaper than one per string, which a parse of bytes makes.
     let text = std::str::from_utf8(doc).map_err(|e| serde_json::Error::custom(e.to_string()))?;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -45,7 +45,7 @@ pub(crate) fn capture_paths<T: Serialize + ?Sized>(record: &T, paths: &[&str]) -
     if paths.len() > MAX_PATHS {
         return None;
     }
-    let active: Vec<Active<'_>> = paths.iter().enumerate().map(|(slot, rest)| Active { slot, rest }).collect();
+    let active = Active::top(paths);
     let mut capture = Capture { active: &active, out: vec![None; paths.len()], key: None };
     record.serialize(&mut capture).ok()?;
     Some(capture.out)
@@ -273,6 +273,13 @@ impl ser::SerializeMap for &mut Capture<'_, '_> {
 struct Active<'p> {
     slot: usize,
     rest: &'p str,
+}
+
+impl<'p> Active<'p> {
+    /// Every path, whole, at the document's top level; path `i` fills slot `i`.
+    fn top(paths: &[&'p str]) -> Vec<Self> {
+        paths.iter().enumerate().map(|(slot, rest)| Active { slot, rest }).collect()
+    }
 }
 
 /// Which active paths a key of the current object starts: bit `i` is `active[i]`.

@@ -21,6 +21,11 @@ use crate::stats::Counters;
 
 use super::Inner;
 
+/// Bytes of user key reserved per operation of an ingested batch before its keys are copied out; longer
+/// keys grow the buffer. An estimate: finding the keys' total length would take a pass over the whole
+/// batch, a cache miss per operation.
+const KEY_ROOM: usize = 32;
+
 /// The operations of a stamped batch as a sorted source: internal keys in order, values read in place.
 struct BatchSource {
     batch: WriteBatch,
@@ -47,7 +52,7 @@ impl BatchSource {
     /// Sorts the operations of `batch`, stamped with `first_seq`.
     fn new(mut batch: WriteBatch, first_seq: u64) -> Self {
         let base = batch.stamp(first_seq).as_ptr() as usize;
-        let mut keys = Vec::with_capacity(batch.len() * (key::TRAILER_LEN + 24));
+        let mut keys = Vec::with_capacity(batch.len() * (key::TRAILER_LEN + KEY_ROOM));
         let mut entries = Vec::with_capacity(batch.len());
         for (seq, (kind, user_key, value)) in (first_seq..).zip(batch.entries().flatten()) {
             let key_at = keys.len();
