@@ -150,7 +150,7 @@ fn table_lookup(c: &mut Criterion) {
 }
 
 /// The same document as [`Job`], stored in a collection without secondary indexes.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 struct UnindexedJob(Job);
 

@@ -28,6 +28,7 @@
 //! The on-disk formats are specified in `docs/format/`; the design in `docs/design.md`.
 
 mod batch;
+mod clock;
 mod collection;
 mod compaction;
 mod db;
@@ -51,7 +52,8 @@ mod version;
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use collection::{
     Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan,
-    Query, Record, SnapshotRecords, Store, StoreOptions, StoreSnapshot, Stored, Transaction, MAX_PAGE,
+    Query, Record, RecordCacheStats, SnapshotRecords, Store, StoreOptions, StoreSnapshot, Stored, Transaction,
+    MAX_PAGE,
 };
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, Db, Finding, TornWal};

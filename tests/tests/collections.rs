@@ -73,6 +73,51 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Typed reads go through the store's cache of decoded records; whatever wrote the record since (this
+/// store, another store over the same database, a delete), a read answers with what is stored now.
+#[test]
+fn typed_reads_through_the_record_cache_are_never_stale() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    insert_tasks(&store, 40, 2);
+    let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(5);
+    let first = tasks.query(&q).unwrap();
+    assert_eq!(first.records.len(), 5);
+    for _ in 0..3 {
+        assert_eq!(tasks.query(&q).unwrap(), first);
+        let mut visited = Vec::new();
+        tasks.query_each(&q, |r| visited.push(r)).unwrap();
+        assert_eq!(visited, first.records);
+    }
+    // The first read marks a record, the second keeps it decoded, later ones are answered from the cache.
+    let warm = store.record_cache_stats();
+    assert!(warm.hits >= 20 && warm.bytes > 0, "{warm:?}");
+
+    // Written through another store over the same database, whose cache this one does not share.
+    let other = Store::with_db(store.db().clone(), StoreOptions::default()).unwrap();
+    let mut changed = first.records[0].clone();
+    changed.doc.node = Some("gpu-1".into());
+    other.collection::<Task>().unwrap().update(&changed.doc, changed.version).unwrap();
+    let read = tasks.get(&changed.id).unwrap().unwrap();
+    assert_eq!((read.doc.node.as_deref(), read.version), (Some("gpu-1"), changed.version + 1));
+    assert_eq!(tasks.query(&q).unwrap().records[0].doc, changed.doc);
+
+    // Rewritten with the same document: a new commit, so a new version, not the cached one.
+    let rewritten = tasks.update(&changed.doc, read.version).unwrap();
+    assert_eq!(tasks.get(&changed.id).unwrap().unwrap().version, rewritten.version);
+    tasks.delete(&changed.id, None).unwrap();
+    assert_eq!(tasks.get(&changed.id).unwrap(), None);
+    assert!(tasks.query(&q).unwrap().records.iter().all(|r| r.id != changed.id));
+
+    // Without the cache: the same answers, and nothing cached.
+    let uncached = Store::with_db(store.db().clone(), StoreOptions::default().record_cache_size(0)).unwrap();
+    let plain = uncached.collection::<Task>().unwrap();
+    for _ in 0..3 {
+        assert_eq!(plain.query(&q).unwrap(), tasks.query(&q).unwrap());
+    }
+    assert_eq!(uncached.record_cache_stats(), cairn::RecordCacheStats::default());
+}
+
 #[test]
 fn crud_versions_and_errors() {
     let (_dir, store) = store();
@@ -197,7 +242,7 @@ fn concurrent_claimers_never_take_the_same_record_and_expired_leases_return() {
 
 #[test]
 fn transactions_span_collections_and_conflict_as_a_whole() {
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
     struct Run {
         id: String,
         task: String,
@@ -628,7 +673,7 @@ fn change_feed_in_commit_order_with_consumers_and_trimming() {
 
 #[test]
 fn adding_an_optional_field_keeps_old_records_readable() {
-    #[derive(Serialize, Deserialize)]
+    #[derive(Clone, Serialize, Deserialize)]
     struct JobV1 {
         id: String,
         name: String,
@@ -639,7 +684,7 @@ fn adding_an_optional_field_keeps_old_records_readable() {
             self.id.clone()
         }
     }
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
     struct JobV2 {
         id: String,
         name: String,
@@ -678,7 +723,7 @@ fn adding_an_optional_field_keeps_old_records_readable() {
 
 #[test]
 fn floats_read_back_bit_for_bit_and_index_entries_follow_them() {
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     struct Sample {
         id: String,
         score: f64,
@@ -713,7 +758,7 @@ fn floats_read_back_bit_for_bit_and_index_entries_follow_them() {
 
 #[test]
 fn a_record_that_is_not_a_json_object_is_refused_and_nothing_is_written() {
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
     #[serde(transparent)]
     struct Tag(String);
     impl Record for Tag {
@@ -725,7 +770,7 @@ fn a_record_that_is_not_a_json_object_is_refused_and_nothing_is_written() {
             vec![IndexSpec::new("name", &["name"])]
         }
     }
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Clone, Debug, Serialize, Deserialize)]
     struct Grid {
         id: String,
         cells: BTreeMap<(u8, u8), u8>,

@@ -1,6 +1,7 @@
 //! Cairn: `Durability::Immediate` (each commit's WAL record is `fdatasync`ed before it returns; concurrent
 //! committers share a sync) or `Durability::None`; the cache budget is the block cache. Documents are the
-//! built-in `cairn::Job` collection of a `Store` over the same kind of database.
+//! built-in `cairn::Job` collection of a `Store` over the same kind of database, whose budget is split: the
+//! store's cache of decoded records at its default size, the block cache the rest.
 
 use std::path::Path;
 
@@ -115,6 +116,9 @@ impl KvReader for &Db {
     }
 }
 
+/// The size of the store's cache of decoded records: `StoreOptions`' default, taken out of the budget.
+const RECORD_CACHE: usize = 16 << 20;
+
 /// Cairn's `Store` with the `jobs` collection.
 pub struct CairnDocs {
     store: Store,
@@ -124,7 +128,9 @@ pub struct CairnDocs {
 impl CairnDocs {
     /// Opens the store in `dir` and declares the `jobs` collection.
     pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
-        let store = Store::with_db(open_db(dir, durable, cache_bytes)?, StoreOptions::default())?;
+        let records = RECORD_CACHE.min(cache_bytes / 2);
+        let db = open_db(dir, durable, cache_bytes - records)?;
+        let store = Store::with_db(db, StoreOptions::default().record_cache_size(records))?;
         let jobs = store.collection::<Job>()?;
         Ok(Self { store, jobs })
     }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::envelope;
-
+use super::decoded::{CountOnly, Decode, Parse, RecordCache};
 use super::error::CollectionError;
 use super::query::{encode_cursor, execute, plan, Page, Plan, Query};
 use super::record::{CollectionSpec, Stored};
@@ -111,26 +110,35 @@ impl DynCollection {
 
     /// The document with this id.
     pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
-        self.get_as(id)
+        self.get_as(id, &Parse)
     }
 
-    /// The record with this id, its document decoded as `D`.
-    pub(crate) fn get_as<D: DeserializeOwned>(&self, id: &str) -> Result<Option<Stored<D>>, CollectionError> {
+    /// The store's cache of decoded records, for typed handles.
+    pub(crate) fn records(&self) -> &RecordCache {
+        self.store.records()
+    }
+
+    /// The record with this id, its document decoded as `D` by `decoder`.
+    pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, CollectionError> {
         super::store::validate_id(id)?;
         let key = super::keys::record_key(&self.name, id);
         let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
-        Ok(Some(stored(id, envelope::decode_as(&key, &bytes)?)))
+        Ok(Some(stored(id, decoder.decode(&key, &bytes)?)))
     }
 
     /// One page of the documents matching `query`, read at one snapshot.
     pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
-        self.query_as(query)
+        self.query_as(query, &Parse)
     }
 
-    /// [`DynCollection::query`], documents decoded as `D`.
-    pub(crate) fn query_as<D: DeserializeOwned>(&self, query: &Query) -> Result<Page<D>, CollectionError> {
+    /// [`DynCollection::query`], documents decoded as `D` by `decoder`.
+    pub(crate) fn query_as<D: DeserializeOwned>(
+        &self,
+        query: &Query,
+        decoder: &impl Decode<D>,
+    ) -> Result<Page<D>, CollectionError> {
         let mut records = Vec::with_capacity(query.page_size()?.min(1024));
-        let next_cursor = self.query_each_as(query, |r| records.push(r))?;
+        let next_cursor = self.query_each_as(query, decoder, |r| records.push(r))?;
         Ok(Page { records, next_cursor })
     }
 
@@ -143,13 +151,14 @@ impl DynCollection {
         query: &Query,
         visit: impl FnMut(Stored<Value>),
     ) -> Result<Option<String>, CollectionError> {
-        self.query_each_as(query, visit)
+        self.query_each_as(query, &Parse, visit)
     }
 
-    /// [`DynCollection::query_each`], documents decoded as `D`.
+    /// [`DynCollection::query_each`], documents decoded as `D` by `decoder`.
     pub(crate) fn query_each_as<D: DeserializeOwned>(
         &self,
         query: &Query,
+        decoder: &impl Decode<D>,
         mut visit: impl FnMut(Stored<D>),
     ) -> Result<Option<String>, CollectionError> {
         let limit = query.page_size()?;
@@ -157,21 +166,14 @@ impl DynCollection {
         let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
         let mut last_key = Vec::new();
-        let more = execute::<D>(
-            &snap,
-            (self.store.hints(), ticket),
-            &spec,
-            query,
-            Some(limit),
-            |key, env, id| {
+        let more =
+            execute::<D>(&snap, (self.store.hints(), ticket), &spec, query, Some(limit), decoder, |key, env, id| {
                 if let Some(env) = env {
                     last_key.clear();
                     last_key.extend_from_slice(key);
                     visit(stored(id, env));
                 }
-            },
-            false,
-        )?;
+            })?;
         // `more` implies a full page, so at least one record and its key.
         Ok(more.then(|| encode_cursor(&last_key)))
     }
@@ -183,7 +185,7 @@ impl DynCollection {
         let snap = self.store.db().snapshot();
         let mut n = 0u64;
         let q = query.clone().after(None);
-        execute::<serde::de::IgnoredAny>(&snap, (self.store.hints(), ticket), &spec, &q, None, |_, _, _| n += 1, true)?;
+        execute(&snap, (self.store.hints(), ticket), &spec, &q, None, &CountOnly, |_, _, _| n += 1)?;
         Ok(n)
     }
 

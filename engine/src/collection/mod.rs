@@ -5,6 +5,7 @@
 //! event are written in one atomic batch, so they never disagree, even across a crash.
 
 mod changes;
+mod decoded;
 mod envelope;
 mod error;
 mod export;
@@ -20,6 +21,7 @@ mod txn;
 mod typed;
 
 pub use changes::{Change, ChangeOp};
+pub use decoded::RecordCacheStats;
 pub use error::CollectionError;
 pub use export::{SnapshotRecords, StoreSnapshot};
 pub use handle::DynCollection;

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::snapshot::Snapshot;
 
+use super::decoded::Decode;
 use super::envelope::{self, Envelope};
 use super::error::CollectionError;
 use super::hints::{ScanHints, ScanTicket};
@@ -313,18 +314,18 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
 }
 
 /// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order, at most `limit` times;
-/// returns whether another match follows the last one visited. With `count_only` and nothing to check per
-/// record, records are not read. Documents are decoded straight into `D` when nothing needs checking on the
-/// record; otherwise as JSON first, to check them. Past the limit, a record is read only if it needs
-/// checking, and never decoded into `D`.
+/// returns whether another match follows the last one visited. When the decoder wants no records (a count)
+/// and nothing needs checking per record, records are not read. Documents are decoded straight into `D` by
+/// `decoder` when nothing needs checking on the record; otherwise as JSON first, to check them. Past the
+/// limit, a record is read only if it needs checking, and never decoded into `D`.
 pub(crate) fn execute<D: DeserializeOwned>(
     snap: &Snapshot,
     (hints, ticket): (&ScanHints, ScanTicket),
     spec: &CollectionSpec,
     q: &Query,
     limit: Option<usize>,
+    decoder: &impl Decode<D>,
     mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str),
-    count_only: bool,
 ) -> Result<bool, CollectionError> {
     let plan = plan(spec, q)?;
     let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
@@ -356,7 +357,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
     let mut iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
     // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
     // take in values of other types (null sorts before every number), which only `matches` rejects.
-    let skip_records = count_only && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
+    let skip_records = !decoder.wants_records() && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
     // construction; `check_indexes` verifies it), so those records need no check.
     let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
@@ -406,7 +407,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
                 .map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
         } else {
-            envelope::decode_as(&record_key, bytes)?
+            decoder.decode(&record_key, bytes)?
         };
         visit(key, Some(env), &id);
         visited += 1;

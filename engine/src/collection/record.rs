@@ -48,7 +48,7 @@ impl CollectionSpec {
 /// use cairn::{IndexSpec, Record};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Serialize, Deserialize)]
+/// #[derive(Clone, Serialize, Deserialize)]
 /// struct Host { name: String, rack: String }
 ///
 /// impl Record for Host {
@@ -57,7 +57,7 @@ impl CollectionSpec {
 ///     fn indexes() -> Vec<IndexSpec> { vec![IndexSpec::new("rack", &["rack"])] }
 /// }
 /// ```
-pub trait Record: Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Record: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     /// The collection's name.
     const COLLECTION: &'static str;
     /// The record's primary key: 1 to 512 bytes of UTF-8 without control characters.

@@ -14,6 +14,7 @@ use crate::db::Db;
 use crate::snapshot::Snapshot;
 
 use super::changes::{decode_event, seq_key, Change};
+use super::decoded::{RecordCache, RecordCacheStats};
 use super::envelope::{self, Envelope};
 use super::error::CollectionError;
 use super::handle::DynCollection;
@@ -72,11 +73,12 @@ fn validate_spec(spec: &CollectionSpec) -> Result<(), CollectionError> {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     change_retention: Duration,
+    record_cache_size: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { change_retention: Duration::from_secs(7 * 24 * 3600) }
+        Self { change_retention: Duration::from_secs(7 * 24 * 3600), record_cache_size: 16 << 20 }
     }
 }
 
@@ -85,6 +87,16 @@ impl StoreOptions {
     /// registered). Default: 7 days.
     pub fn change_retention(mut self, retention: Duration) -> Self {
         self.change_retention = retention;
+        self
+    }
+
+    /// Memory for decoded records, shared by the store's typed collections ([`Collection`]): a record read
+    /// twice without changing in between is kept decoded, and later reads clone it instead of parsing its
+    /// JSON. Counted in the records' stored bytes; a record's decoded form typically takes one to two times
+    /// that. A cached record is checked against the commit that wrote what the read found, so it is never
+    /// stale. 0 turns the cache off. Default: 16 MiB.
+    pub fn record_cache_size(mut self, bytes: usize) -> Self {
+        self.record_cache_size = bytes;
         self
     }
 }
@@ -99,6 +111,7 @@ struct StoreInner {
     declare: Mutex<()>,
     hints: ScanHints,
     claims: InFlight,
+    records: RecordCache,
 }
 
 /// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
@@ -110,7 +123,7 @@ struct StoreInner {
 /// use cairn::{Query, Record, IndexSpec, Store};
 /// use serde::{Deserialize, Serialize};
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
 /// struct Task { id: String, state: String, priority: i64 }
 ///
 /// impl Record for Task {
@@ -158,6 +171,7 @@ impl Store {
         }
         Ok(Store {
             inner: Arc::new(StoreInner {
+                records: RecordCache::new(opts.record_cache_size),
                 db,
                 opts,
                 catalog: RwLock::new(catalog),
@@ -177,6 +191,15 @@ impl Store {
     /// Where index scans may start; every index insert must be registered here (see `hints`).
     pub(crate) fn hints(&self) -> &ScanHints {
         &self.inner.hints
+    }
+
+    pub(crate) fn records(&self) -> &RecordCache {
+        &self.inner.records
+    }
+
+    /// Size and counters of the cache of decoded records (see [`StoreOptions::record_cache_size`]).
+    pub fn record_cache_stats(&self) -> RecordCacheStats {
+        self.inner.records.stats()
     }
 
     /// Records a claim is taking right now (see `inflight`).

@@ -66,19 +66,19 @@ impl<T: Record> Collection<T> {
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
-        self.inner.get_as(id)
+        self.inner.get_as(id, &self.inner.records().typed::<T>())
     }
 
     /// One page of matching records.
     pub fn query(&self, query: &Query) -> Result<Page<T>, CollectionError> {
-        self.inner.query_as(query)
+        self.inner.query_as(query, &self.inner.records().typed::<T>())
     }
 
     /// The page [`Collection::query`] returns, handed to `visit` one record at a time instead of collected;
     /// returns the page's next cursor. Each record can be used and dropped before the next is decoded,
     /// which for large documents is markedly cheaper than holding a page of them.
     pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<T>)) -> Result<Option<String>, CollectionError> {
-        self.inner.query_each_as(query, visit)
+        self.inner.query_each_as(query, &self.inner.records().typed::<T>(), visit)
     }
 
     /// Number of matching records.

@@ -1,19 +1,12 @@
-//! A bounded cache of decoded blocks, shared by every table of a database.
-//!
-//! Sharded by block, each shard evicting with the CLOCK (second chance) policy: a hit sets a reference bit;
-//! eviction walks the ring, clearing set bits and dropping the first unreferenced block.
+//! A bounded cache of decoded blocks, shared by every table of a database: a [`ClockCache`] keyed by
+//! `(table number, block offset)`.
 
-use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::clock::ClockCache;
 
 use super::block::Block;
-
-const SHARDS: usize = 16;
-
-type Key = (u64, u64);
 
 /// A multiply-xor hasher for the cache's `(table, offset)` keys: they are not attacker-chosen, and SipHash
 /// showed up in read profiles.
@@ -37,87 +30,40 @@ impl Hasher for BlockKeyHasher {
 }
 
 #[derive(Debug)]
-struct Slot {
-    block: Arc<Block>,
-    referenced: bool,
-}
-
-/// Hits and misses are counted per shard, under the shard's lock: one counter shared by every reader would
-/// be a cache line that concurrent readers take from each other on every lookup.
-#[derive(Debug, Default)]
-struct Shard {
-    map: HashMap<Key, Slot, BuildHasherDefault<BlockKeyHasher>>,
-    ring: VecDeque<Key>,
-    used: usize,
-    hits: u64,
-    misses: u64,
-}
-
-#[derive(Debug)]
 pub(crate) struct BlockCache {
-    shards: Vec<Mutex<Shard>>,
-    shard_capacity: usize,
+    blocks: ClockCache<(u64, u64), Arc<Block>, BuildHasherDefault<BlockKeyHasher>>,
+}
+
+/// Picks a block's shard.
+fn shard_hash(table: u64, offset: u64) -> u64 {
+    table.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (offset >> 12).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
 }
 
 impl BlockCache {
     /// A cache holding up to about `capacity` bytes of decoded blocks.
     pub fn new(capacity: usize) -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(), shard_capacity: capacity / SHARDS }
-    }
-
-    fn shard(&self, key: Key) -> &Mutex<Shard> {
-        let h = key.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (key.1 >> 12).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-        &self.shards[(h >> 59) as usize % SHARDS]
+        Self { blocks: ClockCache::new(capacity) }
     }
 
     pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
-        let mut shard = self.shard((table, offset)).lock();
-        let found = shard.map.get_mut(&(table, offset)).map(|slot| {
-            slot.referenced = true;
-            slot.block.clone()
-        });
-        if found.is_some() {
-            shard.hits += 1;
-        } else {
-            shard.misses += 1;
-        }
-        found
+        self.blocks.get(shard_hash(table, offset), &(table, offset))
     }
 
     pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
         let charge = block.charge();
-        if charge > self.shard_capacity {
-            return;
-        }
-        let key = (table, offset);
-        let mut shard = self.shard(key).lock();
-        if shard.map.insert(key, Slot { block, referenced: false }).is_some() {
-            return;
-        }
-        shard.ring.push_back(key);
-        shard.used += charge;
-        while shard.used > self.shard_capacity {
-            let Some(victim) = shard.ring.pop_front() else { break };
-            let Some(slot) = shard.map.get_mut(&victim) else { continue };
-            if slot.referenced {
-                slot.referenced = false;
-                shard.ring.push_back(victim);
-            } else if let Some(slot) = shard.map.remove(&victim) {
-                shard.used -= slot.block.charge();
-            }
-        }
+        self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
     }
 
     pub fn hits(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().hits).sum()
+        self.blocks.hits()
     }
 
     pub fn misses(&self) -> u64 {
-        self.shards.iter().map(|s| s.lock().misses).sum()
+        self.blocks.misses()
     }
 
     pub fn usage(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().used).sum()
+        self.blocks.usage()
     }
 }
 

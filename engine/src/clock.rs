@@ -1,0 +1,163 @@
+//! A bounded, sharded cache evicting with the CLOCK (second chance) policy: a hit sets an entry's reference
+//! bit; eviction walks the ring, clearing set bits and dropping the first unreferenced entry. Holds decoded
+//! blocks (`table::cache`) and decoded records (`collection::decoded`).
+//!
+//! The caller picks the shard with a hash of its own (one it computes anyway, or a cheap one), so a lookup
+//! hashes the key once more only inside its shard's map.
+
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+
+use parking_lot::Mutex;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug)]
+struct Slot<V> {
+    value: V,
+    charge: usize,
+    referenced: bool,
+}
+
+/// Hits and misses are counted per shard, under the shard's lock: one counter shared by every reader would
+/// be a cache line that concurrent readers take from each other on every lookup.
+#[derive(Debug)]
+struct Shard<K, V, S> {
+    map: HashMap<K, Slot<V>, S>,
+    ring: VecDeque<K>,
+    used: usize,
+    hits: u64,
+    misses: u64,
+}
+
+/// Up to about `capacity` bytes of values (as charged by [`ClockCache::insert`]), in 16 shards of a
+/// sixteenth each.
+#[derive(Debug)]
+pub(crate) struct ClockCache<K, V, S = RandomState> {
+    shards: Box<[Mutex<Shard<K, V, S>>]>,
+    shard_capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
+    pub fn new(capacity: usize) -> Self {
+        let shard =
+            || Mutex::new(Shard { map: HashMap::default(), ring: VecDeque::new(), used: 0, hits: 0, misses: 0 });
+        Self { shards: (0..SHARDS).map(|_| shard()).collect(), shard_capacity: capacity / SHARDS }
+    }
+
+    /// Whether anything can be cached at all.
+    pub fn enabled(&self) -> bool {
+        self.shard_capacity > 0
+    }
+
+    /// The shard of a key whose hash is `hash`, from bits 32 to 35: a map takes its bucket from the low bits
+    /// of its own hash and its tag from the top seven, so a caller may key the map by this very hash (it is
+    /// the same in every key of a shard in the bits that pick the shard).
+    fn shard(&self, hash: u64) -> &Mutex<Shard<K, V, S>> {
+        &self.shards[(hash >> 32) as usize % SHARDS]
+    }
+
+    /// The value under `key`, marking it recently used.
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let mut shard = self.shard(hash).lock();
+        let found = shard.map.get_mut(key).map(|slot| {
+            slot.referenced = true;
+            slot.value.clone()
+        });
+        if found.is_some() {
+            shard.hits += 1;
+        } else {
+            shard.misses += 1;
+        }
+        found
+    }
+
+    /// Caches `value` under `key` (replacing what was there), charged `charge` bytes, then evicts until
+    /// the shard is back within its capacity. A value charged more than a whole shard is not kept, and
+    /// takes the key's earlier value with it.
+    pub fn insert(&self, hash: u64, key: K, value: V, charge: usize) {
+        let mut shard = self.shard(hash).lock();
+        if charge > self.shard_capacity {
+            if let Some(old) = shard.map.remove(&key) {
+                shard.used -= old.charge;
+            }
+            return;
+        }
+        match shard.map.insert(key.clone(), Slot { value, charge, referenced: false }) {
+            Some(old) => shard.used -= old.charge,
+            None => shard.ring.push_back(key),
+        }
+        shard.used += charge;
+        while shard.used > self.shard_capacity {
+            let Some(victim) = shard.ring.pop_front() else { break };
+            let Some(slot) = shard.map.get_mut(&victim) else { continue };
+            if slot.referenced {
+                slot.referenced = false;
+                shard.ring.push_back(victim);
+            } else if let Some(slot) = shard.map.remove(&victim) {
+                shard.used -= slot.charge;
+            }
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().hits).sum()
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().misses).sum()
+    }
+
+    /// Bytes charged for what is cached.
+    pub fn usage(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().used).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(capacity: usize) -> ClockCache<u64, u64> {
+        ClockCache::new(capacity)
+    }
+
+    #[test]
+    fn keeps_within_capacity_and_gives_referenced_entries_a_second_chance() {
+        // One shard's worth of keys (hash 0 always picks shard 0): room for 4 entries of 10 bytes.
+        let c = cache(SHARDS * 40);
+        for k in 0..4 {
+            c.insert(0, k, k * 100, 10);
+        }
+        assert_eq!(c.get(0, &0), Some(0));
+        c.insert(0, 4, 400, 10);
+        // Key 0 was referenced, so the oldest unreferenced entry (1) went instead.
+        assert_eq!((c.get(0, &0), c.get(0, &1), c.get(0, &4)), (Some(0), None, Some(400)));
+        assert_eq!(c.usage(), 40);
+        assert_eq!((c.hits(), c.misses()), (3, 1));
+    }
+
+    #[test]
+    fn replacing_a_key_recharges_it_and_an_oversized_value_drops_it() {
+        let c = cache(SHARDS * 100);
+        c.insert(7, 1, 1, 30);
+        c.insert(7, 1, 2, 50);
+        assert_eq!((c.get(7, &1), c.usage()), (Some(2), 50));
+        c.insert(7, 1, 3, 101);
+        assert_eq!((c.get(7, &1), c.usage()), (None, 0));
+        // The ring still names key 1; evicting past that stale entry is harmless.
+        for k in 10..20 {
+            c.insert(7, k, k, 20);
+        }
+        assert_eq!(c.usage(), 100);
+        let off = cache(0);
+        off.insert(0, 1, 1, 1);
+        assert!(!off.enabled());
+        assert_eq!(off.get(0, &1), None);
+    }
+}
