@@ -92,9 +92,10 @@ impl StoreOptions {
 
     /// Memory for decoded records, shared by the store's typed collections ([`Collection`]): a record read
     /// twice without changing in between is kept decoded, and later reads clone it instead of parsing its
-    /// JSON. Counted in the records' stored bytes; a record's decoded form typically takes one to two times
-    /// that. A cached record is checked against the commit that wrote what the read found, so it is never
-    /// stale. 0 turns the cache off. Default: 16 MiB.
+    /// JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
+    /// 671 bytes stored, 1,869 bytes in 23 allocations decoded, 2.8 times). A cached record is checked
+    /// against the commit that wrote what the read found, so it is never stale. 0 turns the cache off.
+    /// Default: 16 MiB.
     pub fn record_cache_size(mut self, bytes: usize) -> Self {
         self.record_cache_size = bytes;
         self
