@@ -64,8 +64,17 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     where
         K: Borrow<Q>,
     {
+        self.get_if(hash, key, |_| true)
+    }
+
+    /// The value under `key` if `accept` takes it (a caller whose keys are hashes checks what the value is
+    /// of). Only an accepted value counts as a hit and is marked recently used.
+    pub fn get_if<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q, accept: impl FnOnce(&V) -> bool) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let mut shard = self.shard(hash).lock();
-        let found = shard.map.get_mut(key).map(|slot| {
+        let found = shard.map.get_mut(key).filter(|slot| accept(&slot.value)).map(|slot| {
             slot.referenced = true;
             slot.value.clone()
         });
@@ -140,6 +149,11 @@ mod tests {
         assert_eq!((c.get(0, &0), c.get(0, &1), c.get(0, &4)), (Some(0), None, Some(400)));
         assert_eq!(c.usage(), 40);
         assert_eq!((c.hits(), c.misses()), (3, 1));
+        // A value the caller rejects is a miss, and does not save its entry from eviction.
+        assert_eq!(c.get_if(0, &2, |v| *v != 200), None);
+        assert_eq!((c.hits(), c.misses()), (3, 2));
+        c.insert(0, 5, 500, 10);
+        assert_eq!(c.get(0, &2), None);
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl<D: DeserializeOwned> Decode<D> for Parse {
     }
 }
 
-/// Counts: wants no records, and decodes those it must read (to check them) as nothing.
+/// Counts: wants no records. `execute` then reads only records it must check, and checks them as JSON
+/// values, so this decoder is not called; were it, it would decode the document as nothing.
 pub(crate) struct CountOnly;
 
 impl Decode<IgnoredAny> for CountOnly {
@@ -75,10 +76,9 @@ pub struct RecordCacheStats {
     /// Bytes charged for what is cached: the stored size of each record kept decoded, plus a small charge
     /// per key.
     pub bytes: usize,
-    /// Lookups that found an entry under the record key's hash since the store opened (a record kept from
-    /// older bytes included).
+    /// Typed reads answered from the cache since the store opened.
     pub hits: u64,
-    /// Lookups that did not.
+    /// Typed reads that parsed the record (the cache on).
     pub misses: u64,
 }
 
@@ -146,13 +146,14 @@ impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'
             return envelope::decode_as(key, bytes);
         }
         let hash = crate::table::key_hash(key);
-        let kept = cache.kept.get(hash, &hash).filter(|k| k.head == head && *k.key == *key);
-        // Another type may have decoded this very record (two types over one collection): that is a miss.
+        // Kept from these very bytes of this key, as this type (two types may read one collection).
+        let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<D>>();
+        let kept = cache.kept.get_if(hash, &hash, usable);
         if let Some(record) = kept.as_ref().and_then(|k| k.record.downcast_ref::<Envelope<D>>()) {
             return Ok(record.clone());
         }
         let record: Envelope<D> = envelope::decode_as(key, bytes)?;
-        if kept.is_some() || cache.seen_before(hash, &head) {
+        if cache.seen_before(hash, &head) {
             let charge = ENTRY_CHARGE + key.len() + bytes.len();
             let kept = Kept { key: key.into(), head, record: Box::new(record.clone()) };
             cache.kept.insert(hash, hash, Arc::new(kept), charge);
@@ -198,6 +199,8 @@ mod tests {
         assert_eq!(cache.typed::<Doc>().decode(b"k", &v2).unwrap().doc, Doc { n: 2 });
         // Reading the older bytes again (an older snapshot) parses them again.
         assert_eq!(cache.typed::<Doc>().decode(b"k", &v1).unwrap().doc, Doc { n: 1 });
+        // None of those three reads was answered from the cache: the entry found was of other bytes.
+        assert_eq!(cache.stats().hits, 1);
         // Another type over the same bytes gets its own decoding.
         assert_eq!(cache.typed::<Other>().decode(b"k", &v1).unwrap().doc, Other { n: 1.0 });
     }
