@@ -18,9 +18,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cairn::{Db, Durability, Job, Record, Store, StoreOptions, WriteBatch};
 use cairn_bench::compare::job;
 use cairn_bench::{DataGen, DEFAULT_SEED};
+use cairn_engine::{Db, Durability, WriteBatch};
+use cairn_platform::Job;
+use cairn_store::{Record, Store, StoreOptions};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde::{Deserialize, Serialize};
 

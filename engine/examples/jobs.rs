@@ -4,9 +4,9 @@
 //! cargo run -p cairn --example jobs -- ./data
 //! ```
 
-use cairn::{Db, WriteBatch};
+use cairn_engine::{Db, WriteBatch};
 
-fn main() -> Result<(), cairn::Error> {
+fn main() -> Result<(), cairn_engine::Error> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "./data".to_owned());
     let db = Db::open(&dir)?;
 

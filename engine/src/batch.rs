@@ -96,9 +96,11 @@ impl WriteBatch {
 
     /// Sets the key `prefix ++ commit_seq (u64 BE) ++ op_index (u32 BE)` to the concatenation of the `value`
     /// parts, where `commit_seq` is the sequence number [`Db::write`](crate::Db::write) returns for this
-    /// batch. Keys written this way sort in commit order.
+    /// batch and `op_index` the operation's position in it. Keys written this way sort in commit order: an
+    /// extension point for logs kept inside the keyspace (the record store's change feed), which learn their
+    /// key only when the batch commits.
     #[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in numeric order")]
-    pub(crate) fn put_commit_keyed(&mut self, prefix: &[u8], value: &[&[u8]]) -> &mut Self {
+    pub fn put_commit_keyed(&mut self, prefix: &[u8], value: &[&[u8]]) -> &mut Self {
         let at = self.rep.len() + 1 + 4 + prefix.len();
         let op_index = self.count.to_be_bytes();
         self.put_parts(&[prefix, &[0; 8], &op_index], value);
@@ -107,8 +109,9 @@ impl WriteBatch {
     }
 
     /// Sets `key` to `commit_seq (u64 LE) ++ head ++ body`, `commit_seq` as in
-    /// [`WriteBatch::put_commit_keyed`].
-    pub(crate) fn put_commit_prefixed(&mut self, key: &[u8], head: &[u8], body: &[u8]) -> &mut Self {
+    /// [`WriteBatch::put_commit_keyed`]: an extension point for values that carry the commit that wrote
+    /// them (the record store stamps every record with it, so that two writes of a key never look alike).
+    pub fn put_commit_prefixed(&mut self, key: &[u8], head: &[u8], body: &[u8]) -> &mut Self {
         let at = self.rep.len() + 1 + 4 + key.len() + 4;
         self.put_parts(&[key], &[&[0; 8], head, body]);
         self.stamps.push(Stamp::ValueLe(at));

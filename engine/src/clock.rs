@@ -1,6 +1,7 @@
 //! A bounded, sharded cache evicting with the CLOCK (second chance) policy: a hit sets an entry's reference
-//! bit; eviction walks the ring, clearing set bits and dropping the first unreferenced entry. Holds decoded
-//! blocks (`table::cache`) and decoded records (`collection::decoded`).
+//! bit; eviction walks the ring, clearing set bits and dropping the first unreferenced entry. Holds the
+//! engine's decoded blocks (`table::cache`); public so that layers above cache their own decoded values
+//! with the same policy (the record store's cache of decoded records).
 //!
 //! The caller picks the shard with a hash of its own (one it computes anyway, or a cheap one), so a lookup
 //! hashes the key once more only inside its shard's map.
@@ -35,12 +36,13 @@ struct Shard<K, V, S> {
 /// Up to about `capacity` bytes of values (as charged by [`ClockCache::insert`]), in 16 shards of a
 /// sixteenth each.
 #[derive(Debug)]
-pub(crate) struct ClockCache<K, V, S = RandomState> {
+pub struct ClockCache<K, V, S = RandomState> {
     shards: Box<[Mutex<Shard<K, V, S>>]>,
     shard_capacity: usize,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
+    /// An empty cache of up to about `capacity` bytes; 0 caches nothing.
     pub fn new(capacity: usize) -> Self {
         let shard =
             || Mutex::new(Shard { map: HashMap::default(), ring: VecDeque::new(), used: 0, hits: 0, misses: 0 });
@@ -114,10 +116,12 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         }
     }
 
+    /// Lookups answered, since the cache was made.
     pub fn hits(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().hits).sum()
     }
 
+    /// Lookups that found nothing (or nothing accepted), since the cache was made.
     pub fn misses(&self) -> u64 {
         self.shards.iter().map(|s| s.lock().misses).sum()
     }

@@ -199,7 +199,7 @@ impl Iter {
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
-    /// let db = cairn::Db::open(dir.path())?;
+    /// let db = cairn_engine::Db::open(dir.path())?;
     /// db.put(b"a", b"1")?;
     /// db.put(b"b", b"22")?;
     /// let mut iter = db.range(b"a".as_slice()..)?;

@@ -1,4 +1,4 @@
-//! Cairn: an embedded, log-structured storage engine for the records of compute platforms.
+//! Cairn's key-value engine: an embedded, log-structured store of ordered byte keys and values.
 //!
 //! Writes go to a checksummed write-ahead log (concurrent committers share one `fdatasync`: group commit)
 //! and to an in-memory ordered table; full memtables are flushed in the background to immutable sorted
@@ -6,9 +6,16 @@
 //! level by level. The live set of tables changes atomically through the manifest. Every byte read back
 //! from disk is checked; a bad checksum is a [`StorageError::Corruption`] naming file and offset.
 //!
+//! What it is not: it knows nothing of documents, JSON, indexes or the network, and depends on no
+//! serialization framework or async runtime. Collections, secondary indexes, versions and the change feed
+//! are the record store's (crate `cairn-store`), built on this crate's public API alone; its extension
+//! points are [`WriteBatch::put_commit_keyed`] and [`WriteBatch::put_commit_prefixed`] (values and keys
+//! stamped with their commit's sequence), conditional commits ([`Db::write_if`] with [`Condition`]),
+//! snapshots, and [`ClockCache`] (the block cache's eviction policy, for caches of decoded values).
+//!
 //! ```
-//! # fn main() -> Result<(), cairn::Error> {
-//! use cairn::{Db, Durability, WriteBatch};
+//! # fn main() -> Result<(), cairn_engine::Error> {
+//! use cairn_engine::{Db, Durability, WriteBatch};
 //! let dir = tempfile::tempdir().unwrap();
 //! let db = Db::builder().durability(Durability::Immediate).memtable_size(8 << 20).open(dir.path())?;
 //! let mut batch = WriteBatch::new();
@@ -29,10 +36,8 @@
 
 mod batch;
 mod clock;
-mod collection;
 mod compaction;
 mod db;
-mod domain;
 mod error;
 mod format;
 #[cfg(feature = "fuzzing")]
@@ -50,14 +55,9 @@ mod table;
 mod version;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
-pub use collection::{
-    Change, ChangeOp, Collection, CollectionError, CollectionSpec, Committed, DynCollection, IndexSpec, Op, Page, Plan,
-    Query, Record, RecordCacheStats, SnapshotRecords, Store, StoreOptions, StoreSnapshot, Stored, Transaction,
-    MAX_PAGE,
-};
+pub use clock::ClockCache;
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, Db, Finding, TornWal};
-pub use domain::*;
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
 pub use iter::{Iter, KeyValue, KeyValueRef};

@@ -1,9 +1,9 @@
 #![no_main]
 //! Engine operations with power cuts and injected I/O errors against a BTreeMap model
-//! (`cairn::fuzzing::engine_model`): any disagreement panics.
+//! (`cairn_engine::fuzzing::engine_model`): any disagreement panics.
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    cairn::fuzzing::engine_model(data);
+    cairn_engine::fuzzing::engine_model(data);
 });

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    cairn::fuzzing::decode_manifest(data);
+    cairn_engine::fuzzing::decode_manifest(data);
 });

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cairn::{Collection, Db, Job, Store, StoreOptions};
+use cairn_engine::Db;
+use cairn_platform::Job;
+use cairn_store::{Collection, Store, StoreOptions};
 
 fn cairn(args: &[&str], data: &Path) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
@@ -26,7 +28,7 @@ fn check(args: &[&str], data: &Path, status: i32) -> String {
 
 /// A store with a flushed table and a WAL: 300 plain keys and 40 jobs in the jobs collection.
 fn store(dir: &Path) {
-    let db = Db::builder().compression(cairn::Compression::None).open(dir).expect("open");
+    let db = Db::builder().compression(cairn_engine::Compression::None).open(dir).expect("open");
     for i in 0..300 {
         db.put(format!("key/{i:04}"), format!("value {i} {}", "x".repeat(40))).expect("put");
     }

@@ -640,9 +640,9 @@ async fn sigterm_drains_and_the_data_survives() {
     let (code, page) = json(waiting.await.unwrap().unwrap()).await;
     assert_eq!((code, &page["changes"]), (200, &json!([])));
 
-    let store = cairn::Store::open(&data).unwrap();
+    let store = cairn_store::Store::open(&data).unwrap();
     let jobs = store.collection_dyn("jobs").unwrap();
-    assert_eq!(jobs.count(&cairn::Query::new()).unwrap(), 20);
+    assert_eq!(jobs.count(&cairn_store::Query::new()).unwrap(), 20);
     store.check_indexes().unwrap();
     store.db().clone().close().unwrap();
 

@@ -1,6 +1,6 @@
 //! Errors of export, import and verification.
 
-use cairn::CollectionError;
+use cairn_store::CollectionError;
 
 /// Why an export, import, restore or verification failed.
 #[derive(Debug, thiserror::Error)]

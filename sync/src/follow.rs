@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cairn::Store;
+use cairn_store::Store;
 
 use crate::error::SyncError;
 use crate::StopFlag;

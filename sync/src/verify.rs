@@ -1,7 +1,7 @@
 //! `verify`: the store compared with PostgreSQL or an object store, record by record (counts, versions and
 //! document hashes).
 
-use cairn::Store;
+use cairn_store::Store;
 use futures_util::{pin_mut, TryStreamExt};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use cairn::{
-    claim_job, ChangeOp, CollectionError, CollectionSpec, Db, Durability, IndexSpec, Job, JobStatus, LeveledPolicy,
-    MemStorage, Op, Query, Record, Store, StoreOptions,
-};
+use cairn_engine::{Db, Durability, LeveledPolicy, MemStorage};
+use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_store::{ChangeOp, CollectionError, CollectionSpec, IndexSpec, Op, Query, Record, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -115,7 +114,7 @@ fn typed_reads_through_the_record_cache_are_never_stale() {
     for _ in 0..3 {
         assert_eq!(plain.query(&q).unwrap(), tasks.query(&q).unwrap());
     }
-    assert_eq!(uncached.record_cache_stats(), cairn::RecordCacheStats::default());
+    assert_eq!(uncached.record_cache_stats(), cairn_store::RecordCacheStats::default());
 }
 
 #[test]

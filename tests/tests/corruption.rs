@@ -6,7 +6,7 @@
 //! Every flip must end either as a [`StorageError::Corruption`] naming the damaged file and an offset in it,
 //! or be shown harmless: every value read equals the model, no deleted key comes back. Never a panic (on
 //! any thread: a panic hook counts them), never a wrong or missing value. Every fifth damaged copy also goes
-//! to `cairn::Check`, which must report what the engine detected (naming the file) and nothing else.
+//! to `cairn_engine::Check`, which must report what the engine detected (naming the file) and nothing else.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn::{Check, Compression, Db, MemStorage, OpenError, Storage, StorageError, WriteBatch};
+use cairn_engine::{Check, Compression, Db, MemStorage, OpenError, Storage, StorageError, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// Files larger than this are swept one byte at a time (bit `offset % 8` of each), smaller ones bit by bit.
 const EVERY_BIT_UP_TO: usize = 16 * 1024;
 
-/// `cairn check` (`cairn::Check`) is run on every this-many-th damaged copy too.
+/// `cairn check` (`cairn_engine::Check`) is run on every this-many-th damaged copy too.
 const CHECK_EVERY: usize = 5;
 
 static PANICS: AtomicU64 = AtomicU64::new(0);

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{CrashMode, Db, Durability, IndexSpec, LeveledPolicy, MemStorage, Record, Store, StoreOptions, WriteBatch};
+use cairn_engine::{CrashMode, Db, Durability, LeveledPolicy, MemStorage, WriteBatch};
+use cairn_store::{IndexSpec, Record, Store, StoreOptions};
 use serde::{Deserialize, Serialize};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;

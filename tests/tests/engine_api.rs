@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use cairn::{
+use cairn_engine::{
     Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions, MAX_KEY_LEN,
     MAX_VALUE_LEN,
 };
@@ -280,7 +280,7 @@ fn conditional_writes_make_a_race_free_counter() {
                     batch.put(b"counter", (current + 1).to_le_bytes());
                     match db.write_if(
                         batch,
-                        vec![cairn::Condition::unchanged_since(b"counter".to_vec(), snap.sequence())],
+                        vec![cairn_engine::Condition::unchanged_since(b"counter".to_vec(), snap.sequence())],
                         WriteOptions::default(),
                     ) {
                         Ok(_) => done += 1,
@@ -305,7 +305,7 @@ fn conditional_writes_make_a_race_free_counter() {
     batch.put(b"other", b"y");
     let err = db.write_if(
         batch,
-        vec![cairn::Condition::unchanged_since(b"new".to_vec(), snap.sequence())],
+        vec![cairn_engine::Condition::unchanged_since(b"new".to_vec(), snap.sequence())],
         WriteOptions::default(),
     );
     assert!(matches!(err, Err(WriteError::ConditionFailed { .. })));

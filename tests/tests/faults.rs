@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{CrashMode, Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError};
+use cairn_engine::{CrashMode, Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError};
 
-fn open(fs: &MemStorage) -> Result<Db, cairn::OpenError> {
+fn open(fs: &MemStorage) -> Result<Db, cairn_engine::OpenError> {
     Db::builder()
         .storage(Arc::new(fs.clone()))
         .durability(Durability::Immediate)

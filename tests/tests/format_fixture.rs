@@ -5,7 +5,7 @@
 //! the specification alone: no engine internals are used, every magic number, size, offset and tag below is a
 //! literal copied from the spec, and the checksum is computed bit by bit from the CRC parameters the spec
 //! names. The reader rebuilds the logical content (the live key/value pairs) and checks it against the
-//! script. [`fixture_opens_through_the_api`] checks the same content through `cairn::Db`.
+//! script. [`fixture_opens_through_the_api`] checks the same content through `cairn_engine::Db`.
 //!
 //! If the engine changes a format, these tests fail on the committed files: bump the format version, keep a
 //! reader for the old one, and add a `tests/fixtures/vN/`.
@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use cairn::{Compression, Db, WriteBatch};
+use cairn_engine::{Compression, Db, WriteBatch};
 
 /// Where the fixture lives.
 fn fixture_dir() -> PathBuf {

@@ -1,6 +1,6 @@
 //! The fuzz targets' seed corpus (`fuzz/corpus/TARGET/seed-*`): how it is made, and that it is what the
 //! generator makes, small, and meaningful. The committed corpus is also replayed through every target's
-//! function (`cairn::fuzzing`), so the model harnesses run in the normal test run without a fuzzer.
+//! function (`cairn_engine::fuzzing`), so the model harnesses run in the normal test run without a fuzzer.
 //!
 //! Regenerate the corpus after a format change with
 //! `cargo test -p cairn-tests --test fuzz_corpus -- --ignored regenerate_fuzz_corpus`.
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cairn::{fuzzing, Compression, Db, LeveledPolicy, MemStorage, Storage, WriteBatch};
+use cairn_engine::{fuzzing, Compression, Db, LeveledPolicy, MemStorage, Storage, WriteBatch};
 
 const TARGETS: [&str; 5] = ["wal_decode", "manifest_decode", "table_decode", "engine_model", "collection_model"];
 /// Budget for the whole committed corpus.
@@ -154,7 +154,7 @@ fn generate() -> Corpus {
         add("engine_model", &format!("ops-{i}"), bytes);
     }
     let collection = (1..).map(|k| noise(k + 1000, 1500)).filter(|bytes| {
-        let s = fuzzing::collection_model(bytes);
+        let s = cairn_store::fuzzing::collection_model(bytes);
         s.crashes >= 1 && s.rejected >= 1 && s.transactions >= 1 && s.pages > s.queries + 2
     });
     for (i, bytes) in collection.take(6).enumerate() {
@@ -255,9 +255,9 @@ fn model_seeds_replay_without_the_fuzzer() {
         "{engine:?}"
     );
 
-    let mut coll = fuzzing::CollectionSummary::default();
+    let mut coll = cairn_store::fuzzing::CollectionSummary::default();
     for bytes in committed["collection_model"].values() {
-        coll += fuzzing::collection_model(bytes);
+        coll += cairn_store::fuzzing::collection_model(bytes);
     }
     println!("collection_model seeds: {coll:?}");
     assert!(coll.ops >= 150 && coll.writes >= 30 && coll.queries >= 20, "{coll:?}");

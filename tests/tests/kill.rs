@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::Db;
+use cairn_engine::Db;
 use cairn_tests::value;
 
 fn cycles() -> u64 {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn::{Db, Durability, LeveledPolicy, MemStorage, Snapshot, WriteBatch};
+use cairn_engine::{Db, Durability, LeveledPolicy, MemStorage, Snapshot, WriteBatch};
 use proptest::prelude::*;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -79,9 +79,9 @@ fn open(storage: &MemStorage) -> Db {
         .expect("open")
 }
 
-/// The first `limit` pairs, read borrowed ([`cairn::Iter::next_ref`]); snapshot reads below go through
+/// The first `limit` pairs, read borrowed ([`cairn_engine::Iter::next_ref`]); snapshot reads below go through
 /// `Iterator::next`, so both ways of reading are held to the model.
-fn collect(mut iter: cairn::Iter, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn collect(mut iter: cairn_engine::Iter, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(pair) = iter.next_ref() else { break };

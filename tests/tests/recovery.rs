@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cairn::{
+use cairn_engine::{
     Db, Error, FileLock, MappedFile, MemStorage, OpenError, Storage, StorageError, WritableFile, WriteBatch, WriteError,
 };
 

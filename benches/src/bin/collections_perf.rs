@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Instant;
 
-use cairn::{claim_job, Job, JobStatus, Query, Store};
+use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_store::{Query, Store};
 use rand::{Rng, SeedableRng};
 
 type Failure = Box<dyn std::error::Error>;
@@ -150,7 +151,7 @@ fn run() -> Result<(), Failure> {
         let workers: Vec<_> = (0..threads)
             .map(|w| {
                 let jobs = jobs.clone();
-                thread::spawn(move || -> Result<usize, cairn::CollectionError> {
+                thread::spawn(move || -> Result<usize, cairn_store::CollectionError> {
                     let mut got = 0;
                     for _ in 0..per {
                         if claim_job(&jobs, &format!("node-{w}"), 1_800_000_000_000, 600_000)?.is_some() {

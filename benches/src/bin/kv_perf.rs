@@ -18,8 +18,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn::{Db, Durability, WriteBatch};
 use cairn_bench::{DataGen, DEFAULT_SEED};
+use cairn_engine::{Db, Durability, WriteBatch};
 
 const KEY_LEN: usize = 24;
 const VALUE_LEN: usize = 150;
@@ -216,7 +216,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             .chunks(DURABLE_PER_THREAD)
             .map(|chunk| {
                 let db = db.clone();
-                s.spawn(move || -> Result<(), cairn::WriteError> {
+                s.spawn(move || -> Result<(), cairn_engine::WriteError> {
                     for (i, key) in chunk.iter().enumerate() {
                         db.put(key, value(i))?;
                     }
@@ -269,7 +269,7 @@ fn random_gets(db: &Db, keys: &[Vec<u8>], lookups: usize, picks: &mut DataGen) -
 }
 
 /// Tables per level and the memtable, e.g. `L0: 3, L1: 2 tables (180 MiB); memtable 12 MiB`.
-fn shape(s: &cairn::Stats) -> String {
+fn shape(s: &cairn_engine::Stats) -> String {
     let levels: Vec<String> =
         s.levels.iter().enumerate().filter(|(_, l)| l.tables > 0).map(|(i, l)| format!("L{i}: {}", l.tables)).collect();
     let levels = if levels.is_empty() { "no".to_owned() } else { levels.join(", ") };

@@ -1,11 +1,13 @@
 //! Cairn: `Durability::Immediate` (each commit's WAL record is `fdatasync`ed before it returns; concurrent
 //! committers share a sync) or `Durability::None`; the cache budget is the block cache. Documents are the
-//! built-in `cairn::Job` collection of a `Store` over the same kind of database, whose budget is split: the
+//! built-in `cairn_platform::Job` collection of a `Store` over the same kind of database, whose budget is split: the
 //! store's cache of decoded records at its default size, the block cache the rest.
 
 use std::path::Path;
 
-use cairn::{claim_job, Collection, Db, Durability, Job, Query, Store, StoreOptions, WriteBatch};
+use cairn_engine::{Db, Durability, WriteBatch};
+use cairn_platform::{claim_job, Job};
+use cairn_store::{Collection, Query, Store, StoreOptions};
 
 use super::{Checksum, Compacted, DocEngine, DocSession, KvEngine, KvReader, KvWriter, Result};
 

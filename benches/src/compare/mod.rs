@@ -210,11 +210,11 @@ pub trait KvReader {
     fn range(&mut self, start: &[u8], n: usize, sum: &mut Checksum) -> Result<usize>;
 }
 
-/// A store of `cairn::Job` documents with the secondary indexes of `Job::indexes`, as the collection
+/// A store of `cairn_platform::Job` documents with the secondary indexes of `Job::indexes`, as the collection
 /// workloads use it.
 pub trait DocEngine: Send + Sync {
     /// Inserts `jobs` in one transaction, committed with the engine's durability setting.
-    fn insert_batch(&self, jobs: &[::cairn::Job]) -> Result<()>;
+    fn insert_batch(&self, jobs: &[::cairn_platform::Job]) -> Result<()>;
 
     /// A handle for queries and claims, for the calling thread.
     fn session(&self) -> Result<Box<dyn DocSession + '_>>;

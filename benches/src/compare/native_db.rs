@@ -3,7 +3,7 @@
 //! setting for it. The cache budget goes to `Builder::set_cache_size`.
 //!
 //! A job is stored whole (`NativeJob`, encoded with native_model's default, bincode) with the same six
-//! secondary keys as `cairn::Job`, each computed as a string that orders like Cairn's index entries and
+//! secondary keys as `cairn_platform::Job`, each computed as a string that orders like Cairn's index entries and
 //! ends in the id (unique keys). native_db's secondary scans (`start_with`, `range`) collect every matching
 //! primary key before returning the first item, so a query's cost grows with the size of the range it scans,
 //! not with its limit: that is how the library works, and the benchmark uses it as documented.
@@ -11,7 +11,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use cairn::Job;
+use cairn_platform::Job;
 use native_db::{native_db, Builder, Database, Models, ToKey};
 use native_model::{native_model, Model};
 use serde::{Deserialize, Serialize};

@@ -3,14 +3,14 @@
 //! Every thread has a connection of its own (`busy_timeout` 30 s), as SQLite wants.
 //!
 //! Key-value pairs live in `kv (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID`. Jobs live in a JSON text
-//! column with generated columns for the indexed fields, and the same six indexes as `cairn::Job`, each
+//! column with generated columns for the indexed fields, and the same six indexes as `cairn_platform::Job`, each
 //! ending in `id` as Cairn's index entries do.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cairn::Job;
+use cairn_platform::Job;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::workloads::apply_claim;

@@ -10,7 +10,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Instant;
 
-use cairn::{Job, JobStatus};
+use cairn_platform::{Job, JobStatus};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -474,7 +474,7 @@ pub fn jobs(seed: u64, count: usize) -> Vec<Job> {
     (0..count).map(|i| job(i, &mut rng)).collect()
 }
 
-/// Applies a claim to a job the way `cairn::claim_job` does: RUNNING on `node`, lease from `now_ms`,
+/// Applies a claim to a job the way `cairn_platform::claim_job` does: RUNNING on `node`, lease from `now_ms`,
 /// first start time kept, attempts counted.
 pub fn apply_claim(job: &mut Job, node: &str, now_ms: i64, lease_ms: i64) {
     job.status = JobStatus::Running;

@@ -3,8 +3,9 @@
 //! The file-level checks read every file directly: `CURRENT`, every manifest edit, every table (footer,
 //! index, filter and every block's checksum, key order, and agreement with the manifest's metadata), every
 //! WAL record and the batch it carries. The logical checks then open the database through an in-memory
-//! overlay of the directory (the WAL is replayed, a manifest written, in memory only), scan it, and compare
-//! every collection's indexes with its records. The directory is locked for the whole check and nothing in
+//! overlay of the directory (the WAL is replayed, a manifest written, in memory only), scan it, and hand the
+//! open database to the caller's own check (the record store compares indexes with records there). The
+//! directory is locked for the whole check and nothing in
 //! it is written, unless [`Check::repair`] is set and a torn WAL tail is found: then that WAL is cut back to
 //! its last intact record.
 
@@ -12,10 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::batch;
-use crate::collection::{Store, StoreOptions};
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::key;
@@ -28,10 +26,10 @@ use crate::options::Options;
 use crate::table::BlockCache;
 use crate::version::{TableContext, Version};
 
-use super::lock_path;
+use super::{lock_path, Db};
 
 /// One thing found wrong (or worth knowing) in a data directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Finding {
     /// The file concerned, if the finding is about one.
@@ -43,11 +41,13 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(file: Option<&Path>, offset: Option<u64>, message: impl Into<String>) -> Self {
+    /// A finding about `file` (if any) at `offset` (if known).
+    pub fn new(file: Option<&Path>, offset: Option<u64>, message: impl Into<String>) -> Self {
         Self { file: file.map(Path::to_path_buf), offset, message: message.into() }
     }
 
-    fn from_storage(e: &StorageError, context: &str) -> Self {
+    /// A finding from a storage error met while doing `context`, naming its file and offset when it has them.
+    pub fn from_storage(e: &StorageError, context: &str) -> Self {
         match e {
             StorageError::Corruption { file, offset, reason } => {
                 Self::new(Some(file), Some(*offset), format!("{context}: corruption: {reason}"))
@@ -69,7 +69,7 @@ impl std::fmt::Display for Finding {
 }
 
 /// The torn tail of the newest WAL: bytes after its last intact record that an open would discard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TornWal {
     /// The WAL.
@@ -93,7 +93,7 @@ pub struct TornWal {
 }
 
 /// What [`Check::run`] found.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct CheckReport {
     /// The directory checked.
@@ -126,10 +126,6 @@ pub struct CheckReport {
     pub wal_markers: u64,
     /// Live keys seen by a full scan of the database.
     pub live_keys: u64,
-    /// Collections in the store's catalog.
-    pub collections: u64,
-    /// Index entries compared with the records they index.
-    pub index_entries: u64,
 }
 
 impl CheckReport {
@@ -154,8 +150,8 @@ impl CheckReport {
 /// key and sequence range against the manifest; non-overlapping key ranges in levels 1 and deeper), and every
 /// WAL an open would replay (checksums, sync markers, batches, ascending sequences). Orphan files are
 /// warnings. If nothing is wrong so far, the database is then opened through an in-memory overlay of the
-/// directory (the replay and the manifest an open writes stay in memory), scanned in full, and every
-/// collection's indexes are compared with its records. The directory is locked for the whole check.
+/// directory (the replay and the manifest an open writes stay in memory) and scanned in full; a layer above
+/// checks its own contents there ([`Check::run_with`]). The directory is locked for the whole check.
 ///
 /// Nothing is written unless [`Check::repair`] is set and the newest WAL has a torn tail: then that WAL is
 /// cut back to its last intact record, as the next open would do.
@@ -163,10 +159,10 @@ impl CheckReport {
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let dir = tempfile::tempdir()?;
-/// let db = cairn::Db::open(dir.path())?;
+/// let db = cairn_engine::Db::open(dir.path())?;
 /// db.put("job/1", "PENDING")?;
 /// db.close()?;
-/// let report = cairn::Check::new().run(dir.path())?;
+/// let report = cairn_engine::Check::new().run(dir.path())?;
 /// assert!(report.is_healthy(), "{:?}", report.problems);
 /// assert_eq!(report.wal_batches, 1);
 /// # Ok(()) }
@@ -174,13 +170,12 @@ impl CheckReport {
 #[derive(Debug, Clone)]
 pub struct Check {
     storage: Arc<dyn Storage>,
-    indexes: bool,
     repair: bool,
 }
 
 impl Default for Check {
     fn default() -> Self {
-        Self { storage: Arc::new(FsStorage), indexes: true, repair: false }
+        Self { storage: Arc::new(FsStorage), repair: false }
     }
 }
 
@@ -196,12 +191,6 @@ impl Check {
         self
     }
 
-    /// Whether to compare every collection's indexes with its records. Default: `true`.
-    pub fn indexes(mut self, yes: bool) -> Self {
-        self.indexes = yes;
-        self
-    }
-
     /// Whether to cut a torn tail off the newest WAL (the only change a check ever makes, and the same one
     /// an open would make). Default: `false`.
     pub fn repair(mut self, yes: bool) -> Self {
@@ -212,6 +201,18 @@ impl Check {
     /// Checks the database in `dir`. Fails only if the directory holds no database, is locked by another
     /// owner, or cannot be listed; everything found inside is in the report.
     pub fn run(&self, dir: impl AsRef<Path>) -> Result<CheckReport, OpenError> {
+        self.run_with(dir, |_, _| {})
+    }
+
+    /// Checks the database in `dir` as [`Check::run`] does, then, if no problem was found and the full scan
+    /// succeeded, calls `contents` with the database (opened read-only through the in-memory overlay) and
+    /// the report, for the checks of a layer above (the record store compares its indexes with its records
+    /// there, adding what it finds to `report.problems`).
+    pub fn run_with(
+        &self,
+        dir: impl AsRef<Path>,
+        contents: impl FnOnce(&Db, &mut CheckReport),
+    ) -> Result<CheckReport, OpenError> {
         let dir = dir.as_ref();
         let storage = &*self.storage;
         let io_err = |e| StorageError::io(dir, e);
@@ -240,14 +241,14 @@ impl Check {
             }
         }
         if report.problems.is_empty() {
-            self.check_contents(dir, &mut report);
+            self.check_contents(dir, &mut report, contents);
         }
         Ok(report)
     }
 
-    /// Opens the database through an in-memory overlay and reads it all: a full scan, and every
-    /// collection's indexes against its records.
-    fn check_contents(&self, dir: &Path, report: &mut CheckReport) {
+    /// Opens the database through an in-memory overlay and reads it all (a full scan), then runs the
+    /// caller's `contents` check on it.
+    fn check_contents(&self, dir: &Path, report: &mut CheckReport, contents: impl FnOnce(&Db, &mut CheckReport)) {
         let overlay = Arc::new(OverlayStorage::new(self.storage.clone()));
         let db = match Options::default().storage(overlay).create_if_missing(false).open(dir) {
             Ok(db) => db,
@@ -259,18 +260,7 @@ impl Check {
             Ok(n) => report.live_keys = n,
             Err(e) => return report.problems.push(Finding::from_storage(&e, "full scan")),
         }
-        if !self.indexes {
-            return;
-        }
-        let store = match Store::with_db(db.clone(), StoreOptions::default()) {
-            Ok(store) => store,
-            Err(e) => return report.problem(None, None, format!("collection catalog: {e}")),
-        };
-        report.collections = store.collections().len() as u64;
-        match store.check_indexes() {
-            Ok(n) => report.index_entries = n,
-            Err(e) => report.problem(None, None, format!("indexes disagree with records: {e}")),
-        }
+        contents(&db, report);
     }
 }
 
@@ -575,7 +565,7 @@ fn torn(path: &Path, bytes: &[u8], valid_len: u64, reason: &str) -> TornWal {
 mod tests {
     use super::*;
     use crate::io::MemStorage;
-    use crate::{Compression, Db, Job, Record};
+    use crate::{Compression, Db};
 
     fn dir() -> &'static Path {
         Path::new("/db")
@@ -589,7 +579,7 @@ mod tests {
         Check::new().storage(Arc::new(fs.clone())).run(dir()).unwrap()
     }
 
-    /// A store with a table, a WAL and a collection of 20 jobs.
+    /// A database with a table of 50 keys and a WAL of 20 more commits.
     fn store() -> MemStorage {
         let fs = MemStorage::new();
         let db = open(&fs);
@@ -597,14 +587,9 @@ mod tests {
             db.put(format!("key/{i:03}"), format!("value {i}")).unwrap();
         }
         db.flush().unwrap();
-        let store = Store::with_db(db.clone(), StoreOptions::default()).unwrap();
-        let jobs = store.collection::<Job>().unwrap();
         for i in 0..20 {
-            jobs.upsert(&Job::new(format!("job-{i}"), "train", "alice", "vision", i64::from(i), 1_767_225_600_000))
-                .unwrap();
+            db.put(format!("job/{i:03}"), format!("job {i}")).unwrap();
         }
-        drop(jobs);
-        drop(store);
         db.close().unwrap();
         fs
     }
@@ -621,10 +606,9 @@ mod tests {
         let r = check(&fs);
         assert!(r.is_healthy(), "{:?}", r.problems);
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
-        assert_eq!((r.tables, r.table_entries, r.collections), (1, 50, 1));
+        assert_eq!((r.tables, r.table_entries), (1, 50));
         assert!(r.wal_batches >= 20 && r.wal_markers >= 1, "{r:?}");
-        assert_eq!(r.index_entries, 20 * Job::indexes().len() as u64);
-        assert!(r.live_keys > 50);
+        assert_eq!(r.live_keys, 70);
         let after: Vec<(PathBuf, Vec<u8>)> =
             fs.files().into_iter().map(|(p, _)| (p.clone(), fs.read(&p).unwrap())).collect();
         assert_eq!(before, after, "check changed the directory");
@@ -701,23 +685,6 @@ mod tests {
         fs.create(&wal).unwrap().append(&bytes).unwrap();
         let t = check(&fs).torn_wal.unwrap();
         assert_eq!((t.valid_len, t.dropped_records, t.dropped_batches, t.dropped_entries), (16, 4, 4, 8), "{t:?}");
-    }
-
-    #[test]
-    fn an_index_entry_without_its_record_is_a_problem() {
-        let fs = store();
-        let db = open(&fs);
-        let (index_key, _) = db
-            .prefix([0x02u8]) // index keys start with 0x02 (collection/keys.rs)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        db.delete(&index_key).unwrap();
-        db.close().unwrap();
-        let r = check(&fs);
-        assert!(!r.is_healthy());
-        assert!(r.problems[0].message.contains("missing index entry"), "{:?}", r.problems);
     }
 
     #[test]

@@ -107,12 +107,12 @@ impl Drop for Owner {
 /// database closes when the last clone is dropped or when [`Db::close`] is called.
 ///
 /// ```
-/// # fn main() -> Result<(), cairn::Error> {
+/// # fn main() -> Result<(), cairn_engine::Error> {
 /// let dir = tempfile::tempdir().unwrap();
-/// let db = cairn::Db::open(dir.path())?;
+/// let db = cairn_engine::Db::open(dir.path())?;
 /// db.put(b"job/1", b"PENDING")?;
 /// assert_eq!(db.get(b"job/1")?, Some(b"PENDING".to_vec()));
-/// let mut batch = cairn::WriteBatch::new();
+/// let mut batch = cairn_engine::WriteBatch::new();
 /// batch.put(b"job/2", b"RUNNING").delete(b"job/1");
 /// db.write(batch)?;
 /// let keys: Vec<Vec<u8>> = db.prefix(b"job/")?.map(|kv| kv.map(|(k, _)| k)).collect::<Result<_, _>>()?;

@@ -12,7 +12,7 @@ use crate::Db;
 
 /// Options for a database on `fs` that flushes, compacts and rewrites its manifest after a few operations,
 /// with every commit durable (`Immediate`), so that a power cut keeps exactly what was acknowledged.
-pub(super) fn options(fs: &MemStorage) -> Options {
+pub fn options(fs: &MemStorage) -> Options {
     Db::builder()
         .storage(Arc::new(fs.clone()))
         .durability(Durability::Immediate)
@@ -27,7 +27,7 @@ pub(super) fn options(fs: &MemStorage) -> Options {
 /// Decodes operations from `u` until the input runs out, at most `max` of them: an input's bytes all count
 /// (a continue-flag per element, as `arbitrary_iter` has, would end random inputs after two operations on
 /// average).
-pub(super) fn ops<'a, 'u, T: Arbitrary<'a>>(
+pub fn ops<'a, 'u, T: Arbitrary<'a>>(
     u: &'u mut Unstructured<'a>,
     max: usize,
 ) -> impl Iterator<Item = T> + use<'a, 'u, T> {

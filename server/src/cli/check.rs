@@ -1,12 +1,15 @@
 //! `cairn check`: verifies every checksum, the tables against the manifest, the WALs, and every collection's
-//! indexes against its records, without changing the directory (the engine's [`cairn::Check`]); prints a
+//! indexes against its records, without changing the directory (the engine's [`Check`] and the record store's [`cairn_store::check_store`]); prints a
 //! report, as text or JSON. With `--repair`, cuts a torn tail off the newest WAL. Exit status: 0 healthy,
 //! 1 problems found, 2 usage or open errors.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use cairn_engine::{Check, Finding};
+use cairn_store::StoreCheckReport;
 use clap::Args;
+use serde_json::{json, Value};
 
 use super::{format, Failure};
 
@@ -26,12 +29,11 @@ pub struct CheckArgs {
 
 pub fn run(args: &CheckArgs) -> Result<(), Failure> {
     let start = Instant::now();
-    let report = cairn::Check::new()
-        .repair(args.repair)
-        .run(&args.path)
+    let report = cairn_store::check_store(&Check::new().repair(args.repair), &args.path)
         .map_err(|e| Failure::new(format_args!("cannot check {}", args.path.display()), e).with_code(2))?;
     if args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| Failure::new("cannot encode the report", e))?;
+        let json = serde_json::to_string_pretty(&report_json(&report))
+            .map_err(|e| Failure::new("cannot encode the report", e))?;
         println!("{json}");
     } else {
         print_text(&report, start);
@@ -39,15 +41,56 @@ pub fn run(args: &CheckArgs) -> Result<(), Failure> {
     if report.is_healthy() {
         Ok(())
     } else {
-        let torn = usize::from(report.torn_wal.is_some() && !report.repaired);
+        let r = &report.engine;
+        let torn = usize::from(r.torn_wal.is_some() && !r.repaired);
         Err(Failure::new(
             format_args!("{} is not healthy", args.path.display()),
-            format_args!("{} problems, {torn} torn WAL tail", report.problems.len()),
+            format_args!("{} problems, {torn} torn WAL tail", r.problems.len()),
         ))
     }
 }
 
-fn print_text(r: &cairn::CheckReport, start: Instant) {
+/// The report as JSON: every counter, finding and the torn tail, under the names of their fields.
+fn report_json(report: &StoreCheckReport) -> Value {
+    let r = &report.engine;
+    let findings = |list: &[Finding]| -> Vec<Value> {
+        list.iter().map(|f| json!({"file": f.file, "offset": f.offset, "message": f.message})).collect()
+    };
+    let torn = r.torn_wal.as_ref().map(|t| {
+        json!({
+            "file": t.file,
+            "file_len": t.file_len,
+            "valid_len": t.valid_len,
+            "dropped_bytes": t.dropped_bytes,
+            "dropped_records": t.dropped_records,
+            "dropped_batches": t.dropped_batches,
+            "dropped_entries": t.dropped_entries,
+            "reason": t.reason,
+        })
+    });
+    json!({
+        "dir": r.dir,
+        "problems": findings(&r.problems),
+        "warnings": findings(&r.warnings),
+        "torn_wal": torn,
+        "repaired": r.repaired,
+        "manifest": r.manifest,
+        "manifest_edits": r.manifest_edits,
+        "tables": r.tables,
+        "table_blocks": r.table_blocks,
+        "table_entries": r.table_entries,
+        "wal_files": r.wal_files,
+        "wal_batches": r.wal_batches,
+        "wal_entries": r.wal_entries,
+        "wal_markers": r.wal_markers,
+        "live_keys": r.live_keys,
+        "collections": report.collections,
+        "index_entries": report.index_entries,
+    })
+}
+
+fn print_text(report: &StoreCheckReport, start: Instant) {
+    let r = &report.engine;
     let n = format::thousands;
     println!("checked {} in {}", r.dir.display(), format::duration(start.elapsed()));
     if let Some(m) = &r.manifest {
@@ -64,8 +107,8 @@ fn print_text(r: &cairn::CheckReport, start: Instant) {
     println!(
         "  contents  {} live keys; {} collections, {} index entries agree with their records",
         n(r.live_keys),
-        n(r.collections),
-        n(r.index_entries)
+        n(report.collections),
+        n(report.index_entries)
     );
     for w in &r.warnings {
         println!("warning: {w}");

@@ -12,7 +12,7 @@ pub fn run(dir: &Path) -> Result<(), Failure> {
     db.compact().map_err(|e| Failure::new("compaction failed", e))?;
     let elapsed = start.elapsed();
     let after = db.stats();
-    let describe = |s: &cairn::Stats| {
+    let describe = |s: &cairn_engine::Stats| {
         let shape: Vec<String> = s
             .levels
             .iter()

@@ -6,7 +6,7 @@
 //! `project_created`, `status_lease`). It then:
 //!
 //! 1. loads N synthetic jobs with `upsert`, 1,000 per transaction, each commit durable
-//!    ([`Durability::Immediate`](cairn::Durability::Immediate), the default); a record, its index entries
+//!    ([`Durability::Immediate`](cairn_engine::Durability::Immediate), the default); a record, its index entries
 //!    and its change event are written atomically;
 //! 2. reads three jobs by id, then times 10,000 random gets;
 //! 3. lists the ten most urgent PENDING jobs (`status_priority` read backwards), printing the query plan,
@@ -30,7 +30,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn::{claim_job, Collection, CollectionError, Job, JobStatus, Plan, Query, Record, Store, Stored};
+use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_store::{Collection, CollectionError, Plan, Query, Record, Store, Stored};
 use clap::Args;
 
 use super::{format, DataDir, Failure};

@@ -102,8 +102,8 @@ impl fmt::Display for Failure {
 }
 
 /// Opens an existing database; the inspection commands never create one.
-fn open_existing(dir: &Path) -> Result<cairn::Db, Failure> {
-    cairn::Db::builder()
+fn open_existing(dir: &Path) -> Result<cairn_engine::Db, Failure> {
+    cairn_engine::Db::builder()
         .create_if_missing(false)
         .open(dir)
         .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use cairn::Stats;
+use cairn_engine::Stats;
 use clap::Args;
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn::Store;
+use cairn_store::Store;
 use cairn_sync::{
     ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, RestoreTarget, StopFlag, TableMapping, VerifyReport,
 };
@@ -309,11 +309,11 @@ fn init_logging() {
 }
 
 fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
-    let db = cairn::Db::builder()
+    let db = cairn_engine::Db::builder()
         .create_if_missing(create)
         .open(dir)
         .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;
-    Store::with_db(db, cairn::StoreOptions::default())
+    Store::with_db(db, cairn_store::StoreOptions::default())
         .map_err(|e| Failure::new(format_args!("cannot open the store in {}", dir.display()), e))
 }
 

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn::Change;
+use cairn_store::Change;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -208,7 +208,7 @@ fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + '
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn::ChangeOp;
+    use cairn_store::ChangeOp;
 
     fn change(seq: u64, collection: &str, doc: Option<Value>) -> Change {
         Change {

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn::{CollectionSpec, Query};
+use cairn_store::{CollectionSpec, Query};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

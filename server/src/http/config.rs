@@ -143,8 +143,8 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")));
         }
-        if l.max_page > cairn::MAX_PAGE {
-            return Err(ConfigError::Invalid(format!("limits.max_page must be at most {}", cairn::MAX_PAGE)));
+        if l.max_page > cairn_store::MAX_PAGE {
+            return Err(ConfigError::Invalid(format!("limits.max_page must be at most {}", cairn_store::MAX_PAGE)));
         }
         if l.max_wait_ms >= l.request_timeout_ms {
             return Err(ConfigError::Invalid("limits.max_wait_ms must be below limits.request_timeout_ms".into()));

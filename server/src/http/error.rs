@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn::CollectionError;
+use cairn_store::CollectionError;
 use serde_json::{json, Map, Value};
 
 /// An error answer. Build with the constructors; extra members with [`ApiError::with`].

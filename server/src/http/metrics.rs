@@ -62,7 +62,7 @@ impl Metrics {
     }
 
     /// The exposition text, with the engine's figures from `stats`.
-    pub fn render(&self, stats: &cairn::Stats) -> String {
+    pub fn render(&self, stats: &cairn_engine::Stats) -> String {
         let mut out = String::new();
         out.push_str("# HELP cairn_http_requests_total HTTP requests answered, by route, method and status.\n");
         out.push_str("# TYPE cairn_http_requests_total counter\n");
@@ -183,7 +183,7 @@ mod tests {
         m.record("/v1/x/{id}", "GET", 200, Duration::from_micros(300));
         m.record("/v1/x/{id}", "GET", 200, Duration::from_millis(30));
         m.record("/v1/x/{id}", "GET", 404, Duration::from_secs(60));
-        let text = m.render(&cairn::Stats::default());
+        let text = m.render(&cairn_engine::Stats::default());
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2\n"));
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"404\"} 1\n"));
         assert!(text.contains("cairn_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0005\"} 1\n"));

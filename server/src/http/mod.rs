@@ -23,7 +23,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use cairn::Store;
+use cairn_store::Store;
 use tokio::sync::watch;
 
 pub use auth::hash_token;
@@ -47,7 +47,7 @@ pub enum ServeError {
         /// The data directory.
         path: PathBuf,
         /// The engine's error.
-        source: cairn::CollectionError,
+        source: cairn_store::CollectionError,
     },
     /// Binding, serving or the runtime failed.
     #[error("{context}: {source}")]

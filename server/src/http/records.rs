@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn::{Committed, Query, Store, Stored, Transaction};
+use cairn_store::{Committed, Query, Store, Stored, Transaction};
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use cairn::Store;
+use cairn_store::Store;
 use tokio::sync::{watch, Semaphore};
 
 use super::auth::Tokens;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn::Store;
+use cairn_store::Store;
 use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{PutPayload, WriteMultipart};
@@ -169,7 +169,7 @@ pub async fn export_objects(
                 }
             }
             // The store no longer has what the chain needs: only a new snapshot (a new chain) can go on.
-            Err(cairn::CollectionError::ChangesTrimmed { .. }) if opts.snapshot => end = None,
+            Err(cairn_store::CollectionError::ChangesTrimmed { .. }) if opts.snapshot => end = None,
             Err(e) => return Err(e.into()),
         }
     }

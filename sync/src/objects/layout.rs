@@ -9,7 +9,7 @@
 
 use std::io::BufRead;
 
-use cairn::{Change, CollectionSpec};
+use cairn_store::{Change, CollectionSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -256,7 +256,7 @@ mod tests {
             seq: 5,
             collection: "jobs".into(),
             id: "a".into(),
-            op: cairn::ChangeOp::Insert,
+            op: cairn_store::ChangeOp::Insert,
             version: 1,
             at_ms: 0,
             doc: Some(serde_json::json!({"x": 1})),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn::{ChangeOp, Store};
+use cairn_store::{ChangeOp, Store};
 
 use super::export::{list_segments, list_snapshots};
 use super::layout::{

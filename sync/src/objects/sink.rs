@@ -1,6 +1,6 @@
 //! Where a restore writes: a store, or (for verification) a map of record digests.
 
-use cairn::{CollectionError, CollectionSpec, Store};
+use cairn_store::{CollectionError, CollectionSpec, Store};
 use serde_json::Value;
 
 use crate::digest::{record_digest, Records};

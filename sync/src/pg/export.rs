@@ -5,7 +5,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use cairn::{ChangeOp, Store, StoreSnapshot};
+use cairn_store::{ChangeOp, Store, StoreSnapshot};
 use tokio_postgres::Client;
 
 use super::connect;

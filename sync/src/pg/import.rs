@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cairn::{CollectionSpec, Store};
+use cairn_store::{CollectionSpec, Store};
 use futures_util::{pin_mut, TryStreamExt};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use cairn::{CollectionSpec, StoreSnapshot};
+use cairn_store::{CollectionSpec, StoreSnapshot};
 use serde_json::Value;
 use tokio_postgres::GenericClient;
 

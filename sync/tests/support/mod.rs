@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn::{CollectionSpec, IndexSpec, Store};
+use cairn_store::{CollectionSpec, IndexSpec, Store};
 use serde_json::{json, Value};
 
 /// The tests' runtime: two workers, like the machines they run on.

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use cairn::{Db, Durability, LeveledPolicy, WriteBatch};
+use cairn_engine::{Db, Durability, LeveledPolicy, WriteBatch};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -117,7 +117,7 @@ macro_rules! lifecycle_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::domain::ParseStatusError;
+            type Err = $crate::ParseStatusError;
 
             /// Parses the serialized name (`"PENDING"`); case-sensitive.
             fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -125,12 +125,12 @@ macro_rules! lifecycle_enum {
                     .iter()
                     .copied()
                     .find(|state| state.as_str() == text)
-                    .ok_or_else(|| $crate::domain::ParseStatusError::new(stringify!($name), text))
+                    .ok_or_else(|| $crate::ParseStatusError::new(stringify!($name), text))
             }
         }
 
         #[cfg(test)]
-        impl $crate::domain::status::Lifecycle for $name {
+        impl $crate::status::Lifecycle for $name {
             const ALL: &'static [Self] = $name::ALL;
             fn as_str(self) -> &'static str {
                 $name::as_str(self)
@@ -164,7 +164,7 @@ pub(crate) trait Lifecycle:
 #[cfg(test)]
 mod tests {
     use super::{Lifecycle, ParseStatusError};
-    use crate::domain::{ExperimentStatus, HostRequestStatus, JobStatus, MachineStatus, ModelStage, RunStatus};
+    use crate::{ExperimentStatus, HostRequestStatus, JobStatus, MachineStatus, ModelStage, RunStatus};
 
     /// States reachable from `from` in one or more steps.
     fn reachable<S: Lifecycle>(from: S) -> Vec<S> {

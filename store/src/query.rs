@@ -10,14 +10,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::snapshot::Snapshot;
+use cairn_engine::Snapshot;
 
-use super::decoded::Decode;
-use super::envelope::{self, Envelope};
-use super::error::CollectionError;
-use super::hints::{ScanHints, ScanTicket};
-use super::keys;
-use super::record::{CollectionSpec, IndexSpec};
+use crate::decoded::Decode;
+use crate::envelope::{self, Envelope};
+use crate::error::CollectionError;
+use crate::hints::{ScanHints, ScanTicket};
+use crate::keys;
+use crate::record::{CollectionSpec, IndexSpec};
 
 /// Largest page a query may ask for.
 pub const MAX_PAGE: usize = 10_000;
@@ -147,7 +147,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// The records, in query order.
-    pub records: Vec<super::record::Stored<T>>,
+    pub records: Vec<crate::record::Stored<T>>,
     /// Pass to [`Query::after`] for the next page; `None` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -430,7 +430,7 @@ pub(crate) fn encode_cursor(key: &[u8]) -> String {
 
 fn decode_cursor(cursor: &str) -> Option<Vec<u8>> {
     // An engine key is at most `MAX_KEY_LEN` bytes, two hex digits each.
-    if !cursor.len().is_multiple_of(2) || cursor.len() > 2 * crate::MAX_KEY_LEN {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2 * cairn_engine::MAX_KEY_LEN {
         return None;
     }
     (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect()

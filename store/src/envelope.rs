@@ -10,9 +10,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::format::coding::Cursor;
-
-use super::error::CollectionError;
+use crate::error::CollectionError;
 
 const FORMAT: u8 = 1;
 
@@ -43,20 +41,30 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, CollectionErr
 /// Decodes an envelope, parsing the document straight into `D`.
 pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
     let bad = |reason: &str| CollectionError::undecodable(key, reason.to_owned());
-    let mut c = Cursor::new(bytes);
-    let seq = c.u64("commit sequence").map_err(|e| bad(e.reason))?;
-    let format = c.u8("format").map_err(|e| bad(e.reason))?;
-    if format != FORMAT {
+    let mut pos = 0;
+    let mut field = |len: usize, what: &str| {
+        let field = bytes.get(pos..pos + len).ok_or_else(|| bad(what))?;
+        pos += len;
+        Ok::<_, CollectionError>(field)
+    };
+    let seq = le_u64(field(8, "commit sequence")?);
+    let format = field(1, "format")?;
+    if format != [FORMAT] {
         return Err(bad("unknown record format"));
     }
-    let version = c.u64("version").map_err(|e| bad(e.reason))?;
-    let created_ms = c.u64("created").map_err(|e| bad(e.reason))? as i64;
-    let updated_ms = c.u64("updated").map_err(|e| bad(e.reason))? as i64;
-    let doc_bytes = bytes.get(c.pos()..).unwrap_or_default();
+    let version = le_u64(field(8, "version")?);
+    let created_ms = le_u64(field(8, "created")?) as i64;
+    let updated_ms = le_u64(field(8, "updated")?) as i64;
+    let doc_bytes = bytes.get(pos..).unwrap_or_default();
     // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
     let text = std::str::from_utf8(doc_bytes).map_err(|e| bad(&format!("document: {e}")))?;
     let doc = serde_json::from_str(text).map_err(|e| bad(&format!("document: {e}")))?;
     Ok(Envelope { seq, version, created_ms, updated_ms, doc })
+}
+
+/// A little-endian `u64` from a field of exactly 8 bytes.
+fn le_u64(field: &[u8]) -> u64 {
+    field.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::status::lifecycle_enum;
-use crate::collection::{IndexSpec, Record};
+use cairn_store::{IndexSpec, Record};
 
 /// The ML framework an experiment uses. Serialized as the upper-case name (`"PYTORCH"`); a name this version
 /// does not know (written by a newer one) decodes as [`Framework::Other`].
@@ -309,7 +309,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::testing::check_record;
+    use crate::testing::check_record;
 
     fn full_experiment() -> Experiment {
         Experiment {

@@ -1,6 +1,6 @@
 //! Errors of collection operations.
 
-use crate::error::{OpenError, StorageError, WriteError};
+use cairn_engine::{OpenError, StorageError, WriteError};
 
 /// Why a collection operation failed. A failed record write or transaction wrote nothing; maintenance
 /// (`declare` re-indexing, change trimming) works in batches and may stop part way, and is safe to repeat.

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::CollectionError;
+use crate::error::CollectionError;
 
 /// What a change did to its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ pub(crate) fn decode_event(key: &[u8], value: &[u8]) -> Result<Change, Collectio
 /// The key at which changes with sequence `seq` start.
 #[expect(clippy::big_endian_bytes, reason = "big-endian keys sort in commit order")]
 pub(crate) fn seq_key(seq: u64) -> Vec<u8> {
-    let mut k = super::keys::CHANGES.to_vec();
+    let mut k = crate::keys::CHANGES.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
 }

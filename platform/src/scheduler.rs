@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use crate::collection::{Collection, CollectionError, Query, Stored};
+use cairn_store::{Collection, CollectionError, Query, Stored};
 
 use super::job::{Job, JobStatus};
 
@@ -46,7 +46,7 @@ pub fn claim_job(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::Store;
+    use cairn_store::Store;
 
     #[test]
     fn claims_by_priority_then_reclaims_lapsed_leases() {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::decoded::{CountOnly, Decode, Parse, RecordCache};
-use super::error::CollectionError;
-use super::query::{encode_cursor, execute, plan, Page, Plan, Query};
-use super::record::{CollectionSpec, Stored};
-use super::store::Store;
-use super::txn::{stored, Transaction};
+use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
+use crate::error::CollectionError;
+use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
+use crate::record::{CollectionSpec, Stored};
+use crate::store::Store;
+use crate::txn::{stored, Transaction};
 
 /// How often a single-record write retries after a concurrent commit touched its record, before giving up
 /// with [`CollectionError::TxnConflict`].
@@ -120,8 +120,8 @@ impl DynCollection {
 
     /// The record with this id, its document decoded as `D` by `decoder`.
     pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, CollectionError> {
-        super::store::validate_id(id)?;
-        let key = super::keys::record_key(&self.name, id);
+        crate::store::validate_id(id)?;
+        let key = crate::keys::record_key(&self.name, id);
         let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
         Ok(Some(stored(id, decoder.decode(&key, &bytes)?)))
     }
@@ -217,7 +217,7 @@ impl DynCollection {
                     let page = self.query(&q.clone().limit(page_size).after(cursor.take()))?;
                     for candidate in page.records {
                         seen += 1;
-                        let key = super::keys::record_key(&self.name, &candidate.id);
+                        let key = crate::keys::record_key(&self.name, &candidate.id);
                         if self.store.claims().contains(&key) {
                             taken_elsewhere.push((key, candidate));
                             continue;
@@ -279,7 +279,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::collection::{IndexSpec, Store};
+    use crate::{IndexSpec, Store};
 
     #[test]
     fn a_claim_tries_candidates_another_claim_is_taking_last() {
@@ -296,13 +296,13 @@ mod tests {
             true
         };
         // `a` is being claimed elsewhere: `b` is taken instead, and `a` is left for its claimer.
-        let taking_a = store.claims().enter(crate::collection::keys::record_key("q", "a")).unwrap();
+        let taking_a = store.claims().enter(crate::keys::record_key("q", "a")).unwrap();
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "b");
         // With every other candidate gone, the one in flight is tried after all.
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "c");
         assert_eq!(q.claim(&ready, take).unwrap().unwrap().id, "a");
         drop(taking_a);
         assert!(q.claim(&ready, take).unwrap().is_none());
-        assert!(store.claims().enter(crate::collection::keys::record_key("q", "a")).is_some(), "no mark left behind");
+        assert!(store.claims().enter(crate::keys::record_key("q", "a")).is_some(), "no mark left behind");
     }
 }

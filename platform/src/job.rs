@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::status::lifecycle_enum;
-use crate::collection::{IndexSpec, Record};
+use cairn_store::{IndexSpec, Record};
 
 lifecycle_enum! {
     /// Where a [`Job`] is in its lifecycle. Serialized as the upper-case name (`"PENDING"`).
@@ -212,7 +212,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::testing::check_record;
+    use crate::testing::check_record;
 
     /// A job with every field set.
     fn full_job() -> Job {

@@ -45,7 +45,7 @@ impl CollectionSpec {
 /// (give new fields `#[serde(default)]`).
 ///
 /// ```
-/// use cairn::{IndexSpec, Record};
+/// use cairn_store::{IndexSpec, Record};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Clone, Serialize, Deserialize)]

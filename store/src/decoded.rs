@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-use crate::clock::ClockCache;
+use cairn_engine::ClockCache;
 
-use super::envelope::{self, Envelope};
-use super::error::CollectionError;
+use crate::envelope::{self, Envelope};
+use crate::error::CollectionError;
 
 /// Commit sequence (8), format (1), version, created and updated times (8 each).
 const HEAD: usize = 33;
@@ -145,7 +145,7 @@ impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'
         if !cache.kept.enabled() {
             return envelope::decode_as(key, bytes);
         }
-        let hash = crate::table::key_hash(key);
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
         // Kept from these very bytes of this key, as this type (two types may read one collection).
         let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<D>>();
         let kept = cache.kept.get_if(hash, &hash, usable);

@@ -16,9 +16,9 @@ use std::path::Path;
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{json, Value};
 
-use super::harness;
-use crate::collection::{CollectionError, CollectionSpec, DynCollection, IndexSpec, Query, Store, StoreOptions};
-use crate::io::{CrashMode, MemStorage};
+use crate::{CollectionError, CollectionSpec, DynCollection, IndexSpec, Query, Store, StoreOptions};
+use cairn_engine::fuzzing::harness;
+use cairn_engine::{CrashMode, MemStorage};
 
 /// Most operations decoded from one input.
 const MAX_OPS: usize = 48;
@@ -317,7 +317,7 @@ fn model_query(model: &Model, shape: Shape, descending: bool) -> (Query, Vec<Str
         Shape::All { min_n } => {
             let mut q = Query::new();
             if let Some(m) = min_n {
-                q = q.filter("n", crate::collection::Op::Ge, m);
+                q = q.filter("n", crate::Op::Ge, m);
             }
             let ids = model
                 .iter()

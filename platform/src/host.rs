@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::status::lifecycle_enum;
-use crate::collection::{IndexSpec, Record};
+use cairn_store::{IndexSpec, Record};
 
 /// A kind of machine that can be requested: its size and the image it boots. Collection `host_templates`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +173,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::testing::check_record;
+    use crate::testing::check_record;
 
     fn full_template() -> HostTemplate {
         HostTemplate {

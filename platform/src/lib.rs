@@ -1,7 +1,7 @@
 //! The compute platform's built-in record types: jobs; ML experiments with their runs, model versions and
 //! templates; host templates, host requests and the machines that fulfil them.
 //!
-//! Each type implements [`Record`](crate::collection::Record): a collection name, a primary key and the
+//! Each type implements [`Record`](cairn_store::Record): a collection name, a primary key and the
 //! secondary indexes its queries need. The types are data only: reading, writing and claiming belong to the
 //! collection layer.
 //!
@@ -70,7 +70,7 @@ pub(crate) mod testing {
 
     use serde_json::Value;
 
-    use crate::collection::Record;
+    use cairn_store::Record;
 
     /// A collection or index name: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
     fn is_valid_name(name: &str) -> bool {

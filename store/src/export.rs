@@ -5,15 +5,15 @@ use std::ops::Bound;
 
 use serde_json::Value;
 
-use crate::iter::Iter;
-use crate::snapshot::Snapshot;
+use cairn_engine::Iter;
+use cairn_engine::Snapshot;
 
-use super::envelope;
-use super::error::CollectionError;
-use super::keys;
-use super::record::{CollectionSpec, Stored};
-use super::store::{validate_id, validate_name, Store};
-use super::txn::stored;
+use crate::envelope;
+use crate::error::CollectionError;
+use crate::keys;
+use crate::record::{CollectionSpec, Stored};
+use crate::store::{validate_id, validate_name, Store};
+use crate::txn::stored;
 
 /// The whole store as of one commit sequence: the catalog and every record, unchanged by later commits.
 /// Made by [`Store::snapshot`]. Pair it with [`Store::changes_since`]`(snapshot.sequence(), ..)` to follow
@@ -105,7 +105,7 @@ impl Iterator for SnapshotRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collection::{CollectionSpec, IndexSpec};
+    use crate::{CollectionSpec, IndexSpec};
     use serde_json::json;
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -166,7 +166,7 @@ mod tests {
         // A lower version than stored is written as given, too.
         store.transaction(|tx| tx.restore_doc("jobs", "a", 2, json!({"status": "DONE"}))).unwrap();
         assert_eq!(jobs.get("a").unwrap().unwrap().version, 2);
-        let q = crate::collection::Query::new().eq("status", "DONE");
+        let q = crate::Query::new().eq("status", "DONE");
         assert_eq!(jobs.count(&q).unwrap(), 2);
         store.check_indexes().unwrap();
         let events = store.changes_since(0, 100).unwrap();

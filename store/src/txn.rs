@@ -7,19 +7,19 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::batch::{Condition, WriteBatch};
-use crate::error::WriteError;
-use crate::options::WriteOptions;
-use crate::snapshot::Snapshot;
+use cairn_engine::Snapshot;
+use cairn_engine::WriteError;
+use cairn_engine::WriteOptions;
+use cairn_engine::{Condition, WriteBatch};
 
-use super::changes::{encode_event, ChangeOp};
-use super::envelope::{self, Envelope};
-use super::error::CollectionError;
-use super::fields;
-use super::keys;
-use super::record::{CollectionSpec, Record, Stored};
-use super::store::{now_ms, validate_id, Store};
-use super::typed::from_doc;
+use crate::changes::{encode_event, ChangeOp};
+use crate::envelope::{self, Envelope};
+use crate::error::CollectionError;
+use crate::fields;
+use crate::keys;
+use crate::record::{CollectionSpec, Record, Stored};
+use crate::store::{now_ms, validate_id, Store};
+use crate::typed::from_doc;
 
 /// A write staged in a transaction: the record's state at the snapshot and after the transaction.
 struct Staged {

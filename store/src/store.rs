@@ -9,21 +9,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::batch::WriteBatch;
-use crate::db::Db;
-use crate::snapshot::Snapshot;
+use cairn_engine::Db;
+use cairn_engine::Snapshot;
+use cairn_engine::WriteBatch;
 
-use super::changes::{decode_event, seq_key, Change};
-use super::decoded::{RecordCache, RecordCacheStats};
-use super::envelope::{self, Envelope};
-use super::error::CollectionError;
-use super::handle::DynCollection;
-use super::hints::ScanHints;
-use super::inflight::InFlight;
-use super::keys;
-use super::record::{CollectionSpec, Record};
-use super::txn::Transaction;
-use super::typed::Collection;
+use crate::changes::{decode_event, seq_key, Change};
+use crate::decoded::{RecordCache, RecordCacheStats};
+use crate::envelope::{self, Envelope};
+use crate::error::CollectionError;
+use crate::handle::DynCollection;
+use crate::hints::ScanHints;
+use crate::inflight::InFlight;
+use crate::keys;
+use crate::record::{CollectionSpec, Record};
+use crate::txn::Transaction;
+use crate::typed::Collection;
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
 const MAINTENANCE_BATCH: usize = 1000;
@@ -121,7 +121,7 @@ struct StoreInner {
 /// direct key-value use through [`Store::db`].
 ///
 /// ```
-/// use cairn::{Query, Record, IndexSpec, Store};
+/// use cairn_store::{Query, Record, IndexSpec, Store};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess
 use serde::ser::{self, Impossible, Serialize, Serializer};
 use serde_json::Value;
 
-use super::keys;
+use crate::keys;
 
 /// Paths read in one pass at most; more fall back to parsing the whole document.
 const MAX_PATHS: usize = 64;

@@ -4,10 +4,10 @@ use std::marker::PhantomData;
 
 use serde_json::Value;
 
-use super::error::CollectionError;
-use super::handle::DynCollection;
-use super::query::{Page, Plan, Query};
-use super::record::{Record, Stored};
+use crate::error::CollectionError;
+use crate::handle::DynCollection;
+use crate::query::{Page, Plan, Query};
+use crate::record::{Record, Stored};
 
 pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
     let doc = serde_json::from_value(s.doc).map_err(|e| CollectionError::Undecodable {

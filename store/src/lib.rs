@@ -1,0 +1,50 @@
+//! Cairn's record store: collections of JSON documents on Cairn's key-value engine, with secondary indexes
+//! (single-field and composite), optimistic versions, atomic transactions across collections, paginated
+//! queries, claims for schedulers, a durable change feed and a cache of decoded records. See
+//! `docs/collections.md`.
+//!
+//! Everything is stored in the engine's keyspace (`docs/collections.md`, "Key layout"); a record, its index
+//! entries and its change event are written in one atomic batch, so they never disagree, even across a
+//! crash. The store uses only the engine's public API ([`engine`]).
+//!
+//! What it is not: it has no record types of its own (the compute platform's `Job`, `Experiment` and the
+//! rest are in crate `cairn-platform`), no network and no async runtime (the HTTP server is crate
+//! `cairn-server`).
+//!
+//! [`Store`] shows a typed collection with a composite index, written, updated and queried.
+
+mod changes;
+mod check;
+mod decoded;
+mod envelope;
+mod error;
+mod export;
+mod fields;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+mod handle;
+mod hints;
+mod inflight;
+mod keys;
+mod query;
+mod record;
+mod store;
+mod txn;
+mod typed;
+
+/// The key-value engine the store is built on, for what a store's user needs of it directly (options,
+/// durability, the [`Db`](engine::Db) handle of [`Store::with_db`], the storage seam in tests).
+pub use cairn_engine as engine;
+
+pub use changes::{Change, ChangeOp};
+pub use check::{check_store, StoreCheckReport};
+pub use decoded::RecordCacheStats;
+pub use error::CollectionError;
+pub use export::{SnapshotRecords, StoreSnapshot};
+pub use handle::DynCollection;
+pub use query::{Op, Page, Plan, Query, MAX_PAGE};
+pub use record::{CollectionSpec, IndexSpec, Record, Stored};
+pub use store::{Store, StoreOptions};
+pub use txn::{Committed, Transaction};
+pub use typed::Collection;
