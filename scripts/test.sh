@@ -3,8 +3,8 @@
 # doctests, and the API docs with warnings denied. Every step runs even if an earlier one fails; the
 # script exits non-zero if any failed.
 #
-# A fresh machine needs a Rust toolchain (rustup.rs), Python 3 with pip (the sync tests' S3 server, moto,
-# is installed below) and PostgreSQL 15's binaries; cargo-nextest is optional
+# A fresh machine needs a Rust toolchain (rustup.rs), Python 3 with venv and pip (the sync tests' S3 server,
+# moto, is installed below in a virtual environment) and PostgreSQL 15's binaries; cargo-nextest is optional
 # (`cargo install cargo-nextest --locked`). Build parallelism: CAIRN_JOBS (default 2).
 set -euo pipefail
 
@@ -17,16 +17,16 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # The sync tests (sync/tests/) start real servers on loopback: PostgreSQL 15 from
-# /usr/lib/postgresql/15/bin (or CAIRN_PG_BIN) and moto's S3 server, installed here when missing.
-if ! command -v moto_server >/dev/null 2>&1 && ! python3 -c 'import moto.server' >/dev/null 2>&1; then
-    echo "test.sh: installing moto's S3 server for the sync tests (python3 -m pip install 'moto[server]')" >&2
-    python3 -m pip install --quiet 'moto[server]' ||
-        python3 -m pip install --quiet --user 'moto[server]' ||
-        python3 -m pip install --quiet --break-system-packages 'moto[server]' ||
-        echo "test.sh: could not install moto; the object store sync tests will fail" >&2
-    # pip --user puts the script in ~/.local/bin.
-    export PATH="${PATH}:$(python3 -m site --user-base 2>/dev/null || echo "${HOME}/.local")/bin"
+# /usr/lib/postgresql/15/bin (or CAIRN_PG_BIN) and moto's S3 server. The Python test dependencies live in a
+# virtual environment this script creates (target/test-venv, CAIRN_VENV to move it); its bin/ goes first on
+# PATH, so the tests find moto_server there.
+venv="${CAIRN_VENV:-target/test-venv}"
+if [ ! -x "${venv}/bin/moto_server" ]; then
+    echo "test.sh: creating ${venv} with moto's S3 server for the sync tests" >&2
+    python3 -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
+export PATH="$(cd "${venv}/bin" && pwd):${PATH}"
 
 failed=()
 step() {

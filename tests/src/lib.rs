@@ -6,3 +6,9 @@ pub fn value(n: u64) -> Vec<u8> {
     v.resize(20 + (n % 300) as usize, (n % 251) as u8);
     v
 }
+
+/// The README's Rust examples, compiled by `cargo test --doc` so they keep working as written (they write
+/// to `./data`, so they are compiled, not run).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeExamples;
