@@ -1,9 +1,11 @@
 //! The compute platform's built-in record types: jobs; ML experiments with their runs, model versions and
-//! templates; host templates, host requests and the machines that fulfil them.
+//! templates; host templates, host requests and the machines that fulfil them. They sit on Cairn's record
+//! store (`cairn-store`); the server, the demo and the benchmarks use them. What this crate is not: a
+//! storage layer: reading, writing, querying and claiming are the record store's ([`claim_job`] is the
+//! scheduler's use of the store's claim).
 //!
 //! Each type implements [`Record`](cairn_store::Record): a collection name, a primary key and the
-//! secondary indexes its queries need. The types are data only: reading, writing and claiming belong to the
-//! collection layer.
+//! secondary indexes its queries need, and each status type its lifecycle.
 //!
 //! Collections and their indexes (index name, then its fields when they differ from the name):
 //!

@@ -9,7 +9,9 @@
 //!   on any gap or checksum mismatch.
 //! * **Verification** ([`verify_postgres`], [`verify_objects`]): counts and per-record hashes compared.
 //!
-//! Layouts and guarantees: `docs/sync.md`. The engine stays synchronous; this crate runs on tokio.
+//! Layouts and guarantees: `docs/sync.md`. Built on the record store (`cairn-store`) alone; the engine and
+//! the store stay synchronous, this crate runs on tokio. What it is not: no server (the `cairn export`,
+//! `import` and `verify` commands of `cairn-server` call it) and no replication protocol of its own.
 
 mod digest;
 mod error;
