@@ -214,26 +214,39 @@ impl MemStorage {
 
     /// The file system a reboot after a power cut would find, chosen by `seed`: names as of each
     /// directory's last sync, and every file's unsynced tail treated by `mode`. No locks are held in it.
+    ///
+    /// The cut is one instant even while other threads write: every file is locked before any is copied, so
+    /// no write or sync lands in some files of the image and not in others.
     pub fn crash(&self, seed: u64, mode: CrashMode) -> MemStorage {
         let state = self.state.lock();
         let mut rng = Rng(seed | 1);
-        // A file's durable bytes are the same whichever name reaches it, so decide per file, once.
-        let mut decided: HashMap<*const Mutex<File>, Node> = HashMap::new();
-        let mut durable = BTreeMap::new();
-        for (path, node) in &state.durable {
-            let copy = decided
-                .entry(Arc::as_ptr(node))
-                .or_insert_with(|| {
-                    let mode = match mode {
-                        CrashMode::Mixed => [CrashMode::Drop, CrashMode::Tear, CrashMode::Garble, CrashMode::Mixed]
-                            [rng.below(4) as usize],
-                        m => m,
-                    };
-                    Arc::new(Mutex::new(node.lock().crashed(mode, &mut rng)))
-                })
-                .clone();
-            durable.insert(path.clone(), copy);
+        // A file's durable bytes are the same whichever name reaches it: lock each file once, in name order.
+        let mut files: HashMap<*const Mutex<File>, parking_lot::MutexGuard<'_, File>> = HashMap::new();
+        let mut order = Vec::new();
+        for node in state.durable.values() {
+            if let std::collections::hash_map::Entry::Vacant(e) = files.entry(Arc::as_ptr(node)) {
+                e.insert(node.lock());
+                order.push(Arc::as_ptr(node));
+            }
         }
+        let mut decided: HashMap<*const Mutex<File>, Node> = HashMap::new();
+        for ptr in order {
+            let mode = match mode {
+                CrashMode::Mixed => {
+                    [CrashMode::Drop, CrashMode::Tear, CrashMode::Garble, CrashMode::Mixed][rng.below(4) as usize]
+                }
+                m => m,
+            };
+            if let Some(file) = files.get(&ptr) {
+                decided.insert(ptr, Arc::new(Mutex::new(file.crashed(mode, &mut rng))));
+            }
+        }
+        drop(files);
+        let durable: BTreeMap<PathBuf, Node> = state
+            .durable
+            .iter()
+            .filter_map(|(path, node)| Some((path.clone(), decided.get(&Arc::as_ptr(node))?.clone())))
+            .collect();
         let next = State {
             live: durable.clone(),
             durable,
