@@ -53,6 +53,7 @@ mod snapshot;
 mod stats;
 mod table;
 mod version;
+mod wal;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use clock::ClockCache;

@@ -26,9 +26,10 @@ use crate::snapshot::{Snapshot, SnapshotList};
 use crate::stats::{Counters, LevelStats, Stats};
 use crate::table::BlockCache;
 use crate::version::{TableContext, Version};
+use crate::wal::WalState;
 
 pub use self::check::{Check, CheckReport, Finding, TornWal};
-use self::write::{CommitQueue, WalState};
+use self::write::CommitQueue;
 
 /// What readers see: the active memtable, frozen memtables (oldest first) and the tables.
 pub(crate) struct View {
