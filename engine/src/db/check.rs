@@ -21,9 +21,10 @@ use crate::format::names::{self, FileKind};
 use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 use crate::io::{FsStorage, OverlayStorage, Storage};
 use crate::log::{intact_records_from, read_log, written_len};
-use crate::manifest::{VersionEdit, NUM_LEVELS};
+use crate::manifest::VersionEdit;
 use crate::options::Options;
 use crate::table::BlockCache;
+use crate::version::NUM_LEVELS;
 use crate::version::{TableContext, Version};
 use crate::wal::{marker_synced_through, read_wal, WAL_FORMAT_VERSION};
 
@@ -332,7 +333,7 @@ fn check_manifest(ctx: &TableContext, report: &mut CheckReport) -> Option<Manife
             }
         };
         log_number = edit.log_number.unwrap_or(log_number);
-        version = version.apply(&edit, ctx).0;
+        version = version.apply(&edit.removed, &edit.added, ctx).0;
         report.manifest_edits += 1;
     }
     Some(ManifestState { version, log_number, number })
