@@ -5,7 +5,7 @@
 //! records each carry one encoded write batch ([`crate::batch`]) or a sync marker. This module holds what is
 //! the WAL's own:
 //!
-//! * [`format`]: its magic number, format version and reservation step;
+//! * [`format`](mod@format): its magic number, format version and reservation step;
 //! * [`marker`]: the sync markers that tell damage in synced bytes from a torn tail;
 //! * [`writer`]: [`WalState`], the live WAL (create, reopen, append behind a marker, seal at close);
 //! * [`replay`]: reading the WALs at open and applying their batches to the memtable.
