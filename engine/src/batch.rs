@@ -19,7 +19,8 @@ pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
 /// Largest encoded batch accepted, in bytes.
 pub const MAX_BATCH_LEN: usize = 1024 * 1024 * 1024;
 
-const HEADER_LEN: usize = 12;
+/// Length of the batch header: sequence (8) and count (4). A WAL sync marker is a header alone.
+pub(crate) const BATCH_HEADER_LEN: usize = 12;
 
 /// A set of puts and deletes applied atomically: after a crash either all of them are visible or none.
 ///
@@ -59,7 +60,7 @@ impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
         let mut rep = Vec::with_capacity(256);
-        rep.resize(HEADER_LEN, 0);
+        rep.resize(BATCH_HEADER_LEN, 0);
         Self { rep, count: 0, invalid: None, stamps: Vec::new() }
     }
 
@@ -140,7 +141,7 @@ impl WriteBatch {
 
     /// Removes every operation.
     pub fn clear(&mut self) {
-        self.rep.truncate(HEADER_LEN);
+        self.rep.truncate(BATCH_HEADER_LEN);
         self.count = 0;
         self.invalid = None;
         self.stamps.clear();
@@ -175,10 +176,10 @@ impl WriteBatch {
     /// an operation asked for it) and returns the encoded record payload.
     #[expect(clippy::big_endian_bytes, reason = "commit sequences in keys are big-endian so keys sort in commit order")]
     pub(crate) fn stamp(&mut self, first_seq: u64) -> &[u8] {
-        let mut header = Vec::with_capacity(HEADER_LEN);
+        let mut header = Vec::with_capacity(BATCH_HEADER_LEN);
         put_u64(&mut header, first_seq);
         put_u32(&mut header, self.count);
-        if let Some(h) = self.rep.get_mut(..HEADER_LEN) {
+        if let Some(h) = self.rep.get_mut(..BATCH_HEADER_LEN) {
             h.copy_from_slice(&header);
         }
         let commit_seq = first_seq + u64::from(self.count.saturating_sub(1));
@@ -205,7 +206,7 @@ impl WriteBatch {
 
     /// The operations in order, with their kinds; the batch is always well-formed.
     pub(crate) fn entries(&self) -> BatchEntries<'_> {
-        BatchEntries { cursor: Cursor::new(self.rep.get(HEADER_LEN..).unwrap_or_default()), left: self.count }
+        BatchEntries { cursor: Cursor::new(self.rep.get(BATCH_HEADER_LEN..).unwrap_or_default()), left: self.count }
     }
 }
 
@@ -225,23 +226,6 @@ impl Condition {
     }
 }
 
-/// The payload of a WAL *sync marker*: a batch header with count 0 whose sequence field holds the file
-/// offset through which the WAL had been synced when the marker was written. Written at the start of the
-/// first append after each sync; recovery uses it to tell damage in synced data from a torn tail.
-pub(crate) fn sync_marker(synced_through: u64) -> [u8; HEADER_LEN] {
-    let mut out = [0u8; HEADER_LEN];
-    if let Some(seq) = out.get_mut(..8) {
-        seq.copy_from_slice(&synced_through.to_le_bytes());
-    }
-    out
-}
-
-/// The offset a sync marker vouches for, if `payload` is one.
-pub(crate) fn marker_synced_through(payload: &[u8]) -> Option<u64> {
-    let d = decode(payload).ok()?;
-    (payload.len() == HEADER_LEN && d.count == 0).then_some(d.first_seq)
-}
-
 /// A decoded batch: its first sequence and its entries.
 pub(crate) struct DecodedBatch<'a> {
     pub first_seq: u64,
@@ -254,7 +238,7 @@ pub(crate) fn decode(payload: &[u8]) -> Result<DecodedBatch<'_>, DecodeError> {
     let mut c = Cursor::new(payload);
     let first_seq = c.u64("batch sequence")?;
     let count = c.u32("batch count")?;
-    let body = payload.get(HEADER_LEN..).unwrap_or_default();
+    let body = payload.get(BATCH_HEADER_LEN..).unwrap_or_default();
     Ok(DecodedBatch { first_seq, count, entries: BatchEntries { cursor: Cursor::new(body), left: count } })
 }
 
@@ -280,7 +264,7 @@ impl<'a> BatchEntries<'a> {
     /// Checks that the entries end exactly where the count says.
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.left == 0 && !self.cursor.is_empty() {
-            return Err(DecodeError::new(self.cursor.pos() + HEADER_LEN, "bytes after the last entry"));
+            return Err(DecodeError::new(self.cursor.pos() + BATCH_HEADER_LEN, "bytes after the last entry"));
         }
         Ok(())
     }
@@ -294,7 +278,7 @@ impl<'a> Iterator for BatchEntries<'a> {
             return None;
         }
         self.left -= 1;
-        let item = self.next_entry().map_err(|e| DecodeError::new(e.offset + HEADER_LEN, e.reason));
+        let item = self.next_entry().map_err(|e| DecodeError::new(e.offset + BATCH_HEADER_LEN, e.reason));
         if item.is_err() {
             self.left = 0;
         }

@@ -1,13 +1,12 @@
 //! Options, set through a builder whose every setter states its default.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::compaction::{CompactionPolicy, LeveledPolicy};
-use crate::db::Db;
 use crate::error::OpenError;
 use crate::io::{FsStorage, Storage};
+use crate::table::Compression;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,30 +20,11 @@ pub enum Durability {
     /// the last interval.
     Buffered,
     /// The record is written to the operating system; it is synced only when a memtable is flushed, on
-    /// [`Db::flush`], or on close. Survives a process crash, not a power loss.
+    /// [`Db::flush`](crate::Db::flush), or on close. Survives a process crash, not a power loss.
     None,
 }
 
-/// Block compression for tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Blocks are stored as written.
-    None,
-    /// Blocks are compressed with zstd at `level`, and stored compressed only if that saves at least an
-    /// eighth of their size.
-    Zstd {
-        /// zstd compression level (1 is fast; 3 is zstd's default).
-        level: i32,
-    },
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Zstd { level: 1 }
-    }
-}
-
-/// How to open a database. Make one with [`Db::builder`], adjust it, then call [`Options::open`].
+/// How to open a database. Make one with [`Db::builder`](crate::Db::builder), adjust it, then call [`Options::open`].
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) create_if_missing: bool,
@@ -199,11 +179,6 @@ impl Options {
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
-    }
-
-    /// Opens (or creates) the database in directory `path` with these options.
-    pub fn open(self, path: impl AsRef<Path>) -> Result<Db, OpenError> {
-        Db::open_with(self, path.as_ref())
     }
 
     pub(crate) fn validate(&self) -> Result<(), OpenError> {

@@ -12,9 +12,24 @@ use crate::format::key;
 use crate::format::names;
 use crate::io::Storage;
 use crate::iter::Source;
-use crate::manifest::{TableMeta, VersionEdit, NUM_LEVELS};
 use crate::memtable::Lookup;
 use crate::table::{BlockCache, TableIter, TableReader};
+
+/// Number of levels; level 0 holds overlapping tables flushed from memtables.
+pub(crate) const NUM_LEVELS: usize = 7;
+
+/// What the manifest knows about one table (recorded by a version edit, `manifest/edit.rs`). Keys are
+/// internal keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    pub number: u64,
+    pub size: u64,
+    pub entries: u64,
+    pub min_seq: u64,
+    pub max_seq: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+}
 
 /// What tables need to open themselves.
 #[derive(Debug, Clone)]
@@ -99,21 +114,27 @@ pub(crate) struct Version {
 }
 
 impl Version {
-    /// The version after `edit`, and the tables it drops (for the caller to mark obsolete once the edit is
-    /// durable). A table the edit moves to another level keeps its handle and is not dropped.
-    pub fn apply(&self, edit: &VersionEdit, ctx: &TableContext) -> (Version, Vec<Arc<TableHandle>>) {
+    /// The version after a version edit that removes the tables `removed` and adds `added` (each with its
+    /// level), and the tables it drops (for the caller to mark obsolete once the edit is durable). A table
+    /// the edit moves to another level keeps its handle and is not dropped.
+    pub fn apply(
+        &self,
+        removed: &[(usize, u64)],
+        added: &[(usize, TableMeta)],
+        ctx: &TableContext,
+    ) -> (Version, Vec<Arc<TableHandle>>) {
         let mut levels = self.levels.clone();
-        let mut removed = Vec::new();
-        for (level, number) in &edit.removed {
+        let mut dropped = Vec::new();
+        for (level, number) in removed {
             if let Some(tables) = levels.get_mut(*level) {
                 if let Some(pos) = tables.iter().position(|t| t.meta.number == *number) {
-                    removed.push(tables.remove(pos));
+                    dropped.push(tables.remove(pos));
                 }
             }
         }
-        for (level, meta) in &edit.added {
+        for (level, meta) in added {
             // A table removed and added by the same edit moved between levels: it stays live.
-            let moved = removed.iter().position(|t| t.meta.number == meta.number).map(|i| removed.swap_remove(i));
+            let moved = dropped.iter().position(|t| t.meta.number == meta.number).map(|i| dropped.swap_remove(i));
             if let Some(tables) = levels.get_mut(*level) {
                 tables.push(moved.unwrap_or_else(|| Arc::new(TableHandle::new(meta.clone(), ctx))));
             }
@@ -125,7 +146,7 @@ impl Version {
                 tables.sort_by(|a, b| key::compare(&a.meta.smallest, &b.meta.smallest));
             }
         }
-        (Version { levels }, removed)
+        (Version { levels }, dropped)
     }
 
     pub fn level_bytes(&self, level: usize) -> u64 {
@@ -147,7 +168,7 @@ impl Version {
     }
 
     /// The newest version of `user_key` at `seq` in the tables; `hash` is its
-    /// [`key_hash`](crate::table::key_hash).
+    /// [`key_hash`](crate::format::key::key_hash).
     pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
@@ -322,15 +343,12 @@ mod tests {
             dir: PathBuf::from("/d"),
             cache: Arc::new(BlockCache::new(0)),
         };
-        let add = VersionEdit { added: vec![(1, meta(7, "a", "c")), (1, meta(8, "d", "f"))], ..VersionEdit::default() };
-        let (v1, dropped) = Version::default().apply(&add, &ctx);
+        let (v1, dropped) = Version::default().apply(&[], &[(1, meta(7, "a", "c")), (1, meta(8, "d", "f"))], &ctx);
         assert!(dropped.is_empty());
-        let mv = VersionEdit { removed: vec![(1, 7)], added: vec![(2, meta(7, "a", "c"))], ..VersionEdit::default() };
-        let (v2, dropped) = v1.apply(&mv, &ctx);
+        let (v2, dropped) = v1.apply(&[(1, 7)], &[(2, meta(7, "a", "c"))], &ctx);
         assert!(dropped.is_empty(), "the moved table must not be dropped");
         assert!(Arc::ptr_eq(&v1.levels[1][0], &v2.levels[2][0]));
-        let rm = VersionEdit { removed: vec![(1, 8)], ..VersionEdit::default() };
-        let (v3, dropped) = v2.apply(&rm, &ctx);
+        let (v3, dropped) = v2.apply(&[(1, 8)], &[], &ctx);
         assert_eq!(dropped.len(), 1);
         assert!(v3.levels[1].is_empty());
         assert!(v3.deeper_may_contain(1, b"b") && !v3.deeper_may_contain(2, b"b"));

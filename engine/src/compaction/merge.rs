@@ -8,9 +8,9 @@ use crate::format::key::{self, ValueKind};
 use crate::format::names;
 use crate::io::Storage;
 use crate::iter::{MergingIter, Source};
-use crate::manifest::TableMeta;
-use crate::options::Compression;
+use crate::table::Compression;
 use crate::table::{TableBuilder, TableSummary};
+use crate::version::TableMeta;
 use crate::version::Version;
 
 /// How the merged tables are written.

@@ -11,10 +11,11 @@ use crate::compaction::{CompactionTask, LevelInfo, TableInfo};
 use crate::error::StorageError;
 use crate::format::names::{self, FileKind};
 use crate::iter::{MemSource, Source};
-use crate::manifest::{VersionEdit, NUM_LEVELS};
+use crate::manifest::VersionEdit;
 use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::table::TableIter;
+use crate::version::NUM_LEVELS;
 use crate::version::{LevelIter, Version};
 
 use super::{Inner, View};

@@ -18,13 +18,15 @@ use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::key;
 use crate::format::names::{self, FileKind};
-use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC, WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 use crate::io::{FsStorage, OverlayStorage, Storage};
 use crate::log::{intact_records_from, read_log, written_len};
-use crate::manifest::{VersionEdit, NUM_LEVELS};
+use crate::manifest::VersionEdit;
 use crate::options::Options;
 use crate::table::BlockCache;
+use crate::version::NUM_LEVELS;
 use crate::version::{TableContext, Version};
+use crate::wal::{marker_synced_through, read_wal, WAL_FORMAT_VERSION};
 
 use super::{lock_path, Db};
 
@@ -331,7 +333,7 @@ fn check_manifest(ctx: &TableContext, report: &mut CheckReport) -> Option<Manife
             }
         };
         log_number = edit.log_number.unwrap_or(log_number);
-        version = version.apply(&edit, ctx).0;
+        version = version.apply(&edit.removed, &edit.added, ctx).0;
         report.manifest_edits += 1;
     }
     Some(ManifestState { version, log_number, number })
@@ -472,8 +474,7 @@ fn check_wals(storage: &dyn Storage, dir: &Path, listing: &[String], log_number:
             report.problem(Some(&path), Some(8), format!("format version {found}; this build reads up to 1"));
             continue;
         }
-        let log = match read_log(&bytes, &path, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))
-        {
+        let log = match read_wal(&bytes, &path) {
             Ok(log) => log,
             Err(e) => {
                 report.problems.push(Finding::from_storage(&e, "WAL"));
@@ -498,7 +499,7 @@ fn check_wals(storage: &dyn Storage, dir: &Path, listing: &[String], log_number:
                     break;
                 }
             };
-            if let Some(synced) = batch::marker_synced_through(payload) {
+            if let Some(synced) = marker_synced_through(payload) {
                 if synced > offset {
                     report.problems.push(bad(0, "sync marker claims bytes after itself"));
                     break;
@@ -658,11 +659,12 @@ mod tests {
         let image = fs.crash_image();
         drop(db);
         let (wal, reserved) = file(&image, "wal");
-        assert_eq!(reserved as u64, crate::format::WAL_RESERVE_BYTES);
+        assert_eq!(reserved as u64, crate::wal::format::WAL_RESERVE_BYTES);
         let r = check(&image);
         assert!(r.is_healthy() && r.torn_wal.is_none(), "{r:?}");
         let bytes = image.read(&wal).unwrap();
-        let len = read_log(&bytes, &wal, WAL_MAGIC, WAL_FORMAT_VERSION, &|_, _| None).unwrap().valid_len;
+        let len =
+            read_log(&bytes, &wal, crate::wal::format::WAL_MAGIC, WAL_FORMAT_VERSION, &|_, _| None).unwrap().valid_len;
         image.reopen(&wal, len).unwrap().append(&[0x11, 0x22, 0x33, 0x44, 200, 0, 0, 0, 1, 2, 3]).unwrap();
         let t = check(&image).torn_wal.unwrap();
         assert_eq!((t.valid_len, t.dropped_bytes, t.file_len), (len, 11, reserved as u64));
@@ -674,7 +676,7 @@ mod tests {
         open(&fs).close().unwrap();
         let (wal, _) = file(&fs, "wal");
         // What a crashed writer with durability None leaves: five batches, no sync marker vouching for any.
-        let mut bytes = crate::format::WAL_MAGIC.to_vec();
+        let mut bytes = crate::wal::format::WAL_MAGIC.to_vec();
         bytes.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
         for i in 0..5u64 {
             let mut b = crate::WriteBatch::new();

@@ -16,8 +16,9 @@ use crate::compaction::merge::{merge, DropRules};
 use crate::error::{StorageError, WriteError};
 use crate::format::key;
 use crate::iter::Source;
-use crate::manifest::{TableMeta, VersionEdit, NUM_LEVELS};
+use crate::manifest::VersionEdit;
 use crate::stats::Counters;
+use crate::version::{TableMeta, NUM_LEVELS};
 
 use super::Inner;
 

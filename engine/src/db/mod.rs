@@ -4,6 +4,7 @@ mod background;
 mod check;
 mod ingest;
 mod recovery;
+mod snapshot;
 mod write;
 
 use std::ops::{Bound, RangeBounds};
@@ -22,13 +23,15 @@ use crate::iter::{prefix_upper_bound, Iter, MemSource, MergingIter, Source};
 use crate::manifest::VersionSet;
 use crate::memtable::{Lookup, Memtable};
 use crate::options::{Options, WriteOptions};
-use crate::snapshot::{Snapshot, SnapshotList};
+use crate::snapshot::SnapshotList;
 use crate::stats::{Counters, LevelStats, Stats};
 use crate::table::BlockCache;
 use crate::version::{TableContext, Version};
+use crate::wal::WalState;
 
 pub use self::check::{Check, CheckReport, Finding, TornWal};
-use self::write::{CommitQueue, WalState};
+pub use self::snapshot::Snapshot;
+use self::write::CommitQueue;
 
 /// What readers see: the active memtable, frozen memtables (oldest first) and the tables.
 pub(crate) struct View {
@@ -128,6 +131,13 @@ pub struct Db {
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db").field("dir", &self.owner.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Opens (or creates) the database in directory `path` with these options.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Db, OpenError> {
+        Db::open_with(self, path.as_ref())
     }
 }
 
@@ -416,7 +426,7 @@ impl Inner {
 
 /// The newest version of `key` at `seq` in a view: memtables newest first, then the tables.
 pub(crate) fn lookup(view: &View, key: &[u8], seq: u64) -> Result<Lookup, StorageError> {
-    let hash = crate::table::key_hash(key);
+    let hash = crate::format::key::key_hash(key);
     let found = std::iter::once(&view.mem)
         .chain(view.imms.iter().rev())
         .map(|m| m.get(key, seq, hash))

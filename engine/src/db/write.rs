@@ -11,12 +11,11 @@ use parking_lot::{Condvar, Mutex};
 use crate::batch::{Condition, WriteBatch};
 use crate::error::{Error, StorageError, WriteError};
 use crate::format::names;
-use crate::format::{WAL_FORMAT_VERSION, WAL_MAGIC, WAL_RESERVE_BYTES};
-use crate::io::Storage;
-use crate::log::{encode_record, LogWriter};
+use crate::log::encode_record;
 use crate::memtable::{Lookup, Memtable, Put};
 use crate::options::Durability;
 use crate::stats::Counters;
+use crate::wal::WalState;
 
 use super::{lookup, Inner, View};
 
@@ -46,75 +45,12 @@ fn failed_condition(
     Ok(None)
 }
 
-/// Records up to this size are copied behind their sync marker so that both take one write call; larger
-/// ones are written after it, uncopied.
-const ONE_WRITE_BYTES: usize = 64 * 1024;
-
 /// Groups of at least this many operations are applied to the memtable while the WAL syncs (below, a
 /// thread costs more than it saves).
 const OVERLAP_APPLY_ENTRIES: u64 = 256;
 
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
-
-/// The active WAL.
-pub(crate) struct WalState {
-    pub writer: LogWriter,
-    /// The synced length the last sync marker recorded.
-    pub marked: u64,
-}
-
-impl WalState {
-    pub fn new(writer: LogWriter) -> Self {
-        let marked = writer.synced_len();
-        Self { writer, marked }
-    }
-
-    /// The state of a WAL reopened to append to, whose sync markers vouch for its first `marked` bytes.
-    pub fn reopened(writer: LogWriter, marked: u64) -> Self {
-        Self { writer, marked }
-    }
-
-    /// Appends framed records, first recording in a sync marker how far the WAL is synced if that moved.
-    /// A marker and small records go to the file in one write.
-    fn append(&mut self, framed: &[u8]) -> Result<(), StorageError> {
-        let synced = self.writer.synced_len();
-        if synced <= self.marked {
-            return self.writer.append_framed(framed);
-        }
-        let together = framed.len() <= ONE_WRITE_BYTES;
-        let mut marker = Vec::with_capacity(32 + if together { framed.len() } else { 0 });
-        encode_record(&mut marker, &crate::batch::sync_marker(synced));
-        if together {
-            marker.extend_from_slice(framed);
-            self.writer.append_framed(&marker)?;
-        } else {
-            self.writer.append_framed(&marker)?;
-            self.writer.append_framed(framed)?;
-        }
-        self.marked = synced;
-        Ok(())
-    }
-
-    /// Syncs the WAL and, if that sync moved the synced length past the last marker, appends a sync marker
-    /// vouching for everything before it and syncs again; then cuts off the reserved space, so that a closed
-    /// WAL ends with its last record. Called at a clean close: without the marker, damage to the last records
-    /// (synced, but followed by no marker) would be indistinguishable from a torn tail at the next open, and
-    /// acknowledged commits could be dropped silently. Returns whether anything was synced.
-    pub fn seal(&mut self, storage: &dyn Storage) -> Result<bool, StorageError> {
-        let mut synced = self.writer.sync()?;
-        let through = self.writer.synced_len();
-        if through > self.marked {
-            let mut marker = Vec::with_capacity(32);
-            encode_record(&mut marker, &crate::batch::sync_marker(through));
-            self.writer.append_framed(&marker)?;
-            self.marked = through;
-            synced = self.writer.sync()?;
-        }
-        self.writer.trim(storage)?;
-        Ok(synced)
-    }
-}
 
 struct Request {
     ticket: u64,
@@ -355,8 +291,7 @@ impl Inner {
     fn switch_memtable(&self, view: &View) -> Result<(), StorageError> {
         let number = self.versions.lock().new_file_number();
         let path = names::wal(&self.dir, number);
-        let writer =
-            LogWriter::create(&*self.storage, &path, WAL_MAGIC, WAL_FORMAT_VERSION)?.reserve_ahead(WAL_RESERVE_BYTES);
+        let new_wal = WalState::create(&*self.storage, &path)?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         {
             let mut wal = self.wal.lock();
@@ -364,7 +299,7 @@ impl Inner {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
             wal.writer.trim(&*self.storage)?;
-            *wal = WalState::new(writer);
+            *wal = new_wal;
         }
         view.mem.freeze(number);
         // Rebuild from the view as it is now, under its lock: a flush may have installed since `view` was

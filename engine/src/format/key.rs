@@ -5,6 +5,14 @@
 
 use std::cmp::Ordering;
 
+use xxhash_rust::xxh3::xxh3_64;
+
+/// The hash of a user key that bloom filters are built from: the tables' (`docs/format/table.md`) and the
+/// memtables'. A point read computes it once for all of them.
+pub(crate) fn key_hash(user_key: &[u8]) -> u64 {
+    xxh3_64(user_key)
+}
+
 /// Length of the trailer appended to every user key.
 pub(crate) const TRAILER_LEN: usize = 8;
 

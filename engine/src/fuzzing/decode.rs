@@ -4,20 +4,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch;
-use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC, WAL_FORMAT_VERSION, WAL_MAGIC};
+use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 use crate::io::{MemStorage, Storage};
 use crate::iter::Source;
 use crate::log::read_log;
 use crate::manifest::VersionEdit;
 use crate::table::{BlockCache, TableIter, TableReader};
+use crate::wal::read_wal;
 
 /// Decodes `bytes` as a WAL file: records, then every batch in them. Returns the number of batch entries
 /// decoded.
 pub fn decode_wal(bytes: &[u8]) -> usize {
     let mut decoded_entries = 0;
-    if let Ok(log) =
-        read_log(bytes, Path::new("fuzz.wal"), WAL_MAGIC, WAL_FORMAT_VERSION, &|_, p| batch::marker_synced_through(p))
-    {
+    if let Ok(log) = read_wal(bytes, Path::new("fuzz.wal")) {
         for (_, payload) in log.records {
             if let Ok(decoded) = batch::decode(payload) {
                 let mut entries = decoded.entries;

@@ -17,8 +17,8 @@ use arbitrary::{Arbitrary, Unstructured};
 use super::harness;
 use crate::error::WriteError;
 use crate::io::{CrashMode, FaultKind, FaultOp, MemStorage};
-use crate::options::Compression;
-use crate::snapshot::Snapshot;
+use crate::table::Compression;
+use crate::Snapshot;
 use crate::{Db, WriteBatch};
 
 /// Most operations decoded from one input, so that each run stays fast.

@@ -1,10 +1,14 @@
+//! Reading a record log: [`read_log`] parses a whole file into its intact records and the length of its
+//! valid prefix, deciding whether damage is a torn tail or corruption (`docs/format/wal.md`, "Reading
+//! rules"); [`intact_records_from`] and [`written_len`] describe what a torn tail would drop.
+
 #![deny(clippy::indexing_slicing)]
 
 use std::path::Path;
 
+use super::{LOG_FILE_HEADER_LEN, LOG_RECORD_HEADER_LEN};
 use crate::error::StorageError;
 use crate::format::coding::{read_u32_at, Cursor};
-use crate::format::{LOG_FILE_HEADER_LEN, LOG_RECORD_HEADER_LEN};
 
 /// The records of a log file, and where its valid prefix ends.
 #[derive(Debug)]
@@ -150,8 +154,10 @@ pub(crate) fn read_log<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::WAL_MAGIC;
     use crate::log::encode_record;
+
+    /// The WAL's magic number (`docs/format/wal.md`); any magic would do.
+    const WAL_MAGIC: [u8; 8] = *b"CAIRNWAL";
 
     /// Every intact record proves everything before it synced (the manifest's rule).
     const ALWAYS: fn(u64, &[u8]) -> Option<u64> = |_, _| Some(u64::MAX);

@@ -1,8 +1,12 @@
+//! Writing a record log: [`encode_record`] frames a payload (`crc32 | length | payload`), [`LogWriter`]
+//! creates a log file (header written and synced), reopens one to append after its intact records, appends,
+//! reserves zeroed space ahead of the appends, trims it and syncs.
+
 use std::path::{Path, PathBuf};
 
+use super::LOG_RECORD_HEADER_LEN;
 use crate::error::StorageError;
 use crate::format::coding::put_u32;
-use crate::format::LOG_RECORD_HEADER_LEN;
 use crate::io::{Storage, WritableFile};
 
 /// Appends one framed record carrying `payload` to `out`.

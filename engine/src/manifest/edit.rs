@@ -13,9 +13,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use crate::format::coding::{put_len_prefixed, put_u64, Cursor, DecodeError};
-
-/// Number of levels; level 0 holds overlapping tables flushed from memtables.
-pub(crate) const NUM_LEVELS: usize = 7;
+use crate::version::{TableMeta, NUM_LEVELS};
 
 const TAG_LOG_NUMBER: u8 = 1;
 const TAG_NEXT_FILE: u8 = 2;
@@ -23,18 +21,7 @@ const TAG_LAST_SEQUENCE: u8 = 3;
 const TAG_ADD_TABLE: u8 = 4;
 const TAG_REMOVE_TABLE: u8 = 5;
 
-/// What the manifest knows about one table. Keys are internal keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TableMeta {
-    pub number: u64,
-    pub size: u64,
-    pub entries: u64,
-    pub min_seq: u64,
-    pub max_seq: u64,
-    pub smallest: Vec<u8>,
-    pub largest: Vec<u8>,
-}
-
+/// One record of the manifest: a change to the version set's counters and to the live tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct VersionEdit {
     pub log_number: Option<u64>,

@@ -15,7 +15,7 @@ use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
 use crate::log::{read_log, LogWriter};
 use crate::version::{TableContext, Version};
 
-pub(crate) use edit::{TableMeta, VersionEdit, NUM_LEVELS};
+pub(crate) use edit::VersionEdit;
 
 pub(crate) struct VersionSet {
     ctx: TableContext,
@@ -104,7 +104,7 @@ impl VersionSet {
             next_file = edit.next_file.unwrap_or(next_file);
             log_number = edit.log_number.unwrap_or(log_number);
             last_sequence = edit.last_sequence.unwrap_or(last_sequence).max(last_sequence);
-            version = version.apply(&edit, ctx).0;
+            version = version.apply(&edit.removed, &edit.added, ctx).0;
         }
         let names: std::collections::HashSet<String> =
             ctx.storage.list(&ctx.dir).map_err(|e| StorageError::io(&ctx.dir, e))?.into_iter().collect();
@@ -150,7 +150,7 @@ impl VersionSet {
             ));
         }
         edit.next_file = Some(self.next_file);
-        let (version, removed) = self.current.apply(&edit, &self.ctx);
+        let (version, removed) = self.current.apply(&edit.removed, &edit.added, &self.ctx);
         let old = (self.current.clone(), self.log_number, self.last_sequence);
         self.current = Arc::new(version);
         self.log_number = edit.log_number.unwrap_or(self.log_number);

@@ -45,7 +45,7 @@ impl MemFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::key_hash;
+    use crate::format::key::key_hash;
 
     #[test]
     fn key_filter_has_no_false_negatives_and_few_false_positives() {

@@ -9,8 +9,7 @@ mod skiplist;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use crate::format::key::{self, ValueKind};
-use crate::table::key_hash;
+use crate::format::key::{self, key_hash, ValueKind};
 use filter::MemFilter;
 use skiplist::{Node, SkipList, Target};
 

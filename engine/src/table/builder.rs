@@ -7,12 +7,11 @@ use crate::format::coding::put_u32;
 use crate::format::key;
 use crate::format::TABLE_FORMAT_VERSION;
 use crate::io::{Storage, WritableFile};
-use crate::options::Compression;
 
 use super::block::BlockBuilder;
 use super::filter;
 use super::footer::{BlockHandle, Footer};
-use super::BlockCompression;
+use super::{BlockCompression, Compression};
 
 /// Appends are gathered into writes of about this size.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -112,7 +111,7 @@ impl TableBuilder {
             self.smallest = ikey.to_vec();
         }
         if self.entries == 0 || ukey != self.last_user_key.as_slice() {
-            self.hashes.push(filter::key_hash(ukey));
+            self.hashes.push(key::key_hash(ukey));
             self.last_user_key.clear();
             self.last_user_key.extend_from_slice(ukey);
         }

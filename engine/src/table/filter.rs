@@ -6,12 +6,6 @@
 
 #![deny(clippy::indexing_slicing)]
 
-use xxhash_rust::xxh3::xxh3_64;
-
-pub(crate) fn key_hash(user_key: &[u8]) -> u64 {
-    xxh3_64(user_key)
-}
-
 /// The `k` bits a key with `hash` tests, `(h1 + i * h2) mod nbits`, stepped: probe `i + 1` is probe `i`
 /// plus `h2 mod nbits`, less `nbits` past the end. Two divisions per key instead of one per probe (a
 /// division is some 40 cycles, and a read tests the filter of each table it passes).
@@ -62,6 +56,7 @@ pub(crate) fn may_contain(filter: &[u8], hash: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::key::key_hash;
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {

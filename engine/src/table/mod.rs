@@ -11,9 +11,27 @@ mod reader;
 
 pub(crate) use builder::{TableBuilder, TableSummary};
 pub(crate) use cache::BlockCache;
-pub(crate) use filter::key_hash;
 pub(crate) use iter::TableIter;
 pub(crate) use reader::TableReader;
+
+/// Block compression for tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Blocks are stored as written.
+    None,
+    /// Blocks are compressed with zstd at `level`, and stored compressed only if that saves at least an
+    /// eighth of their size.
+    Zstd {
+        /// zstd compression level (1 is fast; 3 is zstd's default).
+        level: i32,
+    },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 1 }
+    }
+}
 
 /// Compression of one block on disk. Values are written to disk and never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,12 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{BlockCache, TableBuilder, TableIter, TableReader};
+use super::{BlockCache, Compression, TableBuilder, TableIter, TableReader};
 use crate::format::key::{self, internal_key, make_trailer, ValueKind};
 use crate::io::{MemStorage, Storage};
 use crate::iter::Source;
 use crate::memtable::Lookup;
-use crate::options::Compression;
 
 fn entries(n: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
     (0..n)
@@ -52,14 +51,14 @@ fn roundtrip_point_reads_and_both_directions() {
         assert_eq!(reader.verify().unwrap(), 2000);
         for (i, (k, v)) in items.iter().enumerate() {
             let ukey = key::user_key(k);
-            let found = reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)).unwrap();
+            let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
             let seq = i as u64 + 1;
             let want = if v.is_empty() && i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
             assert_eq!(found, want, "key {i}");
             // Not visible before it was written.
-            assert_eq!(reader.get(ukey, i as u64, super::key_hash(ukey)).unwrap(), Lookup::Absent);
+            assert_eq!(reader.get(ukey, i as u64, key::key_hash(ukey)).unwrap(), Lookup::Absent);
         }
-        assert_eq!(reader.get(b"nope", 1 << 40, super::key_hash(b"nope")).unwrap(), Lookup::Absent);
+        assert_eq!(reader.get(b"nope", 1 << 40, key::key_hash(b"nope")).unwrap(), Lookup::Absent);
 
         let mut fwd = TableIter::new(reader.clone(), false);
         fwd.seek(None).unwrap();
@@ -114,7 +113,7 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
             Ok(reader) => {
                 for (i, (k, v)) in items.iter().enumerate() {
                     let ukey = key::user_key(k);
-                    match reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)) {
+                    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)) {
                         Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
                         Ok(Lookup::Found(got, seq)) => {
                             assert_eq!((&got, seq), (v, i as u64 + 1), "offset {offset} key {i}")
@@ -165,7 +164,7 @@ fn compression_backs_off_on_incompressible_data_and_resumes() {
     for (i, (k, v)) in items.iter().enumerate() {
         let ukey = key::user_key(k);
         assert_eq!(
-            reader.get(ukey, u64::MAX >> 8, super::key_hash(ukey)).unwrap(),
+            reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap(),
             Lookup::Found(v.clone(), i as u64 + 1)
         );
     }
