@@ -30,6 +30,14 @@ pub enum StorageError {
     /// The database was closed.
     #[error("the database is closed")]
     Closed,
+    /// An earlier write, sync or background job failed, and the database has refused commits since
+    /// ([`WriteError::Poisoned`]). [`Db::close`](crate::Db::close) reports it: what was written after the
+    /// failure may not be durable, even if the syncs made while closing succeeded.
+    #[error("the database failed earlier and refused writes since: {cause}")]
+    Poisoned {
+        /// The first failure.
+        cause: String,
+    },
 }
 
 impl StorageError {

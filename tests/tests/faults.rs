@@ -156,3 +156,26 @@ fn a_large_group_whose_sync_fails_stays_invisible() {
         assert!(landed == 0 || landed == maybe.len(), "{what}: {landed} of the group's keys");
     }
 }
+
+/// A failed `fdatasync` poisons the database; closing it reports that failure even though the sync made
+/// while closing succeeds (after a failed fdatasync, Linux may have dropped the dirty pages: a later
+/// successful sync proves nothing about them).
+#[test]
+fn close_after_a_failed_sync_reports_the_first_failure() {
+    let fs = MemStorage::new();
+    let db = open(&fs).unwrap();
+    db.put(b"before", b"1").unwrap();
+    fs.fail(FaultOp::Sync, 0, FaultKind::Eio);
+    let err = db.put(b"lost", b"2").unwrap_err();
+    assert!(matches!(err, WriteError::Storage(_)), "{err}");
+    assert!(matches!(db.put(b"after", b"3"), Err(WriteError::Poisoned { .. })));
+    match db.close() {
+        Err(cairn_engine::StorageError::Poisoned { cause }) => {
+            assert!(cause.contains("injected EIO on Sync"), "{cause}")
+        }
+        other => panic!("close of a poisoned database answered {other:?}"),
+    }
+    let db = open(&fs).unwrap();
+    assert_eq!(db.get(b"before").unwrap(), Some(b"1".to_vec()));
+    db.close().unwrap();
+}

@@ -87,15 +87,17 @@ impl Owner {
             let _ = t.join();
         }
         // A poisoned WAL may end in a partial append the writer does not know about: sync, but append nothing.
-        let synced = if inner.poisoned.load(Ordering::Acquire) {
-            inner.wal.lock().writer.sync()
-        } else {
-            inner.wal.lock().seal(&*inner.storage)
-        };
+        // The first failure is what close reports: a sync that succeeds now does not make the writes after it
+        // durable (Linux may have dropped the dirty pages the failed fdatasync was about).
+        let poisoned = inner.poisoned.load(Ordering::Acquire);
+        let synced = if poisoned { inner.wal.lock().writer.sync() } else { inner.wal.lock().seal(&*inner.storage) };
         if matches!(synced, Ok(true)) {
             Counters::add(&inner.counters.wal_syncs, 1);
         }
         self.lock.lock().take();
+        if poisoned {
+            return Err(StorageError::Poisoned { cause: inner.poison.lock().clone().unwrap_or_default() });
+        }
         synced.map(drop)
     }
 }
@@ -288,6 +290,10 @@ impl Db {
 
     /// Stops the background threads, syncs the WAL and releases the directory. Other clones of this handle
     /// fail with [`StorageError::Closed`] afterwards. Dropping the last handle does the same, ignoring errors.
+    ///
+    /// A database that failed earlier (a write, sync or background job: every commit since was refused)
+    /// closes with [`StorageError::Poisoned`] naming that first failure, even if the syncs made while closing
+    /// succeed.
     pub fn close(self) -> Result<(), StorageError> {
         self.owner.shutdown()
     }
