@@ -95,7 +95,7 @@ async fn stats(State(state): State<AppState>, Extension(who): Extension<Principa
     let out = state
         .read(|store| {
             let db = store.db();
-            Ok(crate::cli::stats_json(db.path(), &db.stats()))
+            Ok(crate::report::stats_json(db.path(), &db.stats()))
         })
         .await?;
     Ok(Json(out))
