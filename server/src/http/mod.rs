@@ -2,10 +2,11 @@
 //! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
 //!
 //! One file per concern: `router` (the route table, the middleware stack and the small routes: health,
-//! OpenAPI and stats), `records`, `collections`, `transactions` and `changes` (the routes per resource),
-//! `auth` (tokens and project scopes), `error` (problem documents), `extract` (validated inputs), `limits`
-//! (shedding and timeouts), `metrics` (Prometheus text), `config` (the TOML file) and `state` (what
-//! handlers share).
+//! OpenAPI, stats and metrics), `records`, `collections`, `transactions` and `changes` (the routes per
+//! resource), `auth` (tokens, their configuration and project scopes), `error` (problem documents),
+//! `extract` (validated inputs), `limits` (shedding and timeouts), `metrics` (the counters and their
+//! Prometheus text), `config` (the TOML file) and `state` (what handlers share). Dependencies between
+//! them go one way: `config` uses `auth`, `state` uses `metrics`, never the other way round.
 
 mod auth;
 mod changes;
@@ -27,8 +28,8 @@ use std::path::PathBuf;
 use cairn_store::Store;
 use tokio::sync::watch;
 
-pub use auth::{hash_token, Role};
-pub use config::{Config, ConfigError, Limits, TokenConfig};
+pub use auth::{hash_token, Role, TokenConfig};
+pub use config::{Config, ConfigError, Limits};
 pub use router::app;
 pub use state::AppState;
 
