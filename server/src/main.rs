@@ -3,9 +3,11 @@
 //! Subcommands inspect (`stats`), maintain (`compact`), check (`check`), exercise (`demo`) and serve
 //! (`serve`, the HTTP server) a database. Exit status: 0 on success, 1 on failure (message on
 //! stderr), 2 on a usage error (and, for `check`, when the directory cannot be opened).
+//!
+//! A thin binary: argument parsing and one module per subcommand under `cli/`; the HTTP server is the
+//! `cairn_server` library, the engine, store and sync crates do the rest.
 
 mod cli;
-mod http;
 
 use std::process::ExitCode;
 

@@ -1,17 +1,21 @@
-//! The HTTP server, driven as a real process over loopback: CRUD and preconditions, queries and pagination
-//! under concurrent writes, claims by concurrent workers, transactions, the change feed, tokens and project
-//! isolation, malformed input, shedding, metrics, and graceful shutdown.
+//! The HTTP contract, in-process: `cairn_server::app` over a store in a temporary directory, one
+//! `oneshot` call per request. CRUD and preconditions, queries and pagination under concurrent writes, claims
+//! by concurrent workers, transactions, the change feed (long-poll and server-sent events), tokens and
+//! project isolation, malformed input, shedding, metrics, stats and the OpenAPI document. What needs a
+//! real process (SIGTERM, restart, binding, the command line) is in `process.rs`.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
-mod common;
+mod inproc;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::{json, Server};
+use axum::http::Method;
+use axum::response::Response;
+use cairn_server::{Config, Limits, Role, TokenConfig};
 use futures_util::StreamExt;
-use reqwest::Method;
+use inproc::{json, text, App};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -20,7 +24,7 @@ fn sha(token: &str) -> String {
 }
 
 /// Declares `jobs` with the scheduler's indexes.
-async fn declare_jobs(s: &Server) {
+async fn declare_jobs(s: &App) {
     let spec = json!({"name": "jobs", "indexes": [
         {"name": "status_priority", "fields": ["status", "priority"]},
         {"name": "owner", "fields": ["owner"]},
@@ -35,7 +39,7 @@ fn job(priority: i64, status: &str, project: &str) -> Value {
 }
 
 /// Writes many records in transactions of 100.
-async fn load(s: &Server, ids: impl Iterator<Item = (String, Value)>) {
+async fn load(s: &App, ids: impl Iterator<Item = (String, Value)>) {
     let ops: Vec<Value> =
         ids.map(|(id, doc)| json!({"op": "put", "collection": "jobs", "id": id, "document": doc})).collect();
     for chunk in ops.chunks(100) {
@@ -48,7 +52,7 @@ async fn load(s: &Server, ids: impl Iterator<Item = (String, Value)>) {
 
 #[tokio::test]
 async fn crud_with_versions_and_preconditions() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     let url = "/v1/collections/jobs/records/job-1";
     let r = s.req(Method::PUT, url).header("If-None-Match", "*").json(&job(5, "PENDING", "p1")).send().await.unwrap();
@@ -108,9 +112,9 @@ async fn crud_with_versions_and_preconditions() {
     assert_eq!(list["collections"][0]["indexes"][0]["fields"], json!(["status", "priority"]));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_filter_order_and_paginate_under_concurrent_writes() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     load(&s, (0..300).map(|i| (format!("j{i:04}"), job(i % 50, if i % 3 == 0 { "RUNNING" } else { "PENDING" }, "p1"))))
         .await;
@@ -118,12 +122,12 @@ async fn queries_filter_order_and_paginate_under_concurrent_writes() {
 
     // Writers add records (some PENDING, at any priority) while a reader pages through PENDING by priority.
     let writer = {
-        let (client, base) = (s.client.clone(), s.base.clone());
+        let s = s.clone();
         tokio::spawn(async move {
             for i in 0..120 {
                 let doc = job(i % 60, if i % 2 == 0 { "PENDING" } else { "DONE" }, "p1");
-                let r = client
-                    .put(format!("{base}/v1/collections/jobs/records/new{i:04}"))
+                let r = s
+                    .req(Method::PUT, &format!("/v1/collections/jobs/records/new{i:04}"))
                     .json(&doc)
                     .send()
                     .await
@@ -177,24 +181,24 @@ async fn queries_filter_order_and_paginate_under_concurrent_writes() {
     assert_eq!(page["records"], json!([]), "a quoted value is a string, which no priority equals");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_claim_each_job_once() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     load(&s, (0..60).map(|i| (format!("j{i:03}"), job(i, "PENDING", "p1")))).await;
     let mut workers = Vec::new();
     for w in 0..8 {
-        let (client, base) = (s.client.clone(), s.base.clone());
+        let s = s.clone();
         workers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
                 let body = json!({"where": {"status": "PENDING"}, "order_by": "priority", "order": "desc",
                                   "set": {"status": "RUNNING", "node": format!("w{w}")}});
-                let r = client.post(format!("{base}/v1/collections/jobs/claim")).json(&body).send().await.unwrap();
+                let r = s.req(Method::POST, "/v1/collections/jobs/claim").json(&body).send().await.unwrap();
                 match r.status().as_u16() {
                     204 => break,
                     200 => {
-                        let rec: Value = r.json().await.unwrap();
+                        let rec: Value = json(r).await.1;
                         assert_eq!(rec["document"]["status"], "RUNNING");
                         assert_eq!(rec["document"]["node"], format!("w{w}"));
                         mine.push(rec["id"].as_str().unwrap().to_owned());
@@ -231,7 +235,7 @@ async fn concurrent_workers_claim_each_job_once() {
 
 #[tokio::test]
 async fn transactions_are_all_or_nothing() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     let (status, _) = json(
         s.req(Method::POST, "/v1/collections").json(&json!({"name": "runs", "indexes": []})).send().await.unwrap(),
@@ -292,8 +296,8 @@ async fn transactions_are_all_or_nothing() {
 }
 
 /// Reads server-sent events until `n` changes arrived: their (id, data).
-async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
-    let mut stream = resp.bytes_stream();
+async fn read_events(resp: Response, n: usize) -> Vec<(u64, Value)> {
+    let mut stream = resp.into_body().into_data_stream();
     let mut text = String::new();
     let mut out = Vec::new();
     while out.len() < n {
@@ -323,9 +327,9 @@ async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_feed_resumes_by_long_poll_and_events() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     for i in 0..5 {
         s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}"))
@@ -365,15 +369,10 @@ async fn change_feed_resumes_by_long_poll_and_events() {
     let resp = s.req(Method::GET, "/v1/changes?since=0").header("Accept", "text/event-stream").send().await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let live = {
-        let (client, base) = (s.client.clone(), s.base.clone());
+        let s = s.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            client
-                .put(format!("{base}/v1/collections/jobs/records/j9"))
-                .json(&job(9, "PENDING", "p1"))
-                .send()
-                .await
-                .unwrap();
+            s.req(Method::PUT, "/v1/collections/jobs/records/j9").json(&job(9, "PENDING", "p1")).send().await.unwrap();
         })
     };
     let events = read_events(resp, 7).await;
@@ -394,38 +393,28 @@ async fn change_feed_resumes_by_long_poll_and_events() {
     assert_eq!(json(s.req(Method::GET, "/v1/changes?since=x").send().await.unwrap()).await.0, 400);
 }
 
-const TOKENS: &str = r#"
-[[tokens]]
-name = "ops"
-sha256 = "ADMIN"
-role = "admin"
-
-[[tokens]]
-name = "dashboard"
-sha256 = "READER"
-role = "read"
-
-[[tokens]]
-name = "sched-p1"
-sha256 = "P1"
-role = "write"
-project = "p1"
-
-[[tokens]]
-name = "sched-p2"
-sha256 = "P2"
-role = "write"
-project = "p2"
-"#;
+/// An admin, a reader, and a writer for each of the projects `p1` and `p2`.
+fn tokens() -> Config {
+    let token = |name: &str, token: &str, role: Role, project: Option<&str>| TokenConfig {
+        name: name.into(),
+        sha256: sha(token),
+        role,
+        project: project.map(Into::into),
+    };
+    Config {
+        tokens: vec![
+            token("ops", "admin-token", Role::Admin, None),
+            token("dashboard", "reader-token", Role::Read, None),
+            token("sched-p1", "p1-token", Role::Write, Some("p1")),
+            token("sched-p2", "p2-token", Role::Write, Some("p2")),
+        ],
+        ..Config::default()
+    }
+}
 
 #[tokio::test]
 async fn tokens_roles_and_project_isolation() {
-    let config = TOKENS
-        .replace("ADMIN", &sha("admin-token"))
-        .replace("READER", &sha("reader-token"))
-        .replace("P1", &sha("p1-token"))
-        .replace("P2", &sha("p2-token"));
-    let s = Server::start(Some(&config));
+    let s = App::start(tokens());
     let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
     assert_eq!(s.req(Method::GET, "/healthz").send().await.unwrap().status(), 200);
     assert_eq!(s.req(Method::GET, "/openapi.json").send().await.unwrap().status(), 200);
@@ -500,7 +489,7 @@ async fn tokens_roles_and_project_isolation() {
 
 #[tokio::test]
 async fn malformed_input_is_a_4xx_and_changes_nothing() {
-    let s = Server::start(Some("[limits]\nmax_body_bytes = 65536\n"));
+    let s = App::start(Config { limits: Limits { max_body_bytes: 65536, ..Limits::default() }, ..Config::default() });
     declare_jobs(&s).await;
     let url = "/v1/collections/jobs/records/j1";
     let raw = |m: Method, path: &str, body: &'static str| {
@@ -574,7 +563,10 @@ async fn malformed_input_is_a_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn sheds_load_at_the_concurrency_limit() {
-    let s = Server::start(Some("[limits]\nmax_concurrency = 1\nmax_wait_ms = 5000\n"));
+    let s = App::start(Config {
+        limits: Limits { max_concurrency: 1, max_wait_ms: 5000, ..Limits::default() },
+        ..Config::default()
+    });
     let waiting = s.req(Method::GET, "/v1/changes?since=0&wait_ms=1500").send();
     let probe = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -586,19 +578,19 @@ async fn sheds_load_at_the_concurrency_limit() {
     let (waited, (status, retry, health)) = tokio::join!(waiting, probe);
     assert_eq!(waited.unwrap().status(), 200);
     assert_eq!((status, retry.as_deref(), health.as_u16()), (503, Some("1"), 200));
-    let text = s.req(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    let text = text(s.req(Method::GET, "/metrics").send().await.unwrap()).await;
     assert!(text.contains("cairn_http_shed_total 1\n"), "{text}");
 }
 
 #[tokio::test]
 async fn metrics_stats_and_openapi() {
-    let s = Server::start(None);
+    let s = App::start(Config::default());
     declare_jobs(&s).await;
     s.req(Method::PUT, "/v1/collections/jobs/records/j1").json(&job(1, "PENDING", "p1")).send().await.unwrap();
     s.req(Method::GET, "/v1/collections/jobs/records/nope").send().await.unwrap();
     let r = s.req(Method::GET, "/metrics").send().await.unwrap();
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
-    let text = r.text().await.unwrap();
+    let text = text(r).await;
     for want in [
         "cairn_http_requests_total{route=\"/v1/collections/{collection}/records/{id}\",method=\"PUT\",status=\"201\"} 1",
         "cairn_http_requests_total{route=\"/v1/collections/{collection}/records/{id}\",method=\"GET\",status=\"404\"} 1",
@@ -614,76 +606,4 @@ async fn metrics_stats_and_openapi() {
     assert!(stats["last_sequence"].as_u64().unwrap() >= 1, "{stats}");
     let (status, doc) = json(s.req(Method::GET, "/openapi.json").send().await.unwrap()).await;
     assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.0.3")));
-}
-
-#[tokio::test]
-async fn sigterm_drains_and_the_data_survives() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut s = Server::start_on(&data, None, dir.path());
-    declare_jobs(&s).await;
-    let writers: Vec<_> = (0..20)
-        .map(|i| {
-            s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}")).json(&job(i, "PENDING", "p1")).send()
-        })
-        .collect();
-    let answers = futures_util::future::join_all(writers).await;
-    assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 201));
-    // A request in flight when SIGTERM arrives (a long-poll waiting for changes) still gets its answer.
-    let seq = json(s.req(Method::GET, "/healthz").send().await.unwrap()).await.1["last_sequence"].as_u64().unwrap();
-    let waiting = tokio::spawn(s.req(Method::GET, &format!("/v1/changes?since={seq}&wait_ms=15000")).send());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
-    let status = s.terminate();
-    assert!(status.success(), "exit status {status}");
-    assert!(started.elapsed() < Duration::from_secs(10), "shutdown ended the wait");
-    let (code, page) = json(waiting.await.unwrap().unwrap()).await;
-    assert_eq!((code, &page["changes"]), (200, &json!([])));
-
-    let store = cairn_store::Store::open(&data).unwrap();
-    let jobs = store.collection_dyn("jobs").unwrap();
-    assert_eq!(jobs.count(&cairn_store::Query::new()).unwrap(), 20);
-    store.check_indexes().unwrap();
-    store.db().clone().close().unwrap();
-
-    let s = Server::start_on(&data, None, dir.path());
-    let (status, rec) = json(s.req(Method::GET, "/v1/collections/jobs/records/j7").send().await.unwrap()).await;
-    assert_eq!((status, &rec["document"]["priority"]), (200, &json!(7)));
-}
-
-#[test]
-fn refuses_a_public_address_without_tokens_and_bad_configs() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
-        .arg(dir.path().join("d"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
-    let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[limits]\nmax_page = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("d"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
-}
-
-#[test]
-fn hash_token_prints_the_sha256() {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .arg("hash-token")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), sha("s3cret"));
 }

@@ -12,6 +12,6 @@ pub fn run() -> Result<(), Failure> {
     if token.is_empty() {
         return Err(Failure::new("hash-token", "give the token on stdin"));
     }
-    println!("{}", crate::http::hash_token(token));
+    println!("{}", cairn_server::hash_token(token));
     Ok(())
 }

@@ -9,8 +9,6 @@ mod serve;
 mod stats;
 mod sync;
 
-pub(crate) use stats::to_json as stats_json;
-
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Failure;
-use crate::http::{self, Config, ServeOptions};
+use cairn_server::{Config, ServeOptions};
 
 /// Arguments of `cairn serve`.
 #[derive(Debug, Args)]
@@ -30,7 +30,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
     };
     init_logs();
     let opts = ServeOptions { data: args.data.clone(), listen: args.listen, config };
-    http::serve(opts).map_err(|e| Failure::new("server", e))
+    cairn_server::serve(opts).map_err(|e| Failure::new("server", e))
 }
 
 /// Structured logs on stderr (colored only on a terminal); `RUST_LOG` filters them (default `info`).

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use cairn_engine::Stats;
 use clap::Args;
-use serde_json::{json, Value};
 
 use super::{format, open_existing, DataDir, Failure};
 
@@ -22,7 +21,7 @@ pub fn run(args: &StatsArgs) -> Result<(), Failure> {
     let db = open_existing(&args.dir.path)?;
     let stats = db.stats();
     if args.json {
-        println!("{:#}", to_json(db.path(), &stats));
+        println!("{:#}", cairn_server::report::stats_json(db.path(), &stats));
     } else {
         print_text(db.path(), &stats);
     }
@@ -69,41 +68,4 @@ fn print_text(dir: &Path, s: &Stats) {
     if s.recovered_torn_bytes > 0 {
         println!("  recovery       dropped a torn WAL tail of {}", format::bytes(s.recovered_torn_bytes));
     }
-}
-
-/// The report as one JSON object (also served at `GET /v1/stats`).
-pub(crate) fn to_json(dir: &Path, s: &Stats) -> Value {
-    let levels: Vec<Value> = s
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(level, l)| json!({ "level": level, "tables": l.tables, "bytes": l.bytes }))
-        .collect();
-    json!({
-        "data": dir.display().to_string(),
-        "levels": levels,
-        "table_count": s.table_count(),
-        "table_bytes": s.table_bytes(),
-        "memtable_bytes": s.memtable_bytes,
-        "immutable_memtables": s.immutable_memtables,
-        "last_sequence": s.last_sequence,
-        "user_bytes_written": s.user_bytes_written,
-        "commits": s.commits,
-        "write_groups": s.write_groups,
-        "wal_bytes_written": s.wal_bytes_written,
-        "wal_syncs": s.wal_syncs,
-        "flushes": s.flushes,
-        "flush_bytes_written": s.flush_bytes_written,
-        "compactions": s.compactions,
-        "trivial_moves": s.trivial_moves,
-        "compaction_bytes_read": s.compaction_bytes_read,
-        "compaction_bytes_written": s.compaction_bytes_written,
-        "write_slowdowns": s.write_slowdowns,
-        "write_stall_micros": s.write_stall_micros,
-        "cache_hits": s.cache_hits,
-        "cache_misses": s.cache_misses,
-        "cache_bytes": s.cache_bytes,
-        "recovered_torn_bytes": s.recovered_torn_bytes,
-        "write_amplification": s.write_amplification(),
-    })
 }

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::config::TokenConfig;
 use super::error::ApiError;
 
 /// What a token may do; each role includes the ones before it.
@@ -24,6 +23,21 @@ pub enum Role {
     Write,
     /// Also declare collections and indexes.
     Admin,
+}
+
+/// One bearer token, as configured: never the token itself, only its SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// What the token may do.
+    pub role: Role,
+    /// If set, the token sees and writes only records whose `project` field is this.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 /// A configured token, checked.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::{Role, Tokens};
+use super::auth::{TokenConfig, Tokens};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -100,21 +100,6 @@ impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
-}
-
-/// One bearer token, as configured: never the token itself, only its SHA-256.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// A name for logs.
-    pub name: String,
-    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
-    pub sha256: String,
-    /// What the token may do.
-    pub role: Role,
-    /// If set, the token sees and writes only records whose `project` field is this.
-    #[serde(default)]
-    pub project: Option<String>,
 }
 
 impl Config {

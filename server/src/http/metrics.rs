@@ -8,14 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Extension;
-
-use super::auth::{Principal, Role};
-use super::error::ApiError;
-use super::state::AppState;
+use axum::response::Response;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -158,19 +152,6 @@ pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request,
     let resp = next.run(req).await;
     metrics.record(&route, &method, resp.status().as_u16(), start.elapsed());
     resp
-}
-
-/// `GET /metrics`.
-pub async fn metrics(
-    State(state): State<AppState>,
-    Extension(who): Extension<Principal>,
-) -> Result<Response, ApiError> {
-    who.require(Role::Read)?;
-    let text = state.read(|store| Ok(store.db().stats())).await.map(|stats| state.metrics.render(&stats))?;
-    let mut resp = text.into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    Ok(resp)
 }
 
 #[cfg(test)]

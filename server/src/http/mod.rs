@@ -1,10 +1,12 @@
 //! The HTTP server: the collections of a data directory over HTTP and JSON (API version 1), on tokio and
 //! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
 //!
-//! One file per concern: `router` (the route table and middleware stack), `records`, `collections`,
-//! `transactions` and `changes` (the routes per resource), `auth` (tokens and project scopes), `error`
-//! (problem documents), `extract` (validated inputs), `limits` (shedding and timeouts), `metrics`
-//! (Prometheus text), `config` (the TOML file) and `state` (what handlers share).
+//! One file per concern: `router` (the route table, the middleware stack and the small routes: health,
+//! OpenAPI, stats and metrics), `records`, `collections`, `transactions` and `changes` (the routes per
+//! resource), `auth` (tokens, their configuration and project scopes), `error` (problem documents),
+//! `extract` (validated inputs), `limits` (shedding and timeouts), `metrics` (the counters and their
+//! Prometheus text), `config` (the TOML file) and `state` (what handlers share). Dependencies between
+//! them go one way: `config` uses `auth`, `state` uses `metrics`, never the other way round.
 
 mod auth;
 mod changes;
@@ -26,11 +28,12 @@ use std::path::PathBuf;
 use cairn_store::Store;
 use tokio::sync::watch;
 
-pub use auth::hash_token;
-pub use config::{Config, ConfigError};
+pub use auth::{hash_token, Role, TokenConfig};
+pub use config::{Config, ConfigError, Limits};
+pub use router::app;
+pub use state::AppState;
 
 use auth::Tokens;
-use state::AppState;
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,18 @@ pub enum ServeError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let context = context.into();
     move |source| ServeError::Io { context, source }
+}
+
+impl AppState {
+    /// State over an open `store`, with `config`'s tokens and limits (its `listen` is not used), for
+    /// serving [`app`](crate::app) in-process. `shutdown` becoming `true` ends open change streams and
+    /// long polls; keep its sender for as long as the state serves requests. Fails if `config` does not
+    /// pass [`Config::validate`].
+    pub fn from_config(store: Store, config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tokens = Tokens::new(&config.tokens).map_err(ConfigError::Invalid)?;
+        Ok(Self::new(store, tokens, config.limits.clone(), shutdown))
+    }
 }
 
 /// What `cairn serve` was asked.
@@ -109,7 +124,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             tracing::warn!(%addr, data = %opts.data.display(), "no tokens configured: authentication is off, listening on loopback only");
         }
         let (stop, stopped) = watch::channel(false);
-        let app = router::app(AppState::new(store.clone(), tokens, limits, stopped));
+        let app = app(AppState::new(store.clone(), tokens, limits, stopped));
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

@@ -24,7 +24,7 @@ pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
         (Method::GET, "/healthz", get(healthz)),
-        (Method::GET, "/metrics", get(metrics::metrics)),
+        (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(openapi)),
         (Method::GET, "/v1/stats", get(stats)),
         (Method::GET, "/v1/collections", get(collections::list)),
@@ -95,10 +95,23 @@ async fn stats(State(state): State<AppState>, Extension(who): Extension<Principa
     let out = state
         .read(|store| {
             let db = store.db();
-            Ok(crate::cli::stats_json(db.path(), &db.stats()))
+            Ok(crate::report::stats_json(db.path(), &db.stats()))
         })
         .await?;
     Ok(Json(out))
+}
+
+/// `GET /metrics`: the Prometheus text of [`Metrics`](super::metrics::Metrics) and the engine's figures.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Response, ApiError> {
+    who.require(Role::Read)?;
+    let text = state.read(|store| Ok(store.db().stats())).await.map(|stats| state.metrics.render(&stats))?;
+    let mut resp = text.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    Ok(resp)
 }
 
 #[cfg(test)]

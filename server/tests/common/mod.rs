@@ -1,5 +1,6 @@
 //! Drives the real `cairn` binary: `cairn serve --listen 127.0.0.1:0`, reading the bound address from its
-//! stdout, with an HTTP client over loopback.
+//! stdout, with an HTTP client over loopback. For the tests that need a process (`process.rs`); the HTTP
+//! contract is tested in-process (`inproc`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,21 +14,11 @@ pub struct Server {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
-    _dir: Option<tempfile::TempDir>,
     /// The client, with no token.
     pub client: Client,
 }
 
 impl Server {
-    /// A server on a fresh data directory, with `config` (TOML) if given.
-    pub fn start(config: Option<&str>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let mut s = Server::start_on(&data, config, dir.path());
-        s._dir = Some(dir);
-        s
-    }
-
     /// A server on `data`, writing its config under `scratch`.
     pub fn start_on(data: &Path, config: Option<&str>, scratch: &Path) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
@@ -46,7 +37,7 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { child: Some(child), base, _dir: None, client: Client::new() }
+        Server { child: Some(child), base, client: Client::new() }
     }
 
     /// A request to `path` (which starts with `/`).

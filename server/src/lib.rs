@@ -1,0 +1,48 @@
+//! Cairn's HTTP server as a library: the collections of a [`cairn_store::Store`] over HTTP and JSON (API
+//! version 1; routes, status codes and documents in `docs/server.md` and `docs/openapi.json`), on axum and
+//! tokio, with the synchronous engine called on tokio's blocking pool.
+//!
+//! What it is:
+//!
+//! - [`app`]: the [`axum::Router`] with every route and its middleware stack (request tracing, metrics, load
+//!   shedding and the request timeout, bearer-token authentication), over an [`AppState`];
+//! - [`AppState::from_config`]: that state, built in-process from an open store and a [`Config`] (tokens and
+//!   limits), for embedding the server in another program or driving it in tests without a socket;
+//! - [`serve`]: what `cairn serve` runs: open a data directory, bind, answer until SIGTERM or Ctrl-C, then
+//!   finish in-flight requests, end change streams, flush and close (failures are a [`ServeError`]);
+//! - [`Config`] (with [`Limits`], [`TokenConfig`] and [`Role`]), the configuration file, and [`hash_token`],
+//!   the SHA-256 the configuration holds instead of a token;
+//! - [`report`]: what the server and the command-line tool both print.
+//!
+//! What it is not: not the command-line tool (that is the `cairn` binary, which uses this library), not an
+//! HTTP client, and not a way into the handlers, extractors or problem documents, which are internal. It
+//! installs no tracing subscriber, and only [`serve`] builds a tokio runtime: [`app`] runs on the caller's.
+//!
+//! In-process, without a socket:
+//!
+//! ```
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = cairn_store::Store::open(dir.path()).unwrap();
+//! // Change streams and long polls end when this sender sends `true`; keep it while the app serves.
+//! let (_stop, stopped) = tokio::sync::watch::channel(false);
+//! let state = cairn_server::AppState::from_config(store, &cairn_server::Config::default(), stopped).unwrap();
+//! let resp = cairn_server::app(state)
+//!     .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+//!     .await
+//!     .unwrap();
+//! assert_eq!(resp.status(), 200);
+//! # }
+//! ```
+
+mod http;
+pub mod report;
+
+pub use http::{
+    app, hash_token, serve, AppState, Config, ConfigError, Limits, Role, ServeError, ServeOptions, TokenConfig,
+};

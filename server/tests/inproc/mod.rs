@@ -1,0 +1,107 @@
+//! Drives the server in-process: `cairn_server::app` over a store in a temporary directory, each request
+//! one `tower::ServiceExt::oneshot` call on the router, with no socket and no process.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use axum::response::Response;
+use axum::Router;
+use cairn_server::{AppState, Config};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The application over a fresh store. Clones share the store, the limits and the metrics.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    _keep: Arc<Keep>,
+}
+
+/// What lives as long as the last clone: the shutdown sender (change streams end when it goes) and the
+/// data directory. Dropped after the router (fields drop in order).
+struct Keep {
+    _stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl App {
+    /// The application over a fresh data directory, with `config`.
+    pub fn start(config: Config) -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let store = cairn_store::Store::open(dir.path().join("data")).unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let state = AppState::from_config(store, &config, stopped).unwrap();
+        App { router: cairn_server::app(state), _keep: Arc::new(Keep { _stop: stop, _dir: dir }) }
+    }
+
+    /// A request to `path` (which starts with `/`).
+    pub fn req(&self, method: Method, path: &str) -> Req {
+        Req { router: self.router.clone(), request: Request::builder().method(method).uri(path), body: Body::empty() }
+    }
+}
+
+/// A request being built, sent by [`Req::send`].
+pub struct Req {
+    router: Router,
+    request: axum::http::request::Builder,
+    body: Body,
+}
+
+impl Req {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: impl AsRef<str>) -> Req {
+        self.request = self.request.header(name, value.as_ref());
+        self
+    }
+
+    /// Adds `Authorization: Bearer TOKEN`.
+    pub fn bearer_auth(self, token: &str) -> Req {
+        self.header("authorization", format!("Bearer {token}"))
+    }
+
+    /// A JSON body, with its content type.
+    pub fn json(mut self, value: &Value) -> Req {
+        self.body = Body::from(serde_json::to_vec(value).unwrap());
+        self.header("content-type", "application/json")
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: &'static str) -> Req {
+        self.body = Body::from(body);
+        self
+    }
+
+    /// Runs the request through the application.
+    pub async fn send(self) -> Result<Response, Infallible> {
+        self.router.oneshot(self.request.body(self.body).unwrap()).await
+    }
+}
+
+/// The body as text.
+pub async fn text(resp: Response) -> String {
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The status and JSON body of a response (`Value::Null` for an empty body).
+pub async fn json(resp: Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    if status >= 400 {
+        assert_eq!(ctype.as_deref(), Some("application/problem+json"), "error {status} without a problem document");
+    }
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+    };
+    if status >= 400 {
+        assert_eq!(body["status"], status, "{body}");
+        assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
+    }
+    (status, body)
+}

@@ -1,0 +1,105 @@
+//! The server as a real process, for what needs one: SIGTERM with requests in flight and the data checked on
+//! reopen and across a restart, refusing to bind a public address without tokens, configuration errors at
+//! startup, and `hash-token`. The HTTP contract itself is tested in-process in `http.rs`.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{json, Server};
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+fn sha(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Declares `jobs` with the scheduler's indexes.
+async fn declare_jobs(s: &Server) {
+    let spec = json!({"name": "jobs", "indexes": [
+        {"name": "status_priority", "fields": ["status", "priority"]},
+        {"name": "owner", "fields": ["owner"]},
+        {"name": "project", "fields": ["project"]},
+    ]});
+    let (status, _) = json(s.req(Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await;
+    assert_eq!(status, 201);
+}
+
+fn job(priority: i64, status: &str, project: &str) -> Value {
+    json!({"name": "train", "owner": "alice", "project": project, "status": status, "priority": priority})
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_the_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start_on(&data, None, dir.path());
+    declare_jobs(&s).await;
+    let writers: Vec<_> = (0..20)
+        .map(|i| {
+            s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}")).json(&job(i, "PENDING", "p1")).send()
+        })
+        .collect();
+    let answers = futures_util::future::join_all(writers).await;
+    assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 201));
+    // A request in flight when SIGTERM arrives (a long-poll waiting for changes) still gets its answer.
+    let seq = json(s.req(Method::GET, "/healthz").send().await.unwrap()).await.1["last_sequence"].as_u64().unwrap();
+    let waiting = tokio::spawn(s.req(Method::GET, &format!("/v1/changes?since={seq}&wait_ms=15000")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown ended the wait");
+    let (code, page) = json(waiting.await.unwrap().unwrap()).await;
+    assert_eq!((code, &page["changes"]), (200, &json!([])));
+
+    let store = cairn_store::Store::open(&data).unwrap();
+    let jobs = store.collection_dyn("jobs").unwrap();
+    assert_eq!(jobs.count(&cairn_store::Query::new()).unwrap(), 20);
+    store.check_indexes().unwrap();
+    store.db().clone().close().unwrap();
+
+    let s = Server::start_on(&data, None, dir.path());
+    let (status, rec) = json(s.req(Method::GET, "/v1/collections/jobs/records/j7").send().await.unwrap()).await;
+    assert_eq!((status, &rec["document"]["priority"]), (200, &json!(7)));
+}
+
+#[test]
+fn refuses_a_public_address_without_tokens_and_bad_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_page = 0\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("d"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
+}
+
+#[test]
+fn hash_token_prints_the_sha256() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("hash-token")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), sha("s3cret"));
+}
