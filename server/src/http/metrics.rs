@@ -1,153 +1,198 @@
-//! Prometheus text exposition, written by hand: requests by route, method and status, latency histograms
-//! by route, shed and timed-out requests, and the engine's figures.
+//! Prometheus metrics, kept and written by `prometheus-client`: requests by route, method and status,
+//! latency histograms by route, shed and timed-out requests, and the engine's figures at scrape time.
+//!
+//! Every label comes from a bounded set, so no client can grow the exposition: `route` is a route pattern
+//! of the router (or `unmatched`), `method` one of the methods HTTP defines (or `OTHER`), `status` a
+//! status code.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// A latency histogram: counts per bucket (not cumulative), total count and sum.
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum_seconds: f64,
+/// The `Content-Type` of [`Metrics::render`]'s text: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// A request's method as a label: the methods HTTP defines, anything else `OTHER`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms, reason = "label values are the methods' names")]
+enum MethodLabel {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    DELETE,
+    PATCH,
+    OPTIONS,
+    CONNECT,
+    TRACE,
+    OTHER,
 }
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            if let Some(slot) = self.buckets.get_mut(i) {
-                *slot += 1;
-            }
+impl From<&Method> for MethodLabel {
+    fn from(m: &Method) -> Self {
+        match *m {
+            Method::GET => Self::GET,
+            Method::HEAD => Self::HEAD,
+            Method::POST => Self::POST,
+            Method::PUT => Self::PUT,
+            Method::DELETE => Self::DELETE,
+            Method::PATCH => Self::PATCH,
+            Method::OPTIONS => Self::OPTIONS,
+            Method::CONNECT => Self::CONNECT,
+            Method::TRACE => Self::TRACE,
+            _ => Self::OTHER,
         }
-        self.count += 1;
-        self.sum_seconds += seconds;
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: MethodLabel,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LevelLabels {
+    level: usize,
+}
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
 /// The server's counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: LatencyFamily,
     /// Requests shed with 503 because the concurrency limit was reached.
     pub shed: AtomicU64,
     /// Requests answered 503 because they took longer than the timeout.
     pub timeouts: AtomicU64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: LatencyFamily = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "cairn_http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register("cairn_http_request_duration_seconds", "Time to answer a request, by route", latency.clone());
+        Self { registry, requests, latency, shed: AtomicU64::new(0), timeouts: AtomicU64::new(0) }
+    }
+}
+
 impl Metrics {
-    /// Counts one request to `route` and its latency.
-    pub fn record(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let mut requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *requests.entry((route.to_owned(), method.to_owned(), status)).or_default() += 1;
-        drop(requests);
-        let mut latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        latency.entry(route.to_owned()).or_default().observe(elapsed.as_secs_f64());
+    /// Counts one request to the route pattern `route` (`unmatched` if none), and its latency.
+    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let route = route.to_owned();
+        let labels = RequestLabels { route: route.clone(), method: method.into(), status };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text, with the engine's figures from `stats`.
+    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`.
     pub fn render(&self, stats: &cairn_engine::Stats) -> String {
+        let mut now = Registry::default();
+        now.register_collector(Box::new(Figures {
+            stats: stats.clone(),
+            shed: self.shed.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+        }));
         let mut out = String::new();
-        out.push_str("# HELP cairn_http_requests_total HTTP requests answered, by route, method and status.\n");
-        out.push_str("# TYPE cairn_http_requests_total counter\n");
-        let requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        for ((route, method, status), n) in &requests {
-            let _ = writeln!(
-                out,
-                "cairn_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
-        }
-        out.push_str("# HELP cairn_http_request_duration_seconds Time to answer a request, by route.\n");
-        out.push_str("# TYPE cairn_http_request_duration_seconds histogram\n");
-        let latency = self.latency.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        for (route, h) in &latency {
-            let route = escape(route);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "cairn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "cairn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(out, "cairn_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum_seconds);
-            let _ = writeln!(out, "cairn_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
-        }
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        counter(
-            &mut out,
-            "cairn_http_shed_total",
-            "Requests shed with 503 at the concurrency limit.",
-            self.shed.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "cairn_http_timeouts_total",
-            "Requests answered 503 after the request timeout.",
-            self.timeouts.load(Ordering::Relaxed),
-        );
-        out.push_str("# HELP cairn_level_bytes Bytes of tables per level.\n# TYPE cairn_level_bytes gauge\n");
-        for (level, l) in stats.levels.iter().enumerate() {
-            let _ = writeln!(out, "cairn_level_bytes{{level=\"{level}\"}} {}", l.bytes);
-        }
-        out.push_str("# HELP cairn_level_tables Tables per level.\n# TYPE cairn_level_tables gauge\n");
-        for (level, l) in stats.levels.iter().enumerate() {
-            let _ = writeln!(out, "cairn_level_tables{{level=\"{level}\"}} {}", l.tables);
-        }
-        gauge(&mut out, "cairn_memtable_bytes", "Approximate bytes in the active memtable.", stats.memtable_bytes);
-        gauge(&mut out, "cairn_last_sequence", "Sequence number of the newest commit.", stats.last_sequence);
-        counter(&mut out, "cairn_commits_total", "Commits since open.", stats.commits);
-        counter(&mut out, "cairn_wal_syncs_total", "WAL syncs since open.", stats.wal_syncs);
-        counter(&mut out, "cairn_wal_bytes_total", "Bytes appended to the WAL since open.", stats.wal_bytes_written);
-        counter(&mut out, "cairn_flushes_total", "Memtable flushes since open.", stats.flushes);
-        counter(&mut out, "cairn_compactions_total", "Compactions since open.", stats.compactions);
-        counter(
-            &mut out,
-            "cairn_compaction_bytes_written_total",
-            "Bytes written by compactions.",
-            stats.compaction_bytes_written,
-        );
-        counter(
-            &mut out,
-            "cairn_write_stall_micros_total",
-            "Microseconds writers waited on flushes and compactions.",
-            stats.write_stall_micros,
-        );
-        counter(&mut out, "cairn_cache_hits_total", "Block cache hits.", stats.cache_hits);
-        counter(&mut out, "cairn_cache_misses_total", "Block cache misses.", stats.cache_misses);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &now);
         out
     }
 }
 
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// One figure of a level of tables.
+type LevelFigure = fn(&cairn_engine::LevelStats) -> u64;
+
+/// The figures read at scrape time: the shedding counters and the engine's.
+#[derive(Debug)]
+struct Figures {
+    stats: cairn_engine::Stats,
+    shed: u64,
+    timeouts: u64,
+}
+
+impl Collector for Figures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let counters = [
+            ("cairn_http_shed", "Requests shed with 503 at the concurrency limit", self.shed),
+            ("cairn_http_timeouts", "Requests answered 503 after the request timeout", self.timeouts),
+            ("cairn_commits", "Commits since open", s.commits),
+            ("cairn_wal_syncs", "WAL syncs since open", s.wal_syncs),
+            ("cairn_wal_bytes", "Bytes appended to the WAL since open", s.wal_bytes_written),
+            ("cairn_flushes", "Memtable flushes since open", s.flushes),
+            ("cairn_compactions", "Compactions since open", s.compactions),
+            ("cairn_compaction_bytes_written", "Bytes written by compactions", s.compaction_bytes_written),
+            (
+                "cairn_write_stall_micros",
+                "Microseconds writers waited on flushes and compactions",
+                s.write_stall_micros,
+            ),
+            ("cairn_cache_hits", "Block cache hits", s.cache_hits),
+            ("cairn_cache_misses", "Block cache misses", s.cache_misses),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+        }
+        let gauges = [
+            ("cairn_memtable_bytes", "Approximate bytes in the active memtable", s.memtable_bytes),
+            ("cairn_last_sequence", "Sequence number of the newest commit", s.last_sequence),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        let per_level: [(&str, &str, LevelFigure); 2] = [
+            ("cairn_level_bytes", "Bytes of tables per level", |l| l.bytes),
+            ("cairn_level_tables", "Tables per level", |l| l.tables as u64),
+        ];
+        for (name, help, value) in per_level {
+            let mut family =
+                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+            for (level, l) in s.levels.iter().enumerate() {
+                let labels = LevelLabels { level };
+                ConstGauge::new(value(l) as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Middleware: counts every request by its route pattern (`unmatched` when no route matched).
 pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
     metrics.record(&route, &method, resp.status().as_u16(), start.elapsed());
@@ -161,9 +206,9 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_histograms() {
         let m = Metrics::default();
-        m.record("/v1/x/{id}", "GET", 200, Duration::from_micros(300));
-        m.record("/v1/x/{id}", "GET", 200, Duration::from_millis(30));
-        m.record("/v1/x/{id}", "GET", 404, Duration::from_secs(60));
+        m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_micros(300));
+        m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_millis(30));
+        m.record("/v1/x/{id}", &Method::GET, 404, Duration::from_secs(60));
         let text = m.render(&cairn_engine::Stats::default());
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2\n"));
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"404\"} 1\n"));
@@ -177,5 +222,24 @@ mod tests {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+    }
+
+    /// Methods a client makes up all count as `OTHER`: the exposition does not grow with them.
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            let method = Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+            m.record("unmatched", &method, 405, Duration::from_millis(1));
+        }
+        m.record("unmatched", &Method::GET, 404, Duration::from_millis(1));
+        let text = m.render(&cairn_engine::Stats::default());
+        assert!(
+            text.contains("cairn_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 100\n"),
+            "{text}"
+        );
+        assert!(!text.contains("BREW"), "{text}");
+        let series = text.lines().filter(|l| l.starts_with("cairn_http_requests_total")).count();
+        assert_eq!(series, 2, "{text}");
     }
 }

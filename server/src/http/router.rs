@@ -109,8 +109,7 @@ pub async fn metrics(
     who.require(Role::Read)?;
     let text = state.read(|store| Ok(store.db().stats())).await.map(|stats| state.metrics.render(&stats))?;
     let mut resp = text.into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));
     Ok(resp)
 }
 
