@@ -58,7 +58,7 @@ mod wal;
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use clock::ClockCache;
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
-pub use db::{Check, CheckReport, Db, Finding, Snapshot, TornWal};
+pub use db::{Check, CheckReport, CheckpointInfo, Db, Finding, Snapshot, TornWal};
 pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
 pub use iter::{Iter, KeyValue, KeyValueRef};

@@ -141,7 +141,10 @@ impl Inner {
             ..VersionEdit::default()
         };
         self.install(edit, Some(imm))?;
-        self.remove_files(|kind| matches!(kind, FileKind::Wal(n) if n < log_number));
+        // A checkpoint copying WALs removes them when it is done (see `checkpoint`).
+        if self.wal_pins.load(Ordering::Acquire) == 0 {
+            self.remove_files(|kind| matches!(kind, FileKind::Wal(n) if n < log_number));
+        }
         Counters::add(&self.counters.flushes, 1);
         Counters::add(&self.counters.flush_bytes, written);
         self.bg.lock().compaction_wanted = true;

@@ -2,6 +2,7 @@
 
 mod background;
 mod check;
+mod checkpoint;
 mod ingest;
 mod recovery;
 mod snapshot;
@@ -9,7 +10,7 @@ mod write;
 
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -30,6 +31,7 @@ use crate::version::{TableContext, Version};
 use crate::wal::WalState;
 
 pub use self::check::{Check, CheckReport, Finding, TornWal};
+pub use self::checkpoint::CheckpointInfo;
 pub use self::snapshot::Snapshot;
 use self::write::CommitQueue;
 
@@ -61,6 +63,8 @@ pub(crate) struct Inner {
     pub bg: Mutex<BgState>,
     pub bg_cv: Condvar,
     pub compaction_lock: Mutex<()>,
+    /// Checkpoints copying WALs right now: while any is, flushes leave the WALs they retire in place.
+    pub wal_pins: AtomicUsize,
     pub poison: Mutex<Option<String>>,
     pub poisoned: AtomicBool,
     pub buffered_dirty: AtomicBool,

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -109,6 +109,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         bg: Mutex::new(BgState::default()),
         bg_cv: Condvar::new(),
         compaction_lock: Mutex::new(()),
+        wal_pins: AtomicUsize::new(0),
         poison: Mutex::new(None),
         poisoned: AtomicBool::new(false),
         buffered_dirty: AtomicBool::new(false),

@@ -112,6 +112,15 @@ impl Storage for FsStorage {
         File::open(dir)?.sync_all()
     }
 
+    /// A hard link; a copy where the file system refuses one (another device, no hard links).
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match fs::hard_link(from, to) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+            Err(_) => super::copy_file(self, from, to),
+        }
+    }
+
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>> {
         let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         match f.try_lock() {

@@ -391,6 +391,18 @@ impl Storage for MemStorage {
         self.state.lock().live.remove(path).map(drop).ok_or_else(|| not_found(path))
     }
 
+    /// A hard link: the same file under a second name (durable after a sync of its directory).
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check(FaultOp::Create)?;
+        let mut state = self.state.lock();
+        let node = state.live.get(from).cloned().ok_or_else(|| not_found(from))?;
+        if state.live.contains_key(to) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists", to.display())));
+        }
+        state.live.insert(to.to_path_buf(), node);
+        Ok(())
+    }
+
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let node = self.node(path)?;
         let mut f = node.lock();

@@ -46,6 +46,21 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Takes an exclusive lock on `path` (creating it), held until the returned guard drops.
     /// Fails with [`io::ErrorKind::WouldBlock`] if another owner holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
+
+    /// Makes `to` (which must not exist) a file with the bytes of `from`, a file that never changes again:
+    /// a hard link where the storage has them, else a copy, synced. The new name is durable after
+    /// [`sync_dir`](Self::sync_dir). The default copies.
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        copy_file(self, from, to)
+    }
+}
+
+/// Copies `from` to a new file `to` through `storage`, synced.
+fn copy_file<S: Storage + ?Sized>(storage: &S, from: &Path, to: &Path) -> io::Result<()> {
+    let bytes = storage.read(from)?;
+    let mut f = storage.create(to)?;
+    f.append(&bytes)?;
+    f.sync()
 }
 
 /// A file open for writing front to back.

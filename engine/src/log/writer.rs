@@ -111,6 +111,11 @@ impl LogWriter {
         self.len
     }
 
+    /// The log's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Bytes made durable by the last sync.
     pub fn synced_len(&self) -> u64 {
         self.synced_len

@@ -5,13 +5,14 @@
 
 mod edit;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
 use crate::format::names;
 use crate::format::{MANIFEST_FORMAT_VERSION, MANIFEST_MAGIC};
+use crate::io::Storage;
 use crate::log::{read_log, LogWriter};
 use crate::version::{TableContext, Version};
 
@@ -128,6 +129,11 @@ impl VersionSet {
         n
     }
 
+    /// The next file number [`VersionSet::new_file_number`] would hand out.
+    pub fn next_file_number(&self) -> u64 {
+        self.next_file
+    }
+
     pub fn log_number(&self) -> u64 {
         self.log_number
     }
@@ -194,30 +200,59 @@ impl VersionSet {
     /// Writes one edit describing the whole state to the (new, empty) manifest, syncs it and points
     /// `CURRENT` at it.
     fn write_snapshot(&mut self) -> Result<(), StorageError> {
-        let mut edit = VersionEdit {
-            log_number: Some(self.log_number),
-            next_file: Some(self.next_file),
-            last_sequence: Some(self.last_sequence),
-            ..VersionEdit::default()
+        let state = ManifestState {
+            version: &self.current,
+            next_file: self.next_file,
+            log_number: self.log_number,
+            last_sequence: self.last_sequence,
         };
-        for (level, t) in self.current.tables() {
-            edit.added.push((level, t.meta.clone()));
-        }
-        self.manifest.append_record(&edit.encode())?;
-        self.manifest.sync()?;
-        let storage = &*self.ctx.storage;
-        let dir = &self.ctx.dir;
-        storage.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
-        let tmp = dir.join("CURRENT.tmp");
-        let current = dir.join(names::CURRENT);
-        let mut f = storage.create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
-        f.append(format!("{}\n", names::manifest_name(self.manifest_number)).as_bytes())
-            .and_then(|()| f.sync())
-            .map_err(|e| StorageError::io(&tmp, e))?;
-        drop(f);
-        storage.rename(&tmp, &current).map_err(|e| StorageError::io(&current, e))?;
-        storage.sync_dir(dir).map_err(|e| StorageError::io(dir, e))
+        write_snapshot(&*self.ctx.storage, &self.ctx.dir, &mut self.manifest, self.manifest_number, &state)
     }
+}
+
+/// The whole state a manifest describes.
+pub(crate) struct ManifestState<'a> {
+    pub version: &'a Version,
+    pub next_file: u64,
+    pub log_number: u64,
+    pub last_sequence: u64,
+}
+
+/// Writes one edit describing `state` to `manifest` (new and empty, number `manifest_number`, in `dir`),
+/// syncs it and points `CURRENT` at it: how every manifest starts, and how a checkpoint's copy gets its own.
+pub(crate) fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    manifest: &mut LogWriter,
+    manifest_number: u64,
+    state: &ManifestState<'_>,
+) -> Result<(), StorageError> {
+    let mut edit = VersionEdit {
+        log_number: Some(state.log_number),
+        next_file: Some(state.next_file),
+        last_sequence: Some(state.last_sequence),
+        ..VersionEdit::default()
+    };
+    for (level, t) in state.version.tables() {
+        edit.added.push((level, t.meta.clone()));
+    }
+    manifest.append_record(&edit.encode())?;
+    manifest.sync()?;
+    storage.sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+    let tmp = dir.join("CURRENT.tmp");
+    let current = dir.join(names::CURRENT);
+    let mut f = storage.create(&tmp).map_err(|e| StorageError::io(&tmp, e))?;
+    f.append(format!("{}\n", names::manifest_name(manifest_number)).as_bytes())
+        .and_then(|()| f.sync())
+        .map_err(|e| StorageError::io(&tmp, e))?;
+    drop(f);
+    storage.rename(&tmp, &current).map_err(|e| StorageError::io(&current, e))?;
+    storage.sync_dir(dir).map_err(|e| StorageError::io(dir, e))
+}
+
+/// Creates the manifest file numbered `number` in `dir`, its header written and synced.
+pub(crate) fn create_manifest(storage: &dyn Storage, dir: &Path, number: u64) -> Result<LogWriter, StorageError> {
+    LogWriter::create(storage, &dir.join(names::manifest_name(number)), MANIFEST_MAGIC, MANIFEST_FORMAT_VERSION)
 }
 
 #[cfg(test)]
