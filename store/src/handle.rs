@@ -8,13 +8,77 @@ use serde_json::Value;
 use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
 use crate::error::CollectionError;
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
-use crate::record::{CollectionSpec, Stored};
-use crate::store::Store;
-use crate::txn::{stored, Transaction};
+use crate::record::{CollectionSpec, Record, Stored};
+use crate::store::{validate_id, Store};
+use crate::txn::{stored, After};
+use crate::typed::from_doc;
 
-/// How often a single-record write retries after a concurrent commit touched its record, before giving up
-/// with [`CollectionError::TxnConflict`].
-const SINGLE_WRITE_ATTEMPTS: usize = 64;
+/// The retry policy of single-record writes ([`DynCollection::write_one`], and so every write of
+/// [`DynCollection`] and [`Collection`](crate::Collection)): how many times one is tried in all while a
+/// concurrent commit changes its record between its read and its commit, before it gives up with
+/// [`CollectionError::TxnConflict`]. Each attempt reads the record again, so a version check then sees the
+/// version that won. 64 is far more than contention on one record needs in practice (a claim storm of 8
+/// threads on one record retries a handful of times).
+pub const WRITE_ATTEMPTS: usize = 64;
+
+/// What a single-record write stages, as the `decide` closure of [`DynCollection::write_one`] chose from
+/// the record's current state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordWrite<D = Value> {
+    /// Write this document: create the record (version 1) or replace it (next version).
+    Put(D),
+    /// Delete the record (`NotFound` if it is absent).
+    Delete,
+    /// Write nothing; the record is returned as it is.
+    Keep,
+}
+
+/// A document a single-record write can stage: a JSON value, or a typed record (`&T`).
+pub(crate) trait WriteDoc {
+    /// The document type of the record returned.
+    type Out;
+    /// Serializes and indexes the document.
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError>;
+    /// The document as written, for the record returned.
+    fn written(self) -> Self::Out;
+    /// A record as read (for `Keep`).
+    fn read(s: Stored<Value>) -> Result<Stored<Self::Out>, CollectionError>;
+}
+
+impl WriteDoc for Value {
+    type Out = Value;
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError> {
+        After::of_value(spec, self, id)
+    }
+    fn written(self) -> Value {
+        self
+    }
+    fn read(s: Stored<Value>) -> Result<Stored<Value>, CollectionError> {
+        Ok(s)
+    }
+}
+
+impl<T: Record> WriteDoc for &T {
+    type Out = T;
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError> {
+        After::of_record(spec, *self, id)
+    }
+    fn written(self) -> T {
+        self.clone()
+    }
+    fn read(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
+        from_doc(s)
+    }
+}
+
+/// `Invalid` unless `doc` is a JSON object (checked before anything is read, as a transaction does).
+fn object(doc: &Value) -> Result<(), CollectionError> {
+    if doc.is_object() {
+        Ok(())
+    } else {
+        Err(CollectionError::invalid("a document must be a JSON object"))
+    }
+}
 
 /// Candidates a claim considers per query round.
 const CLAIM_BATCH: usize = 16;
@@ -41,71 +105,156 @@ impl DynCollection {
         self.store.spec(&self.name)
     }
 
-    /// One write of `doc` as its own transaction, returning the record exactly as this commit wrote it. A
-    /// conflict with a concurrent commit is retried: the retry re-reads the record, so version checks then
-    /// report the version that won.
-    fn write(
+    /// Writes one record in a transaction of its own: the single-record write path of the store, which
+    /// [`DynCollection::insert`], `upsert`, `update`, `delete`, the typed [`Collection`](crate::Collection)
+    /// and the HTTP server all use.
+    ///
+    /// `decide` gets the record as it is now (`None` if absent) and says what to write: a new document
+    /// ([`RecordWrite::Put`]: the record is created at version 1, or replaced at the next version), its
+    /// deletion ([`RecordWrite::Delete`]: `NotFound` if absent) or nothing ([`RecordWrite::Keep`]); or it
+    /// refuses with an error of its own, which `write_one` returns as is, having written nothing. If a
+    /// concurrent commit changes the record before this one commits, the write is tried again from a fresh
+    /// read, calling `decide` again, up to [`WRITE_ATTEMPTS`] times in all; then the conflict is returned.
+    ///
+    /// Returns the record as the write left it, built from what was written: its version, commit sequence,
+    /// times (set by the store: `created_at_ms` kept from the record replaced, `updated_at_ms` the commit's
+    /// time) and document. `None` after a delete, or for `Keep` of an absent record.
+    ///
+    /// ```
+    /// use cairn_store::{CollectionError, CollectionSpec, RecordWrite, Store};
+    /// use serde_json::json;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// store.declare(CollectionSpec::new("counters", vec![]))?;
+    /// let counters = store.collection_dyn("counters")?;
+    /// for _ in 0..3 {
+    ///     counters.write_one("c1", |current| {
+    ///         let n = current.map_or(0, |c| c.doc["n"].as_i64().unwrap_or(0));
+    ///         Ok::<_, CollectionError>(RecordWrite::Put(json!({ "n": n + 1 })))
+    ///     })?;
+    /// }
+    /// assert_eq!(counters.get("c1")?.unwrap().doc["n"], 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_one<E: From<CollectionError>>(
         &self,
         id: &str,
-        doc: &Value,
-        op: impl Fn(&mut Transaction<'_>, Value) -> Result<u64, CollectionError>,
-    ) -> Result<Stored<Value>, CollectionError> {
-        self.write_as(id, |tx| op(tx, doc.clone()), |_| Ok(doc.clone()))
+        decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite, E>,
+    ) -> Result<Option<Stored<Value>>, E> {
+        self.write_one_as(id, decide)
     }
 
-    /// Runs the single-record write `op` as [`DynCollection::write`] does, returning the record with the
-    /// document that `doc` takes from the transaction before it commits.
-    pub(crate) fn write_as<D>(
+    /// [`DynCollection::write_one`] of documents of type `D` (see [`WriteDoc`]).
+    pub(crate) fn write_one_as<D: WriteDoc, E: From<CollectionError>>(
         &self,
         id: &str,
-        op: impl Fn(&mut Transaction<'_>) -> Result<u64, CollectionError>,
-        doc: impl Fn(&Transaction<'_>) -> Result<D, CollectionError>,
-    ) -> Result<Stored<D>, CollectionError> {
-        let name = &self.name;
+        mut decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<D>, E>,
+    ) -> Result<Option<Stored<D::Out>>, E> {
         let mut last = None;
-        for _ in 0..SINGLE_WRITE_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
+            let spec = self.store.spec(&self.name)?;
+            validate_id(id)?;
             let mut tx = self.store.begin();
-            op(&mut tx)?;
-            let written = tx.staged_meta(name, id);
-            let doc = doc(&tx)?;
+            let current = tx.read_for_write(&spec, id)?;
+            let doc = match decide(current.as_ref())? {
+                RecordWrite::Keep => return Ok(current.map(D::read).transpose()?),
+                RecordWrite::Delete => {
+                    tx.stage_write(spec, id, current, None)?;
+                    None
+                }
+                RecordWrite::Put(doc) => {
+                    let after = doc.encode(&spec, id)?;
+                    tx.stage_write(spec, id, current, Some(after))?;
+                    Some(doc)
+                }
+            };
+            let written = tx.staged_meta(&self.name, id);
             match tx.commit() {
                 Ok(c) => {
-                    let (version, created_ms) = written
-                        .ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
-                    return Ok(Stored {
+                    let Some(((version, created_ms), doc)) = written.zip(doc) else { return Ok(None) };
+                    return Ok(Some(Stored {
                         id: id.to_owned(),
                         version,
                         seq: c.seq,
                         created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
                         updated_at_ms: c.at_ms,
-                        doc,
-                    });
+                        doc: doc.written(),
+                    }));
                 }
                 Err(e) if e.is_retryable() => last = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
+        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")).into())
     }
 
     /// Inserts a document; `AlreadyExists` if the id is taken.
     pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.insert_doc(&self.name, id, doc))
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |current| match current {
+            Some(_) => Err(CollectionError::AlreadyExists { collection: self.name.clone(), id: id.to_owned() }),
+            None => Ok(RecordWrite::Put(doc.clone())),
+        })?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Inserts or replaces a document.
     pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.upsert_doc(&self.name, id, doc))
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |_| Ok::<_, CollectionError>(RecordWrite::Put(doc.clone())))?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
     pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.update_doc(&self.name, id, expected, doc))
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |current| {
+            self.expect(id, current, Some(expected))?;
+            Ok::<_, CollectionError>(RecordWrite::Put(doc.clone()))
+        })?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
     pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
-        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| tx.delete_doc(&self.name, id, expected))
+        self.write_one(id, |current| {
+            self.expect(id, current, expected)?;
+            Ok::<_, CollectionError>(RecordWrite::Delete)
+        })?;
+        Ok(())
+    }
+
+    /// `NotFound` if `current` is absent, `Conflict` if its version is not `expected` (when given).
+    pub(crate) fn expect<D>(
+        &self,
+        id: &str,
+        current: Option<&Stored<D>>,
+        expected: Option<u64>,
+    ) -> Result<(), CollectionError> {
+        let Some(current) = current else { return Err(self.not_found(id)) };
+        match expected {
+            Some(v) if v != current.version => Err(CollectionError::Conflict {
+                collection: self.name.clone(),
+                id: id.to_owned(),
+                expected: v,
+                actual: Some(current.version),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn not_found(&self, id: &str) -> CollectionError {
+        CollectionError::NotFound { collection: self.name.clone(), id: id.to_owned() }
+    }
+
+    /// The store this collection is in.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The document with this id.
@@ -120,7 +269,7 @@ impl DynCollection {
 
     /// The record with this id, its document decoded as `D` by `decoder`.
     pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, CollectionError> {
-        crate::store::validate_id(id)?;
+        validate_id(id)?;
         let key = crate::keys::record_key(&self.name, id);
         let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
         Ok(Some(stored(id, decoder.decode(&key, &bytes)?)))
@@ -280,6 +429,47 @@ mod tests {
 
     use super::*;
     use crate::{IndexSpec, Store};
+
+    #[test]
+    fn write_one_decides_again_after_a_conflict_and_returns_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("c", vec![IndexSpec::new("n", &["n"])])).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        let first = c.insert("a", json!({"n": 1})).unwrap();
+        // The first attempt's read is overtaken by another write: `decide` runs again and sees it.
+        let mut seen = Vec::new();
+        let written = c
+            .write_one("a", |current| {
+                let current = current.unwrap();
+                seen.push(current.version);
+                if seen.len() == 1 {
+                    c.upsert("a", json!({"n": 10})).unwrap();
+                }
+                Ok::<_, CollectionError>(RecordWrite::Put(json!({"n": current.doc["n"].as_i64().unwrap() + 1})))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(written.doc, json!({"n": 11}));
+        assert_eq!(written.version, 3);
+        assert_eq!(written.created_at_ms, first.created_at_ms);
+        assert_eq!(c.get("a").unwrap().unwrap(), written, "the answer is what was stored");
+        // `Keep` writes nothing and returns the record as it is.
+        let kept = c.write_one("a", |_| Ok::<_, CollectionError>(RecordWrite::Keep)).unwrap();
+        assert_eq!(kept.as_ref(), Some(&written));
+        assert_eq!(c.write_one("b", |_| Ok::<_, CollectionError>(RecordWrite::Keep)).unwrap(), None);
+        // A refusal is returned as is, and nothing is written.
+        let refused = c.write_one("a", |_| Err::<RecordWrite, _>(CollectionError::invalid("no")));
+        assert!(matches!(refused, Err(CollectionError::Invalid(m)) if m == "no"));
+        assert_eq!(c.get("a").unwrap().unwrap().version, 3);
+        // Deleting an absent record is `NotFound`; a delete returns `None`.
+        let absent = c.write_one("b", |_| Ok::<_, CollectionError>(RecordWrite::Delete));
+        assert!(matches!(absent, Err(CollectionError::NotFound { .. })));
+        assert_eq!(c.write_one("a", |_| Ok::<_, CollectionError>(RecordWrite::Delete)).unwrap(), None);
+        assert!(c.get("a").unwrap().is_none());
+        store.check_indexes().unwrap();
+    }
 
     #[test]
     fn a_claim_tries_candidates_another_claim_is_taking_last() {

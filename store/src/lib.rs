@@ -42,7 +42,7 @@ pub use check::{check_store, StoreCheckReport};
 pub use decoded::RecordCacheStats;
 pub use error::CollectionError;
 pub use export::{SnapshotRecords, StoreSnapshot};
-pub use handle::DynCollection;
+pub use handle::{DynCollection, RecordWrite, WRITE_ATTEMPTS};
 pub use query::{Op, Page, Plan, Query, MAX_PAGE};
 pub use record::{CollectionSpec, IndexSpec, Record, Stored};
 pub use store::{Store, StoreOptions};

@@ -22,7 +22,7 @@ use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
-use crate::txn::Transaction;
+use crate::txn::{Committed, Transaction};
 use crate::typed::Collection;
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
@@ -370,16 +370,30 @@ impl Store {
     pub fn transaction_with_retry<R>(
         &self,
         attempts: usize,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, CollectionError>,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<R, CollectionError>,
     ) -> Result<R, CollectionError> {
+        self.commit_with_retry(attempts, f).map(|(out, _)| out)
+    }
+
+    /// [`Store::transaction_with_retry`], also returning what the commit was (its sequence and time), with
+    /// `f` free to fail with an error type of its own. An error of `f` ends the attempts at once, and nothing
+    /// is written.
+    pub fn commit_with_retry<R, E: From<CollectionError>>(
+        &self,
+        attempts: usize,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Committed), E> {
         let mut last = None;
         for _ in 0..attempts.max(1) {
-            match self.transaction(&mut f) {
+            let mut tx = Transaction::new(self);
+            let out = f(&mut tx)?;
+            match tx.commit() {
+                Ok(c) => return Ok((out, c)),
                 Err(e) if e.is_retryable() => last = Some(e),
-                other => return other,
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
+        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")).into())
     }
 
     /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the

@@ -40,7 +40,7 @@ struct Before {
 }
 
 /// A staged document: serialized, and indexed, before it is staged.
-struct After {
+pub(crate) struct After {
     json: Vec<u8>,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
@@ -48,7 +48,7 @@ struct After {
 
 impl After {
     /// A JSON document; `Invalid` unless it is an object.
-    fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, CollectionError> {
+    pub(crate) fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, CollectionError> {
         if !doc.is_object() {
             return Err(CollectionError::invalid("a document must be a JSON object"));
         }
@@ -58,7 +58,7 @@ impl After {
 
     /// A typed record, serialized straight to JSON text, its indexed fields captured on the side (or read
     /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
-    fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, CollectionError> {
+    pub(crate) fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, CollectionError> {
         let json = serde_json::to_vec(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", spec.name)))?;
         let mut paths: Vec<&str> = Vec::new();
         for f in spec.indexes.iter().flat_map(|i| &i.fields) {
@@ -169,6 +169,48 @@ impl<'s> Transaction<'s> {
     /// The snapshot's sequence number.
     pub fn snapshot_sequence(&self) -> u64 {
         self.snap.sequence()
+    }
+
+    /// The record as of the snapshot, for a single-record write that decides from it what to stage: read
+    /// without being kept, so that it can be handed out and then given back with [`Transaction::stage_write`].
+    /// Marks it read.
+    pub(crate) fn read_for_write(
+        &mut self,
+        spec: &CollectionSpec,
+        id: &str,
+    ) -> Result<Option<Stored<Value>>, CollectionError> {
+        let key = keys::record_key(&spec.name, id);
+        self.reads.insert(key.clone());
+        Ok(self.store.read_envelope(&key, Some(&self.snap))?.map(|e| stored(id, e)))
+    }
+
+    /// Stages the write a single-record write decided on, `current` being the record
+    /// [`Transaction::read_for_write`] returned: `after` (a new version of it), or its deletion (`NotFound` if
+    /// it is absent). Returns the version staged.
+    pub(crate) fn stage_write(
+        &mut self,
+        spec: Arc<CollectionSpec>,
+        id: &str,
+        current: Option<Stored<Value>>,
+        after: Option<After>,
+    ) -> Result<u64, CollectionError> {
+        let key = keys::record_key(&spec.name, id);
+        let version = current.as_ref().map(|c| c.version);
+        let env = current.map(|s| {
+            Arc::new(Envelope {
+                seq: s.seq,
+                version: s.version,
+                created_ms: s.created_at_ms,
+                updated_ms: s.updated_at_ms,
+                doc: s.doc,
+            })
+        });
+        self.seen.insert(key, env);
+        let version = match after {
+            Some(_) => version.map_or(1, |v| v + 1),
+            None => expect_version(&spec, id, version, None)? + 1,
+        };
+        self.stage(spec, id, after, version)
     }
 
     /// The record's state seen by this transaction (its own writes, else the snapshot); marks it read.

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use serde_json::Value;
 
 use crate::error::CollectionError;
-use crate::handle::DynCollection;
+use crate::handle::{DynCollection, RecordWrite};
 use crate::query::{Page, Plan, Query};
 use crate::record::{Record, Stored};
 
@@ -44,24 +44,41 @@ impl<T: Record> Collection<T> {
     /// Inserts a record; `AlreadyExists` if its id is taken.
     pub fn insert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
         let id = record.id();
-        self.inner.write_as(&id, |tx| tx.insert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
+        self.write(&id, |current| match current {
+            Some(_) => Err(CollectionError::AlreadyExists { collection: T::COLLECTION.to_owned(), id: id.clone() }),
+            None => Ok(RecordWrite::Put(record)),
+        })
     }
 
     /// Inserts or replaces a record.
     pub fn upsert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
-        let id = record.id();
-        self.inner.write_as(&id, |tx| tx.upsert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
+        self.write(&record.id(), |_| Ok(RecordWrite::Put(record)))
     }
 
     /// Replaces a record whose stored version is `expected`.
     pub fn update(&self, record: &T, expected: u64) -> Result<Stored<T>, CollectionError> {
         let id = record.id();
-        self.inner.write_as(&id, |tx| tx.update(record, expected), |tx| tx.staged_doc(T::COLLECTION, &id))
+        self.write(&id, |current| {
+            self.inner.expect(&id, current, Some(expected))?;
+            Ok(RecordWrite::Put(record))
+        })
     }
 
     /// Deletes a record, checking its version if `expected` is given.
     pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+        self.inner.store().ensure::<T>()?;
         self.inner.delete(id, expected)
+    }
+
+    /// One write of `record` through [`DynCollection::write_one`], with `T`'s indexes declared first.
+    fn write<'r>(
+        &self,
+        id: &str,
+        decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<&'r T>, CollectionError>,
+    ) -> Result<Stored<T>, CollectionError> {
+        self.inner.store().ensure::<T>()?;
+        let written = self.inner.write_one_as(id, decide)?;
+        written.ok_or_else(|| CollectionError::NotFound { collection: T::COLLECTION.to_owned(), id: id.to_owned() })
     }
 
     /// The record with this id.
