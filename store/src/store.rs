@@ -110,6 +110,9 @@ struct StoreInner {
     /// that very spec, [`Store::ensure`] has nothing to check.
     ensured: RwLock<HashMap<TypeId, Arc<CollectionSpec>>>,
     declare: Mutex<()>,
+    /// Commits that write records hold it shared; a declaration that changes a collection's indexes holds it
+    /// exclusively while it rebuilds them and replaces the spec, so no record changes under a re-index.
+    writes: RwLock<()>,
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
@@ -178,6 +181,7 @@ impl Store {
                 catalog: RwLock::new(catalog),
                 ensured: RwLock::new(HashMap::new()),
                 declare: Mutex::new(()),
+                writes: RwLock::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
             }),
@@ -210,7 +214,9 @@ impl Store {
 
     /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
     /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
-    /// records. Do not write to the collection while its indexes change.
+    /// records. Record writes (of any collection) wait while indexes are rebuilt, and a transaction that
+    /// staged a write under the collection's previous declaration fails with
+    /// [`CollectionError::TxnConflict`] (a single-record write retries it under the new one).
     pub fn declare(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
         validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
@@ -223,6 +229,8 @@ impl Store {
         if old.as_deref() == Some(&spec) {
             return Ok(());
         }
+        // Re-indexing excludes record writes until the new spec is in the catalog (see `writes`).
+        let _exclusive = old.is_some().then(|| self.inner.writes.write());
         if let Some(old) = old {
             // Index entries are written outside transactions here: no scan hint may survive or be stored.
             self.hints().reset();
@@ -235,6 +243,17 @@ impl Store {
         self.db().write(batch)?;
         self.inner.catalog.write().insert(spec.name.clone(), Arc::new(spec));
         Ok(())
+    }
+
+    /// Holds off re-indexing while a commit writes records; while it is held, [`Store::is_current`] tells
+    /// whether the index entries a transaction computed are those of the collection's declaration.
+    pub(crate) fn writing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.inner.writes.read()
+    }
+
+    /// Whether `spec` is the collection's declaration now.
+    pub(crate) fn is_current(&self, spec: &Arc<CollectionSpec>) -> bool {
+        self.inner.catalog.read().get(&spec.name).is_some_and(|c| Arc::ptr_eq(c, spec))
     }
 
     /// Deletes the entries of indexes that `new` drops or changes, and builds those it adds or changes.
@@ -526,5 +545,58 @@ impl Store {
             checked += found.len() as u64;
         }
         Ok(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::IndexSpec;
+
+    #[test]
+    fn writes_during_a_reindexing_declare_leave_no_index_entry_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let only_a = CollectionSpec::new("c", vec![IndexSpec::new("a", &["a"])]);
+        let a_and_b = CollectionSpec::new("c", vec![IndexSpec::new("a", &["a"]), IndexSpec::new("b", &["b"])]);
+        store.declare(only_a.clone()).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        for i in 0..3000 {
+            c.insert(&format!("r{i:05}"), json!({"a": i % 7, "b": 0})).unwrap();
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for w in 0..2 {
+                let (c, stop) = (&c, &stop);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("r{:05}", (n * 7919 + w * 1511) % 3000);
+                        c.upsert(&id, json!({"a": n % 7, "b": n})).unwrap();
+                        if n.is_multiple_of(5) {
+                            let mut tx = c.store().begin();
+                            tx.upsert_doc("c", &id, json!({"a": 1, "b": n + 1})).unwrap();
+                            // A declaration may have come between the staging and the commit.
+                            match tx.commit() {
+                                Ok(_) | Err(CollectionError::TxnConflict { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                });
+            }
+            // Ends with index `b` built while the writers ran.
+            for round in 0..9u32 {
+                store.declare(if round.is_multiple_of(2) { a_and_b.clone() } else { only_a.clone() }).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(store.collections(), [a_and_b]);
+        store.check_indexes().unwrap();
     }
 }

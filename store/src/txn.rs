@@ -424,6 +424,13 @@ impl<'s> Transaction<'s> {
         let written_only = self.order.iter().filter(|k| !self.reads.contains(*k));
         let conditions =
             self.reads.iter().chain(written_only).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
+        // No declaration re-indexes while the batch is written, and none did since the writes were staged:
+        // their index entries are those of the declarations now.
+        let _writing = self.store.writing();
+        if let Some(s) = self.order.iter().filter_map(|k| self.staged.get(k)).find(|s| !self.store.is_current(&s.spec))
+        {
+            return Err(CollectionError::TxnConflict { collection: s.spec.name.clone(), id: s.id.clone() });
+        }
         let hints = self.store.hints();
         let ticket = hints.begin_insert(inserted);
         let result = self.store.db().write_if(batch, conditions, WriteOptions::default());
