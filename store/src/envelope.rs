@@ -10,7 +10,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::CollectionError;
+use crate::error::StoreError;
 
 const FORMAT: u8 = 1;
 
@@ -34,18 +34,18 @@ pub(crate) fn encode_head(version: u64, created_ms: i64, updated_ms: i64) -> [u8
     out
 }
 
-pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, CollectionError> {
+pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, StoreError> {
     decode_as(key, bytes)
 }
 
 /// Decodes an envelope, parsing the document straight into `D`.
-pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
-    let bad = |reason: &str| CollectionError::undecodable(key, reason.to_owned());
+pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+    let bad = |reason: &str| StoreError::undecodable(key, reason.to_owned());
     let mut pos = 0;
     let mut field = |len: usize, what: &str| {
         let field = bytes.get(pos..pos + len).ok_or_else(|| bad(what))?;
         pos += len;
-        Ok::<_, CollectionError>(field)
+        Ok::<_, StoreError>(field)
     };
     let seq = le_u64(field(8, "commit sequence")?);
     let format = field(1, "format")?;

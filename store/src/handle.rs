@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
-use crate::error::CollectionError;
+use crate::error::{ClaimError, ReadError, StoreError, WriteError};
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
 use crate::record::{CollectionSpec, Record, Stored};
 use crate::store::{validate_id, Store};
@@ -16,7 +16,7 @@ use crate::typed::from_doc;
 /// The retry policy of single-record writes ([`DynCollection::write_one`], and so every write of
 /// [`DynCollection`] and [`Collection`](crate::Collection)): how many times one is tried in all while a
 /// concurrent commit changes its record between its read and its commit, before it gives up with
-/// [`CollectionError::TxnConflict`]. Each attempt reads the record again, so a version check then sees the
+/// [`WriteError::TxnConflict`]. Each attempt reads the record again, so a version check then sees the
 /// version that won. 64 is far more than contention on one record needs in practice (a claim storm of 8
 /// threads on one record retries a handful of times).
 pub const WRITE_ATTEMPTS: usize = 64;
@@ -38,45 +38,45 @@ pub(crate) trait WriteDoc {
     /// The document type of the record returned.
     type Out;
     /// Serializes and indexes the document.
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError>;
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError>;
     /// The document as written, for the record returned.
     fn written(self) -> Self::Out;
     /// A record as read (for `Keep`).
-    fn read(s: Stored<Value>) -> Result<Stored<Self::Out>, CollectionError>;
+    fn read(s: Stored<Value>) -> Result<Stored<Self::Out>, StoreError>;
 }
 
 impl WriteDoc for Value {
     type Out = Value;
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError> {
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
         After::of_value(spec, self, id)
     }
     fn written(self) -> Value {
         self
     }
-    fn read(s: Stored<Value>) -> Result<Stored<Value>, CollectionError> {
+    fn read(s: Stored<Value>) -> Result<Stored<Value>, StoreError> {
         Ok(s)
     }
 }
 
 impl<T: Record> WriteDoc for &T {
     type Out = T;
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, CollectionError> {
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
         After::of_record(spec, *self, id)
     }
     fn written(self) -> T {
         self.clone()
     }
-    fn read(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
+    fn read(s: Stored<Value>) -> Result<Stored<T>, StoreError> {
         from_doc(s)
     }
 }
 
 /// `Invalid` unless `doc` is a JSON object (checked before anything is read, as a transaction does).
-fn object(doc: &Value) -> Result<(), CollectionError> {
+fn object(doc: &Value) -> Result<(), WriteError> {
     if doc.is_object() {
         Ok(())
     } else {
-        Err(CollectionError::invalid("a document must be a JSON object"))
+        Err(WriteError::Invalid("a document must be a JSON object".into()))
     }
 }
 
@@ -101,8 +101,8 @@ impl DynCollection {
     }
 
     /// The collection's current declaration (re-read on every call: it changes when indexes are added).
-    pub fn spec(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
-        self.store.spec(&self.name)
+    pub fn spec(&self) -> Result<Arc<CollectionSpec>, ReadError> {
+        Ok(self.store.spec(&self.name)?)
     }
 
     /// Writes one record in a transaction of its own: the single-record write path of the store, which
@@ -121,7 +121,7 @@ impl DynCollection {
     /// time) and document. `None` after a delete, or for `Keep` of an absent record.
     ///
     /// ```
-    /// use cairn_store::{CollectionError, CollectionSpec, RecordWrite, Store};
+    /// use cairn_store::{CollectionSpec, RecordWrite, Store, WriteError};
     /// use serde_json::json;
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -132,13 +132,13 @@ impl DynCollection {
     /// for _ in 0..3 {
     ///     counters.write_one("c1", |current| {
     ///         let n = current.map_or(0, |c| c.doc["n"].as_i64().unwrap_or(0));
-    ///         Ok::<_, CollectionError>(RecordWrite::Put(json!({ "n": n + 1 })))
+    ///         Ok::<_, WriteError>(RecordWrite::Put(json!({ "n": n + 1 })))
     ///     })?;
     /// }
     /// assert_eq!(counters.get("c1")?.unwrap().doc["n"], 3);
     /// # Ok(()) }
     /// ```
-    pub fn write_one<E: From<CollectionError>>(
+    pub fn write_one<E: From<WriteError>>(
         &self,
         id: &str,
         decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite, E>,
@@ -147,19 +147,19 @@ impl DynCollection {
     }
 
     /// [`DynCollection::write_one`] of documents of type `D` (see [`WriteDoc`]).
-    pub(crate) fn write_one_as<D: WriteDoc, E: From<CollectionError>>(
+    pub(crate) fn write_one_as<D: WriteDoc, E: From<WriteError>>(
         &self,
         id: &str,
         mut decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<D>, E>,
     ) -> Result<Option<Stored<D::Out>>, E> {
         let mut last = None;
         for _ in 0..WRITE_ATTEMPTS {
-            let spec = self.store.spec(&self.name)?;
-            validate_id(id)?;
+            let spec = self.store.spec(&self.name).map_err(WriteError::from)?;
+            validate_id(id).map_err(WriteError::from)?;
             let mut tx = self.store.begin();
             let current = tx.read_for_write(&spec, id)?;
             let doc = match decide(current.as_ref())? {
-                RecordWrite::Keep => return Ok(current.map(D::read).transpose()?),
+                RecordWrite::Keep => return Ok(current.map(D::read).transpose().map_err(WriteError::from)?),
                 RecordWrite::Delete => {
                     tx.stage_write(spec, id, current, None)?;
                     None
@@ -187,44 +187,44 @@ impl DynCollection {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")).into())
+        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 
     /// Inserts a document; `AlreadyExists` if the id is taken.
-    pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
+    pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
         let written = self.write_one(id, |current| match current {
-            Some(_) => Err(CollectionError::AlreadyExists { collection: self.name.clone(), id: id.to_owned() }),
+            Some(_) => Err(WriteError::AlreadyExists { collection: self.name.clone(), id: id.to_owned() }),
             None => Ok(RecordWrite::Put(doc.clone())),
         })?;
         written.ok_or_else(|| self.not_found(id))
     }
 
     /// Inserts or replaces a document.
-    pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
+    pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
-        let written = self.write_one(id, |_| Ok::<_, CollectionError>(RecordWrite::Put(doc.clone())))?;
+        let written = self.write_one(id, |_| Ok::<_, WriteError>(RecordWrite::Put(doc.clone())))?;
         written.ok_or_else(|| self.not_found(id))
     }
 
     /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
-    pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
+    pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
         let written = self.write_one(id, |current| {
             self.expect(id, current, Some(expected))?;
-            Ok::<_, CollectionError>(RecordWrite::Put(doc.clone()))
+            Ok::<_, WriteError>(RecordWrite::Put(doc.clone()))
         })?;
         written.ok_or_else(|| self.not_found(id))
     }
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
-    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         self.write_one(id, |current| {
             self.expect(id, current, expected)?;
-            Ok::<_, CollectionError>(RecordWrite::Delete)
+            Ok::<_, WriteError>(RecordWrite::Delete)
         })?;
         Ok(())
     }
@@ -235,10 +235,10 @@ impl DynCollection {
         id: &str,
         current: Option<&Stored<D>>,
         expected: Option<u64>,
-    ) -> Result<(), CollectionError> {
+    ) -> Result<(), WriteError> {
         let Some(current) = current else { return Err(self.not_found(id)) };
         match expected {
-            Some(v) if v != current.version => Err(CollectionError::Conflict {
+            Some(v) if v != current.version => Err(WriteError::Conflict {
                 collection: self.name.clone(),
                 id: id.to_owned(),
                 expected: v,
@@ -248,8 +248,8 @@ impl DynCollection {
         }
     }
 
-    fn not_found(&self, id: &str) -> CollectionError {
-        CollectionError::NotFound { collection: self.name.clone(), id: id.to_owned() }
+    fn not_found(&self, id: &str) -> WriteError {
+        WriteError::NotFound { collection: self.name.clone(), id: id.to_owned() }
     }
 
     /// The store this collection is in.
@@ -258,7 +258,7 @@ impl DynCollection {
     }
 
     /// The document with this id.
-    pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, ReadError> {
         self.get_as(id, &Parse)
     }
 
@@ -268,7 +268,7 @@ impl DynCollection {
     }
 
     /// The record with this id, its document decoded as `D` by `decoder`.
-    pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, CollectionError> {
+    pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, ReadError> {
         validate_id(id)?;
         let key = crate::keys::record_key(&self.name, id);
         let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
@@ -276,7 +276,7 @@ impl DynCollection {
     }
 
     /// One page of the documents matching `query`, read at one snapshot.
-    pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
+    pub fn query(&self, query: &Query) -> Result<Page<Value>, ReadError> {
         self.query_as(query, &Parse)
     }
 
@@ -285,7 +285,7 @@ impl DynCollection {
         &self,
         query: &Query,
         decoder: &impl Decode<D>,
-    ) -> Result<Page<D>, CollectionError> {
+    ) -> Result<Page<D>, ReadError> {
         let mut records = Vec::with_capacity(query.page_size()?.min(1024));
         let next_cursor = self.query_each_as(query, decoder, |r| records.push(r))?;
         Ok(Page { records, next_cursor })
@@ -295,11 +295,7 @@ impl DynCollection {
     /// instead of collected: each document can be used and dropped before the next is decoded. Returns the
     /// page's next cursor. An error ends the page; the records visited before it were read at the same
     /// snapshot and are valid.
-    pub fn query_each(
-        &self,
-        query: &Query,
-        visit: impl FnMut(Stored<Value>),
-    ) -> Result<Option<String>, CollectionError> {
+    pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<Value>)) -> Result<Option<String>, ReadError> {
         self.query_each_as(query, &Parse, visit)
     }
 
@@ -309,7 +305,7 @@ impl DynCollection {
         query: &Query,
         decoder: &impl Decode<D>,
         mut visit: impl FnMut(Stored<D>),
-    ) -> Result<Option<String>, CollectionError> {
+    ) -> Result<Option<String>, ReadError> {
         let limit = query.page_size()?;
         let spec = self.spec()?;
         let ticket = self.store.hints().begin_scan();
@@ -328,7 +324,7 @@ impl DynCollection {
     }
 
     /// Number of documents matching `query` (its limit and cursor are ignored).
-    pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+    pub fn count(&self, query: &Query) -> Result<u64, ReadError> {
         let spec = self.spec()?;
         let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
@@ -339,7 +335,7 @@ impl DynCollection {
     }
 
     /// The plan `query` would use.
-    pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
+    pub fn explain(&self, query: &Query) -> Result<Plan, ReadError> {
         plan(&*self.spec()?, query)
     }
 
@@ -354,7 +350,7 @@ impl DynCollection {
         &self,
         queries: &[Query],
         mut change: impl FnMut(&mut Value) -> bool,
-    ) -> Result<Option<Stored<Value>>, CollectionError> {
+    ) -> Result<Option<Stored<Value>>, ClaimError> {
         for _round in 0..8 {
             let mut lost_race = false;
             for q in queries {
@@ -401,7 +397,7 @@ impl DynCollection {
         candidate: Stored<Value>,
         change: &mut impl FnMut(&mut Value) -> bool,
         lost_race: &mut bool,
-    ) -> Result<Option<Stored<Value>>, CollectionError> {
+    ) -> Result<Option<Stored<Value>>, ClaimError> {
         let mut doc = candidate.doc;
         if !change(&mut doc) {
             return Ok(None);
@@ -410,15 +406,14 @@ impl DynCollection {
         let _taking = self.store.claims().enter(key);
         match self.update(&candidate.id, candidate.version, doc) {
             Ok(claimed) => Ok(Some(claimed)),
-            Err(
-                CollectionError::Conflict { .. }
-                | CollectionError::NotFound { .. }
-                | CollectionError::TxnConflict { .. },
-            ) => {
+            Err(WriteError::Conflict { .. } | WriteError::NotFound { .. } | WriteError::TxnConflict { .. }) => {
                 *lost_race = true;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(WriteError::Store(e)) => Err(e.into()),
+            Err(WriteError::UnknownCollection(c)) => Err(ClaimError::UnknownCollection(c)),
+            // An update refuses nothing else but a document that is not acceptable.
+            Err(e) => Err(ClaimError::Invalid(e.to_string())),
         }
     }
 }
@@ -446,7 +441,7 @@ mod tests {
                 if seen.len() == 1 {
                     c.upsert("a", json!({"n": 10})).unwrap();
                 }
-                Ok::<_, CollectionError>(RecordWrite::Put(json!({"n": current.doc["n"].as_i64().unwrap() + 1})))
+                Ok::<_, WriteError>(RecordWrite::Put(json!({"n": current.doc["n"].as_i64().unwrap() + 1})))
             })
             .unwrap()
             .unwrap();
@@ -456,17 +451,17 @@ mod tests {
         assert_eq!(written.created_at_ms, first.created_at_ms);
         assert_eq!(c.get("a").unwrap().unwrap(), written, "the answer is what was stored");
         // `Keep` writes nothing and returns the record as it is.
-        let kept = c.write_one("a", |_| Ok::<_, CollectionError>(RecordWrite::Keep)).unwrap();
+        let kept = c.write_one("a", |_| Ok::<_, WriteError>(RecordWrite::Keep)).unwrap();
         assert_eq!(kept.as_ref(), Some(&written));
-        assert_eq!(c.write_one("b", |_| Ok::<_, CollectionError>(RecordWrite::Keep)).unwrap(), None);
+        assert_eq!(c.write_one("b", |_| Ok::<_, WriteError>(RecordWrite::Keep)).unwrap(), None);
         // A refusal is returned as is, and nothing is written.
-        let refused = c.write_one("a", |_| Err::<RecordWrite, _>(CollectionError::invalid("no")));
-        assert!(matches!(refused, Err(CollectionError::Invalid(m)) if m == "no"));
+        let refused = c.write_one("a", |_| Err::<RecordWrite, _>(WriteError::Invalid("no".into())));
+        assert!(matches!(refused, Err(WriteError::Invalid(m)) if m == "no"));
         assert_eq!(c.get("a").unwrap().unwrap().version, 3);
         // Deleting an absent record is `NotFound`; a delete returns `None`.
-        let absent = c.write_one("b", |_| Ok::<_, CollectionError>(RecordWrite::Delete));
-        assert!(matches!(absent, Err(CollectionError::NotFound { .. })));
-        assert_eq!(c.write_one("a", |_| Ok::<_, CollectionError>(RecordWrite::Delete)).unwrap(), None);
+        let absent = c.write_one("b", |_| Ok::<_, WriteError>(RecordWrite::Delete));
+        assert!(matches!(absent, Err(WriteError::NotFound { .. })));
+        assert_eq!(c.write_one("a", |_| Ok::<_, WriteError>(RecordWrite::Delete)).unwrap(), None);
         assert!(c.get("a").unwrap().is_none());
         store.check_indexes().unwrap();
     }

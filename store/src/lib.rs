@@ -40,7 +40,7 @@ pub use cairn_engine as engine;
 pub use changes::{Change, ChangeOp};
 pub use check::{check_store, StoreCheckReport};
 pub use decoded::RecordCacheStats;
-pub use error::CollectionError;
+pub use error::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 pub use export::{SnapshotRecords, StoreSnapshot};
 pub use handle::{DynCollection, RecordWrite, WRITE_ATTEMPTS};
 pub use query::{Op, Page, Plan, Query, MAX_PAGE};

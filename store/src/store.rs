@@ -16,7 +16,9 @@ use cairn_engine::WriteBatch;
 use crate::changes::{decode_event, seq_key, Change};
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
+use crate::error::{
+    ChangesError, CollectionError, DeclareError, Invalid, ReadError, StoreError, UnknownCollection, WriteError,
+};
 use crate::handle::DynCollection;
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
@@ -33,37 +35,34 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Collection, index and consumer names: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
-pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), CollectionError> {
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), Invalid> {
     let ok =
         (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(CollectionError::invalid(format!("{what} name {name:?} must be 1-64 ASCII letters, digits, '_' or '-'")))
+        Err(Invalid(format!("{what} name {name:?} must be 1-64 ASCII letters, digits, '_' or '-'")))
     }
 }
 
 /// Ids: 1 to 512 bytes of UTF-8 without control characters.
-pub(crate) fn validate_id(id: &str) -> Result<(), CollectionError> {
+pub(crate) fn validate_id(id: &str) -> Result<(), Invalid> {
     if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
-        return Err(CollectionError::invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
+        return Err(Invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
     }
     Ok(())
 }
 
 /// Checks a declaration's names and index fields.
-fn validate_spec(spec: &CollectionSpec) -> Result<(), CollectionError> {
+fn validate_spec(spec: &CollectionSpec) -> Result<(), Invalid> {
     validate_name("collection", &spec.name)?;
     for (i, index) in spec.indexes.iter().enumerate() {
         validate_name("index", &index.name)?;
         if index.fields.is_empty() || index.fields.iter().any(|f| keys::index_field(f).0.is_empty()) {
-            return Err(CollectionError::invalid(format!(
-                "index {} needs at least one non-empty field path",
-                index.name
-            )));
+            return Err(Invalid(format!("index {} needs at least one non-empty field path", index.name)));
         }
         if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
-            return Err(CollectionError::invalid(format!("index {} declared twice", index.name)));
+            return Err(Invalid(format!("index {} declared twice", index.name)));
         }
     }
     Ok(())
@@ -170,7 +169,7 @@ impl Store {
         for pair in db.prefix(keys::CATALOG)? {
             let (key, value) = pair?;
             let spec: CollectionSpec =
-                serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+                serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
         Ok(Store {
@@ -216,18 +215,19 @@ impl Store {
     /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
     /// records. Record writes (of any collection) wait while indexes are rebuilt, and a transaction that
     /// staged a write under the collection's previous declaration fails with
-    /// [`CollectionError::TxnConflict`] (a single-record write retries it under the new one).
-    pub fn declare(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
+    /// [`WriteError::TxnConflict`] (a single-record write retries it under the new one).
+    pub fn declare(&self, spec: CollectionSpec) -> Result<(), DeclareError> {
         validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
-        self.declare_locked(spec)
+        self.declare_locked(spec).map(drop)
     }
 
     /// [`Store::declare`] once validated, with the declare lock held.
-    fn declare_locked(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
+    /// Returns the declaration now in the catalog.
+    fn declare_locked(&self, spec: CollectionSpec) -> Result<Arc<CollectionSpec>, DeclareError> {
         let old = self.inner.catalog.read().get(&spec.name).cloned();
-        if old.as_deref() == Some(&spec) {
-            return Ok(());
+        if let Some(old) = old.as_ref().filter(|old| ***old == spec) {
+            return Ok(old.clone());
         }
         // Re-indexing excludes record writes until the new spec is in the catalog (see `writes`).
         let _exclusive = old.is_some().then(|| self.inner.writes.write());
@@ -241,8 +241,9 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(keys::catalog_key(&spec.name), serde_json::to_vec(&spec).unwrap_or_default());
         self.db().write(batch)?;
-        self.inner.catalog.write().insert(spec.name.clone(), Arc::new(spec));
-        Ok(())
+        let spec = Arc::new(spec);
+        self.inner.catalog.write().insert(spec.name.clone(), spec.clone());
+        Ok(spec)
     }
 
     /// Holds off re-indexing while a commit writes records; while it is held, [`Store::is_current`] tells
@@ -257,11 +258,11 @@ impl Store {
     }
 
     /// Deletes the entries of indexes that `new` drops or changes, and builds those it adds or changes.
-    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), CollectionError> {
+    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), DeclareError> {
         let gone: Vec<_> = old.indexes.iter().filter(|i| !new.indexes.contains(i)).collect();
         let added: Vec<_> = new.indexes.iter().filter(|i| !old.indexes.contains(i)).collect();
         let mut batch = WriteBatch::new();
-        let flush = |batch: &mut WriteBatch| -> Result<(), CollectionError> {
+        let flush = |batch: &mut WriteBatch| -> Result<(), DeclareError> {
             if batch.len() >= MAINTENANCE_BATCH {
                 self.db().write(std::mem::take(batch))?;
             }
@@ -298,14 +299,14 @@ impl Store {
         out
     }
 
-    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, CollectionError> {
-        self.inner.catalog.read().get(name).cloned().ok_or_else(|| CollectionError::UnknownCollection(name.to_owned()))
+    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, UnknownCollection> {
+        self.inner.catalog.read().get(name).cloned().ok_or_else(|| UnknownCollection(name.to_owned()))
     }
 
     /// Makes sure `T`'s collection is declared with at least `T`'s indexes. Indexes declared by others (a
     /// newer version of the type, say) are kept: a typed handle only ever adds indexes. An index of the same
-    /// name over other fields is a [`CollectionError::SpecMismatch`].
-    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
+    /// name over other fields is a [`DeclareError::SpecMismatch`].
+    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, DeclareError> {
         let current = self.spec(T::COLLECTION);
         if let Ok(current) = &current {
             if self.inner.ensured.read().get(&TypeId::of::<T>()).is_some_and(|s| Arc::ptr_eq(s, current)) {
@@ -324,42 +325,34 @@ impl Store {
         let Ok(current) = self.spec(T::COLLECTION) else {
             let spec = CollectionSpec::new(T::COLLECTION, wanted);
             validate_spec(&spec)?;
-            self.declare_locked(spec)?;
-            drop(guard);
-            return self.spec(T::COLLECTION);
+            return self.declare_locked(spec);
         };
         let mut merged = (*current).clone();
         for index in wanted {
             match current.indexes.iter().find(|i| i.name == index.name) {
                 Some(existing) if *existing == index => {}
-                Some(_) => return Err(CollectionError::SpecMismatch(T::COLLECTION.to_owned())),
+                Some(_) => return Err(DeclareError::SpecMismatch(T::COLLECTION.to_owned())),
                 None => merged.indexes.push(index),
             }
         }
-        if merged != *current {
-            self.declare_locked(merged)?;
-        }
+        let spec = if merged != *current { self.declare_locked(merged)? } else { current };
         drop(guard);
-        self.spec(T::COLLECTION)
+        Ok(spec)
     }
 
     /// The typed collection of `T`, declaring it (and its indexes) if needed.
-    pub fn collection<T: Record>(&self) -> Result<Collection<T>, CollectionError> {
+    pub fn collection<T: Record>(&self) -> Result<Collection<T>, DeclareError> {
         self.ensure::<T>()?;
-        Ok(Collection::new(self.collection_dyn(T::COLLECTION)?))
+        Ok(Collection::new(DynCollection::new(self.clone(), T::COLLECTION)))
     }
 
     /// A declared collection, with documents as JSON values.
-    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, CollectionError> {
+    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, ReadError> {
         self.spec(name)?;
         Ok(DynCollection::new(self.clone(), name))
     }
 
-    pub(crate) fn read_envelope(
-        &self,
-        key: &[u8],
-        snap: Option<&Snapshot>,
-    ) -> Result<Option<Envelope>, CollectionError> {
+    pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, StoreError> {
         let value = match snap {
             Some(s) => s.get(key)?,
             None => self.db().get(key)?,
@@ -376,8 +369,8 @@ impl Store {
     /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
     pub fn transaction<R>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, CollectionError>,
-    ) -> Result<R, CollectionError> {
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
         let mut tx = Transaction::new(self);
         let out = f(&mut tx)?;
         tx.commit()?;
@@ -385,19 +378,19 @@ impl Store {
     }
 
     /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
-    /// [`CollectionError::TxnConflict`]. `f` must be safe to run again.
+    /// [`WriteError::TxnConflict`]. `f` must be safe to run again.
     pub fn transaction_with_retry<R>(
         &self,
         attempts: usize,
-        f: impl FnMut(&mut Transaction<'_>) -> Result<R, CollectionError>,
-    ) -> Result<R, CollectionError> {
+        f: impl FnMut(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
         self.commit_with_retry(attempts, f).map(|(out, _)| out)
     }
 
     /// [`Store::transaction_with_retry`], also returning what the commit was (its sequence and time), with
     /// `f` free to fail with an error type of its own. An error of `f` ends the attempts at once, and nothing
     /// is written.
-    pub fn commit_with_retry<R, E: From<CollectionError>>(
+    pub fn commit_with_retry<R, E: From<WriteError>>(
         &self,
         attempts: usize,
         mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, E>,
@@ -412,17 +405,17 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")).into())
+        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 
     /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the
     /// middle of a commit (it may exceed `limit` to finish one), so resuming after the last change's `seq`
-    /// misses nothing. Fails with [`CollectionError::ChangesTrimmed`] if changes after `after` were already
+    /// misses nothing. Fails with [`ChangesError::ChangesTrimmed`] if changes after `after` were already
     /// trimmed.
-    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, CollectionError> {
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, ChangesError> {
         let trimmed = self.trimmed_through()?;
         if after < trimmed {
-            return Err(CollectionError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
+            return Err(ChangesError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
         }
         let start = seq_key(after.saturating_add(1));
         let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
@@ -440,14 +433,14 @@ impl Store {
 
     /// Registers (or moves) a durable consumer cursor at `seq`: changes after it are kept until the consumer
     /// acknowledges them or the retention period passes.
-    pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+    pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         self.db().put(keys::consumer_key(name), seq.to_le_bytes())?;
         Ok(())
     }
 
     /// Removes a consumer; its unacknowledged changes are then kept only for the retention period.
-    pub fn remove_consumer(&self, name: &str) -> Result<(), CollectionError> {
+    pub fn remove_consumer(&self, name: &str) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         self.db().delete(keys::consumer_key(name))?;
         Ok(())
@@ -455,11 +448,11 @@ impl Store {
 
     /// Records that consumer `name` has processed every change up to `seq`, then trims what no consumer
     /// needs.
-    pub fn ack(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+    pub fn ack(&self, name: &str, seq: u64) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         let key = keys::consumer_key(name);
         if self.db().get(&key)?.is_none() {
-            return Err(CollectionError::invalid(format!("consumer {name} is not registered")));
+            return Err(ChangesError::Invalid(format!("consumer {name} is not registered")));
         }
         self.db().put(key, seq.to_le_bytes())?;
         self.trim_changes()?;
@@ -467,24 +460,24 @@ impl Store {
     }
 
     /// Registered consumers and the sequence each has acknowledged.
-    pub fn consumers(&self) -> Result<Vec<(String, u64)>, CollectionError> {
+    pub fn consumers(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out = Vec::new();
         for pair in self.db().prefix(keys::CONSUMERS)? {
             let (key, value) = pair?;
             let name = String::from_utf8_lossy(key.get(keys::CONSUMERS.len()..).unwrap_or_default()).into_owned();
             let seq = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-            out.push((name, seq.ok_or_else(|| CollectionError::undecodable(&key, "consumer cursor"))?));
+            out.push((name, seq.ok_or_else(|| StoreError::undecodable(&key, "consumer cursor"))?));
         }
         Ok(out)
     }
 
-    fn trimmed_through(&self) -> Result<u64, CollectionError> {
+    fn trimmed_through(&self) -> Result<u64, StoreError> {
         Ok(self.db().get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
     }
 
     /// Deletes changes that every registered consumer has acknowledged, and changes older than the
     /// retention period. Returns how many were deleted.
-    pub fn trim_changes(&self) -> Result<u64, CollectionError> {
+    pub fn trim_changes(&self) -> Result<u64, StoreError> {
         let acked = self.consumers()?.into_iter().map(|c| c.1).min();
         let cutoff = now_ms().saturating_sub(self.inner.opts.change_retention.as_millis() as i64);
         let mut batch = WriteBatch::new();
@@ -509,7 +502,7 @@ impl Store {
         Ok(deleted)
     }
 
-    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), CollectionError> {
+    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), StoreError> {
         if let Some(seq) = through {
             batch.put(keys::TRIMMED, seq.to_le_bytes());
         }
@@ -519,7 +512,7 @@ impl Store {
 
     /// Recomputes every index entry from the records and compares with the stored entries. Returns the
     /// number of entries checked, or the first disagreement.
-    pub fn check_indexes(&self) -> Result<u64, CollectionError> {
+    pub fn check_indexes(&self) -> Result<u64, StoreError> {
         let snap = self.db().snapshot();
         let mut checked = 0;
         for spec in self.collections() {
@@ -540,7 +533,7 @@ impl Store {
             }
             if let Some(k) = expected.symmetric_difference(&found).next() {
                 let what = if expected.contains(k) { "missing index entry" } else { "index entry without record" };
-                return Err(CollectionError::undecodable(k, what));
+                return Err(StoreError::undecodable(k, what));
             }
             checked += found.len() as u64;
         }
@@ -583,7 +576,7 @@ mod tests {
                             tx.upsert_doc("c", &id, json!({"a": 1, "b": n + 1})).unwrap();
                             // A declaration may have come between the staging and the commit.
                             match tx.commit() {
-                                Ok(_) | Err(CollectionError::TxnConflict { .. }) => {}
+                                Ok(_) | Err(WriteError::TxnConflict { .. }) => {}
                                 Err(e) => panic!("{e}"),
                             }
                         }

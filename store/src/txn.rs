@@ -8,13 +8,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use cairn_engine::Snapshot;
-use cairn_engine::WriteError;
+use cairn_engine::WriteError as CommitError;
 use cairn_engine::WriteOptions;
 use cairn_engine::{Condition, WriteBatch};
 
 use crate::changes::{encode_event, ChangeOp};
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
+use crate::error::{StoreError, WriteError};
 use crate::fields;
 use crate::keys;
 use crate::record::{CollectionSpec, Record, Stored};
@@ -48,9 +48,9 @@ pub(crate) struct After {
 
 impl After {
     /// A JSON document; `Invalid` unless it is an object.
-    pub(crate) fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, CollectionError> {
+    pub(crate) fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, WriteError> {
         if !doc.is_object() {
-            return Err(CollectionError::invalid("a document must be a JSON object"));
+            return Err(WriteError::Invalid("a document must be a JSON object".into()));
         }
         // Serializing a `Value` cannot fail.
         Ok(After { json: serde_json::to_vec(doc).unwrap_or_default(), index_keys: index_keys(spec, doc, id) })
@@ -58,8 +58,8 @@ impl After {
 
     /// A typed record, serialized straight to JSON text, its indexed fields captured on the side (or read
     /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
-    pub(crate) fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, CollectionError> {
-        let json = serde_json::to_vec(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", spec.name)))?;
+    pub(crate) fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, WriteError> {
+        let json = serde_json::to_vec(record).map_err(|e| WriteError::Invalid(format!("{}: {e}", spec.name)))?;
         let mut paths: Vec<&str> = Vec::new();
         for f in spec.indexes.iter().flat_map(|i| &i.fields) {
             let (path, _) = keys::index_field(f);
@@ -69,9 +69,8 @@ impl After {
         }
         let values = match fields::capture_paths(record, &paths) {
             Some(values) => values,
-            None => fields::read_paths(&json, &paths).map_err(|_| {
-                CollectionError::invalid(format!("{} records must serialize to JSON objects", spec.name))
-            })?,
+            None => fields::read_paths(&json, &paths)
+                .map_err(|_| WriteError::Invalid(format!("{} records must serialize to JSON objects", spec.name)))?,
         };
         let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
         let index_keys =
@@ -116,7 +115,7 @@ fn index_keys(spec: &CollectionSpec, doc: &Value, id: &str) -> Vec<Vec<u8>> {
 
 /// An optimistic transaction over any number of collections. Reads see the snapshot taken at its start
 /// plus the transaction's own writes; the commit applies every write atomically, or none if a record it
-/// read or wrote was changed by another commit meanwhile ([`CollectionError::TxnConflict`]).
+/// read or wrote was changed by another commit meanwhile ([`WriteError::TxnConflict`]).
 pub struct Transaction<'s> {
     store: &'s Store,
     snap: Snapshot,
@@ -157,7 +156,7 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Arc<Envelope>>, CollectionError> {
+    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Arc<Envelope>>, WriteError> {
         if let Some(e) = self.seen.get(key) {
             return Ok(e.clone());
         }
@@ -178,7 +177,7 @@ impl<'s> Transaction<'s> {
         &mut self,
         spec: &CollectionSpec,
         id: &str,
-    ) -> Result<Option<Stored<Value>>, CollectionError> {
+    ) -> Result<Option<Stored<Value>>, WriteError> {
         let key = keys::record_key(&spec.name, id);
         self.reads.insert(key.clone());
         Ok(self.store.read_envelope(&key, Some(&self.snap))?.map(|e| stored(id, e)))
@@ -193,7 +192,7 @@ impl<'s> Transaction<'s> {
         id: &str,
         current: Option<Stored<Value>>,
         after: Option<After>,
-    ) -> Result<u64, CollectionError> {
+    ) -> Result<u64, WriteError> {
         let key = keys::record_key(&spec.name, id);
         let version = current.as_ref().map(|c| c.version);
         let env = current.map(|s| {
@@ -214,7 +213,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// The record's state seen by this transaction (its own writes, else the snapshot); marks it read.
-    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, CollectionError> {
+    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, WriteError> {
         let key = keys::record_key(&spec.name, id);
         if let Some(s) = self.staged.get(&key) {
             return Ok(if s.after.is_some() { Current::Staged(s.version) } else { Current::Absent });
@@ -233,7 +232,7 @@ impl<'s> Transaction<'s> {
         id: &str,
         after: Option<After>,
         version: u64,
-    ) -> Result<u64, CollectionError> {
+    ) -> Result<u64, WriteError> {
         let key = keys::record_key(&spec.name, id);
         if !self.staged.contains_key(&key) {
             let before = self.at_snapshot(&key)?.map(|e| Before {
@@ -268,7 +267,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Reads a document of collection `collection`.
-    pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let env = match self.current(&spec, id)? {
@@ -292,33 +291,27 @@ impl<'s> Transaction<'s> {
     }
 
     /// The document this transaction writes for a record, decoded as `D`; `NotFound` if it writes none.
-    pub(crate) fn staged_doc<D: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<D, CollectionError> {
+    pub(crate) fn staged_doc<D: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<D, WriteError> {
         let key = keys::record_key(collection, id);
         let Some(after) = self.staged.get(&key).and_then(|s| s.after.as_ref()) else {
-            return Err(CollectionError::NotFound { collection: collection.to_owned(), id: id.to_owned() });
+            return Err(WriteError::NotFound { collection: collection.to_owned(), id: id.to_owned() });
         };
-        serde_json::from_slice(&after.json).map_err(|e| CollectionError::undecodable(&key, e.to_string()))
+        Ok(serde_json::from_slice(&after.json).map_err(|e| StoreError::undecodable(&key, e.to_string()))?)
     }
 
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
     /// a delete of the same record in this transaction, the version following the deleted one.
-    pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+    pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Absent, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Inserts or replaces a document. Returns the new version.
-    pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+    pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Any, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
-    pub fn update_doc(
-        &mut self,
-        collection: &str,
-        id: &str,
-        expected: u64,
-        doc: Value,
-    ) -> Result<u64, CollectionError> {
+    pub fn update_doc(&mut self, collection: &str, id: &str, expected: u64, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Version(expected), |spec| After::of_value(spec, &doc, id))
     }
 
@@ -329,15 +322,15 @@ impl<'s> Transaction<'s> {
         collection: &str,
         id: &str,
         expect: Expect,
-        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
-    ) -> Result<u64, CollectionError> {
+        after: impl FnOnce(&CollectionSpec) -> Result<After, WriteError>,
+    ) -> Result<u64, WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let after = after(&spec)?;
         let current = self.current(&spec, id)?.version();
         let version = match expect {
             Expect::Absent if current.is_some() => {
-                return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+                return Err(WriteError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
             }
             Expect::Absent => 1,
             Expect::Any => current.map_or(1, |v| v + 1),
@@ -347,7 +340,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Deletes a document, checking its version if `expected` is given.
-    pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let current = self.current(&spec, id)?.version();
@@ -358,12 +351,12 @@ impl<'s> Transaction<'s> {
     /// Writes a document at exactly `version`, whatever version is stored (or none): for import and restore
     /// tools that copy records, versions included, from elsewhere. The change event carries `version` too.
     /// `Invalid` if `version` is 0.
-    pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), CollectionError> {
+    pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let after = After::of_value(&spec, &doc, id)?;
         if version == 0 {
-            return Err(CollectionError::invalid(format!("{collection}/{id}: a version must be at least 1")));
+            return Err(WriteError::Invalid(format!("{collection}/{id}: a version must be at least 1")));
         }
         let key = keys::record_key(&spec.name, id);
         self.stage(spec, id, Some(after), version)?;
@@ -374,40 +367,40 @@ impl<'s> Transaction<'s> {
     }
 
     /// Reads a typed record.
-    pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
+    pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, WriteError> {
         self.store.ensure::<T>()?;
-        self.get_doc(T::COLLECTION, id)?.map(from_doc).transpose()
+        Ok(self.get_doc(T::COLLECTION, id)?.map(from_doc).transpose()?)
     }
 
     /// Inserts a typed record. Returns its version (1).
-    pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+    pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Absent, |spec| After::of_record(spec, record, &id))
     }
 
     /// Inserts or replaces a typed record. Returns its new version.
-    pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+    pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Any, |spec| After::of_record(spec, record, &id))
     }
 
     /// Replaces a typed record whose version is `expected`. Returns its new version.
-    pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, CollectionError> {
+    pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Version(expected), |spec| After::of_record(spec, record, &id))
     }
 
     /// Deletes a typed record, checking its version if `expected` is given.
-    pub fn delete<T: Record>(&mut self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete<T: Record>(&mut self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         self.store.ensure::<T>()?;
         self.delete_doc(T::COLLECTION, id, expected)
     }
 
     /// Commits every staged write in one atomic, conditional batch.
-    pub fn commit(self) -> Result<Committed, CollectionError> {
+    pub fn commit(self) -> Result<Committed, WriteError> {
         let at_ms = now_ms();
         if self.order.is_empty() {
             return Ok(Committed { seq: 0, at_ms });
@@ -429,7 +422,7 @@ impl<'s> Transaction<'s> {
         let _writing = self.store.writing();
         if let Some(s) = self.order.iter().filter_map(|k| self.staged.get(k)).find(|s| !self.store.is_current(&s.spec))
         {
-            return Err(CollectionError::TxnConflict { collection: s.spec.name.clone(), id: s.id.clone() });
+            return Err(WriteError::TxnConflict { collection: s.spec.name.clone(), id: s.id.clone() });
         }
         let hints = self.store.hints();
         let ticket = hints.begin_insert(inserted);
@@ -439,9 +432,9 @@ impl<'s> Transaction<'s> {
         }
         match result {
             Ok(seq) => Ok(Committed { seq, at_ms }),
-            Err(WriteError::ConditionFailed { key }) => {
+            Err(CommitError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
-                Err(CollectionError::TxnConflict { collection, id })
+                Err(WriteError::TxnConflict { collection, id })
             }
             Err(e) => Err(e.into()),
         }
@@ -497,12 +490,12 @@ fn expect_version(
     id: &str,
     current: Option<u64>,
     expected: Option<u64>,
-) -> Result<u64, CollectionError> {
+) -> Result<u64, WriteError> {
     let Some(current) = current else {
-        return Err(CollectionError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
+        return Err(WriteError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
     };
     match expected {
-        Some(v) if v != current => Err(CollectionError::Conflict {
+        Some(v) if v != current => Err(WriteError::Conflict {
             collection: spec.name.clone(),
             id: id.to_owned(),
             expected: v,
