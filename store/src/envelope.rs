@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::StoreError;
+use crate::record::Stored;
 
 const FORMAT: u8 = 1;
 
@@ -65,6 +66,18 @@ pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result
 /// A little-endian `u64` from a field of exactly 8 bytes.
 fn le_u64(field: &[u8]) -> u64 {
     field.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b))
+}
+
+/// The record of id `id` an envelope holds.
+pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
+    Stored {
+        id: id.to_owned(),
+        version: e.version,
+        seq: e.seq,
+        created_at_ms: e.created_ms,
+        updated_at_ms: e.updated_ms,
+        doc: e.doc,
+    }
 }
 
 #[cfg(test)]

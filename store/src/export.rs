@@ -8,12 +8,12 @@ use serde_json::Value;
 use cairn_engine::Iter;
 use cairn_engine::Snapshot;
 
-use crate::envelope;
+use crate::envelope::{self, stored};
 use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::record::{CollectionSpec, Stored};
-use crate::store::{validate_id, validate_name, Store};
-use crate::txn::stored;
+use crate::store::Store;
+use crate::validate::{validate_id, validate_name};
 
 /// The whole store as of one commit sequence: the catalog and every record, unchanged by later commits.
 /// Made by [`Store::snapshot`]. Pair it with [`Store::changes_since`]`(snapshot.sequence(), ..)` to follow

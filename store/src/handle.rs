@@ -6,12 +6,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
+use crate::envelope::stored;
 use crate::error::{ClaimError, ReadError, StoreError, WriteError};
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
-use crate::record::{CollectionSpec, Record, Stored};
-use crate::store::{validate_id, Store};
-use crate::txn::{stored, After};
-use crate::typed::from_doc;
+use crate::record::{from_doc, CollectionSpec, Record, Stored};
+use crate::store::Store;
+use crate::txn::After;
+use crate::validate::validate_id;
 
 /// The retry policy of single-record writes ([`DynCollection::write_one`], and so every write of
 /// [`DynCollection`] and [`Collection`](crate::Collection)): how many times one is tried in all while a
@@ -82,6 +83,14 @@ fn object(doc: &Value) -> Result<(), WriteError> {
 
 /// Candidates a claim considers per query round.
 const CLAIM_BATCH: usize = 16;
+
+impl Store {
+    /// A declared collection, with documents as JSON values.
+    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, ReadError> {
+        self.spec(name)?;
+        Ok(DynCollection::new(self.clone(), name))
+    }
+}
 
 /// A declared collection whose documents are JSON objects. Cheap to clone.
 #[derive(Debug, Clone)]

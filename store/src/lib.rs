@@ -15,6 +15,7 @@
 
 mod changes;
 mod check;
+mod clock;
 mod decoded;
 mod envelope;
 mod error;
@@ -32,6 +33,7 @@ mod record;
 mod store;
 mod txn;
 mod typed;
+mod validate;
 
 /// The key-value engine the store is built on, for what a store's user needs of it directly (options,
 /// durability, the [`Db`](engine::Db) handle of [`Store::with_db`], the storage seam in tests).

@@ -5,7 +5,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -14,59 +14,18 @@ use cairn_engine::Snapshot;
 use cairn_engine::WriteBatch;
 
 use crate::changes::{decode_event, seq_key, Change};
+use crate::clock::now_ms;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
-use crate::error::{
-    ChangesError, CollectionError, DeclareError, Invalid, ReadError, StoreError, UnknownCollection, WriteError,
-};
-use crate::handle::DynCollection;
+use crate::error::{ChangesError, CollectionError, DeclareError, StoreError, UnknownCollection};
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
-use crate::txn::{Committed, Transaction};
-use crate::typed::Collection;
+use crate::validate::{validate_name, validate_spec};
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
 const MAINTENANCE_BATCH: usize = 1000;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Collection, index and consumer names: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
-pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), Invalid> {
-    let ok =
-        (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Invalid(format!("{what} name {name:?} must be 1-64 ASCII letters, digits, '_' or '-'")))
-    }
-}
-
-/// Ids: 1 to 512 bytes of UTF-8 without control characters.
-pub(crate) fn validate_id(id: &str) -> Result<(), Invalid> {
-    if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
-        return Err(Invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
-    }
-    Ok(())
-}
-
-/// Checks a declaration's names and index fields.
-fn validate_spec(spec: &CollectionSpec) -> Result<(), Invalid> {
-    validate_name("collection", &spec.name)?;
-    for (i, index) in spec.indexes.iter().enumerate() {
-        validate_name("index", &index.name)?;
-        if index.fields.is_empty() || index.fields.iter().any(|f| keys::index_field(f).0.is_empty()) {
-            return Err(Invalid(format!("index {} needs at least one non-empty field path", index.name)));
-        }
-        if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
-            return Err(Invalid(format!("index {} declared twice", index.name)));
-        }
-    }
-    Ok(())
-}
 
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
@@ -89,9 +48,9 @@ impl StoreOptions {
         self
     }
 
-    /// Memory for decoded records, shared by the store's typed collections ([`Collection`]): a record read
-    /// twice without changing in between is kept decoded, and later reads clone it instead of parsing its
-    /// JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
+    /// Memory for decoded records, shared by the store's typed collections
+    /// ([`Collection`](crate::Collection)): a record read twice without changing in between is kept decoded,
+    /// and later reads clone it instead of parsing its JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
     /// 671 bytes stored, 1,869 bytes in 23 allocations decoded, 2.8 times). A cached record is checked
     /// against the commit that wrote what the read found, so it is never stale. 0 turns the cache off.
     /// Default: 16 MiB.
@@ -215,7 +174,8 @@ impl Store {
     /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
     /// records. Record writes (of any collection) wait while indexes are rebuilt, and a transaction that
     /// staged a write under the collection's previous declaration fails with
-    /// [`WriteError::TxnConflict`] (a single-record write retries it under the new one).
+    /// [`WriteError::TxnConflict`](crate::WriteError::TxnConflict) (a single-record write retries it under
+    /// the new one).
     pub fn declare(&self, spec: CollectionSpec) -> Result<(), DeclareError> {
         validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
@@ -340,72 +300,12 @@ impl Store {
         Ok(spec)
     }
 
-    /// The typed collection of `T`, declaring it (and its indexes) if needed.
-    pub fn collection<T: Record>(&self) -> Result<Collection<T>, DeclareError> {
-        self.ensure::<T>()?;
-        Ok(Collection::new(DynCollection::new(self.clone(), T::COLLECTION)))
-    }
-
-    /// A declared collection, with documents as JSON values.
-    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, ReadError> {
-        self.spec(name)?;
-        Ok(DynCollection::new(self.clone(), name))
-    }
-
     pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, StoreError> {
         let value = match snap {
             Some(s) => s.get(key)?,
             None => self.db().get(key)?,
         };
         value.map(|v| envelope::decode(key, &v)).transpose()
-    }
-
-    /// Starts a transaction at a snapshot of now; [`Transaction::commit`] applies it, dropping it discards
-    /// it.
-    pub fn begin(&self) -> Transaction<'_> {
-        Transaction::new(self)
-    }
-
-    /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
-    pub fn transaction<R>(
-        &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, WriteError>,
-    ) -> Result<R, WriteError> {
-        let mut tx = Transaction::new(self);
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
-    /// [`WriteError::TxnConflict`]. `f` must be safe to run again.
-    pub fn transaction_with_retry<R>(
-        &self,
-        attempts: usize,
-        f: impl FnMut(&mut Transaction<'_>) -> Result<R, WriteError>,
-    ) -> Result<R, WriteError> {
-        self.commit_with_retry(attempts, f).map(|(out, _)| out)
-    }
-
-    /// [`Store::transaction_with_retry`], also returning what the commit was (its sequence and time), with
-    /// `f` free to fail with an error type of its own. An error of `f` ends the attempts at once, and nothing
-    /// is written.
-    pub fn commit_with_retry<R, E: From<WriteError>>(
-        &self,
-        attempts: usize,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, E>,
-    ) -> Result<(R, Committed), E> {
-        let mut last = None;
-        for _ in 0..attempts.max(1) {
-            let mut tx = Transaction::new(self);
-            let out = f(&mut tx)?;
-            match tx.commit() {
-                Ok(c) => return Ok((out, c)),
-                Err(e) if e.is_retryable() => last = Some(e),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 
     /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the
@@ -548,7 +448,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::IndexSpec;
+    use crate::{IndexSpec, WriteError};
 
     #[test]
     fn writes_during_a_reindexing_declare_leave_no_index_entry_missing() {

@@ -13,13 +13,15 @@ use cairn_engine::WriteOptions;
 use cairn_engine::{Condition, WriteBatch};
 
 use crate::changes::{encode_event, ChangeOp};
+use crate::clock::now_ms;
+use crate::envelope::stored;
 use crate::envelope::{self, Envelope};
 use crate::error::{StoreError, WriteError};
 use crate::fields;
 use crate::keys;
-use crate::record::{CollectionSpec, Record, Stored};
-use crate::store::{now_ms, validate_id, Store};
-use crate::typed::from_doc;
+use crate::record::{from_doc, CollectionSpec, Record, Stored};
+use crate::store::Store;
+use crate::validate::validate_id;
 
 /// A write staged in a transaction: the record's state at the snapshot and after the transaction.
 struct Staged {
@@ -132,6 +134,56 @@ impl std::fmt::Debug for Transaction<'_> {
             .field("snapshot", &self.snap.sequence())
             .field("writes", &self.order.len())
             .finish()
+    }
+}
+
+impl Store {
+    /// Starts a transaction at a snapshot of now; [`Transaction::commit`] applies it, dropping it discards
+    /// it.
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
+    pub fn transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
+        let mut tx = Transaction::new(self);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
+    /// [`WriteError::TxnConflict`]. `f` must be safe to run again.
+    pub fn transaction_with_retry<R>(
+        &self,
+        attempts: usize,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
+        self.commit_with_retry(attempts, f).map(|(out, _)| out)
+    }
+
+    /// [`Store::transaction_with_retry`], also returning what the commit was (its sequence and time), with
+    /// `f` free to fail with an error type of its own. An error of `f` ends the attempts at once, and nothing
+    /// is written.
+    pub fn commit_with_retry<R, E: From<WriteError>>(
+        &self,
+        attempts: usize,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Committed), E> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            let mut tx = Transaction::new(self);
+            let out = f(&mut tx)?;
+            match tx.commit() {
+                Ok(c) => return Ok((out, c)),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 }
 
@@ -471,17 +523,6 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
     }
     let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
     batch.put_commit_keyed(keys::CHANGES, &[&head, doc.unwrap_or_default(), tail]);
-}
-
-pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
-    Stored {
-        id: id.to_owned(),
-        version: e.version,
-        seq: e.seq,
-        created_at_ms: e.created_ms,
-        updated_at_ms: e.updated_ms,
-        doc: e.doc,
-    }
 }
 
 /// The current version, if it matches `expected` (when given); `NotFound` when absent.

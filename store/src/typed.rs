@@ -4,22 +4,18 @@ use std::marker::PhantomData;
 
 use serde_json::Value;
 
-use crate::error::{ClaimError, ReadError, StoreError, WriteError};
+use crate::error::{ClaimError, DeclareError, ReadError, WriteError};
 use crate::handle::{DynCollection, RecordWrite};
 use crate::query::{Page, Plan, Query};
-use crate::record::{Record, Stored};
+use crate::record::{from_doc, Record, Stored};
+use crate::store::Store;
 
-pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, StoreError> {
-    let doc = serde_json::from_value(s.doc)
-        .map_err(|e| StoreError::Undecodable { key: format!("{}/{}", T::COLLECTION, s.id), reason: e.to_string() })?;
-    Ok(Stored {
-        id: s.id,
-        version: s.version,
-        seq: s.seq,
-        created_at_ms: s.created_at_ms,
-        updated_at_ms: s.updated_at_ms,
-        doc,
-    })
+impl Store {
+    /// The typed collection of `T`, declaring it (and its indexes) if needed.
+    pub fn collection<T: Record>(&self) -> Result<Collection<T>, DeclareError> {
+        self.ensure::<T>()?;
+        Ok(Collection::new(DynCollection::new(self.clone(), T::COLLECTION)))
+    }
 }
 
 /// The collection of a [`Record`] type. Made by [`Store::collection`](crate::Store::collection).
