@@ -421,7 +421,8 @@ impl DynCollection {
             }
             Err(WriteError::Store(e)) => Err(e.into()),
             Err(WriteError::UnknownCollection(c)) => Err(ClaimError::UnknownCollection(c)),
-            // An update refuses nothing else but a document that is not acceptable.
+            Err(WriteError::Invalid(m)) => Err(ClaimError::Invalid(m)),
+            // An untyped update refuses nothing else.
             Err(e) => Err(ClaimError::Invalid(e.to_string())),
         }
     }
@@ -473,6 +474,24 @@ mod tests {
         assert_eq!(c.write_one("a", |_| Ok::<_, WriteError>(RecordWrite::Delete)).unwrap(), None);
         assert!(c.get("a").unwrap().is_none());
         store.check_indexes().unwrap();
+    }
+
+    #[test]
+    fn a_claim_that_makes_a_non_object_is_invalid_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("q", vec![IndexSpec::new("state", &["state"])])).unwrap();
+        let q = store.collection_dyn("q").unwrap();
+        q.insert("a", json!({"state": "ready"})).unwrap();
+        let claimed = q.claim(&[Query::new().eq("state", "ready")], |doc| {
+            *doc = json!(5);
+            true
+        });
+        assert!(
+            matches!(&claimed, Err(ClaimError::Invalid(m)) if m == "a document must be a JSON object"),
+            "{claimed:?}"
+        );
+        assert_eq!(q.get("a").unwrap().unwrap().version, 1);
     }
 
     #[test]

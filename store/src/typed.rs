@@ -60,7 +60,6 @@ impl<T: Record> Collection<T> {
 
     /// Deletes a record, checking its version if `expected` is given.
     pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
-        self.inner.store().ensure::<T>()?;
         self.inner.delete(id, expected)
     }
 
