@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use cairn_store::{Collection, CollectionError, Query, Stored};
+use cairn_store::{ClaimError, Collection, Query, Stored};
 
 use super::job::{Job, JobStatus};
 
@@ -28,7 +28,7 @@ pub fn claim_job(
     node: &str,
     now_ms: i64,
     lease_ms: i64,
-) -> Result<Option<Stored<Job>>, CollectionError> {
+) -> Result<Option<Stored<Job>>, ClaimError> {
     jobs.claim(&claimable_jobs(now_ms), |job| {
         let lapsed = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|t| t < now_ms);
         if !(job.status.can_transition_to(JobStatus::Running) || lapsed) {

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::CollectionError;
+use crate::error::StoreError;
 
 /// What a change did to its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,13 +77,13 @@ pub(crate) fn encode_event(
 }
 
 /// Decodes a change-feed entry: key `0x03 | seq u64 BE | op u32 BE`, value the event's JSON.
-pub(crate) fn decode_event(key: &[u8], value: &[u8]) -> Result<Change, CollectionError> {
+pub(crate) fn decode_event(key: &[u8], value: &[u8]) -> Result<Change, StoreError> {
     let seq = key
         .get(1..9)
         .and_then(|b| b.try_into().ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| CollectionError::undecodable(key, "change key too short"))?;
-    let e: Event<'_> = serde_json::from_slice(value).map_err(|e| CollectionError::undecodable(key, e.to_string()))?;
+        .ok_or_else(|| StoreError::undecodable(key, "change key too short"))?;
+    let e: Event<'_> = serde_json::from_slice(value).map_err(|e| StoreError::undecodable(key, e.to_string()))?;
     Ok(Change {
         seq,
         collection: e.collection.into_owned(),

@@ -22,7 +22,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use cairn_engine::ClockCache;
 
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
+use crate::error::StoreError;
 
 /// Commit sequence (8), format (1), version, created and updated times (8 each).
 const HEAD: usize = 33;
@@ -31,7 +31,7 @@ const ENTRY_CHARGE: usize = 64;
 
 /// Turns a record's stored bytes into its envelope with the document as `D`.
 pub(crate) trait Decode<D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError>;
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError>;
 
     /// Whether the reader wants the records at all; a count does not, and reads only those it must check.
     fn wants_records(&self) -> bool {
@@ -43,7 +43,7 @@ pub(crate) trait Decode<D> {
 pub(crate) struct Parse;
 
 impl<D: DeserializeOwned> Decode<D> for Parse {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
         envelope::decode_as(key, bytes)
     }
 }
@@ -53,7 +53,7 @@ impl<D: DeserializeOwned> Decode<D> for Parse {
 pub(crate) struct CountOnly;
 
 impl Decode<IgnoredAny> for CountOnly {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<IgnoredAny>, CollectionError> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<IgnoredAny>, StoreError> {
         envelope::decode_as(key, bytes)
     }
 
@@ -137,7 +137,7 @@ pub(crate) struct Cached<'a, D> {
 }
 
 impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'_, D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
         let cache = self.cache;
         let Some(head) = bytes.get(..HEAD).and_then(|h| <[u8; HEAD]>::try_from(h).ok()) else {
             return envelope::decode_as(key, bytes);
@@ -210,7 +210,7 @@ mod tests {
         let cache = RecordCache::new(1 << 20);
         let bad = stored(5, 1, r#"{"n":"x"}"#);
         for _ in 0..2 {
-            assert!(matches!(cache.typed::<Doc>().decode(b"k", &bad), Err(CollectionError::Undecodable { .. })));
+            assert!(matches!(cache.typed::<Doc>().decode(b"k", &bad), Err(StoreError::Undecodable { .. })));
         }
         assert!(cache.typed::<Doc>().decode(b"k", &bad[..20]).is_err());
         assert_eq!(cache.stats().bytes, 0);

@@ -10,7 +10,8 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::CollectionError;
+use crate::error::StoreError;
+use crate::record::Stored;
 
 const FORMAT: u8 = 1;
 
@@ -34,18 +35,18 @@ pub(crate) fn encode_head(version: u64, created_ms: i64, updated_ms: i64) -> [u8
     out
 }
 
-pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, CollectionError> {
+pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, StoreError> {
     decode_as(key, bytes)
 }
 
 /// Decodes an envelope, parsing the document straight into `D`.
-pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, CollectionError> {
-    let bad = |reason: &str| CollectionError::undecodable(key, reason.to_owned());
+pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+    let bad = |reason: &str| StoreError::undecodable(key, reason.to_owned());
     let mut pos = 0;
     let mut field = |len: usize, what: &str| {
         let field = bytes.get(pos..pos + len).ok_or_else(|| bad(what))?;
         pos += len;
-        Ok::<_, CollectionError>(field)
+        Ok::<_, StoreError>(field)
     };
     let seq = le_u64(field(8, "commit sequence")?);
     let format = field(1, "format")?;
@@ -65,6 +66,18 @@ pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result
 /// A little-endian `u64` from a field of exactly 8 bytes.
 fn le_u64(field: &[u8]) -> u64 {
     field.iter().rev().fold(0, |v, &b| (v << 8) | u64::from(b))
+}
+
+/// The record of id `id` an envelope holds.
+pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
+    Stored {
+        id: id.to_owned(),
+        version: e.version,
+        seq: e.seq,
+        created_at_ms: e.created_ms,
+        updated_at_ms: e.updated_ms,
+        doc: e.doc,
+    }
 }
 
 #[cfg(test)]

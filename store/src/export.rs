@@ -8,12 +8,12 @@ use serde_json::Value;
 use cairn_engine::Iter;
 use cairn_engine::Snapshot;
 
-use crate::envelope;
-use crate::error::CollectionError;
+use crate::envelope::{self, stored};
+use crate::error::{ReadError, StoreError};
 use crate::keys;
 use crate::record::{CollectionSpec, Stored};
-use crate::store::{validate_id, validate_name, Store};
-use crate::txn::stored;
+use crate::store::Store;
+use crate::validate::{validate_id, validate_name};
 
 /// The whole store as of one commit sequence: the catalog and every record, unchanged by later commits.
 /// Made by [`Store::snapshot`]. Pair it with [`Store::changes_since`]`(snapshot.sequence(), ..)` to follow
@@ -42,12 +42,12 @@ impl StoreSnapshot {
     }
 
     /// The collections declared as of the snapshot, sorted by name.
-    pub fn collections(&self) -> Result<Vec<CollectionSpec>, CollectionError> {
+    pub fn collections(&self) -> Result<Vec<CollectionSpec>, StoreError> {
         let mut out = Vec::new();
         for pair in self.snap.prefix(keys::CATALOG)? {
             let (key, value) = pair?;
             let spec: CollectionSpec =
-                serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+                serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
             out.push(spec);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -57,7 +57,7 @@ impl StoreSnapshot {
     /// The records of `collection` in id order (byte order of the UTF-8 ids), starting after id `after`
     /// when given (to resume an interrupted copy). A collection with no records (or not declared) yields
     /// nothing.
-    pub fn records(&self, collection: &str, after: Option<&str>) -> Result<SnapshotRecords, CollectionError> {
+    pub fn records(&self, collection: &str, after: Option<&str>) -> Result<SnapshotRecords, ReadError> {
         validate_name("collection", collection)?;
         let prefix = keys::record_prefix(collection);
         let lower = match after {
@@ -69,7 +69,7 @@ impl StoreSnapshot {
     }
 
     /// The record `id` of `collection` as of the snapshot.
-    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn get(&self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, ReadError> {
         validate_name("collection", collection)?;
         validate_id(id)?;
         let key = keys::record_key(collection, id);
@@ -90,13 +90,12 @@ impl std::fmt::Debug for SnapshotRecords {
 }
 
 impl Iterator for SnapshotRecords {
-    type Item = Result<Stored<Value>, CollectionError>;
+    type Item = Result<Stored<Value>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let pair = self.iter.next()?;
-        Some(pair.map_err(CollectionError::from).and_then(|(key, value)| {
-            let (_, id) =
-                keys::parse_record_key(&key).ok_or_else(|| CollectionError::undecodable(&key, "record key"))?;
+        Some(pair.map_err(StoreError::from).and_then(|(key, value)| {
+            let (_, id) = keys::parse_record_key(&key).ok_or_else(|| StoreError::undecodable(&key, "record key"))?;
             Ok(stored(&id, envelope::decode(&key, &value)?))
         }))
     }
@@ -172,9 +171,9 @@ mod tests {
         let events = store.changes_since(0, 100).unwrap();
         assert_eq!(events.last().map(|c| c.version), Some(2));
         let zero = store.transaction(|tx| tx.restore_doc("jobs", "c", 0, json!({})));
-        assert!(matches!(zero, Err(CollectionError::Invalid(_))));
+        assert!(matches!(zero, Err(crate::WriteError::Invalid(_))));
         let not_object = store.transaction(|tx| tx.restore_doc("jobs", "c", 1, json!(5)));
-        assert!(matches!(not_object, Err(CollectionError::Invalid(_))));
+        assert!(matches!(not_object, Err(crate::WriteError::Invalid(_))));
         assert!(jobs.get("c").unwrap().is_none());
     }
 }

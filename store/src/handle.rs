@@ -6,18 +6,91 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
-use crate::error::CollectionError;
+use crate::envelope::stored;
+use crate::error::{ClaimError, ReadError, StoreError, WriteError};
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
-use crate::record::{CollectionSpec, Stored};
+use crate::record::{from_doc, CollectionSpec, Record, Stored};
 use crate::store::Store;
-use crate::txn::{stored, Transaction};
+use crate::txn::After;
+use crate::validate::validate_id;
 
-/// How often a single-record write retries after a concurrent commit touched its record, before giving up
-/// with [`CollectionError::TxnConflict`].
-const SINGLE_WRITE_ATTEMPTS: usize = 64;
+/// The retry policy of single-record writes ([`DynCollection::write_one`], and so every write of
+/// [`DynCollection`] and [`Collection`](crate::Collection)): how many times one is tried in all while a
+/// concurrent commit changes its record between its read and its commit, before it gives up with
+/// [`WriteError::TxnConflict`]. Each attempt reads the record again, so a version check then sees the
+/// version that won. 64 is far more than contention on one record needs in practice (a claim storm of 8
+/// threads on one record retries a handful of times).
+pub const WRITE_ATTEMPTS: usize = 64;
+
+/// What a single-record write stages, as the `decide` closure of [`DynCollection::write_one`] chose from
+/// the record's current state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordWrite<D = Value> {
+    /// Write this document: create the record (version 1) or replace it (next version).
+    Put(D),
+    /// Delete the record (`NotFound` if it is absent).
+    Delete,
+    /// Write nothing; the record is returned as it is.
+    Keep,
+}
+
+/// A document a single-record write can stage: a JSON value, or a typed record (`&T`).
+pub(crate) trait WriteDoc {
+    /// The document type of the record returned.
+    type Out;
+    /// Serializes and indexes the document.
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError>;
+    /// The document as written, for the record returned.
+    fn written(self) -> Self::Out;
+    /// A record as read (for `Keep`).
+    fn read(s: Stored<Value>) -> Result<Stored<Self::Out>, StoreError>;
+}
+
+impl WriteDoc for Value {
+    type Out = Value;
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
+        After::of_value(spec, self, id)
+    }
+    fn written(self) -> Value {
+        self
+    }
+    fn read(s: Stored<Value>) -> Result<Stored<Value>, StoreError> {
+        Ok(s)
+    }
+}
+
+impl<T: Record> WriteDoc for &T {
+    type Out = T;
+    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
+        After::of_record(spec, *self, id)
+    }
+    fn written(self) -> T {
+        self.clone()
+    }
+    fn read(s: Stored<Value>) -> Result<Stored<T>, StoreError> {
+        from_doc(s)
+    }
+}
+
+/// `Invalid` unless `doc` is a JSON object (checked before anything is read, as a transaction does).
+fn object(doc: &Value) -> Result<(), WriteError> {
+    if doc.is_object() {
+        Ok(())
+    } else {
+        Err(WriteError::Invalid("a document must be a JSON object".into()))
+    }
+}
 
 /// Candidates a claim considers per query round.
 const CLAIM_BATCH: usize = 16;
+
+impl Store {
+    /// A declared collection, with documents as JSON values.
+    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, ReadError> {
+        self.spec(name)?;
+        Ok(DynCollection::new(self.clone(), name))
+    }
+}
 
 /// A declared collection whose documents are JSON objects. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,79 +110,164 @@ impl DynCollection {
     }
 
     /// The collection's current declaration (re-read on every call: it changes when indexes are added).
-    pub fn spec(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
-        self.store.spec(&self.name)
+    pub fn spec(&self) -> Result<Arc<CollectionSpec>, ReadError> {
+        Ok(self.store.spec(&self.name)?)
     }
 
-    /// One write of `doc` as its own transaction, returning the record exactly as this commit wrote it. A
-    /// conflict with a concurrent commit is retried: the retry re-reads the record, so version checks then
-    /// report the version that won.
-    fn write(
+    /// Writes one record in a transaction of its own: the single-record write path of the store, which
+    /// [`DynCollection::insert`], `upsert`, `update`, `delete`, the typed [`Collection`](crate::Collection)
+    /// and the HTTP server all use.
+    ///
+    /// `decide` gets the record as it is now (`None` if absent) and says what to write: a new document
+    /// ([`RecordWrite::Put`]: the record is created at version 1, or replaced at the next version), its
+    /// deletion ([`RecordWrite::Delete`]: `NotFound` if absent) or nothing ([`RecordWrite::Keep`]); or it
+    /// refuses with an error of its own, which `write_one` returns as is, having written nothing. If a
+    /// concurrent commit changes the record before this one commits, the write is tried again from a fresh
+    /// read, calling `decide` again, up to [`WRITE_ATTEMPTS`] times in all; then the conflict is returned.
+    ///
+    /// Returns the record as the write left it, built from what was written: its version, commit sequence,
+    /// times (set by the store: `created_at_ms` kept from the record replaced, `updated_at_ms` the commit's
+    /// time) and document. `None` after a delete, or for `Keep` of an absent record.
+    ///
+    /// ```
+    /// use cairn_store::{CollectionSpec, RecordWrite, Store, WriteError};
+    /// use serde_json::json;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// store.declare(CollectionSpec::new("counters", vec![]))?;
+    /// let counters = store.collection_dyn("counters")?;
+    /// for _ in 0..3 {
+    ///     counters.write_one("c1", |current| {
+    ///         let n = current.map_or(0, |c| c.doc["n"].as_i64().unwrap_or(0));
+    ///         Ok::<_, WriteError>(RecordWrite::Put(json!({ "n": n + 1 })))
+    ///     })?;
+    /// }
+    /// assert_eq!(counters.get("c1")?.unwrap().doc["n"], 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn write_one<E: From<WriteError>>(
         &self,
         id: &str,
-        doc: &Value,
-        op: impl Fn(&mut Transaction<'_>, Value) -> Result<u64, CollectionError>,
-    ) -> Result<Stored<Value>, CollectionError> {
-        self.write_as(id, |tx| op(tx, doc.clone()), |_| Ok(doc.clone()))
+        decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite, E>,
+    ) -> Result<Option<Stored<Value>>, E> {
+        self.write_one_as(id, decide)
     }
 
-    /// Runs the single-record write `op` as [`DynCollection::write`] does, returning the record with the
-    /// document that `doc` takes from the transaction before it commits.
-    pub(crate) fn write_as<D>(
+    /// [`DynCollection::write_one`] of documents of type `D` (see [`WriteDoc`]).
+    pub(crate) fn write_one_as<D: WriteDoc, E: From<WriteError>>(
         &self,
         id: &str,
-        op: impl Fn(&mut Transaction<'_>) -> Result<u64, CollectionError>,
-        doc: impl Fn(&Transaction<'_>) -> Result<D, CollectionError>,
-    ) -> Result<Stored<D>, CollectionError> {
-        let name = &self.name;
+        mut decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<D>, E>,
+    ) -> Result<Option<Stored<D::Out>>, E> {
         let mut last = None;
-        for _ in 0..SINGLE_WRITE_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
+            let spec = self.store.spec(&self.name).map_err(WriteError::from)?;
+            validate_id(id).map_err(WriteError::from)?;
             let mut tx = self.store.begin();
-            op(&mut tx)?;
-            let written = tx.staged_meta(name, id);
-            let doc = doc(&tx)?;
+            let current = tx.read_for_write(&spec, id)?;
+            let doc = match decide(current.as_ref())? {
+                RecordWrite::Keep => return Ok(current.map(D::read).transpose().map_err(WriteError::from)?),
+                RecordWrite::Delete => {
+                    tx.stage_write(spec, id, current, None)?;
+                    None
+                }
+                RecordWrite::Put(doc) => {
+                    let after = doc.encode(&spec, id)?;
+                    tx.stage_write(spec, id, current, Some(after))?;
+                    Some(doc)
+                }
+            };
+            let written = tx.staged_meta(&self.name, id);
             match tx.commit() {
                 Ok(c) => {
-                    let (version, created_ms) = written
-                        .ok_or_else(|| CollectionError::NotFound { collection: name.clone(), id: id.to_owned() })?;
-                    return Ok(Stored {
+                    let Some(((version, created_ms), doc)) = written.zip(doc) else { return Ok(None) };
+                    return Ok(Some(Stored {
                         id: id.to_owned(),
                         version,
                         seq: c.seq,
                         created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
                         updated_at_ms: c.at_ms,
-                        doc,
-                    });
+                        doc: doc.written(),
+                    }));
                 }
                 Err(e) if e.is_retryable() => last = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
+        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 
     /// Inserts a document; `AlreadyExists` if the id is taken.
-    pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.insert_doc(&self.name, id, doc))
+    pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |current| match current {
+            Some(_) => Err(WriteError::AlreadyExists { collection: self.name.clone(), id: id.to_owned() }),
+            None => Ok(RecordWrite::Put(doc.clone())),
+        })?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Inserts or replaces a document.
-    pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.upsert_doc(&self.name, id, doc))
+    pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |_| Ok::<_, WriteError>(RecordWrite::Put(doc.clone())))?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Replaces a document if its stored version is `expected`; `Conflict { expected, actual }` otherwise.
-    pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, CollectionError> {
-        self.write(id, &doc, |tx, doc| tx.update_doc(&self.name, id, expected, doc))
+    pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, WriteError> {
+        validate_id(id)?;
+        object(&doc)?;
+        let written = self.write_one(id, |current| {
+            self.expect(id, current, Some(expected))?;
+            Ok::<_, WriteError>(RecordWrite::Put(doc.clone()))
+        })?;
+        written.ok_or_else(|| self.not_found(id))
     }
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
-    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
-        self.store.transaction_with_retry(SINGLE_WRITE_ATTEMPTS, |tx| tx.delete_doc(&self.name, id, expected))
+    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
+        self.write_one(id, |current| {
+            self.expect(id, current, expected)?;
+            Ok::<_, WriteError>(RecordWrite::Delete)
+        })?;
+        Ok(())
+    }
+
+    /// `NotFound` if `current` is absent, `Conflict` if its version is not `expected` (when given).
+    pub(crate) fn expect<D>(
+        &self,
+        id: &str,
+        current: Option<&Stored<D>>,
+        expected: Option<u64>,
+    ) -> Result<(), WriteError> {
+        let Some(current) = current else { return Err(self.not_found(id)) };
+        match expected {
+            Some(v) if v != current.version => Err(WriteError::Conflict {
+                collection: self.name.clone(),
+                id: id.to_owned(),
+                expected: v,
+                actual: Some(current.version),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn not_found(&self, id: &str) -> WriteError {
+        WriteError::NotFound { collection: self.name.clone(), id: id.to_owned() }
+    }
+
+    /// The store this collection is in.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The document with this id.
-    pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn get(&self, id: &str) -> Result<Option<Stored<Value>>, ReadError> {
         self.get_as(id, &Parse)
     }
 
@@ -119,15 +277,15 @@ impl DynCollection {
     }
 
     /// The record with this id, its document decoded as `D` by `decoder`.
-    pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, CollectionError> {
-        crate::store::validate_id(id)?;
+    pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, ReadError> {
+        validate_id(id)?;
         let key = crate::keys::record_key(&self.name, id);
         let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
         Ok(Some(stored(id, decoder.decode(&key, &bytes)?)))
     }
 
     /// One page of the documents matching `query`, read at one snapshot.
-    pub fn query(&self, query: &Query) -> Result<Page<Value>, CollectionError> {
+    pub fn query(&self, query: &Query) -> Result<Page<Value>, ReadError> {
         self.query_as(query, &Parse)
     }
 
@@ -136,7 +294,7 @@ impl DynCollection {
         &self,
         query: &Query,
         decoder: &impl Decode<D>,
-    ) -> Result<Page<D>, CollectionError> {
+    ) -> Result<Page<D>, ReadError> {
         let mut records = Vec::with_capacity(query.page_size()?.min(1024));
         let next_cursor = self.query_each_as(query, decoder, |r| records.push(r))?;
         Ok(Page { records, next_cursor })
@@ -146,11 +304,7 @@ impl DynCollection {
     /// instead of collected: each document can be used and dropped before the next is decoded. Returns the
     /// page's next cursor. An error ends the page; the records visited before it were read at the same
     /// snapshot and are valid.
-    pub fn query_each(
-        &self,
-        query: &Query,
-        visit: impl FnMut(Stored<Value>),
-    ) -> Result<Option<String>, CollectionError> {
+    pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<Value>)) -> Result<Option<String>, ReadError> {
         self.query_each_as(query, &Parse, visit)
     }
 
@@ -160,7 +314,7 @@ impl DynCollection {
         query: &Query,
         decoder: &impl Decode<D>,
         mut visit: impl FnMut(Stored<D>),
-    ) -> Result<Option<String>, CollectionError> {
+    ) -> Result<Option<String>, ReadError> {
         let limit = query.page_size()?;
         let spec = self.spec()?;
         let ticket = self.store.hints().begin_scan();
@@ -179,7 +333,7 @@ impl DynCollection {
     }
 
     /// Number of documents matching `query` (its limit and cursor are ignored).
-    pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+    pub fn count(&self, query: &Query) -> Result<u64, ReadError> {
         let spec = self.spec()?;
         let ticket = self.store.hints().begin_scan();
         let snap = self.store.db().snapshot();
@@ -190,7 +344,7 @@ impl DynCollection {
     }
 
     /// The plan `query` would use.
-    pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
+    pub fn explain(&self, query: &Query) -> Result<Plan, ReadError> {
         plan(&*self.spec()?, query)
     }
 
@@ -205,7 +359,7 @@ impl DynCollection {
         &self,
         queries: &[Query],
         mut change: impl FnMut(&mut Value) -> bool,
-    ) -> Result<Option<Stored<Value>>, CollectionError> {
+    ) -> Result<Option<Stored<Value>>, ClaimError> {
         for _round in 0..8 {
             let mut lost_race = false;
             for q in queries {
@@ -252,7 +406,7 @@ impl DynCollection {
         candidate: Stored<Value>,
         change: &mut impl FnMut(&mut Value) -> bool,
         lost_race: &mut bool,
-    ) -> Result<Option<Stored<Value>>, CollectionError> {
+    ) -> Result<Option<Stored<Value>>, ClaimError> {
         let mut doc = candidate.doc;
         if !change(&mut doc) {
             return Ok(None);
@@ -261,15 +415,15 @@ impl DynCollection {
         let _taking = self.store.claims().enter(key);
         match self.update(&candidate.id, candidate.version, doc) {
             Ok(claimed) => Ok(Some(claimed)),
-            Err(
-                CollectionError::Conflict { .. }
-                | CollectionError::NotFound { .. }
-                | CollectionError::TxnConflict { .. },
-            ) => {
+            Err(WriteError::Conflict { .. } | WriteError::NotFound { .. } | WriteError::TxnConflict { .. }) => {
                 *lost_race = true;
                 Ok(None)
             }
-            Err(e) => Err(e),
+            Err(WriteError::Store(e)) => Err(e.into()),
+            Err(WriteError::UnknownCollection(c)) => Err(ClaimError::UnknownCollection(c)),
+            Err(WriteError::Invalid(m)) => Err(ClaimError::Invalid(m)),
+            // An untyped update refuses nothing else.
+            Err(e) => Err(ClaimError::Invalid(e.to_string())),
         }
     }
 }
@@ -280,6 +434,65 @@ mod tests {
 
     use super::*;
     use crate::{IndexSpec, Store};
+
+    #[test]
+    fn write_one_decides_again_after_a_conflict_and_returns_what_it_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("c", vec![IndexSpec::new("n", &["n"])])).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        let first = c.insert("a", json!({"n": 1})).unwrap();
+        // The first attempt's read is overtaken by another write: `decide` runs again and sees it.
+        let mut seen = Vec::new();
+        let written = c
+            .write_one("a", |current| {
+                let current = current.unwrap();
+                seen.push(current.version);
+                if seen.len() == 1 {
+                    c.upsert("a", json!({"n": 10})).unwrap();
+                }
+                Ok::<_, WriteError>(RecordWrite::Put(json!({"n": current.doc["n"].as_i64().unwrap() + 1})))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(written.doc, json!({"n": 11}));
+        assert_eq!(written.version, 3);
+        assert_eq!(written.created_at_ms, first.created_at_ms);
+        assert_eq!(c.get("a").unwrap().unwrap(), written, "the answer is what was stored");
+        // `Keep` writes nothing and returns the record as it is.
+        let kept = c.write_one("a", |_| Ok::<_, WriteError>(RecordWrite::Keep)).unwrap();
+        assert_eq!(kept.as_ref(), Some(&written));
+        assert_eq!(c.write_one("b", |_| Ok::<_, WriteError>(RecordWrite::Keep)).unwrap(), None);
+        // A refusal is returned as is, and nothing is written.
+        let refused = c.write_one("a", |_| Err::<RecordWrite, _>(WriteError::Invalid("no".into())));
+        assert!(matches!(refused, Err(WriteError::Invalid(m)) if m == "no"));
+        assert_eq!(c.get("a").unwrap().unwrap().version, 3);
+        // Deleting an absent record is `NotFound`; a delete returns `None`.
+        let absent = c.write_one("b", |_| Ok::<_, WriteError>(RecordWrite::Delete));
+        assert!(matches!(absent, Err(WriteError::NotFound { .. })));
+        assert_eq!(c.write_one("a", |_| Ok::<_, WriteError>(RecordWrite::Delete)).unwrap(), None);
+        assert!(c.get("a").unwrap().is_none());
+        store.check_indexes().unwrap();
+    }
+
+    #[test]
+    fn a_claim_that_makes_a_non_object_is_invalid_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("q", vec![IndexSpec::new("state", &["state"])])).unwrap();
+        let q = store.collection_dyn("q").unwrap();
+        q.insert("a", json!({"state": "ready"})).unwrap();
+        let claimed = q.claim(&[Query::new().eq("state", "ready")], |doc| {
+            *doc = json!(5);
+            true
+        });
+        assert!(
+            matches!(&claimed, Err(ClaimError::Invalid(m)) if m == "a document must be a JSON object"),
+            "{claimed:?}"
+        );
+        assert_eq!(q.get("a").unwrap().unwrap().version, 1);
+    }
 
     #[test]
     fn a_claim_tries_candidates_another_claim_is_taking_last() {

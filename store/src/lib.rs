@@ -15,6 +15,7 @@
 
 mod changes;
 mod check;
+mod clock;
 mod decoded;
 mod envelope;
 mod error;
@@ -32,6 +33,7 @@ mod record;
 mod store;
 mod txn;
 mod typed;
+mod validate;
 
 /// The key-value engine the store is built on, for what a store's user needs of it directly (options,
 /// durability, the [`Db`](engine::Db) handle of [`Store::with_db`], the storage seam in tests).
@@ -40,9 +42,9 @@ pub use cairn_engine as engine;
 pub use changes::{Change, ChangeOp};
 pub use check::{check_store, StoreCheckReport};
 pub use decoded::RecordCacheStats;
-pub use error::CollectionError;
+pub use error::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 pub use export::{SnapshotRecords, StoreSnapshot};
-pub use handle::DynCollection;
+pub use handle::{DynCollection, RecordWrite, WRITE_ATTEMPTS};
 pub use query::{Op, Page, Plan, Query, MAX_PAGE};
 pub use record::{CollectionSpec, IndexSpec, Record, Stored};
 pub use store::{Store, StoreOptions};

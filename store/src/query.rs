@@ -14,7 +14,7 @@ use cairn_engine::Snapshot;
 
 use crate::decoded::Decode;
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
+use crate::error::{ReadError, StoreError};
 use crate::hints::{ScanHints, ScanTicket};
 use crate::keys;
 use crate::record::{CollectionSpec, IndexSpec};
@@ -116,10 +116,10 @@ impl Query {
         self
     }
 
-    pub(crate) fn page_size(&self) -> Result<usize, CollectionError> {
+    pub(crate) fn page_size(&self) -> Result<usize, ReadError> {
         match self.limit.unwrap_or(DEFAULT_PAGE) {
-            0 => Err(CollectionError::InvalidQuery("limit must be at least 1".into())),
-            n if n > MAX_PAGE => Err(CollectionError::InvalidQuery(format!("limit must be at most {MAX_PAGE}"))),
+            0 => Err(ReadError::InvalidQuery("limit must be at least 1".into())),
+            n if n > MAX_PAGE => Err(ReadError::InvalidQuery(format!("limit must be at most {MAX_PAGE}"))),
             n => Ok(n),
         }
     }
@@ -152,11 +152,15 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+fn undecodable(key: &[u8], reason: impl Into<String>) -> ReadError {
+    StoreError::undecodable(key, reason).into()
+}
+
 /// Picks the index serving `q` best: the most equality fields as a prefix, then a range on the next field.
-pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, CollectionError> {
+pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, ReadError> {
     if let Some((f, _, _)) = &q.range {
         if q.eq.iter().any(|(e, _)| e == f) {
-            return Err(CollectionError::InvalidQuery(format!("{f} has both an equality and a range")));
+            return Err(ReadError::InvalidQuery(format!("{f} has both an equality and a range")));
         }
     }
     let mut best: Option<(usize, bool, &IndexSpec)> = None;
@@ -181,10 +185,10 @@ pub(crate) fn plan(spec: &CollectionSpec, q: &Query) -> Result<Plan, CollectionE
     }
     if best.is_none() {
         if let Some(name) = &q.index {
-            return Err(CollectionError::InvalidQuery(format!("index {name} cannot serve this query")));
+            return Err(ReadError::InvalidQuery(format!("index {name} cannot serve this query")));
         }
         if let Some(o) = &q.order_by {
-            return Err(CollectionError::InvalidQuery(format!(
+            return Err(ReadError::InvalidQuery(format!(
                 "no index of {} orders by {o} after the equality fields",
                 spec.name
             )));
@@ -326,13 +330,13 @@ pub(crate) fn execute<D: DeserializeOwned>(
     limit: Option<usize>,
     decoder: &impl Decode<D>,
     mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str),
-) -> Result<bool, CollectionError> {
+) -> Result<bool, ReadError> {
     let plan = plan(spec, q)?;
     let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
     if let Some(cursor) = &q.cursor {
         let key = decode_cursor(cursor)
             .filter(|k| k.starts_with(&prefix))
-            .ok_or_else(|| CollectionError::InvalidQuery("the cursor does not belong to this query".into()))?;
+            .ok_or_else(|| ReadError::InvalidQuery("the cursor does not belong to this query".into()))?;
         if plan.reverse_scan {
             upper = Bound::Excluded(key);
         } else {
@@ -379,7 +383,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
             let id = keys::parse_record_key(key).map(|k| k.1).unwrap_or_default();
             (Cow::Borrowed(key), id, Some(value))
         } else {
-            let id = std::str::from_utf8(value).map_err(|_| CollectionError::undecodable(key, "index entry id"))?;
+            let id = std::str::from_utf8(value).map_err(|_| undecodable(key, "index entry id"))?;
             (Cow::Owned(keys::record_key(&spec.name, id)), id.to_owned(), None)
         };
         if skip_records {
@@ -392,7 +396,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
             Some(bytes) => bytes,
             None => {
                 fetched = snap.get(&record_key)?;
-                fetched.as_deref().ok_or_else(|| CollectionError::undecodable(key, "index entry without record"))?
+                fetched.as_deref().ok_or_else(|| undecodable(key, "index entry without record"))?
             }
         };
         let env = if check_records {
@@ -403,8 +407,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
             if full {
                 return Ok(true);
             }
-            let doc = serde_json::from_value(env.doc)
-                .map_err(|e| CollectionError::undecodable(&record_key, e.to_string()))?;
+            let doc = serde_json::from_value(env.doc).map_err(|e| undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
         } else {
             decoder.decode(&record_key, bytes)?

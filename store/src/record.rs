@@ -3,6 +3,9 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::StoreError;
 
 /// A secondary index: one or more field paths of the document (dot-separated, e.g. `resources.gpus`).
 /// Entries order by the fields' values in turn, then by id. A composite index such as
@@ -83,4 +86,18 @@ pub struct Stored<T> {
     pub updated_at_ms: i64,
     /// The document.
     pub doc: T,
+}
+
+/// A record read as JSON, decoded as `T`.
+pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, StoreError> {
+    let doc = serde_json::from_value(s.doc)
+        .map_err(|e| StoreError::Undecodable { key: format!("{}/{}", T::COLLECTION, s.id), reason: e.to_string() })?;
+    Ok(Stored {
+        id: s.id,
+        version: s.version,
+        seq: s.seq,
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        doc,
+    })
 }

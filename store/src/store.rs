@@ -5,7 +5,7 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -14,60 +14,18 @@ use cairn_engine::Snapshot;
 use cairn_engine::WriteBatch;
 
 use crate::changes::{decode_event, seq_key, Change};
+use crate::clock::now_ms;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
-use crate::handle::DynCollection;
+use crate::error::{ChangesError, CollectionError, DeclareError, StoreError, UnknownCollection};
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
-use crate::txn::Transaction;
-use crate::typed::Collection;
+use crate::validate::{validate_name, validate_spec};
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
 const MAINTENANCE_BATCH: usize = 1000;
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Collection, index and consumer names: ASCII letters, digits, `_` and `-`, 1 to 64 bytes.
-pub(crate) fn validate_name(what: &str, name: &str) -> Result<(), CollectionError> {
-    let ok =
-        (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(CollectionError::invalid(format!("{what} name {name:?} must be 1-64 ASCII letters, digits, '_' or '-'")))
-    }
-}
-
-/// Ids: 1 to 512 bytes of UTF-8 without control characters.
-pub(crate) fn validate_id(id: &str) -> Result<(), CollectionError> {
-    if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
-        return Err(CollectionError::invalid(format!("id {id:?} must be 1-512 bytes without control characters")));
-    }
-    Ok(())
-}
-
-/// Checks a declaration's names and index fields.
-fn validate_spec(spec: &CollectionSpec) -> Result<(), CollectionError> {
-    validate_name("collection", &spec.name)?;
-    for (i, index) in spec.indexes.iter().enumerate() {
-        validate_name("index", &index.name)?;
-        if index.fields.is_empty() || index.fields.iter().any(|f| keys::index_field(f).0.is_empty()) {
-            return Err(CollectionError::invalid(format!(
-                "index {} needs at least one non-empty field path",
-                index.name
-            )));
-        }
-        if spec.indexes.iter().skip(i + 1).any(|o| o.name == index.name) {
-            return Err(CollectionError::invalid(format!("index {} declared twice", index.name)));
-        }
-    }
-    Ok(())
-}
 
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
@@ -90,9 +48,9 @@ impl StoreOptions {
         self
     }
 
-    /// Memory for decoded records, shared by the store's typed collections ([`Collection`]): a record read
-    /// twice without changing in between is kept decoded, and later reads clone it instead of parsing its
-    /// JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
+    /// Memory for decoded records, shared by the store's typed collections
+    /// ([`Collection`](crate::Collection)): a record read twice without changing in between is kept decoded,
+    /// and later reads clone it instead of parsing its JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
     /// 671 bytes stored, 1,869 bytes in 23 allocations decoded, 2.8 times). A cached record is checked
     /// against the commit that wrote what the read found, so it is never stale. 0 turns the cache off.
     /// Default: 16 MiB.
@@ -110,6 +68,9 @@ struct StoreInner {
     /// that very spec, [`Store::ensure`] has nothing to check.
     ensured: RwLock<HashMap<TypeId, Arc<CollectionSpec>>>,
     declare: Mutex<()>,
+    /// Commits that write records hold it shared; a declaration that changes a collection's indexes holds it
+    /// exclusively while it rebuilds them and replaces the spec, so no record changes under a re-index.
+    writes: RwLock<()>,
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
@@ -167,7 +128,7 @@ impl Store {
         for pair in db.prefix(keys::CATALOG)? {
             let (key, value) = pair?;
             let spec: CollectionSpec =
-                serde_json::from_slice(&value).map_err(|e| CollectionError::undecodable(&key, e.to_string()))?;
+                serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
         Ok(Store {
@@ -178,6 +139,7 @@ impl Store {
                 catalog: RwLock::new(catalog),
                 ensured: RwLock::new(HashMap::new()),
                 declare: Mutex::new(()),
+                writes: RwLock::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
             }),
@@ -210,19 +172,25 @@ impl Store {
 
     /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
     /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
-    /// records. Do not write to the collection while its indexes change.
-    pub fn declare(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
+    /// records. Record writes (of any collection) wait while indexes are rebuilt, and a transaction that
+    /// staged a write under the collection's previous declaration fails with
+    /// [`WriteError::TxnConflict`](crate::WriteError::TxnConflict) (a single-record write retries it under
+    /// the new one).
+    pub fn declare(&self, spec: CollectionSpec) -> Result<(), DeclareError> {
         validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
-        self.declare_locked(spec)
+        self.declare_locked(spec).map(drop)
     }
 
     /// [`Store::declare`] once validated, with the declare lock held.
-    fn declare_locked(&self, spec: CollectionSpec) -> Result<(), CollectionError> {
+    /// Returns the declaration now in the catalog.
+    fn declare_locked(&self, spec: CollectionSpec) -> Result<Arc<CollectionSpec>, DeclareError> {
         let old = self.inner.catalog.read().get(&spec.name).cloned();
-        if old.as_deref() == Some(&spec) {
-            return Ok(());
+        if let Some(old) = old.as_ref().filter(|old| ***old == spec) {
+            return Ok(old.clone());
         }
+        // Re-indexing excludes record writes until the new spec is in the catalog (see `writes`).
+        let _exclusive = old.is_some().then(|| self.inner.writes.write());
         if let Some(old) = old {
             // Index entries are written outside transactions here: no scan hint may survive or be stored.
             self.hints().reset();
@@ -233,16 +201,28 @@ impl Store {
         let mut batch = WriteBatch::new();
         batch.put(keys::catalog_key(&spec.name), serde_json::to_vec(&spec).unwrap_or_default());
         self.db().write(batch)?;
-        self.inner.catalog.write().insert(spec.name.clone(), Arc::new(spec));
-        Ok(())
+        let spec = Arc::new(spec);
+        self.inner.catalog.write().insert(spec.name.clone(), spec.clone());
+        Ok(spec)
+    }
+
+    /// Holds off re-indexing while a commit writes records; while it is held, [`Store::is_current`] tells
+    /// whether the index entries a transaction computed are those of the collection's declaration.
+    pub(crate) fn writing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.inner.writes.read()
+    }
+
+    /// Whether `spec` is the collection's declaration now.
+    pub(crate) fn is_current(&self, spec: &Arc<CollectionSpec>) -> bool {
+        self.inner.catalog.read().get(&spec.name).is_some_and(|c| Arc::ptr_eq(c, spec))
     }
 
     /// Deletes the entries of indexes that `new` drops or changes, and builds those it adds or changes.
-    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), CollectionError> {
+    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), DeclareError> {
         let gone: Vec<_> = old.indexes.iter().filter(|i| !new.indexes.contains(i)).collect();
         let added: Vec<_> = new.indexes.iter().filter(|i| !old.indexes.contains(i)).collect();
         let mut batch = WriteBatch::new();
-        let flush = |batch: &mut WriteBatch| -> Result<(), CollectionError> {
+        let flush = |batch: &mut WriteBatch| -> Result<(), DeclareError> {
             if batch.len() >= MAINTENANCE_BATCH {
                 self.db().write(std::mem::take(batch))?;
             }
@@ -279,14 +259,14 @@ impl Store {
         out
     }
 
-    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, CollectionError> {
-        self.inner.catalog.read().get(name).cloned().ok_or_else(|| CollectionError::UnknownCollection(name.to_owned()))
+    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, UnknownCollection> {
+        self.inner.catalog.read().get(name).cloned().ok_or_else(|| UnknownCollection(name.to_owned()))
     }
 
     /// Makes sure `T`'s collection is declared with at least `T`'s indexes. Indexes declared by others (a
     /// newer version of the type, say) are kept: a typed handle only ever adds indexes. An index of the same
-    /// name over other fields is a [`CollectionError::SpecMismatch`].
-    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, CollectionError> {
+    /// name over other fields is a [`DeclareError::SpecMismatch`].
+    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, DeclareError> {
         let current = self.spec(T::COLLECTION);
         if let Ok(current) = &current {
             if self.inner.ensured.read().get(&TypeId::of::<T>()).is_some_and(|s| Arc::ptr_eq(s, current)) {
@@ -305,42 +285,22 @@ impl Store {
         let Ok(current) = self.spec(T::COLLECTION) else {
             let spec = CollectionSpec::new(T::COLLECTION, wanted);
             validate_spec(&spec)?;
-            self.declare_locked(spec)?;
-            drop(guard);
-            return self.spec(T::COLLECTION);
+            return self.declare_locked(spec);
         };
         let mut merged = (*current).clone();
         for index in wanted {
             match current.indexes.iter().find(|i| i.name == index.name) {
                 Some(existing) if *existing == index => {}
-                Some(_) => return Err(CollectionError::SpecMismatch(T::COLLECTION.to_owned())),
+                Some(_) => return Err(DeclareError::SpecMismatch(T::COLLECTION.to_owned())),
                 None => merged.indexes.push(index),
             }
         }
-        if merged != *current {
-            self.declare_locked(merged)?;
-        }
+        let spec = if merged != *current { self.declare_locked(merged)? } else { current };
         drop(guard);
-        self.spec(T::COLLECTION)
+        Ok(spec)
     }
 
-    /// The typed collection of `T`, declaring it (and its indexes) if needed.
-    pub fn collection<T: Record>(&self) -> Result<Collection<T>, CollectionError> {
-        self.ensure::<T>()?;
-        Ok(Collection::new(self.collection_dyn(T::COLLECTION)?))
-    }
-
-    /// A declared collection, with documents as JSON values.
-    pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, CollectionError> {
-        self.spec(name)?;
-        Ok(DynCollection::new(self.clone(), name))
-    }
-
-    pub(crate) fn read_envelope(
-        &self,
-        key: &[u8],
-        snap: Option<&Snapshot>,
-    ) -> Result<Option<Envelope>, CollectionError> {
+    pub(crate) fn read_envelope(&self, key: &[u8], snap: Option<&Snapshot>) -> Result<Option<Envelope>, StoreError> {
         let value = match snap {
             Some(s) => s.get(key)?,
             None => self.db().get(key)?,
@@ -348,48 +308,14 @@ impl Store {
         value.map(|v| envelope::decode(key, &v)).transpose()
     }
 
-    /// Starts a transaction at a snapshot of now; [`Transaction::commit`] applies it, dropping it discards
-    /// it.
-    pub fn begin(&self) -> Transaction<'_> {
-        Transaction::new(self)
-    }
-
-    /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
-    pub fn transaction<R>(
-        &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, CollectionError>,
-    ) -> Result<R, CollectionError> {
-        let mut tx = Transaction::new(self);
-        let out = f(&mut tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
-    /// [`CollectionError::TxnConflict`]. `f` must be safe to run again.
-    pub fn transaction_with_retry<R>(
-        &self,
-        attempts: usize,
-        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, CollectionError>,
-    ) -> Result<R, CollectionError> {
-        let mut last = None;
-        for _ in 0..attempts.max(1) {
-            match self.transaction(&mut f) {
-                Err(e) if e.is_retryable() => last = Some(e),
-                other => return other,
-            }
-        }
-        Err(last.unwrap_or_else(|| CollectionError::invalid("no attempt made")))
-    }
-
     /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the
     /// middle of a commit (it may exceed `limit` to finish one), so resuming after the last change's `seq`
-    /// misses nothing. Fails with [`CollectionError::ChangesTrimmed`] if changes after `after` were already
+    /// misses nothing. Fails with [`ChangesError::ChangesTrimmed`] if changes after `after` were already
     /// trimmed.
-    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, CollectionError> {
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, ChangesError> {
         let trimmed = self.trimmed_through()?;
         if after < trimmed {
-            return Err(CollectionError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
+            return Err(ChangesError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
         }
         let start = seq_key(after.saturating_add(1));
         let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
@@ -407,14 +333,14 @@ impl Store {
 
     /// Registers (or moves) a durable consumer cursor at `seq`: changes after it are kept until the consumer
     /// acknowledges them or the retention period passes.
-    pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+    pub fn register_consumer(&self, name: &str, seq: u64) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         self.db().put(keys::consumer_key(name), seq.to_le_bytes())?;
         Ok(())
     }
 
     /// Removes a consumer; its unacknowledged changes are then kept only for the retention period.
-    pub fn remove_consumer(&self, name: &str) -> Result<(), CollectionError> {
+    pub fn remove_consumer(&self, name: &str) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         self.db().delete(keys::consumer_key(name))?;
         Ok(())
@@ -422,11 +348,11 @@ impl Store {
 
     /// Records that consumer `name` has processed every change up to `seq`, then trims what no consumer
     /// needs.
-    pub fn ack(&self, name: &str, seq: u64) -> Result<(), CollectionError> {
+    pub fn ack(&self, name: &str, seq: u64) -> Result<(), ChangesError> {
         validate_name("consumer", name)?;
         let key = keys::consumer_key(name);
         if self.db().get(&key)?.is_none() {
-            return Err(CollectionError::invalid(format!("consumer {name} is not registered")));
+            return Err(ChangesError::Invalid(format!("consumer {name} is not registered")));
         }
         self.db().put(key, seq.to_le_bytes())?;
         self.trim_changes()?;
@@ -434,24 +360,24 @@ impl Store {
     }
 
     /// Registered consumers and the sequence each has acknowledged.
-    pub fn consumers(&self) -> Result<Vec<(String, u64)>, CollectionError> {
+    pub fn consumers(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut out = Vec::new();
         for pair in self.db().prefix(keys::CONSUMERS)? {
             let (key, value) = pair?;
             let name = String::from_utf8_lossy(key.get(keys::CONSUMERS.len()..).unwrap_or_default()).into_owned();
             let seq = value.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-            out.push((name, seq.ok_or_else(|| CollectionError::undecodable(&key, "consumer cursor"))?));
+            out.push((name, seq.ok_or_else(|| StoreError::undecodable(&key, "consumer cursor"))?));
         }
         Ok(out)
     }
 
-    fn trimmed_through(&self) -> Result<u64, CollectionError> {
+    fn trimmed_through(&self) -> Result<u64, StoreError> {
         Ok(self.db().get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
     }
 
     /// Deletes changes that every registered consumer has acknowledged, and changes older than the
     /// retention period. Returns how many were deleted.
-    pub fn trim_changes(&self) -> Result<u64, CollectionError> {
+    pub fn trim_changes(&self) -> Result<u64, StoreError> {
         let acked = self.consumers()?.into_iter().map(|c| c.1).min();
         let cutoff = now_ms().saturating_sub(self.inner.opts.change_retention.as_millis() as i64);
         let mut batch = WriteBatch::new();
@@ -476,7 +402,7 @@ impl Store {
         Ok(deleted)
     }
 
-    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), CollectionError> {
+    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), StoreError> {
         if let Some(seq) = through {
             batch.put(keys::TRIMMED, seq.to_le_bytes());
         }
@@ -486,7 +412,7 @@ impl Store {
 
     /// Recomputes every index entry from the records and compares with the stored entries. Returns the
     /// number of entries checked, or the first disagreement.
-    pub fn check_indexes(&self) -> Result<u64, CollectionError> {
+    pub fn check_indexes(&self) -> Result<u64, StoreError> {
         let snap = self.db().snapshot();
         let mut checked = 0;
         for spec in self.collections() {
@@ -507,10 +433,63 @@ impl Store {
             }
             if let Some(k) = expected.symmetric_difference(&found).next() {
                 let what = if expected.contains(k) { "missing index entry" } else { "index entry without record" };
-                return Err(CollectionError::undecodable(k, what));
+                return Err(StoreError::undecodable(k, what));
             }
             checked += found.len() as u64;
         }
         Ok(checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{IndexSpec, WriteError};
+
+    #[test]
+    fn writes_during_a_reindexing_declare_leave_no_index_entry_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let only_a = CollectionSpec::new("c", vec![IndexSpec::new("a", &["a"])]);
+        let a_and_b = CollectionSpec::new("c", vec![IndexSpec::new("a", &["a"]), IndexSpec::new("b", &["b"])]);
+        store.declare(only_a.clone()).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        for i in 0..3000 {
+            c.insert(&format!("r{i:05}"), json!({"a": i % 7, "b": 0})).unwrap();
+        }
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for w in 0..2 {
+                let (c, stop) = (&c, &stop);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("r{:05}", (n * 7919 + w * 1511) % 3000);
+                        c.upsert(&id, json!({"a": n % 7, "b": n})).unwrap();
+                        if n.is_multiple_of(5) {
+                            let mut tx = c.store().begin();
+                            tx.upsert_doc("c", &id, json!({"a": 1, "b": n + 1})).unwrap();
+                            // A declaration may have come between the staging and the commit.
+                            match tx.commit() {
+                                Ok(_) | Err(WriteError::TxnConflict { .. }) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                });
+            }
+            // Ends with index `b` built while the writers ran.
+            for round in 0..9u32 {
+                store.declare(if round.is_multiple_of(2) { a_and_b.clone() } else { only_a.clone() }).unwrap();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(store.collections(), [a_and_b]);
+        store.check_indexes().unwrap();
     }
 }

@@ -8,18 +8,20 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use cairn_engine::Snapshot;
-use cairn_engine::WriteError;
+use cairn_engine::WriteError as CommitError;
 use cairn_engine::WriteOptions;
 use cairn_engine::{Condition, WriteBatch};
 
 use crate::changes::{encode_event, ChangeOp};
+use crate::clock::now_ms;
+use crate::envelope::stored;
 use crate::envelope::{self, Envelope};
-use crate::error::CollectionError;
+use crate::error::{StoreError, WriteError};
 use crate::fields;
 use crate::keys;
-use crate::record::{CollectionSpec, Record, Stored};
-use crate::store::{now_ms, validate_id, Store};
-use crate::typed::from_doc;
+use crate::record::{from_doc, CollectionSpec, Record, Stored};
+use crate::store::Store;
+use crate::validate::validate_id;
 
 /// A write staged in a transaction: the record's state at the snapshot and after the transaction.
 struct Staged {
@@ -40,7 +42,7 @@ struct Before {
 }
 
 /// A staged document: serialized, and indexed, before it is staged.
-struct After {
+pub(crate) struct After {
     json: Vec<u8>,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
@@ -48,9 +50,9 @@ struct After {
 
 impl After {
     /// A JSON document; `Invalid` unless it is an object.
-    fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, CollectionError> {
+    pub(crate) fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, WriteError> {
         if !doc.is_object() {
-            return Err(CollectionError::invalid("a document must be a JSON object"));
+            return Err(WriteError::Invalid("a document must be a JSON object".into()));
         }
         // Serializing a `Value` cannot fail.
         Ok(After { json: serde_json::to_vec(doc).unwrap_or_default(), index_keys: index_keys(spec, doc, id) })
@@ -58,8 +60,8 @@ impl After {
 
     /// A typed record, serialized straight to JSON text, its indexed fields captured on the side (or read
     /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
-    fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, CollectionError> {
-        let json = serde_json::to_vec(record).map_err(|e| CollectionError::invalid(format!("{}: {e}", spec.name)))?;
+    pub(crate) fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, WriteError> {
+        let json = serde_json::to_vec(record).map_err(|e| WriteError::Invalid(format!("{}: {e}", spec.name)))?;
         let mut paths: Vec<&str> = Vec::new();
         for f in spec.indexes.iter().flat_map(|i| &i.fields) {
             let (path, _) = keys::index_field(f);
@@ -69,9 +71,8 @@ impl After {
         }
         let values = match fields::capture_paths(record, &paths) {
             Some(values) => values,
-            None => fields::read_paths(&json, &paths).map_err(|_| {
-                CollectionError::invalid(format!("{} records must serialize to JSON objects", spec.name))
-            })?,
+            None => fields::read_paths(&json, &paths)
+                .map_err(|_| WriteError::Invalid(format!("{} records must serialize to JSON objects", spec.name)))?,
         };
         let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
         let index_keys =
@@ -116,7 +117,7 @@ fn index_keys(spec: &CollectionSpec, doc: &Value, id: &str) -> Vec<Vec<u8>> {
 
 /// An optimistic transaction over any number of collections. Reads see the snapshot taken at its start
 /// plus the transaction's own writes; the commit applies every write atomically, or none if a record it
-/// read or wrote was changed by another commit meanwhile ([`CollectionError::TxnConflict`]).
+/// read or wrote was changed by another commit meanwhile ([`WriteError::TxnConflict`]).
 pub struct Transaction<'s> {
     store: &'s Store,
     snap: Snapshot,
@@ -133,6 +134,56 @@ impl std::fmt::Debug for Transaction<'_> {
             .field("snapshot", &self.snap.sequence())
             .field("writes", &self.order.len())
             .finish()
+    }
+}
+
+impl Store {
+    /// Starts a transaction at a snapshot of now; [`Transaction::commit`] applies it, dropping it discards
+    /// it.
+    pub fn begin(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    /// Runs `f` in a transaction and commits it if `f` returns `Ok`; on `Err` nothing is written.
+    pub fn transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
+        let mut tx = Transaction::new(self);
+        let out = f(&mut tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Like [`Store::transaction`], retrying up to `attempts` times while the commit hits a
+    /// [`WriteError::TxnConflict`]. `f` must be safe to run again.
+    pub fn transaction_with_retry<R>(
+        &self,
+        attempts: usize,
+        f: impl FnMut(&mut Transaction<'_>) -> Result<R, WriteError>,
+    ) -> Result<R, WriteError> {
+        self.commit_with_retry(attempts, f).map(|(out, _)| out)
+    }
+
+    /// [`Store::transaction_with_retry`], also returning what the commit was (its sequence and time), with
+    /// `f` free to fail with an error type of its own. An error of `f` ends the attempts at once, and nothing
+    /// is written.
+    pub fn commit_with_retry<R, E: From<WriteError>>(
+        &self,
+        attempts: usize,
+        mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, E>,
+    ) -> Result<(R, Committed), E> {
+        let mut last = None;
+        for _ in 0..attempts.max(1) {
+            let mut tx = Transaction::new(self);
+            let out = f(&mut tx)?;
+            match tx.commit() {
+                Ok(c) => return Ok((out, c)),
+                Err(e) if e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.unwrap_or_else(|| WriteError::Invalid("no attempt made".into())).into())
     }
 }
 
@@ -157,7 +208,7 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Arc<Envelope>>, CollectionError> {
+    fn at_snapshot(&mut self, key: &[u8]) -> Result<Option<Arc<Envelope>>, WriteError> {
         if let Some(e) = self.seen.get(key) {
             return Ok(e.clone());
         }
@@ -171,8 +222,50 @@ impl<'s> Transaction<'s> {
         self.snap.sequence()
     }
 
+    /// The record as of the snapshot, for a single-record write that decides from it what to stage: read
+    /// without being kept, so that it can be handed out and then given back with [`Transaction::stage_write`].
+    /// Marks it read.
+    pub(crate) fn read_for_write(
+        &mut self,
+        spec: &CollectionSpec,
+        id: &str,
+    ) -> Result<Option<Stored<Value>>, WriteError> {
+        let key = keys::record_key(&spec.name, id);
+        self.reads.insert(key.clone());
+        Ok(self.store.read_envelope(&key, Some(&self.snap))?.map(|e| stored(id, e)))
+    }
+
+    /// Stages the write a single-record write decided on, `current` being the record
+    /// [`Transaction::read_for_write`] returned: `after` (a new version of it), or its deletion (`NotFound` if
+    /// it is absent). Returns the version staged.
+    pub(crate) fn stage_write(
+        &mut self,
+        spec: Arc<CollectionSpec>,
+        id: &str,
+        current: Option<Stored<Value>>,
+        after: Option<After>,
+    ) -> Result<u64, WriteError> {
+        let key = keys::record_key(&spec.name, id);
+        let version = current.as_ref().map(|c| c.version);
+        let env = current.map(|s| {
+            Arc::new(Envelope {
+                seq: s.seq,
+                version: s.version,
+                created_ms: s.created_at_ms,
+                updated_ms: s.updated_at_ms,
+                doc: s.doc,
+            })
+        });
+        self.seen.insert(key, env);
+        let version = match after {
+            Some(_) => version.map_or(1, |v| v + 1),
+            None => expect_version(&spec, id, version, None)? + 1,
+        };
+        self.stage(spec, id, after, version)
+    }
+
     /// The record's state seen by this transaction (its own writes, else the snapshot); marks it read.
-    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, CollectionError> {
+    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, WriteError> {
         let key = keys::record_key(&spec.name, id);
         if let Some(s) = self.staged.get(&key) {
             return Ok(if s.after.is_some() { Current::Staged(s.version) } else { Current::Absent });
@@ -191,7 +284,7 @@ impl<'s> Transaction<'s> {
         id: &str,
         after: Option<After>,
         version: u64,
-    ) -> Result<u64, CollectionError> {
+    ) -> Result<u64, WriteError> {
         let key = keys::record_key(&spec.name, id);
         if !self.staged.contains_key(&key) {
             let before = self.at_snapshot(&key)?.map(|e| Before {
@@ -226,7 +319,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Reads a document of collection `collection`.
-    pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, CollectionError> {
+    pub fn get_doc(&mut self, collection: &str, id: &str) -> Result<Option<Stored<Value>>, WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let env = match self.current(&spec, id)? {
@@ -250,33 +343,27 @@ impl<'s> Transaction<'s> {
     }
 
     /// The document this transaction writes for a record, decoded as `D`; `NotFound` if it writes none.
-    pub(crate) fn staged_doc<D: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<D, CollectionError> {
+    pub(crate) fn staged_doc<D: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<D, WriteError> {
         let key = keys::record_key(collection, id);
         let Some(after) = self.staged.get(&key).and_then(|s| s.after.as_ref()) else {
-            return Err(CollectionError::NotFound { collection: collection.to_owned(), id: id.to_owned() });
+            return Err(WriteError::NotFound { collection: collection.to_owned(), id: id.to_owned() });
         };
-        serde_json::from_slice(&after.json).map_err(|e| CollectionError::undecodable(&key, e.to_string()))
+        Ok(serde_json::from_slice(&after.json).map_err(|e| StoreError::undecodable(&key, e.to_string()))?)
     }
 
     /// Inserts a document; fails with `AlreadyExists` if the id is taken. Returns the new version: 1, or, after
     /// a delete of the same record in this transaction, the version following the deleted one.
-    pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+    pub fn insert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Absent, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Inserts or replaces a document. Returns the new version.
-    pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, CollectionError> {
+    pub fn upsert_doc(&mut self, collection: &str, id: &str, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Any, |spec| After::of_value(spec, &doc, id))
     }
 
     /// Replaces a document whose version is `expected`; `Conflict` otherwise, `NotFound` if absent.
-    pub fn update_doc(
-        &mut self,
-        collection: &str,
-        id: &str,
-        expected: u64,
-        doc: Value,
-    ) -> Result<u64, CollectionError> {
+    pub fn update_doc(&mut self, collection: &str, id: &str, expected: u64, doc: Value) -> Result<u64, WriteError> {
         self.write_with(collection, id, Expect::Version(expected), |spec| After::of_value(spec, &doc, id))
     }
 
@@ -287,15 +374,15 @@ impl<'s> Transaction<'s> {
         collection: &str,
         id: &str,
         expect: Expect,
-        after: impl FnOnce(&CollectionSpec) -> Result<After, CollectionError>,
-    ) -> Result<u64, CollectionError> {
+        after: impl FnOnce(&CollectionSpec) -> Result<After, WriteError>,
+    ) -> Result<u64, WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let after = after(&spec)?;
         let current = self.current(&spec, id)?.version();
         let version = match expect {
             Expect::Absent if current.is_some() => {
-                return Err(CollectionError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+                return Err(WriteError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
             }
             Expect::Absent => 1,
             Expect::Any => current.map_or(1, |v| v + 1),
@@ -305,7 +392,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// Deletes a document, checking its version if `expected` is given.
-    pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete_doc(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let current = self.current(&spec, id)?.version();
@@ -316,12 +403,12 @@ impl<'s> Transaction<'s> {
     /// Writes a document at exactly `version`, whatever version is stored (or none): for import and restore
     /// tools that copy records, versions included, from elsewhere. The change event carries `version` too.
     /// `Invalid` if `version` is 0.
-    pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), CollectionError> {
+    pub fn restore_doc(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let after = After::of_value(&spec, &doc, id)?;
         if version == 0 {
-            return Err(CollectionError::invalid(format!("{collection}/{id}: a version must be at least 1")));
+            return Err(WriteError::Invalid(format!("{collection}/{id}: a version must be at least 1")));
         }
         let key = keys::record_key(&spec.name, id);
         self.stage(spec, id, Some(after), version)?;
@@ -332,40 +419,40 @@ impl<'s> Transaction<'s> {
     }
 
     /// Reads a typed record.
-    pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
+    pub fn get<T: Record>(&mut self, id: &str) -> Result<Option<Stored<T>>, WriteError> {
         self.store.ensure::<T>()?;
-        self.get_doc(T::COLLECTION, id)?.map(from_doc).transpose()
+        Ok(self.get_doc(T::COLLECTION, id)?.map(from_doc).transpose()?)
     }
 
     /// Inserts a typed record. Returns its version (1).
-    pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+    pub fn insert<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Absent, |spec| After::of_record(spec, record, &id))
     }
 
     /// Inserts or replaces a typed record. Returns its new version.
-    pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, CollectionError> {
+    pub fn upsert<T: Record>(&mut self, record: &T) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Any, |spec| After::of_record(spec, record, &id))
     }
 
     /// Replaces a typed record whose version is `expected`. Returns its new version.
-    pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, CollectionError> {
+    pub fn update<T: Record>(&mut self, record: &T, expected: u64) -> Result<u64, WriteError> {
         self.store.ensure::<T>()?;
         let id = record.id();
         self.write_with(T::COLLECTION, &id, Expect::Version(expected), |spec| After::of_record(spec, record, &id))
     }
 
     /// Deletes a typed record, checking its version if `expected` is given.
-    pub fn delete<T: Record>(&mut self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete<T: Record>(&mut self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         self.store.ensure::<T>()?;
         self.delete_doc(T::COLLECTION, id, expected)
     }
 
     /// Commits every staged write in one atomic, conditional batch.
-    pub fn commit(self) -> Result<Committed, CollectionError> {
+    pub fn commit(self) -> Result<Committed, WriteError> {
         let at_ms = now_ms();
         if self.order.is_empty() {
             return Ok(Committed { seq: 0, at_ms });
@@ -382,6 +469,13 @@ impl<'s> Transaction<'s> {
         let written_only = self.order.iter().filter(|k| !self.reads.contains(*k));
         let conditions =
             self.reads.iter().chain(written_only).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
+        // No declaration re-indexes while the batch is written, and none did since the writes were staged:
+        // their index entries are those of the declarations now.
+        let _writing = self.store.writing();
+        if let Some(s) = self.order.iter().filter_map(|k| self.staged.get(k)).find(|s| !self.store.is_current(&s.spec))
+        {
+            return Err(WriteError::TxnConflict { collection: s.spec.name.clone(), id: s.id.clone() });
+        }
         let hints = self.store.hints();
         let ticket = hints.begin_insert(inserted);
         let result = self.store.db().write_if(batch, conditions, WriteOptions::default());
@@ -390,9 +484,9 @@ impl<'s> Transaction<'s> {
         }
         match result {
             Ok(seq) => Ok(Committed { seq, at_ms }),
-            Err(WriteError::ConditionFailed { key }) => {
+            Err(CommitError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
-                Err(CollectionError::TxnConflict { collection, id })
+                Err(WriteError::TxnConflict { collection, id })
             }
             Err(e) => Err(e.into()),
         }
@@ -431,29 +525,18 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
     batch.put_commit_keyed(keys::CHANGES, &[&head, doc.unwrap_or_default(), tail]);
 }
 
-pub(crate) fn stored<D>(id: &str, e: Envelope<D>) -> Stored<D> {
-    Stored {
-        id: id.to_owned(),
-        version: e.version,
-        seq: e.seq,
-        created_at_ms: e.created_ms,
-        updated_at_ms: e.updated_ms,
-        doc: e.doc,
-    }
-}
-
 /// The current version, if it matches `expected` (when given); `NotFound` when absent.
 fn expect_version(
     spec: &CollectionSpec,
     id: &str,
     current: Option<u64>,
     expected: Option<u64>,
-) -> Result<u64, CollectionError> {
+) -> Result<u64, WriteError> {
     let Some(current) = current else {
-        return Err(CollectionError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
+        return Err(WriteError::NotFound { collection: spec.name.clone(), id: id.to_owned() });
     };
     match expected {
-        Some(v) if v != current => Err(CollectionError::Conflict {
+        Some(v) if v != current => Err(WriteError::Conflict {
             collection: spec.name.clone(),
             id: id.to_owned(),
             expected: v,

@@ -4,24 +4,18 @@ use std::marker::PhantomData;
 
 use serde_json::Value;
 
-use crate::error::CollectionError;
-use crate::handle::DynCollection;
+use crate::error::{ClaimError, DeclareError, ReadError, WriteError};
+use crate::handle::{DynCollection, RecordWrite};
 use crate::query::{Page, Plan, Query};
-use crate::record::{Record, Stored};
+use crate::record::{from_doc, Record, Stored};
+use crate::store::Store;
 
-pub(crate) fn from_doc<T: Record>(s: Stored<Value>) -> Result<Stored<T>, CollectionError> {
-    let doc = serde_json::from_value(s.doc).map_err(|e| CollectionError::Undecodable {
-        key: format!("{}/{}", T::COLLECTION, s.id),
-        reason: e.to_string(),
-    })?;
-    Ok(Stored {
-        id: s.id,
-        version: s.version,
-        seq: s.seq,
-        created_at_ms: s.created_at_ms,
-        updated_at_ms: s.updated_at_ms,
-        doc,
-    })
+impl Store {
+    /// The typed collection of `T`, declaring it (and its indexes) if needed.
+    pub fn collection<T: Record>(&self) -> Result<Collection<T>, DeclareError> {
+        self.ensure::<T>()?;
+        Ok(Collection::new(DynCollection::new(self.clone(), T::COLLECTION)))
+    }
 }
 
 /// The collection of a [`Record`] type. Made by [`Store::collection`](crate::Store::collection).
@@ -42,52 +36,68 @@ impl<T: Record> Collection<T> {
     }
 
     /// Inserts a record; `AlreadyExists` if its id is taken.
-    pub fn insert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
+    pub fn insert(&self, record: &T) -> Result<Stored<T>, WriteError> {
         let id = record.id();
-        self.inner.write_as(&id, |tx| tx.insert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
+        self.write(&id, |current| match current {
+            Some(_) => Err(WriteError::AlreadyExists { collection: T::COLLECTION.to_owned(), id: id.clone() }),
+            None => Ok(RecordWrite::Put(record)),
+        })
     }
 
     /// Inserts or replaces a record.
-    pub fn upsert(&self, record: &T) -> Result<Stored<T>, CollectionError> {
-        let id = record.id();
-        self.inner.write_as(&id, |tx| tx.upsert(record), |tx| tx.staged_doc(T::COLLECTION, &id))
+    pub fn upsert(&self, record: &T) -> Result<Stored<T>, WriteError> {
+        self.write(&record.id(), |_| Ok(RecordWrite::Put(record)))
     }
 
     /// Replaces a record whose stored version is `expected`.
-    pub fn update(&self, record: &T, expected: u64) -> Result<Stored<T>, CollectionError> {
+    pub fn update(&self, record: &T, expected: u64) -> Result<Stored<T>, WriteError> {
         let id = record.id();
-        self.inner.write_as(&id, |tx| tx.update(record, expected), |tx| tx.staged_doc(T::COLLECTION, &id))
+        self.write(&id, |current| {
+            self.inner.expect(&id, current, Some(expected))?;
+            Ok(RecordWrite::Put(record))
+        })
     }
 
     /// Deletes a record, checking its version if `expected` is given.
-    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), CollectionError> {
+    pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
         self.inner.delete(id, expected)
     }
 
+    /// One write of `record` through [`DynCollection::write_one`], with `T`'s indexes declared first.
+    fn write<'r>(
+        &self,
+        id: &str,
+        decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<&'r T>, WriteError>,
+    ) -> Result<Stored<T>, WriteError> {
+        self.inner.store().ensure::<T>()?;
+        let written = self.inner.write_one_as(id, decide)?;
+        written.ok_or_else(|| WriteError::NotFound { collection: T::COLLECTION.to_owned(), id: id.to_owned() })
+    }
+
     /// The record with this id.
-    pub fn get(&self, id: &str) -> Result<Option<Stored<T>>, CollectionError> {
+    pub fn get(&self, id: &str) -> Result<Option<Stored<T>>, ReadError> {
         self.inner.get_as(id, &self.inner.records().typed::<T>())
     }
 
     /// One page of matching records.
-    pub fn query(&self, query: &Query) -> Result<Page<T>, CollectionError> {
+    pub fn query(&self, query: &Query) -> Result<Page<T>, ReadError> {
         self.inner.query_as(query, &self.inner.records().typed::<T>())
     }
 
     /// The page [`Collection::query`] returns, handed to `visit` one record at a time instead of collected;
     /// returns the page's next cursor. Each record can be used and dropped before the next is decoded,
     /// which for large documents is markedly cheaper than holding a page of them.
-    pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<T>)) -> Result<Option<String>, CollectionError> {
+    pub fn query_each(&self, query: &Query, visit: impl FnMut(Stored<T>)) -> Result<Option<String>, ReadError> {
         self.inner.query_each_as(query, &self.inner.records().typed::<T>(), visit)
     }
 
     /// Number of matching records.
-    pub fn count(&self, query: &Query) -> Result<u64, CollectionError> {
+    pub fn count(&self, query: &Query) -> Result<u64, ReadError> {
         self.inner.count(query)
     }
 
     /// The plan a query would use.
-    pub fn explain(&self, query: &Query) -> Result<Plan, CollectionError> {
+    pub fn explain(&self, query: &Query) -> Result<Plan, ReadError> {
         self.inner.explain(query)
     }
 
@@ -97,7 +107,7 @@ impl<T: Record> Collection<T> {
         &self,
         queries: &[Query],
         mut change: impl FnMut(&mut T) -> bool,
-    ) -> Result<Option<Stored<T>>, CollectionError> {
+    ) -> Result<Option<Stored<T>>, ClaimError> {
         let claimed = self.inner.claim(queries, |doc| {
             let Ok(mut record) = serde_json::from_value::<T>(doc.clone()) else { return false };
             if !change(&mut record) {
@@ -111,6 +121,6 @@ impl<T: Record> Collection<T> {
                 Err(_) => false,
             }
         })?;
-        claimed.map(from_doc).transpose()
+        Ok(claimed.map(from_doc).transpose()?)
     }
 }

@@ -1,6 +1,6 @@
 //! Errors of export, import and verification.
 
-use cairn_store::CollectionError;
+use cairn_store::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 
 /// Why an export, import, restore or verification failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,18 @@ pub enum SyncError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Each operation's error of the store is a [`SyncError::Store`].
+macro_rules! store_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for SyncError {
+            fn from(e: $t) -> Self {
+                Self::Store(e.into())
+            }
+        }
+    )*};
+}
+store_error!(StoreError, ReadError, WriteError, ClaimError, DeclareError, ChangesError);
 
 impl SyncError {
     pub(crate) fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -13,7 +13,10 @@ use std::thread;
 
 use cairn_engine::{Db, Durability, LeveledPolicy, MemStorage};
 use cairn_platform::{claim_job, Job, JobStatus};
-use cairn_store::{ChangeOp, CollectionError, CollectionSpec, IndexSpec, Op, Query, Record, Store, StoreOptions};
+use cairn_store::{
+    ChangeOp, ChangesError, CollectionSpec, IndexSpec, Op, Query, ReadError, Record, Store, StoreError, StoreOptions,
+    WriteError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -124,7 +127,7 @@ fn crud_versions_and_errors() {
     let a = tasks.insert(&task(1, "PENDING")).unwrap();
     assert_eq!((a.version, a.id.as_str()), (1, "t000001"));
     assert!(a.seq > 0 && a.created_at_ms > 0 && a.created_at_ms == a.updated_at_ms);
-    assert!(matches!(tasks.insert(&task(1, "PENDING")), Err(CollectionError::AlreadyExists { .. })));
+    assert!(matches!(tasks.insert(&task(1, "PENDING")), Err(WriteError::AlreadyExists { .. })));
     let mut t = task(1, "RUNNING");
     let b = tasks.update(&t, 1).unwrap();
     assert_eq!(b.version, 2);
@@ -132,23 +135,20 @@ fn crud_versions_and_errors() {
     assert_eq!(b.created_at_ms, a.created_at_ms);
     t.priority = 99;
     match tasks.update(&t, 1) {
-        Err(CollectionError::Conflict { expected: 1, actual: Some(2), .. }) => {}
+        Err(WriteError::Conflict { expected: 1, actual: Some(2), .. }) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert!(matches!(tasks.delete("t000001", Some(1)), Err(CollectionError::Conflict { .. })));
+    assert!(matches!(tasks.delete("t000001", Some(1)), Err(WriteError::Conflict { .. })));
     assert_eq!(tasks.upsert(&t).unwrap().version, 3);
     tasks.delete("t000001", Some(3)).unwrap();
     assert!(tasks.get("t000001").unwrap().is_none());
-    assert!(matches!(tasks.delete("t000001", None), Err(CollectionError::NotFound { .. })));
-    assert!(matches!(tasks.update(&t, 3), Err(CollectionError::NotFound { .. })));
+    assert!(matches!(tasks.delete("t000001", None), Err(WriteError::NotFound { .. })));
+    assert!(matches!(tasks.update(&t, 3), Err(WriteError::NotFound { .. })));
     assert_eq!(tasks.upsert(&t).unwrap().version, 1, "a deleted record starts over");
     // Bad input is rejected and changes nothing.
-    assert!(matches!(
-        store.collection_dyn("tasks").unwrap().insert("x", json!([1, 2])),
-        Err(CollectionError::Invalid(_))
-    ));
-    assert!(matches!(store.collection_dyn("tasks").unwrap().insert("", json!({})), Err(CollectionError::Invalid(_))));
-    assert!(matches!(store.collection_dyn("nope"), Err(CollectionError::UnknownCollection(_))));
+    assert!(matches!(store.collection_dyn("tasks").unwrap().insert("x", json!([1, 2])), Err(WriteError::Invalid(_))));
+    assert!(matches!(store.collection_dyn("tasks").unwrap().insert("", json!({})), Err(WriteError::Invalid(_))));
+    assert!(matches!(store.collection_dyn("nope"), Err(ReadError::UnknownCollection(_))));
     assert!(store.declare(CollectionSpec::new("bad name", vec![])).is_err());
     store.check_indexes().unwrap();
 }
@@ -157,7 +157,7 @@ fn crud_versions_and_errors() {
 fn threads_incrementing_one_counter_end_at_the_number_of_commits() {
     let (_dir, store) = store();
     let counters = store.collection_dyn("tasks").or_else(|_| {
-        store.declare(CollectionSpec::new("counters", vec![]))?;
+        store.declare(CollectionSpec::new("counters", vec![])).unwrap();
         store.collection_dyn("counters")
     });
     let counters = counters.unwrap();
@@ -173,7 +173,7 @@ fn threads_incrementing_one_counter_end_at_the_number_of_commits() {
                     let n = cur.doc["n"].as_u64().unwrap();
                     match counters.update("c", cur.version, json!({"n": n + 1})) {
                         Ok(_) => done += 1,
-                        Err(CollectionError::Conflict { .. }) => conflicts += 1,
+                        Err(WriteError::Conflict { .. }) => conflicts += 1,
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -276,7 +276,7 @@ fn transactions_span_collections_and_conflict_as_a_whole() {
         tx.insert(&task(1, "PENDING"))?;
         Ok(())
     });
-    assert!(matches!(err, Err(CollectionError::AlreadyExists { .. })));
+    assert!(matches!(err, Err(WriteError::AlreadyExists { .. })));
     assert!(runs.get("r2").unwrap().is_none());
 
     // A record read by the transaction changes before it commits: nothing is written.
@@ -285,7 +285,7 @@ fn transactions_span_collections_and_conflict_as_a_whole() {
     tx.insert(&Run { id: "r3".into(), task: t.id.clone() }).unwrap();
     tasks.update(&Task { priority: 7, ..t.doc.clone() }, t.version).unwrap();
     match tx.commit() {
-        Err(CollectionError::TxnConflict { collection, id }) => {
+        Err(WriteError::TxnConflict { collection, id }) => {
             assert_eq!((collection.as_str(), id.as_str()), ("tasks", "t000001"))
         }
         other => panic!("expected a conflict, got {other:?}"),
@@ -481,10 +481,10 @@ fn queries_ranges_order_count_and_explain() {
     );
     assert!(matches!(
         tasks.query(&Query::new().order_by("priority").eq("owner", "user1")),
-        Err(CollectionError::InvalidQuery(_))
+        Err(ReadError::InvalidQuery(_))
     ));
-    assert!(matches!(tasks.query(&Query::new().limit(0)), Err(CollectionError::InvalidQuery(_))));
-    assert!(matches!(tasks.query(&q.clone().after(Some("00ff".into()))), Err(CollectionError::InvalidQuery(_))));
+    assert!(matches!(tasks.query(&Query::new().limit(0)), Err(ReadError::InvalidQuery(_))));
+    assert!(matches!(tasks.query(&q.clone().after(Some("00ff".into()))), Err(ReadError::InvalidQuery(_))));
 }
 
 #[test]
@@ -518,7 +518,7 @@ fn a_page_ends_with_a_cursor_only_when_a_match_follows_and_reads_no_record_past_
     let page = tasks.query(&by_status.clone().limit(6)).unwrap();
     assert_eq!(page.records.len(), 6);
     let next = tasks.query(&by_status.clone().limit(6).after(page.next_cursor));
-    assert!(matches!(next, Err(CollectionError::Undecodable { .. })), "{next:?}");
+    assert!(matches!(next, Err(ReadError::Store(StoreError::Undecodable { .. }))), "{next:?}");
 }
 
 #[test]
@@ -556,11 +556,11 @@ fn query_each_visits_the_page_query_returns_and_pages_on_with_its_cursor() {
     let mut visited = Vec::new();
     let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(10);
     let got = tasks.query_each(&q, |r| visited.push(r.id));
-    assert!(matches!(got, Err(CollectionError::Undecodable { .. })), "{got:?}");
+    assert!(matches!(got, Err(ReadError::Store(StoreError::Undecodable { .. }))), "{got:?}");
     assert!(visited.is_empty(), "priority 100 sorts first: {visited:?}");
     let by_id = Query::new().eq("status", "PENDING").limit(10);
     let got = tasks.query_each(&by_id, |r| visited.push(r.id));
-    assert!(matches!(got, Err(CollectionError::Undecodable { .. })), "{got:?}");
+    assert!(matches!(got, Err(ReadError::Store(StoreError::Undecodable { .. }))), "{got:?}");
     assert_eq!(visited, ["t000000"], "ids t000000, then t000001x");
 }
 
@@ -657,7 +657,7 @@ fn change_feed_in_commit_order_with_consumers_and_trimming() {
     store.ack("pg", changes[3].seq).unwrap();
     assert_eq!(store.changes_since(start, 100).unwrap().len(), 4, "s3 has not acknowledged");
     store.ack("s3", changes[0].seq).unwrap();
-    assert!(matches!(store.changes_since(start, 100), Err(CollectionError::ChangesTrimmed { .. })));
+    assert!(matches!(store.changes_since(start, 100), Err(ChangesError::ChangesTrimmed { .. })));
     assert_eq!(store.changes_since(changes[0].seq, 100).unwrap().len(), 3);
     assert_eq!(store.consumers().unwrap(), vec![("pg".to_owned(), changes[3].seq), ("s3".to_owned(), changes[0].seq)]);
     // With no consumer, retention decides.
@@ -784,14 +784,14 @@ fn a_record_that_is_not_a_json_object_is_refused_and_nothing_is_written() {
     let store = Store::open(dir.path()).unwrap();
     let tags = store.collection::<Tag>().unwrap();
     let err = tags.insert(&Tag("gpu".into())).unwrap_err();
-    assert!(matches!(&err, CollectionError::Invalid(m) if m.contains("JSON objects")), "{err}");
-    assert!(matches!(tags.upsert(&Tag("gpu".into())), Err(CollectionError::Invalid(_))));
+    assert!(matches!(&err, WriteError::Invalid(m) if m.contains("JSON objects")), "{err}");
+    assert!(matches!(tags.upsert(&Tag("gpu".into())), Err(WriteError::Invalid(_))));
     let grids = store.collection::<Grid>().unwrap();
     let grid = Grid { id: "g".into(), cells: BTreeMap::from([((0, 1), 2)]) };
     let tasks = store.collection::<Task>().unwrap();
     let err =
         store.transaction(|tx| tx.insert(&task(1, "PENDING")).and_then(|_| tx.insert(&grid)).map(drop)).unwrap_err();
-    assert!(matches!(&err, CollectionError::Invalid(m) if m.contains("key must be a string")), "{err}");
+    assert!(matches!(&err, WriteError::Invalid(m) if m.contains("key must be a string")), "{err}");
     let counts = [&tags.count(&Query::new()), &grids.count(&Query::new()), &tasks.count(&Query::new())];
     assert!(counts.iter().all(|c| *c.as_ref().unwrap() == 0), "{counts:?}");
     assert_eq!(store.changes_since(0, 10).unwrap().len(), 0, "no change event either");

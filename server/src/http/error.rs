@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cairn_store::CollectionError;
+use cairn_store::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 use serde_json::{json, Map, Value};
 
 /// An error answer. Build with the constructors; extra members with [`ApiError::with`].
@@ -130,6 +130,18 @@ impl From<CollectionError> for ApiError {
     }
 }
 
+/// Each operation's error answers as the same error of [`CollectionError`] does.
+macro_rules! via_collection_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                CollectionError::from(e).into()
+            }
+        }
+    )*};
+}
+via_collection_error!(StoreError, ReadError, WriteError, ClaimError, DeclareError, ChangesError);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +171,20 @@ mod tests {
         assert_eq!(body["current_version"], 4);
         assert_eq!(body["type"], "/problems/precondition-failed");
         assert_eq!(body["status"], 412);
+    }
+
+    #[test]
+    fn each_operations_errors_map_as_the_superset_does() {
+        let conflict = WriteError::Conflict { collection: "c".into(), id: "i".into(), expected: 1, actual: Some(2) };
+        assert_eq!(ApiError::from(conflict).body()["current_version"], 2);
+        assert_eq!(ApiError::from(WriteError::TxnConflict { collection: "c".into(), id: "i".into() }).status, 409);
+        assert_eq!(ApiError::from(ReadError::UnknownCollection("c".into())).status, 404);
+        assert_eq!(ApiError::from(ReadError::InvalidQuery("q".into())).status, 400);
+        assert_eq!(ApiError::from(ClaimError::InvalidQuery("q".into())).status, 400);
+        assert_eq!(ApiError::from(DeclareError::SpecMismatch("c".into())).status, 409);
+        let trimmed = ApiError::from(ChangesError::ChangesTrimmed { requested: 1, trimmed_through: 5 });
+        assert_eq!((trimmed.status.as_u16(), &trimmed.body()["trimmed_through"]), (410, &json!(5)));
+        let undecodable = StoreError::Undecodable { key: "k".into(), reason: "r".into() };
+        assert_eq!(ApiError::from(ReadError::Store(undecodable)).status, 500);
     }
 }

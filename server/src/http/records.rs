@@ -5,16 +5,13 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn_store::{Committed, Query, Store, Stored, Transaction};
+use cairn_store::{Query, RecordWrite, Stored};
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
 use super::error::ApiError;
 use super::extract::{CollectionPath, JsonBody, Params, RecordPath};
 use super::state::AppState;
-
-/// Commit attempts of a single-record write when a concurrent commit touched the record.
-const WRITE_ATTEMPTS: usize = 64;
 
 /// A stored record as the API shows it.
 pub fn record_json(collection: &str, s: &Stored<Value>) -> Value {
@@ -89,53 +86,6 @@ fn parse_etag(v: &str) -> Option<u64> {
     inner.parse().ok()
 }
 
-/// Runs `f` in a transaction and commits it, running it again at a fresh snapshot (up to `attempts` times in
-/// all) while the commit hits a conflict. Like the engine's `Store::transaction_with_retry`, but with the
-/// server's errors and what the commit was.
-pub fn commit_with_retry<R>(
-    store: &Store,
-    attempts: usize,
-    mut f: impl FnMut(&mut Transaction<'_>) -> Result<R, ApiError>,
-) -> Result<(R, Committed), ApiError> {
-    let mut attempt = 1;
-    loop {
-        let mut tx = store.begin();
-        let out = f(&mut tx)?;
-        match tx.commit() {
-            Ok(c) => return Ok((out, c)),
-            Err(e) if e.is_retryable() && attempt < attempts => attempt += 1,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// A record as read inside a transaction, with the sequence and time its commit gave it.
-pub fn as_committed(mut s: Stored<Value>, c: &Committed) -> Stored<Value> {
-    s.seq = c.seq;
-    s.updated_at_ms = c.at_ms;
-    if s.created_at_ms == 0 {
-        s.created_at_ms = c.at_ms;
-    }
-    s
-}
-
-/// One single-record write in its own transaction, retried on a commit conflict: `op` gets the record as
-/// read at the transaction's snapshot and stages the write. Returns what the commit stored (`None` for a
-/// delete).
-pub fn write_one(
-    store: &Store,
-    collection: &str,
-    id: &str,
-    op: impl Fn(&mut Transaction<'_>, Option<&Stored<Value>>) -> Result<(), ApiError>,
-) -> Result<Option<Stored<Value>>, ApiError> {
-    let (written, c) = commit_with_retry(store, WRITE_ATTEMPTS, |tx| {
-        let current = tx.get_doc(collection, id)?;
-        op(tx, current.as_ref())?;
-        Ok(tx.get_doc(collection, id)?)
-    })?;
-    Ok(written.map(|s| as_committed(s, &c)))
-}
-
 /// A record of another project is invisible to a scoped token: 404, as if absent.
 fn hidden(collection: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{collection}/{id} not found")).with("collection", collection).with("id", id)
@@ -159,14 +109,13 @@ pub async fn put(
     let (stored, created) = state
         .write(move |store| {
             let created = std::cell::Cell::new(false);
-            let stored = write_one(store, &collection, &id, |tx, current| {
+            let stored = store.collection_dyn(&collection)?.write_one(&id, |current| {
                 if current.is_some_and(|c| !who.sees(&c.doc)) {
                     return Err(ApiError::forbidden(format!("{collection}/{id} belongs to another project")));
                 }
                 pre.check(&collection, &id, current.map(|c| c.version))?;
                 created.set(current.is_none());
-                tx.upsert_doc(&collection, &id, doc.clone())?;
-                Ok(())
+                Ok(RecordWrite::Put(doc.clone()))
             })?;
             let stored = stored.ok_or_else(|| hidden(&collection, &id))?;
             Ok((record_json(&collection, &stored), created.get()))
@@ -218,14 +167,13 @@ pub async fn delete(
     let RecordPath { collection, id } = path;
     state
         .write(move |store| {
-            write_one(store, &collection, &id, |tx, current| {
+            store.collection_dyn(&collection)?.write_one(&id, |current| {
                 match current {
                     Some(c) if who.sees(&c.doc) => {}
                     _ => return Err(hidden(&collection, &id)),
                 }
                 pre.check(&collection, &id, current.map(|c| c.version))?;
-                tx.delete_doc(&collection, &id, None)?;
-                Ok(())
+                Ok(RecordWrite::Delete)
             })
         })
         .await?;

@@ -1,7 +1,7 @@
 //! What every handler shares: the store, the tokens, the limits, the metrics, and the signals for the change
 //! feed and shutdown. Engine calls run on tokio's blocking pool.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use cairn_store::Store;
 use tokio::sync::{watch, Semaphore};
@@ -28,9 +28,6 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Permits for open change streams.
     pub streams: Arc<Semaphore>,
-    /// Record writes hold it shared, index declarations exclusively: the engine asks that nothing writes to
-    /// a collection while its indexes are rebuilt.
-    declare_lock: Arc<RwLock<()>>,
 }
 
 impl AppState {
@@ -45,7 +42,6 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             written,
             shutdown,
-            declare_lock: Arc::new(RwLock::new(())),
         }
     }
 
@@ -71,13 +67,7 @@ impl AppState {
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        let lock = self.declare_lock.clone();
-        let out = self
-            .blocking(move |store| {
-                let _shared = lock.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                f(store)
-            })
-            .await;
+        let out = self.blocking(f).await;
         let seq = self.store.db().last_sequence();
         self.written.send_if_modified(|written| {
             let newer = seq > *written;
@@ -89,17 +79,13 @@ impl AppState {
         out
     }
 
-    /// Runs a collection declaration on the blocking pool, with no record write in flight.
+    /// Runs a collection declaration on the blocking pool. The store keeps record writes out while it
+    /// rebuilds indexes.
     pub async fn declare<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
-        let lock = self.declare_lock.clone();
-        self.blocking(move |store| {
-            let _exclusive = lock.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(store)
-        })
-        .await
+        self.blocking(f).await
     }
 }
 

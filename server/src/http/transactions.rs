@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 use super::auth::{Principal, Role};
 use super::error::ApiError;
 use super::extract::{collection_name, record_id, JsonBody};
-use super::records::{as_committed, commit_with_retry, record_json, Precondition};
+use cairn_store::{Committed, Stored};
+
+use super::records::{record_json, Precondition};
 use super::state::AppState;
 
 /// Commit attempts when a concurrent commit touched one of the transaction's records. The preconditions
@@ -90,6 +92,16 @@ impl Operation {
     }
 }
 
+/// A record as read inside a transaction, with the sequence and time its commit gave it.
+fn as_committed(mut s: Stored<Value>, c: &Committed) -> Stored<Value> {
+    s.seq = c.seq;
+    s.updated_at_ms = c.at_ms;
+    if s.created_at_ms == 0 {
+        s.created_at_ms = c.at_ms;
+    }
+    s
+}
+
 /// `POST /v1/transactions`.
 pub async fn run(
     State(state): State<AppState>,
@@ -112,7 +124,7 @@ pub async fn run(
     }
     let out = state
         .write(move |store| {
-            let (read, c) = commit_with_retry(store, ATTEMPTS, |tx| {
+            let (read, c) = store.commit_with_retry(ATTEMPTS, |tx| {
                 for op in &ops {
                     let current = tx.get_doc(&op.collection, &op.id)?;
                     if current.as_ref().is_some_and(|c| !who.sees(&c.doc)) {

@@ -219,8 +219,8 @@ enum Outcome {
     Conflict { expected: u64, actual: Option<u64> },
 }
 
-fn outcome_of_error(e: CollectionError) -> Outcome {
-    match e {
+fn outcome_of_error(e: impl Into<CollectionError>) -> Outcome {
+    match e.into() {
         CollectionError::NotFound { .. } => Outcome::NotFound,
         CollectionError::AlreadyExists { .. } => Outcome::AlreadyExists,
         CollectionError::Conflict { expected, actual, .. } => Outcome::Conflict { expected, actual },

@@ -169,7 +169,7 @@ pub async fn export_objects(
                 }
             }
             // The store no longer has what the chain needs: only a new snapshot (a new chain) can go on.
-            Err(cairn_store::CollectionError::ChangesTrimmed { .. }) if opts.snapshot => end = None,
+            Err(cairn_store::ChangesError::ChangesTrimmed { .. }) if opts.snapshot => end = None,
             Err(e) => return Err(e.into()),
         }
     }

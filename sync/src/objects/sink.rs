@@ -1,6 +1,6 @@
 //! Where a restore writes: a store, or (for verification) a map of record digests.
 
-use cairn_store::{CollectionError, CollectionSpec, Store};
+use cairn_store::{CollectionSpec, Store, WriteError};
 use serde_json::Value;
 
 use crate::digest::{record_digest, Records};
@@ -52,7 +52,7 @@ impl<'a> StoreSink<'a> {
                 Ok(())
             })
             .map_err(|e| match e {
-                CollectionError::NotFound { collection, id } => SyncError::corrupt(
+                WriteError::NotFound { collection, id } => SyncError::corrupt(
                     "segments",
                     format!("a change deletes {collection}/{id}, which the restored state does not hold"),
                 ),
