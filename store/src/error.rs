@@ -1,14 +1,16 @@
 //! Errors of the record store, one enum per family of operations (as redb does), so that a signature says
 //! what can fail, and one superset, [`CollectionError`], that every one of them converts into.
 //!
-//! | enum | returned by |
-//! |------|-------------|
-//! | [`StoreError`] | what any operation can meet underneath (storage, commit, undecodable data); alone from `Store::check_indexes`, `Store::consumers`, `Store::trim_changes` |
-//! | [`ReadError`] | `get`, `query`, `query_each`, `count`, `explain`, `DynCollection::spec`, `Store::collection_dyn`, `StoreSnapshot::records` and `get` |
-//! | [`WriteError`] | `insert`, `upsert`, `update`, `delete`, `DynCollection::write_one`, every [`Transaction`](crate::Transaction) method and its commit, `Store::transaction`, `transaction_with_retry`, `commit_with_retry` |
-//! | [`ClaimError`] | `DynCollection::claim`, `Collection::claim` |
-//! | [`DeclareError`] | `Store::declare`, `Store::collection` |
-//! | [`ChangesError`] | `Store::changes_since`, `register_consumer`, `remove_consumer`, `ack` |
+//! - [`StoreError`]: what any operation can meet underneath (storage, commit, undecodable data); alone from
+//!   `Store::open`, `Store::with_db`, `Store::check_indexes`, `Store::consumers`, `Store::trim_changes`.
+//! - [`ReadError`]: `get`, `query`, `query_each`, `count`, `explain`, `DynCollection::spec`,
+//!   `Store::collection_dyn`, `StoreSnapshot::records` and `get`.
+//! - [`WriteError`]: `insert`, `upsert`, `update`, `delete`, `DynCollection::write_one`, every
+//!   [`Transaction`](crate::Transaction) method and its commit, `Store::transaction`, `transaction_with_retry`,
+//!   `commit_with_retry`.
+//! - [`ClaimError`]: `DynCollection::claim`, `Collection::claim`.
+//! - [`DeclareError`]: `Store::declare`, `Store::collection`.
+//! - [`ChangesError`]: `Store::changes_since`, `register_consumer`, `remove_consumer`, `ack`.
 //!
 //! A failed record write or transaction wrote nothing; maintenance (`declare` re-indexing, change trimming)
 //! works in batches and may stop part way, and is safe to repeat.
@@ -19,8 +21,9 @@ use cairn_engine::{OpenError, StorageError};
 type CommitError = cairn_engine::WriteError;
 
 /// What can fail underneath any operation of the store: the storage, a commit, or stored data that does not
-/// decode. Returned alone by operations with nothing else to refuse (`Store::check_indexes`,
-/// `Store::consumers`, `Store::trim_changes`); every other error enum holds it as its `Store` variant.
+/// decode. Returned alone by operations with nothing else to refuse (`Store::open`, `Store::with_db`,
+/// `Store::check_indexes`, `Store::consumers`, `Store::trim_changes`); every other error enum holds it as its
+/// `Store` variant.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {

@@ -17,7 +17,7 @@ use crate::changes::{decode_event, seq_key, Change};
 use crate::clock::now_ms;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
-use crate::error::{ChangesError, CollectionError, DeclareError, StoreError, UnknownCollection};
+use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
@@ -118,12 +118,12 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) a store in directory `path` with default options.
-    pub fn open(path: impl AsRef<Path>) -> Result<Store, CollectionError> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         Store::with_db(Db::open(path)?, StoreOptions::default())
     }
 
     /// A store over an open database, loading its catalog.
-    pub fn with_db(db: Db, opts: StoreOptions) -> Result<Store, CollectionError> {
+    pub fn with_db(db: Db, opts: StoreOptions) -> Result<Store, StoreError> {
         let mut catalog = HashMap::new();
         for pair in db.prefix(keys::CATALOG)? {
             let (key, value) = pair?;

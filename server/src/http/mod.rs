@@ -50,7 +50,7 @@ pub enum ServeError {
         /// The data directory.
         path: PathBuf,
         /// The engine's error.
-        source: cairn_store::CollectionError,
+        source: cairn_store::StoreError,
     },
     /// Binding, serving or the runtime failed.
     #[error("{context}: {source}")]

@@ -15,24 +15,24 @@ use super::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     /// The collections.
-    pub store: Store,
+    pub(crate) store: Store,
     /// Bearer tokens.
-    pub tokens: Arc<Tokens>,
+    pub(crate) tokens: Arc<Tokens>,
     /// Request limits.
-    pub limits: Arc<Limits>,
+    pub(crate) limits: Arc<Limits>,
     /// Request counters and latency histograms.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The newest commit sequence the server wrote; change-feed waiters watch it.
-    pub written: watch::Sender<u64>,
+    pub(crate) written: watch::Sender<u64>,
     /// Becomes `true` when the server starts shutting down; open change streams end.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Permits for open change streams.
-    pub streams: Arc<Semaphore>,
+    pub(crate) streams: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State over `store`.
-    pub fn new(store: Store, tokens: Tokens, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(store: Store, tokens: Tokens, limits: Limits, shutdown: watch::Receiver<bool>) -> Self {
         let written = watch::Sender::new(store.db().last_sequence());
         Self {
             store,
@@ -55,7 +55,7 @@ impl AppState {
     }
 
     /// Runs a read on the blocking pool.
-    pub async fn read<R: Send + 'static>(
+    pub(crate) async fn read<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -63,7 +63,7 @@ impl AppState {
     }
 
     /// Runs a record write on the blocking pool, then wakes change-feed waiters if it committed.
-    pub async fn write<R: Send + 'static>(
+    pub(crate) async fn write<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
@@ -81,7 +81,7 @@ impl AppState {
 
     /// Runs a collection declaration on the blocking pool. The store keeps record writes out while it
     /// rebuilds indexes.
-    pub async fn declare<R: Send + 'static>(
+    pub(crate) async fn declare<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
