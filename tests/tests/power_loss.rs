@@ -62,6 +62,7 @@ struct Totals {
     in_flight_landed: u64,
     torn_wal_tails: u64,
     cut_during_open: u64,
+    armed_cuts: u64,
     pending_ops: u64,
     kept_ops: u64,
     torn_ops: u64,
@@ -99,14 +100,26 @@ fn power_cuts_on_the_real_file_system_keep_every_acknowledged_commit() {
         }
         let seed = Rng::new(seed0 ^ cycle.wrapping_mul(0x2545_f491_4f6c_dd1d)).next_u64();
         let mut rng = Rng::new(seed);
-        let run_ms = if rng.below(8) == 0 { rng.below(10) } else { 10 + rng.below(110) };
         let mode = CutMode::ALL[rng.below(3) as usize];
         let cut_seed = rng.next_u64();
+        // Half the cuts come at a random instant, half just before a random file-system change (a write,
+        // sync, creation, rename or removal), so many land in the middle of a flush, a compaction, a WAL
+        // switch or a manifest rewrite.
+        let (trigger, run_ms, at_change) = if rng.below(2) == 0 {
+            let ms = if rng.below(8) == 0 { rng.below(10) } else { 10 + rng.below(110) };
+            (format!("after {ms} ms"), ms, None)
+        } else {
+            let n = rng.below(1200);
+            (format!("before change {n}"), 300, Some(n))
+        };
         let ctx = format!(
-            "cycle {cycle} (CAIRN_FUSE_SEED={seed0}; cut {mode:?} seed {cut_seed:#x} after {run_ms} ms; {} from commit {next})",
+            "cycle {cycle} (CAIRN_FUSE_SEED={seed0}; cut {mode:?} seed {cut_seed:#x} {trigger}; {} from commit {next})",
             dir.display()
         );
 
+        if let Some(n) = at_change {
+            fs.arm(n, mode, cut_seed);
+        }
         let mut writer = Writer(
             Command::new(env!("CARGO_BIN_EXE_power_child"))
                 .arg(&dir)
@@ -134,9 +147,27 @@ fn power_cuts_on_the_real_file_system_keep_every_acknowledged_commit() {
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        thread::sleep(Duration::from_millis(run_ms));
-        let early_exit = writer.0.try_wait().unwrap();
-        let report = fs.cut(mode, cut_seed);
+        let deadline = Instant::now() + Duration::from_millis(run_ms);
+        let mut early_exit = None;
+        while Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(1));
+            // Exited first, cut second: a writer that exits because the power was cut has seen the cut.
+            let exited = writer.0.try_wait().unwrap();
+            if fs.cut_report().is_some() {
+                break;
+            }
+            if let Some(status) = exited {
+                early_exit = Some(status);
+                break;
+            }
+        }
+        let report = match fs.cut_report() {
+            Some(report) => {
+                totals.armed_cuts += 1;
+                report
+            }
+            None => fs.cut(mode, cut_seed),
+        };
         let _ = writer.0.kill();
         writer.0.wait().unwrap();
         let (opened, acked) = acks.join().unwrap();
@@ -220,13 +251,14 @@ fn power_cuts_on_the_real_file_system_keep_every_acknowledged_commit() {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "power-loss (FUSE): {cycles} cuts in {secs:.1} s (Drop {}, Tear {}, Subset {}; {} during open), \
+        "power-loss (FUSE): {cycles} cuts in {secs:.1} s (Drop {}, Tear {}, Subset {}; {} before a file-system change, {} during open), \
          {} acknowledged commits, in-flight commit landed {} times, torn WAL tails {}; unsynced writes at the \
          cuts {} (kept whole {}, torn {}), unsynced name changes {} (kept {}); up to {} tables in a database, \
          file numbers up to {}",
         totals.cuts[0],
         totals.cuts[1],
         totals.cuts[2],
+        totals.armed_cuts,
         totals.cut_during_open,
         totals.acked,
         totals.in_flight_landed,

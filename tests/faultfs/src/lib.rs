@@ -44,6 +44,10 @@ struct Shared {
     frozen: bool,
     /// The image the reboot installs.
     image: Option<Tree>,
+    /// What the cut did, once it happened.
+    report: Option<CutReport>,
+    /// A cut waiting for a mutating request: (requests to let through first, mode, seed).
+    armed: Option<(u64, CutMode, u64)>,
     /// Owner reported for every inode (the mounting user).
     uid: u32,
     gid: u32,
@@ -80,6 +84,17 @@ fn attr(s: &Shared, ino: u64) -> Result<FileAttr, Errno> {
     })
 }
 
+impl Shared {
+    fn cut(&mut self, mode: CutMode, seed: u64) -> CutReport {
+        self.frozen = true;
+        self.armed = None;
+        let (image, report) = self.tree.crash_image(mode, seed);
+        self.image = Some(image);
+        self.report = Some(report.clone());
+        report
+    }
+}
+
 impl Fs {
     /// The state, or `EIO` if the power is cut.
     fn live(&self) -> Result<MutexGuard<'_, Shared>, Errno> {
@@ -89,6 +104,20 @@ impl Fs {
         } else {
             Ok(s)
         }
+    }
+
+    /// The state for a request that changes something (a write, a length change, a name change or a
+    /// sync), or `EIO` if the power is cut; an armed cut happens just before its request is applied.
+    fn mutate(&self) -> Result<MutexGuard<'_, Shared>, Errno> {
+        let mut s = self.live()?;
+        if let Some((left, mode, seed)) = s.armed {
+            if left == 0 {
+                s.cut(mode, seed);
+                return Err(Errno::EIO);
+            }
+            s.armed = Some((left - 1, mode, seed));
+        }
+        Ok(s)
     }
 }
 
@@ -129,7 +158,7 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let result = self.live().and_then(|mut s| {
+        let result = self.mutate().and_then(|mut s| {
             if let Some(len) = size {
                 s.tree.set_len(ino.0, len)?;
             }
@@ -142,7 +171,7 @@ impl Filesystem for Fs {
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        let result = self.live().and_then(|mut s| {
+        let result = self.mutate().and_then(|mut s| {
             let ino = s.tree.mkdir(parent.0, name)?;
             attr(&s, ino)
         });
@@ -153,14 +182,14 @@ impl Filesystem for Fs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.live().and_then(|mut s| s.tree.unlink(parent.0, name)) {
+        match self.mutate().and_then(|mut s| s.tree.unlink(parent.0, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.live().and_then(|mut s| s.tree.rmdir(parent.0, name)) {
+        match self.mutate().and_then(|mut s| s.tree.rmdir(parent.0, name)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -181,7 +210,7 @@ impl Filesystem for Fs {
             return;
         }
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        match self.live().and_then(|mut s| s.tree.rename(parent.0, name, newparent.0, newname, no_replace)) {
+        match self.mutate().and_then(|mut s| s.tree.rename(parent.0, name, newparent.0, newname, no_replace)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -228,7 +257,7 @@ impl Filesystem for Fs {
         reply: ReplyWrite,
     ) {
         let Ok(len) = u32::try_from(data.len()) else { return reply.error(Errno::EINVAL) };
-        match self.live().and_then(|mut s| s.tree.write(ino.0, offset, data)) {
+        match self.mutate().and_then(|mut s| s.tree.write(ino.0, offset, data)) {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(e),
         }
@@ -240,7 +269,7 @@ impl Filesystem for Fs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.live().and_then(|mut s| s.tree.sync(ino.0)) {
+        match self.mutate().and_then(|mut s| s.tree.sync(ino.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -269,7 +298,7 @@ impl Filesystem for Fs {
     }
 
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        match self.live().and_then(|mut s| s.tree.sync(ino.0)) {
+        match self.mutate().and_then(|mut s| s.tree.sync(ino.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -287,7 +316,7 @@ impl Filesystem for Fs {
     ) {
         const O_EXCL: i32 = 0o200;
         const O_TRUNC: i32 = 0o1000;
-        let result = self.live().and_then(|mut s| {
+        let result = self.mutate().and_then(|mut s| {
             let ino = match s.tree.lookup(parent.0, name) {
                 Ok(_) if flags & O_EXCL != 0 => return Err(Errno::EEXIST),
                 Ok(ino) => {
@@ -372,11 +401,20 @@ impl FaultFs {
     /// Cuts the power now: from this instant every request fails with `EIO`, and the image a reboot will
     /// find is drawn from what was durable and what was pending, per `mode` and `seed`.
     pub fn cut(&self, mode: CutMode, seed: u64) -> CutReport {
-        let mut s = lock(&self.shared);
-        s.frozen = true;
-        let (image, report) = s.tree.crash_image(mode, seed);
-        s.image = Some(image);
-        report
+        lock(&self.shared).cut(mode, seed)
+    }
+
+    /// Arms a cut at a request: `after` more requests that change something (writes, length changes,
+    /// creations, removals, renames, file and directory syncs) are let through, and the power is cut just
+    /// before the next one is applied, as [`cut`](Self::cut) does. So the cut lands in the middle of the
+    /// work: between a table's writes and its sync, between a sync and a rename.
+    pub fn arm(&self, after: u64, mode: CutMode, seed: u64) {
+        lock(&self.shared).armed = Some((after, mode, seed));
+    }
+
+    /// What the cut did, if the power is cut (by [`cut`](Self::cut) or an armed cut that fired).
+    pub fn cut_report(&self) -> Option<CutReport> {
+        lock(&self.shared).report.clone()
     }
 
     /// Whether anything written or renamed is not yet durable.
@@ -394,6 +432,8 @@ impl FaultFs {
                 s.tree = image;
             }
             s.frozen = false;
+            s.armed = None;
+            s.report = None;
         }
         self.session = Some(session(&self.shared, &self.mountpoint)?);
         Ok(())

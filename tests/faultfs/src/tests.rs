@@ -128,3 +128,20 @@ fn truncate_and_directories_work_through_the_kernel() {
     fs::remove_dir(root.join("d/e")).unwrap();
     assert!(fs::read_dir(root.join("d")).unwrap().next().is_none());
 }
+
+#[test]
+fn an_armed_cut_fires_before_the_chosen_change() {
+    let Some((_dir, mut fs)) = mounted() else { return };
+    let root = fs.path().to_path_buf();
+    fs.arm(2, CutMode::Drop, 0);
+    let mut f = File::create(root.join("a")).unwrap();
+    f.write_all(b"first").unwrap();
+    assert!(fs.cut_report().is_none());
+    let err = f.sync_data().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "the third change meets the cut");
+    assert!(fs.cut_report().is_some());
+    drop(f);
+    fs.reboot().unwrap();
+    assert!(fs.cut_report().is_none());
+    assert!(!root.join("a").exists(), "neither the name nor the bytes were synced");
+}
