@@ -6,7 +6,7 @@
 /// presence tells whether the commit landed.
 pub fn ops(n: u64) -> Vec<(String, Option<Vec<u8>>)> {
     let mut ops = vec![(format!("k{n:08}"), Some(cairn_tests::value(n)))];
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         for i in 0..5 {
             ops.push((format!("b{n:08}/{i}"), Some(cairn_tests::value(n))));
         }

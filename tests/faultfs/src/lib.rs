@@ -31,7 +31,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-pub use model::{CutMode, CutReport, Kind, Rng, Tree, ROOT};
+pub use model::{CutMode, CutReport, Entry, Kind, Rng, Tree, ROOT};
 
 /// How long the kernel may cache names and attributes. Only one process uses the mount at a time and
 /// every reboot is a new mount, so caching is safe; it saves a lookup per path resolution.

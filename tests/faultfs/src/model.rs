@@ -105,6 +105,9 @@ pub enum Kind {
     Dir,
 }
 
+/// A directory entry: inode, kind and name.
+pub type Entry = (u64, Kind, OsString);
+
 /// What a power cut did: counts of what was pending and what of it survived.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CutReport {
@@ -358,7 +361,7 @@ impl Tree {
     }
 
     /// The parent of directory `ino`, and its live entries with their kinds, in name order.
-    pub fn list(&self, ino: u64) -> Result<(u64, Vec<(u64, Kind, OsString)>), Errno> {
+    pub fn list(&self, ino: u64) -> Result<(u64, Vec<Entry>), Errno> {
         let dir = self.dir(ino)?;
         let mut out = Vec::with_capacity(dir.live.len());
         for (name, &child) in &dir.live {
