@@ -176,7 +176,7 @@ fn power_cuts_on_the_real_file_system_keep_every_acknowledged_commit() {
             panic!("{ctx}: the writer exited before the cut ({status}): {errors}");
         }
         drop(writer);
-        fs.reboot().unwrap();
+        fs.reboot().unwrap_or_else(|e| panic!("{ctx}: reboot: {e}"));
 
         totals.cuts[mode as usize] += 1;
         totals.cut_during_open += u64::from(!opened);

@@ -145,3 +145,11 @@ fn an_armed_cut_fires_before_the_chosen_change() {
     assert!(fs.cut_report().is_none());
     assert!(!root.join("a").exists(), "neither the name nor the bytes were synced");
 }
+
+#[test]
+fn unmounts_when_dropped() {
+    let Some((dir, fs)) = mounted() else { return };
+    assert!(is_mounted(dir.path()));
+    drop(fs);
+    assert!(!is_mounted(dir.path()));
+}
