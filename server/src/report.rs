@@ -1,9 +1,11 @@
 //! What the command-line tool and the server both report, in one place so that neither imports the other:
-//! the engine's figures as JSON (`cairn stats --json` and `GET /v1/stats`).
+//! the engine's figures (`cairn stats --json`, `GET /v1/stats`), a check's report (`cairn check --json`,
+//! `POST /v1/admin/check`) and a backup's (`cairn backup`, `POST /v1/admin/backup`), as JSON.
 
 use std::path::Path;
 
-use cairn_engine::Stats;
+use cairn_engine::{CheckpointInfo, Finding, Stats};
+use cairn_store::StoreCheckReport;
 use serde_json::{json, Value};
 
 /// The engine's figures for the database in `dir` as one JSON object: what `cairn stats --json` prints and
@@ -41,5 +43,58 @@ pub fn stats_json(dir: &Path, s: &Stats) -> Value {
         "cache_bytes": s.cache_bytes,
         "recovered_torn_bytes": s.recovered_torn_bytes,
         "write_amplification": s.write_amplification(),
+    })
+}
+
+/// A check's report as JSON: every counter, finding and the torn WAL tail, under the names of their fields,
+/// and `healthy`.
+pub fn check_json(report: &StoreCheckReport) -> Value {
+    let r = &report.engine;
+    let findings = |list: &[Finding]| -> Vec<Value> {
+        list.iter().map(|f| json!({"file": f.file, "offset": f.offset, "message": f.message})).collect()
+    };
+    let torn = r.torn_wal.as_ref().map(|t| {
+        json!({
+            "file": t.file,
+            "file_len": t.file_len,
+            "valid_len": t.valid_len,
+            "dropped_bytes": t.dropped_bytes,
+            "dropped_records": t.dropped_records,
+            "dropped_batches": t.dropped_batches,
+            "dropped_entries": t.dropped_entries,
+            "reason": t.reason,
+        })
+    });
+    json!({
+        "dir": r.dir,
+        "healthy": report.is_healthy(),
+        "problems": findings(&r.problems),
+        "warnings": findings(&r.warnings),
+        "torn_wal": torn,
+        "repaired": r.repaired,
+        "manifest": r.manifest,
+        "manifest_edits": r.manifest_edits,
+        "tables": r.tables,
+        "table_blocks": r.table_blocks,
+        "table_entries": r.table_entries,
+        "wal_files": r.wal_files,
+        "wal_batches": r.wal_batches,
+        "wal_entries": r.wal_entries,
+        "wal_markers": r.wal_markers,
+        "live_keys": r.live_keys,
+        "collections": report.collections,
+        "index_entries": report.index_entries,
+    })
+}
+
+/// What a backup made, as JSON.
+pub fn checkpoint_json(info: &CheckpointInfo) -> Value {
+    json!({
+        "dir": info.dir,
+        "last_sequence": info.last_sequence,
+        "tables": info.tables,
+        "table_bytes": info.table_bytes,
+        "wal_files": info.wal_files,
+        "wal_bytes": info.wal_bytes,
     })
 }

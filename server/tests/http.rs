@@ -607,3 +607,68 @@ async fn metrics_stats_and_openapi() {
     let (status, doc) = json(s.req(Method::GET, "/openapi.json").send().await.unwrap()).await;
     assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.0.3")));
 }
+
+/// `/v1/admin/backup` and `/v1/admin/check` act on the live store for unscoped admins only; the backup is a
+/// store of its own holding what was written before it, checked healthy; a used destination is refused.
+#[tokio::test]
+async fn admin_backup_and_check_of_the_live_store() {
+    let s = App::start(tokens());
+    let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
+    let spec = json!({"name": "jobs", "indexes": [{"name": "project", "fields": ["project"]}]});
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
+        201
+    );
+    for i in 0..20 {
+        let r = as_("p1-token", Method::PUT, &format!("/v1/collections/jobs/records/j{i}"))
+            .json(&job(i, "PENDING", "p1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let dest = tempfile::tempdir().unwrap();
+    let to = dest.path().join("copy");
+    let body = json!({"to": to, "check": true});
+    for token in ["p1-token", "reader-token"] {
+        let (status, _) = json(as_(token, Method::POST, "/v1/admin/backup").json(&body).send().await.unwrap()).await;
+        assert_eq!(status, 403, "{token}");
+    }
+    let relative = json!({"to": "copy"});
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/admin/backup").json(&relative).send().await.unwrap()).await.0,
+        400
+    );
+    assert!(!to.exists(), "a refused backup wrote nothing");
+
+    let (status, made) =
+        json(as_("admin-token", Method::POST, "/v1/admin/backup").json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["check"]["healthy"], true, "{made}");
+    assert_eq!((made["check"]["collections"].as_u64(), made["check"]["index_entries"].as_u64()), (Some(1), Some(20)));
+    // Written after the backup: not in it.
+    let r = as_("p1-token", Method::PUT, "/v1/collections/jobs/records/late").json(&job(1, "PENDING", "p1"));
+    assert_eq!(r.send().await.unwrap().status(), 201);
+    let copy = cairn_store::Store::open(&to).unwrap();
+    let jobs = copy.collection_dyn("jobs").unwrap();
+    assert_eq!(jobs.count(&cairn_store::Query::new()).unwrap(), 20);
+    assert!(jobs.get("late").unwrap().is_none());
+    assert_eq!(copy.db().last_sequence(), made["last_sequence"].as_u64().unwrap());
+    drop(jobs);
+    drop(copy);
+    let (status, again) =
+        json(as_("admin-token", Method::POST, "/v1/admin/backup").json(&body).send().await.unwrap()).await;
+    assert_eq!(status, 409, "{again}");
+
+    let (status, checked) = json(as_("admin-token", Method::POST, "/v1/admin/check").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!((checked["healthy"].as_bool(), checked["index_entries"].as_u64()), (Some(true), Some(21)), "{checked}");
+    assert_eq!(json(as_("p2-token", Method::POST, "/v1/admin/check").send().await.unwrap()).await.0, 403);
+    // The copy the check made beside the data directory is gone.
+    let parent = std::path::Path::new(checked["dir"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".check-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -103,3 +103,55 @@ fn hash_token_prints_the_sha256() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), sha("s3cret"));
 }
+
+/// `cairn backup` and `cairn check` on a store a running server holds: `--data` is refused with a hint (the
+/// directory is locked), `--server` goes through the admin routes; after the server stops, `--data` works.
+#[tokio::test]
+async fn backup_and_check_of_a_store_the_server_holds() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    let config = format!("[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n", sha("admin-token"));
+    let mut s = Server::start_on(&data, Some(&config), scratch.path());
+    let spec = json!({"name": "jobs", "indexes": [{"name": "status", "fields": ["status"]}]});
+    let r = s.req(Method::POST, "/v1/collections").bearer_auth("admin-token").json(&spec);
+    assert_eq!(json(r.send().await.unwrap()).await.0, 201);
+    for i in 0..10 {
+        let r = s.req(Method::PUT, &format!("/v1/collections/jobs/records/j{i}")).bearer_auth("admin-token");
+        assert_eq!(r.json(&job(i, "PENDING", "p1")).send().await.unwrap().status(), 201);
+    }
+    // The server is another process: waiting for the command line here blocks nothing it needs.
+    let cairn = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(args)
+            .env("CAIRN_TOKEN", "admin-token")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let path = |name: &str| scratch.path().join(name).to_str().unwrap().to_owned();
+    let data_arg = data.to_str().unwrap();
+    let (ok, _, err) = cairn(&["backup", "--data", data_arg, "--to", &path("b0")]);
+    assert!(!ok && err.contains("use `cairn backup --server URL`"), "{err}");
+    let (ok, _, err) = cairn(&["check", "--data", data_arg]);
+    assert!(!ok && err.contains("use --server"), "{err}");
+
+    let (ok, out, err) = cairn(&["backup", "--server", &s.base, "--to", &path("b1")]);
+    assert!(ok, "{err}");
+    assert!(out.contains("checked: healthy") && out.contains("10 index entries"), "{out}");
+    let (ok, out, err) = cairn(&["check", "--server", &s.base, "--json"]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((report["healthy"].as_bool(), report["index_entries"].as_u64()), (Some(true), Some(10)));
+
+    assert!(s.terminate().success());
+    let (ok, out, err) = cairn(&["backup", "--data", data_arg, "--to", &path("b2")]);
+    assert!(ok && out.contains("checked: healthy"), "{out} {err}");
+    for copy in ["b1", "b2"] {
+        let (ok, out, err) = cairn(&["check", "--data", &path(copy)]);
+        assert!(ok && out.contains("10 index entries agree"), "{copy}: {out} {err}");
+    }
+}

@@ -1,10 +1,12 @@
 //! Command-line arguments, and dispatch to one module per subcommand.
 
+mod backup;
 mod check;
 mod compact;
 mod demo;
 mod format;
 mod hash_token;
+mod remote;
 mod serve;
 mod stats;
 mod sync;
@@ -31,6 +33,8 @@ enum Command {
     /// Verify checksums, tables against the manifest, WALs and indexes without changing anything. Exit status
     /// 0 healthy, 1 problems found, 2 usage or open errors.
     Check(check::CheckArgs),
+    /// Copy a store, consistent at one commit, into a new directory while it is in use, and check the copy.
+    Backup(backup::BackupArgs),
     /// Load synthetic compute jobs into the jobs collection, then query, claim and check them.
     Demo(demo::DemoArgs),
     /// Serve the data directory's collections over HTTP (see docs/server.md).
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats(args) => stats::run(&args),
         Command::Compact(dir) => compact::run(&dir.path),
         Command::Check(args) => check::run(&args),
+        Command::Backup(args) => backup::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::HashToken => hash_token::run(),

@@ -8,6 +8,7 @@
 //! Prometheus text), `config` (the TOML file) and `state` (what handlers share). Dependencies between
 //! them go one way: `config` uses `auth`, `state` uses `metrics`, never the other way round.
 
+mod admin;
 mod auth;
 mod changes;
 mod collections;

@@ -15,7 +15,7 @@ use super::auth::{self, Principal, Role};
 use super::error::ApiError;
 use super::limits::{self, Guard};
 use super::state::AppState;
-use super::{changes, collections, metrics, records, transactions};
+use super::{admin, changes, collections, metrics, records, transactions};
 
 /// The OpenAPI document, as kept in `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -36,6 +36,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/collections/{collection}/claim", post(collections::claim)),
         (Method::POST, "/v1/transactions", post(transactions::run)),
         (Method::GET, "/v1/changes", get(changes::changes)),
+        (Method::POST, "/v1/admin/backup", post(admin::backup)),
+        (Method::POST, "/v1/admin/check", post(admin::check)),
     ]
 }
 
