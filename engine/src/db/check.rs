@@ -451,14 +451,7 @@ fn check_orphans(dir: &Path, state: &ManifestState, listing: &[String], report: 
 
 /// Reads every WAL an open would replay, with the same rules, and decodes every batch.
 fn check_wals(storage: &dyn Storage, dir: &Path, listing: &[String], log_number: u64, report: &mut CheckReport) {
-    let mut wals: Vec<u64> = listing
-        .iter()
-        .filter_map(|n| match names::parse(n) {
-            Some(FileKind::Wal(n)) if n >= log_number => Some(n),
-            _ => None,
-        })
-        .collect();
-    wals.sort_unstable();
+    let wals = crate::wal::live_wals(listing, log_number);
     let mut last_seq = 0u64;
     for (i, number) in wals.iter().enumerate() {
         report.wal_files += 1;

@@ -12,7 +12,7 @@ use crate::batch;
 use crate::error::{Error, OpenError, StorageError};
 use crate::format::names::{self, FileKind};
 use crate::manifest::{create_manifest, write_snapshot, ManifestState};
-use crate::wal::read_wal;
+use crate::wal::{live_wals, read_wal};
 
 use super::{Db, Inner};
 
@@ -110,17 +110,9 @@ impl Db {
             info.tables += 1;
             info.table_bytes += t.meta.size;
         }
-        let mut wals: Vec<u64> = storage
-            .list(&inner.dir)
-            .map_err(|e| StorageError::io(&inner.dir, e))?
-            .iter()
-            .filter_map(|name| match names::parse(name) {
-                Some(FileKind::Wal(n)) if n >= log_number && current_wal.is_some_and(|c| n <= c) => Some(n),
-                _ => None,
-            })
-            .collect();
-        wals.sort_unstable();
-        for n in wals {
+        let listing = storage.list(&inner.dir).map_err(|e| StorageError::io(&inner.dir, e))?;
+        // A WAL newer than the current one is being created for the next memtable: it holds nothing yet.
+        for n in live_wals(&listing, log_number).into_iter().filter(|&n| current_wal.is_some_and(|c| n <= c)) {
             let from = names::wal(&inner.dir, n);
             let mut bytes = storage.read(&from).map_err(|e| StorageError::io(&from, e))?;
             if Some(n) == current_wal {

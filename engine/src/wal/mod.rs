@@ -21,6 +21,7 @@ pub(crate) mod writer;
 use std::path::Path;
 
 use crate::error::StorageError;
+use crate::format::names::{self, FileKind};
 use crate::log::{read_log, LogContents};
 
 pub(crate) use format::WAL_FORMAT_VERSION;
@@ -28,6 +29,20 @@ use format::WAL_MAGIC;
 pub(crate) use marker::marker_synced_through;
 pub(crate) use replay::replay_wals;
 pub(crate) use writer::WalState;
+
+/// The numbers of the WALs named in `listing` (a data directory's entries) that an open replays: those from
+/// `log_number` on (older ones are covered by tables), oldest first.
+pub(crate) fn live_wals(listing: &[String], log_number: u64) -> Vec<u64> {
+    let mut wals: Vec<u64> = listing
+        .iter()
+        .filter_map(|n| match names::parse(n) {
+            Some(FileKind::Wal(n)) if n >= log_number => Some(n),
+            _ => None,
+        })
+        .collect();
+    wals.sort_unstable();
+    wals
+}
 
 /// Reads a whole WAL file with the record log's reading rules, its sync markers deciding whether damage
 /// followed by intact records is corruption or a torn tail (`docs/format/wal.md`, "Reading rules").

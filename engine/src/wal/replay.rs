@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::batch;
 use crate::error::{OpenError, StorageError};
 use crate::format::coding::read_u32_at;
-use crate::format::names::{self, FileKind};
+use crate::format::names;
 use crate::io::Storage;
 use crate::log::{written_len, LOG_FILE_HEADER_LEN};
 use crate::memtable::{Memtable, Put};
@@ -51,14 +51,7 @@ pub(crate) fn replay_wals(
     mem: &Memtable,
     counters: &Counters,
 ) -> Result<Replayed, OpenError> {
-    let mut wals: Vec<u64> = listing
-        .iter()
-        .filter_map(|n| match names::parse(n) {
-            Some(FileKind::Wal(n)) if n >= log_number => Some(n),
-            _ => None,
-        })
-        .collect();
-    wals.sort_unstable();
+    let wals = super::live_wals(listing, log_number);
     let mut last_seq = 0u64;
     let mut replayed = Vec::with_capacity(wals.len());
     for (i, number) in wals.iter().enumerate() {
