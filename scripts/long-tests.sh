@@ -20,14 +20,19 @@ export CAIRN_CRASH_ITERATIONS="${CAIRN_CRASH_ITERATIONS:-3000}"
 export CAIRN_KILL_CYCLES="${CAIRN_KILL_CYCLES:-200}"
 export CAIRN_FUSE_CYCLES="${CAIRN_FUSE_CYCLES:-2000}"
 export PROPTEST_CASES="${PROPTEST_CASES:-1024}"
+export CAIRN_SOAK_SECONDS="${CAIRN_SOAK_SECONDS:-600}"
 jobs="${CAIRN_JOBS:-2}"
 
 echo "long-tests: CAIRN_CRASH_ITERATIONS=${CAIRN_CRASH_ITERATIONS} CAIRN_KILL_CYCLES=${CAIRN_KILL_CYCLES}" \
-    "CAIRN_FUSE_CYCLES=${CAIRN_FUSE_CYCLES} PROPTEST_CASES=${PROPTEST_CASES} ($(date -u +%Y-%m-%dT%H:%MZ))"
+    "CAIRN_FUSE_CYCLES=${CAIRN_FUSE_CYCLES} PROPTEST_CASES=${PROPTEST_CASES}" \
+    "CAIRN_SOAK_SECONDS=${CAIRN_SOAK_SECONDS} ($(date -u +%Y-%m-%dT%H:%MZ))"
 start=$(date +%s)
 for t in crash kill power_loss model faults corruption; do
     t0=$(date +%s)
     cargo test -j "${jobs}" -p cairn-tests --test "${t}" -- --nocapture
     echo "long-tests: ${t} passed in $(($(date +%s) - t0)) s"
 done
+t0=$(date +%s)
+cargo test -j "${jobs}" -p cairn-server --test soak -- --nocapture
+echo "long-tests: server soak passed in $(($(date +%s) - t0)) s"
 echo "long-tests: all passed in $(($(date +%s) - start)) s"

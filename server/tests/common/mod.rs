@@ -83,3 +83,13 @@ pub async fn json(resp: Response) -> (u16, Value) {
     }
     (status, body)
 }
+
+impl Server {
+    /// Kills the server with SIGKILL and waits for it: no flush, no close, as a crash leaves it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
