@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Long mode of the reliability tests (docs/testing.md): the crash simulation, the SIGKILL test, the power
 # cuts on the real file-system path (FUSE) and the model test with large counts, then the I/O-error test and
-# the corruption sweep (fixed size). Counts can be raised further through the same variables:
+# the corruption sweep (fixed size), and the server soak. Counts can be raised further through the same variables:
 #
 #   CAIRN_CRASH_ITERATIONS  power cuts per durability mode    (default here 3000; normal run 300)
 #   CAIRN_KILL_CYCLES       SIGKILLs of the writer process    (default here 200; normal run 30)
 #   CAIRN_FUSE_CYCLES       power cuts under FsStorage (FUSE) (default here 2000; normal run 200)
 #   PROPTEST_CASES          model-test cases per property     (default here 1024; normal run 128)
+#   CAIRN_SOAK_SECONDS      server soak with SIGKILLs          (default here 600; normal run 40)
 #   CAIRN_JOBS              build parallelism                 (default 2)
 #
 # The FUSE test needs root (or CAP_SYS_ADMIN) and /dev/fuse; without them it prints why and skips.
