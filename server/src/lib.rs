@@ -41,6 +41,7 @@
 //! ```
 
 mod http;
+pub mod replicate;
 pub mod report;
 
 pub use http::{

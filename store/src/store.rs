@@ -308,6 +308,16 @@ impl Store {
         value.map(|v| envelope::decode(key, &v)).transpose()
     }
 
+    /// The commit sequence of the newest change (0 before the first): how far a consumer must acknowledge
+    /// to have seen every change. The newest change in the feed, or, if trimming emptied the feed, the last
+    /// one trimmed. Consumer cursors and trim markers are not changes, so their writes do not move it.
+    pub fn last_change_sequence(&self) -> Result<u64, StoreError> {
+        let trimmed = self.trimmed_through()?;
+        let Some(pair) = self.db().prefix_rev(keys::CHANGES)?.next() else { return Ok(trimmed) };
+        let (key, value) = pair?;
+        Ok(decode_event(&key, &value)?.seq.max(trimmed))
+    }
+
     /// About `limit` changes with a sequence greater than `after`, in commit order: the page never ends in the
     /// middle of a commit (it may exceed `limit` to finish one), so resuming after the last change's `seq`
     /// misses nothing. Fails with [`ChangesError::ChangesTrimmed`] if changes after `after` were already

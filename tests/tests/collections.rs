@@ -736,3 +736,20 @@ fn concurrent_claims_and_inserts_lose_no_job() {
     assert_eq!(jobs.count(&Query::new().eq("status", "PENDING")).unwrap(), 0);
     store.check_indexes().unwrap();
 }
+
+/// The feed's newest change is the last record write's commit; consumer cursors (also writes) and the trim
+/// that an acknowledgement makes leave it.
+#[test]
+fn last_change_sequence_follows_record_writes_only() {
+    let (_dir, store) = store();
+    assert_eq!(store.last_change_sequence().unwrap(), 0);
+    let tasks = store.collection::<Task>().unwrap();
+    let written = tasks.insert(&task(1, "PENDING")).unwrap();
+    assert_eq!(store.last_change_sequence().unwrap(), written.seq);
+    store.register_consumer("replica", written.seq).unwrap();
+    store.ack("replica", written.seq).unwrap();
+    assert!(store.db().last_sequence() > written.seq);
+    assert_eq!(store.last_change_sequence().unwrap(), written.seq);
+    tasks.delete(&written.id, None).unwrap();
+    assert!(store.last_change_sequence().unwrap() > written.seq);
+}

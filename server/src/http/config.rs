@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::auth::{TokenConfig, Tokens};
+use crate::replicate::ReplicateConfig;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +47,14 @@ pub struct Config {
     /// Bearer tokens. Default: none, which turns authentication off and restricts listening to loopback.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Targets the server replicates the store to while it runs (`[[replicate]]` sections). Default: none.
+    #[serde(default)]
+    pub replicate: Vec<ReplicateConfig>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: default_listen(), limits: Limits::default(), tokens: Vec::new() }
+        Self { listen: default_listen(), limits: Limits::default(), tokens: Vec::new(), replicate: Vec::new() }
     }
 }
 
@@ -136,6 +140,12 @@ impl Config {
         }
         if l.default_page > l.max_page {
             return Err(ConfigError::Invalid("limits.default_page must not exceed limits.max_page".into()));
+        }
+        for (i, r) in self.replicate.iter().enumerate() {
+            r.validate().map_err(ConfigError::Invalid)?;
+            if self.replicate.iter().skip(i + 1).any(|o| o.consumer() == r.consumer()) {
+                return Err(ConfigError::Invalid(format!("replicate {} is named twice", r.name)));
+            }
         }
         Tokens::new(&self.tokens).map(drop).map_err(ConfigError::Invalid)
     }

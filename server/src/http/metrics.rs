@@ -6,6 +6,7 @@
 //! status code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -19,6 +20,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::replicate::ReplicaStatus;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -88,6 +91,8 @@ pub struct Metrics {
     pub shed: AtomicU64,
     /// Requests answered 503 because they took longer than the timeout.
     pub timeouts: AtomicU64,
+    /// The replication targets the server runs (`[[replicate]]`).
+    replicas: std::sync::Mutex<Vec<Arc<ReplicaStatus>>>,
 }
 
 impl Default for Metrics {
@@ -101,7 +106,14 @@ impl Default for Metrics {
             requests.clone(),
         );
         registry.register("cairn_http_request_duration_seconds", "Time to answer a request, by route", latency.clone());
-        Self { registry, requests, latency, shed: AtomicU64::new(0), timeouts: AtomicU64::new(0) }
+        Self {
+            registry,
+            requests,
+            latency,
+            shed: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            replicas: std::sync::Mutex::default(),
+        }
     }
 }
 
@@ -114,13 +126,34 @@ impl Metrics {
         self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`.
-    pub fn render(&self, stats: &cairn_engine::Stats) -> String {
+    /// Shows the state of these replication targets from now on.
+    pub fn watch_replicas(&self, replicas: Vec<Arc<ReplicaStatus>>) {
+        *self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = replicas;
+    }
+
+    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`, and the replication
+    /// targets' lag: the feed's newest change (`last_change`) less what each target's consumer acknowledged
+    /// (`consumers`).
+    pub fn render(&self, stats: &cairn_engine::Stats, last_change: u64, consumers: &[(String, u64)]) -> String {
+        let replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let replicas = replicas
+            .iter()
+            .map(|r| {
+                let acked = consumers.iter().find(|(name, _)| *name == r.consumer).map_or(0, |c| c.1);
+                Replica {
+                    name: r.name.clone(),
+                    up: r.up.load(Ordering::Acquire),
+                    failures: r.failures.load(Ordering::Relaxed),
+                    lag: last_change.saturating_sub(acked),
+                }
+            })
+            .collect();
         let mut now = Registry::default();
         now.register_collector(Box::new(Figures {
             stats: stats.clone(),
             shed: self.shed.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
+            replicas,
         }));
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -133,12 +166,31 @@ impl Metrics {
 /// One figure of a level of tables.
 type LevelFigure = fn(&cairn_engine::LevelStats) -> u64;
 
-/// The figures read at scrape time: the shedding counters and the engine's.
+/// The figures read at scrape time: the shedding counters, the engine's, and the replication targets'.
 #[derive(Debug)]
 struct Figures {
     stats: cairn_engine::Stats,
     shed: u64,
     timeouts: u64,
+    replicas: Vec<Replica>,
+}
+
+/// One figure of a replication target.
+type ReplicaFigure = fn(&Replica) -> i64;
+
+/// A replication target at scrape time.
+#[derive(Debug)]
+struct Replica {
+    name: String,
+    up: bool,
+    failures: u64,
+    /// Sequence numbers from its consumer's acknowledged change to the feed's newest.
+    lag: u64,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
 }
 
 impl Collector for Figures {
@@ -185,6 +237,34 @@ impl Collector for Figures {
                 ConstGauge::new(value(l) as i64).encode(family.encode_family(&labels)?)?;
             }
         }
+        if !self.replicas.is_empty() {
+            let per_target: [(&str, &str, ReplicaFigure); 2] = [
+                (
+                    "cairn_replica_up",
+                    "Whether the replication target's exporter runs without error (1) or is retrying (0)",
+                    |r| i64::from(r.up),
+                ),
+                ("cairn_replica_lag_sequence", "Sequence numbers from the change the replication target acknowledged last to the feed's newest (0: caught up)", |r| r.lag as i64),
+            ];
+            for (name, help, value) in per_target {
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+                for r in &self.replicas {
+                    ConstGauge::new(value(r))
+                        .encode(family.encode_family(&TargetLabels { target: r.name.clone() })?)?;
+                }
+            }
+            let mut family = encoder.encode_descriptor(
+                "cairn_replica_failures",
+                "Failed attempts of the replication target's exporter",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for r in &self.replicas {
+                ConstCounter::new(r.failures)
+                    .encode(family.encode_family(&TargetLabels { target: r.name.clone() })?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -209,7 +289,7 @@ mod tests {
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_micros(300));
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_millis(30));
         m.record("/v1/x/{id}", &Method::GET, 404, Duration::from_secs(60));
-        let text = m.render(&cairn_engine::Stats::default());
+        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2\n"));
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"404\"} 1\n"));
         assert!(text.contains("cairn_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0005\"} 1\n"));
@@ -233,7 +313,7 @@ mod tests {
             m.record("unmatched", &method, 405, Duration::from_millis(1));
         }
         m.record("unmatched", &Method::GET, 404, Duration::from_millis(1));
-        let text = m.render(&cairn_engine::Stats::default());
+        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
         assert!(
             text.contains("cairn_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 100\n"),
             "{text}"

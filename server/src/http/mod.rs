@@ -34,6 +34,7 @@ pub use config::{Config, ConfigError, Limits};
 pub use router::app;
 pub use state::AppState;
 
+use crate::replicate::Replicators;
 use auth::Tokens;
 
 /// Why the server could not start, or did not stop cleanly.
@@ -125,7 +126,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             tracing::warn!(%addr, data = %opts.data.display(), "no tokens configured: authentication is off, listening on loopback only");
         }
         let (stop, stopped) = watch::channel(false);
-        let app = app(AppState::new(store.clone(), tokens, limits, stopped));
+        let state = AppState::new(store.clone(), tokens, limits, stopped.clone());
+        let replicators = Replicators::start(&store, &opts.config.replicate, &stopped)
+            .map_err(io("cannot start the replication threads"))?;
+        state.metrics.watch_replicas(replicators.status.clone());
+        let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
@@ -135,6 +140,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .await
             .map_err(io("serving failed"))?;
         tokio::task::spawn_blocking(move || {
+            // The stop signal was sent: each replicator ends after its current step.
+            replicators.join();
             let db = store.db().clone();
             db.flush().map_err(|e| ServeError::Close(e.to_string()))?;
             db.close().map_err(|e| ServeError::Close(e.to_string()))

@@ -86,6 +86,7 @@ pub async fn json(resp: Response) -> (u16, Value) {
 
 impl Server {
     /// Kills the server with SIGKILL and waits for it: no flush, no close, as a crash leaves it.
+    #[allow(dead_code, reason = "the soak kills servers; process.rs stops them")]
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
