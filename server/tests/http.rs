@@ -487,6 +487,23 @@ async fn tokens_roles_and_project_isolation() {
     assert_eq!(as_("reader-token", Method::GET, "/metrics").send().await.unwrap().status(), 200);
 }
 
+/// `/v1/stats` and `/metrics` show figures of the whole database: unscoped tokens only.
+#[tokio::test]
+async fn stats_and_metrics_are_for_unscoped_tokens() {
+    let s = App::start(tokens());
+    for path in ["/v1/stats", "/metrics"] {
+        for (token, want) in [("reader-token", 200), ("admin-token", 200), ("p1-token", 403), ("p2-token", 403)] {
+            let r = s.req(Method::GET, path).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            if status == 403 {
+                let (_, body) = json(r).await;
+                assert!(body["detail"].as_str().unwrap().contains("limited to project"), "{body}");
+            }
+            assert_eq!(status, want, "{token} {path}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_input_is_a_4xx_and_changes_nothing() {
     let s = App::start(Config { limits: Limits { max_body_bytes: 65536, ..Limits::default() }, ..Config::default() });

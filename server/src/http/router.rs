@@ -91,9 +91,10 @@ async fn openapi() -> Response {
     resp
 }
 
-/// `GET /v1/stats`: the engine's figures as JSON (those of `cairn stats --json`).
+/// `GET /v1/stats`: the engine's figures as JSON (those of `cairn stats --json`). Database-wide, so not for
+/// project-scoped tokens.
 async fn stats(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Value>, ApiError> {
-    who.require(Role::Read)?;
+    who.require_unscoped(Role::Read)?;
     let out = state
         .read(|store| {
             let db = store.db();
@@ -104,11 +105,12 @@ async fn stats(State(state): State<AppState>, Extension(who): Extension<Principa
 }
 
 /// `GET /metrics`: the Prometheus text of [`Metrics`](super::metrics::Metrics) and the engine's figures.
+/// Database-wide, so not for project-scoped tokens.
 pub async fn metrics(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    who.require(Role::Read)?;
+    who.require_unscoped(Role::Read)?;
     let text = state.read(|store| Ok(store.db().stats())).await.map(|stats| state.metrics.render(&stats))?;
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));
