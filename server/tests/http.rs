@@ -567,9 +567,10 @@ async fn another_projects_records_look_absent() {
         assert!(body.get("current_version").is_none() && !body.to_string().contains("p2"), "{body}");
     }
     let put = json!({"op": "put", "collection": "jobs", "id": "theirs", "document": mine});
-    let (status, body) =
-        json(as_("p1-token", Method::POST, "/v1/transactions").json(&json!({"operations": [put]})).send().await.unwrap())
-            .await;
+    let (status, body) = json(
+        as_("p1-token", Method::POST, "/v1/transactions").json(&json!({"operations": [put]})).send().await.unwrap(),
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.get("current_version").is_none() && !body.to_string().contains("p2"), "{body}");
 
