@@ -22,7 +22,8 @@ pub fn claimable_jobs(now_ms: i64) -> [Query; 3] {
 /// Atomically claims the most urgent claimable job for `node`: status RUNNING, the node recorded, the lease
 /// set to `now_ms + lease_ms`, `started_at` set on the first claim and `attempts` counted. Concurrent
 /// workers never claim the same job; a job whose lease lapsed is claimed again. `None` if no job is
-/// claimable.
+/// claimable; [`ClaimError::Contended`] if claimable jobs exist but concurrent workers took each one this
+/// claim tried (retry it).
 pub fn claim_job(
     jobs: &Collection<Job>,
     node: &str,

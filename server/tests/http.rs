@@ -441,7 +441,7 @@ async fn tokens_roles_and_project_isolation() {
     assert_eq!(status, 403, "{body}");
     let no_project = as_("p1-token", Method::PUT, "/v1/collections/jobs/records/d").json(&json!({"x": 1})).send();
     assert_eq!(json(no_project.await.unwrap()).await.0, 403);
-    // Another project's record: invisible to read and delete, refused to overwrite.
+    // Another project's record: invisible to read and delete; a create over its id is refused.
     assert_eq!(json(as_("p1-token", Method::GET, "/v1/collections/jobs/records/b").send().await.unwrap()).await.0, 404);
     assert_eq!(
         json(as_("p1-token", Method::DELETE, "/v1/collections/jobs/records/b").send().await.unwrap()).await.0,
@@ -480,11 +480,120 @@ async fn tokens_roles_and_project_isolation() {
         json!({"operations": [{"op": "put", "collection": "jobs", "id": "x", "document": job(1, "PENDING", "p2")}]});
     assert_eq!(json(as_("p1-token", Method::POST, "/v1/transactions").json(&txn).send().await.unwrap()).await.0, 403);
     let txn = json!({"operations": [{"op": "check", "collection": "jobs", "id": "b", "if_match": 2}]});
-    assert_eq!(json(as_("p1-token", Method::POST, "/v1/transactions").json(&txn).send().await.unwrap()).await.0, 404);
+    assert_eq!(json(as_("p1-token", Method::POST, "/v1/transactions").json(&txn).send().await.unwrap()).await.0, 412);
     let (_, feed) = json(as_("p1-token", Method::GET, "/v1/changes").send().await.unwrap()).await;
     let seen: Vec<&str> = feed["changes"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(seen, ["a", "a2"]);
     assert_eq!(as_("reader-token", Method::GET, "/metrics").send().await.unwrap().status(), 200);
+}
+
+/// For a project-scoped token, another project's record answers exactly as an absent one on every route
+/// (status and body, the id aside), except a create over it, which is 403 and says no more than that the id
+/// is taken. Nothing of it is changed.
+#[tokio::test]
+async fn another_projects_records_look_absent() {
+    let s = App::start(tokens());
+    let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
+    let spec = json!({"name": "jobs", "indexes": [
+        {"name": "project", "fields": ["project"]},
+        {"name": "owner", "fields": ["owner"]},
+    ]});
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
+        201
+    );
+    let secret = json!({"project": "p2", "owner": "bob", "status": "PENDING", "priority": 7});
+    let r = as_("p2-token", Method::PUT, "/v1/collections/jobs/records/theirs").json(&secret).send();
+    assert_eq!(r.await.unwrap().status(), 201);
+    let mine = json!({"project": "p1", "owner": "bob", "status": "PENDING", "priority": 1});
+
+    // Each request, sent by the p1 token about `theirs` (p2's) and about `nobody` (absent).
+    let ask = |id: &str, kind: usize| {
+        let rec = format!("/v1/collections/jobs/records/{id}");
+        let txn = |op: Value| as_("p1-token", Method::POST, "/v1/transactions").json(&json!({"operations": [op]}));
+        let op = |extra: Value| {
+            let mut o = json!({"collection": "jobs", "id": id});
+            o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            o
+        };
+        match kind {
+            0 => as_("p1-token", Method::GET, &rec),
+            1 => as_("p1-token", Method::PUT, &rec).header("if-match", "*").json(&mine),
+            2 => as_("p1-token", Method::PUT, &rec).header("if-match", "\"1\"").json(&mine),
+            3 => as_("p1-token", Method::DELETE, &rec),
+            4 => as_("p1-token", Method::DELETE, &rec).header("if-match", "\"1\""),
+            5 => txn(op(json!({"op": "check", "if_match": 1}))),
+            6 => txn(op(json!({"op": "check", "if_none_match": true}))),
+            7 => txn(op(json!({"op": "delete"}))),
+            8 => txn(op(json!({"op": "delete", "if_match": 1}))),
+            9 => txn(op(json!({"op": "put", "if_match": 1, "document": mine.clone()}))),
+            10 => as_(
+                "p1-token",
+                Method::GET,
+                &format!("/v1/collections/jobs/records?owner={}", if id == "theirs" { "bob" } else { "nobody" }),
+            ),
+            _ => {
+                let owner = if id == "theirs" { "bob" } else { "nobody" };
+                let claim = json!({"where": {"owner": owner}, "set": {"status": "RUNNING"}});
+                as_("p1-token", Method::POST, "/v1/collections/jobs/claim").json(&claim)
+            }
+        }
+    };
+    // The id aside, and the sequence of a transaction that committed.
+    let normal = |body: Value| -> String {
+        let text = body.to_string().replace("theirs", "ID").replace("nobody", "ID");
+        match body["seq"].as_u64() {
+            Some(seq) => text.replace(&format!("\"seq\":{seq}"), "\"seq\":SEQ"),
+            None => text,
+        }
+    };
+    for kind in 0..12 {
+        let (status, body) = json(ask("theirs", kind).send().await.unwrap()).await;
+        let (status_absent, body_absent) = json(ask("nobody", kind).send().await.unwrap()).await;
+        assert_eq!((status, normal(body.clone())), (status_absent, normal(body_absent)), "request {kind}");
+        assert!(!body.to_string().contains("p2") && !body.to_string().contains("\"current_version\":1"), "{body}");
+    }
+
+    // A create over it, plain or create-only, cannot succeed: 403, revealing nothing but that the id is taken.
+    let rec = "/v1/collections/jobs/records/theirs";
+    for create_only in [false, true] {
+        let mut r = as_("p1-token", Method::PUT, rec).json(&mine);
+        if create_only {
+            r = r.header("if-none-match", "*");
+        }
+        let (status, body) = json(r.send().await.unwrap()).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("id is taken"), "{body}");
+        assert!(body.get("current_version").is_none() && !body.to_string().contains("p2"), "{body}");
+    }
+    let put = json!({"op": "put", "collection": "jobs", "id": "theirs", "document": mine});
+    let (status, body) = json(
+        as_("p1-token", Method::POST, "/v1/transactions").json(&json!({"operations": [put]})).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.get("current_version").is_none() && !body.to_string().contains("p2"), "{body}");
+
+    // p2's record is as it was.
+    let (status, theirs) = json(as_("p2-token", Method::GET, rec).send().await.unwrap()).await;
+    assert_eq!((status, theirs["version"].as_u64(), &theirs["document"]), (200, Some(1), &secret));
+}
+
+/// `/v1/stats` and `/metrics` show figures of the whole database: unscoped tokens only.
+#[tokio::test]
+async fn stats_and_metrics_are_for_unscoped_tokens() {
+    let s = App::start(tokens());
+    for path in ["/v1/stats", "/metrics"] {
+        for (token, want) in [("reader-token", 200), ("admin-token", 200), ("p1-token", 403), ("p2-token", 403)] {
+            let r = s.req(Method::GET, path).bearer_auth(token).send().await.unwrap();
+            let status = r.status().as_u16();
+            if status == 403 {
+                let (_, body) = json(r).await;
+                assert!(body["detail"].as_str().unwrap().contains("limited to project"), "{body}");
+            }
+            assert_eq!(status, want, "{token} {path}");
+        }
+    }
 }
 
 #[tokio::test]

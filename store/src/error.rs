@@ -148,10 +148,19 @@ impl WriteError {
 }
 
 /// Why a claim failed (`DynCollection::claim`, `Collection::claim`). Losing a race is not an error: the
-/// claim moves on to the next candidate.
+/// claim moves on to the next candidate; only losing every race of every round is ([`Contended`]).
+///
+/// [`Contended`]: ClaimError::Contended
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClaimError {
+    /// Candidates matched, but concurrent writers changed each one the claim tried, round after round.
+    /// Nothing was claimed; the claim may succeed if retried.
+    #[error("claims on {collection} kept losing races to concurrent writers; retry")]
+    Contended {
+        /// The collection.
+        collection: String,
+    },
     /// Storage, the commit, or a stored record that does not decode.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -164,6 +173,13 @@ pub enum ClaimError {
     /// A query cannot be answered as asked.
     #[error("invalid query: {0}")]
     InvalidQuery(String),
+}
+
+impl ClaimError {
+    /// Whether retrying the claim may succeed (it lost its races).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Contended { .. })
+    }
 }
 
 /// Why a declaration failed (`Store::declare`, `Store::collection`). Re-indexing works in batches and may
@@ -255,6 +271,12 @@ pub enum CollectionError {
         /// The id.
         id: String,
     },
+    /// A claim found candidates but lost the race for each (see [`ClaimError::Contended`]).
+    #[error("claims on {collection} kept losing races to concurrent writers; retry")]
+    Contended {
+        /// The collection.
+        collection: String,
+    },
     /// The collection was never declared.
     #[error("unknown collection {0}")]
     UnknownCollection(String),
@@ -342,6 +364,7 @@ impl From<ClaimError> for CollectionError {
     fn from(e: ClaimError) -> Self {
         match e {
             ClaimError::Store(e) => e.into(),
+            ClaimError::Contended { collection } => Self::Contended { collection },
             ClaimError::UnknownCollection(c) => Self::UnknownCollection(c),
             ClaimError::Invalid(m) => Self::Invalid(m),
             ClaimError::InvalidQuery(m) => Self::InvalidQuery(m),

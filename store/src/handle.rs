@@ -84,6 +84,9 @@ fn object(doc: &Value) -> Result<(), WriteError> {
 /// Candidates a claim considers per query round.
 const CLAIM_BATCH: usize = 16;
 
+/// Rounds a claim makes while it loses races, before it gives up as `Contended`.
+const CLAIM_ROUNDS: usize = 8;
+
 impl Store {
     /// A declared collection, with documents as JSON values.
     pub fn collection_dyn(&self, name: &str) -> Result<DynCollection, ReadError> {
@@ -353,14 +356,16 @@ impl DynCollection {
     /// update, so concurrent claimers never take the same document; a claimer that loses a race moves on to
     /// the next candidate. Candidates another claim of this store is taking at the moment are tried last, so
     /// that concurrent claimers spread over the head of the queue instead of racing for its first record.
-    /// `None` if none of the first 16 candidates of each query was accepted and claimed, or if 8 rounds all
-    /// lost their races.
+    /// A round tries the first 16 candidates of each query; a round that lost a race is followed by another,
+    /// up to 8. `None` only if a round lost no race and claimed nothing: no candidate matched, or `change`
+    /// declined every one. [`ClaimError::Contended`] if all 8 rounds lost races (candidates exist, but
+    /// concurrent writers took or changed each one tried): nothing was claimed, and a retry may succeed.
     pub fn claim(
         &self,
         queries: &[Query],
         mut change: impl FnMut(&mut Value) -> bool,
     ) -> Result<Option<Stored<Value>>, ClaimError> {
-        for _round in 0..8 {
+        for _round in 0..CLAIM_ROUNDS {
             let mut lost_race = false;
             for q in queries {
                 // Candidates are read a page at a time, the first page holding one: without contention
@@ -391,10 +396,10 @@ impl DynCollection {
                 }
             }
             if !lost_race {
-                break;
+                return Ok(None);
             }
         }
-        Ok(None)
+        Err(ClaimError::Contended { collection: self.name.to_string() })
     }
 
     /// One claim attempt on `candidate` (whose record key is `key`), marked as in flight while it lasts:
@@ -492,6 +497,33 @@ mod tests {
             "{claimed:?}"
         );
         assert_eq!(q.get("a").unwrap().unwrap().version, 1);
+    }
+
+    /// Losing every race of every round is `Contended`, not "nothing matched"; nothing is claimed. A claim
+    /// that finds no candidate is `None`.
+    #[test]
+    fn a_claim_that_loses_every_race_is_contended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("q", vec![IndexSpec::new("state", &["state"])])).unwrap();
+        let q = store.collection_dyn("q").unwrap();
+        q.insert("a", json!({"state": "ready"})).unwrap();
+        let ready = [Query::new().eq("state", "ready")];
+        // Another writer changes the candidate between the claim's read and its write, every time.
+        let other = q.clone();
+        let mut tries = 0;
+        let claimed = q.claim(&ready, |doc| {
+            tries += 1;
+            let current = other.get("a").unwrap().unwrap();
+            other.update("a", current.version, json!({"state": "ready", "touched": tries})).unwrap();
+            doc["state"] = json!("taken");
+            true
+        });
+        assert!(matches!(&claimed, Err(ClaimError::Contended { collection }) if collection == "q"), "{claimed:?}");
+        assert!(claimed.unwrap_err().is_retryable());
+        assert_eq!(tries, CLAIM_ROUNDS);
+        assert_eq!(q.get("a").unwrap().unwrap().doc["state"], "ready", "nothing claimed");
+        assert!(q.claim(&[Query::new().eq("state", "gone")], |_| true).unwrap().is_none());
     }
 
     #[test]

@@ -102,7 +102,8 @@ impl<T: Record> Collection<T> {
     }
 
     /// Atomically takes the first record matching one of `queries` that `change` accepts; see
-    /// [`DynCollection::claim`].
+    /// [`DynCollection::claim`]. `None` if nothing matched (or `change` declined every candidate),
+    /// [`ClaimError::Contended`] if candidates were lost to concurrent writers round after round.
     pub fn claim(
         &self,
         queries: &[Query],

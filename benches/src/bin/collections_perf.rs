@@ -154,7 +154,14 @@ fn run() -> Result<(), Failure> {
                 thread::spawn(move || -> Result<usize, cairn_store::CollectionError> {
                     let mut got = 0;
                     for _ in 0..per {
-                        if claim_job(&jobs, &format!("node-{w}"), 1_800_000_000_000, 600_000)?.is_some() {
+                        // A claim that lost every race (`Contended`) is tried again.
+                        let claimed = loop {
+                            match claim_job(&jobs, &format!("node-{w}"), 1_800_000_000_000, 600_000) {
+                                Err(e) if e.is_retryable() => continue,
+                                other => break other?,
+                            }
+                        };
+                        if claimed.is_some() {
                             got += 1;
                         }
                     }

@@ -179,7 +179,13 @@ impl DocSession for CairnSession {
     }
 
     fn claim(&mut self, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<String>> {
-        Ok(claim_job(&self.jobs, node, now_ms, lease_ms)?.map(|s| s.id))
+        // A claim that lost every race (`Contended`) is tried again.
+        loop {
+            match claim_job(&self.jobs, node, now_ms, lease_ms) {
+                Err(e) if e.is_retryable() => continue,
+                other => return Ok(other?.map(|s| s.id)),
+            }
+        }
     }
 
     fn page_owner(&mut self, owner: &str, page: usize, sum: &mut Checksum) -> Result<(usize, usize)> {

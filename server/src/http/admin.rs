@@ -33,15 +33,6 @@ pub struct BackupRequest {
     check: bool,
 }
 
-/// Only an admin token with no project scope may act on the whole database.
-fn require_unscoped_admin(who: &Principal) -> Result<(), ApiError> {
-    who.require(Role::Admin)?;
-    match who.project() {
-        Some(p) => Err(ApiError::forbidden(format!("token {} is limited to project {p:?}", who.name))),
-        None => Ok(()),
-    }
-}
-
 fn checkpoint_error(e: EngineError) -> ApiError {
     match e {
         EngineError::Open(OpenError::AlreadyExists { path }) => ApiError::new(
@@ -60,7 +51,7 @@ pub async fn backup(
     Extension(who): Extension<Principal>,
     JsonBody(req): JsonBody<BackupRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    require_unscoped_admin(&who)?;
+    who.require_unscoped(Role::Admin)?;
     if !req.to.is_absolute() {
         return Err(ApiError::bad_request(format!("to must be an absolute path, not {}", req.to.display())));
     }
@@ -85,7 +76,7 @@ pub async fn check(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
-    require_unscoped_admin(&who)?;
+    who.require_unscoped(Role::Admin)?;
     static COPIES: AtomicU64 = AtomicU64::new(0);
     let out = state
         .read(move |store| {

@@ -17,7 +17,7 @@ use super::error::ApiError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read records, queries, collections, the change feed, stats and metrics.
+    /// Read records, queries, collections and the change feed; without a project scope, stats and metrics.
     Read,
     /// Also write records, claim and run transactions.
     Write,
@@ -134,6 +134,19 @@ impl Principal {
                 Err(ApiError::forbidden(format!("token {} has role {have:?}; this route needs {role:?}", self.name)))
             }
             Some(_) => Ok(()),
+        }
+    }
+
+    /// As [`require`](Self::require), and also 403 for a token limited to a project: for routes that show
+    /// figures of, or act on, the whole database.
+    pub fn require_unscoped(&self, role: Role) -> Result<(), ApiError> {
+        self.require(role)?;
+        match &self.project {
+            Some(p) => Err(ApiError::forbidden(format!(
+                "token {} is limited to project {p:?}; this route shows the whole database",
+                self.name
+            ))),
+            None => Ok(()),
         }
     }
 

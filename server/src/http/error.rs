@@ -119,6 +119,11 @@ impl From<CollectionError> for ApiError {
             CollectionError::TxnConflict { collection, id } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", detail).with("collection", collection).with("id", id)
             }
+            CollectionError::Contended { collection } => {
+                let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", detail);
+                e.retry_after = Some(1);
+                e.with("collection", collection)
+            }
             CollectionError::UnknownCollection(name) => ApiError::not_found(detail).with("collection", name),
             CollectionError::SpecMismatch(_) => ApiError::new(StatusCode::CONFLICT, "conflict", detail),
             CollectionError::Invalid(_) | CollectionError::InvalidQuery(_) => ApiError::bad_request(detail),
@@ -181,6 +186,10 @@ mod tests {
         assert_eq!(ApiError::from(ReadError::UnknownCollection("c".into())).status, 404);
         assert_eq!(ApiError::from(ReadError::InvalidQuery("q".into())).status, 400);
         assert_eq!(ApiError::from(ClaimError::InvalidQuery("q".into())).status, 400);
+        let contended = ApiError::from(ClaimError::Contended { collection: "jobs".into() });
+        assert_eq!((contended.status.as_u16(), contended.retry_after, contended.kind), (503, Some(1), "contended"));
+        let resp = contended.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         assert_eq!(ApiError::from(DeclareError::SpecMismatch("c".into())).status, 409);
         let trimmed = ApiError::from(ChangesError::ChangesTrimmed { requested: 1, trimmed_through: 5 });
         assert_eq!((trimmed.status.as_u16(), &trimmed.body()["trimmed_through"]), (410, &json!(5)));

@@ -1,6 +1,7 @@
 //! Load shedding and the per-request timeout. (The body size limit is enforced by `JsonBody`, the only
 //! extractor that reads bodies, which answers 413 after draining what the client is still sending; the
-//! page size is capped where queries are built.)
+//! page size is capped where queries are built; engine tasks in flight are bounded in `state`, where they
+//! are started.)
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

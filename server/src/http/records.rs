@@ -91,6 +91,15 @@ fn hidden(collection: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{collection}/{id} not found")).with("collection", collection).with("id", id)
 }
 
+/// A create that a scoped token cannot make because another project's record has the id: 403, saying no
+/// more than that the id is taken (not the record's version, project or document). Ids are shared by all
+/// projects, so this is the one answer in which another project's record differs from an absent one.
+pub fn id_taken(who: &Principal, collection: &str, id: &str) -> ApiError {
+    ApiError::forbidden(format!("{collection}/{id} cannot be created with token {}: the id is taken", who.name))
+        .with("collection", collection)
+        .with("id", id)
+}
+
 /// `PUT /v1/collections/{collection}/records/{id}`.
 pub async fn put(
     State(state): State<AppState>,
@@ -110,10 +119,12 @@ pub async fn put(
         .write(move |store| {
             let created = std::cell::Cell::new(false);
             let stored = store.collection_dyn(&collection)?.write_one(&id, |current| {
-                if current.is_some_and(|c| !who.sees(&c.doc)) {
-                    return Err(ApiError::forbidden(format!("{collection}/{id} belongs to another project")));
+                // Another project's record is checked as if absent; only a create over it fails (403).
+                let visible = current.filter(|c| who.sees(&c.doc));
+                pre.check(&collection, &id, visible.map(|c| c.version))?;
+                if current.is_some() && visible.is_none() {
+                    return Err(id_taken(&who, &collection, &id));
                 }
-                pre.check(&collection, &id, current.map(|c| c.version))?;
                 created.set(current.is_none());
                 Ok(RecordWrite::Put(doc.clone()))
             })?;

@@ -1,6 +1,7 @@
 //! What every handler shares: the store, the tokens, the limits, the metrics, and the signals for the change
-//! feed and shutdown. Engine calls run on tokio's blocking pool.
+//! feed and shutdown. Engine calls run on tokio's blocking pool, at most `max_concurrency` at once.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cairn_store::Store;
@@ -28,6 +29,10 @@ pub struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Permits for open change streams.
     pub(crate) streams: Arc<Semaphore>,
+    /// Permits for engine tasks in flight, `max_concurrency` of them. A task holds its permit until it
+    /// finishes, also when the request that started it timed out and was answered, so the work left behind
+    /// by timed-out requests is bounded and new engine calls are shed while it runs.
+    pub(crate) engine: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -38,6 +43,7 @@ impl AppState {
             store,
             tokens: Arc::new(tokens),
             streams: Arc::new(Semaphore::new(limits.max_streams)),
+            engine: Arc::new(Semaphore::new(limits.max_concurrency)),
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::default()),
             written,
@@ -45,13 +51,27 @@ impl AppState {
         }
     }
 
-    /// Runs `f` on the blocking pool.
+    /// Runs `f` on the blocking pool, holding an engine permit until `f` returns; 503 with `Retry-After: 1`
+    /// at once if every permit is taken. Dropping the returned future (a timeout) does not stop `f`, but
+    /// the permit stays taken until it has.
     async fn blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
     ) -> Result<R, ApiError> {
+        let Ok(permit) = self.engine.clone().try_acquire_owned() else {
+            self.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::unavailable(
+                "the engine is running max_concurrency tasks (timed-out requests' included); retry shortly",
+                1,
+            ));
+        };
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store)).await.map_err(join_error)?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&store)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Runs a read on the blocking pool.
@@ -91,4 +111,35 @@ impl AppState {
 
 fn join_error(e: tokio::task::JoinError) -> ApiError {
     ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("engine task failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A timed-out request's engine task keeps its permit until it ends: meanwhile engine calls are shed
+    /// with 503 and `Retry-After`, and afterwards they run again.
+    #[tokio::test]
+    async fn engine_tasks_left_by_timeouts_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("data")).unwrap();
+        let limits = Limits { max_concurrency: 2, ..Limits::default() };
+        let state = AppState::new(store, Tokens::default(), limits, watch::channel(false).1);
+        let slow = || {
+            state.read(|_| {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(())
+            })
+        };
+        for _ in 0..2 {
+            assert!(tokio::time::timeout(Duration::from_millis(20), slow()).await.is_err(), "timed out");
+        }
+        let shed = state.read(|_| Ok(())).await.unwrap_err();
+        assert_eq!((shed.status.as_u16(), shed.retry_after), (503, Some(1)));
+        assert_eq!(state.metrics.shed.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(state.read(|_| Ok(())).await.is_ok(), "the permits came back when the slow tasks ended");
+    }
 }

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::extract::{collection_name, record_id, JsonBody};
 use cairn_store::{Committed, Stored};
 
-use super::records::{record_json, Precondition};
+use super::records::{id_taken, record_json, Precondition};
 use super::state::AppState;
 
 /// Commit attempts when a concurrent commit touched one of the transaction's records. The preconditions
@@ -126,16 +126,14 @@ pub async fn run(
         .write(move |store| {
             let (read, c) = store.commit_with_retry(ATTEMPTS, |tx| {
                 for op in &ops {
+                    // Another project's record is checked as if absent; only a put over it fails (403).
                     let current = tx.get_doc(&op.collection, &op.id)?;
-                    if current.as_ref().is_some_and(|c| !who.sees(&c.doc)) {
-                        let e = if op.op == OpKind::Put {
-                            ApiError::forbidden(format!("{}/{} belongs to another project", op.collection, op.id))
-                        } else {
-                            ApiError::not_found(format!("{}/{} not found", op.collection, op.id))
-                        };
-                        return Err(e.with("collection", op.collection.as_str()).with("id", op.id.as_str()));
+                    let hidden = current.as_ref().is_some_and(|c| !who.sees(&c.doc));
+                    let visible = if hidden { None } else { current.as_ref() };
+                    op.precondition()?.check(&op.collection, &op.id, visible.map(|c| c.version))?;
+                    if hidden && op.op == OpKind::Put {
+                        return Err(id_taken(&who, &op.collection, &op.id));
                     }
-                    op.precondition()?.check(&op.collection, &op.id, current.as_ref().map(|c| c.version))?;
                     match op.op {
                         OpKind::Put => {
                             tx.upsert_doc(&op.collection, &op.id, op.document.clone().unwrap_or_default())?;
@@ -148,7 +146,7 @@ pub async fn run(
                 ops.iter()
                     .map(|op| match op.op {
                         OpKind::Delete => Ok(None),
-                        _ => Ok(tx.get_doc(&op.collection, &op.id)?),
+                        _ => Ok(tx.get_doc(&op.collection, &op.id)?.filter(|s| who.sees(&s.doc))),
                     })
                     .collect::<Result<Vec<_>, ApiError>>()
             })?;
