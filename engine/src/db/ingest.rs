@@ -4,9 +4,10 @@
 //! written to new tables and synced; the manifest edit that adds them is its commit point, as for a flush.
 //! So that the new tables hold the newest versions of their keys, the memtable is frozen and every frozen
 //! memtable flushed first, and the tables join the deepest level with nothing overlapping them at or above
-//! it (level 0, as the newest level-0 tables, if a level-0 table overlaps); the commit leader holds the
-//! queue meanwhile, so no other write can slip in. After a crash the batch is either in the manifest
-//! (whole) or its tables are orphans that the next open removes.
+//! it (level 0, as the newest level-0 tables, if a level-0 table overlaps or a compaction is running: an
+//! ingest never waits for one); the commit leader holds the queue meanwhile, so no other write can slip in.
+//! After a crash the batch is either in the manifest (whole) or its tables are orphans that the next open
+//! removes.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -130,15 +131,18 @@ impl Inner {
             })?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
-        // No compaction may change the levels between choosing one and installing there.
-        let _no_compaction = self.compaction_lock.lock();
-        let level = self.ingest_level(&outputs);
+        // No compaction may change the levels between choosing one and installing there. A compaction
+        // running now is not waited for (every writer waits behind the leader): the tables then join level 0
+        // as its newest tables, which is right whatever that compaction installs.
+        let no_compaction = self.compaction_lock.try_lock();
+        let level = if no_compaction.is_some() { self.ingest_level(&outputs) } else { 0 };
         let edit = VersionEdit {
             last_sequence: Some(last_seq),
             added: outputs.into_iter().map(|m| (level, m)).collect(),
             ..VersionEdit::default()
         };
         self.install(edit, None)?;
+        drop(no_compaction);
         self.last_seq.store(last_seq, Ordering::Release);
         let c = &self.counters;
         Counters::add(&c.user_bytes, user_bytes);
@@ -231,5 +235,44 @@ mod tests {
         }
         source.seek(Some(&key::internal_key(&[0xff; 40], 0))).unwrap();
         assert_eq!(source.key(), None);
+    }
+
+    /// Regression: an ingest waited for a running compaction while holding commit leadership, so every
+    /// writer stalled behind the compaction. With the compaction lock held elsewhere, the ingest must finish,
+    /// into level 0, its batch shadowing older versions of its keys.
+    #[test]
+    fn an_ingest_does_not_wait_for_a_running_compaction() {
+        use std::sync::mpsc;
+        use std::sync::Arc;
+
+        let fs = crate::io::MemStorage::new();
+        let db = crate::Db::builder()
+            .storage(Arc::new(fs))
+            .ingest_threshold(4 * 1024)
+            .open(std::path::Path::new("/db"))
+            .unwrap();
+        db.put(b"k0500", b"old").unwrap();
+        db.flush().unwrap();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let (held_tx, held_rx) = mpsc::channel::<()>();
+        let inner = db.inner().clone();
+        // A compaction in progress, as far as the ingest can tell: the lock is held until the ingest is done,
+        // or for 30 s if the ingest waits for it (then the test fails below).
+        let holder = std::thread::spawn(move || {
+            let _running = inner.compaction_lock.lock();
+            held_tx.send(()).unwrap();
+            done_rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok()
+        });
+        held_rx.recv().unwrap();
+        let mut batch = WriteBatch::new();
+        for i in 0..1000 {
+            batch.put(format!("k{i:04}"), vec![b'v'; 40]);
+        }
+        db.write(batch).unwrap();
+        done_tx.send(()).unwrap();
+        assert!(holder.join().unwrap(), "the ingest waited for the compaction lock");
+        assert_eq!(db.stats().ingested_batches, 1);
+        assert_eq!(db.get(b"k0500").unwrap(), Some(vec![b'v'; 40]));
+        assert!(db.stats().levels[0].tables >= 2, "{:?}", db.stats().levels);
     }
 }
