@@ -11,7 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_engine::{Compression, Db, Durability, LeveledPolicy, MemStorage, Options, Stats, WriteBatch};
+use cairn_engine::{
+    CompactionPolicy, CompactionTask, Compression, Db, Durability, LevelInfo, LeveledPolicy, MemStorage, Options, Stats,
+    WriteBatch,
+};
 
 fn options(storage: &MemStorage, policy: LeveledPolicy) -> Options {
     Db::builder()
@@ -211,4 +214,56 @@ fn measure() {
         println!("{name}:");
         queue(200, p, true);
     }
+}
+
+/// Compacts level 0 into level 1 once it holds six tables, and nothing else.
+#[derive(Debug)]
+struct SixInLevel0;
+
+impl CompactionPolicy for SixInLevel0 {
+    fn choose(&self, levels: &[LevelInfo]) -> Option<CompactionTask> {
+        let l0 = levels.first()?;
+        (l0.tables.len() >= 6).then(|| CompactionTask {
+            level: 0,
+            inputs: l0.tables.iter().map(|t| t.number).collect(),
+            output_level: 1,
+        })
+    }
+}
+
+/// Six overlapping level-0 tables of ~120 KB (each rewrites the same keys) and one level-0 compaction: the
+/// level-0 tables left, the level-1 tables made, and whether every key reads its newest value.
+fn capped_level0(cap: Option<u64>) -> (usize, usize) {
+    let storage = MemStorage::new();
+    let mut opts = options(&storage, policy()).compaction_policy(Arc::new(SixInLevel0));
+    if let Some(cap) = cap {
+        opts = opts.max_compaction_bytes(cap);
+    }
+    let db = opts.open(Path::new("/db")).unwrap();
+    for round in 0..6u64 {
+        let mut b = WriteBatch::new();
+        for i in 0..1000 {
+            b.put(key("k", i), value(i + round));
+        }
+        db.write(b).unwrap();
+        db.flush().unwrap();
+    }
+    let s = settle(&db, Duration::from_secs(60));
+    assert_eq!(s.compactions, 1, "{s:?}");
+    for i in 0..1000 {
+        assert_eq!(db.get(key("k", i)).unwrap(), Some(value(i + 5)), "key {i} reads its newest value");
+    }
+    (s.levels[0].tables, s.levels[1].tables)
+}
+
+#[test]
+fn compaction_inputs_are_capped() {
+    // Uncapped, a level-0 compaction takes every level-0 table.
+    assert_eq!(capped_level0(None).0, 0);
+    // With room for two of them, it takes the two oldest; the four newer stay above level 1.
+    let (level0, level1) = capped_level0(Some(300_000));
+    assert_eq!(level0, 4);
+    assert!(level1 >= 1);
+    // One table always goes, even if it alone exceeds the cap.
+    assert_eq!(capped_level0(Some(1)).0, 5);
 }
