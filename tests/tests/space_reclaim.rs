@@ -2,7 +2,7 @@
 //! tombstones (tombstone ratio of `LeveledPolicy`), rewrites them away at the bottom of the tree, and keeps a
 //! queue (insert at the tail, delete at the head) from piling tombstones up.
 //!
-//! `CAIRN_RECLAIM_KEYS=1000000 cargo test -p cairn-tests --release --test space_reclaim -- --ignored
+//! `CAIRN_RECLAIM_KEYS=1000000 cargo test -p cairn-tests --test space_reclaim -- --ignored
 //! --nocapture` measures the mass delete at another size and prints the figures.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
