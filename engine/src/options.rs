@@ -186,7 +186,7 @@ impl Options {
     }
 
     /// What to compact when. Default: [`LeveledPolicy::default`] (level 0 at 4 tables, level 1 at
-    /// 256 MiB, x10 per level).
+    /// 256 MiB, x10 per level, tables compacted for their tombstones from a tombstone ratio of 0.5).
     pub fn compaction_policy(mut self, policy: Arc<dyn CompactionPolicy>) -> Self {
         self.compaction_policy = policy;
         self

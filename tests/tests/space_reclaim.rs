@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_engine::{
-    CompactionPolicy, CompactionTask, Compression, Db, Durability, LevelInfo, LeveledPolicy, MemStorage, Options, Stats,
-    WriteBatch,
+    CompactionPolicy, CompactionTask, Compression, Db, Durability, LevelInfo, LeveledPolicy, MemStorage, Options,
+    Stats, WriteBatch,
 };
 
 fn options(storage: &MemStorage, policy: LeveledPolicy) -> Options {
@@ -176,7 +176,12 @@ fn queue(rounds: u64, policy: LeveledPolicy, report: bool) -> Vec<(u64, u64, u64
     let s = settle(&db, Duration::from_secs(120));
     figures.push((rounds * STEP + WINDOW, table_bytes(&s), tombstones(&s)));
     if report {
-        println!("queue settled: table bytes {}, tombstones {}, write amp {:.1}", table_bytes(&s), tombstones(&s), s.write_amplification());
+        println!(
+            "queue settled: table bytes {}, tombstones {}, write amp {:.1}",
+            table_bytes(&s),
+            tombstones(&s),
+            s.write_amplification()
+        );
     }
     assert_eq!(db.prefix("q/").unwrap().count() as u64, WINDOW);
     figures

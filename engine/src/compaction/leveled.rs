@@ -71,7 +71,8 @@ impl LeveledPolicy {
     /// The task that reclaims the tombstones of `table` at `level` (1 or deeper): a rewrite in place if no
     /// deeper level may hold the keys they hide, else a push into the next level.
     fn reclaim(levels: &[LevelInfo], level: usize, table: &TableInfo) -> CompactionTask {
-        let deeper = levels.iter().skip(level + 1).any(|l| l.tables.iter().any(|t| t.overlaps(&table.smallest, &table.largest)));
+        let deeper =
+            levels.iter().skip(level + 1).any(|l| l.tables.iter().any(|t| t.overlaps(&table.smallest, &table.largest)));
         let output_level = if deeper && level + 1 < levels.len() { level + 1 } else { level };
         CompactionTask { level, inputs: vec![table.number], output_level }
     }
@@ -197,7 +198,8 @@ mod tests {
         levels[3].tables.push(table(9, 100, "a", "d"));
         assert_eq!(p.choose(&levels).unwrap(), CompactionTask { level: 1, inputs: vec![5], output_level: 2 });
         // The table with the most tombstones goes first.
-        let mut levels = level(2, vec![table(5, 10, "a", "b").with_deletions(8, 6), table(6, 10, "c", "d").with_deletions(20, 19)]);
+        let mut levels =
+            level(2, vec![table(5, 10, "a", "b").with_deletions(8, 6), table(6, 10, "c", "d").with_deletions(20, 19)]);
         levels[1].tables.push(table(7, 10, "e", "f").with_deletions(4, 4));
         assert_eq!(p.choose(&levels).unwrap().inputs, vec![6]);
     }

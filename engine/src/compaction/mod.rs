@@ -48,7 +48,15 @@ impl LevelInfo {
 impl TableInfo {
     /// A table as a policy sees it (for policies' own tests; the engine fills every field).
     pub fn new(number: u64, size: u64, smallest: impl Into<Vec<u8>>, largest: impl Into<Vec<u8>>) -> Self {
-        Self { number, size, entries: 0, deletions: 0, pinned: false, smallest: smallest.into(), largest: largest.into() }
+        Self {
+            number,
+            size,
+            entries: 0,
+            deletions: 0,
+            pinned: false,
+            smallest: smallest.into(),
+            largest: largest.into(),
+        }
     }
 
     /// With these entry and tombstone counts.
