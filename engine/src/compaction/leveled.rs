@@ -118,9 +118,21 @@ impl CompactionPolicy for LeveledPolicy {
             cursors.resize(levels.len(), Vec::new());
         }
         let cursor = cursors.get_mut(level)?;
-        let table =
-            info.tables.iter().find(|t| cursor.is_empty() || t.smallest > *cursor).or_else(|| info.tables.first())?;
-        cursor.clone_from(&table.largest);
+        // A table dense with tombstones goes first: pushed down, it cancels the data they hide. Otherwise
+        // round-robin.
+        let densest = info.tables.iter().filter(|t| self.dense(t)).max_by_key(|t| t.deletions);
+        let table = match densest {
+            Some(t) => t,
+            None => {
+                let t = info
+                    .tables
+                    .iter()
+                    .find(|t| cursor.is_empty() || t.smallest > *cursor)
+                    .or_else(|| info.tables.first())?;
+                cursor.clone_from(&t.largest);
+                t
+            }
+        };
         if self.dense(table) {
             // Rewritten in place when that drops its tombstones, rather than moved down with them.
             let task = Self::reclaim(levels, level, table);
@@ -210,7 +222,17 @@ mod tests {
         let l1 = vec![table(1, 60, "a", "c").with_deletions(10, 9), table(2, 60, "d", "f")];
         let first = p.choose(&levels(vec![], l1.clone())).unwrap();
         assert_eq!(first, CompactionTask { level: 1, inputs: vec![1], output_level: 1 });
-        let second = p.choose(&levels(vec![], l1)).unwrap();
+        let rest = vec![table(2, 60, "d", "f"), table(3, 60, "g", "h")];
+        let second = p.choose(&levels(vec![], rest)).unwrap();
         assert_eq!(second, CompactionTask { level: 1, inputs: vec![2], output_level: 2 });
+    }
+
+    #[test]
+    fn an_over_budget_level_pushes_its_densest_table_first() {
+        let p = LeveledPolicy::new(4, 100, 10);
+        let l1 = vec![table(1, 60, "a", "c"), table(2, 60, "d", "f").with_deletions(10, 6), table(3, 60, "g", "h")];
+        let mut levels = levels(vec![], l1);
+        levels[2].tables.push(table(9, 100, "a", "z"));
+        assert_eq!(p.choose(&levels).unwrap(), CompactionTask { level: 1, inputs: vec![2], output_level: 2 });
     }
 }
