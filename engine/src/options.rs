@@ -38,6 +38,7 @@ pub struct Options {
     pub(crate) compression: Compression,
     pub(crate) bloom_bits_per_key: u32,
     pub(crate) table_size: u64,
+    pub(crate) max_compaction_bytes: Option<u64>,
     pub(crate) level0_slowdown_trigger: usize,
     pub(crate) level0_stop_trigger: usize,
     pub(crate) max_manifest_size: u64,
@@ -60,6 +61,7 @@ impl Default for Options {
             compression: Compression::default(),
             bloom_bits_per_key: 10,
             table_size: 64 << 20,
+            max_compaction_bytes: None,
             level0_slowdown_trigger: 12,
             level0_stop_trigger: 20,
             max_manifest_size: 4 << 20,
@@ -139,6 +141,21 @@ impl Options {
         self
     }
 
+    /// Most bytes of input tables one background compaction takes, so that its extra disk space (its
+    /// outputs exist next to its inputs until it installs) and its run time stay bounded. A compaction
+    /// still takes at least one table of the upper level with the tables of the next level it overlaps,
+    /// even if they add up to more. Level 0 compacts its oldest tables first, as many as fit. `Db::compact`
+    /// is not capped. Default: 25 × [`Options::table_size`] (1.6 GiB with the default table size).
+    pub fn max_compaction_bytes(mut self, bytes: u64) -> Self {
+        self.max_compaction_bytes = Some(bytes);
+        self
+    }
+
+    /// The cap on one compaction's inputs: [`Options::max_compaction_bytes`] or its default.
+    pub(crate) fn compaction_cap(&self) -> u64 {
+        self.max_compaction_bytes.unwrap_or_else(|| self.table_size.saturating_mul(25))
+    }
+
     /// Level-0 table count at which each write group is delayed by 1 ms, so compaction catches up.
     /// Default: 12.
     pub fn level0_slowdown_trigger(mut self, n: usize) -> Self {
@@ -169,7 +186,7 @@ impl Options {
     }
 
     /// What to compact when. Default: [`LeveledPolicy::default`] (level 0 at 4 tables, level 1 at
-    /// 256 MiB, x10 per level).
+    /// 256 MiB, x10 per level, tables compacted for their tombstones from a tombstone ratio of 0.5).
     pub fn compaction_policy(mut self, policy: Arc<dyn CompactionPolicy>) -> Self {
         self.compaction_policy = policy;
         self

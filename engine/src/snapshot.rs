@@ -24,14 +24,19 @@ impl SnapshotList {
         seq
     }
 
-    pub fn release(&self, seq: u64) {
+    /// Releases one registration of `seq`. Returns whether the oldest open snapshot moved on (or none is
+    /// left): what compaction may drop grew.
+    pub fn release(&self, seq: u64) -> bool {
         let mut open = self.open.lock();
+        let was_oldest = open.keys().next() == Some(&seq);
         if let Some(n) = open.get_mut(&seq) {
             *n -= 1;
             if *n == 0 {
                 open.remove(&seq);
+                return was_oldest;
             }
         }
+        false
     }
 
     /// The oldest sequence an open snapshot reads at, or the latest sequence if none is open.

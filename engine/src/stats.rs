@@ -40,6 +40,10 @@ pub struct LevelStats {
     pub tables: usize,
     /// Bytes of those tables on disk.
     pub bytes: u64,
+    /// Entries in those tables, tombstones included.
+    pub entries: u64,
+    /// Tombstones among them (tables written before tombstones were counted add 0).
+    pub tombstones: u64,
 }
 
 /// A report on the engine: shape of the tree, caches, and counters since open.

@@ -25,6 +25,9 @@ pub(crate) struct TableMeta {
     pub number: u64,
     pub size: u64,
     pub entries: u64,
+    /// Entries that are tombstones. Tables added by a tag-4 record (written before the count existed, or
+    /// holding no tombstone) read as 0.
+    pub deletions: u64,
     pub min_seq: u64,
     pub max_seq: u64,
     pub smallest: Vec<u8>,
@@ -327,6 +330,7 @@ mod tests {
             number,
             size: 100,
             entries: 1,
+            deletions: 0,
             min_seq: 1,
             max_seq: 1,
             smallest: internal_key(lo.as_bytes(), make_trailer(1, ValueKind::Put)),

@@ -374,7 +374,7 @@ fn decode_edit(payload: &[u8]) -> Edit {
             1 => e.log_number = Some(c.u64("log number")),
             2 => e.next_file = Some(c.u64("next file")),
             3 => e.last_sequence = Some(c.u64("last sequence")),
-            4 => {
+            4 | 6 => {
                 let level = c.u8("level");
                 assert!(level < 7, "level {level}");
                 let meta = TableMeta {
@@ -386,6 +386,11 @@ fn decode_edit(payload: &[u8]) -> Edit {
                     smallest: c.len_prefixed("smallest").to_vec(),
                     largest: c.len_prefixed("largest").to_vec(),
                 };
+                if tag == 6 {
+                    // Tag 6 is tag 4 plus the table's tombstone count (the v1 fixture predates it).
+                    let deletions = c.u64("deletions");
+                    assert!(deletions <= meta.entries, "more deletions than entries");
+                }
                 e.added.push((level, meta));
             }
             5 => {

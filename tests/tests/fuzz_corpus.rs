@@ -31,8 +31,9 @@ fn open(fs: &MemStorage, compression: Compression) -> Db {
         .memtable_size(1 << 20)
         .block_size(256)
         .max_manifest_size(512)
-        // Only explicit compactions, so that the files do not depend on background timing.
-        .compaction_policy(Arc::new(LeveledPolicy::new(100, 1 << 30, 10)))
+        // Only explicit compactions, so that the files do not depend on background timing (none for size,
+        // none for tombstones).
+        .compaction_policy(Arc::new(LeveledPolicy::new(100, 1 << 30, 10).tombstone_ratio(f64::INFINITY)))
         .open(Path::new("/db"))
         .unwrap()
 }

@@ -36,6 +36,7 @@ fn meta(number: u64, s: TableSummary) -> TableMeta {
         number,
         size: s.size,
         entries: s.entries,
+        deletions: s.deletions,
         min_seq: s.min_seq,
         max_seq: s.max_seq,
         smallest: s.smallest,

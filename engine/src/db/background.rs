@@ -16,7 +16,7 @@ use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::table::TableIter;
 use crate::version::NUM_LEVELS;
-use crate::version::{LevelIter, Version};
+use crate::version::{LevelIter, TableHandle, Version};
 
 use super::{Inner, View};
 
@@ -166,6 +166,7 @@ impl Inner {
     pub(super) fn compact_once(&self) -> Result<bool, StorageError> {
         let _running = self.compaction_lock.lock();
         let version = self.versions.lock().current();
+        let oldest_snapshot = self.oldest_snapshot();
         let levels: Vec<LevelInfo> = version
             .levels
             .iter()
@@ -177,6 +178,9 @@ impl Inner {
                     .map(|t| TableInfo {
                         number: t.meta.number,
                         size: t.meta.size,
+                        entries: t.meta.entries,
+                        deletions: t.meta.deletions,
+                        pinned: t.meta.max_seq > oldest_snapshot,
                         smallest: t.smallest_user().to_vec(),
                         largest: t.largest_user().to_vec(),
                     })
@@ -190,22 +194,45 @@ impl Inner {
     fn run_task(&self, version: &Version, task: &CompactionTask) -> Result<bool, StorageError> {
         let level = task.level;
         let output_level = task.output_level;
-        if output_level != level + 1 || output_level >= NUM_LEVELS {
+        if output_level >= NUM_LEVELS {
             return Ok(false);
         }
         let Some(tables) = version.levels.get(level) else { return Ok(false) };
-        // Level-0 tables overlap, so all of them go together; deeper levels take the named tables.
-        let inputs: Vec<_> = if level == 0 {
-            tables.clone()
+        if output_level == level {
+            return self.rewrite_in_place(version, level, task);
+        }
+        if output_level != level + 1 {
+            return Ok(false);
+        }
+        let cap = self.opts.compaction_cap();
+        let below_of = |inputs: &[Arc<TableHandle>]| {
+            let lo = inputs.iter().map(|t| t.smallest_user()).min().unwrap_or_default();
+            let hi = inputs.iter().map(|t| t.largest_user()).max().unwrap_or_default();
+            version.overlapping(output_level, lo, hi)
+        };
+        let bytes = |ts: &[Arc<TableHandle>]| ts.iter().map(|t| t.meta.size).sum::<u64>();
+        // Level-0 tables overlap, so they go oldest first: a newer one left behind stays above the output,
+        // where it belongs. Deeper levels take the named tables in key order. Either way as many as fit in
+        // the cap together with the tables below them, and at least one.
+        let candidates: Vec<_> = if level == 0 {
+            tables.iter().rev().cloned().collect()
         } else {
             tables.iter().filter(|t| task.inputs.contains(&t.meta.number)).cloned().collect()
         };
+        let mut inputs: Vec<Arc<TableHandle>> = Vec::new();
+        let mut below = Vec::new();
+        for t in candidates {
+            inputs.push(t);
+            let wider = below_of(&inputs);
+            if inputs.len() > 1 && bytes(&inputs) + bytes(&wider) > cap {
+                inputs.pop();
+                break;
+            }
+            below = wider;
+        }
         if inputs.is_empty() {
             return Ok(false);
         }
-        let lo = inputs.iter().map(|t| t.smallest_user()).min().unwrap_or_default().to_vec();
-        let hi = inputs.iter().map(|t| t.largest_user()).max().unwrap_or_default().to_vec();
-        let below = version.overlapping(output_level, &lo, &hi);
         let mut edit = VersionEdit::default();
         edit.removed.extend(inputs.iter().map(|t| (level, t.meta.number)));
         edit.removed.extend(below.iter().map(|t| (output_level, t.meta.number)));
@@ -225,6 +252,22 @@ impl Inner {
         }
         let read: u64 = inputs.iter().chain(&below).map(|t| t.meta.size).sum();
         self.merge_and_install(version, sources, output_level, edit, read)?;
+        Ok(true)
+    }
+
+    /// Rewrites the one table a task names at `level` (1 or deeper) into the same level: its outputs cover
+    /// no more than its key range, so the level stays disjoint.
+    fn rewrite_in_place(&self, version: &Version, level: usize, task: &CompactionTask) -> Result<bool, StorageError> {
+        let [number] = task.inputs[..] else { return Ok(false) };
+        if level == 0 {
+            return Ok(false);
+        }
+        let Some(table) = version.levels.get(level).and_then(|ts| ts.iter().find(|t| t.meta.number == number)) else {
+            return Ok(false);
+        };
+        let edit = VersionEdit { removed: vec![(level, number)], ..VersionEdit::default() };
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(TableIter::new(table.reader()?.clone(), false))];
+        self.merge_and_install(version, sources, level, edit, table.meta.size)?;
         Ok(true)
     }
 

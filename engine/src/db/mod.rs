@@ -407,7 +407,12 @@ impl Inner {
                 .levels
                 .iter()
                 .enumerate()
-                .map(|(l, t)| LevelStats { tables: t.len(), bytes: view.version.level_bytes(l) })
+                .map(|(l, t)| LevelStats {
+                    tables: t.len(),
+                    bytes: view.version.level_bytes(l),
+                    entries: t.iter().map(|t| t.meta.entries).sum(),
+                    tombstones: t.iter().map(|t| t.meta.deletions).sum(),
+                })
                 .collect(),
             memtable_bytes: view.mem.approximate_size() as u64,
             immutable_memtables: view.imms.len(),

@@ -62,6 +62,10 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        self.inner.snapshots.release(self.seq);
+        if self.inner.snapshots.release(self.seq) {
+            // Tables kept for this snapshot (their tombstones, the versions they hide) may be reclaimable now.
+            self.inner.bg.lock().compaction_wanted = true;
+            self.inner.bg_cv.notify_all();
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! | 3   | last sequence  | u64                                                                   |
 //! | 4   | add table      | level u8, number u64, size u64, entries u64, min_seq u64, max_seq u64, smallest (u32 len + bytes), largest (u32 len + bytes) |
 //! | 5   | remove table   | level u8, number u64                                                  |
+//! | 6   | add table with deletions | the body of tag 4, then deletions u64 (tombstones among the entries) |
 
 #![deny(clippy::indexing_slicing)]
 
@@ -20,6 +21,7 @@ const TAG_NEXT_FILE: u8 = 2;
 const TAG_LAST_SEQUENCE: u8 = 3;
 const TAG_ADD_TABLE: u8 = 4;
 const TAG_REMOVE_TABLE: u8 = 5;
+const TAG_ADD_TABLE_WITH_DELETIONS: u8 = 6;
 
 /// One record of the manifest: a change to the version set's counters and to the live tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,13 +47,18 @@ impl VersionEdit {
             }
         }
         for (level, m) in &self.added {
-            out.push(TAG_ADD_TABLE);
+            // A table without tombstones keeps the original record, so such edits are byte-identical to
+            // those of earlier versions.
+            out.push(if m.deletions == 0 { TAG_ADD_TABLE } else { TAG_ADD_TABLE_WITH_DELETIONS });
             out.push(*level as u8);
             for v in [m.number, m.size, m.entries, m.min_seq, m.max_seq] {
                 put_u64(&mut out, v);
             }
             put_len_prefixed(&mut out, &m.smallest);
             put_len_prefixed(&mut out, &m.largest);
+            if m.deletions != 0 {
+                put_u64(&mut out, m.deletions);
+            }
         }
         for (level, number) in &self.removed {
             out.push(TAG_REMOVE_TABLE);
@@ -70,17 +77,25 @@ impl VersionEdit {
                 TAG_LOG_NUMBER => edit.log_number = Some(c.u64("log number")?),
                 TAG_NEXT_FILE => edit.next_file = Some(c.u64("next file")?),
                 TAG_LAST_SEQUENCE => edit.last_sequence = Some(c.u64("last sequence")?),
-                TAG_ADD_TABLE => {
+                tag @ (TAG_ADD_TABLE | TAG_ADD_TABLE_WITH_DELETIONS) => {
                     let level = level(&mut c)?;
-                    let meta = TableMeta {
+                    let mut meta = TableMeta {
                         number: c.u64("table number")?,
                         size: c.u64("table size")?,
                         entries: c.u64("table entries")?,
+                        deletions: 0,
                         min_seq: c.u64("table min sequence")?,
                         max_seq: c.u64("table max sequence")?,
                         smallest: c.len_prefixed("table smallest key")?.to_vec(),
                         largest: c.len_prefixed("table largest key")?.to_vec(),
                     };
+                    if tag == TAG_ADD_TABLE_WITH_DELETIONS {
+                        let at = c.pos();
+                        meta.deletions = c.u64("table deletions")?;
+                        if meta.deletions > meta.entries {
+                            return Err(DecodeError::new(at, "table deletions exceed its entries"));
+                        }
+                    }
                     edit.added.push((level, meta));
                 }
                 TAG_REMOVE_TABLE => {
@@ -119,6 +134,7 @@ mod tests {
                     number: 7,
                     size: 4096,
                     entries: 10,
+                    deletions: 0,
                     min_seq: 1,
                     max_seq: 10,
                     smallest: b"a".to_vec(),
@@ -136,5 +152,37 @@ mod tests {
         }
         assert!(VersionEdit::decode(&[99]).is_err());
         assert!(VersionEdit::decode(&[TAG_REMOVE_TABLE, 7, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    fn table(deletions: u64) -> TableMeta {
+        TableMeta {
+            number: 7,
+            size: 4096,
+            entries: 10,
+            deletions,
+            min_seq: 1,
+            max_seq: 10,
+            smallest: b"a".to_vec(),
+            largest: b"z".to_vec(),
+        }
+    }
+
+    #[test]
+    fn deletions_use_tag_6_and_tables_without_keep_tag_4() {
+        let without = VersionEdit { added: vec![(2, table(0))], ..VersionEdit::default() };
+        let with = VersionEdit { added: vec![(2, table(3))], ..VersionEdit::default() };
+        let (a, b) = (without.encode(), with.encode());
+        assert_eq!(a.first(), Some(&TAG_ADD_TABLE));
+        assert_eq!(b.first(), Some(&TAG_ADD_TABLE_WITH_DELETIONS));
+        // Tag 6 is tag 4's body plus the count.
+        assert_eq!(b.get(1..a.len()), a.get(1..));
+        assert_eq!(b.get(a.len()..), Some(&3u64.to_le_bytes()[..]));
+        assert_eq!(VersionEdit::decode(&a).unwrap(), without);
+        assert_eq!(VersionEdit::decode(&b).unwrap(), with);
+        let mut bad = b.clone();
+        let n = bad.len();
+        bad.splice(n - 8.., 11u64.to_le_bytes());
+        assert!(VersionEdit::decode(&bad).is_err(), "more deletions than entries");
+        assert!(VersionEdit::decode(&b[..b.len() - 1]).is_err());
     }
 }

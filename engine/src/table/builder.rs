@@ -28,6 +28,8 @@ const PROBE_EVERY: u64 = 16;
 pub(crate) struct TableSummary {
     pub size: u64,
     pub entries: u64,
+    /// Entries that are tombstones.
+    pub deletions: u64,
     pub smallest: Vec<u8>,
     pub largest: Vec<u8>,
     pub min_seq: u64,
@@ -52,6 +54,7 @@ pub(crate) struct TableBuilder {
     data_blocks: u64,
     incompressible_run: u32,
     entries: u64,
+    deletions: u64,
     smallest: Vec<u8>,
     largest: Vec<u8>,
     min_seq: u64,
@@ -89,6 +92,7 @@ impl TableBuilder {
             data_blocks: 0,
             incompressible_run: 0,
             entries: 0,
+            deletions: 0,
             smallest: Vec::new(),
             largest: Vec::new(),
             min_seq: u64::MAX,
@@ -119,6 +123,9 @@ impl TableBuilder {
         self.min_seq = self.min_seq.min(seq);
         self.max_seq = self.max_seq.max(seq);
         self.entries += 1;
+        if key::trailer_kind(trailer) == Some(key::ValueKind::Delete) {
+            self.deletions += 1;
+        }
         self.largest.clear();
         self.largest.extend_from_slice(ikey);
         self.data.add(ikey, value);
@@ -207,6 +214,7 @@ impl TableBuilder {
         Ok(TableSummary {
             size: self.offset,
             entries: self.entries,
+            deletions: self.deletions,
             smallest: self.smallest,
             largest: self.largest,
             min_seq: if self.entries == 0 { 0 } else { self.min_seq },
