@@ -74,6 +74,14 @@ struct StoreInner {
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
+    /// Runs between the two reads of [`Store::changes_since`], once: lets a test commit a trim there.
+    #[cfg(test)]
+    between_marker_and_range: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// The highest sequence trimmed from the feed as of `snap` (0 if none).
+fn trimmed_through_at(snap: &Snapshot) -> Result<u64, StoreError> {
+    Ok(snap.get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
 }
 
 /// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
@@ -142,6 +150,8 @@ impl Store {
                 writes: RwLock::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
+                #[cfg(test)]
+                between_marker_and_range: Mutex::new(None),
             }),
         })
     }
@@ -313,14 +323,21 @@ impl Store {
     /// misses nothing. Fails with [`ChangesError::ChangesTrimmed`] if changes after `after` were already
     /// trimmed.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, ChangesError> {
-        let trimmed = self.trimmed_through()?;
+        // The trim marker and the range are read at one snapshot: a trim committing in between must not make
+        // the range start after changes the marker said were still there.
+        let snap = self.db().snapshot();
+        let trimmed = trimmed_through_at(&snap)?;
         if after < trimmed {
             return Err(ChangesError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
+        }
+        #[cfg(test)]
+        if let Some(hook) = self.inner.between_marker_and_range.lock().take() {
+            hook();
         }
         let start = seq_key(after.saturating_add(1));
         let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
         let mut out: Vec<Change> = Vec::new();
-        for pair in self.db().range(start..end)? {
+        for pair in snap.range(start..end)? {
             let (key, value) = pair?;
             let change = decode_event(&key, &value)?;
             if out.len() >= limit.max(1) && out.last().is_some_and(|last| last.seq != change.seq) {
@@ -371,8 +388,9 @@ impl Store {
         Ok(out)
     }
 
-    fn trimmed_through(&self) -> Result<u64, StoreError> {
-        Ok(self.db().get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
+    /// The highest sequence trimmed from the feed (0 if none).
+    pub fn trimmed_through(&self) -> Result<u64, StoreError> {
+        trimmed_through_at(&self.db().snapshot())
     }
 
     /// Deletes changes that every registered consumer has acknowledged, and changes older than the
@@ -491,5 +509,32 @@ mod tests {
         });
         assert_eq!(store.collections(), [a_and_b]);
         store.check_indexes().unwrap();
+    }
+
+    /// A trim that commits between the reader's look at the trim marker and its read of the range must not
+    /// make it skip changes: both are read at one snapshot.
+    #[test]
+    fn a_trim_between_the_marker_and_the_range_skips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("c", vec![])).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..10 {
+            c.upsert(&format!("r{i}"), json!({"i": i})).unwrap();
+            seqs.push(store.db().last_sequence());
+        }
+        store.register_consumer("reader", 0).unwrap();
+        let trimmer = store.clone();
+        let through = seqs[5];
+        *store.inner.between_marker_and_range.lock() = Some(Box::new(move || {
+            trimmer.ack("reader", through).unwrap();
+        }));
+        let page = store.changes_since(seqs[1], 100).unwrap();
+        assert!(store.trimmed_through().unwrap() >= through, "the hook trimmed");
+        let got: Vec<u64> = page.iter().map(|c| c.seq).collect();
+        assert_eq!(got, seqs[2..], "changes after the requested sequence, none skipped");
+        let err = store.changes_since(seqs[1], 100).unwrap_err();
+        assert!(matches!(err, ChangesError::ChangesTrimmed { .. }), "{err:?}");
     }
 }
