@@ -4,6 +4,7 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +12,16 @@ use parking_lot::{Mutex, RwLock};
 
 use cairn_engine::Db;
 use cairn_engine::Snapshot;
+use cairn_engine::StorageError;
 use cairn_engine::WriteBatch;
 
 use crate::changes::{decode_event, seq_key, Change};
-use crate::clock::now_ms;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
 use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
+use crate::retention::{scan_feed_bytes, FeedCounters, Retention};
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
 use crate::validate::{validate_name, validate_spec};
@@ -30,21 +32,57 @@ const MAINTENANCE_BATCH: usize = 1000;
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    change_retention: Duration,
+    pub(crate) change_retention: Duration,
+    pub(crate) change_retention_bytes: u64,
+    pub(crate) max_consumer_lag_bytes: u64,
+    pub(crate) change_trim_interval: Duration,
     record_cache_size: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { change_retention: Duration::from_secs(7 * 24 * 3600), record_cache_size: 16 << 20 }
+        Self {
+            change_retention: Duration::from_secs(7 * 24 * 3600),
+            change_retention_bytes: 1 << 30,
+            max_consumer_lag_bytes: 4 << 30,
+            change_trim_interval: Duration::from_secs(10),
+            record_cache_size: 16 << 20,
+        }
     }
 }
 
 impl StoreOptions {
-    /// How long changes are kept when not every consumer has acknowledged them (and when no consumer is
-    /// registered). Default: 7 days.
+    /// How long changes are kept: older ones are trimmed unless a consumer holds them back (see
+    /// [`StoreOptions::max_consumer_lag_bytes`]). Default: 7 days.
     pub fn change_retention(mut self, retention: Duration) -> Self {
         self.change_retention = retention;
+        self
+    }
+
+    /// Most bytes (event keys and values) the change feed keeps: the oldest changes are trimmed beyond it,
+    /// whatever their age, unless a consumer holds them back. Between two trims the feed grows by what is
+    /// written meanwhile; a write that finds it an eighth over the bound starts a trim at once (at most one
+    /// each 100 ms). Default: 1 GiB.
+    pub fn change_retention_bytes(mut self, bytes: u64) -> Self {
+        self.change_retention_bytes = bytes;
+        self
+    }
+
+    /// A durable consumer keeps the changes it has not acknowledged from being trimmed (by age or size) while
+    /// the feed after its cursor is at most this many bytes; past that it holds nothing back, the changes it
+    /// missed are trimmed, and reading on from its cursor fails with
+    /// [`ChangesError::ChangesTrimmed`](crate::ChangesError::ChangesTrimmed). So the feed never exceeds the
+    /// larger of this and [`StoreOptions::change_retention_bytes`] (plus one interval's writes). Default:
+    /// 4 GiB.
+    pub fn max_consumer_lag_bytes(mut self, bytes: u64) -> Self {
+        self.max_consumer_lag_bytes = bytes;
+        self
+    }
+
+    /// How often the store's retention thread trims the change feed ([`Store::trim_changes`]). Zero starts
+    /// no thread: the feed is then trimmed only by [`Store::trim_changes`] and [`Store::ack`]. Default: 10 s.
+    pub fn change_trim_interval(mut self, interval: Duration) -> Self {
+        self.change_trim_interval = interval;
         self
     }
 
@@ -60,7 +98,7 @@ impl StoreOptions {
     }
 }
 
-struct StoreInner {
+pub(crate) struct StoreInner {
     db: Db,
     opts: StoreOptions,
     catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
@@ -74,6 +112,9 @@ struct StoreInner {
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
+    feed: FeedCounters,
+    /// Dropped last of the fields that matter: stops the retention thread.
+    retention: Retention,
     /// Runs between the two reads of [`Store::changes_since`], once: lets a test commit a trim there.
     #[cfg(test)]
     between_marker_and_range: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -139,7 +180,9 @@ impl Store {
                 serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
-        Ok(Store {
+        let feed = FeedCounters::default();
+        feed.bytes.store(i64::try_from(scan_feed_bytes(&db)?).unwrap_or(i64::MAX), Ordering::Relaxed);
+        let store = Store {
             inner: Arc::new(StoreInner {
                 records: RecordCache::new(opts.record_cache_size),
                 db,
@@ -150,10 +193,33 @@ impl Store {
                 writes: RwLock::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
+                feed,
+                retention: Retention::default(),
                 #[cfg(test)]
                 between_marker_and_range: Mutex::new(None),
             }),
-        })
+        };
+        let interval = store.inner.opts.change_trim_interval;
+        if !interval.is_zero() {
+            store.inner.retention.start(Arc::downgrade(&store.inner), interval).map_err(|source| StorageError::Io { path: store.db().path().to_path_buf(), source })?;
+        }
+        Ok(store)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
+        Store { inner }
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn feed_counters(&self) -> &FeedCounters {
+        &self.inner.feed
+    }
+
+    pub(crate) fn retention(&self) -> &Retention {
+        &self.inner.retention
     }
 
     /// The database underneath.
@@ -391,41 +457,6 @@ impl Store {
     /// The highest sequence trimmed from the feed (0 if none).
     pub fn trimmed_through(&self) -> Result<u64, StoreError> {
         trimmed_through_at(&self.db().snapshot())
-    }
-
-    /// Deletes changes that every registered consumer has acknowledged, and changes older than the
-    /// retention period. Returns how many were deleted.
-    pub fn trim_changes(&self) -> Result<u64, StoreError> {
-        let acked = self.consumers()?.into_iter().map(|c| c.1).min();
-        let cutoff = now_ms().saturating_sub(self.inner.opts.change_retention.as_millis() as i64);
-        let mut batch = WriteBatch::new();
-        let mut deleted = 0;
-        let mut through = None;
-        for pair in self.db().prefix(keys::CHANGES)? {
-            let (key, value) = pair?;
-            let change = decode_event(&key, &value)?;
-            if !(acked.is_some_and(|a| change.seq <= a) || change.at_ms < cutoff) {
-                break;
-            }
-            batch.delete(&key);
-            through = Some(change.seq);
-            deleted += 1;
-            if batch.len() >= MAINTENANCE_BATCH {
-                self.finish_trim(std::mem::take(&mut batch), through)?;
-            }
-        }
-        if !batch.is_empty() {
-            self.finish_trim(batch, through)?;
-        }
-        Ok(deleted)
-    }
-
-    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), StoreError> {
-        if let Some(seq) = through {
-            batch.put(keys::TRIMMED, seq.to_le_bytes());
-        }
-        self.db().write(batch)?;
-        Ok(())
     }
 
     /// Recomputes every index entry from the records and compares with the stored entries. Returns the

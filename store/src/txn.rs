@@ -459,9 +459,10 @@ impl<'s> Transaction<'s> {
         }
         let mut batch = WriteBatch::new();
         let mut inserted = Vec::new();
+        let mut feed_bytes = 0;
         for key in &self.order {
             let Some(s) = self.staged.get(key) else { continue };
-            stage_into(&mut batch, &mut inserted, s, key, at_ms);
+            feed_bytes += stage_into(&mut batch, &mut inserted, s, key, at_ms);
         }
         let seq = self.snap.sequence();
         // Every key read or written must be unchanged since the snapshot; a key both read and written is
@@ -483,7 +484,10 @@ impl<'s> Transaction<'s> {
             hints.end_insert(ticket, result.as_ref().ok().copied());
         }
         match result {
-            Ok(seq) => Ok(Committed { seq, at_ms }),
+            Ok(seq) => {
+                self.store.note_appended(feed_bytes);
+                Ok(Committed { seq, at_ms })
+            }
             Err(CommitError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
                 Err(WriteError::TxnConflict { collection, id })
@@ -494,8 +498,8 @@ impl<'s> Transaction<'s> {
 }
 
 /// Adds one staged write to the batch: index entries that changed, the record, and a change event. The
-/// index keys it puts are added to `inserted`.
-fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) {
+/// index keys it puts are added to `inserted`. Returns the bytes (key and value) of the change event.
+fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) -> u64 {
     for i in 0..s.spec.indexes.len() {
         let old = s.before.as_ref().and_then(|b| b.index_keys.get(i));
         let new = s.after.as_ref().and_then(|a| a.index_keys.get(i));
@@ -522,7 +526,9 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
         }
     }
     let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
-    batch.put_commit_keyed(keys::CHANGES, &[&head, doc.unwrap_or_default(), tail]);
+    let doc = doc.unwrap_or_default();
+    batch.put_commit_keyed(keys::CHANGES, &[&head, doc, tail]);
+    (keys::CHANGES.len() + 12 + head.len() + doc.len() + tail.len()) as u64
 }
 
 /// The current version, if it matches `expected` (when given); `NotFound` when absent.
