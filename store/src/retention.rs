@@ -93,9 +93,8 @@ impl Retention {
     /// Starts the thread, trimming `inner`'s feed every `interval` and when nudged.
     pub(crate) fn start(&self, inner: Weak<StoreInner>, interval: Duration) -> std::io::Result<()> {
         let signal = self.signal.clone();
-        let handle = std::thread::Builder::new()
-            .name("cairn-retention".into())
-            .spawn(move || run(&signal, &inner, interval))?;
+        let handle =
+            std::thread::Builder::new().name("cairn-retention".into()).spawn(move || run(&signal, &inner, interval))?;
         *self.thread.lock() = Some(handle);
         Ok(())
     }
@@ -338,7 +337,8 @@ mod tests {
     #[test]
     fn the_retention_thread_trims_by_size() {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions::default().change_retention_bytes(64 << 10).change_trim_interval(Duration::from_millis(20));
+        let opts =
+            StoreOptions::default().change_retention_bytes(64 << 10).change_trim_interval(Duration::from_millis(20));
         let store = open(dir.path(), opts);
         let mut peak = 0;
         let mut last = 0;

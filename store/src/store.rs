@@ -21,9 +21,9 @@ use crate::envelope::{self, Envelope};
 use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
 use crate::hints::ScanHints;
 use crate::inflight::InFlight;
-use crate::retention::{scan_feed_bytes, FeedCounters, Retention};
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
+use crate::retention::{scan_feed_bytes, FeedCounters, Retention};
 use crate::validate::{validate_name, validate_spec};
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
@@ -201,7 +201,11 @@ impl Store {
         };
         let interval = store.inner.opts.change_trim_interval;
         if !interval.is_zero() {
-            store.inner.retention.start(Arc::downgrade(&store.inner), interval).map_err(|source| StorageError::Io { path: store.db().path().to_path_buf(), source })?;
+            store
+                .inner
+                .retention
+                .start(Arc::downgrade(&store.inner), interval)
+                .map_err(|source| StorageError::Io { path: store.db().path().to_path_buf(), source })?;
         }
         Ok(store)
     }

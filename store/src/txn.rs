@@ -39,6 +39,8 @@ struct Before {
     created_ms: i64,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
+    /// The document's top-level `project`, carried by the change event.
+    project: Option<Value>,
 }
 
 /// A staged document: serialized, and indexed, before it is staged.
@@ -291,6 +293,7 @@ impl<'s> Transaction<'s> {
                 version: e.version,
                 created_ms: e.created_ms,
                 index_keys: index_keys(&spec, &e.doc, id),
+                project: e.doc.get("project").cloned(),
             });
             self.order.push(key.clone());
             self.staged.insert(
@@ -525,7 +528,8 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
             batch.delete(key);
         }
     }
-    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
+    let prev_project = s.before.as_ref().and_then(|b| b.project.as_ref());
+    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, prev_project, doc);
     let doc = doc.unwrap_or_default();
     batch.put_commit_keyed(keys::CHANGES, &[&head, doc, tail]);
     (keys::CHANGES.len() + 12 + head.len() + doc.len() + tail.len()) as u64
