@@ -16,6 +16,7 @@
 mod changes;
 mod check;
 mod clock;
+mod counts;
 mod decoded;
 mod envelope;
 mod error;

@@ -143,8 +143,10 @@ fn run(signal: &Signal, inner: &Weak<StoreInner>, interval: Duration) {
         last = Instant::now();
         let Some(inner) = inner.upgrade() else { return };
         let store = Store::from_inner(inner);
-        // A failed trim is counted (`FeedStats::trim_errors`) and retried at the next interval.
+        // A failed trim is counted (`FeedStats::trim_errors`) and retried at the next interval; a failed fold
+        // is retried then too.
         let _ = store.trim_changes();
+        let _ = store.fold_all_counts();
     }
 }
 

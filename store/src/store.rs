@@ -16,6 +16,7 @@ use cairn_engine::StorageError;
 use cairn_engine::WriteBatch;
 
 use crate::changes::{decode_event, seq_key, Change};
+use crate::counts::CountState;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
 use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
@@ -37,6 +38,8 @@ pub struct StoreOptions {
     pub(crate) max_consumer_lag_bytes: u64,
     pub(crate) change_trim_interval: Duration,
     record_cache_size: usize,
+    /// Whether opening may write (first record counts) and trim in the background; off for `check_store`.
+    pub(crate) maintain: bool,
 }
 
 impl Default for StoreOptions {
@@ -47,11 +50,17 @@ impl Default for StoreOptions {
             max_consumer_lag_bytes: 4 << 30,
             change_trim_interval: Duration::from_secs(10),
             record_cache_size: 16 << 20,
+            maintain: true,
         }
     }
 }
 
 impl StoreOptions {
+    /// Options that make opening write nothing and trim nothing: for checking a store.
+    pub(crate) fn for_check() -> Self {
+        Self { maintain: false, change_trim_interval: Duration::ZERO, ..Self::default() }
+    }
+
     /// How long changes are kept: older ones are trimmed unless a consumer holds them back (see
     /// [`StoreOptions::max_consumer_lag_bytes`]). Default: 7 days.
     pub fn change_retention(mut self, retention: Duration) -> Self {
@@ -113,6 +122,7 @@ pub(crate) struct StoreInner {
     claims: InFlight,
     records: RecordCache,
     feed: FeedCounters,
+    counts: CountState,
     /// Dropped last of the fields that matter: stops the retention thread.
     retention: Retention,
     /// Runs between the two reads of [`Store::changes_since`], once: lets a test commit a trim there.
@@ -194,11 +204,18 @@ impl Store {
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
                 feed,
+                counts: CountState::default(),
                 retention: Retention::default(),
                 #[cfg(test)]
                 between_marker_and_range: Mutex::new(None),
             }),
         };
+        if !store.inner.opts.maintain {
+            return Ok(store);
+        }
+        for spec in store.collections() {
+            store.ensure_count(&spec.name)?;
+        }
         let interval = store.inner.opts.change_trim_interval;
         if !interval.is_zero() {
             store
@@ -224,6 +241,10 @@ impl Store {
 
     pub(crate) fn retention(&self) -> &Retention {
         &self.inner.retention
+    }
+
+    pub(crate) fn counts(&self) -> &CountState {
+        &self.inner.counts
     }
 
     /// The database underneath.
@@ -283,6 +304,9 @@ impl Store {
         self.db().write(batch)?;
         let spec = Arc::new(spec);
         self.inner.catalog.write().insert(spec.name.clone(), spec.clone());
+        if self.inner.opts.maintain {
+            self.ensure_count(&spec.name)?;
+        }
         Ok(spec)
     }
 
@@ -482,6 +506,14 @@ impl Store {
             for index in &spec.indexes {
                 for pair in snap.prefix(keys::index_prefix(&spec.name, &index.name))? {
                     found.insert(pair?.0);
+                }
+            }
+            // The kept record count, where kept, must be the number of records.
+            if let Some((kept, _)) = crate::counts::sum_at(&snap, &spec.name)? {
+                let records = crate::counts::scan_at(&snap, &spec.name)?;
+                if kept != records as i64 {
+                    let what = format!("record count {kept} kept for {} records", records);
+                    return Err(StoreError::undecodable(&keys::count_prefix(&spec.name), what));
                 }
             }
             if let Some(k) = expected.symmetric_difference(&found).next() {

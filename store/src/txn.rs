@@ -463,9 +463,24 @@ impl<'s> Transaction<'s> {
         let mut batch = WriteBatch::new();
         let mut inserted = Vec::new();
         let mut feed_bytes = 0;
+        let mut counted: Vec<(&str, i64)> = Vec::new();
         for key in &self.order {
             let Some(s) = self.staged.get(key) else { continue };
             feed_bytes += stage_into(&mut batch, &mut inserted, s, key, at_ms);
+            let delta = match s.op {
+                ChangeOp::Insert => 1,
+                ChangeOp::Delete => -1,
+                ChangeOp::Update => 0,
+            };
+            match counted.iter_mut().find(|c| c.0 == s.spec.name) {
+                Some(c) => c.1 += delta,
+                None => counted.push((&s.spec.name, delta)),
+            }
+        }
+        // Record counts change in the same batch as the records (see `counts`).
+        counted.retain(|c| c.1 != 0);
+        for (collection, delta) in &counted {
+            batch.put_commit_keyed(&keys::count_prefix(collection), &[&delta.to_le_bytes()]);
         }
         let seq = self.snap.sequence();
         // Every key read or written must be unchanged since the snapshot; a key both read and written is
@@ -489,6 +504,7 @@ impl<'s> Transaction<'s> {
         match result {
             Ok(seq) => {
                 self.store.note_appended(feed_bytes);
+                self.store.note_counted(counted.len() as u64);
                 Ok(Committed { seq, at_ms })
             }
             Err(CommitError::ConditionFailed { key }) => {
