@@ -1,5 +1,5 @@
 //! Change-feed size and disk use over a long update-heavy run: `cargo run --release -p cairn-store --example
-//! feed_retention -- DIR UPDATES [RETENTION_BYTES]`. Updates 1,000 records with 1 KB documents, from 4
+//! feed_retention -- DIR UPDATES [RETENTION_BYTES]`. Updates 1,000 records with 1 KB incompressible documents, from 4
 //! threads, and prints the feed's bytes and the directory's size every 10% and at the end (peaks too).
 //! Buffered durability (synced every 100 ms), so that the run measures retention rather than fsync.
 
@@ -28,19 +28,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Store::with_db(db, opts)?;
     store.declare(CollectionSpec::new("docs", vec![]))?;
     let done = Arc::new(AtomicU64::new(0));
-    let pad = "x".repeat(1000);
     let start = std::time::Instant::now();
     let (mut peak_feed, mut peak_disk) = (0, 0);
     let threads: Vec<_> = (0..4)
         .map(|t| {
-            let (store, done, pad) = (store.clone(), done.clone(), pad.clone());
+            let (store, done) = (store.clone(), done.clone());
             std::thread::spawn(move || {
                 let docs = store.collection_dyn("docs").unwrap();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
                 loop {
                     let i = done.fetch_add(1, Ordering::Relaxed);
                     if i >= updates {
                         break;
                     }
+                    // 1,000 hex digits of a xorshift sequence: documents that do not compress.
+                    let mut pad = String::with_capacity(1000);
+                    while pad.len() < 1000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        pad.push_str(&format!("{x:016x}"));
+                    }
+                    pad.truncate(1000);
                     let id = format!("d{}", (i * 4 + t) % 1000);
                     docs.upsert(&id, serde_json::json!({"i": i, "pad": pad})).unwrap();
                 }

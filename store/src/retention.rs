@@ -20,7 +20,7 @@ use crate::store::{Store, StoreInner};
 /// Entries deleted per batch by a trim.
 const TRIM_BATCH: usize = 1000;
 /// Shortest time between two trims started by writes (rather than by the interval).
-const MIN_NUDGED_GAP: Duration = Duration::from_millis(100);
+const MIN_NUDGED_GAP: Duration = Duration::from_millis(20);
 
 /// The feed's figures the store keeps in memory.
 #[derive(Debug, Default)]
@@ -271,12 +271,16 @@ impl Store {
     }
 
     /// Counts the bytes of a commit's change events; asks for a trim when the feed is over its size bound by
-    /// more than an eighth.
+    /// more than an eighth, and, when it is over twice the bound, waits for a trim under way to finish (so
+    /// that writers cannot outrun the trims).
     pub(crate) fn note_appended(&self, bytes: u64) {
         let total = self.feed_counters().bytes.fetch_add(bytes as i64, Ordering::Relaxed) as u64 + bytes;
         let max = self.options().change_retention_bytes;
         if total > max.saturating_add(max / 8) {
             self.retention().nudge();
+        }
+        if total > max.saturating_mul(2) {
+            drop(self.feed_counters().trimming.lock());
         }
     }
 

@@ -71,7 +71,7 @@ impl StoreOptions {
     /// Most bytes (event keys and values) the change feed keeps: the oldest changes are trimmed beyond it,
     /// whatever their age, unless a consumer holds them back. Between two trims the feed grows by what is
     /// written meanwhile; a write that finds it an eighth over the bound starts a trim at once (at most one
-    /// each 100 ms). Default: 1 GiB.
+    /// each 20 ms), and one that finds it over twice the bound waits for a trim under way. Default: 1 GiB.
     pub fn change_retention_bytes(mut self, bytes: u64) -> Self {
         self.change_retention_bytes = bytes;
         self
