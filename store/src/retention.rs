@@ -82,21 +82,28 @@ struct SignalState {
     nudged: bool,
 }
 
-/// The retention thread of a store: stopped and joined when the store's last handle drops.
+/// Wakes a store's retention thread.
 #[derive(Debug, Default)]
 pub(crate) struct Retention {
-    pub(crate) signal: Arc<Signal>,
+    signal: Arc<Signal>,
+}
+
+/// Held by every handle of a store its users have (not by the retention thread's own): the last one to drop
+/// stops the retention thread and waits for it, so that the store's last handle closes the database on the
+/// user's thread, before the drop returns.
+#[derive(Debug)]
+pub(crate) struct ThreadGuard {
+    signal: Arc<Signal>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Retention {
     /// Starts the thread, trimming `inner`'s feed every `interval` and when nudged.
-    pub(crate) fn start(&self, inner: Weak<StoreInner>, interval: Duration) -> std::io::Result<()> {
+    pub(crate) fn start(&self, inner: Weak<StoreInner>, interval: Duration) -> std::io::Result<ThreadGuard> {
         let signal = self.signal.clone();
         let handle =
             std::thread::Builder::new().name("cairn-retention".into()).spawn(move || run(&signal, &inner, interval))?;
-        *self.thread.lock() = Some(handle);
-        Ok(())
+        Ok(ThreadGuard { signal: self.signal.clone(), thread: Mutex::new(Some(handle)) })
     }
 
     /// Asks for a trim soon (a write found the feed over its size bound).
@@ -109,12 +116,11 @@ impl Retention {
     }
 }
 
-impl Drop for Retention {
+impl Drop for ThreadGuard {
     fn drop(&mut self) {
         self.signal.state.lock().stop = true;
         self.signal.cond.notify_one();
         if let Some(handle) = self.thread.lock().take() {
-            // The thread itself may hold the last handle (during a trim); it then exits on its own.
             if handle.thread().id() != std::thread::current().id() {
                 let _ = handle.join();
             }
@@ -413,14 +419,17 @@ mod tests {
     fn the_retention_thread_ends_with_the_last_store_handle() {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions::default().change_trim_interval(Duration::from_millis(1));
-        let store = open(dir.path(), opts.clone());
-        let clone = store.clone();
-        write(&clone, 5);
-        drop(store);
-        drop(clone);
-        // The directory lock is free again: nothing holds the database any more.
+        for round in 0..20 {
+            let store = open(dir.path(), opts.clone());
+            let clone = store.clone();
+            write(&clone, 1);
+            assert_eq!(store.changes_since(0, 100).unwrap().len(), round + 1);
+            drop(store);
+            drop(clone);
+            // The directory lock is free again at once, even if the thread was trimming: nothing holds the
+            // database any more.
+        }
         let again = open(dir.path(), opts);
-        assert_eq!(again.changes_since(0, 100).unwrap().len(), 5);
         check_bytes(&again);
     }
 }

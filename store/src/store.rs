@@ -24,7 +24,7 @@ use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
-use crate::retention::{scan_feed_bytes, FeedCounters, Retention};
+use crate::retention::{scan_feed_bytes, FeedCounters, Retention, ThreadGuard};
 use crate::validate::{validate_name, validate_spec};
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
@@ -123,7 +123,6 @@ pub(crate) struct StoreInner {
     records: RecordCache,
     feed: FeedCounters,
     counts: CountState,
-    /// Dropped last of the fields that matter: stops the retention thread.
     retention: Retention,
     /// Runs between the two reads of [`Store::changes_since`], once: lets a test commit a trim there.
     #[cfg(test)]
@@ -167,6 +166,8 @@ fn trimmed_through_at(snap: &Snapshot) -> Result<u64, StoreError> {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<StoreInner>,
+    /// Stops the retention thread when the last user handle drops; `None` in the thread's own handle.
+    guard: Option<Arc<ThreadGuard>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -192,7 +193,8 @@ impl Store {
         }
         let feed = FeedCounters::default();
         feed.bytes.store(i64::try_from(scan_feed_bytes(&db)?).unwrap_or(i64::MAX), Ordering::Relaxed);
-        let store = Store {
+        let mut store = Store {
+            guard: None,
             inner: Arc::new(StoreInner {
                 records: RecordCache::new(opts.record_cache_size),
                 db,
@@ -218,17 +220,19 @@ impl Store {
         }
         let interval = store.inner.opts.change_trim_interval;
         if !interval.is_zero() {
-            store
+            let guard = store
                 .inner
                 .retention
                 .start(Arc::downgrade(&store.inner), interval)
                 .map_err(|source| StorageError::Io { path: store.db().path().to_path_buf(), source })?;
+            store.guard = Some(Arc::new(guard));
         }
         Ok(store)
     }
 
+    /// The retention thread's handle on the store.
     pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
-        Store { inner }
+        Store { inner, guard: None }
     }
 
     pub(crate) fn options(&self) -> &StoreOptions {
