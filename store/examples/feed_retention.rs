@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|t| {
             let (store, done) = (store.clone(), done.clone());
             std::thread::spawn(move || {
-                let docs = store.collection_dyn("docs").unwrap();
+                let docs = store.collection_dyn("docs").expect("the collection is declared");
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ t;
                 loop {
                     let i = done.fetch_add(1, Ordering::Relaxed);
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     pad.truncate(1000);
                     let id = format!("d{}", (i * 4 + t) % 1000);
-                    docs.upsert(&id, serde_json::json!({"i": i, "pad": pad})).unwrap();
+                    docs.upsert(&id, serde_json::json!({"i": i, "pad": pad})).expect("update");
                 }
             })
         })
