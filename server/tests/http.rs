@@ -579,6 +579,69 @@ async fn another_projects_records_look_absent() {
     assert_eq!((status, theirs["version"].as_u64(), &theirs["document"]), (200, Some(1), &secret));
 }
 
+/// A scoped token's feed shows its records leaving its project: deleted, or moved to another project (as a
+/// delete without the document, which it may not see).
+#[tokio::test]
+async fn scoped_feeds_show_deletes_and_moves_out_of_the_project() {
+    let s = App::start(tokens());
+    let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
+    let spec = json!({"name": "jobs", "indexes": []});
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
+        201
+    );
+    let put = |token: &str, id: &str, project: &str| {
+        as_(token, Method::PUT, &format!("/v1/collections/jobs/records/{id}")).json(&job(1, "PENDING", project)).send()
+    };
+    assert_eq!(json(put("p1-token", "a", "p1").await.unwrap()).await.0, 201);
+    assert_eq!(json(put("p1-token", "b", "p1").await.unwrap()).await.0, 201);
+    assert_eq!(json(put("p2-token", "c", "p2").await.unwrap()).await.0, 201);
+    let (status, _) =
+        json(as_("p1-token", Method::DELETE, "/v1/collections/jobs/records/b").send().await.unwrap()).await;
+    assert_eq!(status, 204);
+    assert_eq!(json(put("admin-token", "a", "p2").await.unwrap()).await.0, 200, "moved to p2");
+    assert_eq!(
+        json(as_("p2-token", Method::DELETE, "/v1/collections/jobs/records/c").send().await.unwrap()).await.0,
+        204
+    );
+    let feed = |token: &'static str| {
+        let req = as_(token, Method::GET, "/v1/changes?since=0");
+        async move {
+            let (status, body) = json(req.send().await.unwrap()).await;
+            assert_eq!(status, 200, "{body}");
+            body["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let moved = c.get("moved_out").is_some();
+                    (
+                        c["id"].as_str().unwrap().to_owned(),
+                        c["op"].as_str().unwrap().to_owned(),
+                        c["document"].is_null(),
+                        moved,
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let t = |id: &str, op: &str, no_doc: bool, moved: bool| (id.to_owned(), op.to_owned(), no_doc, moved);
+    assert_eq!(
+        feed("p1-token").await,
+        [
+            t("a", "insert", false, false),
+            t("b", "insert", false, false),
+            t("b", "delete", true, false),
+            t("a", "delete", true, true)
+        ]
+    );
+    assert_eq!(
+        feed("p2-token").await,
+        [t("c", "insert", false, false), t("a", "update", false, false), t("c", "delete", true, false)]
+    );
+    assert_eq!(feed("reader-token").await.len(), 6, "unscoped tokens see every change as it is");
+}
+
 /// `/v1/stats` and `/metrics` show figures of the whole database: unscoped tokens only.
 #[tokio::test]
 async fn stats_and_metrics_are_for_unscoped_tokens() {

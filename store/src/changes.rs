@@ -39,6 +39,11 @@ pub struct Change {
     pub at_ms: i64,
     /// The document after the change; `None` for a delete (a tombstone).
     pub doc: Option<Value>,
+    /// For an update or a delete: the top-level `project` field of the document before the change, if it had
+    /// one (events written before this field existed carry none). Lets a reader scoped to a project see a
+    /// record leave it. Not part of `Change`'s own serde form.
+    #[serde(skip)]
+    pub prev_project: Option<Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,17 +54,20 @@ struct Event<'a> {
     version: u64,
     at_ms: i64,
     doc: Option<std::borrow::Cow<'a, Value>>,
+    #[serde(default)]
+    prev_project: Option<Value>,
 }
 
 /// Encodes an event around `doc`, the document already serialized as JSON: the event is `head ++ doc ++
 /// tail` (`doc` `null` for none), returned as `head` and `tail` so that the document is spliced in, not
-/// copied or re-encoded.
+/// copied or re-encoded. `prev_project` (the previous document's `project`) is written when given.
 pub(crate) fn encode_event(
     collection: &str,
     id: &str,
     op: ChangeOp,
     version: u64,
     at_ms: i64,
+    prev_project: Option<&Value>,
     doc: Option<&[u8]>,
 ) -> (Vec<u8>, &'static [u8]) {
     let mut head = Vec::with_capacity(96 + collection.len() + id.len());
@@ -72,7 +80,12 @@ pub(crate) fn encode_event(
     let _ = serde_json::to_writer(&mut head, collection);
     head.extend_from_slice(b",\"id\":");
     let _ = serde_json::to_writer(&mut head, id);
-    let _ = write!(head, ",\"op\":\"{op}\",\"version\":{version},\"at_ms\":{at_ms},\"doc\":");
+    let _ = write!(head, ",\"op\":\"{op}\",\"version\":{version},\"at_ms\":{at_ms}");
+    if let Some(p) = prev_project {
+        head.extend_from_slice(b",\"prev_project\":");
+        let _ = serde_json::to_writer(&mut head, p);
+    }
+    head.extend_from_slice(b",\"doc\":");
     (head, if doc.is_some() { b"}" } else { b"null}" })
 }
 
@@ -92,6 +105,7 @@ pub(crate) fn decode_event(key: &[u8], value: &[u8]) -> Result<Change, StoreErro
         version: e.version,
         at_ms: e.at_ms,
         doc: e.doc.map(std::borrow::Cow::into_owned),
+        prev_project: e.prev_project,
     })
 }
 
@@ -113,7 +127,8 @@ mod tests {
     fn events_round_trip() {
         let doc = json!({"status": "PENDING"});
         let text = serde_json::to_vec(&doc).unwrap();
-        let (head, tail) = encode_event("jobs", "j\"1", ChangeOp::Update, 3, 99, Some(&text));
+        let p1 = json!("p1");
+        let (head, tail) = encode_event("jobs", "j\"1", ChangeOp::Update, 3, 99, Some(&p1), Some(&text));
         let bytes = [&head[..], &text, tail].concat();
         let mut key = seq_key(42);
         key.extend_from_slice(&0u32.to_be_bytes());
@@ -127,12 +142,16 @@ mod tests {
                 op: ChangeOp::Update,
                 version: 3,
                 at_ms: 99,
-                doc: Some(doc)
+                doc: Some(doc),
+                prev_project: Some(p1),
             }
         );
-        let (head, tail) = encode_event("jobs", "j", ChangeOp::Delete, 4, 100, None);
+        let (head, tail) = encode_event("jobs", "j", ChangeOp::Delete, 4, 100, None, None);
         let deleted = decode_event(&key, &[&head[..], tail].concat()).unwrap();
-        assert_eq!((deleted.op, deleted.version, deleted.doc), (ChangeOp::Delete, 4, None));
+        assert_eq!((deleted.op, deleted.version, deleted.doc, deleted.prev_project), (ChangeOp::Delete, 4, None, None));
+        // An event written before `prev_project` existed reads as having none.
+        let old = br#"{"collection":"jobs","id":"j","op":"delete","version":2,"at_ms":5,"doc":null}"#;
+        assert_eq!(decode_event(&key, old).unwrap().prev_project, None);
         assert!(decode_event(b"\x03", &bytes).is_err());
         assert!(decode_event(&key, b"{").is_err());
     }

@@ -46,7 +46,7 @@ impl StoreCheckReport {
 pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckReport, OpenError> {
     let mut counts = (0, 0);
     let engine = check.run_with(dir, |db, report| {
-        let store = match Store::with_db(db.clone(), StoreOptions::default()) {
+        let store = match Store::with_db(db.clone(), StoreOptions::for_check()) {
             Ok(store) => store,
             Err(e) => return report.problems.push(Finding::new(None, None, format!("collection catalog: {e}"))),
         };

@@ -5,6 +5,7 @@
 //! | `0x00`     | `0x00 "cat" 0x00 collection`                               | collection spec (JSON)    |
 //! | `0x00`     | `0x00 "cur" 0x00 consumer`                                 | acknowledged seq, u64 LE  |
 //! | `0x00`     | `0x00 "trimmed"`                                           | last trimmed seq, u64 LE  |
+//! | `0x00`     | `0x00 "cnt" 0x00 collection 0x00 seq (u64 BE) op (u32 BE)`  | count change, i64 LE      |
 //! | `0x01`     | `0x01 collection 0x00 id`                                  | record envelope           |
 //! | `0x02`     | `0x02 collection 0x00 index 0x00 enc(v1) .. enc(vn) enc(id)` | id (UTF-8)              |
 //! | `0x03`     | `0x03 commit_seq (u64 BE) op_index (u32 BE)`                | change event (JSON)       |
@@ -19,6 +20,8 @@ pub(crate) const CATALOG: &[u8] = b"\x00cat\x00";
 pub(crate) const CONSUMERS: &[u8] = b"\x00cur\x00";
 /// Highest change sequence trimmed from the feed, u64 LE.
 pub(crate) const TRIMMED: &[u8] = b"\x00trimmed";
+/// Prefix of the record-count entries (see `counts`).
+pub(crate) const COUNTS: &[u8] = b"\x00cnt\x00";
 pub(crate) const RECORD: u8 = 0x01;
 pub(crate) const INDEX: u8 = 0x02;
 pub(crate) const CHANGES: &[u8] = b"\x03";
@@ -32,6 +35,11 @@ const TAG_OTHER: u8 = 0x50;
 
 pub(crate) fn catalog_key(collection: &str) -> Vec<u8> {
     [CATALOG, collection.as_bytes()].concat()
+}
+
+/// Prefix of the record-count entries of `collection`.
+pub(crate) fn count_prefix(collection: &str) -> Vec<u8> {
+    [COUNTS, collection.as_bytes(), b"\x00"].concat()
 }
 
 pub(crate) fn consumer_key(name: &str) -> Vec<u8> {

@@ -4,6 +4,7 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use parking_lot::{Mutex, RwLock};
 
 use cairn_engine::Db;
 use cairn_engine::Snapshot;
+use cairn_engine::StorageError;
 use cairn_engine::WriteBatch;
 
 use crate::changes::{decode_event, seq_key, Change};
-use crate::clock::now_ms;
+use crate::counts::CountState;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
 use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
@@ -22,6 +24,7 @@ use crate::hints::ScanHints;
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
+use crate::retention::{scan_feed_bytes, FeedCounters, Retention, ThreadGuard};
 use crate::validate::{validate_name, validate_spec};
 
 /// Entries written per batch by maintenance work (re-indexing, trimming).
@@ -30,21 +33,65 @@ const MAINTENANCE_BATCH: usize = 1000;
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    change_retention: Duration,
+    pub(crate) change_retention: Duration,
+    pub(crate) change_retention_bytes: u64,
+    pub(crate) max_consumer_lag_bytes: u64,
+    pub(crate) change_trim_interval: Duration,
     record_cache_size: usize,
+    /// Whether opening may write (first record counts) and trim in the background; off for `check_store`.
+    pub(crate) maintain: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { change_retention: Duration::from_secs(7 * 24 * 3600), record_cache_size: 16 << 20 }
+        Self {
+            change_retention: Duration::from_secs(7 * 24 * 3600),
+            change_retention_bytes: 1 << 30,
+            max_consumer_lag_bytes: 4 << 30,
+            change_trim_interval: Duration::from_secs(10),
+            record_cache_size: 16 << 20,
+            maintain: true,
+        }
     }
 }
 
 impl StoreOptions {
-    /// How long changes are kept when not every consumer has acknowledged them (and when no consumer is
-    /// registered). Default: 7 days.
+    /// Options that make opening write nothing and trim nothing: for checking a store.
+    pub(crate) fn for_check() -> Self {
+        Self { maintain: false, change_trim_interval: Duration::ZERO, ..Self::default() }
+    }
+
+    /// How long changes are kept: older ones are trimmed unless a consumer holds them back (see
+    /// [`StoreOptions::max_consumer_lag_bytes`]). Default: 7 days.
     pub fn change_retention(mut self, retention: Duration) -> Self {
         self.change_retention = retention;
+        self
+    }
+
+    /// Most bytes (event keys and values) the change feed keeps: the oldest changes are trimmed beyond it,
+    /// whatever their age, unless a consumer holds them back. Between two trims the feed grows by what is
+    /// written meanwhile; a write that finds it an eighth over the bound starts a trim at once (at most one
+    /// each 20 ms), and one that finds it over twice the bound waits for a trim under way. Default: 1 GiB.
+    pub fn change_retention_bytes(mut self, bytes: u64) -> Self {
+        self.change_retention_bytes = bytes;
+        self
+    }
+
+    /// A durable consumer keeps the changes it has not acknowledged from being trimmed (by age or size) while
+    /// the feed after its cursor is at most this many bytes; past that it holds nothing back, the changes it
+    /// missed are trimmed, and reading on from its cursor fails with
+    /// [`ChangesError::ChangesTrimmed`](crate::ChangesError::ChangesTrimmed). So the feed never exceeds the
+    /// larger of this and [`StoreOptions::change_retention_bytes`] (plus one interval's writes). Default:
+    /// 4 GiB.
+    pub fn max_consumer_lag_bytes(mut self, bytes: u64) -> Self {
+        self.max_consumer_lag_bytes = bytes;
+        self
+    }
+
+    /// How often the store's retention thread trims the change feed ([`Store::trim_changes`]). Zero starts
+    /// no thread: the feed is then trimmed only by [`Store::trim_changes`] and [`Store::ack`]. Default: 10 s.
+    pub fn change_trim_interval(mut self, interval: Duration) -> Self {
+        self.change_trim_interval = interval;
         self
     }
 
@@ -60,7 +107,7 @@ impl StoreOptions {
     }
 }
 
-struct StoreInner {
+pub(crate) struct StoreInner {
     db: Db,
     opts: StoreOptions,
     catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
@@ -74,6 +121,17 @@ struct StoreInner {
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
+    feed: FeedCounters,
+    counts: CountState,
+    retention: Retention,
+    /// Runs between the two reads of [`Store::changes_since`], once: lets a test commit a trim there.
+    #[cfg(test)]
+    between_marker_and_range: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+/// The highest sequence trimmed from the feed as of `snap` (0 if none).
+fn trimmed_through_at(snap: &Snapshot) -> Result<u64, StoreError> {
+    Ok(snap.get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
 }
 
 /// Typed collections of records stored in a [`Db`]. Cheap to clone; share it between threads.
@@ -108,6 +166,8 @@ struct StoreInner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<StoreInner>,
+    /// Stops the retention thread when the last user handle drops; `None` in the thread's own handle.
+    guard: Option<Arc<ThreadGuard>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,7 +191,10 @@ impl Store {
                 serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
             catalog.insert(spec.name.clone(), Arc::new(spec));
         }
-        Ok(Store {
+        let feed = FeedCounters::default();
+        feed.bytes.store(i64::try_from(scan_feed_bytes(&db)?).unwrap_or(i64::MAX), Ordering::Relaxed);
+        let mut store = Store {
+            guard: None,
             inner: Arc::new(StoreInner {
                 records: RecordCache::new(opts.record_cache_size),
                 db,
@@ -142,8 +205,50 @@ impl Store {
                 writes: RwLock::new(()),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
+                feed,
+                counts: CountState::default(),
+                retention: Retention::default(),
+                #[cfg(test)]
+                between_marker_and_range: Mutex::new(None),
             }),
-        })
+        };
+        if !store.inner.opts.maintain {
+            return Ok(store);
+        }
+        for spec in store.collections() {
+            store.ensure_count(&spec.name)?;
+        }
+        let interval = store.inner.opts.change_trim_interval;
+        if !interval.is_zero() {
+            let guard = store
+                .inner
+                .retention
+                .start(Arc::downgrade(&store.inner), interval)
+                .map_err(|source| StorageError::Io { path: store.db().path().to_path_buf(), source })?;
+            store.guard = Some(Arc::new(guard));
+        }
+        Ok(store)
+    }
+
+    /// The retention thread's handle on the store.
+    pub(crate) fn from_inner(inner: Arc<StoreInner>) -> Store {
+        Store { inner, guard: None }
+    }
+
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.opts
+    }
+
+    pub(crate) fn feed_counters(&self) -> &FeedCounters {
+        &self.inner.feed
+    }
+
+    pub(crate) fn retention(&self) -> &Retention {
+        &self.inner.retention
+    }
+
+    pub(crate) fn counts(&self) -> &CountState {
+        &self.inner.counts
     }
 
     /// The database underneath.
@@ -203,6 +308,9 @@ impl Store {
         self.db().write(batch)?;
         let spec = Arc::new(spec);
         self.inner.catalog.write().insert(spec.name.clone(), spec.clone());
+        if self.inner.opts.maintain {
+            self.ensure_count(&spec.name)?;
+        }
         Ok(spec)
     }
 
@@ -323,14 +431,21 @@ impl Store {
     /// misses nothing. Fails with [`ChangesError::ChangesTrimmed`] if changes after `after` were already
     /// trimmed.
     pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, ChangesError> {
-        let trimmed = self.trimmed_through()?;
+        // The trim marker and the range are read at one snapshot: a trim committing in between must not make
+        // the range start after changes the marker said were still there.
+        let snap = self.db().snapshot();
+        let trimmed = trimmed_through_at(&snap)?;
         if after < trimmed {
             return Err(ChangesError::ChangesTrimmed { requested: after, trimmed_through: trimmed });
+        }
+        #[cfg(test)]
+        if let Some(hook) = self.inner.between_marker_and_range.lock().take() {
+            hook();
         }
         let start = seq_key(after.saturating_add(1));
         let end = keys::after_prefix(keys::CHANGES).unwrap_or_default();
         let mut out: Vec<Change> = Vec::new();
-        for pair in self.db().range(start..end)? {
+        for pair in snap.range(start..end)? {
             let (key, value) = pair?;
             let change = decode_event(&key, &value)?;
             if out.len() >= limit.max(1) && out.last().is_some_and(|last| last.seq != change.seq) {
@@ -381,43 +496,9 @@ impl Store {
         Ok(out)
     }
 
-    fn trimmed_through(&self) -> Result<u64, StoreError> {
-        Ok(self.db().get(keys::TRIMMED)?.and_then(|v| v.get(..8)?.try_into().ok()).map_or(0, u64::from_le_bytes))
-    }
-
-    /// Deletes changes that every registered consumer has acknowledged, and changes older than the
-    /// retention period. Returns how many were deleted.
-    pub fn trim_changes(&self) -> Result<u64, StoreError> {
-        let acked = self.consumers()?.into_iter().map(|c| c.1).min();
-        let cutoff = now_ms().saturating_sub(self.inner.opts.change_retention.as_millis() as i64);
-        let mut batch = WriteBatch::new();
-        let mut deleted = 0;
-        let mut through = None;
-        for pair in self.db().prefix(keys::CHANGES)? {
-            let (key, value) = pair?;
-            let change = decode_event(&key, &value)?;
-            if !(acked.is_some_and(|a| change.seq <= a) || change.at_ms < cutoff) {
-                break;
-            }
-            batch.delete(&key);
-            through = Some(change.seq);
-            deleted += 1;
-            if batch.len() >= MAINTENANCE_BATCH {
-                self.finish_trim(std::mem::take(&mut batch), through)?;
-            }
-        }
-        if !batch.is_empty() {
-            self.finish_trim(batch, through)?;
-        }
-        Ok(deleted)
-    }
-
-    fn finish_trim(&self, mut batch: WriteBatch, through: Option<u64>) -> Result<(), StoreError> {
-        if let Some(seq) = through {
-            batch.put(keys::TRIMMED, seq.to_le_bytes());
-        }
-        self.db().write(batch)?;
-        Ok(())
+    /// The highest sequence trimmed from the feed (0 if none).
+    pub fn trimmed_through(&self) -> Result<u64, StoreError> {
+        trimmed_through_at(&self.db().snapshot())
     }
 
     /// Recomputes every index entry from the records and compares with the stored entries. Returns the
@@ -439,6 +520,14 @@ impl Store {
             for index in &spec.indexes {
                 for pair in snap.prefix(keys::index_prefix(&spec.name, &index.name))? {
                     found.insert(pair?.0);
+                }
+            }
+            // The kept record count, where kept, must be the number of records.
+            if let Some((kept, _)) = crate::counts::sum_at(&snap, &spec.name)? {
+                let records = crate::counts::scan_at(&snap, &spec.name)?;
+                if kept != records as i64 {
+                    let what = format!("record count {kept} kept for {} records", records);
+                    return Err(StoreError::undecodable(&keys::count_prefix(&spec.name), what));
                 }
             }
             if let Some(k) = expected.symmetric_difference(&found).next() {
@@ -501,5 +590,32 @@ mod tests {
         });
         assert_eq!(store.collections(), [a_and_b]);
         store.check_indexes().unwrap();
+    }
+
+    /// A trim that commits between the reader's look at the trim marker and its read of the range must not
+    /// make it skip changes: both are read at one snapshot.
+    #[test]
+    fn a_trim_between_the_marker_and_the_range_skips_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("c", vec![])).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..10 {
+            c.upsert(&format!("r{i}"), json!({"i": i})).unwrap();
+            seqs.push(store.db().last_sequence());
+        }
+        store.register_consumer("reader", 0).unwrap();
+        let trimmer = store.clone();
+        let through = seqs[5];
+        *store.inner.between_marker_and_range.lock() = Some(Box::new(move || {
+            trimmer.ack("reader", through).unwrap();
+        }));
+        let page = store.changes_since(seqs[1], 100).unwrap();
+        assert!(store.trimmed_through().unwrap() >= through, "the hook trimmed");
+        let got: Vec<u64> = page.iter().map(|c| c.seq).collect();
+        assert_eq!(got, seqs[2..], "changes after the requested sequence, none skipped");
+        let err = store.changes_since(seqs[1], 100).unwrap_err();
+        assert!(matches!(err, ChangesError::ChangesTrimmed { .. }), "{err:?}");
     }
 }

@@ -39,6 +39,8 @@ struct Before {
     created_ms: i64,
     /// One key per index of the spec, in declaration order.
     index_keys: Vec<Vec<u8>>,
+    /// The document's top-level `project`, carried by the change event.
+    project: Option<Value>,
 }
 
 /// A staged document: serialized, and indexed, before it is staged.
@@ -291,6 +293,7 @@ impl<'s> Transaction<'s> {
                 version: e.version,
                 created_ms: e.created_ms,
                 index_keys: index_keys(&spec, &e.doc, id),
+                project: e.doc.get("project").cloned(),
             });
             self.order.push(key.clone());
             self.staged.insert(
@@ -459,9 +462,25 @@ impl<'s> Transaction<'s> {
         }
         let mut batch = WriteBatch::new();
         let mut inserted = Vec::new();
+        let mut feed_bytes = 0;
+        let mut counted: Vec<(&str, i64)> = Vec::new();
         for key in &self.order {
             let Some(s) = self.staged.get(key) else { continue };
-            stage_into(&mut batch, &mut inserted, s, key, at_ms);
+            feed_bytes += stage_into(&mut batch, &mut inserted, s, key, at_ms);
+            let delta = match s.op {
+                ChangeOp::Insert => 1,
+                ChangeOp::Delete => -1,
+                ChangeOp::Update => 0,
+            };
+            match counted.iter_mut().find(|c| c.0 == s.spec.name) {
+                Some(c) => c.1 += delta,
+                None => counted.push((&s.spec.name, delta)),
+            }
+        }
+        // Record counts change in the same batch as the records (see `counts`).
+        counted.retain(|c| c.1 != 0);
+        for (collection, delta) in &counted {
+            batch.put_commit_keyed(&keys::count_prefix(collection), &[&delta.to_le_bytes()]);
         }
         let seq = self.snap.sequence();
         // Every key read or written must be unchanged since the snapshot; a key both read and written is
@@ -483,7 +502,11 @@ impl<'s> Transaction<'s> {
             hints.end_insert(ticket, result.as_ref().ok().copied());
         }
         match result {
-            Ok(seq) => Ok(Committed { seq, at_ms }),
+            Ok(seq) => {
+                self.store.note_appended(feed_bytes);
+                self.store.note_counted(counted.len() as u64);
+                Ok(Committed { seq, at_ms })
+            }
             Err(CommitError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
                 Err(WriteError::TxnConflict { collection, id })
@@ -494,8 +517,8 @@ impl<'s> Transaction<'s> {
 }
 
 /// Adds one staged write to the batch: index entries that changed, the record, and a change event. The
-/// index keys it puts are added to `inserted`.
-fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) {
+/// index keys it puts are added to `inserted`. Returns the bytes (key and value) of the change event.
+fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, key: &[u8], at_ms: i64) -> u64 {
     for i in 0..s.spec.indexes.len() {
         let old = s.before.as_ref().and_then(|b| b.index_keys.get(i));
         let new = s.after.as_ref().and_then(|a| a.index_keys.get(i));
@@ -521,8 +544,11 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
             batch.delete(key);
         }
     }
-    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, doc);
-    batch.put_commit_keyed(keys::CHANGES, &[&head, doc.unwrap_or_default(), tail]);
+    let prev_project = s.before.as_ref().and_then(|b| b.project.as_ref());
+    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, prev_project, doc);
+    let doc = doc.unwrap_or_default();
+    batch.put_commit_keyed(keys::CHANGES, &[&head, doc, tail]);
+    (keys::CHANGES.len() + 12 + head.len() + doc.len() + tail.len()) as u64
 }
 
 /// The current version, if it matches `expected` (when given); `NotFound` when absent.

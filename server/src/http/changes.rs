@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use cairn_store::Change;
+use cairn_store::{Change, ChangeOp};
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -28,9 +28,18 @@ const DEFAULT_CHANGES: usize = 100;
 /// How often waiters look for changes the server was not told about.
 const POLL: Duration = Duration::from_secs(1);
 
+/// A change as a request is shown it.
+#[derive(Debug, Clone)]
+struct Shown {
+    change: Change,
+    /// The change moved the record out of the scoped token's project: shown as a delete without document.
+    moved_out: bool,
+}
+
 /// A change as the API shows it.
-fn change_json(c: &Change) -> Value {
-    json!({
+fn change_json(s: &Shown) -> Value {
+    let c = &s.change;
+    let mut v = json!({
         "seq": c.seq,
         "collection": c.collection,
         "id": c.id,
@@ -38,7 +47,11 @@ fn change_json(c: &Change) -> Value {
         "version": c.version,
         "at_ms": c.at_ms,
         "document": c.doc,
-    })
+    });
+    if s.moved_out {
+        v["moved_out"] = Value::Bool(true);
+    }
+    v
 }
 
 /// What a request asks of the feed.
@@ -50,20 +63,33 @@ struct Feed {
 }
 
 impl Feed {
-    /// Whether a change is shown: its collection matches, and for a scoped token its document names the
-    /// project (deletes carry no document, so scoped tokens do not see them).
-    fn shows(&self, c: &Change) -> bool {
-        self.collection.as_ref().is_none_or(|name| *name == c.collection)
-            && (self.who.project().is_none() || c.doc.as_ref().is_some_and(|d| self.who.sees(d)))
+    /// The change as this request sees it, if at all: its collection must match; a scoped token sees a change
+    /// whose document names its project as it is, and a change whose previous document named its project
+    /// (`prev_project`) but whose document does not (a delete, or an update that moved the record to another
+    /// project) as a delete without document, `moved_out` for a move. Deletes written before events carried
+    /// `prev_project` are not shown to scoped tokens.
+    fn shown(&self, c: Change) -> Option<Shown> {
+        if self.collection.as_ref().is_some_and(|name| *name != c.collection) {
+            return None;
+        }
+        let Some(project) = self.who.project() else { return Some(Shown { change: c, moved_out: false }) };
+        if c.doc.as_ref().is_some_and(|d| self.who.sees(d)) {
+            return Some(Shown { change: c, moved_out: false });
+        }
+        if c.prev_project.as_ref().and_then(Value::as_str) != Some(project) {
+            return None;
+        }
+        let moved_out = c.doc.is_some();
+        Some(Shown { change: Change { op: ChangeOp::Delete, doc: None, ..c }, moved_out })
     }
 }
 
 /// One read of the feed after `since`: the changes shown and the sequence to resume after.
-async fn fetch(state: &AppState, feed: &Feed, since: u64) -> Result<(Vec<Change>, u64), ApiError> {
+async fn fetch(state: &AppState, feed: &Feed, since: u64) -> Result<(Vec<Shown>, u64), ApiError> {
     let limit = feed.limit;
     let page = state.read(move |store| Ok(store.changes_since(since, limit)?)).await?;
     let next = page.last().map_or(since, |c| c.seq);
-    let shown = page.into_iter().filter(|c| feed.shows(c)).collect();
+    let shown = page.into_iter().filter_map(|c| feed.shown(c)).collect();
     Ok((shown, next))
 }
 
@@ -132,7 +158,7 @@ struct Streamer {
     state: AppState,
     feed: Feed,
     since: u64,
-    buffer: VecDeque<Change>,
+    buffer: VecDeque<Shown>,
     written: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     done: bool,
@@ -148,7 +174,7 @@ impl Streamer {
             }
             if let Some(c) = self.buffer.pop_front() {
                 let data = change_json(&c).to_string();
-                return Some(Event::default().id(c.seq.to_string()).event("change").data(data));
+                return Some(Event::default().id(c.change.seq.to_string()).event("change").data(data));
             }
             if *self.shutdown.borrow() {
                 return None;
@@ -208,9 +234,8 @@ fn sse_response(events: impl Stream<Item = Result<Event, Infallible>> + Send + '
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_store::ChangeOp;
 
-    fn change(seq: u64, collection: &str, doc: Option<Value>) -> Change {
+    fn change(seq: u64, collection: &str, doc: Option<Value>, prev_project: Option<&str>) -> Change {
         Change {
             seq,
             collection: collection.into(),
@@ -219,19 +244,32 @@ mod tests {
             version: 1,
             at_ms: 0,
             doc,
+            prev_project: prev_project.map(|p| json!(p)),
         }
     }
 
     #[test]
     fn feeds_filter_by_collection_and_project() {
         let all = Feed { collection: None, limit: 10, who: Principal::for_tests(None) };
-        assert!(all.shows(&change(1, "jobs", None)));
+        assert!(all.shown(change(1, "jobs", None, None)).is_some());
         let jobs = Feed { collection: Some("jobs".into()), ..all.clone() };
-        assert!(jobs.shows(&change(1, "jobs", Some(json!({})))) && !jobs.shows(&change(1, "runs", Some(json!({})))));
+        assert!(jobs.shown(change(1, "jobs", Some(json!({})), None)).is_some());
+        assert!(jobs.shown(change(1, "runs", Some(json!({})), None)).is_none());
         let scoped = Feed { who: Principal::for_tests(Some("p1")), ..all };
-        assert!(scoped.shows(&change(1, "jobs", Some(json!({"project": "p1"})))));
-        assert!(!scoped.shows(&change(1, "jobs", Some(json!({"project": "p2"})))));
-        assert!(!scoped.shows(&change(1, "jobs", None)), "deletes carry no project");
-        assert_eq!(change_json(&change(7, "jobs", None))["op"], "delete");
+        assert!(scoped
+            .shown(change(1, "jobs", Some(json!({"project": "p1"})), Some("p2")))
+            .is_some_and(|s| !s.moved_out));
+        assert!(scoped.shown(change(1, "jobs", Some(json!({"project": "p2"})), None)).is_none());
+        assert!(scoped.shown(change(1, "jobs", None, None)).is_none(), "old deletes carry no project");
+        assert!(scoped.shown(change(1, "jobs", None, Some("p2"))).is_none(), "another project's delete");
+        let deleted = scoped.shown(change(1, "jobs", None, Some("p1"))).unwrap();
+        assert_eq!(change_json(&deleted)["op"], "delete");
+        assert!(change_json(&deleted).get("moved_out").is_none());
+        let moved = scoped.shown(change(1, "jobs", Some(json!({"project": "p2", "secret": 1})), Some("p1"))).unwrap();
+        let shown = change_json(&moved);
+        assert_eq!(
+            (&shown["op"], &shown["document"], &shown["moved_out"]),
+            (&json!("delete"), &Value::Null, &json!(true))
+        );
     }
 }

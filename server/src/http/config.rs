@@ -50,11 +50,59 @@ pub struct Config {
     /// Targets the server replicates the store to while it runs (`[[replicate]]` sections). Default: none.
     #[serde(default)]
     pub replicate: Vec<ReplicateConfig>,
+    /// Change-feed retention, applied by `cairn serve` when it opens the data directory.
+    #[serde(default)]
+    pub changes: ChangeRetention,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: default_listen(), limits: Limits::default(), tokens: Vec::new(), replicate: Vec::new() }
+        Self {
+            listen: default_listen(),
+            limits: Limits::default(),
+            tokens: Vec::new(),
+            replicate: Vec::new(),
+            changes: ChangeRetention::default(),
+        }
+    }
+}
+
+/// How long and how much of the change feed is kept (`[changes]`; see `docs/server.md`). The store trims it
+/// in the background: changes older than `retention_secs`, and the oldest changes while the feed holds more
+/// than `retention_bytes`, unless a durable consumer has not acknowledged them and lags by at most
+/// `max_consumer_lag_bytes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeRetention {
+    /// Age after which changes are trimmed, in seconds. Default: 604 800 (7 days).
+    pub retention_secs: u64,
+    /// Most bytes of change events kept. Default: 1 GiB.
+    pub retention_bytes: u64,
+    /// A consumer further behind than this many bytes of the feed no longer holds trimming back. Default:
+    /// 4 GiB.
+    pub max_consumer_lag_bytes: u64,
+    /// How often the feed is trimmed, in milliseconds. Default: 10 000.
+    pub trim_interval_ms: u64,
+}
+
+impl Default for ChangeRetention {
+    fn default() -> Self {
+        Self {
+            retention_secs: 7 * 24 * 3600,
+            retention_bytes: 1 << 30,
+            max_consumer_lag_bytes: 4 << 30,
+            trim_interval_ms: 10_000,
+        }
+    }
+}
+
+impl ChangeRetention {
+    /// These settings applied to `opts`.
+    pub fn apply(&self, opts: cairn_store::StoreOptions) -> cairn_store::StoreOptions {
+        opts.change_retention(Duration::from_secs(self.retention_secs))
+            .change_retention_bytes(self.retention_bytes)
+            .max_consumer_lag_bytes(self.max_consumer_lag_bytes)
+            .change_trim_interval(Duration::from_millis(self.trim_interval_ms))
     }
 }
 
@@ -129,6 +177,16 @@ impl Config {
             ("max_transaction_ops", l.max_transaction_ops as u64),
             ("max_streams", l.max_streams as u64),
         ];
+        let c = &self.changes;
+        let changes = [
+            ("retention_secs", c.retention_secs),
+            ("retention_bytes", c.retention_bytes),
+            ("max_consumer_lag_bytes", c.max_consumer_lag_bytes),
+            ("trim_interval_ms", c.trim_interval_ms),
+        ];
+        if let Some((name, _)) = changes.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("changes.{name} must be at least 1")));
+        }
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")));
         }
@@ -164,6 +222,12 @@ mod tests {
         let c: Config = toml::from_str("[limits]\nmax_page = 0").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("max_page"));
         assert!(toml::from_str::<Config>("[limits]\nmax_pages = 3").is_err(), "unknown keys are refused");
+        assert_eq!(c.changes.retention_bytes, 1 << 30);
+        let c: Config = toml::from_str("[changes]\ntrim_interval_ms = 0").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("changes.trim_interval_ms"));
+        let c: Config = toml::from_str("[changes]\nretention_bytes = 65536").unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.changes.retention_bytes, c.changes.retention_secs), (65536, 7 * 24 * 3600));
         let c: Config = toml::from_str("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nrole = \"read\"").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("64 hex"));
         assert!(toml::from_str::<Config>("[[tokens]]\nname = \"x\"\nsha256 = \"\"\nrole = \"root\"").is_err());

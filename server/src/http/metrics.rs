@@ -6,7 +6,7 @@
 //! status code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -93,6 +93,13 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     /// The replication targets the server runs (`[[replicate]]`).
     replicas: std::sync::Mutex<Vec<Arc<ReplicaStatus>>>,
+    /// The store whose change feed is shown.
+    feed: OnceLock<cairn_store::Store>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    consumer: String,
 }
 
 impl Default for Metrics {
@@ -113,6 +120,7 @@ impl Default for Metrics {
             shed: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             replicas: std::sync::Mutex::default(),
+            feed: OnceLock::new(),
         }
     }
 }
@@ -124,6 +132,12 @@ impl Metrics {
         let labels = RequestLabels { route: route.clone(), method: method.into(), status };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Shows the change feed of `store` too (its size, trimming, and each durable consumer's lag: consumer
+    /// names are registered by the store's users, a bounded set). The first store given stays.
+    pub fn watch_feed(&self, store: cairn_store::Store) {
+        let _ = self.feed.set(store);
     }
 
     /// Shows the state of these replication targets from now on.
@@ -150,6 +164,7 @@ impl Metrics {
             .collect();
         let mut now = Registry::default();
         now.register_collector(Box::new(Figures {
+            feed: self.feed.get().and_then(|s| s.feed_stats().ok()),
             stats: stats.clone(),
             shed: self.shed.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
@@ -170,6 +185,7 @@ type LevelFigure = fn(&cairn_engine::LevelStats) -> u64;
 #[derive(Debug)]
 struct Figures {
     stats: cairn_engine::Stats,
+    feed: Option<cairn_store::FeedStats>,
     shed: u64,
     timeouts: u64,
     replicas: Vec<Replica>,
@@ -265,8 +281,55 @@ impl Collector for Figures {
                     .encode(family.encode_family(&TargetLabels { target: r.name.clone() })?)?;
             }
         }
+        if let Some(feed) = &self.feed {
+            encode_feed(&mut encoder, feed)?;
+        }
         Ok(())
     }
+}
+
+/// The change feed's figures.
+fn encode_feed(encoder: &mut DescriptorEncoder, f: &cairn_store::FeedStats) -> Result<(), std::fmt::Error> {
+    let counters = [
+        ("cairn_changes_trimmed_events", "Change events trimmed since open", f.trimmed_events),
+        ("cairn_changes_trims", "Trims of the change feed since open", f.trims),
+        ("cairn_changes_trim_errors", "Trims of the change feed that failed since open", f.trim_errors),
+    ];
+    for (name, help, value) in counters {
+        let counter = ConstCounter::new(value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    let trimmed_consumers = f.consumers.iter().filter(|c| c.trimmed).count() as u64;
+    let gauges = [
+        ("cairn_changes_bytes", "Bytes (keys and values) of the change events kept", f.bytes),
+        ("cairn_changes_trimmed_through", "Highest commit sequence trimmed from the change feed", f.trimmed_through),
+        (
+            "cairn_changes_trimmed_consumers",
+            "Durable consumers that lagged so far that changes they had not acknowledged were trimmed",
+            trimmed_consumers,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = ConstGauge::new(value as i64);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    type ConsumerFigure = fn(&cairn_store::ConsumerLag) -> u64;
+    let per_consumer: [(&str, &str, ConsumerFigure); 2] = [
+        ("cairn_changes_consumer_lag", "Commit sequences between a consumer's cursor and the newest commit", |c| {
+            c.lag_seqs
+        }),
+        ("cairn_changes_consumer_trimmed", "1 if changes a consumer had not acknowledged were trimmed", |c| {
+            u64::from(c.trimmed)
+        }),
+    ];
+    for (name, help, value) in per_consumer {
+        let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+        for c in &f.consumers {
+            let labels = ConsumerLabels { consumer: c.name.clone() };
+            ConstGauge::new(value(c) as i64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Middleware: counts every request by its route pattern (`unmatched` when no route matched).
@@ -321,5 +384,32 @@ mod tests {
         assert!(!text.contains("BREW"), "{text}");
         let series = text.lines().filter(|l| l.starts_with("cairn_http_requests_total")).count();
         assert_eq!(series, 2, "{text}");
+    }
+
+    /// A consumer that fell too far behind is trimmed past, and the exposition says so.
+    #[test]
+    fn shows_the_feed_and_trimmed_consumers() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = cairn_store::StoreOptions::default()
+            .change_retention_bytes(1)
+            .max_consumer_lag_bytes(1)
+            .change_trim_interval(Duration::ZERO);
+        let store = cairn_store::Store::with_db(cairn_engine::Db::open(dir.path()).unwrap(), opts).unwrap();
+        store.declare(cairn_store::CollectionSpec::new("c", vec![])).unwrap();
+        store.register_consumer("replica", 0).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        c.insert("a", serde_json::json!({"x": 1})).unwrap();
+        c.insert("b", serde_json::json!({"x": 2})).unwrap();
+        let m = Metrics::default();
+        m.watch_feed(store.clone());
+        let before = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        assert!(before.contains("cairn_changes_trimmed_consumers 0\n"), "{before}");
+        assert!(before.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 0\n"), "{before}");
+        store.trim_changes().unwrap();
+        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        assert!(text.contains("cairn_changes_trimmed_consumers 1\n"), "{text}");
+        assert!(text.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 1\n"), "{text}");
+        assert!(text.contains("cairn_changes_trimmed_events_total 2\n"), "{text}");
+        assert!(text.contains("cairn_changes_bytes 0\n"), "{text}");
     }
 }

@@ -26,7 +26,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use cairn_store::Store;
+use cairn_store::engine::Db;
+use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
@@ -80,7 +81,9 @@ impl AppState {
     pub fn from_config(store: Store, config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ConfigError> {
         config.validate()?;
         let tokens = Tokens::new(&config.tokens).map_err(ConfigError::Invalid)?;
-        Ok(Self::new(store, tokens, config.limits.clone(), shutdown))
+        let state = Self::new(store.clone(), tokens, config.limits.clone(), shutdown);
+        state.metrics.watch_feed(store);
+        Ok(state)
     }
 }
 
@@ -111,7 +114,8 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
         let data = opts.data.clone();
-        let store = tokio::task::spawn_blocking(move || Store::open(&data))
+        let store_opts = opts.config.changes.apply(StoreOptions::default());
+        let store = tokio::task::spawn_blocking(move || Store::with_db(Db::open(&data)?, store_opts))
             .await
             .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
             .map_err(|source| ServeError::Open { path: opts.data.clone(), source })?;
@@ -130,6 +134,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let replicators = Replicators::start(&store, &opts.config.replicate, &stopped)
             .map_err(io("cannot start the replication threads"))?;
         state.metrics.watch_replicas(replicators.status.clone());
+        state.metrics.watch_feed(store.clone());
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

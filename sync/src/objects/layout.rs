@@ -260,6 +260,7 @@ mod tests {
             version: 1,
             at_ms: 0,
             doc: Some(serde_json::json!({"x": 1})),
+            prev_project: None,
         };
         let bytes = encode_segment(&header, std::slice::from_ref(&change)).unwrap();
         let name = SegmentName { after: 3, through: 7, sha256: sha256_hex(&bytes) };
