@@ -1,5 +1,7 @@
 //! A bounded, sharded cache evicting with the CLOCK (second chance) policy: a hit sets an entry's reference
-//! bit; eviction walks the ring, clearing set bits and dropping the first unreferenced entry. Holds the
+//! count; eviction walks the ring, lowering set counts and dropping the first unreferenced entry. An entry
+//! of [`Priority::High`] is given more chances (a hit sets its count to 3, not 1), so that what every read
+//! needs (a table's index and filter) outlives blocks that a scan passes through once. Holds the
 //! engine's decoded blocks (`table::cache`); public so that layers above cache their own decoded values
 //! with the same policy (the record store's cache of decoded records).
 //!
@@ -15,11 +17,39 @@ use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
 
+/// How long an entry holds on under eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// One more pass of the clock after each hit; none if never hit.
+    #[default]
+    Low,
+    /// Three more passes after each hit, one if never hit.
+    High,
+}
+
+impl Priority {
+    fn on_insert(self) -> u8 {
+        match self {
+            Priority::Low => 0,
+            Priority::High => 1,
+        }
+    }
+
+    fn on_hit(self) -> u8 {
+        match self {
+            Priority::Low => 1,
+            Priority::High => 3,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Slot<V> {
     value: V,
     charge: usize,
-    referenced: bool,
+    /// Passes of the clock the entry survives: set by a hit, lowered by each pass.
+    chances: u8,
+    priority: Priority,
 }
 
 /// Hits and misses are counted per shard, under the shard's lock: one counter shared by every reader would
@@ -29,6 +59,8 @@ struct Shard<K, V, S> {
     map: HashMap<K, Slot<V>, S>,
     ring: VecDeque<K>,
     used: usize,
+    /// Of `used`, the charge of [`Priority::High`] entries.
+    used_high: usize,
     hits: u64,
     misses: u64,
 }
@@ -44,8 +76,16 @@ pub struct ClockCache<K, V, S = RandomState> {
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
     /// An empty cache of up to about `capacity` bytes; 0 caches nothing.
     pub fn new(capacity: usize) -> Self {
-        let shard =
-            || Mutex::new(Shard { map: HashMap::default(), ring: VecDeque::new(), used: 0, hits: 0, misses: 0 });
+        let shard = || {
+            Mutex::new(Shard {
+                map: HashMap::default(),
+                ring: VecDeque::new(),
+                used: 0,
+                used_high: 0,
+                hits: 0,
+                misses: 0,
+            })
+        };
         Self { shards: (0..SHARDS).map(|_| shard()).collect(), shard_capacity: capacity / SHARDS }
     }
 
@@ -77,7 +117,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     {
         let mut shard = self.shard(hash).lock();
         let found = shard.map.get_mut(key).filter(|slot| accept(&slot.value)).map(|slot| {
-            slot.referenced = true;
+            slot.chances = slot.priority.on_hit();
             slot.value.clone()
         });
         if found.is_some() {
@@ -92,26 +132,35 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// the shard is back within its capacity. A value charged more than a whole shard is not kept, and
     /// takes the key's earlier value with it.
     pub fn insert(&self, hash: u64, key: K, value: V, charge: usize) {
+        self.insert_with_priority(hash, key, value, charge, Priority::Low);
+    }
+
+    /// [`ClockCache::insert`] of an entry of the given priority.
+    pub fn insert_with_priority(&self, hash: u64, key: K, value: V, charge: usize, priority: Priority) {
         let mut shard = self.shard(hash).lock();
         if charge > self.shard_capacity {
             if let Some(old) = shard.map.remove(&key) {
-                shard.used -= old.charge;
+                shard.release(&old);
             }
             return;
         }
-        match shard.map.insert(key.clone(), Slot { value, charge, referenced: false }) {
-            Some(old) => shard.used -= old.charge,
+        let slot = Slot { value, charge, chances: priority.on_insert(), priority };
+        match shard.map.insert(key.clone(), slot) {
+            Some(old) => shard.release(&old),
             None => shard.ring.push_back(key),
         }
         shard.used += charge;
+        if priority == Priority::High {
+            shard.used_high += charge;
+        }
         while shard.used > self.shard_capacity {
             let Some(victim) = shard.ring.pop_front() else { break };
             let Some(slot) = shard.map.get_mut(&victim) else { continue };
-            if slot.referenced {
-                slot.referenced = false;
+            if slot.chances > 0 {
+                slot.chances -= 1;
                 shard.ring.push_back(victim);
             } else if let Some(slot) = shard.map.remove(&victim) {
-                shard.used -= slot.charge;
+                shard.release(&slot);
             }
         }
     }
@@ -129,6 +178,32 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// Bytes charged for what is cached.
     pub fn usage(&self) -> usize {
         self.shards.iter().map(|s| s.lock().used).sum()
+    }
+
+    /// Drops every entry (counters stay).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.map.clear();
+            shard.ring.clear();
+            shard.used = 0;
+            shard.used_high = 0;
+        }
+    }
+
+    /// Of [`ClockCache::usage`], the bytes charged for entries of [`Priority::High`].
+    pub fn usage_high(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().used_high).sum()
+    }
+}
+
+impl<K, V, S> Shard<K, V, S> {
+    /// Takes a removed slot's charge off the shard's usage.
+    fn release(&mut self, slot: &Slot<V>) {
+        self.used -= slot.charge;
+        if slot.priority == Priority::High {
+            self.used_high -= slot.charge;
+        }
     }
 }
 
@@ -158,6 +233,28 @@ mod tests {
         assert_eq!((c.hits(), c.misses()), (3, 2));
         c.insert(0, 5, 500, 10);
         assert_eq!(c.get(0, &2), None);
+    }
+
+    #[test]
+    fn high_priority_entries_outlive_a_stream_of_low_priority_ones() {
+        let c = cache(SHARDS * 100);
+        c.insert_with_priority(0, 1, 1, 30, Priority::High);
+        c.insert_with_priority(0, 2, 2, 30, Priority::High);
+        assert_eq!(c.get(0, &1), Some(1));
+        // A scan: low-priority entries inserted once each, never read again.
+        for k in 100..110 {
+            c.insert(0, k, k, 20);
+        }
+        // Key 1 was hit, key 2 never was: 2 went with the scan's entries, 1 held on.
+        assert_eq!((c.get(0, &1), c.get(0, &2)), (Some(1), None));
+        assert_eq!(c.usage_high(), 30);
+        assert!(c.usage() <= 100);
+        // Replacing and dropping take a high-priority charge off.
+        c.insert(0, 1, 1, 10);
+        assert_eq!(c.usage_high(), 0);
+        c.insert_with_priority(0, 3, 3, 10, Priority::High);
+        c.clear();
+        assert_eq!((c.usage(), c.usage_high(), c.get(0, &3)), (0, 0, None));
     }
 
     #[test]

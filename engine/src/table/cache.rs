@@ -1,12 +1,16 @@
 //! A bounded cache of decoded blocks, shared by every table of a database: a [`ClockCache`] keyed by
-//! `(table number, block offset)`.
+//! `(table number, block offset)`. It holds data blocks and also every table's index and filter, so that
+//! all the memory tables take for reading is within one budget however many tables there are; index and
+//! filter blocks are cached at [`Priority::High`] (every point read of the table needs them) and are
+//! read from the table again when they were evicted.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use crate::clock::ClockCache;
+use crate::clock::{ClockCache, Priority};
 
 use super::block::Block;
+use super::reader::{Filter, TableIndex};
 
 /// A multiply-xor hasher for the cache's `(table, offset)` keys: they are not attacker-chosen, and SipHash
 /// showed up in read profiles.
@@ -29,9 +33,18 @@ impl Hasher for BlockKeyHasher {
     }
 }
 
+/// What the cache holds under a `(table, offset)`: the offsets of a table's data, index and filter blocks
+/// differ, so one key never names two kinds.
+#[derive(Debug, Clone)]
+enum Cached {
+    Data(Arc<Block>),
+    Index(Arc<TableIndex>),
+    Filter(Arc<Filter>),
+}
+
 #[derive(Debug)]
 pub(crate) struct BlockCache {
-    blocks: ClockCache<(u64, u64), Arc<Block>, BuildHasherDefault<BlockKeyHasher>>,
+    blocks: ClockCache<(u64, u64), Cached, BuildHasherDefault<BlockKeyHasher>>,
 }
 
 /// Picks a block's shard.
@@ -45,13 +58,62 @@ impl BlockCache {
         Self { blocks: ClockCache::new(capacity) }
     }
 
+    /// Whether anything can be cached: a disabled cache has its tables keep their index and filter.
+    pub fn enabled(&self) -> bool {
+        self.blocks.enabled()
+    }
+
     pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
-        self.blocks.get(shard_hash(table, offset), &(table, offset))
+        let accept = |c: &Cached| matches!(c, Cached::Data(_));
+        match self.blocks.get_if(shard_hash(table, offset), &(table, offset), accept) {
+            Some(Cached::Data(b)) => Some(b),
+            _ => None,
+        }
     }
 
     pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
         let charge = block.charge();
-        self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
+        self.blocks.insert(shard_hash(table, offset), (table, offset), Cached::Data(block), charge);
+    }
+
+    /// The index of the table `table`, whose index block is at `offset`.
+    pub fn get_index(&self, table: u64, offset: u64) -> Option<Arc<TableIndex>> {
+        let accept = |c: &Cached| matches!(c, Cached::Index(_));
+        match self.blocks.get_if(shard_hash(table, offset), &(table, offset), accept) {
+            Some(Cached::Index(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn insert_index(&self, table: u64, offset: u64, index: Arc<TableIndex>) {
+        let charge = index.charge();
+        self.blocks.insert_with_priority(
+            shard_hash(table, offset),
+            (table, offset),
+            Cached::Index(index),
+            charge,
+            Priority::High,
+        );
+    }
+
+    /// The filter of the table `table`, whose filter block is at `offset`.
+    pub fn get_filter(&self, table: u64, offset: u64) -> Option<Arc<Filter>> {
+        let accept = |c: &Cached| matches!(c, Cached::Filter(_));
+        match self.blocks.get_if(shard_hash(table, offset), &(table, offset), accept) {
+            Some(Cached::Filter(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn insert_filter(&self, table: u64, offset: u64, filter: Arc<Filter>) {
+        let charge = filter.charge();
+        self.blocks.insert_with_priority(
+            shard_hash(table, offset),
+            (table, offset),
+            Cached::Filter(filter),
+            charge,
+            Priority::High,
+        );
     }
 
     pub fn hits(&self) -> u64 {
@@ -62,8 +124,20 @@ impl BlockCache {
         self.blocks.misses()
     }
 
+    /// Bytes charged for everything cached: data, index and filter blocks.
     pub fn usage(&self) -> usize {
         self.blocks.usage()
+    }
+
+    /// Drops everything cached.
+    #[cfg(test)]
+    pub fn clear(&self) {
+        self.blocks.clear();
+    }
+
+    /// Of [`BlockCache::usage`], the bytes of index and filter blocks.
+    pub fn index_filter_usage(&self) -> usize {
+        self.blocks.usage_high()
     }
 }
 
