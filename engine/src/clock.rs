@@ -1,7 +1,5 @@
 //! A bounded, sharded cache evicting with the CLOCK (second chance) policy: a hit sets an entry's reference
-//! count; eviction walks the ring, lowering set counts and dropping the first unreferenced entry. An entry
-//! of [`Priority::High`] is given more chances (a hit sets its count to 3, not 1), so that what every read
-//! needs (a table's index and filter) outlives blocks that a scan passes through once. Holds the
+//! bit; eviction walks the ring, clearing set bits and dropping the first unreferenced entry. Holds the
 //! engine's decoded blocks (`table::cache`); public so that layers above cache their own decoded values
 //! with the same policy (the record store's cache of decoded records).
 //!
@@ -12,44 +10,17 @@ use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
 const SHARDS: usize = 16;
 
-/// How long an entry holds on under eviction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Priority {
-    /// One more pass of the clock after each hit; none if never hit.
-    #[default]
-    Low,
-    /// Three more passes after each hit, one if never hit.
-    High,
-}
-
-impl Priority {
-    fn on_insert(self) -> u8 {
-        match self {
-            Priority::Low => 0,
-            Priority::High => 1,
-        }
-    }
-
-    fn on_hit(self) -> u8 {
-        match self {
-            Priority::Low => 1,
-            Priority::High => 3,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Slot<V> {
     value: V,
     charge: usize,
-    /// Passes of the clock the entry survives: set by a hit, lowered by each pass.
-    chances: u8,
-    priority: Priority,
+    referenced: bool,
 }
 
 /// Hits and misses are counted per shard, under the shard's lock: one counter shared by every reader would
@@ -59,46 +30,74 @@ struct Shard<K, V, S> {
     map: HashMap<K, Slot<V>, S>,
     ring: VecDeque<K>,
     used: usize,
-    /// Of `used`, the charge of [`Priority::High`] entries.
-    used_high: usize,
     hits: u64,
     misses: u64,
 }
 
 /// Up to about `capacity` bytes of values (as charged by [`ClockCache::insert`]), in 16 shards of a
-/// sixteenth each.
+/// sixteenth each (or as many as [`ClockCache::with_shards`] says).
 #[derive(Debug)]
 pub struct ClockCache<K, V, S = RandomState> {
     shards: Box<[Mutex<Shard<K, V, S>>]>,
-    shard_capacity: usize,
+    shard_capacity: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
     /// An empty cache of up to about `capacity` bytes; 0 caches nothing.
     pub fn new(capacity: usize) -> Self {
-        let shard = || {
-            Mutex::new(Shard {
-                map: HashMap::default(),
-                ring: VecDeque::new(),
-                used: 0,
-                used_high: 0,
-                hits: 0,
-                misses: 0,
-            })
-        };
-        Self { shards: (0..SHARDS).map(|_| shard()).collect(), shard_capacity: capacity / SHARDS }
+        Self::with_shards(capacity, SHARDS)
+    }
+
+    /// An empty cache of up to about `capacity` bytes in `shards` shards (at least 1) of an equal share:
+    /// fewer shards make more contention but let a shard hold larger values.
+    pub fn with_shards(capacity: usize, shards: usize) -> Self {
+        let shards = shards.max(1);
+        let shard =
+            || Mutex::new(Shard { map: HashMap::default(), ring: VecDeque::new(), used: 0, hits: 0, misses: 0 });
+        Self { shards: (0..shards).map(|_| shard()).collect(), shard_capacity: AtomicUsize::new(capacity / shards) }
     }
 
     /// Whether anything can be cached at all.
     pub fn enabled(&self) -> bool {
-        self.shard_capacity > 0
+        self.shard_capacity.load(Ordering::Relaxed) > 0
+    }
+
+    /// Changes the capacity, evicting at once what no longer fits.
+    pub fn set_capacity(&self, capacity: usize) {
+        let per_shard = capacity / self.shards.len();
+        self.shard_capacity.store(per_shard, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            shard.lock().evict_to(per_shard);
+        }
+    }
+
+    /// Drops the entry under `key`, if any.
+    pub fn remove<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        let mut shard = self.shard(hash).lock();
+        if let Some(slot) = shard.map.remove(key) {
+            shard.used -= slot.charge;
+            shard.drop_stale_keys();
+        }
+    }
+
+    /// Drops every entry (the counters stay).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.map.clear();
+            shard.ring.clear();
+            shard.used = 0;
+        }
     }
 
     /// The shard of a key whose hash is `hash`, from bits 32 to 35: a map takes its bucket from the low bits
     /// of its own hash and its tag from the top seven, so a caller may key the map by this very hash (it is
     /// the same in every key of a shard in the bits that pick the shard).
     fn shard(&self, hash: u64) -> &Mutex<Shard<K, V, S>> {
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        &self.shards[(hash >> 32) as usize % self.shards.len()]
     }
 
     /// The value under `key`, marking it recently used.
@@ -117,7 +116,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     {
         let mut shard = self.shard(hash).lock();
         let found = shard.map.get_mut(key).filter(|slot| accept(&slot.value)).map(|slot| {
-            slot.chances = slot.priority.on_hit();
+            slot.referenced = true;
             slot.value.clone()
         });
         if found.is_some() {
@@ -132,37 +131,21 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// the shard is back within its capacity. A value charged more than a whole shard is not kept, and
     /// takes the key's earlier value with it.
     pub fn insert(&self, hash: u64, key: K, value: V, charge: usize) {
-        self.insert_with_priority(hash, key, value, charge, Priority::Low);
-    }
-
-    /// [`ClockCache::insert`] of an entry of the given priority.
-    pub fn insert_with_priority(&self, hash: u64, key: K, value: V, charge: usize, priority: Priority) {
+        let shard_capacity = self.shard_capacity.load(Ordering::Relaxed);
         let mut shard = self.shard(hash).lock();
-        if charge > self.shard_capacity {
+        if charge > shard_capacity {
             if let Some(old) = shard.map.remove(&key) {
-                shard.release(&old);
+                shard.used -= old.charge;
+                shard.drop_stale_keys();
             }
             return;
         }
-        let slot = Slot { value, charge, chances: priority.on_insert(), priority };
-        match shard.map.insert(key.clone(), slot) {
-            Some(old) => shard.release(&old),
+        match shard.map.insert(key.clone(), Slot { value, charge, referenced: false }) {
+            Some(old) => shard.used -= old.charge,
             None => shard.ring.push_back(key),
         }
         shard.used += charge;
-        if priority == Priority::High {
-            shard.used_high += charge;
-        }
-        while shard.used > self.shard_capacity {
-            let Some(victim) = shard.ring.pop_front() else { break };
-            let Some(slot) = shard.map.get_mut(&victim) else { continue };
-            if slot.chances > 0 {
-                slot.chances -= 1;
-                shard.ring.push_back(victim);
-            } else if let Some(slot) = shard.map.remove(&victim) {
-                shard.release(&slot);
-            }
-        }
+        shard.evict_to(shard_capacity);
     }
 
     /// Lookups answered, since the cache was made.
@@ -179,30 +162,29 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     pub fn usage(&self) -> usize {
         self.shards.iter().map(|s| s.lock().used).sum()
     }
+}
 
-    /// Drops every entry (counters stay).
-    pub fn clear(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            shard.map.clear();
-            shard.ring.clear();
-            shard.used = 0;
-            shard.used_high = 0;
+impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
+    /// Once keys of removed entries make up most of the ring, drops them from it: a shard that never
+    /// fills up never sweeps them out, and would grow its ring with every removal.
+    fn drop_stale_keys(&mut self) {
+        if self.ring.len() > 2 * self.map.len() + 16 {
+            let Shard { ring, map, .. } = self;
+            ring.retain(|k| map.contains_key(k));
         }
     }
 
-    /// Of [`ClockCache::usage`], the bytes charged for entries of [`Priority::High`].
-    pub fn usage_high(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().used_high).sum()
-    }
-}
-
-impl<K, V, S> Shard<K, V, S> {
-    /// Takes a removed slot's charge off the shard's usage.
-    fn release(&mut self, slot: &Slot<V>) {
-        self.used -= slot.charge;
-        if slot.priority == Priority::High {
-            self.used_high -= slot.charge;
+    /// Evicts until at most `capacity` bytes are charged.
+    fn evict_to(&mut self, capacity: usize) {
+        while self.used > capacity {
+            let Some(victim) = self.ring.pop_front() else { break };
+            let Some(slot) = self.map.get_mut(&victim) else { continue };
+            if slot.referenced {
+                slot.referenced = false;
+                self.ring.push_back(victim);
+            } else if let Some(slot) = self.map.remove(&victim) {
+                self.used -= slot.charge;
+            }
         }
     }
 }
@@ -236,28 +218,6 @@ mod tests {
     }
 
     #[test]
-    fn high_priority_entries_outlive_a_stream_of_low_priority_ones() {
-        let c = cache(SHARDS * 100);
-        c.insert_with_priority(0, 1, 1, 30, Priority::High);
-        c.insert_with_priority(0, 2, 2, 30, Priority::High);
-        assert_eq!(c.get(0, &1), Some(1));
-        // A scan: low-priority entries inserted once each, never read again.
-        for k in 100..110 {
-            c.insert(0, k, k, 20);
-        }
-        // Key 1 was hit, key 2 never was: 2 went with the scan's entries, 1 held on.
-        assert_eq!((c.get(0, &1), c.get(0, &2)), (Some(1), None));
-        assert_eq!(c.usage_high(), 30);
-        assert!(c.usage() <= 100);
-        // Replacing and dropping take a high-priority charge off.
-        c.insert(0, 1, 1, 10);
-        assert_eq!(c.usage_high(), 0);
-        c.insert_with_priority(0, 3, 3, 10, Priority::High);
-        c.clear();
-        assert_eq!((c.usage(), c.usage_high(), c.get(0, &3)), (0, 0, None));
-    }
-
-    #[test]
     fn replacing_a_key_recharges_it_and_an_oversized_value_drops_it() {
         let c = cache(SHARDS * 100);
         c.insert(7, 1, 1, 30);
@@ -270,6 +230,23 @@ mod tests {
             c.insert(7, k, k, 20);
         }
         assert_eq!(c.usage(), 100);
+        c.remove(7, &19);
+        assert_eq!((c.get(7, &19), c.usage()), (None, 80));
+        // Keys removed again and again do not pile up in the ring of a shard that never fills.
+        let roomy = cache(SHARDS * 1000);
+        for k in 0..1000 {
+            roomy.insert(3, k, k, 1);
+            roomy.remove(3, &k);
+        }
+        assert!(roomy.shards[0].lock().ring.len() <= 16);
+        // A smaller capacity evicts at once; clearing drops the rest.
+        c.set_capacity(SHARDS * 40);
+        assert_eq!(c.usage(), 40);
+        c.clear();
+        assert_eq!(c.usage(), 0);
+        let one = ClockCache::<u64, u64>::with_shards(100, 1);
+        one.insert(1 << 40, 1, 1, 90);
+        assert_eq!(one.get(1 << 40, &1), Some(1));
         let off = cache(0);
         off.insert(0, 1, 1, 1);
         assert!(!off.enabled());

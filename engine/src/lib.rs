@@ -56,7 +56,7 @@ mod version;
 mod wal;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
-pub use clock::{ClockCache, Priority as CachePriority};
+pub use clock::ClockCache;
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, CheckpointInfo, Db, Finding, Snapshot, TornWal};
 pub use error::{Error, OpenError, Result, StorageError, WriteError};

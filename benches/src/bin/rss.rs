@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Loads `--n` keys (16-byte keys, 100-byte incompressible values, 1000 per batch, `Durability::None`),
-//! flushes, waits for compaction to settle, then does `--reads` random gets of existing keys. A sampler
+//! flushes, waits for compaction to settle, then does `--reads` random gets of existing keys. With
+//! `--skip-load` it opens what an earlier run left in `--dir` (loaded with the same `--n`) and only reads:
+//! the peak then is that of a reader alone, without the heap the allocator keeps from the load. A sampler
 //! reads `/proc/self/status` every 20 ms and keeps the peaks of `RssAnon` (heap: memtables, caches, index
 //! and filter blocks) and `VmRSS` (that plus the pages of mapped table files, which the kernel may drop
 //! at will). Linux only.
@@ -30,7 +32,7 @@ const MIB: u64 = 1 << 20;
 
 type Failure = Box<dyn std::error::Error>;
 
-const USAGE: &str = "usage: rss [--n KEYS] [--reads N] [--cache-mib N] [--memtable-mib N] [--dir DIR]";
+const USAGE: &str = "usage: rss [--n KEYS] [--reads N] [--cache-mib N] [--memtable-mib N] [--dir DIR [--skip-load]]";
 
 struct Args {
     n: u64,
@@ -38,14 +40,20 @@ struct Args {
     cache_mib: u64,
     memtable_mib: u64,
     dir: Option<PathBuf>,
+    skip_load: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { n: 1_000_000, reads: 1_000_000, cache_mib: 64, memtable_mib: 64, dir: None };
+    let mut args =
+        Args { n: 1_000_000, reads: 1_000_000, cache_mib: 64, memtable_mib: 64, dir: None, skip_load: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_owned());
+        }
+        if flag == "--skip-load" {
+            args.skip_load = true;
+            continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
         let number = || value.replace('_', "").parse::<u64>().map_err(|e| format!("{flag} {value}: {e}"));
@@ -60,6 +68,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.n == 0 {
         return Err("--n must be at least 1".to_owned());
+    }
+    if args.skip_load && args.dir.is_none() {
+        return Err(format!("--skip-load needs --dir\n{USAGE}"));
     }
     Ok(args)
 }
@@ -131,7 +142,9 @@ fn run(args: &Args) -> Result<(), Failure> {
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
-            let _ = std::fs::remove_dir_all(d);
+            if !args.skip_load {
+                let _ = std::fs::remove_dir_all(d);
+            }
             d.clone()
         }
         None => {
@@ -159,15 +172,17 @@ fn run(args: &Args) -> Result<(), Failure> {
     let mut value = vec![0u8; VALUE_LEN];
     let started = Instant::now();
     let mut batch = WriteBatch::new();
-    for i in 0..args.n {
-        rng.fill(&mut value[..]);
-        batch.put(key(i), &value);
-        if batch.len() == BATCH || i + 1 == args.n {
-            db.write(std::mem::take(&mut batch))?;
+    if !args.skip_load {
+        for i in 0..args.n {
+            rng.fill(&mut value[..]);
+            batch.put(key(i), &value);
+            if batch.len() == BATCH || i + 1 == args.n {
+                db.write(std::mem::take(&mut batch))?;
+            }
         }
+        db.flush()?;
+        db.compact()?;
     }
-    db.flush()?;
-    db.compact()?;
     let load_secs = started.elapsed().as_secs_f64();
     let (load_anon, load_total) = sampler.take();
 
@@ -199,7 +214,8 @@ fn run(args: &Args) -> Result<(), Failure> {
     );
     println!("baseline RssAnon before open: {}", mib(base_anon));
     println!(
-        "load + flush + compact: {:.1} s; peak RssAnon {}, peak VmRSS {}",
+        "open{}: {:.1} s; peak RssAnon {}, peak VmRSS {}",
+        if args.skip_load { "" } else { " + load + flush + compact" },
         load_secs,
         mib(load_anon),
         mib(load_total)

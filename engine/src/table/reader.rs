@@ -86,6 +86,15 @@ impl std::fmt::Debug for TableReader {
     }
 }
 
+impl Drop for TableReader {
+    /// A closed table's index and filter leave the cache at once: they would only take room until evicted.
+    fn drop(&mut self) {
+        if self.pinned.is_none() {
+            self.cache.remove_meta(self.number, self.footer.index.offset, self.footer.filter.offset);
+        }
+    }
+}
+
 impl TableReader {
     /// Maps the table, verifies and decodes its footer, filter and index, and puts the index and filter in
     /// the cache (or keeps them, if the cache is disabled).
