@@ -116,11 +116,15 @@ impl Options {
     }
 
     /// Memory for decoded table blocks, shared by all tables: data blocks and every open table's index and
-    /// filter, which are kept at a higher priority (a point read needs both) and read from the table again
-    /// if evicted. It bounds what tables hold in memory however many there are. An index or filter larger
-    /// than a sixteenth of it (one shard) is not cached at all and is read again for each lookup: with
-    /// 4 KiB blocks a table's index takes about 2.5% of its uncompressed size and its filter 10 bits per
-    /// key, so keep this above about 16 x that for a table of [`Options::table_size`]. Default: 64 MiB.
+    /// filter (a point read needs both). It bounds what tables hold in memory however many there are.
+    /// Index and filter blocks take up to three quarters of it, in a pool of their own that data blocks do
+    /// not evict; data blocks get the rest. One evicted is read from the table again (and checked) on its
+    /// next use, which for a whole index takes a millisecond or so: with 4 KiB blocks a table's index and
+    /// filter take about 3% of its data (16-byte keys, 100-byte values: 41 MiB for 10 million keys), so
+    /// keep three quarters of this above that for the data you hold. [`Stats::cache_index_filter_bytes`]
+    /// says what they take. Default: 64 MiB.
+    ///
+    /// [`Stats::cache_index_filter_bytes`]: crate::Stats::cache_index_filter_bytes
     pub fn block_cache_size(mut self, bytes: usize) -> Self {
         self.block_cache_size = bytes;
         self
