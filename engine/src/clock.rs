@@ -10,6 +10,7 @@ use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -34,31 +35,69 @@ struct Shard<K, V, S> {
 }
 
 /// Up to about `capacity` bytes of values (as charged by [`ClockCache::insert`]), in 16 shards of a
-/// sixteenth each.
+/// sixteenth each (or as many as [`ClockCache::with_shards`] says).
 #[derive(Debug)]
 pub struct ClockCache<K, V, S = RandomState> {
     shards: Box<[Mutex<Shard<K, V, S>>]>,
-    shard_capacity: usize,
+    shard_capacity: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
     /// An empty cache of up to about `capacity` bytes; 0 caches nothing.
     pub fn new(capacity: usize) -> Self {
+        Self::with_shards(capacity, SHARDS)
+    }
+
+    /// An empty cache of up to about `capacity` bytes in `shards` shards (at least 1) of an equal share:
+    /// fewer shards make more contention but let a shard hold larger values.
+    pub fn with_shards(capacity: usize, shards: usize) -> Self {
+        let shards = shards.max(1);
         let shard =
             || Mutex::new(Shard { map: HashMap::default(), ring: VecDeque::new(), used: 0, hits: 0, misses: 0 });
-        Self { shards: (0..SHARDS).map(|_| shard()).collect(), shard_capacity: capacity / SHARDS }
+        Self { shards: (0..shards).map(|_| shard()).collect(), shard_capacity: AtomicUsize::new(capacity / shards) }
     }
 
     /// Whether anything can be cached at all.
     pub fn enabled(&self) -> bool {
-        self.shard_capacity > 0
+        self.shard_capacity.load(Ordering::Relaxed) > 0
+    }
+
+    /// Changes the capacity, evicting at once what no longer fits.
+    pub fn set_capacity(&self, capacity: usize) {
+        let per_shard = capacity / self.shards.len();
+        self.shard_capacity.store(per_shard, Ordering::Relaxed);
+        for shard in self.shards.iter() {
+            shard.lock().evict_to(per_shard);
+        }
+    }
+
+    /// Drops the entry under `key`, if any.
+    pub fn remove<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
+        let mut shard = self.shard(hash).lock();
+        if let Some(slot) = shard.map.remove(key) {
+            shard.used -= slot.charge;
+            shard.drop_stale_keys();
+        }
+    }
+
+    /// Drops every entry (the counters stay).
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            shard.map.clear();
+            shard.ring.clear();
+            shard.used = 0;
+        }
     }
 
     /// The shard of a key whose hash is `hash`, from bits 32 to 35: a map takes its bucket from the low bits
     /// of its own hash and its tag from the top seven, so a caller may key the map by this very hash (it is
     /// the same in every key of a shard in the bits that pick the shard).
     fn shard(&self, hash: u64) -> &Mutex<Shard<K, V, S>> {
-        &self.shards[(hash >> 32) as usize % SHARDS]
+        &self.shards[(hash >> 32) as usize % self.shards.len()]
     }
 
     /// The value under `key`, marking it recently used.
@@ -92,10 +131,12 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// the shard is back within its capacity. A value charged more than a whole shard is not kept, and
     /// takes the key's earlier value with it.
     pub fn insert(&self, hash: u64, key: K, value: V, charge: usize) {
+        let shard_capacity = self.shard_capacity.load(Ordering::Relaxed);
         let mut shard = self.shard(hash).lock();
-        if charge > self.shard_capacity {
+        if charge > shard_capacity {
             if let Some(old) = shard.map.remove(&key) {
                 shard.used -= old.charge;
+                shard.drop_stale_keys();
             }
             return;
         }
@@ -104,16 +145,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
             None => shard.ring.push_back(key),
         }
         shard.used += charge;
-        while shard.used > self.shard_capacity {
-            let Some(victim) = shard.ring.pop_front() else { break };
-            let Some(slot) = shard.map.get_mut(&victim) else { continue };
-            if slot.referenced {
-                slot.referenced = false;
-                shard.ring.push_back(victim);
-            } else if let Some(slot) = shard.map.remove(&victim) {
-                shard.used -= slot.charge;
-            }
-        }
+        shard.evict_to(shard_capacity);
     }
 
     /// Lookups answered, since the cache was made.
@@ -129,6 +161,31 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// Bytes charged for what is cached.
     pub fn usage(&self) -> usize {
         self.shards.iter().map(|s| s.lock().used).sum()
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
+    /// Once keys of removed entries make up most of the ring, drops them from it: a shard that never
+    /// fills up never sweeps them out, and would grow its ring with every removal.
+    fn drop_stale_keys(&mut self) {
+        if self.ring.len() > 2 * self.map.len() + 16 {
+            let Shard { ring, map, .. } = self;
+            ring.retain(|k| map.contains_key(k));
+        }
+    }
+
+    /// Evicts until at most `capacity` bytes are charged.
+    fn evict_to(&mut self, capacity: usize) {
+        while self.used > capacity {
+            let Some(victim) = self.ring.pop_front() else { break };
+            let Some(slot) = self.map.get_mut(&victim) else { continue };
+            if slot.referenced {
+                slot.referenced = false;
+                self.ring.push_back(victim);
+            } else if let Some(slot) = self.map.remove(&victim) {
+                self.used -= slot.charge;
+            }
+        }
     }
 }
 
@@ -173,6 +230,23 @@ mod tests {
             c.insert(7, k, k, 20);
         }
         assert_eq!(c.usage(), 100);
+        c.remove(7, &19);
+        assert_eq!((c.get(7, &19), c.usage()), (None, 80));
+        // Keys removed again and again do not pile up in the ring of a shard that never fills.
+        let roomy = cache(SHARDS * 1000);
+        for k in 0..1000 {
+            roomy.insert(3, k, k, 1);
+            roomy.remove(3, &k);
+        }
+        assert!(roomy.shards[0].lock().ring.len() <= 16);
+        // A smaller capacity evicts at once; clearing drops the rest.
+        c.set_capacity(SHARDS * 40);
+        assert_eq!(c.usage(), 40);
+        c.clear();
+        assert_eq!(c.usage(), 0);
+        let one = ClockCache::<u64, u64>::with_shards(100, 1);
+        one.insert(1 << 40, 1, 1, 90);
+        assert_eq!(one.get(1 << 40, &1), Some(1));
         let off = cache(0);
         off.insert(0, 1, 1, 1);
         assert!(!off.enabled());

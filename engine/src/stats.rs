@@ -87,12 +87,15 @@ pub struct Stats {
     pub write_slowdowns: u64,
     /// Microseconds writers spent waiting for flushes and compactions.
     pub write_stall_micros: u64,
-    /// Block cache hits.
+    /// Block cache hits (lookups of data, index and filter blocks).
     pub cache_hits: u64,
     /// Block cache misses.
     pub cache_misses: u64,
-    /// Bytes held by the block cache.
+    /// Bytes held by the block cache: data, index and filter blocks, within
+    /// [`Options::block_cache_size`](crate::Options::block_cache_size).
     pub cache_bytes: u64,
+    /// Of `cache_bytes`, the bytes of tables' index and filter blocks.
+    pub cache_index_filter_bytes: u64,
     /// Bytes of torn WAL tail dropped at open.
     pub recovered_torn_bytes: u64,
 }

@@ -97,10 +97,12 @@ impl StoreOptions {
 
     /// Memory for decoded records, shared by the store's typed collections
     /// ([`Collection`](crate::Collection)): a record read twice without changing in between is kept decoded,
-    /// and later reads clone it instead of parsing its JSON. Counted in the records' stored bytes; the decoded form takes more heap (the benchmark's `Job`:
-    /// 671 bytes stored, 1,869 bytes in 23 allocations decoded, 2.8 times). A cached record is checked
-    /// against the commit that wrote what the read found, so it is never stale. 0 turns the cache off.
-    /// Default: 16 MiB.
+    /// and later reads clone it instead of parsing its JSON. Each kept record is charged what it holds in
+    /// memory decoded, not its stored size (the benchmark's `Job`: 671 bytes stored, 1,869 bytes in 23
+    /// allocations decoded): its inline size, plus one allocation per string, array and nested object of
+    /// its JSON (an object taken for a `BTreeMap`: its keys and nodes), rounded up as the allocator does,
+    /// plus its key and 64 bytes. A cached record is checked against the commit that wrote what the read
+    /// found, so it is never stale. 0 turns the cache off. Default: 16 MiB.
     pub fn record_cache_size(mut self, bytes: usize) -> Self {
         self.record_cache_size = bytes;
         self

@@ -434,6 +434,7 @@ impl Inner {
             cache_hits: self.ctx.cache.hits(),
             cache_misses: self.ctx.cache.misses(),
             cache_bytes: self.ctx.cache.usage() as u64,
+            cache_index_filter_bytes: self.ctx.cache.index_filter_usage() as u64,
             recovered_torn_bytes: g(&c.recovered_torn_bytes),
         }
     }

@@ -1,5 +1,9 @@
-//! A bounded cache of decoded blocks, shared by every table of a database: a [`ClockCache`] keyed by
-//! `(table number, block offset)`.
+//! A bounded cache of decoded blocks, shared by every table of a database, keyed by `(table number, block
+//! offset)`. Two [`ClockCache`]s share one budget: one for the tables' index and filter blocks (every
+//! point read of a table needs both, and each is large: a table's index takes a few percent of its
+//! data), the other for data blocks, whose capacity is what the first leaves. The index and filter pool
+//! may take up to three quarters of the budget; it is one shard, so that a shard's share never keeps out
+//! an index that fits in the budget. An index or filter that was evicted is read from the table again.
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -7,6 +11,7 @@ use std::sync::Arc;
 use crate::clock::ClockCache;
 
 use super::block::Block;
+use super::reader::{Filter, TableIndex};
 
 /// A multiply-xor hasher for the cache's `(table, offset)` keys: they are not attacker-chosen, and SipHash
 /// showed up in read profiles.
@@ -29,9 +34,22 @@ impl Hasher for BlockKeyHasher {
     }
 }
 
+/// An index or a filter: their offsets in a table differ, so one key never names both.
+#[derive(Debug, Clone)]
+enum Meta {
+    Index(Arc<TableIndex>),
+    Filter(Arc<Filter>),
+}
+
+type Cache<V> = ClockCache<(u64, u64), V, BuildHasherDefault<BlockKeyHasher>>;
+
 #[derive(Debug)]
 pub(crate) struct BlockCache {
-    blocks: ClockCache<(u64, u64), Arc<Block>, BuildHasherDefault<BlockKeyHasher>>,
+    capacity: usize,
+    /// Data blocks, within `capacity` less what `meta` holds.
+    blocks: Cache<Arc<Block>>,
+    /// Index and filter blocks, within three quarters of `capacity`.
+    meta: Cache<Meta>,
 }
 
 /// Picks a block's shard.
@@ -40,9 +58,14 @@ fn shard_hash(table: u64, offset: u64) -> u64 {
 }
 
 impl BlockCache {
-    /// A cache holding up to about `capacity` bytes of decoded blocks.
+    /// A cache holding up to about `capacity` bytes of decoded blocks: data, index and filter.
     pub fn new(capacity: usize) -> Self {
-        Self { blocks: ClockCache::new(capacity) }
+        Self { capacity, blocks: ClockCache::new(capacity), meta: ClockCache::with_shards(capacity / 4 * 3, 1) }
+    }
+
+    /// Whether anything can be cached: a disabled cache has its tables keep their index and filter.
+    pub fn enabled(&self) -> bool {
+        self.meta.enabled()
     }
 
     pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
@@ -54,16 +77,68 @@ impl BlockCache {
         self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
     }
 
+    /// The index of the table `table`, whose index block is at `offset`.
+    pub fn get_index(&self, table: u64, offset: u64) -> Option<Arc<TableIndex>> {
+        match self.meta.get_if(shard_hash(table, offset), &(table, offset), |m| matches!(m, Meta::Index(_))) {
+            Some(Meta::Index(i)) => Some(i),
+            _ => None,
+        }
+    }
+
+    pub fn insert_index(&self, table: u64, offset: u64, index: Arc<TableIndex>) {
+        let charge = index.charge();
+        self.insert_meta(table, offset, Meta::Index(index), charge);
+    }
+
+    /// The filter of the table `table`, whose filter block is at `offset`.
+    pub fn get_filter(&self, table: u64, offset: u64) -> Option<Arc<Filter>> {
+        match self.meta.get_if(shard_hash(table, offset), &(table, offset), |m| matches!(m, Meta::Filter(_))) {
+            Some(Meta::Filter(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    pub fn insert_filter(&self, table: u64, offset: u64, filter: Arc<Filter>) {
+        let charge = filter.charge();
+        self.insert_meta(table, offset, Meta::Filter(filter), charge);
+    }
+
+    /// Drops a table's index and filter (the table is closed).
+    pub fn remove_meta(&self, table: u64, index_offset: u64, filter_offset: u64) {
+        self.meta.remove(shard_hash(table, index_offset), &(table, index_offset));
+        self.meta.remove(shard_hash(table, filter_offset), &(table, filter_offset));
+        self.blocks.set_capacity(self.capacity.saturating_sub(self.meta.usage()));
+    }
+
+    /// Caches an index or filter, and gives data blocks what is left of the budget.
+    fn insert_meta(&self, table: u64, offset: u64, meta: Meta, charge: usize) {
+        self.meta.insert(shard_hash(table, offset), (table, offset), meta, charge);
+        self.blocks.set_capacity(self.capacity.saturating_sub(self.meta.usage()));
+    }
+
+    /// Drops everything cached.
+    #[cfg(test)]
+    pub fn clear(&self) {
+        self.blocks.clear();
+        self.meta.clear();
+    }
+
     pub fn hits(&self) -> u64 {
-        self.blocks.hits()
+        self.blocks.hits() + self.meta.hits()
     }
 
     pub fn misses(&self) -> u64 {
-        self.blocks.misses()
+        self.blocks.misses() + self.meta.misses()
     }
 
+    /// Bytes charged for everything cached: data, index and filter blocks.
     pub fn usage(&self) -> usize {
-        self.blocks.usage()
+        self.blocks.usage() + self.meta.usage()
+    }
+
+    /// Of [`BlockCache::usage`], the bytes of index and filter blocks.
+    pub fn index_filter_usage(&self) -> usize {
+        self.meta.usage()
     }
 }
 

@@ -80,14 +80,14 @@ impl Source for TableIter {
                 }
             }
             (Some(t), false) => {
-                if self.load(self.table.find_block(t))? {
+                if self.load(self.table.index()?.find_block(t))? {
                     if let Some(b) = &mut self.block {
                         b.seek(t);
                     }
                 }
             }
             (Some(t), true) => {
-                let i = self.table.find_block(t).min(count.saturating_sub(1));
+                let i = self.table.index()?.find_block(t).min(count.saturating_sub(1));
                 if self.load(i)? {
                     if let Some(b) = &mut self.block {
                         b.seek_for_prev(t);

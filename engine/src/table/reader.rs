@@ -26,16 +26,58 @@ thread_local! {
 /// Largest decompressed block accepted: a single value may be 256 MiB.
 const MAX_RAW_BLOCK: usize = 512 * 1024 * 1024;
 
+/// A table's decoded index: the index block (searched by key) and its entries' block handles.
+#[derive(Debug)]
+pub(crate) struct TableIndex {
+    block: Block,
+    handles: Vec<BlockHandle>,
+}
+
+impl TableIndex {
+    /// Number of data blocks.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Index of the first data block whose last key is `>= target`; `len()` if none.
+    pub fn find_block(&self, target: &[u8]) -> usize {
+        self.block.seek(target)
+    }
+
+    /// Bytes of memory the index holds, for cache accounting.
+    pub fn charge(&self) -> usize {
+        std::mem::size_of::<Self>() + self.block.charge() + self.handles.capacity() * std::mem::size_of::<BlockHandle>()
+    }
+}
+
+/// A table's bloom filter, as read from its filter block.
+#[derive(Debug)]
+pub(crate) struct Filter(Vec<u8>);
+
+impl Filter {
+    /// Bytes of memory the filter holds, for cache accounting.
+    pub fn charge(&self) -> usize {
+        std::mem::size_of::<Self>() + self.0.capacity()
+    }
+}
+
+/// A table's index and filter held by its reader, not the cache: only when the cache is disabled (tools
+/// that read a table once, through a cache of size 0).
+#[derive(Debug)]
+struct Pinned {
+    index: Arc<TableIndex>,
+    filter: Arc<Filter>,
+}
+
 pub(crate) struct TableReader {
     number: u64,
     path: PathBuf,
     map: Arc<dyn MappedFile>,
-    index: Arc<Block>,
-    /// The index entries' block handles, decoded once at open.
-    handles: Vec<BlockHandle>,
-    filter: Vec<u8>,
+    /// Data blocks, from the index (kept so that it is known without the index).
+    block_count: usize,
     footer: Footer,
     cache: Arc<BlockCache>,
+    pinned: Option<Pinned>,
 }
 
 impl std::fmt::Debug for TableReader {
@@ -44,8 +86,18 @@ impl std::fmt::Debug for TableReader {
     }
 }
 
+impl Drop for TableReader {
+    /// A closed table's index and filter leave the cache at once: they would only take room until evicted.
+    fn drop(&mut self) {
+        if self.pinned.is_none() {
+            self.cache.remove_meta(self.number, self.footer.index.offset, self.footer.filter.offset);
+        }
+    }
+}
+
 impl TableReader {
-    /// Maps the table and verifies and decodes its footer, filter and index.
+    /// Maps the table, verifies and decodes its footer, filter and index, and puts the index and filter in
+    /// the cache (or keeps them, if the cache is disabled).
     pub fn open(storage: &dyn Storage, path: &Path, number: u64, cache: Arc<BlockCache>) -> Result<Self, StorageError> {
         let map = storage.map(path).map_err(|e| StorageError::io(path, e))?;
         let len = map.bytes().len();
@@ -54,42 +106,71 @@ impl TableReader {
             .ok_or_else(|| StorageError::corruption(path, 0, "file shorter than a table footer"))?;
         let footer = Footer::decode(map.bytes().get(footer_at..).unwrap_or_default())
             .map_err(|e| StorageError::corruption(path, (footer_at + e.offset) as u64, e.reason))?;
-        let filter = read_block(map.bytes(), footer.filter, path)?;
-        let index_raw = read_block(map.bytes(), footer.index, path)?;
-        let index = Block::decode(index_raw)
-            .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
-        let handles = (0..index.len())
-            .map(|i| {
-                BlockHandle::decode(index.value(i)).map_err(|e| {
-                    StorageError::corruption(path, footer.index.offset, format!("index entry {i}: {}", e.reason))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { number, path: path.to_path_buf(), map, index: Arc::new(index), handles, filter, footer, cache })
+        let filter = Arc::new(load_filter(map.bytes(), &footer, path)?);
+        let index = Arc::new(load_index(map.bytes(), &footer, path)?);
+        let block_count = index.len();
+        let pinned = if cache.enabled() {
+            cache.insert_filter(number, footer.filter.offset, filter);
+            cache.insert_index(number, footer.index.offset, index);
+            None
+        } else {
+            Some(Pinned { index, filter })
+        };
+        Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, cache, pinned })
     }
 
     pub fn block_count(&self) -> usize {
-        self.index.len()
+        self.block_count
     }
 
-    pub fn may_contain(&self, user_key_hash: u64) -> bool {
-        filter::may_contain(&self.filter, user_key_hash)
+    /// The table's index, from the cache or read and verified again.
+    pub fn index(&self) -> Result<Arc<TableIndex>, StorageError> {
+        if let Some(p) = &self.pinned {
+            return Ok(p.index.clone());
+        }
+        if let Some(i) = self.cache.get_index(self.number, self.footer.index.offset) {
+            return Ok(i);
+        }
+        let index = Arc::new(load_index(self.map.bytes(), &self.footer, &self.path)?);
+        if index.len() != self.block_count {
+            return Err(StorageError::corruption(&self.path, self.footer.index.offset, "index changed since open"));
+        }
+        self.cache.insert_index(self.number, self.footer.index.offset, index.clone());
+        Ok(index)
     }
 
-    /// Index of the first data block whose last key is `>= target`; `block_count()` if none.
-    pub fn find_block(&self, target: &[u8]) -> usize {
-        self.index.seek(target)
+    #[cfg(test)]
+    pub fn filter_charge(&self) -> Result<usize, StorageError> {
+        Ok(self.filter()?.charge())
     }
 
-    fn handle(&self, i: usize) -> Result<BlockHandle, StorageError> {
-        self.handles.get(i).copied().ok_or_else(|| {
+    #[cfg(test)]
+    pub fn index_offset(&self) -> u64 {
+        self.footer.index.offset
+    }
+
+    /// The table's filter, from the cache or read and verified again.
+    fn filter(&self) -> Result<Arc<Filter>, StorageError> {
+        if let Some(p) = &self.pinned {
+            return Ok(p.filter.clone());
+        }
+        if let Some(f) = self.cache.get_filter(self.number, self.footer.filter.offset) {
+            return Ok(f);
+        }
+        let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, &self.path)?);
+        self.cache.insert_filter(self.number, self.footer.filter.offset, filter.clone());
+        Ok(filter)
+    }
+
+    pub fn may_contain(&self, user_key_hash: u64) -> Result<bool, StorageError> {
+        Ok(filter::may_contain(&self.filter()?.0, user_key_hash))
+    }
+
+    /// Data block `i` of `index`, from the cache or read and verified.
+    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Arc<Block>, StorageError> {
+        let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
-        })
-    }
-
-    /// Data block `i`, from the cache or read and verified.
-    pub fn block(&self, i: usize) -> Result<Arc<Block>, StorageError> {
-        let handle = self.handle(i)?;
+        })?;
         if let Some(b) = self.cache.get(self.number, handle.offset) {
             return Ok(b);
         }
@@ -101,6 +182,11 @@ impl TableReader {
         Ok(block)
     }
 
+    /// Data block `i`, from the cache or read and verified.
+    pub fn block(&self, i: usize) -> Result<Arc<Block>, StorageError> {
+        self.block_of(&*self.index()?, i)
+    }
+
     /// Iterator over the entries of block `i`.
     pub fn block_iter(&self, i: usize) -> Result<BlockIter, StorageError> {
         Ok(BlockIter::new(self.block(i)?))
@@ -108,15 +194,16 @@ impl TableReader {
 
     /// The newest version of `user_key` with sequence `<= seq` in this table.
     pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
-        if !self.may_contain(hash) {
+        if !self.may_contain(hash)? {
             return Ok(Lookup::Absent);
         }
         let target = key::internal_key(user_key, key::seek_trailer(seq));
-        let i = self.find_block(&target);
-        if i >= self.block_count() {
+        let index = self.index()?;
+        let i = index.find_block(&target);
+        if i >= index.len() {
             return Ok(Lookup::Absent);
         }
-        let block = self.block(i)?;
+        let block = self.block_of(&index, i)?;
         let pos = block.seek(&target);
         if pos >= block.len() {
             return Ok(Lookup::Absent);
@@ -130,7 +217,8 @@ impl TableReader {
             Some(ValueKind::Put) => Lookup::Found(block.value(pos).to_vec(), seq),
             Some(ValueKind::Delete) => Lookup::Deleted(seq),
             None => {
-                return Err(StorageError::corruption(&self.path, self.handle(i)?.offset, "unknown entry kind"));
+                let at = index.handles.get(i).map_or(self.footer.index.offset, |h| h.offset);
+                return Err(StorageError::corruption(&self.path, at, "unknown entry kind"));
             }
         })
     }
@@ -139,11 +227,13 @@ impl TableReader {
     pub fn verify(&self) -> Result<u64, StorageError> {
         let mut entries = 0u64;
         let mut last: Option<Vec<u8>> = None;
-        for i in 0..self.block_count() {
-            let block = self.block(i)?;
+        let index = self.index()?;
+        for i in 0..index.len() {
+            let block = self.block_of(&index, i)?;
             if let (Some(prev), Some(first)) = (&last, (block.len() > 0).then(|| block.key(0))) {
                 if key::compare(prev, first) != std::cmp::Ordering::Less {
-                    return Err(StorageError::corruption(&self.path, self.handle(i)?.offset, "blocks out of order"));
+                    let at = index.handles.get(i).map_or(0, |h| h.offset);
+                    return Err(StorageError::corruption(&self.path, at, "blocks out of order"));
                 }
             }
             entries += block.len() as u64;
@@ -154,6 +244,26 @@ impl TableReader {
         }
         Ok(entries)
     }
+}
+
+/// Reads, verifies and decodes the table's index block.
+fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, StorageError> {
+    let raw = read_block(file, footer.index, path)?;
+    let block = Block::decode(raw)
+        .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
+    let handles = (0..block.len())
+        .map(|i| {
+            BlockHandle::decode(block.value(i)).map_err(|e| {
+                StorageError::corruption(path, footer.index.offset, format!("index entry {i}: {}", e.reason))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TableIndex { block, handles })
+}
+
+/// Reads and verifies the table's filter block.
+fn load_filter(file: &[u8], footer: &Footer, path: &Path) -> Result<Filter, StorageError> {
+    read_block(file, footer.filter, path).map(Filter)
 }
 
 /// Reads, verifies and (if compressed) decompresses the block at `handle`.

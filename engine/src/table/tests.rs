@@ -169,3 +169,109 @@ fn compression_backs_off_on_incompressible_data_and_resumes() {
         );
     }
 }
+
+/// Every table's index and filter are charged to the one block cache: many open tables keep the cache
+/// within its capacity, index and filter blocks that were evicted are read again, and reads stay right.
+#[test]
+fn index_and_filter_blocks_are_charged_to_the_cache_and_read_again_after_eviction() {
+    let fs = MemStorage::new();
+    fs.create_dir_all(Path::new("/t")).unwrap();
+    let items = entries(2000);
+    let tables = 30u64;
+    for t in 1..=tables {
+        build(&fs, &Path::new("/t").join(format!("{t:06}.sst")), &items, Compression::None);
+    }
+    // What one table's index and filter take, as held by a reader whose cache is disabled.
+    let alone = TableReader::open(&fs, Path::new("/t/000001.sst"), 1, Arc::new(BlockCache::new(0))).unwrap();
+    let per_table = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
+    let capacity = 16 * per_table * 3 / 2; // room for about 24 tables' index and filter, and nothing else
+    assert!(per_table as u64 * tables > capacity as u64);
+
+    let cache = Arc::new(BlockCache::new(capacity));
+    let readers: Vec<TableReader> = (1..=tables)
+        .map(|t| TableReader::open(&fs, &Path::new("/t").join(format!("{t:06}.sst")), t, cache.clone()).unwrap())
+        .collect();
+    assert!(cache.usage() <= capacity, "{} > {capacity}", cache.usage());
+    assert!(cache.index_filter_usage() > 0);
+    // Some tables' index and filter were evicted by the others'.
+    assert!(cache.index_filter_usage() < per_table * tables as usize);
+    let misses = cache.misses();
+    for round in 0..2 {
+        for (t, reader) in readers.iter().enumerate() {
+            for (i, (k, v)) in items.iter().enumerate().step_by(97) {
+                let ukey = key::user_key(k);
+                let seq = i as u64 + 1;
+                let want = if i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
+                let got = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
+                assert_eq!(got, want, "round {round} table {t} key {i}");
+            }
+            assert!(cache.usage() <= capacity, "{} > {capacity}", cache.usage());
+        }
+    }
+    assert!(cache.misses() > misses, "evicted index and filter blocks were read again");
+}
+
+/// Index and filter blocks outlive data blocks that a scan reads once.
+#[test]
+fn a_scan_does_not_evict_the_index_and_filter_of_a_table_in_use() {
+    let (fs, path) = setup();
+    let items = entries(4000);
+    build(&fs, path, &items, Compression::None);
+    let alone = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
+    let held = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
+    // Room in each shard for this table's index and filter and a few data blocks.
+    let cache = Arc::new(BlockCache::new(16 * (held + 4 * 1024)));
+    let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
+    let ukey = key::user_key(&items[0].0);
+    reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
+    assert_eq!(cache.index_filter_usage(), held);
+    let mut scan = TableIter::new(reader.clone(), false);
+    scan.seek(None).unwrap();
+    let mut n = 0;
+    while scan.key().is_some() {
+        n += 1;
+        scan.advance().unwrap();
+    }
+    assert_eq!(n, items.len());
+    assert_eq!(cache.index_filter_usage(), held);
+}
+
+/// An index read again after its eviction is verified again: a damaged block is a corruption error naming
+/// the file and the block's offset, never a wrong answer or a panic.
+#[test]
+fn an_index_damaged_after_open_is_reported_when_read_again() {
+    use crate::io::FsStorage;
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("000001.sst");
+    let items = entries(500);
+    build_on(&FsStorage, &path, &items);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let reader = TableReader::open(&FsStorage, &path, 1, cache.clone()).unwrap();
+    let index_at = reader.index_offset();
+    // Damage the index block in place: the table is mapped, so the reader sees the change.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, index_at + 3).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], index_at + 3).unwrap();
+    // While the index is cached, reads are answered from it.
+    let ukey = key::user_key(&items[0].0);
+    assert!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).is_ok());
+    // Evicted (as by other tables' blocks), the index is read from the file again, and checked.
+    cache.clear();
+    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)) {
+        Err(crate::error::StorageError::Corruption { file, offset, .. }) => {
+            assert_eq!((file, offset), (path.clone(), index_at));
+        }
+        other => panic!("expected a corruption error, got {other:?}"),
+    }
+}
+
+fn build_on(fs: &dyn Storage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
+    let mut b = TableBuilder::create(fs, path, 256, Compression::None, 10).unwrap();
+    for (k, v) in items {
+        b.add(k, v).unwrap();
+    }
+    b.finish().unwrap();
+}
