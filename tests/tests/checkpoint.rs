@@ -91,7 +91,14 @@ fn checkpoints_taken_during_concurrent_writes_are_consistent_copies() {
 #[test]
 fn tables_are_hard_links_and_the_copy_outlives_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    let db = small(Db::builder()).open(dir.path().join("live")).unwrap();
+    // No compaction in the background: the live tables must still be there when the links are compared.
+    let manual = LeveledPolicy::new(1000, 1 << 40, 10).tombstone_ratio(2.0);
+    let db = small(Db::builder())
+        .compaction_policy(Arc::new(manual))
+        .level0_slowdown_trigger(1000)
+        .level0_stop_trigger(1001)
+        .open(dir.path().join("live"))
+        .unwrap();
     for chunk in 0..20 {
         let mut batch = WriteBatch::new();
         for n in chunk * 100 + 1..=chunk * 100 + 100 {
