@@ -407,6 +407,7 @@ fn tokens() -> Config {
             token("dashboard", "reader-token", Role::Read, None),
             token("sched-p1", "p1-token", Role::Write, Some("p1")),
             token("sched-p2", "p2-token", Role::Write, Some("p2")),
+            token("admin-p1", "p1-admin-token", Role::Admin, Some("p1")),
         ],
         ..Config::default()
     }
@@ -426,6 +427,11 @@ async fn tokens_roles_and_project_isolation() {
 
     let spec = json!({"name": "jobs", "indexes": [{"name": "project", "fields": ["project"]}]});
     assert_eq!(json(as_("p1-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0, 403);
+    // Indexes serve every project: a project's admin may not declare them.
+    let (status, body) =
+        json(as_("p1-admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("limited to project"), "{body}");
     assert_eq!(
         json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
         201

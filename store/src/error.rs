@@ -12,8 +12,9 @@
 //! - [`DeclareError`]: `Store::declare`, `Store::collection`.
 //! - [`ChangesError`]: `Store::changes_since`, `register_consumer`, `remove_consumer`, `ack`.
 //!
-//! A failed record write or transaction wrote nothing; maintenance (`declare` re-indexing, change trimming)
-//! works in batches and may stop part way, and is safe to repeat.
+//! A failed record write or transaction wrote nothing; maintenance (index builds, change trimming)
+//! works in batches and may stop part way: an index build is finished at the next open, trimming is safe
+//! to repeat.
 
 use cairn_engine::{OpenError, StorageError};
 
@@ -125,8 +126,8 @@ pub enum WriteError {
         /// The version stored.
         actual: Option<u64>,
     },
-    /// A record the transaction read (or wrote) was changed by another commit after its snapshot, or a
-    /// declaration re-indexed its collection meanwhile. Nothing was written; retry the transaction.
+    /// A record the transaction read (or wrote) was changed by another commit after its snapshot, or an
+    /// index build replaced its collection's declaration meanwhile. Nothing was written; retry the transaction.
     #[error("transaction conflict on {collection}/{id}: changed by a concurrent commit")]
     TxnConflict {
         /// The collection.
@@ -182,8 +183,8 @@ impl ClaimError {
     }
 }
 
-/// Why a declaration failed (`Store::declare`, `Store::collection`). Re-indexing works in batches and may
-/// stop part way; declaring again repairs it.
+/// Why a declaration failed (`Store::declare`, `Store::collection`). An index build cut short is finished
+/// when the store is next opened, or by the next declaration of the collection.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeclareError {

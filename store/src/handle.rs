@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::catalog::Declared;
 use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
 use crate::envelope::stored;
 use crate::error::{ClaimError, ReadError, StoreError, WriteError};
@@ -39,7 +40,7 @@ pub(crate) trait WriteDoc {
     /// The document type of the record returned.
     type Out;
     /// Serializes and indexes the document.
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError>;
+    fn encode(&self, spec: &Declared, id: &str) -> Result<After, WriteError>;
     /// The document as written, for the record returned.
     fn written(self) -> Self::Out;
     /// A record as read (for `Keep`).
@@ -48,7 +49,7 @@ pub(crate) trait WriteDoc {
 
 impl WriteDoc for Value {
     type Out = Value;
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
+    fn encode(&self, spec: &Declared, id: &str) -> Result<After, WriteError> {
         After::of_value(spec, self, id)
     }
     fn written(self) -> Value {
@@ -61,7 +62,7 @@ impl WriteDoc for Value {
 
 impl<T: Record> WriteDoc for &T {
     type Out = T;
-    fn encode(&self, spec: &CollectionSpec, id: &str) -> Result<After, WriteError> {
+    fn encode(&self, spec: &Declared, id: &str) -> Result<After, WriteError> {
         After::of_record(spec, *self, id)
     }
     fn written(self) -> T {
@@ -114,7 +115,7 @@ impl DynCollection {
 
     /// The collection's current declaration (re-read on every call: it changes when indexes are added).
     pub fn spec(&self) -> Result<Arc<CollectionSpec>, ReadError> {
-        Ok(self.store.spec(&self.name)?)
+        Ok(self.store.spec(&self.name)?.spec.clone())
     }
 
     /// Writes one record in a transaction of its own: the single-record write path of the store, which
@@ -319,9 +320,7 @@ impl DynCollection {
         mut visit: impl FnMut(Stored<D>),
     ) -> Result<Option<String>, ReadError> {
         let limit = query.page_size()?;
-        let spec = self.spec()?;
-        let ticket = self.store.hints().begin_scan();
-        let snap = self.store.db().snapshot();
+        let (spec, ticket, snap) = self.store.declared_at_snapshot(&self.name)?;
         let mut last_key = Vec::new();
         let more =
             execute::<D>(&snap, (self.store.hints(), ticket), &spec, query, Some(limit), decoder, |key, env, id| {
@@ -337,9 +336,7 @@ impl DynCollection {
 
     /// Number of documents matching `query` (its limit and cursor are ignored).
     pub fn count(&self, query: &Query) -> Result<u64, ReadError> {
-        let spec = self.spec()?;
-        let ticket = self.store.hints().begin_scan();
-        let snap = self.store.db().snapshot();
+        let (spec, ticket, snap) = self.store.declared_at_snapshot(&self.name)?;
         let mut n = 0u64;
         let q = query.clone().after(None);
         execute(&snap, (self.store.hints(), ticket), &spec, &q, None, &CountOnly, |_, _, _| n += 1)?;

@@ -147,7 +147,7 @@ impl ScanHints {
     }
 
     /// Forgets every hint and refuses those of scans already running (after index entries were written
-    /// outside transactions, e.g. by a re-index).
+    /// outside transactions, e.g. by an index build).
     pub fn reset(&self) {
         let mut s = self.state.lock();
         s.hints.clear();

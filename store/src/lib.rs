@@ -13,6 +13,7 @@
 //!
 //! [`Store`] shows a typed collection with a composite index, written, updated and queried.
 
+mod catalog;
 mod changes;
 mod check;
 mod clock;
@@ -27,6 +28,7 @@ mod fields;
 pub mod fuzzing;
 mod handle;
 mod hints;
+mod index_build;
 mod inflight;
 mod keys;
 mod query;

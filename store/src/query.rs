@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use cairn_engine::Snapshot;
 
+use crate::catalog::Declared;
 use crate::decoded::Decode;
 use crate::envelope::{self, Envelope};
 use crate::error::{ReadError, StoreError};
@@ -268,13 +269,14 @@ fn matches(q: &Query, doc: &Value) -> bool {
 }
 
 /// The engine-key bounds a plan scans, before the cursor.
-fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let Some(index) = plan.index.as_ref().and_then(|n| spec.indexes.iter().find(|i| i.name == *n)) else {
-        let prefix = keys::record_prefix(&spec.name);
+fn scan_bounds(d: &Declared, q: &Query, plan: &Plan) -> (Vec<u8>, Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let Some(stored) = plan.index.as_ref().and_then(|n| d.ready().find(|i| i.spec.name == *n)) else {
+        let prefix = keys::record_prefix(d.name());
         let upper = keys::after_prefix(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
         return (prefix.clone(), Bound::Included(prefix), upper);
     };
-    let mut prefix = keys::index_prefix(&spec.name, &index.name);
+    let index = &stored.spec;
+    let mut prefix = keys::index_prefix(d.name(), &stored.key);
     for (f, declared) in plan.equality.iter().zip(&index.fields) {
         let v = q.eq.iter().find(|(e, _)| e == f).map(|e| &e.1);
         keys::encode_field(&mut prefix, v, keys::index_field(declared).1);
@@ -325,14 +327,14 @@ fn scan_bounds(spec: &CollectionSpec, q: &Query, plan: &Plan) -> (Vec<u8>, Bound
 pub(crate) fn execute<D: DeserializeOwned>(
     snap: &Snapshot,
     (hints, ticket): (&ScanHints, ScanTicket),
-    spec: &CollectionSpec,
+    d: &Declared,
     q: &Query,
     limit: Option<usize>,
     decoder: &impl Decode<D>,
     mut visit: impl FnMut(&[u8], Option<Envelope<D>>, &str),
 ) -> Result<bool, ReadError> {
-    let plan = plan(spec, q)?;
-    let (prefix, mut lower, mut upper) = scan_bounds(spec, q, &plan);
+    let plan = plan(&d.spec, q)?;
+    let (prefix, mut lower, mut upper) = scan_bounds(d, q, &plan);
     if let Some(cursor) = &q.cursor {
         let key = decode_cursor(cursor)
             .filter(|k| k.starts_with(&prefix))
@@ -384,7 +386,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
             (Cow::Borrowed(key), id, Some(value))
         } else {
             let id = std::str::from_utf8(value).map_err(|_| undecodable(key, "index entry id"))?;
-            (Cow::Owned(keys::record_key(&spec.name, id)), id.to_owned(), None)
+            (Cow::Owned(keys::record_key(d.name(), id)), id.to_owned(), None)
         };
         if skip_records {
             visit(key, None, &id);
@@ -492,6 +494,7 @@ mod tests {
         for descending in [false, true] {
             let field = if descending { "-lease" } else { "lease" };
             let spec = CollectionSpec::new("jobs", vec![IndexSpec::new("status_lease", &["status", field])]);
+            let declared = Declared::new(spec.clone());
             let key = |v: Value| {
                 keys::index_key(
                     "jobs",
@@ -513,7 +516,7 @@ mod tests {
                 (&from_ten, vec![json!(10), json!(1e300)], vec![json!(9)]),
             ] {
                 let p = plan(&spec, q).unwrap();
-                let (_, lower, upper) = scan_bounds(&spec, q, &p);
+                let (_, lower, upper) = scan_bounds(&declared, q, &p);
                 let bounds = (lower, upper);
                 for v in inside {
                     assert!(within(&bounds, &key(v.clone())), "{v} (descending: {descending})");
@@ -525,7 +528,7 @@ mod tests {
             // Both sides open: every value, nulls included.
             let all = Query::new().eq("status", "RUNNING").range("lease", Bound::Unbounded, Bound::Unbounded);
             let p = plan(&spec, &all).unwrap();
-            let (_, lower, upper) = scan_bounds(&spec, &all, &p);
+            let (_, lower, upper) = scan_bounds(&declared, &all, &p);
             assert!(within(&(lower, upper), &key(json!(null))));
         }
     }

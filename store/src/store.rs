@@ -13,22 +13,19 @@ use parking_lot::{Mutex, RwLock};
 use cairn_engine::Db;
 use cairn_engine::Snapshot;
 use cairn_engine::StorageError;
-use cairn_engine::WriteBatch;
 
+use crate::catalog::Declared;
 use crate::changes::{decode_event, seq_key, Change};
 use crate::counts::CountState;
 use crate::decoded::{RecordCache, RecordCacheStats};
 use crate::envelope::{self, Envelope};
 use crate::error::{ChangesError, DeclareError, StoreError, UnknownCollection};
-use crate::hints::ScanHints;
+use crate::hints::{ScanHints, ScanTicket};
 use crate::inflight::InFlight;
 use crate::keys;
 use crate::record::{CollectionSpec, Record};
 use crate::retention::{scan_feed_bytes, FeedCounters, Retention, ThreadGuard};
 use crate::validate::{validate_name, validate_spec};
-
-/// Entries written per batch by maintenance work (re-indexing, trimming).
-const MAINTENANCE_BATCH: usize = 1000;
 
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
@@ -112,13 +109,13 @@ impl StoreOptions {
 pub(crate) struct StoreInner {
     db: Db,
     opts: StoreOptions,
-    catalog: RwLock<HashMap<String, Arc<CollectionSpec>>>,
-    /// For each record type, the spec last found to hold all of its indexes: while the catalog still holds
-    /// that very spec, [`Store::ensure`] has nothing to check.
-    ensured: RwLock<HashMap<TypeId, Arc<CollectionSpec>>>,
+    catalog: RwLock<HashMap<String, Arc<Declared>>>,
+    /// For each record type, the declaration last found to hold all of its indexes: while the catalog still
+    /// holds that very declaration, [`Store::ensure`] has nothing to check.
+    ensured: RwLock<HashMap<TypeId, Arc<Declared>>>,
     declare: Mutex<()>,
-    /// Commits that write records hold it shared; a declaration that changes a collection's indexes holds it
-    /// exclusively while it rebuilds them and replaces the spec, so no record changes under a re-index.
+    /// Commits that write records hold it shared; an index build holds it exclusively while it replaces a
+    /// collection's declaration and while it indexes each chunk of records (see `index_build`).
     writes: RwLock<()>,
     hints: ScanHints,
     claims: InFlight,
@@ -189,9 +186,8 @@ impl Store {
         let mut catalog = HashMap::new();
         for pair in db.prefix(keys::CATALOG)? {
             let (key, value) = pair?;
-            let spec: CollectionSpec =
-                serde_json::from_slice(&value).map_err(|e| StoreError::undecodable(&key, e.to_string()))?;
-            catalog.insert(spec.name.clone(), Arc::new(spec));
+            let declared = Declared::decode(&key, &value)?;
+            catalog.insert(declared.name().to_owned(), Arc::new(declared));
         }
         let feed = FeedCounters::default();
         feed.bytes.store(i64::try_from(scan_feed_bytes(&db)?).unwrap_or(i64::MAX), Ordering::Relaxed);
@@ -217,6 +213,7 @@ impl Store {
         if !store.inner.opts.maintain {
             return Ok(store);
         }
+        store.finish_index_builds()?;
         for spec in store.collections() {
             store.ensure_count(&spec.name)?;
         }
@@ -278,105 +275,81 @@ impl Store {
     }
 
     /// Declares a collection (persisted). Declaring it again with the same indexes does nothing; with
-    /// different indexes, entries of removed or changed indexes are deleted and new ones built from the
-    /// records. Record writes (of any collection) wait while indexes are rebuilt, and a transaction that
-    /// staged a write under the collection's previous declaration fails with
-    /// [`WriteError::TxnConflict`](crate::WriteError::TxnConflict) (a single-record write retries it under
-    /// the new one).
+    /// different indexes, the new ones are built online (`index_build`): commits go on and maintain them
+    /// while existing records are indexed in chunks, queries use an index once it is complete, and the
+    /// entries of dropped or changed indexes are deleted once the new declaration is in place. Returns once
+    /// the declaration is complete. A transaction that staged a write under the collection's previous
+    /// declaration fails with [`WriteError::TxnConflict`](crate::WriteError::TxnConflict) (a single-record
+    /// write retries it under the new one).
     pub fn declare(&self, spec: CollectionSpec) -> Result<(), DeclareError> {
         validate_spec(&spec)?;
         let _guard = self.inner.declare.lock();
         self.declare_locked(spec).map(drop)
     }
 
-    /// [`Store::declare`] once validated, with the declare lock held.
-    /// Returns the declaration now in the catalog.
-    fn declare_locked(&self, spec: CollectionSpec) -> Result<Arc<CollectionSpec>, DeclareError> {
-        let old = self.inner.catalog.read().get(&spec.name).cloned();
-        if let Some(old) = old.as_ref().filter(|old| ***old == spec) {
-            return Ok(old.clone());
-        }
-        // Re-indexing excludes record writes until the new spec is in the catalog (see `writes`).
-        let _exclusive = old.is_some().then(|| self.inner.writes.write());
-        if let Some(old) = old {
-            // Index entries are written outside transactions here: no scan hint may survive or be stored.
-            self.hints().reset();
-            let result = self.reindex(&old, &spec);
-            self.hints().reset();
-            result?;
-        }
-        let mut batch = WriteBatch::new();
-        batch.put(keys::catalog_key(&spec.name), serde_json::to_vec(&spec).unwrap_or_default());
-        self.db().write(batch)?;
-        let spec = Arc::new(spec);
-        self.inner.catalog.write().insert(spec.name.clone(), spec.clone());
-        if self.inner.opts.maintain {
-            self.ensure_count(&spec.name)?;
-        }
-        Ok(spec)
-    }
-
-    /// Holds off re-indexing while a commit writes records; while it is held, [`Store::is_current`] tells
-    /// whether the index entries a transaction computed are those of the collection's declaration.
+    /// Holds off index builds while a commit writes records; while it is held, [`Store::is_current`] tells
+    /// whether the index entries a transaction computed are those commits maintain now.
     pub(crate) fn writing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
         self.inner.writes.read()
     }
 
-    /// Whether `spec` is the collection's declaration now.
-    pub(crate) fn is_current(&self, spec: &Arc<CollectionSpec>) -> bool {
-        self.inner.catalog.read().get(&spec.name).is_some_and(|c| Arc::ptr_eq(c, spec))
+    /// Holds off record writes (see `index_build`).
+    pub(crate) fn exclusive_writes(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.inner.writes.write()
     }
 
-    /// Deletes the entries of indexes that `new` drops or changes, and builds those it adds or changes.
-    fn reindex(&self, old: &CollectionSpec, new: &CollectionSpec) -> Result<(), DeclareError> {
-        let gone: Vec<_> = old.indexes.iter().filter(|i| !new.indexes.contains(i)).collect();
-        let added: Vec<_> = new.indexes.iter().filter(|i| !old.indexes.contains(i)).collect();
-        let mut batch = WriteBatch::new();
-        let flush = |batch: &mut WriteBatch| -> Result<(), DeclareError> {
-            if batch.len() >= MAINTENANCE_BATCH {
-                self.db().write(std::mem::take(batch))?;
-            }
-            Ok(())
-        };
-        // Added indexes are cleared first: a re-index cut short by a crash may have left entries behind.
-        for index in gone.iter().chain(&added) {
-            for pair in self.db().prefix(keys::index_prefix(&old.name, &index.name))? {
-                batch.delete(pair?.0);
-                flush(&mut batch)?;
-            }
-        }
-        if !added.is_empty() {
-            for pair in self.db().prefix(keys::record_prefix(&new.name))? {
-                let (key, value) = pair?;
-                let e = envelope::decode(&key, &value)?;
-                let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
-                for index in &added {
-                    batch.put(keys::index_key(&new.name, &index.name, &index.fields, &e.doc, &id), id.as_bytes());
-                }
-                flush(&mut batch)?;
-            }
-        }
-        if !batch.is_empty() {
-            self.db().write(batch)?;
-        }
-        Ok(())
+    /// Serializes declarations.
+    pub(crate) fn declare_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner.declare.lock()
+    }
+
+    /// Each collection's declaration, by name.
+    pub(crate) fn catalog(&self) -> &RwLock<HashMap<String, Arc<Declared>>> {
+        &self.inner.catalog
+    }
+
+    /// Whether `declared` maintains the indexes the collection's declaration maintains now.
+    pub(crate) fn is_current(&self, declared: &Arc<Declared>) -> bool {
+        self.inner
+            .catalog
+            .read()
+            .get(declared.name())
+            .is_some_and(|c| Arc::ptr_eq(c, declared) || c.indexes == declared.indexes)
     }
 
     /// Every declared collection.
     pub fn collections(&self) -> Vec<CollectionSpec> {
-        let mut out: Vec<_> = self.inner.catalog.read().values().map(|s| (**s).clone()).collect();
+        let mut out: Vec<_> = self.inner.catalog.read().values().map(|d| (*d.spec).clone()).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    pub(crate) fn spec(&self, name: &str) -> Result<Arc<CollectionSpec>, UnknownCollection> {
+    /// The collection's declaration, with the indexes commits maintain.
+    pub(crate) fn spec(&self, name: &str) -> Result<Arc<Declared>, UnknownCollection> {
         self.inner.catalog.read().get(name).cloned().ok_or_else(|| UnknownCollection(name.to_owned()))
+    }
+
+    /// The collection's declaration and a snapshot taken while it was in place (so that the snapshot holds
+    /// every entry of its complete indexes: a build cleans up a dropped index only after replacing the
+    /// declaration), with a scan ticket taken before the snapshot (see `hints`).
+    pub(crate) fn declared_at_snapshot(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<Declared>, ScanTicket, Snapshot), UnknownCollection> {
+        loop {
+            let declared = self.spec(name)?;
+            let ticket = self.hints().begin_scan();
+            let snap = self.db().snapshot();
+            if self.spec(name)?.indexes == declared.indexes {
+                return Ok((declared, ticket, snap));
+            }
+        }
     }
 
     /// Makes sure `T`'s collection is declared with at least `T`'s indexes. Indexes declared by others (a
     /// newer version of the type, say) are kept: a typed handle only ever adds indexes. An index of the same
     /// name over other fields is a [`DeclareError::SpecMismatch`].
-    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<CollectionSpec>, DeclareError> {
+    pub(crate) fn ensure<T: Record>(&self) -> Result<Arc<Declared>, DeclareError> {
         let current = self.spec(T::COLLECTION);
         if let Ok(current) = &current {
             if self.inner.ensured.read().get(&TypeId::of::<T>()).is_some_and(|s| Arc::ptr_eq(s, current)) {
@@ -385,7 +358,7 @@ impl Store {
         }
         let wanted = T::indexes();
         if let Ok(current) = current {
-            if wanted.iter().all(|w| current.indexes.contains(w)) {
+            if wanted.iter().all(|w| current.spec.indexes.contains(w)) {
                 self.inner.ensured.write().insert(TypeId::of::<T>(), current.clone());
                 return Ok(current);
             }
@@ -397,15 +370,15 @@ impl Store {
             validate_spec(&spec)?;
             return self.declare_locked(spec);
         };
-        let mut merged = (*current).clone();
+        let mut merged = (*current.spec).clone();
         for index in wanted {
-            match current.indexes.iter().find(|i| i.name == index.name) {
+            match current.spec.indexes.iter().find(|i| i.name == index.name) {
                 Some(existing) if *existing == index => {}
                 Some(_) => return Err(DeclareError::SpecMismatch(T::COLLECTION.to_owned())),
                 None => merged.indexes.push(index),
             }
         }
-        let spec = if merged != *current { self.declare_locked(merged)? } else { current };
+        let spec = if merged != *current.spec { self.declare_locked(merged)? } else { current };
         drop(guard);
         Ok(spec)
     }
@@ -508,19 +481,21 @@ impl Store {
     pub fn check_indexes(&self) -> Result<u64, StoreError> {
         let snap = self.db().snapshot();
         let mut checked = 0;
-        for spec in self.collections() {
+        let declared: Vec<Arc<Declared>> = self.inner.catalog.read().values().cloned().collect();
+        for d in declared {
+            let spec = &d.spec;
             let mut expected = std::collections::BTreeSet::new();
             for pair in snap.prefix(keys::record_prefix(&spec.name))? {
                 let (key, value) = pair?;
                 let e = envelope::decode(&key, &value)?;
                 let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
-                for index in &spec.indexes {
-                    expected.insert(keys::index_key(&spec.name, &index.name, &index.fields, &e.doc, &id));
+                for index in d.ready() {
+                    expected.insert(keys::index_key(&spec.name, &index.key, &index.spec.fields, &e.doc, &id));
                 }
             }
             let mut found = std::collections::BTreeSet::new();
-            for index in &spec.indexes {
-                for pair in snap.prefix(keys::index_prefix(&spec.name, &index.name))? {
+            for index in d.ready() {
+                for pair in snap.prefix(keys::index_prefix(&spec.name, &index.key))? {
                     found.insert(pair?.0);
                 }
             }
@@ -552,7 +527,7 @@ mod tests {
     use crate::{IndexSpec, WriteError};
 
     #[test]
-    fn writes_during_a_reindexing_declare_leave_no_index_entry_missing() {
+    fn writes_during_index_builds_leave_no_index_entry_missing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let only_a = CollectionSpec::new("c", vec![IndexSpec::new("a", &["a"])]);

@@ -12,6 +12,7 @@ use cairn_engine::WriteError as CommitError;
 use cairn_engine::WriteOptions;
 use cairn_engine::{Condition, WriteBatch};
 
+use crate::catalog::Declared;
 use crate::changes::{encode_event, ChangeOp};
 use crate::clock::now_ms;
 use crate::envelope::stored;
@@ -25,7 +26,7 @@ use crate::validate::validate_id;
 
 /// A write staged in a transaction: the record's state at the snapshot and after the transaction.
 struct Staged {
-    spec: Arc<CollectionSpec>,
+    spec: Arc<Declared>,
     id: String,
     before: Option<Before>,
     after: Option<After>,
@@ -37,7 +38,7 @@ struct Staged {
 struct Before {
     version: u64,
     created_ms: i64,
-    /// One key per index of the spec, in declaration order.
+    /// One key per index commits maintain, in the catalog's order.
     index_keys: Vec<Vec<u8>>,
     /// The document's top-level `project`, carried by the change event.
     project: Option<Value>,
@@ -46,13 +47,13 @@ struct Before {
 /// A staged document: serialized, and indexed, before it is staged.
 pub(crate) struct After {
     json: Vec<u8>,
-    /// One key per index of the spec, in declaration order.
+    /// One key per index commits maintain, in the catalog's order.
     index_keys: Vec<Vec<u8>>,
 }
 
 impl After {
     /// A JSON document; `Invalid` unless it is an object.
-    pub(crate) fn of_value(spec: &CollectionSpec, doc: &Value, id: &str) -> Result<Self, WriteError> {
+    pub(crate) fn of_value(spec: &Declared, doc: &Value, id: &str) -> Result<Self, WriteError> {
         if !doc.is_object() {
             return Err(WriteError::Invalid("a document must be a JSON object".into()));
         }
@@ -62,10 +63,10 @@ impl After {
 
     /// A typed record, serialized straight to JSON text, its indexed fields captured on the side (or read
     /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
-    pub(crate) fn of_record<T: Record>(spec: &CollectionSpec, record: &T, id: &str) -> Result<Self, WriteError> {
-        let json = serde_json::to_vec(record).map_err(|e| WriteError::Invalid(format!("{}: {e}", spec.name)))?;
+    pub(crate) fn of_record<T: Record>(spec: &Declared, record: &T, id: &str) -> Result<Self, WriteError> {
+        let json = serde_json::to_vec(record).map_err(|e| WriteError::Invalid(format!("{}: {e}", spec.name())))?;
         let mut paths: Vec<&str> = Vec::new();
-        for f in spec.indexes.iter().flat_map(|i| &i.fields) {
+        for f in spec.indexes.iter().flat_map(|i| &i.spec.fields) {
             let (path, _) = keys::index_field(f);
             if !paths.contains(&path) {
                 paths.push(path);
@@ -74,11 +75,14 @@ impl After {
         let values = match fields::capture_paths(record, &paths) {
             Some(values) => values,
             None => fields::read_paths(&json, &paths)
-                .map_err(|_| WriteError::Invalid(format!("{} records must serialize to JSON objects", spec.name)))?,
+                .map_err(|_| WriteError::Invalid(format!("{} records must serialize to JSON objects", spec.name())))?,
         };
         let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
-        let index_keys =
-            spec.indexes.iter().map(|i| keys::index_key_with(&spec.name, &i.name, &i.fields, value_at, id)).collect();
+        let index_keys = spec
+            .indexes
+            .iter()
+            .map(|i| keys::index_key_with(spec.name(), &i.key, &i.spec.fields, value_at, id))
+            .collect();
         Ok(After { json, index_keys })
     }
 }
@@ -112,9 +116,9 @@ impl Current {
     }
 }
 
-/// The index keys of `doc` for every index of `spec`, in declaration order.
-fn index_keys(spec: &CollectionSpec, doc: &Value, id: &str) -> Vec<Vec<u8>> {
-    spec.indexes.iter().map(|i| keys::index_key(&spec.name, &i.name, &i.fields, doc, id)).collect()
+/// The index keys of `doc` for every index commits maintain, in the catalog's order.
+fn index_keys(spec: &Declared, doc: &Value, id: &str) -> Vec<Vec<u8>> {
+    spec.indexes.iter().map(|i| keys::index_key(spec.name(), &i.key, &i.spec.fields, doc, id)).collect()
 }
 
 /// An optimistic transaction over any number of collections. Reads see the snapshot taken at its start
@@ -227,12 +231,8 @@ impl<'s> Transaction<'s> {
     /// The record as of the snapshot, for a single-record write that decides from it what to stage: read
     /// without being kept, so that it can be handed out and then given back with [`Transaction::stage_write`].
     /// Marks it read.
-    pub(crate) fn read_for_write(
-        &mut self,
-        spec: &CollectionSpec,
-        id: &str,
-    ) -> Result<Option<Stored<Value>>, WriteError> {
-        let key = keys::record_key(&spec.name, id);
+    pub(crate) fn read_for_write(&mut self, spec: &Declared, id: &str) -> Result<Option<Stored<Value>>, WriteError> {
+        let key = keys::record_key(spec.name(), id);
         self.reads.insert(key.clone());
         Ok(self.store.read_envelope(&key, Some(&self.snap))?.map(|e| stored(id, e)))
     }
@@ -242,12 +242,12 @@ impl<'s> Transaction<'s> {
     /// it is absent). Returns the version staged.
     pub(crate) fn stage_write(
         &mut self,
-        spec: Arc<CollectionSpec>,
+        spec: Arc<Declared>,
         id: &str,
         current: Option<Stored<Value>>,
         after: Option<After>,
     ) -> Result<u64, WriteError> {
-        let key = keys::record_key(&spec.name, id);
+        let key = keys::record_key(spec.name(), id);
         let version = current.as_ref().map(|c| c.version);
         let env = current.map(|s| {
             Arc::new(Envelope {
@@ -261,14 +261,14 @@ impl<'s> Transaction<'s> {
         self.seen.insert(key, env);
         let version = match after {
             Some(_) => version.map_or(1, |v| v + 1),
-            None => expect_version(&spec, id, version, None)? + 1,
+            None => expect_version(&spec.spec, id, version, None)? + 1,
         };
         self.stage(spec, id, after, version)
     }
 
     /// The record's state seen by this transaction (its own writes, else the snapshot); marks it read.
-    fn current(&mut self, spec: &CollectionSpec, id: &str) -> Result<Current, WriteError> {
-        let key = keys::record_key(&spec.name, id);
+    fn current(&mut self, spec: &Declared, id: &str) -> Result<Current, WriteError> {
+        let key = keys::record_key(spec.name(), id);
         if let Some(s) = self.staged.get(&key) {
             return Ok(if s.after.is_some() { Current::Staged(s.version) } else { Current::Absent });
         }
@@ -280,14 +280,8 @@ impl<'s> Transaction<'s> {
     /// existed (a delete then insert in one transaction is an update), and an insert then delete of a record
     /// that did not exist at the snapshot stages nothing (its absence is still checked at commit). Returns the
     /// version staged.
-    fn stage(
-        &mut self,
-        spec: Arc<CollectionSpec>,
-        id: &str,
-        after: Option<After>,
-        version: u64,
-    ) -> Result<u64, WriteError> {
-        let key = keys::record_key(&spec.name, id);
+    fn stage(&mut self, spec: Arc<Declared>, id: &str, after: Option<After>, version: u64) -> Result<u64, WriteError> {
+        let key = keys::record_key(spec.name(), id);
         if !self.staged.contains_key(&key) {
             let before = self.at_snapshot(&key)?.map(|e| Before {
                 version: e.version,
@@ -329,8 +323,8 @@ impl<'s> Transaction<'s> {
             Current::Absent => return Ok(None),
             Current::Stored(e) => Envelope::clone(&e),
             Current::Staged(version) => {
-                let Some((_, created_ms)) = self.staged_meta(&spec.name, id) else { return Ok(None) };
-                let doc = self.staged_doc(&spec.name, id)?;
+                let Some((_, created_ms)) = self.staged_meta(spec.name(), id) else { return Ok(None) };
+                let doc = self.staged_doc(spec.name(), id)?;
                 Envelope { seq: 0, version, created_ms, updated_ms: 0, doc }
             }
         };
@@ -377,7 +371,7 @@ impl<'s> Transaction<'s> {
         collection: &str,
         id: &str,
         expect: Expect,
-        after: impl FnOnce(&CollectionSpec) -> Result<After, WriteError>,
+        after: impl FnOnce(&Declared) -> Result<After, WriteError>,
     ) -> Result<u64, WriteError> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
@@ -385,11 +379,11 @@ impl<'s> Transaction<'s> {
         let current = self.current(&spec, id)?.version();
         let version = match expect {
             Expect::Absent if current.is_some() => {
-                return Err(WriteError::AlreadyExists { collection: spec.name.clone(), id: id.to_owned() });
+                return Err(WriteError::AlreadyExists { collection: spec.name().to_owned(), id: id.to_owned() });
             }
             Expect::Absent => 1,
             Expect::Any => current.map_or(1, |v| v + 1),
-            Expect::Version(expected) => expect_version(&spec, id, current, Some(expected))? + 1,
+            Expect::Version(expected) => expect_version(&spec.spec, id, current, Some(expected))? + 1,
         };
         self.stage(spec, id, Some(after), version)
     }
@@ -399,7 +393,7 @@ impl<'s> Transaction<'s> {
         let spec = self.store.spec(collection)?;
         validate_id(id)?;
         let current = self.current(&spec, id)?.version();
-        let version = expect_version(&spec, id, current, expected)?;
+        let version = expect_version(&spec.spec, id, current, expected)?;
         self.stage(spec, id, None, version + 1).map(drop)
     }
 
@@ -413,7 +407,7 @@ impl<'s> Transaction<'s> {
         if version == 0 {
             return Err(WriteError::Invalid(format!("{collection}/{id}: a version must be at least 1")));
         }
-        let key = keys::record_key(&spec.name, id);
+        let key = keys::record_key(spec.name(), id);
         self.stage(spec, id, Some(after), version)?;
         if let Some(s) = self.staged.get_mut(&key) {
             s.version = version;
@@ -472,9 +466,9 @@ impl<'s> Transaction<'s> {
                 ChangeOp::Delete => -1,
                 ChangeOp::Update => 0,
             };
-            match counted.iter_mut().find(|c| c.0 == s.spec.name) {
+            match counted.iter_mut().find(|c| c.0 == s.spec.name()) {
                 Some(c) => c.1 += delta,
-                None => counted.push((&s.spec.name, delta)),
+                None => counted.push((s.spec.name(), delta)),
             }
         }
         // Record counts change in the same batch as the records (see `counts`).
@@ -488,12 +482,12 @@ impl<'s> Transaction<'s> {
         let written_only = self.order.iter().filter(|k| !self.reads.contains(*k));
         let conditions =
             self.reads.iter().chain(written_only).map(|k| Condition::unchanged_since(k.clone(), seq)).collect();
-        // No declaration re-indexes while the batch is written, and none did since the writes were staged:
-        // their index entries are those of the declarations now.
+        // No index build replaces a declaration while the batch is written, and none did since the writes
+        // were staged: their index entries are those of the indexes maintained now.
         let _writing = self.store.writing();
         if let Some(s) = self.order.iter().filter_map(|k| self.staged.get(k)).find(|s| !self.store.is_current(&s.spec))
         {
-            return Err(WriteError::TxnConflict { collection: s.spec.name.clone(), id: s.id.clone() });
+            return Err(WriteError::TxnConflict { collection: s.spec.name().to_owned(), id: s.id.clone() });
         }
         let hints = self.store.hints();
         let ticket = hints.begin_insert(inserted);
@@ -545,7 +539,7 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
         }
     }
     let prev_project = s.before.as_ref().and_then(|b| b.project.as_ref());
-    let (head, tail) = encode_event(&s.spec.name, &s.id, s.op, s.version, at_ms, prev_project, doc);
+    let (head, tail) = encode_event(s.spec.name(), &s.id, s.op, s.version, at_ms, prev_project, doc);
     let doc = doc.unwrap_or_default();
     batch.put_commit_keyed(keys::CHANGES, &[&head, doc, tail]);
     (keys::CHANGES.len() + 12 + head.len() + doc.len() + tail.len()) as u64

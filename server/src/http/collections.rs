@@ -39,13 +39,14 @@ pub async fn list(
 }
 
 /// `POST /v1/collections`: declares a collection and its indexes (admin). 201 when new, 200 when it
-/// existed (its indexes are then replaced by these, re-indexing as needed).
+/// existed (its indexes are then replaced by these, new ones built online). Unscoped admin tokens
+/// only: indexes are shared by every project.
 pub async fn declare(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
     JsonBody(spec): JsonBody<CollectionSpec>,
 ) -> Result<Response, ApiError> {
-    who.require(Role::Admin)?;
+    who.require_unscoped(Role::Admin)?;
     collection_name(&spec.name)?;
     let (created, spec) = state
         .declare(move |store| {

@@ -99,8 +99,8 @@ impl AppState {
         out
     }
 
-    /// Runs a collection declaration on the blocking pool. The store keeps record writes out while it
-    /// rebuilds indexes.
+    /// Runs a collection declaration on the blocking pool. Record writes go on while it builds indexes
+    /// (the store holds them off a chunk of records at a time).
     pub(crate) async fn declare<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
