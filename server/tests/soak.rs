@@ -5,7 +5,9 @@
 //! - every acknowledged write is there, at its version or a later one;
 //! - every claim answered 200 took a record no other claim took, and the record says so;
 //! - every transaction is whole (its two records both there, or neither);
-//! - a change-feed reader sees sequences only increase;
+//! - a change-feed reader sees sequences only increase (skipping, with a 410, what was trimmed);
+//! - the change feed stays within its retention bound: the server runs with `[changes]` bounds of
+//!   [`FEED_BOUND`] bytes, and `cairn_changes_bytes` never exceeds twice that plus a margin;
 //! - after the last stop, `cairn check` finds the directory healthy (indexes agree with records).
 //!
 //! `CAIRN_SOAK_SECONDS` sets the duration (default 40; `scripts/long-tests.sh` runs it longer).
@@ -23,6 +25,16 @@ use std::time::{Duration, Instant};
 use common::Server;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
+
+/// The change feed's retention bound, in bytes (`retention_bytes` and `max_consumer_lag_bytes`).
+const FEED_BOUND: u64 = 256 * 1024;
+
+/// The server's configuration: a small feed bound, trimmed often.
+fn config() -> String {
+    format!(
+        "[changes]\nretention_bytes = {FEED_BOUND}\nmax_consumer_lag_bytes = {FEED_BOUND}\ntrim_interval_ms = 200\n"
+    )
+}
 
 /// What the clients were told, across every life of the server.
 #[derive(Default)]
@@ -151,14 +163,23 @@ async fn reader(run: Arc<Run>) {
             assert!(status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE, "{status} {page}");
         }
         let path = format!("/v1/changes?since={since}&limit=200&wait_ms=200");
-        if let Some((StatusCode::OK, feed)) = run.send(Method::GET, &path, None).await {
-            let mut last = since;
-            for change in feed["changes"].as_array().unwrap() {
-                let seq = change["seq"].as_u64().unwrap();
-                assert!(seq > since && seq >= last, "the feed went back: {seq} after {last} (since {since})");
-                last = seq;
+        match run.send(Method::GET, &path, None).await {
+            Some((StatusCode::OK, feed)) => {
+                let mut last = since;
+                for change in feed["changes"].as_array().unwrap() {
+                    let seq = change["seq"].as_u64().unwrap();
+                    assert!(seq > since && seq >= last, "the feed went back: {seq} after {last} (since {since})");
+                    last = seq;
+                }
+                since = feed["next_since"].as_u64().unwrap_or(since).max(since);
             }
-            since = feed["next_since"].as_u64().unwrap_or(since).max(since);
+            // Trimmed past this reader (it keeps no durable cursor): go on from what is left.
+            Some((StatusCode::GONE, problem)) => {
+                let trimmed = problem["trimmed_through"].as_u64().unwrap();
+                assert!(trimmed >= since, "{problem}");
+                since = trimmed;
+            }
+            _ => {}
         }
     }
 }
@@ -201,12 +222,36 @@ async fn verify(run: &Run, full: bool) {
     *run.acked.lock().unwrap() = acked;
 }
 
+/// The change feed's bytes, from `/metrics`.
+async fn feed_bytes(run: &Run) -> u64 {
+    let text = run.client.get(run.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("cairn_changes_bytes ")).unwrap_or_else(|| panic!("{text}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// Samples the feed's size until the life ends; the largest seen.
+async fn feed_watcher(run: Arc<Run>) -> u64 {
+    let mut most = 0;
+    while !run.stop.load(Ordering::Acquire) {
+        if let Ok(r) = run.client.get(run.url("/metrics")).send().await {
+            if let Ok(text) = r.text().await {
+                if let Some(v) = text.lines().find_map(|l| l.strip_prefix("cairn_changes_bytes ")) {
+                    most = most.max(v.trim().parse().unwrap_or(0));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    most
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
     let seconds: u64 = std::env::var("CAIRN_SOAK_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
-    let mut server = Server::start_on(&data, None, scratch.path());
+    let config = config();
+    let mut server = Server::start_on(&data, Some(&config), scratch.path());
     let spec = json!({"name": "jobs", "indexes": [
         {"name": "status_priority", "fields": ["status", "-priority"]},
         {"name": "project", "fields": ["project"]},
@@ -223,6 +268,7 @@ async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
     let start = Instant::now();
     let mut lives = 0;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut feed_most = 0u64;
     while start.elapsed() < Duration::from_secs(seconds) {
         lives += 1;
         let mut tasks = Vec::new();
@@ -234,6 +280,7 @@ async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
         }
         tasks.push(tokio::spawn(transactor(run.clone(), 0)));
         tasks.push(tokio::spawn(reader(run.clone())));
+        let watcher = tokio::spawn(feed_watcher(run.clone()));
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -244,7 +291,8 @@ async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
         for t in tasks {
             t.await.unwrap();
         }
-        server = Server::start_on(&data, None, scratch.path());
+        feed_most = feed_most.max(watcher.await.unwrap());
+        server = Server::start_on(&data, Some(&config), scratch.path());
         let acked = std::mem::take(&mut *run.acked.lock().unwrap());
         run = Arc::new(Run {
             base: server.base.clone(),
@@ -255,7 +303,10 @@ async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
             life: run.life + 1,
         });
         verify(&run, false).await;
+        feed_most = feed_most.max(feed_bytes(&run).await);
     }
+    // Commits wait for a trim once the feed is twice its bound; a trim interval's writes come on top.
+    assert!(feed_most <= 2 * FEED_BOUND + 128 * 1024, "the change feed held {feed_most} bytes (bound {FEED_BOUND})");
     let (writes, claims, pairs) = {
         let acked = run.acked.lock().unwrap();
         (acked.writes.len(), acked.claims.len(), acked.pairs.len())
@@ -265,7 +316,8 @@ async fn a_server_killed_at_random_keeps_every_acknowledged_write() {
         "{lives} lives, {writes} writes, {claims} claims, {pairs} transactions"
     );
     eprintln!(
-        "soak: {lives} lives in {:?}: {writes} records written, {claims} claims, {pairs} transactions acknowledged",
+        "soak: {lives} lives in {:?}: {writes} records written, {claims} claims, {pairs} transactions acknowledged; \
+         change feed at most {feed_most} bytes (bound {FEED_BOUND})",
         start.elapsed()
     );
     verify(&run, true).await;

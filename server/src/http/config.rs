@@ -118,7 +118,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Time a request may take before it is answered 503. Default: 30 000 ms.
     pub request_timeout_ms: u64,
-    /// Requests handled at once; more are shed with 503 and `Retry-After`. Default: 256.
+    /// Requests handled at once, and engine tasks running at once (a timed-out request's task counts until it
+    /// ends); more are shed with 503 and `Retry-After`. Default: 256.
     pub max_concurrency: usize,
     /// Largest page of a query; larger `limit`s are capped to it. Default: 1000.
     pub max_page: usize,
