@@ -45,7 +45,7 @@ pub struct ConsumerLag {
     pub name: String,
     /// The sequence it acknowledged.
     pub acked: u64,
-    /// Sequences between its cursor and the newest commit.
+    /// Commit sequences between its cursor and the newest change (0 once it has acknowledged every change).
     pub lag_seqs: u64,
     /// Whether changes it has not acknowledged were trimmed (it lagged more than `max_consumer_lag_bytes`,
     /// or than the retention period): reading on from its cursor fails with `ChangesTrimmed`.
@@ -59,6 +59,8 @@ pub struct FeedStats {
     pub bytes: u64,
     /// Highest sequence trimmed (0 if none).
     pub trimmed_through: u64,
+    /// Commit sequence of the newest change ([`Store::last_change_sequence`]).
+    pub last_change: u64,
     /// Events trimmed since the store was opened.
     pub trimmed_events: u64,
     /// Trims run since the store was opened.
@@ -255,7 +257,8 @@ impl Store {
     pub fn feed_stats(&self) -> Result<FeedStats, StoreError> {
         let c = self.feed_counters();
         let trimmed_through = self.trimmed_through()?;
-        let last = self.db().last_sequence();
+        // Changes, not commits: a consumer's own cursor writes are commits, and must not count as lag.
+        let last = self.last_change_sequence()?;
         let consumers = self
             .consumers()?
             .into_iter()
@@ -269,6 +272,7 @@ impl Store {
         Ok(FeedStats {
             bytes: c.bytes.load(Ordering::Relaxed).max(0) as u64,
             trimmed_through,
+            last_change: last,
             trimmed_events: c.trimmed_events.load(Ordering::Relaxed),
             trims: c.trims.load(Ordering::Relaxed),
             trim_errors: c.trim_errors.load(Ordering::Relaxed),
@@ -411,6 +415,9 @@ mod tests {
         let dead = stats.consumers.iter().find(|c| c.name == "dead").unwrap();
         let live = stats.consumers.iter().find(|c| c.name == "live").unwrap();
         assert!(dead.trimmed && !live.trimmed, "{stats:?}");
+        // Lag counts changes: the live consumer's own acknowledgements are commits, not changes it missed.
+        assert_eq!((live.lag_seqs, stats.last_change), (0, live.acked), "{stats:?}");
+        assert_eq!(dead.lag_seqs, stats.last_change, "{stats:?}");
         assert!(matches!(store.changes_since(dead.acked, 10), Err(ChangesError::ChangesTrimmed { .. })));
         assert!(store.changes_since(live.acked, 10).unwrap().is_empty());
     }

@@ -6,7 +6,7 @@
 //! status code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -93,8 +93,6 @@ pub struct Metrics {
     pub timeouts: AtomicU64,
     /// The replication targets the server runs (`[[replicate]]`).
     replicas: std::sync::Mutex<Vec<Arc<ReplicaStatus>>>,
-    /// The store whose change feed is shown.
-    feed: OnceLock<cairn_store::Store>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,7 +118,6 @@ impl Default for Metrics {
             shed: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             replicas: std::sync::Mutex::default(),
-            feed: OnceLock::new(),
         }
     }
 }
@@ -134,37 +131,31 @@ impl Metrics {
         self.latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
-    /// Shows the change feed of `store` too (its size, trimming, and each durable consumer's lag: consumer
-    /// names are registered by the store's users, a bounded set). The first store given stays.
-    pub fn watch_feed(&self, store: cairn_store::Store) {
-        let _ = self.feed.set(store);
-    }
-
     /// Shows the state of these replication targets from now on.
     pub fn watch_replicas(&self, replicas: Vec<Arc<ReplicaStatus>>) {
         *self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = replicas;
     }
 
-    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`, and the replication
-    /// targets' lag: the feed's newest change (`last_change`) less what each target's consumer acknowledged
-    /// (`consumers`).
-    pub fn render(&self, stats: &cairn_engine::Stats, last_change: u64, consumers: &[(String, u64)]) -> String {
+    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`, and the change feed's
+    /// from `feed` (its size, trimming, each durable consumer's lag: consumer names are registered by the
+    /// store's users, a bounded set), the replication targets' lag among them.
+    pub fn render(&self, stats: &cairn_engine::Stats, feed: Option<&cairn_store::FeedStats>) -> String {
         let replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let replicas = replicas
             .iter()
             .map(|r| {
-                let acked = consumers.iter().find(|(name, _)| *name == r.consumer).map_or(0, |c| c.1);
+                let consumer = feed.and_then(|f| f.consumers.iter().find(|c| c.name == r.consumer));
                 Replica {
                     name: r.name.clone(),
                     up: r.up.load(Ordering::Acquire),
                     failures: r.failures.load(Ordering::Relaxed),
-                    lag: last_change.saturating_sub(acked),
+                    lag: consumer.map_or_else(|| feed.map_or(0, |f| f.last_change), |c| c.lag_seqs),
                 }
             })
             .collect();
         let mut now = Registry::default();
         now.register_collector(Box::new(Figures {
-            feed: self.feed.get().and_then(|s| s.feed_stats().ok()),
+            feed: feed.cloned(),
             stats: stats.clone(),
             shed: self.shed.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
@@ -352,7 +343,7 @@ mod tests {
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_micros(300));
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_millis(30));
         m.record("/v1/x/{id}", &Method::GET, 404, Duration::from_secs(60));
-        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        let text = m.render(&cairn_engine::Stats::default(), None);
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2\n"));
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"404\"} 1\n"));
         assert!(text.contains("cairn_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0005\"} 1\n"));
@@ -376,7 +367,7 @@ mod tests {
             m.record("unmatched", &method, 405, Duration::from_millis(1));
         }
         m.record("unmatched", &Method::GET, 404, Duration::from_millis(1));
-        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        let text = m.render(&cairn_engine::Stats::default(), None);
         assert!(
             text.contains("cairn_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 100\n"),
             "{text}"
@@ -401,12 +392,11 @@ mod tests {
         c.insert("a", serde_json::json!({"x": 1})).unwrap();
         c.insert("b", serde_json::json!({"x": 2})).unwrap();
         let m = Metrics::default();
-        m.watch_feed(store.clone());
-        let before = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        let before = m.render(&cairn_engine::Stats::default(), Some(&store.feed_stats().unwrap()));
         assert!(before.contains("cairn_changes_trimmed_consumers 0\n"), "{before}");
         assert!(before.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 0\n"), "{before}");
         store.trim_changes().unwrap();
-        let text = m.render(&cairn_engine::Stats::default(), 0, &[]);
+        let text = m.render(&cairn_engine::Stats::default(), Some(&store.feed_stats().unwrap()));
         assert!(text.contains("cairn_changes_trimmed_consumers 1\n"), "{text}");
         assert!(text.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 1\n"), "{text}");
         assert!(text.contains("cairn_changes_trimmed_events_total 2\n"), "{text}");

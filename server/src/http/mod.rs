@@ -81,9 +81,7 @@ impl AppState {
     pub fn from_config(store: Store, config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ConfigError> {
         config.validate()?;
         let tokens = Tokens::new(&config.tokens).map_err(ConfigError::Invalid)?;
-        let state = Self::new(store.clone(), tokens, config.limits.clone(), shutdown);
-        state.metrics.watch_feed(store);
-        Ok(state)
+        Ok(Self::new(store, tokens, config.limits.clone(), shutdown))
     }
 }
 
@@ -134,7 +132,6 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         let replicators = Replicators::start(&store, &opts.config.replicate, &stopped)
             .map_err(io("cannot start the replication threads"))?;
         state.metrics.watch_replicas(replicators.status.clone());
-        state.metrics.watch_feed(store.clone());
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

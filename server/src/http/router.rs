@@ -111,9 +111,8 @@ pub async fn metrics(
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Read)?;
-    let (stats, feed) =
-        state.read(|store| Ok((store.db().stats(), (store.last_change_sequence()?, store.consumers()?)))).await?;
-    let text = state.metrics.render(&stats, feed.0, &feed.1);
+    let (stats, feed) = state.read(|store| Ok((store.db().stats(), store.feed_stats()?))).await?;
+    let text = state.metrics.render(&stats, Some(&feed));
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));
     Ok(resp)
