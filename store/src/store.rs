@@ -4,7 +4,7 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +117,8 @@ pub(crate) struct StoreInner {
     /// Commits that write records hold it shared; an index build holds it exclusively while it replaces a
     /// collection's declaration and while it indexes each chunk of records (see `index_build`).
     writes: RwLock<()>,
+    /// Commits waiting for `writes`: an index build lets them through between two chunks.
+    waiting_writes: AtomicUsize,
     hints: ScanHints,
     claims: InFlight,
     records: RecordCache,
@@ -201,6 +203,7 @@ impl Store {
                 ensured: RwLock::new(HashMap::new()),
                 declare: Mutex::new(()),
                 writes: RwLock::new(()),
+                waiting_writes: AtomicUsize::new(0),
                 hints: ScanHints::default(),
                 claims: InFlight::default(),
                 feed,
@@ -290,7 +293,18 @@ impl Store {
     /// Holds off index builds while a commit writes records; while it is held, [`Store::is_current`] tells
     /// whether the index entries a transaction computed are those commits maintain now.
     pub(crate) fn writing(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
-        self.inner.writes.read()
+        if let Some(guard) = self.inner.writes.try_read() {
+            return guard;
+        }
+        self.inner.waiting_writes.fetch_add(1, Ordering::AcqRel);
+        let guard = self.inner.writes.read();
+        self.inner.waiting_writes.fetch_sub(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// Whether commits are waiting to write records.
+    pub(crate) fn writes_waiting(&self) -> bool {
+        self.inner.waiting_writes.load(Ordering::Acquire) > 0
     }
 
     /// Holds off record writes (see `index_build`).
