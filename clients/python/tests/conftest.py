@@ -29,12 +29,12 @@ def server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 @pytest.fixture(scope="session")
 def auth_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server with tokens: admin, write, read, and write scoped to project ``vision``."""
-    tokens = [
+    tokens: list[tuple[str, str, str, str | None]] = [
         ("admin", ADMIN, "admin", None),
         ("writer", WRITER, "write", None),
         ("reader", READER, "read", None),
+        ("vision", VISION, "write", "vision"),
     ]
-    tokens.append(("vision", VISION, "write", "vision"))
     config = ""
     for name, token, role, project in tokens:
         config += f'[[tokens]]\nname = "{name}"\nsha256 = "{hash_token(binary, token)}"\nrole = "{role}"\n'

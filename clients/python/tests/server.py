@@ -8,7 +8,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import IO, Optional
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -40,17 +40,17 @@ def hash_token(binary: str, token: str) -> str:
 class Server:
     """One ``cairn serve`` process. ``restart()`` brings it back on the same port and data directory."""
 
-    def __init__(self, binary: str, data: Path, config: Optional[str] = None) -> None:
+    def __init__(self, binary: str, data: Path, config: str | None = None) -> None:
         self.binary = binary
         self.data = data
-        self.config_path: Optional[Path] = None
+        self.config_path: Path | None = None
         if config is not None:
             self.config_path = data.parent / f"{data.name}.toml"
             self.config_path.write_text(config)
         self.port = 0
-        self.proc: Optional[subprocess.Popen[str]] = None
+        self.proc: subprocess.Popen[str] | None = None
         self.log_path = data.parent / f"{data.name}.log"
-        self._log: Optional[IO[str]] = None
+        self._log: IO[str] | None = None
 
     @property
     def url(self) -> str:
