@@ -29,9 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from server import Server  # noqa: E402
-
-from cairn_client import AsyncClient, Client  # noqa: E402
+from cairn_client import AsyncClient, Client
+from server import Server
 
 COLLECTION = "load_jobs"
 
@@ -54,7 +53,17 @@ def rid(i: int) -> str:
 
 def http_load(binary: Path, url: str, records: int, conc: int, seconds: int) -> dict[str, float]:
     out = subprocess.run(
-        [str(binary), "--url", url, "--records", str(records), "--concurrency", str(conc), "--seconds", str(seconds)],
+        [
+            str(binary),
+            "--url",
+            url,
+            "--records",
+            str(records),
+            "--concurrency",
+            str(conc),
+            "--seconds",
+            str(seconds),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -76,7 +85,9 @@ def client_sync(url: str, records: int, conc: int, seconds: int) -> dict[str, fl
             counts = [0] * conc
             until = time.monotonic() + seconds
 
-            def task(n: int, workload: str = workload, until: float = until, counts: list[int] = counts) -> None:
+            def task(
+                n: int, workload: str = workload, until: float = until, counts: list[int] = counts
+            ) -> None:
                 rng = random.Random(n)
                 owned = list(range(n, records, conc))
                 versions: dict[int, int] = {}
@@ -87,7 +98,9 @@ def client_sync(url: str, records: int, conc: int, seconds: int) -> dict[str, fl
                         i = owned[rng.randrange(len(owned))]
                         if i not in versions:
                             versions[i] = c.get(COLLECTION, rid(i)).version
-                        versions[i] = c.put(COLLECTION, rid(i), doc(i, rng.randrange(1000)), if_match=versions[i]).version
+                        versions[i] = c.put(
+                            COLLECTION, rid(i), doc(i, rng.randrange(1000)), if_match=versions[i]
+                        ).version
                     counts[n] += 1
 
             threads = [threading.Thread(target=task, args=(n,)) for n in range(conc)]
@@ -107,7 +120,9 @@ async def client_async(url: str, records: int, conc: int, seconds: int) -> dict[
             counts = [0] * conc
             until = time.monotonic() + seconds
 
-            async def task(n: int, workload: str = workload, until: float = until, counts: list[int] = counts) -> None:
+            async def task(
+                n: int, workload: str = workload, until: float = until, counts: list[int] = counts
+            ) -> None:
                 rng = random.Random(n)
                 owned = list(range(n, records, conc))
                 versions: dict[int, int] = {}
@@ -134,10 +149,7 @@ def rss_child(url: str, collection: str, mode: str) -> None:
         c.health()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.monotonic()
-        if mode == "iterate":
-            n = sum(1 for _ in c.query(collection))
-        else:
-            n = len(list(c.query(collection)))
+        n = sum(1 for _ in c.query(collection)) if mode == "iterate" else len(list(c.query(collection)))
         secs = time.monotonic() - t0
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"records": n, "seconds": secs, "rss_before_kib": before, "rss_peak_kib": after}))
@@ -155,7 +167,9 @@ def load(url: str, collection: str, n: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", type=Path, required=True, help="directory holding the release cairn and http_load")
+    ap.add_argument(
+        "--bin", type=Path, required=True, help="directory holding the release cairn and http_load"
+    )
     ap.add_argument("--records", type=int, default=10_000)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--concurrency", default="1,8")
@@ -171,27 +185,41 @@ def main() -> None:
         try:
             ratios: dict[str, list[float]] = {}
             for run in range(1, args.runs + 1):
-                print(f"\nrun {run}\n\n| workload | concurrency | http_load records/s | client records/s | ratio |")
+                print(f"\nrun {run}\n")
+                print("| workload | concurrency | http_load records/s | client records/s | ratio |")
                 print("|---|---:|---:|---:|---:|")
                 for conc in [int(x) for x in args.concurrency.split(",")]:
                     native = http_load(args.bin / "http_load", server.url, args.records, conc, args.seconds)
                     for kind, rates in (
                         ("Client", client_sync(server.url, args.records, conc, args.seconds)),
-                        ("AsyncClient", asyncio.run(client_async(server.url, args.records, conc, args.seconds))),
+                        (
+                            "AsyncClient",
+                            asyncio.run(client_async(server.url, args.records, conc, args.seconds)),
+                        ),
                     ):
                         for w in ("get", "put"):
                             ratio = rates[w] / native[w]
                             key = f"{w} {kind} c{conc}"
                             ratios.setdefault(key, []).append(ratio)
                             name = "GET by id" if w == "get" else "PUT with If-Match"
-                            print(f"| {name}, {kind} | {conc} | {native[w]:,.0f} | {rates[w]:,.0f} | {ratio:.2f} |")
+                            cells = f"{native[w]:,.0f} | {rates[w]:,.0f} | {ratio:.2f}"
+                            print(f"| {name}, {kind} | {conc} | {cells} |")
             print("\nmedian ratios (client / http_load):")
             for key, rs in ratios.items():
                 print(f"  {key}: {statistics.median(rs):.2f}  ({', '.join(f'{r:.2f}' for r in rs)})")
             load(server.url, "rss_jobs", args.rss_records)
             for mode in ("iterate", "list"):
                 out = subprocess.run(
-                    [sys.executable, __file__, "--bin", str(args.bin), "--rss-child", server.url, "rss_jobs", mode],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--bin",
+                        str(args.bin),
+                        "--rss-child",
+                        server.url,
+                        "rss_jobs",
+                        mode,
+                    ],
                     capture_output=True,
                     text=True,
                     check=True,
