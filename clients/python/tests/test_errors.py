@@ -129,31 +129,38 @@ def test_changes_trimmed(limited_server: Server) -> None:
 
 
 def hold_the_only_slot(url: str, seconds: float) -> threading.Thread:
-    """A long-poll that takes the server's single request slot (max_concurrency = 1) for ``seconds``."""
-    started = threading.Event()
+    """A long-poll that takes the server's single request slot (max_concurrency = 1) for ``seconds``;
+    returns once the server sheds other requests."""
 
     def poll() -> None:
         with Client(url) as c:
             since = c.health().last_sequence + 10**9  # Nothing will ever come: waits the whole time.
-            started.set()
             c.changes_page(since, wait=seconds)
 
     t = threading.Thread(target=poll)
     t.start()
-    started.wait()
-    time.sleep(0.2)
-    return t
+    with Client(url, retries=0) as probe:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                probe.health()  # never shed: does not count
+                probe.collections()
+            except Unavailable:
+                return t
+            time.sleep(0.02)
+    raise AssertionError("the server never shed a request")
 
 
 def test_unavailable_when_shed_then_retried_after_retry_after(limited_server: Server) -> None:
     with Client(limited_server.url, retries=0) as c:
-        holder = hold_the_only_slot(limited_server.url, 1.5)
+        holder = hold_the_only_slot(limited_server.url, 3)
         with pytest.raises(Unavailable) as e:
             c.collections()
         assert e.value.retry_after == 1
         assert not e.value.applied_unknown
+        assert "concurrency limit" in str(e.value)
         holder.join()
-    with Client(limited_server.url, retries=3) as c:
+    with Client(limited_server.url, retries=6) as c:
         holder = hold_the_only_slot(limited_server.url, 1.5)
         t0 = time.monotonic()
         assert isinstance(c.collections(), list)  # Shed, waits Retry-After: 1, then again.
