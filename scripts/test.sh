@@ -19,7 +19,8 @@ fi
 # The sync tests (sync/tests/) start real servers on loopback: PostgreSQL 15 from
 # /usr/lib/postgresql/15/bin (or CAIRN_PG_BIN) and moto's S3 server. The Python test dependencies live in a
 # virtual environment this script creates (target/test-venv, CAIRN_VENV to move it); its bin/ goes first on
-# PATH, so the tests find moto_server there.
+# PATH, so the tests find moto_server there. The Python client's step (scripts/test-python.sh) installs the
+# client and its test tools (pytest, anyio, mypy, ruff) into the same environment.
 venv="${CAIRN_VENV:-target/test-venv}"
 if [ ! -x "${venv}/bin/moto_server" ]; then
     echo "test.sh: creating ${venv} with moto's S3 server for the sync tests" >&2
@@ -50,6 +51,9 @@ else
     step tests cargo test --workspace --no-fail-fast -j "${jobs}"
 fi
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -j "${jobs}"
+# The Python client (clients/python): ruff, mypy --strict and pytest against the real server, in the same
+# virtual environment.
+step python ./scripts/test-python.sh
 
 if ((${#failed[@]} > 0)); then
     echo "test.sh: failed: ${failed[*]}" >&2

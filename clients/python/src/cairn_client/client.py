@@ -1,0 +1,552 @@
+"""The synchronous client: :class:`Client`, and the lazy objects its methods return."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _calls
+from ._calls import Call, IfMatch, IndexLike
+from ._sse import EventParser, Resume, change_of
+from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
+from .models import (
+    Change,
+    ChangesPage,
+    CollectionInfo,
+    Declared,
+    Document,
+    Health,
+    Page,
+    Record,
+    TransactionResult,
+)
+from .retry import RetryPolicy, as_policy
+from .transactions import TransactionBuilder
+
+__all__ = ["ChangeFeed", "ChangeStream", "Client", "Query", "Transaction"]
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:7070"
+#: Requests that failed before reaching the server: never applied, always safe to send again.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Largest page the server gives (its default ``max_page``); iterators ask for pages of this size.
+ITER_PAGE = 1000
+#: The server sends a keep-alive comment on event streams every 15 s; a stream silent for longer is dead.
+STREAM_READ_TIMEOUT = 45.0
+
+
+def make_timeout(timeout: float | httpx.Timeout) -> httpx.Timeout:
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(timeout, connect=min(timeout, 10.0))
+
+
+def request_kwargs(call: Call[Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"headers": {**headers, **call.headers}}
+    if call.params:
+        out["params"] = call.params
+    if call.body is not None:
+        out["content"] = json.dumps(call.body, allow_nan=False, separators=(",", ":")).encode()
+        out["headers"]["Content-Type"] = "application/json"
+    return out
+
+
+def transport_error(call: Call[Any], e: httpx.TransportError, sent: bool) -> TransportError:
+    what = "may have reached the server" if sent else "was not sent"
+    return TransportError(
+        f"{call.method} {call.path}: {type(e).__name__}: {e} (the request {what})", sent=sent
+    )
+
+
+def missing_collection(collection: str) -> NotFound:
+    detail = f"collection {collection} not found"
+    return NotFound(
+        404, {"type": "/problems/not-found", "status": 404, "detail": detail, "collection": collection}
+    )
+
+
+class Client:
+    """A client of one Cairn server, thread-safe, with a pool of keep-alive connections.
+
+    ``url``: the server (default ``http://127.0.0.1:7070``). ``token``: a bearer token, if the server has
+    tokens configured. ``timeout``: seconds per request (default 60; an :class:`httpx.Timeout` for finer
+    control). ``retries``: attempts after a 503 or a failed connection (default 3), or a
+    :class:`~cairn_client.RetryPolicy`; see :mod:`cairn_client.retry` for which requests are sent again.
+    ``max_connections``: the pool's size (default 100). ``headers``: sent with every request.
+    ``transport``: an httpx transport to use instead of the network (tests, proxies).
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 60.0,
+        retries: int | RetryPolicy = 3,
+        max_connections: int = 100,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry_policy = as_policy(retries)
+        self._timeout = make_timeout(timeout)
+        self._headers = {"Accept": "application/json", **(headers or {})}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=self._timeout, limits=limits, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the pool's connections."""
+        self._http.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    # -- the request loop -------------------------------------------------------------------------------
+
+    def _run(self, call: Call[T], *, timeout: httpx.Timeout | None = None) -> T:
+        attempt = 0
+        kwargs = request_kwargs(call, self._headers)
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        while True:
+            try:
+                resp = self._http.request(call.method, call.path, **kwargs)
+            except httpx.TransportError as e:
+                sent = not isinstance(e, NOT_SENT)
+                delay = self.retry_policy.delay(attempt) if (call.repeatable or not sent) else None
+                if delay is None:
+                    raise transport_error(call, e, sent) from e
+                time.sleep(delay)
+                attempt += 1
+                continue
+            if resp.status_code < 400:
+                return call.parse(resp)
+            err = error_from_response(resp)
+            if isinstance(err, Unavailable) and (call.repeatable or not err.applied_unknown):
+                delay = self.retry_policy.delay(attempt, err.retry_after)
+                if delay is not None:
+                    time.sleep(delay)
+                    attempt += 1
+                    continue
+            raise err
+
+    # -- server -----------------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """``GET /healthz``: liveness and the last commit sequence (no token needed)."""
+        return self._run(_calls.health())
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /v1/stats``: the engine's figures, as ``cairn stats --json`` (unscoped tokens)."""
+        return self._run(_calls.stats())
+
+    def metrics(self) -> str:
+        """``GET /metrics``: Prometheus text (unscoped tokens)."""
+        return self._run(_calls.metrics())
+
+    def openapi(self) -> dict[str, Any]:
+        """``GET /openapi.json``: the API's OpenAPI document."""
+        return self._run(_calls.openapi())
+
+    def backup(self, to: str, *, check: bool = False) -> dict[str, Any]:
+        """``POST /v1/admin/backup``: a consistent copy of the live store into ``to`` (an absolute path on the
+        server's machine, new or empty), checked if ``check`` (unscoped admin tokens)."""
+        return self._run(_calls.backup(to, check))
+
+    def check(self) -> dict[str, Any]:
+        """``POST /v1/admin/check``: ``cairn check`` of a consistent copy; the report's ``healthy`` says the
+        result (unscoped admin tokens)."""
+        return self._run(_calls.check())
+
+    # -- collections ------------------------------------------------------------------------------------
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every collection, its indexes and record count."""
+        return self._run(_calls.collections())
+
+    def declare_collection(self, name: str, indexes: Sequence[IndexLike] = ()) -> Declared:
+        """Declares a collection with ``indexes`` (:class:`Index`, ``{"name", "fields"}`` or
+        ``(name, fields)``); an existing one gets these indexes, new ones built online (unscoped admin)."""
+        return self._run(_calls.declare(name, indexes))
+
+    # -- records ----------------------------------------------------------------------------------------
+
+    def get(self, collection: str, id: str) -> Record:
+        """The record; :class:`NotFound` if there is none."""
+        return self._run(_calls.get(collection, id))
+
+    def find(self, collection: str, id: str) -> Record | None:
+        """The record, or ``None`` if there is none."""
+        try:
+            return self.get(collection, id)
+        except NotFound as e:
+            if e.kind == "not-found" and e.id is not None:
+                return None
+            raise
+
+    def put(
+        self,
+        collection: str,
+        id: str,
+        document: Document,
+        *,
+        if_match: IfMatch | None = None,
+        create_only: bool = False,
+    ) -> Record:
+        """Creates or replaces a record (an upsert). ``if_match=version`` replaces only that version
+        (``"*"``: any existing one); ``create_only`` creates only. :class:`PreconditionFailed` (with
+        ``current_version``) when the condition does not hold."""
+        return self._run(_calls.put(collection, id, document, if_match=if_match, create_only=create_only))
+
+    def create(self, collection: str, id: str, document: Document) -> Record:
+        """Creates a record; :class:`PreconditionFailed` if the id exists."""
+        return self.put(collection, id, document, create_only=True)
+
+    def delete(self, collection: str, id: str, *, if_match: IfMatch | None = None) -> None:
+        """Deletes a record (at version ``if_match`` if given); :class:`NotFound` if there is none."""
+        self._run(_calls.delete(collection, id, if_match=if_match))
+
+    def query(
+        self,
+        collection: str,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        order_by: str | None = None,
+        order: str = "asc",
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> Query:
+        """The records equal to ``filters`` (dot-separated paths reach into objects), ordered by
+        ``order_by`` (an index must provide it) ``asc`` or ``desc``, at most ``limit`` of them.
+
+        Returns a lazy :class:`Query`: iterate it to follow the cursors page by page, or call
+        :meth:`Query.page` and :meth:`Query.count`. Paging is consistent under concurrent writes."""
+        _calls.query_params(filters, order_by, order, limit, None)  # Fail here on bad arguments.
+        return Query(self, collection, dict(filters or {}), order_by, order, limit, page_size)
+
+    def claim(
+        self,
+        collection: str,
+        set: Mapping[str, Any],
+        *,
+        where: Mapping[str, Any] | None = None,
+        order_by: str | None = None,
+        order: str | None = None,
+        queries: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Record | None:
+        """Takes the first record matching ``where`` (in ``order_by`` order), or of the first of ``queries``
+        (``{"where", "order_by", "order"}`` each) that has one, and sets ``set`` on it, atomically: concurrent
+        workers never take the same record. ``None`` if nothing matched. A claim that lost every race is
+        retried after the server's ``Retry-After`` (:class:`Contended` when retries run out)."""
+        return self._run(_calls.claim(collection, set, where, order_by, order, queries))
+
+    # -- transactions -----------------------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        """A transaction builder: add operations, then :meth:`Transaction.commit`; or use it as a context
+        manager, committed when the block ends without an exception."""
+        return Transaction(self)
+
+    def commit(self, operations: list[dict[str, Any]]) -> TransactionResult:
+        """Commits raw operations (``{"op", "collection", "id", "document"?, "if_match"?, "if_none_match"?}``)
+        all or nothing."""
+        return self._run(_calls.transaction(operations))
+
+    # -- change feed ------------------------------------------------------------------------------------
+
+    def changes_page(
+        self,
+        since: int = 0,
+        *,
+        collection: str | None = None,
+        limit: int | None = None,
+        wait: float = 0.0,
+    ) -> ChangesPage:
+        """One read of the change feed after ``since``, waiting up to ``wait`` seconds for a change (the
+        server caps it at its ``max_wait_ms``)."""
+        wait_ms = int(wait * 1000)
+        timeout = None
+        if wait_ms:
+            read = (self._timeout.read or 60.0) + wait
+            timeout = httpx.Timeout(
+                self._timeout.connect, read=read, write=self._timeout.write, pool=self._timeout.pool
+            )
+        call = _calls.changes(since, limit=limit, wait_ms=wait_ms, collection=collection)
+        return self._run(call, timeout=timeout)
+
+    def changes(
+        self,
+        since: int = 0,
+        *,
+        collection: str | None = None,
+        follow: bool = False,
+        wait: float = 20.0,
+        page_size: int | None = None,
+    ) -> ChangeFeed:
+        """The changes after ``since``, in commit order, read page by page. With ``follow`` the iterator
+        never ends: it long-polls (``wait`` seconds a request) for new changes. Its ``since`` is where to
+        resume it later."""
+        return ChangeFeed(self, since, collection, follow, wait, page_size)
+
+    def stream(
+        self, since: int = 0, *, collection: str | None = None, reconnect_for: float | None = 60.0
+    ) -> ChangeStream:
+        """The live change stream (server-sent events) after ``since``. A dropped connection (a restart of
+        the server, a network failure) is reopened where the stream stopped, without losing or repeating a
+        change, for up to ``reconnect_for`` seconds of failed attempts (``None``: forever)."""
+        return ChangeStream(self, since, collection, reconnect_for)
+
+
+class Query:
+    """A query, run lazily: iterating it reads page after page, following ``next_cursor``."""
+
+    def __init__(
+        self,
+        client: Client,
+        collection: str,
+        filters: dict[str, Any],
+        order_by: str | None,
+        order: str,
+        limit: int | None,
+        page_size: int | None,
+    ) -> None:
+        self.client = client
+        self.collection = collection
+        self.filters = filters
+        self.order_by = order_by
+        self.order = order
+        self.limit = limit
+        self.page_size = page_size
+
+    def _page_call(self, cursor: str | None, limit: int | None) -> Call[Page]:
+        return _calls.query_page(self.collection, self.filters, self.order_by, self.order, limit, cursor)
+
+    def page(self, cursor: str | None = None) -> Page:
+        """One page (``limit`` records, or ``page_size``, or the server's default), from ``cursor``."""
+        size = self.page_size if self.limit is None else min(self.limit, self.page_size or self.limit)
+        return self.client._run(self._page_call(cursor, size))
+
+    def __iter__(self) -> Iterator[Record]:
+        cursor: str | None = None
+        left = self.limit
+        size = self.page_size or ITER_PAGE
+        while left is None or left > 0:
+            page = self.client._run(self._page_call(cursor, size if left is None else min(size, left)))
+            yield from page.records[:left]
+            if left is not None:
+                left -= len(page.records)
+            if page.next_cursor is None or not page.records:
+                return
+            cursor = page.next_cursor
+
+    def first(self) -> Record | None:
+        """The first record, or ``None``."""
+        page = self.client._run(self._page_call(None, 1))
+        return page.records[0] if page.records else None
+
+    def count(self) -> int:
+        """How many records match (ignoring ``limit``). Without filters this is the collection's kept count
+        (one request); with filters the server has no count, so the records are read and counted."""
+        if not self.filters:
+            for c in self.client.collections():
+                if c.name == self.collection:
+                    return c.count
+            raise missing_collection(self.collection)
+        n = 0
+        cursor: str | None = None
+        while True:
+            page = self.client._run(self._page_call(cursor, ITER_PAGE))
+            n += len(page.records)
+            if page.next_cursor is None or not page.records:
+                return n
+            cursor = page.next_cursor
+
+
+class Transaction(TransactionBuilder):
+    """A transaction of a :class:`Client`; see :class:`~cairn_client.transactions.TransactionBuilder`."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def commit(self) -> TransactionResult:
+        """Commits every operation, or none (the error says which failed)."""
+        self.result = self.client.commit(self.operations)
+        return self.result
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self.operations:
+            self.commit()
+
+
+class ChangeFeed(Iterator[Change]):
+    """Changes read page by page (long-poll when following). ``since`` is the resume point: every change
+    at or below it has been yielded, and no change above it."""
+
+    def __init__(
+        self,
+        client: Client,
+        since: int,
+        collection: str | None,
+        follow: bool,
+        wait: float,
+        page_size: int | None,
+    ) -> None:
+        self.client = client
+        self.since = since
+        self.collection = collection
+        self.follow = follow
+        self.wait = wait
+        self.page_size = page_size
+        self._buffer: list[Change] = []
+        self._next_since = since
+
+    def __iter__(self) -> ChangeFeed:
+        return self
+
+    def __next__(self) -> Change:
+        while not self._buffer:
+            self.since = self._next_since
+            page = self.client.changes_page(
+                self.since,
+                collection=self.collection,
+                limit=self.page_size,
+                wait=self.wait if self.follow else 0.0,
+            )
+            self._buffer = list(reversed(page.changes))
+            self._next_since = page.next_since
+            if not page.changes:
+                self.since = page.next_since
+                if not self.follow:
+                    raise StopIteration
+        change = self._buffer.pop()
+        if not self._buffer:
+            self.since = self._next_since
+        elif self._buffer[-1].seq != change.seq:
+            self.since = change.seq
+        return change
+
+
+class ChangeStream(Iterator[Change]):
+    """The live change stream over server-sent events, reconnecting after a dropped connection. Close it
+    (or use it as a context manager) to end it. ``since`` is the resume point, as for :class:`ChangeFeed`."""
+
+    def __init__(
+        self, client: Client, since: int, collection: str | None, reconnect_for: float | None
+    ) -> None:
+        self.client = client
+        self.collection = collection
+        self.reconnect_for = reconnect_for
+        self._resume = Resume(since=since)
+        #: Connections opened so far (1 + reconnections).
+        self.connections = 0
+        self._events = self._run()
+
+    @property
+    def since(self) -> int:
+        return self._resume.since
+
+    def __iter__(self) -> ChangeStream:
+        return self
+
+    def __next__(self) -> Change:
+        return next(self._events)
+
+    def close(self) -> None:
+        self._events.close()
+
+    def __enter__(self) -> ChangeStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
+        c = self.client
+        headers = {**c._headers, "Accept": "text/event-stream"}
+        params = [("since", str(self._resume.resume_after()))]
+        if self.collection is not None:
+            params.append(("collection", self.collection))
+        return params, headers
+
+    def _run(self) -> Generator[Change, None, None]:
+        c = self.client
+        timeout = httpx.Timeout(
+            c._timeout.connect, read=STREAM_READ_TIMEOUT, write=c._timeout.write, pool=None
+        )
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            params, headers = self._request()
+            retry_after: float | None = None
+            try:
+                with c._http.stream(
+                    "GET", "/v1/changes", params=tuple(params), headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        err = error_from_response(resp)
+                        if not isinstance(err, Unavailable):
+                            raise err
+                        retry_after = err.retry_after
+                    else:
+                        self.connections += 1
+                        failing_since, attempt = None, 0
+                        parser = EventParser()
+                        for line in resp.iter_lines():
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            change = change_of(event)
+                            if change is not None and self._resume.accept(change):
+                                yield change
+                        # The server ended the stream (shutting down): reconnect.
+            except ApiError:
+                raise
+            except httpx.TransportError:
+                pass
+            now = time.monotonic()
+            failing_since = failing_since or now
+            if self.reconnect_for is not None and now - failing_since > self.reconnect_for:
+                raise TransportError(
+                    f"the change stream could not be reopened for {self.reconnect_for} s", sent=False
+                )
+            delay = retry_after if retry_after is not None else min(2.0, 0.05 * (2**attempt))
+            attempt += 1
+            time.sleep(delay)

@@ -1,0 +1,102 @@
+"""Starts the real ``cairn serve`` for the tests: on a free loopback port, over a temporary data directory,
+with an optional configuration file (tokens, limits)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import IO
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def cairn_binary() -> str:
+    """``CAIRN_BIN`` if set; otherwise the binary cargo builds (``cargo build -p cairn-server --bin cairn``)
+    into ``CARGO_TARGET_DIR`` (default ``target/``)."""
+    given = os.environ.get("CAIRN_BIN")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise RuntimeError(f"CAIRN_BIN={given} is not an executable")
+        return given
+    jobs = os.environ.get("CAIRN_JOBS", "2")
+    subprocess.run(
+        ["cargo", "build", "-j", jobs, "-p", "cairn-server", "--bin", "cairn"], cwd=REPO, check=True
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    if not target.is_absolute():
+        target = REPO / target
+    return str(target / "debug" / "cairn")
+
+
+def hash_token(binary: str, token: str) -> str:
+    """The token's SHA-256 as the configuration wants it, from ``cairn hash-token``."""
+    out = subprocess.run([binary, "hash-token"], input=token, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+class Server:
+    """One ``cairn serve`` process. ``restart()`` brings it back on the same port and data directory."""
+
+    def __init__(self, binary: str, data: Path, config: str | None = None) -> None:
+        self.binary = binary
+        self.data = data
+        self.config_path: Path | None = None
+        if config is not None:
+            self.config_path = data.parent / f"{data.name}.toml"
+            self.config_path.write_text(config)
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.log_path = data.parent / f"{data.name}.log"
+        self._log: IO[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        args = [self.binary, "serve", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}"]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
+        assert self.proc.stdout is not None
+        line = ""
+        timer = threading.Timer(30, self.proc.kill)
+        timer.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            timer.cancel()
+        prefix = "listening on http://"
+        if not line.startswith(prefix):
+            self.proc.kill()
+            raise RuntimeError(
+                f"cairn serve did not start: {line!r}; log: {self.log_path.read_text()[-2000:]}"
+            )
+        self.port = int(line.strip()[len(prefix) :].rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, and wait for the graceful shutdown."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

@@ -1,0 +1,183 @@
+"""Every method of the asynchronous client against the real server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+
+from cairn_client import (
+    AsyncClient,
+    Change,
+    Contended,
+    Index,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+)
+
+from .conftest import VISION
+from .server import Server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def new_collection(c: AsyncClient) -> str:
+    name = f"ajobs-{uuid.uuid4().hex[:12]}"
+    declared = await c.declare_collection(name, [Index("status_priority", ["status", "priority"])])
+    assert declared.created
+    return name
+
+
+async def test_server_routes(server: Server, tmp_path: Path) -> None:
+    async with AsyncClient(server.url) as c:
+        assert (await c.health()).status == "ok"
+        assert isinstance(await c.stats(), dict)
+        assert "cairn_http_requests_total" in await c.metrics()
+        assert "/healthz" in (await c.openapi())["paths"]
+        name = await new_collection(c)
+        again = await c.declare_collection(name, [("status_priority", ["status", "priority"])])
+        assert not again.created
+        assert any(info.name == name for info in await c.collections())
+        assert (await c.backup(str(tmp_path / "b")))["last_sequence"] > 0
+        assert (await c.check())["healthy"] is True
+
+
+async def test_records(server: Server) -> None:
+    async with AsyncClient(server.url) as c:
+        name = await new_collection(c)
+        r = await c.create(name, "a", {"status": "PENDING", "priority": 1})
+        assert r.version == 1
+        assert (await c.get(name, "a")) == r
+        r2 = await c.put(name, "a", {"status": "PENDING", "priority": 2}, if_match=1)
+        assert r2.version == 2
+        with pytest.raises(PreconditionFailed) as e:
+            await c.put(name, "a", {}, if_match=1)
+        assert e.value.current_version == 2
+        await c.delete(name, "a", if_match=2)
+        assert await c.find(name, "a") is None
+        with pytest.raises(NotFound):
+            await c.get(name, "a")
+
+
+async def test_query_claim_transaction(server: Server) -> None:
+    async with AsyncClient(server.url) as c:
+        name = await new_collection(c)
+        async with c.transaction() as tx:
+            for i in range(30):
+                tx.put(name, f"j{i:02}", {"status": "PENDING", "priority": i})
+        assert tx.result is not None
+        assert len(tx.result.results) == 30
+        q = c.query(name, {"status": "PENDING"}, order_by="priority", order="desc", page_size=4)
+        assert [r.document["priority"] async for r in q] == list(range(29, -1, -1))
+        assert await q.count() == 30
+        assert await c.query(name).count() == 30
+        page = await c.query(name, {"status": "PENDING"}, order_by="priority", limit=3).page()
+        assert [r.id for r in page.records] == ["j00", "j01", "j02"]
+        first = await c.query(name, {"status": "PENDING"}, order_by="priority", order="desc").first()
+        assert first is not None
+        assert first.id == "j29"
+        claimed = await c.claim(
+            name, {"status": "RUNNING"}, where={"status": "PENDING"}, order_by="priority", order="desc"
+        )
+        assert claimed is not None
+        assert claimed.id == "j29"
+        assert await c.claim(name, {"status": "RUNNING"}, where={"status": "NONE"}) is None
+        tx2 = c.transaction().check(name, "j29", if_match=2).delete(name, "j00")
+        result = await tx2.commit()
+        assert result.results == [result.results[0], None]
+        result = await c.commit([{"op": "check", "collection": name, "id": "zz", "if_none_match": True}])
+        assert result.results == [None]
+
+
+async def test_claims_race_without_doubles(server: Server) -> None:
+    async with AsyncClient(server.url) as c:
+        name = await new_collection(c)
+        async with c.transaction() as tx:
+            for i in range(24):
+                tx.put(name, f"w{i:02}", {"status": "PENDING", "priority": i})
+        taken: list[str] = []
+
+        async def worker() -> None:
+            while True:
+                try:
+                    r = await c.claim(
+                        name, {"status": "RUNNING"}, where={"status": "PENDING"}, order_by="priority"
+                    )
+                except Contended:
+                    continue
+                if r is None:
+                    return
+                taken.append(r.id)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(worker)
+        assert sorted(taken) == [f"w{i:02}" for i in range(24)]
+
+
+async def test_change_feed_and_stream(server: Server) -> None:
+    async with AsyncClient(server.url) as c:
+        name = await new_collection(c)
+        start = (await c.health()).last_sequence
+        await c.put(name, "a", {"n": 1})
+        page = await c.changes_page(start, collection=name)
+        assert [ch.id for ch in page.changes] == ["a"]
+        feed = c.changes(start, collection=name)
+        assert [ch.id async for ch in feed] == ["a"]
+        assert feed.since == page.next_since
+        follow = c.changes(feed.since, collection=name, follow=True, wait=5)
+
+        async def later() -> None:
+            await anyio.sleep(0.3)
+            await c.put(name, "b", {"n": 2})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(later)
+            ch = await follow.__anext__()
+        assert ch.id == "b"
+        got: list[Change] = []
+        async with c.stream(start, collection=name) as stream:
+            async for change in stream:
+                got.append(change)
+                if len(got) == 2:
+                    await c.put(name, "c", {"n": 3})
+                if len(got) == 3:
+                    break
+        assert [g.id for g in got] == ["a", "b", "c"]
+
+
+async def test_stream_resumes_after_restart(binary: str, data_dir: Path) -> None:
+    server = Server(binary, data_dir).start()
+    try:
+        async with AsyncClient(server.url) as c:
+            await c.declare_collection("events")
+            await c.put("events", "one", {})
+            got: list[str] = []
+            async with c.stream(0, collection="events") as stream:
+                async for change in stream:
+                    got.append(change.id)
+                    if len(got) == 1:
+                        await anyio.to_thread.run_sync(server.restart)
+                        await c.put("events", "two", {})
+                    if len(got) == 2:
+                        break
+                assert stream.connections == 2
+            assert got == ["one", "two"]
+    finally:
+        server.stop()
+
+
+async def test_tokens(auth_server: Server) -> None:
+    async with AsyncClient(auth_server.url) as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.collections()
+    async with AsyncClient(auth_server.url, token=VISION) as vision:
+        assert (await vision.health()).status == "ok"
