@@ -40,10 +40,13 @@
 //! # }
 //! ```
 
+pub mod backend;
 mod http;
+pub mod problem;
 pub mod replicate;
 pub mod report;
 
 pub use http::{
-    app, hash_token, serve, AppState, Config, ConfigError, Limits, Role, ServeError, ServeOptions, TokenConfig,
+    app, hash_token, serve, AppState, BackendConfig, Config, ConfigError, Limits, Role, ServeError, ServeOptions,
+    TokenConfig,
 };

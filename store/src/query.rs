@@ -117,7 +117,47 @@ impl Query {
         self
     }
 
-    pub(crate) fn page_size(&self) -> Result<usize, ReadError> {
+    /// The plan that answers this query over a collection declared as `spec`: the same choice of index,
+    /// order and errors ([`ReadError::InvalidQuery`]) as [`DynCollection::explain`](crate::DynCollection::explain),
+    /// for a storage of the same records elsewhere (the server's PostgreSQL backend) to answer it alike.
+    pub fn plan(&self, spec: &CollectionSpec) -> Result<Plan, ReadError> {
+        self.page_size()?;
+        plan(spec, self)
+    }
+
+    /// The equality conditions, `(field, value)`, in the order given.
+    pub fn equalities(&self) -> &[(String, Value)] {
+        &self.eq
+    }
+
+    /// Whether the query has conditions beyond equalities (a range or other filters).
+    pub fn has_other_conditions(&self) -> bool {
+        self.range.is_some() || !self.filters.is_empty()
+    }
+
+    /// The field ordered by, if any.
+    pub fn ordered_by(&self) -> Option<&str> {
+        self.order_by.as_deref()
+    }
+
+    /// Whether the order is descending.
+    pub fn is_descending(&self) -> bool {
+        self.descending
+    }
+
+    /// The cursor given to [`after`](Self::after).
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
+    }
+
+    /// Whether `doc` meets every condition of the query (a missing field counts as null; values of
+    /// different JSON types are unequal).
+    pub fn matches(&self, doc: &Value) -> bool {
+        matches(self, doc)
+    }
+
+    /// The page size: the limit given, or 100.
+    pub fn page_size(&self) -> Result<usize, ReadError> {
         match self.limit.unwrap_or(DEFAULT_PAGE) {
             0 => Err(ReadError::InvalidQuery("limit must be at least 1".into())),
             n if n > MAX_PAGE => Err(ReadError::InvalidQuery(format!("limit must be at most {MAX_PAGE}"))),

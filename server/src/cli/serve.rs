@@ -11,9 +11,14 @@ use cairn_server::{Config, ServeOptions};
 /// Arguments of `cairn serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Data directory (created if missing).
+    /// Data directory of the embedded backend (created if missing).
     #[arg(long = "data", value_name = "DIR")]
-    data: PathBuf,
+    data: Option<PathBuf>,
+    /// A PostgreSQL database to keep the records in instead of a data directory
+    /// (`postgres://user@host:port/database`), overriding the configuration's `[backend] url`. Several
+    /// servers may share one.
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    backend: Option<String>,
     /// Address to listen on, overriding the configuration's `listen` (default 127.0.0.1:7070; port 0 picks
     /// a free port). The bound address is printed on stdout.
     #[arg(long, value_name = "ADDR")]
@@ -24,10 +29,13 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), Failure> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path).map_err(|e| Failure::new("cannot start the server", e))?,
         None => Config::default(),
     };
+    if let Some(url) = &args.backend {
+        config.backend.url = Some(url.clone());
+    }
     init_logs();
     let opts = ServeOptions { data: args.data.clone(), listen: args.listen, config };
     cairn_server::serve(opts).map_err(|e| Failure::new("server", e))

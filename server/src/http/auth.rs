@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
+use crate::problem::ApiError;
 
 /// What a token may do; each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -158,6 +158,11 @@ impl Principal {
     /// Whether a document is visible to this principal (its `project` field is the scope, if any).
     pub fn sees(&self, doc: &Value) -> bool {
         self.project.as_deref().is_none_or(|p| doc.get("project").and_then(Value::as_str) == Some(p))
+    }
+
+    /// What this principal may see and write, as the storage backend checks it.
+    pub fn scope(&self) -> crate::backend::Scope {
+        crate::backend::Scope { name: self.name.clone(), project: self.project.clone() }
     }
 
     /// Checks that a document to be written names this principal's project: 403 otherwise.

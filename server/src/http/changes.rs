@@ -17,9 +17,9 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::auth::{Principal, Role};
-use super::error::ApiError;
 use super::extract::{collection_name, Params};
 use super::state::AppState;
+use crate::problem::ApiError;
 
 /// Largest page of changes.
 const MAX_CHANGES: usize = 1000;
@@ -87,7 +87,7 @@ impl Feed {
 /// One read of the feed after `since`: the changes shown and the sequence to resume after.
 async fn fetch(state: &AppState, feed: &Feed, since: u64) -> Result<(Vec<Shown>, u64), ApiError> {
     let limit = feed.limit;
-    let page = state.read(move |store| Ok(store.changes_since(since, limit)?)).await?;
+    let page = state.backend.changes_since(since, limit).await?;
     let next = page.last().map_or(since, |c| c.seq);
     let shown = page.into_iter().filter_map(|c| feed.shown(c)).collect();
     Ok((shown, next))
@@ -129,7 +129,7 @@ pub async fn changes(
 /// Answers the first non-empty page after `since`, waiting up to `wait` for one.
 async fn long_poll(state: AppState, feed: Feed, mut since: u64, wait: Duration) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
-    let mut written = state.written.subscribe();
+    let mut written = state.backend.subscribe();
     let mut shutdown = state.shutdown.clone();
     loop {
         written.borrow_and_update();
@@ -214,7 +214,7 @@ async fn stream_changes(state: AppState, feed: Feed, since: u64) -> Result<Respo
     // The first read happens before answering, so a trimmed or bad start is a proper error status.
     let (shown, next) = fetch(&state, &feed, since).await?;
     let streamer = Streamer {
-        written: state.written.subscribe(),
+        written: state.backend.subscribe(),
         shutdown: state.shutdown.clone(),
         state,
         feed,

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::{Principal, Role};
-use super::error::ApiError;
 use super::extract::{collection_name, CollectionPath, JsonBody};
 use super::records::{ordered, record_json};
 use super::state::AppState;
+use crate::problem::ApiError;
 
 /// `GET /v1/collections`: every collection with its indexes and record count: the count every write keeps
 /// (no scan), or, for a scoped token, the count of its project's records (a query).
@@ -22,19 +22,14 @@ pub async fn list(
     Extension(who): Extension<Principal>,
 ) -> Result<Json<Value>, ApiError> {
     who.require(Role::Read)?;
-    let out = state
-        .read(move |store| {
-            let mut out = Vec::new();
-            for spec in store.collections() {
-                let count = match who.project() {
-                    None => store.record_count(&spec.name)?,
-                    Some(p) => store.collection_dyn(&spec.name)?.count(&Query::new().eq("project", p))?,
-                };
-                out.push(json!({ "name": spec.name, "indexes": spec.indexes, "count": count }));
-            }
-            Ok(json!({ "collections": out }))
-        })
-        .await?;
+    let out: Vec<Value> = state
+        .backend
+        .collections(who.scope())
+        .await?
+        .into_iter()
+        .map(|c| json!({ "name": c.name, "indexes": c.indexes, "count": c.count }))
+        .collect();
+    let out = json!({ "collections": out });
     Ok(Json(out))
 }
 
@@ -48,13 +43,7 @@ pub async fn declare(
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Admin)?;
     collection_name(&spec.name)?;
-    let (created, spec) = state
-        .declare(move |store| {
-            let existed = store.collections().iter().any(|c| c.name == spec.name);
-            store.declare(spec.clone())?;
-            Ok((!existed, spec))
-        })
-        .await?;
+    let created = state.backend.declare(spec.clone()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "name": spec.name, "indexes": spec.indexes }))).into_response())
 }
@@ -109,22 +98,6 @@ impl ClaimQuery {
     }
 }
 
-/// Sets `path` (dot-separated) in `doc` to `value`, creating objects on the way; `false` if a non-object
-/// is in the way.
-pub fn set_path(doc: &mut Value, path: &str, value: Value) -> bool {
-    let mut parts = path.split('.').peekable();
-    let mut cur = doc;
-    while let Some(part) = parts.next() {
-        let Some(obj) = cur.as_object_mut() else { return false };
-        if parts.peek().is_none() {
-            obj.insert(part.to_owned(), value);
-            return true;
-        }
-        cur = obj.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
-    }
-    false
-}
-
 /// `POST /v1/collections/{collection}/claim`: atomically updates the first record matching the queries
 /// with `set`, so concurrent workers never take the same one. 200 with the record, or 204 if none matched.
 pub async fn claim(
@@ -150,29 +123,8 @@ pub async fn claim(
     }
     let queries = if req.queries.is_empty() { vec![single] } else { req.queries };
     let queries = queries.iter().map(|q| q.to_query(&who)).collect::<Result<Vec<_>, _>>()?;
-    let set = req.set;
-    let claimed = state
-        .write(move |store| {
-            let coll = store.collection_dyn(&collection)?;
-            let mut bad_path = None;
-            let claimed = coll.claim(&queries, |doc| {
-                if !who.sees(doc) {
-                    return false;
-                }
-                for (path, value) in &set {
-                    if !set_path(doc, path, value.clone()) {
-                        bad_path = Some(path.clone());
-                        return false;
-                    }
-                }
-                true
-            })?;
-            if let (None, Some(path)) = (&claimed, bad_path) {
-                return Err(ApiError::bad_request(format!("cannot set {path}: a non-object is in the way")));
-            }
-            Ok(claimed.map(|s| record_json(&collection, &s)))
-        })
-        .await?;
+    let claimed = state.backend.claim(who.scope(), collection.clone(), queries, req.set).await?;
+    let claimed = claimed.map(|s| record_json(&collection, &s));
     Ok(match claimed {
         Some(record) => Json(record).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -182,16 +134,6 @@ pub async fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn set_path_creates_objects_and_refuses_non_objects() {
-        let mut doc = json!({"a": 1, "r": {"gpus": 1}});
-        assert!(set_path(&mut doc, "status", json!("RUNNING")));
-        assert!(set_path(&mut doc, "r.gpus", json!(4)));
-        assert!(set_path(&mut doc, "x.y.z", json!(true)));
-        assert_eq!(doc, json!({"a": 1, "r": {"gpus": 4}, "status": "RUNNING", "x": {"y": {"z": true}}}));
-        assert!(!set_path(&mut doc, "a.b", json!(1)));
-    }
 
     #[test]
     fn claim_bodies_parse() {

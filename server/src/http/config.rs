@@ -53,6 +53,30 @@ pub struct Config {
     /// Change-feed retention, applied by `cairn serve` when it opens the data directory.
     #[serde(default)]
     pub changes: ChangeRetention,
+    /// Where the records live (`[backend]`). Default: the embedded store of `--data`.
+    #[serde(default)]
+    pub backend: BackendConfig,
+}
+
+/// The storage backend (`[backend]`; see `docs/server.md`): the embedded store of the data directory, or a
+/// PostgreSQL database that several servers may share.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// `postgres://user@host:port/database` for the PostgreSQL backend; `--backend` overrides it. Default:
+    /// none, the embedded store.
+    pub url: Option<String>,
+    /// The PostgreSQL schema of the tables (created if missing). Default: `public`, where `cairn export
+    /// postgres` writes by default.
+    pub schema: String,
+    /// Connections to PostgreSQL this server keeps. Default: 16.
+    pub pool_size: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self { url: None, schema: "public".to_owned(), pool_size: 16 }
+    }
 }
 
 impl Default for Config {
@@ -63,6 +87,7 @@ impl Default for Config {
             tokens: Vec::new(),
             replicate: Vec::new(),
             changes: ChangeRetention::default(),
+            backend: BackendConfig::default(),
         }
     }
 }
@@ -187,6 +212,15 @@ impl Config {
         ];
         if let Some((name, _)) = changes.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("changes.{name} must be at least 1")));
+        }
+        if self.backend.pool_size == 0 {
+            return Err(ConfigError::Invalid("backend.pool_size must be at least 1".into()));
+        }
+        if self.backend.url.is_some() && !self.replicate.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[[replicate]] copies the embedded store; with the PostgreSQL backend, use PostgreSQL's own replication"
+                    .into(),
+            ));
         }
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")));

@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
 use super::state::AppState;
+use crate::problem::ApiError;
 
 /// After a body passes `max_body_bytes`, up to this many more bytes are read and dropped, for at most
 /// [`DRAIN_TIME`], before the 413 is sent: a client still writing its body then reads the answer instead

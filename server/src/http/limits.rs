@@ -11,8 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
-use super::error::ApiError;
 use super::metrics::Metrics;
+use crate::problem::ApiError;
 
 /// What the guard needs.
 #[derive(Clone)]

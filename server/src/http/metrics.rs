@@ -136,10 +136,12 @@ impl Metrics {
         *self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = replicas;
     }
 
-    /// The exposition text ([`CONTENT_TYPE`]), with the engine's figures from `stats`, and the change feed's
-    /// from `feed` (its size, trimming, each durable consumer's lag: consumer names are registered by the
-    /// store's users, a bounded set), the replication targets' lag among them.
-    pub fn render(&self, stats: &cairn_engine::Stats, feed: Option<&cairn_store::FeedStats>) -> String {
+    /// The exposition text ([`CONTENT_TYPE`]), with the backend's figures: the engine's counters (embedded
+    /// backend), the change feed's (its size, trimming, each durable consumer's lag: consumer names are
+    /// registered by the store's users, a bounded set), the replication targets' lag among them, and the
+    /// calls the backend shed.
+    pub fn render(&self, figures: &crate::backend::Figures) -> String {
+        let feed = figures.feed.as_ref();
         let replicas = self.replicas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let replicas = replicas
             .iter()
@@ -156,8 +158,9 @@ impl Metrics {
         let mut now = Registry::default();
         now.register_collector(Box::new(Figures {
             feed: feed.cloned(),
-            stats: stats.clone(),
-            shed: self.shed.load(Ordering::Relaxed),
+            stats: figures.engine.clone(),
+            last_sequence: figures.last_sequence,
+            shed: self.shed.load(Ordering::Relaxed) + figures.shed,
             timeouts: self.timeouts.load(Ordering::Relaxed),
             replicas,
         }));
@@ -175,7 +178,8 @@ type LevelFigure = fn(&cairn_engine::LevelStats) -> u64;
 /// The figures read at scrape time: the shedding counters, the engine's, and the replication targets'.
 #[derive(Debug)]
 struct Figures {
-    stats: cairn_engine::Stats,
+    stats: Option<cairn_engine::Stats>,
+    last_sequence: u64,
     feed: Option<cairn_store::FeedStats>,
     shed: u64,
     timeouts: u64,
@@ -202,47 +206,23 @@ struct TargetLabels {
 
 impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = &self.stats;
         let counters = [
             ("cairn_http_shed", "Requests shed with 503 at the concurrency limit", self.shed),
             ("cairn_http_timeouts", "Requests answered 503 after the request timeout", self.timeouts),
-            ("cairn_commits", "Commits since open", s.commits),
-            ("cairn_wal_syncs", "WAL syncs since open", s.wal_syncs),
-            ("cairn_wal_bytes", "Bytes appended to the WAL since open", s.wal_bytes_written),
-            ("cairn_flushes", "Memtable flushes since open", s.flushes),
-            ("cairn_compactions", "Compactions since open", s.compactions),
-            ("cairn_compaction_bytes_written", "Bytes written by compactions", s.compaction_bytes_written),
-            (
-                "cairn_write_stall_micros",
-                "Microseconds writers waited on flushes and compactions",
-                s.write_stall_micros,
-            ),
-            ("cairn_cache_hits", "Block cache hits", s.cache_hits),
-            ("cairn_cache_misses", "Block cache misses", s.cache_misses),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
             counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
         }
-        let gauges = [
-            ("cairn_memtable_bytes", "Approximate bytes in the active memtable", s.memtable_bytes),
-            ("cairn_last_sequence", "Sequence number of the newest commit", s.last_sequence),
-        ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(value as i64);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
-        }
-        let per_level: [(&str, &str, LevelFigure); 2] = [
-            ("cairn_level_bytes", "Bytes of tables per level", |l| l.bytes),
-            ("cairn_level_tables", "Tables per level", |l| l.tables as u64),
-        ];
-        for (name, help, value) in per_level {
-            let mut family =
-                encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
-            for (level, l) in s.levels.iter().enumerate() {
-                let labels = LevelLabels { level };
-                ConstGauge::new(value(l) as i64).encode(family.encode_family(&labels)?)?;
-            }
+        let gauge = ConstGauge::new(self.last_sequence as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "cairn_last_sequence",
+            "Sequence number of the newest commit",
+            None,
+            gauge.metric_type(),
+        )?)?;
+        if let Some(s) = &self.stats {
+            encode_engine(&mut encoder, s)?;
         }
         if !self.replicas.is_empty() {
             let per_target: [(&str, &str, ReplicaFigure); 2] = [
@@ -277,6 +257,42 @@ impl Collector for Figures {
         }
         Ok(())
     }
+}
+
+/// The embedded engine's figures.
+fn encode_engine(encoder: &mut DescriptorEncoder, s: &cairn_engine::Stats) -> Result<(), std::fmt::Error> {
+    let counters = [
+        ("cairn_commits", "Commits since open", s.commits),
+        ("cairn_wal_syncs", "WAL syncs since open", s.wal_syncs),
+        ("cairn_wal_bytes", "Bytes appended to the WAL since open", s.wal_bytes_written),
+        ("cairn_flushes", "Memtable flushes since open", s.flushes),
+        ("cairn_compactions", "Compactions since open", s.compactions),
+        ("cairn_compaction_bytes_written", "Bytes written by compactions", s.compaction_bytes_written),
+        ("cairn_write_stall_micros", "Microseconds writers waited on flushes and compactions", s.write_stall_micros),
+        ("cairn_cache_hits", "Block cache hits", s.cache_hits),
+        ("cairn_cache_misses", "Block cache misses", s.cache_misses),
+    ];
+    for (name, help, value) in counters {
+        let counter = ConstCounter::new(value);
+        counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+    }
+    let gauges = [("cairn_memtable_bytes", "Approximate bytes in the active memtable", s.memtable_bytes)];
+    for (name, help, value) in gauges {
+        let gauge = ConstGauge::new(value as i64);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    let per_level: [(&str, &str, LevelFigure); 2] = [
+        ("cairn_level_bytes", "Bytes of tables per level", |l| l.bytes),
+        ("cairn_level_tables", "Tables per level", |l| l.tables as u64),
+    ];
+    for (name, help, value) in per_level {
+        let mut family = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Gauge)?;
+        for (level, l) in s.levels.iter().enumerate() {
+            let labels = LevelLabels { level };
+            ConstGauge::new(value(l) as i64).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The change feed's figures.
@@ -336,6 +352,15 @@ pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Figures as BackendFigures;
+
+    fn engine_only() -> BackendFigures {
+        BackendFigures { engine: Some(cairn_engine::Stats::default()), ..BackendFigures::default() }
+    }
+
+    fn with_feed(feed: cairn_store::FeedStats) -> BackendFigures {
+        BackendFigures { feed: Some(feed), ..engine_only() }
+    }
 
     #[test]
     fn renders_counters_and_cumulative_histograms() {
@@ -343,7 +368,7 @@ mod tests {
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_micros(300));
         m.record("/v1/x/{id}", &Method::GET, 200, Duration::from_millis(30));
         m.record("/v1/x/{id}", &Method::GET, 404, Duration::from_secs(60));
-        let text = m.render(&cairn_engine::Stats::default(), None);
+        let text = m.render(&engine_only());
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"200\"} 2\n"));
         assert!(text.contains("cairn_http_requests_total{route=\"/v1/x/{id}\",method=\"GET\",status=\"404\"} 1\n"));
         assert!(text.contains("cairn_http_request_duration_seconds_bucket{route=\"/v1/x/{id}\",le=\"0.0005\"} 1\n"));
@@ -367,7 +392,7 @@ mod tests {
             m.record("unmatched", &method, 405, Duration::from_millis(1));
         }
         m.record("unmatched", &Method::GET, 404, Duration::from_millis(1));
-        let text = m.render(&cairn_engine::Stats::default(), None);
+        let text = m.render(&engine_only());
         assert!(
             text.contains("cairn_http_requests_total{route=\"unmatched\",method=\"OTHER\",status=\"405\"} 100\n"),
             "{text}"
@@ -392,11 +417,11 @@ mod tests {
         c.insert("a", serde_json::json!({"x": 1})).unwrap();
         c.insert("b", serde_json::json!({"x": 2})).unwrap();
         let m = Metrics::default();
-        let before = m.render(&cairn_engine::Stats::default(), Some(&store.feed_stats().unwrap()));
+        let before = m.render(&with_feed(store.feed_stats().unwrap()));
         assert!(before.contains("cairn_changes_trimmed_consumers 0\n"), "{before}");
         assert!(before.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 0\n"), "{before}");
         store.trim_changes().unwrap();
-        let text = m.render(&cairn_engine::Stats::default(), Some(&store.feed_stats().unwrap()));
+        let text = m.render(&with_feed(store.feed_stats().unwrap()));
         assert!(text.contains("cairn_changes_trimmed_consumers 1\n"), "{text}");
         assert!(text.contains("cairn_changes_consumer_trimmed{consumer=\"replica\"} 1\n"), "{text}");
         assert!(text.contains("cairn_changes_trimmed_events_total 2\n"), "{text}");

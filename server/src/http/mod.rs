@@ -13,7 +13,6 @@ mod auth;
 mod changes;
 mod collections;
 mod config;
-mod error;
 mod extract;
 mod limits;
 mod metrics;
@@ -25,16 +24,18 @@ mod transactions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cairn_store::engine::Db;
 use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{Config, ConfigError, Limits};
+pub use config::{BackendConfig, Config, ConfigError, Limits};
 pub use router::app;
 pub use state::AppState;
 
+use crate::backend::{Backend, EmbeddedBackend};
 use crate::replicate::Replicators;
 use auth::Tokens;
 
@@ -47,6 +48,12 @@ pub enum ServeError {
     /// Without tokens, only loopback addresses are allowed.
     #[error("no tokens are configured, so the server listens on loopback only; {0} is not a loopback address")]
     NotLoopback(SocketAddr),
+    /// `--data` is missing: the embedded backend needs a data directory.
+    #[error("the embedded backend needs a data directory (--data), or give a PostgreSQL URL (--backend)")]
+    NoData,
+    /// The backend could not be opened.
+    #[error("cannot open the backend: {0}")]
+    Backend(String),
     /// The data directory could not be opened.
     #[error("cannot open {path}: {source}")]
     Open {
@@ -74,22 +81,32 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 }
 
 impl AppState {
-    /// State over an open `store`, with `config`'s tokens and limits (its `listen` is not used), for
-    /// serving [`app`](crate::app) in-process. `shutdown` becoming `true` ends open change streams and
-    /// long polls; keep its sender for as long as the state serves requests. Fails if `config` does not
-    /// pass [`Config::validate`].
+    /// State over an open `store` (the embedded backend), with `config`'s tokens and limits (its `listen`
+    /// and `backend` are not used), for serving [`app`](crate::app) in-process. `shutdown` becoming `true`
+    /// ends open change streams and long polls; keep its sender for as long as the state serves requests.
+    /// Fails if `config` does not pass [`Config::validate`].
     pub fn from_config(store: Store, config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ConfigError> {
+        let backend = Arc::new(EmbeddedBackend::new(store, config.limits.max_concurrency));
+        Self::with_backend(backend, config, shutdown)
+    }
+
+    /// As [`from_config`](Self::from_config), over any backend.
+    pub fn with_backend(
+        backend: Arc<dyn Backend>,
+        config: &Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         let tokens = Tokens::new(&config.tokens).map_err(ConfigError::Invalid)?;
-        Ok(Self::new(store, tokens, config.limits.clone(), shutdown))
+        Ok(Self::new(backend, tokens, config.limits.clone(), shutdown))
     }
 }
 
 /// What `cairn serve` was asked.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The data directory (created if missing).
-    pub data: PathBuf,
+    /// The data directory of the embedded backend (created if missing).
+    pub data: Option<PathBuf>,
     /// Overrides the configuration's `listen`.
     pub listen: Option<SocketAddr>,
     /// The configuration (`Config::default()` for the defaults).
@@ -97,7 +114,7 @@ pub struct ServeOptions {
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then stops accepting, finishes in-flight requests, ends change
-/// streams, flushes and closes the database. Prints `listening on http://ADDR` on stdout once bound.
+/// streams, flushes and closes the backend. Prints `listening on http://ADDR` on stdout once bound.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let listen = opts.listen.unwrap_or(opts.config.listen);
     let tokens = Tokens::new(&opts.config.tokens).map_err(|e| ServeError::Config(ConfigError::Invalid(e)))?;
@@ -111,27 +128,30 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .build()
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
-        let data = opts.data.clone();
-        let store_opts = opts.config.changes.apply(StoreOptions::default());
-        let store = tokio::task::spawn_blocking(move || Store::with_db(Db::open(&data)?, store_opts))
-            .await
-            .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
-            .map_err(|source| ServeError::Open { path: opts.data.clone(), source })?;
+        let (backend, store) = open_backend(&opts).await?;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "listening on http://{addr}");
         let _ = stdout.flush();
+        let kind = backend.kind();
         if tokens.enabled() {
-            tracing::info!(%addr, data = %opts.data.display(), "listening; bearer tokens required");
+            tracing::info!(%addr, backend = kind, "listening; bearer tokens required");
         } else {
-            tracing::warn!(%addr, data = %opts.data.display(), "no tokens configured: authentication is off, listening on loopback only");
+            tracing::warn!(%addr, backend = kind, "no tokens configured: authentication is off, listening on loopback only");
         }
         let (stop, stopped) = watch::channel(false);
-        let state = AppState::new(store.clone(), tokens, limits, stopped.clone());
-        let replicators = Replicators::start(&store, &opts.config.replicate, &stopped)
-            .map_err(io("cannot start the replication threads"))?;
-        state.metrics.watch_replicas(replicators.status.clone());
+        let state = AppState::new(backend.clone(), tokens, limits, stopped.clone());
+        let replicators = match &store {
+            Some(store) => Some(
+                Replicators::start(store, &opts.config.replicate, &stopped)
+                    .map_err(io("cannot start the replication threads"))?,
+            ),
+            None => None,
+        };
+        if let Some(r) = &replicators {
+            state.metrics.watch_replicas(r.status.clone());
+        }
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -143,16 +163,31 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             .map_err(io("serving failed"))?;
         tokio::task::spawn_blocking(move || {
             // The stop signal was sent: each replicator ends after its current step.
-            replicators.join();
-            let db = store.db().clone();
-            db.flush().map_err(|e| ServeError::Close(e.to_string()))?;
-            db.close().map_err(|e| ServeError::Close(e.to_string()))
+            if let Some(r) = replicators {
+                r.join();
+            }
+            backend.close().map_err(ServeError::Close)
         })
         .await
         .map_err(|e| ServeError::Close(e.to_string()))??;
-        tracing::info!("database closed");
+        tracing::info!("backend closed");
         Ok(())
     })
+}
+
+/// The backend `opts` name, and the embedded store when it is that one (replication copies it).
+async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>), ServeError> {
+    let config = &opts.config;
+    // POSTGRES-ARM
+    let data = opts.data.clone().ok_or(ServeError::NoData)?;
+    let store_opts = config.changes.apply(StoreOptions::default());
+    let path = data.clone();
+    let store = tokio::task::spawn_blocking(move || Store::with_db(Db::open(&path)?, store_opts))
+        .await
+        .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
+        .map_err(|source| ServeError::Open { path: data, source })?;
+    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency);
+    Ok((Arc::new(backend), Some(store)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

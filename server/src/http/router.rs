@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::auth::{self, Principal, Role};
-use super::error::ApiError;
 use super::limits::{self, Guard};
 use super::state::AppState;
 use super::{admin, changes, collections, metrics, records, transactions};
+use crate::problem::ApiError;
 
 /// The OpenAPI document, as kept in `docs/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -81,7 +81,7 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// `GET /healthz`: 200 while the server runs, with the last commit sequence (read without an engine task,
 /// so that it is never shed). No token needed.
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "last_sequence": state.store.db().last_sequence() }))
+    Json(json!({ "status": "ok", "last_sequence": state.backend.last_sequence() }))
 }
 
 /// `GET /openapi.json`. No token needed.
@@ -95,13 +95,7 @@ async fn openapi() -> Response {
 /// project-scoped tokens.
 async fn stats(State(state): State<AppState>, Extension(who): Extension<Principal>) -> Result<Json<Value>, ApiError> {
     who.require_unscoped(Role::Read)?;
-    let out = state
-        .read(|store| {
-            let db = store.db();
-            Ok(crate::report::stats_json(db.path(), &db.stats()))
-        })
-        .await?;
-    Ok(Json(out))
+    Ok(Json(state.backend.stats().await?))
 }
 
 /// `GET /metrics`: the Prometheus text of [`Metrics`](super::metrics::Metrics) and the engine's figures.
@@ -111,8 +105,8 @@ pub async fn metrics(
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Read)?;
-    let (stats, feed) = state.read(|store| Ok((store.db().stats(), store.feed_stats()?))).await?;
-    let text = state.metrics.render(&stats, Some(&feed));
+    let figures = state.backend.figures().await?;
+    let text = state.metrics.render(&figures);
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));
     Ok(resp)

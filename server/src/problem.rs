@@ -1,4 +1,5 @@
-//! Errors as `application/problem+json` (RFC 9457): `type`, `title`, `status`, `detail`, plus members
+//! Errors as `application/problem+json` (RFC 9457), the answer of every failed request whichever layer of the
+//! server failed (the routes or the storage backend): `type`, `title`, `status`, `detail`, plus members
 //! that say which record failed and its current version.
 
 use axum::http::{header, HeaderValue, StatusCode};
