@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use cairn_store::{CollectionSpec, IndexSpec, Store};
 use serde_json::{json, Value};
@@ -19,99 +18,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// A port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("id -u");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-/// A PostgreSQL 15 cluster in a temporary directory, listening on a free loopback port; stopped on drop.
-/// initdb refuses to run as root, so as root the cluster runs as the `postgres` user.
-pub struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    as_postgres: bool,
-    pub port: u16,
-}
-
-impl Postgres {
-    pub fn start() -> Self {
-        let bin = PathBuf::from(std::env::var("CAIRN_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
-        assert!(bin.join("initdb").exists(), "PostgreSQL binaries not found in {} (set CAIRN_PG_BIN)", bin.display());
-        let dir = tempfile::Builder::new().prefix("cairn-pg-").tempdir().unwrap();
-        let as_postgres = is_root();
-        if as_postgres {
-            let ok = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap().success();
-            assert!(ok, "chown postgres {}", dir.path().display());
-        }
-        let port = free_port();
-        let pg = Postgres { dir, bin, as_postgres, port };
-        let data = pg.data();
-        pg.run(
-            "initdb",
-            &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"],
-        );
-        let opts = format!("-p {port} -h 127.0.0.1 -k {} -F", pg.dir.path().display());
-        let log = pg.dir.path().join("log").display().to_string();
-        pg.run("pg_ctl", &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start"]);
-        wait_for_port(port, "postgres");
-        pg
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let path = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The URL of database `postgres`.
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.data();
-        let path = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&path);
-            c
-        } else {
-            Command::new(&path)
-        };
-        let _ = cmd.args(["-D", &data, "-m", "immediate", "-w", "stop"]).stdout(Stdio::null()).status();
-    }
-}
+#[allow(unused_imports, reason = "each test binary uses part of the support module")]
+pub use cairn_pgcluster::{free_port, wait_for_port, Postgres};
 
 /// moto's S3 server on a free loopback port; killed on drop. `scripts/test.sh` installs it when missing.
 pub struct Moto {
