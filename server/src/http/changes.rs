@@ -153,6 +153,19 @@ async fn long_poll(state: AppState, feed: Feed, mut since: u64, wait: Duration) 
     }
 }
 
+/// The event of change `c`, followed by `next` in the stream. A page of the feed never splits a commit, so
+/// `c` is the last change of its commit when `next` is absent or of another commit: only that event carries
+/// an `id` (the commit's sequence). A client whose connection dropped in the middle of a commit resumes
+/// (`Last-Event-ID`) after the previous commit and gets the whole commit again, never loses its rest.
+fn change_event(c: &Shown, next: Option<&Shown>) -> Event {
+    let event = Event::default().event("change").data(change_json(c).to_string());
+    if next.is_some_and(|n| n.change.seq == c.change.seq) {
+        event
+    } else {
+        event.id(c.change.seq.to_string())
+    }
+}
+
 /// The state of one event stream.
 struct Streamer {
     state: AppState,
@@ -173,8 +186,7 @@ impl Streamer {
                 return None;
             }
             if let Some(c) = self.buffer.pop_front() {
-                let data = change_json(&c).to_string();
-                return Some(Event::default().id(c.change.seq.to_string()).event("change").data(data));
+                return Some(change_event(&c, self.buffer.front()));
             }
             if *self.shutdown.borrow() {
                 return None;
@@ -246,6 +258,20 @@ mod tests {
             doc,
             prev_project: prev_project.map(|p| json!(p)),
         }
+    }
+
+    /// Only the last event of a commit carries the id a client resumes after.
+    #[tokio::test]
+    async fn only_a_commits_last_event_has_an_id() {
+        let shown = |seq| Shown { change: change(seq, "jobs", Some(json!({})), None), moved_out: false };
+        let (a1, a2, b) = (shown(5), shown(5), shown(6));
+        let events = vec![change_event(&a1, Some(&a2)), change_event(&a2, Some(&b)), change_event(&b, None)];
+        let resp = Sse::new(stream::iter(events.into_iter().map(Ok::<_, Infallible>))).into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let ids: Vec<&str> = text.lines().filter(|l| l.starts_with("id:")).collect();
+        assert_eq!(ids, ["id: 5", "id: 6"], "{text}");
+        assert!(text.starts_with("event: change\ndata: "), "the first change of commit 5 has no id: {text}");
     }
 
     #[test]
