@@ -6,8 +6,12 @@
 //!
 //! - [`app`]: the [`axum::Router`] with every route and its middleware stack (request tracing, metrics, load
 //!   shedding and the request timeout, bearer-token authentication), over an [`AppState`];
+//! - [`backend`]: the storage boundary the routes call, [`backend::Backend`], with its two implementations:
+//!   the embedded record store of a data directory (the default) and PostgreSQL (several servers on one
+//!   database); failed calls answer with [`problem::ApiError`], the problem document of the request;
 //! - [`AppState::from_config`]: that state, built in-process from an open store and a [`Config`] (tokens and
-//!   limits), for embedding the server in another program or driving it in tests without a socket;
+//!   limits), for embedding the server in another program or driving it in tests without a socket
+//!   ([`AppState::with_backend`] over any backend);
 //! - [`serve`]: what `cairn serve` runs: open a data directory, bind, answer until SIGTERM or Ctrl-C, then
 //!   finish in-flight requests, end change streams, flush and close (failures are a [`ServeError`]);
 //! - [`Config`] (with [`Limits`], [`TokenConfig`] and [`Role`]), the configuration file, and [`hash_token`],
@@ -15,7 +19,7 @@
 //! - [`report`]: what the server and the command-line tool both print.
 //!
 //! What it is not: not the command-line tool (that is the `cairn` binary, which uses this library), not an
-//! HTTP client, and not a way into the handlers, extractors or problem documents, which are internal. It
+//! HTTP client, and not a way into the handlers and extractors, which are internal. It
 //! installs no tracing subscriber, and only [`serve`] builds a tokio runtime: [`app`] runs on the caller's.
 //!
 //! In-process, without a socket:
