@@ -76,6 +76,8 @@ pub struct PostgresBackend {
 pub(crate) struct Inner {
     pool: Pool,
     names: Names,
+    url: String,
+    retention: ChangeRetention,
     permits: Permits,
     specs: Mutex<HashMap<String, CollectionSpec>>,
     last_seq: AtomicU64,
@@ -98,15 +100,25 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
 
 impl PostgresBackend {
     /// Connects, creates what is missing (the schema, `cairn_meta`, `cairn_changes`, the catalog, the key
-    /// function, the indexes of declared collections), and starts listening and trimming. The commit counter
-    /// starts above the highest `seq` of the tables (those `cairn export postgres` wrote), and the feed
-    /// counts as trimmed up to there.
+    /// function, the indexes of declared collections), and starts listening and trimming ([`start`](Self::start)).
+    /// The commit counter starts above the highest `seq` of the tables and the cursor of `cairn export
+    /// postgres` (a migrated store), and the feed counts as trimmed up to there.
     pub async fn open(opts: PostgresOptions) -> Result<Self, String> {
+        let backend = Self::setup(opts).await?;
+        backend.start();
+        Ok(backend)
+    }
+
+    /// [`open`](Self::open) without starting the background tasks: for a caller that sets up on another
+    /// runtime than the one serving (connections opened here are replaced when that runtime ends).
+    pub async fn setup(opts: PostgresOptions) -> Result<Self, String> {
         let names = Names::new(&opts.schema);
         let pool = Pool::new(&opts.url, opts.pool_size);
         let inner = Arc::new(Inner {
             pool,
             names,
+            url: opts.url.clone(),
+            retention: opts.retention.clone(),
             permits: Permits::new(opts.max_concurrency.max(1)),
             specs: Mutex::new(HashMap::new()),
             last_seq: AtomicU64::new(0),
@@ -117,9 +129,14 @@ impl PostgresBackend {
         });
         let seq = inner.setup().await.map_err(|e| e.detail)?;
         inner.note_sequence(seq);
-        listen::spawn_listener(&inner, opts.url.clone());
-        feed::spawn_trimmer(&inner, opts.retention.clone());
         Ok(Self { inner })
+    }
+
+    /// Starts, on the current tokio runtime, the listening connection (other servers' commits and
+    /// declarations) and the feed's trimming; both end when the backend is dropped.
+    pub fn start(&self) {
+        listen::spawn_listener(&self.inner, self.inner.url.clone());
+        feed::spawn_trimmer(&self.inner, self.inner.retention.clone());
     }
 
     /// Runs `make`'s future on a task of its own holding a permit until it ends (dropping the returned
