@@ -2,6 +2,8 @@
 //! `CAIRN_TEST_POSTGRES`, or one of its own), a fresh database per test: the same answers as the embedded
 //! backend, commit order without gaps, and several backends sharing one database.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -512,7 +514,7 @@ async fn serves_what_cairn_export_postgres_wrote() {
     for i in 0..10 {
         jobs.upsert(&format!("j{i}"), json!({"status": "DONE", "priority": i})).unwrap();
     }
-    jobs.delete(&"j49".to_owned(), None).unwrap();
+    jobs.delete("j49", None).unwrap();
     let opts = cairn_sync::PgExportOptions::new(url.clone());
     let report = cairn_sync::export_postgres(&store, &opts, &cairn_sync::Progress::hidden(), None).await.unwrap();
     let b = open(&url).await;
@@ -533,4 +535,52 @@ async fn serves_what_cairn_export_postgres_wrote() {
     let before = embedded.get(all(), "jobs".into(), "j0".into()).await.unwrap();
     assert_eq!((s.version, s.seq, s.created_at_ms), (3, last + 1, before.created_at_ms));
     assert_eq!(b.check().await.unwrap()["healthy"], true);
+}
+
+/// Throughput of the write and read paths on this machine (run with `--ignored`; prints its figures):
+/// puts by 1 and 16 tasks, gets, and query pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput() {
+    let pg = Postgres::shared();
+    let b = Arc::new(open(&pg.database()).await);
+    b.declare(jobs_spec()).await.unwrap();
+    let n = 2000;
+    let started = Instant::now();
+    for i in 0..n {
+        let doc = json!({"status": "PENDING", "priority": i % 10});
+        b.put(all(), "jobs".into(), format!("s{i}"), doc, Precondition::None).await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("puts, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n / 16 {
+                let doc = json!({"status": "RUNNING", "priority": i % 10});
+                b.put(all(), "jobs".into(), format!("c{w}-{i}"), doc, Precondition::None).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("puts, 16 tasks: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    for i in 0..n {
+        b.get(all(), "jobs".into(), format!("s{i}")).await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("gets, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50);
+    for _ in 0..500 {
+        assert_eq!(b.query("jobs".into(), q.clone()).await.unwrap().records.len(), 50);
+    }
+    let t = started.elapsed();
+    eprintln!("query pages of 50, 1 task: 500 in {t:?}: {:.0}/s", 500.0 / t.as_secs_f64());
+    assert_eq!(b.last_sequence(), 2 * n as u64);
 }

@@ -172,15 +172,16 @@ impl PostgresBackend {
         hold: tokio::sync::oneshot::Receiver<()>,
     ) -> Result<u64, ApiError> {
         let inner = &self.inner;
-        let mut client = inner.pool.get().await?;
+        let mut pooled = inner.pool.get().await?;
+        let (client, statements) = pooled.split();
         let tx = client.transaction().await.map_err(db_error)?;
         let mut staged = Vec::new();
         for op in &ops {
-            let cur = write::lock_current(&tx, &inner.names, &op.collection, &op.id).await.map_err(fail)?;
+            let cur = write::lock_current(&tx, statements, &inner.names, &op.collection, &op.id).await.map_err(fail)?;
             let doc = op.document.clone().unwrap_or_default();
             staged.push(write::Staged::update(&op.collection, &op.id, cur.map(|c| c.stored), Some(doc)));
         }
-        let seq = write::stamp(&tx, &inner.names, &staged, write::now_ms()).await.map_err(db_error)?;
+        let seq = write::stamp(&tx, statements, &inner.names, &staged, write::now_ms()).await.map_err(db_error)?;
         let _ = hold.await;
         tx.commit().await.map_err(db_error)?;
         inner.note_sequence(seq);
@@ -268,11 +269,13 @@ impl Inner {
         if let Some(spec) = self.specs.lock().map_err(internal)?.get(collection) {
             return Ok(spec.clone());
         }
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("SELECT spec FROM {} WHERE name = $1", self.names.table(CATALOG)), &[&collection])
+            .query_cached(&format!("SELECT spec FROM {} WHERE name = $1", self.names.table(CATALOG)), &[&collection])
             .await
             .map_err(db_error)?
+            .into_iter()
+            .next()
             .ok_or_else(|| ApiError::from(CollectionError::UnknownCollection(collection.to_owned())))?;
         let spec: CollectionSpec = serde_json::from_value(row.try_get(0).map_err(db_error)?).map_err(internal)?;
         self.specs.lock().map_err(internal)?.insert(collection.to_owned(), spec.clone());
@@ -389,9 +392,9 @@ impl Inner {
 
     async fn get(&self, scope: &Scope, collection: &str, id: &str) -> Result<Stored<Value>, ApiError> {
         self.spec(collection).await?;
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1", self.names.table(collection));
-        let row = client.query_opt(&sql, &[&id]).await.map_err(db_error)?;
+        let row = client.query_cached(&sql, &[&id]).await.map_err(db_error)?.into_iter().next();
         match row.map(|r| stored(&r)).transpose().map_err(db_error)? {
             Some(s) if scope.sees(&s.doc) => Ok(s),
             _ => Err(Scope::hidden(collection, id)),
@@ -406,13 +409,13 @@ impl Inner {
         // Conditions beyond equalities (not sent by the HTTP API) are checked on each row.
         let checked = query.has_other_conditions();
         let batch = if checked { size.saturating_mul(2).max(64) } else { size + 1 };
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let mut records = Vec::with_capacity(size);
         let mut last = None;
         let mut more = false;
         'scan: loop {
             let (sql, params) = query::select(&self.names, collection, query, &order, after.as_ref(), batch, false);
-            let rows = client.query(&sql, &refs(&params)).await.map_err(db_error)?;
+            let rows = client.query_cached(&sql, &refs(&params)).await.map_err(db_error)?;
             for row in &rows {
                 let s = stored(row).map_err(db_error)?;
                 let pos = order.position(row).map_err(db_error)?;
@@ -463,12 +466,14 @@ impl Inner {
         orders: &[Order],
         set: &Map<String, Value>,
     ) -> Result<Option<Stored<Value>>, Fail> {
-        let mut client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let (client, statements) = pooled.split();
         let tx = client.transaction().await?;
         let mut refused = None;
         for (q, order) in queries.iter().zip(orders) {
             let (sql, params) = query::select(&self.names, collection, q, order, None, CLAIM_CANDIDATES, true);
-            let rows = tx.query(&sql, &refs(&params)).await?;
+            let st = statements.get(&tx, &sql).await?;
+            let rows = tx.query(&st, &refs(&params)).await?;
             for row in &rows {
                 let current = stored(row)?;
                 if !q.matches(&current.doc) {
@@ -485,7 +490,7 @@ impl Inner {
                 }
                 let at_ms = write::now_ms();
                 let staged = write::Staged::update(collection, &current.id, Some(current.clone()), Some(doc.clone()));
-                let seq = write::stamp(&tx, &self.names, &[staged], at_ms).await?;
+                let seq = write::stamp(&tx, statements, &self.names, &[staged], at_ms).await?;
                 tx.commit().await?;
                 self.note_sequence(seq);
                 return Ok(Some(Stored {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Transaction};
 
+use super::pool::Statements;
 use super::query::{refs, stored, Param, RECORD_COLUMNS};
 use super::schema::{fnv, Names, CHANGES, META};
 use super::{db_error, Inner};
@@ -155,6 +156,7 @@ fn record_lock(names: &Names, collection: &str, id: &str) -> i64 {
 /// Locks a record (present or not) for the transaction and reads it.
 pub(crate) async fn lock_current(
     tx: &Transaction<'_>,
+    statements: &mut Statements,
     names: &Names,
     collection: &str,
     id: &str,
@@ -162,8 +164,10 @@ pub(crate) async fn lock_current(
     let key = record_lock(names, collection, id);
     let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 FOR UPDATE", names.table(collection));
     // In this order: the lock, then the row (two requests in flight at once may run in either order).
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
-    let row = tx.query_opt(&sql, &[&id]).await?;
+    let lock = statements.get(tx, "SELECT pg_advisory_xact_lock($1)").await?;
+    tx.execute(&lock, &[&key]).await?;
+    let read = statements.get(tx, &sql).await?;
+    let row = tx.query_opt(&read, &[&id]).await?;
     Ok(row.map(|r| stored(&r)).transpose()?.map(|stored| Current { stored }))
 }
 
@@ -175,6 +179,7 @@ fn ms_sql(n: usize) -> String {
 /// and the notification, in one statement (the last before `COMMIT`). Returns the sequence.
 pub(crate) async fn stamp(
     client: &impl GenericClient,
+    statements: &mut Statements,
     names: &Names,
     staged: &[Staged],
     at_ms: i64,
@@ -259,7 +264,8 @@ pub(crate) async fn stamp(
         n + 8
     ));
     let sql = format!("WITH {} SELECT s.seq, pg_notify(${}, s.seq::text) FROM s", ctes.join(", "), n + 9);
-    let row = client.query_one(&sql, &refs(&params)).await?;
+    let st = statements.get(client, &sql).await?;
+    let row = client.query_one(&st, &refs(&params)).await?;
     let seq: i64 = row.try_get(0)?;
     Ok(seq.max(0) as u64)
 }
@@ -365,14 +371,15 @@ impl Inner {
     }
 
     async fn write_once(&self, scope: &Scope, steps: &[Step]) -> Result<Written, Fail> {
-        let mut client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let (client, statements) = pooled.split();
         let tx = client.transaction().await?;
         let mut overlay = Overlay::default();
         let mut created = false;
         for (i, step) in steps.iter().enumerate() {
             let key = (step.collection().to_owned(), step.id().to_owned());
             if overlay.staged(&key.0, &key.1).is_none() && !overlay.read.contains_key(&key) {
-                let cur = lock_current(&tx, &self.names, &key.0, &key.1).await?;
+                let cur = lock_current(&tx, statements, &self.names, &key.0, &key.1).await?;
                 overlay.read.insert(key.clone(), cur);
             }
             let cur = overlay.current(&key.0, &key.1);
@@ -393,7 +400,11 @@ impl Inner {
             }
         }
         let at_ms = now_ms();
-        let seq = if overlay.staged.is_empty() { 0 } else { stamp(&tx, &self.names, &overlay.staged, at_ms).await? };
+        let seq = if overlay.staged.is_empty() {
+            0
+        } else {
+            stamp(&tx, statements, &self.names, &overlay.staged, at_ms).await?
+        };
         // Each record as the transaction left it.
         let results = steps
             .iter()
