@@ -413,41 +413,25 @@ impl Inner {
                 match step.kind() {
                     OpKind::Delete => OpResult::Deleted,
                     kind => {
-                        let staged = overlay.staged(c, id).is_some();
-                        let record =
+                        let record = if overlay.staged(c, id).is_some() {
+                            // Written by this transaction: a put's record carries the commit's sequence and
+                            // time; a check's, as the embedded store's transaction reads a staged record,
+                            // none.
                             overlay.current(c, id).filter(|(d, _, _)| scope.sees(d)).map(|(doc, version, created)| {
-                                match (staged, kind) {
-                                    (true, OpKind::Put) => Stored {
-                                        id: id.to_owned(),
-                                        version,
-                                        seq,
-                                        created_at_ms: if created == 0 { at_ms } else { created },
-                                        updated_at_ms: at_ms,
-                                        doc,
-                                    },
-                                    (true, _) => Stored {
-                                        id: id.to_owned(),
-                                        version,
-                                        seq: 0,
-                                        created_at_ms: created,
-                                        updated_at_ms: 0,
-                                        doc,
-                                    },
-                                    (false, _) => {
-                                        overlay.read.get(&(c.to_owned(), id.to_owned())).cloned().flatten().map_or_else(
-                                            || Stored {
-                                                id: id.to_owned(),
-                                                version,
-                                                seq: 0,
-                                                created_at_ms: created,
-                                                updated_at_ms: 0,
-                                                doc: Value::Null,
-                                            },
-                                            |cur| cur.stored,
-                                        )
-                                    }
+                                let put = kind == OpKind::Put;
+                                Stored {
+                                    id: id.to_owned(),
+                                    version,
+                                    seq: if put { seq } else { 0 },
+                                    created_at_ms: if put && created == 0 { at_ms } else { created },
+                                    updated_at_ms: if put { at_ms } else { 0 },
+                                    doc,
                                 }
-                            });
+                            })
+                        } else {
+                            let read = overlay.read.get(&(c.to_owned(), id.to_owned())).cloned().flatten();
+                            read.map(|cur| cur.stored).filter(|s| scope.sees(&s.doc))
+                        };
                         OpResult::Record(record)
                     }
                 }
