@@ -210,7 +210,16 @@ async fn queries_page_as_the_embedded_backend_does() {
             "status": statuses[(i % 6) as usize],
             "owner": owners[(i % 5) as usize],
             "created": (i * 7919) % 97,
-            "r": {"gpus": (i % 4) as f64 / 2.0},
+            "r": {"gpus": match i % 9 {
+                0 => json!(true),
+                1 => json!(false),
+                2 => Value::Null,
+                3 => json!("two"),
+                4 => json!(-2.5),
+                5 => json!(1e20),
+                6 => json!(-7),
+                _ => json!((i % 4) as f64 / 2.0),
+            }},
         });
         if i % 11 != 0 {
             doc["priority"] = json!((i % 9) as i64 - 3);
@@ -237,6 +246,10 @@ async fn queries_page_as_the_embedded_backend_does() {
         Query::new().eq("r.gpus", 0.5),
         Query::new().eq("r.gpus", 1),
         Query::new().order_by("r.gpus").descending(),
+        Query::new().order_by("r.gpus"),
+        Query::new().eq("r.gpus", true),
+        Query::new().eq("r.gpus", Value::Null),
+        Query::new().eq("r.gpus", "two"),
         Query::new().eq("status", "RUNNING").eq("priority", Value::Null),
         Query::new().eq("status", "PENDING").eq("owner", "alice"),
         Query::new().eq("priority", 1.5),
