@@ -162,12 +162,14 @@ pub(crate) async fn lock_current(
     id: &str,
 ) -> Result<Option<Current>, Fail> {
     let key = record_lock(names, collection, id);
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 FOR UPDATE", names.table(collection));
-    // In this order: the lock, then the row (two requests in flight at once may run in either order).
-    let lock = statements.get(tx, "SELECT pg_advisory_xact_lock($1)").await?;
-    tx.execute(&lock, &[&key]).await?;
+    // One statement: the lock is a one-time filter, taken before the row is read, whether it exists or not.
+    let sql = format!(
+        "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($2) AS locked)
+         SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 AND EXISTS (SELECT 1 FROM l) FOR UPDATE",
+        names.table(collection)
+    );
     let read = statements.get(tx, &sql).await?;
-    let row = tx.query_opt(&read, &[&id]).await?;
+    let row = tx.query_opt(&read, &[&id, &key]).await?;
     Ok(row.map(|r| stored(&r)).transpose()?.map(|stored| Current { stored }))
 }
 
