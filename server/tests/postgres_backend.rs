@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_pgcluster::Postgres;
 use cairn_server::backend::{
     Backend, EmbeddedBackend, OpKind, OpResult, Operation, PostgresBackend, PostgresOptions, Precondition, Scope,
+    LISTENER_NAME,
 };
 use cairn_server::ChangeRetention;
 use cairn_store::{ChangeOp, CollectionSpec, IndexSpec, Query, Store};
@@ -484,6 +485,24 @@ async fn commits_wake_other_servers() {
     // Declarations reach the other server too.
     a.declare(CollectionSpec::new("runs", vec![])).await.unwrap();
     b.put(all(), "runs".into(), "r".into(), json!({}), Precondition::None).await.unwrap();
+    // The listening connections are cut: they reconnect, and commits wake the other server again.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let cut = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+            &[&LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "one listening connection per backend");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rx = b.subscribe();
+    rx.borrow_and_update();
+    let (s, _) = a.put(all(), "jobs".into(), "y".into(), json!({}), Precondition::None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|seq| *seq >= s.seq)).await.unwrap().unwrap();
+    assert_eq!(b.last_sequence(), s.seq);
 }
 
 /// Trimming by size removes whole commits; reading from before them is 410 naming `trimmed_through`.

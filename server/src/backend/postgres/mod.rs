@@ -8,6 +8,7 @@
 
 mod feed;
 mod listen;
+pub use listen::LISTENER_NAME;
 mod pool;
 mod query;
 mod schema;
