@@ -213,7 +213,7 @@ impl Inner {
             highest.push(format!("(SELECT max(cursor) FROM {state})"));
         }
         for spec in &specs {
-            tx.batch_execute(&self.names.table_sql(&spec.name)).await.map_err(db_error)?;
+            self.names.ensure_table(&tx, &spec.name).await.map_err(db_error)?;
             highest.push(format!("(SELECT max(seq) FROM {})", self.names.table(&spec.name)));
         }
         let meta = self.names.table(META);
@@ -343,7 +343,7 @@ impl Inner {
                         .await
                         .map_err(db_error)?
                         .is_some();
-                    c.batch_execute(&self.names.table_sql(&spec.name)).await.map_err(db_error)?;
+                    self.names.ensure_table(c, &spec.name).await.map_err(db_error)?;
                     self.ensure_indexes(c, &spec).await?;
                     let json = serde_json::to_value(&spec).map_err(internal)?;
                     c.execute(

@@ -140,20 +140,37 @@ impl Names {
         )
     }
 
-    /// The statements making a collection's table exist with every column the backend uses.
-    pub(crate) fn table_sql(&self, collection: &str) -> String {
+    /// Makes a collection's table exist with every column the backend uses: a table written by `cairn
+    /// export postgres` before it wrote `created_at` gets the column (only then: `ALTER TABLE` would lock
+    /// the table out of other servers' reads for a moment).
+    pub(crate) async fn ensure_table(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        collection: &str,
+    ) -> Result<(), tokio_postgres::Error> {
         let t = self.table(collection);
-        format!(
-            "CREATE TABLE IF NOT EXISTS {t} (
-                 id text PRIMARY KEY,
-                 version bigint NOT NULL,
-                 seq bigint NOT NULL,
-                 doc jsonb NOT NULL,
-                 updated_at timestamptz NOT NULL,
-                 created_at timestamptz
-             );
-             ALTER TABLE {t} ADD COLUMN IF NOT EXISTS created_at timestamptz;"
-        )
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                     id text PRIMARY KEY,
+                     version bigint NOT NULL,
+                     seq bigint NOT NULL,
+                     doc jsonb NOT NULL,
+                     updated_at timestamptz NOT NULL,
+                     created_at timestamptz
+                 )"
+            ))
+            .await?;
+        let has = client
+            .query_opt(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'created_at' AND NOT attisdropped",
+                &[&t],
+            )
+            .await?;
+        if has.is_none() {
+            client.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS created_at timestamptz")).await?;
+        }
+        Ok(())
     }
 
     /// `CREATE INDEX CONCURRENTLY` of a declared index.
