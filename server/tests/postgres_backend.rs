@@ -569,50 +569,30 @@ async fn serves_what_cairn_export_postgres_wrote() {
     assert_eq!(b.check().await.unwrap()["healthy"], true);
 }
 
-/// Throughput of the write and read paths on this machine (run with `--ignored`; prints its figures):
-/// puts by 1 and 16 tasks, gets, and query pages.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement, run by hand"]
-async fn throughput() {
+/// A claim whose only matching record another transaction holds locked does not answer "nothing matched":
+/// it waits for the lock and takes the record once the other transaction commits without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_waits_for_locked_candidates_instead_of_answering_none() {
     let pg = Postgres::shared();
-    let b = Arc::new(open(&pg.database()).await);
+    let url = pg.database();
+    let b = open(&url).await;
     b.declare(jobs_spec()).await.unwrap();
-    let n = 2000;
-    let started = Instant::now();
-    for i in 0..n {
-        let doc = json!({"status": "PENDING", "priority": i % 10});
-        b.put(all(), "jobs".into(), format!("s{i}"), doc, Precondition::None).await.unwrap();
-    }
-    let t = started.elapsed();
-    eprintln!("puts, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..16 {
-        let b = b.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..n / 16 {
-                let doc = json!({"status": "RUNNING", "priority": i % 10});
-                b.put(all(), "jobs".into(), format!("c{w}-{i}"), doc, Precondition::None).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let t = started.elapsed();
-    eprintln!("puts, 16 tasks: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
-    let started = Instant::now();
-    for i in 0..n {
-        b.get(all(), "jobs".into(), format!("s{i}")).await.unwrap();
-    }
-    let t = started.elapsed();
-    eprintln!("gets, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
-    let started = Instant::now();
-    let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50);
-    for _ in 0..500 {
-        assert_eq!(b.query("jobs".into(), q.clone()).await.unwrap().records.len(), 50);
-    }
-    let t = started.elapsed();
-    eprintln!("query pages of 50, 1 task: 500 in {t:?}: {:.0}/s", 500.0 / t.as_secs_f64());
-    assert_eq!(b.last_sequence(), 2 * n as u64);
+    b.put(all(), "jobs".into(), "only".into(), json!({"status": "PENDING", "priority": 1}), Precondition::None)
+        .await
+        .unwrap();
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let tx = client.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM jobs WHERE id = 'only' FOR UPDATE", &[]).await.unwrap();
+    let mut set = Map::new();
+    set.insert("status".into(), json!("RUNNING"));
+    let q = Query::new().eq("status", "PENDING").order_by("priority");
+    let claim = b.claim(all(), "jobs".into(), vec![q], set);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.commit().await.unwrap();
+    };
+    let (claimed, ()) = tokio::join!(claim, release);
+    let claimed = claimed.unwrap().expect("the record was there, only locked for a moment");
+    assert_eq!((claimed.id.as_str(), &claimed.doc["status"]), ("only", &json!("RUNNING")));
 }

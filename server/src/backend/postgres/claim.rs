@@ -21,11 +21,15 @@ impl Inner {
     ) -> Result<Option<Stored<Value>>, ApiError> {
         let spec = self.spec(collection).await?;
         let orders = queries.iter().map(|q| Order::of(&self.names, &spec, q)).collect::<Result<Vec<_>, _>>()?;
-        for _ in 0..ATTEMPTS {
+        for attempt in 0..ATTEMPTS {
             match self.claim_once(scope, collection, queries, &orders, set).await {
                 Ok(claimed) => return Ok(claimed),
                 Err(Fail::Api(e)) => return Err(e),
-                Err(Fail::Retry) => continue,
+                Err(Fail::Retry) => {
+                    // Candidates exist but were locked: give their writers time to commit.
+                    let pause = std::time::Duration::from_millis(1 << attempt.min(4));
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
         Err(ApiError::from(CollectionError::Contended { collection: collection.to_owned() }))
@@ -76,9 +80,19 @@ impl Inner {
                 }));
             }
         }
-        match refused {
-            Some(e) => Err(Fail::Api(e)),
-            None => Ok(None),
+        if let Some(e) = refused {
+            return Err(Fail::Api(e));
         }
+        // Nothing claimable was found unlocked. 204 must mean that nothing matched: if a matching record
+        // exists that another transaction holds locked, try again (and answer 503 `contended` after the
+        // last attempt), as the embedded store does when it loses every race.
+        for (q, order) in queries.iter().zip(orders) {
+            let (sql, params) = query::select(&self.names, collection, q, order, None, 1, false);
+            let st = statements.get(&tx, &sql).await?;
+            if !tx.query(&st, &refs(&params)).await?.is_empty() {
+                return Err(Fail::Retry);
+            }
+        }
+        Ok(None)
     }
 }
