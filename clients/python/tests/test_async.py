@@ -154,8 +154,8 @@ async def test_change_feed_and_stream(server: Server) -> None:
         assert [g.id for g in got] == ["a", "b", "c"]
 
 
-async def test_stream_resumes_after_restart(binary: str, data_dir: Path) -> None:
-    server = Server(binary, data_dir).start()
+async def test_stream_resumes_after_restart(binary: str, data_dir: Path, backend: str | None) -> None:
+    server = Server(binary, data_dir, backend=backend).start()
     try:
         async with AsyncClient(server.url) as c:
             await c.declare_collection("events")

@@ -257,8 +257,8 @@ def test_ids_are_percent_encoded(client: Client, jobs: str) -> None:
         assert client.get(jobs, weird).document == {"id": weird}
 
 
-def test_restart_keeps_data(binary: str, data_dir: Path) -> None:
-    s = Server(binary, data_dir).start()
+def test_restart_keeps_data(binary: str, data_dir: Path, backend: str | None) -> None:
+    s = Server(binary, data_dir, backend=backend).start()
     try:
         with Client(s.url) as c:
             c.declare_collection("jobs")
