@@ -15,7 +15,8 @@
 #                                                # stops it when that script exits (an EXIT trap)
 #     scripts/postgres-for-tests.sh CMD ARGS...  # runs CMD with CAIRN_TEST_POSTGRES set, then stops it
 #
-# Either way, a CAIRN_TEST_POSTGRES already set is used as it is and nothing is started.
+# Either way, a CAIRN_TEST_POSTGRES already set is used as it is and nothing is started. CAIRN_PG_FSYNC=1
+# keeps fsync on (for benchmarks: commits as durable as the embedded store's).
 
 cairn_pg_bin="${CAIRN_PG_BIN:-/usr/lib/postgresql/15/bin}"
 cairn_pg_dir=""
@@ -57,8 +58,12 @@ cairn_pg_start() {
         cairn_pg_stop
         return 1
     fi
+    local fsync="-F"
+    if [ "${CAIRN_PG_FSYNC:-0}" = 1 ]; then
+        fsync=""
+    fi
     if ! cairn_pg_as_owner "${cairn_pg_bin}/pg_ctl" -D "${cairn_pg_dir}/data" -l "${cairn_pg_dir}/log" -w -t 60 \
-        -o "-p ${port} -h 127.0.0.1 -k ${cairn_pg_dir} -F -c max_connections=300" start >/dev/null; then
+        -o "-p ${port} -h 127.0.0.1 -k ${cairn_pg_dir} ${fsync} -c max_connections=300" start >/dev/null; then
         cat "${cairn_pg_dir}/log" >&2
         cairn_pg_stop
         return 1
