@@ -47,6 +47,6 @@ pub mod replicate;
 pub mod report;
 
 pub use http::{
-    app, hash_token, serve, AppState, BackendConfig, Config, ConfigError, Limits, Role, ServeError, ServeOptions,
-    TokenConfig,
+    app, hash_token, serve, AppState, BackendConfig, ChangeRetention, Config, ConfigError, Limits, Role, ServeError,
+    ServeOptions, TokenConfig,
 };

@@ -9,6 +9,7 @@
 //! ([`set_path`]).
 
 mod embedded;
+mod postgres;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +24,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::problem::ApiError;
 
 pub use embedded::EmbeddedBackend;
+pub use postgres::{PostgresBackend, PostgresOptions};
 
 /// A boxed future of a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;

@@ -31,11 +31,11 @@ use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{BackendConfig, Config, ConfigError, Limits};
+pub use config::{BackendConfig, ChangeRetention, Config, ConfigError, Limits};
 pub use router::app;
 pub use state::AppState;
 
-use crate::backend::{Backend, EmbeddedBackend};
+use crate::backend::{Backend, EmbeddedBackend, PostgresBackend, PostgresOptions};
 use crate::replicate::Replicators;
 use auth::Tokens;
 
@@ -178,7 +178,17 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 /// The backend `opts` name, and the embedded store when it is that one (replication copies it).
 async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>), ServeError> {
     let config = &opts.config;
-    // POSTGRES-ARM
+    if let Some(url) = &config.backend.url {
+        let opts = PostgresOptions {
+            url: url.clone(),
+            schema: config.backend.schema.clone(),
+            pool_size: config.backend.pool_size,
+            max_concurrency: config.limits.max_concurrency,
+            retention: config.changes.clone(),
+        };
+        let backend = PostgresBackend::open(opts).await.map_err(ServeError::Backend)?;
+        return Ok((Arc::new(backend), None));
+    }
     let data = opts.data.clone().ok_or(ServeError::NoData)?;
     let store_opts = config.changes.apply(StoreOptions::default());
     let path = data.clone();

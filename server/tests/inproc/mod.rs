@@ -1,5 +1,8 @@
 //! Drives the server in-process: `cairn_server::app` over a store in a temporary directory, each request
-//! one `tower::ServiceExt::oneshot` call on the router, with no socket and no process.
+//! one `tower::ServiceExt::oneshot` call on the router, with no socket and no process. With
+//! `CAIRN_TEST_BACKEND=postgres` the application runs on the PostgreSQL backend instead, over a fresh
+//! database of `cairn_pgcluster::Postgres::shared()` (the cluster `CAIRN_TEST_POSTGRES` names, or one of
+//! its own).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request};
 use axum::response::Response;
 use axum::Router;
+use cairn_server::backend::{Backend, EmbeddedBackend, PostgresBackend, PostgresOptions};
 use cairn_server::{AppState, Config};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -16,24 +20,60 @@ use tower::ServiceExt;
 #[derive(Clone)]
 pub struct App {
     router: Router,
+    /// Which backend runs: `embedded` or `postgres`.
+    pub backend: &'static str,
     _keep: Arc<Keep>,
 }
 
-/// What lives as long as the last clone: the shutdown sender (change streams end when it goes) and the
-/// data directory. Dropped after the router (fields drop in order).
+/// What lives as long as the last clone: the shutdown sender (change streams end when it goes), the data
+/// directory, and the PostgreSQL cluster when the backend is PostgreSQL. Dropped after the router (fields
+/// drop in order).
 struct Keep {
     _stop: tokio::sync::watch::Sender<bool>,
     _dir: tempfile::TempDir,
+    _postgres: Option<cairn_pgcluster::Postgres>,
+}
+
+/// Whether `CAIRN_TEST_BACKEND` asks for the PostgreSQL backend.
+pub fn on_postgres() -> bool {
+    std::env::var("CAIRN_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
 impl App {
-    /// The application over a fresh data directory, with `config`.
+    /// The application over a fresh data directory (or a fresh PostgreSQL database), with `config`.
     pub fn start(config: Config) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let store = cairn_store::Store::open(dir.path().join("data")).unwrap();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let state = AppState::from_config(store, &config, stopped).unwrap();
-        App { router: cairn_server::app(state), _keep: Arc::new(Keep { _stop: stop, _dir: dir }) }
+        let (backend, postgres): (Arc<dyn Backend>, _) = if on_postgres() {
+            let pg = cairn_pgcluster::Postgres::shared();
+            let opts = PostgresOptions {
+                pool_size: 8,
+                max_concurrency: config.limits.max_concurrency,
+                retention: config.changes.clone(),
+                ..PostgresOptions::new(&pg.database())
+            };
+            // Set up on a runtime of its own (this function is not async); the background tasks then run on
+            // the test's runtime.
+            let backend = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(PostgresBackend::setup(opts))
+            })
+            .join()
+            .unwrap()
+            .unwrap();
+            backend.start();
+            (Arc::new(backend), Some(pg))
+        } else {
+            let store = cairn_store::Store::open(dir.path().join("data")).unwrap();
+            (Arc::new(EmbeddedBackend::new(store, config.limits.max_concurrency)), None)
+        };
+        let kind = backend.kind();
+        let state = AppState::with_backend(backend, &config, stopped).unwrap();
+        App {
+            router: cairn_server::app(state),
+            backend: kind,
+            _keep: Arc::new(Keep { _stop: stop, _dir: dir, _postgres: postgres }),
+        }
     }
 
     /// A request to `path` (which starts with `/`).

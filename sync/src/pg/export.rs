@@ -209,6 +209,7 @@ pub async fn export_postgres(
                 version: c.version,
                 seq: c.seq,
                 updated_at_ms: c.at_ms,
+                created_at_ms: (c.op == ChangeOp::Insert).then_some(c.at_ms),
                 doc: if c.op == ChangeOp::Delete { None } else { c.doc },
             };
             let bytes = row.doc_len();
@@ -283,6 +284,7 @@ async fn bulk(
                     version: r.version,
                     seq: r.seq,
                     updated_at_ms: r.updated_at_ms,
+                    created_at_ms: Some(r.created_at_ms),
                     doc: Some(r.doc),
                 });
             }

@@ -18,7 +18,7 @@ const TYPE_SAMPLE: usize = 1000;
 /// The longest identifier PostgreSQL keeps (longer ones are truncated).
 const MAX_IDENT: usize = 63;
 /// Columns every collection table has; an indexed field's column is never named like one of them.
-const FIXED_COLUMNS: [&str; 5] = ["id", "version", "seq", "doc", "updated_at"];
+const FIXED_COLUMNS: [&str; 6] = ["id", "version", "seq", "doc", "updated_at", "created_at"];
 
 /// `"name"`, with quotes doubled.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -166,7 +166,8 @@ pub(crate) async fn ensure_table(
              seq bigint NOT NULL,
              doc jsonb NOT NULL,
              updated_at timestamptz NOT NULL
-         );\n"
+         );
+         ALTER TABLE {table} ADD COLUMN IF NOT EXISTS created_at timestamptz;\n"
     );
     let records: Vec<_> = sample.records(&spec.name, None)?.take(TYPE_SAMPLE).collect::<Result<_, _>>()?;
     let mut columns = HashSet::new();

@@ -22,6 +22,9 @@ pub(crate) struct StageRow {
     pub version: u64,
     pub seq: u64,
     pub updated_at_ms: i64,
+    /// When the record was created, if known (a bulk copy's record, or an insert of the feed); an update
+    /// from the feed keeps the table's.
+    pub created_at_ms: Option<i64>,
     pub doc: Option<Value>,
 }
 
@@ -39,11 +42,12 @@ const STAGE_DDL: &str = "CREATE TEMP TABLE IF NOT EXISTS cairn_stage (
     seq bigint NOT NULL,
     doc jsonb,
     updated_at timestamptz NOT NULL,
-    deleted boolean NOT NULL
+    deleted boolean NOT NULL,
+    created_at timestamptz
 ) ON COMMIT DELETE ROWS";
 
-const STAGE_TYPES: [Type; 7] =
-    [Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::JSONB, Type::TIMESTAMPTZ, Type::BOOL];
+const STAGE_TYPES: [Type; 8] =
+    [Type::TEXT, Type::TEXT, Type::INT8, Type::INT8, Type::JSONB, Type::TIMESTAMPTZ, Type::BOOL, Type::TIMESTAMPTZ];
 
 pub(crate) fn to_time(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -65,7 +69,8 @@ pub(crate) async fn apply(txn: &Transaction<'_>, schema: &str, rows: &[StageRow]
         let doc = r.doc.as_ref().map(Json);
         let at = to_time(r.updated_at_ms);
         let deleted = r.doc.is_none();
-        let values: [&(dyn ToSql + Sync); 7] = [&r.collection, &r.id, &version, &seq, &doc, &at, &deleted];
+        let created = r.created_at_ms.map(to_time);
+        let values: [&(dyn ToSql + Sync); 8] = [&r.collection, &r.id, &version, &seq, &doc, &at, &deleted, &created];
         writer.as_mut().write(&values).await?;
     }
     writer.finish().await?;
@@ -76,12 +81,13 @@ pub(crate) async fn apply(txn: &Transaction<'_>, schema: &str, rows: &[StageRow]
         changed += txn
             .execute(
                 &format!(
-                    "INSERT INTO {table} AS t (id, version, seq, doc, updated_at)
-                     SELECT id, version, seq, doc, updated_at FROM cairn_stage
+                    "INSERT INTO {table} AS t (id, version, seq, doc, updated_at, created_at)
+                     SELECT id, version, seq, doc, updated_at, created_at FROM cairn_stage
                      WHERE collection = $1 AND NOT deleted
                      ON CONFLICT (id) DO UPDATE
                      SET version = EXCLUDED.version, seq = EXCLUDED.seq, doc = EXCLUDED.doc,
-                         updated_at = EXCLUDED.updated_at
+                         updated_at = EXCLUDED.updated_at,
+                         created_at = coalesce(EXCLUDED.created_at, t.created_at, t.updated_at)
                      WHERE t.seq < EXCLUDED.seq"
                 ),
                 &[&collection],

@@ -1,0 +1,95 @@
+//! The listening connection: `LISTEN` on the schema's commit and declaration channels, so that a server
+//! learns of other servers' commits (waking its change-feed waiters) and declarations (dropping its cached
+//! specs). Reconnects after a failure, then reads the counter, since notifications sent meanwhile are lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::schema::{quote_ident, META};
+use super::Inner;
+
+/// Listens until the backend is dropped.
+pub(crate) fn spawn_listener(inner: &Arc<Inner>, url: String) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let (feed, catalog) = (inner.names.feed_channel(), inner.names.catalog_channel());
+            let meta = inner.names.table(META);
+            drop(inner);
+            if let Err(e) = listen_once(&weak, &url, &feed, &catalog, &meta).await {
+                tracing::warn!(error = %e, "the postgres listening connection failed; reconnecting");
+            }
+            if weak.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+async fn listen_once(
+    weak: &std::sync::Weak<Inner>,
+    url: &str,
+    feed: &str,
+    catalog: &str,
+    meta: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(Ok((n.channel().to_owned(), n.payload().to_owned()))).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {}; LISTEN {}", quote_ident(feed), quote_ident(catalog))).await?;
+    // Commits and declarations made while not listening.
+    let row = client.query_opt(&format!("SELECT value FROM {meta} WHERE name = 'seq'"), &[]).await?;
+    {
+        let Some(inner) = weak.upgrade() else { return Ok(()) };
+        inner.clear_specs();
+        if let Some(seq) = row.map(|r| r.try_get::<_, i64>(0)).transpose()? {
+            inner.note_sequence(seq.max(0) as u64);
+        }
+    }
+    let result = loop {
+        // Wakes now and then to end when the backend is gone.
+        let next = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await;
+        let Some(inner) = weak.upgrade() else { break Ok(()) };
+        match next {
+            Err(_) => {
+                if client.is_closed() {
+                    break Ok(());
+                }
+            }
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(e),
+            Ok(Some(Ok((channel, payload)))) => {
+                if channel == feed {
+                    if let Ok(seq) = payload.parse::<u64>() {
+                        inner.note_sequence(seq);
+                    }
+                } else {
+                    inner.clear_specs();
+                }
+            }
+        }
+    };
+    driver.abort();
+    result
+}
