@@ -41,6 +41,12 @@ def backend_kind() -> str:
     return kind
 
 
+def on_postgres() -> bool:
+    """Whether the servers of this run keep their records in PostgreSQL, which has no backup route of its own
+    (``POST /v1/admin/backup`` answers 501 ``/problems/not-supported``: back the database up with pg_dump)."""
+    return backend_kind() == "postgres"
+
+
 def new_database() -> str:
     """A new, empty database (C collation) in the cluster of ``CAIRN_TEST_POSTGRES``
     (``postgres://postgres@127.0.0.1:PORT/postgres``, which ``scripts/test.sh`` starts); its URL."""
