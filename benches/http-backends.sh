@@ -56,7 +56,7 @@ start_server() {
     pids+=("$!")
     local line=""
     for _ in $(seq 1 300); do
-        line="$(head -1 "${scratch}/out.${n}" 2>/dev/null || true)"
+        line="$(grep -m1 -E '^listening on http://[0-9.]+:[0-9]+$' "${scratch}/out.${n}" 2>/dev/null || true)"
         [ -n "${line}" ] && break
         sleep 0.1
     done
@@ -90,10 +90,21 @@ for config in "${configs[@]}"; do
         pg_before="$(cpu_of_postgres)"
         started="$(date +%s)"
         out="${scratch}/${config}-${run}.txt"
-        /usr/bin/time -f "%U %S" -o "${scratch}/load-cpu" "${bin}/http_load" --url "$(IFS=,; echo "${urls[*]}")" \
+        if ! /usr/bin/time -f "%U %S" -o "${scratch}/load-cpu" "${bin}/http_load" --url "$(IFS=,; echo "${urls[*]}")" \
             --backend "${config}" --records "${records}" --concurrency "${concurrency}" --seconds "${seconds}" \
-            | tee "${out}"
+            | tee "${out}"; then
+            echo "http_load failed against ${urls[*]}; the servers' logs:" >&2
+            tail -n 20 "${scratch}"/err.* >&2
+            exit 1
+        fi
         elapsed=$(($(date +%s) - started))
+        for i in "${!pids[@]}"; do
+            if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+                echo "server ${urls[$i]} is gone; its log:" >&2
+                tail -n 20 "${scratch}/err.${i}" >&2
+                exit 1
+            fi
+        done
         servers_cpu=0
         for p in "${pids[@]}"; do servers_cpu=$((servers_cpu + $(cpu_of "${p}"))); done
         pg_cpu=$(($(cpu_of_postgres) - pg_before))
