@@ -2,12 +2,15 @@
 //! `CAIRN_TEST_POSTGRES`, or one of its own), a fresh database per test: the same answers as the embedded
 //! backend, commit order without gaps, and several backends sharing one database.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_pgcluster::Postgres;
 use cairn_server::backend::{
     Backend, EmbeddedBackend, OpKind, OpResult, Operation, PostgresBackend, PostgresOptions, Precondition, Scope,
+    LISTENER_NAME,
 };
 use cairn_server::ChangeRetention;
 use cairn_store::{ChangeOp, CollectionSpec, IndexSpec, Query, Store};
@@ -208,7 +211,16 @@ async fn queries_page_as_the_embedded_backend_does() {
             "status": statuses[(i % 6) as usize],
             "owner": owners[(i % 5) as usize],
             "created": (i * 7919) % 97,
-            "r": {"gpus": (i % 4) as f64 / 2.0},
+            "r": {"gpus": match i % 9 {
+                0 => json!(true),
+                1 => json!(false),
+                2 => Value::Null,
+                3 => json!("two"),
+                4 => json!(-2.5),
+                5 => json!(1e20),
+                6 => json!(-7),
+                _ => json!((i % 4) as f64 / 2.0),
+            }},
         });
         if i % 11 != 0 {
             doc["priority"] = json!((i % 9) as i64 - 3);
@@ -235,6 +247,10 @@ async fn queries_page_as_the_embedded_backend_does() {
         Query::new().eq("r.gpus", 0.5),
         Query::new().eq("r.gpus", 1),
         Query::new().order_by("r.gpus").descending(),
+        Query::new().order_by("r.gpus"),
+        Query::new().eq("r.gpus", true),
+        Query::new().eq("r.gpus", Value::Null),
+        Query::new().eq("r.gpus", "two"),
         Query::new().eq("status", "RUNNING").eq("priority", Value::Null),
         Query::new().eq("status", "PENDING").eq("owner", "alice"),
         Query::new().eq("priority", 1.5),
@@ -469,6 +485,24 @@ async fn commits_wake_other_servers() {
     // Declarations reach the other server too.
     a.declare(CollectionSpec::new("runs", vec![])).await.unwrap();
     b.put(all(), "runs".into(), "r".into(), json!({}), Precondition::None).await.unwrap();
+    // The listening connections are cut: they reconnect, and commits wake the other server again.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let cut = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1",
+            &[&LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "one listening connection per backend");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rx = b.subscribe();
+    rx.borrow_and_update();
+    let (s, _) = a.put(all(), "jobs".into(), "y".into(), json!({}), Precondition::None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|seq| *seq >= s.seq)).await.unwrap().unwrap();
+    assert_eq!(b.last_sequence(), s.seq);
 }
 
 /// Trimming by size removes whole commits; reading from before them is 410 naming `trimmed_through`.
@@ -512,7 +546,7 @@ async fn serves_what_cairn_export_postgres_wrote() {
     for i in 0..10 {
         jobs.upsert(&format!("j{i}"), json!({"status": "DONE", "priority": i})).unwrap();
     }
-    jobs.delete(&"j49".to_owned(), None).unwrap();
+    jobs.delete("j49", None).unwrap();
     let opts = cairn_sync::PgExportOptions::new(url.clone());
     let report = cairn_sync::export_postgres(&store, &opts, &cairn_sync::Progress::hidden(), None).await.unwrap();
     let b = open(&url).await;
@@ -533,4 +567,52 @@ async fn serves_what_cairn_export_postgres_wrote() {
     let before = embedded.get(all(), "jobs".into(), "j0".into()).await.unwrap();
     assert_eq!((s.version, s.seq, s.created_at_ms), (3, last + 1, before.created_at_ms));
     assert_eq!(b.check().await.unwrap()["healthy"], true);
+}
+
+/// Throughput of the write and read paths on this machine (run with `--ignored`; prints its figures):
+/// puts by 1 and 16 tasks, gets, and query pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn throughput() {
+    let pg = Postgres::shared();
+    let b = Arc::new(open(&pg.database()).await);
+    b.declare(jobs_spec()).await.unwrap();
+    let n = 2000;
+    let started = Instant::now();
+    for i in 0..n {
+        let doc = json!({"status": "PENDING", "priority": i % 10});
+        b.put(all(), "jobs".into(), format!("s{i}"), doc, Precondition::None).await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("puts, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n / 16 {
+                let doc = json!({"status": "RUNNING", "priority": i % 10});
+                b.put(all(), "jobs".into(), format!("c{w}-{i}"), doc, Precondition::None).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("puts, 16 tasks: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    for i in 0..n {
+        b.get(all(), "jobs".into(), format!("s{i}")).await.unwrap();
+    }
+    let t = started.elapsed();
+    eprintln!("gets, 1 task: {n} in {t:?}: {:.0}/s", n as f64 / t.as_secs_f64());
+    let started = Instant::now();
+    let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(50);
+    for _ in 0..500 {
+        assert_eq!(b.query("jobs".into(), q.clone()).await.unwrap().records.len(), 50);
+    }
+    let t = started.elapsed();
+    eprintln!("query pages of 50, 1 task: 500 in {t:?}: {:.0}/s", 500.0 / t.as_secs_f64());
+    assert_eq!(b.last_sequence(), 2 * n as u64);
 }

@@ -24,7 +24,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use crate::problem::ApiError;
 
 pub use embedded::EmbeddedBackend;
-pub use postgres::{PostgresBackend, PostgresOptions};
+pub use postgres::{PostgresBackend, PostgresOptions, LISTENER_NAME};
 
 /// A boxed future of a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;

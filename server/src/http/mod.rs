@@ -179,6 +179,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
 async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>), ServeError> {
     let config = &opts.config;
     if let Some(url) = &config.backend.url {
+        if !config.replicate.is_empty() {
+            return Err(ServeError::Backend(
+                "[[replicate]] copies the embedded store's change feed: it needs the embedded backend, not PostgreSQL"
+                    .to_owned(),
+            ));
+        }
         let opts = PostgresOptions {
             url: url.clone(),
             schema: config.backend.schema.clone(),

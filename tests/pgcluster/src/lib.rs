@@ -123,10 +123,12 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    /// Creates a new, empty database (named after this process and a counter) and returns its URL.
+    /// Creates a new, empty database (named after this process, the time and a counter) and returns its URL.
     pub fn database(&self) -> String {
         static N: AtomicU64 = AtomicU64::new(0);
-        let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
+        // The time too: a shared cluster outlives test processes, whose ids the system reuses.
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let name = format!("t{}_{}_{}", std::process::id(), ms, N.fetch_add(1, Ordering::Relaxed));
         let port = self.port.to_string();
         let sql = format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'");
         let out = Command::new(bin_dir().join("psql"))

@@ -19,7 +19,7 @@ impl Inner {
     /// when any), or 410 if the feed was trimmed past `since`. The trim marker and the events are read by
     /// one statement, at one snapshot.
     pub(crate) async fn changes_since(&self, since: u64, limit: usize) -> Result<Vec<Change>, ApiError> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         let changes = self.names.table(CHANGES);
         let sql = format!(
             "WITH m AS (SELECT coalesce((SELECT value FROM {meta} WHERE name = 'trimmed_through'), 0) AS trimmed),
@@ -34,7 +34,7 @@ impl Inner {
         );
         let since_i = i64::try_from(since).unwrap_or(i64::MAX);
         let skip = limit.max(1) as i64 - 1;
-        let rows = client.query(&sql, &[&since_i, &skip]).await.map_err(db_error)?;
+        let rows = client.query_cached(&sql, &[&since_i, &skip]).await.map_err(db_error)?;
         let trimmed: i64 = rows.first().map(|r| r.try_get(0)).transpose().map_err(db_error)?.unwrap_or(0);
         let trimmed = trimmed.max(0) as u64;
         if since < trimmed {

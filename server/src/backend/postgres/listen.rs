@@ -11,6 +11,9 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::schema::{quote_ident, META};
 use super::Inner;
 
+/// The `application_name` of the listening connection (as `pg_stat_activity` shows it).
+pub const LISTENER_NAME: &str = "cairn-listen";
+
 /// Listens until the backend is dropped.
 pub(crate) fn spawn_listener(inner: &Arc<Inner>, url: String) {
     let weak = Arc::downgrade(inner);
@@ -38,7 +41,9 @@ async fn listen_once(
     catalog: &str,
     meta: &str,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.application_name(LISTENER_NAME);
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -120,19 +120,17 @@ impl Names {
                  bytes bigint NOT NULL,
                  PRIMARY KEY (seq, idx)
              );
-             CREATE OR REPLACE FUNCTION {s}.cairn_f8key(f double precision) RETURNS bytea
-                 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $f$
-                 SELECT decode(lpad(to_hex(CASE WHEN b < 0 THEN ~b ELSE b | (-9223372036854775807 - 1) END), 16, '0'), 'hex')
-                 FROM (SELECT ('x' || encode(float8send(CASE WHEN f = 0 THEN 0::float8 ELSE f END), 'hex'))::bit(64)::bigint AS b) AS bits
-             $f$;
              CREATE OR REPLACE FUNCTION {s}.{KEY_FN}(v jsonb) RETURNS bytea
                  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $f$
                  SELECT CASE jsonb_typeof(v)
                      WHEN 'boolean' THEN CASE WHEN v = 'true'::jsonb THEN '\\x21'::bytea ELSE '\\x20'::bytea END
-                     WHEN 'number' THEN '\\x30'::bytea || {s}.cairn_f8key(v::float8)
-                     WHEN 'string' THEN '\\x40'::bytea || convert_to(v #>> '{{}}', 'UTF8') || '\\x0000'::bytea
-                     WHEN 'object' THEN '\\x50'::bytea || convert_to(v::text, 'UTF8') || '\\x0000'::bytea
-                     WHEN 'array' THEN '\\x50'::bytea || convert_to(v::text, 'UTF8') || '\\x0000'::bytea
+                     WHEN 'number' THEN '\\x30'::bytea || decode(lpad(to_hex(CASE WHEN v::float8 < 0
+                         THEN ~(('x' || encode(float8send(v::float8), 'hex'))::bit(64)::bigint)
+                         ELSE ('x' || encode(float8send(v::float8), 'hex'))::bit(64)::bigint | (-9223372036854775807 - 1)
+                         END), 16, '0'), 'hex')
+                     WHEN 'string' THEN '\\x40'::bytea || decode(replace(v #>> '{{}}', '\\', '\\\\'), 'escape') || '\\x0000'::bytea
+                     WHEN 'object' THEN '\\x50'::bytea || decode(replace(v::text, '\\', '\\\\'), 'escape') || '\\x0000'::bytea
+                     WHEN 'array' THEN '\\x50'::bytea || decode(replace(v::text, '\\', '\\\\'), 'escape') || '\\x0000'::bytea
                      ELSE '\\x10'::bytea
                  END
              $f$;",
@@ -142,20 +140,37 @@ impl Names {
         )
     }
 
-    /// The statements making a collection's table exist with every column the backend uses.
-    pub(crate) fn table_sql(&self, collection: &str) -> String {
+    /// Makes a collection's table exist with every column the backend uses: a table written by `cairn
+    /// export postgres` before it wrote `created_at` gets the column (only then: `ALTER TABLE` would lock
+    /// the table out of other servers' reads for a moment).
+    pub(crate) async fn ensure_table(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        collection: &str,
+    ) -> Result<(), tokio_postgres::Error> {
         let t = self.table(collection);
-        format!(
-            "CREATE TABLE IF NOT EXISTS {t} (
-                 id text PRIMARY KEY,
-                 version bigint NOT NULL,
-                 seq bigint NOT NULL,
-                 doc jsonb NOT NULL,
-                 updated_at timestamptz NOT NULL,
-                 created_at timestamptz
-             );
-             ALTER TABLE {t} ADD COLUMN IF NOT EXISTS created_at timestamptz;"
-        )
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE IF NOT EXISTS {t} (
+                     id text PRIMARY KEY,
+                     version bigint NOT NULL,
+                     seq bigint NOT NULL,
+                     doc jsonb NOT NULL,
+                     updated_at timestamptz NOT NULL,
+                     created_at timestamptz
+                 )"
+            ))
+            .await?;
+        let has = client
+            .query_opt(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'created_at' AND NOT attisdropped",
+                &[&t],
+            )
+            .await?;
+        if has.is_none() {
+            client.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN IF NOT EXISTS created_at timestamptz")).await?;
+        }
+        Ok(())
     }
 
     /// `CREATE INDEX CONCURRENTLY` of a declared index.

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, Transaction};
 
+use super::pool::Statements;
 use super::query::{refs, stored, Param, RECORD_COLUMNS};
 use super::schema::{fnv, Names, CHANGES, META};
 use super::{db_error, Inner};
@@ -155,15 +156,20 @@ fn record_lock(names: &Names, collection: &str, id: &str) -> i64 {
 /// Locks a record (present or not) for the transaction and reads it.
 pub(crate) async fn lock_current(
     tx: &Transaction<'_>,
+    statements: &mut Statements,
     names: &Names,
     collection: &str,
     id: &str,
 ) -> Result<Option<Current>, Fail> {
     let key = record_lock(names, collection, id);
-    let sql = format!("SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 FOR UPDATE", names.table(collection));
-    // In this order: the lock, then the row (two requests in flight at once may run in either order).
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&key]).await?;
-    let row = tx.query_opt(&sql, &[&id]).await?;
+    // One statement: the lock is a one-time filter, taken before the row is read, whether it exists or not.
+    let sql = format!(
+        "WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock($2) AS locked)
+         SELECT {RECORD_COLUMNS} FROM {} WHERE id = $1 AND EXISTS (SELECT 1 FROM l) FOR UPDATE",
+        names.table(collection)
+    );
+    let read = statements.get(tx, &sql).await?;
+    let row = tx.query_opt(&read, &[&id, &key]).await?;
     Ok(row.map(|r| stored(&r)).transpose()?.map(|stored| Current { stored }))
 }
 
@@ -175,6 +181,7 @@ fn ms_sql(n: usize) -> String {
 /// and the notification, in one statement (the last before `COMMIT`). Returns the sequence.
 pub(crate) async fn stamp(
     client: &impl GenericClient,
+    statements: &mut Statements,
     names: &Names,
     staged: &[Staged],
     at_ms: i64,
@@ -259,7 +266,8 @@ pub(crate) async fn stamp(
         n + 8
     ));
     let sql = format!("WITH {} SELECT s.seq, pg_notify(${}, s.seq::text) FROM s", ctes.join(", "), n + 9);
-    let row = client.query_one(&sql, &refs(&params)).await?;
+    let st = statements.get(client, &sql).await?;
+    let row = client.query_one(&st, &refs(&params)).await?;
     let seq: i64 = row.try_get(0)?;
     Ok(seq.max(0) as u64)
 }
@@ -365,14 +373,15 @@ impl Inner {
     }
 
     async fn write_once(&self, scope: &Scope, steps: &[Step]) -> Result<Written, Fail> {
-        let mut client = self.pool.get().await?;
+        let mut pooled = self.pool.get().await?;
+        let (client, statements) = pooled.split();
         let tx = client.transaction().await?;
         let mut overlay = Overlay::default();
         let mut created = false;
         for (i, step) in steps.iter().enumerate() {
             let key = (step.collection().to_owned(), step.id().to_owned());
             if overlay.staged(&key.0, &key.1).is_none() && !overlay.read.contains_key(&key) {
-                let cur = lock_current(&tx, &self.names, &key.0, &key.1).await?;
+                let cur = lock_current(&tx, statements, &self.names, &key.0, &key.1).await?;
                 overlay.read.insert(key.clone(), cur);
             }
             let cur = overlay.current(&key.0, &key.1);
@@ -393,7 +402,11 @@ impl Inner {
             }
         }
         let at_ms = now_ms();
-        let seq = if overlay.staged.is_empty() { 0 } else { stamp(&tx, &self.names, &overlay.staged, at_ms).await? };
+        let seq = if overlay.staged.is_empty() {
+            0
+        } else {
+            stamp(&tx, statements, &self.names, &overlay.staged, at_ms).await?
+        };
         // Each record as the transaction left it.
         let results = steps
             .iter()
@@ -402,41 +415,25 @@ impl Inner {
                 match step.kind() {
                     OpKind::Delete => OpResult::Deleted,
                     kind => {
-                        let staged = overlay.staged(c, id).is_some();
-                        let record =
+                        let record = if overlay.staged(c, id).is_some() {
+                            // Written by this transaction: a put's record carries the commit's sequence and
+                            // time; a check's, as the embedded store's transaction reads a staged record,
+                            // none.
                             overlay.current(c, id).filter(|(d, _, _)| scope.sees(d)).map(|(doc, version, created)| {
-                                match (staged, kind) {
-                                    (true, OpKind::Put) => Stored {
-                                        id: id.to_owned(),
-                                        version,
-                                        seq,
-                                        created_at_ms: if created == 0 { at_ms } else { created },
-                                        updated_at_ms: at_ms,
-                                        doc,
-                                    },
-                                    (true, _) => Stored {
-                                        id: id.to_owned(),
-                                        version,
-                                        seq: 0,
-                                        created_at_ms: created,
-                                        updated_at_ms: 0,
-                                        doc,
-                                    },
-                                    (false, _) => {
-                                        overlay.read.get(&(c.to_owned(), id.to_owned())).cloned().flatten().map_or_else(
-                                            || Stored {
-                                                id: id.to_owned(),
-                                                version,
-                                                seq: 0,
-                                                created_at_ms: created,
-                                                updated_at_ms: 0,
-                                                doc: Value::Null,
-                                            },
-                                            |cur| cur.stored,
-                                        )
-                                    }
+                                let put = kind == OpKind::Put;
+                                Stored {
+                                    id: id.to_owned(),
+                                    version,
+                                    seq: if put { seq } else { 0 },
+                                    created_at_ms: if put && created == 0 { at_ms } else { created },
+                                    updated_at_ms: if put { at_ms } else { 0 },
+                                    doc,
                                 }
-                            });
+                            })
+                        } else {
+                            let read = overlay.read.get(&(c.to_owned(), id.to_owned())).cloned().flatten();
+                            read.map(|cur| cur.stored).filter(|s| scope.sees(&s.doc))
+                        };
                         OpResult::Record(record)
                     }
                 }
