@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The Python client's checks (clients/python): ruff, mypy --strict, and pytest against the real `cairn serve`.
+# The Python client's checks (clients/python): ruff, mypy --strict, and pytest against the real `cairn serve`,
+# twice: on the embedded store (CAIRN_TEST_BACKEND=embedded), then on PostgreSQL (CAIRN_TEST_BACKEND=postgres,
+# a fresh database per server in the cluster of CAIRN_TEST_POSTGRES; scripts/test.sh starts one for its whole
+# run, and without it this script starts its own with scripts/postgres-for-tests.sh).
 # Installs the client (editable) with its test dependencies into the virtual environment that
 # scripts/test.sh uses (target/test-venv, CAIRN_VENV to move it), creating it if missing, and builds the
 # `cairn` binary the tests start (CAIRN_BIN to use another). Build parallelism: CAIRN_JOBS (default 2).
@@ -29,4 +32,10 @@ cd clients/python
 "${bin}/ruff" check .
 "${bin}/ruff" format --check .
 "${bin}/mypy" --strict src tests
-"${bin}/python" -m pytest -q
+# Both runs happen even if the first fails.
+status=0
+echo "test-python.sh: pytest on the embedded backend" >&2
+CAIRN_TEST_BACKEND=embedded "${bin}/python" -m pytest -q || status=1
+echo "test-python.sh: pytest on the PostgreSQL backend" >&2
+CAIRN_TEST_BACKEND=postgres ../../scripts/postgres-for-tests.sh "${bin}/python" -m pytest -q || status=1
+exit "${status}"

@@ -6,6 +6,12 @@
 # A fresh machine needs a Rust toolchain (rustup.rs), Python 3 with venv and pip (the sync tests' S3 server,
 # moto, is installed below in a virtual environment) and PostgreSQL 15's binaries; cargo-nextest is optional
 # (`cargo install cargo-nextest --locked`). Build parallelism: CAIRN_JOBS (default 2).
+#
+# The run starts one PostgreSQL 15 cluster for every test that needs one (scripts/postgres-for-tests.sh:
+# /usr/lib/postgresql/15/bin, a temporary directory, a free loopback port, stopped when this script exits)
+# and passes it on as CAIRN_TEST_POSTGRES; each test makes a fresh database in it. The HTTP contract suite
+# (server/tests/http.rs) and the Python client's tests run twice, on the embedded store and on PostgreSQL
+# (CAIRN_TEST_BACKEND=postgres).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,6 +35,9 @@ if [ ! -x "${venv}/bin/moto_server" ]; then
 fi
 export PATH="$(cd "${venv}/bin" && pwd):${PATH}"
 
+# One PostgreSQL cluster for the whole run (CAIRN_TEST_POSTGRES), stopped on exit.
+source scripts/postgres-for-tests.sh
+
 failed=()
 step() {
     local name="$1"
@@ -44,15 +53,19 @@ step() {
 
 if cargo nextest --version >/dev/null 2>&1; then
     step tests cargo nextest run --workspace --no-fail-fast --build-jobs "${jobs}"
+    # The HTTP contract suite again, on the PostgreSQL backend (a database of the run's cluster per test).
+    step http-postgres env CAIRN_TEST_BACKEND=postgres \
+        cargo nextest run -p cairn-server --test http --no-fail-fast --build-jobs "${jobs}"
     # nextest does not run doctests.
     step doctests cargo test --workspace --doc --no-fail-fast -j "${jobs}"
 else
     echo "test.sh: cargo-nextest not found; using cargo test" >&2
     step tests cargo test --workspace --no-fail-fast -j "${jobs}"
+    step http-postgres env CAIRN_TEST_BACKEND=postgres cargo test -p cairn-server --test http --no-fail-fast -j "${jobs}"
 fi
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -j "${jobs}"
 # The Python client (clients/python): ruff, mypy --strict and pytest against the real server, in the same
-# virtual environment.
+# virtual environment; pytest twice, on the embedded store and on PostgreSQL.
 step python ./scripts/test-python.sh
 
 if ((${#failed[@]} > 0)); then

@@ -63,6 +63,8 @@ def http_load(binary: Path, url: str, records: int, conc: int, seconds: int) -> 
             str(conc),
             "--seconds",
             str(seconds),
+            "--workloads",
+            "get,if-match",
         ],
         capture_output=True,
         text=True,

@@ -8,9 +8,13 @@ import pytest
 
 from cairn_client import Client
 
-from .server import Server, cairn_binary, hash_token
+from .server import Server, backend_kind, cairn_binary, hash_token, new_backend
 
 ADMIN, WRITER, READER, VISION = "admin-secret", "writer-secret", "reader-secret", "vision-secret"
+
+
+def pytest_report_header() -> str:
+    return f"cairn backend: {backend_kind()} (CAIRN_TEST_BACKEND)"
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +25,7 @@ def binary() -> str:
 @pytest.fixture(scope="session")
 def server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server without tokens (loopback, everything allowed), default limits."""
-    s = Server(binary, tmp_path_factory.mktemp("open") / "data").start()
+    s = Server(binary, tmp_path_factory.mktemp("open") / "data", backend=new_backend()).start()
     yield s
     s.stop()
 
@@ -40,7 +44,7 @@ def auth_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         config += f'[[tokens]]\nname = "{name}"\nsha256 = "{hash_token(binary, token)}"\nrole = "{role}"\n'
         if project:
             config += f'project = "{project}"\n'
-    s = Server(binary, tmp_path_factory.mktemp("auth") / "data", config).start()
+    s = Server(binary, tmp_path_factory.mktemp("auth") / "data", config, backend=new_backend()).start()
     yield s
     s.stop()
 
@@ -52,7 +56,7 @@ def limited_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "[limits]\nmax_body_bytes = 2048\nmax_concurrency = 1\nmax_wait_ms = 5000\n"
         "[changes]\nretention_secs = 1\ntrim_interval_ms = 100\n"
     )
-    s = Server(binary, tmp_path_factory.mktemp("limited") / "data", config).start()
+    s = Server(binary, tmp_path_factory.mktemp("limited") / "data", config, backend=new_backend()).start()
     yield s
     s.stop()
 
@@ -74,3 +78,10 @@ def jobs(client: Client) -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def backend() -> str | None:
+    """The backend of a test's own server: ``None`` (embedded, its data directory) or a new database's URL
+    (``CAIRN_TEST_BACKEND=postgres``). A restart keeps it."""
+    return new_backend()

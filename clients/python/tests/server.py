@@ -1,5 +1,6 @@
-"""Starts the real ``cairn serve`` for the tests: on a free loopback port, over a temporary data directory,
-with an optional configuration file (tokens, limits)."""
+"""Starts the real ``cairn serve`` for the tests: on a free loopback port, over a temporary data directory
+or, when ``CAIRN_TEST_BACKEND=postgres``, a fresh database of the PostgreSQL cluster ``CAIRN_TEST_POSTGRES``
+names, with an optional configuration file (tokens, limits)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -31,6 +33,47 @@ def cairn_binary() -> str:
     return str(target / "debug" / "cairn")
 
 
+def backend_kind() -> str:
+    """``CAIRN_TEST_BACKEND``: ``embedded`` (the default) or ``postgres``."""
+    kind = os.environ.get("CAIRN_TEST_BACKEND", "") or "embedded"
+    if kind not in ("embedded", "postgres"):
+        raise RuntimeError(f"CAIRN_TEST_BACKEND={kind!r}: expected embedded or postgres")
+    return kind
+
+
+def on_postgres() -> bool:
+    """Whether the servers of this run keep their records in PostgreSQL, which has no backup route of its own
+    (``POST /v1/admin/backup`` answers 501 ``/problems/not-supported``: back the database up with pg_dump)."""
+    return backend_kind() == "postgres"
+
+
+def new_database() -> str:
+    """A new, empty database (C collation) in the cluster of ``CAIRN_TEST_POSTGRES``
+    (``postgres://postgres@127.0.0.1:PORT/postgres``, which ``scripts/test.sh`` starts); its URL."""
+    admin = os.environ.get("CAIRN_TEST_POSTGRES")
+    if not admin:
+        raise RuntimeError(
+            "CAIRN_TEST_BACKEND=postgres needs CAIRN_TEST_POSTGRES"
+            " (scripts/postgres-for-tests.sh starts a cluster)"
+        )
+    name = f"py_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    psql = Path(os.environ.get("CAIRN_PG_BIN", "/usr/lib/postgresql/15/bin")) / "psql"
+    sql = f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+    subprocess.run(
+        [str(psql), "-d", admin, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    return admin.rsplit("/", 1)[0] + "/" + name
+
+
+def new_backend() -> str | None:
+    """Where a new test server keeps its records: ``None`` for the embedded store of its data directory, or
+    the URL of a new database for ``CAIRN_TEST_BACKEND=postgres``."""
+    return new_database() if backend_kind() == "postgres" else None
+
+
 def hash_token(binary: str, token: str) -> str:
     """The token's SHA-256 as the configuration wants it, from ``cairn hash-token``."""
     out = subprocess.run([binary, "hash-token"], input=token, capture_output=True, text=True, check=True)
@@ -38,11 +81,16 @@ def hash_token(binary: str, token: str) -> str:
 
 
 class Server:
-    """One ``cairn serve`` process. ``restart()`` brings it back on the same port and data directory."""
+    """One ``cairn serve`` process over the data directory ``data``, or with ``backend`` (a PostgreSQL URL)
+    over that database; logs and configuration go beside ``data`` either way. ``restart()`` brings it back
+    on the same port and data directory or database."""
 
-    def __init__(self, binary: str, data: Path, config: str | None = None) -> None:
+    def __init__(
+        self, binary: str, data: Path, config: str | None = None, backend: str | None = None
+    ) -> None:
         self.binary = binary
         self.data = data
+        self.backend = backend
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = data.parent / f"{data.name}.toml"
@@ -57,7 +105,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        args = [self.binary, "serve", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}"]
+        args = [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}"]
+        args += ["--backend", self.backend] if self.backend is not None else ["--data", str(self.data)]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()

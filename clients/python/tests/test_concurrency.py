@@ -73,8 +73,8 @@ def test_paging_under_concurrent_inserts_returns_each_long_lived_record_once(
     assert inserted, "the writer did not run alongside"
 
 
-def test_stream_resumes_after_server_restart(binary: str, data_dir: Path) -> None:
-    server = Server(binary, data_dir).start()
+def test_stream_resumes_after_server_restart(binary: str, data_dir: Path, backend: str | None) -> None:
+    server = Server(binary, data_dir, backend=backend).start()
     try:
         with Client(server.url) as c:
             c.declare_collection("events")

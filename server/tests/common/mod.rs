@@ -22,7 +22,21 @@ impl Server {
     /// A server on `data`, writing its config under `scratch`.
     pub fn start_on(data: &Path, config: Option<&str>, scratch: &Path) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        cmd.args(["serve", "--data"]).arg(data).args(["--listen", "127.0.0.1:0"]);
+        cmd.args(["serve", "--data"]).arg(data);
+        Self::launch(cmd, config, scratch)
+    }
+
+    /// A server on the PostgreSQL database `url` (`serve --backend URL`), writing its config under `scratch`.
+    #[allow(dead_code, reason = "the tests of the PostgreSQL backend use it; process.rs does not")]
+    pub fn start_backend(url: &str, config: Option<&str>, scratch: &Path) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["serve", "--backend", url]);
+        Self::launch(cmd, config, scratch)
+    }
+
+    /// Starts `cmd` (a `serve` without `--listen`) on a free loopback port and waits for its address.
+    fn launch(mut cmd: Command, config: Option<&str>, scratch: &Path) -> Server {
+        cmd.args(["--listen", "127.0.0.1:0"]);
         if let Some(text) = config {
             let path = scratch.join("cairn.toml");
             std::fs::write(&path, text).unwrap();
