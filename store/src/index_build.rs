@@ -274,9 +274,10 @@ mod tests {
             stop.store(true, Ordering::Release);
         });
         // Writers get the lock between two chunks (while it was held for the whole build, at most one commit
-        // straddled it).
+        // straddled it). How many depends on how often the writer thread is scheduled: on a loaded 2-core
+        // machine as few as 6 were seen, against 100+ when idle.
         let during = during.load(Ordering::Relaxed);
-        assert!(during >= 10, "{during} commits while 100 chunks were indexed");
+        assert!(during >= 3, "{during} commits while 100 chunks were indexed");
         store.check_indexes().unwrap();
     }
 
