@@ -874,3 +874,73 @@ async fn admin_backup_and_check_of_the_live_store() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `GET .../count` counts what a query with the same filters lists, across every page; a scoped token
+/// counts its project's records only; list parameters, unknown collections and filters on another project
+/// are refused.
+#[tokio::test]
+async fn counts_match_the_filtered_listings() {
+    let s = App::start(tokens());
+    let as_ = |token: &str, m: Method, path: &str| s.req(m, path).bearer_auth(token);
+    let spec = json!({"name": "jobs", "indexes": [{"name": "status_priority", "fields": ["status", "priority"]}]});
+    assert_eq!(
+        json(as_("admin-token", Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0,
+        201
+    );
+    let statuses = ["PENDING", "RUNNING", "DONE"];
+    let ops: Vec<Value> = (0..250)
+        .map(|i| {
+            let doc = job(i % 7, statuses[(i % 3) as usize], if i % 5 == 0 { "p2" } else { "p1" });
+            json!({"op": "put", "collection": "jobs", "id": format!("j{i:03}"), "document": doc})
+        })
+        .collect();
+    for chunk in ops.chunks(100) {
+        let body = json!({"operations": chunk});
+        assert_eq!(
+            json(as_("admin-token", Method::POST, "/v1/transactions").json(&body).send().await.unwrap()).await.0,
+            200
+        );
+    }
+    let count = |token: &'static str, query: &'static str| {
+        let req = as_(token, Method::GET, &format!("/v1/collections/jobs/count?{query}"));
+        async move { json(req.send().await.unwrap()).await }
+    };
+    let listed = |query: &str| {
+        let mut n = 0;
+        let mut cursor: Option<String> = None;
+        let s = &s;
+        let query = query.to_owned();
+        async move {
+            loop {
+                let mut path = format!("/v1/collections/jobs/records?limit=40&{query}");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let (status, page) =
+                    json(s.req(Method::GET, &path).bearer_auth("admin-token").send().await.unwrap()).await;
+                assert_eq!(status, 200, "{page}");
+                n += page["records"].as_array().unwrap().len() as u64;
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => return n,
+                }
+            }
+        }
+    };
+    for query in ["", "status=PENDING", "status=RUNNING&priority=3", "project=p2", "owner=nobody"] {
+        let (status, body) = count("admin-token", query).await;
+        assert_eq!(status, 200, "{query}: {body}");
+        assert_eq!(body["count"].as_u64().unwrap(), listed(query).await, "{query}");
+    }
+    assert_eq!(count("admin-token", "").await.1["count"], 250);
+    assert_eq!(count("admin-token", "status=DONE&project=p1").await.1["count"], listed("status=DONE&project=p1").await);
+    // A scoped token counts its own project's records, and may not ask for another's.
+    assert_eq!(count("p1-token", "").await.1["count"], 200);
+    assert_eq!(count("p1-token", "status=PENDING").await.1["count"], listed("status=PENDING&project=p1").await);
+    assert_eq!(count("p1-token", "project=p2").await.0, 403);
+    for bad in ["limit=5", "cursor=x", "order_by=priority", "order=desc"] {
+        assert_eq!(count("admin-token", bad).await.0, 400, "{bad}");
+    }
+    let (status, _) = json(as_("admin-token", Method::GET, "/v1/collections/nope/count").send().await.unwrap()).await;
+    assert_eq!(status, 404);
+}

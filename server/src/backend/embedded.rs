@@ -189,6 +189,10 @@ impl Backend for EmbeddedBackend {
         self.blocking(move |store| Ok(store.collection_dyn(&collection)?.query(&query)?))
     }
 
+    fn count(&self, collection: String, query: Query) -> BackendFuture<'_, u64> {
+        self.blocking(move |store| Ok(store.collection_dyn(&collection)?.count(&query)? as u64))
+    }
+
     fn claim(
         &self,
         scope: Scope,

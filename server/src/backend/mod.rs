@@ -278,6 +278,10 @@ pub trait Backend: Send + Sync + 'static {
     /// One page of a query (its equalities include the scope's project when scoped).
     fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page<Value>>;
 
+    /// How many records match the equalities of `query` (its order, limit and cursor do not count; its
+    /// equalities include the scope's project when scoped).
+    fn count(&self, collection: String, query: Query) -> BackendFuture<'_, u64>;
+
     /// Takes the first record matching one of `queries` (tried in order) that `scope` sees and sets the
     /// fields of `set` on it ([`set_path`]), atomically: concurrent claims never take the same record.
     fn claim(

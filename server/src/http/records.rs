@@ -144,6 +144,25 @@ pub fn ordered(mut q: Query, order_by: Option<&str>, order: Option<&str>) -> Res
 /// Builds the query of a list request: filters, order and cursor; the limit defaulted and capped; the
 /// principal's project added as a filter.
 pub fn list_query(params: &Params, who: &Principal, default_page: usize, max_page: usize) -> Result<Query, ApiError> {
+    let mut q = filter_query(params, who)?;
+    q = ordered(q, params.get("order_by"), params.get("order"))?;
+    let limit = params.u64("limit")?.map_or(default_page, |n| (n as usize).min(max_page));
+    if limit == 0 {
+        return Err(ApiError::bad_request("limit must be at least 1"));
+    }
+    q = q.limit(limit);
+    if let Some(c) = params.get("cursor") {
+        if c.is_empty() {
+            return Err(ApiError::bad_request("empty cursor"));
+        }
+        q = q.after(Some(c.to_owned()));
+    }
+    Ok(q)
+}
+
+/// The filters of a request's query string (every parameter but the reserved ones), with the principal's
+/// project added as a filter: 403 for a filter on another project.
+fn filter_query(params: &Params, who: &Principal) -> Result<Query, ApiError> {
     let mut q = Query::new();
     for (field, raw) in &params.0 {
         if RESERVED.contains(&field.as_str()) {
@@ -167,18 +186,6 @@ pub fn list_query(params: &Params, who: &Principal, default_page: usize, max_pag
             q = q.eq("project", p);
         }
     }
-    q = ordered(q, params.get("order_by"), params.get("order"))?;
-    let limit = params.u64("limit")?.map_or(default_page, |n| (n as usize).min(max_page));
-    if limit == 0 {
-        return Err(ApiError::bad_request("limit must be at least 1"));
-    }
-    q = q.limit(limit);
-    if let Some(c) = params.get("cursor") {
-        if c.is_empty() {
-            return Err(ApiError::bad_request("empty cursor"));
-        }
-        q = q.after(Some(c.to_owned()));
-    }
     Ok(q)
 }
 
@@ -195,6 +202,23 @@ pub async fn list(
     let records: Vec<Value> = page.records.iter().map(|s| record_json(&collection, s)).collect();
     let page = json!({ "records": records, "next_cursor": page.next_cursor });
     Ok(Json(page))
+}
+
+/// `GET /v1/collections/{collection}/count?field=value`: how many records match the filters (of the
+/// token's project, if scoped). The list's other parameters (order, limit, cursor) make no sense here: 400.
+pub async fn count(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    CollectionPath(collection): CollectionPath,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Role::Read)?;
+    if let Some(name) = RESERVED.iter().find(|name| params.get(name).is_some()) {
+        return Err(ApiError::bad_request(format!("{name} makes no sense on a count")));
+    }
+    let q = filter_query(&params, &who)?;
+    let count = state.backend.count(collection, q).await?;
+    Ok(Json(json!({ "count": count })))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/v1/collections", post(collections::declare)),
         (Method::GET, "/v1/collections/{collection}/records", get(records::list)),
         (Method::GET, "/v1/collections/{collection}/records/{id}", get(records::get)),
+        (Method::GET, "/v1/collections/{collection}/count", get(records::count)),
         (Method::PUT, "/v1/collections/{collection}/records/{id}", put(records::put)),
         (Method::DELETE, "/v1/collections/{collection}/records/{id}", delete(records::delete)),
         (Method::POST, "/v1/collections/{collection}/claim", post(collections::claim)),

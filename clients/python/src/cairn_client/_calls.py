@@ -208,6 +208,14 @@ def query_page(
     return Call("GET", path, parse, params=query_params(filters, order_by, order, limit, cursor))
 
 
+def count(collection: str, filters: Mapping[str, Any] | None) -> Call[int]:
+    def parse(r: httpx.Response) -> int:
+        return int(_json(r)["count"])
+
+    path = f"/v1/collections/{quote(collection, safe='')}/count"
+    return Call("GET", path, parse, params=query_params(filters, None, "asc", None, None))
+
+
 def claim_query(where: Mapping[str, Any] | None, order_by: str | None, order: str | None) -> dict[str, Any]:
     q: dict[str, Any] = {}
     if where:

@@ -20,7 +20,6 @@ from .client import (
     NOT_SENT,
     STREAM_READ_TIMEOUT,
     make_timeout,
-    missing_collection,
     request_kwargs,
     transport_error,
 )
@@ -286,19 +285,8 @@ class AsyncQuery:
         return page.records[0] if page.records else None
 
     async def count(self) -> int:
-        if not self.filters:
-            for c in await self.client.collections():
-                if c.name == self.collection:
-                    return c.count
-            raise missing_collection(self.collection)
-        n = 0
-        cursor: str | None = None
-        while True:
-            page = await self.client._run(self._page_call(cursor, ITER_PAGE))
-            n += len(page.records)
-            if page.next_cursor is None or not page.records:
-                return n
-            cursor = page.next_cursor
+        """How many records match the filters (ignoring ``limit``): one request."""
+        return await self.client._run(_calls.count(self.collection, self.filters))
 
 
 class AsyncTransaction(TransactionBuilder):

@@ -64,13 +64,6 @@ def transport_error(call: Call[Any], e: httpx.TransportError, sent: bool) -> Tra
     )
 
 
-def missing_collection(collection: str) -> NotFound:
-    detail = f"collection {collection} not found"
-    return NotFound(
-        404, {"type": "/problems/not-found", "status": 404, "detail": detail, "collection": collection}
-    )
-
-
 class Client:
     """A client of one Cairn server, thread-safe, with a pool of keep-alive connections.
 
@@ -368,21 +361,9 @@ class Query:
         return page.records[0] if page.records else None
 
     def count(self) -> int:
-        """How many records match (ignoring ``limit``). Without filters this is the collection's kept count
-        (one request); with filters the server has no count, so the records are read and counted."""
-        if not self.filters:
-            for c in self.client.collections():
-                if c.name == self.collection:
-                    return c.count
-            raise missing_collection(self.collection)
-        n = 0
-        cursor: str | None = None
-        while True:
-            page = self.client._run(self._page_call(cursor, ITER_PAGE))
-            n += len(page.records)
-            if page.next_cursor is None or not page.records:
-                return n
-            cursor = page.next_cursor
+        """How many records match the filters (ignoring ``limit``): one request. Without filters, the
+        collection's kept count; a token limited to a project counts that project's records."""
+        return self.client._run(_calls.count(self.collection, self.filters))
 
 
 class Transaction(TransactionBuilder):

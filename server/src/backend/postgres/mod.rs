@@ -321,6 +321,10 @@ impl Backend for PostgresBackend {
         self.spawn(|inner| async move { inner.query(&collection, &query).await })
     }
 
+    fn count(&self, collection: String, query: Query) -> BackendFuture<'_, u64> {
+        self.spawn(|inner| async move { inner.count(&collection, &query).await })
+    }
+
     fn claim(
         &self,
         scope: Scope,

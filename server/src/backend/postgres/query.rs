@@ -166,6 +166,38 @@ impl Order {
 
 /// `SELECT` of the records of `collection` matching `query`'s equalities, in `order`, after `after`, at
 /// most `limit`; `FOR UPDATE SKIP LOCKED` when `lock`. Each row: the record's columns, then its sort keys.
+/// The `WHERE` clause of `query`'s equalities (empty without any), their parameters pushed on `params`.
+fn equalities(names: &Names, query: &Query, params: &mut Vec<Param>) -> Vec<String> {
+    let mut conditions = Vec::new();
+    for (field, value) in query.equalities() {
+        params.push(Box::new(value.clone()));
+        conditions.push(format!("{} = {}", names.key_expr(field), names.key_param(params.len())));
+    }
+    conditions
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// `SELECT count(*)` of the records matching `query`'s equalities.
+pub(crate) fn count(names: &Names, collection: &str, query: &Query) -> (String, Vec<Param>) {
+    let mut params: Vec<Param> = Vec::new();
+    let wh = where_clause(&equalities(names, query, &mut params));
+    (format!("SELECT count(*) FROM {}{wh}", names.table(collection)), params)
+}
+
+/// The documents of the records matching `query`'s equalities, for conditions checked on each row.
+pub(crate) fn filtered_docs(names: &Names, collection: &str, query: &Query) -> (String, Vec<Param>) {
+    let mut params: Vec<Param> = Vec::new();
+    let wh = where_clause(&equalities(names, query, &mut params));
+    (format!("SELECT doc FROM {}{wh}", names.table(collection)), params)
+}
+
 pub(crate) fn select(
     names: &Names,
     collection: &str,
@@ -176,11 +208,7 @@ pub(crate) fn select(
     lock: bool,
 ) -> (String, Vec<Param>) {
     let mut params: Vec<Param> = Vec::new();
-    let mut conditions = Vec::new();
-    for (field, value) in query.equalities() {
-        params.push(Box::new(value.clone()));
-        conditions.push(format!("{} = {}", names.key_expr(field), names.key_param(params.len())));
-    }
+    let mut conditions = equalities(names, query, &mut params);
     if let Some(pos) = after {
         conditions.push(order.after(pos, &mut params));
     }
@@ -189,7 +217,7 @@ pub(crate) fn select(
         cols.push_str(", ");
         cols.push_str(expr);
     }
-    let wh = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+    let wh = where_clause(&conditions);
     params.push(Box::new(limit as i64));
     let sql = format!(
         "SELECT {cols} FROM {}{wh} ORDER BY {} LIMIT ${}{}",

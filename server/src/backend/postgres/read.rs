@@ -20,6 +20,28 @@ impl Inner {
         }
     }
 
+    /// How many records match the equalities of `query` (conditions beyond equalities, which the HTTP API
+    /// does not send, are checked on each row).
+    pub(crate) async fn count(&self, collection: &str, query: &Query) -> Result<u64, ApiError> {
+        let spec = self.spec(collection).await?;
+        query.plan(&spec)?;
+        let client = self.pool.get().await?;
+        let (sql, params) = query::count(&self.names, collection, query);
+        if !query.has_other_conditions() {
+            let row = client.query_one(&sql, &refs(&params)).await.map_err(db_error)?;
+            let n: i64 = row.try_get(0).map_err(db_error)?;
+            return Ok(n.max(0) as u64);
+        }
+        let (sql, params) = query::filtered_docs(&self.names, collection, query);
+        let rows = client.query(&sql, &refs(&params)).await.map_err(db_error)?;
+        let mut n = 0u64;
+        for row in &rows {
+            let doc: Value = row.try_get(0).map_err(db_error)?;
+            n += u64::from(query.matches(&doc));
+        }
+        Ok(n)
+    }
+
     pub(crate) async fn query(&self, collection: &str, query: &Query) -> Result<Page<Value>, ApiError> {
         let spec = self.spec(collection).await?;
         let order = Order::of(&self.names, &spec, query)?;
