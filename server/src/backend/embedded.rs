@@ -190,7 +190,7 @@ impl Backend for EmbeddedBackend {
     }
 
     fn count(&self, collection: String, query: Query) -> BackendFuture<'_, u64> {
-        self.blocking(move |store| Ok(store.collection_dyn(&collection)?.count(&query)? as u64))
+        self.blocking(move |store| Ok(store.collection_dyn(&collection)?.count(&query)?))
     }
 
     fn claim(
