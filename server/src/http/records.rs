@@ -1,5 +1,6 @@
 //! `/v1/collections/{collection}/records[/{id}]`: create, replace, read, delete and query records, with
-//! versions as ETags and project scoping.
+//! versions as ETags and project scoping; `/v1/collections/{collection}/count`: count the records a query's
+//! filters match.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
