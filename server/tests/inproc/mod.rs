@@ -4,6 +4,9 @@
 //! database of `cairn_pgcluster::Postgres::shared()` (the cluster `CAIRN_TEST_POSTGRES` names, or one of
 //! its own).
 
+#[path = "../problem/mod.rs"]
+mod problem;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -125,23 +128,11 @@ pub async fn text(resp: Response) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-/// The status and JSON body of a response (`Value::Null` for an empty body).
+/// The status and JSON body of a response (`Value::Null` for an empty body), an error checked to be a
+/// problem document.
 pub async fn json(resp: Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
-    if status >= 400 {
-        assert_eq!(ctype.as_deref(), Some("application/problem+json"), "error {status} without a problem document");
-    }
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-    };
-    if status >= 400 {
-        assert_eq!(body["status"], status, "{body}");
-        assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(), "{body}");
-    }
-    (status, body)
+    (status, problem::checked_body(status, ctype.as_deref(), &bytes))
 }
