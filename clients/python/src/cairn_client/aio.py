@@ -19,7 +19,8 @@ from .client import (
     ITER_PAGE,
     NOT_SENT,
     STREAM_READ_TIMEOUT,
-    make_timeout,
+    Settings,
+    pool_limits,
     request_kwargs,
     transport_error,
 )
@@ -35,7 +36,7 @@ from .models import (
     Record,
     TransactionResult,
 )
-from .retry import RetryPolicy, as_policy
+from .retry import RetryPolicy
 from .transactions import TransactionBuilder
 
 __all__ = ["AsyncChangeFeed", "AsyncChangeStream", "AsyncClient", "AsyncQuery", "AsyncTransaction"]
@@ -43,7 +44,7 @@ __all__ = ["AsyncChangeFeed", "AsyncChangeStream", "AsyncClient", "AsyncQuery", 
 T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(Settings):
     """The asynchronous twin of :class:`~cairn_client.Client`: the same arguments and methods, awaited.
     Use it as an async context manager, or ``await client.aclose()``."""
 
@@ -58,15 +59,9 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.retry_policy = as_policy(retries)
-        self._timeout = make_timeout(timeout)
-        self._headers = {"Accept": "application/json", **(headers or {})}
-        if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        super().__init__(url, token, timeout, retries, headers)
         self._http = httpx.AsyncClient(
-            base_url=self.url, timeout=self._timeout, limits=limits, transport=transport
+            base_url=self.url, timeout=self._timeout, limits=pool_limits(max_connections), transport=transport
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -212,14 +207,8 @@ class AsyncClient:
         wait: float = 0.0,
     ) -> ChangesPage:
         wait_ms = int(wait * 1000)
-        timeout = None
-        if wait_ms:
-            read = (self._timeout.read or 60.0) + wait
-            timeout = httpx.Timeout(
-                self._timeout.connect, read=read, write=self._timeout.write, pool=self._timeout.pool
-            )
         call = _calls.changes(since, limit=limit, wait_ms=wait_ms, collection=collection)
-        return await self._run(call, timeout=timeout)
+        return await self._run(call, timeout=self._poll_timeout(wait) if wait_ms else None)
 
     def changes(
         self,

@@ -64,7 +64,37 @@ def transport_error(call: Call[Any], e: httpx.TransportError, sent: bool) -> Tra
     )
 
 
-class Client:
+def pool_limits(max_connections: int) -> httpx.Limits:
+    """A pool of ``max_connections``, every one kept alive."""
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+
+
+class Settings:
+    """What :class:`Client` and :class:`~cairn_client.AsyncClient` keep of their arguments: the server's
+    URL, the retry policy, the timeouts and the headers of every request."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float | httpx.Timeout,
+        retries: int | RetryPolicy,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retry_policy = as_policy(retries)
+        self._timeout = make_timeout(timeout)
+        self._headers = {"Accept": "application/json", **(headers or {})}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def _poll_timeout(self, wait: float) -> httpx.Timeout:
+        """The timeouts of a long poll that may wait ``wait`` seconds before the server answers."""
+        t = self._timeout
+        return httpx.Timeout(t.connect, read=(t.read or 60.0) + wait, write=t.write, pool=t.pool)
+
+
+class Client(Settings):
     """A client of one Cairn server, thread-safe, with a pool of keep-alive connections.
 
     ``url``: the server (default ``http://127.0.0.1:7070``). ``token``: a bearer token, if the server has
@@ -88,15 +118,9 @@ class Client:
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.retry_policy = as_policy(retries)
-        self._timeout = make_timeout(timeout)
-        self._headers = {"Accept": "application/json", **(headers or {})}
-        if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        super().__init__(url, token, timeout, retries, headers)
         self._http = httpx.Client(
-            base_url=self.url, timeout=self._timeout, limits=limits, transport=transport
+            base_url=self.url, timeout=self._timeout, limits=pool_limits(max_connections), transport=transport
         )
 
     def __enter__(self) -> Client:
@@ -281,14 +305,8 @@ class Client:
         """One read of the change feed after ``since``, waiting up to ``wait`` seconds for a change (the
         server caps it at its ``max_wait_ms``)."""
         wait_ms = int(wait * 1000)
-        timeout = None
-        if wait_ms:
-            read = (self._timeout.read or 60.0) + wait
-            timeout = httpx.Timeout(
-                self._timeout.connect, read=read, write=self._timeout.write, pool=self._timeout.pool
-            )
         call = _calls.changes(since, limit=limit, wait_ms=wait_ms, collection=collection)
-        return self._run(call, timeout=timeout)
+        return self._run(call, timeout=self._poll_timeout(wait) if wait_ms else None)
 
     def changes(
         self,
