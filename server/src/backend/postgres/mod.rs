@@ -22,7 +22,7 @@ mod write;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -82,7 +82,6 @@ pub(crate) struct Inner {
     retention: ChangeRetention,
     permits: Permits,
     specs: Mutex<HashMap<String, CollectionSpec>>,
-    last_seq: AtomicU64,
     written: watch::Sender<u64>,
     trims: AtomicU64,
     trimmed_events: AtomicU64,
@@ -123,7 +122,6 @@ impl PostgresBackend {
             retention: opts.retention.clone(),
             permits: Permits::new(opts.max_concurrency.max(1)),
             specs: Mutex::new(HashMap::new()),
-            last_seq: AtomicU64::new(0),
             written: watch::Sender::new(0),
             trims: AtomicU64::new(0),
             trimmed_events: AtomicU64::new(0),
@@ -248,15 +246,13 @@ impl Inner {
 
     /// Records that commit `seq` exists and wakes change-feed waiters.
     pub(crate) fn note_sequence(&self, seq: u64) {
-        if self.last_seq.fetch_max(seq, Ordering::AcqRel) < seq {
-            self.written.send_if_modified(|w| {
-                let newer = seq > *w;
-                if newer {
-                    *w = seq;
-                }
-                newer
-            });
-        }
+        self.written.send_if_modified(|w| {
+            let newer = seq > *w;
+            if newer {
+                *w = seq;
+            }
+            newer
+        });
     }
 
     /// Forgets the cached declarations (another server declared).
@@ -273,7 +269,7 @@ impl Backend for PostgresBackend {
     }
 
     fn last_sequence(&self) -> u64 {
-        self.inner.last_seq.load(Ordering::Acquire)
+        *self.inner.written.borrow()
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
@@ -357,7 +353,7 @@ impl Backend for PostgresBackend {
             let feed = inner.feed_stats().await?;
             Ok(Figures {
                 shed,
-                last_sequence: inner.last_seq.load(Ordering::Acquire).max(feed.last_change),
+                last_sequence: (*inner.written.borrow()).max(feed.last_change),
                 engine: None,
                 feed: Some(feed),
             })
