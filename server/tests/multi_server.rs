@@ -52,14 +52,9 @@ async fn call(
     }
     let resp = req.send().await.ok()?;
     let status = resp.status();
+    let ctype = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let bytes = resp.bytes().await.ok()?;
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("{status}: body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
-    };
-    Some((status, body))
+    Some((status, common::problem::checked_body(status.as_u16(), ctype.as_deref(), &bytes)))
 }
 
 /// As [`call`], for a server that must answer.

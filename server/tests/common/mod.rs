@@ -3,7 +3,7 @@
 //! contract is tested in-process (`inproc`).
 
 #[path = "../problem/mod.rs"]
-mod problem;
+pub mod problem;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
