@@ -54,8 +54,10 @@ step() {
 if cargo nextest --version >/dev/null 2>&1; then
     step tests cargo nextest run --workspace --no-fail-fast --build-jobs "${jobs}"
     # The HTTP contract suite again, on the PostgreSQL backend (a database of the run's cluster per test).
-    step http-postgres env CAIRN_TEST_BACKEND=postgres \
-        cargo nextest run -p cairn-server --test http --no-fail-fast --build-jobs "${jobs}"
+    # Selected by a filter over the workspace rather than with `-p`, so that it reuses the binaries built
+    # above (a package on its own unifies features differently and rebuilds tokio and its neighbours).
+    step http-postgres env CAIRN_TEST_BACKEND=postgres cargo nextest run --workspace --no-fail-fast \
+        --build-jobs "${jobs}" -E 'package(cairn-server) and binary(http)'
     # nextest does not run doctests.
     step doctests cargo test --workspace --doc --no-fail-fast -j "${jobs}"
 else
@@ -65,7 +67,14 @@ else
 fi
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -j "${jobs}"
 # The Python client (clients/python): ruff, mypy --strict and pytest against the real server, in the same
-# virtual environment; pytest twice, on the embedded store and on PostgreSQL.
+# virtual environment; pytest twice, on the embedded store and on PostgreSQL. The server is the `cairn`
+# binary the workspace's tests built (the server's process tests start it), so that no second build in
+# the dev profile is needed; without it, test-python.sh builds one.
+target_dir="${CARGO_TARGET_DIR:-target}"
+if [ -z "${CAIRN_BIN:-}" ] && [ -x "${target_dir}/debug/cairn" ] && ((${#failed[@]} == 0)); then
+    CAIRN_BIN="$(cd "${target_dir}/debug" && pwd)/cairn"
+    export CAIRN_BIN
+fi
 step python ./scripts/test-python.sh
 
 if ((${#failed[@]} > 0)); then

@@ -475,7 +475,7 @@ fn check_wals(storage: &dyn Storage, dir: &Path, listing: &[String], log_number:
             }
         };
         if let Some(reason) = &log.torn_tail {
-            if i + 1 == wals.len() {
+            if crate::wal::replay::only_headers_after(storage, dir, &wals[i + 1..]) {
                 report.torn_wal = Some(torn(&path, &bytes, log.valid_len, reason));
             } else {
                 report.problem(Some(&path), Some(log.valid_len), format!("damaged WAL before the newest: {reason}"));

@@ -285,20 +285,22 @@ impl Inner {
         }
     }
 
-    /// Starts a new WAL and memtable, and queues the old memtable for flushing. The old WAL is synced
-    /// first, so a torn tail can only ever be in the newest WAL, and its reserved space is cut off, so only
-    /// the newest WAL ever has any.
+    /// Starts a new WAL and memtable, and queues the old memtable for flushing. The old WAL is synced and
+    /// its reserved space cut off before the new one is created: a torn tail can then only ever be in the
+    /// newest WAL (a cut between creating the new WAL and syncing the old one would leave unsynced records in
+    /// a WAL that is no longer the newest, which open must refuse as damage), and only the newest WAL ever
+    /// has reserved space.
     fn switch_memtable(&self, view: &View) -> Result<(), StorageError> {
         let number = self.versions.lock().new_file_number();
         let path = names::wal(&self.dir, number);
-        let new_wal = WalState::create(&*self.storage, &path)?;
-        self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         {
             let mut wal = self.wal.lock();
             if wal.writer.sync()? {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
             wal.writer.trim(&*self.storage)?;
+            let new_wal = WalState::create(&*self.storage, &path)?;
+            self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
             *wal = new_wal;
         }
         view.mem.freeze(number);

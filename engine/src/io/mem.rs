@@ -74,6 +74,8 @@ struct File {
     /// ([`WritableFile::reserve`]) when synced, and read as zeros after a crash unless unsynced writes over
     /// them survive it.
     durable_len: usize,
+    /// Where the last write ended: `data[written..]` is reserved space no write has reached.
+    written: usize,
 }
 
 impl File {
@@ -92,6 +94,7 @@ impl File {
             dst.copy_from_slice(bytes);
         }
         self.synced = self.synced.min(at);
+        self.written = self.written.max(end);
         Ok(())
     }
 
@@ -100,11 +103,14 @@ impl File {
         self.durable_len = self.data.len();
     }
 
-    /// What a power cut leaves of this file, its unsynced writes treated by `mode` (not `Mixed`).
+    /// What a power cut leaves of this file, its unsynced writes treated by `mode` (not `Mixed`). A tear or a
+    /// garble lands among the bytes written since the last sync, not in the reserved zeros after them (which
+    /// no write reached and which read as zeros or not at all), so that a file with megabytes reserved ahead
+    /// of a few hundred written bytes still gets its records torn.
     fn crashed(&self, mode: CrashMode, rng: &mut Rng) -> File {
         let synced = self.synced.min(self.data.len());
         let mut data = self.data.get(..synced).unwrap_or_default().to_vec();
-        let tail = self.data.get(synced..).unwrap_or_default();
+        let tail = self.data.get(synced..self.written.clamp(synced, self.data.len())).unwrap_or_default();
         match mode {
             CrashMode::Drop => {}
             CrashMode::Tear => {
@@ -124,12 +130,13 @@ impl File {
             // Everything written reached the disk.
             CrashMode::Mixed => data.extend_from_slice(tail),
         }
+        let written = data.len();
         // Reserved space that was synced stays, as zeros where no write over it survived.
         if data.len() < self.durable_len {
             data.resize(self.durable_len, 0);
         }
         let len = data.len();
-        File { data, synced: len, durable_len: len }
+        File { data, synced: len, durable_len: len, written }
     }
 }
 
@@ -407,6 +414,7 @@ impl Storage for MemStorage {
         let node = self.node(path)?;
         let mut f = node.lock();
         f.data.truncate(len as usize);
+        f.written = f.written.min(f.data.len());
         f.sync();
         Ok(())
     }

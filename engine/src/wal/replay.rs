@@ -42,7 +42,7 @@ pub(crate) struct Replayed {
 }
 
 /// Replays every WAL numbered `>= log_number` into `mem`, oldest first. A torn tail is cut off the newest
-/// WAL; damage anywhere else is corruption.
+/// WAL that holds records (see [`only_headers_after`]); damage anywhere else is corruption.
 pub(crate) fn replay_wals(
     storage: &dyn Storage,
     dir: &Path,
@@ -70,7 +70,7 @@ pub(crate) fn replay_wals(
         let log = read_wal(&bytes, &path)?;
         let mut file_len = bytes.len() as u64;
         if let Some(reason) = &log.torn_tail {
-            if i + 1 != wals.len() {
+            if !only_headers_after(storage, dir, &wals[i + 1..]) {
                 return Err(StorageError::corruption(
                     &path,
                     log.valid_len,
@@ -130,6 +130,21 @@ pub(crate) fn replay_wals(
         mem.insert_all(&mut puts);
     }
     Ok(Replayed { last_seq, wals: replayed })
+}
+
+/// Whether every WAL in `newer` holds no record: an intact header (and reserved zeros) alone, or a header
+/// never synced. A torn
+/// tail is accepted in a WAL followed only by such WALs: nothing was committed after it. The engine syncs a
+/// WAL before it creates the next one, so it never leaves a torn WAL before a newer one; a data directory
+/// written by an earlier build, which created the next WAL first, can hold one after a power cut.
+pub(crate) fn only_headers_after(storage: &dyn Storage, dir: &Path, newer: &[u64]) -> bool {
+    newer.iter().all(|number| {
+        let path = names::wal(dir, *number);
+        storage.read(&path).is_ok_and(|bytes| {
+            unsynced_header(&bytes, &path)
+                || read_wal(&bytes, &path).is_ok_and(|log| log.records.is_empty() && log.torn_tail.is_none())
+        })
+    })
 }
 
 /// Whether `bytes`, a WAL, are no longer than a WAL header and not an intact one: the file was being
