@@ -202,7 +202,7 @@ fn a_power_cut_while_the_wal_is_switched_leaves_a_database_that_opens() {
         while written < 2000 && db.put(format!("{written:05}"), value(written)).is_ok() {
             written += 1;
         }
-        let images = [CrashMode::Garble, CrashMode::Tear].map(|mode| (mode, fs.crash(u64::from(after) + 1, mode)));
+        let images = [CrashMode::Garble, CrashMode::Tear].map(|mode| (mode, fs.crash(after + 1, mode)));
         drop(db);
         for (mode, image) in images {
             let what = format!("sync failing after {after}, {mode:?}");
