@@ -13,6 +13,7 @@
 //!
 //! [`Store`] shows a typed collection with a composite index, written, updated and queried.
 
+pub mod artifacts;
 mod catalog;
 mod changes;
 mod check;

@@ -132,6 +132,9 @@ pub struct Transaction<'s> {
     seen: HashMap<Vec<u8>, Option<Arc<Envelope>>>,
     staged: HashMap<Vec<u8>, Staged>,
     order: Vec<Vec<u8>>,
+    /// Entries keyed by the commit's sequence under a prefix (`WriteBatch::put_commit_keyed`) that the
+    /// commit writes beside the records: the artifact store's bucket statistics.
+    keyed: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -211,6 +214,7 @@ impl<'s> Transaction<'s> {
             seen: HashMap::new(),
             staged: HashMap::new(),
             order: Vec::new(),
+            keyed: Vec::new(),
         }
     }
 
@@ -221,6 +225,12 @@ impl<'s> Transaction<'s> {
         let e = self.store.read_envelope(key, Some(&self.snap))?.map(Arc::new);
         self.seen.insert(key.to_vec(), e.clone());
         Ok(e)
+    }
+
+    /// Adds an entry keyed by the commit's sequence under `prefix` to the commit, written only if the
+    /// transaction writes records too.
+    pub(crate) fn put_commit_keyed(&mut self, prefix: Vec<u8>, value: Vec<u8>) {
+        self.keyed.push((prefix, value));
     }
 
     /// The snapshot's sequence number.
@@ -475,6 +485,9 @@ impl<'s> Transaction<'s> {
         counted.retain(|c| c.1 != 0);
         for (collection, delta) in &counted {
             batch.put_commit_keyed(&keys::count_prefix(collection), &[&delta.to_le_bytes()]);
+        }
+        for (prefix, value) in &self.keyed {
+            batch.put_commit_keyed(prefix, &[value]);
         }
         let seq = self.snap.sequence();
         // Every key read or written must be unchanged since the snapshot; a key both read and written is

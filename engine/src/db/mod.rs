@@ -292,6 +292,12 @@ impl Db {
         &self.inner().dir
     }
 
+    /// The storage the database does its I/O through (the file system, or the one given to
+    /// [`Options::storage`](crate::Options::storage)), for files kept beside it such as blob files.
+    pub fn storage(&self) -> Arc<dyn Storage> {
+        self.inner().storage.clone()
+    }
+
     /// Stops the background threads, syncs the WAL and releases the directory. Other clones of this handle
     /// fail with [`StorageError::Closed`] afterwards. Dropping the last handle does the same, ignoring errors.
     ///

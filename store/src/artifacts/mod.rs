@@ -1,0 +1,224 @@
+//! The artifact store: buckets of objects (datasets, checkpoints, logs) whose bytes live in the engine's
+//! blob files ([`cairn_engine::BlobStore`], `docs/format/blob.md`) and whose metadata are records of four
+//! system collections of the record store (`_artifact_buckets`, `_artifact_objects`, `_artifact_uploads`,
+//! `_artifact_parts`). This is key-value separation: the LSM holds small records that point into
+//! append-only blob files. See `docs/artifacts.md`.
+//!
+//! An upload streams its body into a blob (memory does not grow with the object), syncs it, then commits the
+//! object's record; the object is visible only once both are durable. A crash in between leaves bytes no
+//! record points to, which garbage collection removes. Bucket statistics (objects, bytes) are kept by the
+//! same commits ([`stats`]). A background thread expires objects past their bucket's retention and
+//! collects garbage: blob files no record points to are removed, and live blobs are copied out of files
+//! that are mostly garbage ([`gc`]).
+//!
+//! The operations and their errors are those of the S3 API, which the server maps them onto.
+
+mod buckets;
+mod digest;
+mod error;
+mod gc;
+mod model;
+mod multipart;
+mod names;
+mod objects;
+mod reader;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use cairn_engine::{BlobOptions, BlobStore};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::record::{CollectionSpec, IndexSpec};
+use crate::store::Store;
+
+pub use error::ArtifactError;
+pub use model::{
+    ArtifactCheckReport, BlobHealth, BucketInfo, BucketStats, GcReport, ListPage, ListRequest, ObjectMeta,
+    PartInfo, PutOptions, UploadInfo,
+};
+pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
+pub use names::MAX_KEY_LEN;
+pub use reader::ObjectReader;
+
+/// How an artifact store runs. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct ArtifactOptions {
+    blob: BlobOptions,
+    maintenance_interval: Duration,
+    gc_garbage_ratio: f64,
+}
+
+impl Default for ArtifactOptions {
+    fn default() -> Self {
+        Self { blob: BlobOptions::default(), maintenance_interval: Duration::from_secs(60), gc_garbage_ratio: 0.5 }
+    }
+}
+
+impl ArtifactOptions {
+    /// The blob files' options. Default: [`BlobOptions::default`].
+    pub fn blob(mut self, blob: BlobOptions) -> Self {
+        self.blob = blob;
+        self
+    }
+
+    /// How often the background thread expires objects and collects garbage; zero runs no thread (call
+    /// [`Artifacts::expire`] and [`Artifacts::collect_garbage`] yourself). Default: 60 s.
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
+    /// A blob file whose share of garbage is at least this has its live blobs copied elsewhere and is
+    /// removed; a file that is all garbage is always removed. Lower reclaims space sooner and copies more.
+    /// Default: 0.5 (disk use stays under about twice the live bytes).
+    pub fn gc_garbage_ratio(mut self, ratio: f64) -> Self {
+        self.gc_garbage_ratio = ratio.clamp(0.0, 1.0);
+        self
+    }
+}
+
+/// What the background thread last did, for [`Artifacts::health`].
+#[derive(Debug, Default)]
+struct Maintenance {
+    live_bytes: u64,
+    last_gc_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+pub(crate) struct Inner {
+    store: Store,
+    blobs: BlobStore,
+    opts: ArtifactOptions,
+    /// Held shared by every commit that adds a reference to a blob, exclusively by garbage collection
+    /// while it decides which files no record points to and removes them.
+    references: RwLock<()>,
+    /// Serializes folds of bucket statistics.
+    folding: Mutex<()>,
+    maintenance: Mutex<Maintenance>,
+}
+
+/// Stops the maintenance thread when the last handle drops.
+struct Guard {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A handle on an artifact store; cheap to clone, safe to share between threads. Every call blocks.
+#[derive(Clone)]
+pub struct Artifacts {
+    inner: Arc<Inner>,
+    _guard: Option<Arc<Guard>>,
+}
+
+impl std::fmt::Debug for Artifacts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifacts").field("blobs", &self.inner.blobs).finish_non_exhaustive()
+    }
+}
+
+impl Artifacts {
+    /// Opens the artifact store of `store`, its blob files in `blob_dir` (created if missing), declaring its
+    /// collections on first use, and starts its maintenance thread.
+    pub fn open(store: Store, blob_dir: &Path, options: ArtifactOptions) -> Result<Artifacts, ArtifactError> {
+        let blobs = BlobStore::open(store.db().storage(), blob_dir, options.blob.clone())
+            .map_err(|e| ArtifactError::Store(e.into()))?;
+        for spec in [
+            CollectionSpec::new(names::BUCKETS, vec![IndexSpec::new("project", &["project"])]),
+            CollectionSpec::new(names::OBJECTS, vec![]),
+            CollectionSpec::new(names::UPLOADS, vec![IndexSpec::new("bucket", &["bucket"])]),
+            CollectionSpec::new(names::PARTS, vec![]),
+        ] {
+            if store.collections().iter().all(|c| c.name != spec.name) {
+                store.declare(spec)?;
+            }
+        }
+        let interval = options.maintenance_interval;
+        let inner = Arc::new(Inner {
+            store,
+            blobs,
+            opts: options,
+            references: RwLock::new(()),
+            folding: Mutex::new(()),
+            maintenance: Mutex::new(Maintenance::default()),
+        });
+        let guard = if interval.is_zero() {
+            None
+        } else {
+            let stop = Arc::new((Mutex::new(false), Condvar::new()));
+            let weak = Arc::downgrade(&inner);
+            let thread = std::thread::Builder::new()
+                .name("cairn-artifacts".into())
+                .spawn({
+                    let stop = stop.clone();
+                    move || maintain(&weak, &stop, interval)
+                })
+                .map_err(|source| cairn_engine::StorageError::Io { path: blob_dir.to_path_buf(), source })?;
+            Some(Arc::new(Guard { stop, thread: Some(thread) }))
+        };
+        Ok(Artifacts { inner, _guard: guard })
+    }
+
+    /// The record store underneath.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The blob files underneath.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The blob store's state: files, disk and live bytes, the last collection and the last background
+    /// error.
+    pub fn health(&self) -> BlobHealth {
+        let m = self.inner.maintenance.lock();
+        let files = self.inner.blobs.files();
+        BlobHealth {
+            files: files.len() as u64,
+            disk_bytes: files.iter().map(|f| f.len).sum(),
+            live_bytes: m.live_bytes,
+            last_gc_ms: m.last_gc_ms,
+            last_error: m.last_error.clone(),
+        }
+    }
+}
+
+/// The maintenance thread: every `interval`, retention then garbage collection, until stopped.
+fn maintain(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Duration) {
+    loop {
+        {
+            let mut stopped = stop.0.lock();
+            if !*stopped {
+                stop.1.wait_for(&mut stopped, interval);
+            }
+            if *stopped {
+                return;
+            }
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let artifacts = Artifacts { inner, _guard: None };
+        let result = artifacts.expire().and_then(|_| artifacts.collect_garbage());
+        artifacts.inner.maintenance.lock().last_error = result.err().map(|e| e.to_string());
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    crate::clock::now_ms()
+}
