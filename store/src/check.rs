@@ -18,6 +18,10 @@ pub struct StoreCheckReport {
     pub collections: u64,
     /// Index entries compared with the records they index.
     pub index_entries: u64,
+    /// Blobs of the artifact store read and verified (`<dir>/blobs`, if present).
+    pub blobs: u64,
+    /// Their bytes.
+    pub blob_bytes: u64,
 }
 
 impl StoreCheckReport {
@@ -29,7 +33,8 @@ impl StoreCheckReport {
 
 /// Runs `check` (the engine's checks, with its storage and repair settings) on `dir`, then, if the
 /// engine found nothing wrong, compares every collection's indexes with its records through the same
-/// read-only view. Fails only as [`Check::run`] does.
+/// read-only view, and checks the artifact store's blob files (`<dir>/blobs`, every checksum, and every
+/// object's blobs present). Fails only as [`Check::run`] does.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,7 +49,7 @@ impl StoreCheckReport {
 /// # Ok(()) }
 /// ```
 pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckReport, OpenError> {
-    let mut counts = (0, 0);
+    let mut counts = (0, 0, 0, 0);
     let engine = check.run_with(dir, |db, report| {
         let store = match Store::with_db(db.clone(), StoreOptions::for_check()) {
             Ok(store) => store,
@@ -55,8 +60,27 @@ pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckRep
             Ok(n) => counts.1 = n,
             Err(e) => report.problems.push(Finding::new(None, None, format!("indexes disagree with records: {e}"))),
         }
+        let blob_dir = crate::artifacts::blob_dir(db.path());
+        if db.storage().list(&blob_dir).is_ok() {
+            let checked = crate::artifacts::Artifacts::open_for_check(store, &blob_dir).and_then(|a| a.check());
+            match checked {
+                Ok(r) => {
+                    (counts.2, counts.3) = (r.blobs, r.bytes);
+                    for p in r.problems {
+                        report.problems.push(Finding::new(None, None, format!("artifacts: {p}")));
+                    }
+                }
+                Err(e) => report.problems.push(Finding::new(None, None, format!("artifacts: {e}"))),
+            }
+        }
     })?;
-    Ok(StoreCheckReport { engine, collections: counts.0, index_entries: counts.1 })
+    Ok(StoreCheckReport {
+        engine,
+        collections: counts.0,
+        index_entries: counts.1,
+        blobs: counts.2,
+        blob_bytes: counts.3,
+    })
 }
 
 #[cfg(test)]

@@ -174,6 +174,21 @@ impl Artifacts {
         Ok(Artifacts { inner, _guard: guard })
     }
 
+    /// An artifact store for [`check_store`](crate::check_store): nothing declared, no thread started.
+    pub(crate) fn open_for_check(store: Store, blob_dir: &Path) -> Result<Artifacts, ArtifactError> {
+        let blobs = BlobStore::open(store.db().storage(), blob_dir, BlobOptions::default())
+            .map_err(|e| ArtifactError::Store(e.into()))?;
+        let inner = Arc::new(Inner {
+            store,
+            blobs,
+            opts: ArtifactOptions::default(),
+            references: RwLock::new(()),
+            folding: Mutex::new(()),
+            maintenance: Mutex::new(Maintenance::default()),
+        });
+        Ok(Artifacts { inner, _guard: None })
+    }
+
     /// The record store underneath.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -216,6 +231,11 @@ fn maintain(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Durati
         let result = artifacts.expire().and_then(|_| artifacts.collect_garbage());
         artifacts.inner.maintenance.lock().last_error = result.err().map(|e| e.to_string());
     }
+}
+
+/// The directory of a data directory's blob files, where `cairn serve` keeps them.
+pub fn blob_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("blobs")
 }
 
 /// Milliseconds since the Unix epoch.

@@ -480,3 +480,31 @@ fn power_cuts_during_uploads_leave_whole_objects_and_no_leaked_space() {
         assert!(sealed <= bytes * 2 + (1 << 20), "{sealed} bytes in sealed files for {bytes} live");
     }
 }
+
+#[test]
+fn check_store_reads_every_blob_and_names_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::with_db(Db::open(dir.path()).unwrap(), StoreOptions::default()).unwrap();
+        let opts = ArtifactOptions::default().maintenance_interval(Duration::ZERO);
+        let a = Artifacts::open(store, &blob_dir(dir.path()), opts).unwrap();
+        a.create_bucket("b1", None).unwrap();
+        put(&a, "b1", "k", &body(1, 300_000));
+    }
+    let healthy = crate::check_store(&cairn_engine::Check::new(), dir.path()).unwrap();
+    assert!(healthy.is_healthy(), "{:?}", healthy.engine.problems);
+    assert_eq!((healthy.blobs, healthy.blob_bytes), (1, 300_000));
+    let file = std::fs::read_dir(blob_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "blob"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let damaged = crate::check_store(&cairn_engine::Check::new(), dir.path()).unwrap();
+    assert!(!damaged.is_healthy());
+    let problem = damaged.engine.problems.iter().map(ToString::to_string).find(|p| p.contains("artifacts")).unwrap();
+    assert!(problem.contains(&file.display().to_string()), "{problem}");
+}
