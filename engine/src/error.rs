@@ -27,6 +27,24 @@ pub enum StorageError {
         /// What was wrong.
         reason: String,
     },
+    /// A blob file could not be removed: it is being appended to, or pinned.
+    #[error("{} is in use: {reason}", file.display())]
+    FileInUse {
+        /// The file.
+        file: PathBuf,
+        /// Why it cannot be removed.
+        reason: String,
+    },
+    /// A read asked for bytes `start..end` of a blob of `len` bytes.
+    #[error("range {start}..{end} is not within a blob of {len} bytes")]
+    OutOfRange {
+        /// Start of the range asked for.
+        start: u64,
+        /// End of the range asked for.
+        end: u64,
+        /// The blob's length.
+        len: u64,
+    },
     /// The database was closed.
     #[error("the database is closed")]
     Closed,

@@ -35,6 +35,7 @@
 //! The on-disk formats are specified in `docs/format/`; the design in `docs/design.md`.
 
 mod batch;
+mod blob;
 mod clock;
 mod compaction;
 mod db;
@@ -56,6 +57,10 @@ mod version;
 mod wal;
 
 pub use batch::{Condition, WriteBatch, MAX_BATCH_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use blob::{
+    BlobCheckReport, BlobFileInfo, BlobOptions, BlobPin, BlobReader, BlobRef, BlobStore, BlobWriter,
+    BLOB_FORMAT_VERSION, BLOB_MAGIC, MAX_BLOB_CHUNK_SIZE, SMALL_BLOB_CHUNKS,
+};
 pub use clock::ClockCache;
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, CheckpointInfo, Db, Finding, Snapshot, TornWal};

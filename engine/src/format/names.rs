@@ -8,6 +8,12 @@
 //! | `NNNNNN.wal`      | a write-ahead log                                  |
 //! | `NNNNNN.sst`      | a sorted table                                     |
 //! | `*.tmp`           | a file being written; removed at open              |
+//!
+//! Blob files live in a directory of their own (`crate::blob`), beside its `LOCK`:
+//!
+//! | name              | what                                              |
+//! |-------------------|---------------------------------------------------|
+//! | `NNNNNN.blob`     | a blob file                                       |
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +35,15 @@ pub(crate) fn wal(dir: &Path, number: u64) -> PathBuf {
 
 pub(crate) fn table(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:06}.sst"))
+}
+
+pub(crate) fn blob(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:06}.blob"))
+}
+
+/// The number of a blob file's name, `NNNNNN.blob` spelled exactly as [`blob`] writes it.
+pub(crate) fn parse_blob(name: &str) -> Option<u64> {
+    number(name.strip_suffix(".blob")?)
 }
 
 pub(crate) fn manifest_name(number: u64) -> String {
@@ -74,5 +89,11 @@ mod tests {
         assert_eq!(parse("7.wal"), None);
         assert_eq!(parse("+00007.wal"), None);
         assert_eq!(parse("0000007.wal"), None);
+        assert_eq!(blob(dir, 12), PathBuf::from("/d/000012.blob"));
+        assert_eq!(parse_blob("000012.blob"), Some(12));
+        assert_eq!(parse_blob("1234567.blob"), Some(1_234_567));
+        assert_eq!(parse_blob("12.blob"), None);
+        assert_eq!(parse_blob("000012.wal"), None);
+        assert_eq!(parse("000012.blob"), None, "blob files are not a database directory's");
     }
 }

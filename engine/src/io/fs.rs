@@ -80,6 +80,10 @@ impl Storage for FsStorage {
         Ok(Arc::new(Mapped(Some(map))))
     }
 
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
     }

@@ -386,6 +386,10 @@ impl Storage for MemStorage {
         Ok(Arc::new(Snapshot(self.read(path)?)))
     }
 
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.node(path)?.lock().data.len() as u64)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check(FaultOp::Rename)?;
         let mut state = self.state.lock();

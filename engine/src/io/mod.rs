@@ -47,6 +47,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Fails with [`io::ErrorKind::WouldBlock`] if another owner holds it.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
 
+    /// The length of a file in bytes. The default maps it.
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.map(path)?.bytes().len() as u64)
+    }
+
     /// Makes `to` (which must not exist) a file with the bytes of `from`, a file that never changes again:
     /// a hard link where the storage has them, else a copy, synced. The new name is durable after
     /// [`sync_dir`](Self::sync_dir). The default copies.
