@@ -50,7 +50,7 @@ impl Artifacts {
         })?;
         // A bucket of the same name deleted earlier may have left statistics behind.
         stats::clear(&self.inner.store, name)?;
-        Ok(self.info(doc)?)
+        self.info(doc)
     }
 
     /// Deletes an empty bucket: one with no objects and no unfinished multipart uploads.
@@ -97,6 +97,12 @@ impl Artifacts {
 
     /// A bucket and its statistics.
     pub fn bucket(&self, name: &str) -> Result<BucketInfo, ArtifactError> {
+        let doc = self.bucket_record(name)?;
+        self.info(doc)
+    }
+
+    /// A bucket's record, without its statistics; `NoSuchBucket` if absent or being deleted.
+    pub(crate) fn bucket_record(&self, name: &str) -> Result<BucketDoc, ArtifactError> {
         check_bucket(name)?;
         let c = self.inner.store.collection_dyn(BUCKETS)?;
         let stored = c.get(name)?.ok_or_else(|| ArtifactError::NoSuchBucket(name.to_owned()))?;
@@ -104,7 +110,7 @@ impl Artifacts {
         if doc.deleting {
             return Err(ArtifactError::NoSuchBucket(name.to_owned()));
         }
-        self.info(doc)
+        Ok(doc)
     }
 
     /// Every bucket, by name, with its statistics.

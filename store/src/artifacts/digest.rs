@@ -25,11 +25,7 @@ pub(crate) struct Stored {
 
 /// Streams `body` into a new blob, synced when this returns, and checks the digests the client sent. On
 /// any error the blob is left unreferenced (garbage collection reclaims it).
-pub(crate) fn store_body(
-    blobs: &BlobStore,
-    body: &mut dyn Read,
-    opts: &PutOptions,
-) -> Result<Stored, ArtifactError> {
+pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptions) -> Result<Stored, ArtifactError> {
     let mut writer = blobs.writer()?;
     let mut md5 = Md5::new();
     let mut sha = Sha256::new();
@@ -54,10 +50,18 @@ pub(crate) fn store_body(
     let sha256: [u8; 32] = sha.finalize().into();
     let crc32c = crc.map(|c| c.finalize() as u32);
     if let Some(expected) = opts.expected_md5.filter(|e| *e != md5) {
-        return Err(ArtifactError::BadDigest(format!("Content-MD5 {} but the body's is {}", hex::encode(expected), hex::encode(md5))));
+        return Err(ArtifactError::BadDigest(format!(
+            "Content-MD5 {} but the body's is {}",
+            hex::encode(expected),
+            hex::encode(md5)
+        )));
     }
     if let Some(expected) = opts.expected_sha256.filter(|e| *e != sha256) {
-        return Err(ArtifactError::BadDigest(format!("SHA-256 {} but the body's is {}", hex::encode(expected), hex::encode(sha256))));
+        return Err(ArtifactError::BadDigest(format!(
+            "SHA-256 {} but the body's is {}",
+            hex::encode(expected),
+            hex::encode(sha256)
+        )));
     }
     if let (Some(expected), Some(got)) = (opts.expected_crc32c, crc32c) {
         if expected != got {
@@ -75,7 +79,10 @@ pub(crate) fn io_storage(e: std::io::Error) -> cairn_engine::StorageError {
         if let Some(Ok(storage)) = e.into_inner().map(|inner| inner.downcast::<cairn_engine::StorageError>()) {
             return *storage;
         }
-        return cairn_engine::StorageError::Io { path: "blob".into(), source: std::io::Error::other("blob I/O failed") };
+        return cairn_engine::StorageError::Io {
+            path: "blob".into(),
+            source: std::io::Error::other("blob I/O failed"),
+        };
     }
     cairn_engine::StorageError::Io { path: "blob".into(), source: e }
 }

@@ -220,8 +220,9 @@ impl Artifacts {
         })
     }
 
-    /// Reads every blob file and verifies every checksum, and checks that every blob an object or part
-    /// points to is recorded in its file.
+    /// Reads every blob file and verifies every checksum, and reads every blob an object or part points to
+    /// through its checksums: a damaged, missing or incomplete one is a problem naming the record and the
+    /// file and offset.
     pub fn check(&self) -> Result<ArtifactCheckReport, ArtifactError> {
         let blob_report = self.inner.blobs.check();
         let mut report = ArtifactCheckReport {
@@ -230,24 +231,18 @@ impl Artifacts {
             problems: blob_report.problems.iter().map(ToString::to_string).collect(),
             ..ArtifactCheckReport::default()
         };
-        let refs = references(self)?;
-        for (file, pointed) in &refs {
-            let recorded: HashSet<BlobRef> = match self.inner.blobs.blobs_in(*file) {
-                Ok(blobs) => blobs.into_iter().collect(),
-                Err(e) => {
-                    report.problems.push(format!("blob file {file}, pointed to by {}: {e}", describe(&pointed[0].1)));
-                    continue;
-                }
-            };
+        for pointed in references(self)?.values() {
+            let mut verified: HashSet<BlobRef> = HashSet::new();
             for (blob, referrer) in pointed {
                 report.objects += 1;
-                if !recorded.contains(blob) {
-                    report.problems.push(format!(
-                        "{} points to a blob not in file {file} (offset {}, {} bytes)",
-                        describe(referrer),
-                        blob.offset,
-                        blob.len
-                    ));
+                if !verified.insert(*blob) {
+                    continue;
+                }
+                let read = self.inner.blobs.read(blob, 0..blob.len).map_err(|e| e.to_string()).and_then(|mut r| {
+                    std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| io_storage(e).to_string())
+                });
+                if let Err(e) = read {
+                    report.problems.push(format!("{}: {e}", describe(referrer)));
                 }
             }
         }

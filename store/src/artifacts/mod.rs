@@ -39,8 +39,8 @@ use crate::store::Store;
 
 pub use error::ArtifactError;
 pub use model::{
-    ArtifactCheckReport, BlobHealth, BucketInfo, BucketStats, GcReport, ListPage, ListRequest, ObjectMeta,
-    PartInfo, PutOptions, UploadInfo,
+    ArtifactCheckReport, BlobHealth, BucketInfo, BucketStats, GcReport, ListPage, ListRequest, ObjectMeta, PartInfo,
+    PutOptions, UploadInfo,
 };
 pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
 pub use names::MAX_KEY_LEN;

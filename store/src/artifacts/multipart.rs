@@ -80,7 +80,9 @@ impl Artifacts {
         body: &mut dyn Read,
     ) -> Result<PartInfo, ArtifactError> {
         if !(1..=MAX_PART_NUMBER).contains(&part_number) {
-            return Err(ArtifactError::InvalidPart(format!("part number {part_number} is not in 1..={MAX_PART_NUMBER}")));
+            return Err(ArtifactError::InvalidPart(format!(
+                "part number {part_number} is not in 1..={MAX_PART_NUMBER}"
+            )));
         }
         self.upload(bucket, key, upload_id)?;
         let stored = store_body(&self.inner.blobs, body, &PutOptions::default())?;
@@ -137,16 +139,15 @@ impl Artifacts {
         }
         let uploaded = self.parts(upload_id)?;
         let mut chosen = Vec::with_capacity(parts.len());
-        for (i, (number, etag)) in parts.iter().enumerate() {
+        for (number, etag) in parts {
             let etag = etag.trim_matches('"');
-            let part = uploaded
-                .iter()
-                .find(|p| p.part_number == *number && p.etag == etag)
-                .ok_or_else(|| ArtifactError::InvalidPart(format!("part {number} with ETag {etag:?} was not uploaded")))?;
-            if i + 1 < parts.len() && part.size < MIN_PART_SIZE {
-                return Err(ArtifactError::EntityTooSmall { part: *number });
-            }
+            let part = uploaded.iter().find(|p| p.part_number == *number && p.etag == etag).ok_or_else(|| {
+                ArtifactError::InvalidPart(format!("part {number} with ETag {etag:?} was not uploaded"))
+            })?;
             chosen.push(part.clone());
+        }
+        if let Some(small) = chosen.iter().rev().skip(1).find(|p| p.size < MIN_PART_SIZE) {
+            return Err(ArtifactError::EntityTooSmall { part: small.part_number });
         }
         let segments: Vec<Segment> = chosen.iter().map(|p| p.segment).collect();
         let size = segments.iter().map(|s| s.2).sum();
@@ -185,7 +186,10 @@ impl Artifacts {
             for (p, part_key) in chosen.iter().zip(parts) {
                 // Unchanged since read: a part uploaded again meanwhile makes this conflict and start over.
                 let now = tx.get_doc(PARTS, &part_id(upload_id, part_key.0))?;
-                let same = now.map(|n| decode::<PartDoc>(n.doc, upload_id)).transpose()?.is_some_and(|n| n.segment == p.segment);
+                let same = now
+                    .map(|n| decode::<PartDoc>(n.doc, upload_id))
+                    .transpose()?
+                    .is_some_and(|n| n.segment == p.segment);
                 if !same {
                     return Err(ArtifactError::InvalidPart(format!("part {} changed during completion", part_key.0)));
                 }

@@ -27,7 +27,7 @@ impl Artifacts {
         body: &mut dyn Read,
     ) -> Result<ObjectMeta, ArtifactError> {
         check_key(key)?;
-        self.bucket(bucket)?;
+        self.bucket_record(bucket)?;
         let stored = store_body(&self.inner.blobs, body, &opts)?;
         let doc = ObjectDoc {
             bucket: bucket.to_owned(),
@@ -76,7 +76,7 @@ impl Artifacts {
         match self.inner.store.collection_dyn(OBJECTS)?.get(&id)? {
             Some(stored) => Ok((decode(stored.doc, &id)?, stored.version)),
             None => {
-                self.bucket(bucket)?;
+                self.bucket_record(bucket)?;
                 Err(ArtifactError::NoSuchKey { bucket: bucket.to_owned(), key: key.to_owned() })
             }
         }
@@ -137,10 +137,9 @@ impl Artifacts {
         let (doc, version) = self.commit_referencing(|tx| {
             bucket_in(tx, src_bucket)?;
             let (dst, _) = bucket_in(tx, dst_bucket)?;
-            let src = tx.get_doc(OBJECTS, &src_id)?.ok_or_else(|| ArtifactError::NoSuchKey {
-                bucket: src_bucket.to_owned(),
-                key: src_key.to_owned(),
-            })?;
+            let src = tx
+                .get_doc(OBJECTS, &src_id)?
+                .ok_or_else(|| ArtifactError::NoSuchKey { bucket: src_bucket.to_owned(), key: src_key.to_owned() })?;
             let mut doc: ObjectDoc = decode(src.doc, &src_id)?;
             doc.bucket = dst_bucket.to_owned();
             doc.key = dst_key.to_owned();
@@ -164,7 +163,7 @@ impl Artifacts {
     /// One page of a bucket's objects in key order (byte order of UTF-8), S3's ListObjectsV2: keys under
     /// `prefix`, those holding `delimiter` after it rolled up into common prefixes, after `start_after`.
     pub fn list_objects(&self, bucket: &str, req: &ListRequest) -> Result<ListPage, ArtifactError> {
-        self.bucket(bucket)?;
+        self.bucket_record(bucket)?;
         let max = req.max_keys.min(1000);
         let mut page = ListPage::default();
         if max == 0 {
