@@ -120,6 +120,7 @@ impl Artifacts {
 
     /// Collects garbage in the blob files now (the maintenance thread does it every interval).
     pub fn collect_garbage(&self) -> Result<GcReport, ArtifactError> {
+        let _collecting = self.inner.collecting.lock();
         self.remove_orphan_parts()?;
         let mut report = GcReport::default();
         let files: Vec<_> = self.inner.blobs.files().into_iter().filter(|f| !f.active).collect();

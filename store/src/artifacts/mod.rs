@@ -100,6 +100,9 @@ pub(crate) struct Inner {
     references: RwLock<()>,
     /// Serializes folds of bucket statistics.
     folding: Mutex<()>,
+    /// Held by garbage collection for a whole run, and by a checkpoint while it copies: no blob file that
+    /// the checkpoint's records point to is removed before it is copied.
+    collecting: Mutex<()>,
     maintenance: Mutex<Maintenance>,
 }
 
@@ -155,6 +158,7 @@ impl Artifacts {
             opts: options,
             references: RwLock::new(()),
             folding: Mutex::new(()),
+            collecting: Mutex::new(()),
             maintenance: Mutex::new(Maintenance::default()),
         });
         let guard = if interval.is_zero() {
@@ -184,9 +188,25 @@ impl Artifacts {
             opts: ArtifactOptions::default(),
             references: RwLock::new(()),
             folding: Mutex::new(()),
+            collecting: Mutex::new(()),
             maintenance: Mutex::new(Maintenance::default()),
         });
         Ok(Artifacts { inner, _guard: None })
+    }
+
+    /// A consistent copy of the store and its artifacts in `dest`, a new or empty directory: the database's
+    /// checkpoint ([`Db::checkpoint`](cairn_engine::Db::checkpoint)), then every blob file into
+    /// [`blob_dir`]`(dest)`, with garbage collection held off meanwhile, so that every blob the copied
+    /// records point to is in the copy. Returns the checkpoint's description and the blob files and bytes
+    /// copied.
+    pub fn checkpoint(&self, dest: &Path) -> Result<(cairn_engine::CheckpointInfo, u64, u64), ArtifactError> {
+        let _no_collection = self.inner.collecting.lock();
+        let info = self.inner.store.db().checkpoint(dest).map_err(|e| match e {
+            cairn_engine::Error::Storage(s) => ArtifactError::Store(s.into()),
+            other => ArtifactError::Internal(other.to_string()),
+        })?;
+        let (files, bytes) = self.inner.blobs.copy_to(&blob_dir(&info.dir))?;
+        Ok((info, files, bytes))
     }
 
     /// The record store underneath.

@@ -526,3 +526,43 @@ fn check_store_reads_every_blob_and_names_a_damaged_file() {
     let problem = damaged.engine.problems.iter().map(ToString::to_string).find(|p| p.contains("artifacts")).unwrap();
     assert!(problem.contains(&file.display().to_string()), "{problem}");
 }
+
+#[test]
+fn a_checkpoint_carries_every_object_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::with_db(Db::open(dir.path().join("live")).unwrap(), StoreOptions::default()).unwrap();
+    let opts =
+        ArtifactOptions::default().maintenance_interval(Duration::ZERO).blob(BlobOptions::default().file_size(1 << 20));
+    let a = Artifacts::open(store, &blob_dir(&dir.path().join("live")), opts).unwrap();
+    a.create_bucket("bk1", None).unwrap();
+    for i in 0..30u64 {
+        put(&a, "bk1", &format!("k{i}"), &body(i, if i % 10 == 0 { 1_500_000 } else { 40_000 }));
+    }
+    let copy = dir.path().join("copy");
+    let (info, files, bytes) = std::thread::scope(|s| {
+        // Writers and a collector keep going while the copy is made.
+        let busy = s.spawn(|| {
+            for i in 0..20u64 {
+                a.delete_object("bk1", &format!("k{i}")).unwrap();
+                put(&a, "bk1", &format!("n{i}"), &body(100 + i, 30_000));
+                a.collect_garbage().unwrap();
+            }
+        });
+        let made = a.checkpoint(&copy).unwrap();
+        busy.join().unwrap();
+        made
+    });
+    assert!(files > 0 && bytes > 0 && info.dir == copy);
+    drop(a);
+    let healthy = crate::check_store(&cairn_engine::Check::new(), &copy).unwrap();
+    assert!(healthy.is_healthy(), "{:?}", healthy.engine.problems);
+    let store = Store::with_db(Db::open(&copy).unwrap(), StoreOptions::default()).unwrap();
+    let opts = ArtifactOptions::default().maintenance_interval(Duration::ZERO);
+    let restored = Artifacts::open(store, &blob_dir(&copy), opts).unwrap();
+    let page = restored.list_objects("bk1", &ListRequest { max_keys: 1000, ..ListRequest::default() }).unwrap();
+    // 30 objects at every moment, but between a deletion and the next put.
+    assert!(page.objects.len() >= 29, "{} objects", page.objects.len());
+    for o in page.objects {
+        assert_eq!(<[u8; 32]>::from(Sha256::digest(get(&restored, "bk1", &o.key))), o.sha256, "{}", o.key);
+    }
+}
