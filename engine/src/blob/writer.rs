@@ -115,6 +115,7 @@ impl BlobWriter {
         let chunk_size = self.store.options.chunk_size;
         match self.own.take() {
             None => {
+                self.reserve(BLOB_TRAILER_LEN);
                 self.buf.resize(self.buf.len() + BLOB_TRAILER_LEN, 0);
                 self.store.append_small(&mut self.buf, chunk_size, self.written, chunks_crc)
             }
