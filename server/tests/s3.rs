@@ -3,6 +3,8 @@
 //! for what it cannot reach (bucket operations, ListParts, aborts, error codes, headers), by raw requests
 //! through reqwest to a server without tokens, which checks no signature.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -32,24 +34,27 @@ const TOKENS: [(&str, &str, Role, Option<&str>); 5] = [
     ("nlp", "nlp-secret", Role::Write, Some("nlp")),
 ];
 
+/// A configuration with `TOKENS`.
+fn auth_config() -> Config {
+    let tokens = TOKENS
+        .iter()
+        .map(|(name, token, role, project)| TokenConfig {
+            name: (*name).to_owned(),
+            sha256: hash_token(token),
+            role: *role,
+            project: project.map(str::to_owned),
+        })
+        .collect();
+    Config { tokens, ..Config::default() }
+}
+
 impl S3Server {
     /// A server with `TOKENS` (`auth`), or without tokens (open mode).
     async fn start(auth: bool) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         let store = cairn_store::Store::open(dir.path().join("data")).unwrap();
         let artifacts = Artifacts::open(store, &dir.path().join("blobs"), ArtifactOptions::default()).unwrap();
-        let mut config = Config::default();
-        if auth {
-            config.tokens = TOKENS
-                .iter()
-                .map(|(name, token, role, project)| TokenConfig {
-                    name: (*name).to_owned(),
-                    sha256: hash_token(token),
-                    role: *role,
-                    project: project.map(str::to_owned),
-                })
-                .collect();
-        }
+        let config = if auth { auth_config() } else { Config::default() };
         let service = cairn_server::s3_service(artifacts.clone(), &config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -582,4 +587,86 @@ async fn multipart_uploads_are_listed_completed_and_aborted() {
     let (_, uploads) = send(s.req(Method::GET, "/mpu?uploads")).await;
     assert!(xml_all(&uploads, "UploadId").is_empty());
     assert_eq!(error_code(s.req(Method::GET, "/mpu/other")).await.1, "NoSuchKey");
+}
+
+/// The artifact routes of the HTTP API, `/healthz` and `/metrics` over the same artifact store, in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_shows_buckets_stats_retention_and_blob_health() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    let s = S3Server::start(false).await;
+    s.bucket("figures", None).await;
+    s.bucket("vision-only", Some("vision")).await;
+    let store = s.client("figures", "anyone");
+    for i in 0..3 {
+        store.put(&Path::from(format!("f{i}")), PutPayload::from(vec![7u8; 1000])).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = auth_config();
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let records = cairn_store::Store::open(dir.path()).unwrap();
+    let state = cairn_server::AppState::from_config(records.clone(), &config, stopped.clone()).unwrap();
+    let app = cairn_server::app(state.with_artifacts(s.artifacts.clone()));
+    let call = |method: &str, path: &str, token: &str, body: Option<&str>| {
+        let mut req =
+            axum::http::Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if !token.is_empty() {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+
+    let (status, body) = call("GET", "/v1/artifacts/buckets", "reader-secret", None).await;
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<_> = json(&body)["buckets"].as_array().unwrap().iter().map(|b| b["name"].clone()).collect();
+    assert_eq!(names, ["figures", "vision-only"]);
+    let (_, body) = call("GET", "/v1/artifacts/buckets", "vision-secret", None).await;
+    assert_eq!(json(&body)["buckets"].as_array().unwrap().len(), 1, "a scoped token sees its project's");
+    let (status, body) = call("GET", "/v1/artifacts/buckets/figures", "reader-secret", None).await;
+    assert_eq!((status, json(&body)["objects"].as_u64(), json(&body)["bytes"].as_u64()), (200, Some(3), Some(3000)));
+    assert_eq!(call("GET", "/v1/artifacts/buckets/figures", "vision-secret", None).await.0, 404);
+    assert_eq!(call("GET", "/v1/artifacts/buckets/none", "reader-secret", None).await.0, 404);
+
+    let days = Some(r#"{"days": 30}"#);
+    assert_eq!(call("PUT", "/v1/artifacts/buckets/figures/retention", "writer-secret", days).await.0, 403);
+    let (status, body) = call("PUT", "/v1/artifacts/buckets/figures/retention", "admin-secret", days).await;
+    assert_eq!((status, json(&body)["retention_days"].as_u64()), (200, Some(30)), "{body}");
+    let forever = Some(r#"{"days": null}"#);
+    let (_, body) = call("PUT", "/v1/artifacts/buckets/figures/retention", "admin-secret", forever).await;
+    assert!(json(&body)["retention_days"].is_null());
+    let zero = Some(r#"{"days": 0}"#);
+    assert_eq!(call("PUT", "/v1/artifacts/buckets/figures/retention", "admin-secret", zero).await.0, 400);
+
+    let (status, body) = call("GET", "/v1/artifacts/stats", "reader-secret", None).await;
+    let stats = json(&body);
+    assert_eq!((status, stats["buckets"].as_u64(), stats["objects"].as_u64()), (200, Some(2), Some(3)), "{body}");
+    assert_eq!(stats["bytes"].as_u64(), Some(3000));
+    assert_eq!(stats["blobs"]["healthy"], true);
+    assert_eq!(call("GET", "/v1/artifacts/stats", "vision-secret", None).await.0, 403);
+
+    let (_, body) = call("GET", "/healthz", "", None).await;
+    let health = json(&body);
+    assert_eq!(health["blobs"]["healthy"], true, "{body}");
+    assert!(health["blobs"]["files"].as_u64().unwrap() >= 1);
+    let (_, text) = call("GET", "/metrics", "admin-secret", None).await;
+    for gauge in ["cairn_blob_files ", "cairn_blob_disk_bytes ", "cairn_blob_live_bytes ", "cairn_blob_gc_error 0"] {
+        assert!(text.contains(gauge), "{gauge} missing from {text}");
+    }
+
+    // Without an artifact store (the PostgreSQL backend's case) the routes answer 501.
+    let bare = cairn_server::app(cairn_server::AppState::from_config(records, &config, stopped).unwrap());
+    let req = axum::http::Request::get("/v1/artifacts/buckets")
+        .header("authorization", "Bearer admin-secret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(bare.oneshot(req).await.unwrap().status(), 501);
 }
