@@ -90,6 +90,26 @@ fn refuses_a_public_address_without_tokens_and_bad_configs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
 }
 
+/// The S3 API needs the embedded store's artifacts: asked for on the PostgreSQL backend, the server refuses to
+/// start (before connecting) and says why.
+#[test]
+fn the_s3_api_is_refused_on_the_postgres_backend() {
+    for extra in [&["--s3-listen", "127.0.0.1:0"][..], &[][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "postgres://cairn@127.0.0.1:1/none"]).args(extra);
+        if extra.is_empty() {
+            let config = dir.path().join("s3.toml");
+            std::fs::write(&config, "[s3]\nenabled = true\n").unwrap();
+            cmd.arg("--config").arg(config);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("S3 API is not available on the PostgreSQL backend"), "{stderr}");
+    }
+}
+
 #[test]
 fn hash_token_prints_the_sha256() {
     use std::io::Write;

@@ -272,6 +272,7 @@ impl Backend for EmbeddedBackend {
                 last_sequence: engine.last_sequence,
                 engine: Some(engine),
                 feed: Some(store.feed_stats()?),
+                blobs: None,
             })
         })
     }
