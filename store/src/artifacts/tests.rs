@@ -623,8 +623,13 @@ fn restored_records_get_their_bytes_back_and_refuse_a_mismatch() {
     src.complete_multipart("bk1", "ckpt", &id, &[(1, e1), (2, e2)]).unwrap();
     let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, b"small") as u32;
     put(&src, "bk1", "small", b"small");
-    src.put_object("bk1", "small", PutOptions { expected_crc32c: Some(crc), ..PutOptions::default() }, &mut &b"small"[..])
-        .unwrap();
+    src.put_object(
+        "bk1",
+        "small",
+        PutOptions { expected_crc32c: Some(crc), ..PutOptions::default() },
+        &mut &b"small"[..],
+    )
+    .unwrap();
     src.copy_object("bk1", "small", "bk1", "copy", None).unwrap();
 
     // The records arrive as a restore writes them: as exported, versions kept, places emptied.

@@ -92,8 +92,11 @@ impl Artifacts {
         body: &mut dyn Read,
     ) -> Result<ObjectMeta, ArtifactError> {
         let (doc, _) = self.object(bucket, key)?;
-        let opts =
-            PutOptions { expected_sha256: Some(sha256_of(&doc)?), expected_crc32c: doc.crc32c, ..PutOptions::default() };
+        let opts = PutOptions {
+            expected_sha256: Some(sha256_of(&doc)?),
+            expected_crc32c: doc.crc32c,
+            ..PutOptions::default()
+        };
         let stored = store_body(&self.inner.blobs, body, &opts)?;
         if stored.blob.len != doc.size {
             return Err(ArtifactError::BadDigest(format!(
