@@ -194,7 +194,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         let replicators = match &store {
             Some(store) => Some(
-                Replicators::start(store, &opts.config.replicate, &stopped)
+                Replicators::start(store, None, &opts.config.replicate, &stopped)
                     .map_err(io("cannot start the replication threads"))?,
             ),
             None => None,
