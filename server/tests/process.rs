@@ -6,6 +6,8 @@
 
 mod common;
 
+use cairn_store::artifacts::{blob_dir, ArtifactOptions, Artifacts, PutOptions};
+
 use std::time::Duration;
 
 use common::{json, Server};
@@ -131,6 +133,19 @@ async fn backup_and_check_of_a_store_the_server_holds() {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
     let config = format!("[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n", sha("admin-token"));
+    // Artifacts in the store: backups carry their blob files, checks read them. (The index entries checked
+    // below are the 10 jobs' and the artifact bucket's.)
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..3u8).map(|i| (format!("ckpt-{i}"), vec![i; if i == 0 { 2 << 20 } else { 5000 }])).collect();
+    {
+        let store = cairn_store::Store::open(&data).unwrap();
+        let opts = ArtifactOptions::default().maintenance_interval(std::time::Duration::ZERO);
+        let artifacts = Artifacts::open(store, &blob_dir(&data), opts).unwrap();
+        artifacts.create_bucket("models", None).unwrap();
+        for (key, bytes) in &objects {
+            artifacts.put_object("models", key, PutOptions::default(), &mut bytes.as_slice()).unwrap();
+        }
+    }
     let mut s = Server::start_on(&data, Some(&config), scratch.path());
     let spec = json!({"name": "jobs", "indexes": [{"name": "status", "fields": ["status"]}]});
     let r = s.req(Method::POST, "/v1/collections").bearer_auth("admin-token").json(&spec);
@@ -161,17 +176,28 @@ async fn backup_and_check_of_a_store_the_server_holds() {
 
     let (ok, out, err) = cairn(&["backup", "--server", &s.base, "--to", &path("b1")]);
     assert!(ok, "{err}");
-    assert!(out.contains("checked: healthy") && out.contains("10 index entries"), "{out}");
+    assert!(out.contains("checked: healthy") && out.contains("11 index entries"), "{out}");
+    assert!(out.contains("blob files"), "{out}");
     let (ok, out, err) = cairn(&["check", "--server", &s.base, "--json"]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((report["healthy"].as_bool(), report["index_entries"].as_u64()), (Some(true), Some(10)));
+    assert_eq!((report["healthy"].as_bool(), report["index_entries"].as_u64()), (Some(true), Some(11)));
 
     assert!(s.terminate().success());
     let (ok, out, err) = cairn(&["backup", "--data", data_arg, "--to", &path("b2")]);
     assert!(ok && out.contains("checked: healthy"), "{out} {err}");
     for copy in ["b1", "b2"] {
         let (ok, out, err) = cairn(&["check", "--data", &path(copy)]);
-        assert!(ok && out.contains("10 index entries agree"), "{copy}: {out} {err}");
+        assert!(ok && out.contains("11 index entries agree"), "{copy}: {out} {err}");
+        assert!(out.contains("3 artifact blobs"), "{copy}: {out}");
+        let store = cairn_store::Store::open(path(copy)).unwrap();
+        let opts = ArtifactOptions::default().maintenance_interval(std::time::Duration::ZERO);
+        let artifacts = Artifacts::open(store, &blob_dir(std::path::Path::new(&path(copy))), opts).unwrap();
+        for (key, bytes) in &objects {
+            let (_, mut reader) = artifacts.get_object("models", key, None).unwrap();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+            assert!(got == *bytes, "{copy}: {key} differs");
+        }
     }
 }

@@ -662,6 +662,17 @@ async fn the_http_api_shows_buckets_stats_retention_and_blob_health() {
         assert!(text.contains(gauge), "{gauge} missing from {text}");
     }
 
+    // Garbage collection on demand: admin tokens only; what it reclaimed, and the health after.
+    store.delete(&Path::from("f0")).await.unwrap();
+    assert_eq!(call("POST", "/v1/artifacts/gc", "writer-secret", None).await.0, 403);
+    assert_eq!(call("POST", "/v1/artifacts/gc", "vision-secret", None).await.0, 403);
+    let (status, body) = call("POST", "/v1/artifacts/gc", "admin-secret", None).await;
+    let gc = json(&body);
+    assert_eq!((status, gc["expired"].as_u64()), (200, Some(0)), "{body}");
+    assert!(gc["files_removed"].is_u64() && gc["bytes_reclaimed"].is_u64(), "{body}");
+    assert!(gc["blobs"]["last_gc_ms"].is_i64(), "{body}");
+    assert_eq!(gc["blobs"]["live_bytes"].as_u64(), Some(2000), "{body}");
+
     // Without an artifact store (the PostgreSQL backend's case) the routes answer 501.
     let bare = cairn_server::app(cairn_server::AppState::from_config(records, &config, stopped).unwrap());
     let req = axum::http::Request::get("/v1/artifacts/buckets")

@@ -154,3 +154,25 @@ pub async fn stats(
         "blobs": health_json(&health),
     })))
 }
+
+/// `POST /v1/artifacts/gc`: expires objects past their bucket's retention and collects garbage in the
+/// blob files now, instead of at the maintenance thread's next round (admin tokens, no project scope).
+pub async fn collect(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<Value>, ApiError> {
+    who.require_unscoped(Role::Admin)?;
+    let (expired, gc, health) = run(&state, |a| {
+        let expired = a.expire().map_err(problem)?;
+        let gc = a.collect_garbage().map_err(problem)?;
+        Ok((expired, gc, a.health()))
+    })
+    .await?;
+    Ok(Json(json!({
+        "expired": expired,
+        "files_removed": gc.files_removed,
+        "blobs_moved": gc.blobs_moved,
+        "bytes_reclaimed": gc.bytes_reclaimed,
+        "blobs": health_json(&health),
+    })))
+}

@@ -189,12 +189,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         let (stop, stopped) = watch::channel(false);
         let mut state = AppState::new(backend.clone(), tokens, limits, stopped.clone());
-        if let Some(a) = artifacts {
-            state = state.with_artifacts(a);
+        if let Some(a) = &artifacts {
+            state = state.with_artifacts(a.clone());
         }
         let replicators = match &store {
             Some(store) => Some(
-                Replicators::start(store, None, &opts.config.replicate, &stopped)
+                Replicators::start(store, artifacts.as_ref(), &opts.config.replicate, &stopped)
                     .map_err(io("cannot start the replication threads"))?,
             ),
             None => None,
@@ -269,7 +269,7 @@ async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<S
             .await
             .map_err(|e| io("the task opening the artifact store failed")(std::io::Error::other(e)))?
             .map_err(|e| ServeError::Artifacts { path: blobs, message: e.to_string() })?;
-    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency);
+    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency).with_artifacts(artifacts.clone());
     Ok((Arc::new(backend), Some(store), Some(artifacts)))
 }
 

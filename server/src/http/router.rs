@@ -43,6 +43,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/artifacts/buckets/{bucket}", get(artifacts::get)),
         (Method::PUT, "/v1/artifacts/buckets/{bucket}/retention", put(artifacts::set_retention)),
         (Method::GET, "/v1/artifacts/stats", get(artifacts::stats)),
+        (Method::POST, "/v1/artifacts/gc", post(artifacts::collect)),
     ]
 }
 
