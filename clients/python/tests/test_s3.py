@@ -11,12 +11,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import boto3
 import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from cairn_client import AsyncClient, Client, NotFound
 
 from .conftest import ADMIN, READER, VISION, WRITER
 from .server import Server, hash_token, on_postgres
@@ -243,3 +246,44 @@ def test_access_keys_roles_and_project_scopes(auth_server: Server, binary: str) 
     with pytest.raises(ClientError) as err:
         s3_client(auth_server, "nobody", "x").list_buckets()
     assert code(err) == "InvalidAccessKeyId"
+
+
+def test_buckets_statistics_retention_and_garbage_collection_from_the_client(
+    s3: Any, bucket: str, client: Client
+) -> None:
+    """The native operations beside the S3 API: buckets with their figures, retention, totals, and
+    garbage collection on demand."""
+    for i in range(3):
+        s3.put_object(Bucket=bucket, Key=f"run/{i}.log", Body=b"x" * (100 * (i + 1)))
+    b = client.bucket(bucket)
+    assert (b.name, b.objects, b.bytes, b.retention_days) == (bucket, 3, 600, None)
+    assert bucket in [x.name for x in client.buckets()]
+    assert client.set_retention(bucket, 30).retention_days == 30
+    assert client.bucket(bucket).retention_days == 30
+    assert client.set_retention(bucket, None).retention_days is None
+    with pytest.raises(ValueError, match="at least 1"):
+        client.set_retention(bucket, 0)
+    with pytest.raises(NotFound):
+        client.bucket("no-such-bucket-here")
+    totals = client.artifact_stats()
+    assert totals["objects"] >= 3
+    assert totals["blobs"]["healthy"] is True
+    s3.delete_object(Bucket=bucket, Key="run/0.log")
+    gc = client.collect_garbage()
+    assert gc["expired"] == 0
+    assert gc["blobs"]["last_gc_ms"] is not None
+    assert client.bucket(bucket).bytes == 500
+
+
+def test_the_async_client_reads_buckets_too(s3: Any, bucket: str, server: Server) -> None:
+    s3.put_object(Bucket=bucket, Key="k", Body=b"abc")
+
+    async def run() -> None:
+        async with AsyncClient(server.url) as c:
+            b = await c.bucket(bucket)
+            assert (b.objects, b.bytes) == (1, 3)
+            assert (await c.set_retention(bucket, 7)).retention_days == 7
+            assert bucket in [x.name for x in await c.buckets()]
+            assert (await c.artifact_stats())["blobs"]["healthy"] is True
+
+    anyio.run(run)
