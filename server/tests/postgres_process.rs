@@ -18,8 +18,8 @@ async fn two_servers_share_one_database() {
     let url = pg.database();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let config = format!("[backend]\nurl = \"{url}\"\npool_size = 4\n");
-    let mut a = Server::start_on(&dirs[0].path().join("data"), Some(&config), dirs[0].path());
-    let mut b = Server::start_on(&dirs[1].path().join("data"), Some(&config), dirs[1].path());
+    let mut a = Server::start_backend(&url, Some(&config), dirs[0].path());
+    let mut b = Server::start_backend(&url, Some(&config), dirs[1].path());
     let spec = json!({"name": "jobs", "indexes": [{"name": "status_priority", "fields": ["status", "-priority"]}]});
     assert_eq!(json(a.req(Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0, 201);
     assert_eq!(json(b.req(Method::POST, "/v1/collections").json(&spec).send().await.unwrap()).await.0, 200);

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use cairn_engine::{Check, Error as EngineError, OpenError};
-use cairn_store::artifacts::{ArtifactError, Artifacts};
-use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, StoreError, Stored};
+use cairn_store::artifacts::Artifacts;
+use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, Stored};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
@@ -112,10 +112,7 @@ fn as_committed(mut s: Stored<Value>, c: &cairn_store::Committed) -> Stored<Valu
 fn checkpoint(store: &Store, artifacts: Option<&Artifacts>, to: &Path) -> Result<Value, ApiError> {
     match artifacts {
         Some(a) => {
-            let (info, files, bytes) = a.checkpoint(to).map_err(|e| match e {
-                ArtifactError::Store(StoreError::Storage(s)) => checkpoint_error(EngineError::Storage(s)),
-                other => internal(other),
-            })?;
+            let (info, files, bytes) = a.checkpoint(to).map_err(checkpoint_error)?;
             let mut out = report::checkpoint_json(&info);
             out["blob_files"] = json!(files);
             out["blob_bytes"] = json!(bytes);

@@ -202,12 +202,10 @@ impl Artifacts {
     /// [`blob_dir`]`(dest)`, with garbage collection held off meanwhile, so that every blob the copied
     /// records point to is in the copy. Returns the checkpoint's description and the blob files and bytes
     /// copied.
-    pub fn checkpoint(&self, dest: &Path) -> Result<(cairn_engine::CheckpointInfo, u64, u64), ArtifactError> {
+    /// Fails as [`Db::checkpoint`](cairn_engine::Db::checkpoint) does (`dest` not empty, storage errors).
+    pub fn checkpoint(&self, dest: &Path) -> Result<(cairn_engine::CheckpointInfo, u64, u64), cairn_engine::Error> {
         let _no_collection = self.inner.collecting.lock();
-        let info = self.inner.store.db().checkpoint(dest).map_err(|e| match e {
-            cairn_engine::Error::Storage(s) => ArtifactError::Store(s.into()),
-            other => ArtifactError::Internal(other.to_string()),
-        })?;
+        let info = self.inner.store.db().checkpoint(dest)?;
         let (files, bytes) = self.inner.blobs.copy_to(&blob_dir(&info.dir))?;
         Ok((info, files, bytes))
     }
