@@ -6,13 +6,15 @@
 //!
 //! Targets: `postgres://...` (the tables of `cairn export postgres`, in `schema`) or an object store URL
 //! (`s3://bucket/prefix` with an optional S3-compatible `endpoint`, or `file:///dir`): checksummed
-//! snapshots and hash-chained change segments, restorable with `cairn import`.
+//! snapshots and hash-chained change segments, restorable with `cairn import`, with the bytes of the artifact
+//! store's objects when the server has one (pass it to [`Replicators::start`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use cairn_store::artifacts::Artifacts;
 use cairn_store::Store;
 use cairn_sync::{ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, StopFlag};
 use serde::Deserialize;
@@ -96,8 +98,16 @@ pub struct Replicators {
 }
 
 impl Replicators {
-    /// Starts one replicator per target over `store`; each ends when `stop` becomes `true`.
-    pub fn start(store: &Store, targets: &[ReplicateConfig], stop: &watch::Receiver<bool>) -> std::io::Result<Self> {
+    /// Starts one replicator per target over `store`; each ends when `stop` becomes `true`. `artifacts` is
+    /// the artifact store of `store`, if the server has one: object-store targets then carry the objects'
+    /// bytes. Without it, an object-store target fails (and is retried) once the store holds an artifact
+    /// object.
+    pub fn start(
+        store: &Store,
+        artifacts: Option<&Artifacts>,
+        targets: &[ReplicateConfig],
+        stop: &watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
         let mut status = Vec::new();
         let mut threads = Vec::new();
         for target in targets {
@@ -107,10 +117,11 @@ impl Replicators {
                 ..ReplicaStatus::default()
             });
             let (store, target, stop, state) = (store.clone(), target.clone(), stop.clone(), s.clone());
+            let artifacts = artifacts.cloned();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cairn-replicate-{}", target.name))
-                    .spawn(move || run(&store, &target, stop, &state))?,
+                    .spawn(move || run(&store, artifacts.as_ref(), &target, stop, &state))?,
             );
             status.push(s);
         }
@@ -126,7 +137,7 @@ impl Replicators {
 }
 
 /// One target's loop: the follow-mode exporter, retried after each failure, until `stop`.
-fn run(store: &Store, target: &ReplicateConfig, stop: StopFlag, status: &ReplicaStatus) {
+fn run(store: &Store, artifacts: Option<&Artifacts>, target: &ReplicateConfig, stop: StopFlag, status: &ReplicaStatus) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -151,7 +162,8 @@ fn run(store: &Store, target: &ReplicateConfig, stop: StopFlag, status: &Replica
                             .name(&target.name)
                             .follow(true)
                             .snapshot_every(target.snapshot_every_seconds.map(Duration::from_secs));
-                        cairn_sync::export_objects(store, &location, &opts, &Progress::hidden(), Some(stop.clone()))
+                        let stop = Some(stop.clone());
+                        cairn_sync::export_objects(store, artifacts, &location, &opts, &Progress::hidden(), stop)
                             .await
                             .map(drop)
                     }

@@ -84,6 +84,8 @@ pub fn check_json(report: &StoreCheckReport) -> Value {
         "live_keys": r.live_keys,
         "collections": report.collections,
         "index_entries": report.index_entries,
+        "blobs": report.blobs,
+        "blob_bytes": report.blob_bytes,
     })
 }
 

@@ -6,6 +6,8 @@
 
 mod common;
 
+use cairn_store::artifacts::{blob_dir, ArtifactOptions, Artifacts, PutOptions};
+
 use std::time::Duration;
 
 use common::{json, Server};
@@ -90,6 +92,26 @@ fn refuses_a_public_address_without_tokens_and_bad_configs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
 }
 
+/// The S3 API needs the embedded store's artifacts: asked for on the PostgreSQL backend, the server refuses to
+/// start (before connecting) and says why.
+#[test]
+fn the_s3_api_is_refused_on_the_postgres_backend() {
+    for extra in [&["--s3-listen", "127.0.0.1:0"][..], &[][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "postgres://cairn@127.0.0.1:1/none"]).args(extra);
+        if extra.is_empty() {
+            let config = dir.path().join("s3.toml");
+            std::fs::write(&config, "[s3]\nenabled = true\n").unwrap();
+            cmd.arg("--config").arg(config);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("S3 API is not available on the PostgreSQL backend"), "{stderr}");
+    }
+}
+
 #[test]
 fn hash_token_prints_the_sha256() {
     use std::io::Write;
@@ -111,6 +133,19 @@ async fn backup_and_check_of_a_store_the_server_holds() {
     let scratch = tempfile::tempdir().unwrap();
     let data = scratch.path().join("data");
     let config = format!("[[tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n", sha("admin-token"));
+    // Artifacts in the store: backups carry their blob files, checks read them. (The index entries checked
+    // below are the 10 jobs' and the artifact bucket's.)
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..3u8).map(|i| (format!("ckpt-{i}"), vec![i; if i == 0 { 2 << 20 } else { 5000 }])).collect();
+    {
+        let store = cairn_store::Store::open(&data).unwrap();
+        let opts = ArtifactOptions::default().maintenance_interval(std::time::Duration::ZERO);
+        let artifacts = Artifacts::open(store, &blob_dir(&data), opts).unwrap();
+        artifacts.create_bucket("models", None).unwrap();
+        for (key, bytes) in &objects {
+            artifacts.put_object("models", key, PutOptions::default(), &mut bytes.as_slice()).unwrap();
+        }
+    }
     let mut s = Server::start_on(&data, Some(&config), scratch.path());
     let spec = json!({"name": "jobs", "indexes": [{"name": "status", "fields": ["status"]}]});
     let r = s.req(Method::POST, "/v1/collections").bearer_auth("admin-token").json(&spec);
@@ -141,17 +176,28 @@ async fn backup_and_check_of_a_store_the_server_holds() {
 
     let (ok, out, err) = cairn(&["backup", "--server", &s.base, "--to", &path("b1")]);
     assert!(ok, "{err}");
-    assert!(out.contains("checked: healthy") && out.contains("10 index entries"), "{out}");
+    assert!(out.contains("checked: healthy") && out.contains("11 index entries"), "{out}");
+    assert!(out.contains("blob files"), "{out}");
     let (ok, out, err) = cairn(&["check", "--server", &s.base, "--json"]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((report["healthy"].as_bool(), report["index_entries"].as_u64()), (Some(true), Some(10)));
+    assert_eq!((report["healthy"].as_bool(), report["index_entries"].as_u64()), (Some(true), Some(11)));
 
     assert!(s.terminate().success());
     let (ok, out, err) = cairn(&["backup", "--data", data_arg, "--to", &path("b2")]);
     assert!(ok && out.contains("checked: healthy"), "{out} {err}");
     for copy in ["b1", "b2"] {
         let (ok, out, err) = cairn(&["check", "--data", &path(copy)]);
-        assert!(ok && out.contains("10 index entries agree"), "{copy}: {out} {err}");
+        assert!(ok && out.contains("11 index entries agree"), "{copy}: {out} {err}");
+        assert!(out.contains("3 artifact blobs"), "{copy}: {out}");
+        let store = cairn_store::Store::open(path(copy)).unwrap();
+        let opts = ArtifactOptions::default().maintenance_interval(std::time::Duration::ZERO);
+        let artifacts = Artifacts::open(store, &blob_dir(std::path::Path::new(&path(copy))), opts).unwrap();
+        for (key, bytes) in &objects {
+            let (_, mut reader) = artifacts.get_object("models", key, None).unwrap();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut reader, &mut got).unwrap();
+            assert!(got == *bytes, "{copy}: {key} differs");
+        }
     }
 }

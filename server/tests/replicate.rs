@@ -37,7 +37,7 @@ async fn replica_ids(dir: &Path, scratch: &Path, n: usize) -> Vec<String> {
     let location = ObjectLocation::new(format!("file://{}", dir.display())).open().unwrap();
     let restored = scratch.join(format!("restored-{n}"));
     let store = cairn_store::Store::open(&restored).unwrap();
-    cairn_sync::restore_objects(&location, RestoreTarget::Latest, &store, &Progress::hidden()).await.unwrap();
+    cairn_sync::restore_objects(&location, RestoreTarget::Latest, &store, None, &Progress::hidden()).await.unwrap();
     let jobs = store.collection_dyn("jobs").unwrap();
     let page = jobs.query(&cairn_store::Query::new().limit(1000)).unwrap();
     page.records.into_iter().map(|r| r.id).collect()

@@ -23,6 +23,17 @@ pub fn record_digest(version: u64, doc: &Value) -> Digest {
     h.finalize().into()
 }
 
+/// The hash of a record of `collection` as verification compares it: [`record_digest`], except that an
+/// artifact object's blob pointers (`segments` of an `_artifact_objects` record), which name one machine's
+/// blob files, do not count; its content is its `sha256`.
+pub fn record_digest_in(collection: &str, version: u64, doc: &Value) -> Digest {
+    if collection == cairn_store::artifacts::OBJECTS {
+        record_digest(version, &cairn_store::artifacts::portable_document(doc))
+    } else {
+        record_digest(version, doc)
+    }
+}
+
 fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {

@@ -1,5 +1,6 @@
 //! Errors of export, import and verification.
 
+use cairn_store::artifacts::ArtifactError;
 use cairn_store::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 
 /// Why an export, import, restore or verification failed.
@@ -9,6 +10,13 @@ pub enum SyncError {
     /// The local store failed.
     #[error("store: {0}")]
     Store(#[from] CollectionError),
+    /// The local artifact store failed, or refused what a restore gave it.
+    #[error("artifacts: {0}")]
+    Artifacts(#[from] ArtifactError),
+    /// An artifact object's bytes that an export must ship are no longer in the store (overwritten or
+    /// deleted, then garbage collected) and no later version of the object supersedes them.
+    #[error("artifact bytes gone: {0}")]
+    BytesGone(String),
     /// PostgreSQL failed or refused a statement.
     #[error("postgres: {}", pg_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),

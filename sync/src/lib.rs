@@ -7,7 +7,10 @@
 //! * **Object stores** ([`export_objects`], [`restore_objects`]): checksummed snapshots with a manifest,
 //!   then change segments chained by hash; a restore replays them to any sequence number or time and fails
 //!   on any gap or checksum mismatch.
-//! * **Verification** ([`verify_postgres`], [`verify_objects`]): counts and per-record hashes compared.
+//! * **Artifacts**: the bytes of the artifact store's objects travel with their records, by content
+//!   address, uploaded once per content; a restore streams them back and checks their SHA-256.
+//! * **Verification** ([`verify_postgres`], [`verify_objects`]): counts and per-record hashes compared, and
+//!   the artifact objects' bytes looked up at an object store location.
 //!
 //! Layouts and guarantees: `docs/sync.md`. Built on the record store (`cairn-store`) alone; the engine and
 //! the store stay synchronous, this crate runs on tokio. What it is not: no server (the `cairn export`,
@@ -21,7 +24,7 @@ mod pg;
 mod progress;
 mod verify;
 
-pub use digest::{record_digest, Digest};
+pub use digest::{record_digest, record_digest_in, Digest};
 pub use error::SyncError;
 pub use objects::{
     export_objects, restore_objects, ObjectExport, ObjectExportOptions, ObjectLocation, RestoreReport, RestoreTarget,
@@ -31,7 +34,7 @@ pub use pg::{
     TableMapping,
 };
 pub use progress::Progress;
-pub use verify::{verify_objects, verify_postgres, Difference, VerifyReport};
+pub use verify::{verify_objects, verify_postgres, BlobCheck, Difference, VerifyReport};
 
 /// A flag that asks a `follow` loop to stop after its current step: set it from a signal handler.
 pub type StopFlag = tokio::sync::watch::Receiver<bool>;

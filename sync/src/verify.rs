@@ -1,15 +1,18 @@
 //! `verify`: the store compared with PostgreSQL or an object store, record by record (counts, versions and
-//! document hashes).
+//! document hashes); against an object store, also the artifact objects' bytes at the location.
 
+use std::collections::HashMap;
+
+use cairn_store::artifacts::OBJECTS;
 use cairn_store::Store;
 use futures_util::{pin_mut, TryStreamExt};
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::{Json, Type};
 
-use crate::digest::{record_digest, Records};
+use crate::digest::{record_digest_in, Records};
 use crate::error::SyncError;
-use crate::objects::{replay, DigestSink, ObjectLocation, RestoreTarget};
+use crate::objects::{blob_name, list_blobs, remote_sha256, replay, DigestSink, ObjectLocation, RestoreTarget};
 use crate::pg::{connect, table_ref, COLLECTIONS_TABLE};
 use crate::progress::Progress;
 
@@ -23,7 +26,10 @@ pub struct Difference {
     pub collection: String,
     /// The record's id.
     pub id: String,
-    /// What differs: `missing remotely`, `missing locally`, `version L != R` or `document differs`.
+    /// What differs: `missing remotely`, `missing locally`, `version L != R` or `document differs`; for an
+    /// artifact object verified against an object store, `bytes missing at the location (blobs/sha256/…)`,
+    /// `bytes at the location (…) have N bytes, the record says M` or `bytes at the location (…) do not
+    /// match their sha256 (…)`.
     pub what: String,
 }
 
@@ -44,12 +50,31 @@ pub struct VerifyReport {
     pub differences: u64,
     /// The first differences, in collection and id order (at most 100).
     pub listed: Vec<Difference>,
+    /// Artifact objects whose bytes were checked at the location (object stores only).
+    pub blobs: u64,
+}
+
+/// How [`verify_objects`] checks the artifact objects' bytes at the location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BlobCheck {
+    /// Each object's blob is listed at the location with the object's size: one listing, no byte read.
+    #[default]
+    Listed,
+    /// As `Listed`, and every blob is downloaded and its SHA-256 compared with its name (reads every byte).
+    Sha256,
 }
 
 impl VerifyReport {
     /// Both sides hold the same records with the same versions and documents.
     pub fn equal(&self) -> bool {
         self.differences == 0
+    }
+
+    fn note(&mut self, collection: &str, id: &str, what: String) {
+        self.differences += 1;
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(Difference { collection: collection.to_owned(), id: id.to_owned(), what });
+        }
     }
 }
 
@@ -61,7 +86,7 @@ fn local(store: &Store) -> Result<(Records, Vec<String>), SyncError> {
     for spec in snap.collections()? {
         for r in snap.records(&spec.name, None)? {
             let r = r?;
-            out.insert((spec.name.clone(), r.id), (r.version, record_digest(r.version, &r.doc)));
+            out.insert((spec.name.clone(), r.id), (r.version, record_digest_in(&spec.name, r.version, &r.doc)));
         }
         names.push(spec.name);
     }
@@ -71,23 +96,17 @@ fn local(store: &Store) -> Result<(Records, Vec<String>), SyncError> {
 fn compare(local: &Records, remote: &Records) -> VerifyReport {
     let mut report =
         VerifyReport { local_records: local.len() as u64, remote_records: remote.len() as u64, ..Default::default() };
-    let mut note = |(collection, id): &(String, String), what: String| {
-        report.differences += 1;
-        if report.listed.len() < MAX_LISTED {
-            report.listed.push(Difference { collection: collection.clone(), id: id.clone(), what });
-        }
-    };
-    for (key, (version, digest)) in local {
-        match remote.get(key) {
-            None => note(key, "missing remotely".to_owned()),
-            Some((v, _)) if v != version => note(key, format!("version {version} != {v}")),
-            Some((_, d)) if d != digest => note(key, "document differs".to_owned()),
+    for ((collection, id), (version, digest)) in local {
+        match remote.get(&(collection.clone(), id.clone())) {
+            None => report.note(collection, id, "missing remotely".to_owned()),
+            Some((v, _)) if v != version => report.note(collection, id, format!("version {version} != {v}")),
+            Some((_, d)) if d != digest => report.note(collection, id, "document differs".to_owned()),
             Some(_) => {}
         }
     }
-    for key in remote.keys() {
-        if !local.contains_key(key) {
-            note(key, "missing locally".to_owned());
+    for (collection, id) in remote.keys() {
+        if !local.contains_key(&(collection.clone(), id.clone())) {
+            report.note(collection, id, "missing locally".to_owned());
         }
     }
     report.listed.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
@@ -121,17 +140,59 @@ pub async fn verify_postgres(store: &Store, url: &str, schema: &str) -> Result<V
             let id: String = row.try_get(0)?;
             let version = u64::try_from(row.try_get::<i64>(1)?).unwrap_or(0);
             let Json(doc): Json<Value> = row.try_get(2)?;
-            theirs.insert((name.clone(), id), (version, record_digest(version, &doc)));
+            theirs.insert((name.clone(), id), (version, record_digest_in(&name, version, &doc)));
         }
     }
     Ok(compare(&mine, &theirs))
 }
 
 /// Compares the store with the newest state `location` holds (its newest snapshot and every segment after
-/// it), checking every checksum on the way.
-pub async fn verify_objects(store: &Store, location: &ObjectLocation) -> Result<VerifyReport, SyncError> {
+/// it), checking every checksum on the way; then checks that the bytes of every artifact object of that
+/// state are at the location, as `blobs` says. An artifact object's blob pointers (`segments`) do not
+/// count in the comparison: they name one machine's blob files.
+pub async fn verify_objects(
+    store: &Store,
+    location: &ObjectLocation,
+    blobs: BlobCheck,
+) -> Result<VerifyReport, SyncError> {
     let (mine, _) = local(store)?;
     let mut sink = DigestSink::default();
     replay(location, RestoreTarget::Latest, &mut sink, &Progress::hidden()).await?;
-    Ok(compare(&mine, &sink.records))
+    let mut report = compare(&mine, &sink.records);
+    if sink.objects.is_empty() {
+        return Ok(report);
+    }
+    let listed = list_blobs(location).await?;
+    // SHA-256 → what is wrong with the blob's bytes, for blobs downloaded once already.
+    let mut hashed: HashMap<String, Option<String>> = HashMap::new();
+    for (id, (sha256, size)) in &sink.objects {
+        let name = blob_name(sha256);
+        report.blobs += 1;
+        let problem = match listed.get(sha256) {
+            None => Some(format!("bytes missing at the location ({name})")),
+            Some(&n) if n != *size => {
+                Some(format!("bytes at the location ({name}) have {n} bytes, the record says {size}"))
+            }
+            Some(_) if blobs == BlobCheck::Sha256 => match hashed.get(sha256) {
+                Some(known) => known.clone(),
+                None => {
+                    let found = match remote_sha256(location, sha256).await? {
+                        None => Some(format!("bytes missing at the location ({name})")),
+                        Some((found, _)) if found != *sha256 => {
+                            Some(format!("bytes at the location ({name}) do not match their sha256 ({found})"))
+                        }
+                        Some(_) => None,
+                    };
+                    hashed.insert(sha256.clone(), found.clone());
+                    found
+                }
+            },
+            Some(_) => None,
+        };
+        if let Some(what) = problem {
+            report.note(OBJECTS, id, what);
+        }
+    }
+    report.listed.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+    Ok(report)
 }

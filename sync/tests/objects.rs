@@ -8,8 +8,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use cairn_sync::{
-    export_objects, restore_objects, verify_objects, ObjectExportOptions, ObjectLocation, Progress, RestoreTarget,
-    SyncError,
+    export_objects, restore_objects, verify_objects, BlobCheck, ObjectExportOptions, ObjectLocation, Progress,
+    RestoreTarget, SyncError,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -52,7 +52,7 @@ async fn names(s3: &object_store::aws::AmazonS3, prefix: &str) -> Vec<String> {
 async fn restore(loc: &ObjectLocation, target: RestoreTarget) -> Result<(State, cairn_sync::RestoreReport), SyncError> {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let report = restore_objects(loc, target, &store, &Progress::hidden()).await?;
+    let report = restore_objects(loc, target, &store, None, &Progress::hidden()).await?;
     store.check_indexes().unwrap();
     Ok((state(&store), report))
 }
@@ -85,14 +85,14 @@ async fn round_trip_100k(moto: &Moto) {
     // Chunks of 25k records are about 200 KB compressed: over the threshold, so uploaded in parts.
     let opts = ObjectExportOptions::default().chunk_records(25_000).multipart_threshold(64 * 1024);
     let started = Instant::now();
-    let report = export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    let report = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
     eprintln!("export: {report:?} in {:?}", started.elapsed());
     assert_eq!(report.snapshot_records, (RECORDS + RECORDS / 10) as u64);
     assert_eq!(report.segments, 0);
     let snapshot_seq = report.snapshots[0];
     let made = mutate(&src, RECORDS, 41, 1);
     let last = src.changes_since(snapshot_seq, usize::MAX).unwrap().last().unwrap().seq;
-    let shipped = export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    let shipped = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
     assert_eq!((shipped.snapshots.len(), shipped.changes), (0, made as u64));
 
     let s3 = raw(moto);
@@ -107,7 +107,7 @@ async fn round_trip_100k(moto: &Moto) {
     assert_same("latest restore", &state(&src), &latest);
     assert_eq!(report.seq, last);
     assert_eq!(report.changes, made as u64);
-    assert!(verify_objects(&src, &loc).await.unwrap().equal());
+    assert!(verify_objects(&src, &loc, BlobCheck::Listed).await.unwrap().equal());
 }
 
 /// Restores to a sequence inside a segment, at the end of a round of changes, and to a time land exactly
@@ -119,7 +119,7 @@ async fn point_in_time(moto: &Moto) {
     populate(&src, N);
     let loc = location(moto, "pitr");
     let opts = ObjectExportOptions::default().segment_changes(40);
-    let report = export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    let report = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
     let snapshot_seq = report.snapshots[0];
 
     // Rounds of changes, with the state (and a time) after each.
@@ -133,7 +133,7 @@ async fn point_in_time(moto: &Moto) {
         let last = changes.last().unwrap();
         checkpoints.push((last.seq, last.at_ms, state(&src)));
         all_changes.extend(changes);
-        let shipped = export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+        let shipped = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
         assert!(shipped.snapshots.is_empty());
         assert!(shipped.segments >= 2, "{shipped:?}");
     }
@@ -174,9 +174,9 @@ async fn tampering_and_gaps_fail_loudly(moto: &Moto) {
     populate(&src, 3_000);
     let loc = location(moto, "tamper");
     let opts = ObjectExportOptions::default().segment_changes(50);
-    export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
     mutate(&src, 3_000, 7, 1);
-    export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
     assert!(restore(&loc, RestoreTarget::Latest).await.is_ok());
     let s3 = raw(moto);
     let objects = names(&s3, "tamper").await;
@@ -206,7 +206,7 @@ async fn tampering_and_gaps_fail_loudly(moto: &Moto) {
         let err = restore(&loc, RestoreTarget::Latest).await.unwrap_err();
         assert!(matches!(err, SyncError::Corrupt { .. }), "{name}: {err}");
         assert!(err.to_string().contains("checksum mismatch"), "{name}: {err}");
-        let err = verify_objects(&src, &loc).await.unwrap_err();
+        let err = verify_objects(&src, &loc, BlobCheck::Listed).await.unwrap_err();
         assert!(matches!(err, SyncError::Corrupt { .. }), "{err}");
         restore_original(name, original).await;
     }
@@ -232,10 +232,10 @@ async fn retention_keeps_the_newest_snapshots(moto: &Moto) {
     let mut snapshots = Vec::new();
     for round in 1..=3 {
         let opts = base.clone().snapshot(round > 1);
-        let report = export_objects(&src, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+        let report = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
         snapshots.extend(report.snapshots);
         mutate(&src, 2_000, 9, round);
-        export_objects(&src, &loc, &base, &Progress::hidden(), None).await.unwrap();
+        export_objects(&src, None, &loc, &base, &Progress::hidden(), None).await.unwrap();
     }
     assert_eq!(snapshots.len(), 3);
     let s3 = raw(moto);
@@ -265,7 +265,7 @@ async fn follow_ships_new_changes(moto: &Moto) {
     let opts = ObjectExportOptions::default().follow(true).poll(Duration::from_millis(50));
     let task = {
         let (store, loc) = (store.clone(), loc.clone());
-        tokio::spawn(async move { export_objects(&store, &loc, &opts, &Progress::hidden(), Some(stop_rx)).await })
+        tokio::spawn(async move { export_objects(&store, None, &loc, &opts, &Progress::hidden(), Some(stop_rx)).await })
     };
     let s3 = raw(moto);
     let started = Instant::now();
@@ -292,5 +292,5 @@ async fn follow_ships_new_changes(moto: &Moto) {
     stop_tx.send(true).unwrap();
     let report = task.await.unwrap().unwrap();
     assert_eq!(report.changes, 5);
-    assert!(verify_objects(&store, &loc).await.unwrap().equal());
+    assert!(verify_objects(&store, &loc, BlobCheck::Listed).await.unwrap().equal());
 }

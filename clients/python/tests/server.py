@@ -96,6 +96,7 @@ class Server:
             self.config_path = data.parent / f"{data.name}.toml"
             self.config_path.write_text(config)
         self.port = 0
+        self.s3_port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.log_path = data.parent / f"{data.name}.log"
         self._log: IO[str] | None = None
@@ -104,9 +105,20 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def s3_url(self) -> str:
+        """The S3 API's endpoint (servers over a data directory only: PostgreSQL has no artifact store)."""
+        if self.backend is not None:
+            raise RuntimeError("the S3 API is not available on the PostgreSQL backend")
+        return f"http://127.0.0.1:{self.s3_port}"
+
     def start(self) -> Server:
         args = [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}"]
-        args += ["--backend", self.backend] if self.backend is not None else ["--data", str(self.data)]
+        if self.backend is not None:
+            args += ["--backend", self.backend]
+        else:
+            # The S3 API (on by default over a data directory) on a free port too: servers run side by side.
+            args += ["--data", str(self.data), "--s3-listen", f"127.0.0.1:{self.s3_port}"]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
@@ -127,6 +139,13 @@ class Server:
                 f"cairn serve did not start: {line!r}; log: {self.log_path.read_text()[-2000:]}"
             )
         self.port = int(line.strip()[len(prefix) :].rsplit(":", 1)[1])
+        if self.backend is None:
+            s3_line = self.proc.stdout.readline()
+            s3_prefix = "s3 listening on http://"
+            if not s3_line.startswith(s3_prefix):
+                self.proc.kill()
+                raise RuntimeError(f"cairn serve did not start its S3 listener: {s3_line!r}")
+            self.s3_port = int(s3_line.strip()[len(s3_prefix) :].rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:

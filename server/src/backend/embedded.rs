@@ -1,13 +1,14 @@
 //! The default backend: the record store of one data directory, its synchronous calls made on tokio's
 //! blocking pool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use cairn_engine::{Check, Error as EngineError, OpenError};
-use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, Stored};
+use cairn_store::artifacts::{ArtifactError, Artifacts};
+use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, StoreError, Stored};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
@@ -26,6 +27,8 @@ const TXN_ATTEMPTS: usize = 16;
 #[derive(Clone)]
 pub struct EmbeddedBackend {
     store: Store,
+    /// The artifact store beside the records, whose blob files backups and checks carry.
+    artifacts: Option<Artifacts>,
     permits: Arc<Permits>,
     written: watch::Sender<u64>,
 }
@@ -34,7 +37,14 @@ impl EmbeddedBackend {
     /// The backend over `store`, running at most `max_concurrency` store calls at once.
     pub fn new(store: Store, max_concurrency: usize) -> Self {
         let written = watch::Sender::new(store.db().last_sequence());
-        Self { store, permits: Arc::new(Permits::new(max_concurrency)), written }
+        Self { store, artifacts: None, permits: Arc::new(Permits::new(max_concurrency)), written }
+    }
+
+    /// This backend with the artifact store kept beside its records: backups copy its blob files and
+    /// checks verify them.
+    pub fn with_artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
     }
 
     /// The store.
@@ -96,6 +106,23 @@ fn as_committed(mut s: Stored<Value>, c: &cairn_store::Committed) -> Stored<Valu
         s.created_at_ms = c.at_ms;
     }
     s
+}
+
+/// A checkpoint of `store` in `to`, with the blob files of its artifact store when it has one.
+fn checkpoint(store: &Store, artifacts: Option<&Artifacts>, to: &Path) -> Result<Value, ApiError> {
+    match artifacts {
+        Some(a) => {
+            let (info, files, bytes) = a.checkpoint(to).map_err(|e| match e {
+                ArtifactError::Store(StoreError::Storage(s)) => checkpoint_error(EngineError::Storage(s)),
+                other => internal(other),
+            })?;
+            let mut out = report::checkpoint_json(&info);
+            out["blob_files"] = json!(files);
+            out["blob_bytes"] = json!(bytes);
+            Ok(out)
+        }
+        None => Ok(report::checkpoint_json(&store.db().checkpoint(to).map_err(checkpoint_error)?)),
+    }
 }
 
 fn checkpoint_error(e: EngineError) -> ApiError {
@@ -272,16 +299,17 @@ impl Backend for EmbeddedBackend {
                 last_sequence: engine.last_sequence,
                 engine: Some(engine),
                 feed: Some(store.feed_stats()?),
+                blobs: None,
             })
         })
     }
 
     fn backup(&self, to: PathBuf, check: bool) -> BackendFuture<'_, Value> {
+        let artifacts = self.artifacts.clone();
         self.blocking(move |store| {
-            let info = store.db().checkpoint(&to).map_err(checkpoint_error)?;
-            let mut out = report::checkpoint_json(&info);
+            let mut out = checkpoint(store, artifacts.as_ref(), &to)?;
             if check {
-                let checked = check_store(&Check::new(), &info.dir).map_err(internal)?;
+                let checked = check_store(&Check::new(), &to).map_err(internal)?;
                 out["check"] = report::check_json(&checked);
             }
             Ok(out)
@@ -290,6 +318,7 @@ impl Backend for EmbeddedBackend {
 
     fn check(&self) -> BackendFuture<'_, Value> {
         static COPIES: AtomicU64 = AtomicU64::new(0);
+        let artifacts = self.artifacts.clone();
         self.blocking(move |store| {
             let data = store.db().path().to_path_buf();
             let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -298,10 +327,7 @@ impl Backend for EmbeddedBackend {
                 std::process::id(),
                 COPIES.fetch_add(1, Ordering::Relaxed)
             ));
-            let checked = store
-                .db()
-                .checkpoint(&copy)
-                .map_err(checkpoint_error)
+            let checked = checkpoint(store, artifacts.as_ref(), &copy)
                 .and_then(|_| check_store(&Check::new(), &copy).map_err(internal));
             let _ = std::fs::remove_dir_all(&copy);
             let mut out = report::check_json(&checked?);

@@ -236,6 +236,8 @@ pub struct Figures {
     pub engine: Option<cairn_store::engine::Stats>,
     /// The change feed's.
     pub feed: Option<FeedStats>,
+    /// The blob store's, when the server has an artifact store (filled by the server, not the backend).
+    pub blobs: Option<cairn_store::artifacts::BlobHealth>,
 }
 
 /// Where records live. Each method is one request's work; errors are the problem documents the request

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cairn_engine::{Check, OpenError};
+use cairn_engine::{BlobOptions, BlobStore, Check, OpenError};
 use cairn_server::report;
 use clap::Args;
 use serde_json::{json, Value};
@@ -49,6 +49,9 @@ pub fn run(args: &BackupArgs) -> Result<(), Failure> {
         format::bytes(n("wal_bytes")),
         format::thousands(n("last_sequence")),
     );
+    if n("blob_files") > 0 {
+        println!("  and {} blob files ({}) of the artifact store", n("blob_files"), format::bytes(n("blob_bytes")));
+    }
     let check = &made["check"];
     if check["healthy"].as_bool() == Some(true) {
         println!(
@@ -73,10 +76,24 @@ fn backup_here(dir: &std::path::Path, to: &std::path::Path) -> Result<Value, Fai
         e => Failure::new(format_args!("cannot open {}", dir.display()), e),
     })?;
     let info = db.checkpoint(to).map_err(|e| Failure::new(format_args!("cannot back up to {}", to.display()), e))?;
+    // The artifact store's blob files: nothing else holds the directory, so no garbage collection runs.
+    let blobs = cairn_store::artifacts::blob_dir(dir);
+    let copied = if blobs.is_dir() {
+        let store = BlobStore::open(db.storage(), &blobs, BlobOptions::default())
+            .map_err(|e| Failure::new(format_args!("cannot open {}", blobs.display()), e))?;
+        let dest = cairn_store::artifacts::blob_dir(&info.dir);
+        Some(store.copy_to(&dest).map_err(|e| Failure::new(format_args!("cannot copy {}", blobs.display()), e))?)
+    } else {
+        None
+    };
     db.close().map_err(|e| Failure::new("cannot close the database", e))?;
     let checked = cairn_store::check_store(&Check::new(), &info.dir)
         .map_err(|e| Failure::new(format_args!("cannot check {}", info.dir.display()), e))?;
     let mut out = report::checkpoint_json(&info);
+    if let Some((files, bytes)) = copied {
+        out["blob_files"] = json!(files);
+        out["blob_bytes"] = json!(bytes);
+    }
     out["check"] = report::check_json(&checked);
     Ok(out)
 }

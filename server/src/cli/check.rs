@@ -88,6 +88,9 @@ fn print_text(r: &Value, start: Instant) {
         n("collections"),
         n("index_entries")
     );
+    if r["blobs"].as_u64().unwrap_or(0) > 0 {
+        println!("  blobs     {} artifact blobs, {} bytes read and verified", n("blobs"), n("blob_bytes"));
+    }
     let findings = |key: &str| r[key].as_array().cloned().unwrap_or_default();
     for w in findings("warnings") {
         println!("warning: {}", finding_text(&w));

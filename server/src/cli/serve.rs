@@ -1,4 +1,5 @@
-//! `cairn serve`: the HTTP server over a data directory (see `docs/server.md`).
+//! `cairn serve`: the HTTP server over a data directory, and the S3 API of its artifact store (see
+//! `docs/server.md`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,11 @@ pub struct ServeArgs {
     /// a free port). The bound address is printed on stdout.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the S3 API's listener, overriding the configuration's `[s3] listen` (default
+    /// 127.0.0.1:9000; port 0 picks a free port), and turning the S3 API on. The bound address is printed
+    /// on stdout after the HTTP one (`s3 listening on http://ADDR`). Not available with `--backend`.
+    #[arg(long, value_name = "ADDR")]
+    s3_listen: Option<SocketAddr>,
     /// Configuration file (TOML): tokens and limits. Without it: defaults, no authentication, loopback only.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -37,7 +43,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         config.backend.url = Some(url.clone());
     }
     init_logs();
-    let opts = ServeOptions { data: args.data.clone(), listen: args.listen, config };
+    let opts = ServeOptions { data: args.data.clone(), listen: args.listen, s3_listen: args.s3_listen, config };
     cairn_server::serve(opts).map_err(|e| Failure::new("server", e))
 }
 

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cairn_store::artifacts::{blob_dir, ArtifactOptions, Artifacts, OBJECTS};
 use cairn_store::Store;
 use cairn_sync::{
-    ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, RestoreTarget, StopFlag, TableMapping, VerifyReport,
+    BlobCheck, ObjectExportOptions, ObjectLocation, PgExportOptions, Progress, RestoreTarget, StopFlag, TableMapping,
+    VerifyReport,
 };
 use clap::{Args, Subcommand};
 
@@ -142,6 +144,10 @@ pub struct VerifyArgs {
     /// Endpoint of an S3-compatible server (http://host:port).
     #[arg(long)]
     endpoint: Option<String>,
+    /// Object stores: download every artifact object's bytes and check their SHA-256 (by default only
+    /// their presence and size are checked, from one listing).
+    #[arg(long)]
+    hash_blobs: bool,
 }
 
 pub fn export(args: &ExportArgs) -> Result<(), Failure> {
@@ -171,6 +177,13 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
             }
             ExportTo::S3 { data, dest, endpoint, snapshot, keep_snapshots, chunk_records, follow, snapshot_every } => {
                 let store = open(data, false)?;
+                // A store without artifact objects has no artifact store to open (opening one declares
+                // its collections).
+                let artifacts = if store.collections().iter().any(|c| c.name == OBJECTS) {
+                    Some(open_artifacts(&store, data)?)
+                } else {
+                    None
+                };
                 let location = location(dest, endpoint)?;
                 let opts = ObjectExportOptions::default()
                     .snapshot(*snapshot)
@@ -178,13 +191,21 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                     .chunk_records(*chunk_records)
                     .follow(*follow)
                     .snapshot_every(snapshot_every.map(Duration::from_secs));
-                let r = cairn_sync::export_objects(&store, &location, &opts, &Progress::auto(), stop_on_ctrl_c(*follow))
-                    .await
-                    .map_err(|e| Failure::new(format_args!("export to {dest} failed"), e))?;
+                let r = cairn_sync::export_objects(
+                    &store,
+                    artifacts.as_ref(),
+                    &location,
+                    &opts,
+                    &Progress::auto(),
+                    stop_on_ctrl_c(*follow),
+                )
+                .await
+                .map_err(|e| Failure::new(format_args!("export to {dest} failed"), e))?;
                 let secs = r.snapshot_time.as_secs_f64().max(1e-9);
                 println!(
                     "snapshots {:?}: {} records, {:.1} MB ({:.1} MB uploaded) in {:.2} s ({:.0} records/s, {:.1} MB/s); \
-                     {} segments with {} changes; chain through seq {}; {} old objects deleted",
+                     {} segments with {} changes; chain through seq {}; {} old objects deleted; artifact bytes: \
+                     {} blobs uploaded ({:.1} MB), {} already there, {} versions gone and superseded",
                     r.snapshots,
                     r.snapshot_records,
                     r.snapshot_bytes as f64 / 1e6,
@@ -195,7 +216,11 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                     r.segments,
                     r.changes,
                     r.through,
-                    r.deleted
+                    r.deleted,
+                    r.blobs_uploaded,
+                    r.blob_bytes_uploaded as f64 / 1e6,
+                    r.blobs_present,
+                    r.blobs_skipped
                 );
                 Ok(())
             }
@@ -240,13 +265,15 @@ pub fn import(args: &ImportArgs) -> Result<(), Failure> {
                 };
                 let location = location(src, endpoint)?;
                 let store = open(data, true)?;
-                let r = cairn_sync::restore_objects(&location, target, &store, &Progress::auto())
+                let artifacts = open_artifacts(&store, data)?;
+                let r = cairn_sync::restore_objects(&location, target, &store, Some(&artifacts), &Progress::auto())
                     .await
                     .map_err(|e| Failure::new(format_args!("restore from {src} failed"), e))?;
                 let secs = r.elapsed.as_secs_f64().max(1e-9);
                 println!(
                     "restored seq {} (snapshot {} with {} records, then {} changes from {} segments): {:.1} MB \
-                     ({:.1} MB downloaded) in {secs:.2} s ({:.0} records/s)",
+                     ({:.1} MB downloaded) in {secs:.2} s ({:.0} records/s); {} artifact objects, {} blobs \
+                     ({:.1} MB) downloaded",
                     r.seq,
                     r.snapshot_seq,
                     r.snapshot_records,
@@ -254,7 +281,10 @@ pub fn import(args: &ImportArgs) -> Result<(), Failure> {
                     r.segments,
                     r.bytes as f64 / 1e6,
                     r.downloaded as f64 / 1e6,
-                    (r.snapshot_records + r.changes) as f64 / secs
+                    (r.snapshot_records + r.changes) as f64 / secs,
+                    r.artifact_objects,
+                    r.blobs_downloaded,
+                    r.blob_bytes as f64 / 1e6
                 );
                 Ok(())
             }
@@ -270,7 +300,8 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
             cairn_sync::verify_postgres(&store, &args.against, &args.schema).await
         } else {
             let location = location(&args.against, &args.endpoint)?;
-            cairn_sync::verify_objects(&store, &location).await
+            let blobs = if args.hash_blobs { BlobCheck::Sha256 } else { BlobCheck::Listed };
+            cairn_sync::verify_objects(&store, &location, blobs).await
         }
         .map_err(|e| Failure::new(format_args!("cannot verify against {}", args.against), e))?;
         print_report(&report);
@@ -285,6 +316,9 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
 fn print_report(r: &VerifyReport) {
     println!("local records  {}", r.local_records);
     println!("remote records {}", r.remote_records);
+    if r.blobs > 0 {
+        println!("artifact blobs {}", r.blobs);
+    }
     println!("differences    {}", r.differences);
     for d in &r.listed {
         println!("  {d}");
@@ -315,6 +349,14 @@ fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
         .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;
     Store::with_db(db, cairn_store::StoreOptions::default())
         .map_err(|e| Failure::new(format_args!("cannot open the store in {}", dir.display()), e))
+}
+
+/// The artifact store of the data directory `dir` (its blob files in `dir/blobs`), without a maintenance
+/// thread: the command holds the directory, and nothing needs collecting while it runs.
+fn open_artifacts(store: &Store, dir: &Path) -> Result<Artifacts, Failure> {
+    let opts = ArtifactOptions::default().maintenance_interval(Duration::ZERO);
+    Artifacts::open(store.clone(), &blob_dir(dir), opts)
+        .map_err(|e| Failure::new(format_args!("cannot open the artifact store in {}", blob_dir(dir).display()), e))
 }
 
 fn location(url: &str, endpoint: &Option<String>) -> Result<ObjectLocation, Failure> {

@@ -56,6 +56,28 @@ pub struct Config {
     /// Where the records live (`[backend]`). Default: the embedded store of `--data`.
     #[serde(default)]
     pub backend: BackendConfig,
+    /// The S3 API of the artifact store (`[s3]`).
+    #[serde(default)]
+    pub s3: S3Settings,
+}
+
+/// The S3 API of the artifact store (`[s3]`; see `docs/server.md`, "The S3 API"): its own listener, beside
+/// the HTTP API's.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Whether `cairn serve` answers the S3 API. Default: on with the embedded backend. The PostgreSQL
+    /// backend has no artifact store yet: there the default is off, and `true` is refused at start.
+    pub enabled: Option<bool>,
+    /// Address of the S3 listener; `--s3-listen` overrides it. Default: `127.0.0.1:9000`. Without tokens it
+    /// must be a loopback address, as `listen`.
+    pub listen: SocketAddr,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self { enabled: None, listen: SocketAddr::from(([127, 0, 0, 1], 9000)) }
+    }
 }
 
 /// The storage backend (`[backend]`; see `docs/server.md`): the embedded store of the data directory, or a
@@ -88,6 +110,7 @@ impl Default for Config {
             replicate: Vec::new(),
             changes: ChangeRetention::default(),
             backend: BackendConfig::default(),
+            s3: S3Settings::default(),
         }
     }
 }
@@ -266,5 +289,10 @@ mod tests {
         let c: Config = toml::from_str("[[tokens]]\nname = \"x\"\nsha256 = \"abc\"\nrole = \"read\"").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("64 hex"));
         assert!(toml::from_str::<Config>("[[tokens]]\nname = \"x\"\nsha256 = \"\"\nrole = \"root\"").is_err());
+        assert_eq!(c.s3, S3Settings::default());
+        assert_eq!(c.s3.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        let c: Config = toml::from_str("[s3]\nenabled = false\nlisten = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!((c.s3.enabled, c.s3.listen.port()), (Some(false), 9100));
+        assert!(toml::from_str::<Config>("[s3]\nport = 1").is_err(), "unknown keys are refused");
     }
 }

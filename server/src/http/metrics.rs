@@ -163,6 +163,7 @@ impl Metrics {
             shed: self.shed.load(Ordering::Relaxed) + figures.shed,
             timeouts: self.timeouts.load(Ordering::Relaxed),
             replicas,
+            blobs: figures.blobs.clone(),
         }));
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -184,6 +185,7 @@ struct Figures {
     shed: u64,
     timeouts: u64,
     replicas: Vec<Replica>,
+    blobs: Option<cairn_store::artifacts::BlobHealth>,
 }
 
 /// One figure of a replication target.
@@ -255,8 +257,38 @@ impl Collector for Figures {
         if let Some(feed) = &self.feed {
             encode_feed(&mut encoder, feed)?;
         }
+        if let Some(blobs) = &self.blobs {
+            encode_blobs(&mut encoder, blobs)?;
+        }
         Ok(())
     }
+}
+
+/// The blob store's figures (the artifact store's, `<data dir>/blobs`).
+fn encode_blobs(
+    encoder: &mut DescriptorEncoder,
+    b: &cairn_store::artifacts::BlobHealth,
+) -> Result<(), std::fmt::Error> {
+    let gauges = [
+        ("cairn_blob_files", "Blob files of the artifact store", b.files as i64),
+        ("cairn_blob_disk_bytes", "Bytes of the blob files on disk", b.disk_bytes as i64),
+        ("cairn_blob_live_bytes", "Bytes of the blob files that objects and parts use, as of the last garbage collection", b.live_bytes as i64),
+        (
+            "cairn_blob_gc_error",
+            "1 if the artifact store's last background run (garbage collection or retention) failed (the error is in /healthz and the log)",
+            i64::from(b.last_error.is_some()),
+        ),
+        (
+            "cairn_blob_last_gc_timestamp_ms",
+            "When garbage was last collected, in milliseconds since the Unix epoch (0: not yet)",
+            b.last_gc_ms.unwrap_or(0),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = ConstGauge::new(value);
+        gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
 }
 
 /// The embedded engine's figures.
@@ -400,6 +432,24 @@ mod tests {
         assert!(!text.contains("BREW"), "{text}");
         let series = text.lines().filter(|l| l.starts_with("cairn_http_requests_total")).count();
         assert_eq!(series, 2, "{text}");
+    }
+
+    #[test]
+    fn shows_the_blob_store() {
+        let health = cairn_store::artifacts::BlobHealth {
+            files: 3,
+            disk_bytes: 4096,
+            live_bytes: 1000,
+            last_gc_ms: Some(1_700_000_000_000),
+            last_error: Some("disk full".into()),
+        };
+        let text = Metrics::default().render(&BackendFigures { blobs: Some(health), ..engine_only() });
+        assert!(text.contains("cairn_blob_files 3\n"), "{text}");
+        assert!(text.contains("cairn_blob_disk_bytes 4096\n"), "{text}");
+        assert!(text.contains("cairn_blob_live_bytes 1000\n"), "{text}");
+        assert!(text.contains("cairn_blob_gc_error 1\n"), "{text}");
+        assert!(text.contains("cairn_blob_last_gc_timestamp_ms 1700000000000\n"), "{text}");
+        assert!(!Metrics::default().render(&engine_only()).contains("cairn_blob_"));
     }
 
     /// A consumer that fell too far behind is trimmed past, and the exposition says so.

@@ -9,6 +9,7 @@
 //! them go one way: `config` uses `auth`, `state` uses `metrics`, never the other way round.
 
 mod admin;
+mod artifacts;
 mod auth;
 mod changes;
 mod collections;
@@ -26,12 +27,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cairn_store::artifacts::{ArtifactOptions, Artifacts};
 use cairn_store::engine::Db;
 use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{BackendConfig, ChangeRetention, Config, ConfigError, Limits};
+pub use config::{BackendConfig, ChangeRetention, Config, ConfigError, Limits, S3Settings};
 pub use router::app;
 pub use state::AppState;
 
@@ -73,6 +75,20 @@ pub enum ServeError {
     /// The database did not flush or close cleanly.
     #[error("closing the database failed: {0}")]
     Close(String),
+    /// The artifact store (`<data dir>/blobs`) could not be opened.
+    #[error("cannot open the artifact store in {path}: {message}")]
+    Artifacts {
+        /// Its blob directory.
+        path: PathBuf,
+        /// The artifact store's error.
+        message: String,
+    },
+    /// The S3 API was asked for on a backend that has no artifact store.
+    #[error(
+        "the S3 API is not available on the PostgreSQL backend yet (it serves the embedded store's artifacts): \
+         remove --s3-listen and [s3] enabled = true, or serve a data directory"
+    )]
+    S3Unavailable,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -109,30 +125,56 @@ pub struct ServeOptions {
     pub data: Option<PathBuf>,
     /// Overrides the configuration's `listen`.
     pub listen: Option<SocketAddr>,
+    /// Overrides the configuration's `[s3] listen`, and turns the S3 API on.
+    pub s3_listen: Option<SocketAddr>,
     /// The configuration (`Config::default()` for the defaults).
     pub config: Config,
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then stops accepting, finishes in-flight requests, ends change
-/// streams, flushes and closes the backend. Prints `listening on http://ADDR` on stdout once bound.
+/// streams, flushes and closes the backend. Prints `listening on http://ADDR` on stdout once bound, and then,
+/// when the S3 API is on, `s3 listening on http://ADDR`.
 pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let listen = opts.listen.unwrap_or(opts.config.listen);
     let tokens = Tokens::new(&opts.config.tokens).map_err(|e| ServeError::Config(ConfigError::Invalid(e)))?;
     if !tokens.enabled() && !listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(listen));
     }
+    let s3_asked = opts.s3_listen.is_some() || opts.config.s3.enabled == Some(true);
+    if opts.config.backend.url.is_some() && s3_asked {
+        return Err(ServeError::S3Unavailable);
+    }
+    let s3_listen = opts.s3_listen.unwrap_or(opts.config.s3.listen);
+    let s3_on = opts.config.backend.url.is_none() && (s3_asked || opts.config.s3.enabled.is_none());
+    if s3_on && !tokens.enabled() && !s3_listen.ip().is_loopback() {
+        return Err(ServeError::NotLoopback(s3_listen));
+    }
     let limits = opts.config.limits.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(limits.max_concurrency + 16)
+        .max_blocking_threads(2 * limits.max_concurrency + 16)
         .build()
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
-        let (backend, store) = open_backend(&opts).await?;
+        let (backend, store, artifacts) = open_backend(&opts).await?;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
+        let s3 = match &artifacts {
+            Some(artifacts) if s3_on => {
+                let service = crate::s3::s3_service(artifacts.clone(), &opts.config)?;
+                let listener = tokio::net::TcpListener::bind(s3_listen)
+                    .await
+                    .map_err(io(format!("cannot listen on {s3_listen} for the S3 API (--s3-listen, [s3] listen)")))?;
+                let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
+                Some((service, listener, addr))
+            }
+            _ => None,
+        };
         let mut stdout = std::io::stdout();
         let _ = writeln!(stdout, "listening on http://{addr}");
+        if let Some((_, _, s3_addr)) = &s3 {
+            let _ = writeln!(stdout, "s3 listening on http://{s3_addr}");
+        }
         let _ = stdout.flush();
         let kind = backend.kind();
         if tokens.enabled() {
@@ -140,11 +182,19 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         } else {
             tracing::warn!(%addr, backend = kind, "no tokens configured: authentication is off, listening on loopback only");
         }
+        match &s3 {
+            Some((_, _, s3_addr)) => tracing::info!(addr = %s3_addr, "S3 API listening (path-style, region us-east-1)"),
+            None if store.is_none() => tracing::info!("no S3 API: the PostgreSQL backend has no artifact store yet"),
+            None => tracing::info!("S3 API off ([s3] enabled = false)"),
+        }
         let (stop, stopped) = watch::channel(false);
-        let state = AppState::new(backend.clone(), tokens, limits, stopped.clone());
+        let mut state = AppState::new(backend.clone(), tokens, limits, stopped.clone());
+        if let Some(a) = &artifacts {
+            state = state.with_artifacts(a.clone());
+        }
         let replicators = match &store {
             Some(store) => Some(
-                Replicators::start(store, &opts.config.replicate, &stopped)
+                Replicators::start(store, artifacts.as_ref(), &opts.config.replicate, &stopped)
                     .map_err(io("cannot start the replication threads"))?,
             ),
             None => None,
@@ -152,6 +202,12 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         if let Some(r) = &replicators {
             state.metrics.watch_replicas(r.status.clone());
         }
+        let s3_task = s3.map(|(service, listener, _)| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(service.serve(listener, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -161,6 +217,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             })
             .await
             .map_err(io("serving failed"))?;
+        if let Some(task) = s3_task {
+            task.await.map_err(|e| io("the S3 listener failed")(std::io::Error::other(e)))?.map_err(io("serving S3 failed"))?;
+        }
         tokio::task::spawn_blocking(move || {
             // The stop signal was sent: each replicator ends after its current step.
             if let Some(r) = replicators {
@@ -175,8 +234,9 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     })
 }
 
-/// The backend `opts` name, and the embedded store when it is that one (replication copies it).
-async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>), ServeError> {
+/// The backend `opts` name, and with the embedded one its store (replication copies it) and the artifact
+/// store in `<data dir>/blobs`.
+async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>, Option<Artifacts>), ServeError> {
     let config = &opts.config;
     if let Some(url) = &config.backend.url {
         if !config.replicate.is_empty() {
@@ -193,17 +253,24 @@ async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<S
             retention: config.changes.clone(),
         };
         let backend = PostgresBackend::open(opts).await.map_err(ServeError::Backend)?;
-        return Ok((Arc::new(backend), None));
+        return Ok((Arc::new(backend), None, None));
     }
     let data = opts.data.clone().ok_or(ServeError::NoData)?;
+    let blobs = data.join("blobs");
     let store_opts = config.changes.apply(StoreOptions::default());
     let path = data.clone();
     let store = tokio::task::spawn_blocking(move || Store::with_db(Db::open(&path)?, store_opts))
         .await
         .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
         .map_err(|source| ServeError::Open { path: data, source })?;
-    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency);
-    Ok((Arc::new(backend), Some(store)))
+    let (for_artifacts, path) = (store.clone(), blobs.clone());
+    let artifacts =
+        tokio::task::spawn_blocking(move || Artifacts::open(for_artifacts, &path, ArtifactOptions::default()))
+            .await
+            .map_err(|e| io("the task opening the artifact store failed")(std::io::Error::other(e)))?
+            .map_err(|e| ServeError::Artifacts { path: blobs, message: e.to_string() })?;
+    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency).with_artifacts(artifacts.clone());
+    Ok((Arc::new(backend), Some(store), Some(artifacts)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::auth::{self, Principal, Role};
 use super::limits::{self, Guard};
 use super::state::AppState;
-use super::{admin, changes, collections, metrics, records, transactions};
+use super::{admin, artifacts, changes, collections, metrics, records, transactions};
 use crate::problem::ApiError;
 
 /// The OpenAPI document, as kept in `docs/openapi.json`.
@@ -39,6 +39,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/changes", get(changes::changes)),
         (Method::POST, "/v1/admin/backup", post(admin::backup)),
         (Method::POST, "/v1/admin/check", post(admin::check)),
+        (Method::GET, "/v1/artifacts/buckets", get(artifacts::list)),
+        (Method::GET, "/v1/artifacts/buckets/{bucket}", get(artifacts::get)),
+        (Method::PUT, "/v1/artifacts/buckets/{bucket}/retention", put(artifacts::set_retention)),
+        (Method::GET, "/v1/artifacts/stats", get(artifacts::stats)),
+        (Method::POST, "/v1/artifacts/gc", post(artifacts::collect)),
     ]
 }
 
@@ -80,9 +85,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// `GET /healthz`: 200 while the server runs, with the last commit sequence (read without an engine task,
-/// so that it is never shed). No token needed.
+/// so that it is never shed) and, when the server has an artifact store, the blob store's health (kept in
+/// memory: no I/O). No token needed.
 async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "status": "ok", "last_sequence": state.backend.last_sequence() }))
+    let mut out = json!({ "status": "ok", "last_sequence": state.backend.last_sequence() });
+    if let Some(a) = &state.artifacts {
+        out["blobs"] = artifacts::health_json(&a.health());
+    }
+    Json(out)
 }
 
 /// `GET /openapi.json`. No token needed.
@@ -106,7 +116,8 @@ pub async fn metrics(
     Extension(who): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Read)?;
-    let figures = state.backend.figures().await?;
+    let mut figures = state.backend.figures().await?;
+    figures.blobs = state.artifacts.as_ref().map(cairn_store::artifacts::Artifacts::health);
     let text = state.metrics.render(&figures);
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));

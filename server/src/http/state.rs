@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use cairn_store::artifacts::Artifacts;
 use tokio::sync::{watch, Semaphore};
 
 use super::auth::Tokens;
 use super::config::Limits;
 use super::metrics::Metrics;
-use crate::backend::Backend;
+use crate::backend::{Backend, Permits};
 
 /// Shared state of the server. Cheap to clone.
 #[derive(Clone)]
@@ -25,6 +26,10 @@ pub struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Permits for open change streams.
     pub(crate) streams: Arc<Semaphore>,
+    /// The artifact store, when the server has one (the embedded backend's, in `<data dir>/blobs`).
+    pub(crate) artifacts: Option<Artifacts>,
+    /// Permits for the artifact routes' blocking calls.
+    pub(crate) artifact_permits: Arc<Permits>,
 }
 
 impl AppState {
@@ -39,9 +44,18 @@ impl AppState {
             backend,
             tokens: Arc::new(tokens),
             streams: Arc::new(Semaphore::new(limits.max_streams)),
+            artifact_permits: Arc::new(Permits::new(limits.max_concurrency)),
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::default()),
             shutdown,
+            artifacts: None,
         }
+    }
+
+    /// This state with an artifact store: the `/v1/artifacts` routes, and the blob store's health in
+    /// `/healthz` and `/metrics`, answer from it (without one, the routes answer 501).
+    pub fn with_artifacts(mut self, artifacts: Artifacts) -> Self {
+        self.artifacts = Some(artifacts);
+        self
     }
 }

@@ -22,10 +22,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server on `data`, writing its config under `scratch`.
+    /// A server on `data`, writing its config under `scratch`; its S3 listener (on by default with a data
+    /// directory) on a free loopback port too, so that servers run side by side.
     pub fn start_on(data: &Path, config: Option<&str>, scratch: &Path) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        cmd.args(["serve", "--data"]).arg(data);
+        cmd.args(["serve", "--s3-listen", "127.0.0.1:0", "--data"]).arg(data);
         Self::launch(cmd, config, scratch)
     }
 

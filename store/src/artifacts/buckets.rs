@@ -1,11 +1,13 @@
 //! Buckets: create, delete (only when empty), list, retention, statistics.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::handle::WRITE_ATTEMPTS;
 use crate::txn::Transaction;
 
-use super::model::{BucketDoc, BucketInfo, BucketStats};
+use super::model::{BucketDoc, BucketInfo, BucketStats, ObjectDoc};
 use super::names::{self, check_bucket, BUCKETS, OBJECTS};
 use super::{now_ms, stats, ArtifactError, Artifacts};
 
@@ -149,6 +151,32 @@ impl Artifacts {
             total.bytes += b.stats.bytes;
         }
         Ok(total)
+    }
+
+    /// Recomputes every bucket's statistics from its objects, replacing the entries kept on write, and
+    /// returns the totals of all buckets. For a store whose object records were written without them: a
+    /// restore writes the records as they were exported (`docs/sync.md`), and calls this once they are all
+    /// in. Safe while objects are written: their commits' entries add to the recomputed ones.
+    pub fn rebuild_stats(&self) -> Result<BucketStats, ArtifactError> {
+        let _folding = self.inner.folding.lock();
+        let snap = self.inner.store.db().snapshot();
+        let mut totals: BTreeMap<String, BucketStats> = BTreeMap::new();
+        for pair in snap.prefix(crate::keys::record_prefix(BUCKETS))? {
+            let (key, value) = pair?;
+            totals.entry(crate::envelope::decode_as::<BucketDoc>(&key, &value)?.doc.name).or_default();
+        }
+        for pair in snap.prefix(crate::keys::record_prefix(OBJECTS))? {
+            let (key, value) = pair?;
+            let doc = crate::envelope::decode_as::<ObjectDoc>(&key, &value)?.doc;
+            let stats = totals.entry(doc.bucket).or_default();
+            stats.objects += 1;
+            stats.bytes += doc.size;
+        }
+        stats::replace_all(&self.inner.store, &snap, &totals)?;
+        Ok(totals.values().fold(BucketStats::default(), |all, b| BucketStats {
+            objects: all.objects + b.objects,
+            bytes: all.bytes + b.bytes,
+        }))
     }
 
     fn info(&self, doc: BucketDoc) -> Result<BucketInfo, ArtifactError> {

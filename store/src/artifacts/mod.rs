@@ -7,9 +7,10 @@
 //! An upload streams its body into a blob (memory does not grow with the object), syncs it, then commits the
 //! object's record; the object is visible only once both are durable. A crash in between leaves bytes no
 //! record points to, which garbage collection removes. Bucket statistics (objects, bytes) are kept by the
-//! same commits ([`stats`]). A background thread expires objects past their bucket's retention and
+//! same commits (`stats.rs`). A background thread expires objects past their bucket's retention and
 //! collects garbage: blob files no record points to are removed, and live blobs are copied out of files
-//! that are mostly garbage ([`gc`]).
+//! that are mostly garbage (`gc.rs`). Exports and restores of the records carry the objects' bytes through
+//! `transfer.rs`.
 //!
 //! The operations and their errors are those of the S3 API, which the server maps them onto.
 
@@ -25,6 +26,7 @@ mod reader;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -43,8 +45,9 @@ pub use model::{
     PutOptions, UploadInfo,
 };
 pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
-pub use names::MAX_KEY_LEN;
+pub use names::{BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
 pub use reader::ObjectReader;
+pub use transfer::portable_document;
 
 /// How an artifact store runs. Every setter documents its default.
 #[derive(Debug, Clone)]

@@ -3,13 +3,13 @@
 use super::ArtifactError;
 
 /// The collection of buckets (id: the bucket's name).
-pub(crate) const BUCKETS: &str = "_artifact_buckets";
-/// The collection of objects (id: [`object_id`]).
-pub(crate) const OBJECTS: &str = "_artifact_objects";
+pub const BUCKETS: &str = "_artifact_buckets";
+/// The collection of objects (id: the bucket's name, `/`, the key).
+pub const OBJECTS: &str = "_artifact_objects";
 /// The collection of multipart uploads in progress (id: the upload id).
-pub(crate) const UPLOADS: &str = "_artifact_uploads";
-/// The collection of uploaded parts (id: [`part_id`]).
-pub(crate) const PARTS: &str = "_artifact_parts";
+pub const UPLOADS: &str = "_artifact_uploads";
+/// The collection of uploaded parts (id: the upload id, `/`, the part number in 5 digits).
+pub const PARTS: &str = "_artifact_parts";
 
 /// Longest object key: a record id holds the bucket name, a `/` and the key in at most 512 bytes.
 pub const MAX_KEY_LEN: usize = 512 - 64;

@@ -69,7 +69,7 @@ impl Artifacts {
         self.object(bucket, key).map(|(doc, version)| doc.meta(version))
     }
 
-    fn object(&self, bucket: &str, key: &str) -> Result<(ObjectDoc, u64), ArtifactError> {
+    pub(crate) fn object(&self, bucket: &str, key: &str) -> Result<(ObjectDoc, u64), ArtifactError> {
         check_bucket(bucket)?;
         check_key(key)?;
         let id = object_id(bucket, key);

@@ -79,6 +79,32 @@ pub(crate) fn fold(store: &Store, lock: &Mutex<()>, bucket: &str) -> Result<(), 
     Ok(())
 }
 
+/// Replaces every entry `snap` holds (of every bucket) by one entry per bucket of `totals` holding its
+/// statistics as of `snap`. Commits after `snap` keep their entries, which add to these.
+#[expect(clippy::big_endian_bytes, reason = "entries sort in commit order, as the change feed's keys")]
+pub(crate) fn replace_all(
+    store: &Store,
+    snap: &Snapshot,
+    totals: &std::collections::BTreeMap<String, BucketStats>,
+) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::new();
+    for pair in snap.prefix(keys::ARTIFACT_STATS)? {
+        batch.delete(pair?.0);
+    }
+    for (bucket, stats) in totals.iter().filter(|(_, s)| **s != BucketStats::default()) {
+        let mut key = prefix(bucket);
+        key.extend_from_slice(&snap.sequence().to_be_bytes());
+        key.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut value = (stats.objects as i64).to_le_bytes().to_vec();
+        value.extend_from_slice(&(stats.bytes as i64).to_le_bytes());
+        batch.put(&key, &value);
+    }
+    if !batch.is_empty() {
+        store.db().write(batch)?;
+    }
+    Ok(())
+}
+
 /// Removes every entry of a deleted bucket.
 pub(crate) fn clear(store: &Store, bucket: &str) -> Result<(), StoreError> {
     let mut batch = WriteBatch::new();

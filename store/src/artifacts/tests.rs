@@ -566,3 +566,156 @@ fn a_checkpoint_carries_every_object_it_lists() {
         assert_eq!(<[u8; 32]>::from(Sha256::digest(get(&restored, "bk1", &o.key))), o.sha256, "{}", o.key);
     }
 }
+
+/// Every record of a collection: id, version and document.
+fn records_of(a: &Artifacts, collection: &str) -> Vec<(String, u64, serde_json::Value)> {
+    let snap = a.store().snapshot();
+    snap.records(collection, None).unwrap().map(|r| r.unwrap()).map(|r| (r.id, r.version, r.doc)).collect()
+}
+
+fn read(mut reader: ObjectReader) -> Vec<u8> {
+    let mut out = Vec::new();
+    reader.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn read_document_reads_an_exported_version_and_follows_moved_bytes() {
+    let fs = MemStorage::new();
+    let a = open_on(&fs, BlobOptions::default().file_size(64 << 10));
+    a.create_bucket("bk1", None).unwrap();
+    for i in 0..40u64 {
+        put(&a, "bk1", &format!("k{i:02}"), &body(i, 20_000));
+    }
+    let exported = records_of(&a, OBJECTS);
+    let meta = Artifacts::document_meta(&exported[0].2, exported[0].1).unwrap();
+    assert_eq!((meta.bucket.as_str(), meta.key.as_str(), meta.size), ("bk1", "k00", 20_000));
+    assert_eq!(meta.sha256, <[u8; 32]>::from(Sha256::digest(body(0, 20_000))));
+    assert_eq!(read(a.read_document(&exported[0].2).unwrap().unwrap()), body(0, 20_000));
+    // Most objects deleted: garbage collection moves the survivors' bytes; the documents read before the
+    // move still find them.
+    for i in (0..40u64).filter(|i| i % 8 != 0) {
+        a.delete_object("bk1", &format!("k{i:02}")).unwrap();
+    }
+    let report = a.collect_garbage().unwrap();
+    assert!(report.blobs_moved > 0, "{report:?}");
+    for (id, _, doc) in exported.iter().filter(|(id, _, _)| a.head_object("bk1", &id[4..]).is_ok()) {
+        let i: u64 = id[5..].parse().unwrap();
+        assert_eq!(read(a.read_document(doc).unwrap().unwrap()), body(i, 20_000), "{id}");
+    }
+    // Overwritten and collected: the old version's bytes are gone.
+    put(&a, "bk1", "k00", b"new");
+    a.collect_garbage().unwrap();
+    assert!(a.read_document(&exported[0].2).unwrap().is_none());
+    // A deleted object's bytes are gone too once collected.
+    assert!(a.read_document(&exported[1].2).unwrap().is_none());
+    assert!(matches!(a.read_document(&serde_json::json!({"x": 1})), Err(ArtifactError::Internal(_))));
+}
+
+#[test]
+fn restored_records_get_their_bytes_back_and_refuse_a_mismatch() {
+    let (_src_dir, src) = open();
+    src.create_bucket("bk1", Some("vision")).unwrap();
+    let big = body(7, MIN_PART_SIZE as usize + 10);
+    let id = src.create_multipart("bk1", "ckpt", PutOptions::default()).unwrap();
+    let e1 = src.upload_part("bk1", "ckpt", &id, 1, &mut &big[..MIN_PART_SIZE as usize]).unwrap().etag;
+    let e2 = src.upload_part("bk1", "ckpt", &id, 2, &mut &big[MIN_PART_SIZE as usize..]).unwrap().etag;
+    src.complete_multipart("bk1", "ckpt", &id, &[(1, e1), (2, e2)]).unwrap();
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, b"small") as u32;
+    put(&src, "bk1", "small", b"small");
+    src.put_object(
+        "bk1",
+        "small",
+        PutOptions { expected_crc32c: Some(crc), ..PutOptions::default() },
+        &mut &b"small"[..],
+    )
+    .unwrap();
+    src.copy_object("bk1", "small", "bk1", "copy", None).unwrap();
+
+    // The records arrive as a restore writes them: as exported, versions kept, places emptied.
+    let (_dir, dst) = open();
+    dst.store()
+        .transaction(|tx| {
+            for collection in [BUCKETS, OBJECTS] {
+                for (id, version, doc) in records_of(&src, collection) {
+                    tx.restore_doc(collection, &id, version, portable_document(&doc))?;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(dst.bucket("bk1").unwrap().stats, BucketStats::default(), "no statistics written yet");
+    let err = dst.restore_object_bytes("bk1", "small", &mut &b"smalL"[..]).unwrap_err();
+    assert!(matches!(&err, ArtifactError::BadDigest(m) if m.contains("SHA-256")), "{err}");
+    let err = dst.restore_object_bytes("bk1", "ckpt", &mut &big[1..]).unwrap_err();
+    assert!(matches!(err, ArtifactError::BadDigest(_)), "{err}");
+    assert!(a_reader_is_empty(&dst, "small"), "a refused body changes nothing");
+
+    let restored = dst.restore_object_bytes("bk1", "ckpt", &mut &big[..]).unwrap();
+    assert_eq!(restored, src.head_object("bk1", "ckpt").unwrap(), "metadata and version as exported");
+    assert_eq!(get(&dst, "bk1", "ckpt"), big);
+    dst.restore_object_bytes("bk1", "small", &mut &b"small"[..]).unwrap();
+    assert_eq!(dst.head_object("bk1", "small").unwrap().version, 2);
+    assert!(matches!(dst.share_object_bytes("bk1", "copy", "bk1", "ckpt"), Err(ArtifactError::Invalid(_))));
+    dst.share_object_bytes("bk1", "copy", "bk1", "small").unwrap();
+    assert_eq!(get(&dst, "bk1", "copy"), b"small");
+    assert!(matches!(dst.restore_object_bytes("bk1", "absent", &mut &b""[..]), Err(ArtifactError::NoSuchKey { .. })));
+
+    let totals = dst.rebuild_stats().unwrap();
+    assert_eq!(totals, src.totals().unwrap());
+    assert_eq!(dst.bucket("bk1").unwrap().stats, src.bucket("bk1").unwrap().stats);
+    assert!(dst.check().unwrap().problems.is_empty());
+    // The restored store works as any other: garbage collection keeps what the records point to.
+    dst.collect_garbage().unwrap();
+    assert_eq!(get(&dst, "bk1", "ckpt"), big);
+}
+
+/// Whether the object's reader yields nothing (its record points at no bytes yet).
+fn a_reader_is_empty(a: &Artifacts, key: &str) -> bool {
+    let (_, reader) = a.get_object("bk1", key, None).unwrap();
+    read(reader).is_empty()
+}
+
+#[test]
+fn rebuild_stats_recomputes_every_bucket_from_its_objects() {
+    let (_dir, a) = open();
+    a.create_bucket("bk1", None).unwrap();
+    a.create_bucket("bk2", None).unwrap();
+    a.create_bucket("empty", None).unwrap();
+    for i in 0..300u64 {
+        put(&a, if i % 3 == 0 { "bk2" } else { "bk1" }, &format!("k{i}"), &body(i, i as usize));
+    }
+    // Statistics gone wrong: an entry of changes that never happened, and one of a bucket that is gone
+    // (written with a record, as entries are).
+    a.commit(|tx| {
+        let bucket = tx.get_doc(BUCKETS, "empty")?.unwrap();
+        tx.restore_doc(BUCKETS, "empty", bucket.version, bucket.doc)?;
+        stats::add(tx, "bk1", 5, 1_000);
+        stats::add(tx, "empty", -2, 7);
+        stats::add(tx, "gone", 1, 1);
+        Ok(())
+    })
+    .unwrap();
+    assert_ne!(a.bucket("bk1").unwrap().stats, BucketStats { objects: 200, bytes: 30_000 });
+    let totals = a.rebuild_stats().unwrap();
+    assert_eq!(totals, BucketStats { objects: 300, bytes: (0..300).sum() });
+    assert_eq!(a.bucket("bk1").unwrap().stats, BucketStats { objects: 200, bytes: 30_000 });
+    assert_eq!(a.bucket("bk2").unwrap().stats, BucketStats { objects: 100, bytes: 14_850 });
+    assert_eq!(a.bucket("empty").unwrap().stats, BucketStats::default());
+    assert_eq!(stats::sum_at(&a.store().db().snapshot(), "gone").unwrap().1, 0, "entries of a gone bucket dropped");
+    // Writes after the rebuild add to it.
+    a.delete_object("bk1", "k1").unwrap();
+    put(&a, "empty", "x", b"xyz");
+    assert_eq!(a.bucket("bk1").unwrap().stats, BucketStats { objects: 199, bytes: 29_999 });
+    assert_eq!(a.bucket("empty").unwrap().stats, BucketStats { objects: 1, bytes: 3 });
+    assert_eq!(a.rebuild_stats().unwrap(), BucketStats { objects: 300, bytes: (0..300).sum::<u64>() - 1 + 3 });
+    assert_eq!(a.bucket("empty").unwrap().stats, BucketStats { objects: 1, bytes: 3 });
+}
+
+#[test]
+fn portable_documents_empty_only_the_blob_pointers() {
+    let doc = serde_json::json!({"bucket": "b", "key": "k", "sha256": "00", "segments": [[1, 2, 3]]});
+    assert_eq!(portable_document(&doc), serde_json::json!({"bucket": "b", "key": "k", "sha256": "00", "segments": []}));
+    let other = serde_json::json!({"name": "job"});
+    assert_eq!(portable_document(&other), other);
+}

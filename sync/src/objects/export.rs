@@ -1,14 +1,16 @@
-//! `export s3`: a snapshot (chunks and a manifest), then change segments chained by hash; retention of old
-//! snapshots and segments.
+//! `export s3`: a snapshot (chunks and a manifest), then change segments chained by hash, each preceded by the
+//! bytes of the artifact objects it holds; retention of old snapshots and segments.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use cairn_store::Store;
+use cairn_store::artifacts::{Artifacts, OBJECTS};
+use cairn_store::{ChangeOp, Store};
 use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{PutPayload, WriteMultipart};
 
+use super::blobs::Shipper;
 use super::layout::{
     chunk_name, compress, encode_manifest, encode_segment, manifest_name, parse_manifest_name, snapshot_dir,
     ChunkEntry, Manifest, SegmentHeader, SegmentName, SnapshotLine, FORMAT, SEGMENTS, SNAPSHOTS,
@@ -21,9 +23,9 @@ use crate::progress::Progress;
 use crate::StopFlag;
 
 /// Multipart uploads send parts of this size (S3's minimum for all but the last part is 5 MiB).
-const PART_SIZE: usize = 5 * 1024 * 1024;
+pub(super) const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Parts uploaded at once.
-const PART_CONCURRENCY: usize = 4;
+pub(super) const PART_CONCURRENCY: usize = 4;
 
 /// What [`export_objects`] does. Build with [`ObjectExportOptions::default`] and the setters.
 #[derive(Debug, Clone)]
@@ -140,6 +142,17 @@ pub struct ObjectExport {
     pub through: u64,
     /// Snapshots and segments deleted by retention.
     pub deleted: u64,
+    /// Artifact objects' bytes uploaded (`blobs/sha256/...`), one per distinct content.
+    pub blobs_uploaded: u64,
+    /// Bytes of those uploads.
+    pub blob_bytes_uploaded: u64,
+    /// Object records whose bytes were already at the location (from an earlier run, or another object
+    /// with the same content).
+    pub blobs_present: u64,
+    /// Object versions whose bytes were gone from the store (overwritten or deleted, then garbage
+    /// collected) and superseded by a later version in the export: their bytes are not at the location,
+    /// so a restore to a point where that version is current fails.
+    pub blobs_skipped: u64,
 }
 
 /// The end of the change chain in a location: its last sequence and the hash of its last segment.
@@ -151,20 +164,28 @@ struct ChainEnd {
 
 /// Exports `store` to `location`: a snapshot if the location has none (or if asked), then every change
 /// since the end of the location's chain, as segments. With `follow`, keeps shipping until `stop` is set.
+///
+/// `artifacts` is the artifact store of `store`, if it has one: the bytes of every artifact object a
+/// snapshot or a segment holds are uploaded (once per content) before that snapshot's manifest or that
+/// segment. Without it, an export that meets an artifact object fails.
 pub async fn export_objects(
     store: &Store,
+    artifacts: Option<&Artifacts>,
     location: &ObjectLocation,
     opts: &ObjectExportOptions,
     progress: &Progress,
     stop: Option<StopFlag>,
 ) -> Result<ObjectExport, SyncError> {
     let mut report = ObjectExport::default();
+    let mut shipper = Shipper::new(artifacts, opts.multipart_threshold);
     let mut end = chain_end(location).await?;
     if let Some(e) = end.clone() {
         ensure_consumer(store, &opts.consumer(), e.through)?;
         match store.changes_since(e.through, 1) {
             Ok(_) => {
-                if let Some(sha) = ship(store, location, opts, &e, &mut report).await? {
+                // Bytes gone from the store are superseded by the snapshot that follows, when one is asked.
+                let shipped = ship(store, location, opts, &e, (&mut shipper, opts.snapshot), &mut report).await?;
+                if let Some(sha) = shipped {
                     end = Some(ChainEnd { through: report.through, sha256: Some(sha) });
                 }
             }
@@ -178,12 +199,12 @@ pub async fn export_objects(
     let mut end = match end {
         Some(e) if !opts.snapshot => e,
         end => {
-            let seq = snapshot(store, location, opts, progress, &mut report).await?;
+            let seq = snapshot(store, location, opts, progress, &mut shipper, &mut report).await?;
             end.unwrap_or(ChainEnd { through: seq, sha256: None })
         }
     };
     loop {
-        let shipped = ship(store, location, opts, &end, &mut report).await?;
+        let shipped = ship(store, location, opts, &end, (&mut shipper, false), &mut report).await?;
         if let Some(sha) = shipped {
             end = ChainEnd { through: report.through, sha256: Some(sha) };
         }
@@ -191,7 +212,7 @@ pub async fn export_objects(
             break;
         }
         if opts.snapshot_every.is_some_and(|every| last_snapshot.elapsed() >= every) {
-            snapshot(store, location, opts, progress, &mut report).await?;
+            snapshot(store, location, opts, progress, &mut shipper, &mut report).await?;
             last_snapshot = Instant::now();
         }
         wait(&stop, opts.poll).await;
@@ -200,12 +221,15 @@ pub async fn export_objects(
     Ok(report)
 }
 
-/// Ships every change after `end` as segments; returns the last segment's hash if any was written.
+/// Ships every change after `end` as segments, each after the bytes of the artifact objects it writes;
+/// returns the last segment's hash if any was written. With `superseded`, objects' bytes gone from the
+/// store are skipped (a snapshot follows).
 async fn ship(
     store: &Store,
     location: &ObjectLocation,
     opts: &ObjectExportOptions,
     end: &ChainEnd,
+    (shipper, superseded): (&mut Shipper<'_>, bool),
     report: &mut ObjectExport,
 ) -> Result<Option<String>, SyncError> {
     let mut after = end.through;
@@ -214,6 +238,11 @@ async fn ship(
     loop {
         let page = store.changes_since(after, opts.segment_changes)?;
         let (Some(first), Some(last)) = (page.first(), page.last()) else { break };
+        for c in page.iter().filter(|c| c.collection == OBJECTS && c.op != ChangeOp::Delete) {
+            if let Some(doc) = &c.doc {
+                shipper.ship(store, location, (&c.id, c.seq, doc), superseded, report).await?;
+            }
+        }
         let header = SegmentHeader {
             format: FORMAT,
             after,
@@ -238,12 +267,14 @@ async fn ship(
     Ok(wrote)
 }
 
-/// Writes a snapshot of the store as it is now, then applies retention. Returns its sequence.
+/// Writes a snapshot of the store as it is now (the bytes of its artifact objects before its manifest),
+/// then applies retention. Returns its sequence.
 async fn snapshot(
     store: &Store,
     location: &ObjectLocation,
     opts: &ObjectExportOptions,
     progress: &Progress,
+    shipper: &mut Shipper<'_>,
     report: &mut ObjectExport,
 ) -> Result<u64, SyncError> {
     let started = Instant::now();
@@ -259,6 +290,10 @@ async fn snapshot(
     let mut objects = Vec::new();
     let mut records = 0u64;
     for spec in &collections {
+        let objects_of_artifacts = spec.name == OBJECTS;
+        if objects_of_artifacts {
+            shipper.list(location).await?;
+        }
         let mut iter = snap.records(&spec.name, None)?;
         let mut part = 0u32;
         loop {
@@ -267,6 +302,9 @@ async fn snapshot(
             let mut doc_bytes = 0u64;
             for r in iter.by_ref().take(opts.chunk_records) {
                 let r = r?;
+                if objects_of_artifacts {
+                    shipper.ship(store, location, (&r.id, seq, &r.doc), false, report).await?;
+                }
                 let line = SnapshotLine {
                     id: r.id,
                     version: r.version,

@@ -5,6 +5,7 @@
 //! snapshots/SEQ/manifest.json                 manifest JSON, "\n", SHA-256 hex of the JSON, "\n"
 //! snapshots/SEQ/COLLECTION/PART.jsonl.zst     zstd( one SnapshotLine JSON per line )        PART: 6 digits
 //! segments/AFTER-THROUGH-SHA256.jsonl.zst     zstd( SegmentHeader line, then one Change per line )
+//! blobs/sha256/HEX                            an artifact object's bytes, as stored (not compressed)
 //! ```
 
 use std::io::BufRead;
@@ -23,6 +24,18 @@ const ZSTD_LEVEL: i32 = 3;
 
 pub(crate) const SNAPSHOTS: &str = "snapshots/";
 pub(crate) const SEGMENTS: &str = "segments/";
+pub(crate) const BLOBS: &str = "blobs/sha256/";
+
+/// `blobs/sha256/HEX`: the bytes whose SHA-256 is `sha256` (64 lower-case hex digits).
+pub(crate) fn blob_name(sha256: &str) -> String {
+    format!("{BLOBS}{sha256}")
+}
+
+/// The SHA-256 of a blob's name, if `name` (relative) is one.
+pub(crate) fn parse_blob_name(name: &str) -> Option<&str> {
+    let hex = name.strip_prefix(BLOBS)?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hex)
+}
 
 /// `snapshots/SEQ/`.
 pub(crate) fn snapshot_dir(seq: u64) -> String {
@@ -229,6 +242,11 @@ mod tests {
         assert_eq!(parse_manifest_name(&manifest_name(42)), Some(42));
         assert_eq!(parse_manifest_name("snapshots/42/manifest.json"), None);
         assert_eq!(SegmentName::parse("segments/1-2-zz.jsonl.zst"), None);
+        let sha = "0f".repeat(32);
+        assert_eq!(blob_name(&sha), format!("blobs/sha256/{sha}"));
+        assert_eq!(parse_blob_name(&blob_name(&sha)), Some(sha.as_str()));
+        assert_eq!(parse_blob_name(&blob_name(&"0F".repeat(32))), None);
+        assert_eq!(parse_blob_name("blobs/sha256/00"), None);
     }
 
     #[test]

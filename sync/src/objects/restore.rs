@@ -1,10 +1,13 @@
 //! `import s3`: the latest snapshot at or before the target, then the chained segments up to it, every
-//! object checked against its checksum and every link of the chain against its neighbour.
+//! object checked against its checksum and every link of the chain against its neighbour; then the bytes of
+//! the artifact objects of the restored state, each checked against its SHA-256.
 
 use std::time::{Duration, Instant};
 
+use cairn_store::artifacts::Artifacts;
 use cairn_store::{ChangeOp, Store};
 
+use super::blobs::restore_blobs;
 use super::export::{list_segments, list_snapshots};
 use super::layout::{
     decode_manifest, decode_segment, lines, manifest_name, open_checked, snapshot_dir, Manifest, SegmentName,
@@ -45,26 +48,49 @@ pub struct RestoreReport {
     pub downloaded: u64,
     /// Bytes of documents restored, as JSON.
     pub bytes: u64,
+    /// Artifact objects given their bytes.
+    pub artifact_objects: u64,
+    /// Distinct blobs downloaded for them (objects with the same content share one).
+    pub blobs_downloaded: u64,
+    /// Bytes of those blobs.
+    pub blob_bytes: u64,
     /// Time spent.
     pub elapsed: Duration,
 }
 
-/// Restores the state `target` names from `location` into `store`, which must have no collections yet.
-/// Any missing object, checksum mismatch or break in the segment chain fails the restore.
+/// Restores the state `target` names from `location` into `store`, which must hold no records yet (its
+/// collections, if any, are empty: those of a new artifact store, say). Any missing object, checksum
+/// mismatch or break in the segment chain fails the restore.
+///
+/// `artifacts` is the artifact store of `store`: once the records are in, every artifact object gets its
+/// bytes from the location, checked against its SHA-256, and every bucket's statistics are recomputed.
+/// Multipart uploads in progress (`_artifact_uploads`, `_artifact_parts`) are not restored. Without it, a
+/// restore that meets an artifact object fails.
 pub async fn restore_objects(
     location: &ObjectLocation,
     target: RestoreTarget,
     store: &Store,
+    artifacts: Option<&Artifacts>,
     progress: &Progress,
 ) -> Result<RestoreReport, SyncError> {
-    if !store.collections().is_empty() {
-        return Err(SyncError::invalid(format!(
-            "{}: the destination store already has collections; restore into a new, empty data directory",
-            store.db().path().display()
-        )));
+    let snap = store.snapshot();
+    for spec in snap.collections()? {
+        if snap.records(&spec.name, None)?.next().is_some() {
+            return Err(SyncError::invalid(format!(
+                "{}: the destination store already holds records (in {}); restore into a new, empty data directory",
+                store.db().path().display(),
+                spec.name
+            )));
+        }
     }
-    let mut sink = StoreSink::new(store);
-    replay(location, target, &mut sink, progress).await
+    let started = Instant::now();
+    let mut sink = StoreSink::new(store, artifacts.is_some());
+    let mut report = replay(location, target, &mut sink, progress).await?;
+    if let Some(artifacts) = artifacts {
+        restore_blobs(location, artifacts, progress, &mut report).await?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// Reads the snapshot and segments `target` needs from `location` into `sink`.

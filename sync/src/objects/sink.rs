@@ -1,9 +1,12 @@
 //! Where a restore writes: a store, or (for verification) a map of record digests.
 
+use std::collections::BTreeMap;
+
+use cairn_store::artifacts::{portable_document, Artifacts, OBJECTS, PARTS, UPLOADS};
 use cairn_store::{CollectionSpec, Store, WriteError};
 use serde_json::Value;
 
-use crate::digest::{record_digest, Records};
+use crate::digest::{record_digest_in, Records};
 use crate::error::SyncError;
 
 /// Store transactions are cut at the first commit boundary after this many operations.
@@ -25,15 +28,24 @@ enum Op {
     Delete(String, String),
 }
 
-/// Writes into a store, one transaction per batch of whole source commits.
+/// Writes into a store, one transaction per batch of whole source commits. Artifact object records are
+/// written with their blob pointers emptied (they name the source's blob files; the restore gives them
+/// local ones once their bytes are in); multipart uploads in progress are not written.
 pub(crate) struct StoreSink<'a> {
     store: &'a Store,
     ops: Vec<Op>,
+    /// Whether artifact objects can be given their bytes after the records (an artifact store was given).
+    artifacts: bool,
+}
+
+/// Collections of multipart uploads in progress: not restored (their parts' bytes are not exported).
+fn unrestored(collection: &str) -> bool {
+    collection == UPLOADS || collection == PARTS
 }
 
 impl<'a> StoreSink<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Self { store, ops: Vec::new() }
+    pub fn new(store: &'a Store, artifacts: bool) -> Self {
+        Self { store, ops: Vec::new(), artifacts }
     }
 
     fn write(&mut self) -> Result<(), SyncError> {
@@ -72,11 +84,28 @@ impl Sink for StoreSink<'_> {
     }
 
     fn put(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), SyncError> {
+        if unrestored(collection) {
+            return Ok(());
+        }
+        let doc = if collection == OBJECTS {
+            if !self.artifacts {
+                return Err(SyncError::invalid(format!(
+                    "the location holds artifact objects ({OBJECTS}/{id}) but the restore was not given an \
+                     artifact store to put their bytes in"
+                )));
+            }
+            portable_document(&doc)
+        } else {
+            doc
+        };
         self.ops.push(Op::Put(collection.to_owned(), id.to_owned(), version, doc));
         Ok(())
     }
 
     fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError> {
+        if unrestored(collection) {
+            return Ok(());
+        }
         self.ops.push(Op::Delete(collection.to_owned(), id.to_owned()));
         Ok(())
     }
@@ -93,10 +122,12 @@ impl Sink for StoreSink<'_> {
     }
 }
 
-/// Keeps `(collection, id) → (version, digest)`: the state a restore would produce, for verification.
+/// Keeps `(collection, id) → (version, digest)`: the state a restore would produce, for verification;
+/// and each artifact object's content: `id → (SHA-256 hex, size)`.
 #[derive(Debug, Default)]
 pub(crate) struct DigestSink {
     pub records: Records,
+    pub objects: BTreeMap<String, (String, u64)>,
 }
 
 impl Sink for DigestSink {
@@ -105,11 +136,20 @@ impl Sink for DigestSink {
     }
 
     fn put(&mut self, collection: &str, id: &str, version: u64, doc: Value) -> Result<(), SyncError> {
-        self.records.insert((collection.to_owned(), id.to_owned()), (version, record_digest(version, &doc)));
+        if collection == OBJECTS {
+            let meta = Artifacts::document_meta(&doc, version)
+                .map_err(|e| SyncError::corrupt(format!("{OBJECTS}/{id}"), e.to_string()))?;
+            self.objects.insert(id.to_owned(), (hex::encode(meta.sha256), meta.size));
+        }
+        let digest = record_digest_in(collection, version, &doc);
+        self.records.insert((collection.to_owned(), id.to_owned()), (version, digest));
         Ok(())
     }
 
     fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError> {
+        if collection == OBJECTS {
+            self.objects.remove(id);
+        }
         match self.records.remove(&(collection.to_owned(), id.to_owned())) {
             Some(_) => Ok(()),
             None => Err(SyncError::corrupt(

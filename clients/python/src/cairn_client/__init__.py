@@ -33,6 +33,7 @@ from .errors import (
     Unavailable,
 )
 from .models import (
+    Bucket,
     Change,
     ChangesPage,
     CollectionInfo,
@@ -60,6 +61,7 @@ __all__ = [
     "AsyncRepository",
     "AsyncTransaction",
     "BadRequest",
+    "Bucket",
     "CairnError",
     "Change",
     "ChangeFeed",

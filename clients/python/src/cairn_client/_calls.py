@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from .models import (
+    Bucket,
     Change,
     ChangesPage,
     CollectionInfo,
@@ -97,6 +98,34 @@ def metrics() -> Call[str]:
 
 def openapi() -> Call[dict[str, Any]]:
     return Call("GET", "/openapi.json", _json)
+
+
+def buckets() -> Call[list[Bucket]]:
+    return Call("GET", "/v1/artifacts/buckets", lambda r: [Bucket.from_json(b) for b in _json(r)["buckets"]])
+
+
+def bucket_path(name: str) -> str:
+    return f"/v1/artifacts/buckets/{quote(name, safe='')}"
+
+
+def bucket(name: str) -> Call[Bucket]:
+    return Call("GET", bucket_path(name), lambda r: Bucket.from_json(_json(r)))
+
+
+def set_retention(name: str, days: int | None) -> Call[Bucket]:
+    if days is not None and (isinstance(days, bool) or not isinstance(days, int) or days < 1):
+        raise ValueError(f"days must be a whole number of days, at least 1, or None, not {days!r}")
+    return Call(
+        "PUT", bucket_path(name) + "/retention", lambda r: Bucket.from_json(_json(r)), body={"days": days}
+    )
+
+
+def artifact_stats() -> Call[dict[str, Any]]:
+    return Call("GET", "/v1/artifacts/stats", _json)
+
+
+def collect_garbage() -> Call[dict[str, Any]]:
+    return Call("POST", "/v1/artifacts/gc", _json)
 
 
 def collections() -> Call[list[CollectionInfo]]:

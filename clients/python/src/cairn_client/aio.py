@@ -26,6 +26,7 @@ from .client import (
 )
 from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
 from .models import (
+    Bucket,
     Change,
     ChangesPage,
     CollectionInfo,
@@ -120,6 +121,21 @@ class AsyncClient(Settings):
 
     async def openapi(self) -> dict[str, Any]:
         return await self._run(_calls.openapi())
+
+    async def buckets(self) -> list[Bucket]:
+        return await self._run(_calls.buckets())
+
+    async def bucket(self, name: str) -> Bucket:
+        return await self._run(_calls.bucket(name))
+
+    async def set_retention(self, bucket: str, days: int | None) -> Bucket:
+        return await self._run(_calls.set_retention(bucket, days))
+
+    async def artifact_stats(self) -> dict[str, Any]:
+        return await self._run(_calls.artifact_stats())
+
+    async def collect_garbage(self) -> dict[str, Any]:
+        return await self._run(_calls.collect_garbage())
 
     async def backup(self, to: str, *, check: bool = False) -> dict[str, Any]:
         return await self._run(_calls.backup(to, check))

@@ -15,6 +15,7 @@ from ._calls import Call, IfMatch, IndexLike
 from ._sse import EventParser, Resume, change_of
 from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
 from .models import (
+    Bucket,
     Change,
     ChangesPage,
     CollectionInfo,
@@ -187,6 +188,32 @@ class Client(Settings):
     def openapi(self) -> dict[str, Any]:
         """``GET /openapi.json``: the API's OpenAPI document."""
         return self._run(_calls.openapi())
+
+    # -- artifacts ----------------------------------------------------------------------------------------
+
+    def buckets(self) -> list[Bucket]:
+        """``GET /v1/artifacts/buckets``: every artifact bucket (a scoped token's: its project's) with its
+        objects and bytes. Objects are read and written through the S3 API (see docs/python.md)."""
+        return self._run(_calls.buckets())
+
+    def bucket(self, name: str) -> Bucket:
+        """``GET /v1/artifacts/buckets/{name}``: one bucket and its figures; :class:`NotFound` if absent."""
+        return self._run(_calls.bucket(name))
+
+    def set_retention(self, bucket: str, days: int | None) -> Bucket:
+        """``PUT /v1/artifacts/buckets/{bucket}/retention``: objects older than ``days`` are deleted in the
+        background; ``None`` keeps them forever (admin tokens)."""
+        return self._run(_calls.set_retention(bucket, days))
+
+    def artifact_stats(self) -> dict[str, Any]:
+        """``GET /v1/artifacts/stats``: buckets, objects and bytes summed, and the blob store's health
+        (unscoped tokens)."""
+        return self._run(_calls.artifact_stats())
+
+    def collect_garbage(self) -> dict[str, Any]:
+        """``POST /v1/artifacts/gc``: retention and garbage collection of the blob files now; what was
+        expired and reclaimed (unscoped admin tokens)."""
+        return self._run(_calls.collect_garbage())
 
     def backup(self, to: str, *, check: bool = False) -> dict[str, Any]:
         """``POST /v1/admin/backup``: a consistent copy of the live store into ``to`` (an absolute path on the

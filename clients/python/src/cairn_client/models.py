@@ -174,6 +174,30 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """An artifact bucket (objects themselves are read and written through the S3 API, e.g. with boto3)
+    and its figures, kept by the server on every write."""
+
+    name: str
+    project: str | None
+    created_ms: int
+    retention_days: int | None
+    objects: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> Bucket:
+        return cls(
+            name=j["name"],
+            project=j.get("project"),
+            created_ms=j["created_ms"],
+            retention_days=j.get("retention_days"),
+            objects=j["objects"],
+            bytes=j["bytes"],
+        )
+
+
+@dataclass(frozen=True)
 class TransactionResult:
     """A committed transaction: its commit sequence, and per operation the record written (``put``), the
     record checked (``check``; ``None`` if absent) or ``None`` (``delete``)."""

@@ -356,6 +356,7 @@ impl Backend for PostgresBackend {
                 last_sequence: (*inner.written.borrow()).max(feed.last_change),
                 engine: None,
                 feed: Some(feed),
+                blobs: None,
             })
         })
     }
