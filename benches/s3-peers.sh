@@ -3,15 +3,17 @@
 # release builds of `cairn` and `s3_load`, then for each peer RUNS consecutive runs, each on a fresh
 # directory, and the machine's limit for large writes (`dd` with conv=fdatasync):
 #
-#   cairn      `cairn serve --data DIR --s3-listen ADDR` with an access key (every object synced before its answer)
+#   cairn      `cairn serve --data DIR --s3-listen ADDR` with one admin token as the access key (every object
+#              synced before its answer)
 #   s3s-fs     s3s-fs (`cargo install s3s-fs@0.14.1 --features binary`), plain files, no fsync
 #   moto       moto's server (pip install 'moto[server]'), objects in memory
 #
 #     benches/s3-peers.sh [PEER...]    (default: cairn s3s-fs moto)
 #
 # RUNS (3), SECONDS_PER_WORKLOAD (5), CONCURRENCY (16), LIST_KEYS (100000), DELETE_KEYS (10000). Prints each
-# run's table, the disk bytes of the peer's directory after the run, after deleting half of the 1 MiB
-# objects, and (Cairn) after garbage collection; then per workload the runs' ops/s or MB/s and their median.
+# run's table, the disk bytes of the peer's directory after the run (which ends by deleting every other
+# 1 MiB object) and, for Cairn, after garbage collection (`POST /v1/artifacts/gc`) with the live bytes it
+# reports; then per workload the runs' ops/s or MB/s and their median.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +28,9 @@ cargo build --release -j "${CAIRN_JOBS:-2}" -p cairn-server --bin cairn -p cairn
 bin="$(cd "${target}/release" && pwd)"
 scratch="$(mktemp -d)"
 server=""
+# One key pair for every peer: the access key is Cairn's token name, the secret its token's SHA-256.
+token="bench-token"
+secret="$(printf %s "${token}" | sha256sum | cut -d' ' -f1)"
 cleanup() {
     if [ -n "${server}" ]; then kill -TERM "${server}" 2>/dev/null || true; wait "${server}" 2>/dev/null || true; fi
     rm -rf "${scratch}"
@@ -53,15 +58,15 @@ start_peer() {
             cat >"${scratch}/cairn.toml" <<TOML
 [[tokens]]
 name = "bench"
-token = "benchsecret"
+sha256 = "${secret}"
 role = "admin"
 TOML
             "${bin}/cairn" serve --data "${dir}" --listen 127.0.0.1:0 --s3-listen "127.0.0.1:${port}" \
-                --config "${scratch}/cairn.toml" >"${scratch}/server.out" 2>&1 &
+                --config "${scratch}/cairn.toml" >"${scratch}/server.out" 2>"${scratch}/server.err" &
             ;;
         s3s-fs)
             mkdir -p "${dir}/bench"
-            s3s-fs --host 127.0.0.1 --port "${port}" --access-key bench --secret-key benchsecret "${dir}" \
+            s3s-fs --host 127.0.0.1 --port "${port}" --access-key bench --secret-key "${secret}" "${dir}" \
                 >"${scratch}/server.out" 2>&1 &
             ;;
         moto)
@@ -86,9 +91,17 @@ for peer in "${peers[@]}"; do
         start_peer "${peer}"
         echo "== ${peer}, run ${run}"
         "${bin}/s3_load" --endpoint "${endpoint}" --name "${peer}" --concurrency "${concurrency}" \
-            --seconds "${seconds}" --list-keys "${list_keys}" --delete-keys "${delete_keys}" | tee "${scratch}/table"
+            --seconds "${seconds}" --list-keys "${list_keys}" --delete-keys "${delete_keys}" \
+            --access-key bench --secret-key "${secret}" | tee "${scratch}/table"
         if [ "${peer}" != moto ]; then
             echo "disk after the run: $(du -sb "${dir}" | cut -f1) bytes"
+        fi
+        if [ "${peer}" = cairn ]; then
+            http="$(grep -m1 -oE 'http://[0-9.]+:[0-9]+' "${scratch}/server.out")"
+            gc="$(curl -sf -X POST -H "Authorization: Bearer ${token}" "${http}/v1/artifacts/gc")"
+            echo "after garbage collection: $(du -sb "${dir}/blobs" | cut -f1) bytes of blob files," \
+                "$(echo "${gc}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["blobs"]["live_bytes"])') live;" \
+                "whole directory $(du -sb "${dir}" | cut -f1) bytes"
         fi
         # Median inputs: ops/s for the small and listing rows, MB/s for the large ones.
         while IFS='|' read -r _ workload _ ops mbs _; do

@@ -15,7 +15,9 @@
 //! - `put-64m` / `get-64m`: three 64 MiB objects one after another, each one PUT: MB/s;
 //! - `list`: `--list-keys` keys of 16 bytes loaded first (not timed), then every page of a ListObjectsV2
 //!   of all of them (1,000 per page): keys per second;
-//! - `delete`: `--delete-keys` of those keys deleted from `--concurrency` tasks: deletes per second.
+//! - `delete`: `--delete-keys` of those keys deleted from `--concurrency` tasks: deletes per second;
+//! - `delete-half-1m`: every other object of `put-1m` deleted (for the disk-space measurement that
+//!   `s3-peers.sh` makes after it).
 //!
 //! Every GET compares the bytes it got with the bytes put; a mismatch or a failed request ends the run with
 //! an error.
@@ -25,14 +27,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
+use sha2::{Digest, Sha256};
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
-const WORKLOADS: [&str; 8] = ["put-4k", "get-4k", "put-1m", "get-1m", "put-64m", "get-64m", "list", "delete"];
+const WORKLOADS: [&str; 9] =
+    ["put-4k", "get-4k", "put-1m", "get-1m", "put-64m", "get-64m", "list", "delete", "delete-half-1m"];
 
 struct Args {
     endpoint: String,
@@ -264,9 +268,73 @@ async fn delete(store: Arc<dyn ObjectStore>, keys: usize, tasks: usize, list_key
     Ok(Row { workload: "delete".into(), ops, bytes, elapsed, latencies })
 }
 
+async fn delete_half(store: Arc<dyn ObjectStore>, size: usize) -> Result<Row, Failure> {
+    let listed: Vec<Path> =
+        store.list(Some(&Path::from(format!("sized-{size}")))).map_ok(|m| m.location).try_collect().await?;
+    let start = Instant::now();
+    let mut row =
+        Row { workload: "delete-half-1m".into(), ops: 0, bytes: 0, elapsed: Duration::ZERO, latencies: Vec::new() };
+    for path in listed.iter().step_by(2) {
+        let began = Instant::now();
+        store.delete(path).await?;
+        row.latencies.push(began.elapsed());
+        row.ops += 1;
+        row.bytes += size as u64;
+    }
+    row.elapsed = start.elapsed();
+    Ok(row)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+/// `PUT /bucket`, signed with AWS Signature Version 4 (object_store has no call to create a bucket).
+async fn create_bucket(args: &Args) -> Result<reqwest::Response, Failure> {
+    let url = reqwest::Url::parse(&format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket))?;
+    let host = match url.port() {
+        Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let now = chrono::Utc::now();
+    let (amz_date, date) = (now.format("%Y%m%dT%H%M%SZ").to_string(), now.format("%Y%m%d").to_string());
+    let payload = hex::encode(Sha256::digest(b""));
+    let signed = "host;x-amz-content-sha256;x-amz-date";
+    let canonical = format!(
+        "PUT\n{}\n\nhost:{host}\nx-amz-content-sha256:{payload}\nx-amz-date:{amz_date}\n\n{signed}\n{payload}",
+        url.path()
+    );
+    let scope = format!("{date}/us-east-1/s3/aws4_request");
+    let to_sign = format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical)));
+    let mut key = hmac(format!("AWS4{}", args.secret_key).as_bytes(), date.as_bytes());
+    for part in ["us-east-1", "s3", "aws4_request"] {
+        key = hmac(&key, part.as_bytes());
+    }
+    let signature = hex::encode(hmac(&key, to_sign.as_bytes()));
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+        args.access_key
+    );
+    Ok(reqwest::Client::new()
+        .put(url)
+        .header("x-amz-date", amz_date)
+        .header("x-amz-content-sha256", payload)
+        .header("authorization", authorization)
+        .send()
+        .await?)
+}
+
 async fn run(args: Args) -> Result<(), Failure> {
-    let http = reqwest::Client::new();
-    let created = http.put(format!("{}/{}", args.endpoint.trim_end_matches('/'), args.bucket)).send().await?;
+    let created = create_bucket(&args).await?;
     if !(created.status().is_success() || created.status().as_u16() == 409) {
         eprintln!("s3_load: PUT /{} answered {}; going on (the bucket may exist)", args.bucket, created.status());
     }
@@ -318,6 +386,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
             "list" => list(store.clone(), args.list_keys, args.concurrency).await?,
             "delete" => delete(store.clone(), args.delete_keys, args.concurrency, args.list_keys).await?,
+            "delete-half-1m" => delete_half(store.clone(), 1 << 20).await?,
             _ => continue,
         };
         rows.push(row);
