@@ -19,26 +19,12 @@ const RECORDS: usize = 100_000;
 const BUCKET: &str = "cairn-test";
 
 fn location(moto: &Moto, prefix: &str) -> ObjectLocation {
-    ObjectLocation::new(format!("s3://{BUCKET}/{prefix}"))
-        .endpoint(Some(moto.endpoint()))
-        .credentials("testing", "testing")
-        .region("us-east-1")
-        .max_retries(2)
-        .open()
-        .unwrap()
+    moto.location(BUCKET, prefix)
 }
 
 /// A raw client of the same bucket, to look at and tamper with objects.
 fn raw(moto: &Moto) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(BUCKET)
-        .with_endpoint(moto.endpoint())
-        .with_allow_http(true)
-        .with_access_key_id("testing")
-        .with_secret_access_key("testing")
-        .with_region("us-east-1")
-        .build()
-        .unwrap()
+    moto.raw(BUCKET)
 }
 
 async fn names(s3: &object_store::aws::AmazonS3, prefix: &str) -> Vec<String> {

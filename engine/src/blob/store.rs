@@ -132,8 +132,9 @@ impl BlobStore {
         let min_end = blob.offset.saturating_add(blob.len).saturating_add((BLOB_HEADER_LEN + BLOB_TRAILER_LEN) as u64);
         let map = self.inner.map(blob.file, min_end)?;
         match BlobReader::new(map, path.clone(), blob, range.clone()) {
-            Err(StorageError::Corruption { .. }) if self.inner.is_active(blob.file) => {
-                // The blob may end past what an earlier map of this growing file holds.
+            Err(StorageError::Corruption { .. }) => {
+                // The blob may end past what an earlier map of this file, made while it grew, holds: map it
+                // afresh before calling the damage corruption.
                 let map = self.inner.map(blob.file, u64::MAX)?;
                 BlobReader::new(map, path, blob, range)
             }
@@ -336,6 +337,8 @@ impl Inner {
     pub fn deactivate(&self, file: u64) {
         if let Some(e) = self.state.lock().files.get_mut(&file) {
             e.active = false;
+            // Maps made while it grew may be shorter than it now is.
+            e.map = None;
         }
     }
 
@@ -416,9 +419,11 @@ impl Inner {
     pub fn map(&self, file: u64, min_len: u64) -> Result<Arc<dyn MappedFile>, StorageError> {
         {
             let st = self.state.lock();
+            // A map made while the file was shorter serves only reads it covers, whether or not the file is
+            // still appended to.
             if let Some(map) = st.files.get(&file).and_then(|e| {
                 let map = e.map.as_ref()?;
-                (map.bytes().len() as u64 >= min_len || !e.active).then(|| map.clone())
+                (map.bytes().len() as u64 >= min_len).then(|| map.clone())
             }) {
                 return Ok(map);
             }
@@ -438,7 +443,7 @@ impl Inner {
             let st = self.state.lock();
             st.files.get(&file).map_or((false, 0), |e| (e.active, e.len.load(Ordering::Acquire)))
         };
-        let map = self.map(file, if active { appended } else { 0 })?;
+        let map = self.map(file, appended)?;
         let len = map.bytes().len();
         let limit = if active { len.min(usize::try_from(appended).unwrap_or(usize::MAX)) } else { len };
         Ok((map, limit))

@@ -405,3 +405,29 @@ fn writers_finishing_together_share_a_sync() {
     let used = syncs.load(Ordering::SeqCst) - before;
     assert!((1..threads as u64).contains(&used), "{threads} finishing writers used {used} syncs");
 }
+
+/// Regression: a read of the shared file while it was being appended to left a map of it as long as it was
+/// then; once the file was full and no longer appended to, that map was reused as if it held the whole
+/// file, and every blob appended after it failed to read ("blob header cut short"), forever.
+#[test]
+fn blobs_appended_after_a_read_stay_readable_once_the_file_is_full() {
+    let fs = MemStorage::new();
+    let store = open(&fs, BlobOptions::default().file_size(64 << 10));
+    let (first, _pin) = put(&store, &data(1000, 1), 1000);
+    assert_eq!(store.read_all(&first).unwrap(), data(1000, 1), "mapped while short");
+    let mut blobs = vec![(first, data(1000, 1))];
+    for i in 2..12u64 {
+        let bytes = data(20_000, i);
+        let (blob, _pin) = put(&store, &bytes, 7000);
+        blobs.push((blob, bytes));
+    }
+    let first_file = blobs[0].0.file;
+    assert!(store.files().iter().any(|f| f.number == first_file && !f.active), "the first file filled up");
+    for (blob, bytes) in &blobs {
+        assert_eq!(&store.read_all(blob).unwrap(), bytes, "{blob:?}");
+    }
+    let listed = store.blobs_in(first_file).unwrap();
+    let expected: Vec<BlobRef> = blobs.iter().map(|(b, _)| *b).filter(|b| b.file == first_file).collect();
+    assert_eq!(listed, expected);
+    assert!(store.check().is_healthy());
+}

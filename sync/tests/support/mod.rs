@@ -54,6 +54,30 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A sync location in `bucket` under `prefix`, with moto's test credentials.
+    pub fn location(&self, bucket: &str, prefix: &str) -> cairn_sync::ObjectLocation {
+        cairn_sync::ObjectLocation::new(format!("s3://{bucket}/{prefix}"))
+            .endpoint(Some(self.endpoint()))
+            .credentials("testing", "testing")
+            .region("us-east-1")
+            .max_retries(2)
+            .open()
+            .unwrap()
+    }
+
+    /// A raw client of `bucket`, to look at and tamper with objects.
+    pub fn raw(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .with_region("us-east-1")
+            .build()
+            .unwrap()
+    }
+
     /// Creates a bucket (moto accepts the unsigned request).
     pub fn create_bucket(&self, name: &str) {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
