@@ -129,7 +129,7 @@ async fn run_tasks<F, Fut>(
     tasks: usize,
     deadline: Option<Instant>,
     op: F,
-) -> Result<(u64, u64, Vec<Duration>, Duration), Failure>
+) -> Result<(Vec<u64>, u64, Vec<Duration>, Duration), Failure>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Option<u64>, Failure>> + Send,
@@ -160,10 +160,10 @@ where
             Ok::<_, Failure>((ops, bytes, lat))
         }));
     }
-    let (mut ops, mut bytes, mut lat) = (0, 0, Vec::new());
+    let (mut ops, mut bytes, mut lat) = (Vec::new(), 0, Vec::new());
     for h in handles {
         let (o, b, l) = h.await??;
-        ops += o;
+        ops.push(o);
         bytes += b;
         lat.extend(l);
     }
@@ -196,8 +196,7 @@ async fn sized(
         })
         .await?;
         // How many each task wrote, for the GETs.
-        written.clear();
-        written.resize(tasks, r.0 / tasks as u64);
+        written.clone_from(&r.0);
         r
     } else {
         let counts = Arc::new(written.clone());
@@ -216,6 +215,7 @@ async fn sized(
         })
         .await?
     };
+    let ops = ops.iter().sum();
     let label = if size >= 1 << 20 { format!("{}m", size >> 20) } else { format!("{}k", size >> 10) };
     let _ = name;
     Ok(Row { workload: format!("{}-{label}", if put { "put" } else { "get" }), ops, bytes, elapsed, latencies })
@@ -265,7 +265,7 @@ async fn delete(store: Arc<dyn ObjectStore>, keys: usize, tasks: usize, list_key
         }
     })
     .await?;
-    Ok(Row { workload: "delete".into(), ops, bytes, elapsed, latencies })
+    Ok(Row { workload: "delete".into(), ops: ops.iter().sum(), bytes, elapsed, latencies })
 }
 
 async fn delete_half(store: Arc<dyn ObjectStore>, size: usize) -> Result<Row, Failure> {
