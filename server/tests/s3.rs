@@ -662,6 +662,24 @@ async fn the_http_api_shows_buckets_stats_retention_and_blob_health() {
         assert!(text.contains(gauge), "{gauge} missing from {text}");
     }
 
+    // The artifact store's collections are written through the S3 API only, whatever the token.
+    let doc = Some(r#"{"segments": [[1, 0, 5]]}"#);
+    for (method, path, body) in [
+        ("PUT", "/v1/collections/_artifact_objects/records/figures%2Fx", doc),
+        ("DELETE", "/v1/collections/_artifact_buckets/records/figures", None),
+        ("POST", "/v1/collections/_artifact_uploads/claim", Some(r#"{"set": {"a": 1}}"#)),
+        ("POST", "/v1/collections", Some(r#"{"name": "_artifact_parts", "indexes": []}"#)),
+        (
+            "POST",
+            "/v1/transactions",
+            Some(r#"{"operations": [{"op": "put", "collection": "_artifact_buckets", "id": "x", "document": {}}]}"#),
+        ),
+    ] {
+        let (status, body) = call(method, path, "admin-secret", body).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(body.contains("written through the S3 API only"), "{body}");
+    }
+
     // Garbage collection on demand: admin tokens only; what it reclaimed, and the health after.
     store.delete(&Path::from("f0")).await.unwrap();
     assert_eq!(call("POST", "/v1/artifacts/gc", "writer-secret", None).await.0, 403);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::{Principal, Role};
-use super::extract::{collection_name, CollectionPath, JsonBody};
+use super::extract::{collection_name, writable_collection, CollectionPath, JsonBody};
 use super::records::{ordered, record_json};
 use super::state::AppState;
 use crate::problem::ApiError;
@@ -43,6 +43,7 @@ pub async fn declare(
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Admin)?;
     collection_name(&spec.name)?;
+    writable_collection(&spec.name)?;
     let created = state.backend.declare(spec.clone()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({ "name": spec.name, "indexes": spec.indexes }))).into_response())
@@ -107,6 +108,7 @@ pub async fn claim(
     JsonBody(req): JsonBody<ClaimRequest>,
 ) -> Result<Response, ApiError> {
     who.require(Role::Write)?;
+    writable_collection(&collection)?;
     if req.set.is_empty() {
         return Err(ApiError::bad_request("set must name at least one field"));
     }

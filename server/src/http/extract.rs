@@ -98,6 +98,17 @@ pub fn collection_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses writes to the artifact store's collections (`_artifact_*`): their records are written by the
+/// artifact store alone, through the S3 API (403). Reading them is allowed.
+pub fn writable_collection(name: &str) -> Result<(), ApiError> {
+    if cairn_store::artifacts::is_artifact_collection(name) {
+        return Err(ApiError::forbidden(format!(
+            "collection {name} holds the artifact store's metadata: it is written through the S3 API only"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a record id: 1 to 512 bytes of UTF-8 without control characters.
 pub fn record_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {

@@ -10,7 +10,7 @@ use cairn_store::{Query, Stored};
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
-use super::extract::{CollectionPath, JsonBody, Params, RecordPath};
+use super::extract::{writable_collection, CollectionPath, JsonBody, Params, RecordPath};
 use super::state::AppState;
 use crate::backend::Precondition;
 use crate::problem::ApiError;
@@ -75,6 +75,7 @@ pub async fn put(
     who.may_write(&doc)?;
     let pre = precondition(&headers)?;
     let RecordPath { collection, id } = path;
+    writable_collection(&collection)?;
     let (stored, created) = state.backend.put(who.scope(), collection.clone(), id, doc, pre).await?;
     let stored = record_json(&collection, &stored);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -114,6 +115,7 @@ pub async fn delete(
         other => other,
     };
     let RecordPath { collection, id } = path;
+    writable_collection(&collection)?;
     state.backend.delete(who.scope(), collection, id, pre).await?;
     Ok(StatusCode::NO_CONTENT)
 }

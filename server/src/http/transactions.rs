@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
-use super::extract::{collection_name, record_id, JsonBody};
+use super::extract::{collection_name, record_id, writable_collection, JsonBody};
 use super::records::record_json;
 use super::state::AppState;
 use crate::backend::{OpKind, OpResult, Operation};
@@ -53,6 +53,7 @@ pub async fn run(
     }
     for op in &ops {
         validate(op, &who)?;
+        writable_collection(&op.collection)?;
     }
     let names: Vec<(String, String)> = ops.iter().map(|op| (op.collection.clone(), op.id.clone())).collect();
     let committed = state.backend.transaction(who.scope(), ops).await?;

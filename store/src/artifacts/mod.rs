@@ -45,7 +45,7 @@ pub use model::{
     PutOptions, UploadInfo,
 };
 pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
-pub use names::{BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
+pub use names::{is_artifact_collection, BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
 pub use reader::ObjectReader;
 pub use transfer::portable_document;
 

@@ -11,6 +11,12 @@ pub const UPLOADS: &str = "_artifact_uploads";
 /// The collection of uploaded parts (id: the upload id, `/`, the part number in 5 digits).
 pub const PARTS: &str = "_artifact_parts";
 
+/// Whether `collection` is one of the artifact store's own, whose records only the artifact store writes
+/// (a record written there by other means could point an object at another's bytes).
+pub fn is_artifact_collection(collection: &str) -> bool {
+    [BUCKETS, OBJECTS, UPLOADS, PARTS].contains(&collection)
+}
+
 /// Longest object key: a record id holds the bucket name, a `/` and the key in at most 512 bytes.
 pub const MAX_KEY_LEN: usize = 512 - 64;
 
