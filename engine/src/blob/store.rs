@@ -329,10 +329,6 @@ impl Inner {
         BlobPin { inner: self.clone(), file }
     }
 
-    fn is_active(&self, file: u64) -> bool {
-        self.state.lock().files.get(&file).is_some_and(|e| e.active)
-    }
-
     /// A file no longer appended to.
     pub fn deactivate(&self, file: u64) {
         if let Some(e) = self.state.lock().files.get_mut(&file) {
