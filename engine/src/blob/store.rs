@@ -246,6 +246,11 @@ impl BlobStore {
         Ok((files, bytes))
     }
 
+    /// Whether blob file `file` exists (it was not removed), without listing every file.
+    pub fn has_file(&self, file: u64) -> bool {
+        self.inner.has_file(file)
+    }
+
     /// Total length of the blob files on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.files().iter().map(|f| f.len).sum()

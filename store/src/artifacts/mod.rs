@@ -109,6 +109,20 @@ pub(crate) struct Inner {
     maintenance: Mutex<Maintenance>,
 }
 
+impl Inner {
+    fn new(store: Store, blobs: BlobStore, opts: ArtifactOptions) -> Self {
+        Self {
+            store,
+            blobs,
+            opts,
+            references: RwLock::new(()),
+            folding: Mutex::new(()),
+            collecting: Mutex::new(()),
+            maintenance: Mutex::new(Maintenance::default()),
+        }
+    }
+}
+
 /// Stops the maintenance thread when the last handle drops.
 struct Guard {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -155,15 +169,7 @@ impl Artifacts {
             }
         }
         let interval = options.maintenance_interval;
-        let inner = Arc::new(Inner {
-            store,
-            blobs,
-            opts: options,
-            references: RwLock::new(()),
-            folding: Mutex::new(()),
-            collecting: Mutex::new(()),
-            maintenance: Mutex::new(Maintenance::default()),
-        });
+        let inner = Arc::new(Inner::new(store, blobs, options));
         let guard = if interval.is_zero() {
             None
         } else {
@@ -185,15 +191,7 @@ impl Artifacts {
     pub(crate) fn open_for_check(store: Store, blob_dir: &Path) -> Result<Artifacts, ArtifactError> {
         let blobs = BlobStore::open(store.db().storage(), blob_dir, BlobOptions::default())
             .map_err(|e| ArtifactError::Store(e.into()))?;
-        let inner = Arc::new(Inner {
-            store,
-            blobs,
-            opts: ArtifactOptions::default(),
-            references: RwLock::new(()),
-            folding: Mutex::new(()),
-            collecting: Mutex::new(()),
-            maintenance: Mutex::new(Maintenance::default()),
-        });
+        let inner = Arc::new(Inner::new(store, blobs, ArtifactOptions::default()));
         Ok(Artifacts { inner, _guard: None })
     }
 

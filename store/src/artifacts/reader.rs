@@ -45,8 +45,7 @@ impl ObjectReader {
         files.sort_unstable();
         files.dedup();
         let pins: Vec<BlobPin> = files.iter().map(|f| blobs.pin(*f)).collect();
-        let present = blobs.files();
-        if !files.iter().all(|f| present.iter().any(|p| p.number == *f)) {
+        if !files.iter().all(|f| blobs.has_file(*f)) {
             return None;
         }
         Some(ObjectReader { blobs: blobs.clone(), pending, current: None, len: end.saturating_sub(start), _pins: pins })
