@@ -49,12 +49,25 @@ struct OwnFile {
     len: Arc<AtomicU64>,
     header_crc: u32,
     pin: Option<BlobPin>,
+    /// Bytes appended since the operating system was last asked to start writing them.
+    unhinted: usize,
 }
+
+/// A blob in a file of its own asks the operating system to start writing its bytes every this many
+/// bytes ([`WritableFile::start_writeback`](crate::io::WritableFile::start_writeback)), so that the sync
+/// that ends it waits for the last few MiB rather than the whole blob.
+const WRITEBACK_EVERY: usize = 8 << 20;
 
 impl OwnFile {
     fn append(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         self.file.append(bytes).map_err(|e| StorageError::io(&self.path, e))?;
         self.len.fetch_add(bytes.len() as u64, Ordering::AcqRel);
+        self.unhinted += bytes.len();
+        if self.unhinted >= WRITEBACK_EVERY {
+            self.unhinted = 0;
+            // Only a hint: a file system that refuses it loses nothing, and the sync reports real errors.
+            let _ = self.file.start_writeback();
+        }
         Ok(())
     }
 }
@@ -162,8 +175,16 @@ impl BlobWriter {
         let super::store::NewFile { number, path, file, len } = self.store.new_file()?;
         let pin = self.store.pin(number);
         let header = BlobHeader::new(self.store.options.chunk_size, STREAMED_LEN, BLOB_FILE_HEADER_LEN as u64);
-        let mut own =
-            OwnFile { store: self.store.clone(), number, path, file, len, header_crc: header.crc, pin: Some(pin) };
+        let mut own = OwnFile {
+            store: self.store.clone(),
+            number,
+            path,
+            file,
+            len,
+            header_crc: header.crc,
+            pin: Some(pin),
+            unhinted: 0,
+        };
         let full = self.buf.len() - self.chunk_fill;
         let framed = self.buf.get(BLOB_HEADER_LEN..full).unwrap_or_default();
         let mut first = Vec::with_capacity(BLOB_HEADER_LEN + self.chunk_size.min(framed.len()));

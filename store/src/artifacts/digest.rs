@@ -2,6 +2,8 @@
 //! object's content address) and, when the client sent one, CRC32C.
 
 use std::io::{Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
 
 use cairn_engine::{BlobPin, BlobRef, BlobStore};
 use md5::{Digest as _, Md5};
@@ -13,6 +15,18 @@ use super::ArtifactError;
 /// Bytes read from a body per step.
 const STEP: usize = 64 * 1024;
 
+/// Once a body has reached this many bytes, its MD5 is computed on a thread of its own, beside the
+/// SHA-256, the CRC32C and the writes (MD5 is the slowest of them, about as slow as the others together).
+/// Smaller bodies are hashed on the caller's thread: a thread would cost more than it saves.
+const PARALLEL_AFTER: u64 = 1 << 20;
+
+/// Size of the buffers a large body is read into and handed to the MD5 thread in.
+const BATCH: usize = 1 << 20;
+
+/// Buffers of a large body in flight at once (read, being hashed, waiting): the memory of one upload is
+/// at most this many [`BATCH`]es.
+const BATCHES: usize = 3;
+
 /// A body stored as a blob, with its digests.
 pub(crate) struct Stored {
     pub blob: BlobRef,
@@ -23,30 +37,127 @@ pub(crate) struct Stored {
     pub crc32c: Option<u32>,
 }
 
+/// A buffer of a body and how many of its bytes are filled.
+type Batch = (Vec<u8>, usize);
+
+/// The MD5 of a body: on the caller's thread (reusing one buffer), or on a thread of its own fed
+/// [`BATCH`]-sized buffers, which it hands back when done with them.
+enum Md5Hasher {
+    Inline { md5: Md5, buf: Vec<u8> },
+    Parallel { batches: SyncSender<Batch>, free: Receiver<Vec<u8>>, spare: usize, done: JoinHandle<Md5> },
+}
+
+impl Md5Hasher {
+    fn new() -> Self {
+        Self::Inline { md5: Md5::new(), buf: vec![0; STEP] }
+    }
+
+    /// Moves the hashing to a thread of its own.
+    fn go_parallel(&mut self) {
+        if let Self::Inline { md5, .. } = self {
+            let mut md5 = std::mem::take(md5);
+            let (batches, incoming) = sync_channel::<Batch>(BATCHES);
+            let (give_back, free) = sync_channel::<Vec<u8>>(BATCHES);
+            let done = std::thread::spawn(move || {
+                for (batch, len) in incoming {
+                    md5.update(batch.get(..len).unwrap_or_default());
+                    // The reader may have stopped (an error): then the buffer is simply dropped.
+                    let _ = give_back.try_send(batch);
+                }
+                md5
+            });
+            *self = Self::Parallel { batches, free, spare: BATCHES, done };
+        }
+    }
+
+    /// A buffer for the next bytes of the body: the inline one, or for the MD5 thread a new one while
+    /// fewer than [`BATCHES`] exist, else one the thread is done with.
+    fn buffer(&mut self) -> Vec<u8> {
+        match self {
+            Self::Inline { buf, .. } => std::mem::take(buf),
+            Self::Parallel { free, spare, .. } => {
+                if *spare > 0 {
+                    *spare -= 1;
+                    return vec![0; BATCH];
+                }
+                free.recv().unwrap_or_else(|_| vec![0; BATCH])
+            }
+        }
+    }
+
+    /// Hashes the first `len` bytes of `buf` (on the MD5 thread, which hands the buffer back when done).
+    fn update(&mut self, buf: Vec<u8>, len: usize) {
+        match self {
+            Self::Inline { md5, buf: slot } => {
+                md5.update(buf.get(..len).unwrap_or_default());
+                *slot = buf;
+            }
+            Self::Parallel { batches, .. } => {
+                // The thread only stops when `batches` is dropped, so this cannot fail.
+                let _ = batches.send((buf, len));
+            }
+        }
+    }
+
+    fn finalize(self) -> [u8; 16] {
+        match self {
+            Self::Inline { md5, .. } => md5.finalize().into(),
+            Self::Parallel { batches, done, .. } => {
+                drop(batches);
+                match done.join() {
+                    Ok(md5) => md5.finalize().into(),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+        }
+    }
+}
+
+/// Fills `buf` from `body` as far as it goes; the bytes read (fewer than its length only at the end of the
+/// body).
+fn fill(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize, ArtifactError> {
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match body.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ArtifactError::Read(e)),
+        }
+    }
+    Ok(filled)
+}
+
 /// Streams `body` into a new blob, synced when this returns, and checks the digests the client sent. On
-/// any error the blob is left unreferenced (garbage collection reclaims it).
+/// any error the blob is left unreferenced (garbage collection reclaims it). Memory: one [`STEP`] for a
+/// body of up to [`PARALLEL_AFTER`] bytes; past that, at most [`BATCHES`] buffers of [`BATCH`] bytes, as
+/// the body's MD5 is then computed on a second thread while this one computes the SHA-256 and CRC32C and
+/// writes.
 pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptions) -> Result<Stored, ArtifactError> {
     let mut writer = blobs.writer()?;
-    let mut md5 = Md5::new();
+    let mut md5 = Md5Hasher::new();
     let mut sha = Sha256::new();
     let mut crc = opts.expected_crc32c.map(|_| crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi));
-    let mut buf = vec![0u8; STEP];
+    let mut total = 0u64;
     loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ArtifactError::Read(e)),
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        md5.update(chunk);
-        sha.update(chunk);
-        if let Some(c) = crc.as_mut() {
-            c.update(chunk);
+        if total >= PARALLEL_AFTER {
+            md5.go_parallel();
         }
-        writer.write_all(chunk).map_err(|e| ArtifactError::Store(crate::error::StoreError::Storage(io_storage(e))))?;
+        let mut buf = md5.buffer();
+        let n = fill(body, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        let bytes = buf.get(..n).unwrap_or_default();
+        sha.update(bytes);
+        if let Some(c) = crc.as_mut() {
+            c.update(bytes);
+        }
+        writer.write_all(bytes).map_err(|e| ArtifactError::Store(crate::error::StoreError::Storage(io_storage(e))))?;
+        md5.update(buf, n);
     }
-    let md5: [u8; 16] = md5.finalize().into();
+    let md5 = md5.finalize();
     let sha256: [u8; 32] = sha.finalize().into();
     let crc32c = crc.map(|c| c.finalize() as u32);
     if let Some(expected) = opts.expected_md5.filter(|e| *e != md5) {

@@ -117,6 +117,50 @@ fn objects_round_trip_with_metadata_digests_and_ranges() {
     assert!(matches!(a.put_object("bk1", "", PutOptions::default(), &mut &b""[..]), Err(ArtifactError::InvalidKey(_))));
 }
 
+/// A body read back in pieces of `piece` bytes, failing with `fail_at` bytes read if given.
+struct Trickle<'a> {
+    bytes: &'a [u8],
+    piece: usize,
+    read: usize,
+    fail_at: Option<usize>,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.fail_at.is_some_and(|at| self.read >= at) {
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the client went away"));
+        }
+        let n = self.piece.min(buf.len()).min(self.bytes.len() - self.read);
+        buf[..n].copy_from_slice(&self.bytes[self.read..self.read + n]);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn large_bodies_read_in_odd_pieces_get_the_digests_of_their_bytes() {
+    // Around the size past which MD5 moves to a thread of its own (1 MiB) and the size of its batches.
+    let (_dir, a) = open();
+    a.create_bucket("bk1", None).unwrap();
+    for (i, n) in [(1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 17, 9 << 20].into_iter().enumerate() {
+        let bytes = body(100 + i as u64, n);
+        let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &bytes) as u32;
+        let opts = PutOptions { expected_crc32c: Some(crc), ..PutOptions::default() };
+        let mut reader = Trickle { bytes: &bytes, piece: 7_919, read: 0, fail_at: None };
+        let meta = a.put_object("bk1", "k", opts, &mut reader).unwrap();
+        assert_eq!(meta.etag, hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes)), "{n} bytes");
+        assert_eq!(meta.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)), "{n} bytes");
+        assert_eq!(meta.crc32c, Some(crc));
+        assert_eq!(get(&a, "bk1", "k"), bytes, "{n} bytes");
+    }
+    // A body that fails past the first MiB (the MD5 thread running) stores nothing visible.
+    let bytes = body(7, 5 << 20);
+    let mut reader = Trickle { bytes: &bytes, piece: 65_536, read: 0, fail_at: Some(3 << 20) };
+    let err = a.put_object("bk1", "k", PutOptions::default(), &mut reader).unwrap_err();
+    assert!(matches!(err, ArtifactError::Read(_)), "{err}");
+    assert_eq!(a.head_object("bk1", "k").unwrap().size, 9 << 20, "the last good object stays");
+}
+
 #[test]
 fn a_bad_digest_stores_nothing_visible() {
     let (_dir, a) = open();
