@@ -15,7 +15,7 @@ venv="${CAIRN_VENV:-target/test-venv}"
 if [ ! -x "${venv}/bin/python" ]; then
     python3 -m venv "${venv}"
 fi
-if ! "${venv}/bin/python" -c 'import cairn_client, pytest, anyio, mypy, ruff, boto3' >/dev/null 2>&1; then
+if ! "${venv}/bin/python" -c 'import cairn_client, pytest, anyio, mypy, ruff, boto3, awscli' >/dev/null 2>&1; then
     echo "test-python.sh: installing clients/python with its test dependencies into ${venv}" >&2
     "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check -e './clients/python[test]'
 fi

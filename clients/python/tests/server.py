@@ -168,3 +168,17 @@ class Server:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no shutdown of any kind. ``start()`` brings the server
+        back on the same port and data directory or database."""
+        if self.proc is None:
+            return
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
