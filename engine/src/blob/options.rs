@@ -40,6 +40,11 @@ impl BlobOptions {
         self
     }
 
+    /// The length at which the shared file of small blobs is closed ([`file_size`](Self::file_size)).
+    pub fn shared_file_size(&self) -> u64 {
+        self.file_size
+    }
+
     /// Bytes per checksummed chunk, 1 to 64 MiB. A range read verifies whole chunks, so smaller chunks make
     /// small range reads cheaper; each costs 4 bytes of CRC. A writer buffers at most one chunk of a large
     /// blob, and up to 16 chunks of a small one. Default = 64 KiB.

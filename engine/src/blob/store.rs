@@ -251,6 +251,19 @@ impl BlobStore {
         self.inner.has_file(file)
     }
 
+    /// The shared file small blobs are appended to now, if there is one.
+    pub fn shared_file(&self) -> Option<u64> {
+        self.inner.state.lock().shared.as_ref().map(|s| s.number)
+    }
+
+    /// Stops appending small blobs to `file` if it is the shared file: the next small blob starts a new one.
+    /// The sealed file is then no longer active, so garbage collection may rewrite or remove it (appends
+    /// that had already chosen it still finish there, and keep it pinned until they do). Returns whether
+    /// `file` was the shared file.
+    pub fn seal_shared(&self, file: u64) -> bool {
+        self.inner.seal_shared(file)
+    }
+
     /// Total length of the blob files on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.files().iter().map(|f| f.len).sum()
@@ -385,12 +398,10 @@ impl Inner {
         len: u64,
         chunks_crc: u32,
     ) -> Result<(BlobRef, BlobPin), StorageError> {
-        let current = self.state.lock().shared.clone();
-        let shared = match current {
-            Some(s) if !s.is_full(self.options.file_size) => s,
-            _ => self.roll_shared()?,
+        let (shared, pin) = match self.shared_pinned() {
+            Some(current) => current,
+            None => self.roll_shared()?,
         };
-        let pin = self.pin(shared.number);
         let (offset, end) = shared.append(framed, chunk_size, len, chunks_crc)?;
         if self.options.sync {
             shared.sync_to(end)?;
@@ -398,11 +409,23 @@ impl Inner {
         Ok((BlobRef { file: shared.number, offset, len }, pin))
     }
 
-    /// Starts a new shared file if the current one is missing, full or failed (one writer at a time does).
-    fn roll_shared(&self) -> Result<Arc<SharedFile>, StorageError> {
+    /// The shared file to append to, unless there is none or it is full or failed, pinned in the same step
+    /// (under the state lock): a file sealed or rolled meanwhile can then never be removed under the append.
+    fn shared_pinned(self: &Arc<Self>) -> Option<(Arc<SharedFile>, BlobPin)> {
+        let mut st = self.state.lock();
+        let shared = st.shared.clone().filter(|s| !s.is_full(self.options.file_size))?;
+        *st.pins.entry(shared.number).or_insert(0) += 1;
+        drop(st);
+        let pin = BlobPin { inner: self.clone(), file: shared.number };
+        Some((shared, pin))
+    }
+
+    /// Starts a new shared file if the current one is missing, full or failed (one writer at a time does);
+    /// the file to append to, pinned.
+    fn roll_shared(self: &Arc<Self>) -> Result<(Arc<SharedFile>, BlobPin), StorageError> {
         let _rolling = self.roll.lock();
-        if let Some(s) = self.state.lock().shared.clone().filter(|s| !s.is_full(self.options.file_size)) {
-            return Ok(s);
+        if let Some(current) = self.shared_pinned() {
+            return Ok(current);
         }
         let f = self.new_file()?;
         let fresh = Arc::new(SharedFile::new(f.number, f.path, f.file, f.len));
@@ -412,7 +435,24 @@ impl Inner {
                 e.active = false;
             }
         }
-        Ok(fresh)
+        *st.pins.entry(fresh.number).or_insert(0) += 1;
+        drop(st);
+        let pin = BlobPin { inner: self.clone(), file: fresh.number };
+        Ok((fresh, pin))
+    }
+
+    /// Ends appends to the shared file if it is `file`; see [`BlobStore::seal_shared`].
+    pub fn seal_shared(&self, file: u64) -> bool {
+        let _rolling = self.roll.lock();
+        let mut st = self.state.lock();
+        if st.shared.as_ref().is_none_or(|s| s.number != file) {
+            return false;
+        }
+        st.shared = None;
+        if let Some(e) = st.files.get_mut(&file) {
+            e.active = false;
+        }
+        true
     }
 
     /// The file mapped, from the cache if the cached map holds at least `min_len` bytes (or the file is no

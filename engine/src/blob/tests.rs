@@ -252,6 +252,62 @@ fn remove_file_is_refused_while_active_or_pinned() {
 }
 
 #[test]
+fn a_sealed_shared_file_takes_no_more_blobs_and_can_be_removed() {
+    let fs = MemStorage::new();
+    let store = open(&fs, BlobOptions::default().chunk_size(64).file_size(1 << 20).sync(false));
+    let (a, pin_a) = put(&store, &data(300, 1), 100);
+    assert_eq!(store.shared_file(), Some(a.file));
+    assert!(!store.seal_shared(a.file + 100), "not the shared file");
+    assert!(matches!(store.remove_file(a.file), Err(StorageError::FileInUse { .. })), "active");
+    assert!(store.seal_shared(a.file));
+    assert_eq!(store.shared_file(), None);
+    assert!(!store.files().iter().find(|f| f.number == a.file).unwrap().active);
+    let (b, pin_b) = put(&store, &data(300, 2), 100);
+    assert_ne!(b.file, a.file, "the next small blob starts a new shared file");
+    assert_eq!(store.read_all(&a).unwrap(), data(300, 1), "what the sealed file holds stays readable");
+    assert!(matches!(store.remove_file(a.file), Err(StorageError::FileInUse { .. })), "pinned");
+    drop(pin_a);
+    store.remove_file(a.file).unwrap();
+    assert_eq!(store.read_all(&b).unwrap(), data(300, 2));
+    drop(pin_b);
+}
+
+#[test]
+fn appends_racing_seals_and_removals_never_land_in_a_removed_file() {
+    // Writers append small blobs and read each back while holding its pin; another thread keeps sealing
+    // the shared file and removing every file it may. An append that chose a file just before it was
+    // sealed must have pinned it in the same step, or the file could be removed under the append.
+    let fs = MemStorage::new();
+    let store = open(&fs, BlobOptions::default().chunk_size(64).file_size(1 << 20).sync(false));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (store, stop) = (&store, &stop);
+            s.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let bytes = data(40 + (i % 50) as usize, t * 1_000_000 + i);
+                    let (blob, pin) = put(store, &bytes, 64);
+                    assert_eq!(store.read_all(&blob).unwrap(), bytes, "blob {blob:?} of writer {t}");
+                    drop(pin);
+                    i += 1;
+                }
+            });
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(500) {
+            if let Some(shared) = store.shared_file() {
+                store.seal_shared(shared);
+            }
+            for f in store.files().iter().filter(|f| !f.active) {
+                let _ = store.remove_file(f.number);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+#[test]
 fn reopening_lists_names_and_never_appends_to_old_files() {
     let fs = MemStorage::new();
     let store = open(&fs, BlobOptions::default().chunk_size(64).sync(false));
@@ -332,7 +388,7 @@ impl WritableFile for SlowFile {
     }
     fn sync(&mut self) -> std::io::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(100));
         self.inner.sync()
     }
 }

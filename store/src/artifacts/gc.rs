@@ -123,18 +123,36 @@ impl Artifacts {
         let _collecting = self.inner.collecting.lock();
         self.remove_orphan_parts()?;
         let mut report = GcReport::default();
-        let files: Vec<_> = self.inner.blobs.files().into_iter().filter(|f| !f.active).collect();
+        let all = self.inner.blobs.files();
         let refs = references(self)?;
         let ratio = self.inner.opts.gc_garbage_ratio;
-        let mut candidates = Vec::new();
-        for f in &files {
-            let live: u64 = refs.get(&f.number).map_or(0, |r| {
+        let live_in = |file: u64| -> u64 {
+            refs.get(&file).map_or(0, |r| {
                 let distinct: HashSet<BlobRef> = r.iter().map(|(b, _)| *b).collect();
                 distinct.iter().map(|b| b.len).sum()
-            });
+            })
+        };
+        let worth_rewriting =
+            |len: u64, live: u64| ratio < 1.0 && (len.saturating_sub(live)) as f64 >= ratio * len as f64;
+        let mut files: Vec<_> = all.iter().filter(|f| !f.active).copied().collect();
+        // The shared file is sealed once it is an eighth of its full size and holds enough garbage, so that
+        // it is collected now rather than after it fills (appends in flight finish in it; their blobs are not
+        // in `refs`, so they are not moved, and they keep the file from being removed).
+        if let Some(shared) = self.inner.blobs.shared_file() {
+            let long_enough = |len: u64| len >= self.inner.blobs.options().shared_file_size() / 8;
+            if let Some(f) = all.iter().find(|f| f.number == shared) {
+                if long_enough(f.len) && worth_rewriting(f.len, live_in(shared)) && self.inner.blobs.seal_shared(shared)
+                {
+                    files.push(*f);
+                }
+            }
+        }
+        let mut candidates = Vec::new();
+        for f in &files {
+            let live = live_in(f.number);
             if live == 0 {
                 candidates.push(f.number);
-            } else if (f.len.saturating_sub(live)) as f64 >= ratio * f.len as f64 && ratio < 1.0 {
+            } else if worth_rewriting(f.len, live) {
                 if let Some(r) = refs.get(&f.number) {
                     report.blobs_moved += self.relocate(r)?;
                 }

@@ -59,7 +59,7 @@ pub struct ArtifactOptions {
 
 impl Default for ArtifactOptions {
     fn default() -> Self {
-        Self { blob: BlobOptions::default(), maintenance_interval: Duration::from_secs(60), gc_garbage_ratio: 0.5 }
+        Self { blob: BlobOptions::default(), maintenance_interval: Duration::from_secs(60), gc_garbage_ratio: 0.25 }
     }
 }
 
@@ -78,8 +78,12 @@ impl ArtifactOptions {
     }
 
     /// A blob file whose share of garbage is at least this has its live blobs copied elsewhere and is
-    /// removed; a file that is all garbage is always removed. Lower reclaims space sooner and copies more.
-    /// Default: 0.5 (disk use stays under about twice the live bytes).
+    /// removed; a file that is all garbage is always removed. The shared file that small blobs are appended
+    /// to is sealed for this once it is an eighth of its full size long (32 MiB by default). Lower
+    /// reclaims space sooner and copies more: reclaiming a byte copies up to `(1 - ratio) / ratio` live
+    /// bytes. After a collection, blob files hold at most `1 / (1 - ratio)` times the live bytes, plus the
+    /// shared file and files still being written or read. Default: 0.25 (at most 4/3 of the live bytes,
+    /// up to 3 bytes copied per byte reclaimed).
     pub fn gc_garbage_ratio(mut self, ratio: f64) -> Self {
         self.gc_garbage_ratio = ratio.clamp(0.0, 1.0);
         self

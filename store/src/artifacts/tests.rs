@@ -387,6 +387,45 @@ fn garbage_collection_gives_space_back_and_keeps_every_live_object() {
 }
 
 #[test]
+fn the_shared_file_is_sealed_and_collected_once_it_holds_enough_garbage() {
+    // 1 MiB objects are small blobs (at most 16 chunks of 64 KiB): they share one file, which at 256 MiB
+    // never fills here. Shorter than an eighth of that it is left alone; longer, with a quarter or more
+    // garbage, it is sealed and rewritten.
+    let fs = MemStorage::new();
+    let a = open_on(&fs, BlobOptions::default());
+    a.create_bucket("bk1", None).unwrap();
+    let mib = 1 << 20;
+    for i in 0..10u64 {
+        put(&a, "bk1", &format!("k{i:02}"), &body(i, mib));
+    }
+    for i in 0..5u64 {
+        a.delete_object("bk1", &format!("k{i:02}")).unwrap();
+    }
+    let shared = a.blobs().shared_file().unwrap();
+    a.collect_garbage().unwrap();
+    assert_eq!(a.blobs().shared_file(), Some(shared), "10 MiB: shorter than 32 MiB, kept");
+    for i in 10..40u64 {
+        put(&a, "bk1", &format!("k{i:02}"), &body(i, mib));
+    }
+    for i in (10..40u64).filter(|i| i % 3 != 0) {
+        a.delete_object("bk1", &format!("k{i:02}")).unwrap();
+    }
+    let before = a.blobs().disk_bytes();
+    let report = a.collect_garbage().unwrap();
+    let (after, live) = (a.blobs().disk_bytes(), a.health().live_bytes);
+    assert_ne!(a.blobs().shared_file(), Some(shared), "sealed");
+    assert!(report.files_removed >= 1 && report.blobs_moved == 15, "{report:?}");
+    assert_eq!(live, 15 * mib as u64);
+    assert!(after < live + live / 20, "{before} -> {after} bytes on disk for {live} live ({report:?})");
+    for i in (5..40u64).filter(|i| *i < 10 || i % 3 == 0) {
+        assert_eq!(get(&a, "bk1", &format!("k{i:02}")), body(i, mib), "k{i:02}");
+    }
+    put(&a, "bk1", "after", b"the next small blob goes to a new shared file");
+    assert_eq!(get(&a, "bk1", "after"), b"the next small blob goes to a new shared file");
+    assert!(a.check().unwrap().problems.is_empty());
+}
+
+#[test]
 fn a_reader_keeps_its_file_while_garbage_is_collected() {
     let fs = MemStorage::new();
     let a = open_on(&fs, BlobOptions::default().file_size(64 << 10));
