@@ -136,7 +136,7 @@ fn fill(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize, ArtifactError> {
 pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptions) -> Result<Stored, ArtifactError> {
     let mut writer = blobs.writer()?;
     let mut md5 = Md5Hasher::new();
-    let mut sha = Sha256::new();
+    let mut sha = opts.verified_sha256.is_none().then(Sha256::new);
     let mut crc = opts.expected_crc32c.map(|_| crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi));
     let mut total = 0u64;
     loop {
@@ -150,7 +150,9 @@ pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptio
         }
         total += n as u64;
         let bytes = buf.get(..n).unwrap_or_default();
-        sha.update(bytes);
+        if let Some(sha) = sha.as_mut() {
+            sha.update(bytes);
+        }
         if let Some(c) = crc.as_mut() {
             c.update(bytes);
         }
@@ -158,7 +160,10 @@ pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptio
         md5.update(buf, n);
     }
     let md5 = md5.finalize();
-    let sha256: [u8; 32] = sha.finalize().into();
+    let sha256: [u8; 32] = match (sha, opts.verified_sha256) {
+        (Some(sha), _) => sha.finalize().into(),
+        (None, verified) => verified.unwrap_or_default(),
+    };
     let crc32c = crc.map(|c| c.finalize() as u32);
     if let Some(expected) = opts.expected_md5.filter(|e| *e != md5) {
         return Err(ArtifactError::BadDigest(format!(

@@ -20,6 +20,11 @@ pub struct PutOptions {
     pub expected_sha256: Option<[u8; 32]>,
     /// The CRC32C the client computed (`x-amz-checksum-crc32c`); when given, the object keeps its CRC32C.
     pub expected_crc32c: Option<u32>,
+    /// The body's SHA-256 as the body's reader verifies it: the reader fails instead of ending if the bytes
+    /// it gave differ (as the S3 server's check of a signed payload's `x-amz-content-sha256` does). The
+    /// store then takes it as the object's SHA-256 instead of computing it again. Give it only for such a
+    /// reader: a wrong value becomes the object's content address.
+    pub verified_sha256: Option<[u8; 32]>,
 }
 
 /// Objects and bytes of a bucket (or of all buckets), kept on every write.

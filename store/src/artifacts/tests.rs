@@ -162,6 +162,25 @@ fn large_bodies_read_in_odd_pieces_get_the_digests_of_their_bytes() {
 }
 
 #[test]
+fn a_sha256_verified_by_the_reader_is_taken_and_still_checked_against_the_clients() {
+    let (_dir, a) = open();
+    a.create_bucket("bk1", None).unwrap();
+    let bytes = body(3, 2 << 20);
+    let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    let opts = PutOptions { verified_sha256: Some(sha), ..PutOptions::default() };
+    let meta = a.put_object("bk1", "k", opts, &mut &bytes[..]).unwrap();
+    assert_eq!((meta.sha256, meta.etag.clone()), (sha, hex::encode(<md5::Md5 as md5::Digest>::digest(&bytes))));
+    // Taken as given (the reader vouches for it): the store does not hash the body again.
+    let opts = PutOptions { verified_sha256: Some([7; 32]), ..PutOptions::default() };
+    assert_eq!(a.put_object("bk1", "k2", opts, &mut &b"x"[..]).unwrap().sha256, [7; 32]);
+    // A client's x-amz-checksum-sha256 is still compared with it.
+    let opts = PutOptions { verified_sha256: Some(sha), expected_sha256: Some([0; 32]), ..PutOptions::default() };
+    let err = a.put_object("bk1", "k3", opts, &mut &bytes[..]).unwrap_err();
+    assert!(matches!(err, ArtifactError::BadDigest(_)), "{err}");
+    assert!(matches!(a.head_object("bk1", "k3"), Err(ArtifactError::NoSuchKey { .. })));
+}
+
+#[test]
 fn a_bad_digest_stores_nothing_visible() {
     let (_dir, a) = open();
     a.create_bucket("bk1", None).unwrap();
