@@ -16,7 +16,10 @@ import boto3
 import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from cairn_client import AsyncClient, Client, NotFound
@@ -287,3 +290,29 @@ def test_the_async_client_reads_buckets_too(s3: Any, bucket: str, server: Server
             assert (await c.artifact_stats())["blobs"]["healthy"] is True
 
     anyio.run(run)
+
+
+def test_a_signed_body_that_differs_from_its_signature_stores_nothing(
+    auth_server: Server, binary: str
+) -> None:
+    # The server takes a SigV4-signed payload's x-amz-content-sha256 as the object's SHA-256 once the body
+    # matched it: a body that does not match is refused, and nothing is stored.
+    writer = keyed(auth_server, binary, "writer", WRITER)
+    bucket = f"signed-{uuid.uuid4().hex[:8]}"
+    writer.create_bucket(Bucket=bucket)
+    url = f"{auth_server.s3_url}/{bucket}/model.bin"
+    signed_body, sent_body = b"a" * 100_000, b"b" * 100_000
+    request = AWSRequest(method="PUT", url=url, data=signed_body)
+    S3SigV4Auth(Credentials("writer", hash_token(binary, WRITER)), "s3", "us-east-1").add_auth(request)
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+    assert headers["X-Amz-Content-SHA256"] == hashlib.sha256(signed_body).hexdigest()
+    refused = httpx.put(url, content=sent_body, headers=headers)
+    assert 400 <= refused.status_code < 500, refused.text
+    with pytest.raises(ClientError) as err:
+        writer.head_object(Bucket=bucket, Key="model.bin")
+    assert code(err) == "404"
+    # The same request with the body it signed is stored, with that body's SHA-256.
+    stored = httpx.put(url, content=signed_body, headers=headers)
+    assert stored.status_code == 200, stored.text
+    head = writer.head_object(Bucket=bucket, Key="model.bin", ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]) == hashlib.sha256(signed_body).digest()

@@ -122,6 +122,25 @@ fn digest<const N: usize>(header: &str, value: Option<&str>) -> S3Result<Option<
         .map_err(|_| invalid(format!("{header} must be {N} bytes in base64")))
 }
 
+/// The SHA-256 of a request's body that s3s verifies as it streams the body: the `x-amz-content-sha256` of a
+/// request signed with SigV4 in its `Authorization` header, when it is a hex digest (not `UNSIGNED-PAYLOAD`
+/// nor a streaming mode). s3s's body then fails instead of ending if the bytes differ, so the artifact
+/// store need not hash them again ([`PutOptions::verified_sha256`]). `None` in open mode, where nothing is
+/// verified, and for presigned or SigV2 requests, whose payload is not.
+fn signed_payload_sha256(open: bool, headers: &hyper::HeaderMap) -> Option<[u8; 32]> {
+    if open {
+        return None;
+    }
+    let text = |name| headers.get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+    if !text(hyper::header::AUTHORIZATION.as_str()).is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 ")) {
+        return None;
+    }
+    let hex_digest = text("x-amz-content-sha256")?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digest, &mut out).ok()?;
+    Some(out)
+}
+
 #[allow(clippy::big_endian_bytes, reason = "S3 sends a CRC32C as its 4 big-endian bytes")]
 fn crc32c(value: Option<&str>) -> S3Result<Option<u32>> {
     Ok(digest::<4>("x-amz-checksum-crc32c", value)?.map(u32::from_be_bytes))
@@ -152,6 +171,7 @@ impl Upload<'_> {
             expected_md5: digest::<16>("Content-MD5", self.md5)?,
             expected_sha256: digest::<32>("x-amz-checksum-sha256", self.sha256)?,
             expected_crc32c: crc32c(self.crc32c)?,
+            verified_sha256: None,
         })
     }
 }
@@ -328,19 +348,23 @@ impl S3 for ArtifactS3 {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let grant = self.grant(&req)?;
+        let verified_sha256 = signed_payload_sha256(self.open, &req.headers);
         let input = req.input;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(unsupported("conditional writes (If-Match, If-None-Match on PUT) are not supported"));
         }
         check_key_len(&input.key)?;
-        let opts = Upload {
-            content_type: input.content_type,
-            metadata: input.metadata,
-            md5: input.content_md5.as_deref(),
-            sha256: input.checksum_sha256.as_deref(),
-            crc32c: input.checksum_crc32c.as_deref(),
-        }
-        .options()?;
+        let opts = PutOptions {
+            verified_sha256,
+            ..Upload {
+                content_type: input.content_type,
+                metadata: input.metadata,
+                md5: input.content_md5.as_deref(),
+                sha256: input.checksum_sha256.as_deref(),
+                crc32c: input.checksum_crc32c.as_deref(),
+            }
+            .options()?
+        };
         let sums = ExtraChecksums {
             crc32: input.checksum_crc32,
             crc64nvme: input.checksum_crc64nvme,
@@ -873,6 +897,27 @@ mod tests {
         assert_eq!(max_keys(Some(5000)).unwrap(), 1000);
         assert_eq!(max_keys(Some(0)).unwrap(), 0);
         assert!(max_keys(Some(-1)).is_err());
+    }
+
+    #[test]
+    fn only_a_sigv4_signed_payload_digest_counts_as_verified() {
+        let digest = "ab".repeat(32);
+        let headers = |auth: &str, sha: &str| {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(hyper::header::AUTHORIZATION, auth.parse().unwrap());
+            h.insert("x-amz-content-sha256", sha.parse().unwrap());
+            h
+        };
+        let signed = headers("AWS4-HMAC-SHA256 Credential=k/20261205/us-east-1/s3/aws4_request", &digest);
+        assert_eq!(signed_payload_sha256(false, &signed), Some([0xab; 32]));
+        assert_eq!(signed_payload_sha256(true, &signed), None, "open mode checks no signature");
+        let v2 = headers("AWS k:signature", &digest);
+        assert_eq!(signed_payload_sha256(false, &v2), None, "SigV2 does not cover the payload");
+        let unsigned = headers("AWS4-HMAC-SHA256 Credential=k", "UNSIGNED-PAYLOAD");
+        assert_eq!(signed_payload_sha256(false, &unsigned), None);
+        let streaming = headers("AWS4-HMAC-SHA256 Credential=k", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+        assert_eq!(signed_payload_sha256(false, &streaming), None);
+        assert_eq!(signed_payload_sha256(false, &hyper::HeaderMap::new()), None, "presigned or anonymous");
     }
 
     #[test]
