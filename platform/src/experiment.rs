@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::status::lifecycle_enum;
+use cairn_store::artifacts::ObjectUri;
 use cairn_store::{IndexSpec, Record};
 
 /// The ML framework an experiment uses. Serialized as the upper-case name (`"PYTORCH"`); a name this version
@@ -181,6 +182,10 @@ pub struct Run {
     pub completed_at: Option<i64>,
     /// When the run was created, in milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// The artifacts the run produced (checkpoints, logs, evaluation outputs), as objects of the artifact
+    /// store (`s3://bucket/key`; `docs/artifacts.md`). Omitted from the document when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ObjectUri>,
 }
 
 impl Record for Run {
@@ -343,6 +348,7 @@ mod tests {
             started_at: Some(1_700_000_010_000),
             completed_at: Some(1_700_003_610_000),
             created_at: 1_700_000_005_000,
+            artifacts: vec!["s3://checkpoints/run-7/epoch-90.pt".parse().unwrap()],
         }
     }
 
@@ -401,7 +407,7 @@ mod tests {
                 "id": "run-7", "experiment_id": "exp-1", "job_id": "job-42", "status": "COMPLETED",
                 "parameters": {"lr": 0.05, "seed": 7}, "metrics": {"top1": 0.764, "val_loss": 0.31},
                 "started_at": 1_700_000_010_000_i64, "completed_at": 1_700_003_610_000_i64,
-                "created_at": 1_700_000_005_000_i64
+                "created_at": 1_700_000_005_000_i64, "artifacts": ["s3://checkpoints/run-7/epoch-90.pt"]
             })
         );
         assert_eq!(
@@ -547,7 +553,8 @@ mod tests {
             serde_json::from_value(json!({"id": "r", "experiment_id": "e", "status": "PENDING", "created_at": 1}))
                 .unwrap();
         assert_eq!((run.job_id, run.started_at, run.completed_at), (None, None, None));
-        assert!(run.parameters.is_empty() && run.metrics.is_empty());
+        assert!(run.parameters.is_empty() && run.metrics.is_empty() && run.artifacts.is_empty());
+        assert!(!serde_json::to_value(&run).unwrap().as_object().unwrap().contains_key("artifacts"));
 
         let version: ModelVersion = serde_json::from_value(json!({
             "id": "m", "model_name": "n", "version": 1, "experiment_id": "e", "artifact_uri": "u",
@@ -561,5 +568,20 @@ mod tests {
             serde_json::from_value(json!({"id": "t", "name": "n", "created_at": 0})).unwrap();
         assert_eq!(template.framework, Framework::Other);
         assert!(template.description.is_empty() && template.default_hyperparameters.is_empty());
+    }
+
+    /// A run names its artifacts as `s3://bucket/key`; a malformed one is refused with the document.
+    #[test]
+    fn runs_name_their_artifacts_as_object_uris() {
+        let run = full_run();
+        let doc = serde_json::to_value(&run).unwrap();
+        assert_eq!(doc["artifacts"], json!(["s3://checkpoints/run-7/epoch-90.pt"]));
+        assert_eq!(serde_json::from_value::<Run>(doc.clone()).unwrap(), run);
+        let (bucket, key) = (run.artifacts[0].bucket(), run.artifacts[0].key());
+        assert_eq!((bucket, key), ("checkpoints", "run-7/epoch-90.pt"));
+        let mut bad = doc;
+        bad["artifacts"] = json!(["checkpoints/run-7/epoch-90.pt"]);
+        let err = serde_json::from_value::<Run>(bad).unwrap_err();
+        assert!(err.to_string().contains("not an object URI"), "{err}");
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::status::lifecycle_enum;
+use cairn_store::artifacts::ObjectUri;
 use cairn_store::{IndexSpec, Record};
 
 lifecycle_enum! {
@@ -143,11 +144,15 @@ pub struct Job {
     /// Number of times the job has been claimed to run (QUEUED to RUNNING). Default 0.
     #[serde(default)]
     pub attempts: u32,
+    /// The artifacts the job wrote (logs, outputs), as objects of the artifact store (`s3://bucket/key`;
+    /// `docs/artifacts.md`). Omitted from the document when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ObjectUri>,
 }
 
 impl Job {
     /// A PENDING job created at `now_ms` (milliseconds since the Unix epoch), with no resource
-    /// requirements, an empty environment, no labels, no assignment and zero metrics.
+    /// requirements, an empty environment, no labels, no assignment, zero metrics and no artifacts.
     pub fn new(
         id: impl Into<String>,
         name: impl Into<String>,
@@ -177,6 +182,7 @@ impl Job {
             failure_reason: None,
             exit_code: None,
             attempts: 0,
+            artifacts: Vec::new(),
         }
     }
 }
@@ -235,6 +241,7 @@ mod tests {
         job.failure_reason = Some("OOM".to_owned());
         job.exit_code = Some(137);
         job.attempts = 2;
+        job.artifacts = vec!["s3://logs/job-42/stdout.log".parse().unwrap()];
         job
     }
 
@@ -253,6 +260,7 @@ mod tests {
         );
         assert_eq!(job.id(), "j1");
         assert_eq!((job.node, job.container_id, job.failure_reason, job.exit_code), (None, None, None, None));
+        assert!(job.artifacts.is_empty());
     }
 
     #[test]
@@ -292,7 +300,8 @@ mod tests {
             "metrics": {"cpu_seconds": 5400.5, "gpu_seconds": 1796.0, "peak_memory_mb": 40960, "cost": 12.75},
             "failure_reason": "OOM",
             "exit_code": 137,
-            "attempts": 2
+            "attempts": 2,
+            "artifacts": ["s3://logs/job-42/stdout.log"]
         });
         assert_eq!(serde_json::to_value(full_job()).unwrap(), expected);
         assert_eq!(serde_json::from_value::<Job>(expected).unwrap(), full_job());
@@ -300,6 +309,8 @@ mod tests {
         let doc = serde_json::to_value(Job::new("j1", "n", "o", "p", 0, 0)).unwrap();
         assert_eq!(doc["lease_expires_at"], serde_json::Value::Null);
         assert_eq!(doc["resources"]["gpu_type"], serde_json::Value::Null);
+        // No artifacts: the field is left out (documents written before it existed read the same).
+        assert!(doc.get("artifacts").is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 mod transfer;
+mod uri;
 
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -48,6 +49,7 @@ pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
 pub use names::{is_artifact_collection, BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
 pub use reader::ObjectReader;
 pub use transfer::portable_document;
+pub use uri::ObjectUri;
 
 /// How an artifact store runs. Every setter documents its default.
 #[derive(Debug, Clone)]
