@@ -54,7 +54,7 @@ pub mod report;
 mod s3;
 
 pub use http::{
-    app, hash_token, serve, AppState, BackendConfig, ChangeRetention, Config, ConfigError, Limits, Role, S3Settings,
-    ServeError, ServeOptions, TokenConfig,
+    app, hash_token, serve, AppState, ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits,
+    Role, S3Settings, ServeError, ServeOptions, TokenConfig,
 };
 pub use s3::{s3_service, S3Server};
