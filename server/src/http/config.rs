@@ -109,8 +109,9 @@ impl Default for ArtifactSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
-    /// Whether `cairn serve` answers the S3 API. Default: on with the embedded backend. The PostgreSQL
-    /// backend has no artifact store yet: there the default is off, and `true` is refused at start.
+    /// Whether `cairn serve` answers the S3 API. Default: on when the server has an artifact store: with the
+    /// embedded backend, and with the PostgreSQL backend when `[artifacts] objects` is set (without it, off,
+    /// and `true` is refused at start).
     pub enabled: Option<bool>,
     /// Address of the S3 listener; `--s3-listen` overrides it. Default: `127.0.0.1:9000`. Without tokens it
     /// must be a loopback address, as `listen`.
