@@ -69,8 +69,9 @@ fn database() -> (cairn_pgcluster::Postgres, String) {
     (pg, url)
 }
 
-/// A directory as an object store.
+/// A directory (created if missing) as an object store.
 fn directory(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+    std::fs::create_dir_all(dir).unwrap();
     Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap())
 }
 
@@ -377,4 +378,83 @@ async fn the_bytes_live_in_an_s3_server() {
     assert_eq!((report.files_removed, report.bytes_reclaimed), (1, large.len() as u64));
     let (code, got) = body(a.req(Method::GET, "/models/small")).await;
     assert_eq!((code, got), (StatusCode::OK, small));
+}
+
+/// A listing's page as compared across the two stores: keys, common prefixes, whether truncated, and where
+/// the next page starts.
+type Compared = (Vec<String>, Vec<String>, bool, Option<String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_page_as_the_embedded_store_does() {
+    let (_pg, url) = database();
+    let dir = tempfile::tempdir().unwrap();
+    let pg =
+        Node::start(&url, directory(&dir.path().join("objects")), Path::default(), Duration::from_secs(3600)).await;
+    let records = cairn_store::Store::open(dir.path().join("data")).unwrap();
+    let opts = cairn_store::artifacts::ArtifactOptions::default().maintenance_interval(Duration::ZERO);
+    let embedded: ArtifactStore =
+        cairn_store::artifacts::Artifacts::open(records, &dir.path().join("blobs"), opts).unwrap().into();
+    let pg: ArtifactStore = pg.artifacts.clone().into();
+    let keys = [
+        "a",
+        "a/",
+        "a//x",
+        "a/b",
+        "a/b/c",
+        "a/b/d",
+        "a/c",
+        "ab/c",
+        "b/x",
+        "b/\u{10ffff}x",
+        "b/\u{10ffff}",
+        "b-c/d",
+        "é/1",
+        "é/2",
+        "z",
+        "zz/top/1",
+        "zz/top/2",
+    ];
+    let pages = tokio::task::spawn_blocking(move || {
+        for store in [&embedded, &pg] {
+            store.create_bucket("listing", None).unwrap();
+            for key in keys {
+                store.put_object("listing", key, PutOptions::default(), &mut key.as_bytes()).unwrap();
+            }
+        }
+        let mut compared = 0;
+        for prefix in ["", "a", "a/", "b/", "é", "zz/", "nothing"] {
+            for delimiter in [None, Some("/"), Some("b"), Some("/c"), Some("\u{10ffff}")] {
+                for start_after in
+                    [None, Some("a"), Some("a/"), Some("a/b"), Some("b/"), Some("b/\u{10ffff}"), Some("zz")]
+                {
+                    for max_keys in [1, 2, 3, 1000] {
+                        let mut req = ListRequest {
+                            prefix: prefix.to_owned(),
+                            delimiter: delimiter.map(str::to_owned),
+                            start_after: start_after.map(str::to_owned),
+                            max_keys,
+                        };
+                        // Every page to the end, through next_start_after, from both stores.
+                        loop {
+                            let [e, p]: [Compared; 2] = [&embedded, &pg].map(|s| {
+                                let page = s.list_objects("listing", &req).unwrap();
+                                let keys = page.objects.iter().map(|o| o.key.clone()).collect();
+                                (keys, page.common_prefixes, page.truncated, page.next_start_after)
+                            });
+                            assert_eq!(e, p, "{req:?}");
+                            compared += 1;
+                            match e.3 {
+                                Some(next) if e.2 => req.start_after = Some(next),
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        compared
+    })
+    .await
+    .unwrap();
+    assert!(pages > 1000, "{pages} pages compared");
 }
