@@ -458,3 +458,24 @@ async fn listings_page_as_the_embedded_store_does() {
     .unwrap();
     assert!(pages > 1000, "{pages} pages compared");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_the_other_way_round_between_two_buckets_queue_instead_of_deadlocking() {
+    let (_pg, url) = database();
+    let dir = tempfile::tempdir().unwrap();
+    let store = directory(dir.path());
+    let a = Arc::new(Node::start(&url, store.clone(), Path::default(), Duration::from_secs(3600)).await);
+    let b = Arc::new(Node::start(&url, store, Path::default(), Duration::from_secs(3600)).await);
+    for bucket in ["/left", "/right"] {
+        assert_eq!(status(a.req(Method::PUT, bucket)).await, 200);
+        assert_eq!(status(a.req(Method::PUT, &format!("{bucket}/x")).body(bucket.to_owned())).await, 200);
+    }
+    for _ in 0..25 {
+        let there = a.req(Method::PUT, "/right/x").header("x-amz-copy-source", "/left/x");
+        let back = b.req(Method::PUT, "/left/x").header("x-amz-copy-source", "/right/x");
+        let (there, back) = tokio::join!(status(there), status(back));
+        assert_eq!((there, back), (StatusCode::OK, StatusCode::OK));
+    }
+    let info = a.call(|s| s.totals()).await.unwrap();
+    assert_eq!(info.objects, 2);
+}

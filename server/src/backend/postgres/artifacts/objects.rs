@@ -248,6 +248,12 @@ impl Inner {
             let mut client = self.conn().await?;
             let tx = client.transaction().await.map_err(pg)?;
             self.lock_bucket(&tx, dst_bucket).await?;
+            // The two objects' rows are locked in (bucket, key) byte order, so that two copies the other
+            // way round between two buckets queue instead of deadlocking.
+            if (dst_bucket.as_bytes(), dst_key.as_bytes()) < (src_bucket.as_bytes(), src_key.as_bytes()) {
+                let sql = format!("SELECT 1 FROM {} WHERE bucket = $1 AND key = $2 FOR UPDATE", self.table("objects"));
+                tx.query_opt(&sql, &[&dst_bucket, &dst_key]).await.map_err(pg)?;
+            }
             // Held until the copy commits: a deletion of the source waits, so its bytes are referenced by
             // one row or the other at every moment garbage collection may look.
             let sql =
