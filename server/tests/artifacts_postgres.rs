@@ -248,7 +248,15 @@ async fn garbage_collection_removes_unreferenced_bytes_past_the_grace_period_onl
     let young = prefix.child("fe").child("in-flight");
     store.put(&young, PutPayload::from(vec![1u8; 10])).await.unwrap();
 
-    // Both servers collect at once: one at a time does, and every orphan is removed once.
+    // Unreferenced and old enough: marked, not yet deleted, so that a read of a deleted object in flight
+    // has the grace period to finish. Both servers collect at once: one at a time does.
+    let (ra, rb) = tokio::join!(a.call(|s| s.collect_garbage()), b.call(|s| s.collect_garbage()));
+    assert_eq!(ra.unwrap().files_removed + rb.unwrap().files_removed, 0);
+    assert_eq!(a.call(|s| s.collect_garbage()).await.unwrap().files_removed, 0, "marks wait the grace period");
+    assert_eq!(stored(&store, &prefix).await.len(), 8);
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+
+    // Marked a grace period ago: deleted, each once, whichever server collects.
     let (ra, rb) = tokio::join!(a.call(|s| s.collect_garbage()), b.call(|s| s.collect_garbage()));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     let again = a.call(|s| s.collect_garbage()).await.unwrap();
@@ -264,6 +272,45 @@ async fn garbage_collection_removes_unreferenced_bytes_past_the_grace_period_onl
         let (code, got) = body(b.req(Method::GET, &format!("/sweep/{key}"))).await;
         assert_eq!((code, got.len()), (StatusCode::OK, len), "{key}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_deleted_object_finishes_while_collections_run() {
+    let (_pg, url) = database();
+    let dir = tempfile::tempdir().unwrap();
+    let grace = Duration::from_millis(1500);
+    let a = Node::start(&url, directory(dir.path()), Path::default(), grace).await;
+    assert_eq!(status(a.req(Method::PUT, "/reads")).await, 200);
+    // Two parts, two stored objects: a read opens the second only once it has read the first.
+    let (_, created) = body(a.req(Method::POST, "/reads/x?uploads")).await;
+    let upload = xml(&String::from_utf8(created).unwrap(), "UploadId").unwrap().to_owned();
+    let (p1, p2) = (data(5 << 20, 7), data(1000, 8));
+    let mut parts = String::new();
+    for (n, part) in [(1, &p1), (2, &p2)] {
+        let resp = a.req(Method::PUT, &format!("/reads/x?partNumber={n}&uploadId={upload}")).body(part.clone());
+        let etag = resp.send().await.unwrap().headers()["etag"].to_str().unwrap().to_owned();
+        parts.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"));
+    }
+    let complete = format!("<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>");
+    assert_eq!(status(a.req(Method::POST, &format!("/reads/x?uploadId={upload}")).body(complete)).await, 200);
+    let bytes = [p1, p2].concat();
+    tokio::time::sleep(grace + Duration::from_millis(200)).await;
+    let (got, removed) = a
+        .call(move |s| {
+            let (_, mut reader) = s.get_object("reads", "x", None).unwrap();
+            let mut got = vec![0u8; 1000];
+            reader.read_exact(&mut got).unwrap();
+            // Deleted, and its bytes (older than the grace period) found unreferenced twice, mid-read.
+            assert!(s.delete_object("reads", "x").unwrap());
+            let removed = s.collect_garbage().unwrap().files_removed + s.collect_garbage().unwrap().files_removed;
+            reader.read_to_end(&mut got).unwrap();
+            (got, removed)
+        })
+        .await;
+    assert_eq!(removed, 0);
+    assert!(got == bytes, "the read gets every byte");
+    tokio::time::sleep(grace + Duration::from_millis(200)).await;
+    assert_eq!(a.call(|s| s.collect_garbage()).await.unwrap().files_removed, 2, "then the bytes go");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,6 +421,8 @@ async fn the_bytes_live_in_an_s3_server() {
     assert_eq!(stored(&store, &objects).await.len(), 2, "a refused body leaves nothing");
 
     assert_eq!(status(a.req(Method::DELETE, "/models/large")).await, 204);
+    // The first collection marks the large object's bytes, the next deletes them (no grace period here).
+    assert_eq!(a.call(|s| s.collect_garbage()).await.unwrap().files_removed, 0);
     let report = a.call(|s| s.collect_garbage()).await.unwrap();
     assert_eq!((report.files_removed, report.bytes_reclaimed), (1, large.len() as u64));
     let (code, got) = body(a.req(Method::GET, "/models/small")).await;

@@ -82,8 +82,9 @@ pub struct ArtifactSettings {
     pub access_key_id: Option<String>,
     /// The secret access key. Default: `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: Option<String>,
-    /// Stored bytes younger than this many seconds are never garbage-collected: longer than any upload takes
-    /// from its first byte to its commit, on any server. Default: 3600.
+    /// Stored bytes younger than this many seconds are never garbage-collected (longer than any upload takes
+    /// from its first byte to its commit, on any server), and unreferenced bytes are deleted this long after a
+    /// collection first found them so (longer than any read). Default: 3600.
     pub gc_grace_secs: u64,
     /// How often each server expires objects and collects garbage (one server at a time collects), in
     /// seconds; 0 never. Default: 60.

@@ -7,12 +7,13 @@
 //! advisory lock; another server's collection in progress makes this one return at once): the paths that
 //! object and part rows refer to are read in one statement (one snapshot: a completion moving references
 //! from parts to an object is seen before or after, never half-way), then every stored object under
-//! `<prefix>/objects/` is listed, and those no row refers to and older than the grace period are deleted.
-//! Bytes of an upload in flight are younger than the grace period, whichever server writes them, so they
-//! stay until their row is committed (or, if that server failed, until the next collection after the
-//! grace period).
+//! `<prefix>/objects/` is listed. One that no row refers to and older than the grace period is marked
+//! (`cairn_artifact_garbage`, with the time), and deleted by a collection at least the grace period after
+//! it was marked. Bytes of an upload in flight are younger than the grace period, whichever server writes
+//! them, so they stay until their row is committed; a read of an object deleted or overwritten meanwhile
+//! has at least the grace period to finish before its bytes go.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::PoisonError;
 
 use cairn_store::artifacts::{ArtifactError, BlobHealth, GcReport};
@@ -104,26 +105,43 @@ impl Inner {
             .iter()
             .map(|r| r.try_get(0).map_err(pg))
             .collect::<Result<_, _>>()?;
+        let garbage = self.table("garbage");
+        let marked: HashMap<String, i64> = client
+            .query(&format!("SELECT path, seen_ms FROM {garbage}"), &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| Ok((r.try_get(0).map_err(pg)?, r.try_get(1).map_err(pg)?)))
+            .collect::<Result<_, ArtifactError>>()?;
+        let now = now_ms();
+        let grace_ms = i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX);
         let cutoff =
             chrono::Utc::now() - chrono::Duration::from_std(self.grace).unwrap_or_else(|_| chrono::Duration::days(365));
         let mut report = GcReport::default();
-        let mut health = BlobHealth { last_gc_ms: Some(now_ms()), ..BlobHealth::default() };
+        let mut health = BlobHealth { last_gc_ms: Some(now), ..BlobHealth::default() };
         let mut listing = self.store.list(Some(&self.objects_prefix));
-        let mut doomed = Vec::new();
+        let (mut doomed, mut to_mark, mut still_marked) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(meta) = listing.try_next().await.map_err(os)? {
-            let size = meta.size;
-            if referenced.contains(meta.location.as_ref()) {
-                health.files += 1;
-                health.disk_bytes += size;
+            let (size, path) = (meta.size, meta.location.to_string());
+            if referenced.contains(&path) {
                 health.live_bytes += size;
             } else if meta.last_modified < cutoff {
-                doomed.push((meta.location, size));
-            } else {
-                health.files += 1;
-                health.disk_bytes += size;
+                match marked.get(&path) {
+                    Some(seen) if *seen <= now.saturating_sub(grace_ms) => {
+                        doomed.push((meta.location, size));
+                        continue;
+                    }
+                    Some(_) => still_marked.push(path),
+                    None => to_mark.push(path),
+                }
             }
+            health.files += 1;
+            health.disk_bytes += size;
         }
         drop(listing);
+        let insert =
+            format!("INSERT INTO {garbage} (path, seen_ms) SELECT unnest($1::text[]), $2 ON CONFLICT DO NOTHING");
+        client.execute(&insert, &[&to_mark, &now]).await.map_err(pg)?;
         for (location, size) in doomed {
             match self.store.delete(&location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
@@ -133,6 +151,11 @@ impl Inner {
                 Err(e) => return Err(os(e)),
             }
         }
+        // Marks of what is gone (deleted above, or by hand), or referenced again (an upload that took longer
+        // than the grace period from its first byte to its commit).
+        let kept: HashSet<&String> = still_marked.iter().chain(&to_mark).collect();
+        let forget: Vec<&String> = marked.keys().filter(|p| !kept.contains(p)).collect();
+        client.execute(&format!("DELETE FROM {garbage} WHERE path = ANY($1)"), &[&forget]).await.map_err(pg)?;
         Ok((report, health))
     }
 }

@@ -8,7 +8,8 @@
 //! are durable. Bytes no row refers to any more (deleted, overwritten, aborted, or written by a server
 //! that failed before committing) are removed by garbage collection (`gc.rs`), a mark and sweep that
 //! leaves alone anything younger than a grace period, so that an upload in flight on any server is never
-//! collected, and that runs on one server at a time (a PostgreSQL advisory lock). See `docs/artifacts.md`.
+//! collected, deletes what it marked only a grace period later, so that a read in flight finishes, and runs
+//! on one server at a time (a PostgreSQL advisory lock). See `docs/artifacts.md`.
 //!
 //! Every method of [`ArtifactApi`] blocks: it drives the asynchronous PostgreSQL and object-store clients
 //! on the runtime the store was opened on ([`tokio::runtime::Handle::block_on`]), and must be called from
@@ -49,8 +50,9 @@ pub struct PostgresArtifactOptions {
     pub schema: String,
     /// Connections kept for the artifact store (apart from the records'). Default: 8.
     pub pool_size: usize,
-    /// Stored bytes younger than this are never collected, referenced or not: longer than any upload takes
-    /// from its first byte to its commit. Default: 1 hour.
+    /// Stored bytes younger than this are never collected, referenced or not (longer than any upload takes
+    /// from its first byte to its commit), and unreferenced bytes are deleted this long after a collection
+    /// first found them so (longer than any read). Default: 1 hour.
     pub gc_grace: Duration,
     /// How often a background task expires objects past their bucket's retention and collects garbage;
     /// zero runs none. Default: 60 s.

@@ -7,18 +7,24 @@
 //! | `cairn_artifact_objects` | `(bucket, key)` (key, `COLLATE "C"`: byte order), `size`, `etag`, `sha256`, `crc32c`, `content_type`, `metadata` (jsonb), `modified_ms`, `version`, `segment_paths` and `segment_sizes` (the stored objects holding its bytes, in order) |
 //! | `cairn_artifact_uploads` | `id` (key), `bucket`, `key`, `content_type`, `metadata`, `initiated_ms` |
 //! | `cairn_artifact_parts` | `(upload_id, part_number)` (key; deleted with their upload), `etag`, `size`, `modified_ms`, `path` |
+//! | `cairn_artifact_garbage` | `path` (key), `seen_ms`: stored objects a collection found unreferenced, deleted by a later one |
 
 use super::super::pool::Pool;
 use super::super::schema::Names;
 use super::{pg, ArtifactError};
 
-/// The names of the four tables, which collections may not take.
-pub(crate) const TABLES: [&str; 4] =
-    ["cairn_artifact_buckets", "cairn_artifact_objects", "cairn_artifact_uploads", "cairn_artifact_parts"];
+/// The names of the tables, which collections may not take.
+pub(crate) const TABLES: [&str; 5] = [
+    "cairn_artifact_buckets",
+    "cairn_artifact_objects",
+    "cairn_artifact_uploads",
+    "cairn_artifact_parts",
+    "cairn_artifact_garbage",
+];
 
 /// The statements creating the tables (each idempotent).
 fn setup_sql(names: &Names) -> String {
-    let [buckets, objects, uploads, parts] = TABLES.map(|t| names.table(t));
+    let [buckets, objects, uploads, parts, garbage] = TABLES.map(|t| names.table(t));
     format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
          CREATE TABLE IF NOT EXISTS {buckets} (
@@ -61,7 +67,8 @@ fn setup_sql(names: &Names) -> String {
              modified_ms bigint NOT NULL,
              path text NOT NULL,
              PRIMARY KEY (upload_id, part_number)
-         );",
+         );
+         CREATE TABLE IF NOT EXISTS {garbage} (path text PRIMARY KEY, seen_ms bigint NOT NULL);",
         schema = super::super::schema::quote_ident(&names.schema),
     )
 }
