@@ -552,7 +552,7 @@ mod tests {
         let run: Run =
             serde_json::from_value(json!({"id": "r", "experiment_id": "e", "status": "PENDING", "created_at": 1}))
                 .unwrap();
-        assert_eq!((run.job_id, run.started_at, run.completed_at), (None, None, None));
+        assert_eq!((run.job_id.clone(), run.started_at, run.completed_at), (None, None, None));
         assert!(run.parameters.is_empty() && run.metrics.is_empty() && run.artifacts.is_empty());
         assert!(!serde_json::to_value(&run).unwrap().as_object().unwrap().contains_key("artifacts"));
 

@@ -14,8 +14,10 @@
 //!   ([`AppState::with_backend`] over any backend);
 //! - [`serve`]: what `cairn serve` runs: open a data directory, bind, answer until SIGTERM or Ctrl-C, then
 //!   finish in-flight requests, end change streams, flush and close (failures are a [`ServeError`]);
-//! - [`s3_service`]: the S3 API of an artifact store ([`cairn_store::artifacts`]) as an [`S3Server`], which
-//!   `cairn serve` answers on its second listener and tests run in-process on a loopback port;
+//! - [`s3_service`]: the S3 API of an artifact store ([`backend::ArtifactStore`]: the embedded
+//!   [`cairn_store::artifacts::Artifacts`], or the PostgreSQL backend's [`backend::PostgresArtifacts`]) as an
+//!   [`S3Server`], which `cairn serve` answers on its second listener and tests run in-process on a loopback
+//!   port;
 //! - [`Config`] (with [`Limits`], [`TokenConfig`] and [`Role`]), the configuration file, and [`hash_token`],
 //!   the SHA-256 the configuration holds instead of a token;
 //! - [`report`]: what the server and the command-line tool both print.
@@ -54,7 +56,7 @@ pub mod report;
 mod s3;
 
 pub use http::{
-    app, hash_token, serve, AppState, BackendConfig, ChangeRetention, Config, ConfigError, Limits, Role, S3Settings,
-    ServeError, ServeOptions, TokenConfig,
+    app, hash_token, serve, AppState, ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits,
+    Role, S3Settings, ServeError, ServeOptions, TokenConfig,
 };
 pub use s3::{s3_service, S3Server};

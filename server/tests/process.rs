@@ -92,10 +92,11 @@ fn refuses_a_public_address_without_tokens_and_bad_configs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max_page"));
 }
 
-/// The S3 API needs the embedded store's artifacts: asked for on the PostgreSQL backend, the server refuses to
-/// start (before connecting) and says why.
+/// The S3 API on the PostgreSQL backend needs an object store for the bytes (`--artifact-objects`): asked for
+/// without one, the server refuses to start (before connecting) and says why. Over a data directory, where
+/// the bytes live in `<data dir>/blobs`, `--artifact-objects` is refused.
 #[test]
-fn the_s3_api_is_refused_on_the_postgres_backend() {
+fn the_s3_api_on_the_postgres_backend_needs_an_object_store() {
     for extra in [&["--s3-listen", "127.0.0.1:0"][..], &[][..]] {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
@@ -108,8 +109,19 @@ fn the_s3_api_is_refused_on_the_postgres_backend() {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("S3 API is not available on the PostgreSQL backend"), "{stderr}");
+        assert!(stderr.contains("the S3 API on the PostgreSQL backend needs an object store"), "{stderr}");
+        assert!(stderr.contains("--artifact-objects"), "{stderr}");
     }
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--artifact-objects", "file:///tmp/cairn-never"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is for the PostgreSQL backend"), "{stderr}");
 }
 
 #[test]

@@ -107,18 +107,19 @@ class Server:
 
     @property
     def s3_url(self) -> str:
-        """The S3 API's endpoint (servers over a data directory only: PostgreSQL has no artifact store)."""
-        if self.backend is not None:
-            raise RuntimeError("the S3 API is not available on the PostgreSQL backend")
+        """The S3 API's endpoint."""
         return f"http://127.0.0.1:{self.s3_port}"
 
     def start(self) -> Server:
         args = [self.binary, "serve", "--listen", f"127.0.0.1:{self.port}"]
         if self.backend is not None:
-            args += ["--backend", self.backend]
+            # The artifacts' metadata in the database, their bytes in a directory beside the logs.
+            objects = (self.data.parent / f"{self.data.name}-objects").resolve()
+            args += ["--backend", self.backend, "--artifact-objects", objects.as_uri()]
         else:
-            # The S3 API (on by default over a data directory) on a free port too: servers run side by side.
-            args += ["--data", str(self.data), "--s3-listen", f"127.0.0.1:{self.s3_port}"]
+            args += ["--data", str(self.data)]
+        # The S3 API on a free port too: servers run side by side.
+        args += ["--s3-listen", f"127.0.0.1:{self.s3_port}"]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in stop()
@@ -139,13 +140,12 @@ class Server:
                 f"cairn serve did not start: {line!r}; log: {self.log_path.read_text()[-2000:]}"
             )
         self.port = int(line.strip()[len(prefix) :].rsplit(":", 1)[1])
-        if self.backend is None:
-            s3_line = self.proc.stdout.readline()
-            s3_prefix = "s3 listening on http://"
-            if not s3_line.startswith(s3_prefix):
-                self.proc.kill()
-                raise RuntimeError(f"cairn serve did not start its S3 listener: {s3_line!r}")
-            self.s3_port = int(s3_line.strip()[len(s3_prefix) :].rsplit(":", 1)[1])
+        s3_line = self.proc.stdout.readline()
+        s3_prefix = "s3 listening on http://"
+        if not s3_line.startswith(s3_prefix):
+            self.proc.kill()
+            raise RuntimeError(f"cairn serve did not start its S3 listener: {s3_line!r}")
+        self.s3_port = int(s3_line.strip()[len(s3_prefix) :].rsplit(":", 1)[1])
         return self
 
     def stop(self) -> None:

@@ -25,12 +25,7 @@ from botocore.exceptions import ClientError
 from cairn_client import AsyncClient, Client, NotFound
 
 from .conftest import ADMIN, READER, VISION, WRITER
-from .server import Server, hash_token, on_postgres
-
-pytestmark = pytest.mark.skipif(
-    on_postgres(),
-    reason="the S3 API is not available on the PostgreSQL backend yet (it has no artifact store)",
-)
+from .server import Server, hash_token
 
 MIB = 1 << 20
 

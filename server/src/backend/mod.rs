@@ -7,7 +7,12 @@
 //! What is decided here once for both: the write preconditions ([`Precondition`]), project scopes
 //! ([`Scope`]), the operations of a transaction ([`Operation`]) and the claim's field updates
 //! ([`set_path`]).
+//!
+//! The artifact store has an interface of its own, [`ArtifactApi`] (held as an [`ArtifactStore`]): the
+//! embedded store's [`Artifacts`](cairn_store::artifacts::Artifacts), or [`PostgresArtifacts`] (metadata in
+//! the PostgreSQL database, bytes in an object store).
 
+mod artifacts;
 mod embedded;
 mod postgres;
 
@@ -23,8 +28,9 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::problem::ApiError;
 
+pub use artifacts::{ArtifactApi, ArtifactStore, ObjectRead};
 pub use embedded::EmbeddedBackend;
-pub use postgres::{PostgresBackend, PostgresOptions, LISTENER_NAME};
+pub use postgres::{PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, LISTENER_NAME};
 
 /// A boxed future of a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;

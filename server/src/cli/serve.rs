@@ -26,9 +26,16 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
     /// Address of the S3 API's listener, overriding the configuration's `[s3] listen` (default
     /// 127.0.0.1:9000; port 0 picks a free port), and turning the S3 API on. The bound address is printed
-    /// on stdout after the HTTP one (`s3 listening on http://ADDR`). Not available with `--backend`.
+    /// on stdout after the HTTP one (`s3 listening on http://ADDR`). With `--backend`, only together with
+    /// `--artifact-objects`.
     #[arg(long, value_name = "ADDR")]
     s3_listen: Option<SocketAddr>,
+    /// On the PostgreSQL backend: where the artifact store keeps its objects' bytes (`s3://bucket/prefix` or
+    /// `file:///absolute/dir`), overriding the configuration's `[artifacts] objects`; its metadata go to the
+    /// PostgreSQL database. Without it the PostgreSQL backend has no artifact store (no S3 API). Refused
+    /// with a data directory, whose artifacts live in `<data dir>/blobs`.
+    #[arg(long, value_name = "URL")]
+    artifact_objects: Option<String>,
     /// Configuration file (TOML): tokens and limits. Without it: defaults, no authentication, loopback only.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -43,7 +50,13 @@ pub fn run(args: &ServeArgs) -> Result<(), Failure> {
         config.backend.url = Some(url.clone());
     }
     init_logs();
-    let opts = ServeOptions { data: args.data.clone(), listen: args.listen, s3_listen: args.s3_listen, config };
+    let opts = ServeOptions {
+        data: args.data.clone(),
+        listen: args.listen,
+        s3_listen: args.s3_listen,
+        artifact_objects: args.artifact_objects.clone(),
+        config,
+    };
     cairn_server::serve(opts).map_err(|e| Failure::new("server", e))
 }
 

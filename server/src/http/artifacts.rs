@@ -5,13 +5,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cairn_store::artifacts::{ArtifactError, Artifacts, BlobHealth, BucketInfo};
+use cairn_store::artifacts::{ArtifactError, BlobHealth, BucketInfo};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
 use super::extract::JsonBody;
 use super::state::AppState;
+use crate::backend::ArtifactApi;
 use crate::problem::ApiError;
 
 /// A bucket as JSON.
@@ -53,26 +54,26 @@ fn problem(err: ArtifactError) -> ApiError {
 /// Runs `f` on the blocking pool with the artifact store: 501 when the server has none.
 async fn run<R: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&Artifacts) -> Result<R, ApiError> + Send + 'static,
+    f: impl FnOnce(&dyn ArtifactApi) -> Result<R, ApiError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let Some(artifacts) = state.artifacts.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not-supported",
-            "this server has no artifact store (the PostgreSQL backend has none yet)",
+            "this server has no artifact store (on the PostgreSQL backend, start it with --artifact-objects URL)",
         ));
     };
     let permit = state.artifact_permits.take()?;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(&artifacts)
+        f(&*artifacts)
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("artifact task failed: {e}")))?
 }
 
 /// A bucket `who` sees: 404 for a missing one and, for a scoped token, for another project's.
-fn visible_bucket(a: &Artifacts, who: &Principal, name: &str) -> Result<BucketInfo, ApiError> {
+fn visible_bucket(a: &dyn ArtifactApi, who: &Principal, name: &str) -> Result<BucketInfo, ApiError> {
     let b = a.bucket(name).map_err(problem)?;
     match who.project() {
         Some(p) if b.project.as_deref() != Some(p) => {

@@ -59,6 +59,50 @@ pub struct Config {
     /// The S3 API of the artifact store (`[s3]`).
     #[serde(default)]
     pub s3: S3Settings,
+    /// Where the artifact store keeps its bytes on the PostgreSQL backend (`[artifacts]`).
+    #[serde(default)]
+    pub artifacts: ArtifactSettings,
+}
+
+/// The artifact store on the PostgreSQL backend (`[artifacts]`; see `docs/server.md`): its metadata are
+/// tables of the backend's database, its bytes objects of an object store. Without `objects` that backend
+/// runs without an artifact store (no S3 listener, `/v1/artifacts` answers 501). The embedded backend keeps
+/// its bytes in `<data dir>/blobs` and refuses `objects`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactSettings {
+    /// Where the bytes go: `s3://bucket/prefix` or `file:///absolute/dir`; `--artifact-objects` overrides
+    /// it. Default: none.
+    pub objects: Option<String>,
+    /// An S3-compatible server's endpoint (`http://127.0.0.1:9000`). Default: AWS (or `AWS_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// The S3 region. Default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// The access key id. Default: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// The secret access key. Default: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// Stored bytes younger than this many seconds are never garbage-collected (longer than any upload takes
+    /// from its first byte to its commit, on any server), and unreferenced bytes are deleted this long after a
+    /// collection first found them so (longer than any read). Default: 3600.
+    pub gc_grace_secs: u64,
+    /// How often each server expires objects and collects garbage (one server at a time collects), in
+    /// seconds; 0 never. Default: 60.
+    pub maintenance_interval_secs: u64,
+}
+
+impl Default for ArtifactSettings {
+    fn default() -> Self {
+        Self {
+            objects: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            gc_grace_secs: 3600,
+            maintenance_interval_secs: 60,
+        }
+    }
 }
 
 /// The S3 API of the artifact store (`[s3]`; see `docs/server.md`, "The S3 API"): its own listener, beside
@@ -66,8 +110,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
-    /// Whether `cairn serve` answers the S3 API. Default: on with the embedded backend. The PostgreSQL
-    /// backend has no artifact store yet: there the default is off, and `true` is refused at start.
+    /// Whether `cairn serve` answers the S3 API. Default: on when the server has an artifact store: with the
+    /// embedded backend, and with the PostgreSQL backend when `[artifacts] objects` is set (without it, off,
+    /// and `true` is refused at start).
     pub enabled: Option<bool>,
     /// Address of the S3 listener; `--s3-listen` overrides it. Default: `127.0.0.1:9000`. Without tokens it
     /// must be a loopback address, as `listen`.
@@ -111,6 +156,7 @@ impl Default for Config {
             changes: ChangeRetention::default(),
             backend: BackendConfig::default(),
             s3: S3Settings::default(),
+            artifacts: ArtifactSettings::default(),
         }
     }
 }
@@ -245,6 +291,18 @@ impl Config {
                     .into(),
             ));
         }
+        if self.backend.url.is_none() && self.artifacts.objects.is_some() {
+            return Err(ConfigError::Invalid(
+                "artifacts.objects (--artifact-objects) is for the PostgreSQL backend: the embedded backend keeps \
+                 the artifacts' bytes in <data dir>/blobs"
+                    .into(),
+            ));
+        }
+        if self.artifacts.access_key_id.is_some() != self.artifacts.secret_access_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "artifacts.access_key_id and artifacts.secret_access_key go together".into(),
+            ));
+        }
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid(format!("limits.{name} must be at least 1")));
         }
@@ -294,5 +352,23 @@ mod tests {
         let c: Config = toml::from_str("[s3]\nenabled = false\nlisten = \"127.0.0.1:9100\"").unwrap();
         assert_eq!((c.s3.enabled, c.s3.listen.port()), (Some(false), 9100));
         assert!(toml::from_str::<Config>("[s3]\nport = 1").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn artifact_objects_are_for_the_postgres_backend() {
+        let c: Config = toml::from_str("[artifacts]\nobjects = \"file:///tmp/x\"").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("PostgreSQL backend"));
+        let c: Config = toml::from_str(
+            "[backend]\nurl = \"postgres://h/db\"\n[artifacts]\nobjects = \"s3://b/p\"\ngc_grace_secs = 60",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.artifacts.gc_grace_secs, c.artifacts.maintenance_interval_secs), (60, 60));
+        let c: Config = toml::from_str(
+            "[backend]\nurl = \"postgres://h/db\"\n[artifacts]\nobjects = \"s3://b/p\"\naccess_key_id = \"k\"",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("go together"));
+        assert!(toml::from_str::<Config>("[artifacts]\nbucket = \"x\"").is_err(), "unknown keys are refused");
     }
 }

@@ -33,11 +33,14 @@ use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{BackendConfig, ChangeRetention, Config, ConfigError, Limits, S3Settings};
+pub use config::{ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, S3Settings};
 pub use router::app;
 pub use state::AppState;
 
-use crate::backend::{Backend, EmbeddedBackend, PostgresBackend, PostgresOptions};
+use crate::backend::{
+    ArtifactStore, Backend, EmbeddedBackend, PostgresArtifactOptions, PostgresArtifacts, PostgresBackend,
+    PostgresOptions,
+};
 use crate::replicate::Replicators;
 use auth::Tokens;
 
@@ -75,18 +78,20 @@ pub enum ServeError {
     /// The database did not flush or close cleanly.
     #[error("closing the database failed: {0}")]
     Close(String),
-    /// The artifact store (`<data dir>/blobs`) could not be opened.
+    /// The artifact store (`<data dir>/blobs`, or the object store of `[artifacts] objects`) could not be
+    /// opened.
     #[error("cannot open the artifact store in {path}: {message}")]
     Artifacts {
-        /// Its blob directory.
+        /// Its blob directory, or the object store's URL.
         path: PathBuf,
         /// The artifact store's error.
         message: String,
     },
-    /// The S3 API was asked for on a backend that has no artifact store.
+    /// The S3 API was asked for on the PostgreSQL backend without an object store for the artifacts' bytes.
     #[error(
-        "the S3 API is not available on the PostgreSQL backend yet (it serves the embedded store's artifacts): \
-         remove --s3-listen and [s3] enabled = true, or serve a data directory"
+        "the S3 API on the PostgreSQL backend needs an object store for the artifacts' bytes: give \
+         --artifact-objects s3://bucket/prefix (or file:///dir; [artifacts] objects), or remove --s3-listen and \
+         [s3] enabled = true"
     )]
     S3Unavailable,
 }
@@ -127,6 +132,8 @@ pub struct ServeOptions {
     pub listen: Option<SocketAddr>,
     /// Overrides the configuration's `[s3] listen`, and turns the S3 API on.
     pub s3_listen: Option<SocketAddr>,
+    /// Overrides the configuration's `[artifacts] objects` (PostgreSQL backend only).
+    pub artifact_objects: Option<String>,
     /// The configuration (`Config::default()` for the defaults).
     pub config: Config,
 }
@@ -134,18 +141,23 @@ pub struct ServeOptions {
 /// Runs the server until SIGTERM or Ctrl-C, then stops accepting, finishes in-flight requests, ends change
 /// streams, flushes and closes the backend. Prints `listening on http://ADDR` on stdout once bound, and then,
 /// when the S3 API is on, `s3 listening on http://ADDR`.
-pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
+    if let Some(objects) = opts.artifact_objects.take() {
+        opts.config.artifacts.objects = Some(objects);
+    }
+    opts.config.validate()?;
     let listen = opts.listen.unwrap_or(opts.config.listen);
     let tokens = Tokens::new(&opts.config.tokens).map_err(|e| ServeError::Config(ConfigError::Invalid(e)))?;
     if !tokens.enabled() && !listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(listen));
     }
     let s3_asked = opts.s3_listen.is_some() || opts.config.s3.enabled == Some(true);
-    if opts.config.backend.url.is_some() && s3_asked {
+    let has_artifacts = opts.config.backend.url.is_none() || opts.config.artifacts.objects.is_some();
+    if !has_artifacts && s3_asked {
         return Err(ServeError::S3Unavailable);
     }
     let s3_listen = opts.s3_listen.unwrap_or(opts.config.s3.listen);
-    let s3_on = opts.config.backend.url.is_none() && (s3_asked || opts.config.s3.enabled.is_none());
+    let s3_on = has_artifacts && (s3_asked || opts.config.s3.enabled.is_none());
     if s3_on && !tokens.enabled() && !s3_listen.ip().is_loopback() {
         return Err(ServeError::NotLoopback(s3_listen));
     }
@@ -156,7 +168,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         .build()
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
-        let (backend, store, artifacts) = open_backend(&opts).await?;
+        let (backend, store, embedded, artifacts) = open_backend(&opts).await?;
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
         let s3 = match &artifacts {
@@ -184,7 +196,11 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         match &s3 {
             Some((_, _, s3_addr)) => tracing::info!(addr = %s3_addr, "S3 API listening (path-style, region us-east-1)"),
-            None if store.is_none() => tracing::info!("no S3 API: the PostgreSQL backend has no artifact store yet"),
+            None if artifacts.is_none() => tracing::warn!(
+                "no artifact store: on the PostgreSQL backend the artifacts' bytes go to an object store; start with \
+                 --artifact-objects s3://bucket/prefix ([artifacts] objects) for the S3 API and /v1/artifacts (501 \
+                 meanwhile)"
+            ),
             None => tracing::info!("S3 API off ([s3] enabled = false)"),
         }
         let (stop, stopped) = watch::channel(false);
@@ -194,7 +210,7 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         }
         let replicators = match &store {
             Some(store) => Some(
-                Replicators::start(store, artifacts.as_ref(), &opts.config.replicate, &stopped)
+                Replicators::start(store, embedded.as_ref(), &opts.config.replicate, &stopped)
                     .map_err(io("cannot start the replication threads"))?,
             ),
             None => None,
@@ -234,9 +250,13 @@ pub fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     })
 }
 
+/// The backend, its records and its artifacts.
+type Opened = (Arc<dyn Backend>, Option<Store>, Option<Artifacts>, Option<ArtifactStore>);
+
 /// The backend `opts` name, and with the embedded one its store (replication copies it) and the artifact
-/// store in `<data dir>/blobs`.
-async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<Store>, Option<Artifacts>), ServeError> {
+/// store in `<data dir>/blobs` (both as itself, for replication, and as the server's artifact store); with
+/// PostgreSQL, its artifact store when `[artifacts] objects` names where the bytes go.
+async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
     let config = &opts.config;
     if let Some(url) = &config.backend.url {
         if !config.replicate.is_empty() {
@@ -245,15 +265,19 @@ async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<S
                     .to_owned(),
             ));
         }
-        let opts = PostgresOptions {
+        let pg = PostgresOptions {
             url: url.clone(),
             schema: config.backend.schema.clone(),
             pool_size: config.backend.pool_size,
             max_concurrency: config.limits.max_concurrency,
             retention: config.changes.clone(),
         };
-        let backend = PostgresBackend::open(opts).await.map_err(ServeError::Backend)?;
-        return Ok((Arc::new(backend), None, None));
+        let backend = PostgresBackend::open(pg).await.map_err(ServeError::Backend)?;
+        let artifacts = match &config.artifacts.objects {
+            Some(objects) => Some(open_postgres_artifacts(config, url, objects).await?),
+            None => None,
+        };
+        return Ok((Arc::new(backend), None, None, artifacts));
     }
     let data = opts.data.clone().ok_or(ServeError::NoData)?;
     let blobs = data.join("blobs");
@@ -270,7 +294,31 @@ async fn open_backend(opts: &ServeOptions) -> Result<(Arc<dyn Backend>, Option<S
             .map_err(|e| io("the task opening the artifact store failed")(std::io::Error::other(e)))?
             .map_err(|e| ServeError::Artifacts { path: blobs, message: e.to_string() })?;
     let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency).with_artifacts(artifacts.clone());
-    Ok((Arc::new(backend), Some(store), Some(artifacts)))
+    Ok((Arc::new(backend), Some(store), Some(artifacts.clone()), Some(artifacts.into())))
+}
+
+/// The PostgreSQL backend's artifact store: its tables in the database at `url`, its bytes at `objects`.
+async fn open_postgres_artifacts(config: &Config, url: &str, objects: &str) -> Result<ArtifactStore, ServeError> {
+    let a = &config.artifacts;
+    let mut location = cairn_sync::ObjectLocation::new(objects).endpoint(a.endpoint.clone());
+    if let (Some(key), Some(secret)) = (&a.access_key_id, &a.secret_access_key) {
+        location = location.credentials(key, secret);
+    }
+    if let Some(region) = &a.region {
+        location = location.region(region);
+    }
+    let fail = |message: String| ServeError::Artifacts { path: PathBuf::from(objects), message };
+    let location = location.open().map_err(|e| fail(e.to_string()))?;
+    let (store, prefix) = location.opened().ok_or_else(|| fail("the object store did not open".into()))?;
+    let opts = PostgresArtifactOptions {
+        schema: config.backend.schema.clone(),
+        gc_grace: std::time::Duration::from_secs(a.gc_grace_secs),
+        maintenance_interval: std::time::Duration::from_secs(a.maintenance_interval_secs),
+        ..PostgresArtifactOptions::new(url)
+    };
+    let artifacts = PostgresArtifacts::open(opts, store, prefix).await.map_err(fail)?;
+    tracing::info!(objects, "artifact store: metadata in PostgreSQL, bytes in the object store");
+    Ok(artifacts.into())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -117,7 +117,7 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     who.require_unscoped(Role::Read)?;
     let mut figures = state.backend.figures().await?;
-    figures.blobs = state.artifacts.as_ref().map(cairn_store::artifacts::Artifacts::health);
+    figures.blobs = state.artifacts.as_ref().map(|a| a.health());
     let text = state.metrics.render(&figures);
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use cairn_store::artifacts::Artifacts;
 use tokio::sync::{watch, Semaphore};
 
 use super::auth::Tokens;
 use super::config::Limits;
 use super::metrics::Metrics;
-use crate::backend::{Backend, Permits};
+use crate::backend::{ArtifactStore, Backend, Permits};
 
 /// Shared state of the server. Cheap to clone.
 #[derive(Clone)]
@@ -26,8 +25,9 @@ pub struct AppState {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Permits for open change streams.
     pub(crate) streams: Arc<Semaphore>,
-    /// The artifact store, when the server has one (the embedded backend's, in `<data dir>/blobs`).
-    pub(crate) artifacts: Option<Artifacts>,
+    /// The artifact store, when the server has one (the embedded backend's, in `<data dir>/blobs`, or the
+    /// PostgreSQL backend's with `--artifact-objects`).
+    pub(crate) artifacts: Option<ArtifactStore>,
     /// Permits for the artifact routes' blocking calls.
     pub(crate) artifact_permits: Arc<Permits>,
 }
@@ -54,8 +54,8 @@ impl AppState {
 
     /// This state with an artifact store: the `/v1/artifacts` routes, and the blob store's health in
     /// `/healthz` and `/metrics`, answer from it (without one, the routes answer 501).
-    pub fn with_artifacts(mut self, artifacts: Artifacts) -> Self {
-        self.artifacts = Some(artifacts);
+    pub fn with_artifacts(mut self, artifacts: impl Into<ArtifactStore>) -> Self {
+        self.artifacts = Some(artifacts.into());
         self
     }
 }

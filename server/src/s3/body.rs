@@ -1,5 +1,5 @@
 //! Object bodies in and out, streamed: the request's [`StreamingBlob`] becomes a blocking
-//! [`std::io::Read`] for `put_object` and `upload_part`, and an [`ObjectReader`] becomes the response's
+//! [`std::io::Read`] for `put_object` and `upload_part`, and an [`ObjectRead`] becomes the response's
 //! body, read on the blocking pool in 64 KiB chunks. Between the async and the blocking side is a bounded
 //! channel, so memory does not grow with an object's size: at most [`IN_FLIGHT`] chunks wait in it.
 
@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use cairn_store::artifacts::ObjectReader;
 use futures_util::{Stream, StreamExt};
 use s3s::crypto::{Checksum, Crc32, Crc32c, Crc64Nvme, Md5, Sha1, Sha256};
 use s3s::dto::StreamingBlob;
 use s3s::stream::{ByteStream, RemainingLength};
 use s3s::{S3Error, S3ErrorCode, StdError};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::backend::ObjectRead;
 
 /// Size of the chunks an object is sent in.
 pub const CHUNK: usize = 64 * 1024;
@@ -210,7 +211,7 @@ impl Read for BodyReader {
 
 /// The body of a GET: `reader` read on the blocking pool in [`CHUNK`]-byte chunks, with its exact length.
 /// `permit` (a place among the artifact tasks) is held until the reading ends.
-pub fn object_body(mut reader: ObjectReader, permit: OwnedSemaphorePermit) -> StreamingBlob {
+pub fn object_body(mut reader: Box<dyn ObjectRead>, permit: OwnedSemaphorePermit) -> StreamingBlob {
     let remaining = reader.len();
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
     tokio::task::spawn_blocking(move || {

@@ -1,6 +1,7 @@
 //! The S3 API of the artifact store (`cairn serve`'s second listener; `docs/server.md`, "The S3 API"). The
 //! protocol (SigV4, XML, routing, path-style addressing) is the `s3s` crate's; this module maps it onto
-//! [`cairn_store::artifacts`]:
+//! an artifact store ([`ArtifactApi`](crate::backend::ArtifactApi): the embedded one or the PostgreSQL
+//! backend's):
 //!
 //! - `service`: the operations, one method each, the blocking artifact calls run on the blocking pool;
 //! - `auth`: access keys from the configured tokens, roles and project scopes;
@@ -20,13 +21,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_store::artifacts::Artifacts;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{HttpError, HttpResponse};
 use tokio::net::TcpListener;
 
+use crate::backend::ArtifactStore;
 use crate::{Config, ConfigError};
 
 /// How long in-flight S3 requests may go on after the stop signal.
@@ -44,13 +45,14 @@ pub struct S3Server {
     open: bool,
 }
 
-/// The S3 API over `artifacts`, with `config`'s tokens as access keys and at most
+/// The S3 API over `artifacts` (an embedded [`Artifacts`](cairn_store::artifacts::Artifacts) or any
+/// [`ArtifactStore`]), with `config`'s tokens as access keys and at most
 /// `config.limits.max_concurrency` blocking artifact calls at once (more are answered `SlowDown`). Fails if
 /// `config` does not pass [`Config::validate`]. Serve it with [`S3Server::serve`].
-pub fn s3_service(artifacts: Artifacts, config: &Config) -> Result<S3Server, ConfigError> {
+pub fn s3_service(artifacts: impl Into<ArtifactStore>, config: &Config) -> Result<S3Server, ConfigError> {
     config.validate()?;
     let open = config.tokens.is_empty();
-    let ops = service::ArtifactS3::new(artifacts, config.limits.max_concurrency, open);
+    let ops = service::ArtifactS3::new(artifacts.into(), config.limits.max_concurrency, open);
     let mut builder = S3ServiceBuilder::new(ops);
     if !open {
         let keys = Arc::new(auth::KeyTable::new(&config.tokens));

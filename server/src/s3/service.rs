@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use cairn_store::artifacts::{
-    ArtifactError, Artifacts, BucketInfo, ListPage, ListRequest, ObjectMeta, PutOptions, MAX_KEY_LEN,
-};
+use cairn_store::artifacts::{ArtifactError, BucketInfo, ListPage, ListRequest, ObjectMeta, PutOptions, MAX_KEY_LEN};
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -18,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::auth::Grant;
 use super::body::{object_body, BodyReader, ExtraChecksums};
 use super::errors::{invalid, task_failed, to_s3, unsupported};
+use crate::backend::{ArtifactApi, ArtifactStore};
 
 /// Most keys (and common prefixes) in one listing page, and the default.
 pub const MAX_KEYS: usize = 1000;
@@ -28,7 +27,7 @@ pub const REGION: &str = "us-east-1";
 /// The S3 operations of one artifact store.
 #[derive(Clone)]
 pub struct ArtifactS3 {
-    artifacts: Artifacts,
+    artifacts: ArtifactStore,
     /// Places among the blocking artifact tasks (a GET's stays taken until its body is sent).
     permits: Arc<Semaphore>,
     /// No tokens: requests carry no grant and may do everything.
@@ -37,7 +36,7 @@ pub struct ArtifactS3 {
 
 impl ArtifactS3 {
     /// The operations over `artifacts`, running at most `max_tasks` blocking calls at once.
-    pub fn new(artifacts: Artifacts, max_tasks: usize, open: bool) -> Self {
+    pub fn new(artifacts: ArtifactStore, max_tasks: usize, open: bool) -> Self {
         Self { artifacts, permits: Arc::new(Semaphore::new(max_tasks)), open }
     }
 
@@ -49,12 +48,15 @@ impl ArtifactS3 {
     }
 
     /// Runs `f` on the blocking pool.
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce(&Artifacts) -> S3Result<T> + Send + 'static) -> S3Result<T> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ArtifactApi) -> S3Result<T> + Send + 'static,
+    ) -> S3Result<T> {
         let permit = self.permit()?;
         let artifacts = self.artifacts.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&artifacts)
+            f(&*artifacts)
         })
         .await
         .map_err(|e| task_failed(&e))?
@@ -87,7 +89,7 @@ fn e(err: ArtifactError) -> S3Error {
 
 /// `AccessDenied` unless `grant` sees `bucket` (`NoSuchBucket` if there is none). Unscoped grants see every
 /// bucket without a look-up.
-fn visible(a: &Artifacts, grant: &Grant, bucket: &str) -> S3Result<()> {
+fn visible(a: &dyn ArtifactApi, grant: &Grant, bucket: &str) -> S3Result<()> {
     if grant.project.is_some() {
         grant.check(&a.bucket(bucket).map_err(e)?)?;
     }
@@ -206,7 +208,7 @@ fn max_keys(n: Option<i32>) -> S3Result<usize> {
 }
 
 /// A page of a listing; `max_keys` 0 answers an empty page after checking the bucket.
-fn list_page(a: &Artifacts, grant: &Grant, bucket: &str, req: ListRequest) -> S3Result<ListPage> {
+fn list_page(a: &dyn ArtifactApi, grant: &Grant, bucket: &str, req: ListRequest) -> S3Result<ListPage> {
     if grant.project.is_some() || req.max_keys == 0 {
         let info = a.bucket(bucket).map_err(e)?;
         grant.check(&info)?;
@@ -403,7 +405,7 @@ impl S3 for ArtifactS3 {
         let permit = self.permit()?;
         let artifacts = self.artifacts.clone();
         let (meta, reader, span, permit) = tokio::task::spawn_blocking(move || {
-            let a = &artifacts;
+            let a: &dyn ArtifactApi = &*artifacts;
             visible(a, &grant, &bucket)?;
             let head = a.head_object(&bucket, &key).map_err(e)?;
             check_conditions(&head, if_match.as_ref(), if_none.as_ref())?;

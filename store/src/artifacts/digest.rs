@@ -15,18 +15,6 @@ use super::ArtifactError;
 /// Bytes read from a body per step.
 const STEP: usize = 64 * 1024;
 
-/// Once a body has reached this many bytes, its MD5 is computed on a thread of its own, beside the
-/// SHA-256, the CRC32C and the writes (MD5 is the slowest of them, about as slow as the others together).
-/// Smaller bodies are hashed on the caller's thread: a thread would cost more than it saves.
-const PARALLEL_AFTER: u64 = 1 << 20;
-
-/// Size of the buffers a large body is read into and handed to the MD5 thread in.
-const BATCH: usize = 1 << 20;
-
-/// Buffers of a large body in flight at once (read, being hashed, waiting): the memory of one upload is
-/// at most this many [`BATCH`]es.
-const BATCHES: usize = 3;
-
 /// A body stored as a blob, with its digests.
 pub(crate) struct Stored {
     pub blob: BlobRef,
@@ -37,72 +25,87 @@ pub(crate) struct Stored {
     pub crc32c: Option<u32>,
 }
 
-/// A buffer of a body and how many of its bytes are filled.
-type Batch = (Vec<u8>, usize);
+/// Once a body has reached this many bytes, its MD5 is computed on a thread of its own, beside the
+/// SHA-256, the CRC32C and the writes (MD5 is the slowest of them, about as slow as the others together).
+/// Smaller bodies are hashed on the caller's thread: a thread would cost more than it saves.
+const PARALLEL_AFTER: u64 = 1 << 20;
 
-/// The MD5 of a body: on the caller's thread (reusing one buffer), or on a thread of its own fed
-/// [`BATCH`]-sized buffers, which it hands back when done with them.
+/// Size of the buffers a large body's bytes are copied into and handed to the MD5 thread in.
+const BATCH: usize = 1 << 20;
+
+/// Buffers of a large body in flight at once (being filled, hashed, waiting): the memory of one upload's
+/// MD5 is at most this many [`BATCH`]es.
+const BATCHES: usize = 3;
+
+/// The MD5 of a body: on the caller's thread, or on a thread of its own fed [`BATCH`]-sized copies of the
+/// body, whose buffers it hands back when done with them.
 enum Md5Hasher {
-    Inline { md5: Md5, buf: Vec<u8> },
-    Parallel { batches: SyncSender<Batch>, free: Receiver<Vec<u8>>, spare: usize, done: JoinHandle<Md5> },
+    Inline(Md5),
+    Parallel {
+        batch: Vec<u8>,
+        batches: SyncSender<Vec<u8>>,
+        free: Receiver<Vec<u8>>,
+        spare: usize,
+        done: JoinHandle<Md5>,
+    },
 }
 
 impl Md5Hasher {
-    fn new() -> Self {
-        Self::Inline { md5: Md5::new(), buf: vec![0; STEP] }
-    }
-
     /// Moves the hashing to a thread of its own.
     fn go_parallel(&mut self) {
-        if let Self::Inline { md5, .. } = self {
+        if let Self::Inline(md5) = self {
             let mut md5 = std::mem::take(md5);
-            let (batches, incoming) = sync_channel::<Batch>(BATCHES);
+            let (batches, incoming) = sync_channel::<Vec<u8>>(BATCHES);
             let (give_back, free) = sync_channel::<Vec<u8>>(BATCHES);
             let done = std::thread::spawn(move || {
-                for (batch, len) in incoming {
-                    md5.update(batch.get(..len).unwrap_or_default());
-                    // The reader may have stopped (an error): then the buffer is simply dropped.
+                for batch in incoming {
+                    md5.update(&batch);
+                    // The body's reader may have stopped (an error): then the buffer is simply dropped.
                     let _ = give_back.try_send(batch);
                 }
                 md5
             });
-            *self = Self::Parallel { batches, free, spare: BATCHES, done };
+            *self = Self::Parallel { batch: Vec::with_capacity(BATCH), batches, free, spare: BATCHES - 1, done };
         }
     }
 
-    /// A buffer for the next bytes of the body: the inline one, or for the MD5 thread a new one while
-    /// fewer than [`BATCHES`] exist, else one the thread is done with.
-    fn buffer(&mut self) -> Vec<u8> {
+    fn update(&mut self, mut data: &[u8]) {
         match self {
-            Self::Inline { buf, .. } => std::mem::take(buf),
-            Self::Parallel { free, spare, .. } => {
-                if *spare > 0 {
-                    *spare -= 1;
-                    return vec![0; BATCH];
+            Self::Inline(md5) => md5.update(data),
+            Self::Parallel { batch, batches, free, spare, .. } => {
+                while !data.is_empty() {
+                    let n = (BATCH - batch.len()).min(data.len());
+                    let (now, later) = data.split_at(n);
+                    batch.extend_from_slice(now);
+                    data = later;
+                    if batch.len() == BATCH {
+                        let next = if *spare > 0 {
+                            *spare -= 1;
+                            Vec::with_capacity(BATCH)
+                        } else {
+                            free.recv().map_or_else(
+                                |_| Vec::with_capacity(BATCH),
+                                |mut b| {
+                                    b.clear();
+                                    b
+                                },
+                            )
+                        };
+                        // The thread only stops when `batches` is dropped, so this cannot fail.
+                        let _ = batches.send(std::mem::replace(batch, next));
+                    }
                 }
-                free.recv().unwrap_or_else(|_| vec![0; BATCH])
-            }
-        }
-    }
-
-    /// Hashes the first `len` bytes of `buf` (on the MD5 thread, which hands the buffer back when done).
-    fn update(&mut self, buf: Vec<u8>, len: usize) {
-        match self {
-            Self::Inline { md5, buf: slot } => {
-                md5.update(buf.get(..len).unwrap_or_default());
-                *slot = buf;
-            }
-            Self::Parallel { batches, .. } => {
-                // The thread only stops when `batches` is dropped, so this cannot fail.
-                let _ = batches.send((buf, len));
             }
         }
     }
 
     fn finalize(self) -> [u8; 16] {
         match self {
-            Self::Inline { md5, .. } => md5.finalize().into(),
-            Self::Parallel { batches, done, .. } => {
+            Self::Inline(md5) => md5.finalize().into(),
+            Self::Parallel { batch, batches, done, .. } => {
+                if !batch.is_empty() {
+                    let _ = batches.send(batch);
+                }
                 drop(batches);
                 match done.join() {
                     Ok(md5) => md5.finalize().into(),
@@ -113,77 +116,118 @@ impl Md5Hasher {
     }
 }
 
-/// Fills `buf` from `body` as far as it goes; the bytes read (fewer than its length only at the end of the
-/// body).
-fn fill(body: &mut dyn Read, buf: &mut [u8]) -> Result<usize, ArtifactError> {
-    let mut filled = 0;
-    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
-        match body.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ArtifactError::Read(e)),
+/// The digests of a body computed as it streams past: MD5 (the ETag), SHA-256 and, when the client sent
+/// one, CRC32C; then checked against the ones the client sent. The artifact store's uploads use it, and so
+/// does any other store of artifact bytes (the server's PostgreSQL backend), so that both compute and check
+/// the same digests.
+///
+/// Past the first MiB, the MD5 is computed on a thread of its own, fed copies of the body in buffers of
+/// 1 MiB (at most 3 at once), while the caller's thread computes the others. The SHA-256 is not computed
+/// when the upload's [`PutOptions::verified_sha256`] gives it.
+pub struct Digests {
+    md5: Md5Hasher,
+    sha: Option<Sha256>,
+    crc: Option<crc_fast::Digest>,
+    total: u64,
+}
+
+/// What [`Digests::finish`] computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digested {
+    /// MD5 of the body (its ETag, in hex).
+    pub md5: [u8; 16],
+    /// SHA-256 of the body.
+    pub sha256: [u8; 32],
+    /// CRC32C of the body, computed only when the client sent one.
+    pub crc32c: Option<u32>,
+}
+
+impl std::fmt::Debug for Digests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Digests")
+            .field("bytes", &self.total)
+            .field("crc32c", &self.crc.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Digests {
+    /// Digests for a body uploaded with `opts` (CRC32C only if `opts` expects one, SHA-256 unless `opts`
+    /// gives a verified one).
+    pub fn new(opts: &PutOptions) -> Self {
+        Self {
+            md5: Md5Hasher::Inline(Md5::new()),
+            sha: opts.verified_sha256.is_none().then(Sha256::new),
+            crc: opts.expected_crc32c.map(|_| crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi)),
+            total: 0,
         }
     }
-    Ok(filled)
+
+    /// Adds the next bytes of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        if self.total >= PARALLEL_AFTER {
+            self.md5.go_parallel();
+        }
+        self.total += chunk.len() as u64;
+        self.md5.update(chunk);
+        if let Some(sha) = self.sha.as_mut() {
+            sha.update(chunk);
+        }
+        if let Some(c) = self.crc.as_mut() {
+            c.update(chunk);
+        }
+    }
+
+    /// The digests of the whole body, checked against those `opts` expects: a mismatch is
+    /// [`ArtifactError::BadDigest`].
+    pub fn finish(self, opts: &PutOptions) -> Result<Digested, ArtifactError> {
+        let md5 = self.md5.finalize();
+        let sha256: [u8; 32] = match self.sha {
+            Some(sha) => sha.finalize().into(),
+            None => opts.verified_sha256.unwrap_or_default(),
+        };
+        let crc32c = self.crc.map(|c| c.finalize() as u32);
+        if let Some(expected) = opts.expected_md5.filter(|e| *e != md5) {
+            return Err(ArtifactError::BadDigest(format!(
+                "Content-MD5 {} but the body's is {}",
+                hex::encode(expected),
+                hex::encode(md5)
+            )));
+        }
+        if let Some(expected) = opts.expected_sha256.filter(|e| *e != sha256) {
+            return Err(ArtifactError::BadDigest(format!(
+                "SHA-256 {} but the body's is {}",
+                hex::encode(expected),
+                hex::encode(sha256)
+            )));
+        }
+        if let (Some(expected), Some(got)) = (opts.expected_crc32c, crc32c) {
+            if expected != got {
+                return Err(ArtifactError::BadDigest(format!("CRC32C {expected:08x} but the body's is {got:08x}")));
+            }
+        }
+        Ok(Digested { md5, sha256, crc32c })
+    }
 }
 
 /// Streams `body` into a new blob, synced when this returns, and checks the digests the client sent. On
-/// any error the blob is left unreferenced (garbage collection reclaims it). Memory: one [`STEP`] for a
-/// body of up to [`PARALLEL_AFTER`] bytes; past that, at most [`BATCHES`] buffers of [`BATCH`] bytes, as
-/// the body's MD5 is then computed on a second thread while this one computes the SHA-256 and CRC32C and
-/// writes.
+/// any error the blob is left unreferenced (garbage collection reclaims it).
 pub(crate) fn store_body(blobs: &BlobStore, body: &mut dyn Read, opts: &PutOptions) -> Result<Stored, ArtifactError> {
     let mut writer = blobs.writer()?;
-    let mut md5 = Md5Hasher::new();
-    let mut sha = opts.verified_sha256.is_none().then(Sha256::new);
-    let mut crc = opts.expected_crc32c.map(|_| crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi));
-    let mut total = 0u64;
+    let mut digests = Digests::new(opts);
+    let mut buf = vec![0u8; STEP];
     loop {
-        if total >= PARALLEL_AFTER {
-            md5.go_parallel();
-        }
-        let mut buf = md5.buffer();
-        let n = fill(body, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        let bytes = buf.get(..n).unwrap_or_default();
-        if let Some(sha) = sha.as_mut() {
-            sha.update(bytes);
-        }
-        if let Some(c) = crc.as_mut() {
-            c.update(bytes);
-        }
-        writer.write_all(bytes).map_err(|e| ArtifactError::Store(crate::error::StoreError::Storage(io_storage(e))))?;
-        md5.update(buf, n);
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ArtifactError::Read(e)),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        digests.update(chunk);
+        writer.write_all(chunk).map_err(|e| ArtifactError::Store(crate::error::StoreError::Storage(io_storage(e))))?;
     }
-    let md5 = md5.finalize();
-    let sha256: [u8; 32] = match (sha, opts.verified_sha256) {
-        (Some(sha), _) => sha.finalize().into(),
-        (None, verified) => verified.unwrap_or_default(),
-    };
-    let crc32c = crc.map(|c| c.finalize() as u32);
-    if let Some(expected) = opts.expected_md5.filter(|e| *e != md5) {
-        return Err(ArtifactError::BadDigest(format!(
-            "Content-MD5 {} but the body's is {}",
-            hex::encode(expected),
-            hex::encode(md5)
-        )));
-    }
-    if let Some(expected) = opts.expected_sha256.filter(|e| *e != sha256) {
-        return Err(ArtifactError::BadDigest(format!(
-            "SHA-256 {} but the body's is {}",
-            hex::encode(expected),
-            hex::encode(sha256)
-        )));
-    }
-    if let (Some(expected), Some(got)) = (opts.expected_crc32c, crc32c) {
-        if expected != got {
-            return Err(ArtifactError::BadDigest(format!("CRC32C {expected:08x} but the body's is {got:08x}")));
-        }
-    }
+    let Digested { md5, sha256, crc32c } = digests.finish(opts)?;
     let (blob, pin) = writer.finish()?;
     Ok(Stored { blob, pin, md5, sha256, crc32c })
 }
@@ -204,7 +248,7 @@ pub(crate) fn io_storage(e: std::io::Error) -> cairn_engine::StorageError {
 }
 
 /// The ETag of a multipart upload: the MD5 of its parts' binary MD5s, a dash and the number of parts.
-pub(crate) fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
+pub fn multipart_etag(part_md5s: &[[u8; 16]]) -> String {
     let mut md5 = Md5::new();
     for m in part_md5s {
         md5.update(m);

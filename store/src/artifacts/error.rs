@@ -2,8 +2,8 @@
 
 use crate::error::{DeclareError, ReadError, StoreError, WriteError};
 
-/// Why an artifact operation failed. Each variant but [`ArtifactError::Store`] and
-/// [`ArtifactError::Read`] is the caller's to fix, and changed nothing.
+/// Why an artifact operation failed. Each variant but [`ArtifactError::Store`], [`ArtifactError::Backend`],
+/// [`ArtifactError::Internal`] and [`ArtifactError::Read`] is the caller's to fix, and changed nothing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ArtifactError {
@@ -63,6 +63,10 @@ pub enum ArtifactError {
     /// Storage failed, or stored bytes are corrupt (the message names file and offset).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A store outside the data directory failed: the PostgreSQL database or the object store that hold
+    /// the artifacts on the server's PostgreSQL backend (the message names which, and what it said).
+    #[error("{0}")]
+    Backend(String),
     /// The record store refused a write the artifact store made (a conflict that outlasted every retry,
     /// or metadata that does not decode).
     #[error("artifact metadata: {0}")]

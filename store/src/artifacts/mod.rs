@@ -40,13 +40,14 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::record::{CollectionSpec, IndexSpec};
 use crate::store::Store;
 
+pub use digest::{multipart_etag, Digested, Digests};
 pub use error::ArtifactError;
 pub use model::{
     ArtifactCheckReport, BlobHealth, BucketInfo, BucketStats, GcReport, ListPage, ListRequest, ObjectMeta, PartInfo,
     PutOptions, UploadInfo,
 };
-pub use multipart::{MAX_PART_NUMBER, MIN_PART_SIZE};
-pub use names::{is_artifact_collection, BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
+pub use multipart::{new_upload_id, MAX_PART_NUMBER, MIN_PART_SIZE};
+pub use names::{check_bucket, check_key, is_artifact_collection, BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
 pub use reader::ObjectReader;
 pub use transfer::portable_document;
 pub use uri::ObjectUri;

@@ -20,8 +20,9 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Highest part number, as S3's.
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
-/// A new upload id: 128 bits from the process's random hasher keys, the time and a counter, in hex.
-fn new_upload_id() -> String {
+/// A new upload id (also a name for bytes that must never collide): 128 bits from the process's random
+/// hasher keys, the time and a counter, in 32 hex digits.
+pub fn new_upload_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let word = |salt: u64| {

@@ -20,8 +20,8 @@ pub fn is_artifact_collection(collection: &str) -> bool {
 /// Longest object key: a record id holds the bucket name, a `/` and the key in at most 512 bytes.
 pub const MAX_KEY_LEN: usize = 512 - 64;
 
-/// Checks a bucket name against S3's rules.
-pub(crate) fn check_bucket(name: &str) -> Result<(), ArtifactError> {
+/// Checks a bucket name against S3's rules: [`ArtifactError::InvalidBucketName`] otherwise.
+pub fn check_bucket(name: &str) -> Result<(), ArtifactError> {
     let b = name.as_bytes();
     let ok = (3..=63).contains(&b.len())
         && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
@@ -35,8 +35,9 @@ pub(crate) fn check_bucket(name: &str) -> Result<(), ArtifactError> {
     }
 }
 
-/// Checks an object key: 1 to [`MAX_KEY_LEN`] bytes of UTF-8 without control characters.
-pub(crate) fn check_key(key: &str) -> Result<(), ArtifactError> {
+/// Checks an object key: 1 to [`MAX_KEY_LEN`] bytes of UTF-8 without control characters
+/// ([`ArtifactError::InvalidKey`] otherwise).
+pub fn check_key(key: &str) -> Result<(), ArtifactError> {
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(ArtifactError::InvalidKey(format!("a key has 1 to {MAX_KEY_LEN} bytes, not {}", key.len())));
     }

@@ -113,6 +113,12 @@ impl ObjectLocation {
         Ok(self)
     }
 
+    /// The opened object store and the prefix every path of this location starts with (empty for a
+    /// `file://` location, whose directory is the store's root); `None` before [`open`](Self::open).
+    pub fn opened(&self) -> Option<(Arc<dyn ObjectStore>, Path)> {
+        self.opened.clone()
+    }
+
     /// The URL, for messages.
     pub fn url(&self) -> &str {
         &self.url

@@ -6,13 +6,16 @@
 //! [`catalog`], reads in [`read`] with their SQL, order and cursors in [`query`], the write path and the
 //! commit counter in [`write`], claims in [`claim`], the change feed and its trimming in [`feed`], the
 //! notifications from other servers in [`listen`], stats and checks in [`admin`], the connections in
-//! [`pool`].
+//! [`pool`]. The artifact store on this backend, [`PostgresArtifacts`], is in `artifacts`: its tables in
+//! the same schema, its bytes in an object store.
 
 mod admin;
+mod artifacts;
 mod catalog;
 mod claim;
 mod feed;
 mod listen;
+pub use artifacts::{PostgresArtifactOptions, PostgresArtifacts};
 pub use listen::LISTENER_NAME;
 mod pool;
 mod query;

@@ -229,7 +229,9 @@ pub(crate) fn validate_spec(spec: &CollectionSpec) -> Result<(), ApiError> {
     if !valid_name(&spec.name) {
         return Err(invalid(format!("collection name {:?} {name_rule}", spec.name)));
     }
-    if [CATALOG, META, CHANGES, "cairn_sync_state"].contains(&spec.name.as_str()) {
+    if [CATALOG, META, CHANGES, "cairn_sync_state"].contains(&spec.name.as_str())
+        || super::artifacts::TABLES.contains(&spec.name.as_str())
+    {
         return Err(invalid(format!("collection name {:?} is the name of a table of the backend", spec.name)));
     }
     for (i, index) in spec.indexes.iter().enumerate() {
