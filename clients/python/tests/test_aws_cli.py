@@ -14,15 +14,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .conftest import WRITER
-from .server import Server, hash_token, on_postgres
-
-pytestmark = pytest.mark.skipif(
-    on_postgres(),
-    reason="the S3 API is not available on the PostgreSQL backend yet (it has no artifact store)",
-)
+from .server import Server, hash_token
 
 MIB = 1 << 20
 

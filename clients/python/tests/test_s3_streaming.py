@@ -14,16 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from boto3.s3.transfer import TransferConfig
 
-from .server import Server, on_postgres
+from .server import Server, new_backend
 from .test_s3 import s3_client
-
-pytestmark = pytest.mark.skipif(
-    on_postgres(),
-    reason="the S3 API is not available on the PostgreSQL backend yet (it has no artifact store)",
-)
 
 MIB = 1 << 20
 
@@ -103,7 +97,7 @@ class PeakSampler:
 
 def test_a_1_gib_object_streams_both_ways_in_flat_memory(binary: str, tmp_path: Path) -> None:
     # A server of its own, so that nothing else runs in it while its memory is sampled.
-    server = Server(binary, tmp_path / "data").start()
+    server = Server(binary, tmp_path / "data", backend=new_backend()).start()
     try:
         assert server.proc is not None
         pid = server.proc.pid
