@@ -286,16 +286,16 @@ async fn listing_pages_by_hand_with_keycount_tokens_and_start_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_concurrent_small_puts() {
+async fn a_thousand_concurrent_small_puts() {
     let s = S3Server::start(true).await;
     s.bucket("small", None).await;
     let store = Arc::new(s.client("small", "writer"));
-    let tasks: Vec<_> = (0..200)
+    let tasks: Vec<_> = (0..1000)
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
                 let body = format!("object number {i}");
-                store.put(&Path::from(format!("o/{i:03}")), PutPayload::from(body.into_bytes())).await.unwrap();
+                store.put(&Path::from(format!("o/{i:04}")), PutPayload::from(body.into_bytes())).await.unwrap();
             })
         })
         .collect();
@@ -303,14 +303,14 @@ async fn two_hundred_concurrent_small_puts() {
         t.await.unwrap();
     }
     let listed: Vec<_> = store.list(Some(&Path::from("o"))).try_collect().await.unwrap();
-    assert_eq!(listed.len(), 200);
-    for i in [0, 57, 199] {
-        let got = store.get(&Path::from(format!("o/{i:03}"))).await.unwrap().bytes().await.unwrap();
+    assert_eq!(listed.len(), 1000);
+    for i in [0, 57, 999] {
+        let got = store.get(&Path::from(format!("o/{i:04}"))).await.unwrap().bytes().await.unwrap();
         assert_eq!(got, format!("object number {i}").as_bytes());
     }
     let a = s.artifacts.clone();
     let info = tokio::task::spawn_blocking(move || a.bucket("small")).await.unwrap().unwrap();
-    assert_eq!(info.stats.objects, 200);
+    assert_eq!(info.stats.objects, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
