@@ -33,6 +33,7 @@ mod index_build;
 mod inflight;
 mod keys;
 mod query;
+pub mod queue;
 mod record;
 mod retention;
 mod store;

@@ -1,0 +1,186 @@
+//! Claims: the most urgent available job of the queues a worker serves, leased with a fencing token;
+//! long polls; promotion of due jobs.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::handle::WRITE_ATTEMPTS;
+use crate::keys;
+
+use super::counts::Deltas;
+use super::error::QueueError;
+use super::index::{self, entry_job, ready_prefix};
+use super::model::{job_key, ClaimRequest, Job, JobState};
+use super::names::{check_label, check_queue, JOBS};
+use super::JobQueue;
+
+/// Candidates read per queue and round: enough that concurrent claimers each find one not in flight.
+const CANDIDATES: usize = 32;
+/// Rounds of candidates a claim goes through while every candidate is lost to other claimers.
+const CLAIM_ROUNDS: usize = 64;
+/// Due jobs promoted per commit.
+const PROMOTE_BATCH: usize = 512;
+
+impl JobQueue {
+    /// Claims the most urgent available job of `request.queues` (lowest priority number, then lowest id)
+    /// for `request.worker`: the job comes back running, with `attempt` counted, its lease until
+    /// `lease_until_ms` and the fencing token `token` that completing, failing, snoozing or extending it
+    /// takes. Scheduled and retryable jobs that are due are made available first. With no job available,
+    /// waits up to `request.wait_ms` for one (woken by enqueues, retries and promotions; no polling), then
+    /// returns `None`.
+    pub fn claim(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
+        if request.queues.is_empty() {
+            return Err(QueueError::Invalid("a claim needs at least one queue".into()));
+        }
+        for q in &request.queues {
+            check_queue(q)?;
+        }
+        check_label("worker", &request.worker)?;
+        if request.lease_ms == 0 {
+            return Err(QueueError::Invalid("a lease must last at least 1 ms".into()));
+        }
+        let deadline = Instant::now() + Duration::from_millis(request.wait_ms);
+        loop {
+            let generation = *self.inner.wake.generation.lock();
+            if let Some(job) = self.claim_once(request)? {
+                return Ok(Some(job));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let mut wait = deadline - now;
+            let next_due = self.inner.next_due.load(Ordering::SeqCst);
+            if next_due != i64::MAX {
+                let until = next_due.saturating_sub(self.now_ms()).max(1);
+                wait = wait.min(Duration::from_millis(until as u64));
+            }
+            let mut g = self.inner.wake.generation.lock();
+            if *g == generation {
+                self.inner.wake.cond.wait_for(&mut g, wait);
+            }
+        }
+    }
+
+    /// One claim, not waiting.
+    fn claim_once(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
+        let now = self.now_ms();
+        self.promote_if_due(now)?;
+        let store = self.store();
+        for _round in 0..CLAIM_ROUNDS {
+            let snap = store.db().snapshot();
+            // (position in claim order, job id): the key's suffix after (queue, state) is (priority, id).
+            let mut candidates: Vec<(Vec<u8>, u64)> = Vec::new();
+            for q in &request.queues {
+                let prefix = ready_prefix(q, JobState::Available);
+                for pair in snap.prefix(&prefix)?.take(CANDIDATES) {
+                    let (key, value) = pair?;
+                    let id = entry_job(&key, &value)?;
+                    candidates.push((key.get(prefix.len()..).unwrap_or_default().to_vec(), id));
+                }
+            }
+            drop(snap);
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            if request.queues.len() > 1 {
+                candidates.sort();
+            }
+            let mut in_flight = Vec::new();
+            for (_, id) in &candidates {
+                let key = keys::record_key(JOBS, &job_key(*id));
+                let Some(_taking) = store.claims().enter(key) else {
+                    in_flight.push(*id);
+                    continue;
+                };
+                if let Some(job) = self.try_claim(*id, request, now)? {
+                    return Ok(Some(job));
+                }
+            }
+            // Every candidate was taken by others (or is being taken): look again.
+            std::thread::yield_now();
+        }
+        Err(QueueError::Contended(format!("claims on {:?} kept losing every candidate", request.queues)))
+    }
+
+    /// One attempt at claiming job `id`: `None` if it is no longer available or another claimer committed
+    /// first.
+    fn try_claim(&self, id: u64, request: &ClaimRequest, now: i64) -> Result<Option<Job>, QueueError> {
+        let mut tx = self.store().begin();
+        let Some(stored) = tx.get::<Job>(&job_key(id))? else { return Ok(None) };
+        let mut job = stored.doc;
+        if job.state != JobState::Available {
+            return Ok(None);
+        }
+        job.state = JobState::Running;
+        job.attempt += 1;
+        job.token += 1;
+        job.worker = Some(request.worker.clone());
+        job.attempted_at_ms = Some(now);
+        job.lease_until_ms = Some(now.saturating_add(i64::try_from(request.lease_ms).unwrap_or(i64::MAX)));
+        tx.update(&job, stored.version)?;
+        let mut deltas = Deltas::default();
+        deltas.moved(&job.queue, Some(JobState::Available), Some(JobState::Running));
+        deltas.stage(&mut tx);
+        match tx.commit() {
+            Ok(_) => Ok(Some(job)),
+            Err(e) if e.is_retryable() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Promotes due jobs unless none can be due yet or another thread is promoting.
+    fn promote_if_due(&self, now: i64) -> Result<u64, QueueError> {
+        if self.inner.next_due.load(Ordering::SeqCst) > now {
+            return Ok(0);
+        }
+        let Some(_promoting) = self.inner.promoting.try_lock() else { return Ok(0) };
+        self.promote(now)
+    }
+
+    /// Makes every scheduled or retryable job due by `now` available, and records when the next one is
+    /// due. The caller holds `promoting`.
+    pub(crate) fn promote(&self, now: i64) -> Result<u64, QueueError> {
+        let mut promoted = 0;
+        loop {
+            // Read before the snapshot: a commit that lowers it after this read makes the update below
+            // fail (and the lower bound stays), one before it is in the snapshot.
+            let seen = self.inner.next_due.load(Ordering::SeqCst);
+            let snap = self.store().db().snapshot();
+            let (ids, next) = index::until(&snap, index::DUE, &[], now, PROMOTE_BATCH)?;
+            drop(snap);
+            if !ids.is_empty() {
+                promoted += self.promote_ids(&ids, now)?;
+            }
+            if ids.len() < PROMOTE_BATCH {
+                let next = next.unwrap_or(i64::MAX);
+                let _ = self.inner.next_due.compare_exchange(seen, next, Ordering::SeqCst, Ordering::SeqCst);
+                return Ok(promoted);
+            }
+        }
+    }
+
+    fn promote_ids(&self, ids: &[u64], now: i64) -> Result<u64, QueueError> {
+        let (n, _) = self.store().commit_with_retry(WRITE_ATTEMPTS, |tx| {
+            let mut deltas = Deltas::default();
+            let mut n = 0;
+            for id in ids {
+                let Some(stored) = tx.get::<Job>(&job_key(*id))? else { continue };
+                let mut job = stored.doc;
+                let waiting = matches!(job.state, JobState::Scheduled | JobState::Retryable);
+                if !waiting || job.due_at_ms.is_none_or(|d| d > now) {
+                    continue;
+                }
+                deltas.moved(&job.queue, Some(job.state), Some(JobState::Available));
+                job.state = JobState::Available;
+                job.due_at_ms = None;
+                tx.update(&job, stored.version)?;
+                n += 1;
+            }
+            deltas.stage(tx);
+            tx.after_commit(self.on_commit(n > 0, None));
+            Ok::<_, QueueError>(n)
+        })?;
+        Ok(n)
+    }
+}
