@@ -68,18 +68,19 @@ impl JobQueue {
         self.promote_if_due(now)?;
         let store = self.store();
         for _round in 0..CLAIM_ROUNDS {
-            let snap = store.db().snapshot();
             // (position in claim order, job id): the key's suffix after (queue, state) is (priority, id).
             let mut candidates: Vec<(Vec<u8>, u64)> = Vec::new();
             for q in &request.queues {
                 let prefix = ready_prefix(q, JobState::Available);
-                for pair in snap.prefix(&prefix)?.take(CANDIDATES) {
-                    let (key, value) = pair?;
-                    let id = entry_job(&key, &value)?;
+                let end = keys::after_prefix(&prefix).unwrap_or_default();
+                let mut taken = 0;
+                index::scan(store, &prefix, &end, |key, value| {
+                    let id = entry_job(key, value)?;
                     candidates.push((key.get(prefix.len()..).unwrap_or_default().to_vec(), id));
-                }
+                    taken += 1;
+                    Ok(taken < CANDIDATES)
+                })?;
             }
-            drop(snap);
             if candidates.is_empty() {
                 return Ok(None);
             }
@@ -146,9 +147,7 @@ impl JobQueue {
             // Read before the snapshot: a commit that lowers it after this read makes the update below
             // fail (and the lower bound stays), one before it is in the snapshot.
             let seen = self.inner.next_due.load(Ordering::SeqCst);
-            let snap = self.store().db().snapshot();
-            let (ids, next) = index::until(&snap, index::DUE, &[], now, PROMOTE_BATCH)?;
-            drop(snap);
+            let (ids, next) = index::until(self.store(), index::DUE, &[], now, PROMOTE_BATCH)?;
             if !ids.is_empty() {
                 promoted += self.promote_ids(&ids, now)?;
             }

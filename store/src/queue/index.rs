@@ -2,11 +2,11 @@
 //! `(queue, "available")` in index `ready`; due jobs, expired leases and old finished jobs are ranges of
 //! `due`, `lease` and `finished` ending at a time.
 
-use cairn_engine::Snapshot;
 use serde_json::Value;
 
 use crate::error::StoreError;
 use crate::keys;
+use crate::store::Store;
 
 use super::model::{parse_job_key, JobState};
 use super::names::JOBS;
@@ -41,11 +41,44 @@ pub(crate) fn entry_job(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::undecodable(key, "job index entry"))
 }
 
+/// Visits the index entries in `[lo, end)` in order at a new snapshot, while `visit` returns `true`.
+/// Deleted entries at the head of the range (claimed jobs, promoted ones, finished leases) are skipped
+/// with the store's scan hints, as queries skip them (`hints.rs`): the scan starts where an earlier scan
+/// found the first live entry, unless an entry was inserted before it since, and records where this one
+/// finds it.
+pub(crate) fn scan(
+    store: &Store,
+    lo: &[u8],
+    end: &[u8],
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let hints = store.hints();
+    let ticket = hints.begin_scan();
+    let snap = store.db().snapshot();
+    let start = hints.start(lo, snap.sequence()).unwrap_or_else(|| lo.to_vec());
+    let mut first = true;
+    let mut iter = snap.range(start..end.to_vec())?;
+    while let Some(pair) = iter.next_ref() {
+        let (key, value) = pair?;
+        if first {
+            hints.record(ticket, lo, key, snap.sequence());
+            first = false;
+        }
+        if !visit(key, value)? {
+            return Ok(());
+        }
+    }
+    if first {
+        hints.record(ticket, lo, end, snap.sequence());
+    }
+    Ok(())
+}
+
 /// The ids of up to `limit` jobs whose time in index `index` (after `prefix` values) is at most `until_ms`,
 /// earliest first, with the first time after `until_ms` found, if any (`limit` reached: the last time
-/// taken).
+/// looked at).
 pub(crate) fn until(
-    snap: &Snapshot,
+    store: &Store,
     index: &str,
     prefix: &[Value],
     until_ms: i64,
@@ -53,22 +86,19 @@ pub(crate) fn until(
 ) -> Result<(Vec<u64>, Option<i64>), StoreError> {
     let base = encoded(keys::index_prefix(JOBS, index), prefix);
     // Null (no time) sorts before every number: start at the numbers.
-    let start = [base.as_slice(), &[0x30]].concat();
+    let lo = [base.as_slice(), &[0x30]].concat();
     let end = keys::after_prefix(&base).unwrap_or_default();
     let bound = encoded(base.clone(), &[Value::from(until_ms)]);
-    let mut ids = Vec::new();
-    for pair in snap.range(start..end)? {
-        let (key, value) = pair?;
-        let time = time_of(&key, base.len());
-        if key.as_slice() > bound.as_slice() && !key.starts_with(&bound) {
-            return Ok((ids, time));
+    let (mut ids, mut next) = (Vec::new(), None);
+    scan(store, &lo, &end, |key, value| {
+        if (key > bound.as_slice() && !key.starts_with(&bound)) || ids.len() >= limit {
+            next = time_of(key, base.len());
+            return Ok(false);
         }
-        if ids.len() >= limit {
-            return Ok((ids, time));
-        }
-        ids.push(entry_job(&key, &value)?);
-    }
-    Ok((ids, None))
+        ids.push(entry_job(key, value)?);
+        Ok(true)
+    })?;
+    Ok((ids, next))
 }
 
 /// The time (ms) encoded right after `at` in an index key.

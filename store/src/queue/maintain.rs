@@ -39,9 +39,7 @@ impl JobQueue {
     fn rescue(&self, now: i64) -> Result<u64, QueueError> {
         let mut rescued = 0;
         loop {
-            let snap = self.store().db().snapshot();
-            let (ids, _) = index::until(&snap, index::LEASE, &[], now, BATCH)?;
-            drop(snap);
+            let (ids, _) = index::until(self.store(), index::LEASE, &[], now, BATCH)?;
             if ids.is_empty() {
                 return Ok(rescued);
             }
@@ -93,10 +91,8 @@ impl JobQueue {
         ] {
             let cutoff = now.saturating_sub(retention.as_millis() as i64);
             while left > 0 {
-                let snap = self.store().db().snapshot();
                 let prefix = [serde_json::Value::from(state.as_str())];
-                let (ids, _) = index::until(&snap, index::FINISHED, &prefix, cutoff, BATCH.min(left))?;
-                drop(snap);
+                let (ids, _) = index::until(self.store(), index::FINISHED, &prefix, cutoff, BATCH.min(left))?;
                 if ids.is_empty() {
                     break;
                 }
