@@ -589,3 +589,68 @@ fn counts_fold_and_stay_right_over_many_commits() {
     assert_eq!(entries(&q), 1, "folded by the read");
     assert_counts_agree(&q);
 }
+
+/// Waits until nothing is left to flush and the compaction worker has been quiet for a while.
+fn settle(db: &Db) -> cairn_engine::Stats {
+    let started = Instant::now();
+    let (mut last, mut quiet) = (db.stats(), Instant::now());
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = db.stats();
+        if now.compactions != last.compactions || now.flushes != last.flushes || now.immutable_memtables > 0 {
+            quiet = Instant::now();
+        } else if quiet.elapsed() > Duration::from_millis(700) {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[test]
+fn disk_stays_bounded_over_a_long_run_of_cycles_with_pruning() {
+    use cairn_engine::{Compression, Durability, LeveledPolicy};
+    const BACKLOG: u64 = 1_000;
+    const CYCLES: u64 = 20_000;
+    let db = Options::default()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .compression(Compression::None)
+        .memtable_size(256 << 10)
+        .table_size(256 << 10)
+        .compaction_policy(Arc::new(LeveledPolicy::new(4, 1 << 20, 10)))
+        .open(Path::new("/db"))
+        .unwrap();
+    let clock = ManualClock::new(T0);
+    let opts = quiet().clock(clock.clone()).completed_retention(Duration::from_secs(1));
+    let q = JobQueue::open(Store::with_db(db, StoreOptions::default()).unwrap(), opts).unwrap();
+    let payload = json!({"input": "s3://bucket/datasets/2026/shard-00042.parquet", "epochs": 3});
+    let backlog: Vec<NewJob> = (0..BACKLOG).map(|_| NewJob::new("q", "train", payload.clone()).priority(9)).collect();
+    q.enqueue_batch(&backlog).unwrap();
+    let mut worst = 0;
+    for i in 0..CYCLES {
+        q.enqueue(&NewJob::new("q", "train", payload.clone())).unwrap();
+        let job = claim(&q, &["q"], "w", 60_000).unwrap();
+        q.complete(job.id, job.token).unwrap();
+        if i % 1000 == 999 {
+            clock.advance(Duration::from_secs(2));
+            q.maintain().unwrap();
+            let s = q.store().db().stats();
+            worst = worst.max(s.table_bytes() + s.memtable_bytes);
+        }
+    }
+    clock.advance(Duration::from_secs(2));
+    q.maintain().unwrap();
+    assert_eq!(q.counts("q").unwrap(), QueueCounts { available: BACKLOG, ..QueueCounts::default() });
+    // What the live queue holds: every key and value in the database.
+    let live: u64 =
+        q.store().db().prefix(b"").unwrap().map(|p| p.map(|(k, v)| (k.len() + v.len()) as u64).unwrap()).sum();
+    let s = settle(q.store().db());
+    let settled = s.table_bytes() + s.memtable_bytes;
+    let written = s.user_bytes_written;
+    println!("live {live} B, settled {settled} B, worst while running {worst} B, {written} B written");
+    assert!(settled < 2 * live + (512 << 10), "settled at {settled} bytes for {live} live");
+    assert!(worst < 8 * live + (2 << 20), "reached {worst} bytes for {live} live while running");
+    assert!(written > 20 * live, "the run wrote far more than it keeps");
+    assert_counts_agree(&q);
+}
