@@ -27,7 +27,7 @@ impl JobQueue {
     /// `lease_until_ms` and the fencing token `token` that completing, failing, snoozing or extending it
     /// takes. Scheduled and retryable jobs that are due are made available first. With no job available,
     /// waits up to `request.wait_ms` for one (woken by enqueues, retries and promotions; no polling), then
-    /// returns `None`.
+    /// returns `None` (also returned when other claimers took every candidate first, round after round).
     pub fn claim(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
         if request.queues.is_empty() {
             return Err(QueueError::Invalid("a claim needs at least one queue".into()));
@@ -87,13 +87,10 @@ impl JobQueue {
             if request.queues.len() > 1 {
                 candidates.sort();
             }
-            let mut in_flight = Vec::new();
             for (_, id) in &candidates {
                 let key = keys::record_key(JOBS, &job_key(*id));
-                let Some(_taking) = store.claims().enter(key) else {
-                    in_flight.push(*id);
-                    continue;
-                };
+                // Another claimer is taking it: try the next one.
+                let Some(_taking) = store.claims().enter(key) else { continue };
                 if let Some(job) = self.try_claim(*id, request, now)? {
                     return Ok(Some(job));
                 }
@@ -101,7 +98,8 @@ impl JobQueue {
             // Every candidate was taken by others (or is being taken): look again.
             std::thread::yield_now();
         }
-        Err(QueueError::Contended(format!("claims on {:?} kept losing every candidate", request.queues)))
+        // Other claimers kept taking every candidate first: as if none were available.
+        Ok(None)
     }
 
     /// One attempt at claiming job `id`: `None` if it is no longer available or another claimer committed
