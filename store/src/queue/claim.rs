@@ -10,7 +10,7 @@ use crate::keys;
 use super::counts::Deltas;
 use super::error::QueueError;
 use super::index::{self, entry_job, ready_prefix};
-use super::model::{job_key, ClaimRequest, Job, JobState};
+use super::model::{job_key, ClaimRequest, Job, JobState, MAX_CLAIM_BATCH};
 use super::names::{check_label, check_queue, JOBS};
 use super::JobQueue;
 
@@ -28,7 +28,21 @@ impl JobQueue {
     /// takes. Scheduled and retryable jobs that are due are made available first. With no job available,
     /// waits up to `request.wait_ms` for one (woken by enqueues, retries and promotions; no polling), then
     /// returns `None` (also returned when other claimers took every candidate first, round after round).
+    /// Takes one job whatever `request.limit` says.
     pub fn claim(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
+        Ok(self.claim_up_to(request, 1)?.into_iter().next())
+    }
+
+    /// [`JobQueue::claim`] of up to `request.limit` jobs in one commit, in claim order: fewer if fewer are
+    /// available, none after `request.wait_ms` without any. Each job has its own lease and token.
+    pub fn claim_batch(&self, request: &ClaimRequest) -> Result<Vec<Job>, QueueError> {
+        if request.limit == 0 || request.limit > MAX_CLAIM_BATCH {
+            return Err(QueueError::Invalid(format!("a claim takes 1 to {MAX_CLAIM_BATCH} jobs")));
+        }
+        self.claim_up_to(request, request.limit)
+    }
+
+    fn claim_up_to(&self, request: &ClaimRequest, limit: usize) -> Result<Vec<Job>, QueueError> {
         if request.queues.is_empty() {
             return Err(QueueError::Invalid("a claim needs at least one queue".into()));
         }
@@ -42,12 +56,13 @@ impl JobQueue {
         let deadline = Instant::now() + Duration::from_millis(request.wait_ms);
         loop {
             let generation = *self.inner.wake.generation.lock();
-            if let Some(job) = self.claim_once(request)? {
-                return Ok(Some(job));
+            let jobs = self.claim_once(request, limit)?;
+            if !jobs.is_empty() {
+                return Ok(jobs);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(jobs);
             }
             let mut wait = deadline - now;
             let next_due = self.inner.next_due.load(Ordering::SeqCst);
@@ -62,11 +77,12 @@ impl JobQueue {
         }
     }
 
-    /// One claim, not waiting.
-    fn claim_once(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
+    /// One claim of up to `limit` jobs, not waiting.
+    fn claim_once(&self, request: &ClaimRequest, limit: usize) -> Result<Vec<Job>, QueueError> {
         let now = self.now_ms();
         self.promote_if_due(now)?;
         let store = self.store();
+        let per_queue = CANDIDATES.max(limit * 2);
         for _round in 0..CLAIM_ROUNDS {
             // (position in claim order, job id): the key's suffix after (queue, state) is (priority, id).
             let mut candidates: Vec<(Vec<u8>, u64)> = Vec::new();
@@ -78,52 +94,69 @@ impl JobQueue {
                     let id = entry_job(key, value)?;
                     candidates.push((key.get(prefix.len()..).unwrap_or_default().to_vec(), id));
                     taken += 1;
-                    Ok(taken < CANDIDATES)
+                    Ok(taken < per_queue)
                 })?;
             }
             if candidates.is_empty() {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             if request.queues.len() > 1 {
                 candidates.sort();
             }
+            // Candidates another claimer is taking are passed over; the others are marked as being taken
+            // while this claim tries them.
+            let mut taking = Vec::new();
             for (_, id) in &candidates {
-                let key = keys::record_key(JOBS, &job_key(*id));
-                // Another claimer is taking it: try the next one.
-                let Some(_taking) = store.claims().enter(key) else { continue };
-                if let Some(job) = self.try_claim(*id, request, now)? {
-                    return Ok(Some(job));
+                if taking.len() == limit {
+                    break;
+                }
+                if let Some(guard) = store.claims().enter(keys::record_key(JOBS, &job_key(*id))) {
+                    taking.push((*id, guard));
+                }
+            }
+            if !taking.is_empty() {
+                let ids: Vec<u64> = taking.iter().map(|(id, _)| *id).collect();
+                let jobs = self.try_claim(&ids, request, now)?;
+                if !jobs.is_empty() {
+                    return Ok(jobs);
                 }
             }
             // Every candidate was taken by others (or is being taken): look again.
             std::thread::yield_now();
         }
         // Other claimers kept taking every candidate first: as if none were available.
-        Ok(None)
+        Ok(Vec::new())
     }
 
-    /// One attempt at claiming job `id`: `None` if it is no longer available or another claimer committed
-    /// first.
-    fn try_claim(&self, id: u64, request: &ClaimRequest, now: i64) -> Result<Option<Job>, QueueError> {
+    /// One attempt at claiming jobs `ids` in one commit: those still available, or none if another writer
+    /// committed a change to one of them first.
+    fn try_claim(&self, ids: &[u64], request: &ClaimRequest, now: i64) -> Result<Vec<Job>, QueueError> {
         let mut tx = self.store().begin();
-        let Some(stored) = tx.get::<Job>(&job_key(id))? else { return Ok(None) };
-        let mut job = stored.doc;
-        if job.state != JobState::Available {
-            return Ok(None);
-        }
-        job.state = JobState::Running;
-        job.attempt += 1;
-        job.token += 1;
-        job.worker = Some(request.worker.clone());
-        job.attempted_at_ms = Some(now);
-        job.lease_until_ms = Some(now.saturating_add(i64::try_from(request.lease_ms).unwrap_or(i64::MAX)));
-        tx.update(&job, stored.version)?;
         let mut deltas = Deltas::default();
-        deltas.moved(&job.queue, Some(JobState::Available), Some(JobState::Running));
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(stored) = tx.get::<Job>(&job_key(*id))? else { continue };
+            let mut job = stored.doc;
+            if job.state != JobState::Available {
+                continue;
+            }
+            job.state = JobState::Running;
+            job.attempt += 1;
+            job.token += 1;
+            job.worker = Some(request.worker.clone());
+            job.attempted_at_ms = Some(now);
+            job.lease_until_ms = Some(now.saturating_add(i64::try_from(request.lease_ms).unwrap_or(i64::MAX)));
+            tx.update(&job, stored.version)?;
+            deltas.moved(&job.queue, Some(JobState::Available), Some(JobState::Running));
+            jobs.push(job);
+        }
+        if jobs.is_empty() {
+            return Ok(jobs);
+        }
         deltas.stage(&mut tx);
         match tx.commit() {
-            Ok(_) => Ok(Some(job)),
-            Err(e) if e.is_retryable() => Ok(None),
+            Ok(_) => Ok(jobs),
+            Err(e) if e.is_retryable() => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }

@@ -26,6 +26,31 @@ fn leased(job: &Job, token: u64, to: JobState) -> Result<(), QueueError> {
     check(job.id, job.state, to)
 }
 
+/// Completes `job`, running under `token`, at `now`.
+fn completed(job: &mut Job, token: u64, now: i64) -> Result<(), QueueError> {
+    leased(job, token, JobState::Completed)?;
+    job.state = JobState::Completed;
+    job.lease_until_ms = None;
+    job.finished_at_ms = Some(now);
+    Ok(())
+}
+
+/// Stages the completion of job `id` under `token` in `tx`.
+fn complete_in(
+    tx: &mut Transaction<'_>,
+    id: u64,
+    token: u64,
+    now: i64,
+    deltas: &mut Deltas,
+) -> Result<Job, QueueError> {
+    let Some(stored) = tx.get::<Job>(&job_key(id))? else { return Err(QueueError::NotFound(id)) };
+    let mut job = stored.doc;
+    completed(&mut job, token, now)?;
+    tx.update(&job, stored.version)?;
+    deltas.moved(&job.queue, Some(JobState::Running), Some(JobState::Completed));
+    Ok(job)
+}
+
 /// Keeps at most [`MAX_ERROR_LEN`] bytes of `error`, cut at a character boundary.
 fn truncated(error: &str) -> String {
     let mut end = error.len().min(MAX_ERROR_LEN);
@@ -65,13 +90,27 @@ impl JobQueue {
     /// again since (its lease expired), [`QueueError::InvalidTransition`] if it is not running (rescued,
     /// cancelled, already completed).
     pub fn complete(&self, id: u64, token: u64) -> Result<Job, QueueError> {
-        self.change(id, |job, now| {
-            leased(job, token, JobState::Completed)?;
-            job.state = JobState::Completed;
-            job.lease_until_ms = None;
-            job.finished_at_ms = Some(now);
-            Ok(())
-        })
+        self.change(id, |job, now| completed(job, token, now))
+    }
+
+    /// Completes jobs, each `(id, token)` as [`JobQueue::complete`] does, in one commit. A job refused (a
+    /// stale token, a job no longer running, one not found) does not stop the others: returns each one's
+    /// outcome, in order. Fails whole only on storage errors.
+    pub fn complete_batch(&self, jobs: &[(u64, u64)]) -> Result<Vec<Result<Job, QueueError>>, QueueError> {
+        let (out, _) = self.store().commit_with_retry(WRITE_ATTEMPTS, |tx| {
+            let now = self.now_ms();
+            let mut deltas = Deltas::default();
+            let mut out = Vec::with_capacity(jobs.len());
+            for &(id, token) in jobs {
+                match complete_in(tx, id, token, now, &mut deltas) {
+                    Err(QueueError::Store(e)) => return Err(QueueError::Store(e)),
+                    outcome => out.push(outcome),
+                }
+            }
+            deltas.stage(tx);
+            Ok::<_, QueueError>(out)
+        })?;
+        Ok(out)
     }
 
     /// Records a failure of job `id`, running under `token`, with `error`: the job becomes retryable after

@@ -39,7 +39,7 @@ pub use backoff::Backoff;
 pub use error::QueueError;
 pub use model::{
     AttemptError, ClaimRequest, Enqueued, Job, JobPage, JobState, MaintenanceReport, NewJob, QueueCounts, Unique,
-    DEFAULT_MAX_ATTEMPTS, MAX_PRIORITY,
+    DEFAULT_MAX_ATTEMPTS, MAX_CLAIM_BATCH, MAX_PRIORITY,
 };
 pub use names::{is_queue_collection, JOBS, MAX_UNIQUE_KEY_LEN, UNIQUE};
 pub use states::{allowed, TRANSITIONS};

@@ -298,7 +298,21 @@ pub struct ClaimRequest {
     /// How long to wait for a job when none is available (long poll); 0: return at once.
     #[serde(default)]
     pub wait_ms: u64,
+    /// Most jobs [`JobQueue::claim_batch`] takes in its one commit, 1 to [`MAX_CLAIM_BATCH`]
+    /// ([`JobQueue::claim`] takes one whatever this says). Default: 1.
+    ///
+    /// [`JobQueue::claim_batch`]: super::JobQueue::claim_batch
+    /// [`JobQueue::claim`]: super::JobQueue::claim
+    #[serde(default = "one")]
+    pub limit: usize,
 }
+
+fn one() -> usize {
+    1
+}
+
+/// Most jobs one claim takes.
+pub const MAX_CLAIM_BATCH: usize = 1000;
 
 impl ClaimRequest {
     /// A claim of `worker` on `queues` with a lease of `lease_ms`, not waiting.
@@ -308,7 +322,14 @@ impl ClaimRequest {
             worker: worker.to_owned(),
             lease_ms,
             wait_ms: 0,
+            limit: 1,
         }
+    }
+
+    /// Taking up to `limit` jobs at once ([`JobQueue::claim_batch`](super::JobQueue::claim_batch)).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
     }
 
     /// Waiting up to `wait_ms` for a job.

@@ -654,3 +654,68 @@ fn disk_stays_bounded_over_a_long_run_of_cycles_with_pruning() {
     assert!(written > 20 * live, "the run wrote far more than it keeps");
     assert_counts_agree(&q);
 }
+
+#[test]
+fn batch_claims_and_completions_take_many_jobs_in_one_commit() {
+    let (_dir, q) = open_with(quiet());
+    let jobs: Vec<NewJob> = (0..25).map(|i| NewJob::new("q", "k", json!(i)).priority((i % 2) as u8)).collect();
+    let ids: Vec<u64> = q.enqueue_batch(&jobs).unwrap().into_iter().map(|e| e.job.id).collect();
+    let commits = q.store().db().stats().commits;
+    let first = q.claim_batch(&ClaimRequest::new(&["q"], "w", 60_000).limit(10)).unwrap();
+    assert_eq!(q.store().db().stats().commits, commits + 1, "one commit");
+    // Priority 0 (even positions) first, oldest first.
+    let expected: Vec<u64> = ids.iter().step_by(2).take(10).copied().collect();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), expected);
+    assert!(first.iter().all(|j| j.state == JobState::Running && j.token == 1));
+    let rest = q.claim_batch(&ClaimRequest::new(&["q"], "w", 60_000).limit(100)).unwrap();
+    assert_eq!(rest.len(), 15, "fewer than asked when fewer are available");
+    assert!(q.claim_batch(&ClaimRequest::new(&["q"], "w", 60_000).limit(5)).unwrap().is_empty());
+    for bad in [0, MAX_CLAIM_BATCH + 1] {
+        let req = ClaimRequest::new(&["q"], "w", 60_000).limit(bad);
+        assert!(matches!(q.claim_batch(&req), Err(QueueError::Invalid(_))), "limit {bad}");
+    }
+    // One batch completion: a stale token and an unknown job are refused, the others complete.
+    let mut pairs: Vec<(u64, u64)> = first.iter().map(|j| (j.id, j.token)).collect();
+    pairs[3].1 = 7;
+    pairs.push((u64::MAX, 1));
+    pairs.push((first[0].id, first[0].token));
+    let commits = q.store().db().stats().commits;
+    let outcomes = q.complete_batch(&pairs).unwrap();
+    assert_eq!(q.store().db().stats().commits, commits + 1, "one commit");
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 9);
+    assert!(matches!(outcomes[3], Err(QueueError::StaleToken { presented: 7, .. })));
+    assert!(matches!(outcomes[10], Err(QueueError::NotFound(_))));
+    assert!(matches!(outcomes[11], Err(QueueError::InvalidTransition { from: JobState::Completed, .. })), "not twice");
+    assert_eq!(q.counts("q").unwrap(), QueueCounts { running: 16, completed: 9, ..QueueCounts::default() });
+    assert_counts_agree(&q);
+}
+
+#[test]
+fn batch_claims_under_contention_take_each_job_once() {
+    let (_dir, q) = open_with(QueueOptions::default());
+    let jobs: Vec<NewJob> = (0..3000).map(|i| NewJob::new("q", "k", json!(i))).collect();
+    for chunk in jobs.chunks(500) {
+        q.enqueue_batch(chunk).unwrap();
+    }
+    let completed: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for w in 0..8 {
+            let (q, completed) = (&q, &completed);
+            s.spawn(move || loop {
+                let batch = q.claim_batch(&ClaimRequest::new(&["q"], &format!("w{w}"), 60_000).limit(20)).unwrap();
+                if batch.is_empty() {
+                    return;
+                }
+                let pairs: Vec<(u64, u64)> = batch.iter().map(|j| (j.id, j.token)).collect();
+                for outcome in q.complete_batch(&pairs).unwrap() {
+                    completed.lock().push(outcome.unwrap().id);
+                }
+            });
+        }
+    });
+    let completed = completed.into_inner();
+    assert_eq!(completed.len(), 3000);
+    assert_eq!(completed.iter().collect::<HashSet<_>>().len(), 3000);
+    assert_eq!(q.counts("q").unwrap(), QueueCounts { completed: 3000, ..QueueCounts::default() });
+    assert_counts_agree(&q);
+}
