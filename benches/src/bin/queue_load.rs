@@ -15,8 +15,9 @@
 //!   p50 and p99 of the claim's latency as its caller sees it; with `--batch N`, each claim takes up to N
 //!   jobs in one commit and each completion completes them in one commit (`cycle-W-batch-N`);
 //! - `--disk-cycles N` (Cairn only, off by default): a backlog of 10,000 jobs kept while N cycles of
-//!   enqueue, claim and complete run from 4 threads, completed jobs pruned at once; prints the directory's
-//!   bytes after the backlog was loaded and after the run (and the engine settled).
+//!   enqueue, claim and complete run from 4 threads, completed jobs pruned at once; prints the live keys'
+//!   and values' bytes, the directory's bytes after the backlog was loaded and after the run (flushed, and
+//!   compactions settled), and the tables' bytes.
 //!
 //! Durability is the same everywhere: every commit is on disk before it returns. Cairn's default (a synced
 //! write-ahead log, concurrent committers sharing one `fdatasync`); SQLite in WAL mode with
@@ -446,6 +447,7 @@ fn disk(dir: &Path, n: u64) -> Result<(), Failure> {
     for chunk in ids.chunks(1000) {
         cairn.enqueue(chunk)?;
     }
+    let tables_loaded = settle(cairn.0.store().db())?;
     let loaded = dir_bytes(dir);
     let next = AtomicU64::new(BACKLOG);
     let started = Instant::now();
@@ -476,18 +478,37 @@ fn disk(dir: &Path, n: u64) -> Result<(), Failure> {
         Ok(())
     })?;
     let ran = started.elapsed();
-    let peak_unpruned = cairn.0.counts(QUEUE)?;
     cairn.0.maintain()?;
-    std::thread::sleep(Duration::from_secs(5));
-    let after = dir_bytes(dir);
+    let db = cairn.0.store().db();
+    let tables_after = settle(db)?;
+    let live: u64 = db.prefix(b"")?.map(|p| p.map(|(k, v)| (k.len() + v.len()) as u64)).sum::<Result<u64, _>>()?;
     println!(
-        "disk: {n} cycles in {:.1} s with a backlog of {BACKLOG} jobs: {loaded} bytes after loading the backlog, \
-         {after} bytes after the run ({:.2}x); counts before the last prune: {peak_unpruned:?}, after: {:?}",
+        "disk: {n} cycles in {:.1} s with a backlog of {BACKLOG} jobs ({:?}); live keys and values {live} bytes; \
+         after loading the backlog: directory {loaded} bytes, tables {tables_loaded} bytes; after the run: \
+         directory {} bytes, tables {tables_after} bytes ({:.2}x); {} bytes written by the commits",
         ran.as_secs_f64(),
-        after as f64 / loaded.max(1) as f64,
-        cairn.0.counts(QUEUE)?
+        cairn.0.counts(QUEUE)?,
+        dir_bytes(dir),
+        tables_after as f64 / tables_loaded.max(1) as f64,
+        db.stats().user_bytes_written,
     );
     Ok(())
+}
+
+/// Flushes the memtable and waits until the compaction worker has been quiet for 2 s (at most 60 s);
+/// returns the tables' bytes.
+fn settle(db: &Db) -> Result<u64, Failure> {
+    db.flush()?;
+    let (mut last, mut quiet, settling) = (db.stats(), Instant::now(), Instant::now());
+    while settling.elapsed() < Duration::from_secs(60) && quiet.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = db.stats();
+        if now.compactions != last.compactions || now.flushes != last.flushes {
+            quiet = Instant::now();
+        }
+        last = now;
+    }
+    Ok(db.stats().table_bytes())
 }
 
 fn run(args: &Args, root: &Path) -> Result<Vec<Row>, Failure> {
