@@ -84,35 +84,52 @@ impl JobQueue {
         let store = self.store();
         let per_queue = CANDIDATES.max(limit * 2);
         for _round in 0..CLAIM_ROUNDS {
-            // (position in claim order, job id): the key's suffix after (queue, state) is (priority, id).
-            let mut candidates: Vec<(Vec<u8>, u64)> = Vec::new();
-            for q in &request.queues {
-                let prefix = ready_prefix(q, JobState::Available);
-                let end = keys::after_prefix(&prefix).unwrap_or_default();
-                let mut taken = 0;
-                index::scan(store, &prefix, &end, |key, value| {
-                    let id = entry_job(key, value)?;
-                    candidates.push((key.get(prefix.len()..).unwrap_or_default().to_vec(), id));
-                    taken += 1;
-                    Ok(taken < per_queue)
-                })?;
-            }
-            if candidates.is_empty() {
-                return Ok(Vec::new());
-            }
-            if request.queues.len() > 1 {
-                candidates.sort();
-            }
             // Candidates another claimer is taking are passed over; the others are marked as being taken
             // while this claim tries them.
             let mut taking = Vec::new();
-            for (_, id) in &candidates {
-                if taking.len() == limit {
-                    break;
+            let mut found = false;
+            if let [q] = request.queues.as_slice() {
+                // One queue: its index order is the claim order, so the first candidates that are free
+                // are the ones to take, and the scan stops there.
+                let prefix = ready_prefix(q, JobState::Available);
+                let end = keys::after_prefix(&prefix).unwrap_or_default();
+                let mut seen = 0;
+                index::scan(store, &prefix, &end, |key, value| {
+                    found = true;
+                    let id = entry_job(key, value)?;
+                    if let Some(guard) = store.claims().enter(keys::record_key(JOBS, &job_key(id))) {
+                        taking.push((id, guard));
+                    }
+                    seen += 1;
+                    Ok(taking.len() < limit && seen < per_queue)
+                })?;
+            } else {
+                // (position in claim order, job id): the key's suffix after (queue, state) is (priority, id).
+                let mut candidates: Vec<(Vec<u8>, u64)> = Vec::new();
+                for q in &request.queues {
+                    let prefix = ready_prefix(q, JobState::Available);
+                    let end = keys::after_prefix(&prefix).unwrap_or_default();
+                    let mut taken = 0;
+                    index::scan(store, &prefix, &end, |key, value| {
+                        let id = entry_job(key, value)?;
+                        candidates.push((key.get(prefix.len()..).unwrap_or_default().to_vec(), id));
+                        taken += 1;
+                        Ok(taken < per_queue)
+                    })?;
                 }
-                if let Some(guard) = store.claims().enter(keys::record_key(JOBS, &job_key(*id))) {
-                    taking.push((*id, guard));
+                candidates.sort();
+                found = !candidates.is_empty();
+                for (_, id) in &candidates {
+                    if taking.len() == limit {
+                        break;
+                    }
+                    if let Some(guard) = store.claims().enter(keys::record_key(JOBS, &job_key(*id))) {
+                        taking.push((*id, guard));
+                    }
                 }
+            }
+            if !found {
+                return Ok(Vec::new());
             }
             if !taking.is_empty() {
                 let ids: Vec<u64> = taking.iter().map(|(id, _)| *id).collect();
