@@ -7,6 +7,7 @@
 //! | `0x00`     | `0x00 "trimmed"`                                           | last trimmed seq, u64 LE  |
 //! | `0x00`     | `0x00 "cnt" 0x00 collection 0x00 seq (u64 BE) op (u32 BE)`  | count change, i64 LE      |
 //! | `0x00`     | `0x00 "ast" 0x00 bucket 0x00 seq (u64 BE) op (u32 BE)`      | objects, bytes: i64 LE x2 |
+//! | `0x00`     | `0x00 "qst" 0x00 queue 0x00 seq (u64 BE) op (u32 BE)`       | jobs per state: i64 LE x7 |
 //! | `0x01`     | `0x01 collection 0x00 id`                                  | record envelope           |
 //! | `0x02`     | `0x02 collection 0x00 index 0x00 enc(v1) .. enc(vn) enc(id)` | id (UTF-8)              |
 //! | `0x03`     | `0x03 commit_seq (u64 BE) op_index (u32 BE)`                | change event (JSON)       |
@@ -25,6 +26,8 @@ pub(crate) const TRIMMED: &[u8] = b"\x00trimmed";
 pub(crate) const COUNTS: &[u8] = b"\x00cnt\x00";
 /// Prefix of the artifact store's bucket statistics entries (see `artifacts::stats`).
 pub(crate) const ARTIFACT_STATS: &[u8] = b"\x00ast\x00";
+/// Prefix of the job queue's count entries (see `queue::counts`).
+pub(crate) const QUEUE_STATS: &[u8] = b"\x00qst\x00";
 pub(crate) const RECORD: u8 = 0x01;
 pub(crate) const INDEX: u8 = 0x02;
 pub(crate) const CHANGES: &[u8] = b"\x03";

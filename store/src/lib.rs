@@ -1,7 +1,8 @@
 //! Cairn's record store: collections of JSON documents on Cairn's key-value engine, with secondary indexes
 //! (single-field and composite), optimistic versions, atomic transactions across collections, paginated
 //! queries, claims for schedulers, a durable change feed and a cache of decoded records. See
-//! `docs/collections.md`.
+//! `docs/collections.md`. Built on them: the artifact store ([`artifacts`], `docs/artifacts.md`) and the job
+//! queue ([`queue`], `docs/queue.md`).
 //!
 //! Everything is stored in the engine's keyspace (`docs/collections.md`, "Key layout"); a record, its index
 //! entries and its change event are written in one atomic batch, so they never disagree, even across a
@@ -33,6 +34,7 @@ mod index_build;
 mod inflight;
 mod keys;
 mod query;
+pub mod queue;
 mod record;
 mod retention;
 mod store;

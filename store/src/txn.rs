@@ -135,6 +135,8 @@ pub struct Transaction<'s> {
     /// Entries keyed by the commit's sequence under a prefix (`WriteBatch::put_commit_keyed`) that the
     /// commit writes beside the records: the artifact store's bucket statistics.
     keyed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Run once the commit succeeded, in the order added: the job queue wakes its waiting claims there.
+    after_commit: Vec<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -215,6 +217,7 @@ impl<'s> Transaction<'s> {
             staged: HashMap::new(),
             order: Vec::new(),
             keyed: Vec::new(),
+            after_commit: Vec::new(),
         }
     }
 
@@ -231,6 +234,11 @@ impl<'s> Transaction<'s> {
     /// transaction writes records too.
     pub(crate) fn put_commit_keyed(&mut self, prefix: Vec<u8>, value: Vec<u8>) {
         self.keyed.push((prefix, value));
+    }
+
+    /// Adds `hook`, run once the transaction commits (never if it fails or is dropped).
+    pub(crate) fn after_commit(&mut self, hook: Box<dyn FnOnce() + Send + Sync>) {
+        self.after_commit.push(hook);
     }
 
     /// The snapshot's sequence number.
@@ -459,7 +467,16 @@ impl<'s> Transaction<'s> {
     }
 
     /// Commits every staged write in one atomic, conditional batch.
-    pub fn commit(self) -> Result<Committed, WriteError> {
+    pub fn commit(mut self) -> Result<Committed, WriteError> {
+        let hooks = std::mem::take(&mut self.after_commit);
+        let committed = self.commit_writes()?;
+        for hook in hooks {
+            hook();
+        }
+        Ok(committed)
+    }
+
+    fn commit_writes(self) -> Result<Committed, WriteError> {
         let at_ms = now_ms();
         if self.order.is_empty() {
             return Ok(Committed { seq: 0, at_ms });
@@ -550,6 +567,11 @@ fn stage_into(batch: &mut WriteBatch, inserted: &mut Vec<Vec<u8>>, s: &Staged, k
         None => {
             batch.delete(key);
         }
+    }
+    // The job queue's records are working state rewritten at every step of a job: they have no change
+    // events (see `docs/queue.md`).
+    if crate::queue::is_queue_collection(s.spec.name()) {
+        return 0;
     }
     let prev_project = s.before.as_ref().and_then(|b| b.project.as_ref());
     let (head, tail) = encode_event(s.spec.name(), &s.id, s.op, s.version, at_ms, prev_project, doc);
