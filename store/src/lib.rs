@@ -32,6 +32,7 @@ mod hints;
 mod index_build;
 mod inflight;
 mod keys;
+pub mod metrics;
 mod query;
 mod record;
 mod retention;
