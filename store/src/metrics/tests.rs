@@ -498,3 +498,35 @@ fn many_runs_log_at_once() {
     }
     assert_eq!(m.latest("shared-run").unwrap()[0].points, 4000);
 }
+
+/// The worked example of `docs/format/metrics.md`, byte for byte.
+#[test]
+fn the_documented_example_block() {
+    let pts = [
+        Point { step: 0, timestamp_ms: 1000, value: 1.0 },
+        Point { step: 1, timestamp_ms: 2000, value: 0.5 },
+        Point { step: 2, timestamp_ms: 3000, value: 0.5 },
+    ];
+    let bytes = block::encode(&pts);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let want_body = concat!(
+        "0100",
+        "03000000",
+        "00000000",
+        "0000000000000000",
+        "0200000000000000",
+        "e803000000000000",
+        "b80b000000000000",
+        "000000000000e03f",
+        "000000000000f03f",
+        "0000000000000040",
+        "000000000000e03f",
+        "16000000",
+        "00000000000003e8",
+        "3ff0000000000000",
+        "8167d0cb0200",
+    );
+    assert_eq!(&hex[..want_body.len()], want_body);
+    assert_eq!(&hex[want_body.len()..], "80779c33", "CRC-32C 0x339c7780, little-endian");
+    assert_eq!(bytes.len(), 104);
+}
