@@ -44,29 +44,47 @@ impl BitWriter {
 #[derive(Debug)]
 pub(crate) struct BitReader<'a> {
     bytes: &'a [u8],
-    /// Position in bits.
-    pos: usize,
+    /// The next byte to load into `buf`.
+    next: usize,
+    /// The next `have` bits, from the most significant bit.
+    buf: u64,
+    have: u32,
 }
 
 impl<'a> BitReader<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self { bytes, next: 0, buf: 0, have: 0 }
+    }
+
+    /// Loads whole bytes into `buf` while they fit.
+    fn refill(&mut self) {
+        while self.have <= 56 {
+            let Some(b) = self.bytes.get(self.next) else { return };
+            self.buf |= u64::from(*b) << (56 - self.have);
+            self.have += 8;
+            self.next += 1;
+        }
     }
 
     /// The next `n` bits (`n` ≤ 64), as the low bits of the result.
     pub(crate) fn read(&mut self, n: u32) -> Option<u64> {
-        let mut v = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = *self.bytes.get(self.pos / 8)?;
-            let used = u32::try_from(self.pos % 8).unwrap_or(0);
-            let room = 8 - used;
-            let take = room.min(left);
-            let chunk = (u64::from(byte) >> (room - take)) & ((1u64 << take) - 1);
-            v = (v << take) | chunk;
-            self.pos += take as usize;
-            left -= take;
+        if n == 0 {
+            return Some(0);
         }
+        if n > 56 {
+            let hi = self.read(n - 32)?;
+            let lo = self.read(32)?;
+            return Some((hi << 32) | lo);
+        }
+        if self.have < n {
+            self.refill();
+            if self.have < n {
+                return None;
+            }
+        }
+        let v = self.buf >> (64 - n);
+        self.buf <<= n;
+        self.have -= n;
         Some(v)
     }
 
@@ -77,7 +95,7 @@ impl<'a> BitReader<'a> {
 
     /// Bits read so far.
     pub(crate) fn position(&self) -> usize {
-        self.pos
+        self.next * 8 - self.have as usize
     }
 }
 
