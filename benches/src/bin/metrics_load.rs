@@ -271,8 +271,8 @@ fn run() -> Result<(), Failure> {
             "SELECT step / 1000 AS b, count(*), min(value), max(value), avg(value) FROM metrics
              WHERE run_uuid = ?1 AND key = ?2 GROUP BY b",
         )?;
-        let n = st.query_map(params!["big", "loss"], |r| r.get::<_, i64>(1))?.count();
-        assert_eq!(n, 1000);
+        let rows: Vec<i64> = st.query_map(params!["big", "loss"], |r| r.get(1))?.collect::<Result<_, _>>()?;
+        assert_eq!(rows.len(), 1000);
         Ok(())
     })?;
     row("1,000,000 points in 1,000 buckets (ms)", ms(cairn_ds), ms(sqlite_ds), "ms", false);
@@ -294,7 +294,8 @@ fn run() -> Result<(), Failure> {
         let mut st =
             c.prepare_cached("SELECT key, MAX(step), timestamp, value FROM metrics WHERE run_uuid = ?1 GROUP BY key")?;
         for id in &ids {
-            assert_eq!(st.query_map(params![id], |r| r.get::<_, f64>(3))?.count(), 10);
+            let rows: Vec<f64> = st.query_map(params![id], |r| r.get(3))?.collect::<Result<_, _>>()?;
+            assert_eq!(rows.len(), 10);
         }
         Ok(())
     })?;
