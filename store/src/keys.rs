@@ -8,6 +8,8 @@
 //! | `0x00`     | `0x00 "cnt" 0x00 collection 0x00 seq (u64 BE) op (u32 BE)`  | count change, i64 LE      |
 //! | `0x00`     | `0x00 "ast" 0x00 bucket 0x00 seq (u64 BE) op (u32 BE)`      | objects, bytes: i64 LE x2 |
 //! | `0x00`     | `0x00 "qst" 0x00 queue 0x00 seq (u64 BE) op (u32 BE)`       | jobs per state: i64 LE x7 |
+//! | `0x00`     | `0x00 "mts" 0x00 run 0x00 metric`                          | series entry (metrics)    |
+//! | `0x00`     | `0x00 "mtb" 0x00 run 0x00 metric 0x00 step id`             | block of points (metrics) |
 //! | `0x01`     | `0x01 collection 0x00 id`                                  | record envelope           |
 //! | `0x02`     | `0x02 collection 0x00 index 0x00 enc(v1) .. enc(vn) enc(id)` | id (UTF-8)              |
 //! | `0x03`     | `0x03 commit_seq (u64 BE) op_index (u32 BE)`                | change event (JSON)       |

@@ -33,6 +33,7 @@ mod hints;
 mod index_build;
 mod inflight;
 mod keys;
+pub mod metrics;
 mod query;
 pub mod queue;
 mod record;
