@@ -733,6 +733,23 @@ async fn malformed_input_is_a_4xx_and_changes_nothing() {
         let (status, body) = json(resp.unwrap()).await;
         assert_eq!(status, want, "case {i}: {body}");
     }
+    // The job queue's collections are the queue's alone.
+    let queue_writes = [
+        (Method::PUT, "/v1/collections/_queue_jobs/records/j1", r#"{"state": "available"}"#),
+        (Method::DELETE, "/v1/collections/_queue_unique/records/k", ""),
+        (Method::POST, "/v1/collections/_queue_jobs/claim", r#"{"set": {"state": "running"}}"#),
+        (Method::POST, "/v1/collections", r#"{"name": "_queue_jobs", "indexes": []}"#),
+        (
+            Method::POST,
+            "/v1/transactions",
+            r#"{"operations": [{"op": "put", "collection": "_queue_jobs", "id": "x", "document": {}}]}"#,
+        ),
+    ];
+    for (method, path, body) in queue_writes {
+        let (status, text) = json(raw(method.clone(), path, body).await.unwrap()).await;
+        assert_eq!(status, 403, "{method} {path}: {text}");
+        assert!(text.to_string().contains("written by the queue only"), "{text}");
+    }
     let (_, page) = json(s.req(Method::GET, "/v1/collections/jobs/records").send().await.unwrap()).await;
     assert_eq!(page["records"], json!([]), "nothing was written");
     let (_, list) = json(s.req(Method::GET, "/v1/collections").send().await.unwrap()).await;

@@ -98,12 +98,18 @@ pub fn collection_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Refuses writes to the artifact store's collections (`_artifact_*`): their records are written by the
-/// artifact store alone, through the S3 API (403). Reading them is allowed.
+/// Refuses writes to the collections another part of the store keeps (403): the artifact store's
+/// (`_artifact_*`, written through the S3 API only) and the job queue's (`_queue_*`, written by the queue
+/// alone, whose counts and indexes a direct write would break). Reading them is allowed.
 pub fn writable_collection(name: &str) -> Result<(), ApiError> {
     if cairn_store::artifacts::is_artifact_collection(name) {
         return Err(ApiError::forbidden(format!(
             "collection {name} holds the artifact store's metadata: it is written through the S3 API only"
+        )));
+    }
+    if cairn_store::queue::is_queue_collection(name) {
+        return Err(ApiError::forbidden(format!(
+            "collection {name} holds the job queue's records: it is written by the queue only"
         )));
     }
     Ok(())
