@@ -62,7 +62,7 @@ pub struct ArtifactOptions {
 
 impl Default for ArtifactOptions {
     fn default() -> Self {
-        Self { blob: BlobOptions::default(), maintenance_interval: Duration::from_secs(60), gc_garbage_ratio: 0.25 }
+        Self { blob: BlobOptions::default(), maintenance_interval: Duration::from_secs(60), gc_garbage_ratio: 0.5 }
     }
 }
 
@@ -85,8 +85,8 @@ impl ArtifactOptions {
     /// to is sealed for this once it is an eighth of its full size long (32 MiB by default). Lower
     /// reclaims space sooner and copies more: reclaiming a byte copies up to `(1 - ratio) / ratio` live
     /// bytes. After a collection, blob files hold at most `1 / (1 - ratio)` times the live bytes, plus the
-    /// shared file and files still being written or read. Default: 0.25 (at most 4/3 of the live bytes,
-    /// up to 3 bytes copied per byte reclaimed).
+    /// shared file and files still being written or read. Default: 0.5 (at most twice the live bytes, up to
+    /// one byte copied per byte reclaimed; each live blob moved costs a sync and a commit of its own).
     pub fn gc_garbage_ratio(mut self, ratio: f64) -> Self {
         self.gc_garbage_ratio = ratio.clamp(0.0, 1.0);
         self

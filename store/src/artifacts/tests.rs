@@ -408,7 +408,7 @@ fn garbage_collection_gives_space_back_and_keeps_every_live_object() {
 #[test]
 fn the_shared_file_is_sealed_and_collected_once_it_holds_enough_garbage() {
     // 1 MiB objects are small blobs (at most 16 chunks of 64 KiB): they share one file, which at 256 MiB
-    // never fills here. Shorter than an eighth of that it is left alone; longer, with a quarter or more
+    // never fills here. Shorter than an eighth of that it is left alone; longer, with half or more
     // garbage, it is sealed and rewritten.
     let fs = MemStorage::new();
     let a = open_on(&fs, BlobOptions::default());
