@@ -11,6 +11,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_server::backend::{ArtifactStore, PostgresArtifactOptions, PostgresArtifacts};
 use cairn_server::{hash_token, Config, Role, TokenConfig};
@@ -102,6 +103,16 @@ impl S3Server {
             .with_access_key_id(name)
             .with_secret_access_key(hash_token(token))
             .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+            // A busy server answers SlowDown (503); like the AWS SDKs, back off and retry for a while.
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: 40,
+                retry_timeout: Duration::from_secs(120),
+            })
             .build()
             .unwrap()
     }

@@ -24,6 +24,8 @@ fn engine_depends_on_no_serialization_async_or_network_crate() {
         // Optional, for the `fuzzing` feature only (the fuzz targets' input decoding).
         "arbitrary",
         "crc32fast",
+        // System calls the standard library lacks (`sync_file_range`, the blob files' write-back hint).
+        "libc",
         "memmap2",
         "parking_lot",
         "thiserror",
