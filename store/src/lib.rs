@@ -34,6 +34,7 @@ mod index_build;
 mod inflight;
 mod keys;
 pub mod metrics;
+mod periodic;
 mod query;
 pub mod queue;
 mod record;

@@ -30,13 +30,13 @@ mod transfer;
 mod uri;
 
 use std::path::Path;
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_engine::{BlobOptions, BlobStore};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
+use crate::periodic::Periodic;
 use crate::record::{CollectionSpec, IndexSpec};
 use crate::store::Store;
 
@@ -130,27 +130,12 @@ impl Inner {
     }
 }
 
-/// Stops the maintenance thread when the last handle drops.
-struct Guard {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A handle on an artifact store; cheap to clone, safe to share between threads. Every call blocks.
 #[derive(Clone)]
 pub struct Artifacts {
     inner: Arc<Inner>,
-    _guard: Option<Arc<Guard>>,
+    /// The maintenance thread, stopped when the last handle drops.
+    _guard: Option<Arc<Periodic>>,
 }
 
 impl std::fmt::Debug for Artifacts {
@@ -180,16 +165,9 @@ impl Artifacts {
         let guard = if interval.is_zero() {
             None
         } else {
-            let stop = Arc::new((Mutex::new(false), Condvar::new()));
-            let weak = Arc::downgrade(&inner);
-            let thread = std::thread::Builder::new()
-                .name("cairn-artifacts".into())
-                .spawn({
-                    let stop = stop.clone();
-                    move || maintain(&weak, &stop, interval)
-                })
+            let thread = Periodic::start("cairn-artifacts", &inner, interval, maintain)
                 .map_err(|source| cairn_engine::StorageError::Io { path: blob_dir.to_path_buf(), source })?;
-            Some(Arc::new(Guard { stop, thread: Some(thread) }))
+            Some(Arc::new(thread))
         };
         Ok(Artifacts { inner, _guard: guard })
     }
@@ -240,23 +218,11 @@ impl Artifacts {
     }
 }
 
-/// The maintenance thread: every `interval`, retention then garbage collection, until stopped.
-fn maintain(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Duration) {
-    loop {
-        {
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                stop.1.wait_for(&mut stopped, interval);
-            }
-            if *stopped {
-                return;
-            }
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        let artifacts = Artifacts { inner, _guard: None };
-        let result = artifacts.expire().and_then(|_| artifacts.collect_garbage());
-        artifacts.inner.maintenance.lock().last_error = result.err().map(|e| e.to_string());
-    }
+/// A round of the maintenance thread: retention, then garbage collection.
+fn maintain(inner: Arc<Inner>) {
+    let artifacts = Artifacts { inner, _guard: None };
+    let result = artifacts.expire().and_then(|_| artifacts.collect_garbage());
+    artifacts.inner.maintenance.lock().last_error = result.err().map(|e| e.to_string());
 }
 
 /// The directory of a data directory's blob files, where `cairn serve` keeps them.

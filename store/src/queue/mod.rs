@@ -26,13 +26,13 @@ mod states;
 mod tests;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::keys;
+use crate::periodic::Periodic;
 use crate::store::Store;
 
 pub use backoff::Backoff;
@@ -173,28 +173,13 @@ pub(crate) struct Inner {
     last_error: Mutex<Option<String>>,
 }
 
-/// Stops the maintenance thread when the last handle drops.
-struct Guard {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// A handle on the job queue of a store: every named queue. Cheap to clone, safe to share between
 /// threads. Every call blocks.
 #[derive(Clone)]
 pub struct JobQueue {
     inner: Arc<Inner>,
-    _guard: Option<Arc<Guard>>,
+    /// The maintenance thread, stopped when the last handle drops.
+    _guard: Option<Arc<Periodic>>,
 }
 
 impl std::fmt::Debug for JobQueue {
@@ -239,21 +224,13 @@ impl JobQueue {
         let guard = if interval.is_zero() {
             None
         } else {
-            let stop = Arc::new((Mutex::new(false), Condvar::new()));
-            let weak = Arc::downgrade(&inner);
-            let thread = std::thread::Builder::new()
-                .name("cairn-queue".into())
-                .spawn({
-                    let stop = stop.clone();
-                    move || run(&weak, &stop, interval)
+            let thread = Periodic::start("cairn-queue", &inner, interval, run).map_err(|source| {
+                crate::StoreError::from(cairn_engine::StorageError::Io {
+                    path: inner.store.db().path().to_path_buf(),
+                    source,
                 })
-                .map_err(|source| {
-                    crate::StoreError::from(cairn_engine::StorageError::Io {
-                        path: inner.store.db().path().to_path_buf(),
-                        source,
-                    })
-                })?;
-            Some(Arc::new(Guard { stop, thread: Some(thread) }))
+            })?;
+            Some(Arc::new(thread))
         };
         Ok(JobQueue { inner, _guard: guard })
     }
@@ -308,21 +285,9 @@ fn notify(inner: &Inner) {
     inner.wake.cond.notify_all();
 }
 
-/// The maintenance thread: every `interval`, [`JobQueue::maintain`], until stopped.
-fn run(inner: &Weak<Inner>, stop: &(Mutex<bool>, Condvar), interval: Duration) {
-    loop {
-        {
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                stop.1.wait_for(&mut stopped, interval);
-            }
-            if *stopped {
-                return;
-            }
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        let queue = JobQueue { inner, _guard: None };
-        let result = queue.maintain();
-        *queue.inner.last_error.lock() = result.err().map(|e| e.to_string());
-    }
+/// A round of the maintenance thread: [`JobQueue::maintain`].
+fn run(inner: Arc<Inner>) {
+    let queue = JobQueue { inner, _guard: None };
+    let result = queue.maintain();
+    *queue.inner.last_error.lock() = result.err().map(|e| e.to_string());
 }
