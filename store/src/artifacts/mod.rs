@@ -46,8 +46,9 @@ pub use model::{
     ArtifactCheckReport, BlobHealth, BucketInfo, BucketStats, GcReport, ListPage, ListRequest, ObjectMeta, PartInfo,
     PutOptions, UploadInfo,
 };
-pub use multipart::{new_upload_id, MAX_PART_NUMBER, MIN_PART_SIZE};
+pub use multipart::{check_part_number, new_upload_id, MAX_PART_NUMBER, MIN_PART_SIZE};
 pub use names::{check_bucket, check_key, is_artifact_collection, BUCKETS, MAX_KEY_LEN, OBJECTS, PARTS, UPLOADS};
+pub use objects::rolled_up;
 pub use reader::ObjectReader;
 pub use transfer::portable_document;
 pub use uri::ObjectUri;

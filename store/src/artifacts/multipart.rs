@@ -20,6 +20,15 @@ pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Highest part number, as S3's.
 pub const MAX_PART_NUMBER: u32 = 10_000;
 
+/// Checks a part number: 1 to [`MAX_PART_NUMBER`], else [`ArtifactError::InvalidPart`].
+pub fn check_part_number(part_number: u32) -> Result<(), ArtifactError> {
+    if (1..=MAX_PART_NUMBER).contains(&part_number) {
+        Ok(())
+    } else {
+        Err(ArtifactError::InvalidPart(format!("part number {part_number} is not in 1..={MAX_PART_NUMBER}")))
+    }
+}
+
 /// A new upload id (also a name for bytes that must never collide): 128 bits from the process's random
 /// hasher keys, the time and a counter, in 32 hex digits.
 pub fn new_upload_id() -> String {
@@ -80,11 +89,7 @@ impl Artifacts {
         part_number: u32,
         body: &mut dyn Read,
     ) -> Result<PartInfo, ArtifactError> {
-        if !(1..=MAX_PART_NUMBER).contains(&part_number) {
-            return Err(ArtifactError::InvalidPart(format!(
-                "part number {part_number} is not in 1..={MAX_PART_NUMBER}"
-            )));
-        }
+        check_part_number(part_number)?;
         self.upload(bucket, key, upload_id)?;
         let stored = store_body(&self.inner.blobs, body, &PutOptions::default())?;
         let doc = PartDoc {

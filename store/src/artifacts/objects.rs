@@ -218,9 +218,10 @@ fn past(prefix: &[u8]) -> Vec<u8> {
     keys::after_prefix(prefix).unwrap_or_else(|| vec![0xff])
 }
 
-/// The common prefix `key` rolls up into: the prefix and everything after it up to and including the first
-/// `delimiter`, if it holds one.
-fn rolled_up(key: &str, prefix: &str, delimiter: &str) -> Option<String> {
+/// The common prefix `key` rolls up into in a listing of `prefix` with `delimiter` (S3's `CommonPrefixes`):
+/// the prefix and everything after it up to and including the first `delimiter`, if it holds one. Shared
+/// with the server's other artifact stores, so that every store lists alike.
+pub fn rolled_up(key: &str, prefix: &str, delimiter: &str) -> Option<String> {
     let rest = key.strip_prefix(prefix)?;
     rest.find(delimiter).map(|at| format!("{prefix}{}", rest.get(..at + delimiter.len()).unwrap_or_default()))
 }

@@ -7,8 +7,8 @@ use std::io::Read;
 use std::sync::Arc;
 
 use cairn_store::artifacts::{
-    check_bucket, check_key, multipart_etag, new_upload_id, ArtifactError, ObjectMeta, PartInfo, PutOptions,
-    UploadInfo, MAX_PART_NUMBER, MIN_PART_SIZE,
+    check_bucket, check_key, check_part_number, multipart_etag, new_upload_id, ArtifactError, ObjectMeta, PartInfo,
+    PutOptions, UploadInfo, MIN_PART_SIZE,
 };
 use sha2::{Digest as _, Sha256};
 use tokio_postgres::error::SqlState;
@@ -127,11 +127,7 @@ impl Inner {
         part_number: u32,
         body: &mut dyn Read,
     ) -> Result<PartInfo, ArtifactError> {
-        if !(1..=MAX_PART_NUMBER).contains(&part_number) {
-            return Err(ArtifactError::InvalidPart(format!(
-                "part number {part_number} is not in 1..={MAX_PART_NUMBER}"
-            )));
-        }
+        check_part_number(part_number)?;
         self.block_on(async { self.upload(&*self.conn().await?, bucket, key, upload_id, false).await.map(|_| ()) })?;
         let written = self.write_body(body, &PutOptions::default())?;
         let part = Part {

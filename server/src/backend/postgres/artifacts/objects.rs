@@ -6,7 +6,9 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
-use cairn_store::artifacts::{check_bucket, check_key, ArtifactError, ListPage, ListRequest, ObjectMeta, PutOptions};
+use cairn_store::artifacts::{
+    check_bucket, check_key, rolled_up, ArtifactError, ListPage, ListRequest, ObjectMeta, PutOptions,
+};
 use tokio_postgres::{GenericClient, Row};
 
 use super::buckets::now_ms;
@@ -62,13 +64,6 @@ pub(crate) struct NewObject<'a> {
     pub content_type: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub segments: Vec<(String, u64)>,
-}
-
-/// The common prefix `key` rolls up into: the prefix and everything after it up to and including the first
-/// `delimiter`, if it holds one.
-fn rolled_up(key: &str, prefix: &str, delimiter: &str) -> Option<String> {
-    let rest = key.strip_prefix(prefix)?;
-    rest.find(delimiter).map(|at| format!("{prefix}{}", rest.get(..at + delimiter.len()).unwrap_or_default()))
 }
 
 /// A key above every key that starts with `common` but its own continuations that start with the highest
@@ -358,13 +353,10 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use super::{past, rolled_up};
+    use super::past;
 
     #[test]
-    fn keys_roll_up_at_the_first_delimiter_and_past_sorts_after_their_continuations() {
-        assert_eq!(rolled_up("a/b/c", "", "/").as_deref(), Some("a/"));
-        assert_eq!(rolled_up("a/b/c", "a/", "/").as_deref(), Some("a/b/"));
-        assert_eq!(rolled_up("a/b", "a/b", "/"), None);
+    fn past_sorts_after_every_continuation_of_a_common_prefix() {
         assert!(past("a/").as_bytes() > "a/\u{10fffe}zzz".as_bytes());
         assert!(past("a/").as_bytes() < "a0".as_bytes());
     }
