@@ -58,13 +58,13 @@ if cargo nextest --version >/dev/null 2>&1; then
     # Selected by a filter over the workspace rather than with `-p`, so that it reuses the binaries built
     # above (a package on its own unifies features differently and rebuilds tokio and its neighbours).
     step http-postgres env CAIRN_TEST_BACKEND=postgres cargo nextest run --workspace --no-fail-fast \
-        --build-jobs "${jobs}" -E 'package(cairn-server) and (binary(http) or binary(s3))'
+        --build-jobs "${jobs}" -E 'package(cairn-server) and (binary(http) or binary(s3) or binary(queue))'
     # nextest does not run doctests.
     step doctests cargo test --workspace --doc --no-fail-fast -j "${jobs}"
 else
     echo "test.sh: cargo-nextest not found; using cargo test" >&2
     step tests cargo test --workspace --no-fail-fast -j "${jobs}"
-    step http-postgres env CAIRN_TEST_BACKEND=postgres cargo test -p cairn-server --test http --test s3 \
+    step http-postgres env CAIRN_TEST_BACKEND=postgres cargo test -p cairn-server --test http --test s3 --test queue \
         --no-fail-fast -j "${jobs}"
 fi
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -j "${jobs}"

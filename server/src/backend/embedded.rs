@@ -8,13 +8,14 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use cairn_engine::{Check, Error as EngineError, OpenError};
 use cairn_store::artifacts::Artifacts;
+use cairn_store::queue::{JobQueue, QueueOptions};
 use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, Stored};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use super::{
     apply_claim, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation, Permits,
-    Precondition, Scope,
+    Precondition, QueueStore, Scope,
 };
 use crate::problem::ApiError;
 use crate::report;
@@ -31,13 +32,30 @@ pub struct EmbeddedBackend {
     artifacts: Option<Artifacts>,
     permits: Arc<Permits>,
     written: watch::Sender<u64>,
+    /// The job queue, opened by the first call that needs it (declaring its collections is a write).
+    queue: Arc<std::sync::Mutex<Option<QueueStore>>>,
+    queue_options: QueueOptions,
 }
 
 impl EmbeddedBackend {
     /// The backend over `store`, running at most `max_concurrency` store calls at once.
     pub fn new(store: Store, max_concurrency: usize) -> Self {
         let written = watch::Sender::new(store.db().last_sequence());
-        Self { store, artifacts: None, permits: Arc::new(Permits::new(max_concurrency)), written }
+        Self {
+            store,
+            artifacts: None,
+            permits: Arc::new(Permits::new(max_concurrency)),
+            written,
+            queue: Arc::default(),
+            queue_options: QueueOptions::default(),
+        }
+    }
+
+    /// This backend with its job queue opened with `options` (retention, backoff, maintenance interval)
+    /// instead of the defaults.
+    pub fn with_queue_options(mut self, options: QueueOptions) -> Self {
+        self.queue_options = options;
+        self
     }
 
     /// This backend with the artifact store kept beside its records: backups copy its blob files and
@@ -297,6 +315,7 @@ impl Backend for EmbeddedBackend {
                 engine: Some(engine),
                 feed: Some(store.feed_stats()?),
                 blobs: None,
+                queues: None,
             })
         })
     }
@@ -333,7 +352,22 @@ impl Backend for EmbeddedBackend {
         })
     }
 
+    fn queue(&self) -> Result<QueueStore, ApiError> {
+        let mut slot = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = &*slot {
+            return Ok(queue.clone());
+        }
+        let queue: QueueStore = Arc::new(
+            JobQueue::open(self.store.clone(), self.queue_options.clone())
+                .map_err(|e| internal(format!("cannot open the job queue: {e}")))?,
+        );
+        *slot = Some(queue.clone());
+        Ok(queue)
+    }
+
     fn close(&self) -> Result<(), String> {
+        // The queue's maintenance thread stops with its last handle.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let db = self.store.db().clone();
         db.flush().map_err(|e| e.to_string())?;
         db.close().map_err(|e| e.to_string())

@@ -8,6 +8,10 @@
 //! ([`Scope`]), the operations of a transaction ([`Operation`]) and the claim's field updates
 //! ([`set_path`]).
 //!
+//! The job queue has an interface of its own, [`QueueApi`] (held as a [`QueueStore`], which
+//! [`Backend::queue`] gives): the embedded store's [`JobQueue`](cairn_store::queue::JobQueue), or the
+//! PostgreSQL backend's queue.
+//!
 //! The artifact store has an interface of its own, [`ArtifactApi`] (held as an [`ArtifactStore`]): the
 //! embedded store's [`Artifacts`](cairn_store::artifacts::Artifacts), or [`PostgresArtifacts`] (metadata in
 //! the PostgreSQL database, bytes in an object store).
@@ -15,6 +19,7 @@
 mod artifacts;
 mod embedded;
 mod postgres;
+mod queue;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +36,7 @@ use crate::problem::ApiError;
 pub use artifacts::{ArtifactApi, ArtifactStore, ObjectRead};
 pub use embedded::EmbeddedBackend;
 pub use postgres::{PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, LISTENER_NAME};
+pub use queue::{QueueApi, QueueStore};
 
 /// A boxed future of a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
@@ -244,6 +250,9 @@ pub struct Figures {
     pub feed: Option<FeedStats>,
     /// The blob store's, when the server has an artifact store (filled by the server, not the backend).
     pub blobs: Option<cairn_store::artifacts::BlobHealth>,
+    /// Every job queue's counts by state (filled by the server, not the backend; `None` when it could not
+    /// read them).
+    pub queues: Option<Vec<(String, cairn_store::queue::QueueCounts)>>,
 }
 
 /// Where records live. Each method is one request's work; errors are the problem documents the request
@@ -317,6 +326,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// `POST /v1/admin/check`: the checks of `cairn check` on the live data.
     fn check(&self) -> BackendFuture<'_, Value>;
+
+    /// The job queue of this backend, opened on first use (blocking: called on the blocking pool). 501 on a
+    /// backend without one.
+    fn queue(&self) -> Result<QueueStore, ApiError> {
+        Err(ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+            format!("the {} backend has no job queue", self.kind()),
+        ))
+    }
 
     /// Flushes and closes, at shutdown (blocking; called off the async threads).
     fn close(&self) -> Result<(), String>;

@@ -164,6 +164,7 @@ impl Metrics {
             timeouts: self.timeouts.load(Ordering::Relaxed),
             replicas,
             blobs: figures.blobs.clone(),
+            queues: figures.queues.clone().unwrap_or_default(),
         }));
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -186,6 +187,7 @@ struct Figures {
     timeouts: u64,
     replicas: Vec<Replica>,
     blobs: Option<cairn_store::artifacts::BlobHealth>,
+    queues: Vec<(String, cairn_store::queue::QueueCounts)>,
 }
 
 /// One figure of a replication target.
@@ -260,6 +262,9 @@ impl Collector for Figures {
         if let Some(blobs) = &self.blobs {
             encode_blobs(&mut encoder, blobs)?;
         }
+        if !self.queues.is_empty() {
+            encode_queues(&mut encoder, &self.queues)?;
+        }
         Ok(())
     }
 }
@@ -287,6 +292,33 @@ fn encode_blobs(
     for (name, help, value) in gauges {
         let gauge = ConstGauge::new(value);
         gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+    }
+    Ok(())
+}
+
+/// The labels of a job queue's count.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+    state: &'static str,
+}
+
+/// The job queues' counts: one gauge per queue and state.
+fn encode_queues(
+    encoder: &mut DescriptorEncoder,
+    queues: &[(String, cairn_store::queue::QueueCounts)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "cairn_queue_jobs",
+        "Jobs of the queue in the state (kept on write; finished ones until pruned)",
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (queue, counts) in queues {
+        for state in cairn_store::queue::JobState::ALL {
+            let labels = QueueLabels { queue: queue.clone(), state: state.as_str() };
+            ConstGauge::new(counts.get(state) as i64).encode(family.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }

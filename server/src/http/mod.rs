@@ -17,6 +17,7 @@ mod config;
 mod extract;
 mod limits;
 mod metrics;
+mod queue;
 mod records;
 mod router;
 mod state;

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::auth::{self, Principal, Role};
 use super::limits::{self, Guard};
 use super::state::AppState;
-use super::{admin, artifacts, changes, collections, metrics, records, transactions};
+use super::{admin, artifacts, changes, collections, metrics, queue, records, transactions};
 use crate::problem::ApiError;
 
 /// The OpenAPI document, as kept in `docs/openapi.json`.
@@ -44,6 +44,22 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::PUT, "/v1/artifacts/buckets/{bucket}/retention", put(artifacts::set_retention)),
         (Method::GET, "/v1/artifacts/stats", get(artifacts::stats)),
         (Method::POST, "/v1/artifacts/gc", post(artifacts::collect)),
+        (Method::POST, "/v1/queue/jobs", post(queue::enqueue)),
+        (Method::POST, "/v1/queue/jobs/batch", post(queue::enqueue_batch)),
+        (Method::GET, "/v1/queue/jobs/{id}", get(queue::get)),
+        (Method::DELETE, "/v1/queue/jobs/{id}", delete(queue::purge)),
+        (Method::POST, "/v1/queue/jobs/{id}/complete", post(queue::complete)),
+        (Method::POST, "/v1/queue/jobs/{id}/fail", post(queue::fail)),
+        (Method::POST, "/v1/queue/jobs/{id}/snooze", post(queue::snooze)),
+        (Method::POST, "/v1/queue/jobs/{id}/heartbeat", post(queue::heartbeat)),
+        (Method::POST, "/v1/queue/jobs/{id}/cancel", post(queue::cancel)),
+        (Method::POST, "/v1/queue/jobs/{id}/retry", post(queue::retry)),
+        (Method::POST, "/v1/queue/claim", post(queue::claim)),
+        (Method::POST, "/v1/queue/complete", post(queue::complete_batch)),
+        (Method::GET, "/v1/queue/queues", get(queue::queues)),
+        (Method::GET, "/v1/queue/queues/{queue}", get(queue::counts)),
+        (Method::GET, "/v1/queue/queues/{queue}/jobs", get(queue::list)),
+        (Method::DELETE, "/v1/queue/queues/{queue}/discarded", delete(queue::purge_discarded)),
     ]
 }
 
@@ -118,6 +134,7 @@ pub async fn metrics(
     who.require_unscoped(Role::Read)?;
     let mut figures = state.backend.figures().await?;
     figures.blobs = state.artifacts.as_ref().map(|a| a.health());
+    figures.queues = queue::all_counts(&state).await;
     let text = state.metrics.render(&figures);
     let mut resp = text.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(super::metrics::CONTENT_TYPE));

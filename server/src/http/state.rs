@@ -30,6 +30,9 @@ pub struct AppState {
     pub(crate) artifacts: Option<ArtifactStore>,
     /// Permits for the artifact routes' blocking calls.
     pub(crate) artifact_permits: Arc<Permits>,
+    /// Permits for the queue routes' blocking calls (claims long-polling for a job hold theirs while they
+    /// wait, so they have their own).
+    pub(crate) queue_permits: Arc<Permits>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             artifact_permits: Arc::new(Permits::new(limits.max_concurrency)),
+            queue_permits: Arc::new(Permits::new(limits.max_concurrency)),
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::default()),
             shutdown,

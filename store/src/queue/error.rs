@@ -49,6 +49,10 @@ pub enum QueueError {
     /// Storage failure, or corrupt data.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A queue kept elsewhere than in the record store (the server's PostgreSQL backend) failed: its
+    /// database could not be reached or refused the statement.
+    #[error("queue backend: {0}")]
+    Backend(String),
 }
 
 impl From<WriteError> for QueueError {

@@ -360,6 +360,7 @@ impl Backend for PostgresBackend {
                 engine: None,
                 feed: Some(feed),
                 blobs: None,
+                queues: None,
             })
         })
     }
