@@ -57,6 +57,6 @@ mod s3;
 
 pub use http::{
     app, hash_token, serve, AppState, ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits,
-    Role, S3Settings, ServeError, ServeOptions, TokenConfig,
+    QueueSettings, Role, S3Settings, ServeError, ServeOptions, TokenConfig,
 };
 pub use s3::{s3_service, S3Server};

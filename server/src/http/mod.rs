@@ -34,7 +34,9 @@ use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, S3Settings};
+pub use config::{
+    ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, QueueSettings, S3Settings,
+};
 pub use router::app;
 pub use state::AppState;
 
@@ -294,7 +296,9 @@ async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
             .await
             .map_err(|e| io("the task opening the artifact store failed")(std::io::Error::other(e)))?
             .map_err(|e| ServeError::Artifacts { path: blobs, message: e.to_string() })?;
-    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency).with_artifacts(artifacts.clone());
+    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency)
+        .with_artifacts(artifacts.clone())
+        .with_queue_options(config.queue.options());
     Ok((Arc::new(backend), Some(store), Some(artifacts.clone()), Some(artifacts.into())))
 }
 

@@ -41,7 +41,7 @@ pub use model::{
     AttemptError, ClaimRequest, Enqueued, Job, JobPage, JobState, MaintenanceReport, NewJob, QueueCounts, Unique,
     DEFAULT_MAX_ATTEMPTS, MAX_CLAIM_BATCH, MAX_PRIORITY,
 };
-pub use names::{is_queue_collection, JOBS, MAX_UNIQUE_KEY_LEN, UNIQUE};
+pub use names::{check_label, check_new_job, check_queue, is_queue_collection, JOBS, MAX_UNIQUE_KEY_LEN, UNIQUE};
 pub use states::{allowed, TRANSITIONS};
 
 /// A clock that only moves when told: for tests of scheduled jobs, backoffs, leases and retention without

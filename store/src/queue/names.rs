@@ -18,19 +18,21 @@ pub fn is_queue_collection(collection: &str) -> bool {
     collection == JOBS || collection == UNIQUE
 }
 
-pub(crate) fn check_queue(queue: &str) -> Result<(), QueueError> {
+/// Checks a queue name: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn check_queue(queue: &str) -> Result<(), QueueError> {
     validate_name("queue", queue).map_err(|e| QueueError::Invalid(e.0))
 }
 
 /// Kinds and worker names: 1 to 256 bytes without control characters.
-pub(crate) fn check_label(what: &str, s: &str) -> Result<(), QueueError> {
+pub fn check_label(what: &str, s: &str) -> Result<(), QueueError> {
     if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
         return Err(QueueError::Invalid(format!("{what} {s:?} must be 1-256 bytes without control characters")));
     }
     Ok(())
 }
 
-pub(crate) fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
+/// Checks a job to enqueue: its queue, kind, priority, attempts and unique key.
+pub fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
     check_queue(&job.queue)?;
     check_label("kind", &job.kind)?;
     if job.priority > MAX_PRIORITY {
