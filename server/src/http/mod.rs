@@ -20,6 +20,7 @@ mod metrics;
 mod queue;
 mod records;
 mod router;
+mod run_metrics;
 mod state;
 mod transactions;
 
