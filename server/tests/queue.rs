@@ -137,12 +137,12 @@ async fn claims_take_the_most_urgent_job_first_and_pages_follow_claim_order() {
     loop {
         let mut path = "/v1/queue/queues/q/jobs?state=available&limit=10".to_owned();
         if let Some(a) = &after {
-            path.push_str(&format!("&after={a}"));
+            path.push_str(&format!("&cursor={a}"));
         }
         let (status, page) = get(&s, &path).await;
         assert_eq!(status, 200, "{page}");
         paged.extend(page["jobs"].as_array().unwrap().iter().map(id_of));
-        match page["next"].as_str() {
+        match page["next_cursor"].as_str() {
             Some(n) => after = Some(n.to_owned()),
             None => break,
         }

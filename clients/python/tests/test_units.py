@@ -182,7 +182,7 @@ def test_queue_requests() -> None:
         _calls.get_job(-1)
     page = _calls.jobs_page("a/b", "discarded", 10, "cur")
     assert page.path == "/v1/queue/queues/a%2Fb/jobs"
-    assert page.params == [("state", "discarded"), ("limit", "10"), ("after", "cur")]
+    assert page.params == [("state", "discarded"), ("limit", "10"), ("cursor", "cur")]
 
 
 def test_queue_refusals_map_to_their_classes() -> None:

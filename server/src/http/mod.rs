@@ -173,6 +173,18 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
         let (backend, store, embedded, artifacts) = open_backend(&opts).await?;
+        // The job queue opens now, so that its maintenance rescues leases that expired while the server was
+        // down without waiting for a request to open it.
+        let opening = backend.clone();
+        let queue = tokio::task::spawn_blocking(move || opening.queue().map(drop))
+            .await
+            .map_err(|e| io("the task opening the job queue failed")(std::io::Error::other(e)))?;
+        match queue {
+            Err(e) if e.status != axum::http::StatusCode::NOT_IMPLEMENTED => {
+                return Err(ServeError::Backend(format!("cannot open the job queue: {}", e.detail)));
+            }
+            _ => {}
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
         let s3 = match &artifacts {

@@ -527,11 +527,11 @@ def jobs_page(queue: str, state: str, limit: int | None, after: str | None) -> C
             raise ValueError("limit must be at least 1")
         params.append(("limit", str(limit)))
     if after is not None:
-        params.append(("after", after))
+        params.append(("cursor", after))
 
     def parse(r: httpx.Response) -> JobPage:
         j = _json(r)
-        return JobPage(jobs=[QueueJob.from_json(x) for x in j["jobs"]], next=j.get("next"))
+        return JobPage(jobs=[QueueJob.from_json(x) for x in j["jobs"]], next=j.get("next_cursor"))
 
     return Call("GET", queue_path(queue) + "/jobs", parse, params=params)
 
