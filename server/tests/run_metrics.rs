@@ -302,3 +302,46 @@ async fn a_scoped_token_reaches_the_metrics_of_its_projects_runs_only() {
     assert_eq!(as_("vision", Method::DELETE, "/v1/runs/theirs/metrics", None).await, 404);
     assert_eq!(as_("reader", Method::GET, "/v1/metrics/loss/compare?runs=mine,theirs&max_points=5", None).await, 200);
 }
+
+/// Retention removes the points older than their run's retention: its experiment's when the run's record
+/// names an experiment with one, else the global one; the runs kept longer keep theirs.
+#[tokio::test]
+async fn retention_by_age_globally_and_per_experiment() {
+    use std::sync::Arc;
+
+    use cairn_server::backend::{Backend, EmbeddedBackend, Precondition, Scope};
+    use cairn_server::RunMetricsSettings;
+    use cairn_store::metrics::MetricPoint;
+
+    const DAY: i64 = 24 * 3600 * 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = cairn_store::Store::open(dir.path()).unwrap();
+    store.declare(cairn_store::CollectionSpec::new("runs", vec![])).unwrap();
+    let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend::new(store, 8));
+    let now = 1_800_000_000_000i64;
+    for (run, experiment) in [("short-1", "sweep"), ("long-1", "baseline"), ("plain", "other")] {
+        let doc = json!({"experiment_id": experiment});
+        backend.put(Scope::unscoped("t"), "runs".into(), run.into(), doc, Precondition::None).await.unwrap();
+    }
+    let metrics = backend.run_metrics().unwrap();
+    // Each run: 2,000 points 40 days old, then 2,000 from 2 days ago (blocks of 1,024: the old ones end in
+    // blocks of their own).
+    for run in ["short-1", "long-1", "plain", "no-record"] {
+        let old = (0..2048).map(|s| MetricPoint::new("loss", s, now - 40 * DAY + s, 1.0));
+        let new = (2048..4096).map(|s| MetricPoint::new("loss", s, now - 2 * DAY + s, 0.5));
+        metrics.log(run, &old.chain(new).collect::<Vec<_>>()).unwrap();
+    }
+    let settings = RunMetricsSettings {
+        retention_days: Some(30),
+        experiment_retention_days: [("sweep".to_owned(), 1), ("baseline".to_owned(), 365)].into_iter().collect(),
+        ..RunMetricsSettings::default()
+    };
+    let removed = cairn_server::run_retention::expire_once(&backend, &settings, now).await.unwrap();
+    let left = |run: &str| metrics.latest(run).unwrap().first().map_or(0, |l| l.points);
+    assert_eq!(left("long-1"), 4096, "kept a year");
+    assert_eq!(left("plain"), 2048, "30 days: the old blocks went");
+    assert_eq!(left("no-record"), 2048, "a run without a record has the global retention");
+    assert_eq!(left("short-1"), 0, "1 day: everything went");
+    assert_eq!(removed.points, 2048 * 2 + 4096);
+    assert_eq!(removed.series, 1);
+}

@@ -29,8 +29,12 @@ pub trait RunMetricsApi: Send + Sync + 'static {
     fn compare(&self, runs: &[String], req: &DownsampleRequest) -> Result<Vec<RunSeries>, MetricsError>;
     /// Removes every metric of a run.
     fn delete_run(&self, run: &str) -> Result<RemovedReport, MetricsError>;
-    /// Removes the blocks whose newest point is older than `cutoff_ms`.
-    fn expire_before(&self, cutoff_ms: i64) -> Result<RemovedReport, MetricsError>;
+    /// Removes the blocks whose newest point is older than `cutoff_ms`, in the runs `selected` accepts.
+    fn expire_runs_before(
+        &self,
+        cutoff_ms: i64,
+        selected: &dyn Fn(&str) -> bool,
+    ) -> Result<RemovedReport, MetricsError>;
 }
 
 impl RunMetricsApi for Metrics {
@@ -55,8 +59,12 @@ impl RunMetricsApi for Metrics {
     fn delete_run(&self, run: &str) -> Result<RemovedReport, MetricsError> {
         Metrics::delete_run(self, run)
     }
-    fn expire_before(&self, cutoff_ms: i64) -> Result<RemovedReport, MetricsError> {
-        Metrics::expire_before(self, cutoff_ms)
+    fn expire_runs_before(
+        &self,
+        cutoff_ms: i64,
+        selected: &dyn Fn(&str) -> bool,
+    ) -> Result<RemovedReport, MetricsError> {
+        Metrics::expire_runs_before(self, cutoff_ms, selected)
     }
 }
 

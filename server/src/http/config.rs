@@ -65,6 +65,42 @@ pub struct Config {
     /// The job queue's retention, backoff and maintenance (`[queue]`).
     #[serde(default)]
     pub queue: QueueSettings,
+    /// Retention of run metrics (`[run_metrics]`).
+    #[serde(default)]
+    pub run_metrics: RunMetricsSettings,
+}
+
+/// Retention of run metrics (`[run_metrics]`; see `docs/metrics.md`): points older than a number of days
+/// are removed in the background, for every run or per experiment (the runs whose record in collection
+/// `runs` has that `experiment_id`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunMetricsSettings {
+    /// Days points are kept, for runs of experiments without a retention of their own. Default: none
+    /// (kept until deleted).
+    pub retention_days: Option<u32>,
+    /// Days points are kept for the runs of each experiment named (`[run_metrics.experiment_retention_days]`,
+    /// experiment id = days), instead of `retention_days`.
+    pub experiment_retention_days: std::collections::BTreeMap<String, u32>,
+    /// How often retention runs, in seconds. Default: 3600.
+    pub retention_interval_secs: u64,
+}
+
+impl Default for RunMetricsSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: None,
+            experiment_retention_days: std::collections::BTreeMap::new(),
+            retention_interval_secs: 3600,
+        }
+    }
+}
+
+impl RunMetricsSettings {
+    /// Whether any retention is configured.
+    pub fn enabled(&self) -> bool {
+        self.retention_days.is_some() || !self.experiment_retention_days.is_empty()
+    }
 }
 
 /// The job queue (`[queue]`; see `docs/queue.md`).
@@ -229,6 +265,7 @@ impl Default for Config {
             s3: S3Settings::default(),
             artifacts: ArtifactSettings::default(),
             queue: QueueSettings::default(),
+            run_metrics: RunMetricsSettings::default(),
         }
     }
 }
@@ -388,6 +425,13 @@ impl Config {
             return Err(ConfigError::Invalid("limits.default_page must not exceed limits.max_page".into()));
         }
         self.queue.validate().map_err(ConfigError::Invalid)?;
+        let m = &self.run_metrics;
+        if m.retention_days == Some(0) || m.experiment_retention_days.values().any(|d| *d == 0) {
+            return Err(ConfigError::Invalid("run_metrics retention days must be at least 1".into()));
+        }
+        if m.retention_interval_secs == 0 {
+            return Err(ConfigError::Invalid("run_metrics.retention_interval_secs must be at least 1".into()));
+        }
         for (i, r) in self.replicate.iter().enumerate() {
             r.validate().map_err(ConfigError::Invalid)?;
             if self.replicate.iter().skip(i + 1).any(|o| o.consumer() == r.consumer()) {

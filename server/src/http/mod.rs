@@ -36,9 +36,11 @@ use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
 pub use config::{
-    ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, QueueSettings, S3Settings,
+    ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, QueueSettings, RunMetricsSettings,
+    S3Settings,
 };
 pub use router::app;
+pub(crate) use run_metrics::problem as run_metrics_problem;
 pub use state::AppState;
 
 use crate::backend::{
@@ -240,6 +242,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
                 let _ = stopped.wait_for(|s| *s).await;
             }))
         });
+        let retention = crate::run_retention::start(backend.clone(), opts.config.run_metrics.clone(), stopped.clone());
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -249,6 +252,9 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
             })
             .await
             .map_err(io("serving failed"))?;
+        if let Some(task) = retention {
+            let _ = task.await;
+        }
         if let Some(task) = s3_task {
             task.await.map_err(|e| io("the S3 listener failed")(std::io::Error::other(e)))?.map_err(io("serving S3 failed"))?;
         }

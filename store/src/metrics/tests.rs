@@ -407,6 +407,18 @@ fn delete_run_and_retention() {
 }
 
 #[test]
+fn retention_of_selected_runs_leaves_the_others() {
+    let m = mem();
+    for run in ["keep-1", "drop-1", "drop-2"] {
+        m.log(run, &regular(&["loss"], 0, 3000)).unwrap();
+    }
+    let r = m.expire_runs_before(i64::MAX, |run| run.starts_with("drop")).unwrap();
+    assert_eq!((r.points, r.series), (6000, 2));
+    assert_eq!(all(&m, "keep-1", "loss").len(), 3000);
+    assert!(all(&m, "drop-1", "loss").is_empty() && all(&m, "drop-2", "loss").is_empty());
+}
+
+#[test]
 fn the_check_reads_every_block_and_finds_what_is_wrong() {
     let m = mem();
     m.log("r", &regular(&["loss", "acc"], 0, 3000)).unwrap();
