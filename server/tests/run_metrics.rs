@@ -196,6 +196,12 @@ async fn runs_are_compared_deleted_and_logged_at_once() {
         assert!(same(value_of(&l["latest"]["value"]), r as f64 + 1999.0 / 1e4));
     }
     assert!(latest[8]["latest"].is_null(), "a run without the metric");
+    // Runs named one by one (an id may hold a comma), mixed with a list.
+    let path = "/v1/metrics/acc/latest?run=run-1&runs=run-2,run-3&run=a%2Cb";
+    let (status, one) = call(&s, Method::GET, path, None).await;
+    assert_eq!(status, 200, "{one}");
+    let named: Vec<&str> = one["runs"].as_array().unwrap().iter().map(|r| r["run"].as_str().unwrap()).collect();
+    assert_eq!(named, ["run-1", "run-2", "run-3", "a,b"]);
     let (status, cmp) =
         call(&s, Method::GET, &format!("/v1/metrics/acc/compare?runs={}&max_points=10", runs.join(",")), None).await;
     assert_eq!(status, 200, "{cmp}");

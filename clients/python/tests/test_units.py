@@ -315,7 +315,8 @@ def test_metrics_requests() -> None:
     # Relative segments would be resolved away by the URL: escaped.
     assert _calls.downsample("..", ".", 5, None, 3).path == "/v1/runs/%2E%2E/metrics/%2E/downsample"
     assert _calls.compare("k", ["a", "b"], 10, 0, None).params == [
-        ("runs", "a,b"),
+        ("run", "a"),
+        ("run", "b"),
         ("max_points", "10"),
         ("min_step", "0"),
     ]

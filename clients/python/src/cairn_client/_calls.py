@@ -719,17 +719,13 @@ def downsample(
 
 
 def run_ids(runs: str | Sequence[str]) -> list[str]:
-    """One run's id, or several; the server separates them with commas, so an id cannot hold one."""
+    """One run's id, or several (each sent as a ``run`` parameter of its own, so an id may hold a comma)."""
     ids = [runs] if isinstance(runs, str) else list(runs)
     if not ids:
         raise ValueError("name at least one run")
     for r in ids:
         if not isinstance(r, str):
             raise TypeError(f"a run id is a string, not {r!r}")
-        if "," in r:
-            raise ValueError(
-                f"run {r!r}: the server separates runs with commas, an id holding one cannot be named"
-            )
     return ids
 
 
@@ -741,7 +737,7 @@ def latest_of(key: str, runs: Sequence[str]) -> Call[dict[str, LatestMetric | No
         }
 
     path = f"/v1/metrics/{segment(key)}/latest"
-    return Call("GET", path, parse, params=[("runs", ",".join(runs))])
+    return Call("GET", path, parse, params=[("run", r) for r in runs])
 
 
 def compare(
@@ -750,5 +746,5 @@ def compare(
     def parse(r: httpx.Response) -> dict[str, list[MetricBucket]]:
         return {s["run"]: _buckets(s) for s in _json(r)["series"]}
 
-    params = [("runs", ",".join(runs)), *_downsample_params(max_points, min_step, max_step)]
+    params = [*(("run", r) for r in runs), *_downsample_params(max_points, min_step, max_step)]
     return Call("GET", f"/v1/metrics/{segment(key)}/compare", parse, params=params)

@@ -264,14 +264,12 @@ _CONFLICTS: dict[str, type[ApiError]] = {
 }
 
 # Details of the 503s the server sends before doing any work (load shedding, the engine's task limit, the
-# stream limit) or after giving up without writing (a run metrics' batch that kept losing to concurrent
-# batches to its series): the request was not applied. A timeout's detail says the write may have been
-# applied.
+# stream limit): the request was not applied. Writes given up without writing are 503 ``contended``. A
+# timeout's detail says the write may have been applied.
 _SHED_MARKERS = (
     "concurrency limit",
     "max_concurrency tasks",
     "too many open change streams",
-    "concurrent writes to the same series",
 )
 
 
