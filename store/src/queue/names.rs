@@ -3,7 +3,7 @@
 use crate::validate::{validate_id, validate_name};
 
 use super::error::QueueError;
-use super::model::{NewJob, MAX_PRIORITY};
+use super::model::{ClaimRequest, NewJob, MAX_CLAIM_BATCH, MAX_PRIORITY};
 
 /// The collection of jobs (id: the job id in 16 hex digits).
 pub const JOBS: &str = "_queue_jobs";
@@ -18,19 +18,21 @@ pub fn is_queue_collection(collection: &str) -> bool {
     collection == JOBS || collection == UNIQUE
 }
 
-pub(crate) fn check_queue(queue: &str) -> Result<(), QueueError> {
+/// Queue names: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn check_queue(queue: &str) -> Result<(), QueueError> {
     validate_name("queue", queue).map_err(|e| QueueError::Invalid(e.0))
 }
 
 /// Kinds and worker names: 1 to 256 bytes without control characters.
-pub(crate) fn check_label(what: &str, s: &str) -> Result<(), QueueError> {
+pub fn check_label(what: &str, s: &str) -> Result<(), QueueError> {
     if s.is_empty() || s.len() > 256 || s.chars().any(char::is_control) {
         return Err(QueueError::Invalid(format!("{what} {s:?} must be 1-256 bytes without control characters")));
     }
     Ok(())
 }
 
-pub(crate) fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
+/// The checks of a job to enqueue: its queue, kind, priority, `max_attempts` and unique key.
+pub fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
     check_queue(&job.queue)?;
     check_label("kind", &job.kind)?;
     if job.priority > MAX_PRIORITY {
@@ -52,4 +54,27 @@ pub(crate) fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
         }
     }
     Ok(())
+}
+
+/// The checks of a claim: at least one queue, valid queue and worker names, a lease of at least 1 ms.
+pub fn check_claim(request: &ClaimRequest) -> Result<(), QueueError> {
+    if request.queues.is_empty() {
+        return Err(QueueError::Invalid("a claim needs at least one queue".into()));
+    }
+    for q in &request.queues {
+        check_queue(q)?;
+    }
+    check_label("worker", &request.worker)?;
+    if request.lease_ms == 0 {
+        return Err(QueueError::Invalid("a lease must last at least 1 ms".into()));
+    }
+    Ok(())
+}
+
+/// The checks of a batch claim: a `limit` of 1 to [`MAX_CLAIM_BATCH`], then [`check_claim`]'s.
+pub fn check_claim_batch(request: &ClaimRequest) -> Result<(), QueueError> {
+    if request.limit == 0 || request.limit > MAX_CLAIM_BATCH {
+        return Err(QueueError::Invalid(format!("a claim takes 1 to {MAX_CLAIM_BATCH} jobs")));
+    }
+    check_claim(request)
 }
