@@ -10,7 +10,7 @@
 //!
 //! The job queue has an interface of its own, [`QueueApi`] (held as a [`QueueStore`], which
 //! [`Backend::queue`] gives): the embedded store's [`JobQueue`](cairn_store::queue::JobQueue), or the
-//! PostgreSQL backend's queue.
+//! PostgreSQL backend's [`PostgresQueue`].
 //!
 //! The artifact store has an interface of its own, [`ArtifactApi`] (held as an [`ArtifactStore`]): the
 //! embedded store's [`Artifacts`](cairn_store::artifacts::Artifacts), or [`PostgresArtifacts`] (metadata in
@@ -35,7 +35,9 @@ use crate::problem::ApiError;
 
 pub use artifacts::{ArtifactApi, ArtifactStore, ObjectRead};
 pub use embedded::EmbeddedBackend;
-pub use postgres::{PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, LISTENER_NAME};
+pub use postgres::{
+    PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, PostgresQueue, LISTENER_NAME,
+};
 pub use queue::{QueueApi, QueueStore};
 
 /// A boxed future of a backend call.
