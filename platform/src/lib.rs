@@ -1,8 +1,8 @@
 //! The compute platform's built-in record types: jobs; ML experiments with their runs, model versions and
 //! templates; host templates, host requests and the machines that fulfil them. They sit on Cairn's record
 //! store (`cairn-store`); the server, the demo and the benchmarks use them. What this crate is not: a
-//! storage layer: reading, writing, querying and claiming are the record store's ([`claim_job`] is the
-//! scheduler's use of the store's claim).
+//! storage layer: reading, writing, querying and claiming are the record store's (a worker takes jobs from
+//! the store's job queue, `cairn_store::queue`, or claims records with `Collection::claim`).
 //!
 //! Each type implements [`Record`](cairn_store::Record): a collection name, a primary key and the
 //! secondary indexes its queries need, and each status type its lifecycle.
@@ -43,7 +43,6 @@
 mod experiment;
 mod host;
 mod job;
-mod scheduler;
 mod status;
 
 pub use experiment::{
@@ -51,7 +50,6 @@ pub use experiment::{
 };
 pub use host::{HostRequest, HostRequestStatus, HostTemplate, Machine, MachineStatus};
 pub use job::{Environment, Job, JobMetrics, JobStatus, Resources};
-pub use scheduler::{claim_job, claimable_jobs};
 pub use status::ParseStatusError;
 
 use std::collections::BTreeMap;

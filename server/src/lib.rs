@@ -53,10 +53,11 @@ mod http;
 pub mod problem;
 pub mod replicate;
 pub mod report;
+pub mod run_retention;
 mod s3;
 
 pub use http::{
     app, hash_token, serve, AppState, ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits,
-    Role, S3Settings, ServeError, ServeOptions, TokenConfig,
+    QueueSettings, Role, RunMetricsSettings, S3Settings, ServeError, ServeOptions, TokenConfig,
 };
 pub use s3::{s3_service, S3Server};

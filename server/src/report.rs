@@ -86,6 +86,8 @@ pub fn check_json(report: &StoreCheckReport) -> Value {
         "index_entries": report.index_entries,
         "blobs": report.blobs,
         "blob_bytes": report.blob_bytes,
+        "metric_series": report.metric_series,
+        "metric_points": report.metric_points,
     })
 }
 

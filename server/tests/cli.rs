@@ -86,16 +86,41 @@ fn demo_loads_and_queries_jobs_and_can_run_again() {
     assert_eq!(priorities.len(), 10, "{first}");
     assert!(priorities.windows(2).all(|w| w[0] >= w[1]), "{priorities:?}");
 
-    // Five claims, each by demo-node; every change of the run is in the feed; every index entry checks.
-    assert_eq!(first.lines().filter(|l| l.contains("node demo-node")).count(), 5, "{first}");
+    // A queue job for each QUEUED job, enqueued with it; five claimed, each starting its job on demo-node,
+    // most urgent first; every change of the run is in the feed (the queue's writes have no change events);
+    // every index entry checks: the jobs' six indexes and the queue jobs' four.
+    let queued = counts["QUEUED"];
+    assert_eq!(figure(&first, "enqueued"), queued, "{first}");
+    assert_claims(&first);
+    assert!(first.contains(&format!("queue compute: {} available, 5 running", thousands(queued - 5))), "{first}");
     assert_eq!(figure(&first, "change feed:"), 2005, "{first}");
-    assert_eq!(figure(&first, "index check:"), 6 * 2000, "{first}");
+    assert_eq!(figure(&first, "index check:"), 6 * 2000 + 4 * queued, "{first}");
 
     // A second run upserts identical jobs (restoring those the first run claimed): the counts do not change.
+    // It enqueues nothing (no job is created) and claims the next five queue jobs.
     let second = demo(dir.path());
     assert_eq!(status_counts(&first), status_counts(&second), "{first}\n{second}");
+    assert_eq!(figure(&second, "enqueued"), 0, "{second}");
+    assert_claims(&second);
+    assert!(second.contains(&format!("queue compute: {} available, 10 running", thousands(queued - 10))), "{second}");
     assert_eq!(figure(&second, "change feed:"), 2005, "{second}");
-    assert_eq!(figure(&second, "index check:"), 6 * 2000, "{second}");
+    assert_eq!(figure(&second, "index check:"), 6 * 2000 + 4 * queued, "{second}");
+}
+
+/// The demo's claims: five jobs started RUNNING on demo-node, in bands of descending priority (the queue
+/// priority is the job's priority in bands of 1,000).
+fn assert_claims(demo_output: &str) {
+    let claims: Vec<&str> = demo_output.lines().filter(|l| l.contains("node demo-node")).collect();
+    assert_eq!(claims.len(), 5, "{demo_output}");
+    assert!(claims.iter().all(|l| l.contains(" RUNNING ") && l.contains("queue job")), "{claims:#?}");
+    let bands: Vec<u64> = claims
+        .iter()
+        .map(|l| {
+            let priority = l.split_once("priority ").and_then(|(_, rest)| rest.split_whitespace().next());
+            priority.and_then(|p| p.parse::<u64>().ok()).expect("a priority") / 1000
+        })
+        .collect();
+    assert!(bands.windows(2).all(|w| w[0] >= w[1]), "{claims:#?}");
 }
 
 #[test]
@@ -105,6 +130,7 @@ fn stats_check_and_compact_on_a_demo_database() {
     let last_sequence = figure(&out, "database: last sequence");
     let index_entries = figure(&out, "index check:");
     let changes = figure(&out, "change feed:");
+    let queue_jobs = figure(&out, "enqueued");
 
     let stats = ok(&["stats"], dir.path());
     assert!(stats.contains(&format!("last sequence    {}", thousands(last_sequence))), "{stats}\ndemo:\n{out}");
@@ -126,14 +152,16 @@ fn stats_check_and_compact_on_a_demo_database() {
     assert!(json["table_count"].as_u64().is_some_and(|n| n >= 1), "{json}");
     assert_eq!(json["memtable_bytes"].as_u64(), Some(0), "{json}");
 
-    // After a full compaction only live keys remain: the collection's catalog entry, the 2,000 records,
-    // their index entries, the change feed, and the collection's record-count entries (one at least, and one
-    // per inserting commit not yet folded).
+    // After a full compaction only live keys remain: the catalog entries of the jobs collection and of the
+    // queue's two, the 2,000 jobs and the queue jobs, their index entries, the change feed, the collections'
+    // record-count entries (one at least, and one per inserting commit not yet folded) and the queue's count
+    // entries (one per enqueue and claim not yet folded).
     let check = ok(&["check"], dir.path());
-    let live = 1 + 2000 + index_entries + changes;
+    let live = 3 + 2000 + queue_jobs + index_entries + changes;
+    let most = live + 2000 + queue_jobs + 5;
     let found = figure(&check, "contents  ");
-    assert!((live + 1..=live + 2000).contains(&found), "{found} live keys, expected {live} + count entries\n{check}");
-    assert!(check.contains(&format!("1 collections, {} index entries agree", thousands(index_entries))), "{check}");
+    assert!((live + 1..=most).contains(&found), "{found} live keys, expected {live} + count entries\n{check}");
+    assert!(check.contains(&format!("3 collections, {} index entries agree", thousands(index_entries))), "{check}");
     assert!(check.ends_with("\nhealthy\n"), "{check}");
 
     // Everything survived the compaction.

@@ -22,6 +22,10 @@ pub struct StoreCheckReport {
     pub blobs: u64,
     /// Their bytes.
     pub blob_bytes: u64,
+    /// Series of the run metrics read and compared with their blocks.
+    pub metric_series: u64,
+    /// Points in the metrics' blocks, every block decoded.
+    pub metric_points: u64,
 }
 
 impl StoreCheckReport {
@@ -33,7 +37,8 @@ impl StoreCheckReport {
 
 /// Runs `check` (the engine's checks, with its storage and repair settings) on `dir`, then, if the
 /// engine found nothing wrong, compares every collection's indexes with its records through the same
-/// read-only view, and checks the artifact store's blob files (`<dir>/blobs`, every checksum, and every
+/// read-only view, reads every block of the run metrics ([`Metrics::check`](crate::metrics::Metrics::check)),
+/// and checks the artifact store's blob files (`<dir>/blobs`, every checksum, and every
 /// object's blobs present). Fails only as [`Check::run`] does.
 ///
 /// ```
@@ -50,6 +55,7 @@ impl StoreCheckReport {
 /// ```
 pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckReport, OpenError> {
     let mut counts = (0, 0, 0, 0);
+    let mut metrics = (0, 0);
     let engine = check.run_with(dir, |db, report| {
         let store = match Store::with_db(db.clone(), StoreOptions::for_check()) {
             Ok(store) => store,
@@ -59,6 +65,15 @@ pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckRep
         match store.check_indexes() {
             Ok(n) => counts.1 = n,
             Err(e) => report.problems.push(Finding::new(None, None, format!("indexes disagree with records: {e}"))),
+        }
+        match crate::metrics::Metrics::new(store.clone()).check() {
+            Ok(m) => {
+                metrics = (m.series, m.points);
+                for p in m.problems {
+                    report.problems.push(Finding::new(None, None, p));
+                }
+            }
+            Err(e) => report.problems.push(Finding::new(None, None, format!("metrics: {e}"))),
         }
         let blob_dir = crate::artifacts::blob_dir(db.path());
         if db.storage().list(&blob_dir).is_ok() {
@@ -80,6 +95,8 @@ pub fn check_store(check: &Check, dir: impl AsRef<Path>) -> Result<StoreCheckRep
         index_entries: counts.1,
         blobs: counts.2,
         blob_bytes: counts.3,
+        metric_series: metrics.0,
+        metric_points: metrics.1,
     })
 }
 

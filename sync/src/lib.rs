@@ -38,3 +38,10 @@ pub use verify::{verify_objects, verify_postgres, BlobCheck, Difference, VerifyR
 
 /// A flag that asks a `follow` loop to stop after its current step: set it from a signal handler.
 pub type StopFlag = tokio::sync::watch::Receiver<bool>;
+
+/// The collections an export, a replica and `verify` carry: every one but the job queue's (`_queue_*`),
+/// whose records are working state rewritten at every step of a job and written without change events
+/// (`docs/queue.md`). `cairn backup` copies them with the rest of the data directory.
+pub(crate) fn exported(specs: Vec<cairn_store::CollectionSpec>) -> Vec<cairn_store::CollectionSpec> {
+    specs.into_iter().filter(|s| !cairn_store::queue::is_queue_collection(&s.name)).collect()
+}

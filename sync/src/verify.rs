@@ -83,7 +83,7 @@ fn local(store: &Store) -> Result<(Records, Vec<String>), SyncError> {
     let snap = store.snapshot();
     let mut out = Records::new();
     let mut names = Vec::new();
-    for spec in snap.collections()? {
+    for spec in crate::exported(snap.collections()?) {
         for r in snap.records(&spec.name, None)? {
             let r = r?;
             out.insert((spec.name.clone(), r.id), (r.version, record_digest_in(&spec.name, r.version, &r.doc)));

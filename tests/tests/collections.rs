@@ -5,14 +5,16 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use cairn_engine::{Db, Durability, LeveledPolicy, MemStorage};
-use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_platform::{Job, JobStatus};
 use cairn_store::{
-    ChangeOp, ChangesError, CollectionSpec, IndexSpec, Op, Query, ReadError, Record, Store, StoreOptions, WriteError,
+    ChangeOp, ChangesError, ClaimError, Collection, CollectionSpec, IndexSpec, Op, Query, ReadError, Record, Store,
+    StoreOptions, Stored, WriteError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -623,6 +625,56 @@ fn indexes_agree_with_records_under_random_operations_and_crashes() {
     assert_eq!(got, model);
 }
 
+/// Claims the most urgent claimable job of the `jobs` collection for `node`, as a scheduler over it does:
+/// QUEUED then PENDING jobs by descending priority (`status_priority`), then RUNNING jobs whose lease lapsed
+/// before `now_ms` (`status_lease`). The job taken becomes RUNNING on `node`, leased until
+/// `now_ms + lease_ms`, with `started_at` set on its first claim and `attempts` counted.
+fn claim_next(
+    jobs: &Collection<Job>,
+    node: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Option<Stored<Job>>, ClaimError> {
+    let queries = [
+        Query::new().eq("status", JobStatus::Queued.as_str()).order_by("priority").descending(),
+        Query::new().eq("status", JobStatus::Pending.as_str()).order_by("priority").descending(),
+        Query::new()
+            .eq("status", JobStatus::Running.as_str())
+            .range("lease_expires_at", Bound::Unbounded, Bound::Excluded(now_ms.into()))
+            .use_index("status_lease"),
+    ];
+    jobs.claim(&queries, |job| {
+        let lapsed = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|t| t < now_ms);
+        if !(job.status.can_transition_to(JobStatus::Running) || lapsed) {
+            return false;
+        }
+        job.status = JobStatus::Running;
+        job.node = Some(node.to_owned());
+        job.started_at.get_or_insert(now_ms);
+        job.lease_expires_at = Some(now_ms + lease_ms);
+        job.attempts += 1;
+        true
+    })
+}
+
+/// Claims take jobs by priority; once every job is leased nothing is claimable until a lease lapses, and
+/// then the job is claimed again, keeping its first start time and counting the attempt.
+#[test]
+fn claims_jobs_by_priority_then_reclaims_lapsed_leases() {
+    let (_dir, store) = store();
+    let jobs = store.collection::<Job>().unwrap();
+    for (i, priority) in [(1, 5), (2, 50), (3, 20)] {
+        jobs.insert(&Job::new(format!("j{i}"), "train", "alice", "p1", priority, 1_000)).unwrap();
+    }
+    let order: Vec<String> = (0..3).map(|_| claim_next(&jobs, "n1", 2_000, 10_000).unwrap().unwrap().id).collect();
+    assert_eq!(order, vec!["j2", "j3", "j1"]);
+    assert!(claim_next(&jobs, "n2", 5_000, 10_000).unwrap().is_none(), "leases still held");
+    let again = claim_next(&jobs, "n2", 13_000, 10_000).unwrap().unwrap();
+    assert_eq!((again.doc.node.as_deref(), again.doc.attempts, again.doc.started_at), (Some("n2"), 2, Some(2_000)));
+    assert_eq!(again.doc.lease_expires_at, Some(23_000));
+    store.check_indexes().unwrap();
+}
+
 /// Scan hints (where the live head of an index range starts) never hide a record: a queue drained by
 /// claims while higher- and lower-priority jobs arrive, jobs are sent back to PENDING and the memtable is
 /// flushed, always answers exactly what the records say.
@@ -653,7 +705,7 @@ fn a_drained_queue_answers_exactly_while_jobs_arrive_and_return() {
                 model.insert(id, (true, priority));
             }
             4..=7 => {
-                if let Some(claimed) = claim_job(&jobs, "n1", 2_000, 1_000_000).unwrap() {
+                if let Some(claimed) = claim_next(&jobs, "n1", 2_000, 1_000_000).unwrap() {
                     let want = expected(&model);
                     assert_eq!(Some(&claimed.id), want.first(), "step {step}: claimed the head of the queue");
                     model.get_mut(&claimed.id).unwrap().0 = false;
@@ -706,7 +758,7 @@ fn concurrent_claims_and_inserts_lose_no_job() {
             thread::spawn(move || {
                 let mut idle = 0;
                 while idle < 200 {
-                    match claim_job(&jobs, "n", 2, 1_000_000).unwrap() {
+                    match claim_next(&jobs, "n", 2, 1_000_000).unwrap() {
                         Some(j) => {
                             claimed.lock().unwrap().push(j.id);
                             idle = 0;
@@ -727,7 +779,7 @@ fn concurrent_claims_and_inserts_lose_no_job() {
         t.join().unwrap();
     }
     // Whatever the claimers gave up on is still visible as PENDING.
-    while let Some(j) = claim_job(&jobs, "n", 2, 1_000_000).unwrap() {
+    while let Some(j) = claim_next(&jobs, "n", 2, 1_000_000).unwrap() {
         claimed.lock().unwrap().push(j.id);
     }
     let claimed = claimed.lock().unwrap();

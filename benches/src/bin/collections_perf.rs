@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Instant;
 
-use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_bench::compare::claim_next;
+use cairn_platform::{Job, JobStatus};
 use cairn_store::{Query, Store};
 use rand::{Rng, SeedableRng};
 
@@ -156,7 +157,7 @@ fn run() -> Result<(), Failure> {
                     for _ in 0..per {
                         // A claim that lost every race (`Contended`) is tried again.
                         let claimed = loop {
-                            match claim_job(&jobs, &format!("node-{w}"), 1_800_000_000_000, 600_000) {
+                            match claim_next(&jobs, &format!("node-{w}"), 1_800_000_000_000, 600_000) {
                                 Err(e) if e.is_retryable() => continue,
                                 other => break other?,
                             }

@@ -4,7 +4,8 @@
 //! cargo run --release -p cairn-server -- serve --data /tmp/cairn-load &
 //! cargo run --release -p cairn-bench --bin http_load -- [--url http://127.0.0.1:7070[,URL...]]
 //!     [--backend NAME] [--records 10000] [--queue 20000] [--concurrency 64] [--seconds 10]
-//!     [--workloads get,upsert,if-match,list,transaction,claim] [--token TOKEN]
+//!     [--workloads get,upsert,if-match,list,transaction,claim,queue,queue-batch] [--queue-batch 10]
+//!     [--token TOKEN]
 //! ```
 //!
 //! 1. declares the `load_jobs` collection (index `(status, priority)`) and loads `--records` job documents
@@ -19,9 +20,15 @@
 //!    - `list`: the first page (50 records) of `status=PENDING&order_by=priority&order=desc`;
 //!    - `transaction`: `POST /v1/transactions` putting two of the task's own records;
 //!    - `claim`: `POST /v1/collections/load_queue/claim` of the most urgent PENDING record of `load_queue`
-//!      (`--queue` records loaded before it, each claimed once; the workload ends early if they run out).
+//!      (`--queue` records loaded before it, each claimed once; the workload ends early if they run out);
+//!    - `queue`: full cycles of the job queue: `POST /v1/queue/claim` of one job of queue `load` (lease
+//!      60 s), then `POST /v1/queue/jobs/{id}/complete` with its token (`--queue` jobs enqueued before it, in
+//!      batches of 1,000; the workload ends early if they run out);
+//!    - `queue-batch`: the same with claims of up to `--queue-batch` jobs (default 10) and their completion
+//!      in one `POST /v1/queue/complete`.
 //!
-//! Reports requests per second and the latency percentiles seen by the client. Any answer other than the
+//! Reports requests per second and the latency percentiles seen by the client (for `queue` and
+//! `queue-batch`: full cycles, one per job completed, and the latency of claim plus completion). Any answer other than the
 //! expected status counts as an error and is reported. `--backend` only labels the output.
 
 use std::process::ExitCode;
@@ -33,7 +40,9 @@ use serde_json::{json, Value};
 
 const COLLECTION: &str = "load_jobs";
 const QUEUE: &str = "load_queue";
-const WORKLOADS: [&str; 6] = ["get", "upsert", "if-match", "list", "transaction", "claim"];
+const WORKLOADS: [&str; 8] = ["get", "upsert", "if-match", "list", "transaction", "claim", "queue", "queue-batch"];
+/// The job queue the `queue` workloads use.
+const JOB_QUEUE: &str = "load";
 const LOAD_BATCH: usize = 500;
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
@@ -43,6 +52,7 @@ struct Args {
     backend: Option<String>,
     records: usize,
     queue: usize,
+    queue_batch: usize,
     workloads: Vec<String>,
     concurrency: usize,
     seconds: u64,
@@ -55,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         backend: None,
         records: 10_000,
         queue: 20_000,
+        queue_batch: 10,
         workloads: WORKLOADS.iter().map(|w| (*w).to_owned()).collect(),
         concurrency: 64,
         seconds: 10,
@@ -69,6 +80,7 @@ fn parse_args() -> Result<Args, String> {
             "--backend" => args.backend = Some(value()?),
             "--records" => args.records = number(value()?)? as usize,
             "--queue" => args.queue = number(value()?)? as usize,
+            "--queue-batch" => args.queue_batch = number(value()?)?.clamp(1, 1000) as usize,
             "--workloads" => args.workloads = value()?.split(',').map(str::to_owned).collect(),
             "--concurrency" => args.concurrency = number(value()?)? as usize,
             "--seconds" => args.seconds = number(value()?)?,
@@ -231,6 +243,73 @@ async fn transaction_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, see
     t
 }
 
+/// Enqueues `jobs` jobs into the job queue [`JOB_QUEUE`], in batches of 1,000.
+async fn setup_job_queue(c: &Client, jobs: usize) -> Result<(), Failure> {
+    let start = Instant::now();
+    for first in (0..jobs).step_by(1000) {
+        let batch: Vec<Value> = (first..(first + 1000).min(jobs))
+            .map(|i| json!({"queue": JOB_QUEUE, "kind": "train", "payload": doc(i, 0), "priority": (i % 10) as u8}))
+            .collect();
+        let r = c.req(reqwest::Method::POST, "/v1/queue/jobs/batch").json(&json!({"jobs": batch})).send().await?;
+        if !r.status().is_success() {
+            return Err(format!("enqueueing: {} {}", r.status(), r.text().await?).into());
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("enqueued {jobs} jobs into queue {JOB_QUEUE} in {secs:.2} s ({:.0} jobs/s)", jobs as f64 / secs);
+    Ok(())
+}
+
+/// Full cycles of the job queue until `until` or until it is empty: claims of up to `batch` jobs, then
+/// their completion (one request per job with `batch` 1, one for all of them otherwise). Each job completed
+/// counts once, with the latency of its claim and completion.
+async fn queue_task(c: Arc<Client>, until: Instant, w: usize, batch: usize) -> Tally {
+    let mut t = Tally::default();
+    let claim = json!({"queues": [JOB_QUEUE], "worker": format!("load-{w}"), "lease_ms": 60_000, "limit": batch});
+    while Instant::now() < until {
+        let start = Instant::now();
+        let mut scratch = Tally::default();
+        let Some(claimed) =
+            timed(&mut scratch, c.req(reqwest::Method::POST, "/v1/queue/claim").json(&claim), 200, "claim").await
+        else {
+            scratch.micros.clear();
+            t.merge(scratch);
+            continue;
+        };
+        let jobs = claimed["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs.is_empty() {
+            break;
+        }
+        let done = if batch == 1 {
+            let path = format!("/v1/queue/jobs/{}/complete", jobs[0]["id"]);
+            let req = c.req(reqwest::Method::POST, &path).json(&json!({"token": jobs[0]["token"]}));
+            timed(&mut scratch, req, 200, "complete").await.is_some()
+        } else {
+            let ids: Vec<Value> = jobs.iter().map(|j| json!({"id": j["id"], "token": j["token"]})).collect();
+            let req = c.req(reqwest::Method::POST, "/v1/queue/complete").json(&json!({"jobs": ids}));
+            match timed(&mut scratch, req, 200, "complete").await {
+                Some(body) => {
+                    let refused =
+                        body["results"].as_array().map_or(0, |r| r.iter().filter(|x| x.get("error").is_some()).count());
+                    if refused > 0 {
+                        scratch.error(format!("{refused} completions refused"));
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if done {
+            let micros = start.elapsed().as_micros() as u32;
+            t.micros.extend(std::iter::repeat_n(micros, jobs.len()));
+        }
+        // The requests' own latencies are not reported, only the cycles'.
+        scratch.micros.clear();
+        t.merge(scratch);
+    }
+    t
+}
+
 /// Claims until `until` or until the queue is empty (204); 503 (every candidate's race lost) is an error.
 async fn claim_task(c: Arc<Client>, until: Instant, w: usize) -> Tally {
     let mut t = Tally::default();
@@ -372,6 +451,10 @@ async fn run(args: Args) -> Result<(), Failure> {
     if wants("claim") {
         setup(&clients[0], QUEUE, args.queue).await?;
     }
+    let queue_runs = usize::from(wants("queue")) + usize::from(wants("queue-batch"));
+    if queue_runs > 0 {
+        setup_job_queue(&clients[0], args.queue * queue_runs).await?;
+    }
     println!();
     println!(
         "{}{} server(s), {} concurrent connections, {} s per workload, {} records",
@@ -409,6 +492,14 @@ async fn run(args: Args) -> Result<(), Failure> {
                 .await?
             }
             "claim" => workload("claim", &args, &clients, |w, c, until| claim_task(c, until, w)).await?,
+            "queue" => {
+                workload("queue cycle (claim, complete)", &args, &clients, |w, c, until| queue_task(c, until, w, 1))
+                    .await?
+            }
+            "queue-batch" => {
+                let (batch, name) = (args.queue_batch, format!("queue cycle, batches of {}", args.queue_batch));
+                workload(&name, &args, &clients, |w, c, until| queue_task(c, until, w, batch)).await?
+            }
             other => return Err(format!("unknown workload {other}").into()),
         }
     }

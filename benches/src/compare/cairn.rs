@@ -6,9 +6,10 @@
 use std::path::Path;
 
 use cairn_engine::{Db, Durability, WriteBatch};
-use cairn_platform::{claim_job, Job};
+use cairn_platform::Job;
 use cairn_store::{Collection, Query, Store, StoreOptions};
 
+use super::workloads::claim_next;
 use super::{Checksum, Compacted, DocEngine, DocSession, KvEngine, KvReader, KvWriter, Result};
 
 fn open_db(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Db> {
@@ -181,7 +182,7 @@ impl DocSession for CairnSession {
     fn claim(&mut self, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<String>> {
         // A claim that lost every race (`Contended`) is tried again.
         loop {
-            match claim_job(&self.jobs, node, now_ms, lease_ms) {
+            match claim_next(&self.jobs, node, now_ms, lease_ms) {
                 Err(e) if e.is_retryable() => continue,
                 other => return Ok(other?.map(|s| s.id)),
             }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 pub use report::{Machine, Report, ResultRow};
 pub use runner::{child_load, child_run, run, run_set, SetOutcome};
-pub use workloads::{job, jobs, Checksum, DocPlan, KvPlan, Measurement};
+pub use workloads::{claim_next, job, jobs, Checksum, DocPlan, KvPlan, Measurement};
 
 /// Errors of the harness and of every engine, boxed: the benchmark only reports them.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from cairn_client import Client
+from cairn_client import Client, ServerError
 
 from .server import Server, backend_kind, cairn_binary, hash_token, new_backend
 
 ADMIN, WRITER, READER, VISION = "admin-secret", "writer-secret", "reader-secret", "vision-secret"
+
+#: The job queue's time-driven work made quick: maintenance (promotion of due jobs, rescue of lapsed leases)
+#: every 50 ms, failed jobs retried after a fixed 100 ms.
+QUICK_QUEUE = (
+    "[queue]\nmaintenance_interval_ms = 50\n"
+    "[queue.backoff]\nconstant_ms = 100\nunit_ms = 0\nmax_ms = 100\njitter = 0\n"
+)
 
 
 def pytest_report_header() -> str:
@@ -59,6 +66,36 @@ def limited_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     s = Server(binary, tmp_path_factory.mktemp("limited") / "data", config, backend=new_backend()).start()
     yield s
     s.stop()
+
+
+def skip_without_queue(server: Server, token: str | None = None) -> None:
+    """Skips the test when the server's backend has no job queue (``/v1/queue`` answers 501
+    ``/problems/not-supported``); on a backend that has one, the test runs."""
+    with Client(server.url, token=token) as c:
+        try:
+            c.queues()
+        except ServerError as e:
+            if e.status == 501 and e.kind == "not-supported":
+                pytest.skip(f"{e.detail} (CAIRN_TEST_BACKEND={backend_kind()}: 501 {e.type})")
+            raise
+
+
+@pytest.fixture(scope="session")
+def queue_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server without tokens whose job queue runs maintenance every 50 ms and retries failed jobs after
+    100 ms; the tests using it are skipped on a backend without a job queue."""
+    s = Server(binary, tmp_path_factory.mktemp("queue") / "data", QUICK_QUEUE, backend=new_backend()).start()
+    try:
+        skip_without_queue(s)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def queue(queue_server: Server) -> str:
+    """A queue no other test uses."""
+    return f"q-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

@@ -13,9 +13,13 @@ from cairn_client import (
     Change,
     Contended,
     Index,
+    InvalidTransition,
+    NewJob,
     NotFound,
     PreconditionFailed,
+    QueueJob,
     ServerError,
+    StaleToken,
     Unauthorized,
 )
 
@@ -179,6 +183,54 @@ async def test_stream_resumes_after_restart(binary: str, data_dir: Path, backend
             assert got == ["one", "two"]
     finally:
         server.stop()
+
+
+async def test_queue(queue_server: Server, queue: str) -> None:
+    async with AsyncClient(queue_server.url) as c:
+        first = await c.enqueue(queue, "k", {"n": 0}, priority=1, unique_key="first")
+        assert not first.duplicate
+        assert (await c.enqueue(queue, "k", unique_key="first")).duplicate
+        batch = await c.enqueue_many([NewJob(queue, "k", {"n": n}) for n in (1, 2, 3)])
+        ids = [e.job.id for e in batch]
+        assert [j.id async for j in c.list_jobs(queue, page_size=2)] == [*ids, first.job.id]
+        assert [j.id for j in (await c.list_jobs(queue, limit=2).page()).jobs] == ids[:2]
+        claimed = await c.claim_jobs(queue, "aw", lease=10, limit=2)
+        assert [j.id for j in claimed] == ids[:2]
+        beat = await c.heartbeat(claimed[0], 60)
+        assert beat.lease_until_ms is not None
+        assert (await c.complete(claimed[0])).state == "completed"
+        results = await c.complete_many([claimed[0], claimed[1], (claimed[1].id, 0)])
+        assert isinstance(results[0], InvalidTransition)
+        assert isinstance(results[1], QueueJob)
+        assert isinstance(results[2], StaleToken)
+        third = (await c.claim_jobs([queue], "aw"))[0]
+        assert (await c.snooze(third, 0.05)).state == "scheduled"
+        assert (await c.cancel(third.id)).state == "cancelled"
+        assert (await c.retry_job(third)).state == "available"
+        again = await c.claim_jobs(queue, "aw", limit=2)
+        assert [j.id for j in again] == [third.id, first.job.id]
+        assert (await c.fail(again[0], "boom")).state == "retryable"
+        assert (await c.cancel(again[1])).state == "cancelled"
+        await c.purge_job(again[1])
+        with pytest.raises(NotFound):
+            await c.get_job(again[1].id)
+        assert (await c.get_job(third.id)).errors[0].error == "boom"
+        assert await c.purge_discarded(queue) == 0
+        counts = await c.queue_counts(queue)
+        assert (counts.completed, counts.total) == (2, 3)
+        assert any(q.queue == queue for q in await c.queues())
+
+        # A waiting claim, woken by an enqueue of another task.
+        got: list[QueueJob] = []
+
+        async def claim() -> None:
+            got.extend(await c.claim_jobs(f"{queue}-idle", "aw", wait=10))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim)
+            await anyio.sleep(0.3)
+            await c.enqueue(f"{queue}-idle", "wake")
+        assert [j.kind for j in got] == ["wake"]
 
 
 async def test_tokens(auth_server: Server) -> None:

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use cairn_engine::{Check, Error as EngineError, OpenError};
 use cairn_store::artifacts::Artifacts;
+use cairn_store::metrics::Metrics;
 use cairn_store::queue::{JobQueue, QueueOptions};
 use cairn_store::{check_store, Change, CollectionSpec, Page, Query, RecordWrite, Store, Stored};
 use serde_json::{json, Map, Value};
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     apply_claim, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation, Permits,
-    Precondition, QueueStore, Scope,
+    Precondition, QueueStore, RunMetricsStore, Scope,
 };
 use crate::problem::ApiError;
 use crate::report;
@@ -35,6 +36,7 @@ pub struct EmbeddedBackend {
     /// The job queue, opened by the first call that needs it (declaring its collections is a write).
     queue: Arc<std::sync::Mutex<Option<QueueStore>>>,
     queue_options: QueueOptions,
+    metrics: RunMetricsStore,
 }
 
 impl EmbeddedBackend {
@@ -42,12 +44,13 @@ impl EmbeddedBackend {
     pub fn new(store: Store, max_concurrency: usize) -> Self {
         let written = watch::Sender::new(store.db().last_sequence());
         Self {
-            store,
             artifacts: None,
             permits: Arc::new(Permits::new(max_concurrency)),
             written,
             queue: Arc::default(),
             queue_options: QueueOptions::default(),
+            metrics: Arc::new(Metrics::new(store.clone())),
+            store,
         }
     }
 
@@ -363,6 +366,10 @@ impl Backend for EmbeddedBackend {
         );
         *slot = Some(queue.clone());
         Ok(queue)
+    }
+
+    fn run_metrics(&self) -> Result<RunMetricsStore, ApiError> {
+        Ok(self.metrics.clone())
     }
 
     fn close(&self) -> Result<(), String> {

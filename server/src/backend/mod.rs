@@ -12,6 +12,9 @@
 //! [`Backend::queue`] gives): the embedded store's [`JobQueue`](cairn_store::queue::JobQueue), or the
 //! PostgreSQL backend's [`PostgresQueue`].
 //!
+//! Run metrics likewise, [`RunMetricsApi`] (held as a [`RunMetricsStore`], which [`Backend::run_metrics`]
+//! gives): the embedded store's [`Metrics`](cairn_store::metrics::Metrics).
+//!
 //! The artifact store has an interface of its own, [`ArtifactApi`] (held as an [`ArtifactStore`]): the
 //! embedded store's [`Artifacts`](cairn_store::artifacts::Artifacts), or [`PostgresArtifacts`] (metadata in
 //! the PostgreSQL database, bytes in an object store).
@@ -20,6 +23,7 @@ mod artifacts;
 mod embedded;
 mod postgres;
 mod queue;
+mod run_metrics;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +43,7 @@ pub use postgres::{
     PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, PostgresQueue, LISTENER_NAME,
 };
 pub use queue::{QueueApi, QueueStore};
+pub use run_metrics::{RunMetricsApi, RunMetricsStore};
 
 /// A boxed future of a backend call.
 pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send + 'a>>;
@@ -336,6 +341,15 @@ pub trait Backend: Send + Sync + 'static {
             axum::http::StatusCode::NOT_IMPLEMENTED,
             "not-supported",
             format!("the {} backend has no job queue", self.kind()),
+        ))
+    }
+
+    /// The run metrics of this backend. 501 on a backend without them.
+    fn run_metrics(&self) -> Result<RunMetricsStore, ApiError> {
+        Err(ApiError::new(
+            axum::http::StatusCode::NOT_IMPLEMENTED,
+            "not-supported",
+            format!("the {} backend has no run metrics", self.kind()),
         ))
     }
 

@@ -91,6 +91,9 @@ fn print_text(r: &Value, start: Instant) {
     if r["blobs"].as_u64().unwrap_or(0) > 0 {
         println!("  blobs     {} artifact blobs, {} bytes read and verified", n("blobs"), n("blob_bytes"));
     }
+    if r["metric_series"].as_u64().unwrap_or(0) > 0 {
+        println!("  metrics   {} series, {} points read and verified", n("metric_series"), n("metric_points"));
+    }
     let findings = |key: &str| r[key].as_array().cloned().unwrap_or_default();
     for w in findings("warnings") {
         println!("warning: {}", finding_text(&w));

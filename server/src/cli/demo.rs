@@ -3,25 +3,32 @@
 //!
 //! The demo opens a [`Store`] on the data directory and takes its [`Job`] collection, declaring it with
 //! its six secondary indexes if needed (`status`, `owner`, `project`, `status_priority`,
-//! `project_created`, `status_lease`). It then:
+//! `project_created`, `status_lease`), and the store's job queue ([`JobQueue::open`] declares the queue's
+//! collections, `_queue_jobs` and `_queue_unique`). It then:
 //!
 //! 1. loads N synthetic jobs with `upsert`, 1,000 per transaction, each commit durable
 //!    ([`Durability::Immediate`](cairn_engine::Durability::Immediate), the default); a record, its index entries
-//!    and its change event are written atomically;
+//!    and its change event are written atomically. Each QUEUED job the load creates gets a job on the job
+//!    queue ([`JobQueue`], queue [`QUEUE`]) in the same transaction ([`JobQueue::enqueue_in`]): payload
+//!    `{"job": <record id>}`, priority from the record's ([`queue_priority`]);
 //! 2. reads three jobs by id, then times 10,000 random gets;
 //! 3. lists the ten most urgent PENDING jobs (`status_priority` read backwards), printing the query plan,
 //!    and times that query;
 //! 4. counts the jobs in each status (the `status` index) and in total (a full scan);
 //! 5. pages through one owner's jobs with cursors (the `owner` index);
-//! 6. claims five jobs for a worker node with [`claim_job`], as the scheduler does: QUEUED jobs first, by
-//!    priority, each claim a version-checked update;
+//! 6. claims five queue jobs for a worker node with [`JobQueue::claim`] (the most urgent queue priority
+//!    first, then the oldest; each leased, with a fencing token), and marks the job record each one names
+//!    RUNNING on that node, leased as long as the queue job, by a version-checked update;
 //! 7. reads the change feed written since the run started, and checks every index entry against the
 //!    records.
 //!
 //! A job is a pure function of its id (see [`synthetic_job`]): running the demo again on the same directory
 //! upserts identical documents, so records, index entries and counts come out the same, including for the
 //! jobs the previous run claimed. Only the records' versions grow, and the change feed, which keeps every
-//! write for the store's retention period.
+//! write for the store's retention period. Queue jobs are enqueued only with the records they are about when
+//! these are created, so a second run enqueues none and claims the next five; the queue jobs claimed before
+//! stay running under their lease. The queue's collections write no change events, so the change feed
+//! holds the same writes in every run.
 //!
 //! The counts per status are printed in a fixed format that the CLI tests parse: a line `jobs per status:`,
 //! then one line per status and a `total` line, each `  NAME  COUNT` with the count in thousands-separated
@@ -30,9 +37,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cairn_platform::{claim_job, Job, JobStatus};
+use cairn_platform::{Job, JobStatus};
+use cairn_store::queue::{ClaimRequest, Job as QueueJob, JobQueue, NewJob, QueueError, QueueOptions};
 use cairn_store::{Collection, CollectionError, Plan, Query, Record, Store, Stored};
 use clap::Args;
+use serde_json::json;
 
 use super::{format, DataDir, Failure};
 
@@ -54,10 +63,13 @@ const TIMED_GETS: u32 = 10_000;
 const TIMED_TOP10: u32 = 200;
 /// Page size when paging through one owner's jobs.
 const OWNER_PAGE: usize = 100;
+/// The queue that hands QUEUED jobs to workers, and the kind of its jobs.
+const QUEUE: &str = "compute";
+const QUEUE_KIND: &str = "run";
 /// Jobs claimed, for [`CLAIM_NODE`], with a lease of [`LEASE_MS`].
 const CLAIMS: usize = 5;
 const CLAIM_NODE: &str = "demo-node";
-const LEASE_MS: i64 = 60_000;
+const LEASE_MS: u64 = 60_000;
 /// Change-feed entries read per page.
 const CHANGES_PAGE: usize = 10_000;
 
@@ -72,18 +84,21 @@ const FAILURES: [&str; 4] = ["OOMKilled", "non-zero exit", "node lost", "unsched
 const EPOCH_MS: i64 = 1_767_225_600_000;
 /// 2100-01-01T00:00:00Z in milliseconds. The leases of the synthetic RUNNING jobs end within an hour after
 /// it: a fixed time, so the data does not depend on when the demo runs, and one far enough ahead that
-/// these leases never lapse (claims take QUEUED and PENDING jobs instead of reclaiming them).
+/// these leases never lapse.
 const LEASES_UNTIL_MS: i64 = 4_102_444_800_000;
 
 pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     let dir = &args.dir.path;
     let store = Store::open(dir).map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;
     let jobs = store.collection::<Job>().map_err(|e| Failure::new("cannot open the jobs collection", e))?;
+    // No maintenance thread: the demo only enqueues and claims, and a claim promotes due jobs itself.
+    let queue = JobQueue::open(store.clone(), QueueOptions::default().maintenance_interval(Duration::ZERO))
+        .map_err(|e| Failure::new("cannot open the job queue", e))?;
     let n = args.jobs;
 
     // Everything committed after this sequence number was written by this run.
     let seq_before = store.db().last_sequence();
-    let elapsed = load(&store, n).map_err(|e| Failure::new("load failed", e))?;
+    let (elapsed, enqueued) = load(&store, &queue, n).map_err(|e| Failure::new("load failed", e))?;
     println!(
         "loaded {} jobs into collection {} ({} indexes) in {}: {} jobs/s ({} durable transactions of up to {})",
         format::thousands(n.into()),
@@ -93,6 +108,10 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
         format::rate(n.into(), elapsed),
         format::thousands(n.div_ceil(BATCH_JOBS).into()),
         format::thousands(BATCH_JOBS.into()),
+    );
+    println!(
+        "enqueued {} jobs on queue {QUEUE}, each in the transaction that created its QUEUED job",
+        format::thousands(enqueued)
     );
 
     println!("\njobs by id:");
@@ -129,16 +148,7 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     count_by_status(&jobs)?;
     page_owner(&jobs, OWNERS[0])?;
 
-    let now = now_ms();
-    println!("\nclaimed for {CLAIM_NODE} (lease {} s, QUEUED jobs first, by priority):", LEASE_MS / 1000);
-    for _ in 0..CLAIMS {
-        let claim = claim_job(&jobs, CLAIM_NODE, now, LEASE_MS).map_err(|e| Failure::new("claim failed", e))?;
-        let Some(job) = claim else {
-            println!("  (nothing left to claim)");
-            break;
-        };
-        println!("  {}  node {}  attempts {}", summary(&job), job.doc.node.as_deref().unwrap_or("-"), job.doc.attempts);
-    }
+    claim(&queue, &jobs)?;
 
     let start = Instant::now();
     let changes = count_changes(&store, seq_before).map_err(|e| Failure::new("reading the change feed failed", e))?;
@@ -156,6 +166,8 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
         format::duration(start.elapsed())
     );
 
+    // The queue's handle on the store goes before the database closes.
+    drop(queue);
     let db = store.db();
     let stats = db.stats();
     println!(
@@ -170,19 +182,100 @@ pub fn run(args: &DemoArgs) -> Result<(), Failure> {
     db.clone().close().map_err(|e| Failure::new("cannot close the database", e))
 }
 
-/// Upserts jobs `0..n`, [`BATCH_JOBS`] per transaction; returns the time taken.
-fn load(store: &Store, n: u32) -> Result<Duration, CollectionError> {
+/// Upserts jobs `0..n`, [`BATCH_JOBS`] per transaction, enqueueing a queue job ([`queue_job`]) for each
+/// QUEUED job created (an upsert that writes version 1) in the same transaction; returns the time taken and
+/// the number of queue jobs enqueued.
+fn load(store: &Store, queue: &JobQueue, n: u32) -> Result<(Duration, u64), QueueError> {
     let start = Instant::now();
+    let mut enqueued = 0;
     for first in (0..n).step_by(BATCH_JOBS as usize) {
         let last = first.saturating_add(BATCH_JOBS).min(n);
-        store.transaction(|tx| {
-            for id in first..last {
-                tx.upsert(&synthetic_job(id))?;
+        let mut tx = store.begin();
+        let mut staged = 0;
+        for id in first..last {
+            let job = synthetic_job(id);
+            let created = tx.upsert(&job)? == 1;
+            if created && job.status == JobStatus::Queued {
+                queue.enqueue_in(&mut tx, &queue_job(&job))?;
+                staged += 1;
             }
-            Ok(())
-        })?;
+        }
+        tx.commit()?;
+        enqueued += staged;
     }
-    Ok(start.elapsed())
+    Ok((start.elapsed(), enqueued))
+}
+
+/// The queue job that hands `job` to a worker: kind [`QUEUE_KIND`] on [`QUEUE`], payload
+/// `{"job": <record id>}`, priority [`queue_priority`] of the record's.
+fn queue_job(job: &Job) -> NewJob {
+    NewJob::new(QUEUE, QUEUE_KIND, json!({ "job": job.id })).priority(queue_priority(job.priority))
+}
+
+/// The queue priority (0, the most urgent, to 9) of a job record's priority (higher is more urgent; 0 to
+/// 9,999 in the synthetic data), in bands of 1,000: 9,000 and above is 0, below 1,000 (negative too) is 9.
+fn queue_priority(priority: i64) -> u8 {
+    (9 - priority.clamp(0, 9_999) / 1_000) as u8
+}
+
+/// Claims up to [`CLAIMS`] queue jobs for [`CLAIM_NODE`] and starts the job record each names
+/// ([`start_job`]), printing each; a queue job whose record cannot start is cancelled. Then prints the
+/// queue's counts.
+fn claim(queue: &JobQueue, jobs: &Collection<Job>) -> Result<(), Failure> {
+    let request = ClaimRequest::new(&[QUEUE], CLAIM_NODE, LEASE_MS);
+    println!(
+        "\nclaimed from queue {QUEUE} for {CLAIM_NODE} (lease {} s; most urgent queue priority first, then oldest):",
+        LEASE_MS / 1000
+    );
+    let mut started = 0;
+    while started < CLAIMS {
+        let Some(work) = queue.claim(&request).map_err(|e| Failure::new("claim failed", e))? else {
+            println!("  (nothing left to claim)");
+            break;
+        };
+        let Some(job) = start_job(jobs, &work)? else {
+            queue.cancel(work.id).map_err(|e| Failure::new("cancel failed", e))?;
+            println!("  queue job {}: {} cannot start; cancelled", work.id, work.payload);
+            continue;
+        };
+        started += 1;
+        println!(
+            "  {}  node {}  attempts {}  queue job {} token {}",
+            summary(&job),
+            job.doc.node.as_deref().unwrap_or("-"),
+            job.doc.attempts,
+            work.id,
+            work.token
+        );
+    }
+    let counts = queue.counts(QUEUE).map_err(|e| Failure::new("queue counts failed", e))?;
+    println!(
+        "queue {QUEUE}: {} available, {} running, {} in all",
+        format::thousands(counts.available),
+        format::thousands(counts.running),
+        format::thousands(counts.total())
+    );
+    Ok(())
+}
+
+/// Marks the job record that the claimed queue job `work` names RUNNING on the worker that claimed it,
+/// leased until the queue job's lease ends, with `started_at` set on its first start and `attempts`
+/// counted, by a version-checked update. `None` if the record is missing or cannot start (it is neither
+/// PENDING nor QUEUED, nor RUNNING with a lapsed lease).
+fn start_job(jobs: &Collection<Job>, work: &QueueJob) -> Result<Option<Stored<Job>>, Failure> {
+    let Some(id) = work.payload.get("job").and_then(|id| id.as_str()) else { return Ok(None) };
+    let Some(mut job) = jobs.get(id).map_err(|e| Failure::new("get failed", e))? else { return Ok(None) };
+    let now = now_ms();
+    let lapsed = job.doc.status == JobStatus::Running && job.doc.lease_expires_at.is_some_and(|t| t < now);
+    if !(job.doc.status.can_transition_to(JobStatus::Running) || lapsed) {
+        return Ok(None);
+    }
+    job.doc.status = JobStatus::Running;
+    job.doc.node = work.worker.clone();
+    job.doc.started_at.get_or_insert(now);
+    job.doc.lease_expires_at = work.lease_until_ms;
+    job.doc.attempts += 1;
+    jobs.update(&job.doc, job.version).map(Some).map_err(|e| Failure::new("starting a claimed job failed", e))
 }
 
 fn get(jobs: &Collection<Job>, id: &str) -> Result<Stored<Job>, Failure> {
@@ -446,6 +539,15 @@ mod tests {
             if let (Some(started), Some(done)) = (job.started_at, job.completed_at) {
                 assert!(job.created_at < started && started < done, "{job:?}");
             }
+        }
+    }
+
+    #[test]
+    fn queue_priorities_are_bands_of_a_thousand_most_urgent_first() {
+        let cases =
+            [(-5, 9), (0, 9), (999, 9), (1_000, 8), (5_500, 4), (8_999, 1), (9_000, 0), (9_999, 0), (50_000, 0)];
+        for (priority, expected) in cases {
+            assert_eq!(queue_priority(priority), expected, "priority {priority}");
         }
     }
 

@@ -62,6 +62,113 @@ pub struct Config {
     /// Where the artifact store keeps its bytes on the PostgreSQL backend (`[artifacts]`).
     #[serde(default)]
     pub artifacts: ArtifactSettings,
+    /// The job queue's retention, backoff and maintenance (`[queue]`).
+    #[serde(default)]
+    pub queue: QueueSettings,
+    /// Retention of run metrics (`[run_metrics]`).
+    #[serde(default)]
+    pub run_metrics: RunMetricsSettings,
+}
+
+/// Retention of run metrics (`[run_metrics]`; see `docs/metrics.md`): points older than a number of days
+/// are removed in the background, for every run or per experiment (the runs whose record in collection
+/// `runs` has that `experiment_id`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunMetricsSettings {
+    /// Days points are kept, for runs of experiments without a retention of their own. Default: none
+    /// (kept until deleted).
+    pub retention_days: Option<u32>,
+    /// Days points are kept for the runs of each experiment named (`[run_metrics.experiment_retention_days]`,
+    /// experiment id = days), instead of `retention_days`.
+    pub experiment_retention_days: std::collections::BTreeMap<String, u32>,
+    /// How often retention runs, in seconds. Default: 3600.
+    pub retention_interval_secs: u64,
+}
+
+impl Default for RunMetricsSettings {
+    fn default() -> Self {
+        Self {
+            retention_days: None,
+            experiment_retention_days: std::collections::BTreeMap::new(),
+            retention_interval_secs: 3600,
+        }
+    }
+}
+
+impl RunMetricsSettings {
+    /// Whether any retention is configured.
+    pub fn enabled(&self) -> bool {
+        self.retention_days.is_some() || !self.experiment_retention_days.is_empty()
+    }
+}
+
+/// The job queue (`[queue]`; see `docs/queue.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSettings {
+    /// Completed jobs are deleted this many seconds after they finished. Default: 3600.
+    pub completed_retention_secs: u64,
+    /// Discarded and cancelled jobs are deleted this many seconds after they finished. Default: 604800 (7
+    /// days).
+    pub discarded_retention_secs: u64,
+    /// How often the server promotes due jobs, rescues expired leases and prunes old jobs, in milliseconds.
+    /// Default: 1000.
+    pub maintenance_interval_ms: u64,
+    /// The backoff of failed jobs (`[queue.backoff]`: `constant_ms`, `unit_ms`, `exponent`, `max_ms`,
+    /// `jitter`). Default: Oban's, attempt⁴ + 15 s plus up to 10% jitter.
+    pub backoff: cairn_store::queue::Backoff,
+    /// Backoffs of single queues (`[queue.backoffs.<queue>]`), overriding `backoff`.
+    pub backoffs: std::collections::BTreeMap<String, cairn_store::queue::Backoff>,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            completed_retention_secs: 3600,
+            discarded_retention_secs: 7 * 24 * 3600,
+            maintenance_interval_ms: 1000,
+            backoff: cairn_store::queue::Backoff::default(),
+            backoffs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl QueueSettings {
+    /// Refuses a zero maintenance interval, a backoff with negative times or a jitter outside 0 to 1, and
+    /// a backoff for a name that cannot be a queue's.
+    fn validate(&self) -> Result<(), String> {
+        if self.maintenance_interval_ms == 0 {
+            return Err("queue.maintenance_interval_ms must be at least 1".into());
+        }
+        let named = std::iter::once(("queue.backoff".to_owned(), &self.backoff))
+            .chain(self.backoffs.iter().map(|(q, b)| (format!("queue.backoffs.{q}"), b)));
+        for (name, b) in named {
+            if b.constant_ms < 0 || b.unit_ms < 0 || b.max_ms < 0 {
+                return Err(format!("{name}: constant_ms, unit_ms and max_ms must not be negative"));
+            }
+            if !(0.0..=1.0).contains(&b.jitter) {
+                return Err(format!("{name}: jitter must be between 0 and 1"));
+            }
+        }
+        for q in self.backoffs.keys() {
+            cairn_store::queue::check_queue(q).map_err(|e| format!("queue.backoffs.{q}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The queue options these settings give.
+    pub fn options(&self) -> cairn_store::queue::QueueOptions {
+        let mut opts = cairn_store::queue::QueueOptions::default()
+            .completed_retention(std::time::Duration::from_secs(self.completed_retention_secs))
+            .discarded_retention(std::time::Duration::from_secs(self.discarded_retention_secs))
+            .maintenance_interval(std::time::Duration::from_millis(self.maintenance_interval_ms))
+            .backoff(self.backoff.clone());
+        for (queue, backoff) in &self.backoffs {
+            opts = opts.queue_backoff(queue, backoff.clone());
+        }
+        opts
+    }
 }
 
 /// The artifact store on the PostgreSQL backend (`[artifacts]`; see `docs/server.md`): its metadata are
@@ -157,6 +264,8 @@ impl Default for Config {
             backend: BackendConfig::default(),
             s3: S3Settings::default(),
             artifacts: ArtifactSettings::default(),
+            queue: QueueSettings::default(),
+            run_metrics: RunMetricsSettings::default(),
         }
     }
 }
@@ -314,6 +423,14 @@ impl Config {
         }
         if l.default_page > l.max_page {
             return Err(ConfigError::Invalid("limits.default_page must not exceed limits.max_page".into()));
+        }
+        self.queue.validate().map_err(ConfigError::Invalid)?;
+        let m = &self.run_metrics;
+        if m.retention_days == Some(0) || m.experiment_retention_days.values().any(|d| *d == 0) {
+            return Err(ConfigError::Invalid("run_metrics retention days must be at least 1".into()));
+        }
+        if m.retention_interval_secs == 0 {
+            return Err(ConfigError::Invalid("run_metrics.retention_interval_secs must be at least 1".into()));
         }
         for (i, r) in self.replicate.iter().enumerate() {
             r.validate().map_err(ConfigError::Invalid)?;

@@ -20,6 +20,7 @@ mod metrics;
 mod queue;
 mod records;
 mod router;
+mod run_metrics;
 mod state;
 mod transactions;
 
@@ -34,8 +35,12 @@ use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
 pub use auth::{hash_token, Role, TokenConfig};
-pub use config::{ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, S3Settings};
+pub use config::{
+    ArtifactSettings, BackendConfig, ChangeRetention, Config, ConfigError, Limits, QueueSettings, RunMetricsSettings,
+    S3Settings,
+};
 pub use router::app;
+pub(crate) use run_metrics::problem as run_metrics_problem;
 pub use state::AppState;
 
 use crate::backend::{
@@ -170,6 +175,18 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         .map_err(io("cannot start the runtime"))?;
     runtime.block_on(async move {
         let (backend, store, embedded, artifacts) = open_backend(&opts).await?;
+        // The job queue opens now, so that its maintenance rescues leases that expired while the server was
+        // down without waiting for a request to open it.
+        let opening = backend.clone();
+        let queue = tokio::task::spawn_blocking(move || opening.queue().map(drop))
+            .await
+            .map_err(|e| io("the task opening the job queue failed")(std::io::Error::other(e)))?;
+        match queue {
+            Err(e) if e.status != axum::http::StatusCode::NOT_IMPLEMENTED => {
+                return Err(ServeError::Backend(format!("cannot open the job queue: {}", e.detail)));
+            }
+            _ => {}
+        }
         let listener = tokio::net::TcpListener::bind(listen).await.map_err(io(format!("cannot listen on {listen}")))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address"))?;
         let s3 = match &artifacts {
@@ -225,6 +242,7 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
                 let _ = stopped.wait_for(|s| *s).await;
             }))
         });
+        let retention = crate::run_retention::start(backend.clone(), opts.config.run_metrics.clone(), stopped.clone());
         let app = app(state);
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -234,6 +252,9 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
             })
             .await
             .map_err(io("serving failed"))?;
+        if let Some(task) = retention {
+            let _ = task.await;
+        }
         if let Some(task) = s3_task {
             task.await.map_err(|e| io("the S3 listener failed")(std::io::Error::other(e)))?.map_err(io("serving S3 failed"))?;
         }
@@ -294,7 +315,9 @@ async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
             .await
             .map_err(|e| io("the task opening the artifact store failed")(std::io::Error::other(e)))?
             .map_err(|e| ServeError::Artifacts { path: blobs, message: e.to_string() })?;
-    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency).with_artifacts(artifacts.clone());
+    let backend = EmbeddedBackend::new(store.clone(), config.limits.max_concurrency)
+        .with_artifacts(artifacts.clone())
+        .with_queue_options(config.queue.options());
     Ok((Arc::new(backend), Some(store), Some(artifacts.clone()), Some(artifacts.into())))
 }
 

@@ -41,7 +41,11 @@ pub fn problem(err: QueueError) -> ApiError {
         QueueError::NotFinished { id, state } => {
             conflict("not-finished", err.to_string()).with("job", id).with("state", state.as_str())
         }
-        QueueError::Contended(_) => ApiError::unavailable(err.to_string(), 1),
+        QueueError::Contended(_) => {
+            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", err.to_string());
+            e.retry_after = Some(1);
+            e
+        }
         QueueError::Store(_) | QueueError::Backend(_) => {
             tracing::error!(error = %err, "job queue failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
@@ -335,8 +339,8 @@ pub async fn counts(
     Ok(Json(counts_json(&queue, &c)))
 }
 
-/// `GET /v1/queue/queues/{queue}/jobs?state=S&limit=N&after=CURSOR`: a page of the queue's jobs in state
-/// `S` (default `available`) in claim order, and `next`, the cursor of the following page (null on the
+/// `GET /v1/queue/queues/{queue}/jobs?state=S&limit=N&cursor=C`: a page of the queue's jobs in state `S`
+/// (default `available`) in claim order, and `next_cursor`, the cursor of the following page (null on the
 /// last).
 pub async fn list(
     State(state): State<AppState>,
@@ -356,9 +360,9 @@ pub async fn list(
     if limit == 0 || limit > state.limits.max_page as u64 {
         return Err(ApiError::bad_request(format!("limit must be 1 to {}", state.limits.max_page)));
     }
-    let after = params.get("after").map(str::to_owned);
-    let page = run(&state, move |q| q.list(&queue, job_state, after.as_deref(), limit as usize)).await?;
-    Ok(Json(json!({ "jobs": page.jobs, "next": page.next })))
+    let cursor = params.get("cursor").map(str::to_owned);
+    let page = run(&state, move |q| q.list(&queue, job_state, cursor.as_deref(), limit as usize)).await?;
+    Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next })))
 }
 
 /// `DELETE /v1/queue/queues/{queue}/discarded`: deletes the queue's dead letters; answers

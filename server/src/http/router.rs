@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use super::auth::{self, Principal, Role};
 use super::limits::{self, Guard};
 use super::state::AppState;
-use super::{admin, artifacts, changes, collections, metrics, queue, records, transactions};
+use super::{admin, artifacts, changes, collections, metrics, queue, records, run_metrics, transactions};
 use crate::problem::ApiError;
 
 /// The OpenAPI document, as kept in `docs/openapi.json`.
@@ -60,6 +60,13 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/v1/queue/queues/{queue}", get(queue::counts)),
         (Method::GET, "/v1/queue/queues/{queue}/jobs", get(queue::list)),
         (Method::DELETE, "/v1/queue/queues/{queue}/discarded", delete(queue::purge_discarded)),
+        (Method::POST, "/v1/runs/{run}/metrics", post(run_metrics::log)),
+        (Method::GET, "/v1/runs/{run}/metrics", get(run_metrics::latest)),
+        (Method::DELETE, "/v1/runs/{run}/metrics", delete(run_metrics::delete)),
+        (Method::GET, "/v1/runs/{run}/metrics/{key}/history", get(run_metrics::history)),
+        (Method::GET, "/v1/runs/{run}/metrics/{key}/downsample", get(run_metrics::downsample)),
+        (Method::GET, "/v1/metrics/{key}/latest", get(run_metrics::latest_of)),
+        (Method::GET, "/v1/metrics/{key}/compare", get(run_metrics::compare)),
     ]
 }
 

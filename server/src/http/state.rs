@@ -33,6 +33,8 @@ pub struct AppState {
     /// Permits for the queue routes' blocking calls (claims long-polling for a job hold theirs while they
     /// wait, so they have their own).
     pub(crate) queue_permits: Arc<Permits>,
+    /// Permits for the run-metrics routes' blocking calls.
+    pub(crate) metrics_permits: Arc<Permits>,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             streams: Arc::new(Semaphore::new(limits.max_streams)),
             artifact_permits: Arc::new(Permits::new(limits.max_concurrency)),
             queue_permits: Arc::new(Permits::new(limits.max_concurrency)),
+            metrics_permits: Arc::new(Permits::new(limits.max_concurrency)),
             limits: Arc::new(limits),
             metrics: Arc::new(Metrics::default()),
             shutdown,

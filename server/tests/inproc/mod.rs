@@ -4,6 +4,8 @@
 //! database of `cairn_pgcluster::Postgres::shared()` (the cluster `CAIRN_TEST_POSTGRES` names, or one of
 //! its own).
 
+#![allow(dead_code, reason = "each test binary uses part of it")]
+
 #[path = "../problem/mod.rs"]
 mod problem;
 
@@ -68,7 +70,9 @@ impl App {
             (Arc::new(backend), Some(pg))
         } else {
             let store = cairn_store::Store::open(dir.path().join("data")).unwrap();
-            (Arc::new(EmbeddedBackend::new(store, config.limits.max_concurrency)), None)
+            let backend =
+                EmbeddedBackend::new(store, config.limits.max_concurrency).with_queue_options(config.queue.options());
+            (Arc::new(backend), None)
         };
         let kind = backend.kind();
         let state = AppState::with_backend(backend, &config, stopped).unwrap();

@@ -30,6 +30,10 @@ pub enum MetricsError {
     /// The storage or a commit failed underneath.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Metrics kept elsewhere than in the record store (the server's PostgreSQL backend) failed: the
+    /// database could not be reached or refused the statement.
+    #[error("metrics backend: {0}")]
+    Backend(String),
 }
 
 impl From<cairn_engine::StorageError> for MetricsError {

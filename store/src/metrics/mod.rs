@@ -15,6 +15,7 @@
 
 mod bits;
 mod block;
+mod check;
 mod error;
 mod layout;
 mod model;
@@ -25,6 +26,7 @@ mod write;
 
 use crate::store::Store;
 
+pub use check::MetricsCheck;
 pub use error::MetricsError;
 pub use model::{
     Bucket, DownsampleRequest, HistoryPage, HistoryRequest, LatestValue, LogReceipt, MetricPoint, Point, RemovedReport,

@@ -407,6 +407,57 @@ fn delete_run_and_retention() {
 }
 
 #[test]
+fn retention_of_selected_runs_leaves_the_others() {
+    let m = mem();
+    for run in ["keep-1", "drop-1", "drop-2"] {
+        m.log(run, &regular(&["loss"], 0, 3000)).unwrap();
+    }
+    let r = m.expire_runs_before(i64::MAX, |run| run.starts_with("drop")).unwrap();
+    assert_eq!((r.points, r.series), (6000, 2));
+    assert_eq!(all(&m, "keep-1", "loss").len(), 3000);
+    assert!(all(&m, "drop-1", "loss").is_empty() && all(&m, "drop-2", "loss").is_empty());
+}
+
+#[test]
+fn the_check_reads_every_block_and_finds_what_is_wrong() {
+    let m = mem();
+    m.log("r", &regular(&["loss", "acc"], 0, 3000)).unwrap();
+    m.log("r", &regular(&["loss"], 10, 20)).unwrap();
+    m.log("q", &[mp("x", Point { step: 5, timestamp_ms: 1, value: f64::NAN })]).unwrap();
+    let healthy = m.check().unwrap();
+    assert_eq!(healthy.problems, Vec::<String>::new());
+    assert_eq!((healthy.series, healthy.points), (3, 6011));
+    assert!(healthy.blocks >= 6, "{healthy:?}");
+
+    // A flipped bit in a block: its checksum, with the key and the offset.
+    let prefix = layout::blocks_prefix("r", "loss");
+    let (k, mut v) = m.store().db().prefix(&prefix).unwrap().nth(1).unwrap().unwrap();
+    let original = v.clone();
+    let middle = v.len() / 2;
+    v[middle] ^= 0x10;
+    m.store().db().put(&k, &v).unwrap();
+    let found = m.check().unwrap();
+    assert_eq!(found.problems.len(), 1, "the block, not its series again: {:?}", found.problems);
+    assert!(found.problems[0].contains("mtb") && found.problems[0].contains("offset"), "{}", found.problems[0]);
+    m.store().db().put(&k, &original).unwrap();
+    assert!(m.check().unwrap().problems.is_empty());
+
+    // A series entry whose count disagrees with its blocks (its checksum recomputed, so it decodes).
+    let skey = layout::series_key("r", "acc");
+    let entry = m.store().db().get(&skey).unwrap().unwrap();
+    let mut series = layout::Series::decode(&skey, &entry).unwrap();
+    series.points += 1;
+    m.store().db().put(&skey, &series.encode()).unwrap();
+    let found = m.check().unwrap();
+    assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
+    assert!(found.problems[0].contains("3001 points, its blocks hold 3000"), "{}", found.problems[0]);
+    // Blocks left without their series entry.
+    m.store().db().delete(&skey).unwrap();
+    let found = m.check().unwrap();
+    assert!(found.problems.iter().any(|p| p.contains("without a series entry")), "{:?}", found.problems);
+}
+
+#[test]
 fn a_corrupted_block_is_an_error_naming_its_key_never_a_value() {
     let m = mem();
     m.log("r", &regular(&["loss"], 0, 3000)).unwrap();

@@ -125,6 +125,16 @@ impl Metrics {
     /// the cutoff remain while their block holds a newer one. The latest value of a series that keeps any
     /// block is kept.
     pub fn expire_before(&self, cutoff_ms: i64) -> Result<RemovedReport, MetricsError> {
+        self.expire_runs_before(cutoff_ms, |_| true)
+    }
+
+    /// [`Metrics::expire_before`] for the runs `selected` accepts only (retention per experiment: the runs
+    /// of one experiment, or every run but those of experiments with a retention of their own).
+    pub fn expire_runs_before(
+        &self,
+        cutoff_ms: i64,
+        selected: impl Fn(&str) -> bool,
+    ) -> Result<RemovedReport, MetricsError> {
         let mut report = RemovedReport::default();
         let series: Vec<(String, String)> = {
             let snap = self.store.db().snapshot();
@@ -136,7 +146,10 @@ impl Metrics {
                 let (Some(run), Some(key)) = (parts.next(), parts.next()) else {
                     return Err(MetricsError::corruption(&k, 0, "series key without run and metric key"));
                 };
-                out.push((String::from_utf8_lossy(run).into_owned(), String::from_utf8_lossy(key).into_owned()));
+                let run = String::from_utf8_lossy(run).into_owned();
+                if selected(&run) {
+                    out.push((run, String::from_utf8_lossy(key).into_owned()));
+                }
             }
             out
         };

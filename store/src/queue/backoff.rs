@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The wait after failed attempt `n`: `constant_ms + unit_ms × nᵉˣᵖᵒⁿᵉⁿᵗ`, capped at `max_ms`, plus a jitter
 /// of up to `jitter` times that (so that jobs failing together do not retry together).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// Added to every wait. Default: 15,000 (15 s).
     pub constant_ms: i64,

@@ -18,7 +18,7 @@ pub fn is_queue_collection(collection: &str) -> bool {
     collection == JOBS || collection == UNIQUE
 }
 
-/// Queue names: 1 to 64 ASCII letters, digits, `_` or `-`.
+/// Checks a queue name: 1 to 64 ASCII letters, digits, `_` or `-`.
 pub fn check_queue(queue: &str) -> Result<(), QueueError> {
     validate_name("queue", queue).map_err(|e| QueueError::Invalid(e.0))
 }
@@ -31,7 +31,7 @@ pub fn check_label(what: &str, s: &str) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// The checks of a job to enqueue: its queue, kind, priority, `max_attempts` and unique key.
+/// Checks a job to enqueue: its queue, kind, priority, attempts and unique key.
 pub fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
     check_queue(&job.queue)?;
     check_label("kind", &job.kind)?;
@@ -56,7 +56,7 @@ pub fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// The checks of a claim: at least one queue, valid queue and worker names, a lease of at least 1 ms.
+/// Checks a claim: at least one queue, valid queue and worker names, a lease of at least 1 ms.
 pub fn check_claim(request: &ClaimRequest) -> Result<(), QueueError> {
     if request.queues.is_empty() {
         return Err(QueueError::Invalid("a claim needs at least one queue".into()));
@@ -71,7 +71,7 @@ pub fn check_claim(request: &ClaimRequest) -> Result<(), QueueError> {
     Ok(())
 }
 
-/// The checks of a batch claim: a `limit` of 1 to [`MAX_CLAIM_BATCH`], then [`check_claim`]'s.
+/// Checks a batch claim: a `limit` of 1 to [`MAX_CLAIM_BATCH`], then as [`check_claim`].
 pub fn check_claim_batch(request: &ClaimRequest) -> Result<(), QueueError> {
     if request.limit == 0 || request.limit > MAX_CLAIM_BATCH {
         return Err(QueueError::Invalid(format!("a claim takes 1 to {MAX_CLAIM_BATCH} jobs")));

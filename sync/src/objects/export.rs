@@ -251,7 +251,7 @@ async fn ship(
             changes: page.len() as u64,
             first_at_ms: first.at_ms,
             last_at_ms: last.at_ms,
-            collections: store.collections(),
+            collections: crate::exported(store.collections()),
         };
         let bytes = encode_segment(&header, &page)?;
         let name = SegmentName { after, through: last.seq, sha256: sha256_hex(&bytes) };
@@ -284,7 +284,7 @@ async fn snapshot(
     // stays where it is: it still guards changes the chain has not shipped yet.
     ensure_consumer(store, &opts.consumer(), seq)?;
     let taken_at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    let collections = snap.collections()?;
+    let collections = crate::exported(snap.collections()?);
     progress.phase("s3: snapshot", None);
     let dir = snapshot_dir(seq);
     let mut objects = Vec::new();

@@ -260,7 +260,7 @@ async fn bulk(
     report: &mut PgExportReport,
 ) -> Result<(), SyncError> {
     let snap: StoreSnapshot = store.snapshot();
-    let specs = snap.collections()?;
+    let specs = crate::exported(snap.collections()?);
     for spec in &specs {
         ensure_table(&*client, &opts.schema, spec, &snap).await?;
         ready.insert(spec.name.clone());

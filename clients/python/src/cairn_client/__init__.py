@@ -9,11 +9,19 @@
 
 :class:`Client` is synchronous, :class:`AsyncClient` the same surface for ``async`` code. Errors are the
 classes of :mod:`cairn_client.errors`; the repository interface of the platform's stores is
-:class:`Repository`. Later server features get modules of their own beside these.
+:class:`Repository`; :class:`Worker` runs a handler on the job queue's jobs. Later server features get
+modules of their own beside these.
 """
 
-from .aio import AsyncChangeFeed, AsyncChangeStream, AsyncClient, AsyncQuery, AsyncTransaction
-from .client import ChangeFeed, ChangeStream, Client, Query, Transaction
+from .aio import (
+    AsyncChangeFeed,
+    AsyncChangeStream,
+    AsyncClient,
+    AsyncJobList,
+    AsyncQuery,
+    AsyncTransaction,
+)
+from .client import ChangeFeed, ChangeStream, Client, JobList, Query, Transaction
 from .errors import (
     ApiError,
     BadRequest,
@@ -23,11 +31,14 @@ from .errors import (
     Conflict,
     Contended,
     Forbidden,
+    InvalidTransition,
     MethodNotAllowed,
+    NotFinished,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
     ServerError,
+    StaleToken,
     TransportError,
     Unauthorized,
     Unavailable,
@@ -38,9 +49,16 @@ from .models import (
     ChangesPage,
     CollectionInfo,
     Declared,
+    Enqueued,
     Health,
     Index,
+    JobError,
+    JobPage,
+    JobState,
+    NewJob,
     Page,
+    QueueCounts,
+    QueueJob,
     Record,
     TransactionResult,
     decode_document,
@@ -49,6 +67,7 @@ from .models import (
 from .repository import AsyncRepository, EntityNotFoundError, Repository, RepositoryTransaction
 from .retry import RetryPolicy
 from .transactions import TransactionBuilder
+from .worker import Outcome, Worker
 
 __version__ = "0.1.0"
 
@@ -57,6 +76,7 @@ __all__ = [
     "AsyncChangeFeed",
     "AsyncChangeStream",
     "AsyncClient",
+    "AsyncJobList",
     "AsyncQuery",
     "AsyncRepository",
     "AsyncTransaction",
@@ -74,27 +94,40 @@ __all__ = [
     "Conflict",
     "Contended",
     "Declared",
+    "Enqueued",
     "EntityNotFoundError",
     "Forbidden",
     "Health",
     "Index",
+    "InvalidTransition",
+    "JobError",
+    "JobList",
+    "JobPage",
+    "JobState",
     "MethodNotAllowed",
+    "NewJob",
+    "NotFinished",
     "NotFound",
+    "Outcome",
     "Page",
     "PayloadTooLarge",
     "PreconditionFailed",
     "Query",
+    "QueueCounts",
+    "QueueJob",
     "Record",
     "Repository",
     "RepositoryTransaction",
     "RetryPolicy",
     "ServerError",
+    "StaleToken",
     "Transaction",
     "TransactionBuilder",
     "TransactionResult",
     "TransportError",
     "Unauthorized",
     "Unavailable",
+    "Worker",
     "decode_document",
     "encode_document",
 ]

@@ -12,18 +12,26 @@ from urllib.parse import quote
 
 import httpx
 
+from .errors import ApiError, error_from_problem
 from .models import (
+    JOB_STATES,
     Bucket,
     Change,
     ChangesPage,
     CollectionInfo,
     Declared,
     Document,
+    Enqueued,
     Health,
     Index,
+    JobPage,
+    NewJob,
     Page,
+    QueueCounts,
+    QueueJob,
     Record,
     TransactionResult,
+    check_state,
     encode_document,
 )
 
@@ -33,6 +41,14 @@ T = TypeVar("T")
 IndexLike = Union[Index, Mapping[str, Any], "tuple[str, Sequence[str]]"]
 #: ``if_match``: a version, or ``"*"`` for any existing version.
 IfMatch = Union[int, str]
+
+#: A job as a call that presents its fencing token takes it: the :class:`QueueJob` a claim returned, or
+#: ``(id, token)``.
+JobRef = Union[QueueJob, "tuple[int, int]"]
+#: A job named by id: its id, or the :class:`QueueJob`.
+JobId = Union[QueueJob, int]
+#: A job to enqueue: a :class:`NewJob`, or a mapping of its fields (``{"queue", "kind", "payload", ...}``).
+NewJobLike = Union[NewJob, Mapping[str, Any]]
 
 #: Query-string parameters that are not filters; a filter on a field of these names cannot be expressed.
 RESERVED = frozenset({"order_by", "order", "limit", "cursor"})
@@ -321,3 +337,204 @@ def backup(to: str, check: bool = False) -> Call[dict[str, Any]]:
 
 def check() -> Call[dict[str, Any]]:
     return Call("POST", "/v1/admin/check", _json)
+
+
+# -- the job queue ----------------------------------------------------------------------------------------
+
+
+def millis(seconds: float, what: str, *, positive: bool = False) -> int:
+    """``seconds`` as whole milliseconds; :class:`ValueError` if negative (or, with ``positive``, under one
+    millisecond)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{what} is a number of seconds, not {seconds!r}")
+    ms = round(seconds * 1000)
+    if ms < 0 or (positive and ms < 1):
+        least = "at least 0.001" if positive else "not negative"
+        raise ValueError(f"{what} must be {least} (seconds), not {seconds!r}")
+    return ms
+
+
+def job_ref(job: JobRef) -> tuple[int, int]:
+    if isinstance(job, QueueJob):
+        return job.id, job.token
+    id, token = job
+    return job_id(id), int(token)
+
+
+def job_id(job: JobId) -> int:
+    if isinstance(job, QueueJob):
+        return job.id
+    if isinstance(job, bool) or not isinstance(job, int) or job < 0:
+        raise ValueError(f"a job id is an unsigned integer, not {job!r}")
+    return job
+
+
+def as_new_job(job: NewJobLike) -> NewJob:
+    if isinstance(job, NewJob):
+        return job
+    return NewJob(**job)
+
+
+def queue_names(queues: str | Sequence[str]) -> list[str]:
+    """One queue's name, or several."""
+    return [queues] if isinstance(queues, str) else list(queues)
+
+
+def job_path(id: int) -> str:
+    return f"/v1/queue/jobs/{id}"
+
+
+def queue_path(queue: str) -> str:
+    return f"/v1/queue/queues/{quote(queue, safe='')}"
+
+
+def _queue_job(r: httpx.Response) -> QueueJob:
+    return QueueJob.from_json(_json(r))
+
+
+def finds_itself(job: dict[str, Any]) -> bool:
+    """Whether enqueueing ``job`` (a request body) twice is sure to add one job: its unique key counts jobs
+    in every state and of any age, so the second finds the first's job whatever happened to it meanwhile.
+    With the default states, a job completed between the two would let the second add another."""
+    unique = job.get("unique")
+    return (
+        unique is not None and "period_ms" not in unique and set(unique.get("states", ())) >= set(JOB_STATES)
+    )
+
+
+def enqueue(job: NewJob) -> Call[Enqueued]:
+    body = job.to_json()
+    return Call(
+        "POST",
+        "/v1/queue/jobs",
+        lambda r: Enqueued.from_json(_json(r)),
+        body=body,
+        repeatable=finds_itself(body),
+    )
+
+
+def enqueue_many(jobs: Sequence[NewJobLike]) -> Call[list[Enqueued]]:
+    bodies = [as_new_job(j).to_json() for j in jobs]
+    if not bodies:
+        raise ValueError("a batch needs at least one job")
+
+    def parse(r: httpx.Response) -> list[Enqueued]:
+        return [Enqueued.from_json(e) for e in _json(r)["results"]]
+
+    return Call(
+        "POST",
+        "/v1/queue/jobs/batch",
+        parse,
+        body={"jobs": bodies},
+        repeatable=all(finds_itself(b) for b in bodies),
+    )
+
+
+def claim_jobs(
+    queues: str | Sequence[str], worker: str, lease: float, limit: int, wait: float
+) -> Call[list[QueueJob]]:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit!r}")
+    body: dict[str, Any] = {
+        "queues": queue_names(queues),
+        "worker": worker,
+        "lease_ms": millis(lease, "lease", positive=True),
+        "limit": limit,
+    }
+    wait_ms = millis(wait, "wait")
+    if wait_ms:
+        body["wait_ms"] = wait_ms
+
+    def parse(r: httpx.Response) -> list[QueueJob]:
+        return [QueueJob.from_json(j) for j in _json(r)["jobs"]]
+
+    # A claim whose answer was lost leased its jobs to nobody (rescued when the lease ends): not sent again.
+    return Call("POST", "/v1/queue/claim", parse, body=body, repeatable=False)
+
+
+def _with_token(job: JobRef, action: str, extra: dict[str, Any]) -> Call[QueueJob]:
+    id, token = job_ref(job)
+    # The token is a precondition: sent again after its first attempt was applied, the call is refused
+    # (the job is no longer running) and changes nothing.
+    return Call("POST", f"{job_path(id)}/{action}", _queue_job, body={"token": token, **extra})
+
+
+def complete(job: JobRef) -> Call[QueueJob]:
+    return _with_token(job, "complete", {})
+
+
+def fail(job: JobRef, error: str) -> Call[QueueJob]:
+    return _with_token(job, "fail", {"error": str(error)})
+
+
+def snooze(job: JobRef, delay: float) -> Call[QueueJob]:
+    return _with_token(job, "snooze", {"delay_ms": millis(delay, "delay")})
+
+
+def heartbeat(job: JobRef, lease: float) -> Call[QueueJob]:
+    return _with_token(job, "heartbeat", {"lease_ms": millis(lease, "lease", positive=True)})
+
+
+def cancel(job: JobId) -> Call[QueueJob]:
+    # No precondition: sent twice, the second could cancel a job retried in between.
+    return Call("POST", f"{job_path(job_id(job))}/cancel", _queue_job, repeatable=False)
+
+
+def retry_job(job: JobId) -> Call[QueueJob]:
+    # Sent twice, the second could run the job once more after a worker completed it in between.
+    return Call("POST", f"{job_path(job_id(job))}/retry", _queue_job, repeatable=False)
+
+
+def complete_many(jobs: Sequence[JobRef]) -> Call[list[QueueJob | ApiError]]:
+    refs = [job_ref(j) for j in jobs]
+    if not refs:
+        raise ValueError("a batch needs at least one job")
+
+    def parse(r: httpx.Response) -> list[QueueJob | ApiError]:
+        out: list[QueueJob | ApiError] = []
+        for result in _json(r)["results"]:
+            if "job" in result:
+                out.append(QueueJob.from_json(result["job"]))
+            else:
+                problem = result["error"]
+                out.append(error_from_problem(int(problem.get("status", 409)), problem))
+        return out
+
+    body = {"jobs": [{"id": id, "token": token} for id, token in refs]}
+    return Call("POST", "/v1/queue/complete", parse, body=body)
+
+
+def get_job(job: JobId) -> Call[QueueJob]:
+    return Call("GET", job_path(job_id(job)), _queue_job)
+
+
+def purge_job(job: JobId) -> Call[None]:
+    return Call("DELETE", job_path(job_id(job)), lambda r: None)
+
+
+def queues() -> Call[list[QueueCounts]]:
+    return Call("GET", "/v1/queue/queues", lambda r: [QueueCounts.from_json(q) for q in _json(r)["queues"]])
+
+
+def queue_counts(queue: str) -> Call[QueueCounts]:
+    return Call("GET", queue_path(queue), lambda r: QueueCounts.from_json(_json(r)))
+
+
+def jobs_page(queue: str, state: str, limit: int | None, after: str | None) -> Call[JobPage]:
+    params: list[tuple[str, str]] = [("state", check_state(state))]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        params.append(("limit", str(limit)))
+    if after is not None:
+        params.append(("cursor", after))
+
+    def parse(r: httpx.Response) -> JobPage:
+        j = _json(r)
+        return JobPage(jobs=[QueueJob.from_json(x) for x in j["jobs"]], next=j.get("next_cursor"))
+
+    return Call("GET", queue_path(queue) + "/jobs", parse, params=params)
+
+
+def purge_discarded(queue: str) -> Call[int]:
+    return Call("DELETE", queue_path(queue) + "/discarded", lambda r: int(_json(r)["purged"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ import anyio
 import httpx
 
 from . import _calls
-from ._calls import Call, IfMatch, IndexLike
+from ._calls import Call, IfMatch, IndexLike, JobId, JobRef, NewJobLike
 from ._sse import EventParser, Resume, change_of
 from .client import (
     DEFAULT_URL,
@@ -32,15 +33,29 @@ from .models import (
     CollectionInfo,
     Declared,
     Document,
+    Enqueued,
     Health,
+    JobPage,
+    JobState,
+    NewJob,
     Page,
+    QueueCounts,
+    QueueJob,
     Record,
     TransactionResult,
+    check_state,
 )
 from .retry import RetryPolicy
 from .transactions import TransactionBuilder
 
-__all__ = ["AsyncChangeFeed", "AsyncChangeStream", "AsyncClient", "AsyncQuery", "AsyncTransaction"]
+__all__ = [
+    "AsyncChangeFeed",
+    "AsyncChangeStream",
+    "AsyncClient",
+    "AsyncJobList",
+    "AsyncQuery",
+    "AsyncTransaction",
+]
 
 T = TypeVar("T")
 
@@ -242,6 +257,88 @@ class AsyncClient(Settings):
     ) -> AsyncChangeStream:
         return AsyncChangeStream(self, since, collection, reconnect_for)
 
+    async def enqueue(
+        self,
+        queue: str,
+        kind: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        run_at: datetime | int | None = None,
+        max_attempts: int | None = None,
+        unique_key: str | None = None,
+        unique_period: float | None = None,
+        unique_states: Sequence[JobState] | None = None,
+    ) -> Enqueued:
+        job = NewJob(
+            queue, kind, payload, priority, run_at, max_attempts, unique_key, unique_period, unique_states
+        )
+        return await self._run(_calls.enqueue(job))
+
+    async def enqueue_many(self, jobs: Sequence[NewJobLike]) -> list[Enqueued]:
+        return await self._run(_calls.enqueue_many(jobs))
+
+    async def claim_jobs(
+        self,
+        queues: str | Sequence[str],
+        worker: str,
+        *,
+        lease: float = 30.0,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> list[QueueJob]:
+        call = _calls.claim_jobs(queues, worker, lease, limit, wait)
+        return await self._run(call, timeout=self._poll_timeout(wait) if wait > 0 else None)
+
+    async def complete(self, job: JobRef) -> QueueJob:
+        return await self._run(_calls.complete(job))
+
+    async def fail(self, job: JobRef, error: str) -> QueueJob:
+        return await self._run(_calls.fail(job, error))
+
+    async def snooze(self, job: JobRef, delay: float) -> QueueJob:
+        return await self._run(_calls.snooze(job, delay))
+
+    async def heartbeat(self, job: JobRef, lease: float) -> QueueJob:
+        return await self._run(_calls.heartbeat(job, lease))
+
+    async def cancel(self, job: JobId) -> QueueJob:
+        return await self._run(_calls.cancel(job))
+
+    async def retry_job(self, job: JobId) -> QueueJob:
+        return await self._run(_calls.retry_job(job))
+
+    async def complete_many(self, jobs: Sequence[JobRef]) -> list[QueueJob | ApiError]:
+        return await self._run(_calls.complete_many(jobs))
+
+    async def get_job(self, job: JobId) -> QueueJob:
+        return await self._run(_calls.get_job(job))
+
+    async def purge_job(self, job: JobId) -> None:
+        await self._run(_calls.purge_job(job))
+
+    async def queues(self) -> list[QueueCounts]:
+        return await self._run(_calls.queues())
+
+    async def queue_counts(self, queue: str) -> QueueCounts:
+        return await self._run(_calls.queue_counts(queue))
+
+    def list_jobs(
+        self,
+        queue: str,
+        state: JobState = "available",
+        *,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncJobList:
+        """A lazy list of the queue's jobs in ``state``: ``async for`` it, or ``await`` its
+        :meth:`AsyncJobList.page`."""
+        check_state(state)
+        return AsyncJobList(self, queue, state, limit, page_size)
+
+    async def purge_discarded(self, queue: str) -> int:
+        return await self._run(_calls.purge_discarded(queue))
+
 
 class AsyncQuery:
     """A query, run lazily: ``async for`` reads page after page, following ``next_cursor``."""
@@ -292,6 +389,40 @@ class AsyncQuery:
     async def count(self) -> int:
         """How many records match the filters (ignoring ``limit``): one request."""
         return await self.client._run(_calls.count(self.collection, self.filters))
+
+
+class AsyncJobList:
+    """A queue's jobs in one state, read lazily: ``async for`` reads page after page, in claim order."""
+
+    def __init__(
+        self, client: AsyncClient, queue: str, state: JobState, limit: int | None, page_size: int | None
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.state = state
+        self.limit = limit
+        self.page_size = page_size
+
+    def _page_call(self, after: str | None, limit: int | None) -> Call[JobPage]:
+        return _calls.jobs_page(self.queue, self.state, limit, after)
+
+    async def page(self, after: str | None = None) -> JobPage:
+        size = self.page_size if self.limit is None else min(self.limit, self.page_size or self.limit)
+        return await self.client._run(self._page_call(after, size))
+
+    async def __aiter__(self) -> AsyncIterator[QueueJob]:
+        after: str | None = None
+        left = self.limit
+        size = self.page_size or ITER_PAGE
+        while left is None or left > 0:
+            page = await self.client._run(self._page_call(after, size if left is None else min(size, left)))
+            for job in page.jobs[:left]:
+                yield job
+            if left is not None:
+                left -= len(page.jobs)
+            if page.next is None or not page.jobs:
+                return
+            after = page.next
 
 
 class AsyncTransaction(TransactionBuilder):

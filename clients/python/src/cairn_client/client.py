@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
 
 from . import _calls
-from ._calls import Call, IfMatch, IndexLike
+from ._calls import Call, IfMatch, IndexLike, JobId, JobRef, NewJobLike
 from ._sse import EventParser, Resume, change_of
 from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
 from .models import (
@@ -21,15 +22,22 @@ from .models import (
     CollectionInfo,
     Declared,
     Document,
+    Enqueued,
     Health,
+    JobPage,
+    JobState,
+    NewJob,
     Page,
+    QueueCounts,
+    QueueJob,
     Record,
     TransactionResult,
+    check_state,
 )
 from .retry import RetryPolicy, as_policy
 from .transactions import TransactionBuilder
 
-__all__ = ["ChangeFeed", "ChangeStream", "Client", "Query", "Transaction"]
+__all__ = ["ChangeFeed", "ChangeStream", "Client", "JobList", "Query", "Transaction"]
 
 T = TypeVar("T")
 
@@ -357,6 +365,127 @@ class Client(Settings):
         change, for up to ``reconnect_for`` seconds of failed attempts (``None``: forever)."""
         return ChangeStream(self, since, collection, reconnect_for)
 
+    # -- the job queue ----------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        kind: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        run_at: datetime | int | None = None,
+        max_attempts: int | None = None,
+        unique_key: str | None = None,
+        unique_period: float | None = None,
+        unique_states: Sequence[JobState] | None = None,
+    ) -> Enqueued:
+        """``POST /v1/queue/jobs``: adds a job of ``kind`` to ``queue`` (arguments as :class:`NewJob`'s).
+        ``Enqueued.job`` is the new job, available (or scheduled, for a future ``run_at``); with
+        ``Enqueued.duplicate`` it is the job already holding ``unique_key``, and nothing was added."""
+        job = NewJob(
+            queue, kind, payload, priority, run_at, max_attempts, unique_key, unique_period, unique_states
+        )
+        return self._run(_calls.enqueue(job))
+
+    def enqueue_many(self, jobs: Sequence[NewJobLike]) -> list[Enqueued]:
+        """``POST /v1/queue/jobs/batch``: enqueues 1 to 1,000 jobs (:class:`NewJob`, or mappings of its
+        fields) in one commit, all or none; the outcome of each, in order."""
+        return self._run(_calls.enqueue_many(jobs))
+
+    def claim_jobs(
+        self,
+        queues: str | Sequence[str],
+        worker: str,
+        *,
+        lease: float = 30.0,
+        limit: int = 1,
+        wait: float = 0.0,
+    ) -> list[QueueJob]:
+        """``POST /v1/queue/claim``: up to ``limit`` of the most urgent available jobs of ``queues``
+        (priority, then age), each running, leased to ``worker`` for ``lease`` seconds and carrying its
+        fencing token. With none available, waits up to ``wait`` seconds for one (the server caps it at its
+        ``max_wait_ms``); an empty list if none came. Keep a long job's lease with :meth:`heartbeat`: a job
+        whose lease lapses is taken back (a failed attempt) and given to another worker."""
+        call = _calls.claim_jobs(queues, worker, lease, limit, wait)
+        return self._run(call, timeout=self._poll_timeout(wait) if wait > 0 else None)
+
+    def complete(self, job: JobRef) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/complete``: the claimed job (or ``(id, token)``) is done.
+        :class:`StaleToken` if another worker claimed it since, :class:`InvalidTransition` if it is no
+        longer running (its lease lapsed and it was taken back, or it was cancelled)."""
+        return self._run(_calls.complete(job))
+
+    def fail(self, job: JobRef, error: str) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/fail``: the attempt failed with ``error`` (at most 4 KiB kept). The job
+        is retried after its queue's backoff, or discarded after its last attempt. Refused as
+        :meth:`complete` is."""
+        return self._run(_calls.fail(job, error))
+
+    def snooze(self, job: JobRef, delay: float) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/snooze``: the job runs again in ``delay`` seconds, this attempt not
+        counted. Refused as :meth:`complete` is."""
+        return self._run(_calls.snooze(job, delay))
+
+    def heartbeat(self, job: JobRef, lease: float) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/heartbeat``: the job's lease now ends ``lease`` seconds from now.
+        Refused as :meth:`complete` is."""
+        return self._run(_calls.heartbeat(job, lease))
+
+    def cancel(self, job: JobId) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/cancel``: cancels a job that has not finished (a worker holding it can
+        no longer complete it). :class:`InvalidTransition` for a finished job."""
+        return self._run(_calls.cancel(job))
+
+    def retry_job(self, job: JobId) -> QueueJob:
+        """``POST /v1/queue/jobs/{id}/retry``: makes a finished job (a dead letter, say) available again,
+        with one more attempt if it used them all. :class:`InvalidTransition` for one not finished."""
+        return self._run(_calls.retry_job(job))
+
+    def complete_many(self, jobs: Sequence[JobRef]) -> list[QueueJob | ApiError]:
+        """``POST /v1/queue/complete``: completes 1 to 1,000 claimed jobs in one commit. A job refused does
+        not stop the others: each one's outcome, in order, is the completed job or the exception a
+        :meth:`complete` of it would have raised (:class:`StaleToken`, :class:`InvalidTransition`,
+        :class:`NotFound`), returned, not raised."""
+        return self._run(_calls.complete_many(jobs))
+
+    def get_job(self, job: JobId) -> QueueJob:
+        """``GET /v1/queue/jobs/{id}``: the job as it is now; :class:`NotFound` if there is none (never
+        enqueued, or pruned or purged)."""
+        return self._run(_calls.get_job(job))
+
+    def purge_job(self, job: JobId) -> None:
+        """``DELETE /v1/queue/jobs/{id}``: deletes a finished job; :class:`NotFinished` for one that is not
+        (unscoped admin tokens)."""
+        self._run(_calls.purge_job(job))
+
+    def queues(self) -> list[QueueCounts]:
+        """``GET /v1/queue/queues``: every queue, by name, with its counts per state."""
+        return self._run(_calls.queues())
+
+    def queue_counts(self, queue: str) -> QueueCounts:
+        """``GET /v1/queue/queues/{queue}``: the queue's jobs per state (all zero for a queue never used)."""
+        return self._run(_calls.queue_counts(queue))
+
+    def list_jobs(
+        self,
+        queue: str,
+        state: JobState = "available",
+        *,
+        limit: int | None = None,
+        page_size: int | None = None,
+    ) -> JobList:
+        """The jobs of ``queue`` in ``state``, in claim order, at most ``limit`` of them. Returns a lazy
+        :class:`JobList`: iterate it to read page after page (``page_size`` jobs each, default 1000), or
+        call :meth:`JobList.page`."""
+        check_state(state)
+        return JobList(self, queue, state, limit, page_size)
+
+    def purge_discarded(self, queue: str) -> int:
+        """``DELETE /v1/queue/queues/{queue}/discarded``: deletes the queue's dead letters; how many (unscoped
+        admin tokens)."""
+        return self._run(_calls.purge_discarded(queue))
+
 
 class Query:
     """A query, run lazily: iterating it reads page after page, following ``next_cursor``."""
@@ -409,6 +538,41 @@ class Query:
         """How many records match the filters (ignoring ``limit``): one request. Without filters, the
         collection's kept count; a token limited to a project counts that project's records."""
         return self.client._run(_calls.count(self.collection, self.filters))
+
+
+class JobList:
+    """A queue's jobs in one state, read lazily: iterating it reads page after page, in claim order
+    (priority, then age), following the server's cursor."""
+
+    def __init__(
+        self, client: Client, queue: str, state: JobState, limit: int | None, page_size: int | None
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.state = state
+        self.limit = limit
+        self.page_size = page_size
+
+    def _page_call(self, after: str | None, limit: int | None) -> Call[JobPage]:
+        return _calls.jobs_page(self.queue, self.state, limit, after)
+
+    def page(self, after: str | None = None) -> JobPage:
+        """One page (``limit`` jobs, or ``page_size``, or the server's default), from the cursor ``after``."""
+        size = self.page_size if self.limit is None else min(self.limit, self.page_size or self.limit)
+        return self.client._run(self._page_call(after, size))
+
+    def __iter__(self) -> Iterator[QueueJob]:
+        after: str | None = None
+        left = self.limit
+        size = self.page_size or ITER_PAGE
+        while left is None or left > 0:
+            page = self.client._run(self._page_call(after, size if left is None else min(size, left)))
+            yield from page.jobs[:left]
+            if left is not None:
+                left -= len(page.jobs)
+            if page.next is None or not page.jobs:
+                return
+            after = page.next
 
 
 class Transaction(TransactionBuilder):

@@ -15,6 +15,9 @@ NotFound                404     no such record, collection or route
 MethodNotAllowed        405     a method the route does not have
 Conflict                409     a declaration that conflicts, a transaction that kept
                                 losing to concurrent commits, a backup into a non-empty dir
+StaleToken              409     a job's fencing token is not its current one (re-claimed)
+InvalidTransition       409     a job's state does not allow the call (not running ...)
+NotFinished             409     purging a job that is not finished
 ChangesTrimmed          410     the change feed no longer holds the changes asked for
 PreconditionFailed      412     ``if_match`` / create-only / a transaction's check failed
 PayloadTooLarge         413     a body over the server's ``max_body_bytes``
@@ -42,11 +45,14 @@ __all__ = [
     "Conflict",
     "Contended",
     "Forbidden",
+    "InvalidTransition",
     "MethodNotAllowed",
+    "NotFinished",
     "NotFound",
     "PayloadTooLarge",
     "PreconditionFailed",
     "ServerError",
+    "StaleToken",
     "TransportError",
     "Unauthorized",
     "Unavailable",
@@ -103,8 +109,17 @@ class ApiError(CairnError):
         value = self.problem.get("id")
         return value if isinstance(value, str) else None
 
+    @property
+    def job_id(self) -> int | None:
+        """The job the problem names, if any (the job queue's refusals)."""
+        return _int(self.problem.get("job"))
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, detail={self.detail!r})"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class BadRequest(ApiError):
@@ -128,8 +143,53 @@ class MethodNotAllowed(ApiError):
 
 
 class Conflict(ApiError):
-    """409: a conflicting declaration, a transaction that kept losing to concurrent commits, or a backup
-    into a directory that is not empty."""
+    """409: a conflicting declaration, a transaction that kept losing to concurrent commits, a backup into a
+    directory that is not empty, or a job queue call the job's state refuses (the subclasses below)."""
+
+
+class StaleToken(Conflict):
+    """409 ``/problems/stale-token``: the fencing token presented is not the job's current one: its lease
+    expired and another worker claimed it since. Nothing was changed; the job is no longer this worker's.
+
+    ``current`` is the job's token now, ``presented`` the one sent.
+    """
+
+    @property
+    def current(self) -> int | None:
+        return _int(self.problem.get("current"))
+
+    @property
+    def presented(self) -> int | None:
+        return _int(self.problem.get("token"))
+
+
+class InvalidTransition(Conflict):
+    """409 ``/problems/invalid-transition``: the job's state does not allow the call (completing a job that
+    is no longer running: its lease expired and it was rescued, or it was cancelled; retrying one that is not
+    finished). Nothing was changed.
+
+    ``from_state`` is the job's state, ``to_state`` the one the call asked for.
+    """
+
+    @property
+    def from_state(self) -> str | None:
+        value = self.problem.get("from")
+        return value if isinstance(value, str) else None
+
+    @property
+    def to_state(self) -> str | None:
+        value = self.problem.get("to")
+        return value if isinstance(value, str) else None
+
+
+class NotFinished(Conflict):
+    """409 ``/problems/not-finished``: only a finished job (completed, discarded, cancelled) can be purged.
+    ``state`` is the job's."""
+
+    @property
+    def state(self) -> str | None:
+        value = self.problem.get("state")
+        return value if isinstance(value, str) else None
 
 
 class ChangesTrimmed(ApiError):
@@ -196,6 +256,13 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     413: PayloadTooLarge,
 }
 
+# The 409s of the job queue, by problem type.
+_CONFLICTS: dict[str, type[ApiError]] = {
+    "stale-token": StaleToken,
+    "invalid-transition": InvalidTransition,
+    "not-finished": NotFinished,
+}
+
 # Details of the 503s the server sends before doing any work (load shedding, the engine's task limit, the
 # stream limit): the request was not applied. A timeout's detail says the write may have been applied.
 _SHED_MARKERS = ("concurrency limit", "max_concurrency tasks", "too many open change streams")
@@ -226,9 +293,11 @@ def parse_retry_after(value: str | None) -> float | None:
 def error_from_problem(status: int, problem: dict[str, Any], retry_after: float | None = None) -> ApiError:
     """The exception for a problem document answered with ``status``."""
     cls: type[ApiError]
+    kind = str(problem.get("type", "")).rsplit("/", 1)[-1]
     if status == 503:
-        kind = str(problem.get("type", "")).rsplit("/", 1)[-1]
         cls = Contended if kind == "contended" else Unavailable
+    elif status == 409:
+        cls = _CONFLICTS.get(kind, Conflict)
     elif status in _BY_STATUS:
         cls = _BY_STATUS[status]
     elif status >= 500:

@@ -1,22 +1,30 @@
-"""Typed results: records, pages, changes, collections, transactions; and documents to and from model
-classes (dataclasses, pydantic models)."""
+"""Typed results: records, pages, changes, collections, transactions, the job queue's jobs and counts; and
+documents to and from model classes (dataclasses, pydantic models)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 __all__ = [
+    "JOB_STATES",
     "Change",
     "ChangesPage",
     "CollectionInfo",
     "Declared",
+    "Enqueued",
     "Health",
     "Index",
+    "JobError",
+    "JobPage",
+    "JobState",
+    "NewJob",
     "Page",
+    "QueueCounts",
+    "QueueJob",
     "Record",
     "TransactionResult",
     "decode_document",
@@ -31,6 +39,10 @@ Document = Union[Mapping[str, Any], Any]
 
 def _ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _opt_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else _ms(ms)
 
 
 @dataclass(frozen=True)
@@ -214,6 +226,268 @@ class TransactionResult:
             else:
                 results.append(Record.from_json(r))
         return cls(seq=j["seq"], results=results)
+
+
+#: Where a job is in its life (docs/queue.md has the transitions).
+JobState = Literal["scheduled", "available", "running", "retryable", "completed", "discarded", "cancelled"]
+#: Every state, in the server's order.
+JOB_STATES: tuple[JobState, ...] = (
+    "scheduled",
+    "available",
+    "running",
+    "retryable",
+    "completed",
+    "discarded",
+    "cancelled",
+)
+#: The states a job leaves only by a retry (or deletion).
+FINISHED_STATES: frozenset[str] = frozenset({"completed", "discarded", "cancelled"})
+
+
+@dataclass(frozen=True)
+class JobError:
+    """One failed attempt of a job: what the worker said (at most 4 KiB kept), or the server's ``lease
+    expired at ...`` for a lease that lapsed."""
+
+    attempt: int
+    at_ms: int
+    error: str
+
+    @property
+    def at(self) -> datetime:
+        return _ms(self.at_ms)
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> JobError:
+        return cls(attempt=j["attempt"], at_ms=j["at_ms"], error=j["error"])
+
+
+@dataclass(frozen=True)
+class QueueJob:
+    """A job of the queue, as the server answered it. A claimed job carries the ``token`` that its
+    completion, failure, snooze and heartbeats present: pass the job itself to those calls."""
+
+    #: Assigned at enqueue, increasing: of two jobs of one priority, the lower id runs first.
+    id: int
+    queue: str
+    #: What kind of work it is (a worker's dispatch key).
+    kind: str
+    #: The job's arguments: any JSON.
+    payload: Any
+    #: 0 (most urgent) to 9.
+    priority: int
+    state: JobState
+    #: Attempts started so far (claims, less snoozes).
+    attempt: int
+    #: After this many failed attempts the job is discarded.
+    max_attempts: int
+    #: When the job became or becomes available: its ``run_at``, or the end of a backoff or snooze.
+    scheduled_at_ms: int
+    #: The fencing token of the latest claim (the number of claims so far).
+    token: int
+    inserted_at_ms: int
+    #: While the job waits (scheduled, retryable): when it becomes available.
+    due_at_ms: int | None = None
+    #: While the job runs: when its lease expires.
+    lease_until_ms: int | None = None
+    #: Who claimed it last.
+    worker: str | None = None
+    unique_key: str | None = None
+    #: Each failed attempt, oldest first.
+    errors: list[JobError] = field(default_factory=list)
+    #: When it was last claimed.
+    attempted_at_ms: int | None = None
+    #: When it finished (completed, discarded or cancelled).
+    finished_at_ms: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Completed, discarded or cancelled: only :meth:`~cairn_client.Client.retry_job` moves it on."""
+        return self.state in FINISHED_STATES
+
+    @property
+    def scheduled_at(self) -> datetime:
+        return _ms(self.scheduled_at_ms)
+
+    @property
+    def inserted_at(self) -> datetime:
+        return _ms(self.inserted_at_ms)
+
+    @property
+    def due_at(self) -> datetime | None:
+        return _opt_ms(self.due_at_ms)
+
+    @property
+    def lease_until(self) -> datetime | None:
+        return _opt_ms(self.lease_until_ms)
+
+    @property
+    def attempted_at(self) -> datetime | None:
+        return _opt_ms(self.attempted_at_ms)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return _opt_ms(self.finished_at_ms)
+
+    def decode(self, model: type[T]) -> T:
+        """The payload (an object) as an instance of ``model`` (see :func:`decode_document`)."""
+        if not isinstance(self.payload, Mapping):
+            raise TypeError(f"job {self.id}'s payload is not an object: {type(self.payload).__name__}")
+        return decode_document(self.payload, model)
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> QueueJob:
+        return cls(
+            id=j["id"],
+            queue=j["queue"],
+            kind=j["kind"],
+            payload=j.get("payload"),
+            priority=j["priority"],
+            state=j["state"],
+            attempt=j["attempt"],
+            max_attempts=j["max_attempts"],
+            scheduled_at_ms=j["scheduled_at_ms"],
+            token=j["token"],
+            inserted_at_ms=j["inserted_at_ms"],
+            due_at_ms=j.get("due_at_ms"),
+            lease_until_ms=j.get("lease_until_ms"),
+            worker=j.get("worker"),
+            unique_key=j.get("unique_key"),
+            errors=[JobError.from_json(e) for e in j.get("errors", [])],
+            attempted_at_ms=j.get("attempted_at_ms"),
+            finished_at_ms=j.get("finished_at_ms"),
+        )
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to enqueue (:meth:`~cairn_client.Client.enqueue_many` takes these, or mappings of the same
+    fields).
+
+    ``payload``: any JSON, or a dataclass instance or pydantic model (written as documents are).
+    ``priority``: 0 (most urgent) to 9. ``run_at``: not before this time, a :class:`~datetime.datetime`
+    (naive ones are local time) or milliseconds since the Unix epoch. ``max_attempts``: attempts before the
+    job is discarded (the server's default: 20). ``unique_key``: while a job of the queue enqueued with this
+    key is in one of ``unique_states`` (default: not finished) and was enqueued within ``unique_period``
+    seconds (default: any time), an enqueue returns that job instead of adding one.
+    """
+
+    queue: str
+    kind: str
+    payload: Any = None
+    priority: int = 0
+    run_at: datetime | int | None = None
+    max_attempts: int | None = None
+    unique_key: str | None = None
+    unique_period: float | None = None
+    unique_states: Sequence[JobState] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The body the server takes (its ``NewJob``)."""
+        out: dict[str, Any] = {"queue": self.queue, "kind": self.kind}
+        if self.payload is not None:
+            out["payload"] = encode_payload(self.payload)
+        if self.priority:
+            out["priority"] = self.priority
+        if self.run_at is not None:
+            out["run_at_ms"] = epoch_ms(self.run_at)
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
+        if self.unique_key is not None:
+            unique: dict[str, Any] = {"key": self.unique_key}
+            if self.unique_period is not None:
+                unique["period_ms"] = round(self.unique_period * 1000)
+            if self.unique_states is not None:
+                if isinstance(self.unique_states, str):
+                    raise TypeError("unique_states is a sequence of states, not one string")
+                for s in self.unique_states:
+                    check_state(s)
+                unique["states"] = list(self.unique_states)
+            out["unique"] = unique
+        elif self.unique_period is not None or self.unique_states is not None:
+            raise ValueError("unique_period and unique_states need a unique_key")
+        return out
+
+
+def check_state(state: str) -> JobState:
+    """``state`` if it is a job state; :class:`ValueError` otherwise."""
+    for s in JOB_STATES:
+        if s == state:
+            return s
+    raise ValueError(f"no job state {state!r}: one of {', '.join(JOB_STATES)}")
+
+
+def epoch_ms(at: datetime | int) -> int:
+    """A time as milliseconds since the Unix epoch: a datetime (naive: local time), or already an int."""
+    if isinstance(at, datetime):
+        return round(at.timestamp() * 1000)
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise TypeError(f"a time is a datetime or milliseconds since the epoch (int), not {at!r}")
+    return at
+
+
+def encode_payload(payload: Any) -> Any:
+    """A job's payload as JSON-ready data: JSON values as they are, a dataclass instance or a pydantic model
+    as :func:`encode_document` writes it."""
+    if payload is None or isinstance(payload, (Mapping, list, tuple, str, int, float, bool)):
+        return payload
+    return encode_document(payload)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What an enqueue did: ``job`` is the job added, or, with ``duplicate``, the job already holding the
+    unique key (nothing was added)."""
+
+    job: QueueJob
+    duplicate: bool
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> Enqueued:
+        return cls(job=QueueJob.from_json(j["job"]), duplicate=bool(j["duplicate"]))
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """A queue's jobs in each state, kept by the server on every write (finished jobs until pruned)."""
+
+    queue: str
+    scheduled: int
+    available: int
+    running: int
+    retryable: int
+    completed: int
+    discarded: int
+    cancelled: int
+    total: int
+
+    def get(self, state: str) -> int:
+        """The count of jobs in ``state``."""
+        value: int = getattr(self, check_state(state))
+        return value
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> QueueCounts:
+        return cls(
+            queue=j["queue"],
+            scheduled=j["scheduled"],
+            available=j["available"],
+            running=j["running"],
+            retryable=j["retryable"],
+            completed=j["completed"],
+            discarded=j["discarded"],
+            cancelled=j["cancelled"],
+            total=j["total"],
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a queue's jobs in one state, in claim order. ``next`` continues it; ``None`` on the last
+    page."""
+
+    jobs: list[QueueJob]
+    next: str | None
 
 
 def encode_document(doc: Document) -> dict[str, Any]:
