@@ -3,16 +3,18 @@
 //!
 //! A change locks its jobs' rows (`SELECT ... FOR UPDATE`, in id order), applies the store's step to each
 //! job as read (so that a refusal is the embedded queue's, decided on the job's latest committed state),
-//! writes the changed rows back and changes the counts, in one transaction.
+//! writes the changed rows back and changes the counts, in one transaction. A completion of a running job
+//! under its current token, the common case, is one `UPDATE ... WHERE state = 'running' AND token = ...`
+//! with the change of the counts instead.
 
 use std::collections::HashMap;
 
 use cairn_store::queue::{check_queue, Job, JobPage, JobState, QueueError};
 
 use super::super::pool::Pooled;
-use super::counts::Deltas;
-use super::rows::{self, signed, COLUMNS};
-use super::schema::{JOBS, UNIQUE};
+use super::counts::{shard, Deltas};
+use super::rows::{self, signed, COLUMNS, J_COLUMNS};
+use super::schema::{COUNTS, JOBS, UNIQUE};
 use super::{Fail, Inner, Tx};
 
 /// Most jobs a page of `list` holds.
@@ -42,6 +44,39 @@ impl Inner {
         let ids = [id];
         let mut out = self.block_on(self.retrying(|| self.try_change_each(&ids, |_| &step)))?;
         out.pop().unwrap_or(Err(QueueError::NotFound(id)))
+    }
+
+    /// Completes job `id`, running under `token`, as [`Job::complete`] does. The common case, a running job
+    /// and its current token, is one statement; any other goes through [`Inner::change`], which gives the
+    /// refusal (or completes a job that came to match meanwhile).
+    pub(crate) fn complete(&self, id: u64, token: u64) -> Result<Job, QueueError> {
+        match self.block_on(self.retrying(|| self.complete_running(id, token)))? {
+            Some(job) => Ok(job),
+            None => self.change(id, |job, now| job.complete(token, now)),
+        }
+    }
+
+    /// Completes job `id` if it is running under `token`, changing the counts, in one statement.
+    async fn complete_running(&self, id: u64, token: u64) -> Result<Option<Job>, Fail> {
+        let sql = format!(
+            "WITH done AS (
+                 UPDATE {jobs} AS j SET state = 'completed', lease_until_ms = NULL, finished_at_ms = $3
+                 WHERE j.id = $1 AND j.token = $2 AND j.state = 'running'
+                 RETURNING {J_COLUMNS}
+             ), counted AS (
+                 INSERT INTO {counts} AS c (queue, state, shard, n)
+                 SELECT done.queue, v.s, $4, v.d
+                 FROM done CROSS JOIN (VALUES ('completed', 1::int8), ('running', -1::int8)) AS v(s, d)
+                 ORDER BY v.s COLLATE \"C\"
+                 ON CONFLICT (queue, state, shard) DO UPDATE SET n = c.n + EXCLUDED.n
+             )
+             SELECT * FROM done",
+            jobs = self.table(JOBS),
+            counts = self.table(COUNTS),
+        );
+        let now = self.opts.now_ms();
+        let rows = self.conn().await?.query_cached(&sql, &[&signed(id), &signed(token), &now, &shard()]).await?;
+        rows.first().map(rows::job).transpose()
     }
 
     /// Completes jobs, each `(id, token)` as [`Job::complete`] does, in one transaction; each one's outcome,

@@ -9,7 +9,8 @@
 //!   the rows another holds (the technique of Oban, River, graphile-worker and pgmq); it counts the
 //!   attempt and the token and changes the counts in the same statement (`claim.rs`). Due scheduled and
 //!   retryable jobs are made available by every claim first, and by the maintenance task.
-//! * The other changes lock their jobs (`SELECT ... FOR UPDATE`), apply the step in Rust and write the
+//! * The completion of a running job under its current token is one statement too; the other changes
+//!   (and the refusals) lock their jobs (`SELECT ... FOR UPDATE`), apply the step in Rust and write the
 //!   rows back (`finish.rs`, `rows.rs`).
 //! * Unique keys are checked under a transaction advisory lock on the queue and key, so that concurrent
 //!   enqueues of one key on any servers are serialized (`enqueue.rs`).
@@ -265,7 +266,7 @@ impl QueueApi for PostgresQueue {
     }
 
     fn complete(&self, id: u64, token: u64) -> Result<Job, QueueError> {
-        self.inner.change(id, |job, now| job.complete(token, now))
+        self.inner.complete(id, token)
     }
 
     fn complete_batch(&self, jobs: &[(u64, u64)]) -> Result<Vec<Result<Job, QueueError>>, QueueError> {
