@@ -3,7 +3,7 @@
 //! workers of both claiming the same jobs, counts checked against the rows after concurrent writes from
 //! both, unique keys enqueued on both at once, leases rescued while both run maintenance, and a claim
 //! waiting on one server woken by an enqueue on the other. And the jobs it returns, field for field those
-//! of the embedded queue for the same operations. Each test makes a fresh database in
+//! of the embedded queue for the same operations, and what it does with text `jsonb` cannot hold. Each test makes a fresh database in
 //! `cairn_pgcluster::Postgres::shared()` (the cluster `CAIRN_TEST_POSTGRES` names, or one of its own). The
 //! conformance suite over HTTP (`queue.rs`) runs on this backend with `CAIRN_TEST_BACKEND=postgres`.
 
@@ -582,4 +582,21 @@ async fn jobs_are_the_embedded_queue_s_field_for_field() {
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g, e, "step {i}");
     }
+}
+
+/// What `jsonb` cannot hold: a payload with a NUL character is refused as invalid, with nothing written;
+/// a NUL in a failure's error is kept as U+FFFD, and the failure recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_jsonb_cannot_hold_is_refused_or_replaced() {
+    let (_pg, url) = database();
+    let node = Node::start(&url, manual()).await;
+    let refused = node.call(|q| q.enqueue(&NewJob::new("nul", "k", json!({"s": "a\u{0}b"})))).await.unwrap_err();
+    assert!(matches!(refused, QueueError::Invalid(_)), "{refused}");
+    assert_eq!(node.call(|q| q.counts("nul")).await.unwrap(), QueueCounts::default());
+    node.call(|q| q.enqueue(&job("nul", 1))).await.unwrap();
+    let held = node.call(|q| q.claim_batch(&ClaimRequest::new(&["nul"], "w", 60_000))).await.unwrap();
+    let (id, token) = (held[0].id, held[0].token);
+    let failed = node.call(move |q| q.fail(id, token, "bad\u{0}byte")).await.unwrap();
+    assert_eq!(failed.errors[0].error, "bad\u{fffd}byte");
+    assert_eq!(node.call(move |q| q.get(id)).await.unwrap().unwrap(), failed);
 }
