@@ -294,7 +294,8 @@ async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
             max_concurrency: config.limits.max_concurrency,
             retention: config.changes.clone(),
         };
-        let backend = PostgresBackend::open(pg).await.map_err(ServeError::Backend)?;
+        let backend =
+            PostgresBackend::open(pg).await.map_err(ServeError::Backend)?.with_queue_options(config.queue.options());
         let artifacts = match &config.artifacts.objects {
             Some(objects) => Some(open_postgres_artifacts(config, url, objects).await?),
             None => None,

@@ -65,7 +65,8 @@ impl App {
             })
             .join()
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .with_queue_options(config.queue.options());
             backend.start();
             (Arc::new(backend), Some(pg))
         } else {
