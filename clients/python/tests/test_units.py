@@ -16,6 +16,7 @@ from cairn_client import (
     Change,
     Client,
     Conflict,
+    Contended,
     Index,
     InvalidTransition,
     MetricBucket,
@@ -35,7 +36,6 @@ from cairn_client._sse import EventParser, Resume, change_of
 from cairn_client.errors import (
     BadRequest,
     PayloadTooLarge,
-    Unavailable,
     error_from_problem,
     parse_retry_after,
 )
@@ -329,11 +329,11 @@ def test_metrics_requests() -> None:
     contended = error_from_problem(
         503,
         {
-            "type": "/problems/unavailable",
+            "type": "/problems/contended",
             "detail": "gave up after 1000 attempts: concurrent writes to the same series",
         },
     )
-    assert isinstance(contended, Unavailable)
+    assert isinstance(contended, Contended)
     assert not contended.applied_unknown
 
 
