@@ -11,10 +11,9 @@ mod inproc;
 use std::collections::BTreeMap;
 
 use axum::http::Method;
-use cairn_server::{Config, Role, TokenConfig};
-use inproc::{json, App};
+use cairn_server::{Config, Role};
+use inproc::{json, token, App};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 async fn call(s: &App, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = s.req(method, path);
@@ -256,18 +255,8 @@ async fn bad_requests_are_refused_and_write_nothing() {
     }
 }
 
-fn sha(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn a_scoped_token_reaches_the_metrics_of_its_projects_runs_only() {
-    let token = |name: &str, role: Role, project: Option<&str>| TokenConfig {
-        name: name.into(),
-        sha256: sha(name),
-        role,
-        project: project.map(Into::into),
-    };
     let config = Config {
         tokens: vec![
             token("admin", Role::Admin, None),

@@ -56,14 +56,11 @@ async fn run<R: Send + 'static>(
     f: impl FnOnce(&dyn RunMetricsApi) -> Result<R, MetricsError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let backend = state.backend.clone();
-    let permit = state.metrics_permits.take()?;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+    super::state::blocking(&state.metrics_permits, "run metrics", move || {
         let metrics = backend.run_metrics()?;
         f(&*metrics).map_err(problem)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("metrics task failed: {e}")))?
 }
 
 /// 404 unless `who` may reach every run of `runs`: always for an unscoped token; for a scoped one, when
