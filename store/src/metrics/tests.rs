@@ -447,7 +447,7 @@ fn the_check_reads_every_block_and_finds_what_is_wrong() {
     let entry = m.store().db().get(&skey).unwrap().unwrap();
     let mut series = layout::Series::decode(&skey, &entry).unwrap();
     series.points += 1;
-    m.store().db().put(&skey, &series.encode()).unwrap();
+    m.store().db().put(&skey, series.encode()).unwrap();
     let found = m.check().unwrap();
     assert_eq!(found.problems.len(), 1, "{:?}", found.problems);
     assert!(found.problems[0].contains("3001 points, its blocks hold 3000"), "{}", found.problems[0]);
