@@ -17,6 +17,7 @@ mod bits;
 mod block;
 mod check;
 mod error;
+mod export;
 mod layout;
 mod model;
 mod read;
@@ -28,6 +29,7 @@ use crate::store::Store;
 
 pub use check::MetricsCheck;
 pub use error::MetricsError;
+pub use export::{MetricSeries, SeriesPoints, SeriesSummary};
 pub use model::{
     Bucket, DownsampleRequest, HistoryPage, HistoryRequest, LatestValue, LogReceipt, MetricPoint, Point, RemovedReport,
     RunSeries, MAX_BUCKETS, MAX_LOG_POINTS, MAX_NAME_LEN, MAX_PAGE_POINTS,
