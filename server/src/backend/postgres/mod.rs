@@ -8,7 +8,9 @@
 //! notifications from other servers in [`listen`], stats and checks in [`admin`], the connections in
 //! [`pool`]. The artifact store on this backend, [`PostgresArtifacts`], is in `artifacts`: its tables in
 //! the same schema, its bytes in an object store. The job queue, [`PostgresQueue`], is in `queue`: its
-//! tables in the same schema, opened by the first call of [`Backend::queue`].
+//! tables in the same schema, opened by the first call of [`Backend::queue`]. Run metrics,
+//! [`PostgresRunMetrics`], are in `run_metrics`: one row per point in tables of the same schema, opened by
+//! the first call of [`Backend::run_metrics`].
 
 mod admin;
 mod artifacts;
@@ -23,6 +25,8 @@ mod query;
 mod queue;
 pub use queue::PostgresQueue;
 mod read;
+mod run_metrics;
+pub use run_metrics::PostgresRunMetrics;
 mod schema;
 mod write;
 
@@ -41,7 +45,8 @@ use self::pool::Pool;
 use self::schema::{Names, META};
 use self::write::{Fail, Step};
 use super::{
-    Backend, BackendFuture, CollectionInfo, Committed, Figures, Operation, Permits, Precondition, QueueStore, Scope,
+    Backend, BackendFuture, CollectionInfo, Committed, Figures, Operation, Permits, Precondition, QueueStore,
+    RunMetricsStore, Scope,
 };
 use crate::http::ChangeRetention;
 use crate::problem::ApiError;
@@ -84,6 +89,8 @@ pub struct PostgresBackend {
     /// The job queue, opened by the first call that needs it (on the runtime serving the calls).
     queue: Arc<Mutex<Option<QueueStore>>>,
     queue_options: QueueOptions,
+    /// The run metrics, opened by the first call that needs them (on the runtime serving the calls).
+    run_metrics: Arc<Mutex<Option<RunMetricsStore>>>,
 }
 
 /// What the backend's tasks share.
@@ -146,7 +153,7 @@ impl PostgresBackend {
         });
         let seq = inner.setup().await.map_err(|e| e.detail)?;
         inner.note_sequence(seq);
-        Ok(Self { inner, queue: Arc::default(), queue_options: QueueOptions::default() })
+        Ok(Self { inner, queue: Arc::default(), queue_options: QueueOptions::default(), run_metrics: Arc::default() })
     }
 
     /// This backend with its job queue opened with `options` (retention, backoff, maintenance interval)
@@ -421,9 +428,25 @@ impl Backend for PostgresBackend {
         Ok(queue)
     }
 
+    fn run_metrics(&self) -> Result<RunMetricsStore, ApiError> {
+        let mut slot = self.run_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(metrics) = &*slot {
+            return Ok(metrics.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| internal("the run metrics open from a thread of the runtime serving the calls"))?;
+        let metrics =
+            PostgresRunMetrics::open(&self.inner.url, &self.inner.names.schema, self.inner.pool_size, runtime)
+                .map_err(|e| internal(format!("cannot open the run metrics: {e}")))?;
+        let metrics = RunMetricsStore::from(metrics);
+        *slot = Some(metrics.clone());
+        Ok(metrics)
+    }
+
     fn close(&self) -> Result<(), String> {
         // The queue's background tasks stop with its last handle.
         self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.run_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         Ok(())
     }
 }

@@ -237,6 +237,7 @@ pub(crate) fn validate_spec(spec: &CollectionSpec) -> Result<(), ApiError> {
     if [CATALOG, META, CHANGES, "cairn_sync_state"].contains(&spec.name.as_str())
         || super::artifacts::TABLES.contains(&spec.name.as_str())
         || super::queue::TABLES.contains(&spec.name.as_str())
+        || super::run_metrics::TABLES.contains(&spec.name.as_str())
     {
         return Err(invalid(format!("collection name {:?} is the name of a table of the backend", spec.name)));
     }
