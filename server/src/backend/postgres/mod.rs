@@ -28,6 +28,7 @@ mod read;
 mod run_metrics;
 pub use run_metrics::PostgresRunMetrics;
 mod schema;
+mod txn;
 mod write;
 
 use std::collections::HashMap;

@@ -164,10 +164,10 @@ impl Inner {
             let mut tx = Tx::begin(&mut conn).await?;
             let sql = format!("SELECT state FROM {} WHERE id = $1 FOR UPDATE", self.table(JOBS));
             let rows = tx.query(&sql, &[&signed(id)]).await?;
-            let Some(row) = rows.first() else { return Err(Fail::Queue(QueueError::NotFound(id))) };
+            let Some(row) = rows.first() else { return Err(Fail::Refused(QueueError::NotFound(id))) };
             let state = rows::state(row.try_get(0)?)?;
             if !state.is_finished() {
-                return Err(Fail::Queue(QueueError::NotFinished { id, state }));
+                return Err(Fail::Refused(QueueError::NotFinished { id, state }));
             }
             let sql = format!("DELETE FROM {} WHERE id = $1 RETURNING id, queue, state, unique_key", self.table(JOBS));
             let gone = tx.query(&sql, &[&signed(id)]).await?;

@@ -44,102 +44,20 @@ use std::sync::Arc;
 use cairn_store::queue::{
     ClaimRequest, Enqueued, Job, JobPage, JobState, MaintenanceReport, NewJob, QueueCounts, QueueError, QueueOptions,
 };
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
 
-use super::pool::{Pool, Pooled, Statements};
+use super::pool::{Pool, Pooled};
 use super::schema::{fnv, Names};
+use super::txn;
 use crate::backend::QueueApi;
 
-/// Attempts of a transaction that PostgreSQL aborted as a deadlock victim or a serialization failure.
-const ATTEMPTS: usize = 16;
+/// A failure inside a queue call ([`txn::Fail`]).
+pub(crate) type Fail = txn::Fail<QueueError>;
+/// A transaction of the queue ([`txn::Tx`]).
+pub(crate) type Tx<'a> = txn::Tx<'a, QueueError>;
 
-/// A failure inside a queue call: a refusal, returned as it is, or a database error (retried when
-/// PostgreSQL says the transaction may succeed if run again).
-#[derive(Debug)]
-pub(crate) enum Fail {
-    /// The queue's answer (a refusal, or a failure already mapped).
-    Queue(QueueError),
-    /// The database's.
-    Db(tokio_postgres::Error),
-}
-
-impl Fail {
-    /// Data the queue cannot read (a row it did not write).
-    pub(crate) fn corrupt(detail: String) -> Fail {
-        Fail::Queue(QueueError::Backend(format!("postgres: {detail}")))
-    }
-
-    /// Whether running the transaction again may succeed.
-    fn retryable(&self) -> bool {
-        let retry = [SqlState::T_R_DEADLOCK_DETECTED, SqlState::T_R_SERIALIZATION_FAILURE];
-        matches!(self, Fail::Db(e) if e.code().is_some_and(|c| retry.contains(c)))
-    }
-}
-
-impl From<QueueError> for Fail {
-    fn from(e: QueueError) -> Self {
-        Fail::Queue(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for Fail {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Fail::Db(e)
-    }
-}
-
-impl From<Fail> for QueueError {
-    fn from(f: Fail) -> Self {
-        match f {
-            Fail::Queue(e) => e,
-            Fail::Db(e) => pg(e),
-        }
-    }
-}
-
-/// A PostgreSQL error as a queue error: text `jsonb` cannot hold (`\u0000` in a payload) is an invalid
-/// request, anything else a failure of the backend.
+/// A PostgreSQL error as this module's error ([`txn::pg`]).
 pub(crate) fn pg(e: tokio_postgres::Error) -> QueueError {
-    let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string());
-    if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER) {
-        return QueueError::Invalid(format!("PostgreSQL cannot store this text: {detail}"));
-    }
-    QueueError::Backend(format!("postgres: {detail}"))
-}
-
-/// A transaction on a pooled connection, its statements prepared once per connection. Dropped without
-/// [`Tx::commit`], it rolls back.
-pub(crate) struct Tx<'a> {
-    tx: tokio_postgres::Transaction<'a>,
-    statements: &'a mut Statements,
-}
-
-impl<'a> Tx<'a> {
-    /// Begins a transaction on `conn`.
-    pub(crate) async fn begin(conn: &'a mut Pooled<'_>) -> Result<Tx<'a>, Fail> {
-        let (client, statements) = conn.split();
-        let tx = client.transaction().await?;
-        Ok(Tx { tx, statements })
-    }
-
-    /// Runs `sql` and returns its rows.
-    pub(crate) async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
-        let st = self.statements.get(&self.tx, sql).await?;
-        Ok(self.tx.query(&st, params).await?)
-    }
-
-    /// Runs `sql` and returns how many rows it changed.
-    pub(crate) async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Fail> {
-        let st = self.statements.get(&self.tx, sql).await?;
-        Ok(self.tx.execute(&st, params).await?)
-    }
-
-    /// Commits.
-    pub(crate) async fn commit(self) -> Result<(), Fail> {
-        Ok(self.tx.commit().await?)
-    }
+    txn::pg(e)
 }
 
 /// What the queue's calls and tasks share.
@@ -212,7 +130,7 @@ impl Inner {
 
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Pooled<'_>, Fail> {
-        self.pool.get().await.map_err(|e| Fail::Queue(QueueError::Backend(e.detail)))
+        self.pool.get().await.map_err(|e| Fail::Refused(QueueError::Backend(e.detail)))
     }
 
     /// `"schema"."name"`.
@@ -225,23 +143,13 @@ impl Inner {
         fnv(&[self.names.schema.as_bytes(), b"queue-unique", queue.as_bytes(), key.as_bytes()]) as i64
     }
 
-    /// Runs `attempt` until it succeeds, fails otherwise than a deadlock or serialization failure, or
-    /// [`ATTEMPTS`] have failed so ([`QueueError::Contended`]).
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, QueueError>
+    /// Runs `attempt`, again after a deadlock or serialization failure ([`txn::retrying`]).
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, QueueError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Fail>>,
     {
-        let mut last = None;
-        for _ in 0..ATTEMPTS {
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(f) if f.retryable() => last = Some(f),
-                Err(f) => return Err(f.into()),
-            }
-        }
-        let detail = last.map(|f| QueueError::from(f).to_string()).unwrap_or_default();
-        Err(QueueError::Contended(format!("{ATTEMPTS} attempts failed: {detail}")))
+        txn::retrying(attempt).await
     }
 }
 

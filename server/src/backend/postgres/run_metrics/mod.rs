@@ -33,131 +33,20 @@ use cairn_store::metrics::{
     Bucket, DownsampleRequest, HistoryPage, HistoryRequest, LatestValue, LogReceipt, MetricPoint, MetricsError,
     RemovedReport, RunSeries,
 };
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, Row, Statement};
 
-use super::pool::{Pool, Pooled, Statements};
+use super::pool::{Pool, Pooled};
 use super::schema::{fnv, Names};
+use super::txn;
 use crate::backend::{RunMetricsApi, RunMetricsStore};
 
-/// Attempts of a transaction that PostgreSQL aborted as a deadlock victim or a serialization failure.
-const ATTEMPTS: usize = 16;
+/// A failure inside a metrics call ([`txn::Fail`]).
+pub(crate) type Fail = txn::Fail<MetricsError>;
+/// A transaction of the metrics ([`txn::Tx`]).
+pub(crate) type Tx<'a> = txn::Tx<'a, MetricsError>;
 
-/// A failure inside a metrics call: the store's answer, returned as it is, or a database error (retried
-/// when PostgreSQL says the transaction may succeed if run again).
-#[derive(Debug)]
-pub(crate) enum Fail {
-    /// The metrics' answer (a refusal, or a failure already mapped).
-    Metrics(MetricsError),
-    /// The database's.
-    Db(tokio_postgres::Error),
-}
-
-impl Fail {
-    /// Data the metrics cannot read (a row they did not write).
-    pub(crate) fn corrupt(detail: String) -> Fail {
-        Fail::Metrics(MetricsError::Backend(format!("postgres: {detail}")))
-    }
-
-    /// Whether running the transaction again may succeed.
-    fn retryable(&self) -> bool {
-        let retry = [SqlState::T_R_DEADLOCK_DETECTED, SqlState::T_R_SERIALIZATION_FAILURE];
-        matches!(self, Fail::Db(e) if e.code().is_some_and(|c| retry.contains(c)))
-    }
-}
-
-impl From<MetricsError> for Fail {
-    fn from(e: MetricsError) -> Self {
-        Fail::Metrics(e)
-    }
-}
-
-impl From<tokio_postgres::Error> for Fail {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Fail::Db(e)
-    }
-}
-
-impl From<Fail> for MetricsError {
-    fn from(f: Fail) -> Self {
-        match f {
-            Fail::Metrics(e) => e,
-            Fail::Db(e) => pg(e),
-        }
-    }
-}
-
-/// A PostgreSQL error as a metrics error: text the database's encoding cannot hold is an invalid request,
-/// anything else a failure of the backend.
+/// A PostgreSQL error as this module's error ([`txn::pg`]).
 pub(crate) fn pg(e: tokio_postgres::Error) -> MetricsError {
-    let detail = e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string());
-    if e.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER) {
-        return MetricsError::Invalid(format!("PostgreSQL cannot store this text: {detail}"));
-    }
-    MetricsError::Backend(format!("postgres: {detail}"))
-}
-
-/// A transaction on a pooled connection, its statements prepared once per connection. Dropped without
-/// [`Tx::commit`], it rolls back.
-pub(crate) struct Tx<'a> {
-    tx: tokio_postgres::Transaction<'a>,
-    statements: &'a mut Statements,
-}
-
-impl<'a> Tx<'a> {
-    /// Begins a read-write transaction on `conn`.
-    pub(crate) async fn begin(conn: &'a mut Pooled<'_>) -> Result<Tx<'a>, Fail> {
-        let (client, statements) = conn.split();
-        let tx = client.transaction().await?;
-        Ok(Tx { tx, statements })
-    }
-
-    /// Begins a read-only transaction on `conn` whose statements all read one snapshot.
-    pub(crate) async fn snapshot(conn: &'a mut Pooled<'_>) -> Result<Tx<'a>, Fail> {
-        let (client, statements) = conn.split();
-        let tx =
-            client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
-        Ok(Tx { tx, statements })
-    }
-
-    /// The statement `sql`, prepared on this connection the first time.
-    pub(crate) async fn prepared(&mut self, sql: &str) -> Result<Statement, Fail> {
-        Ok(self.statements.get(&self.tx, sql).await?)
-    }
-
-    /// Runs `sql` and returns its rows.
-    pub(crate) async fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Fail> {
-        let st = self.prepared(sql).await?;
-        Ok(self.tx.query(&st, params).await?)
-    }
-
-    /// Runs `sql` and returns how many rows it changed.
-    pub(crate) async fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Fail> {
-        let st = self.prepared(sql).await?;
-        Ok(self.tx.execute(&st, params).await?)
-    }
-
-    /// Runs `sql`, planned for these parameters (an unnamed statement, not kept), and returns how many rows
-    /// it changed.
-    pub(crate) async fn execute_typed(
-        &mut self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), tokio_postgres::types::Type)],
-    ) -> Result<u64, Fail> {
-        Ok(self.tx.execute_typed(sql, params).await?)
-    }
-
-    /// Starts `COPY ... FROM STDIN` statement `sql`: the sink its rows are written to.
-    pub(crate) async fn copy_in(&mut self, sql: &str) -> Result<tokio_postgres::CopyInSink<bytes::Bytes>, Fail> {
-        let st = self.prepared(sql).await?;
-        Ok(self.tx.copy_in(&st).await?)
-    }
-
-    /// Commits.
-    pub(crate) async fn commit(self) -> Result<(), Fail> {
-        Ok(self.tx.commit().await?)
-    }
+    txn::pg(e)
 }
 
 /// What the metrics' calls share.
@@ -207,7 +96,7 @@ impl Inner {
 
     /// A pooled connection.
     pub(crate) async fn conn(&self) -> Result<Pooled<'_>, Fail> {
-        self.pool.get().await.map_err(|e| Fail::Metrics(MetricsError::Backend(e.detail)))
+        self.pool.get().await.map_err(|e| Fail::Refused(MetricsError::Backend(e.detail)))
     }
 
     /// The transaction advisory lock serializing the batches logged to series `key` of `run`.
@@ -215,21 +104,13 @@ impl Inner {
         fnv(&[self.names.schema.as_bytes(), b"run-metrics", run.as_bytes(), key.as_bytes()]) as i64
     }
 
-    /// Runs `attempt` until it succeeds, fails otherwise than a deadlock or serialization failure, or
-    /// [`ATTEMPTS`] have failed so ([`MetricsError::Contention`]).
-    async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, MetricsError>
+    /// Runs `attempt`, again after a deadlock or serialization failure ([`txn::retrying`]).
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, MetricsError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Fail>>,
     {
-        for _ in 0..ATTEMPTS {
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(f) if f.retryable() => {}
-                Err(f) => return Err(f.into()),
-            }
-        }
-        Err(MetricsError::Contention { attempts: ATTEMPTS })
+        txn::retrying(attempt).await
     }
 }
 
