@@ -10,8 +10,9 @@
 # The run starts one PostgreSQL 15 cluster for every test that needs one (scripts/postgres-for-tests.sh:
 # /usr/lib/postgresql/15/bin, a temporary directory, a free loopback port, stopped when this script exits)
 # and passes it on as CAIRN_TEST_POSTGRES; each test makes a fresh database in it. The HTTP contract suite
-# (server/tests/http.rs), the S3 conformance suite (server/tests/s3.rs) and the Python client's tests run
-# twice, on the embedded store and on PostgreSQL (CAIRN_TEST_BACKEND=postgres).
+# (server/tests/http.rs), the S3, job queue and run metrics conformance suites (server/tests/s3.rs,
+# queue.rs, run_metrics.rs) and the Python client's tests run twice, on the embedded store and on
+# PostgreSQL (CAIRN_TEST_BACKEND=postgres).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -53,19 +54,19 @@ step() {
 
 if cargo nextest --version >/dev/null 2>&1; then
     step tests cargo nextest run --workspace --no-fail-fast --build-jobs "${jobs}"
-    # The HTTP contract and S3 conformance suites again, on the PostgreSQL backend (a database of the run's
-    # cluster per test; the S3 suite's bytes in a temporary directory).
+    # The HTTP contract, S3, job queue and run metrics conformance suites again, on the PostgreSQL backend (a
+    # database of the run's cluster per test; the S3 suite's bytes in a temporary directory).
     # Selected by a filter over the workspace rather than with `-p`, so that it reuses the binaries built
     # above (a package on its own unifies features differently and rebuilds tokio and its neighbours).
     step http-postgres env CAIRN_TEST_BACKEND=postgres cargo nextest run --workspace --no-fail-fast \
-        --build-jobs "${jobs}" -E 'package(cairn-server) and (binary(http) or binary(s3) or binary(queue))'
+        --build-jobs "${jobs}" -E 'package(cairn-server) and (binary(http) or binary(s3) or binary(queue) or binary(run_metrics))'
     # nextest does not run doctests.
     step doctests cargo test --workspace --doc --no-fail-fast -j "${jobs}"
 else
     echo "test.sh: cargo-nextest not found; using cargo test" >&2
     step tests cargo test --workspace --no-fail-fast -j "${jobs}"
     step http-postgres env CAIRN_TEST_BACKEND=postgres cargo test -p cairn-server --test http --test s3 --test queue \
-        --no-fail-fast -j "${jobs}"
+        --test run_metrics --no-fail-fast -j "${jobs}"
 fi
 step docs env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -j "${jobs}"
 # The Python client (clients/python): ruff, mypy --strict and pytest against the real server, in the same

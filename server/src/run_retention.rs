@@ -1,7 +1,8 @@
 //! Retention of run metrics while the server runs (`[run_metrics]`, [`RunMetricsSettings`]): every
 //! `retention_interval_secs`, the metrics' blocks whose newest point is older than its run's retention are
-//! removed. A run's retention is its experiment's (`experiment_retention_days`, the run found through its
-//! record in collection `runs` and that record's `experiment_id`), else `retention_days`.
+//! removed (on PostgreSQL, the points that are older). A run's retention is its experiment's
+//! (`experiment_retention_days`, the run found through its record in collection `runs` and that record's
+//! `experiment_id`), else `retention_days`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -243,3 +243,52 @@ fn usage_errors_exit_with_status_2() {
     assert!(help.status.success());
     assert!(text(&help.stdout).contains("demo"));
 }
+
+/// `cairn export s3`, `import s3` and `verify` against a `file://` location carry the run metrics, bit for
+/// bit, and count them in their output; metrics logged after the snapshot are reported by the next export
+/// and listed by `verify` until a new snapshot ships them.
+#[test]
+fn metrics_travel_through_a_file_location() {
+    use cairn_store::metrics::{HistoryRequest, MetricPoint, Metrics};
+    use cairn_store::Store;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, back, dest) = (dir.path().join("data"), dir.path().join("back"), dir.path().join("dest"));
+    std::fs::create_dir(&dest).expect("dest");
+    let url = format!("file://{}", dest.display());
+    let nan = f64::from_bits(0x7ff8_0000_dead_beef);
+    let metrics = |path: &Path| Metrics::new(Store::open(path).expect("store"));
+    let history = |m: &Metrics, key: &str| -> Vec<(i64, i64, u64)> {
+        let page = m.history(&HistoryRequest::new("run-1", key)).expect("history");
+        page.points.iter().map(|p| (p.step, p.timestamp_ms, p.value.to_bits())).collect()
+    };
+    let points = [
+        MetricPoint::new("loss", 1, 11, -0.0),
+        MetricPoint::new("loss", 0, 10, nan),
+        MetricPoint::new("val/acc", 0, 10, f64::NEG_INFINITY),
+    ];
+    metrics(&data).log("run-1", &points).expect("log");
+
+    let out = ok(&["export", "s3", "--dest", &url], &data);
+    assert!(out.contains("metrics: 2 series (3 points) in snapshots"), "{out}");
+    let out = ok(&["verify", "--against", &url], &data);
+    assert!(out.contains("remote metrics 2 series, 3 points"), "{out}");
+    let out = ok(&["import", "s3", "--src", &url], &back);
+    assert!(out.contains("metrics: 2 series (3 points)"), "{out}");
+    let (source, restored) = (metrics(&data), metrics(&back));
+    for key in ["loss", "val/acc"] {
+        assert_eq!(history(&restored, key), history(&source, key), "{key}");
+    }
+    assert_eq!(history(&restored, "loss")[0], (0, 10, nan.to_bits()));
+    drop((source, restored));
+
+    metrics(&data).log("run-1", &[MetricPoint::new("loss", 2, 12, 0.5)]).expect("log");
+    let out = ok(&["export", "s3", "--dest", &url], &data);
+    assert!(out.contains("changed since the newest snapshot"), "{out}");
+    let out = cairn(&["verify", "--against", &url], &data);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("metrics run-1/loss: 3 points != 2"), "{}", text(&out.stdout));
+    let out = ok(&["export", "s3", "--dest", &url, "--snapshot"], &data);
+    assert!(!out.contains("changed since"), "{out}");
+    ok(&["verify", "--against", &url], &data);
+}

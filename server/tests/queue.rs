@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::Method;
-use cairn_server::{Config, QueueSettings, Role, TokenConfig};
+use cairn_server::{Config, QueueSettings, Role};
 use cairn_store::queue::Backoff;
-use inproc::{json, text, App};
+use inproc::{json, text, token, App};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 /// Settings that make time-driven behavior quick: maintenance every 50 ms, a fixed 100 ms backoff.
 fn quick() -> Config {
@@ -446,18 +445,8 @@ async fn metrics_show_the_counts_of_every_queue() {
     }
 }
 
-fn sha(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn queues_need_an_unscoped_token_of_the_right_role() {
-    let token = |name: &str, role: Role, project: Option<&str>| TokenConfig {
-        name: name.into(),
-        sha256: sha(name),
-        role,
-        project: project.map(Into::into),
-    };
     let config = Config {
         tokens: vec![
             token("admin", Role::Admin, None),

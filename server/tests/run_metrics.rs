@@ -11,10 +11,9 @@ mod inproc;
 use std::collections::BTreeMap;
 
 use axum::http::Method;
-use cairn_server::{Config, Role, TokenConfig};
-use inproc::{json, App};
+use cairn_server::{Config, Role};
+use inproc::{json, token, App};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 async fn call(s: &App, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = s.req(method, path);
@@ -196,6 +195,12 @@ async fn runs_are_compared_deleted_and_logged_at_once() {
         assert!(same(value_of(&l["latest"]["value"]), r as f64 + 1999.0 / 1e4));
     }
     assert!(latest[8]["latest"].is_null(), "a run without the metric");
+    // Runs named one by one (an id may hold a comma), mixed with a list.
+    let path = "/v1/metrics/acc/latest?run=run-1&runs=run-2,run-3&run=a%2Cb";
+    let (status, one) = call(&s, Method::GET, path, None).await;
+    assert_eq!(status, 200, "{one}");
+    let named: Vec<&str> = one["runs"].as_array().unwrap().iter().map(|r| r["run"].as_str().unwrap()).collect();
+    assert_eq!(named, ["run-1", "run-2", "run-3", "a,b"]);
     let (status, cmp) =
         call(&s, Method::GET, &format!("/v1/metrics/acc/compare?runs={}&max_points=10", runs.join(",")), None).await;
     assert_eq!(status, 200, "{cmp}");
@@ -250,18 +255,8 @@ async fn bad_requests_are_refused_and_write_nothing() {
     }
 }
 
-fn sha(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[tokio::test]
 async fn a_scoped_token_reaches_the_metrics_of_its_projects_runs_only() {
-    let token = |name: &str, role: Role, project: Option<&str>| TokenConfig {
-        name: name.into(),
-        sha256: sha(name),
-        role,
-        project: project.map(Into::into),
-    };
     let config = Config {
         tokens: vec![
             token("admin", Role::Admin, None),

@@ -1,5 +1,6 @@
 //! Reading every collection at one commit sequence ([`StoreSnapshot`]): what export tools use to copy a
-//! store consistently while it keeps taking writes.
+//! store consistently while it keeps taking writes. The metrics of the same snapshot are read through
+//! [`StoreSnapshot::metric_series`] and [`StoreSnapshot::metric_points`] (`metrics/export.rs`).
 
 use std::ops::Bound;
 
@@ -15,8 +16,8 @@ use crate::record::{CollectionSpec, Stored};
 use crate::store::Store;
 use crate::validate::{validate_id, validate_name};
 
-/// The whole store as of one commit sequence: the catalog and every record, unchanged by later commits.
-/// Made by [`Store::snapshot`]. Pair it with [`Store::changes_since`]`(snapshot.sequence(), ..)` to follow
+/// The whole store as of one commit sequence: the catalog, every record and every metric series, unchanged
+/// by later commits. Made by [`Store::snapshot`]. Pair it with [`Store::changes_since`]`(snapshot.sequence(), ..)` to follow
 /// on from exactly where the snapshot ends.
 pub struct StoreSnapshot {
     snap: Snapshot,
@@ -39,6 +40,11 @@ impl StoreSnapshot {
     /// The commit sequence the snapshot reads at: it holds every commit up to and including it.
     pub fn sequence(&self) -> u64 {
         self.snap.sequence()
+    }
+
+    /// The engine snapshot underneath (the metrics store reads its series through it).
+    pub(crate) fn engine(&self) -> &Snapshot {
+        &self.snap
     }
 
     /// The collections declared as of the snapshot, sorted by name.

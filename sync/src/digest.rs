@@ -1,7 +1,9 @@
-//! Per-record hashes for verification: the same record hashes the same wherever it is stored.
+//! Per-record and per-series hashes for verification: the same record, or the same metric series, hashes
+//! the same wherever it is stored.
 
 use std::collections::BTreeMap;
 
+use cairn_store::metrics::Point;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
@@ -10,6 +12,67 @@ pub type Digest = [u8; 32];
 
 /// `(collection, id) → (version, digest)`: a state of records as verification compares them.
 pub(crate) type Records = BTreeMap<(String, String), (u64, Digest)>;
+
+/// `(run, key) → (points, digest)`: a state of metric series as verification compares them.
+pub(crate) type SeriesDigests = BTreeMap<(String, String), (u64, Digest)>;
+
+/// The hash of a metric series' points in history order, as verification and the PostgreSQL export
+/// compare them: SHA-256 over each point's step (i64), timestamp in ms (i64) and value bits (u64), 24
+/// bytes a point, little-endian.
+#[derive(Clone, Default)]
+pub(crate) struct PointsDigest {
+    points: u64,
+    hash: Sha256,
+}
+
+impl PointsDigest {
+    pub fn add(&mut self, p: &Point) {
+        self.points += 1;
+        self.hash.update(p.step.to_le_bytes());
+        self.hash.update(p.timestamp_ms.to_le_bytes());
+        self.hash.update(p.value.to_bits().to_le_bytes());
+    }
+
+    /// Points added so far.
+    pub fn points(&self) -> u64 {
+        self.points
+    }
+
+    /// The point count and the digest of the points added so far.
+    pub fn finish(self) -> (u64, Digest) {
+        (self.points, self.hash.finalize().into())
+    }
+}
+
+/// Builds [`SeriesDigests`] from points that come series after series, each series' in history order.
+#[derive(Default)]
+pub(crate) struct SeriesDigester {
+    done: SeriesDigests,
+    current: Option<((String, String), PointsDigest)>,
+}
+
+impl SeriesDigester {
+    /// Adds the next point: of the current series, or the first of the next one.
+    pub fn add(&mut self, run: &str, key: &str, p: &Point) {
+        if !matches!(&self.current, Some(((r, k), _)) if r == run && k == key) {
+            if let Some((id, digest)) = self.current.take() {
+                self.done.insert(id, digest.finish());
+            }
+            self.current = Some(((run.to_owned(), key.to_owned()), PointsDigest::default()));
+        }
+        if let Some((_, digest)) = self.current.as_mut() {
+            digest.add(p);
+        }
+    }
+
+    /// Every series with its point count and digest.
+    pub fn finish(mut self) -> SeriesDigests {
+        if let Some((id, digest)) = self.current.take() {
+            self.done.insert(id, digest.finish());
+        }
+        self.done
+    }
+}
 
 /// The hash of a record: SHA-256 over its version (u64 little-endian) followed by its document as
 /// canonical JSON (object members sorted by key, no whitespace), so key order and formatting, which

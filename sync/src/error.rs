@@ -1,6 +1,7 @@
 //! Errors of export, import and verification.
 
 use cairn_store::artifacts::ArtifactError;
+use cairn_store::metrics::MetricsError;
 use cairn_store::{ChangesError, ClaimError, CollectionError, DeclareError, ReadError, StoreError, WriteError};
 
 /// Why an export, import, restore or verification failed.
@@ -17,6 +18,9 @@ pub enum SyncError {
     /// deleted, then garbage collected) and no later version of the object supersedes them.
     #[error("artifact bytes gone: {0}")]
     BytesGone(String),
+    /// The local store's metrics failed, or refused points an import gave them.
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
     /// PostgreSQL failed or refused a statement.
     #[error("postgres: {}", pg_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),

@@ -7,13 +7,17 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use cairn_store::metrics::{HistoryRequest, MetricPoint, Metrics};
 use cairn_sync::{
     export_objects, restore_objects, verify_objects, BlobCheck, ObjectExportOptions, ObjectLocation, Progress,
     RestoreTarget, SyncError,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
-use support::{assert_same, mutate, open, populate, runtime, state, Moto, State};
+use support::{
+    assert_same, assert_same_metrics, log_metrics, metric_state, mutate, open, populate, runtime, state, MetricState,
+    Moto, State,
+};
 
 const RECORDS: usize = 100_000;
 const BUCKET: &str = "cairn-test";
@@ -60,6 +64,9 @@ fn object_store_export_restore_verify() {
     rt.block_on(retention_keeps_the_newest_snapshots(&moto));
     rt.block_on(follow_ships_new_changes(&moto));
     timed("tamper, retention, follow", t);
+    let t = Instant::now();
+    rt.block_on(metrics_in_snapshots(&moto));
+    timed("metrics", t);
 }
 
 /// 100k records out as a snapshot (in multipart chunks) and change segments, back identical.
@@ -279,4 +286,116 @@ async fn follow_ships_new_changes(moto: &Moto) {
     let report = task.await.unwrap().unwrap();
     assert_eq!(report.changes, 5);
     assert!(verify_objects(&store, &loc, BlobCheck::Listed).await.unwrap().equal());
+}
+
+/// A restore into a new store, and its metrics.
+async fn restore_metrics(
+    loc: &ObjectLocation,
+    target: RestoreTarget,
+) -> (MetricState, cairn_sync::RestoreReport, tempfile::TempDir, cairn_store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let report = restore_objects(loc, target, &store, None, &Progress::hidden()).await.unwrap();
+    (metric_state(&store), report, dir, store)
+}
+
+/// Metrics in snapshots: out in chunks (long series cut across lines and chunks) and back bit for bit.
+/// Segments carry none: a restore gets those of its snapshot, and `verify` lists the series logged since
+/// until a new snapshot ships them. A flipped byte in a metrics chunk fails the restore; `verify` finds a
+/// changed value and a missing point; an export can leave metrics out.
+async fn metrics_in_snapshots(moto: &Moto) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = open(dir.path());
+    populate(&src, 200);
+    let logged = log_metrics(&src);
+    let loc = location(moto, "metrics");
+    let opts = ObjectExportOptions::default().chunk_points(1_000);
+    let report = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((report.snapshot_metric_series, report.snapshot_metric_points), (5, logged));
+    assert!(!report.metrics_changed);
+    let first = report.snapshots[0];
+    let s3 = raw(moto);
+    let chunks: Vec<String> = names(&s3, &format!("metrics/snapshots/{first:020}"))
+        .await
+        .into_iter()
+        .filter(|n| n.contains("/metrics-"))
+        .collect();
+    assert_eq!(chunks.len(), logged.div_ceil(1000) as usize, "{chunks:?}");
+    assert!(chunks[0].ends_with("/metrics-000000.jsonl.zst"), "{chunks:?}");
+
+    let at_first = metric_state(&src);
+    let (got, report, _, _) = restore_metrics(&loc, RestoreTarget::Latest).await;
+    assert_same_metrics("restored", &at_first, &got);
+    assert_eq!((report.with_metrics, report.metric_series, report.metric_points), (true, 5, logged));
+    let verified = verify_objects(&src, &loc, BlobCheck::Listed).await.unwrap();
+    assert!(verified.equal() && verified.metrics, "{verified:?}");
+    assert_eq!((verified.local_points, verified.remote_points), (logged, logged));
+
+    // Logged after the snapshot: segments do not carry it, the export says so, verify finds it.
+    Metrics::new(src.clone()).log("run-a", &[MetricPoint::new("loss", 5000, 0, 1.0)]).unwrap();
+    mutate(&src, 200, 7, 1);
+    let report = export_objects(&src, None, &loc, &opts, &Progress::hidden(), None).await.unwrap();
+    assert!(report.snapshots.is_empty() && report.segments >= 1 && report.metrics_changed, "{report:?}");
+    let verified = verify_objects(&src, &loc, BlobCheck::Listed).await.unwrap();
+    assert_eq!(verified.differences, 0);
+    let listed: Vec<String> = verified.listed_series.iter().map(ToString::to_string).collect();
+    assert_eq!(listed, ["metrics run-a/loss: 3201 points != 3200"]);
+    let (got, report, _, _) = restore_metrics(&loc, RestoreTarget::Latest).await;
+    assert_same_metrics("restored after the segments", &at_first, &got);
+    assert!(report.changes > 0);
+    // A new snapshot ships them; a restore to the first snapshot still gets the metrics as they were then.
+    let report =
+        export_objects(&src, None, &loc, &opts.clone().snapshot(true), &Progress::hidden(), None).await.unwrap();
+    assert!(report.snapshots.len() == 1 && !report.metrics_changed, "{report:?}");
+    assert!(verify_objects(&src, &loc, BlobCheck::Listed).await.unwrap().equal());
+    let (got, _, _, _) = restore_metrics(&loc, RestoreTarget::Latest).await;
+    assert_same_metrics("restored from the second snapshot", &metric_state(&src), &got);
+    let (got, _, _, _) = restore_metrics(&loc, RestoreTarget::Seq(first)).await;
+    assert_same_metrics("restored to the first snapshot", &at_first, &got);
+
+    // A store differing from the location in one value's bits and by one point.
+    let (_, _, _other_dir, other) = restore_metrics(&loc, RestoreTarget::Latest).await;
+    let m = Metrics::new(other.clone());
+    let relog = |run: &str, key: &str, edit: &dyn Fn(&mut Vec<MetricPoint>)| {
+        let mut points: Vec<MetricPoint> = m
+            .history(&HistoryRequest::new(run, key))
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| MetricPoint::new(key, p.step, p.timestamp_ms, p.value))
+            .collect();
+        edit(&mut points);
+        m.delete_run(run).unwrap();
+        m.log(run, &points).unwrap();
+    };
+    relog("run-b", "loss", &|p| p[10].value = f64::from_bits(p[10].value.to_bits() ^ 1));
+    relog("run/c", "grad norm", &|p| drop(p.remove(1)));
+    let verified = verify_objects(&other, &loc, BlobCheck::Listed).await.unwrap();
+    let listed: Vec<String> = verified.listed_series.iter().map(ToString::to_string).collect();
+    assert_eq!(listed, ["metrics run-b/loss: points differ", "metrics run/c/grad norm: 2 points != 3"]);
+    // A restore does not add metrics to a store that has some.
+    let err = restore_objects(&loc, RestoreTarget::Latest, &other, None, &Progress::hidden()).await.unwrap_err();
+    assert!(matches!(&err, SyncError::Invalid(m) if m.contains("already holds")), "{err}");
+
+    // A flipped byte in a metrics chunk fails the restore and verify.
+    let chunk = Path::from(chunks[2].as_str());
+    let original = s3.get(&chunk).await.unwrap().bytes().await.unwrap();
+    let mut bad = original.to_vec();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    s3.put(&chunk, bad.into()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = restore_objects(&loc, RestoreTarget::Seq(first), &open(dir.path()), None, &Progress::hidden()).await;
+    assert!(matches!(&err, Err(SyncError::Corrupt { reason, .. }) if reason.contains("checksum mismatch")), "{err:?}");
+    s3.put(&chunk, original.into()).await.unwrap();
+
+    // Without metrics: none in the snapshot, none compared or restored.
+    let plain = location(moto, "nometrics");
+    let report =
+        export_objects(&src, None, &plain, &opts.clone().metrics(false), &Progress::hidden(), None).await.unwrap();
+    assert_eq!(report.snapshot_metric_series, 0);
+    let verified = verify_objects(&src, &plain, BlobCheck::Listed).await.unwrap();
+    assert!(verified.equal() && !verified.metrics, "{verified:?}");
+    let (got, report, _, _) = restore_metrics(&plain, RestoreTarget::Latest).await;
+    assert!(got.is_empty() && !report.with_metrics);
 }

@@ -8,11 +8,15 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_store::metrics::{MetricPoint, Metrics};
 use cairn_sync::{
     export_postgres, import_postgres, import_postgres_table, verify_postgres, PgExportOptions, Progress, SyncError,
     TableMapping,
 };
-use support::{assert_same, mutate, open, populate, runtime, state, Postgres};
+use support::{
+    assert_same, assert_same_metrics, log_metrics, metric_state, mutate, open, populate, runtime, state, Postgres,
+    NAN_PAYLOAD,
+};
 use tokio_postgres::NoTls;
 
 const RECORDS: usize = 100_000;
@@ -40,6 +44,9 @@ fn postgres_export_import_verify() {
     rt.block_on(verify_lists_differences(&pg));
     rt.block_on(the_job_queue_is_not_exported(&pg));
     timed("follow, mapping, verify, queue", t);
+    let t = Instant::now();
+    rt.block_on(metrics_round_trip(&pg));
+    timed("metrics", t);
 }
 
 /// 100k records out through COPY and back: identical ids, versions and documents; then a round of changes
@@ -156,6 +163,7 @@ async fn killed_export_resumes_without_loss_or_duplicates(pg: &Postgres) {
     {
         let store = open(dir.path());
         populate(&store, 30_000);
+        log_metrics(&store);
     }
     let c = client(pg).await;
     let kill_when = |sql: &'static str| {
@@ -198,6 +206,8 @@ async fn killed_export_resumes_without_loss_or_duplicates(pg: &Postgres) {
     // Changes while the export is down, on both sides of where the bulk copy stopped.
     let made = {
         let store = open(dir.path());
+        let points: Vec<_> = (3000..3500).map(|s| MetricPoint::new("loss", s, s, 0.25)).collect();
+        Metrics::new(store.clone()).log("run-a", &points).unwrap();
         mutate(&store, 30_000, 13, 1) + mutate(&store, 30_000, 17, 2)
     };
     assert!(made > 3500);
@@ -210,6 +220,7 @@ async fn killed_export_resumes_without_loss_or_duplicates(pg: &Postgres) {
     assert!(report.resumed);
     let verified = verify_postgres(&store, &pg.url(), "killed").await.unwrap();
     assert!(verified.equal(), "{verified:?}");
+    assert!(verified.metrics && verified.local_points > 6000, "{verified:?}");
     let (rows, distinct): (i64, i64) = {
         let r = c.query_one("SELECT count(*), count(DISTINCT id) FROM killed.jobs", &[]).await.unwrap();
         (r.get(0), r.get(1))
@@ -270,9 +281,29 @@ async fn follow_ships_new_changes(pg: &Postgres) {
         lags.push(started.elapsed());
     }
     eprintln!("follow lags: {lags:?}");
+    // Metrics have no change events: the follower finds the series that changed when it has caught up.
+    let metrics = Metrics::new(store.clone());
+    for step in 0..3 {
+        metrics.log("run-f", &[MetricPoint::new("loss", step, step, 1.0 / (step + 1) as f64)]).unwrap();
+        let started = Instant::now();
+        loop {
+            let shipped: Option<i64> = c
+                .query_opt("SELECT points FROM follow.cairn_metric_series WHERE run = 'run-f'", &[])
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0));
+            if shipped == Some(step + 1) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the follower never shipped step {step}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     stop_tx.send(true).unwrap();
     let report = task.await.unwrap().unwrap();
     assert_eq!(report.changes, 5);
+    assert_eq!((report.metric_series, report.metric_points), (3, 3), "the first point, then one more each time");
     assert!(verify_postgres(&store, &pg.url(), "follow").await.unwrap().equal());
 }
 
@@ -373,4 +404,136 @@ async fn the_job_queue_is_not_exported(pg: &Postgres) {
         .collect();
     assert!(tables.iter().all(|t| !t.starts_with("_queue")), "{tables:?}");
     assert!(verify_postgres(&store, &pg.url(), "withqueue").await.unwrap().equal());
+}
+
+/// Metrics out to `cairn_metrics` and back bit for bit; then new points, points logged out of order, a new
+/// run and a deleted one, shipped series by series; `verify` finding a changed value, a missing point and a
+/// value that disagrees with its bits; series PostgreSQL lost copied again; an export without metrics.
+async fn metrics_round_trip(pg: &Postgres) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = open(dir.path());
+    populate(&src, 100);
+    let logged = log_metrics(&src);
+    // 1,000 points a transaction.
+    let opts = PgExportOptions::new(pg.url()).schema("metrics").batch(100);
+    let report = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((report.metric_series, report.metric_points, report.metric_series_removed), (5, logged, 0));
+    assert_eq!(report.bulk_records, 110);
+
+    let c = client(pg).await;
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("SELECT count(*) FROM metrics.cairn_metrics").await as u64, logged);
+    // SQL reads `value`; the bits, NaN payloads included, are in `value_bits`.
+    let nan: (f64, i64) = {
+        let sql = "SELECT value, value_bits FROM metrics.cairn_metrics WHERE value_bits = $1 LIMIT 1";
+        let row = c.query_one(sql, &[&(NAN_PAYLOAD as i64)]).await.unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(nan.0.is_nan());
+    let zero: f64 = c
+        .query_one("SELECT value FROM metrics.cairn_metrics WHERE run = 'run/c' AND step = -5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(zero == 0.0 && zero.is_sign_negative());
+    let series: Vec<(String, String, i64)> = c
+        .query("SELECT run, key, points FROM metrics.cairn_metric_series ORDER BY run, key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: Vec<(String, String, i64)> =
+        metric_state(&src).iter().map(|((r, k), p)| (r.clone(), k.clone(), p.len() as i64)).collect();
+    assert_eq!(series, expected);
+    let index: String = c
+        .query_one("SELECT indexdef FROM pg_indexes WHERE schemaname = 'metrics' AND tablename = 'cairn_metrics'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(index.contains("(run, key, step, n)"), "{index}");
+    let report = verify_postgres(&src, &pg.url(), "metrics").await.unwrap();
+    assert!(report.equal(), "{report:?}");
+    assert!(report.metrics);
+    assert_eq!((report.local_series, report.remote_series), (5, 5));
+    assert_eq!((report.local_points, report.remote_points), (logged, logged));
+
+    let import = |schema: &'static str| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let report = import_postgres(&store, &pg.url(), schema, &Progress::hidden()).await.unwrap();
+        (dir, store, report)
+    };
+    let (_back_dir, back, imported) = import("metrics").await;
+    assert_eq!((imported.metric_series, imported.metric_points), (5, logged));
+    assert_same_metrics("imported from postgres", &metric_state(&src), &metric_state(&back));
+    assert!(Metrics::new(back.clone()).check().unwrap().problems.is_empty());
+
+    // New points at later steps travel alone; a point logged at an earlier step sends its series again.
+    let metrics = Metrics::new(src.clone());
+    metrics.log("run-a", &(3000..3100).map(|s| MetricPoint::new("loss", s, s, 0.5)).collect::<Vec<_>>()).unwrap();
+    metrics.log("run-b", &[MetricPoint::new("loss", 5, 0, 9.0)]).unwrap();
+    metrics.log("run-d", &[MetricPoint::new("loss", 0, 0, 1.0), MetricPoint::new("loss", 0, 1, f64::NAN)]).unwrap();
+    metrics.delete_run("run/c").unwrap();
+    let report = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((report.bulk_records, report.changes), (0, 0));
+    assert_eq!((report.metric_series, report.metric_points, report.metric_series_removed), (3, 100 + 1001 + 2, 1));
+    assert!(verify_postgres(&src, &pg.url(), "metrics").await.unwrap().equal());
+    let (_again_dir, again, _) = import("metrics").await;
+    assert_same_metrics("imported after an incremental export", &metric_state(&src), &metric_state(&again));
+    let nothing = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((nothing.metric_series, nothing.metric_points, nothing.metric_series_removed), (0, 0, 0));
+
+    // Tampered rows: a value's bits, a missing point, a value no longer the f64 of its bits.
+    c.batch_execute(
+        "UPDATE metrics.cairn_metrics SET value_bits = value_bits # 1 WHERE run = 'run-a' AND key = 'lr' AND step = 7;
+         DELETE FROM metrics.cairn_metrics WHERE run = 'run-b' AND key = 'loss' AND step = 500;
+         UPDATE metrics.cairn_metrics SET value = value + 1 WHERE run = 'run-a' AND key = 'val/acc' AND step = 3;",
+    )
+    .await
+    .unwrap();
+    let report = verify_postgres(&src, &pg.url(), "metrics").await.unwrap();
+    assert!(!report.equal());
+    assert_eq!((report.differences, report.series_differences), (0, 3));
+    let listed: Vec<String> = report.listed_series.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            "metrics run-a/lr: points differ",
+            "metrics run-a/val/acc: value and value_bits disagree at step 3",
+            "metrics run-b/loss: 1001 points != 1000",
+        ]
+    );
+    // Series PostgreSQL does not list as shipped (a transaction that never committed, or rows edited as
+    // here) are written again whole.
+    c.batch_execute("DELETE FROM metrics.cairn_metric_series WHERE run = 'run-b' OR key IN ('lr', 'val/acc')")
+        .await
+        .unwrap();
+    let report = export_postgres(&src, &opts, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((report.metric_series, report.metric_points), (3, 1001 + 600 + 1200));
+    assert!(verify_postgres(&src, &pg.url(), "metrics").await.unwrap().equal());
+    // A run or key the store would refuse fails the import before anything is written.
+    c.batch_execute("INSERT INTO metrics.cairn_metrics VALUES ('', 'k', 0, 0, 0, 0, 0)").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = open(dir.path());
+    let err = import_postgres(&refused, &pg.url(), "metrics", &Progress::hidden()).await.unwrap_err();
+    assert!(matches!(&err, SyncError::Invalid(m) if m.contains("nothing was imported")), "{err}");
+    assert!(refused.collections().is_empty() && metric_state(&refused).is_empty());
+
+    // Without metrics: no metrics tables, nothing compared, nothing imported.
+    let plain = PgExportOptions::new(pg.url()).schema("nometrics").metrics(false);
+    let report = export_postgres(&src, &plain, &Progress::hidden(), None).await.unwrap();
+    assert_eq!((report.bulk_records, report.metric_series), (110, 0));
+    assert_eq!(
+        count("SELECT count(*) FROM pg_tables WHERE schemaname = 'nometrics' AND tablename LIKE 'cairn_metric%'").await,
+        0
+    );
+    let report = verify_postgres(&src, &pg.url(), "nometrics").await.unwrap();
+    assert!(report.equal() && !report.metrics, "{report:?}");
+    let (_plain_dir, plain_back, imported) = import("nometrics").await;
+    assert_eq!((imported.records, imported.metric_points), (110, 0));
+    assert!(metric_state(&plain_back).is_empty());
 }

@@ -92,6 +92,32 @@ def queue_server(binary: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         s.stop()
 
 
+def skip_without_metrics(server: Server, token: str | None = None) -> None:
+    """Skips the test when the server's backend has no run metrics (``/v1/runs/{run}/metrics`` answers 501
+    ``/problems/not-supported``); on a backend that has them, the test runs."""
+    with Client(server.url, token=token) as c:
+        try:
+            c.latest_metrics("probe")
+        except ServerError as e:
+            if e.status == 501 and e.kind == "not-supported":
+                pytest.skip(f"{e.detail} (CAIRN_TEST_BACKEND={backend_kind()}: 501 {e.type})")
+            raise
+
+
+@pytest.fixture(scope="session")
+def metrics_server(server: Server) -> Server:
+    """The server without tokens, once its backend is known to have run metrics: the tests using it are
+    skipped on a backend without them (the check runs once; its skip holds for the session)."""
+    skip_without_metrics(server)
+    return server
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A run no other test uses."""
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
 def queue(queue_server: Server) -> str:
     """A queue no other test uses."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from pathlib import Path
 
@@ -10,10 +11,13 @@ import pytest
 
 from cairn_client import (
     AsyncClient,
+    AsyncMetricsBatcher,
+    BadRequest,
     Change,
     Contended,
     Index,
     InvalidTransition,
+    LatestMetric,
     NewJob,
     NotFound,
     PreconditionFailed,
@@ -239,3 +243,51 @@ async def test_tokens(auth_server: Server) -> None:
             await anonymous.collections()
     async with AsyncClient(auth_server.url, token=VISION) as vision:
         assert (await vision.health()).status == "ok"
+
+
+async def test_run_metrics(metrics_server: Server) -> None:
+    run = f"arun-{uuid.uuid4().hex[:12]}"
+    async with AsyncClient(metrics_server.url) as c:
+        logged = await c.log_metrics(run, [("loss", 1 / (step + 1), step, step) for step in range(12_000)])
+        assert (logged.points, logged.series, logged.requests) == (12_000, 1, 3)
+        await c.log_metrics(run, {"val/acc": math.nan, "lr": -0.0}, step=5, timestamp=7)
+        loss = await c.history(run, "loss", page_size=5000)
+        assert loss.steps == list(range(12_000))
+        assert loss.values[9] == 0.1
+        page = await c.history_page(run, "loss", min_step=10, max_time=19, limit=5)
+        assert page.steps == [10, 11, 12, 13, 14]
+        assert page.next_cursor is not None
+        latest = await c.latest_metrics(run)
+        assert list(latest) == ["loss", "lr", "val/acc"]
+        assert latest["lr"] == LatestMetric("lr", -0.0, 5, 7, 1)
+        assert math.copysign(1.0, latest["lr"].value) == -1.0
+        assert math.isnan(latest["val/acc"].value)
+        buckets = await c.downsample(run, "loss", 12)
+        assert [b.count for b in buckets] == [1000] * 12
+        assert buckets[0].max == 1.0
+        of = await c.latest_of("val/acc", [run, f"{run}-absent"])
+        assert of[f"{run}-absent"] is None
+        compared = await c.compare("loss", [run], 12)
+        assert compared[run] == buckets
+        with pytest.raises(BadRequest):
+            await c.log_metrics(run, {"": 1.0})
+
+        batcher = c.metrics_batcher(f"{run}-b", flush_points=100, flush_interval=0.1)
+        assert isinstance(batcher, AsyncMetricsBatcher)
+        async with batcher:
+            for step in range(3000):
+                await batcher.log("loss", step, step)
+                if step % 10 == 0:
+                    await batcher.log_many({"acc": step / 3000}, step)
+            await batcher.flush()
+            assert len(await c.history(f"{run}-b", "loss")) == 3000, "durable once flush returns"
+            await batcher.log("\0", 1.0, 0)
+            await batcher.log("loss", 3000, 3000)
+            with pytest.raises(BadRequest):
+                await batcher.flush()
+        assert (batcher.logged, batcher.dropped, batcher.pending) == (3301, 1, 0)
+        assert (await c.history(f"{run}-b", "loss")).steps == list(range(3001))
+        assert len(await c.history(f"{run}-b", "acc")) == 300
+        deleted = await c.delete_metrics(f"{run}-b")
+        assert deleted.points == 3301
+        assert await c.latest_metrics(f"{run}-b") == {}

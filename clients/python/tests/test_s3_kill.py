@@ -92,7 +92,15 @@ def test_sigkill_during_uploads_leaves_nothing_partial_and_gc_reclaims_it(
         for _, sent in stalls:
             assert sent.wait(30)
         assert part_sent.wait(30)
-        time.sleep(0.5)  # Let the server take in what was sent.
+        # Let the server take in what was sent: wait until the blob files hold most of it (seconds on a
+        # loaded machine), so that the kill interrupts bodies already on disk.
+        blobs = tmp_path / "data" / "blobs"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            on_disk = sum(f.stat().st_size for f in blobs.rglob("*") if f.is_file())
+            if on_disk > 3 * MIB + 5 * MIB + 4 * 12 * MIB:
+                break
+            time.sleep(0.05)
         server.kill()
         release.set()
         for thread, _ in stalls:

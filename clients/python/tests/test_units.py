@@ -1,19 +1,27 @@
 """Parts that need no server: events, resume points, retry delays, documents, query strings, the job
-queue's requests and refusals."""
+queue's requests and refusals, run metrics' requests and values."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
+import httpx
 import pytest
 
 from cairn_client import (
     Change,
+    Client,
     Conflict,
+    Contended,
     Index,
     InvalidTransition,
+    MetricBucket,
+    MetricHistory,
+    MetricPoint,
     NewJob,
     NotFinished,
     QueueJob,
@@ -25,8 +33,14 @@ from cairn_client import (
 )
 from cairn_client._calls import filter_value, query_params
 from cairn_client._sse import EventParser, Resume, change_of
-from cairn_client.errors import BadRequest, error_from_problem, parse_retry_after
-from cairn_client.models import JOB_STATES
+from cairn_client.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    error_from_problem,
+    parse_retry_after,
+)
+from cairn_client.models import JOB_STATES, decode_value, encode_value
+from cairn_client.run_metrics import split
 
 
 def change(seq: int, id: str, version: int = 1) -> Change:
@@ -217,3 +231,139 @@ def test_queue_refusals_map_to_their_classes() -> None:
     assert job.errors[0].error == "boom"
     assert job.finished_at == datetime.fromtimestamp(0.005, tz=timezone.utc)
     assert job.lease_until is None
+
+
+def test_metric_values_both_ways() -> None:
+    for v in [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e-300, 5e-324, -2.5e300, 0.1 + 0.2]:
+        sent = json.loads(json.dumps(encode_value(v), allow_nan=False))
+        back = decode_value(sent)
+        assert (math.isnan(back) and math.isnan(v)) or (
+            back == v and math.copysign(1, back) == math.copysign(1, v)
+        )
+    assert [encode_value(v) for v in (math.nan, math.inf, -math.inf)] == ["NaN", "Infinity", "-Infinity"]
+    assert decode_value(3) == 3.0
+    with pytest.raises(ValueError, match="not a metric value"):
+        decode_value("nan")
+    history = MetricHistory.from_json(
+        {"run": "r", "key": "k", "steps": [1, 2], "timestamps_ms": [5, 6], "values": ["NaN", -0.0]}
+    )
+    assert list(history)[1] == MetricPoint("k", -0.0, 2, 6)
+    assert history.next_cursor is None
+    bucket = MetricBucket.from_json(
+        {
+            "start_step": 0,
+            "end_step": 9,
+            "count": 2,
+            "nan_count": 2,
+            "min": "NaN",
+            "max": "NaN",
+            "mean": "NaN",
+            "last_step": 3,
+            "last": "-Infinity",
+        }
+    )
+    assert math.isnan(bucket.mean)
+    assert bucket.last == -math.inf
+
+
+def test_metrics_requests() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    points = _calls.as_points(
+        [
+            MetricPoint("a", 1, 2),
+            ("b", 0.5, 3),
+            ("c", True, 4, at),
+            {"key": "d", "value": -math.inf, "step": -(2**63), "timestamp_ms": 9},
+        ],
+        None,
+        1000,
+    )
+    assert points == [
+        MetricPoint("a", 1.0, 2, 1000),
+        MetricPoint("b", 0.5, 3, 1000),
+        MetricPoint("c", 1.0, 4, 1767323045678),
+        MetricPoint("d", -math.inf, -(2**63), 9),
+    ]
+    assert _calls.as_points({"x": 2}, None, 5) == [MetricPoint("x", 2.0, 0, 5)]
+    call = _calls.log_metrics("run/1", points[2:])
+    assert (call.method, call.path, call.repeatable) == ("POST", "/v1/runs/run%2F1/metrics", False)
+    assert call.body == {
+        "points": [
+            {"key": "c", "step": 4, "value": 1.0, "timestamp_ms": 1767323045678},
+            {"key": "d", "step": -(2**63), "value": "-Infinity", "timestamp_ms": 9},
+        ]
+    }
+    with pytest.raises(ValueError, match="timestamp_ms"):
+        _calls.as_points([{"key": "a", "value": 1, "step": 1, "time": 5}], None, None)
+    with pytest.raises(TypeError, match="a point is"):
+        _calls.as_points([["a", 1, 1]], None, None)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="64 bits"):
+        _calls.as_points([("a", 1, 2**63)], None, None)
+    with pytest.raises(ValueError, match="fit a float"):
+        _calls.as_points([("a", 10**400, 1)], None, None)
+
+    history = _calls.history_page("r", "val/acc", 1, 9, at, 7, 100, "cur")
+    assert history.path == "/v1/runs/r/metrics/val%2Facc/history"
+    assert history.params == [
+        ("min_step", "1"),
+        ("max_step", "9"),
+        ("min_time_ms", "1767323045678"),
+        ("max_time_ms", "7"),
+        ("limit", "100"),
+        ("cursor", "cur"),
+    ]
+    # Relative segments would be resolved away by the URL: escaped.
+    assert _calls.downsample("..", ".", 5, None, 3).path == "/v1/runs/%2E%2E/metrics/%2E/downsample"
+    assert _calls.compare("k", ["a", "b"], 10, 0, None).params == [
+        ("run", "a"),
+        ("run", "b"),
+        ("max_points", "10"),
+        ("min_step", "0"),
+    ]
+    assert _calls.latest_of("a b", ["r"]).path == "/v1/metrics/a%20b/latest"
+    assert _calls.delete_metrics("r").repeatable
+    assert [len(c) for c in _calls.chunks(points, 3)] == [3, 1]
+    with pytest.raises(ValueError, match="chunk_size"):
+        _calls.chunks(points, 100_001)
+    # A batch that lost every race to its series wrote nothing: it may be sent again.
+    contended = error_from_problem(
+        503,
+        {
+            "type": "/problems/contended",
+            "detail": "gave up after 1000 attempts: concurrent writes to the same series",
+        },
+    )
+    assert isinstance(contended, Contended)
+    assert not contended.applied_unknown
+
+
+def test_what_a_refused_batch_is_sent_as() -> None:
+    points = [MetricPoint(k, 1.0, i) for i, k in enumerate("abab")]
+    too_large = error_from_problem(413, {"type": "/problems/payload-too-large"})
+    assert isinstance(too_large, PayloadTooLarge)
+    assert split(points, too_large) == [points[:2], points[2:]]
+    assert split(points[:1], too_large) is None
+    bad = error_from_problem(400, {"type": "/problems/bad-request"})
+    assert split(points, bad) == [[points[0], points[2]], [points[1], points[3]]]
+    assert split(points[::2], bad) is None, "one key: refused whole"
+    assert split(points, error_from_problem(404, {})) is None
+
+
+def test_a_body_over_the_limit_is_sent_in_halves_until_it_fits() -> None:
+    sizes: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sizes.append(len(request.content))
+        if len(request.content) > 1000:
+            return httpx.Response(413, json={"type": "/problems/payload-too-large", "status": 413})
+        n = len(json.loads(request.content)["points"])
+        return httpx.Response(200, json={"points": n, "series": 1, "sequence": len(sizes)})
+
+    with Client("http://cairn.test", transport=httpx.MockTransport(handler)) as c:
+        logged = c.log_metrics("r", [("loss", 0.5, step, 0) for step in range(40)])
+        assert (logged.points, logged.series) == (40, 1)
+        assert logged.requests == len([s for s in sizes if s <= 1000])
+        assert logged.sequence == len(sizes)
+        assert sizes[0] > 1000
+        with pytest.raises(PayloadTooLarge):
+            c.log_metrics("r", {"x" * 2000: 1.0})

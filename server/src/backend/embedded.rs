@@ -174,7 +174,10 @@ impl Backend for EmbeddedBackend {
     fn collections(&self, scope: Scope) -> BackendFuture<'_, Vec<CollectionInfo>> {
         self.blocking(move |store| {
             let mut out = Vec::new();
-            for spec in store.collections() {
+            // The job queue's records are its own working state, reached through `/v1/queue` (the
+            // PostgreSQL backend keeps them in tables of their own): not listed.
+            let listed = store.collections().into_iter().filter(|c| !cairn_store::queue::is_queue_collection(&c.name));
+            for spec in listed {
                 let count = match &scope.project {
                     None => store.record_count(&spec.name)?,
                     Some(p) => store.collection_dyn(&spec.name)?.count(&Query::new().eq("project", p.as_str()))?,

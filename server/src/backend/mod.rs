@@ -10,10 +10,11 @@
 //!
 //! The job queue has an interface of its own, [`QueueApi`] (held as a [`QueueStore`], which
 //! [`Backend::queue`] gives): the embedded store's [`JobQueue`](cairn_store::queue::JobQueue), or the
-//! PostgreSQL backend's queue.
+//! PostgreSQL backend's [`PostgresQueue`].
 //!
 //! Run metrics likewise, [`RunMetricsApi`] (held as a [`RunMetricsStore`], which [`Backend::run_metrics`]
-//! gives): the embedded store's [`Metrics`](cairn_store::metrics::Metrics).
+//! gives): the embedded store's [`Metrics`](cairn_store::metrics::Metrics), or the PostgreSQL backend's
+//! [`PostgresRunMetrics`].
 //!
 //! The artifact store has an interface of its own, [`ArtifactApi`] (held as an [`ArtifactStore`]): the
 //! embedded store's [`Artifacts`](cairn_store::artifacts::Artifacts), or [`PostgresArtifacts`] (metadata in
@@ -39,7 +40,10 @@ use crate::problem::ApiError;
 
 pub use artifacts::{ArtifactApi, ArtifactStore, ObjectRead};
 pub use embedded::EmbeddedBackend;
-pub use postgres::{PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, LISTENER_NAME};
+pub use postgres::{
+    PostgresArtifactOptions, PostgresArtifacts, PostgresBackend, PostgresOptions, PostgresQueue, PostgresRunMetrics,
+    LISTENER_NAME,
+};
 pub use queue::{QueueApi, QueueStore};
 pub use run_metrics::{RunMetricsApi, RunMetricsStore};
 

@@ -1,7 +1,8 @@
 //! Run metrics as the `/v1/runs/{run}/metrics` and `/v1/metrics` routes call them: the [`RunMetricsApi`]
 //! trait, implemented by the embedded store's [`Metrics`] (series in compressed blocks of the data
-//! directory's database, `docs/metrics.md`). Answers are the store's model types and [`MetricsError`], so
-//! that one mapping turns failures into problem documents.
+//! directory's database, `docs/metrics.md`) and by the PostgreSQL backend's
+//! [`PostgresRunMetrics`](super::PostgresRunMetrics) (one row per point). Answers are the store's model
+//! types and [`MetricsError`], so that one mapping turns failures into problem documents.
 //!
 //! Every method blocks: callers run them on tokio's blocking pool.
 
@@ -29,7 +30,8 @@ pub trait RunMetricsApi: Send + Sync + 'static {
     fn compare(&self, runs: &[String], req: &DownsampleRequest) -> Result<Vec<RunSeries>, MetricsError>;
     /// Removes every metric of a run.
     fn delete_run(&self, run: &str) -> Result<RemovedReport, MetricsError>;
-    /// Removes the blocks whose newest point is older than `cutoff_ms`, in the runs `selected` accepts.
+    /// Retention: removes the points older than `cutoff_ms` in the runs `selected` accepts (the embedded
+    /// store removes whole blocks, those whose newest point is older).
     fn expire_runs_before(
         &self,
         cutoff_ms: i64,

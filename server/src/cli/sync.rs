@@ -1,5 +1,6 @@
 //! `cairn export`, `cairn import` and `cairn verify`: sync with PostgreSQL and object stores (S3 and
-//! S3-compatible servers, `file://` directories), through the `cairn-sync` crate. See `docs/sync.md`.
+//! S3-compatible servers, `file://` directories), through the `cairn-sync` crate: collections and metrics.
+//! See `docs/sync.md`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +24,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Subcommand)]
 enum ExportTo {
-    /// One table per collection: a bulk copy, then the change feed; resumes from the cursor PostgreSQL holds.
+    /// One table per collection (and the metrics): a bulk copy, then the change feed; resumes from the
+    /// cursor PostgreSQL holds.
     Postgres {
         /// Data directory of the store.
         #[arg(long = "data", value_name = "DIR")]
@@ -43,6 +45,9 @@ enum ExportTo {
         /// Keep shipping new changes until interrupted (Ctrl-C).
         #[arg(long)]
         follow: bool,
+        /// Leave the metrics out (metrics tables of an earlier export are left as they are).
+        #[arg(long)]
+        no_metrics: bool,
     },
     /// A checksummed snapshot (if the destination has none, or with --snapshot), then change segments.
     S3 {
@@ -70,6 +75,9 @@ enum ExportTo {
         /// While following, write a new snapshot every this many seconds.
         #[arg(long, value_name = "SECONDS")]
         snapshot_every: Option<u64>,
+        /// Leave the metrics out of snapshots.
+        #[arg(long)]
+        no_metrics: bool,
     },
 }
 
@@ -154,16 +162,21 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
     init_logging();
     runtime()?.block_on(async {
         match &args.to {
-            ExportTo::Postgres { data, url, schema, batch, restart, follow } => {
+            ExportTo::Postgres { data, url, schema, batch, restart, follow, no_metrics } => {
                 let store = open(data, false)?;
-                let opts =
-                    PgExportOptions::new(url).schema(schema).batch(*batch).restart(*restart).follow(*follow);
+                let opts = PgExportOptions::new(url)
+                    .schema(schema)
+                    .batch(*batch)
+                    .restart(*restart)
+                    .follow(*follow)
+                    .metrics(!no_metrics);
                 let r = cairn_sync::export_postgres(&store, &opts, &Progress::auto(), stop_on_ctrl_c(*follow))
                     .await
                     .map_err(|e| Failure::new("export to postgres failed", e))?;
                 let secs = r.bulk_time.as_secs_f64().max(1e-9);
                 println!(
-                    "{}bulk: {} records, {:.1} MB in {:.2} s ({:.0} records/s, {:.1} MB/s); changes: {}; cursor {}",
+                    "{}bulk: {} records, {:.1} MB in {:.2} s ({:.0} records/s, {:.1} MB/s); changes: {}; cursor {}; \
+                     metrics: {}",
                     if r.resumed { "resumed; " } else { "" },
                     r.bulk_records,
                     r.bulk_bytes as f64 / 1e6,
@@ -171,11 +184,29 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                     r.bulk_records as f64 / secs,
                     r.bulk_bytes as f64 / 1e6 / secs,
                     r.changes,
-                    r.cursor
+                    r.cursor,
+                    if *no_metrics {
+                        "left out".to_owned()
+                    } else {
+                        format!(
+                            "{} series ({} points) written, {} removed",
+                            r.metric_series, r.metric_points, r.metric_series_removed
+                        )
+                    }
                 );
                 Ok(())
             }
-            ExportTo::S3 { data, dest, endpoint, snapshot, keep_snapshots, chunk_records, follow, snapshot_every } => {
+            ExportTo::S3 {
+                data,
+                dest,
+                endpoint,
+                snapshot,
+                keep_snapshots,
+                chunk_records,
+                follow,
+                snapshot_every,
+                no_metrics,
+            } => {
                 let store = open(data, false)?;
                 // A store without artifact objects has no artifact store to open (opening one declares
                 // its collections).
@@ -190,7 +221,8 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                     .keep_snapshots(*keep_snapshots)
                     .chunk_records(*chunk_records)
                     .follow(*follow)
-                    .snapshot_every(snapshot_every.map(Duration::from_secs));
+                    .snapshot_every(snapshot_every.map(Duration::from_secs))
+                    .metrics(!no_metrics);
                 let r = cairn_sync::export_objects(
                     &store,
                     artifacts.as_ref(),
@@ -205,7 +237,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                 println!(
                     "snapshots {:?}: {} records, {:.1} MB ({:.1} MB uploaded) in {:.2} s ({:.0} records/s, {:.1} MB/s); \
                      {} segments with {} changes; chain through seq {}; {} old objects deleted; artifact bytes: \
-                     {} blobs uploaded ({:.1} MB), {} already there, {} versions gone and superseded",
+                     {} blobs uploaded ({:.1} MB), {} already there, {} versions gone and superseded; metrics: {}",
                     r.snapshots,
                     r.snapshot_records,
                     r.snapshot_bytes as f64 / 1e6,
@@ -220,7 +252,21 @@ pub fn export(args: &ExportArgs) -> Result<(), Failure> {
                     r.blobs_uploaded,
                     r.blob_bytes_uploaded as f64 / 1e6,
                     r.blobs_present,
-                    r.blobs_skipped
+                    r.blobs_skipped,
+                    if *no_metrics {
+                        "left out".to_owned()
+                    } else {
+                        format!(
+                            "{} series ({} points) in snapshots{}",
+                            r.snapshot_metric_series,
+                            r.snapshot_metric_points,
+                            if r.metrics_changed {
+                                ", changed since the newest snapshot (segments do not carry them: --snapshot does)"
+                            } else {
+                                ""
+                            }
+                        )
+                    }
                 );
                 Ok(())
             }
@@ -248,12 +294,15 @@ pub fn import(args: &ImportArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::new("import from postgres failed", e))?;
                 let secs = r.elapsed.as_secs_f64().max(1e-9);
                 println!(
-                    "imported {} records ({:.1} MB) into {} collections in {secs:.2} s ({:.0} records/s, {:.1} MB/s)",
+                    "imported {} records ({:.1} MB) into {} collections in {secs:.2} s ({:.0} records/s, {:.1} MB/s); \
+                     metrics: {} series ({} points)",
                     r.records,
                     r.bytes as f64 / 1e6,
                     r.collections,
                     r.records as f64 / secs,
-                    r.bytes as f64 / 1e6 / secs
+                    r.bytes as f64 / 1e6 / secs,
+                    r.metric_series,
+                    r.metric_points
                 );
                 Ok(())
             }
@@ -273,7 +322,7 @@ pub fn import(args: &ImportArgs) -> Result<(), Failure> {
                 println!(
                     "restored seq {} (snapshot {} with {} records, then {} changes from {} segments): {:.1} MB \
                      ({:.1} MB downloaded) in {secs:.2} s ({:.0} records/s); {} artifact objects, {} blobs \
-                     ({:.1} MB) downloaded",
+                     ({:.1} MB) downloaded; metrics: {} series ({} points)",
                     r.seq,
                     r.snapshot_seq,
                     r.snapshot_records,
@@ -284,7 +333,9 @@ pub fn import(args: &ImportArgs) -> Result<(), Failure> {
                     (r.snapshot_records + r.changes) as f64 / secs,
                     r.artifact_objects,
                     r.blobs_downloaded,
-                    r.blob_bytes as f64 / 1e6
+                    r.blob_bytes as f64 / 1e6,
+                    r.metric_series,
+                    r.metric_points
                 );
                 Ok(())
             }
@@ -308,7 +359,10 @@ pub fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         if report.equal() {
             Ok(())
         } else {
-            Err(Failure::new("verify", format_args!("{} records differ", report.differences)))
+            Err(Failure::new(
+                "verify",
+                format_args!("{} records and {} metric series differ", report.differences, report.series_differences),
+            ))
         }
     })
 }
@@ -325,6 +379,19 @@ fn print_report(r: &VerifyReport) {
     }
     if r.differences > r.listed.len() as u64 {
         println!("  ... and {} more", r.differences - r.listed.len() as u64);
+    }
+    if !r.metrics {
+        println!("metrics        not compared (none at the other end)");
+        return;
+    }
+    println!("local metrics  {} series, {} points", r.local_series, r.local_points);
+    println!("remote metrics {} series, {} points", r.remote_series, r.remote_points);
+    println!("differences    {} series", r.series_differences);
+    for d in &r.listed_series {
+        println!("  {d}");
+    }
+    if r.series_differences > r.listed_series.len() as u64 {
+        println!("  ... and {} more", r.series_differences - r.listed_series.len() as u64);
     }
 }
 

@@ -63,13 +63,7 @@ async fn run<R: Send + 'static>(
             "this server has no artifact store (on the PostgreSQL backend, start it with --artifact-objects URL)",
         ));
     };
-    let permit = state.artifact_permits.take()?;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        f(&*artifacts)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("artifact task failed: {e}")))?
+    super::state::blocking(&state.artifact_permits, "artifact", move || f(&*artifacts)).await
 }
 
 /// A bucket `who` sees: 404 for a missing one and, for a scoped token, for another project's.

@@ -2,11 +2,13 @@
 //! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
 //!
 //! One file per concern: `router` (the route table, the middleware stack and the small routes: health,
-//! OpenAPI, stats and metrics), `records`, `collections`, `transactions` and `changes` (the routes per
-//! resource), `auth` (tokens, their configuration and project scopes), `error` (problem documents),
-//! `extract` (validated inputs), `limits` (shedding and timeouts), `metrics` (the counters and their
-//! Prometheus text), `config` (the TOML file) and `state` (what handlers share). Dependencies between
-//! them go one way: `config` uses `auth`, `state` uses `metrics`, never the other way round.
+//! OpenAPI, stats and metrics); the routes per resource: `records`, `collections`, `transactions`,
+//! `changes`, `admin`, `artifacts`, `queue` (the job queue) and `run_metrics` (runs' time series); `auth`
+//! (tokens, their configuration and project scopes), `extract` (validated inputs), `limits` (shedding and
+//! timeouts), `metrics` (the counters and their Prometheus text), `config` (the TOML file) and `state`
+//! (what handlers share, and the helper running their blocking calls). Problem documents are
+//! `crate::problem`'s. Dependencies between them go one way: `config` uses `auth`, `state` uses
+//! `metrics`, never the other way round.
 
 mod admin;
 mod artifacts;
@@ -294,7 +296,8 @@ async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
             max_concurrency: config.limits.max_concurrency,
             retention: config.changes.clone(),
         };
-        let backend = PostgresBackend::open(pg).await.map_err(ServeError::Backend)?;
+        let backend =
+            PostgresBackend::open(pg).await.map_err(ServeError::Backend)?.with_queue_options(config.queue.options());
         let artifacts = match &config.artifacts.objects {
             Some(objects) => Some(open_postgres_artifacts(config, url, objects).await?),
             None => None,

@@ -59,14 +59,11 @@ async fn run<R: Send + 'static>(
     f: impl FnOnce(&dyn QueueApi) -> Result<R, QueueError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let backend = state.backend.clone();
-    let permit = state.queue_permits.take()?;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+    super::state::blocking(&state.queue_permits, "queue", move || {
         let queue = backend.queue()?;
         f(&*queue).map_err(problem)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("queue task failed: {e}")))?
 }
 
 /// `POST /v1/queue/jobs`: enqueues one job (a `NewJob`). 201 with `{"job", "duplicate": false}`, or 200
@@ -192,6 +189,19 @@ pub struct Heartbeat {
 // current one (its lease expired and it was claimed again), 409 `invalid-transition` when the job's state
 // does not allow the call (completing a job that is not running...), 404 for an unknown job.
 
+/// Runs `f` on the job of the path for a token of role `write` without a project scope, answering the job
+/// as it now is.
+async fn on_job(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    f: impl FnOnce(&dyn QueueApi, u64) -> Result<Job, QueueError> + Send + 'static,
+) -> Result<Json<Job>, ApiError> {
+    who.require_unscoped(Role::Write)?;
+    let id = job_id(id)?;
+    run(state, move |q| f(q, id)).await.map(Json)
+}
+
 /// `POST /v1/queue/jobs/{id}/complete` with `{"token"}`.
 pub async fn complete(
     State(state): State<AppState>,
@@ -199,9 +209,7 @@ pub async fn complete(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Token>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.complete(id, b.token)).await.map(Json)
+    on_job(&state, &who, &id, move |q, id| q.complete(id, b.token)).await
 }
 
 /// `POST /v1/queue/jobs/{id}/fail` with `{"token", "error"}`: retryable after the queue's backoff, or
@@ -212,9 +220,7 @@ pub async fn fail(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Failure>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.fail(id, b.token, &b.error)).await.map(Json)
+    on_job(&state, &who, &id, move |q, id| q.fail(id, b.token, &b.error)).await
 }
 
 /// `POST /v1/queue/jobs/{id}/snooze` with `{"token", "delay_ms"}`: scheduled again, the attempt not
@@ -225,9 +231,7 @@ pub async fn snooze(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Snooze>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.snooze(id, b.token, b.delay_ms)).await.map(Json)
+    on_job(&state, &who, &id, move |q, id| q.snooze(id, b.token, b.delay_ms)).await
 }
 
 /// `POST /v1/queue/jobs/{id}/heartbeat` with `{"token", "lease_ms"}`: the lease extended to `lease_ms`
@@ -238,9 +242,7 @@ pub async fn heartbeat(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<Heartbeat>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.heartbeat(id, b.token, b.lease_ms)).await.map(Json)
+    on_job(&state, &who, &id, move |q, id| q.heartbeat(id, b.token, b.lease_ms)).await
 }
 
 /// `POST /v1/queue/jobs/{id}/cancel`: cancels an unfinished job (no token: an operator's call).
@@ -249,9 +251,7 @@ pub async fn cancel(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.cancel(id)).await.map(Json)
+    on_job(&state, &who, &id, |q, id| q.cancel(id)).await
 }
 
 /// `POST /v1/queue/jobs/{id}/retry`: makes a finished job (a dead letter, typically) available again.
@@ -260,9 +260,7 @@ pub async fn retry(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    who.require_unscoped(Role::Write)?;
-    let id = job_id(&id)?;
-    run(&state, move |q| q.retry(id)).await.map(Json)
+    on_job(&state, &who, &id, |q, id| q.retry(id)).await
 }
 
 /// One job of a batch completion.

@@ -37,7 +37,12 @@ pub const MAX_RUNS: usize = 1000;
 pub fn problem(err: MetricsError) -> ApiError {
     match err {
         MetricsError::Invalid(detail) => ApiError::bad_request(detail),
-        MetricsError::Contention { .. } => ApiError::unavailable(err.to_string(), 1),
+        MetricsError::Contention { .. } => {
+            // Nothing was written: the batch may be sent again.
+            let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "contended", err.to_string());
+            e.retry_after = Some(1);
+            e
+        }
         other => {
             tracing::error!(error = %other, "run metrics failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string())
@@ -51,14 +56,11 @@ async fn run<R: Send + 'static>(
     f: impl FnOnce(&dyn RunMetricsApi) -> Result<R, MetricsError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let backend = state.backend.clone();
-    let permit = state.metrics_permits.take()?;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
+    super::state::blocking(&state.metrics_permits, "run metrics", move || {
         let metrics = backend.run_metrics()?;
         f(&*metrics).map_err(problem)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("metrics task failed: {e}")))?
 }
 
 /// 404 unless `who` may reach every run of `runs`: always for an unscoped token; for a scoped one, when
@@ -289,18 +291,26 @@ pub async fn downsample(
     Ok(Json(json!({ "run": run_id, "key": key, "buckets": buckets.iter().map(bucket_json).collect::<Vec<_>>() })))
 }
 
-/// The `runs` parameter: 1 to [`MAX_RUNS`] run ids, separated by commas.
+/// The runs named: each `run` parameter (any run id, commas included) and each of the comma-separated ids
+/// of the `runs` parameters, in order; 1 to [`MAX_RUNS`] in all.
 fn runs_param(params: &Params) -> Result<Vec<String>, ApiError> {
-    let raw =
-        params.get("runs").ok_or_else(|| ApiError::bad_request("runs is required: run ids separated by commas"))?;
-    let runs: Vec<String> = raw.split(',').map(str::to_owned).collect();
-    if runs.len() > MAX_RUNS || runs.iter().any(String::is_empty) {
-        return Err(ApiError::bad_request(format!("runs must name 1 to {MAX_RUNS} runs, separated by commas")));
+    let mut runs = Vec::new();
+    for (name, value) in &params.0 {
+        match name.as_str() {
+            "run" => runs.push(value.clone()),
+            "runs" => runs.extend(value.split(',').map(str::to_owned)),
+            _ => {}
+        }
+    }
+    if runs.is_empty() || runs.len() > MAX_RUNS || runs.iter().any(String::is_empty) {
+        return Err(ApiError::bad_request(format!(
+            "name 1 to {MAX_RUNS} runs: run=ID (repeated) or runs=ID,ID,... (no empty id)"
+        )));
     }
     Ok(runs)
 }
 
-/// `GET /v1/metrics/{key}/latest?runs=A,B,...`: the latest point of metric `key` in each run, in the
+/// `GET /v1/metrics/{key}/latest?runs=A,B,...` (or `run=A&run=B...`): the latest point of metric `key` in each run, in the
 /// order asked: `{"key", "runs": [{"run", "latest": {...} or null}, ...]}`.
 pub async fn latest_of(
     State(state): State<AppState>,

@@ -9,6 +9,7 @@ use super::auth::Tokens;
 use super::config::Limits;
 use super::metrics::Metrics;
 use crate::backend::{ArtifactStore, Backend, Permits};
+use crate::problem::ApiError;
 
 /// Shared state of the server. Cheap to clone.
 #[derive(Clone)]
@@ -65,4 +66,23 @@ impl AppState {
         self.artifacts = Some(artifacts.into());
         self
     }
+}
+
+/// Runs `f` on tokio's blocking pool holding one of `permits` until it returns (503 at once when none is
+/// free): the artifact, queue and run-metrics routes' blocking calls. `what` names the call in the error of
+/// a task that panicked.
+pub(crate) async fn blocking<R: Send + 'static>(
+    permits: &Permits,
+    what: &'static str,
+    f: impl FnOnce() -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let permit = permits.take()?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{what} task failed: {e}"))
+    })?
 }

@@ -17,7 +17,7 @@ use axum::http::{Method, Request};
 use axum::response::Response;
 use axum::Router;
 use cairn_server::backend::{Backend, EmbeddedBackend, PostgresBackend, PostgresOptions};
-use cairn_server::{AppState, Config};
+use cairn_server::{AppState, Config, Role, TokenConfig};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -40,6 +40,13 @@ struct Keep {
 }
 
 /// Whether `CAIRN_TEST_BACKEND` asks for the PostgreSQL backend.
+/// A token whose secret is its name, with `role`, scoped to `project` if given.
+pub fn token(name: &str, role: Role, project: Option<&str>) -> TokenConfig {
+    use sha2::{Digest, Sha256};
+    let sha256 = Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    TokenConfig { name: name.into(), sha256, role, project: project.map(Into::into) }
+}
+
 pub fn on_postgres() -> bool {
     std::env::var("CAIRN_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
@@ -65,7 +72,8 @@ impl App {
             })
             .join()
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .with_queue_options(config.queue.options());
             backend.start();
             (Arc::new(backend), Some(pg))
         } else {

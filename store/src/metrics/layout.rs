@@ -10,8 +10,10 @@ pub(crate) const SERIES: &[u8] = b"\x00mts\x00";
 /// Prefix of the blocks: `0x00 "mtb" 0x00 run 0x00 key 0x00 ord(first step) id`.
 pub(crate) const BLOCKS: &[u8] = b"\x00mtb\x00";
 
-/// Checks a run id or metric key: 1 to [`MAX_NAME_LEN`] bytes without NUL.
-pub(crate) fn check_name(what: &str, name: &str) -> Result<(), MetricsError> {
+/// Checks a run id or metric key (`what` names which, in the message): 1 to [`MAX_NAME_LEN`] bytes without
+/// NUL, else [`MetricsError::Invalid`]. Public so that other implementations of the metrics' operations (the
+/// server's PostgreSQL backend) refuse the same names with the same message.
+pub fn check_name(what: &str, name: &str) -> Result<(), MetricsError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('\0') {
         return Err(MetricsError::Invalid(format!(
             "{what} {:?} must be 1 to {MAX_NAME_LEN} bytes without NUL",

@@ -20,6 +20,7 @@ mod bits;
 mod block;
 mod check;
 mod error;
+mod export;
 mod layout;
 mod model;
 mod open;
@@ -34,6 +35,8 @@ use crate::store::Store;
 
 pub use check::MetricsCheck;
 pub use error::MetricsError;
+pub use export::{MetricSeries, SeriesPoints, SeriesSummary};
+pub use layout::check_name;
 pub use model::{
     Bucket, DownsampleRequest, HistoryPage, HistoryRequest, LatestValue, LogReceipt, MetricPoint, Point, RemovedReport,
     RunSeries, MAX_BUCKETS, MAX_LOG_POINTS, MAX_NAME_LEN, MAX_PAGE_POINTS,

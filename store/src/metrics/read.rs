@@ -134,6 +134,41 @@ fn check_range(lo: i64, hi: i64, what: &str) -> Result<(), MetricsError> {
     Ok(())
 }
 
+impl HistoryRequest {
+    /// The checks [`Metrics::history`] makes before it reads (all but the cursor's, whose form is the
+    /// store's own): the names, the limit (1 to [`MAX_PAGE_POINTS`]) and the step and time ranges (not
+    /// empty), failing with [`MetricsError::Invalid`].
+    pub fn check(&self) -> Result<(), MetricsError> {
+        layout::check_name("run", &self.run)?;
+        layout::check_name("metric key", &self.key)?;
+        if self.limit == 0 || self.limit > MAX_PAGE_POINTS {
+            return Err(MetricsError::Invalid(format!("limit must be 1 to {MAX_PAGE_POINTS}, not {}", self.limit)));
+        }
+        check_range(self.min_step.unwrap_or(i64::MIN), self.max_step.unwrap_or(i64::MAX), "step")?;
+        check_range(self.min_timestamp_ms.unwrap_or(i64::MIN), self.max_timestamp_ms.unwrap_or(i64::MAX), "time")
+    }
+}
+
+impl DownsampleRequest {
+    /// The checks [`Metrics::downsample`] makes before it reads: the names, `max_points` (1 to
+    /// [`MAX_BUCKETS`]) and the step range when both ends are given (not empty), failing with
+    /// [`MetricsError::Invalid`].
+    pub fn check(&self) -> Result<(), MetricsError> {
+        layout::check_name("run", &self.run)?;
+        layout::check_name("metric key", &self.key)?;
+        if self.max_points == 0 || self.max_points > MAX_BUCKETS {
+            return Err(MetricsError::Invalid(format!(
+                "max_points must be 1 to {MAX_BUCKETS}, not {}",
+                self.max_points
+            )));
+        }
+        if let (Some(lo), Some(hi)) = (self.min_step, self.max_step) {
+            check_range(lo, hi, "step")?;
+        }
+        Ok(())
+    }
+}
+
 /// Running summary of one bucket.
 #[derive(Clone, Copy)]
 struct Acc {
@@ -205,15 +240,9 @@ impl Metrics {
     /// [`MAX_PAGE_POINTS`], or a malformed cursor; with [`MetricsError::Corruption`] if a block it reads
     /// fails its checksum.
     pub fn history(&self, req: &HistoryRequest) -> Result<HistoryPage, MetricsError> {
-        layout::check_name("run", &req.run)?;
-        layout::check_name("metric key", &req.key)?;
-        if req.limit == 0 || req.limit > MAX_PAGE_POINTS {
-            return Err(MetricsError::Invalid(format!("limit must be 1 to {MAX_PAGE_POINTS}, not {}", req.limit)));
-        }
+        req.check()?;
         let (mut lo, hi) = (req.min_step.unwrap_or(i64::MIN), req.max_step.unwrap_or(i64::MAX));
-        check_range(lo, hi, "step")?;
         let (tlo, thi) = (req.min_timestamp_ms.unwrap_or(i64::MIN), req.max_timestamp_ms.unwrap_or(i64::MAX));
-        check_range(tlo, thi, "time")?;
         let (at, skip) = match &req.cursor {
             Some(c) => parse_cursor(c)?,
             None => (lo, 0),
@@ -321,17 +350,7 @@ impl Metrics {
     }
 
     fn downsample_at(&self, snap: &Snapshot, req: &DownsampleRequest) -> Result<Vec<Bucket>, MetricsError> {
-        layout::check_name("run", &req.run)?;
-        layout::check_name("metric key", &req.key)?;
-        if req.max_points == 0 || req.max_points > MAX_BUCKETS {
-            return Err(MetricsError::Invalid(format!(
-                "max_points must be 1 to {MAX_BUCKETS}, not {}",
-                req.max_points
-            )));
-        }
-        if let (Some(lo), Some(hi)) = (req.min_step, req.max_step) {
-            check_range(lo, hi, "step")?;
-        }
+        req.check()?;
         let Some(series) = read_series(snap, &layout::series_key(&req.run, &req.key))? else { return Ok(Vec::new()) };
         let lo = req.min_step.unwrap_or(series.min_step);
         let hi = req.max_step.unwrap_or(series.latest.step);

@@ -10,8 +10,8 @@ use crate::keys;
 use super::counts::Deltas;
 use super::error::QueueError;
 use super::index::{self, entry_job, ready_prefix};
-use super::model::{job_key, ClaimRequest, Job, JobState, MAX_CLAIM_BATCH};
-use super::names::{check_label, check_queue, JOBS};
+use super::model::{job_key, ClaimRequest, Job, JobState};
+use super::names::{check_claim, check_claim_batch, JOBS};
 use super::JobQueue;
 
 /// Candidates read per queue and round: enough that concurrent claimers each find one not in flight.
@@ -30,29 +30,19 @@ impl JobQueue {
     /// returns `None` (also returned when other claimers took every candidate first, round after round).
     /// Takes one job whatever `request.limit` says.
     pub fn claim(&self, request: &ClaimRequest) -> Result<Option<Job>, QueueError> {
+        check_claim(request)?;
         Ok(self.claim_up_to(request, 1)?.into_iter().next())
     }
 
     /// [`JobQueue::claim`] of up to `request.limit` jobs in one commit, in claim order: fewer if fewer are
     /// available, none after `request.wait_ms` without any. Each job has its own lease and token.
     pub fn claim_batch(&self, request: &ClaimRequest) -> Result<Vec<Job>, QueueError> {
-        if request.limit == 0 || request.limit > MAX_CLAIM_BATCH {
-            return Err(QueueError::Invalid(format!("a claim takes 1 to {MAX_CLAIM_BATCH} jobs")));
-        }
+        check_claim_batch(request)?;
         self.claim_up_to(request, request.limit)
     }
 
+    /// Claims up to `limit` jobs (the request checked already), waiting as `request` asks.
     fn claim_up_to(&self, request: &ClaimRequest, limit: usize) -> Result<Vec<Job>, QueueError> {
-        if request.queues.is_empty() {
-            return Err(QueueError::Invalid("a claim needs at least one queue".into()));
-        }
-        for q in &request.queues {
-            check_queue(q)?;
-        }
-        check_label("worker", &request.worker)?;
-        if request.lease_ms == 0 {
-            return Err(QueueError::Invalid("a lease must last at least 1 ms".into()));
-        }
         let deadline = Instant::now() + Duration::from_millis(request.wait_ms);
         loop {
             let generation = *self.inner.wake.generation.lock();
@@ -154,15 +144,9 @@ impl JobQueue {
         for id in ids {
             let Some(stored) = tx.get::<Job>(&job_key(*id))? else { continue };
             let mut job = stored.doc;
-            if job.state != JobState::Available {
+            if !job.claim(&request.worker, request.lease_ms, now) {
                 continue;
             }
-            job.state = JobState::Running;
-            job.attempt += 1;
-            job.token += 1;
-            job.worker = Some(request.worker.clone());
-            job.attempted_at_ms = Some(now);
-            job.lease_until_ms = Some(now.saturating_add(i64::try_from(request.lease_ms).unwrap_or(i64::MAX)));
             tx.update(&job, stored.version)?;
             deltas.moved(&job.queue, Some(JobState::Available), Some(JobState::Running));
             jobs.push(job);
@@ -214,13 +198,11 @@ impl JobQueue {
             for id in ids {
                 let Some(stored) = tx.get::<Job>(&job_key(*id))? else { continue };
                 let mut job = stored.doc;
-                let waiting = matches!(job.state, JobState::Scheduled | JobState::Retryable);
-                if !waiting || job.due_at_ms.is_none_or(|d| d > now) {
+                let before = job.state;
+                if !job.promote(now) {
                     continue;
                 }
-                deltas.moved(&job.queue, Some(job.state), Some(JobState::Available));
-                job.state = JobState::Available;
-                job.due_at_ms = None;
+                deltas.moved(&job.queue, Some(before), Some(JobState::Available));
                 tx.update(&job, stored.version)?;
                 n += 1;
             }

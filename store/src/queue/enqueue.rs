@@ -5,7 +5,7 @@ use crate::txn::Transaction;
 
 use super::counts::Deltas;
 use super::error::QueueError;
-use super::model::{job_key, Enqueued, Job, JobState, NewJob, UniqueRef, DEFAULT_MAX_ATTEMPTS};
+use super::model::{job_key, Enqueued, Job, JobState, NewJob, UniqueRef};
 use super::names::check_new_job;
 use super::JobQueue;
 
@@ -90,36 +90,14 @@ impl JobQueue {
             let ref_id = UniqueRef::record_id(&new.queue, &unique.key);
             if let Some(held) = tx.get::<UniqueRef>(&ref_id)? {
                 if let Some(existing) = tx.get::<Job>(&job_key(held.doc.job))? {
-                    let states = unique.states.as_deref().unwrap_or(&JobState::UNFINISHED);
-                    let recent = unique.period_ms.is_none_or(|p| existing.doc.inserted_at_ms >= now - p);
-                    if states.contains(&existing.doc.state) && recent {
+                    if existing.doc.holds_unique(unique, now) {
                         return Ok(Enqueued { job: existing.doc, duplicate: true });
                     }
                 }
             }
             tx.upsert(&UniqueRef { queue: new.queue.clone(), key: unique.key.clone(), job: id })?;
         }
-        let due = new.run_at_ms.filter(|t| *t > now);
-        let job = Job {
-            id,
-            queue: new.queue.clone(),
-            kind: new.kind.clone(),
-            payload: new.payload.clone(),
-            priority: new.priority,
-            state: if due.is_some() { JobState::Scheduled } else { JobState::Available },
-            attempt: 0,
-            max_attempts: new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
-            scheduled_at_ms: due.unwrap_or(now),
-            due_at_ms: due,
-            lease_until_ms: None,
-            token: 0,
-            worker: None,
-            unique_key: new.unique.as_ref().map(|u| u.key.clone()),
-            errors: Vec::new(),
-            inserted_at_ms: now,
-            attempted_at_ms: None,
-            finished_at_ms: None,
-        };
+        let job = Job::enqueued(id, new, now);
         tx.insert(&job)?;
         deltas.moved(&job.queue, None, Some(job.state));
         effect.note(&job);

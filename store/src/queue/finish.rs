@@ -8,32 +8,12 @@ use super::counts::{self, Deltas};
 use super::enqueue::Effect;
 use super::error::QueueError;
 use super::index::{entry_job, ready_prefix};
-use super::model::{job_key, AttemptError, Job, JobPage, JobState, QueueCounts, UniqueRef};
+use super::model::{job_key, Job, JobPage, JobState, QueueCounts, UniqueRef};
 use super::names::check_queue;
-use super::states::check;
 use super::JobQueue;
 
-/// Longest error message kept per failed attempt; longer ones are cut.
-const MAX_ERROR_LEN: usize = 4096;
 /// Most jobs a page of [`JobQueue::list`] holds.
 const MAX_LIST: usize = 1000;
-
-/// `Ok` if `job` is running under `token`.
-fn leased(job: &Job, token: u64, to: JobState) -> Result<(), QueueError> {
-    if job.token != token {
-        return Err(QueueError::StaleToken { id: job.id, presented: token, current: job.token });
-    }
-    check(job.id, job.state, to)
-}
-
-/// Completes `job`, running under `token`, at `now`.
-fn completed(job: &mut Job, token: u64, now: i64) -> Result<(), QueueError> {
-    leased(job, token, JobState::Completed)?;
-    job.state = JobState::Completed;
-    job.lease_until_ms = None;
-    job.finished_at_ms = Some(now);
-    Ok(())
-}
 
 /// Stages the completion of job `id` under `token` in `tx`.
 fn complete_in(
@@ -45,19 +25,10 @@ fn complete_in(
 ) -> Result<Job, QueueError> {
     let Some(stored) = tx.get::<Job>(&job_key(id))? else { return Err(QueueError::NotFound(id)) };
     let mut job = stored.doc;
-    completed(&mut job, token, now)?;
+    job.complete(token, now)?;
     tx.update(&job, stored.version)?;
     deltas.moved(&job.queue, Some(JobState::Running), Some(JobState::Completed));
     Ok(job)
-}
-
-/// Keeps at most [`MAX_ERROR_LEN`] bytes of `error`, cut at a character boundary.
-fn truncated(error: &str) -> String {
-    let mut end = error.len().min(MAX_ERROR_LEN);
-    while !error.is_char_boundary(end) {
-        end -= 1;
-    }
-    error.get(..end).unwrap_or_default().to_owned()
 }
 
 impl JobQueue {
@@ -90,7 +61,7 @@ impl JobQueue {
     /// again since (its lease expired), [`QueueError::InvalidTransition`] if it is not running (rescued,
     /// cancelled, already completed).
     pub fn complete(&self, id: u64, token: u64) -> Result<Job, QueueError> {
-        self.change(id, |job, now| completed(job, token, now))
+        self.change(id, |job, now| job.complete(token, now))
     }
 
     /// Completes jobs, each `(id, token)` as [`JobQueue::complete`] does, in one commit. A job refused (a
@@ -116,45 +87,16 @@ impl JobQueue {
     /// Records a failure of job `id`, running under `token`, with `error`: the job becomes retryable after
     /// its queue's backoff, or discarded if that was its last attempt. Refused as [`JobQueue::complete`].
     pub fn fail(&self, id: u64, token: u64, error: &str) -> Result<Job, QueueError> {
-        let error = truncated(error);
         self.change(id, |job, now| {
-            let to = if job.attempt >= job.max_attempts { JobState::Discarded } else { JobState::Retryable };
-            leased(job, token, to)?;
-            self.failed(job, now, error.clone());
-            Ok(())
+            let backoff = self.backoff_of(&job.queue);
+            job.fail(token, error, backoff, now)
         })
-    }
-
-    /// A running job's failure (or lease expiry, for a rescue) at `now`: retryable after the backoff, or
-    /// discarded.
-    pub(crate) fn failed(&self, job: &mut Job, now: i64, error: String) {
-        job.errors.push(AttemptError { attempt: job.attempt, at_ms: now, error });
-        job.lease_until_ms = None;
-        if job.attempt >= job.max_attempts {
-            job.state = JobState::Discarded;
-            job.finished_at_ms = Some(now);
-        } else {
-            let seed = job.id.rotate_left(17) ^ u64::from(job.attempt) ^ job.token.rotate_left(40);
-            let due = now.saturating_add(self.backoff_of(&job.queue).delay_ms(job.attempt, seed));
-            job.state = JobState::Retryable;
-            job.scheduled_at_ms = due;
-            job.due_at_ms = Some(due);
-        }
     }
 
     /// Puts job `id`, running under `token`, back to wait `delay_ms`: it becomes scheduled, and the
     /// attempt does not count (its `attempt` goes back by one). Refused as [`JobQueue::complete`].
     pub fn snooze(&self, id: u64, token: u64, delay_ms: u64) -> Result<Job, QueueError> {
-        self.change(id, |job, now| {
-            leased(job, token, JobState::Scheduled)?;
-            let due = now.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX));
-            job.state = JobState::Scheduled;
-            job.attempt = job.attempt.saturating_sub(1);
-            job.lease_until_ms = None;
-            job.scheduled_at_ms = due;
-            job.due_at_ms = Some(due);
-            Ok(())
-        })
+        self.change(id, |job, now| job.snooze(token, delay_ms, now))
     }
 
     /// Extends the lease of job `id`, running under `token`, to `lease_ms` from now. Refused as
@@ -164,45 +106,19 @@ impl JobQueue {
         if lease_ms == 0 {
             return Err(QueueError::Invalid("a lease must last at least 1 ms".into()));
         }
-        self.change(id, |job, now| {
-            if job.token != token {
-                return Err(QueueError::StaleToken { id: job.id, presented: token, current: job.token });
-            }
-            if job.state != JobState::Running {
-                return Err(QueueError::InvalidTransition { id: job.id, from: job.state, to: JobState::Running });
-            }
-            job.lease_until_ms = Some(now.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX)));
-            Ok(())
-        })
+        self.change(id, |job, now| job.heartbeat(token, lease_ms, now))
     }
 
     /// Cancels job `id` if it is not finished; a running job's worker then finds it cancelled
     /// ([`QueueError::InvalidTransition`] on completion).
     pub fn cancel(&self, id: u64) -> Result<Job, QueueError> {
-        self.change(id, |job, now| {
-            check(job.id, job.state, JobState::Cancelled)?;
-            job.state = JobState::Cancelled;
-            job.lease_until_ms = None;
-            job.due_at_ms = None;
-            job.finished_at_ms = Some(now);
-            Ok(())
-        })
+        self.change(id, |job, now| job.cancel(now))
     }
 
     /// Makes finished job `id` (discarded, cancelled or completed) available again at once, with one more
     /// attempt allowed if it had used them all.
     pub fn retry(&self, id: u64) -> Result<Job, QueueError> {
-        self.change(id, |job, now| {
-            check(job.id, job.state, JobState::Available)?;
-            if !job.state.is_finished() {
-                return Err(QueueError::InvalidTransition { id: job.id, from: job.state, to: JobState::Available });
-            }
-            job.state = JobState::Available;
-            job.max_attempts = job.max_attempts.max(job.attempt + 1);
-            job.finished_at_ms = None;
-            job.scheduled_at_ms = now;
-            Ok(())
-        })
+        self.change(id, |job, now| job.retry(now))
     }
 
     /// Deletes finished job `id` now, whatever its age; [`QueueError::NotFinished`] if it is not finished.

@@ -49,12 +49,9 @@ impl JobQueue {
                 for id in &ids {
                     let Some(stored) = tx.get::<Job>(&job_key(*id))? else { continue };
                     let mut job = stored.doc;
-                    if job.state != JobState::Running || job.lease_until_ms.is_none_or(|l| l > now) {
+                    if !job.rescue(self.backoff_of(&job.queue), now) {
                         continue;
                     }
-                    let until = job.lease_until_ms.unwrap_or(now);
-                    let error = format!("lease expired at {until} ms (worker {:?})", job.worker);
-                    self.failed(&mut job, now, error);
                     deltas.moved(&job.queue, Some(JobState::Running), Some(job.state));
                     effect.note(&job);
                     tx.update(&job, stored.version)?;

@@ -22,6 +22,7 @@ mod maintain;
 mod model;
 mod names;
 mod states;
+mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -41,8 +42,12 @@ pub use model::{
     AttemptError, ClaimRequest, Enqueued, Job, JobPage, JobState, MaintenanceReport, NewJob, QueueCounts, Unique,
     DEFAULT_MAX_ATTEMPTS, MAX_CLAIM_BATCH, MAX_PRIORITY,
 };
-pub use names::{check_label, check_new_job, check_queue, is_queue_collection, JOBS, MAX_UNIQUE_KEY_LEN, UNIQUE};
+pub use names::{
+    check_claim, check_claim_batch, check_label, check_new_job, check_queue, is_queue_collection, JOBS,
+    MAX_UNIQUE_KEY_LEN, UNIQUE,
+};
 pub use states::{allowed, TRANSITIONS};
+pub use steps::MAX_ERROR_LEN;
 
 /// A clock that only moves when told: for tests of scheduled jobs, backoffs, leases and retention without
 /// sleeping. Clones share the time.
@@ -146,6 +151,39 @@ impl QueueOptions {
         self.clock = Some(clock);
         self
     }
+
+    /// The period of the maintenance passes ([`QueueOptions::maintenance_interval`]); zero: none.
+    pub fn maintenance_period(&self) -> Duration {
+        self.maintenance_interval
+    }
+
+    /// How long jobs finished in `state` are kept before pruning: the completed retention for completed
+    /// jobs, the discarded retention for discarded and cancelled ones, `None` for unfinished states.
+    pub fn retention_of(&self, state: JobState) -> Option<Duration> {
+        match state {
+            JobState::Completed => Some(self.completed_retention),
+            JobState::Discarded | JobState::Cancelled => Some(self.discarded_retention),
+            _ => None,
+        }
+    }
+
+    /// Most jobs one maintenance pass prunes ([`QueueOptions::prune_batch`]).
+    pub fn prune_limit(&self) -> usize {
+        self.prune_batch
+    }
+
+    /// The backoff of failed jobs of `queue`: its own, or the default one.
+    pub fn backoff_of(&self, queue: &str) -> &Backoff {
+        self.queue_backoff.iter().find(|(q, _)| q == queue).map_or(&self.backoff, |(_, b)| b)
+    }
+
+    /// Now, in milliseconds since the Unix epoch, by the clock of [`QueueOptions::clock`] or the system's.
+    pub fn now_ms(&self) -> i64 {
+        match &self.clock {
+            Some(c) => c.now_ms(),
+            None => crate::clock::now_ms(),
+        }
+    }
 }
 
 /// Wakes claims waiting for a job.
@@ -247,10 +285,7 @@ impl JobQueue {
 
     /// Now, in milliseconds since the Unix epoch, by the queue's clock.
     pub(crate) fn now_ms(&self) -> i64 {
-        match &self.inner.opts.clock {
-            Some(c) => c.now_ms(),
-            None => crate::clock::now_ms(),
-        }
+        self.inner.opts.now_ms()
     }
 
     /// A new job id.
@@ -260,7 +295,7 @@ impl JobQueue {
 
     /// The backoff of `queue`.
     fn backoff_of(&self, queue: &str) -> &Backoff {
-        self.inner.opts.queue_backoff.iter().find(|(q, _)| q == queue).map_or(&self.inner.opts.backoff, |(_, b)| b)
+        self.inner.opts.backoff_of(queue)
     }
 
     /// A hook for [`Transaction::after_commit`](crate::Transaction): wakes waiting claims, and notes the

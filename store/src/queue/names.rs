@@ -3,7 +3,7 @@
 use crate::validate::{validate_id, validate_name};
 
 use super::error::QueueError;
-use super::model::{NewJob, MAX_PRIORITY};
+use super::model::{ClaimRequest, NewJob, MAX_CLAIM_BATCH, MAX_PRIORITY};
 
 /// The collection of jobs (id: the job id in 16 hex digits).
 pub const JOBS: &str = "_queue_jobs";
@@ -54,4 +54,27 @@ pub fn check_new_job(job: &NewJob) -> Result<(), QueueError> {
         }
     }
     Ok(())
+}
+
+/// Checks a claim: at least one queue, valid queue and worker names, a lease of at least 1 ms.
+pub fn check_claim(request: &ClaimRequest) -> Result<(), QueueError> {
+    if request.queues.is_empty() {
+        return Err(QueueError::Invalid("a claim needs at least one queue".into()));
+    }
+    for q in &request.queues {
+        check_queue(q)?;
+    }
+    check_label("worker", &request.worker)?;
+    if request.lease_ms == 0 {
+        return Err(QueueError::Invalid("a lease must last at least 1 ms".into()));
+    }
+    Ok(())
+}
+
+/// Checks a batch claim: a `limit` of 1 to [`MAX_CLAIM_BATCH`], then as [`check_claim`].
+pub fn check_claim_batch(request: &ClaimRequest) -> Result<(), QueueError> {
+    if request.limit == 0 || request.limit > MAX_CLAIM_BATCH {
+        return Err(QueueError::Invalid(format!("a claim takes 1 to {MAX_CLAIM_BATCH} jobs")));
+    }
+    check_claim(request)
 }

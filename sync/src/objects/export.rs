@@ -1,24 +1,27 @@
-//! `export s3`: a snapshot (chunks and a manifest), then change segments chained by hash, each preceded by the
-//! bytes of the artifact objects it holds; retention of old snapshots and segments.
+//! `export s3`: a snapshot (chunks, the metrics' chunks and a manifest), then change segments chained by
+//! hash, each preceded by the bytes of the artifact objects it holds; retention of old snapshots and
+//! segments.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cairn_store::artifacts::{Artifacts, OBJECTS};
-use cairn_store::{ChangeOp, Store};
+use cairn_store::{ChangeOp, Store, StoreSnapshot};
 use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{PutPayload, WriteMultipart};
 
 use super::blobs::Shipper;
 use super::layout::{
-    chunk_name, compress, encode_manifest, encode_segment, manifest_name, parse_manifest_name, snapshot_dir,
-    ChunkEntry, Manifest, SegmentHeader, SegmentName, SnapshotLine, FORMAT, SEGMENTS, SNAPSHOTS,
+    chunk_name, compress, decode_manifest, encode_manifest, encode_segment, manifest_name, metrics_chunk_name,
+    parse_manifest_name, snapshot_dir, ChunkEntry, Manifest, MetricsChunkEntry, MetricsLine, MetricsListing,
+    SegmentHeader, SegmentName, SnapshotLine, FORMAT, SEGMENTS, SNAPSHOTS,
 };
 use super::location::ObjectLocation;
 use crate::digest::sha256_hex;
 use crate::error::SyncError;
 use crate::follow::{ensure_consumer, stopped, wait};
+use crate::metrics::Fingerprint;
 use crate::progress::Progress;
 use crate::StopFlag;
 
@@ -39,6 +42,8 @@ pub struct ObjectExportOptions {
     follow: bool,
     poll: Duration,
     snapshot_every: Option<Duration>,
+    metrics: bool,
+    chunk_points: usize,
 }
 
 impl Default for ObjectExportOptions {
@@ -53,6 +58,8 @@ impl Default for ObjectExportOptions {
             follow: false,
             poll: Duration::from_millis(200),
             snapshot_every: None,
+            metrics: true,
+            chunk_points: 500_000,
         }
     }
 }
@@ -116,6 +123,20 @@ impl ObjectExportOptions {
         self
     }
 
+    /// Carry the store's metrics in snapshots. Default: true. Segments never carry metrics (they have no
+    /// change events): a snapshot holds them as they are at its sequence.
+    pub fn metrics(mut self, metrics: bool) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Metric points per snapshot chunk, at most (a longer series continues in the next chunk). Default:
+    /// 500,000.
+    pub fn chunk_points(mut self, n: usize) -> Self {
+        self.chunk_points = n.max(1);
+        self
+    }
+
     fn consumer(&self) -> String {
         format!("s3-{}", self.name)
     }
@@ -153,6 +174,13 @@ pub struct ObjectExport {
     /// collected) and superseded by a later version in the export: their bytes are not at the location,
     /// so a restore to a point where that version is current fails.
     pub blobs_skipped: u64,
+    /// Metric series written in snapshots.
+    pub snapshot_metric_series: u64,
+    /// Metric points written in snapshots.
+    pub snapshot_metric_points: u64,
+    /// The store's metrics differ from those of the location's newest snapshot (segments do not carry
+    /// metrics; a new snapshot does). Checked at the end of an export that does not follow.
+    pub metrics_changed: bool,
 }
 
 /// The end of the change chain in a location: its last sequence and the hash of its last segment.
@@ -168,6 +196,10 @@ struct ChainEnd {
 /// `artifacts` is the artifact store of `store`, if it has one: the bytes of every artifact object a
 /// snapshot or a segment holds are uploaded (once per content) before that snapshot's manifest or that
 /// segment. Without it, an export that meets an artifact object fails.
+///
+/// Metrics (unless left out) travel in snapshots only, read at the snapshot's sequence: a restore gets
+/// those of the snapshot it starts from. An export that does not follow reports whether the store's
+/// metrics changed since the newest snapshot (`metrics_changed`).
 pub async fn export_objects(
     store: &Store,
     artifacts: Option<&Artifacts>,
@@ -218,7 +250,24 @@ pub async fn export_objects(
         wait(&stop, opts.poll).await;
     }
     report.through = report.through.max(end.through);
+    if opts.metrics && !opts.follow {
+        report.metrics_changed = metrics_changed(store, location).await?;
+    }
     Ok(report)
+}
+
+/// Whether the store's metrics differ from those of the location's newest snapshot: by their fingerprints,
+/// without reading a point; a snapshot without metrics differs from a store that has some.
+async fn metrics_changed(store: &Store, location: &ObjectLocation) -> Result<bool, SyncError> {
+    let Some(&seq) = list_snapshots(location).await?.last() else { return Ok(false) };
+    let name = manifest_name(seq);
+    let bytes = location.store()?.get(&location.path(&name)).await?.bytes().await?;
+    let manifest = decode_manifest(&name, &bytes)?;
+    let snap = store.snapshot();
+    Ok(match manifest.metrics {
+        Some(listed) => listed.fingerprint != crate::metrics::fingerprint(&snap)?,
+        None => snap.metric_series()?.next().is_some(),
+    })
 }
 
 /// Ships every change after `end` as segments, each after the bytes of the artifact objects it writes;
@@ -340,12 +389,14 @@ async fn snapshot(
             part += 1;
         }
     }
-    let manifest = Manifest { format: FORMAT, seq, taken_at_ms, collections, objects, records };
+    progress.finish();
+    let metrics =
+        if opts.metrics { Some(snapshot_metrics(&snap, location, opts, progress, report).await?) } else { None };
+    let manifest = Manifest { format: FORMAT, seq, taken_at_ms, collections, objects, records, metrics };
     let bytes = encode_manifest(&manifest);
     report.snapshot_uploaded += bytes.len() as u64;
     // The manifest goes last: a snapshot exists once its manifest does.
     put(location, &location.path(&manifest_name(seq)), bytes, opts.multipart_threshold).await?;
-    progress.finish();
     report.snapshots.push(seq);
     report.snapshot_records += records;
     report.snapshot_time += started.elapsed();
@@ -353,6 +404,108 @@ async fn snapshot(
         report.deleted += retain(location, keep).await?;
     }
     Ok(seq)
+}
+
+/// A metrics chunk being filled.
+#[derive(Default)]
+struct MetricsChunk {
+    text: Vec<u8>,
+    lines: u64,
+    points: u64,
+}
+
+impl MetricsChunk {
+    fn push(&mut self, line: &MetricsLine) -> Result<(), SyncError> {
+        serde_json::to_writer(&mut self.text, line).map_err(|e| SyncError::invalid(e.to_string()))?;
+        self.text.push(b'\n');
+        self.lines += 1;
+        self.points += line.steps.len() as u64;
+        Ok(())
+    }
+
+    /// Uploads the chunk (if it holds a line) into the snapshot's directory `dir`, lists it, and empties it.
+    async fn upload(
+        &mut self,
+        dir: &str,
+        location: &ObjectLocation,
+        opts: &ObjectExportOptions,
+        listing: &mut MetricsListing,
+        report: &mut ObjectExport,
+    ) -> Result<(), SyncError> {
+        let chunk = std::mem::take(self);
+        if chunk.lines == 0 {
+            return Ok(());
+        }
+        let bytes = compress(&chunk.text)?;
+        let name = metrics_chunk_name(u32::try_from(listing.objects.len()).unwrap_or(u32::MAX));
+        let entry = MetricsChunkEntry {
+            name: name.clone(),
+            lines: chunk.lines,
+            points: chunk.points,
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        };
+        report.snapshot_uploaded += bytes.len() as u64;
+        put(location, &location.path(&format!("{dir}{name}")), bytes, opts.multipart_threshold).await?;
+        listing.objects.push(entry);
+        Ok(())
+    }
+}
+
+/// Writes the metrics of `snap` as chunks of at most `chunk_points` points (series in (run, key) order,
+/// each series' points in history order, a long series cut into several lines) and returns their listing.
+async fn snapshot_metrics(
+    snap: &StoreSnapshot,
+    location: &ObjectLocation,
+    opts: &ObjectExportOptions,
+    progress: &Progress,
+    report: &mut ObjectExport,
+) -> Result<MetricsListing, SyncError> {
+    let dir = snapshot_dir(snap.sequence());
+    let mut listing = MetricsListing { series: 0, points: 0, fingerprint: String::new(), objects: Vec::new() };
+    let mut fingerprint = Fingerprint::default();
+    let mut chunk = MetricsChunk::default();
+    let room = opts.chunk_points as u64;
+    progress.phase("s3: metrics", None);
+    for s in snap.metric_series()? {
+        let s = s?;
+        fingerprint.add(&s.run, &s.key, s.fingerprint);
+        let empty = |from| MetricsLine {
+            run: s.run.clone(),
+            key: s.key.clone(),
+            from,
+            steps: Vec::new(),
+            timestamps_ms: Vec::new(),
+            value_bits: Vec::new(),
+        };
+        let mut line = empty(0);
+        let mut n = 0u64;
+        for p in snap.metric_points(&s.run, &s.key)? {
+            let p = p?;
+            line.steps.push(p.step);
+            line.timestamps_ms.push(p.timestamp_ms);
+            line.value_bits.push(p.value.to_bits());
+            n += 1;
+            if chunk.points + line.steps.len() as u64 >= room {
+                chunk.push(&line)?;
+                progress.add(line.steps.len() as u64, 0);
+                chunk.upload(&dir, location, opts, &mut listing, report).await?;
+                line = empty(n);
+            }
+        }
+        if !line.steps.is_empty() {
+            chunk.push(&line)?;
+            progress.add(line.steps.len() as u64, 0);
+        }
+        listing.series += 1;
+        listing.points += n;
+    }
+    chunk.upload(&dir, location, opts, &mut listing, report).await?;
+    listing.fingerprint = fingerprint.hex();
+    report.snapshot_metric_series += listing.series;
+    report.snapshot_metric_points += listing.points;
+    progress.finish();
+    Ok(listing)
 }
 
 /// Uploads `bytes`, in parts when they reach `threshold`.

@@ -4,6 +4,7 @@
 //! ```text
 //! snapshots/SEQ/manifest.json                 manifest JSON, "\n", SHA-256 hex of the JSON, "\n"
 //! snapshots/SEQ/COLLECTION/PART.jsonl.zst     zstd( one SnapshotLine JSON per line )        PART: 6 digits
+//! snapshots/SEQ/metrics-PART.jsonl.zst        zstd( one MetricsLine JSON per line )         PART: 6 digits
 //! segments/AFTER-THROUGH-SHA256.jsonl.zst     zstd( SegmentHeader line, then one Change per line )
 //! blobs/sha256/HEX                            an artifact object's bytes, as stored (not compressed)
 //! ```
@@ -52,6 +53,12 @@ pub(crate) fn chunk_name(collection: &str, part: u32) -> String {
     format!("{collection}/{part:06}.jsonl.zst")
 }
 
+/// `metrics-PART.jsonl.zst`, relative to the snapshot's directory (beside the collections' directories, so
+/// no collection name can take it).
+pub(crate) fn metrics_chunk_name(part: u32) -> String {
+    format!("metrics-{part:06}.jsonl.zst")
+}
+
 /// The sequence of a manifest's name, if `name` (relative) is one.
 pub(crate) fn parse_manifest_name(name: &str) -> Option<u64> {
     let seq = name.strip_prefix(SNAPSHOTS)?.strip_suffix("/manifest.json")?;
@@ -95,6 +102,51 @@ pub(crate) struct Manifest {
     pub objects: Vec<ChunkEntry>,
     /// Total records.
     pub records: u64,
+    /// The metrics, at the same sequence; absent when the export left them out (or predates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsListing>,
+}
+
+/// The metrics of a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetricsListing {
+    /// Series, in all chunks.
+    pub series: u64,
+    /// Points, in all chunks.
+    pub points: u64,
+    /// SHA-256 (hex) over every series' run, key and store fingerprint (`crate::metrics::Fingerprint`):
+    /// what an export compares with the store's to tell whether the metrics changed since. Readers do not
+    /// need it.
+    pub fingerprint: String,
+    /// Every chunk, in the order to read them.
+    pub objects: Vec<MetricsChunkEntry>,
+}
+
+/// One chunk of a snapshot's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetricsChunkEntry {
+    /// Name relative to the snapshot's directory.
+    pub name: String,
+    /// Lines (series, or parts of series).
+    pub lines: u64,
+    pub points: u64,
+    /// Size of the object (compressed), bytes.
+    pub bytes: u64,
+    /// SHA-256 of the object's bytes, hex.
+    pub sha256: String,
+}
+
+/// Consecutive points of one series in a snapshot's metrics chunk, in history order, as columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetricsLine {
+    pub run: String,
+    pub key: String,
+    /// Position of the line's first point in the series' history (0 for its first line).
+    pub from: u64,
+    pub steps: Vec<i64>,
+    pub timestamps_ms: Vec<i64>,
+    /// Each value's IEEE 754 bit pattern, as an unsigned integer.
+    pub value_bits: Vec<u64>,
 }
 
 /// One chunk of a snapshot.
@@ -251,11 +303,57 @@ mod tests {
 
     #[test]
     fn manifest_checksum_catches_edits() {
-        let m = Manifest { format: FORMAT, seq: 9, taken_at_ms: 1, collections: vec![], objects: vec![], records: 0 };
+        let m = Manifest {
+            format: FORMAT,
+            seq: 9,
+            taken_at_ms: 1,
+            collections: vec![],
+            objects: vec![],
+            records: 0,
+            metrics: None,
+        };
         let bytes = encode_manifest(&m);
         assert_eq!(decode_manifest("m", &bytes).unwrap(), m);
         let edited = String::from_utf8(bytes).unwrap().replace("\"seq\":9", "\"seq\":8");
         assert!(matches!(decode_manifest("m", edited.as_bytes()), Err(SyncError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn metrics_are_optional_in_manifests() {
+        // As written before metrics were exported, or by an export that left them out.
+        let json = r#"{"format":1,"seq":9,"taken_at_ms":1,"collections":[],"objects":[],"records":0}"#;
+        let old = format!("{json}\n{}\n", sha256_hex(json.as_bytes()));
+        let m = decode_manifest("m", old.as_bytes()).unwrap();
+        assert_eq!(m.metrics, None);
+        assert_eq!(encode_manifest(&m), old.as_bytes(), "no metrics field is written for none");
+        let listing = MetricsListing {
+            series: 1,
+            points: 3,
+            fingerprint: "ab".repeat(32),
+            objects: vec![MetricsChunkEntry {
+                name: metrics_chunk_name(0),
+                lines: 1,
+                points: 3,
+                bytes: 50,
+                sha256: "cd".repeat(32),
+            }],
+        };
+        let with = Manifest { metrics: Some(listing), ..m };
+        assert_eq!(decode_manifest("m", &encode_manifest(&with)).unwrap(), with);
+        assert_eq!(metrics_chunk_name(12), "metrics-000012.jsonl.zst");
+        let line = MetricsLine {
+            run: "r".into(),
+            key: "loss".into(),
+            from: 0,
+            steps: vec![0],
+            timestamps_ms: vec![5],
+            value_bits: vec![f64::NAN.to_bits()],
+        };
+        let text = serde_json::to_string(&line).unwrap();
+        assert_eq!(
+            text,
+            r#"{"run":"r","key":"loss","from":0,"steps":[0],"timestamps_ms":[5],"value_bits":[9221120237041090560]}"#
+        );
     }
 
     #[test]

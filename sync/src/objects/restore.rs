@@ -1,17 +1,19 @@
-//! `import s3`: the latest snapshot at or before the target, then the chained segments up to it, every
-//! object checked against its checksum and every link of the chain against its neighbour; then the bytes of
-//! the artifact objects of the restored state, each checked against its SHA-256.
+//! `import s3`: the latest snapshot at or before the target (its records, then its metrics), then the
+//! chained segments up to it, every object checked against its checksum and every link of the chain against
+//! its neighbour; then the bytes of the artifact objects of the restored state, each checked against its
+//! SHA-256.
 
 use std::time::{Duration, Instant};
 
 use cairn_store::artifacts::Artifacts;
+use cairn_store::metrics::Point;
 use cairn_store::{ChangeOp, Store};
 
 use super::blobs::restore_blobs;
 use super::export::{list_segments, list_snapshots};
 use super::layout::{
-    decode_manifest, decode_segment, lines, manifest_name, open_checked, snapshot_dir, Manifest, SegmentName,
-    SnapshotLine,
+    decode_manifest, decode_segment, lines, manifest_name, open_checked, snapshot_dir, Manifest, MetricsLine,
+    SegmentName, SnapshotLine,
 };
 use super::location::ObjectLocation;
 use super::sink::{Sink, StoreSink};
@@ -54,13 +56,21 @@ pub struct RestoreReport {
     pub blobs_downloaded: u64,
     /// Bytes of those blobs.
     pub blob_bytes: u64,
+    /// The snapshot carries metrics (exports leave them out with `metrics(false)`; snapshots written
+    /// before Cairn exported metrics have none).
+    pub with_metrics: bool,
+    /// Metric series read from the snapshot.
+    pub metric_series: u64,
+    /// Metric points read from the snapshot.
+    pub metric_points: u64,
     /// Time spent.
     pub elapsed: Duration,
 }
 
-/// Restores the state `target` names from `location` into `store`, which must hold no records yet (its
-/// collections, if any, are empty: those of a new artifact store, say). Any missing object, checksum
-/// mismatch or break in the segment chain fails the restore.
+/// Restores the state `target` names from `location` into `store`, which must hold no records and no metrics
+/// yet (its collections, if any, are empty: those of a new artifact store, say). Any missing object,
+/// checksum mismatch or break in the segment chain fails the restore. The metrics are those of the snapshot
+/// the restore starts from (segments carry none), bit for bit.
 ///
 /// `artifacts` is the artifact store of `store`: once the records are in, every artifact object gets its
 /// bytes from the location, checked against its SHA-256, and every bucket's statistics are recomputed.
@@ -82,6 +92,12 @@ pub async fn restore_objects(
                 spec.name
             )));
         }
+    }
+    if crate::metrics::has_metrics(store)? {
+        return Err(SyncError::invalid(format!(
+            "{}: the destination store already holds metrics; restore into a new, empty data directory",
+            store.db().path().display()
+        )));
     }
     let started = Instant::now();
     let mut sink = StoreSink::new(store, artifacts.is_some());
@@ -191,6 +207,85 @@ async fn load_snapshot(
     let total: u64 = manifest.objects.iter().map(|o| o.records).sum();
     if total != manifest.records {
         return Err(SyncError::corrupt(manifest_name(manifest.seq), "record counts do not add up"));
+    }
+    progress.finish();
+    load_metrics(location, manifest, sink, progress, report).await
+}
+
+/// Reads the snapshot's metrics chunks into `sink`: every line checked to continue its series where the
+/// previous line left it, or to start the next series (in (run, key) order) at position 0.
+async fn load_metrics(
+    location: &ObjectLocation,
+    manifest: &Manifest,
+    sink: &mut impl Sink,
+    progress: &Progress,
+    report: &mut RestoreReport,
+) -> Result<(), SyncError> {
+    let Some(listing) = &manifest.metrics else { return Ok(()) };
+    report.with_metrics = true;
+    progress.phase("restore: metrics", Some(listing.points));
+    let dir = snapshot_dir(manifest.seq);
+    // The series being read and the position its next point takes.
+    let mut at: Option<((String, String), u64)> = None;
+    let mut points = Vec::new();
+    for entry in &listing.objects {
+        let name = format!("{dir}{}", entry.name);
+        let bytes = get(location, &name, report).await?;
+        if bytes.len() as u64 != entry.bytes {
+            return Err(SyncError::corrupt(&name, format!("{} bytes, manifest says {}", bytes.len(), entry.bytes)));
+        }
+        let text = open_checked(&name, &bytes, &entry.sha256)?;
+        let lines: Vec<MetricsLine> = lines(&name, &text)?;
+        let n: u64 = lines.iter().map(|l| l.steps.len() as u64).sum();
+        if lines.len() as u64 != entry.lines || n != entry.points {
+            return Err(SyncError::corrupt(
+                &name,
+                format!("{} lines of {n} points, manifest says {} of {}", lines.len(), entry.lines, entry.points),
+            ));
+        }
+        for line in lines {
+            let len = line.steps.len();
+            if len == 0 || line.timestamps_ms.len() != len || line.value_bits.len() != len {
+                return Err(SyncError::corrupt(
+                    &name,
+                    format!("{}/{}: columns of unequal or no length", line.run, line.key),
+                ));
+            }
+            let id = (line.run, line.key);
+            let expected = match &at {
+                Some((current, next)) if *current == id => *next,
+                Some((current, _)) if *current > id => {
+                    return Err(SyncError::corrupt(&name, format!("{}/{}: series out of order", id.0, id.1)));
+                }
+                _ => {
+                    report.metric_series += 1;
+                    0
+                }
+            };
+            if line.from != expected {
+                return Err(SyncError::corrupt(
+                    &name,
+                    format!("{}/{}: a line starts at point {}, {} expected", id.0, id.1, line.from, expected),
+                ));
+            }
+            points.clear();
+            for ((&step, &timestamp_ms), &bits) in line.steps.iter().zip(&line.timestamps_ms).zip(&line.value_bits) {
+                points.push(Point { step, timestamp_ms, value: f64::from_bits(bits) });
+            }
+            sink.metric_points(&id.0, &id.1, &points)?;
+            at = Some((id, expected + len as u64));
+        }
+        report.metric_points += n;
+        progress.add(n, text.len() as u64);
+    }
+    if report.metric_series != listing.series || report.metric_points != listing.points {
+        return Err(SyncError::corrupt(
+            manifest_name(manifest.seq),
+            format!(
+                "{} metric series of {} points, the manifest says {} of {}",
+                report.metric_series, report.metric_points, listing.series, listing.points
+            ),
+        ));
     }
     progress.finish();
     Ok(())

@@ -1,13 +1,15 @@
-//! Where a restore writes: a store, or (for verification) a map of record digests.
+//! Where a restore writes: a store, or (for verification) maps of record and series digests.
 
 use std::collections::BTreeMap;
 
 use cairn_store::artifacts::{portable_document, Artifacts, OBJECTS, PARTS, UPLOADS};
+use cairn_store::metrics::Point;
 use cairn_store::{CollectionSpec, Store, WriteError};
 use serde_json::Value;
 
-use crate::digest::{record_digest_in, Records};
+use crate::digest::{record_digest_in, Records, SeriesDigester};
 use crate::error::SyncError;
+use crate::metrics::PointWriter;
 
 /// Store transactions are cut at the first commit boundary after this many operations.
 const WRITE_BATCH: usize = 1000;
@@ -19,6 +21,9 @@ pub(crate) trait Sink {
     fn delete(&mut self, collection: &str, id: &str) -> Result<(), SyncError>;
     /// The end of one source commit (or of a snapshot chunk): a safe place to write what is buffered.
     fn boundary(&mut self) -> Result<(), SyncError>;
+    /// The next points of a metric series, in history order: series come one after the other, each
+    /// series' points in one or more calls.
+    fn metric_points(&mut self, run: &str, key: &str, points: &[Point]) -> Result<(), SyncError>;
     /// Writes everything still buffered.
     fn finish(&mut self) -> Result<(), SyncError>;
 }
@@ -36,6 +41,7 @@ pub(crate) struct StoreSink<'a> {
     ops: Vec<Op>,
     /// Whether artifact objects can be given their bytes after the records (an artifact store was given).
     artifacts: bool,
+    metrics: PointWriter,
 }
 
 /// Collections of multipart uploads in progress: not restored (their parts' bytes are not exported).
@@ -45,7 +51,7 @@ fn unrestored(collection: &str) -> bool {
 
 impl<'a> StoreSink<'a> {
     pub fn new(store: &'a Store, artifacts: bool) -> Self {
-        Self { store, ops: Vec::new(), artifacts }
+        Self { store, ops: Vec::new(), artifacts, metrics: PointWriter::new(store, false) }
     }
 
     fn write(&mut self) -> Result<(), SyncError> {
@@ -117,17 +123,26 @@ impl Sink for StoreSink<'_> {
         Ok(())
     }
 
+    fn metric_points(&mut self, run: &str, key: &str, points: &[Point]) -> Result<(), SyncError> {
+        for p in points {
+            self.metrics.push(run, key, *p)?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), SyncError> {
-        self.write()
+        self.write()?;
+        self.metrics.flush()
     }
 }
 
 /// Keeps `(collection, id) → (version, digest)`: the state a restore would produce, for verification;
-/// and each artifact object's content: `id → (SHA-256 hex, size)`.
-#[derive(Debug, Default)]
+/// each artifact object's content: `id → (SHA-256 hex, size)`; and each metric series' digest.
+#[derive(Default)]
 pub(crate) struct DigestSink {
     pub records: Records,
     pub objects: BTreeMap<String, (String, u64)>,
+    pub metrics: SeriesDigester,
 }
 
 impl Sink for DigestSink {
@@ -160,6 +175,11 @@ impl Sink for DigestSink {
     }
 
     fn boundary(&mut self) -> Result<(), SyncError> {
+        Ok(())
+    }
+
+    fn metric_points(&mut self, run: &str, key: &str, points: &[Point]) -> Result<(), SyncError> {
+        points.iter().for_each(|p| self.metrics.add(run, key, p));
         Ok(())
     }
 

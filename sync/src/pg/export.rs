@@ -1,5 +1,5 @@
 //! `export postgres`: a bulk copy of a snapshot, then the change feed, resumable from the cursor that
-//! PostgreSQL holds.
+//! PostgreSQL holds; the metrics, which have no change events, by the series that changed (`metrics.rs`).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -9,12 +9,17 @@ use cairn_store::{ChangeOp, Store, StoreSnapshot};
 use tokio_postgres::Client;
 
 use super::connect;
+use super::metrics::{self, Mirror, Synced};
 use super::schema::{ensure_meta, ensure_table, table_ref, COLLECTIONS_TABLE, STATE_TABLE};
 use super::stage::{apply, StageRow};
 use crate::error::SyncError;
 use crate::follow::{ensure_consumer, stopped, wait};
 use crate::progress::Progress;
 use crate::StopFlag;
+
+/// While following a busy change feed, the metrics are brought up to date at least this often (they
+/// always are whenever the export has caught up with the feed).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// What [`export_postgres`] does. Build with [`PgExportOptions::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -26,6 +31,7 @@ pub struct PgExportOptions {
     follow: bool,
     poll: Duration,
     restart: bool,
+    metrics: bool,
 }
 
 impl PgExportOptions {
@@ -39,6 +45,7 @@ impl PgExportOptions {
             follow: false,
             poll: Duration::from_millis(200),
             restart: false,
+            metrics: true,
         }
     }
 
@@ -80,8 +87,20 @@ impl PgExportOptions {
         self
     }
 
+    /// Carry the store's metrics (tables `cairn_metrics` and `cairn_metric_series`). Default: true. Without
+    /// them, metrics tables an earlier export made are left as they are.
+    pub fn metrics(mut self, metrics: bool) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     fn consumer(&self) -> String {
         format!("pg-{}", self.name)
+    }
+
+    /// Metric points per PostgreSQL transaction: ten times `batch`.
+    fn batch_points(&self) -> u64 {
+        self.batch as u64 * 10
     }
 }
 
@@ -102,6 +121,20 @@ pub struct PgExportReport {
     pub cursor: u64,
     /// Time spent in the bulk phase.
     pub bulk_time: Duration,
+    /// Metric series written: new ones, and those that changed since the last export.
+    pub metric_series: u64,
+    /// Metric points written.
+    pub metric_points: u64,
+    /// Metric series removed (deleted or expired in the store since the last export).
+    pub metric_series_removed: u64,
+}
+
+impl PgExportReport {
+    fn add_metrics(&mut self, synced: Synced) {
+        self.metric_series += synced.series;
+        self.metric_points += synced.points;
+        self.metric_series_removed += synced.removed;
+    }
 }
 
 /// The export's row of `cairn_sync_state`.
@@ -118,6 +151,11 @@ struct State {
 /// change after it. A run killed at any point resumes from the cursor committed in PostgreSQL with the
 /// rows it covers, so nothing is missed and nothing applied twice. With `follow`, keeps shipping changes
 /// until `stop` is set.
+///
+/// Metrics (unless left out) are copied with the bulk copy's snapshot, then brought up to date whenever the
+/// export has caught up with the change feed (and at least every second while following a busy one): the
+/// series whose fingerprint changed are written again, or only their new points when those follow the
+/// points shipped.
 pub async fn export_postgres(
     store: &Store,
     opts: &PgExportOptions,
@@ -126,6 +164,9 @@ pub async fn export_postgres(
 ) -> Result<PgExportReport, SyncError> {
     let mut client = connect(&opts.url).await?;
     ensure_meta(&client, &opts.schema).await?;
+    if opts.metrics {
+        metrics::ensure_tables(&client, &opts.schema).await?;
+    }
     let state_table = table_ref(&opts.schema, STATE_TABLE);
     if opts.restart {
         // Start from empty tables: rows of records deleted while the feed was unavailable must go too.
@@ -136,11 +177,13 @@ pub async fn export_postgres(
             let name: String = row.try_get(0)?;
             txn.batch_execute(&format!("TRUNCATE {}", table_ref(&opts.schema, &name))).await?;
         }
+        metrics::truncate(&txn, &opts.schema).await?;
         txn.execute(&format!("DELETE FROM {state_table} WHERE name = $1"), &[&opts.name]).await?;
         txn.commit().await?;
     }
     let mut report = PgExportReport::default();
     let mut ready = HashSet::new();
+    let mut mirror = if opts.metrics { Some(Mirror::load(&client, &opts.schema).await?) } else { None };
     let state = match read_state(&client, &state_table, &opts.name).await? {
         Some(state) => {
             report.resumed = true;
@@ -174,7 +217,7 @@ pub async fn export_postgres(
         store.changes_since(state.snapshot_seq, 1)?;
         ensure_consumer(store, &opts.consumer(), state.snapshot_seq)?;
         let started = Instant::now();
-        bulk(store, &mut client, opts, &state, &mut ready, progress, &mut report).await?;
+        bulk(store, &mut client, opts, &state, (&mut ready, mirror.as_mut()), progress, &mut report).await?;
         report.bulk_time = started.elapsed();
         client
             .execute(
@@ -190,8 +233,20 @@ pub async fn export_postgres(
         ensure_consumer(store, &opts.consumer(), cursor)?;
     }
     progress.phase("postgres: changes", None);
+    let mut metrics_at = Instant::now();
     loop {
         let page = store.changes_since(cursor, opts.batch)?;
+        if let Some(mirror) = mirror.as_mut() {
+            if page.is_empty() || metrics_at.elapsed() >= METRICS_EVERY {
+                let snap = store.snapshot();
+                let synced = mirror.sync(&mut client, &opts.schema, &snap, opts.batch_points(), progress).await?;
+                if synced != Synced::default() {
+                    report.add_metrics(synced);
+                    progress.phase("postgres: changes", None);
+                }
+                metrics_at = Instant::now();
+            }
+        }
         let Some(last) = page.last().map(|c| c.seq) else {
             if opts.follow && !stopped(&stop) {
                 wait(&stop, opts.poll).await;
@@ -249,13 +304,14 @@ pub async fn export_postgres(
 }
 
 /// Copies every record of a new snapshot, in collection then id order, starting after the position a
-/// killed run recorded; each batch commits with the position it reached.
+/// killed run recorded; each batch commits with the position it reached. Then the metrics of the same
+/// snapshot, as far as PostgreSQL does not hold them yet.
 async fn bulk(
     store: &Store,
     client: &mut Client,
     opts: &PgExportOptions,
     state: &State,
-    ready: &mut HashSet<String>,
+    (ready, mirror): (&mut HashSet<String>, Option<&mut Mirror>),
     progress: &Progress,
     report: &mut PgExportReport,
 ) -> Result<(), SyncError> {
@@ -307,6 +363,9 @@ async fn bulk(
         }
     }
     progress.finish();
+    if let Some(mirror) = mirror {
+        report.add_metrics(mirror.sync(client, &opts.schema, &snap, opts.batch_points(), progress).await?);
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `import postgres`: tables written by the export (or a user's table with a column mapping) read back into
-//! collections with their ids and versions, through binary `COPY ... TO STDOUT`.
+//! collections with their ids and versions, and the metrics back into the metrics store, through binary
+//! `COPY ... TO STDOUT`.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use tokio_postgres::types::{Json, Type};
 use tokio_postgres::Client;
 
 use super::connect;
+use super::metrics;
 use super::schema::{quote_ident, table_ref, COLLECTIONS_TABLE};
 use crate::error::SyncError;
 use crate::progress::{json_len, Progress};
@@ -70,14 +72,19 @@ pub struct PgImportReport {
     pub records: u64,
     /// Bytes of their documents, as JSON.
     pub bytes: u64,
+    /// Metric series written.
+    pub metric_series: u64,
+    /// Metric points written.
+    pub metric_points: u64,
     /// Time spent.
     pub elapsed: Duration,
 }
 
 /// Imports every collection that `export_postgres` wrote to `schema` of the database at `url`: declares
 /// each with its indexes and writes each row with its id, version and document (replacing records with the
-/// same ids). Every table is checked first, so rows a store would refuse fail the import before anything is
-/// written.
+/// same ids). Then the metrics, if the export carried them: every series' points in history order, bit for
+/// bit (the values of `value_bits`), each run replacing the store's metrics of that run. Every table is
+/// checked first, so rows a store would refuse fail the import before anything is written.
 pub async fn import_postgres(
     store: &Store,
     url: &str,
@@ -109,11 +116,17 @@ pub async fn import_postgres(
     for (_, source) in &sources {
         source.preflight(&client).await?;
     }
+    let with_metrics = metrics::preflight(&client, schema).await?;
     let mut report = PgImportReport::default();
     for (spec, source) in &sources {
         store.declare(spec.clone())?;
         copy_into(store, &client, &spec.name, source, progress, &mut report).await?;
         report.collections += 1;
+    }
+    if with_metrics {
+        let imported = metrics::import(store, &client, schema, progress).await?;
+        report.metric_series = imported.series;
+        report.metric_points = imported.points;
     }
     report.elapsed = started.elapsed();
     Ok(report)

@@ -1,5 +1,5 @@
 //! Shared by the sync tests: real servers started on loopback (a throwaway PostgreSQL 15 cluster, moto's
-//! S3 server), stopped when dropped, and a generator of compute-platform records.
+//! S3 server), stopped when dropped, and generators of compute-platform records and of metric series.
 
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 #![allow(clippy::unwrap_used, reason = "test support: a failure is the test's failure")]
@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use cairn_store::metrics::{HistoryRequest, MetricPoint, Metrics};
 use cairn_store::{CollectionSpec, IndexSpec, Store};
 use serde_json::{json, Value};
 
@@ -222,4 +223,121 @@ pub fn assert_same(what: &str, expected: &State, actual: &State) {
 
 pub fn open(dir: &Path) -> Store {
     Store::open(dir).unwrap()
+}
+
+/// A quiet NaN with a payload: kept bit for bit, or not.
+pub const NAN_PAYLOAD: u64 = 0x7ff8_0000_dead_beef;
+
+/// Values whose bits a careless copy changes: NaNs with payloads (quiet, and negative signalling),
+/// infinities, both zeros, a subnormal, the extremes.
+pub fn special_values() -> [f64; 9] {
+    [
+        f64::from_bits(NAN_PAYLOAD),
+        f64::from_bits(0xfff0_0000_0000_0001),
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.0,
+        f64::from_bits(1),
+        f64::MAX,
+        f64::MIN,
+    ]
+}
+
+/// Logs series of several runs and keys that stress a round trip: special values spread through them,
+/// points logged out of order and back to earlier steps, steps logged twice, a series over several
+/// blocks, a run and a key holding `/`. Returns the number of points logged.
+pub fn log_metrics(store: &Store) -> u64 {
+    let m = Metrics::new(store.clone());
+    let specials = special_values();
+    let t0 = 1_767_225_600_000_i64;
+    let value =
+        |i: usize| if i.is_multiple_of(37) { specials[(i / 37) % specials.len()] } else { (i as f64 * 0.37).sin() };
+    let mut logged = 0;
+    let mut log = |run: &str, points: Vec<MetricPoint>| {
+        logged += points.len() as u64;
+        m.log(run, &points).unwrap();
+    };
+    // run-a/loss: 3,000 steps in order over three batches, then a batch going back to earlier steps.
+    for part in 0..3 {
+        log(
+            "run-a",
+            (part * 1000..(part + 1) * 1000)
+                .map(|s| MetricPoint::new("loss", s as i64, t0 + s as i64, value(s)))
+                .collect(),
+        );
+    }
+    log(
+        "run-a",
+        (0..200).map(|i| MetricPoint::new("loss", (i * 13) as i64, t0 + 5000 + i as i64, value(i + 1))).collect(),
+    );
+    // run-a/val/acc: every step twice in one batch, and again in a later one; run-a/lr in the same batches.
+    for round in 0..2 {
+        log(
+            "run-a",
+            (0..300)
+                .flat_map(|s| {
+                    [
+                        MetricPoint::new("val/acc", s, t0 + s, value(s as usize + round)),
+                        MetricPoint::new("val/acc", s, t0 + s + 1, value(s as usize + 7)),
+                        MetricPoint::new("lr", s, t0 + s, 1e-3 / (s + 1) as f64),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    // run-b/loss: logged in reverse step order, a point at a time for the first ten.
+    for s in (990..1000).rev() {
+        log("run-b", vec![MetricPoint::new("loss", s, t0 - s, value(s as usize))]);
+    }
+    log("run-b", (0..990).rev().map(|s| MetricPoint::new("loss", s, t0 - s, value(s as usize))).collect());
+    // run/c: negative and extreme steps and timestamps.
+    log(
+        "run/c",
+        vec![
+            MetricPoint::new("grad norm", i64::MIN, i64::MIN, specials[0]),
+            MetricPoint::new("grad norm", -5, -1, -0.0),
+            MetricPoint::new("grad norm", i64::MAX, i64::MAX, specials[1]),
+        ],
+    );
+    logged
+}
+
+/// Every metric series as `history` reads it: (step, timestamp, value bits) of each point, in order.
+pub type MetricState = BTreeMap<(String, String), Vec<(i64, i64, u64)>>;
+
+pub fn metric_state(store: &Store) -> MetricState {
+    let m = Metrics::new(store.clone());
+    let mut out = MetricState::new();
+    for s in store.snapshot().metric_series().unwrap() {
+        let s = s.unwrap();
+        let page = m.history(&HistoryRequest::new(&s.run, &s.key)).unwrap();
+        assert!(page.next_cursor.is_none());
+        let points = page.points.iter().map(|p| (p.step, p.timestamp_ms, p.value.to_bits())).collect();
+        out.insert((s.run, s.key), points);
+    }
+    out
+}
+
+/// Asserts two metric states are equal bit for bit, naming the first series that differs.
+pub fn assert_same_metrics(what: &str, expected: &MetricState, actual: &MetricState) {
+    if expected == actual {
+        return;
+    }
+    let keys = |m: &MetricState| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(expected), keys(actual), "{what}: other series");
+    for (id, points) in expected {
+        let got = &actual[id];
+        if got == points {
+            continue;
+        }
+        let at = points.iter().zip(got).position(|(a, b)| a != b);
+        panic!(
+            "{what}: {id:?}: {} points expected, {} found; first difference at {at:?}: {:?} != {:?}",
+            points.len(),
+            got.len(),
+            at.map(|i| points[i]),
+            at.map(|i| got[i])
+        );
+    }
 }

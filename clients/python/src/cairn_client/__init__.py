@@ -9,8 +9,9 @@
 
 :class:`Client` is synchronous, :class:`AsyncClient` the same surface for ``async`` code. Errors are the
 classes of :mod:`cairn_client.errors`; the repository interface of the platform's stores is
-:class:`Repository`; :class:`Worker` runs a handler on the job queue's jobs. Later server features get
-modules of their own beside these.
+:class:`Repository`; :class:`Worker` runs a handler on the job queue's jobs; :class:`MetricsBatcher` logs a
+training loop's run metrics in the background. Later server features get modules of their own beside
+these.
 """
 
 from .aio import (
@@ -55,6 +56,12 @@ from .models import (
     JobError,
     JobPage,
     JobState,
+    LatestMetric,
+    MetricBucket,
+    MetricHistory,
+    MetricPoint,
+    MetricsDeleted,
+    MetricsLogged,
     NewJob,
     Page,
     QueueCounts,
@@ -66,6 +73,7 @@ from .models import (
 )
 from .repository import AsyncRepository, EntityNotFoundError, Repository, RepositoryTransaction
 from .retry import RetryPolicy
+from .run_metrics import AsyncMetricsBatcher, MetricsBatcher
 from .transactions import TransactionBuilder
 from .worker import Outcome, Worker
 
@@ -77,6 +85,7 @@ __all__ = [
     "AsyncChangeStream",
     "AsyncClient",
     "AsyncJobList",
+    "AsyncMetricsBatcher",
     "AsyncQuery",
     "AsyncRepository",
     "AsyncTransaction",
@@ -104,7 +113,14 @@ __all__ = [
     "JobList",
     "JobPage",
     "JobState",
+    "LatestMetric",
     "MethodNotAllowed",
+    "MetricBucket",
+    "MetricHistory",
+    "MetricPoint",
+    "MetricsBatcher",
+    "MetricsDeleted",
+    "MetricsLogged",
     "NewJob",
     "NotFinished",
     "NotFound",

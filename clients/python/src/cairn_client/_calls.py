@@ -5,8 +5,10 @@ I/O."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Generic, TypeVar, Union
 from urllib.parse import quote
 
@@ -25,6 +27,12 @@ from .models import (
     Health,
     Index,
     JobPage,
+    LatestMetric,
+    MetricBucket,
+    MetricHistory,
+    MetricPoint,
+    MetricsDeleted,
+    MetricsLogged,
     NewJob,
     Page,
     QueueCounts,
@@ -33,6 +41,9 @@ from .models import (
     TransactionResult,
     check_state,
     encode_document,
+    metric_int,
+    metric_time,
+    metric_value,
 )
 
 T = TypeVar("T")
@@ -49,6 +60,14 @@ JobRef = Union[QueueJob, "tuple[int, int]"]
 JobId = Union[QueueJob, int]
 #: A job to enqueue: a :class:`NewJob`, or a mapping of its fields (``{"queue", "kind", "payload", ...}``).
 NewJobLike = Union[NewJob, Mapping[str, Any]]
+
+#: A point to log: a :class:`MetricPoint`, a tuple ``(key, value, step)`` or ``(key, value, step,
+#: timestamp)``, or a mapping ``{"key", "value", "step", "timestamp_ms"?}``.
+MetricPointLike = Union[MetricPoint, "tuple[Any, ...]", Mapping[str, Any]]
+#: What :meth:`~cairn_client.Client.log_metrics` takes: points, or a mapping ``{key: value}`` at one step.
+MetricsLike = Union[Iterable[MetricPointLike], Mapping[str, Any]]
+#: A time: a datetime (naive ones are local time) or milliseconds since the Unix epoch.
+Time = Union[datetime, int]
 
 #: Query-string parameters that are not filters; a filter on a field of these names cannot be expressed.
 RESERVED = frozenset({"order_by", "order", "limit", "cursor"})
@@ -538,3 +557,194 @@ def jobs_page(queue: str, state: str, limit: int | None, after: str | None) -> C
 
 def purge_discarded(queue: str) -> Call[int]:
     return Call("DELETE", queue_path(queue) + "/discarded", lambda r: int(_json(r)["purged"]))
+
+
+# -- run metrics ------------------------------------------------------------------------------------------
+
+#: Points one request logs at most. The server takes up to 100,000, but a body must fit its
+#: ``max_body_bytes`` (1 MiB by default: about 10,000 points with short keys).
+LOG_CHUNK = 5000
+#: Points one request may carry (the server's limit).
+MAX_LOG_POINTS = 100_000
+#: Runs one cross-run read names at most (the server's limit).
+MAX_RUNS = 1000
+
+
+def segment(name: str) -> str:
+    """``name`` as one segment of a path, percent-encoded (``/`` too); ``.`` and ``..``, which URLs
+    resolve as relative segments, escaped as well."""
+    if not isinstance(name, str):
+        raise TypeError(f"a run id or metric key is a string, not {name!r}")
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    return quote(name, safe="")
+
+
+def run_path(run: str) -> str:
+    return f"/v1/runs/{segment(run)}/metrics"
+
+
+def now_ms() -> int:
+    return round(time.time() * 1000)
+
+
+def as_point(p: MetricPointLike, timestamp_ms: int) -> MetricPoint:
+    """One point to log, checked: the key a string, the value a number, the step and the timestamp
+    integers (``timestamp_ms`` for a point without one)."""
+    if isinstance(p, MetricPoint):
+        key, value, step, at = p.key, p.value, p.step, p.timestamp_ms
+    elif isinstance(p, Mapping):
+        unknown = set(p) - {"key", "value", "step", "timestamp_ms"}
+        if unknown:
+            raise ValueError(f"a point has key, value, step and timestamp_ms, not {sorted(unknown)}")
+        key, value, step, at = p["key"], p["value"], p["step"], p.get("timestamp_ms")
+    elif isinstance(p, tuple) and len(p) in (3, 4):
+        key, value, step = p[:3]
+        at = p[3] if len(p) == 4 else None
+    else:
+        raise TypeError(
+            "a point is a MetricPoint, (key, value, step), (key, value, step, timestamp) or a mapping,"
+            f" not {p!r}"
+        )
+    if not isinstance(key, str):
+        raise TypeError(f"a metric key is a string, not {key!r}")
+    return MetricPoint(
+        key,
+        metric_value(value),
+        metric_int(step, "step"),
+        timestamp_ms if at is None else metric_time(at),
+    )
+
+
+def as_points(points: MetricsLike, step: int | None, timestamp: Time | None) -> list[MetricPoint]:
+    """The points of a :meth:`~cairn_client.Client.log_metrics` call, checked: a mapping ``{key: value}`` is
+    one point per key at ``step`` (default 0, as MLflow's); points without a timestamp get ``timestamp``
+    (default: now)."""
+    at = now_ms() if timestamp is None else metric_time(timestamp)
+    if isinstance(points, Mapping):
+        s = 0 if step is None else step
+        out = [as_point((key, value, s), at) for key, value in points.items()]
+    else:
+        if step is not None:
+            raise ValueError("step is for a mapping of values; each point has its own")
+        if isinstance(points, (str, bytes)):
+            raise TypeError("points are points or a mapping of values, not a string")
+        out = [as_point(p, at) for p in points]
+    if not out:
+        raise ValueError("a batch needs at least one point")
+    return out
+
+
+def chunks(points: Sequence[MetricPoint], size: int) -> list[Sequence[MetricPoint]]:
+    """``points`` cut into requests of ``size`` (1 to 100,000) points."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_LOG_POINTS:
+        raise ValueError(f"chunk_size must be 1 to {MAX_LOG_POINTS:,}, not {size!r}")
+    return [points[i : i + size] for i in range(0, len(points), size)]
+
+
+def log_metrics(run: str, points: Sequence[MetricPoint]) -> Call[MetricsLogged]:
+    # Every point is kept: a batch sent twice is logged twice. Sent again only when known not applied.
+    return Call(
+        "POST",
+        run_path(run),
+        lambda r: MetricsLogged.from_json(_json(r)),
+        body={"points": [p.to_json() for p in points]},
+        repeatable=False,
+    )
+
+
+def latest_metrics(run: str) -> Call[dict[str, LatestMetric]]:
+    def parse(r: httpx.Response) -> dict[str, LatestMetric]:
+        return {m["key"]: LatestMetric.from_json(m) for m in _json(r)["metrics"]}
+
+    return Call("GET", run_path(run), parse)
+
+
+def delete_metrics(run: str) -> Call[MetricsDeleted]:
+    return Call("DELETE", run_path(run), lambda r: MetricsDeleted.from_json(_json(r)))
+
+
+def _bound(params: list[tuple[str, str]], name: str, value: int | None) -> None:
+    if value is not None:
+        params.append((name, str(metric_int(value, name))))
+
+
+def _count(value: int, what: str) -> str:
+    """A count the server bounds (page sizes, buckets): an integer, its range checked by the server."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} is an integer, not {value!r}")
+    return str(value)
+
+
+def history_page(
+    run: str,
+    key: str,
+    min_step: int | None,
+    max_step: int | None,
+    min_time: Time | None,
+    max_time: Time | None,
+    limit: int | None,
+    cursor: str | None,
+) -> Call[MetricHistory]:
+    params: list[tuple[str, str]] = []
+    _bound(params, "min_step", min_step)
+    _bound(params, "max_step", max_step)
+    _bound(params, "min_time_ms", None if min_time is None else metric_time(min_time, "min_time"))
+    _bound(params, "max_time_ms", None if max_time is None else metric_time(max_time, "max_time"))
+    if limit is not None:
+        params.append(("limit", _count(limit, "page_size")))
+    if cursor is not None:
+        params.append(("cursor", cursor))
+    path = f"{run_path(run)}/{segment(key)}/history"
+    return Call("GET", path, lambda r: MetricHistory.from_json(_json(r)), params=params)
+
+
+def _buckets(j: Mapping[str, Any]) -> list[MetricBucket]:
+    return [MetricBucket.from_json(b) for b in j["buckets"]]
+
+
+def _downsample_params(max_points: int, min_step: int | None, max_step: int | None) -> list[tuple[str, str]]:
+    params = [("max_points", _count(max_points, "max_points"))]
+    _bound(params, "min_step", min_step)
+    _bound(params, "max_step", max_step)
+    return params
+
+
+def downsample(
+    run: str, key: str, max_points: int, min_step: int | None, max_step: int | None
+) -> Call[list[MetricBucket]]:
+    path = f"{run_path(run)}/{segment(key)}/downsample"
+    params = _downsample_params(max_points, min_step, max_step)
+    return Call("GET", path, lambda r: _buckets(_json(r)), params=params)
+
+
+def run_ids(runs: str | Sequence[str]) -> list[str]:
+    """One run's id, or several (each sent as a ``run`` parameter of its own, so an id may hold a comma)."""
+    ids = [runs] if isinstance(runs, str) else list(runs)
+    if not ids:
+        raise ValueError("name at least one run")
+    for r in ids:
+        if not isinstance(r, str):
+            raise TypeError(f"a run id is a string, not {r!r}")
+    return ids
+
+
+def latest_of(key: str, runs: Sequence[str]) -> Call[dict[str, LatestMetric | None]]:
+    def parse(r: httpx.Response) -> dict[str, LatestMetric | None]:
+        return {
+            x["run"]: None if x["latest"] is None else LatestMetric.from_json(x["latest"])
+            for x in _json(r)["runs"]
+        }
+
+    path = f"/v1/metrics/{segment(key)}/latest"
+    return Call("GET", path, parse, params=[("run", r) for r in runs])
+
+
+def compare(
+    key: str, runs: Sequence[str], max_points: int, min_step: int | None, max_step: int | None
+) -> Call[dict[str, list[MetricBucket]]]:
+    def parse(r: httpx.Response) -> dict[str, list[MetricBucket]]:
+        return {s["run"]: _buckets(s) for s in _json(r)["series"]}
+
+    params = [*(("run", r) for r in runs), *_downsample_params(max_points, min_step, max_step)]
+    return Call("GET", f"/v1/metrics/{segment(key)}/compare", parse, params=params)

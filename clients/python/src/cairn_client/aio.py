@@ -13,7 +13,18 @@ import anyio
 import httpx
 
 from . import _calls
-from ._calls import Call, IfMatch, IndexLike, JobId, JobRef, NewJobLike
+from ._calls import (
+    LOG_CHUNK,
+    MAX_RUNS,
+    Call,
+    IfMatch,
+    IndexLike,
+    JobId,
+    JobRef,
+    MetricsLike,
+    NewJobLike,
+    Time,
+)
 from ._sse import EventParser, Resume, change_of
 from .client import (
     DEFAULT_URL,
@@ -25,7 +36,7 @@ from .client import (
     request_kwargs,
     transport_error,
 )
-from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
+from .errors import ApiError, NotFound, PayloadTooLarge, TransportError, Unavailable, error_from_response
 from .models import (
     Bucket,
     Change,
@@ -37,6 +48,11 @@ from .models import (
     Health,
     JobPage,
     JobState,
+    LatestMetric,
+    MetricBucket,
+    MetricHistory,
+    MetricsDeleted,
+    MetricsLogged,
     NewJob,
     Page,
     QueueCounts,
@@ -46,6 +62,7 @@ from .models import (
     check_state,
 )
 from .retry import RetryPolicy
+from .run_metrics import AsyncMetricsBatcher
 from .transactions import TransactionBuilder
 
 __all__ = [
@@ -338,6 +355,137 @@ class AsyncClient(Settings):
 
     async def purge_discarded(self, queue: str) -> int:
         return await self._run(_calls.purge_discarded(queue))
+
+    async def log_metrics(
+        self,
+        run: str,
+        points: MetricsLike,
+        *,
+        step: int | None = None,
+        timestamp: Time | None = None,
+        chunk_size: int = LOG_CHUNK,
+    ) -> MetricsLogged:
+        batch = _calls.as_points(points, step, timestamp)
+        todo = _calls.chunks(batch, chunk_size)
+        logged = requests = sequence = 0
+        while todo:
+            part = todo.pop(0)
+            try:
+                receipt = await self._run(_calls.log_metrics(run, part))
+            except PayloadTooLarge:
+                if len(part) == 1:
+                    raise
+                todo[:0] = [part[: len(part) // 2], part[len(part) // 2 :]]
+                continue
+            logged += receipt.points
+            requests += 1
+            sequence = receipt.sequence
+        return MetricsLogged(logged, len({p.key for p in batch}), sequence, requests)
+
+    def metrics_batcher(
+        self,
+        run: str,
+        *,
+        flush_points: int = 1000,
+        flush_interval: float = 2.0,
+        max_buffered: int = 100_000,
+        chunk_size: int = LOG_CHUNK,
+    ) -> AsyncMetricsBatcher:
+        """An :class:`~cairn_client.AsyncMetricsBatcher` of ``run``: ``async with`` it, and ``await`` its
+        ``log``."""
+        return AsyncMetricsBatcher(
+            self,
+            run,
+            flush_points=flush_points,
+            flush_interval=flush_interval,
+            max_buffered=max_buffered,
+            chunk_size=chunk_size,
+        )
+
+    async def history_page(
+        self,
+        run: str,
+        key: str,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        min_time: Time | None = None,
+        max_time: Time | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> MetricHistory:
+        return await self._run(
+            _calls.history_page(run, key, min_step, max_step, min_time, max_time, limit, cursor)
+        )
+
+    async def history(
+        self,
+        run: str,
+        key: str,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        min_time: Time | None = None,
+        max_time: Time | None = None,
+        page_size: int = 10_000,
+    ) -> MetricHistory:
+        steps: list[int] = []
+        times: list[int] = []
+        values: list[float] = []
+        cursor: str | None = None
+        while True:
+            page = await self.history_page(
+                run,
+                key,
+                min_step=min_step,
+                max_step=max_step,
+                min_time=min_time,
+                max_time=max_time,
+                limit=page_size,
+                cursor=cursor,
+            )
+            steps += page.steps
+            times += page.timestamps_ms
+            values += page.values
+            if page.next_cursor is None:
+                return MetricHistory(run, key, steps, times, values)
+            cursor = page.next_cursor
+
+    async def latest_metrics(self, run: str) -> dict[str, LatestMetric]:
+        return await self._run(_calls.latest_metrics(run))
+
+    async def downsample(
+        self,
+        run: str,
+        key: str,
+        max_points: int,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> list[MetricBucket]:
+        return await self._run(_calls.downsample(run, key, max_points, min_step, max_step))
+
+    async def latest_of(self, key: str, runs: str | Sequence[str]) -> dict[str, LatestMetric | None]:
+        ids = _calls.run_ids(runs)
+        out: dict[str, LatestMetric | None] = {}
+        for i in range(0, len(ids), MAX_RUNS):
+            found = await self._run(_calls.latest_of(key, ids[i : i + MAX_RUNS]))
+            out.update(found)
+        return out
+
+    async def compare(
+        self,
+        key: str,
+        runs: str | Sequence[str],
+        max_points: int,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> dict[str, list[MetricBucket]]:
+        return await self._run(_calls.compare(key, _calls.run_ids(runs), max_points, min_step, max_step))
+
+    async def delete_metrics(self, run: str) -> MetricsDeleted:
+        return await self._run(_calls.delete_metrics(run))
 
 
 class AsyncQuery:

@@ -12,9 +12,20 @@ from typing import Any, TypeVar
 import httpx
 
 from . import _calls
-from ._calls import Call, IfMatch, IndexLike, JobId, JobRef, NewJobLike
+from ._calls import (
+    LOG_CHUNK,
+    MAX_RUNS,
+    Call,
+    IfMatch,
+    IndexLike,
+    JobId,
+    JobRef,
+    MetricsLike,
+    NewJobLike,
+    Time,
+)
 from ._sse import EventParser, Resume, change_of
-from .errors import ApiError, NotFound, TransportError, Unavailable, error_from_response
+from .errors import ApiError, NotFound, PayloadTooLarge, TransportError, Unavailable, error_from_response
 from .models import (
     Bucket,
     Change,
@@ -26,6 +37,11 @@ from .models import (
     Health,
     JobPage,
     JobState,
+    LatestMetric,
+    MetricBucket,
+    MetricHistory,
+    MetricsDeleted,
+    MetricsLogged,
     NewJob,
     Page,
     QueueCounts,
@@ -35,6 +51,7 @@ from .models import (
     check_state,
 )
 from .retry import RetryPolicy, as_policy
+from .run_metrics import MetricsBatcher
 from .transactions import TransactionBuilder
 
 __all__ = ["ChangeFeed", "ChangeStream", "Client", "JobList", "Query", "Transaction"]
@@ -485,6 +502,165 @@ class Client(Settings):
         """``DELETE /v1/queue/queues/{queue}/discarded``: deletes the queue's dead letters; how many (unscoped
         admin tokens)."""
         return self._run(_calls.purge_discarded(queue))
+
+    # -- run metrics --------------------------------------------------------------------------------------
+
+    def log_metrics(
+        self,
+        run: str,
+        points: MetricsLike,
+        *,
+        step: int | None = None,
+        timestamp: Time | None = None,
+        chunk_size: int = LOG_CHUNK,
+    ) -> MetricsLogged:
+        """``POST /v1/runs/{run}/metrics``: logs ``points`` (:class:`MetricPoint`, ``(key, value, step)``,
+        ``(key, value, step, timestamp)`` or mappings of those fields) or, as MLflow's ``log_metrics``, a
+        mapping ``{key: value}`` at ``step`` (default 0). Points without a timestamp get ``timestamp`` (a
+        datetime or milliseconds since the epoch; default now). Values are numbers (NaN, infinities and -0.0
+        kept as they are). Each request of up to ``chunk_size`` points is one durable commit; a body over the
+        server's limit (413) is sent again in halves. A batch of several requests is not atomic: when one is
+        refused, the ones before it stay logged. For a training loop, :meth:`metrics_batcher` buffers and
+        sends in the background."""
+        batch = _calls.as_points(points, step, timestamp)
+        todo = _calls.chunks(batch, chunk_size)
+        logged = requests = sequence = 0
+        while todo:
+            part = todo.pop(0)
+            try:
+                receipt = self._run(_calls.log_metrics(run, part))
+            except PayloadTooLarge:
+                if len(part) == 1:
+                    raise
+                todo[:0] = [part[: len(part) // 2], part[len(part) // 2 :]]
+                continue
+            logged += receipt.points
+            requests += 1
+            sequence = receipt.sequence
+        return MetricsLogged(logged, len({p.key for p in batch}), sequence, requests)
+
+    def metrics_batcher(
+        self,
+        run: str,
+        *,
+        flush_points: int = 1000,
+        flush_interval: float = 2.0,
+        max_buffered: int = 100_000,
+        chunk_size: int = LOG_CHUNK,
+    ) -> MetricsBatcher:
+        """A :class:`~cairn_client.MetricsBatcher` of ``run``: ``log`` buffers and returns, a thread sends
+        batches of ``flush_points`` points or every ``flush_interval`` seconds, retrying until they are
+        durable; past ``max_buffered`` points held, ``log`` blocks. Close it (or use it as a context manager)
+        to log what waits."""
+        return MetricsBatcher(
+            self,
+            run,
+            flush_points=flush_points,
+            flush_interval=flush_interval,
+            max_buffered=max_buffered,
+            chunk_size=chunk_size,
+        )
+
+    def history_page(
+        self,
+        run: str,
+        key: str,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        min_time: Time | None = None,
+        max_time: Time | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> MetricHistory:
+        """``GET /v1/runs/{run}/metrics/{key}/history``: one page (``limit`` points, 1 to 100,000, default
+        10,000) of the metric's points with steps in ``[min_step, max_step]`` and times in ``[min_time,
+        max_time]`` (inclusive; datetimes or milliseconds since the epoch), ordered by step then log order;
+        its ``next_cursor`` continues it (with the same bounds)."""
+        return self._run(_calls.history_page(run, key, min_step, max_step, min_time, max_time, limit, cursor))
+
+    def history(
+        self,
+        run: str,
+        key: str,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+        min_time: Time | None = None,
+        max_time: Time | None = None,
+        page_size: int = 10_000,
+    ) -> MetricHistory:
+        """Every point of the metric in the ranges, as :meth:`history_page` reads them, following the
+        cursors (``page_size`` points a request): columns ``steps``, ``timestamps_ms`` and ``values``;
+        iterate it for a :class:`MetricPoint` per point. An unknown run or key has none."""
+        steps: list[int] = []
+        times: list[int] = []
+        values: list[float] = []
+        cursor: str | None = None
+        while True:
+            page = self.history_page(
+                run,
+                key,
+                min_step=min_step,
+                max_step=max_step,
+                min_time=min_time,
+                max_time=max_time,
+                limit=page_size,
+                cursor=cursor,
+            )
+            steps += page.steps
+            times += page.timestamps_ms
+            values += page.values
+            if page.next_cursor is None:
+                return MetricHistory(run, key, steps, times, values)
+            cursor = page.next_cursor
+
+    def latest_metrics(self, run: str) -> dict[str, LatestMetric]:
+        """``GET /v1/runs/{run}/metrics``: the latest point (highest step; of those, the last logged) and the
+        point count of every metric of the run, by key."""
+        return self._run(_calls.latest_metrics(run))
+
+    def downsample(
+        self,
+        run: str,
+        key: str,
+        max_points: int,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> list[MetricBucket]:
+        """``GET /v1/runs/{run}/metrics/{key}/downsample``: the metric's steps (all, or ``[min_step,
+        max_step]``) in at most ``max_points`` (1 to 100,000) buckets of equal width, for a plot: each
+        :class:`MetricBucket` has the count, NaN count, min, max, mean and last value of its points. Empty
+        buckets are left out."""
+        return self._run(_calls.downsample(run, key, max_points, min_step, max_step))
+
+    def latest_of(self, key: str, runs: str | Sequence[str]) -> dict[str, LatestMetric | None]:
+        """``GET /v1/metrics/{key}/latest``: the latest point of metric ``key`` in each of ``runs``, in the
+        order given; ``None`` for a run without it. More than 1,000 runs take a request per 1,000."""
+        ids = _calls.run_ids(runs)
+        out: dict[str, LatestMetric | None] = {}
+        for i in range(0, len(ids), MAX_RUNS):
+            found = self._run(_calls.latest_of(key, ids[i : i + MAX_RUNS]))
+            out.update(found)
+        return out
+
+    def compare(
+        self,
+        key: str,
+        runs: str | Sequence[str],
+        max_points: int,
+        *,
+        min_step: int | None = None,
+        max_step: int | None = None,
+    ) -> dict[str, list[MetricBucket]]:
+        """``GET /v1/metrics/{key}/compare``: metric ``key`` of each of ``runs`` (1 to 1,000), downsampled as
+        :meth:`downsample` does, from one snapshot, in the order given."""
+        return self._run(_calls.compare(key, _calls.run_ids(runs), max_points, min_step, max_step))
+
+    def delete_metrics(self, run: str) -> MetricsDeleted:
+        """``DELETE /v1/runs/{run}/metrics``: removes every metric of the run; what went."""
+        return self._run(_calls.delete_metrics(run))
 
 
 class Query:

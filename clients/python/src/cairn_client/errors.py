@@ -264,14 +264,26 @@ _CONFLICTS: dict[str, type[ApiError]] = {
 }
 
 # Details of the 503s the server sends before doing any work (load shedding, the engine's task limit, the
-# stream limit): the request was not applied. A timeout's detail says the write may have been applied.
-_SHED_MARKERS = ("concurrency limit", "max_concurrency tasks", "too many open change streams")
+# stream limit): the request was not applied. Writes given up without writing are 503 ``contended``. A
+# timeout's detail says the write may have been applied.
+_SHED_MARKERS = (
+    "concurrency limit",
+    "max_concurrency tasks",
+    "too many open change streams",
+)
 
 
 def _known_not_applied(e: ApiError) -> bool:
     if e.kind == "contended":
         return True
     return any(marker in e.detail for marker in _SHED_MARKERS)
+
+
+def transient(e: CairnError) -> bool:
+    """Whether ``e`` may pass by itself: no answer, 503, or another 5xx but 501 (not supported)."""
+    if isinstance(e, TransportError):
+        return True
+    return isinstance(e, ApiError) and e.status in (500, 502, 503, 504)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -1,10 +1,13 @@
-"""Typed results: records, pages, changes, collections, transactions, the job queue's jobs and counts; and
-documents to and from model classes (dataclasses, pydantic models)."""
+"""Typed results: records, pages, changes, collections, transactions, the job queue's jobs and counts, run
+metrics' points, histories and buckets; and documents to and from model classes (dataclasses, pydantic
+models)."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import math
+import operator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, TypeVar, Union
@@ -21,6 +24,12 @@ __all__ = [
     "JobError",
     "JobPage",
     "JobState",
+    "LatestMetric",
+    "MetricBucket",
+    "MetricHistory",
+    "MetricPoint",
+    "MetricsDeleted",
+    "MetricsLogged",
     "NewJob",
     "Page",
     "QueueCounts",
@@ -488,6 +497,203 @@ class JobPage:
 
     jobs: list[QueueJob]
     next: str | None
+
+
+# -- run metrics ------------------------------------------------------------------------------------------
+
+#: Steps and timestamps are signed 64-bit integers on the server.
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+#: The strings that stand for the values JSON has no number for, both ways.
+SPECIAL_VALUES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def metric_value(value: Any) -> float:
+    """A metric's value as a float: anything :class:`float` takes but strings (a NumPy or PyTorch scalar,
+    an int); :class:`TypeError` otherwise."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"a metric value is a number, not {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"a metric value is a number, not {value!r}") from e
+    except OverflowError as e:
+        raise ValueError(f"a metric value must fit a float, not {value!r}") from e
+
+
+def metric_int(value: Any, what: str) -> int:
+    """A step or a timestamp as the server takes it: an integer (NumPy's too) in the signed 64-bit range."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} is an integer, not {value!r}")
+    try:
+        n = operator.index(value)
+    except TypeError as e:
+        raise TypeError(f"{what} is an integer, not {value!r}") from e
+    if not I64_MIN <= n <= I64_MAX:
+        raise ValueError(f"{what} must fit in 64 bits (signed), not {n}")
+    return n
+
+
+def metric_time(at: datetime | int, what: str = "timestamp") -> int:
+    """A metric's time as milliseconds since the Unix epoch: a datetime (naive: local time) or an int."""
+    return metric_int(epoch_ms(at) if isinstance(at, datetime) else at, what)
+
+
+def encode_value(value: float) -> float | str:
+    """A value as the server takes it: a number, or ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def decode_value(value: Any) -> float:
+    """A value as the server writes it: a number, or one of the strings for NaN and the infinities."""
+    if isinstance(value, str):
+        if value not in SPECIAL_VALUES:
+            raise ValueError(f"not a metric value: {value!r}")
+        return SPECIAL_VALUES[value]
+    return float(value)
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One point of a run's metric: ``value`` of ``key`` at ``step``, at ``timestamp_ms`` (milliseconds since
+    the Unix epoch; to log, ``None`` takes the time of the call)."""
+
+    key: str
+    value: float
+    step: int
+    timestamp_ms: int | None = None
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return _opt_ms(self.timestamp_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        """The point as the server takes it."""
+        out: dict[str, Any] = {"key": self.key, "step": self.step, "value": encode_value(self.value)}
+        if self.timestamp_ms is not None:
+            out["timestamp_ms"] = self.timestamp_ms
+        return out
+
+
+@dataclass(frozen=True)
+class MetricsLogged:
+    """What :meth:`~cairn_client.Client.log_metrics` wrote: ``points``, to ``series`` metric keys, in
+    ``requests`` requests (each one durable commit, the last one's sequence is ``sequence``)."""
+
+    points: int
+    series: int
+    sequence: int
+    requests: int = 1
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> MetricsLogged:
+        return cls(points=j["points"], series=j["series"], sequence=j["sequence"])
+
+
+@dataclass(frozen=True)
+class MetricsDeleted:
+    """What deleting a run's metrics removed."""
+
+    blocks: int
+    points: int
+    series: int
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> MetricsDeleted:
+        return cls(blocks=j["blocks"], points=j["points"], series=j["series"])
+
+
+@dataclass(frozen=True)
+class MetricHistory:
+    """A metric's points, in columns, ordered by step then log order: point ``i`` is ``values[i]`` at
+    ``steps[i]``, logged at ``timestamps_ms[i]``. Iterating it yields a :class:`MetricPoint` per point. A
+    page read by :meth:`~cairn_client.Client.history_page` has the ``next_cursor`` that continues it
+    (``None`` on the last page and for a whole history)."""
+
+    run: str
+    key: str
+    steps: list[int]
+    timestamps_ms: list[int]
+    values: list[float]
+    next_cursor: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __iter__(self) -> Iterator[MetricPoint]:
+        for step, ts, value in zip(self.steps, self.timestamps_ms, self.values):
+            yield MetricPoint(self.key, value, step, ts)
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> MetricHistory:
+        return cls(
+            run=j["run"],
+            key=j["key"],
+            steps=list(j["steps"]),
+            timestamps_ms=list(j["timestamps_ms"]),
+            values=[decode_value(v) for v in j["values"]],
+            next_cursor=j.get("next_cursor"),
+        )
+
+
+@dataclass(frozen=True)
+class LatestMetric:
+    """The latest point of a run's metric (the highest step; of those, the last logged) and how many points
+    the metric has."""
+
+    key: str
+    value: float
+    step: int
+    timestamp_ms: int
+    points: int
+
+    @property
+    def timestamp(self) -> datetime:
+        return _ms(self.timestamp_ms)
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> LatestMetric:
+        return cls(
+            key=j["key"],
+            value=decode_value(j["value"]),
+            step=j["step"],
+            timestamp_ms=j["timestamp_ms"],
+            points=j["points"],
+        )
+
+
+@dataclass(frozen=True)
+class MetricBucket:
+    """The points of steps ``start_step`` to ``end_step`` (inclusive) of a downsampled metric: ``count`` of
+    them, ``nan_count`` NaN; ``min``, ``max`` and ``mean`` of the others (NaN if all are); the bucket's last
+    point in history order, ``last`` at ``last_step``."""
+
+    start_step: int
+    end_step: int
+    count: int
+    nan_count: int
+    min: float
+    max: float
+    mean: float
+    last_step: int
+    last: float
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> MetricBucket:
+        return cls(
+            start_step=j["start_step"],
+            end_step=j["end_step"],
+            count=j["count"],
+            nan_count=j["nan_count"],
+            min=decode_value(j["min"]),
+            max=decode_value(j["max"]),
+            mean=decode_value(j["mean"]),
+            last_step=j["last_step"],
+            last=decode_value(j["last"]),
+        )
 
 
 def encode_document(doc: Document) -> dict[str, Any]:

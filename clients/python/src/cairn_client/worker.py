@@ -33,7 +33,7 @@ from typing import Literal
 
 from ._calls import queue_names
 from .client import Client
-from .errors import ApiError, CairnError, InvalidTransition, NotFound, StaleToken, TransportError
+from .errors import CairnError, InvalidTransition, NotFound, StaleToken, transient
 from .models import QueueJob
 
 __all__ = ["Handler", "Outcome", "Status", "Worker"]
@@ -47,13 +47,6 @@ Status = Literal["completed", "failed", "lost", "unacknowledged"]
 LOST = (StaleToken, InvalidTransition, NotFound)
 #: Longest wait between two attempts to reach the server.
 MAX_BACKOFF = 2.0
-
-
-def transient(e: CairnError) -> bool:
-    """Whether ``e`` may pass by itself: no answer, 503, or another 5xx but 501 (not supported)."""
-    if isinstance(e, TransportError):
-        return True
-    return isinstance(e, ApiError) and e.status in (500, 502, 503, 504)
 
 
 def backoff(attempt: int) -> float:

@@ -1,6 +1,7 @@
-//! The listening connection: `LISTEN` on the schema's commit and declaration channels, so that a server
-//! learns of other servers' commits (waking its change-feed waiters) and declarations (dropping its cached
-//! specs). Reconnects after a failure, then reads the counter, since notifications sent meanwhile are lost.
+//! The listening connection: `LISTEN` on the schema's commit, declaration and job-queue channels, so that
+//! a server learns of other servers' commits (waking its change-feed waiters), declarations (dropping its
+//! cached specs) and new jobs (waking its waiting claims). Reconnects after a failure, then reads the
+//! counter and wakes the waiting claims, since notifications sent meanwhile are lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,14 @@ pub(crate) fn spawn_listener(inner: &Arc<Inner>, url: String) {
     tokio::spawn(async move {
         loop {
             let Some(inner) = weak.upgrade() else { return };
-            let (feed, catalog) = (inner.names.feed_channel(), inner.names.catalog_channel());
+            let channels = Channels {
+                feed: inner.names.feed_channel(),
+                catalog: inner.names.catalog_channel(),
+                queue: inner.names.queue_channel(),
+            };
             let meta = inner.names.table(META);
             drop(inner);
-            if let Err(e) = listen_once(&weak, &url, &feed, &catalog, &meta).await {
+            if let Err(e) = listen_once(&weak, &url, &channels, &meta).await {
                 tracing::warn!(error = %e, "the postgres listening connection failed; reconnecting");
             }
             if weak.strong_count() == 0 {
@@ -34,13 +39,20 @@ pub(crate) fn spawn_listener(inner: &Arc<Inner>, url: String) {
     });
 }
 
+/// The channels listened on.
+struct Channels {
+    feed: String,
+    catalog: String,
+    queue: String,
+}
+
 async fn listen_once(
     weak: &std::sync::Weak<Inner>,
     url: &str,
-    feed: &str,
-    catalog: &str,
+    channels: &Channels,
     meta: &str,
 ) -> Result<(), tokio_postgres::Error> {
+    let Channels { feed, catalog, queue } = channels;
     let mut config: tokio_postgres::Config = url.parse()?;
     config.application_name(LISTENER_NAME);
     let (client, mut connection) = config.connect(NoTls).await?;
@@ -62,12 +74,20 @@ async fn listen_once(
             }
         }
     });
-    client.batch_execute(&format!("LISTEN {}; LISTEN {}", quote_ident(feed), quote_ident(catalog))).await?;
-    // Commits and declarations made while not listening.
+    client
+        .batch_execute(&format!(
+            "LISTEN {}; LISTEN {}; LISTEN {}",
+            quote_ident(feed),
+            quote_ident(catalog),
+            quote_ident(queue)
+        ))
+        .await?;
+    // Commits, declarations and new jobs made while not listening.
     let row = client.query_opt(&format!("SELECT value FROM {meta} WHERE name = 'seq'"), &[]).await?;
     {
         let Some(inner) = weak.upgrade() else { return Ok(()) };
         inner.clear_specs();
+        inner.queue_wake.wake_local();
         if let Some(seq) = row.map(|r| r.try_get::<_, i64>(0)).transpose()? {
             inner.note_sequence(seq.max(0) as u64);
         }
@@ -85,10 +105,12 @@ async fn listen_once(
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(e),
             Ok(Some(Ok((channel, payload)))) => {
-                if channel == feed {
+                if channel == *feed {
                     if let Ok(seq) = payload.parse::<u64>() {
                         inner.note_sequence(seq);
                     }
+                } else if channel == *queue {
+                    inner.queue_wake.heard(&payload);
                 } else {
                     inner.clear_specs();
                 }

@@ -7,7 +7,10 @@
 //! commit counter in [`write`], claims in [`claim`], the change feed and its trimming in [`feed`], the
 //! notifications from other servers in [`listen`], stats and checks in [`admin`], the connections in
 //! [`pool`]. The artifact store on this backend, [`PostgresArtifacts`], is in `artifacts`: its tables in
-//! the same schema, its bytes in an object store.
+//! the same schema, its bytes in an object store. The job queue, [`PostgresQueue`], is in `queue`: its
+//! tables in the same schema, opened by the first call of [`Backend::queue`]. Run metrics,
+//! [`PostgresRunMetrics`], are in `run_metrics`: one row per point in tables of the same schema, opened by
+//! the first call of [`Backend::run_metrics`].
 
 mod admin;
 mod artifacts;
@@ -19,7 +22,11 @@ pub use artifacts::{PostgresArtifactOptions, PostgresArtifacts};
 pub use listen::LISTENER_NAME;
 mod pool;
 mod query;
+mod queue;
+pub use queue::PostgresQueue;
 mod read;
+mod run_metrics;
+pub use run_metrics::PostgresRunMetrics;
 mod schema;
 mod write;
 
@@ -29,6 +36,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
+use cairn_store::queue::QueueOptions;
 use cairn_store::{Change, CollectionError, CollectionSpec, Page, Query, Stored};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -36,7 +44,10 @@ use tokio::sync::watch;
 use self::pool::Pool;
 use self::schema::{Names, META};
 use self::write::{Fail, Step};
-use super::{Backend, BackendFuture, CollectionInfo, Committed, Figures, Operation, Permits, Precondition, Scope};
+use super::{
+    Backend, BackendFuture, CollectionInfo, Committed, Figures, Operation, Permits, Precondition, QueueStore,
+    RunMetricsStore, Scope,
+};
 use crate::http::ChangeRetention;
 use crate::problem::ApiError;
 
@@ -75,6 +86,11 @@ impl PostgresOptions {
 #[derive(Clone)]
 pub struct PostgresBackend {
     inner: Arc<Inner>,
+    /// The job queue, opened by the first call that needs it (on the runtime serving the calls).
+    queue: Arc<Mutex<Option<QueueStore>>>,
+    queue_options: QueueOptions,
+    /// The run metrics, opened by the first call that needs them (on the runtime serving the calls).
+    run_metrics: Arc<Mutex<Option<RunMetricsStore>>>,
 }
 
 /// What the backend's tasks share.
@@ -82,6 +98,7 @@ pub(crate) struct Inner {
     pool: Pool,
     names: Names,
     url: String,
+    pool_size: usize,
     retention: ChangeRetention,
     permits: Permits,
     specs: Mutex<HashMap<String, CollectionSpec>>,
@@ -89,6 +106,8 @@ pub(crate) struct Inner {
     trims: AtomicU64,
     trimmed_events: AtomicU64,
     trim_errors: AtomicU64,
+    /// Wakes the job queue's waiting claims; the listening connection hears other servers' new jobs.
+    queue_wake: Arc<queue::Wake>,
 }
 
 /// A database error as a 500 naming PostgreSQL's message.
@@ -122,6 +141,7 @@ impl PostgresBackend {
             pool,
             names,
             url: opts.url.clone(),
+            pool_size: opts.pool_size,
             retention: opts.retention.clone(),
             permits: Permits::new(opts.max_concurrency.max(1)),
             specs: Mutex::new(HashMap::new()),
@@ -129,10 +149,18 @@ impl PostgresBackend {
             trims: AtomicU64::new(0),
             trimmed_events: AtomicU64::new(0),
             trim_errors: AtomicU64::new(0),
+            queue_wake: Arc::default(),
         });
         let seq = inner.setup().await.map_err(|e| e.detail)?;
         inner.note_sequence(seq);
-        Ok(Self { inner })
+        Ok(Self { inner, queue: Arc::default(), queue_options: QueueOptions::default(), run_metrics: Arc::default() })
+    }
+
+    /// This backend with its job queue opened with `options` (retention, backoff, maintenance interval)
+    /// instead of the defaults.
+    pub fn with_queue_options(mut self, options: QueueOptions) -> Self {
+        self.queue_options = options;
+        self
     }
 
     /// Starts, on the current tokio runtime, the listening connection (other servers' commits and
@@ -379,7 +407,46 @@ impl Backend for PostgresBackend {
         self.spawn(|inner| async move { inner.check().await })
     }
 
+    fn queue(&self) -> Result<QueueStore, ApiError> {
+        let mut slot = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(queue) = &*slot {
+            return Ok(queue.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| internal("the job queue opens from a thread of the runtime serving the calls"))?;
+        let queue = PostgresQueue::open(
+            &self.inner.url,
+            &self.inner.names.schema,
+            self.inner.pool_size,
+            self.queue_options.clone(),
+            self.inner.queue_wake.clone(),
+            runtime,
+        )
+        .map_err(|e| internal(format!("cannot open the job queue: {e}")))?;
+        let queue = QueueStore::from(queue);
+        *slot = Some(queue.clone());
+        Ok(queue)
+    }
+
+    fn run_metrics(&self) -> Result<RunMetricsStore, ApiError> {
+        let mut slot = self.run_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(metrics) = &*slot {
+            return Ok(metrics.clone());
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| internal("the run metrics open from a thread of the runtime serving the calls"))?;
+        let metrics =
+            PostgresRunMetrics::open(&self.inner.url, &self.inner.names.schema, self.inner.pool_size, runtime)
+                .map_err(|e| internal(format!("cannot open the run metrics: {e}")))?;
+        let metrics = RunMetricsStore::from(metrics);
+        *slot = Some(metrics.clone());
+        Ok(metrics)
+    }
+
     fn close(&self) -> Result<(), String> {
+        // The queue's background tasks stop with its last handle.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        self.run_metrics.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         Ok(())
     }
 }

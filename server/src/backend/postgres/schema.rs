@@ -77,6 +77,11 @@ impl Names {
         format!("cairn_catalog:{}", self.schema)
     }
 
+    /// The notification channel of the job queue's new jobs.
+    pub(crate) fn queue_channel(&self) -> String {
+        format!("cairn_queue:{}", self.schema)
+    }
+
     /// The session advisory lock serializing declarations in this schema.
     pub(crate) fn declare_lock(&self) -> i64 {
         fnv(&[self.schema.as_bytes(), b"declare"]) as i64
@@ -231,6 +236,8 @@ pub(crate) fn validate_spec(spec: &CollectionSpec) -> Result<(), ApiError> {
     }
     if [CATALOG, META, CHANGES, "cairn_sync_state"].contains(&spec.name.as_str())
         || super::artifacts::TABLES.contains(&spec.name.as_str())
+        || super::queue::TABLES.contains(&spec.name.as_str())
+        || super::run_metrics::TABLES.contains(&spec.name.as_str())
     {
         return Err(invalid(format!("collection name {:?} is the name of a table of the backend", spec.name)));
     }
