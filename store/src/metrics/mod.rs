@@ -4,8 +4,11 @@
 //!
 //! A series is the points of one metric key of one run. Its points are kept in blocks of up to 1,024
 //! points, ordered by step then log order, under a header of statistics (count, min, max, sum, first and
-//! last step, time bounds) and a CRC-32C: steps and timestamps are delta-of-delta encoded, values XOR
-//! encoded as in Gorilla (`block.rs`, `bits.rs`). A series entry (`layout.rs`) holds the open block that
+//! last step, time bounds) and a CRC-32C, in adaptive Rice codes: evenly spaced steps left out, timestamps
+//! against a moving average of their deltas, values as differences of their bits (of their top 35 bits
+//! when they are `f32` values) or XOR-encoded as in Gorilla, whichever is shorter (`block.rs`, `bits.rs`).
+//! Appends in step order go on the open block's bit streams instead of encoding it again, from the coder
+//! state the handle remembers (`open.rs`). A series entry (`layout.rs`) holds the open block that
 //! appends go to, the widest block's span and the latest point, so the latest values of a run are read
 //! without touching a block. Blocks are keyed by series, first step and id, so a range read seeks.
 //!
@@ -20,10 +23,13 @@ mod error;
 mod export;
 mod layout;
 mod model;
+mod open;
 mod read;
 #[cfg(test)]
 mod tests;
 mod write;
+
+use std::sync::Arc;
 
 use crate::store::Store;
 
@@ -64,12 +70,14 @@ const WRITE_ATTEMPTS: usize = 1000;
 #[derive(Clone, Debug)]
 pub struct Metrics {
     store: Store,
+    /// The open blocks written last through this handle and its clones (`open.rs`).
+    open: Arc<open::OpenBlocks>,
 }
 
 impl Metrics {
     /// The metrics of `store`. Nothing is written until points are logged.
     pub fn new(store: Store) -> Metrics {
-        Metrics { store }
+        Metrics { store, open: Arc::default() }
     }
 
     /// The record store underneath.

@@ -8,7 +8,7 @@ use super::layout::{self, Series};
 use super::model::{
     Bucket, DownsampleRequest, HistoryPage, HistoryRequest, LatestValue, Point, RunSeries, MAX_BUCKETS, MAX_PAGE_POINTS,
 };
-use super::write::{read_block, read_series};
+use super::write::read_series;
 use super::Metrics;
 
 /// A point with where it sorts: step, block id, position in the block (step then log order).
@@ -39,6 +39,85 @@ fn blocks(
             .ok_or_else(|| MetricsError::corruption(&k, 0, "malformed block key"))?;
         Ok((k, first, id, v))
     }))
+}
+
+/// The points a history read gathers from its blocks. While each block starts after the steps of those
+/// before it, its points come in history order and are kept as they are; once blocks overlap, every point
+/// is kept with its block id and position, and sorted at the end.
+#[derive(Default)]
+struct Gathered {
+    /// Points in history order, while blocks come in order.
+    ordered: Vec<Point>,
+    /// The id of each block gathered into `ordered`, and the index of its first point there.
+    runs: Vec<(u64, usize)>,
+    /// Highest step of the blocks gathered.
+    max_step: Option<i64>,
+    /// Every point with its place, once blocks overlap.
+    placed: Option<Vec<Placed>>,
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        self.placed.as_ref().map_or(self.ordered.len(), Vec::len)
+    }
+
+    /// Starts gathering the points of a block of steps `min` to `max`.
+    fn begin_block(&mut self, id: u64, min: i64, max: i64) {
+        if self.placed.is_none() && self.max_step.is_some_and(|m| min <= m) {
+            let mut placed = Vec::with_capacity(self.ordered.len() + block::BLOCK_POINTS);
+            for (i, (run_id, start)) in self.runs.iter().enumerate() {
+                let len = self.ordered.len();
+                let end = self.runs.get(i + 1).map_or(len, |r| r.1.min(len));
+                for (pos, p) in self.ordered.get((*start).min(end)..end).unwrap_or_default().iter().enumerate() {
+                    placed.push((p.step, *run_id, u32::try_from(pos).unwrap_or(u32::MAX), *p));
+                }
+            }
+            self.ordered = Vec::new();
+            self.placed = Some(placed);
+        }
+        if self.placed.is_none() {
+            self.runs.push((id, self.ordered.len()));
+        }
+        self.max_step = Some(self.max_step.map_or(max, |m| m.max(max)));
+    }
+
+    /// Adds a point of the block begun last, at `pos` in it.
+    fn push(&mut self, id: u64, pos: u32, p: Point) {
+        match &mut self.placed {
+            Some(placed) => placed.push((p.step, id, pos, p)),
+            None => self.ordered.push(p),
+        }
+    }
+
+    /// If at least `n` points are gathered: keeps the first `n` in history order and returns the last one's
+    /// step.
+    fn keep_first(&mut self, n: usize) -> Option<i64> {
+        if self.len() < n || n == 0 {
+            return None;
+        }
+        match &mut self.placed {
+            Some(placed) => {
+                placed.sort_by_key(|p| (p.0, p.1, p.2));
+                placed.truncate(n);
+                placed.last().map(|p| p.0)
+            }
+            None => {
+                self.ordered.truncate(n);
+                self.ordered.last().map(|p| p.step)
+            }
+        }
+    }
+
+    /// The points in history order.
+    fn finish(self) -> Vec<Point> {
+        match self.placed {
+            Some(mut placed) => {
+                placed.sort_by_key(|p| (p.0, p.1, p.2));
+                placed.into_iter().map(|p| p.3).collect()
+            }
+            None => self.ordered,
+        }
+    }
 }
 
 /// A history cursor: go on at `step`, skipping the first `skip` points at that step.
@@ -119,6 +198,7 @@ impl Acc {
         }
     }
 
+    /// Adds a point that comes after every point added so far (in history order).
     fn point(&mut self, p: &Point, id: u64, pos: u32) {
         self.count += 1;
         if p.value.is_nan() {
@@ -127,7 +207,17 @@ impl Acc {
             self.extremes(p.value, p.value);
             self.sum += p.value;
         }
-        self.last((p.step, id, pos, p.value));
+        self.last = Some((p.step, id, pos, p.value));
+    }
+
+    /// Adds the points summed in `other`.
+    fn merge(&mut self, other: &Acc) {
+        let Some(last) = other.last else { return };
+        self.count += other.count;
+        self.nan += other.nan;
+        self.extremes(other.min, other.max);
+        self.sum += other.sum;
+        self.last(last);
     }
 
     fn header(&mut self, h: &block::Header, id: u64) {
@@ -168,30 +258,30 @@ impl Metrics {
         let snap = self.store.db().snapshot();
         let Some(series) = read_series(&snap, &layout::series_key(&req.run, &req.key))? else { return Ok(empty) };
         let needed = usize::try_from(skip).unwrap_or(usize::MAX).saturating_add(req.limit).saturating_add(1);
-        let mut got: Vec<Placed> = Vec::new();
+        let mut got = Gathered::default();
         for b in blocks(&snap, &req.run, &req.key, &series, lo, hi)? {
             let (k, first, id, v) = b?;
-            if got.len() >= needed {
-                got.sort_by_key(|p| (p.0, p.1, p.2));
-                got.truncate(needed);
-                if got.last().is_some_and(|p| first > p.0) {
-                    break;
-                }
+            if got.keep_first(needed).is_some_and(|step| first > step) {
+                break;
             }
             let h = block::decode_header(&v).map_err(|e| MetricsError::corruption(&k, e.offset, e.reason))?;
             if h.max_step < lo || h.max_ts < tlo || h.min_ts > thi {
                 continue;
             }
-            let (_, pts) = read_block(&k, &v)?;
-            for (pos, p) in pts.into_iter().enumerate() {
+            got.begin_block(id, h.min_step, h.max_step);
+            let mut pos = 0u32;
+            block::decode_each(&v, |p| {
                 if p.step >= lo && p.step <= hi && p.timestamp_ms >= tlo && p.timestamp_ms <= thi {
-                    got.push((p.step, id, u32::try_from(pos).unwrap_or(u32::MAX), p));
+                    got.push(id, pos, p);
                 }
-            }
+                pos += 1;
+            })
+            .map_err(|e| MetricsError::corruption(&k, e.offset, e.reason))?;
         }
-        got.sort_by_key(|p| (p.0, p.1, p.2));
-        let skipped = got.iter().take_while(|p| p.0 == at).count().min(usize::try_from(skip).unwrap_or(usize::MAX));
-        let mut points: Vec<Point> = got.iter().skip(skipped).map(|p| p.3).collect();
+        let got = got.finish();
+        let skipped = got.iter().take_while(|p| p.step == at).count().min(usize::try_from(skip).unwrap_or(usize::MAX));
+        let mut points = got;
+        points.drain(..skipped);
         let more = points.len() > req.limit;
         points.truncate(req.limit);
         let next_cursor = match points.last() {
@@ -285,13 +375,27 @@ impl Metrics {
                 }
                 continue;
             }
-            let (_, pts) = read_block(&k, &v)?;
-            for (pos, p) in pts.iter().enumerate() {
+            // Points come in step order: those of one bucket are summed apart and added to it once the
+            // next point passes its end. Timestamps are not needed.
+            let (mut pos, mut bucket, mut bucket_end, mut run) = (0u32, 0usize, None, Acc::EMPTY);
+            block::decode_values_each(&v, |p| {
                 if p.step >= lo && p.step <= hi {
-                    if let Some(a) = acc.get_mut(index(p.step)) {
-                        a.point(p, id, u32::try_from(pos).unwrap_or(u32::MAX));
+                    if bucket_end.is_none_or(|end| p.step > end) {
+                        if let Some(a) = acc.get_mut(bucket) {
+                            a.merge(&run);
+                        }
+                        run = Acc::EMPTY;
+                        bucket = index(p.step);
+                        let end = i128::from(lo) + (bucket as i128 + 1) * width - 1;
+                        bucket_end = Some(i64::try_from(end).unwrap_or(i64::MAX));
                     }
+                    run.point(&p, id, pos);
                 }
+                pos += 1;
+            })
+            .map_err(|e| MetricsError::corruption(&k, e.offset, e.reason))?;
+            if let Some(a) = acc.get_mut(bucket) {
+                a.merge(&run);
             }
         }
         let mut out = Vec::new();

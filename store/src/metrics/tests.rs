@@ -7,9 +7,10 @@ use std::sync::Arc;
 use cairn_engine::{CrashMode, Db, Durability, MemStorage};
 use proptest::prelude::*;
 
-use super::bits::{read_dod, read_xor, write_dod, write_xor, BitReader, BitWriter};
-use super::block::{self, BLOCK_POINTS};
+use super::bits::{read_dod, read_xor, write_dod, write_xor, BitReader, BitWriter, Rice};
+use super::block::{self, Modes, BLOCK_POINTS};
 use super::layout;
+use super::write;
 use super::*;
 use crate::{Store, StoreOptions};
 
@@ -43,10 +44,16 @@ impl Rng {
     }
 }
 
-/// Values that stress the XOR encoding: NaNs with payloads, infinities, signed zeros, extremes.
+/// Values that stress the value codes: NaNs with payloads (some only in the low bits, which no `f32` has),
+/// infinities, signed zeros, extremes, subnormals, and `f32` values widened (what most frameworks log).
 fn value() -> impl Strategy<Value = f64> {
     prop_oneof![
         4 => -1e6f64..1e6,
+        4 => any::<f32>().prop_map(f64::from),
+        2 => (-1e3f32..1e3).prop_map(f64::from),
+        1 => (1u32..1 << 23).prop_map(|m| f64::from(f32::from_bits(m))),
+        1 => (1u64..1 << 52).prop_map(f64::from_bits),
+        1 => (1u64..1 << 29).prop_map(|p| f64::from_bits(0x7ff8_0000_0000_0000 | p)),
         1 => Just(f64::NAN),
         1 => any::<u64>().prop_map(|p| f64::from_bits(0x7ff0_0000_0000_0001 | (p & 0x000f_ffff_ffff_ffff))),
         1 => Just(f64::INFINITY),
@@ -104,8 +111,15 @@ fn paged(m: &Metrics, req: HistoryRequest) -> Vec<Point> {
     panic!("pagination does not end");
 }
 
+/// A bucket computed directly from the model's points, with the sum of its values' magnitudes, which
+/// bounds how far sums taken in another order may differ.
+struct Want {
+    bucket: Bucket,
+    magnitude: f64,
+}
+
 /// Buckets computed directly from the model's points.
-fn direct_buckets(pts: &[Point], lo: i64, hi: i64, n: usize) -> Vec<Bucket> {
+fn direct_buckets(pts: &[Point], lo: i64, hi: i64, n: usize) -> Vec<Want> {
     let span = i128::from(hi) - i128::from(lo) + 1;
     let width = (span + n as i128 - 1) / n as i128;
     let count = ((span + width - 1) / width) as usize;
@@ -118,7 +132,7 @@ fn direct_buckets(pts: &[Point], lo: i64, hi: i64, n: usize) -> Vec<Bucket> {
         let Some(last) = m.last() else { continue };
         let numeric: Vec<f64> = m.iter().map(|p| p.value).filter(|v| !v.is_nan()).collect();
         let start = i128::from(lo) + i as i128 * width;
-        out.push(Bucket {
+        let bucket = Bucket {
             start_step: start as i64,
             end_step: (start + width - 1).min(i128::from(hi)) as i64,
             count: m.len() as u64,
@@ -128,7 +142,8 @@ fn direct_buckets(pts: &[Point], lo: i64, hi: i64, n: usize) -> Vec<Bucket> {
             mean: if numeric.is_empty() { f64::NAN } else { numeric.iter().sum::<f64>() / numeric.len() as f64 },
             last_step: last.step,
             last: last.value,
-        });
+        };
+        out.push(Want { bucket, magnitude: numeric.iter().map(|v| v.abs()).sum::<f64>() });
     }
     out
 }
@@ -137,21 +152,25 @@ fn same_f64(a: f64, b: f64) -> bool {
     a == b || (a.is_nan() && b.is_nan())
 }
 
-/// Means are sums taken in another order: equal up to rounding.
-fn close(a: f64, b: f64) -> bool {
-    same_f64(a, b) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+/// Means are sums taken in another order: they differ by at most a small multiple of the values'
+/// magnitudes (and say nothing when those overflow, where the order decides what the sum is).
+fn close(a: f64, b: f64, magnitude: f64) -> bool {
+    !magnitude.is_finite()
+        || same_f64(a, b)
+        || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+        || (a - b).abs() <= 1e-12 * magnitude
 }
 
-fn assert_buckets(got: &[Bucket], want: &[Bucket]) {
+fn assert_buckets(got: &[Bucket], want: &[Want]) {
     assert_eq!(got.len(), want.len(), "bucket count");
-    for (g, w) in got.iter().zip(want) {
+    for (g, Want { bucket: w, magnitude }) in got.iter().zip(want) {
         assert_eq!(
             (g.start_step, g.end_step, g.count, g.nan_count, g.last_step),
             (w.start_step, w.end_step, w.count, w.nan_count, w.last_step)
         );
         assert!(same_f64(g.min, w.min) && same_f64(g.max, w.max), "min/max {g:?} vs {w:?}");
         assert_eq!(g.last.to_bits(), w.last.to_bits(), "last {g:?} vs {w:?}");
-        assert!(close(g.mean, w.mean), "mean {g:?} vs {w:?}");
+        assert!(close(g.mean, w.mean, *magnitude), "mean {g:?} vs {w:?}");
     }
 }
 
@@ -178,6 +197,25 @@ proptest! {
     }
 
     #[test]
+    fn rice_codes_round_trip(values in proptest::collection::vec(prop_oneof![
+            4 => 0u64..64, 2 => 0u64..1 << 20, 1 => any::<u64>(), 1 => Just(u64::MAX)], 0..300),
+        split in any::<usize>()) {
+        // Written in two goes, the second after resuming where the first ended, as an append does.
+        let at = if values.is_empty() { 0 } else { split % (values.len() + 1) };
+        let mut w = BitWriter::default();
+        let mut rice = Rice::START;
+        for z in &values[..at] { rice.write(&mut w, *z); }
+        let bits = w.len();
+        let mut w = BitWriter::resume(&w.finish(), bits);
+        for z in &values[at..] { rice.write(&mut w, *z); }
+        let bytes = w.finish();
+        let mut r = BitReader::new(&bytes);
+        let mut rice = Rice::START;
+        for z in &values { prop_assert_eq!(rice.read(&mut r), Some(*z)); }
+        prop_assert!(bytes.len() * 8 - r.position() < 8);
+    }
+
+    #[test]
     fn blocks_round_trip_bit_for_bit(mut pts in proptest::collection::vec(point(), 1..BLOCK_POINTS)) {
         pts.sort_by_key(|p| p.step);
         let bytes = block::encode(&pts);
@@ -190,13 +228,119 @@ proptest! {
     }
 
     #[test]
+    fn blocks_in_every_code_round_trip(mut pts in proptest::collection::vec(point(), 1..300), steps in any::<bool>()) {
+        pts.sort_by_key(|p| p.step);
+        if steps {
+            // Evenly spaced steps, so that the regular-steps code is tried too.
+            for (i, p) in pts.iter_mut().enumerate() { p.step = 100 + 3 * i as i64; }
+        }
+        let best = Modes::best_for(&pts);
+        let regular = pts.windows(2).all(|w| w[1].step.wrapping_sub(w[0].step) == pts[1].step.wrapping_sub(pts[0].step));
+        prop_assert_eq!(best.regular_steps, pts.len() < 2 || regular);
+        let narrow = pts.iter().all(|p| p.value.to_bits().trailing_zeros() >= 29);
+        for values in [block::ValueCode::Xor, block::ValueCode::Delta { shift: 0 }, block::ValueCode::Delta { shift: 29 }] {
+            if values == (block::ValueCode::Delta { shift: 29 }) && !narrow { continue; }
+            for regular_steps in [false, best.regular_steps] {
+                let bytes = block::encode_in(Modes { regular_steps, values }, &pts);
+                let (h, back) = block::decode(&bytes).unwrap();
+                prop_assert_eq!(&back, &pts);
+                prop_assert_eq!(format!("{h:?}"), format!("{:?}", block::header_of(&pts)));
+                // Steps and values alone, as downsampling reads them.
+                let mut sv = Vec::new();
+                block::decode_values_each(&bytes, |p| sv.push((p.step, p.value.to_bits()))).unwrap();
+                prop_assert_eq!(sv, pts.iter().map(|p| (p.step, p.value.to_bits())).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Appending to a block resumed from its bytes writes the same bytes as encoding every point at once.
+    #[test]
+    fn a_resumed_block_appends_as_if_written_at_once(mut pts in proptest::collection::vec(point(), 2..400),
+                                                     split in any::<usize>()) {
+        pts.sort_by_key(|p| p.step);
+        let at = 1 + split % (pts.len() - 1);
+        let modes = Modes::best_for(&pts);
+        let whole = block::encode_in(modes, &pts);
+        let mut b = block::Builder::resume(&block::encode_in(modes, &pts[..at])).unwrap().unwrap();
+        for p in &pts[at..] { prop_assert!(b.push(p)); }
+        prop_assert_eq!(b.finish(), whole);
+    }
+
+    /// A block refuses what its codes cannot take, and is left as it was.
+    #[test]
+    fn a_block_refuses_points_its_codes_cannot_take(mut pts in proptest::collection::vec(point(), 1..100), next in point()) {
+        pts.sort_by_key(|p| p.step);
+        let modes = Modes::best_for(&pts);
+        let bytes = block::encode_in(modes, &pts);
+        let mut b = block::Builder::resume(&bytes).unwrap().unwrap();
+        let last = pts.last().unwrap();
+        let fits_value = match modes.values {
+            block::ValueCode::Delta { shift } => next.value.to_bits().trailing_zeros() >= shift,
+            block::ValueCode::Xor => true,
+        };
+        let fits_step = next.step >= last.step
+            && (!modes.regular_steps || pts.len() < 2 || next.step.wrapping_sub(last.step) == pts[1].step.wrapping_sub(pts[0].step));
+        prop_assert_eq!(b.push(&next), fits_value && fits_step);
+        let mut all = pts.clone();
+        if fits_value && fits_step { all.push(next); }
+        prop_assert_eq!(block::decode(&b.finish()).unwrap().1, all);
+    }
+
+    /// Version 1 blocks, as written before version 2, still decode bit for bit.
+    #[test]
+    fn version_1_blocks_still_decode(mut pts in proptest::collection::vec(point(), 1..BLOCK_POINTS)) {
+        pts.sort_by_key(|p| p.step);
+        let bytes = block::encode_v1(&pts);
+        prop_assert_eq!(bytes[0], 1);
+        let (h, back) = block::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &pts);
+        prop_assert_eq!(format!("{h:?}"), format!("{:?}", block::header_of(&pts)));
+        prop_assert!(block::Builder::resume(&bytes).unwrap().is_none(), "a version 1 block is rewritten, not resumed");
+    }
+
+    /// Bytes that pass the checksum but hold anything decode to an error or to points, never a panic.
+    #[test]
+    fn any_bytes_under_a_valid_checksum_decode_or_fail(version in 1u8..3, flags in any::<u8>(), count in 1u32..40,
+            steps in (any::<i64>(), 0i64..100), mut payload in proptest::collection::vec(any::<u8>(), 16..200),
+            split in any::<u32>()) {
+        if version == 2 {
+            // A first stream's length within the payload, so that both streams are decoded.
+            let len = split % (payload.len() as u32 - 3);
+            payload[..4].copy_from_slice(&len.to_le_bytes());
+        }
+        let mut b = vec![version, flags];
+        b.extend_from_slice(&count.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        let max = steps.0.saturating_add(steps.1);
+        for v in [steps.0, max, 0, 0, 0, 0, 0, 0] { b.extend_from_slice(&v.to_le_bytes()); }
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(&payload);
+        let crc = block::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        if let Ok((h, pts)) = block::decode(&b) {
+            prop_assert_eq!(pts.len() as u32, h.count);
+        }
+        let mut n = 0u32;
+        if let Ok(h) = block::decode_values_each(&b, |_| n += 1) {
+            prop_assert_eq!(n, h.count);
+        }
+        if let Ok(Some(mut builder)) = block::Builder::resume(&b) {
+            let next = Point { step: max, timestamp_ms: 0, value: 0.0 };
+            builder.push(&next);
+            let _ = builder.finish();
+        }
+    }
+
+    #[test]
     fn any_flipped_bit_of_a_block_is_detected(pts in proptest::collection::vec(point(), 1..200), at in any::<usize>(), bit in 0u8..8) {
         let mut pts = pts;
         pts.sort_by_key(|p| p.step);
-        let mut bytes = block::encode(&pts);
-        let i = at % bytes.len();
-        bytes[i] ^= 1 << bit;
-        prop_assert!(block::decode(&bytes).is_err());
+        for mut bytes in [block::encode(&pts), block::encode_v1(&pts)] {
+            let i = at % bytes.len();
+            bytes[i] ^= 1 << bit;
+            prop_assert!(block::decode(&bytes).is_err());
+            prop_assert!(block::Builder::resume(&bytes).is_err());
+        }
     }
 }
 
@@ -246,6 +390,184 @@ proptest! {
             prop_assert_eq!(l.points as usize, want.len());
         }
     }
+}
+
+/// Values of one series: mostly `f32` values (so blocks start in the 29-bit delta code), with some that are
+/// not (an `f64` fraction, a NaN with a low payload, an `f64` subnormal) or are special.
+fn series_value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        20 => (0f32..4.0).prop_map(f64::from),
+        1 => Just(0.1f64),
+        1 => Just(f64::from_bits(0x7ff8_0000_0000_0001)),
+        1 => Just(f64::from_bits(1)),
+        1 => Just(f64::NAN),
+        1 => Just(-0.0),
+        1 => Just(f64::INFINITY),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Batches mostly in step order, as a training loop logs them, so that appends go on the open block's
+    /// stream: some batches steady (steps one apart, `f32` values), others with steps repeated, skipped or
+    /// going back and values of every kind, so that blocks change codes; batches of 1 to 300 points across
+    /// the 64-point and full-block thresholds. Against a plain vector, with the check's comparison of every
+    /// block's header with its points.
+    #[test]
+    fn appends_in_step_order_match_a_model(batches in proptest::collection::vec(
+            (any::<bool>(), any::<bool>(), proptest::collection::vec(
+                (prop_oneof![20 => Just(1i64), 1 => Just(0), 1 => 2i64..5, 1 => Just(-3)], 0i64..200,
+                 (0f32..4.0).prop_map(f64::from), series_value()), 1..300)), 1..16),
+        buckets in 1usize..50, limit in 1usize..700) {
+        let m = mem();
+        let mut log = Vec::new();
+        let (mut step, mut ts) = (0i64, 1_700_000_000_000i64);
+        for (steady, pure, batch) in &batches {
+            let pts: Vec<MetricPoint> = batch.iter().map(|(ds, dt, narrow, any)| {
+                step += if *steady { 1 } else { *ds };
+                ts += 1000 + dt;
+                MetricPoint::new("loss", step, ts, if *pure { *narrow } else { *any })
+            }).collect();
+            m.log("run", &pts).unwrap();
+            log.extend(pts.iter().map(|p| ("loss".to_owned(), Point { step: p.step, timestamp_ms: p.timestamp_ms, value: p.value })));
+        }
+        let want = model_history(&log, "loss");
+        prop_assert_eq!(&all(&m, "run", "loss"), &want);
+        prop_assert_eq!(&paged(&m, HistoryRequest::new("run", "loss").limit(limit)), &want);
+        let (lo, hi) = (want[0].step, want.last().unwrap().step);
+        let (mid, top) = (lo + (hi - lo) / 3, (hi - 5).max(lo + (hi - lo) / 3));
+        let ranged: Vec<Point> = want.iter().filter(|p| p.step >= mid && p.step <= top).copied().collect();
+        prop_assert_eq!(&paged(&m, HistoryRequest::new("run", "loss").steps(mid, top).limit(limit)), &ranged);
+        assert_buckets(&m.downsample(&DownsampleRequest::new("run", "loss", buckets)).unwrap(), &direct_buckets(&want, lo, hi, buckets));
+        let check = m.check().unwrap();
+        prop_assert_eq!(check.problems, Vec::<String>::new());
+        prop_assert_eq!(check.points as usize, want.len());
+    }
+}
+
+#[test]
+fn appends_in_step_order_resume_the_open_block() {
+    let m = mem();
+    let before = write::appends();
+    for start in (0..5000).step_by(100) {
+        m.log("r", &regular(&["loss", "acc"], start, start + 100)).unwrap();
+    }
+    let after = write::appends();
+    // Every append after the first (49 for each of the 2 series) finds the open block in memory, or
+    // rewrites it when it holds fewer than 64 points; none decodes it.
+    let (remembered, rewritten) = (after.remembered - before.remembered, after.rewritten - before.rewritten);
+    assert_eq!(remembered + rewritten, 98, "{after:?}");
+    assert!(rewritten <= 10 && after.decoded == before.decoded, "{after:?}");
+    // A second handle on the same store has none of them in memory: it decodes the open block, and the
+    // first handle, whose memory that made stale, decodes it again too.
+    let other = Metrics::new(m.store().clone());
+    other.log("r", &regular(&["loss"], 5000, 5100)).unwrap();
+    m.log("r", &regular(&["loss"], 5100, 5200)).unwrap();
+    other.log("r", &regular(&["loss"], 5200, 5300)).unwrap();
+    let last = write::appends();
+    assert_eq!((last.decoded - after.decoded, last.remembered - after.remembered), (3, 0), "{last:?}");
+    let want: Vec<Point> = regular(&["loss"], 0, 5300)
+        .iter()
+        .map(|p| Point { step: p.step, timestamp_ms: p.timestamp_ms, value: p.value })
+        .collect();
+    assert_eq!(all(&m, "r", "loss"), want);
+    assert_eq!(all(&other, "r", "loss"), want);
+    assert!(m.check().unwrap().problems.is_empty());
+}
+
+/// The flags byte of every block of a series, in key order.
+fn block_flags(m: &Metrics, run: &str, key: &str) -> Vec<(u8, u8)> {
+    m.store()
+        .db()
+        .prefix(layout::blocks_prefix(run, key))
+        .unwrap()
+        .map(|kv| {
+            let v = kv.unwrap().1;
+            (v[0], v[1])
+        })
+        .collect()
+}
+
+#[test]
+fn an_open_block_changes_codes_when_a_point_does_not_fit_them() {
+    let m = mem();
+    let p = |step: i64, value: f64| MetricPoint::new("x", step, 1_700_000_000_000 + step * 100, value);
+    m.log("r", &(0..100).map(|s| p(s, f64::from(s as f32 / 7.0))).collect::<Vec<_>>()).unwrap();
+    assert_eq!(block_flags(&m, "r", "x"), [(2, 0x05)], "regular steps, 29-bit deltas");
+    // Appended in the same codes: the block is resumed.
+    m.log("r", &(100..200).map(|s| p(s, f64::from(s as f32 / 7.0))).collect::<Vec<_>>()).unwrap();
+    assert_eq!(block_flags(&m, "r", "x"), [(2, 0x05)]);
+    // A value with low bits set: the block is rewritten with full-width values.
+    m.log("r", &[p(200, 0.1), p(201, 0.2)]).unwrap();
+    let flags = block_flags(&m, "r", "x");
+    assert!(flags.len() == 1 && flags[0].1 & 0x06 != 0x04 && flags[0].1 & 1 == 1, "{flags:?}");
+    // A repeated step: no longer regular.
+    m.log("r", &[p(201, 0.3), p(202, 0.4)]).unwrap();
+    let flags = block_flags(&m, "r", "x");
+    assert!(flags.len() == 1 && flags[0].1 & 1 == 0, "{flags:?}");
+    let got = all(&m, "r", "x");
+    assert_eq!(got.len(), 204);
+    assert_eq!(got[200].value, 0.1);
+    assert_eq!(got[202].value, 0.3);
+    assert!(m.check().unwrap().problems.is_empty());
+}
+
+/// A store whose blocks are all version 1, as the code before version 2 wrote them: reads return the same
+/// points, and appends rewrite its open block as version 2 and go on.
+#[test]
+fn a_store_of_version_1_blocks_reads_the_same_and_takes_appends() {
+    let m = mem();
+    let mut log = Vec::new();
+    let mut rng = Rng(11);
+    for b in 0..6 {
+        let batch: Vec<MetricPoint> = (0..700)
+            .map(|i| {
+                let s = if b == 3 { rng.below(4000) as i64 } else { b * 700 + i };
+                MetricPoint::new(
+                    ["a", "b"][i as usize % 2],
+                    s,
+                    1_700_000_000_000 + s * 10,
+                    rng.below(1000) as f64 / 3.0,
+                )
+            })
+            .collect();
+        m.log("r", &batch).unwrap();
+        log.extend(
+            batch.iter().map(|p| (p.key.clone(), Point { step: p.step, timestamp_ms: p.timestamp_ms, value: p.value })),
+        );
+    }
+    let mut rewritten = 0;
+    for key in ["a", "b"] {
+        for kv in m.store().db().prefix(layout::blocks_prefix("r", key)).unwrap().collect::<Vec<_>>() {
+            let (k, v) = kv.unwrap();
+            let (_, pts) = block::decode(&v).unwrap();
+            m.store().db().put(&k, block::encode_v1(&pts)).unwrap();
+            rewritten += 1;
+        }
+        assert!(block_flags(&m, "r", key).iter().all(|f| *f == (1, 0)));
+    }
+    assert!(rewritten >= 4);
+    for key in ["a", "b"] {
+        let want = model_history(&log, key);
+        assert_eq!(all(&m, "r", key), want);
+        assert_buckets(
+            &m.downsample(&DownsampleRequest::new("r", key, 37)).unwrap(),
+            &direct_buckets(&want, want[0].step, want.last().unwrap().step, 37),
+        );
+    }
+    assert!(m.check().unwrap().problems.is_empty());
+    let more = regular(&["a", "b"], 4200, 4300);
+    m.log("r", &more).unwrap();
+    log.extend(
+        more.iter().map(|p| (p.key.clone(), Point { step: p.step, timestamp_ms: p.timestamp_ms, value: p.value })),
+    );
+    for key in ["a", "b"] {
+        assert_eq!(all(&m, "r", key), model_history(&log, key));
+        let flags = block_flags(&m, "r", key);
+        assert!(flags.contains(&(1, 0)) && flags.iter().any(|f| f.0 == 2), "{flags:?}");
+    }
+    assert!(m.check().unwrap().problems.is_empty());
 }
 
 /// Points of `keys` metrics at steps `from..to`, in order, a second apart, values like a decaying loss.
@@ -321,6 +643,48 @@ fn regular_series_use_few_blocks_and_few_bytes() {
             &direct_buckets(&want, 0, 19_999, n),
         );
     }
+}
+
+/// The first step of every block of a series, in key order.
+fn block_starts(m: &Metrics, run: &str, key: &str) -> Vec<i64> {
+    let prefix = layout::blocks_prefix(run, key);
+    m.store()
+        .db()
+        .prefix(&prefix)
+        .unwrap()
+        .map(|kv| layout::parse_block_suffix(&kv.unwrap().0[prefix.len()..]).unwrap().0)
+        .collect()
+}
+
+/// Downsampling into buckets that whole blocks lie in reads block headers only: a block whose payload is
+/// garbage under a valid checksum does not fail it, while a history read that decodes it does.
+#[test]
+fn downsampling_into_buckets_holding_whole_blocks_reads_headers_only() {
+    let m = mem();
+    for start in (0..10_240).step_by(512) {
+        m.log("r", &regular(&["loss"], start, start + 512)).unwrap();
+    }
+    let want = all(&m, "r", "loss");
+    assert_eq!(block_starts(&m, "r", "loss"), (0..10).map(|b| b * 1024).collect::<Vec<_>>());
+    let prefix = layout::blocks_prefix("r", "loss");
+    let (k, mut v) = m.store().db().prefix(&prefix).unwrap().nth(3).unwrap().unwrap();
+    let end = v.len() - 4;
+    for b in &mut v[block::HEADER_LEN + 16..end] {
+        *b = 0xff;
+    }
+    let crc = block::crc32c(&v[..end]);
+    v[end..].copy_from_slice(&crc.to_le_bytes());
+    m.store().db().put(&k, &v).unwrap();
+    assert!(m.history(&HistoryRequest::new("r", "loss")).unwrap_err().is_corruption());
+    // Buckets of 1,024, 2,048 and 10,240 steps.
+    for n in [10, 5, 1] {
+        assert_buckets(
+            &m.downsample(&DownsampleRequest::new("r", "loss", n)).unwrap(),
+            &direct_buckets(&want, 0, 10_239, n),
+        );
+    }
+    // Buckets of 512 steps: the block is decoded.
+    assert!(m.downsample(&DownsampleRequest::new("r", "loss", 20)).unwrap_err().is_corruption());
 }
 
 #[test]
@@ -550,17 +914,16 @@ fn many_runs_log_at_once() {
     assert_eq!(m.latest("shared-run").unwrap()[0].points, 4000);
 }
 
-/// The worked example of `docs/format/metrics.md`, byte for byte.
+/// The version 1 example of `docs/format/metrics.md`: a block as the code before version 2 wrote it decodes
+/// to its three points, and the version 1 encoder kept for tests writes it byte for byte.
 #[test]
-fn the_documented_example_block() {
+fn the_documented_version_1_block() {
     let pts = [
         Point { step: 0, timestamp_ms: 1000, value: 1.0 },
         Point { step: 1, timestamp_ms: 2000, value: 0.5 },
         Point { step: 2, timestamp_ms: 3000, value: 0.5 },
     ];
-    let bytes = block::encode(&pts);
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let want_body = concat!(
+    let hex = concat!(
         "0100",
         "03000000",
         "00000000",
@@ -576,8 +939,49 @@ fn the_documented_example_block() {
         "00000000000003e8",
         "3ff0000000000000",
         "8167d0cb0200",
+        "80779c33",
+    );
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    assert_eq!(bytes.len(), 104);
+    let (h, back) = block::decode(&bytes).unwrap();
+    assert_eq!(back, pts);
+    assert_eq!((h.count, h.min, h.max, h.sum, h.last), (3, 0.5, 1.0, 2.0, 0.5));
+    assert_eq!(block::encode_v1(&pts), bytes);
+}
+
+/// The worked example of `docs/format/metrics.md` (version 2), byte for byte.
+#[test]
+fn the_documented_example_block() {
+    let next_f32 = f64::from(f32::from_bits(1.0f32.to_bits() + 1));
+    let pts = [
+        Point { step: 0, timestamp_ms: 1000, value: 1.0 },
+        Point { step: 1, timestamp_ms: 1100, value: next_f32 },
+        Point { step: 2, timestamp_ms: 1203, value: 1.0 },
+    ];
+    assert_eq!(next_f32.to_bits(), 0x3ff0_0000_2000_0000);
+    let bytes = block::encode(&pts);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let want_body = concat!(
+        "0205",
+        "03000000",
+        "00000000",
+        "0000000000000000",
+        "0200000000000000",
+        "e803000000000000",
+        "b304000000000000",
+        "000000000000f03f",
+        "000000200000f03f",
+        "0000001000000840",
+        "000000000000f03f",
+        "1a000000",
+        "09000000",
+        "3ff0000000000000",
+        "d0",
+        "00000000000003e8",
+        "ffff1f2018",
     );
     assert_eq!(&hex[..want_body.len()], want_body);
-    assert_eq!(&hex[want_body.len()..], "80779c33", "CRC-32C 0x339c7780, little-endian");
-    assert_eq!(bytes.len(), 104);
+    assert_eq!(&hex[want_body.len()..], "f9a3e6e6", "CRC-32C 0xe6e6a3f9, little-endian");
+    assert_eq!(bytes.len(), 108);
+    assert_eq!(block::decode(&bytes).unwrap().1, pts);
 }

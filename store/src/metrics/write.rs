@@ -1,6 +1,6 @@
 //! Logging points, deleting a run's metrics, and retention by age.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use cairn_engine::{Condition, Durability, Snapshot, WriteBatch, WriteError, WriteOptions};
 
@@ -8,6 +8,7 @@ use super::block::{self, BLOCK_POINTS};
 use super::error::MetricsError;
 use super::layout::{self, Series};
 use super::model::{LogReceipt, MetricPoint, Point, RemovedReport, MAX_LOG_POINTS};
+use super::open::OpenBlocks;
 use super::{Metrics, WRITE_ATTEMPTS};
 
 /// Merges two runs sorted by step into one, `a`'s points before `b`'s at equal steps.
@@ -66,18 +67,28 @@ impl Metrics {
                 points.len()
             )));
         }
-        let mut by_key: BTreeMap<&str, Vec<Point>> = BTreeMap::new();
+        // The points of each key, keys in order. Batches usually cycle through their keys, so the slot after
+        // the last one used is tried before the map.
+        let mut slots: HashMap<&str, usize> = HashMap::new();
+        let mut by_key: Vec<(&str, Vec<Point>)> = Vec::new();
+        let mut next = 0;
         for p in points {
-            by_key.entry(p.key.as_str()).or_default().push(Point {
-                step: p.step,
-                timestamp_ms: p.timestamp_ms,
-                value: p.value,
-            });
+            let key = p.key.as_str();
+            let slot = match by_key.get(next) {
+                Some((k, _)) if *k == key => next,
+                _ => *slots.entry(key).or_insert_with(|| {
+                    by_key.push((key, Vec::new()));
+                    by_key.len() - 1
+                }),
+            };
+            next = if slot + 1 == by_key.len() { 0 } else { slot + 1 };
+            if let Some((_, pts)) = by_key.get_mut(slot) {
+                pts.push(Point { step: p.step, timestamp_ms: p.timestamp_ms, value: p.value });
+            }
         }
-        for key in by_key.keys() {
+        by_key.sort_unstable_by_key(|(key, _)| *key);
+        for (key, pts) in &mut by_key {
             layout::check_name("metric key", key)?;
-        }
-        for pts in by_key.values_mut() {
             pts.sort_by_key(|p| p.step); // stable: log order within a step
         }
         for _ in 0..WRITE_ATTEMPTS {
@@ -85,7 +96,7 @@ impl Metrics {
             let mut batch = WriteBatch::new();
             let mut conditions = Vec::with_capacity(by_key.len());
             for (key, pts) in &by_key {
-                append(&snap, &mut batch, run, key, pts.clone())?;
+                append(&self.open, &snap, &mut batch, run, key, pts)?;
                 conditions.push(Condition::unchanged_since(layout::series_key(run, key), snap.sequence()));
             }
             if let Some(sequence) = commit(self, batch, conditions)? {
@@ -218,73 +229,176 @@ impl Metrics {
     }
 }
 
+/// How appends to an existing open block went on this thread: rewritten whole, resumed after decoding
+/// it, resumed from the state remembered by the handle; for tests that must reach each path.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Appends {
+    pub(crate) rewritten: u64,
+    pub(crate) decoded: u64,
+    pub(crate) remembered: u64,
+}
+
+#[cfg(test)]
+thread_local! {
+    static APPENDS: std::cell::Cell<Appends> = const {
+        std::cell::Cell::new(Appends { rewritten: 0, decoded: 0, remembered: 0 })
+    };
+}
+
+/// The appends to an existing open block on this thread so far.
+#[cfg(test)]
+pub(crate) fn appends() -> Appends {
+    APPENDS.with(std::cell::Cell::get)
+}
+
+#[cfg(test)]
+fn count_append(f: impl FnOnce(&mut Appends)) {
+    APPENDS.with(|c| {
+        let mut a = c.get();
+        f(&mut a);
+        c.set(a);
+    });
+}
+
+/// An open block holding fewer points than this is rewritten whole by the next append, its codes chosen
+/// again from more points; from this many on, appends in step order add to its stream.
+const RESUME_MIN: usize = 64;
+
+/// `points` (sorted by step) cut into blocks of [`BLOCK_POINTS`], the last one possibly shorter.
+fn cut(mut points: Vec<Point>) -> Vec<Vec<Point>> {
+    let mut chunks = Vec::with_capacity(points.len().div_ceil(BLOCK_POINTS));
+    while points.len() > BLOCK_POINTS {
+        let tail = points.split_off(BLOCK_POINTS);
+        chunks.push(std::mem::replace(&mut points, tail));
+    }
+    if !points.is_empty() {
+        chunks.push(points);
+    }
+    chunks
+}
+
 /// Adds to `batch` the writes that append `pts` (sorted by step) to series `key` of `run` as of `snap`.
-fn append(snap: &Snapshot, batch: &mut WriteBatch, run: &str, key: &str, pts: Vec<Point>) -> Result<(), MetricsError> {
+///
+/// Points at steps not below the open block's last go on its streams while its codes take them and it has
+/// room, from the state `open` remembers for it or else from decoding it ([`block::Builder::resume`]);
+/// otherwise the open block's points and the new ones are merged and encoded again. Points past a full
+/// block go to new blocks of up to [`BLOCK_POINTS`]. The block left open is remembered in `open`.
+fn append(
+    open: &OpenBlocks,
+    snap: &Snapshot,
+    batch: &mut WriteBatch,
+    run: &str,
+    key: &str,
+    pts: &[Point],
+) -> Result<(), MetricsError> {
     let skey = layout::series_key(run, key);
     let prefix = layout::blocks_prefix(run, key);
     let old = read_series(snap, &skey)?;
-    let Some(last_new) = pts.last().copied() else { return Ok(()) };
-    let first_new = pts.first().map_or(last_new.step, |p| p.step);
+    let (Some(first_new), Some(last_new)) = (pts.first().copied(), pts.last().copied()) else { return Ok(()) };
     let mut series = old.unwrap_or(Series {
         next_id: 0,
         open_id: 0,
-        open_first_step: first_new,
+        open_first_step: first_new.step,
         open_count: 0,
         max_span: 0,
-        min_step: first_new,
+        min_step: first_new.step,
         points: 0,
         latest: last_new,
     });
     let added = pts.len() as u64;
-    // The open block's points, then the new ones; the first chunk keeps the open block's id.
-    let (mut merged, mut id, old_key) = if series.open_count > 0 && (series.open_count as usize) < BLOCK_POINTS {
-        let okey = block_key_of(&prefix, series.open_first_step, series.open_id);
+    // The points still to write, sorted by step; the first chunk written keeps `id`.
+    let (mut merged, mut reused) = (None, None);
+    let mut rest = pts;
+    if series.open_count > 0 && (series.open_count as usize) < BLOCK_POINTS {
+        let okey = layout::block_key(&prefix, series.open_first_step, series.open_id);
         let value = snap.get(&okey)?.ok_or_else(|| MetricsError::corruption(&okey, 0, "open block missing"))?;
-        let (_, open) = read_block(&okey, &value)?;
-        (merge(open, pts), series.open_id, Some(okey))
-    } else {
-        let id = series.next_id;
-        series.next_id += 1;
-        (pts, id, None)
-    };
-    let mut chunks = Vec::new();
-    while merged.len() > BLOCK_POINTS {
-        let rest = merged.split_off(BLOCK_POINTS);
-        chunks.push(std::mem::replace(&mut merged, rest));
-    }
-    chunks.push(merged);
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.iter().enumerate() {
-        let (Some(first), Some(end)) = (chunk.first(), chunk.last()) else { continue };
-        if i > 0 {
-            id = series.next_id;
-            series.next_id += 1;
+        let resumed = match open.take(&okey, &value) {
+            _ if (series.open_count as usize) < RESUME_MIN => None,
+            Some(b) => {
+                #[cfg(test)]
+                count_append(|a| a.remembered += 1);
+                Some(b)
+            }
+            None => {
+                #[cfg(test)]
+                count_append(|a| a.decoded += 1);
+                block::Builder::resume(&value).map_err(|e| MetricsError::corruption(&okey, e.offset, e.reason))?
+            }
+        };
+        let appended = resumed.and_then(|mut b| {
+            let mut taken = 0;
+            for p in pts {
+                if b.len() >= BLOCK_POINTS {
+                    break;
+                }
+                if !b.push(p) {
+                    return None;
+                }
+                taken += 1;
+            }
+            Some((b, taken))
+        });
+        #[cfg(test)]
+        if appended.is_none() {
+            count_append(|a| a.rewritten += 1);
         }
-        let k = block_key_of(&prefix, first.step, id);
-        if i == 0 {
-            if let Some(okey) = &old_key {
-                if *okey != k {
-                    batch.delete(okey);
+        match appended {
+            Some((b, taken)) => {
+                rest = pts.get(taken..).unwrap_or_default();
+                if taken > 0 {
+                    let span = b.last_step().wrapping_sub(series.open_first_step) as u64;
+                    series.max_span = series.max_span.max(span);
+                    series.open_count = u32::try_from(b.len()).unwrap_or(u32::MAX);
+                    let bytes = b.bytes();
+                    batch.put(&okey, &bytes);
+                    if rest.is_empty() && b.len() < BLOCK_POINTS {
+                        open.put(okey, bytes, b);
+                    }
                 }
             }
+            None => {
+                let (_, open) = read_block(&okey, &value)?;
+                merged = Some(merge(open, pts.to_vec()));
+                reused = Some((series.open_id, okey));
+            }
         }
-        batch.put(&k, block::encode(chunk));
+    }
+    let chunks = cut(merged.unwrap_or_else(|| rest.to_vec()));
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let (Some(first), Some(end)) = (chunk.first(), chunk.last()) else { continue };
+        let k = |id| layout::block_key(&prefix, first.step, id);
+        let id = match reused.take() {
+            Some((id, old_key)) => {
+                if old_key != k(id) {
+                    batch.delete(&old_key);
+                }
+                id
+            }
+            None => {
+                series.next_id += 1;
+                series.next_id - 1
+            }
+        };
+        let Some(b) = block::build(chunk) else { continue };
+        let bytes = b.bytes();
+        batch.put(k(id), &bytes);
         series.max_span = series.max_span.max(end.step.wrapping_sub(first.step) as u64);
         if i == last {
             series.open_id = id;
             series.open_first_step = first.step;
             series.open_count = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            if chunk.len() < BLOCK_POINTS {
+                open.put(k(id), bytes, b);
+            }
         }
     }
-    series.min_step = series.min_step.min(first_new);
+    series.min_step = series.min_step.min(first_new.step);
     if series.points == 0 || last_new.step >= series.latest.step {
         series.latest = last_new;
     }
     series.points += added;
     batch.put(&skey, series.encode());
     Ok(())
-}
-
-fn block_key_of(prefix: &[u8], first_step: i64, id: u64) -> Vec<u8> {
-    layout::block_key(prefix, first_step, id)
 }
