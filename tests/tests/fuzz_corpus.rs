@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use cairn_engine::{fuzzing, Compression, Db, LeveledPolicy, MemStorage, Storage, WriteBatch};
 
-const TARGETS: [&str; 5] = ["wal_decode", "manifest_decode", "table_decode", "engine_model", "collection_model"];
+const TARGETS: [&str; 6] =
+    ["wal_decode", "manifest_decode", "table_decode", "metrics_block_decode", "engine_model", "collection_model"];
 /// Budget for the whole committed corpus.
 const MAX_CORPUS_BYTES: usize = 100 * 1024;
 
@@ -145,6 +146,11 @@ fn generate() -> Corpus {
     add("wal_decode", "batches", newest_wal(&fs));
     drop(db);
 
+    // Metrics blocks, as the metrics store encodes them.
+    for (name, bytes) in cairn_store::fuzzing::metrics_block_seeds() {
+        add("metrics_block_decode", name, bytes);
+    }
+
     // Operation sequences: any bytes decode into operations. Of the deterministic noise inputs, the first
     // six that exercise what matters (judged on what the input decodes to, not on background timing).
     let engine = (1..).map(|k| noise(k, 1500)).filter(|bytes| {
@@ -236,6 +242,13 @@ fn file_seeds_decode_to_real_contents() {
     for (name, bytes) in &committed["table_decode"] {
         // Both directions walk every entry (the smallest table holds 8).
         assert!(fuzzing::decode_table(bytes) >= 2 * 8, "table_decode/{name} walks too few entries");
+    }
+    for (name, bytes) in &committed["metrics_block_decode"] {
+        // As it is and with its checksum recomputed (the same bytes): every point twice.
+        assert!(
+            cairn_store::fuzzing::decode_metrics_block(bytes) >= 2,
+            "metrics_block_decode/{name} decodes to too few points"
+        );
     }
 }
 

@@ -21,6 +21,8 @@ mod block;
 mod check;
 mod error;
 mod export;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing;
 mod layout;
 mod model;
 mod open;
