@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -387,13 +387,22 @@ pub(crate) fn execute<D: DeserializeOwned>(
     }
     let full_scan = plan.index.is_none();
     // A forward index scan from the start of its range may begin where an earlier scan found the first
-    // live entry (see `hints`), and records where this one finds it.
+    // live entry, after reading by key the entries inserted before that since (see `hints`), and records
+    // where this one finds it.
     let hinted_from = match &lower {
         Bound::Included(lo) if !plan.reverse_scan && !full_scan && q.cursor.is_none() => Some(lo.clone()),
         _ => None,
     };
-    if let Some(start) = hinted_from.as_ref().and_then(|lo| hints.start(lo, snap.sequence())) {
+    let mut exceptions = Vec::new();
+    if let Some(lo) = &hinted_from {
+        let below_upper = |key: &[u8]| match &upper {
+            Bound::Included(u) => key <= u.as_slice(),
+            Bound::Excluded(u) => key < u.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let (start, live) = hints.resume(snap, lo, below_upper)?;
         lower = Bound::Included(start);
+        exceptions = live;
     }
     // An empty range skips up to its end; the end is kept before the bound moves into the iterator.
     let end = match (&hinted_from, &upper) {
@@ -407,18 +416,12 @@ pub(crate) fn execute<D: DeserializeOwned>(
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
     // construction; `check_indexes` verifies it), so those records need no check.
     let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
-    // Where a hinted scan found its first live entry (or its end, if none), recorded once.
-    let mut ticket = hinted_from.as_ref().map(|lo| (lo, ticket));
     let mut visited = 0usize;
-    // Entries are read in place (`next_ref`): an index entry's key and id are not copied unless used.
-    while let Some(pair) = iter.next_ref() {
-        let (key, value) = pair?;
-        if let Some((lo, ticket)) = ticket.take() {
-            hints.record(ticket, lo, key, snap.sequence());
-        }
+    // One entry: visits its record if it matches; `Break` when the scan is over and another match follows.
+    let mut entry = |key: &[u8], value: &[u8]| -> Result<ControlFlow<()>, ReadError> {
         let full = limit.is_some_and(|l| visited >= l);
         if full && !check_records {
-            return Ok(true);
+            return Ok(ControlFlow::Break(()));
         }
         // A full scan reads the records themselves; an index entry's value is the id of its record.
         let (record_key, id, record) = if full_scan {
@@ -431,7 +434,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
         if skip_records {
             visit(key, None, &id);
             visited += 1;
-            continue;
+            return Ok(ControlFlow::Continue(()));
         }
         let fetched;
         let bytes = match record {
@@ -444,10 +447,10 @@ pub(crate) fn execute<D: DeserializeOwned>(
         let env = if check_records {
             let env = envelope::decode(&record_key, bytes)?;
             if !matches(q, &env.doc) {
-                continue;
+                return Ok(ControlFlow::Continue(()));
             }
             if full {
-                return Ok(true);
+                return Ok(ControlFlow::Break(()));
             }
             let doc = serde_json::from_value(env.doc).map_err(|e| undecodable(&record_key, e.to_string()))?;
             Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
@@ -456,9 +459,29 @@ pub(crate) fn execute<D: DeserializeOwned>(
         };
         visit(key, Some(env), &id);
         visited += 1;
+        Ok(ControlFlow::Continue(()))
+    };
+    for (key, id) in &exceptions {
+        if entry(key, id)?.is_break() {
+            return Ok(true);
+        }
+    }
+    // Where a hinted scan found its first live entry past the exceptions (or its end, if none), recorded
+    // once, with the exceptions that were live.
+    let live_exceptions = || exceptions.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>();
+    let mut ticket = hinted_from.as_ref().map(|lo| (lo, ticket));
+    // Entries are read in place (`next_ref`): an index entry's key and id are not copied unless used.
+    while let Some(pair) = iter.next_ref() {
+        let (key, value) = pair?;
+        if let Some((lo, ticket)) = ticket.take() {
+            hints.record(ticket, lo, key, snap.sequence(), live_exceptions());
+        }
+        if entry(key, value)?.is_break() {
+            return Ok(true);
+        }
     }
     if let (Some((lo, ticket)), Some(end)) = (ticket, &end) {
-        hints.record(ticket, lo, end, snap.sequence());
+        hints.record(ticket, lo, end, snap.sequence(), live_exceptions());
     }
     Ok(false)
 }

@@ -43,9 +43,9 @@ pub(crate) fn entry_job(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
 
 /// Visits the index entries in `[lo, end)` in order at a new snapshot, while `visit` returns `true`.
 /// Deleted entries at the head of the range (claimed jobs, promoted ones, finished leases) are skipped
-/// with the store's scan hints, as queries skip them (`hints.rs`): the scan starts where an earlier scan
-/// found the first live entry, unless an entry was inserted before it since, and records where this one
-/// finds it.
+/// with the store's scan hints, as queries skip them (`hints.rs`): the scan reads the entries inserted
+/// before where an earlier scan found the first live entry by key, starts its range there, and records
+/// where this one finds it.
 pub(crate) fn scan(
     store: &Store,
     lo: &[u8],
@@ -55,13 +55,19 @@ pub(crate) fn scan(
     let hints = store.hints();
     let ticket = hints.begin_scan();
     let snap = store.db().snapshot();
-    let start = hints.start(lo, snap.sequence()).unwrap_or_else(|| lo.to_vec());
+    let (start, exceptions) = hints.resume(&snap, lo, |key| key < end)?;
+    for (key, value) in &exceptions {
+        if !visit(key, value)? {
+            return Ok(());
+        }
+    }
+    let live_exceptions = || exceptions.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>();
     let mut first = true;
     let mut iter = snap.range(start..end.to_vec())?;
     while let Some(pair) = iter.next_ref() {
         let (key, value) = pair?;
         if first {
-            hints.record(ticket, lo, key, snap.sequence());
+            hints.record(ticket, lo, key, snap.sequence(), live_exceptions());
             first = false;
         }
         if !visit(key, value)? {
@@ -69,7 +75,7 @@ pub(crate) fn scan(
         }
     }
     if first {
-        hints.record(ticket, lo, end, snap.sequence());
+        hints.record(ticket, lo, end, snap.sequence(), live_exceptions());
     }
     Ok(())
 }
