@@ -61,6 +61,9 @@ struct State {
     hints: HashMap<Vec<u8>, Hint>,
 }
 
+/// Index entries (key and value) in key order.
+pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The hints of one store.
 #[derive(Debug, Default)]
 pub(crate) struct ScanHints {
@@ -149,7 +152,7 @@ impl ScanHints {
         snap: &Snapshot,
         lo: &[u8],
         below: impl Fn(&[u8]) -> bool,
-    ) -> Result<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>), StorageError> {
+    ) -> Result<(Vec<u8>, Entries), StorageError> {
         let Some(hint) = self.start(lo, snap.sequence()) else { return Ok((lo.to_vec(), Vec::new())) };
         let mut live = Vec::new();
         for key in hint.exceptions.into_iter().filter(|k| below(k)) {
