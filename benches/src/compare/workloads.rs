@@ -747,7 +747,7 @@ pub fn run_docs(
     // job becomes RUNNING, one durable commit) and one insert of a new PENDING job whose priority (1000 and
     // above) puts it among the top (another durable commit), so the top 50 differ from one query to the
     // next. The sequence is the same for every engine, so the answers are too. Only the queries are timed.
-    let pending = (plan.jobs + 3) / 4 - plan.claims - per * 4;
+    let pending = plan.jobs.div_ceil(4) - plan.claims - per * 4;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0006);
     let mut sum = Checksum::default();
     let mut queries = Duration::ZERO;
