@@ -300,7 +300,7 @@ impl Report {
         let _ = writeln!(
             s,
             "- kv4k: {} pairs with {LARGE_VALUE_LEN}-byte random values in a database of their own; sustained: \
-             {SUSTAINED_WRITERS} writers committing {SUSTAINED_BATCH} new pairs of {SUSTAINED_VALUE_LEN} bytes each \
+             {SUSTAINED_WRITERS} writers committing batches of {SUSTAINED_BATCH} pairs of {SUSTAINED_VALUE_LEN} bytes \
              for {:.1} s beside one reader of {} such pairs loaded first",
             (cfg.n / 10).max(100),
             cfg.sustained.as_secs_f64(),

@@ -1,7 +1,11 @@
-//! The sustained workload: [`SUSTAINED_WRITERS`] threads commit batches of [`SUSTAINED_BATCH`] new pairs
-//! with 1 KiB values, one transaction each with the engine's durability setting, for a set time (20 s by
+//! The sustained workload: [`SUSTAINED_WRITERS`] threads commit batches of [`SUSTAINED_BATCH`] pairs with
+//! 1 KiB values, one transaction each with the engine's durability setting, for a set time (20 s by
 //! default), while one thread reads random keys loaded beforehand. Every commit's and every read's latency
 //! is recorded; the report gives the rates and the percentiles ([`Latency`]).
+//!
+//! Each writer has keys of its own: new ones until it has written [`SUSTAINED_KEYS_PER_WRITER`], then the
+//! same keys again (with new values), so that the live data stays bounded (about 1 GiB) however fast an
+//! engine writes, while the bytes written are not.
 //!
 //! The writers and the reader start together at a barrier and stop at the same deadline; the window is
 //! measured from the barrier to the last thread's end (the last commit may run past the deadline). The
@@ -26,6 +30,8 @@ pub const SUSTAINED_WRITERS: usize = 4;
 pub const SUSTAINED_BATCH: usize = 10;
 /// Value length of the sustained workload, in bytes.
 pub const SUSTAINED_VALUE_LEN: usize = 1024;
+/// Distinct keys each writer writes before it writes them again.
+pub const SUSTAINED_KEYS_PER_WRITER: usize = 250_000;
 /// Reads through one reader handle before the reader opens a fresh one, so that engines whose readers
 /// hold a read transaction (redb, LMDB) see recent commits and do not pin old pages for the whole window.
 /// Opening the handle is not timed.
@@ -114,13 +120,22 @@ pub fn run_sustained(
             .map(|t| {
                 let (barrier, done) = (&barrier, &done);
                 s.spawn(move || -> Result<Written> {
-                    let mut gen = DataGen::new(seed ^ 0x5eed_0400 ^ t as u64, KEY_LEN, SUSTAINED_VALUE_LEN);
+                    let key_seed = seed ^ 0x5eed_0400 ^ t as u64;
+                    let mut keys = DataGen::new(key_seed, KEY_LEN, 0);
+                    let mut values = DataGen::new(key_seed ^ 0x5eed_0600, 0, SUSTAINED_VALUE_LEN);
+                    let mut written = 0;
                     let mut latencies = Vec::with_capacity(1 << 16);
                     let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(SUSTAINED_BATCH);
                     barrier.wait();
                     while !done.load(Ordering::Relaxed) {
                         batch.clear();
-                        batch.extend((0..SUSTAINED_BATCH).map(|_| (gen.key(), gen.value())));
+                        for _ in 0..SUSTAINED_BATCH {
+                            if written == SUSTAINED_KEYS_PER_WRITER {
+                                (keys, written) = (DataGen::new(key_seed, KEY_LEN, 0), 0);
+                            }
+                            batch.push((keys.key(), values.value()));
+                            written += 1;
+                        }
                         let start = Instant::now();
                         let outcome = shared.batch_put(&batch);
                         latencies.push(nanos(start));
