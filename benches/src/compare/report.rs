@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::runner::SetOutcome;
 use super::sustained::{Latency, SUSTAINED_BATCH, SUSTAINED_VALUE_LEN, SUSTAINED_WRITERS};
-use super::workloads::{Measurement, KEY_LEN, LARGE_VALUE_LEN, VALUE_LEN};
-use super::{Config, EngineSpec, Result};
+use super::workloads::{KvPlan, Measurement, KEY_LEN, LARGE_VALUE_LEN, VALUE_LEN};
+use super::{Config, EngineSpec, Result, WorkloadSet};
 
 /// The machine a report was made on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -297,15 +297,25 @@ impl Report {
             cfg.seed,
             if cfg.quick { "quick" } else { "full" }
         );
-        let _ = writeln!(
-            s,
-            "- kv4k: {} pairs with {LARGE_VALUE_LEN}-byte random values in a database of their own; sustained: \
-             {SUSTAINED_WRITERS} writers committing batches of {SUSTAINED_BATCH} pairs of {SUSTAINED_VALUE_LEN} bytes \
-             for {:.1} s beside one reader of {} such pairs loaded first",
-            (cfg.n / 10).max(100),
-            cfg.sustained.as_secs_f64(),
-            (cfg.n / 10).max(100)
-        );
+        let plan = KvPlan::new(cfg.n, cfg.quick, cfg.sustained);
+        let mut extra = Vec::new();
+        if cfg.sets.contains(&WorkloadSet::Kv4k) {
+            extra.push(format!(
+                "kv4k: {} pairs with {LARGE_VALUE_LEN}-byte random values in a database of their own",
+                plan.large_values
+            ));
+        }
+        if cfg.sets.contains(&WorkloadSet::Sustained) {
+            extra.push(format!(
+                "sustained: {SUSTAINED_WRITERS} writers committing batches of {SUSTAINED_BATCH} pairs of \
+                 {SUSTAINED_VALUE_LEN} bytes for {:.1} s beside one reader of {} such pairs loaded first",
+                cfg.sustained.as_secs_f64(),
+                plan.sustained_keys
+            ));
+        }
+        if !extra.is_empty() {
+            let _ = writeln!(s, "- {}", extra.join("; "));
+        }
         let _ = writeln!(
             s,
             "- cache budget: {} per engine (LMDB has none: it reads through the page cache)",
