@@ -3,27 +3,30 @@
 //!
 //! ```text
 //! cargo run --release -p cairn-bench --bin compare -- [--n 1000000] [--jobs 200000] [--quick]
-//!     [--non-durable] [--engines cairn,redb,lmdb,fjall,sqlite] [--sets kv,docs] [--dir DIR]
-//!     [--cache BYTES] [--seed N] [--json PATH] [--no-isolate]
+//!     [--non-durable] [--engines cairn,redb,lmdb,fjall,sqlite] [--sets kv,kv4k,sustained,docs] [--dir DIR]
+//!     [--cache BYTES] [--seed N] [--sustained-secs 20] [--runs 1] [--json PATH] [--no-isolate]
 //! ```
 //!
 //! Each engine's workload set runs in a child process (this binary again, `--child-run`), one after the
-//! other, so peak RSS is per engine; `--no-isolate` runs them all in this process. See
-//! `docs/benchmarks.md` and the `cairn_bench::compare` module.
+//! other, so peak RSS is per engine; `--no-isolate` runs them all in this process. `--runs 3` makes three
+//! full runs one after another and adds each run's ratios and their median. See `docs/benchmarks.md` and
+//! the `cairn_bench::compare` module.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use cairn_bench::compare::{
-    child_load, child_run, run, Config, EngineKind, EngineSpec, WorkloadSet, DEFAULT_CACHE_BYTES,
+    child_load, child_run, run, run_repeated, Config, EngineKind, EngineSpec, WorkloadSet, DEFAULT_CACHE_BYTES,
 };
 use cairn_bench::DEFAULT_SEED;
 
 const USAGE: &str = "usage: compare [--n KEYS] [--jobs JOBS] [--quick] [--non-durable] [--engines LIST] \
-[--sets kv,docs] [--dir DIR] [--cache BYTES] [--seed N] [--json PATH] [--no-isolate]";
+[--sets kv,kv4k,sustained,docs] [--dir DIR] [--cache BYTES] [--seed N] [--sustained-secs SECONDS] [--runs N] \
+[--json PATH] [--no-isolate]";
 
 enum Mode {
-    Compare { json: Option<PathBuf> },
+    Compare { json: Option<PathBuf>, runs: usize },
     ChildRun { set: WorkloadSet, spec: EngineSpec },
     ChildLoad { spec: EngineSpec, dir: PathBuf, n: usize, batch: usize },
 }
@@ -43,6 +46,7 @@ fn parse_args() -> Result<(Config, Mode), String> {
     let (mut n, mut jobs, mut quick, mut non_durable, mut isolate) = (None, None, false, false, true);
     let (mut engines, mut sets, mut dir, mut json) = (None, None, None, None);
     let (mut cache, mut seed, mut batch) = (DEFAULT_CACHE_BYTES, DEFAULT_SEED, 10_000);
+    let (mut sustained, mut runs) = (None, 1);
     let mut child: Option<Mode> = None;
     let default_json = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -60,6 +64,15 @@ fn parse_args() -> Result<(Config, Mode), String> {
             "--cache" => cache = number(&flag, &value()?)?,
             "--seed" => seed = number(&flag, &value()?)? as u64,
             "--batch" => batch = number(&flag, &value()?)?,
+            "--runs" => runs = number(&flag, &value()?)?.max(1),
+            "--sustained-secs" => {
+                let text = value()?;
+                let secs: f64 = text.parse().map_err(|e| format!("{flag} {text}: {e}"))?;
+                if !(secs.is_finite() && secs > 0.0) {
+                    return Err(format!("{flag} must be a positive number of seconds"));
+                }
+                sustained = Some(Duration::from_secs_f64(secs));
+            }
             "--dir" => dir = Some(PathBuf::from(value()?)),
             "--json" => json = Some(PathBuf::from(value()?)),
             "--engines" => {
@@ -69,7 +82,9 @@ fn parse_args() -> Result<(Config, Mode), String> {
                 let list = value()?;
                 sets = Some(
                     list.split(',')
-                        .map(|s| WorkloadSet::parse(s).ok_or_else(|| format!("unknown set {s} (kv, docs)")))
+                        .map(|s| {
+                            WorkloadSet::parse(s).ok_or_else(|| format!("unknown set {s} (kv, kv4k, sustained, docs)"))
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 );
             }
@@ -116,10 +131,11 @@ fn parse_args() -> Result<(Config, Mode), String> {
         jobs: jobs.unwrap_or(if quick { 4_000 } else { 200_000 }).max(100),
         quick,
         engines,
-        sets: sets.unwrap_or_else(|| vec![WorkloadSet::Kv, WorkloadSet::Docs]),
+        sets: sets.unwrap_or_else(|| WorkloadSet::ALL.to_vec()),
         dir: dir.unwrap_or_default(),
         cache_bytes: cache,
         seed,
+        sustained: sustained.unwrap_or(Duration::from_secs(if quick { 2 } else { 20 })),
         exe: std::env::current_exe().ok(),
         isolate,
         json_path: None,
@@ -127,7 +143,7 @@ fn parse_args() -> Result<(Config, Mode), String> {
     let mode = match child {
         Some(Mode::ChildLoad { spec, dir, n, .. }) => Mode::ChildLoad { spec, dir, n, batch },
         Some(mode) => mode,
-        None => Mode::Compare { json: json_path },
+        None => Mode::Compare { json: json_path, runs },
     };
     Ok((cfg, mode))
 }
@@ -143,7 +159,7 @@ fn main() -> ExitCode {
     let outcome = match mode {
         Mode::ChildRun { set, spec } => child_run(&cfg, set, spec, &cfg.dir.clone()),
         Mode::ChildLoad { spec, dir, n, batch } => child_load(spec, &dir, n, batch, &cfg),
-        Mode::Compare { json } => {
+        Mode::Compare { json, runs } => {
             let _temp;
             if cfg.dir.as_os_str().is_empty() {
                 match tempfile::Builder::new().prefix("cairn-compare").tempdir() {
@@ -158,7 +174,11 @@ fn main() -> ExitCode {
                 }
             }
             cfg.json_path = json;
-            compare(&cfg)
+            if runs > 1 {
+                compare_repeated(&cfg, runs)
+            } else {
+                compare(&cfg)
+            }
         }
     };
     match outcome {
@@ -179,6 +199,19 @@ fn compare(cfg: &Config) -> cairn_bench::compare::Result<()> {
     }
     if !report.answers_match() {
         return Err(format!("engines failed or disagreed: {}", report.mismatches.join("; ")).into());
+    }
+    Ok(())
+}
+
+fn compare_repeated(cfg: &Config, runs: usize) -> cairn_bench::compare::Result<()> {
+    let repeated = run_repeated(cfg, runs)?;
+    println!("{}", repeated.markdown());
+    if let Some(path) = &cfg.json_path {
+        repeated.write_json(path)?;
+        eprintln!("compare: wrote {}", path.display());
+    }
+    if !repeated.answers_match() {
+        return Err(format!("engines failed or disagreed: {}", repeated.mismatches().join("; ")).into());
     }
     Ok(())
 }

@@ -12,9 +12,15 @@ use cairn_store::{Collection, Query, Store, StoreOptions};
 use super::workloads::claim_next;
 use super::{Checksum, Compacted, DocEngine, DocSession, KvEngine, KvReader, KvWriter, Result};
 
-fn open_db(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Db> {
+/// Opens the database; `ingest: false` turns table ingest off, so that large batches go through the WAL
+/// and the memtable like small ones.
+fn open_db(dir: &Path, durable: bool, cache_bytes: usize, ingest: bool) -> Result<Db> {
     let durability = if durable { Durability::Immediate } else { Durability::None };
-    Ok(Db::builder().durability(durability).block_cache_size(cache_bytes).open(dir)?)
+    let mut options = Db::builder().durability(durability).block_cache_size(cache_bytes);
+    if !ingest {
+        options = options.ingest_threshold(usize::MAX);
+    }
+    Ok(options.open(dir)?)
 }
 
 /// Cairn as a key-value store.
@@ -23,9 +29,10 @@ pub struct CairnKv {
 }
 
 impl CairnKv {
-    /// Opens the database in `dir`.
-    pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
-        Ok(Self { db: open_db(dir, durable, cache_bytes)? })
+    /// Opens the database in `dir`; with `ingest` a batch of at least `Options::ingest_threshold` bytes
+    /// (16 MiB) is written straight to tables, without it through the WAL and the memtable.
+    pub fn open(dir: &Path, durable: bool, cache_bytes: usize, ingest: bool) -> Result<Self> {
+        Ok(Self { db: open_db(dir, durable, cache_bytes, ingest)? })
     }
 }
 
@@ -132,7 +139,7 @@ impl CairnDocs {
     /// Opens the store in `dir` and declares the `jobs` collection.
     pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
         let records = RECORD_CACHE.min(cache_bytes / 2);
-        let db = open_db(dir, durable, cache_bytes - records)?;
+        let db = open_db(dir, durable, cache_bytes - records, true)?;
         let store = Store::with_db(db, StoreOptions::default().record_cache_size(records))?;
         let jobs = store.collection::<Job>()?;
         Ok(Self { store, jobs })

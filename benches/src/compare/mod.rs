@@ -9,8 +9,10 @@
 //! after engine, each set in a child process of its own when asked (so its peak RSS can be read), checks
 //! that every engine gave the same answers, and writes the report.
 //!
-//! Layout: `workloads.rs` (data, plans, the timed loops, checksums), `runner.rs` (child processes, the
-//! crash test, cross-engine checks), `report.rs` (markdown and JSON), and one file per engine.
+//! Layout: `workloads.rs` (data, plans, the timed loops, checksums), `sustained.rs` (writers and a reader
+//! running together, with latency percentiles), `runner.rs` (child processes, the crash test, cross-engine
+//! checks), `report.rs` (markdown and JSON), `repeat.rs` (full runs one after another, the median of Cairn's
+//! ratios), and one file per engine.
 
 mod cairn;
 mod fjall;
@@ -18,16 +20,21 @@ mod lmdb;
 #[cfg(feature = "native_db")]
 mod native_db;
 mod redb;
+mod repeat;
 mod report;
 mod runner;
 mod sqlite;
+mod sustained;
 mod workloads;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+pub use repeat::{run_repeated, Repeated};
 pub use report::{Machine, Report, ResultRow};
 pub use runner::{child_load, child_run, run, run_set, SetOutcome};
+pub use sustained::Latency;
 pub use workloads::{claim_next, job, jobs, Checksum, DocPlan, KvPlan, Measurement};
 
 /// Errors of the harness and of every engine, boxed: the benchmark only reports them.
@@ -117,12 +124,12 @@ impl EngineSpec {
         Some(Self { kind, durable })
     }
 
-    /// Whether this engine runs the workload set: every engine but native_db runs the key-value set;
+    /// Whether this engine runs the workload set: every engine but native_db runs the key-value sets;
     /// engines with documents and secondary indexes (Cairn's `Store`, SQLite, and native_db, which has no
     /// non-durable setting) run the collection set.
     pub fn runs(self, set: WorkloadSet) -> bool {
         match set {
-            WorkloadSet::Kv => self.kind != EngineKind::NativeDb,
+            WorkloadSet::Kv | WorkloadSet::Kv4k | WorkloadSet::Sustained => self.kind != EngineKind::NativeDb,
             WorkloadSet::Docs => match self.kind {
                 EngineKind::Cairn | EngineKind::Sqlite => true,
                 EngineKind::NativeDb => self.durable,
@@ -243,9 +250,20 @@ pub trait DocSession {
 
 /// Opens (creating if needed) the key-value store of `spec` in directory `dir`.
 pub fn open_kv(spec: EngineSpec, dir: &Path, cache_bytes: usize) -> Result<Box<dyn KvEngine>> {
+    open_kv_with(spec, dir, cache_bytes, true)
+}
+
+/// Opens the key-value store of `spec` as [`open_kv`] does, but with Cairn's table ingest off
+/// (`Options::ingest_threshold(usize::MAX)`): every batch, however large, goes through the WAL and the
+/// memtable. The other engines have one write path and open as [`open_kv`] opens them.
+pub fn open_kv_logged(spec: EngineSpec, dir: &Path, cache_bytes: usize) -> Result<Box<dyn KvEngine>> {
+    open_kv_with(spec, dir, cache_bytes, false)
+}
+
+fn open_kv_with(spec: EngineSpec, dir: &Path, cache_bytes: usize, ingest: bool) -> Result<Box<dyn KvEngine>> {
     std::fs::create_dir_all(dir)?;
     Ok(match spec.kind {
-        EngineKind::Cairn => Box::new(self::cairn::CairnKv::open(dir, spec.durable, cache_bytes)?),
+        EngineKind::Cairn => Box::new(self::cairn::CairnKv::open(dir, spec.durable, cache_bytes, ingest)?),
         EngineKind::Redb => Box::new(self::redb::RedbKv::open(dir, spec.durable, cache_bytes)?),
         EngineKind::Lmdb => Box::new(self::lmdb::LmdbKv::open(dir, spec.durable, cache_bytes)?),
         EngineKind::Fjall => Box::new(self::fjall::FjallKv::open(dir, spec.durable, cache_bytes)?),
@@ -291,24 +309,34 @@ pub fn disk_usage(dir: &Path) -> Result<u64> {
 /// Which workload sets to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadSet {
-    /// Key-value workloads, every engine.
+    /// Key-value workloads, every engine but native_db.
     Kv,
+    /// Random reads of 4 KiB values, in a database of their own; every engine but native_db.
+    Kv4k,
+    /// Writers committing batches of 1 KiB values for a set time beside a reader, with latency
+    /// percentiles; every engine but native_db.
+    Sustained,
     /// Collection workloads on the `jobs` collection, engines with documents.
     Docs,
 }
 
 impl WorkloadSet {
+    /// Every set, in the default order.
+    pub const ALL: [WorkloadSet; 4] = [WorkloadSet::Kv, WorkloadSet::Kv4k, WorkloadSet::Sustained, WorkloadSet::Docs];
+
     /// The set's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             WorkloadSet::Kv => "kv",
+            WorkloadSet::Kv4k => "kv4k",
+            WorkloadSet::Sustained => "sustained",
             WorkloadSet::Docs => "docs",
         }
     }
 
-    /// Parses `kv` or `docs`.
+    /// Parses `kv`, `kv4k`, `sustained` or `docs`.
     pub fn parse(text: &str) -> Option<Self> {
-        [WorkloadSet::Kv, WorkloadSet::Docs].into_iter().find(|s| s.name() == text)
+        Self::ALL.into_iter().find(|s| s.name() == text)
     }
 }
 
@@ -331,6 +359,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// Seed of the generated data.
     pub seed: u64,
+    /// How long the sustained workload's writers and reader run (see `sustained.rs`).
+    pub sustained: Duration,
     /// The `compare` binary, re-executed for the crash test and for isolated sets. `None`: skip the crash
     /// test, and run every set in this process.
     pub exe: Option<PathBuf>,

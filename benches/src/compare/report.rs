@@ -1,5 +1,6 @@
 //! The report: a markdown table in the style of redb's README (workloads down, engines across, the
-//! fastest in bold), Cairn's ratio to each peer, peak memory, and the same numbers as JSON.
+//! fastest in bold), Cairn's ratio to each peer, the sustained workload's latencies, peak memory, and the
+//! same numbers as JSON.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,8 +10,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::runner::SetOutcome;
-use super::workloads::{Measurement, KEY_LEN, VALUE_LEN};
-use super::{Config, EngineSpec, Result};
+use super::sustained::{Latency, SUSTAINED_BATCH, SUSTAINED_VALUE_LEN, SUSTAINED_WRITERS};
+use super::workloads::{KvPlan, Measurement, KEY_LEN, LARGE_VALUE_LEN, VALUE_LEN};
+use super::{Config, EngineSpec, Result, WorkloadSet};
 
 /// The machine a report was made on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,6 +120,8 @@ pub struct ResultRow {
     pub checksum: Option<String>,
     /// A caveat, e.g. `not available`.
     pub note: Option<String>,
+    /// Latency percentiles, for the sustained workload.
+    pub latency: Option<Latency>,
 }
 
 /// Everything a run measured.
@@ -153,17 +157,68 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
-fn fmt_mib(bytes: u64) -> String {
+pub(crate) fn fmt_mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1_048_576.0)
 }
 
-/// The number a table cell compares: seconds for timed workloads, bytes for sizes; `None` when the engine
-/// could not do the workload.
+/// Operations per second, without decimals from 100 on.
+fn fmt_rate(ops_per_sec: f64) -> String {
+    if ops_per_sec >= 100.0 {
+        format!("{ops_per_sec:.0}/s")
+    } else {
+        format!("{ops_per_sec:.1}/s")
+    }
+}
+
+/// Microseconds, as milliseconds from 1 ms on.
+fn fmt_us(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else if us >= 10.0 {
+        format!("{us:.0} us")
+    } else {
+        format!("{us:.1} us")
+    }
+}
+
+/// The number a table cell compares, smaller being better: seconds per operation for timed workloads (the
+/// workload's time where engines did the same operations, the inverse of the rate where they ran for the
+/// same time), bytes for sizes; `None` when the engine could not do the workload.
 fn metric(m: &Measurement) -> Option<f64> {
     if m.note.is_some() {
         return None;
     }
-    m.seconds.or(m.bytes_on_disk.map(|b| b as f64))
+    match m.seconds {
+        Some(s) if m.ops > 0 => Some(s / m.ops as f64),
+        Some(s) => Some(s),
+        None => m.bytes_on_disk.map(|b| b as f64),
+    }
+}
+
+/// The text of a cell: the time, the rate (sustained workload) or the size, with the note if any.
+pub(crate) fn cell(m: &Measurement) -> String {
+    let text = match (m.seconds, m.bytes_on_disk) {
+        (Some(_), _) if m.latency.is_some() => m.ops_per_sec().map_or("—".to_owned(), fmt_rate),
+        (Some(t), _) => fmt_time(t),
+        (None, Some(b)) => fmt_mib(b),
+        (None, None) => "—".to_owned(),
+    };
+    match (&m.note, m.seconds, m.bytes_on_disk) {
+        (None, _, _) => text,
+        (Some(note), Some(_), _) => format!("{text} ({note})"),
+        (Some(note), None, Some(_)) => format!("{note}, {text}"),
+        (Some(note), None, None) => note.clone(),
+    }
+}
+
+/// Cairn's ratio to a peer on one workload: peer / Cairn seconds per operation (above 1: Cairn faster),
+/// or for sizes Cairn / peer bytes (below 1: Cairn smaller).
+fn ratio(cairn: &Measurement, peer: &Measurement) -> Option<f64> {
+    let (c, o) = (metric(cairn)?, metric(peer)?);
+    if c <= 0.0 || o <= 0.0 {
+        return None;
+    }
+    Some(if peer.seconds.is_none() { c / o } else { o / c })
 }
 
 impl Report {
@@ -177,7 +232,8 @@ impl Report {
         self.mismatches.is_empty()
     }
 
-    fn find(&self, set: &str, workload: &str, engine: &EngineSpec) -> Option<&Measurement> {
+    /// The measurement of `engine` on `workload` of `set`.
+    pub fn find(&self, set: &str, workload: &str, engine: &EngineSpec) -> Option<&Measurement> {
         let engine = engine.to_string();
         self.outcomes
             .iter()
@@ -186,13 +242,31 @@ impl Report {
             .find(|m| m.workload == workload)
     }
 
-    /// (set, workload, ops) of every row, in the order the workloads ran.
-    fn rows(&self) -> Vec<(String, String, u64)> {
+    /// Cairn's ratio to `peer` on `workload` of `set` (see [`Report::markdown`]), against the Cairn variant
+    /// with the same durability.
+    pub fn ratio(&self, set: &str, workload: &str, peer: &EngineSpec) -> Option<f64> {
+        ratio(self.find(set, workload, &peer.cairn_peer())?, self.find(set, workload, peer)?)
+    }
+
+    /// The peers Cairn's ratios are given against: every engine but Cairn whose Cairn variant ran too.
+    pub fn peers(&self) -> Vec<EngineSpec> {
+        let engines = &self.config.engines;
+        engines
+            .iter()
+            .filter(|e| e.kind != super::EngineKind::Cairn && engines.contains(&e.cairn_peer()))
+            .copied()
+            .collect()
+    }
+
+    /// (set, workload, ops) of every row, in the order the workloads ran; `ops` is 0 where it differs
+    /// between engines (the sustained workload) or the row is a size.
+    pub fn rows(&self) -> Vec<(String, String, u64)> {
         let mut rows: Vec<(String, String, u64)> = Vec::new();
         for o in &self.outcomes {
             for m in &o.measurements {
                 if !rows.iter().any(|(s, w, _)| *s == o.set && *w == m.workload) {
-                    rows.push((o.set.clone(), m.workload.clone(), m.ops));
+                    let ops = if m.latency.is_some() { 0 } else { m.ops };
+                    rows.push((o.set.clone(), m.workload.clone(), ops));
                 }
             }
         }
@@ -223,12 +297,35 @@ impl Report {
             cfg.seed,
             if cfg.quick { "quick" } else { "full" }
         );
+        let plan = KvPlan::new(cfg.n, cfg.quick, cfg.sustained);
+        let mut extra = Vec::new();
+        if cfg.sets.contains(&WorkloadSet::Kv4k) {
+            extra.push(format!(
+                "kv4k: {} pairs with {LARGE_VALUE_LEN}-byte random values in a database of their own",
+                plan.large_values
+            ));
+        }
+        if cfg.sets.contains(&WorkloadSet::Sustained) {
+            extra.push(format!(
+                "sustained: {SUSTAINED_WRITERS} writers committing batches of {SUSTAINED_BATCH} pairs of \
+                 {SUSTAINED_VALUE_LEN} bytes for {:.1} s beside one reader of {} such pairs loaded first",
+                cfg.sustained.as_secs_f64(),
+                plan.sustained_keys
+            ));
+        }
+        if !extra.is_empty() {
+            let _ = writeln!(s, "- {}", extra.join("; "));
+        }
         let _ = writeln!(
             s,
             "- cache budget: {} per engine (LMDB has none: it reads through the page cache)",
             fmt_mib(cfg.cache_bytes as u64)
         );
-        let _ = writeln!(s, "- times are wall-clock for the whole workload; sizes are allocated bytes; bold is best\n");
+        let _ = writeln!(
+            s,
+            "- times are wall-clock for the whole workload (operations per second for the sustained rows, whose \
+             engines ran for the same time); sizes are allocated bytes; bold is best\n"
+        );
 
         let engines = &cfg.engines;
         let _ = write!(s, "| workload | ops |");
@@ -249,41 +346,21 @@ impl Report {
             for c in cells {
                 let text = match c {
                     None => "—".to_owned(),
-                    Some(m) if m.note.is_some() => {
-                        let note = m.note.as_deref().unwrap_or_default();
-                        match (m.seconds, m.bytes_on_disk) {
-                            (Some(t), _) => format!("{} ({note})", fmt_time(t)),
-                            (None, Some(b)) => format!("{note}, {}", fmt_mib(b)),
-                            (None, None) => note.to_owned(),
-                        }
-                    }
-                    Some(m) => {
-                        let text = match (m.seconds, m.bytes_on_disk) {
-                            (Some(t), _) => fmt_time(t),
-                            (None, Some(b)) => fmt_mib(b),
-                            (None, None) => "—".to_owned(),
-                        };
-                        if metric(m) == Some(best) && engines.len() > 1 {
-                            format!("**{text}**")
-                        } else {
-                            text
-                        }
-                    }
+                    Some(m) if metric(m) == Some(best) && engines.len() > 1 => format!("**{}**", cell(m)),
+                    Some(m) => cell(m),
                 };
                 let _ = write!(s, " {text} |");
             }
             s.push('\n');
         }
 
-        let peers: Vec<&EngineSpec> = engines
-            .iter()
-            .filter(|e| e.kind != super::EngineKind::Cairn && engines.contains(&e.cairn_peer()))
-            .collect();
+        let peers = self.peers();
         if !peers.is_empty() {
             let _ = writeln!(
                 s,
-                "\nCairn's ratio to each peer (peer time / Cairn time, so above 1 means Cairn is faster; for sizes \
-                 Cairn bytes / peer bytes, so below 1 means Cairn is smaller; `-nosync` peers against cairn-nosync):\n"
+                "\nCairn's ratio to each peer (peer time / Cairn time, so above 1 means Cairn is faster; for the \
+                 sustained rows Cairn's rate / peer's rate; for sizes Cairn bytes / peer bytes, so below 1 means \
+                 Cairn is smaller; `-nosync` peers against cairn-nosync):\n"
             );
             let _ = write!(s, "| workload |");
             for p in &peers {
@@ -297,16 +374,51 @@ impl Report {
             for (set, workload, _) in &rows {
                 let _ = write!(s, "| {workload} |");
                 for p in &peers {
-                    let mine = self.find(set, workload, &p.cairn_peer()).and_then(metric);
-                    let theirs = self.find(set, workload, p).and_then(metric);
-                    let size = self.find(set, workload, p).is_some_and(|m| m.seconds.is_none());
-                    let text = match (mine, theirs) {
-                        (Some(c), Some(o)) if c > 0.0 && o > 0.0 => fmt_ratio(if size { c / o } else { o / c }),
-                        _ => "—".to_owned(),
-                    };
+                    let text = self.ratio(set, workload, p).map_or("—".to_owned(), fmt_ratio);
                     let _ = write!(s, " {text} |");
                 }
                 s.push('\n');
+            }
+        }
+
+        let latency_rows: Vec<&(String, String, u64)> = rows
+            .iter()
+            .filter(|(set, workload, _)| {
+                engines.iter().any(|e| self.find(set, workload, e).is_some_and(|m| m.latency.is_some()))
+            })
+            .collect();
+        if !latency_rows.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nLatency of every operation of the sustained workload (nearest-rank percentiles; a commit is one \
+                 batch of {SUSTAINED_BATCH} pairs):\n"
+            );
+            let _ = write!(s, "| workload | |");
+            for e in engines {
+                let _ = write!(s, " {e} |");
+            }
+            let _ = write!(s, "\n|---|---|");
+            for _ in engines {
+                let _ = write!(s, "---:|");
+            }
+            s.push('\n');
+            type Pick = fn(&Measurement) -> Option<String>;
+            let lines: [(&str, Pick); 5] = [
+                ("rate", |m| m.ops_per_sec().map(fmt_rate)),
+                ("p50", |m| m.latency.as_ref().map(|l| fmt_us(l.p50_us))),
+                ("p99", |m| m.latency.as_ref().map(|l| fmt_us(l.p99_us))),
+                ("p99.9", |m| m.latency.as_ref().map(|l| fmt_us(l.p999_us))),
+                ("max", |m| m.latency.as_ref().map(|l| fmt_us(l.max_us))),
+            ];
+            for (set, workload, _) in latency_rows {
+                for (i, (label, pick)) in lines.iter().enumerate() {
+                    let _ = write!(s, "| {} | {label} |", if i == 0 { workload.as_str() } else { "" });
+                    for e in engines {
+                        let text = self.find(set, workload, e).and_then(pick).unwrap_or_else(|| "—".to_owned());
+                        let _ = write!(s, " {text} |");
+                    }
+                    s.push('\n');
+                }
             }
         }
 
@@ -368,6 +480,7 @@ impl Report {
                     peak_rss_bytes: o.peak_rss_bytes,
                     checksum: m.checksum.clone(),
                     note: m.note.clone(),
+                    latency: m.latency.clone(),
                 })
             })
             .collect()
@@ -392,6 +505,7 @@ impl Report {
             "quick": cfg.quick,
             "seed": cfg.seed,
             "cache_bytes": cfg.cache_bytes,
+            "sustained_secs": cfg.sustained.as_secs_f64(),
             "engines": cfg.engines.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "answers_match": self.answers_match(),
             "mismatches": self.mismatches,

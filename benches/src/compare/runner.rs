@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::report::{Machine, Report};
-use super::workloads::{jobs, kv_data, run_docs, run_kv, Checksum, DocPlan, KvPlan, Measurement};
+use super::sustained::{run_sustained, sustained_data};
+use super::workloads::{
+    jobs, kv_data, large_data, run_docs, run_kv, run_large_reads, Checksum, DocPlan, KvPlan, Measurement,
+};
 use super::{open_kv, Config, EngineSpec, Result, WorkloadSet};
 
 /// The prefix of the line a child prints with its results (as JSON) on stdout.
@@ -77,7 +80,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
 pub fn run_set(cfg: &Config, set: WorkloadSet, spec: EngineSpec, dir: &Path) -> Result<SetOutcome> {
     let (measurements, baseline) = match set {
         WorkloadSet::Kv => {
-            let plan = KvPlan::new(cfg.n, cfg.quick);
+            let plan = KvPlan::new(cfg.n, cfg.quick, cfg.sustained);
             let data = kv_data(cfg.seed, plan.total_keys());
             let baseline = vm_status("VmRSS:");
             let mut ms = run_kv(spec, &dir.join("kv"), cfg.cache_bytes, &plan, cfg.seed, &data)?;
@@ -85,6 +88,18 @@ pub fn run_set(cfg: &Config, set: WorkloadSet, spec: EngineSpec, dir: &Path) -> 
                 ms.push(crash_reopen(exe, cfg, &plan, spec, &dir.join("crash"), &data[..plan.n])?);
             }
             (ms, baseline)
+        }
+        WorkloadSet::Kv4k => {
+            let plan = KvPlan::new(cfg.n, cfg.quick, cfg.sustained);
+            let data = large_data(cfg.seed, plan.large_values);
+            let baseline = vm_status("VmRSS:");
+            (run_large_reads(spec, &dir.join("kv4k"), cfg.cache_bytes, &plan, cfg.seed, &data)?, baseline)
+        }
+        WorkloadSet::Sustained => {
+            let plan = KvPlan::new(cfg.n, cfg.quick, cfg.sustained);
+            let loaded = sustained_data(cfg.seed, plan.sustained_keys);
+            let baseline = vm_status("VmRSS:");
+            (run_sustained(spec, &dir.join("sustained"), cfg.cache_bytes, &plan, cfg.seed, &loaded)?, baseline)
         }
         WorkloadSet::Docs => {
             let plan = DocPlan::new(cfg.jobs, cfg.quick, cfg.seed);
@@ -125,6 +140,8 @@ fn plan_args(cfg: &Config) -> Vec<String> {
         cfg.cache_bytes.to_string(),
         "--seed".to_owned(),
         cfg.seed.to_string(),
+        "--sustained-secs".to_owned(),
+        cfg.sustained.as_secs_f64().to_string(),
     ];
     if cfg.quick {
         args.push("--quick".to_owned());
@@ -218,6 +235,7 @@ fn crash_reopen(
         bytes_on_disk: None,
         checksum: spec.durable.then(|| expected.to_string()),
         note: (lost > 0).then(|| "lost commits".to_owned()),
+        latency: None,
     };
     eprintln!("    {:<44} {:>10.3} s", m.workload, elapsed.as_secs_f64());
     Ok(m)

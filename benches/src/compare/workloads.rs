@@ -9,7 +9,7 @@ use std::ops::Bound;
 use std::path::Path;
 use std::sync::Barrier;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cairn_platform::{Job, JobStatus};
 use cairn_store::{ClaimError, Collection, Query, Stored};
@@ -17,13 +17,18 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::{disk_usage, open_docs, open_kv, Compacted, EngineSpec, KvEngine, Result};
+use super::sustained::Latency;
+use super::{disk_usage, open_docs, open_kv, open_kv_logged, Compacted, EngineSpec, KvEngine, Result};
 use crate::DataGen;
 
 /// Key length of the key-value workloads, in bytes.
 pub const KEY_LEN: usize = 24;
 /// Value length of the key-value workloads, in bytes.
 pub const VALUE_LEN: usize = 150;
+/// Value length of the reads of large values (the `kv4k` set), in bytes.
+pub const LARGE_VALUE_LEN: usize = 4096;
+/// Pairs per durable commit when loading the large values (not timed).
+pub const LARGE_LOAD_BATCH: usize = 1_000;
 /// Threads of the concurrent durable writes.
 pub const WRITER_THREADS: usize = 8;
 /// Items per range read.
@@ -64,13 +69,25 @@ pub struct KvPlan {
     pub removal_batch: usize,
     /// Keys per durable commit in the child loaded before the crash test.
     pub crash_batch: usize,
+    /// Pairs with 4 KiB values loaded for the reads of large values: a tenth of `n`, at least 100.
+    pub large_values: usize,
+    /// Random point reads of the large values (one thread).
+    pub large_reads: usize,
+    /// Pairs with 1 KiB values loaded before the sustained workload, which its reader reads: a tenth of
+    /// `n`, at least 100.
+    pub sustained_keys: usize,
+    /// How long the sustained workload's writers and reader run, in milliseconds.
+    pub sustained_ms: u64,
 }
 
 impl KvPlan {
     /// The full plan (1,000 single commits, 100 batches of 1,000, 8 x 500 concurrent commits, 1M reads,
-    /// 500k range reads, 1M threaded reads, removals in batches of 10,000), or with `quick` a plan about
-    /// 1/20 to 1/50 of that.
-    pub fn new(n: usize, quick: bool) -> Self {
+    /// 500k range reads, 1M threaded reads, removals in batches of 10,000, 200k reads of 4 KiB values), or
+    /// with `quick` a plan about 1/20 to 1/50 of that; the sustained workload runs for `sustained`.
+    pub fn new(n: usize, quick: bool, sustained: Duration) -> Self {
+        let large_values = (n / 10).max(100);
+        let sustained_keys = (n / 10).max(100);
+        let sustained_ms = u64::try_from(sustained.as_millis()).unwrap_or(u64::MAX);
         if quick {
             Self {
                 n,
@@ -83,6 +100,10 @@ impl KvPlan {
                 threaded_reads: 20_000,
                 removal_batch: 1_000,
                 crash_batch: 1_000,
+                large_values,
+                large_reads: 5_000,
+                sustained_keys,
+                sustained_ms,
             }
         } else {
             Self {
@@ -96,6 +117,10 @@ impl KvPlan {
                 threaded_reads: 1_000_000,
                 removal_batch: 10_000,
                 crash_batch: 10_000,
+                large_values,
+                large_reads: 200_000,
+                sustained_keys,
+                sustained_ms,
             }
         }
     }
@@ -148,19 +173,54 @@ pub struct Measurement {
     /// Why the number means something else than for the other engines (e.g. `not available`).
     #[serde(default)]
     pub note: Option<String>,
+    /// Latency percentiles of the operations, where the workload records each one's (the sustained
+    /// workload); `ops` is then the count of operations done in `seconds`, which differs between engines.
+    #[serde(default)]
+    pub latency: Option<Latency>,
 }
 
 impl Measurement {
     fn timed(workload: impl Into<String>, ops: usize, start: Instant) -> Self {
+        Self::lasted(workload, ops, start.elapsed())
+    }
+
+    /// A workload of `ops` operations that took `time` in all.
+    fn lasted(workload: impl Into<String>, ops: usize, time: Duration) -> Self {
         let m = Self {
             workload: workload.into(),
             ops: ops as u64,
-            seconds: Some(start.elapsed().as_secs_f64()),
+            seconds: Some(time.as_secs_f64()),
             bytes_on_disk: None,
             checksum: None,
             note: None,
+            latency: None,
         };
         eprintln!("    {:<44} {:>10.3} s", m.workload, m.seconds.unwrap_or_default());
+        m
+    }
+
+    /// A workload that ran for `seconds` and did `latency.count` operations, each timed.
+    pub(crate) fn with_latency(workload: impl Into<String>, seconds: f64, latency: Latency) -> Self {
+        let m = Self {
+            workload: workload.into(),
+            ops: latency.count,
+            seconds: Some(seconds),
+            bytes_on_disk: None,
+            checksum: None,
+            note: None,
+            latency: Some(latency),
+        };
+        if let Some(l) = &m.latency {
+            eprintln!(
+                "    {:<44} {:>10.0}/s  p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+                m.workload,
+                m.ops_per_sec().unwrap_or_default(),
+                l.p50_us,
+                l.p99_us,
+                l.p999_us,
+                l.max_us
+            );
+        }
         m
     }
 
@@ -172,6 +232,7 @@ impl Measurement {
             bytes_on_disk: Some(bytes),
             checksum: None,
             note: None,
+            latency: None,
         };
         eprintln!("    {:<44} {:>10.1} MiB", m.workload, bytes as f64 / 1048576.0);
         m
@@ -290,8 +351,14 @@ fn timed_threads<T: Send>(
     })
 }
 
-/// Runs the key-value set against `spec` in `dir`; `crash` runs the crash test afterwards (see
-/// `runner::crash_reopen`).
+/// The bulk load as each engine does it by default: Cairn's batch is large enough to be written straight
+/// to tables.
+pub const BULK_LOAD: &str = "bulk load (cairn: table ingest)";
+/// The bulk load with Cairn's table ingest off: the batch goes through the WAL and the memtable.
+pub const BULK_LOAD_LOGGED: &str = "bulk load (cairn: WAL and memtable)";
+
+/// Runs the key-value set against `spec` in `dir` (and, for the bulk load through the WAL, in a sibling
+/// directory named `dir` with `-logged` appended).
 pub fn run_kv(
     spec: EngineSpec,
     dir: &Path,
@@ -310,11 +377,25 @@ pub fn run_kv(
         return Err(format!("expected {total} pairs, got {}", data.len()).into());
     }
 
+    // The same pairs through Cairn's WAL and memtable (table ingest off), in a database of its own, closed
+    // and removed before the set goes on; the other engines have one write path, so for them this is the
+    // bulk load again. Only the commit is timed (Cairn's memtable is flushed afterwards, in the background).
+    let mut logged_dir = dir.as_os_str().to_owned();
+    logged_dir.push("-logged");
+    let logged_dir = std::path::PathBuf::from(logged_dir);
+    let logged = open_kv_logged(spec, &logged_dir, cache_bytes)?;
+    let start = Instant::now();
+    logged.bulk_load(loaded)?;
+    let logged_load = Measurement::timed(BULK_LOAD_LOGGED, n, start);
+    logged.close()?;
+    std::fs::remove_dir_all(&logged_dir)?;
+
     let mut engine = open_kv(spec, dir, cache_bytes)?;
 
     let start = Instant::now();
     engine.bulk_load(loaded)?;
-    out.push(Measurement::timed("bulk load", n, start));
+    out.push(Measurement::timed(BULK_LOAD, n, start));
+    out.push(logged_load);
 
     let mut writer = engine.writer()?;
     let start = Instant::now();
@@ -442,6 +523,61 @@ pub fn run_kv(
     out.push(compaction);
     out.push(Measurement::size("size on disk after compaction (closed)", after));
     Ok(out)
+}
+
+/// The pairs of the reads of large values: `count` random keys with random (incompressible) 4 KiB values.
+pub fn large_data(seed: u64, count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut gen = DataGen::new(seed ^ 0x5eed_0200, KEY_LEN, LARGE_VALUE_LEN);
+    (0..count).map(|_| (gen.key(), gen.value())).collect()
+}
+
+/// Runs the reads of large values (the `kv4k` set) against `spec` in a fresh database in `dir`: loads
+/// `data` in durable commits of [`LARGE_LOAD_BATCH`] (not timed), then times `plan.large_reads` random
+/// gets on one thread, checked against the data and checksummed.
+pub fn run_large_reads(
+    spec: EngineSpec,
+    dir: &Path,
+    cache_bytes: usize,
+    plan: &KvPlan,
+    seed: u64,
+    data: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Vec<Measurement>> {
+    let engine = open_kv(spec, dir, cache_bytes)?;
+    let start = Instant::now();
+    for chunk in data.chunks(LARGE_LOAD_BATCH) {
+        engine.batch_put(chunk)?;
+    }
+    eprintln!(
+        "      (large values: {} pairs of {LARGE_VALUE_LEN} B loaded in {:.3} s)",
+        data.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if let Some(state) = engine.describe() {
+        eprintln!("      (before the reads: {state})");
+    }
+
+    let order = picks(seed ^ 0x5eed_0005, plan.large_reads, data.len());
+    let mut expected = Checksum::default();
+    for &i in &order {
+        expected.add(&data[i].1);
+    }
+    let mut reader = engine.reader()?;
+    let mut sum = Checksum::default();
+    let start = Instant::now();
+    for &i in &order {
+        if !reader.get(&data[i].0, &mut sum)? {
+            return Err(format!("{spec}: an existing key was not found").into());
+        }
+    }
+    let m =
+        Measurement::timed(format!("random reads ({} KiB values)", LARGE_VALUE_LEN / 1024), plan.large_reads, start)
+            .with_checksum(sum);
+    if sum != expected {
+        return Err(format!("{spec}: reads of large values returned wrong values ({sum}, expected {expected})").into());
+    }
+    drop(reader);
+    engine.close()?;
+    Ok(vec![m])
 }
 
 /// A job of about 500 bytes as JSON: owner `user{i % 50}`, project `project{i % 20}`, status cycling
@@ -606,6 +742,38 @@ pub fn run_docs(
         }
     }
     out.push(Measurement::timed("jobs: get by id", plan.gets, start).with_checksum(sum));
+
+    // The scheduler query while the collection changes: before each query, one claim (the best PENDING
+    // job becomes RUNNING, one durable commit) and one insert of a new PENDING job whose priority (1000 and
+    // above) puts it among the top (another durable commit), so the top 50 differ from one query to the
+    // next. The sequence is the same for every engine, so the answers are too. Only the queries are timed.
+    let pending = plan.jobs.div_ceil(4) - plan.claims - per * 4;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0006);
+    let mut sum = Checksum::default();
+    let mut queries = Duration::ZERO;
+    let start = Instant::now();
+    for k in 0..plan.scheduler_queries {
+        session.claim("node-0", CLAIM_NOW_MS, LEASE_MS)?.ok_or("no job left to claim")?;
+        let mut new = job(plan.jobs + k, &mut rng);
+        new.status = JobStatus::Pending;
+        new.priority = 1000 + (k as i64 * 7919) % 1000;
+        engine.insert_batch(std::slice::from_ref(&new))?;
+        let query = Instant::now();
+        let got = session.top_pending(SCHEDULER_LIMIT, &mut sum)?;
+        queries += query.elapsed();
+        if got != SCHEDULER_LIMIT.min(pending) {
+            return Err(format!("{spec}: scheduler query (while updated) returned {got} jobs").into());
+        }
+    }
+    eprintln!("      (claims, inserts and queries: {:.3} s)", start.elapsed().as_secs_f64());
+    out.push(
+        Measurement::lasted(
+            format!("jobs: scheduler query (top {SCHEDULER_LIMIT} PENDING, while updated)"),
+            plan.scheduler_queries,
+            queries,
+        )
+        .with_checksum(sum),
+    );
     drop(session);
     engine.close()?;
     out.push(Measurement::size("jobs: size on disk", disk_usage(dir)?));
