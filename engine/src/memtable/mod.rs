@@ -13,15 +13,39 @@ use crate::format::key::{self, key_hash, ValueKind};
 use filter::MemFilter;
 use skiplist::{Node, SkipList, Target};
 
-/// What a point lookup found in one source.
+/// What a point lookup found in one source. The value is whatever the source lends it as: a slice of a
+/// memtable node, a position in a cached block ([`crate::table::BlockValue`]), or owned bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Lookup {
+pub(crate) enum Lookup<V = Vec<u8>> {
     /// The newest visible version is a value, written at the given sequence.
-    Found(Vec<u8>, u64),
+    Found(V, u64),
     /// The newest visible version is a tombstone, written at the given sequence.
     Deleted(u64),
     /// The source holds no visible version of the key.
     Absent,
+}
+
+impl<V> Lookup<V> {
+    /// The same answer with the value passed through `f`.
+    pub fn map<W>(self, f: impl FnOnce(V) -> W) -> Lookup<W> {
+        match self {
+            Lookup::Found(v, seq) => Lookup::Found(f(v), seq),
+            Lookup::Deleted(seq) => Lookup::Deleted(seq),
+            Lookup::Absent => Lookup::Absent,
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Lookup::Absent)
+    }
+}
+
+impl<V: AsRef<[u8]>> Lookup<V> {
+    /// The same answer with the value copied out.
+    #[cfg(test)]
+    pub fn owned(self) -> Lookup {
+        self.map(|v| v.as_ref().to_vec())
+    }
 }
 
 /// One version to insert (see [`Memtable::insert_all`]), with its user key's window for the sort and its
@@ -84,8 +108,9 @@ impl Memtable {
         }
     }
 
-    /// The newest version of `user_key` with a sequence `<= seq`; `hash` is [`key_hash`] of the key.
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup {
+    /// The newest version of `user_key` with a sequence `<= seq`, its value read in place; `hash` is
+    /// [`key_hash`] of the key.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup<&[u8]> {
         if !self.filter.may_contain(hash) {
             return Lookup::Absent;
         }
@@ -100,7 +125,7 @@ impl Memtable {
         }
         let seq = key::trailer_seq(trailer);
         match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(value.to_vec(), seq),
+            Some(ValueKind::Put) => Lookup::Found(value, seq),
             Some(ValueKind::Delete) | None => Lookup::Deleted(seq),
         }
     }
@@ -194,13 +219,13 @@ mod tests {
         m.insert(b"a", 3, ValueKind::Put, b"v3");
         m.insert(b"a", 5, ValueKind::Delete, b"");
         m.insert(b"b", 2, ValueKind::Put, b"b2");
-        assert_eq!(m.get(b"a", 0, key_hash(b"a")), Lookup::Absent);
-        assert_eq!(m.get(b"a", 1, key_hash(b"a")), Lookup::Found(b"v1".to_vec(), 1));
-        assert_eq!(m.get(b"a", 4, key_hash(b"a")), Lookup::Found(b"v3".to_vec(), 3));
-        assert_eq!(m.get(b"a", 9, key_hash(b"a")), Lookup::Deleted(5));
-        assert_eq!(m.get(b"b", 9, key_hash(b"b")), Lookup::Found(b"b2".to_vec(), 2));
-        assert_eq!(m.get(b"c", 9, key_hash(b"c")), Lookup::Absent);
-        assert_eq!(m.get(b"", 9, key_hash(b"")), Lookup::Absent);
+        assert_eq!(m.get(b"a", 0, key_hash(b"a")).owned(), Lookup::Absent);
+        assert_eq!(m.get(b"a", 1, key_hash(b"a")).owned(), Lookup::Found(b"v1".to_vec(), 1));
+        assert_eq!(m.get(b"a", 4, key_hash(b"a")).owned(), Lookup::Found(b"v3".to_vec(), 3));
+        assert_eq!(m.get(b"a", 9, key_hash(b"a")).owned(), Lookup::Deleted(5));
+        assert_eq!(m.get(b"b", 9, key_hash(b"b")).owned(), Lookup::Found(b"b2".to_vec(), 2));
+        assert_eq!(m.get(b"c", 9, key_hash(b"c")).owned(), Lookup::Absent);
+        assert_eq!(m.get(b"", 9, key_hash(b"")).owned(), Lookup::Absent);
         assert_eq!(m.len(), 4);
     }
 
@@ -262,12 +287,12 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             let h = key_hash(k);
             let i = i as u64;
-            assert_eq!(m.get(k, u64::MAX >> 8, h), Lookup::Found(k.clone(), 2001 + i));
+            assert_eq!(m.get(k, u64::MAX >> 8, h).owned(), Lookup::Found(k.clone(), 2001 + i));
             let middle =
                 if i.is_multiple_of(3) { Lookup::Deleted(1001 + i) } else { Lookup::Found(k.clone(), 1001 + i) };
-            assert_eq!(m.get(k, 2000, h), middle);
-            assert_eq!(m.get(k, 1000, h), Lookup::Found(k.clone(), i + 1));
-            assert_eq!(m.get(k, 0, h), Lookup::Absent);
+            assert_eq!(m.get(k, 2000, h).owned(), middle);
+            assert_eq!(m.get(k, 1000, h).owned(), Lookup::Found(k.clone(), i + 1));
+            assert_eq!(m.get(k, 0, h).owned(), Lookup::Absent);
         }
         let mut c = MemCursor::new(Arc::new(m));
         c.seek_ge(None);
@@ -289,7 +314,7 @@ mod tests {
             m.insert(k, i as u64 + 1, ValueKind::Put, b"v");
         }
         for (i, k) in keys.iter().enumerate() {
-            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)), Lookup::Found(b"v".to_vec(), i as u64 + 1));
+            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)).owned(), Lookup::Found(b"v".to_vec(), i as u64 + 1));
         }
         assert_eq!(m.len(), 20_000);
     }
