@@ -124,13 +124,13 @@ impl Memtable {
     /// The newest version of `user_key` with a sequence `<= seq`, its value read in place; `hash` is
     /// [`key_hash`] of the key.
     pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup<&[u8]> {
-        if !self.filter.may_contain(hash) {
-            return Lookup::Absent;
-        }
+        // The index answers first (a slot, then the node); the filter only keeps a key the index left out
+        // of an overflowed index from a descent, as it costs a cache miss of its own.
         // SAFETY: the index holds nodes of `self.list`, alive while `self` is borrowed.
         let mut node = match unsafe { self.index.find(hash, user_key) } {
             Probe::Found(node) => node,
             Probe::Absent => return Lookup::Absent,
+            Probe::Unknown if !self.filter.may_contain(hash) => return Lookup::Absent,
             Probe::Unknown => match self.list.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
                 Some(node) => node,
                 None => return Lookup::Absent,
