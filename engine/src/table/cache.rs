@@ -62,7 +62,7 @@ pub(crate) struct BlockCache {
     pinned: AtomicUsize,
     pin_limit: usize,
     /// Data blocks, within `capacity` less what `meta` holds and what is pinned.
-    blocks: Cache<Arc<Block>>,
+    blocks: Cache<Block>,
     /// Index and filter blocks not pinned, within three quarters of `capacity` less what is pinned.
     meta: Cache<Meta>,
     /// Serializes [`BlockCache::rebalance`], so that the capacities last set follow the last change.
@@ -132,11 +132,11 @@ impl BlockCache {
         self.blocks.set_capacity(self.capacity.saturating_sub(pinned + self.meta.usage()));
     }
 
-    pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
+    pub fn get(&self, table: u64, offset: u64) -> Option<Block> {
         self.blocks.get(shard_hash(table, offset), &(table, offset))
     }
 
-    pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
+    pub fn insert(&self, table: u64, offset: u64, block: Block) {
         let charge = block.charge();
         self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
     }
@@ -217,10 +217,10 @@ mod tests {
     use crate::format::key::{internal_key, make_trailer, ValueKind};
     use crate::table::block::BlockBuilder;
 
-    fn block(size: usize) -> Arc<Block> {
+    fn block(size: usize) -> Block {
         let mut b = BlockBuilder::default();
         b.add(&internal_key(b"k", make_trailer(1, ValueKind::Put)), &vec![0u8; size]);
-        Arc::new(Block::decode(b.finish()).unwrap())
+        Block::decode(b.finish()).unwrap()
     }
 
     #[test]

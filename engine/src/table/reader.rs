@@ -53,7 +53,7 @@ impl TableIndex {
 /// A value read in place: entry `pos` of a decoded block, which it keeps alive.
 #[derive(Debug)]
 pub(crate) struct BlockValue {
-    block: Arc<Block>,
+    block: Block,
     pos: usize,
 }
 
@@ -214,7 +214,7 @@ impl TableReader {
     }
 
     /// Data block `i` of `index`, from the cache or read and verified.
-    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Arc<Block>, StorageError> {
+    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Block, StorageError> {
         let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })?;
@@ -224,13 +224,12 @@ impl TableReader {
         let raw = read_block(self.map.bytes(), handle, &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
-        let block = Arc::new(block);
         self.cache.insert(self.number, handle.offset, block.clone());
         Ok(block)
     }
 
     /// Data block `i`, from the cache or read and verified.
-    pub fn block(&self, i: usize) -> Result<Arc<Block>, StorageError> {
+    pub fn block(&self, i: usize) -> Result<Block, StorageError> {
         self.block_of(&*self.index()?, i)
     }
 
