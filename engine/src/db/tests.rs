@@ -56,11 +56,11 @@ fn get_with_reads_in_place_what_get_reads() {
     for i in (0..500u32).step_by(3) {
         db.delete(format!("key-{i:05}")).unwrap();
     }
-    let deleted = |i: u32| i % 3 == 0;
+    let deleted = |i: u32| i.is_multiple_of(3);
     check(&db, 1, &deleted); // tombstones in the memtable over values in a table
     db.flush().unwrap();
     check(&db, 1, &deleted); // tombstones in level 0
-    // The snapshot still reads round 0, from the deeper level, past the newer versions.
+                             // The snapshot still reads round 0, from the deeper level, past the newer versions.
     for i in 0..500u32 {
         let key = format!("key-{i:05}");
         assert_eq!(snapshot.get_with(&key, <[u8]>::to_vec).unwrap(), Some(value(i, 0)), "snapshot {key}");
@@ -70,7 +70,10 @@ fn get_with_reads_in_place_what_get_reads() {
     check(&db, 1, &deleted);
 
     // The closure's result comes back as is; the value borrowed is the stored one.
-    assert_eq!(db.get_with("key-00001", |v| (v.len(), v.first().copied())).unwrap(), Some((value(1, 1).len(), Some(b'v'))));
+    assert_eq!(
+        db.get_with("key-00001", |v| (v.len(), v.first().copied())).unwrap(),
+        Some((value(1, 1).len(), Some(b'v')))
+    );
     let other = db.clone();
     db.close().unwrap();
     assert!(matches!(other.get_with("key-00001", |v| v.len()), Err(StorageError::Closed)));

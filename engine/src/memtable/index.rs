@@ -60,7 +60,10 @@ impl KeyIndex {
     /// entries of 256 (links and headers included).
     pub fn for_memtable_size(memtable_size: usize) -> Self {
         let slots = (memtable_size / 128).clamp(512, 1 << 21).next_power_of_two();
-        Self { slots: (0..slots).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(), overflowed: AtomicBool::new(false) }
+        Self {
+            slots: (0..slots).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            overflowed: AtomicBool::new(false),
+        }
     }
 
     /// Bytes the index takes.

@@ -356,11 +356,15 @@ mod tests {
         assert_eq!(m.index.bytes(), 512 * 8);
         let keys: Vec<Vec<u8>> = (0..3000u32).map(|i| format!("key-{i}").into_bytes()).collect();
         for round in 0..2u64 {
-            let mut puts: Vec<Put<'_>> =
-                keys.iter().enumerate().map(|(i, k)| Put::new(k, round * 10_000 + i as u64 + 1, ValueKind::Put, k)).collect();
+            let mut puts: Vec<Put<'_>> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| Put::new(k, round * 10_000 + i as u64 + 1, ValueKind::Put, k))
+                .collect();
             m.insert_all(&mut puts);
         }
-        let indexed = keys.iter().filter(|k| matches!(unsafe { m.index.find(key_hash(k), k) }, Probe::Found(_))).count();
+        let indexed =
+            keys.iter().filter(|k| matches!(unsafe { m.index.find(key_hash(k), k) }, Probe::Found(_))).count();
         assert!(indexed <= 512 && indexed > 0, "{indexed} keys indexed");
         for (i, k) in keys.iter().enumerate() {
             let (h, i) = (key_hash(k), i as u64);
@@ -388,25 +392,23 @@ mod tests {
         const DONE: u64 = u64::MAX;
         std::thread::scope(|s| {
             for _ in 0..2 {
-                s.spawn(|| {
-                    loop {
-                        let seq = published.load(AtomicOrdering::Acquire);
-                        if seq == DONE {
-                            break;
-                        }
-                        let g = seq / 1000;
-                        for (i, k) in keys.iter().enumerate().step_by(13) {
-                            let want = (1..=g).rev().find(|&g| written(g, i)).map(|g| g * 1000 + i as u64);
-                            let got = match m.get(k, seq, key_hash(k)) {
-                                Lookup::Found(v, seq) => {
-                                    assert_eq!(v, k.as_slice());
-                                    Some(seq)
-                                }
-                                Lookup::Deleted(_) => panic!("no deletes were written"),
-                                Lookup::Absent => None,
-                            };
-                            assert_eq!(got, want, "key {i} at {seq}");
-                        }
+                s.spawn(|| loop {
+                    let seq = published.load(AtomicOrdering::Acquire);
+                    if seq == DONE {
+                        break;
+                    }
+                    let g = seq / 1000;
+                    for (i, k) in keys.iter().enumerate().step_by(13) {
+                        let want = (1..=g).rev().find(|&g| written(g, i)).map(|g| g * 1000 + i as u64);
+                        let got = match m.get(k, seq, key_hash(k)) {
+                            Lookup::Found(v, seq) => {
+                                assert_eq!(v, k.as_slice());
+                                Some(seq)
+                            }
+                            Lookup::Deleted(_) => panic!("no deletes were written"),
+                            Lookup::Absent => None,
+                        };
+                        assert_eq!(got, want, "key {i} at {seq}");
                     }
                 });
             }
