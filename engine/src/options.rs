@@ -98,7 +98,9 @@ impl Options {
     }
 
     /// Size at which the memtable is frozen and flushed to a table. Larger means fewer, larger level-0
-    /// tables and a longer WAL replay on open. Default: 64 MiB.
+    /// tables and a longer WAL replay on open. Each memtable also has, for point reads, a key index of
+    /// a sixteenth of this (rounded up to a power of two, at most 16 MiB) and a key filter of a
+    /// thirty-second (likewise, at most 2 MiB). Default: 64 MiB.
     pub fn memtable_size(mut self, bytes: usize) -> Self {
         self.memtable_size = bytes;
         self
@@ -119,8 +121,9 @@ impl Options {
 
     /// Memory for decoded table blocks, shared by all tables: data blocks and every open table's index and
     /// filter (a point read needs both). It bounds what tables hold in memory however many there are.
-    /// Index and filter blocks take up to three quarters of it, in a pool of their own that data blocks do
-    /// not evict; data blocks get the rest. One evicted is read from the table again (and checked) on its
+    /// Index and filter blocks take up to three quarters of it: up to half pinned by their tables' readers
+    /// (a read of such a table looks up only its data block), the rest in a pool of their own that data
+    /// blocks do not evict; data blocks get what is left. One evicted is read from the table again (and checked) on its
     /// next use, which for a whole index takes a millisecond or so: with 4 KiB blocks a table's index and
     /// filter take about 3% of its data (16-byte keys, 100-byte values: 41 MiB for 10 million keys), so
     /// keep three quarters of this above that for the data you hold. [`Stats::cache_index_filter_bytes`]

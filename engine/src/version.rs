@@ -13,7 +13,7 @@ use crate::format::names;
 use crate::io::Storage;
 use crate::iter::Source;
 use crate::memtable::Lookup;
-use crate::table::{BlockCache, TableIter, TableReader};
+use crate::table::{BlockCache, BlockValue, TableIter, TableReader};
 
 /// Number of levels; level 0 holds overlapping tables flushed from memtables.
 pub(crate) const NUM_LEVELS: usize = 7;
@@ -172,7 +172,7 @@ impl Version {
 
     /// The newest version of `user_key` at `seq` in the tables; `hash` is its
     /// [`key_hash`](crate::format::key::key_hash).
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue>, StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {

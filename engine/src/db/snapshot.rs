@@ -36,7 +36,14 @@ impl Snapshot {
 
     /// The value of `key` as of the snapshot.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
-        self.inner.get_at(key.as_ref(), Some(self.seq))
+        self.get_with(key, <[u8]>::to_vec)
+    }
+
+    /// `f` applied to the value of `key` as of the snapshot, read in place (see [`Db::get_with`]).
+    ///
+    /// [`Db::get_with`]: crate::Db::get_with
+    pub fn get_with<R>(&self, key: impl AsRef<[u8]>, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, StorageError> {
+        self.inner.get_with_at(key.as_ref(), Some(self.seq), f)
     }
 
     /// Pairs with keys in `range`, ascending, as of the snapshot.

@@ -4,6 +4,7 @@
 //! older sequence numbers still find theirs. One leader writes at a time; readers never block.
 
 mod filter;
+mod index;
 mod skiplist;
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -11,17 +12,42 @@ use std::sync::Arc;
 
 use crate::format::key::{self, key_hash, ValueKind};
 use filter::MemFilter;
+use index::{KeyIndex, Probe};
 use skiplist::{Node, SkipList, Target};
 
-/// What a point lookup found in one source.
+/// What a point lookup found in one source. The value is whatever the source lends it as: a slice of a
+/// memtable node, a position in a cached block ([`crate::table::BlockValue`]), or owned bytes.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Lookup {
+pub(crate) enum Lookup<V = Vec<u8>> {
     /// The newest visible version is a value, written at the given sequence.
-    Found(Vec<u8>, u64),
+    Found(V, u64),
     /// The newest visible version is a tombstone, written at the given sequence.
     Deleted(u64),
     /// The source holds no visible version of the key.
     Absent,
+}
+
+impl<V> Lookup<V> {
+    /// The same answer with the value passed through `f`.
+    pub fn map<W>(self, f: impl FnOnce(V) -> W) -> Lookup<W> {
+        match self {
+            Lookup::Found(v, seq) => Lookup::Found(f(v), seq),
+            Lookup::Deleted(seq) => Lookup::Deleted(seq),
+            Lookup::Absent => Lookup::Absent,
+        }
+    }
+
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Lookup::Absent)
+    }
+}
+
+impl<V: AsRef<[u8]>> Lookup<V> {
+    /// The same answer with the value copied out.
+    #[cfg(test)]
+    pub fn owned(self) -> Lookup {
+        self.map(|v| v.as_ref().to_vec())
+    }
 }
 
 /// One version to insert (see [`Memtable::insert_all`]), with its user key's window for the sort and its
@@ -46,17 +72,21 @@ impl<'a> Put<'a> {
 pub(crate) struct Memtable {
     list: SkipList,
     filter: MemFilter,
+    /// The node of each user key's newest version, for point reads.
+    index: KeyIndex,
     /// Number of the WAL started when this memtable was frozen: once this memtable is flushed, every
     /// WAL numbered below it is obsolete. Zero while the memtable is active.
     next_wal: AtomicUsize,
 }
 
 impl Memtable {
-    /// An empty memtable expected to grow to about `memtable_size` bytes (which sizes its key filter).
+    /// An empty memtable expected to grow to about `memtable_size` bytes (which sizes its key filter and
+    /// key index).
     pub fn new(memtable_size: usize) -> Self {
         Self {
             list: SkipList::new(),
             filter: MemFilter::for_memtable_size(memtable_size),
+            index: KeyIndex::for_memtable_size(memtable_size),
             next_wal: AtomicUsize::new(0),
         }
     }
@@ -76,32 +106,56 @@ impl Memtable {
             a.window.cmp(&b.window).then_with(|| a.user_key.cmp(b.user_key)).then_with(|| b.seq.cmp(&a.seq))
         });
         let mut inserter = self.list.inserter();
+        let mut previous: Option<&[u8]> = None;
         for put in entries.iter() {
             // The filter bit is set before the entry is visible, so a reader that finds the entry through
             // the skip list would also have passed the filter.
             self.filter.add(put.hash);
-            inserter.insert(put.user_key, key::make_trailer(put.seq, put.kind), put.value);
+            let node = inserter.insert(put.user_key, key::make_trailer(put.seq, put.kind), put.value);
+            // A key's versions in one group are sorted newest first: the first of a run is the newest.
+            if previous != Some(put.user_key) {
+                // SAFETY: `node` and every node indexed belong to `self.list`, alive while `self` is.
+                unsafe { self.index.insert(put.hash, put.user_key, node) };
+            }
+            previous = Some(put.user_key);
         }
     }
 
-    /// The newest version of `user_key` with a sequence `<= seq`; `hash` is [`key_hash`] of the key.
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup {
-        if !self.filter.may_contain(hash) {
-            return Lookup::Absent;
-        }
-        let Some(found) = self.list.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) else {
-            return Lookup::Absent;
+    /// The newest version of `user_key` with a sequence `<= seq`, its value read in place; `hash` is
+    /// [`key_hash`] of the key.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup<&[u8]> {
+        // The index answers first (a slot, then the node); the filter only keeps a key the index left out
+        // of an overflowed index from a descent, as it costs a cache miss of its own.
+        // SAFETY: the index holds nodes of `self.list`, alive while `self` is borrowed.
+        let mut node = match unsafe { self.index.find(hash, user_key) } {
+            Probe::Found(node) => node,
+            Probe::Absent => return Lookup::Absent,
+            Probe::Unknown if !self.filter.may_contain(hash) => return Lookup::Absent,
+            Probe::Unknown => match self.list.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
+                Some(node) => node,
+                None => return Lookup::Absent,
+            },
         };
-        // SAFETY: `found` belongs to `self.list`, alive while `self` is borrowed.
-        let (ikey, value) = unsafe { (found.key(), found.value()) };
-        let (ukey, trailer) = key::split(ikey);
-        if ukey != user_key {
-            return Lookup::Absent;
-        }
-        let seq = key::trailer_seq(trailer);
-        match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(value.to_vec(), seq),
-            Some(ValueKind::Delete) | None => Lookup::Deleted(seq),
+        // From the newest version (or the first at or below `seq`), older versions follow at level 0.
+        loop {
+            // SAFETY: `node` belongs to `self.list`, alive while `self` is borrowed.
+            let (ikey, value) = unsafe { (node.key(), node.value()) };
+            let (ukey, trailer) = key::split(ikey);
+            if ukey != user_key {
+                return Lookup::Absent;
+            }
+            let found = key::trailer_seq(trailer);
+            if found <= seq {
+                return match key::trailer_kind(trailer) {
+                    Some(ValueKind::Put) => Lookup::Found(value, found),
+                    Some(ValueKind::Delete) | None => Lookup::Deleted(found),
+                };
+            }
+            // SAFETY: as above.
+            match unsafe { node.successor() } {
+                Some(next) => node = next,
+                None => return Lookup::Absent,
+            }
         }
     }
 
@@ -194,13 +248,13 @@ mod tests {
         m.insert(b"a", 3, ValueKind::Put, b"v3");
         m.insert(b"a", 5, ValueKind::Delete, b"");
         m.insert(b"b", 2, ValueKind::Put, b"b2");
-        assert_eq!(m.get(b"a", 0, key_hash(b"a")), Lookup::Absent);
-        assert_eq!(m.get(b"a", 1, key_hash(b"a")), Lookup::Found(b"v1".to_vec(), 1));
-        assert_eq!(m.get(b"a", 4, key_hash(b"a")), Lookup::Found(b"v3".to_vec(), 3));
-        assert_eq!(m.get(b"a", 9, key_hash(b"a")), Lookup::Deleted(5));
-        assert_eq!(m.get(b"b", 9, key_hash(b"b")), Lookup::Found(b"b2".to_vec(), 2));
-        assert_eq!(m.get(b"c", 9, key_hash(b"c")), Lookup::Absent);
-        assert_eq!(m.get(b"", 9, key_hash(b"")), Lookup::Absent);
+        assert_eq!(m.get(b"a", 0, key_hash(b"a")).owned(), Lookup::Absent);
+        assert_eq!(m.get(b"a", 1, key_hash(b"a")).owned(), Lookup::Found(b"v1".to_vec(), 1));
+        assert_eq!(m.get(b"a", 4, key_hash(b"a")).owned(), Lookup::Found(b"v3".to_vec(), 3));
+        assert_eq!(m.get(b"a", 9, key_hash(b"a")).owned(), Lookup::Deleted(5));
+        assert_eq!(m.get(b"b", 9, key_hash(b"b")).owned(), Lookup::Found(b"b2".to_vec(), 2));
+        assert_eq!(m.get(b"c", 9, key_hash(b"c")).owned(), Lookup::Absent);
+        assert_eq!(m.get(b"", 9, key_hash(b"")).owned(), Lookup::Absent);
         assert_eq!(m.len(), 4);
     }
 
@@ -262,12 +316,12 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             let h = key_hash(k);
             let i = i as u64;
-            assert_eq!(m.get(k, u64::MAX >> 8, h), Lookup::Found(k.clone(), 2001 + i));
+            assert_eq!(m.get(k, u64::MAX >> 8, h).owned(), Lookup::Found(k.clone(), 2001 + i));
             let middle =
                 if i.is_multiple_of(3) { Lookup::Deleted(1001 + i) } else { Lookup::Found(k.clone(), 1001 + i) };
-            assert_eq!(m.get(k, 2000, h), middle);
-            assert_eq!(m.get(k, 1000, h), Lookup::Found(k.clone(), i + 1));
-            assert_eq!(m.get(k, 0, h), Lookup::Absent);
+            assert_eq!(m.get(k, 2000, h).owned(), middle);
+            assert_eq!(m.get(k, 1000, h).owned(), Lookup::Found(k.clone(), i + 1));
+            assert_eq!(m.get(k, 0, h).owned(), Lookup::Absent);
         }
         let mut c = MemCursor::new(Arc::new(m));
         c.seek_ge(None);
@@ -289,8 +343,86 @@ mod tests {
             m.insert(k, i as u64 + 1, ValueKind::Put, b"v");
         }
         for (i, k) in keys.iter().enumerate() {
-            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)), Lookup::Found(b"v".to_vec(), i as u64 + 1));
+            assert_eq!(m.get(k, u64::MAX >> 8, key_hash(k)).owned(), Lookup::Found(b"v".to_vec(), i as u64 + 1));
         }
         assert_eq!(m.len(), 20_000);
+    }
+
+    /// Past its slots the key index leaves keys out and says so: every key, indexed or not, is still found
+    /// at every version, and keys never written are absent.
+    #[test]
+    fn an_overflowed_key_index_still_finds_every_version() {
+        let m = Memtable::new(0);
+        assert_eq!(m.index.bytes(), 512 * 8);
+        let keys: Vec<Vec<u8>> = (0..3000u32).map(|i| format!("key-{i}").into_bytes()).collect();
+        for round in 0..2u64 {
+            let mut puts: Vec<Put<'_>> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| Put::new(k, round * 10_000 + i as u64 + 1, ValueKind::Put, k))
+                .collect();
+            m.insert_all(&mut puts);
+        }
+        let indexed =
+            keys.iter().filter(|k| matches!(unsafe { m.index.find(key_hash(k), k) }, Probe::Found(_))).count();
+        assert!(indexed <= 512 && indexed > 0, "{indexed} keys indexed");
+        for (i, k) in keys.iter().enumerate() {
+            let (h, i) = (key_hash(k), i as u64);
+            assert_eq!(m.get(k, u64::MAX >> 8, h).owned(), Lookup::Found(k.clone(), 10_001 + i));
+            assert_eq!(m.get(k, 10_000, h).owned(), Lookup::Found(k.clone(), i + 1));
+            assert_eq!(m.get(k, 0, h).owned(), Lookup::Absent);
+        }
+        for i in 0..3000u32 {
+            let k = format!("other-{i}").into_bytes();
+            assert_eq!(m.get(&k, u64::MAX >> 8, key_hash(&k)).owned(), Lookup::Absent);
+        }
+    }
+
+    /// Readers racing the writer see, for every key, the newest version at or below the sequence they read
+    /// at, as published after each group: the index is updated before a group's sequence is published.
+    #[test]
+    fn readers_racing_the_writer_find_the_newest_published_version() {
+        use std::sync::atomic::AtomicU64;
+        let m = Arc::new(Memtable::new(1 << 20));
+        let published = Arc::new(AtomicU64::new(0));
+        let keys: Vec<Vec<u8>> = (0..200u32).map(|i| format!("key-{i:04}").into_bytes()).collect();
+        // Group `g` (sequences `g * 1000 + 1 ..`) writes every key whose index is a multiple of `g % 7 + 1`.
+        let written = |g: u64, i: usize| i.is_multiple_of((g % 7 + 1) as usize);
+        let groups = 300u64;
+        const DONE: u64 = u64::MAX;
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| loop {
+                    let seq = published.load(AtomicOrdering::Acquire);
+                    if seq == DONE {
+                        break;
+                    }
+                    let g = seq / 1000;
+                    for (i, k) in keys.iter().enumerate().step_by(13) {
+                        let want = (1..=g).rev().find(|&g| written(g, i)).map(|g| g * 1000 + i as u64);
+                        let got = match m.get(k, seq, key_hash(k)) {
+                            Lookup::Found(v, seq) => {
+                                assert_eq!(v, k.as_slice());
+                                Some(seq)
+                            }
+                            Lookup::Deleted(_) => panic!("no deletes were written"),
+                            Lookup::Absent => None,
+                        };
+                        assert_eq!(got, want, "key {i} at {seq}");
+                    }
+                });
+            }
+            for g in 1..=groups {
+                let mut puts: Vec<Put<'_>> = keys
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| written(g, *i))
+                    .map(|(i, k)| Put::new(k, g * 1000 + i as u64, ValueKind::Put, k))
+                    .collect();
+                m.insert_all(&mut puts);
+                published.store(g * 1000 + 999, AtomicOrdering::Release);
+            }
+            published.store(DONE, AtomicOrdering::Release);
+        });
     }
 }

@@ -90,6 +90,19 @@ impl Node {
         NonNull::new(self.header().prev.load(AtomicOrdering::Acquire)).map(Node)
     }
 
+    /// The node's address, as the memtable's key index keeps it.
+    pub fn as_raw(&self) -> NonNull<u8> {
+        self.0.cast()
+    }
+
+    /// The node at `raw`.
+    ///
+    /// # Safety
+    /// `raw` is [`Node::as_raw`] of a node whose list is alive.
+    pub unsafe fn from_raw(raw: NonNull<u8>) -> Node {
+        Node(raw.cast())
+    }
+
     fn data(&self) -> *const u8 {
         let height = self.header().height as usize;
         // SAFETY: the key and value follow the links inside the node's allocation.
@@ -404,8 +417,9 @@ pub(crate) struct Inserter<'a> {
 }
 
 impl Inserter<'_> {
-    /// Inserts `user_key` + `trailer` with `value`. The internal key must not be in the list already.
-    pub fn insert(&mut self, user_key: &[u8], trailer: u64, value: &[u8]) {
+    /// Inserts `user_key` + `trailer` with `value`, and returns its node, linked at every level. The
+    /// internal key must not be in the list already.
+    pub fn insert(&mut self, user_key: &[u8], trailer: u64, value: &[u8]) -> Node {
         let list = self.list;
         let height = self.writer.random_height();
         let node = SkipList::alloc_node(&mut self.writer.arena, height, Some((user_key, trailer)), value);
@@ -460,6 +474,7 @@ impl Inserter<'_> {
         let node_bytes = node_len(height, user_key.len() + key::TRAILER_LEN, value.len());
         list.bytes.fetch_add(node_bytes, AtomicOrdering::Relaxed);
         list.len.fetch_add(1, AtomicOrdering::Release);
+        node
     }
 }
 

@@ -7,7 +7,8 @@
 //! `shared` is the number of leading bytes the key has in common with the previous key (0 for the first).
 //! A block is decoded once, when it enters the cache, into full keys for binary search, plus a search
 //! window per key (eight bytes after the prefix every user key of the block shares) so that a seek compares
-//! integers and touches full keys only where windows tie.
+//! integers and touches full keys only where windows tie; all of it, and the block's bytes, in one
+//! allocation (see [`Block`]).
 
 #![deny(clippy::indexing_slicing)]
 
@@ -69,22 +70,33 @@ struct EntryPos {
     value_end: u32,
 }
 
-/// A decoded block: the raw bytes (values are read in place) plus every key spelled out.
-#[derive(Debug)]
+/// Bytes of one entry's positions in [`Block::words`]: key end, value start, value end (`u32` each).
+const ENTRY_LEN: usize = 12;
+
+/// A decoded block in one shared allocation of 8-byte words, so that a seek touches few cache lines and
+/// pages (the reference count, the windows and the entries sit together):
+///
+/// ```text
+/// windows [n words] | sample [s words] | entries [n x 12 bytes] | keys [keys_len bytes] | values' block bytes
+/// ```
+///
+/// An entry holds the end of its full key in `keys` and its value's range in the block's bytes (`data`);
+/// none of this is on disk. Cloning a block shares the allocation.
+#[derive(Debug, Clone)]
 pub(crate) struct Block {
-    data: Vec<u8>,
-    keys: Vec<u8>,
-    entries: Vec<EntryPos>,
+    words: Arc<[u64]>,
+    /// Number of entries.
+    n: u32,
+    /// Number of sampled windows.
+    s: u32,
     /// Length of the prefix shared by every user key of the block (that of its first and last).
-    common: usize,
-    /// [`key::window`] of each entry's user key after `common` bytes: non-decreasing.
-    windows: Vec<u64>,
-    /// Every [`SAMPLE_EVERY`]th window, searched first so that a seek in a large (index) block touches few
-    /// cache lines of `windows`. Empty for blocks of up to [`SAMPLE_EVERY`] entries.
-    sample: Vec<u64>,
+    common: u32,
+    /// Bytes of the full keys.
+    keys_len: u32,
 }
 
-/// Stride of [`Block::sample`].
+/// Stride of the sampled windows: every `SAMPLE_EVERY`th window, searched first so that a seek in a large
+/// (index) block touches few cache lines of the full array. None for blocks of up to `SAMPLE_EVERY` entries.
 const SAMPLE_EVERY: usize = 16;
 
 impl Block {
@@ -138,34 +150,88 @@ impl Block {
         if !cursor.is_empty() {
             return Err(DecodeError::new(cursor.pos(), "bytes after the last entry"));
         }
-        let mut block = Block { data, keys, entries, common: 0, windows: Vec::new(), sample: Vec::new() };
-        block.index_windows();
-        Ok(block)
+        let keys_len = u32::try_from(keys.len()).map_err(|_| DecodeError::new(0, "block keys too long"))?;
+        let key_of = |i: usize| {
+            let start = i.checked_sub(1).and_then(|p| entries.get(p)).map_or(0, |e| e.key_end as usize);
+            let end = entries.get(i).map_or(start, |e| e.key_end as usize);
+            keys.get(start..end).unwrap_or_default()
+        };
+        let first = key::user_key(key_of(0));
+        let last = key::user_key(key_of(count - 1));
+        let common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+        let windows: Vec<u64> = (0..count).map(|i| key::window(key::user_key(key_of(i)), common)).collect();
+        let sample: Vec<u64> =
+            if count > SAMPLE_EVERY { windows.iter().step_by(SAMPLE_EVERY).copied().collect() } else { Vec::new() };
+        let mut bytes = Vec::with_capacity(count * ENTRY_LEN + keys.len() + data.len());
+        for e in &entries {
+            for v in [e.key_end, e.value_start, e.value_end] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        bytes.extend_from_slice(&keys);
+        bytes.extend_from_slice(&data);
+        let mut words = Vec::with_capacity(windows.len() + sample.len() + bytes.len().div_ceil(8));
+        words.extend_from_slice(&windows);
+        words.extend_from_slice(&sample);
+        words.extend(bytes.chunks(8).map(|c| {
+            let mut w = [0u8; 8];
+            w.get_mut(..c.len()).unwrap_or_default().copy_from_slice(c);
+            u64::from_le_bytes(w)
+        }));
+        Ok(Block { words: words.into(), n: count as u32, s: sample.len() as u32, common: common as u32, keys_len })
     }
 
-    fn index_windows(&mut self) {
-        let first = key::user_key(self.key(0));
-        let last = key::user_key(self.key(self.len() - 1));
-        self.common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
-        self.windows = (0..self.len()).map(|i| key::window(key::user_key(self.key(i)), self.common)).collect();
-        if self.windows.len() > SAMPLE_EVERY {
-            self.sample = self.windows.iter().step_by(SAMPLE_EVERY).copied().collect();
-        }
+    /// The window of every entry: non-decreasing.
+    fn windows(&self) -> &[u64] {
+        self.words.get(..self.n as usize).unwrap_or_default()
+    }
+
+    fn sample(&self) -> &[u64] {
+        self.words.get(self.n as usize..(self.n + self.s) as usize).unwrap_or_default()
+    }
+
+    /// The entries, keys and block bytes, as bytes in little-endian order of the words that hold them.
+    fn tail(&self) -> &[u8] {
+        let words = self.words.get((self.n + self.s) as usize..).unwrap_or_default();
+        // SAFETY: a `u64` slice is a valid `u8` slice of eight times its length, with no stricter alignment;
+        // the bytes were stored as little-endian words, and every target Cairn builds for is little-endian
+        // (checked at compile time below).
+        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
+    }
+
+    fn entry(&self, i: usize) -> Option<EntryPos> {
+        let at = i.checked_mul(ENTRY_LEN)?;
+        let tail = self.tail();
+        Some(EntryPos {
+            key_end: read_u32_at(tail, at)?,
+            value_start: read_u32_at(tail, at + 4)?,
+            value_end: read_u32_at(tail, at + 8)?,
+        })
+    }
+
+    fn keys(&self) -> &[u8] {
+        let start = self.n as usize * ENTRY_LEN;
+        self.tail().get(start..start + self.keys_len as usize).unwrap_or_default()
+    }
+
+    fn data(&self) -> &[u8] {
+        self.tail().get(self.n as usize * ENTRY_LEN + self.keys_len as usize..).unwrap_or_default()
     }
 
     /// The first entry whose window is `>= w`.
     fn first_window_at_least(&self, w: u64) -> usize {
         // sample[k] = windows[k * SAMPLE_EVERY]: the answer lies after the last sampled window below `w`,
         // and at or before the first sampled one that is not.
-        let k = self.sample.partition_point(|&x| x < w);
+        let (windows, sample) = (self.windows(), self.sample());
+        let k = sample.partition_point(|&x| x < w);
         let from = k.saturating_sub(1) * SAMPLE_EVERY;
-        let to = if self.sample.is_empty() { self.windows.len() } else { (k * SAMPLE_EVERY).min(self.windows.len()) };
-        from + self.windows.get(from..to).unwrap_or_default().partition_point(|&x| x < w)
+        let to = if sample.is_empty() { windows.len() } else { (k * SAMPLE_EVERY).min(windows.len()) };
+        from + windows.get(from..to).unwrap_or_default().partition_point(|&x| x < w)
     }
 
     /// The end of the run of windows equal to `w` that starts at `lo`, found by galloping: runs are short.
     fn window_run_end(&self, lo: usize, w: u64) -> usize {
-        let run = self.windows.get(lo..).unwrap_or_default();
+        let run = self.windows().get(lo..).unwrap_or_default();
         let mut step = 1;
         while run.get(step - 1).is_some_and(|&x| x == w) {
             step *= 2;
@@ -176,44 +242,41 @@ impl Block {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.n as usize
     }
 
     /// Bytes of memory the decoded block holds, for cache accounting.
     pub fn charge(&self) -> usize {
-        self.data.len()
-            + self.keys.len()
-            + self.entries.len() * (std::mem::size_of::<EntryPos>() + std::mem::size_of::<u64>())
-            + self.sample.len() * std::mem::size_of::<u64>()
+        std::mem::size_of::<Self>() + 16 + self.words.len() * std::mem::size_of::<u64>()
     }
 
     pub fn key(&self, i: usize) -> &[u8] {
         let start = match i.checked_sub(1) {
-            Some(p) => self.entries.get(p).map_or(0, |e| e.key_end as usize),
+            Some(p) => self.entry(p).map_or(0, |e| e.key_end as usize),
             None => 0,
         };
-        let end = self.entries.get(i).map_or(start, |e| e.key_end as usize);
-        self.keys.get(start..end).unwrap_or_default()
+        let end = self.entry(i).map_or(start, |e| e.key_end as usize);
+        self.keys().get(start..end).unwrap_or_default()
     }
 
     pub fn value(&self, i: usize) -> &[u8] {
-        self.entries
-            .get(i)
-            .and_then(|e| self.data.get(e.value_start as usize..e.value_end as usize))
-            .unwrap_or_default()
+        self.entry(i).and_then(|e| self.data().get(e.value_start as usize..e.value_end as usize)).unwrap_or_default()
     }
 
     /// Index of the first entry `>= target`, or `len()` if none.
     pub fn seek(&self, target: &[u8]) -> usize {
         let user = key::user_key(target);
-        let shared = self.key(0).get(..self.common).unwrap_or_default();
-        // Every user key of the block starts with `shared`: a target that does not is before or after all.
-        match user.get(..self.common).unwrap_or(user).cmp(shared) {
-            Ordering::Less => return 0,
-            Ordering::Greater => return self.len(),
-            Ordering::Equal => {}
+        let common = self.common as usize;
+        if common > 0 {
+            let shared = self.key(0).get(..common).unwrap_or_default();
+            // Every user key of the block starts with `shared`: a target that does not is before or after all.
+            match user.get(..common).unwrap_or(user).cmp(shared) {
+                Ordering::Less => return 0,
+                Ordering::Greater => return self.len(),
+                Ordering::Equal => {}
+            }
         }
-        let w = key::window(user, self.common);
+        let w = key::window(user, common);
         let mut lo = self.first_window_at_least(w);
         let mut hi = self.window_run_end(lo, w);
         while lo < hi {
@@ -228,16 +291,20 @@ impl Block {
     }
 }
 
+// `Block::tail` reads little-endian words as bytes in place.
+#[cfg(not(target_endian = "little"))]
+compile_error!("the decoded block layout assumes a little-endian target");
+
 /// A position in a shared decoded block.
 #[derive(Debug, Clone)]
 pub(crate) struct BlockIter {
-    block: Arc<Block>,
+    block: Block,
     /// Current entry; `len()` (forward) or `usize::MAX` (reverse) once exhausted.
     pos: usize,
 }
 
 impl BlockIter {
-    pub fn new(block: Arc<Block>) -> Self {
+    pub fn new(block: Block) -> Self {
         Self { block, pos: 0 }
     }
 
@@ -311,7 +378,7 @@ mod tests {
             assert_eq!(block.key(i), &k[..]);
             assert_eq!(block.value(i), format!("v{i}").as_bytes());
         }
-        let mut it = BlockIter::new(Arc::new(block));
+        let mut it = BlockIter::new(block);
         it.seek(&internal_key(b"apricot", key::seek_trailer(100)));
         assert_eq!(it.key(), &keys[2][..]);
         it.seek_for_prev(&internal_key(b"apricot", 0));

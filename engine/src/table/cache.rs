@@ -4,8 +4,15 @@
 //! data), the other for data blocks, whose capacity is what the first leaves. The index and filter pool
 //! may take up to three quarters of the budget; it is one shard, so that a shard's share never keeps out
 //! an index that fits in the budget. An index or filter that was evicted is read from the table again.
+//!
+//! Before either pool, a table's reader may **pin** its index and filter: hold them itself, for as long as
+//! it is open, so that a point read looks neither up. Pinned bytes are charged to the same budget (they
+//! count in [`BlockCache::usage`] and [`BlockCache::index_filter_usage`], and the two pools shrink by as
+//! much), up to [`PIN_SHARE`] of it; a table whose index and filter do not fit in what is left keeps them
+//! in the index and filter pool instead.
 
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::clock::ClockCache;
@@ -43,13 +50,23 @@ enum Meta {
 
 type Cache<V> = ClockCache<(u64, u64), V, BuildHasherDefault<BlockKeyHasher>>;
 
+/// The share of the budget that pinned index and filter blocks may take: a half.
+pub(crate) const PIN_SHARE: (usize, usize) = (1, 2);
+
 #[derive(Debug)]
 pub(crate) struct BlockCache {
     capacity: usize,
-    /// Data blocks, within `capacity` less what `meta` holds.
-    blocks: Cache<Arc<Block>>,
-    /// Index and filter blocks, within three quarters of `capacity`.
+    /// Whether anything is cached (or charged) at all.
+    enabled: bool,
+    /// Bytes of index and filter blocks pinned by their tables' readers, at most `pin_limit`.
+    pinned: AtomicUsize,
+    pin_limit: usize,
+    /// Data blocks, within `capacity` less what `meta` holds and what is pinned.
+    blocks: Cache<Block>,
+    /// Index and filter blocks not pinned, within three quarters of `capacity` less what is pinned.
     meta: Cache<Meta>,
+    /// Serializes [`BlockCache::rebalance`], so that the capacities last set follow the last change.
+    rebalancing: parking_lot::Mutex<()>,
 }
 
 /// Picks a block's shard.
@@ -60,19 +77,66 @@ fn shard_hash(table: u64, offset: u64) -> u64 {
 impl BlockCache {
     /// A cache holding up to about `capacity` bytes of decoded blocks: data, index and filter.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity, blocks: ClockCache::new(capacity), meta: ClockCache::with_shards(capacity / 4 * 3, 1) }
+        Self::with_pin_limit(capacity, capacity / PIN_SHARE.1 * PIN_SHARE.0)
+    }
+
+    /// As [`BlockCache::new`], with at most `pin_limit` bytes of pinned index and filter blocks (0: none
+    /// are pinned, every table's go through the index and filter pool).
+    pub fn with_pin_limit(capacity: usize, pin_limit: usize) -> Self {
+        let meta = ClockCache::with_shards(capacity / 4 * 3, 1);
+        Self {
+            capacity,
+            enabled: meta.enabled(),
+            pinned: AtomicUsize::new(0),
+            pin_limit: pin_limit.min(capacity / 4 * 3),
+            blocks: ClockCache::new(capacity),
+            meta,
+            rebalancing: parking_lot::Mutex::new(()),
+        }
     }
 
     /// Whether anything can be cached: a disabled cache has its tables keep their index and filter.
     pub fn enabled(&self) -> bool {
-        self.meta.enabled()
+        self.enabled
     }
 
-    pub fn get(&self, table: u64, offset: u64) -> Option<Arc<Block>> {
+    /// Charges `charge` bytes of a table's index and filter, which its reader then holds, if they fit in
+    /// what is left of the pin limit; `false` (and nothing charged) if not.
+    pub fn try_pin(&self, charge: usize) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let fits = self
+            .pinned
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(charge).filter(|&total| total <= self.pin_limit)
+            })
+            .is_ok();
+        if fits {
+            self.rebalance();
+        }
+        fits
+    }
+
+    /// Gives back what [`BlockCache::try_pin`] charged (the table is closed).
+    pub fn unpin(&self, charge: usize) {
+        self.pinned.fetch_sub(charge, Ordering::AcqRel);
+        self.rebalance();
+    }
+
+    /// Sets the pools' capacities from what is pinned and what the index and filter pool holds.
+    fn rebalance(&self) {
+        let _one_at_a_time = self.rebalancing.lock();
+        let pinned = self.pinned.load(Ordering::Acquire);
+        self.meta.set_capacity((self.capacity / 4 * 3).saturating_sub(pinned));
+        self.blocks.set_capacity(self.capacity.saturating_sub(pinned + self.meta.usage()));
+    }
+
+    pub fn get(&self, table: u64, offset: u64) -> Option<Block> {
         self.blocks.get(shard_hash(table, offset), &(table, offset))
     }
 
-    pub fn insert(&self, table: u64, offset: u64, block: Arc<Block>) {
+    pub fn insert(&self, table: u64, offset: u64, block: Block) {
         let charge = block.charge();
         self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
     }
@@ -107,16 +171,16 @@ impl BlockCache {
     pub fn remove_meta(&self, table: u64, index_offset: u64, filter_offset: u64) {
         self.meta.remove(shard_hash(table, index_offset), &(table, index_offset));
         self.meta.remove(shard_hash(table, filter_offset), &(table, filter_offset));
-        self.blocks.set_capacity(self.capacity.saturating_sub(self.meta.usage()));
+        self.rebalance();
     }
 
     /// Caches an index or filter, and gives data blocks what is left of the budget.
     fn insert_meta(&self, table: u64, offset: u64, meta: Meta, charge: usize) {
         self.meta.insert(shard_hash(table, offset), (table, offset), meta, charge);
-        self.blocks.set_capacity(self.capacity.saturating_sub(self.meta.usage()));
+        self.rebalance();
     }
 
-    /// Drops everything cached.
+    /// Drops everything cached (pinned blocks stay with their readers).
     #[cfg(test)]
     pub fn clear(&self) {
         self.blocks.clear();
@@ -131,14 +195,19 @@ impl BlockCache {
         self.blocks.misses() + self.meta.misses()
     }
 
-    /// Bytes charged for everything cached: data, index and filter blocks.
+    /// Bytes charged for everything cached: data, index and filter blocks, pinned ones included.
     pub fn usage(&self) -> usize {
-        self.blocks.usage() + self.meta.usage()
+        self.blocks.usage() + self.index_filter_usage()
     }
 
-    /// Of [`BlockCache::usage`], the bytes of index and filter blocks.
+    /// Of [`BlockCache::usage`], the bytes of index and filter blocks, pinned or in their pool.
     pub fn index_filter_usage(&self) -> usize {
-        self.meta.usage()
+        self.meta.usage() + self.pinned_usage()
+    }
+
+    /// Of [`BlockCache::index_filter_usage`], the bytes pinned by readers.
+    pub fn pinned_usage(&self) -> usize {
+        self.pinned.load(Ordering::Acquire)
     }
 }
 
@@ -148,10 +217,10 @@ mod tests {
     use crate::format::key::{internal_key, make_trailer, ValueKind};
     use crate::table::block::BlockBuilder;
 
-    fn block(size: usize) -> Arc<Block> {
+    fn block(size: usize) -> Block {
         let mut b = BlockBuilder::default();
         b.add(&internal_key(b"k", make_trailer(1, ValueKind::Put)), &vec![0u8; size]);
-        Arc::new(Block::decode(b.finish()).unwrap())
+        Block::decode(b.finish()).unwrap()
     }
 
     #[test]

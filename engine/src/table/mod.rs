@@ -12,7 +12,7 @@ mod reader;
 pub(crate) use builder::{TableBuilder, TableSummary};
 pub(crate) use cache::BlockCache;
 pub(crate) use iter::TableIter;
-pub(crate) use reader::TableReader;
+pub(crate) use reader::{BlockValue, TableReader};
 
 /// Block compression for tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,6 +50,19 @@ impl TableIndex {
     }
 }
 
+/// A value read in place: entry `pos` of a decoded block, which it keeps alive.
+#[derive(Debug)]
+pub(crate) struct BlockValue {
+    block: Block,
+    pos: usize,
+}
+
+impl AsRef<[u8]> for BlockValue {
+    fn as_ref(&self) -> &[u8] {
+        self.block.value(self.pos)
+    }
+}
+
 /// A table's bloom filter, as read from its filter block.
 #[derive(Debug)]
 pub(crate) struct Filter(Vec<u8>);
@@ -61,12 +74,32 @@ impl Filter {
     }
 }
 
-/// A table's index and filter held by its reader, not the cache: only when the cache is disabled (tools
-/// that read a table once, through a cache of size 0).
+/// A table's index and filter held by its reader rather than looked up in the cache: charged to the cache
+/// ([`BlockCache::try_pin`]) while it has room for them, or uncharged when the cache is disabled (tools that
+/// read a table once, through a cache of size 0).
 #[derive(Debug)]
 struct Pinned {
     index: Arc<TableIndex>,
     filter: Arc<Filter>,
+    /// Bytes charged to the cache, given back when the reader is dropped (0 if the cache is disabled).
+    charge: usize,
+}
+
+/// An index or filter borrowed from the reader that pins it, or shared with the cache.
+pub(crate) enum Held<'a, T> {
+    Pinned(&'a T),
+    Cached(Arc<T>),
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        match self {
+            Held::Pinned(t) => t,
+            Held::Cached(t) => t,
+        }
+    }
 }
 
 pub(crate) struct TableReader {
@@ -89,15 +122,18 @@ impl std::fmt::Debug for TableReader {
 impl Drop for TableReader {
     /// A closed table's index and filter leave the cache at once: they would only take room until evicted.
     fn drop(&mut self) {
-        if self.pinned.is_none() {
-            self.cache.remove_meta(self.number, self.footer.index.offset, self.footer.filter.offset);
+        match &self.pinned {
+            Some(p) if p.charge > 0 => self.cache.unpin(p.charge),
+            Some(_) => {}
+            None => self.cache.remove_meta(self.number, self.footer.index.offset, self.footer.filter.offset),
         }
     }
 }
 
 impl TableReader {
-    /// Maps the table, verifies and decodes its footer, filter and index, and puts the index and filter in
-    /// the cache (or keeps them, if the cache is disabled).
+    /// Maps the table, verifies and decodes its footer, filter and index, and pins the index and filter
+    /// (charged to the cache, if it has room for them; uncharged, if the cache is disabled) or puts them in
+    /// the cache.
     pub fn open(storage: &dyn Storage, path: &Path, number: u64, cache: Arc<BlockCache>) -> Result<Self, StorageError> {
         let map = storage.map(path).map_err(|e| StorageError::io(path, e))?;
         let len = map.bytes().len();
@@ -109,12 +145,17 @@ impl TableReader {
         let filter = Arc::new(load_filter(map.bytes(), &footer, path)?);
         let index = Arc::new(load_index(map.bytes(), &footer, path)?);
         let block_count = index.len();
-        let pinned = if cache.enabled() {
-            cache.insert_filter(number, footer.filter.offset, filter);
-            cache.insert_index(number, footer.index.offset, index);
-            None
+        let pinned = if !cache.enabled() {
+            Some(Pinned { index, filter, charge: 0 })
         } else {
-            Some(Pinned { index, filter })
+            let charge = index.charge() + filter.charge();
+            if cache.try_pin(charge) {
+                Some(Pinned { index, filter, charge })
+            } else {
+                cache.insert_filter(number, footer.filter.offset, filter);
+                cache.insert_index(number, footer.index.offset, index);
+                None
+            }
         };
         Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, cache, pinned })
     }
@@ -123,20 +164,26 @@ impl TableReader {
         self.block_count
     }
 
-    /// The table's index, from the cache or read and verified again.
-    pub fn index(&self) -> Result<Arc<TableIndex>, StorageError> {
+    /// Whether the reader holds its index and filter itself.
+    #[cfg(test)]
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+
+    /// The table's index: pinned, from the cache, or read and verified again.
+    pub fn index(&self) -> Result<Held<'_, TableIndex>, StorageError> {
         if let Some(p) = &self.pinned {
-            return Ok(p.index.clone());
+            return Ok(Held::Pinned(&p.index));
         }
         if let Some(i) = self.cache.get_index(self.number, self.footer.index.offset) {
-            return Ok(i);
+            return Ok(Held::Cached(i));
         }
         let index = Arc::new(load_index(self.map.bytes(), &self.footer, &self.path)?);
         if index.len() != self.block_count {
             return Err(StorageError::corruption(&self.path, self.footer.index.offset, "index changed since open"));
         }
         self.cache.insert_index(self.number, self.footer.index.offset, index.clone());
-        Ok(index)
+        Ok(Held::Cached(index))
     }
 
     #[cfg(test)]
@@ -149,17 +196,17 @@ impl TableReader {
         self.footer.index.offset
     }
 
-    /// The table's filter, from the cache or read and verified again.
-    fn filter(&self) -> Result<Arc<Filter>, StorageError> {
+    /// The table's filter: pinned, from the cache, or read and verified again.
+    fn filter(&self) -> Result<Held<'_, Filter>, StorageError> {
         if let Some(p) = &self.pinned {
-            return Ok(p.filter.clone());
+            return Ok(Held::Pinned(&p.filter));
         }
         if let Some(f) = self.cache.get_filter(self.number, self.footer.filter.offset) {
-            return Ok(f);
+            return Ok(Held::Cached(f));
         }
         let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, &self.path)?);
         self.cache.insert_filter(self.number, self.footer.filter.offset, filter.clone());
-        Ok(filter)
+        Ok(Held::Cached(filter))
     }
 
     pub fn may_contain(&self, user_key_hash: u64) -> Result<bool, StorageError> {
@@ -167,7 +214,7 @@ impl TableReader {
     }
 
     /// Data block `i` of `index`, from the cache or read and verified.
-    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Arc<Block>, StorageError> {
+    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Block, StorageError> {
         let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })?;
@@ -177,13 +224,12 @@ impl TableReader {
         let raw = read_block(self.map.bytes(), handle, &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
-        let block = Arc::new(block);
         self.cache.insert(self.number, handle.offset, block.clone());
         Ok(block)
     }
 
     /// Data block `i`, from the cache or read and verified.
-    pub fn block(&self, i: usize) -> Result<Arc<Block>, StorageError> {
+    pub fn block(&self, i: usize) -> Result<Block, StorageError> {
         self.block_of(&*self.index()?, i)
     }
 
@@ -192,8 +238,9 @@ impl TableReader {
         Ok(BlockIter::new(self.block(i)?))
     }
 
-    /// The newest version of `user_key` with sequence `<= seq` in this table.
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup, StorageError> {
+    /// The newest version of `user_key` with sequence `<= seq` in this table, its value in place in the
+    /// cached block.
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue>, StorageError> {
         if !self.may_contain(hash)? {
             return Ok(Lookup::Absent);
         }
@@ -214,7 +261,7 @@ impl TableReader {
         }
         let seq = key::trailer_seq(trailer);
         Ok(match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(block.value(pos).to_vec(), seq),
+            Some(ValueKind::Put) => Lookup::Found(BlockValue { block, pos }, seq),
             Some(ValueKind::Delete) => Lookup::Deleted(seq),
             None => {
                 let at = index.handles.get(i).map_or(self.footer.index.offset, |h| h.offset);

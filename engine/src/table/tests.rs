@@ -51,14 +51,14 @@ fn roundtrip_point_reads_and_both_directions() {
         assert_eq!(reader.verify().unwrap(), 2000);
         for (i, (k, v)) in items.iter().enumerate() {
             let ukey = key::user_key(k);
-            let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
+            let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
             let seq = i as u64 + 1;
             let want = if v.is_empty() && i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
             assert_eq!(found, want, "key {i}");
             // Not visible before it was written.
-            assert_eq!(reader.get(ukey, i as u64, key::key_hash(ukey)).unwrap(), Lookup::Absent);
+            assert_eq!(reader.get(ukey, i as u64, key::key_hash(ukey)).map(Lookup::owned).unwrap(), Lookup::Absent);
         }
-        assert_eq!(reader.get(b"nope", 1 << 40, key::key_hash(b"nope")).unwrap(), Lookup::Absent);
+        assert_eq!(reader.get(b"nope", 1 << 40, key::key_hash(b"nope")).map(Lookup::owned).unwrap(), Lookup::Absent);
 
         let mut fwd = TableIter::new(reader.clone(), false);
         fwd.seek(None).unwrap();
@@ -113,7 +113,7 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
             Ok(reader) => {
                 for (i, (k, v)) in items.iter().enumerate() {
                     let ukey = key::user_key(k);
-                    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)) {
+                    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned) {
                         Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
                         Ok(Lookup::Found(got, seq)) => {
                             assert_eq!((&got, seq), (v, i as u64 + 1), "offset {offset} key {i}")
@@ -164,10 +164,63 @@ fn compression_backs_off_on_incompressible_data_and_resumes() {
     for (i, (k, v)) in items.iter().enumerate() {
         let ukey = key::user_key(k);
         assert_eq!(
-            reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap(),
+            reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap(),
             Lookup::Found(v.clone(), i as u64 + 1)
         );
     }
+}
+
+/// Readers pin their index and filter while the cache has room for them, charged to it: a point read then
+/// looks up only its data block. Past the pin limit, readers keep theirs in the cache; a closed reader gives
+/// its charge back, and the next one opened pins in its place.
+#[test]
+fn readers_pin_their_index_and_filter_within_the_pin_limit() {
+    let fs = MemStorage::new();
+    fs.create_dir_all(Path::new("/t")).unwrap();
+    let items = entries(2000);
+    let tables = 6u64;
+    for t in 1..=tables {
+        build(&fs, &Path::new("/t").join(format!("{t:06}.sst")), &items, Compression::None);
+    }
+    let alone = TableReader::open(&fs, Path::new("/t/000001.sst"), 1, Arc::new(BlockCache::new(0))).unwrap();
+    let per_table = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
+    // Room to pin four tables' index and filter (a half of the budget); the pool holds the rest.
+    let capacity = 8 * per_table + 1000;
+    let cache = Arc::new(BlockCache::new(capacity));
+    let open = |t: u64| TableReader::open(&fs, &Path::new("/t").join(format!("{t:06}.sst")), t, cache.clone()).unwrap();
+    let mut readers: Vec<TableReader> = (1..=tables).map(open).collect();
+    let pinned: Vec<bool> = readers.iter().map(TableReader::is_pinned).collect();
+    assert_eq!(pinned, [true, true, true, true, false, false]);
+    assert_eq!(cache.pinned_usage(), 4 * per_table);
+    assert_eq!(cache.index_filter_usage(), 6 * per_table);
+    assert!(cache.usage() <= capacity);
+
+    // A point read of a pinned table looks up its data block only; of the others, filter, index and block.
+    for (t, reader) in readers.iter().enumerate() {
+        let lookups = cache.hits() + cache.misses();
+        for (i, (k, v)) in items.iter().enumerate().step_by(101) {
+            let ukey = key::user_key(k);
+            let seq = i as u64 + 1;
+            let want = if i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
+            assert_eq!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap(), want);
+        }
+        let per_read = if reader.is_pinned() { 1 } else { 3 };
+        assert_eq!(cache.hits() + cache.misses() - lookups, per_read * items.len().div_ceil(101) as u64, "table {t}");
+    }
+    assert!(cache.usage() <= capacity);
+
+    // Closing a pinned reader frees its pin for the next reader opened.
+    drop(readers.swap_remove(0));
+    assert_eq!(cache.pinned_usage(), 3 * per_table);
+    readers.push(open(1));
+    assert!(readers.last().unwrap().is_pinned());
+    assert_eq!(cache.pinned_usage(), 4 * per_table);
+    // Closing an unpinned one takes its index and filter out of the pool.
+    let unpinned = readers.iter().position(|r| !r.is_pinned()).unwrap();
+    drop(readers.swap_remove(unpinned));
+    assert_eq!(cache.index_filter_usage(), 5 * per_table);
+    drop(readers);
+    assert_eq!((cache.pinned_usage(), cache.index_filter_usage()), (0, 0));
 }
 
 /// Every table's index and filter are charged to the one block cache: many open tables keep the cache
@@ -202,7 +255,7 @@ fn index_and_filter_blocks_are_charged_to_the_cache_and_read_again_after_evictio
                 let ukey = key::user_key(k);
                 let seq = i as u64 + 1;
                 let want = if i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
-                let got = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
+                let got = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
                 assert_eq!(got, want, "round {round} table {t} key {i}");
             }
             assert!(cache.usage() <= capacity, "{} > {capacity}", cache.usage());
@@ -223,7 +276,7 @@ fn a_scan_does_not_evict_the_index_and_filter_of_a_table_in_use() {
     let cache = Arc::new(BlockCache::new(16 * (held + 4 * 1024)));
     let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
     let ukey = key::user_key(&items[0].0);
-    reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).unwrap();
+    reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
     assert_eq!(cache.index_filter_usage(), held);
     let mut scan = TableIter::new(reader.clone(), false);
     scan.seek(None).unwrap();
@@ -247,8 +300,10 @@ fn an_index_damaged_after_open_is_reported_when_read_again() {
     let path = dir.path().join("000001.sst");
     let items = entries(500);
     build_on(&FsStorage, &path, &items);
-    let cache = Arc::new(BlockCache::new(1 << 20));
+    // No room to pin: the index lives in the cache, and can be evicted.
+    let cache = Arc::new(BlockCache::with_pin_limit(1 << 20, 0));
     let reader = TableReader::open(&FsStorage, &path, 1, cache.clone()).unwrap();
+    assert!(!reader.is_pinned());
     let index_at = reader.index_offset();
     // Damage the index block in place: the table is mapped, so the reader sees the change.
     let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
@@ -257,10 +312,10 @@ fn an_index_damaged_after_open_is_reported_when_read_again() {
     file.write_all_at(&[byte[0] ^ 0x40], index_at + 3).unwrap();
     // While the index is cached, reads are answered from it.
     let ukey = key::user_key(&items[0].0);
-    assert!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).is_ok());
+    assert!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).is_ok());
     // Evicted (as by other tables' blocks), the index is read from the file again, and checked.
     cache.clear();
-    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)) {
+    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned) {
         Err(crate::error::StorageError::Corruption { file, offset, .. }) => {
             assert_eq!((file, offset), (path.clone(), index_at));
         }

@@ -1,0 +1,80 @@
+//! Point reads through the public handle: `get_with` reads values in place from every kind of source.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{Db, Durability, MemStorage, StorageError, WriteBatch};
+
+fn mem_db() -> Db {
+    Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .memtable_size(64 * 1024)
+        .open(Path::new("/db"))
+        .unwrap()
+}
+
+/// `get_with` sees what `get` sees, from the memtable, level 0, a deeper level and a snapshot, and calls
+/// its closure only for a value: never for a tombstone or a missing key.
+#[test]
+fn get_with_reads_in_place_what_get_reads() {
+    let db = mem_db();
+    let value = |i: u32, round: u32| format!("value-{i}-{round}-{}", "x".repeat((i % 40) as usize)).into_bytes();
+    let check = |db: &Db, round: u32, deleted: &dyn Fn(u32) -> bool| {
+        for i in 0..500u32 {
+            let key = format!("key-{i:05}");
+            let want = (!deleted(i)).then(|| value(i, round));
+            assert_eq!(db.get(&key).unwrap(), want, "get {key}");
+            let mut calls = 0;
+            let got = db
+                .get_with(&key, |v| {
+                    calls += 1;
+                    v.to_vec()
+                })
+                .unwrap();
+            assert_eq!(got, want, "get_with {key}");
+            assert_eq!(calls, usize::from(want.is_some()));
+        }
+        assert_eq!(db.get_with("key-absent", |v| v.len()).unwrap(), None);
+    };
+    let write = |round: u32| {
+        let mut batch = WriteBatch::new();
+        for i in 0..500u32 {
+            batch.put(format!("key-{i:05}"), value(i, round));
+        }
+        db.write(batch).unwrap();
+    };
+
+    write(0);
+    check(&db, 0, &|_| false); // the memtable
+    db.flush().unwrap();
+    check(&db, 0, &|_| false); // a level-0 table
+    db.compact().unwrap();
+    check(&db, 0, &|_| false); // a deeper level
+    let snapshot = db.snapshot();
+    write(1);
+    for i in (0..500u32).step_by(3) {
+        db.delete(format!("key-{i:05}")).unwrap();
+    }
+    let deleted = |i: u32| i.is_multiple_of(3);
+    check(&db, 1, &deleted); // tombstones in the memtable over values in a table
+    db.flush().unwrap();
+    check(&db, 1, &deleted); // tombstones in level 0
+                             // The snapshot still reads round 0, from the deeper level, past the newer versions.
+    for i in 0..500u32 {
+        let key = format!("key-{i:05}");
+        assert_eq!(snapshot.get_with(&key, <[u8]>::to_vec).unwrap(), Some(value(i, 0)), "snapshot {key}");
+    }
+    drop(snapshot);
+    db.compact().unwrap();
+    check(&db, 1, &deleted);
+
+    // The closure's result comes back as is; the value borrowed is the stored one.
+    assert_eq!(
+        db.get_with("key-00001", |v| (v.len(), v.first().copied())).unwrap(),
+        Some((value(1, 1).len(), Some(b'v')))
+    );
+    let other = db.clone();
+    db.close().unwrap();
+    assert!(matches!(other.get_with("key-00001", |v| v.len()), Err(StorageError::Closed)));
+}
