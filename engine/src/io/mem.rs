@@ -152,6 +152,8 @@ struct State {
     locks: Vec<PathBuf>,
     /// Remaining successful calls before the operation fails, and how.
     faults: HashMap<FaultOp, (u64, FaultKind)>,
+    /// Calls of `start_writeback`, by file.
+    writebacks: BTreeMap<PathBuf, u64>,
 }
 
 /// An in-memory file system for tests, with simulated power cuts and injected I/O errors. Clones share the
@@ -260,6 +262,7 @@ impl MemStorage {
             dirs: state.dirs.clone(),
             locks: Vec::new(),
             faults: HashMap::new(),
+            writebacks: BTreeMap::new(),
         };
         MemStorage { state: Arc::new(Mutex::new(next)), ops: Arc::new(AtomicU64::new(0)) }
     }
@@ -276,6 +279,12 @@ impl MemStorage {
         let b = file.data.get_mut(offset).ok_or_else(|| io::Error::other("offset past end"))?;
         *b = f(*b);
         Ok(())
+    }
+
+    /// How many times writing `path` back was asked for ([`WritableFile::start_writeback`]), a hint this
+    /// file system only counts.
+    pub fn writebacks(&self, path: &Path) -> u64 {
+        self.state.lock().writebacks.get(path).copied().unwrap_or(0)
     }
 
     /// Every live file and its length.
@@ -295,6 +304,7 @@ fn not_found(path: &Path) -> io::Error {
 struct FaultFile {
     node: Node,
     fs: MemStorage,
+    path: PathBuf,
     /// Where the next append goes.
     at: usize,
 }
@@ -325,6 +335,11 @@ impl WritableFile for FaultFile {
     fn sync(&mut self) -> io::Result<()> {
         self.fs.check(FaultOp::Sync)?;
         self.node.lock().sync();
+        Ok(())
+    }
+
+    fn start_writeback(&mut self) -> io::Result<()> {
+        *self.fs.state.lock().writebacks.entry(self.path.clone()).or_default() += 1;
         Ok(())
     }
 }
@@ -369,13 +384,13 @@ impl Storage for MemStorage {
             return Err(not_found(path));
         }
         state.live.insert(path.to_path_buf(), node.clone());
-        Ok(Box::new(FaultFile { node, fs: self.clone(), at: 0 }))
+        Ok(Box::new(FaultFile { node, fs: self.clone(), path: path.to_path_buf(), at: 0 }))
     }
 
     fn reopen(&self, path: &Path, at: u64) -> io::Result<Box<dyn WritableFile>> {
         self.check(FaultOp::Create)?;
         let at = usize::try_from(at).map_err(io::Error::other)?;
-        Ok(Box::new(FaultFile { node: self.node(path)?, fs: self.clone(), at }))
+        Ok(Box::new(FaultFile { node: self.node(path)?, fs: self.clone(), path: path.to_path_buf(), at }))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {

@@ -36,10 +36,17 @@ pub(crate) struct TableSummary {
     pub max_seq: u64,
 }
 
+/// A table being written asks the operating system to start writing its bytes every this many bytes
+/// ([`WritableFile::start_writeback`]), so that a flush or a compaction does not leave tens of MiB dirty for
+/// its final sync to push at once: a burst that would queue the WAL's small syncs, and so commits, behind it.
+const WRITEBACK_EVERY: u64 = 1 << 20;
+
 pub(crate) struct TableBuilder {
     file: Box<dyn WritableFile>,
     path: PathBuf,
     offset: u64,
+    /// `offset` when the operating system was last asked to start writing.
+    hinted: u64,
     pending: Vec<u8>,
     data: BlockBuilder,
     index: BlockBuilder,
@@ -81,6 +88,7 @@ impl TableBuilder {
             file,
             path: path.to_path_buf(),
             offset: 0,
+            hinted: 0,
             pending: Vec::with_capacity(WRITE_BUFFER + block_size),
             data: BlockBuilder::default(),
             index: BlockBuilder::default(),
@@ -197,6 +205,11 @@ impl TableBuilder {
         self.file.append(&self.pending).map_err(|e| StorageError::io(&self.path, e))?;
         self.offset += self.pending.len() as u64;
         self.pending.clear();
+        if self.offset - self.hinted >= WRITEBACK_EVERY {
+            self.hinted = self.offset;
+            // Only a hint: a file system that refuses it loses nothing, and the sync reports real errors.
+            let _ = self.file.start_writeback();
+        }
         Ok(())
     }
 

@@ -330,3 +330,32 @@ fn build_on(fs: &dyn Storage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
     }
     b.finish().unwrap();
 }
+
+#[test]
+fn a_large_table_is_written_back_as_it_is_built() {
+    let (fs, path) = setup();
+    // About 4 MiB of values that do not compress.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let items: Vec<(Vec<u8>, Vec<u8>)> = (0..4096u32)
+        .map(|i| {
+            let value = (0..1024)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            (internal_key(format!("key{i:06}").as_bytes(), make_trailer(u64::from(i) + 1, ValueKind::Put)), value)
+        })
+        .collect();
+    let summary = build(&fs, path, &items, Compression::Zstd { level: 1 });
+    assert!(summary.size > 4 << 20, "{} bytes", summary.size);
+    // About one hint per MiB written (each after the write buffer that crosses the MiB), not one sync for the
+    // whole table.
+    let hints = fs.writebacks(path);
+    assert!((3..=summary.size >> 20).contains(&hints), "{hints} hints for {} bytes", summary.size);
+    let small = Path::new("/t/000002.sst");
+    build(&fs, small, &entries(100), Compression::None);
+    assert_eq!(fs.writebacks(small), 0);
+}
