@@ -1,5 +1,6 @@
 //! The HTTP server: the collections of a data directory over HTTP and JSON (API version 1), on tokio and
-//! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
+//! axum, with the synchronous engine called on tokio's blocking pool (reads of one record by id excepted). See
+//! `docs/server.md`.
 //!
 //! One file per concern: `router` (the route table, the middleware stack and the small routes: health,
 //! OpenAPI, stats and metrics); the routes per resource: `records`, `collections`, `transactions`,
