@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::catalog::Declared;
@@ -275,6 +276,12 @@ impl DynCollection {
         self.get_as(id, &Parse)
     }
 
+    /// The document with this id as the JSON text it is stored as, checked but not parsed into a value: for
+    /// callers that pass the document on as it is, such as the HTTP server answering a `GET`.
+    pub fn get_raw(&self, id: &str) -> Result<Option<Stored<Box<RawValue>>>, ReadError> {
+        self.get_as(id, &Parse)
+    }
+
     /// The store's cache of decoded records, for typed handles.
     pub(crate) fn records(&self) -> &RecordCache {
         self.store.records()
@@ -436,6 +443,24 @@ mod tests {
 
     use super::*;
     use crate::{IndexSpec, Store};
+
+    #[test]
+    fn raw_reads_answer_the_stored_text_of_what_get_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.declare(CollectionSpec::new("c", vec![])).unwrap();
+        let c = store.collection_dyn("c").unwrap();
+        c.insert("a", json!({"z": [1, 2.5, "x\"y"], "a": {"b": null}, "n": -3})).unwrap();
+        let parsed = c.get("a").unwrap().unwrap();
+        let raw = c.get_raw("a").unwrap().unwrap();
+        let text = serde_json::to_string(&parsed.doc).unwrap();
+        assert_eq!(raw.doc.get(), text, "the text a parse and a write give back");
+        assert_eq!(
+            (raw.id.as_str(), raw.version, raw.seq, raw.created_at_ms, raw.updated_at_ms),
+            (parsed.id.as_str(), parsed.version, parsed.seq, parsed.created_at_ms, parsed.updated_at_ms)
+        );
+        assert!(c.get_raw("b").unwrap().is_none());
+    }
 
     #[test]
     fn write_one_decides_again_after_a_conflict_and_returns_what_it_wrote() {

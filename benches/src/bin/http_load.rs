@@ -11,9 +11,10 @@
 //! 1. declares the `load_jobs` collection (index `(status, priority)`) and loads `--records` job documents
 //!    (about 200 bytes each) in transactions of 500;
 //! 2. runs each workload of `--workloads` (default: all, in this order) for `--seconds` from `--concurrency`
-//!    tasks, each with its own connection, task `i` on the `i % n`-th of the `n` URLs of `--url` (servers
-//!    sharing one backend):
-//!    - `get`: `GET /v1/collections/load_jobs/records/{id}` of random ids;
+//!    tasks, each with its own keep-alive HTTP/1.1 connection (hyper's client connection, one request at a
+//!    time, reopened after an error), task `i` on the `i % n`-th of the `n` URLs of `--url` (servers sharing
+//!    one backend):
+//!    - `get`: `GET /v1/collections/load_jobs/records/{id}` of random ids (each answer's `id` checked);
 //!    - `upsert`: `PUT` without precondition of random ids among the task's own;
 //!    - `if-match`: `PUT` with `If-Match: "<version>"`, each task owning its ids (so every precondition should
 //!      hold);
@@ -29,13 +30,22 @@
 //!
 //! Reports requests per second and the latency percentiles seen by the client (for `queue` and
 //! `queue-batch`: full cycles, one per job completed, and the latency of claim plus completion). Any answer other than the
-//! expected status counts as an error and is reported. `--backend` only labels the output.
+//! expected status counts as an error and is reported, and so does a record (GET, PUT) answered for another
+//! id than the one asked. `--backend` only labels the output. The client is lean on purpose: it shares the
+//! cores with the server it measures.
 
+use std::borrow::Cow;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, IF_MATCH};
+use hyper::{Method, Request, StatusCode};
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 const COLLECTION: &str = "load_jobs";
@@ -105,30 +115,146 @@ fn id(i: usize) -> String {
 }
 
 fn doc(i: usize, priority: u64) -> Value {
-    json!({
-        "name": format!("train-resnet50-{i}"),
-        "owner": "alice",
-        "project": "vision",
-        "status": "PENDING",
-        "priority": priority,
-        "resources": {"gpus": 4, "memory_gb": 64},
-        "submitted_at": 1_767_225_600_000u64 + i as u64,
-    })
+    serde_json::to_value(Job::new(i, priority)).unwrap_or_default()
 }
 
+/// The job document of record `i`, serialized as [`doc`] would be (its fields in the order of a JSON
+/// object's keys) without building a `Value` first.
+#[derive(Serialize)]
+struct Job {
+    name: String,
+    owner: &'static str,
+    priority: u64,
+    project: &'static str,
+    resources: Resources,
+    status: &'static str,
+    submitted_at: u64,
+}
+
+#[derive(Serialize)]
+struct Resources {
+    gpus: u32,
+    memory_gb: u32,
+}
+
+impl Job {
+    fn new(i: usize, priority: u64) -> Self {
+        Self {
+            name: format!("train-resnet50-{i}"),
+            owner: "alice",
+            priority,
+            project: "vision",
+            resources: Resources { gpus: 4, memory_gb: 64 },
+            status: "PENDING",
+            submitted_at: 1_767_225_600_000u64 + i as u64,
+        }
+    }
+
+    fn bytes(i: usize, priority: u64) -> Vec<u8> {
+        serde_json::to_vec(&Self::new(i, priority)).unwrap_or_default()
+    }
+}
+
+/// What the record routes answer, as far as the load checks it.
+#[derive(Deserialize)]
+struct RecordHead<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    version: u64,
+}
+
+/// The record answered in `body`, if it is the record `want`: its version.
+fn record_version(body: &[u8], want: &str) -> Result<u64, String> {
+    let head: RecordHead<'_> = serde_json::from_slice(body).map_err(|e| format!("unreadable record: {e}"))?;
+    if head.id != want {
+        return Err(format!("asked for {want}, answered {}", head.id));
+    }
+    Ok(head.version)
+}
+
+/// One server: where to connect, and what every request to it carries.
+struct Server {
+    /// `host:port`.
+    authority: String,
+    /// What precedes each path (a URL's own path, usually empty).
+    prefix: String,
+    host: HeaderValue,
+    token: Option<HeaderValue>,
+}
+
+impl Server {
+    fn new(url: &str, token: Option<&str>) -> Result<Self, Failure> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let token = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}"))).transpose()?;
+        let host = HeaderValue::from_str(authority)?;
+        Ok(Self { authority: authority.to_owned(), prefix: prefix.to_owned(), host, token })
+    }
+}
+
+/// A task's own keep-alive connection to one server, opened on first use and again after an error.
 struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
+    server: Arc<Server>,
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Client {
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(t) => r.bearer_auth(t),
-            None => r,
+    fn new(server: Arc<Server>) -> Self {
+        Self { server, sender: None }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        let stream = tokio::net::TcpStream::connect(&self.server.authority).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends one request and reads its answer to the end: the status and the body.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        if_match: Option<u64>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), Failure> {
+        let mut sender = match self.sender.take() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect().await?,
+        };
+        let mut req = Request::builder().method(method).header(HOST, self.server.host.clone());
+        req = if self.server.prefix.is_empty() {
+            req.uri(path)
+        } else {
+            req.uri(format!("{}{path}", self.server.prefix))
+        };
+        if let Some(t) = &self.server.token {
+            req = req.header(AUTHORIZATION, t.clone());
         }
+        if let Some(v) = if_match {
+            req = req.header(IF_MATCH, format!("\"{v}\""));
+        }
+        if body.is_some() {
+            req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        let req = req.body(Full::new(body.map(Bytes::from).unwrap_or_default()))?;
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        // Only a connection that carried its exchange to the end is used again.
+        self.sender = Some(sender);
+        Ok((status, body))
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes), Failure> {
+        self.send(Method::GET, path, None, None).await
+    }
+
+    async fn post(&mut self, path: &str, body: &Value) -> Result<(StatusCode, Bytes), Failure> {
+        self.send(Method::POST, path, None, Some(serde_json::to_vec(body)?)).await
     }
 }
 
@@ -156,20 +282,20 @@ impl Tally {
 }
 
 /// Declares `collection` (index `(status, priority)`) and loads `records` PENDING jobs into it.
-async fn setup(c: &Client, collection: &str, records: usize) -> Result<(), Failure> {
+async fn setup(c: &mut Client, collection: &str, records: usize) -> Result<(), Failure> {
     let spec = json!({"name": collection, "indexes": [{"name": "status_priority", "fields": ["status", "priority"]}]});
-    let r = c.req(reqwest::Method::POST, "/v1/collections").json(&spec).send().await?;
-    if !r.status().is_success() {
-        return Err(format!("declaring {collection}: {} {}", r.status(), r.text().await?).into());
+    let (status, body) = c.post("/v1/collections", &spec).await?;
+    if !status.is_success() {
+        return Err(format!("declaring {collection}: {status} {}", String::from_utf8_lossy(&body)).into());
     }
     let start = Instant::now();
     for first in (0..records).step_by(LOAD_BATCH) {
         let ops: Vec<Value> = (first..(first + LOAD_BATCH).min(records))
             .map(|i| json!({"op": "put", "collection": collection, "id": id(i), "document": doc(i, (i % 1000) as u64)}))
             .collect();
-        let r = c.req(reqwest::Method::POST, "/v1/transactions").json(&json!({"operations": ops})).send().await?;
-        if !r.status().is_success() {
-            return Err(format!("loading {collection}: {} {}", r.status(), r.text().await?).into());
+        let (status, body) = c.post("/v1/transactions", &json!({"operations": ops})).await?;
+        if !status.is_success() {
+            return Err(format!("loading {collection}: {status} {}", String::from_utf8_lossy(&body)).into());
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -182,21 +308,23 @@ async fn setup(c: &Client, collection: &str, records: usize) -> Result<(), Failu
 
 /// Sends one request and checks its status: its latency is counted, anything else is an error. The body is
 /// read to its end (and returned).
-async fn timed(t: &mut Tally, req: reqwest::RequestBuilder, expect: u16, what: &str) -> Option<Value> {
+async fn timed(
+    t: &mut Tally,
+    c: &mut Client,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+    expect: u16,
+    what: &str,
+) -> Option<Bytes> {
     let start = Instant::now();
-    match req.send().await {
-        Ok(r) if r.status() == expect => match r.bytes().await {
-            Ok(body) => {
-                t.micros.push(start.elapsed().as_micros() as u32);
-                Some(serde_json::from_slice(&body).unwrap_or(Value::Null))
-            }
-            Err(e) => {
-                t.error(e.to_string());
-                None
-            }
-        },
-        Ok(r) => {
-            t.error(format!("{what} answered {}", r.status()));
+    match c.send(method, path, None, body).await {
+        Ok((status, body)) if status == expect => {
+            t.micros.push(start.elapsed().as_micros() as u32);
+            Some(body)
+        }
+        Ok((status, _)) => {
+            t.error(format!("{what} answered {status}"));
             None
         }
         Err(e) => {
@@ -206,28 +334,39 @@ async fn timed(t: &mut Tally, req: reqwest::RequestBuilder, expect: u16, what: &
     }
 }
 
-async fn upsert_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
+fn record_path(i: usize) -> String {
+    format!("/v1/collections/{COLLECTION}/records/{}", id(i))
+}
+
+async fn upsert_task(mut c: Client, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = Tally::default();
     while Instant::now() < until && !owned.is_empty() {
         let i = owned[rng.gen_range(0..owned.len())];
-        let path = format!("/v1/collections/{COLLECTION}/records/{}", id(i));
-        let req = c.req(reqwest::Method::PUT, &path).json(&doc(i, rng.gen_range(0..1000)));
-        timed(&mut t, req, 200, "PUT").await;
+        let body = Job::bytes(i, rng.gen_range(0..1000));
+        let start = Instant::now();
+        match c.send(Method::PUT, &record_path(i), None, Some(body)).await {
+            Ok((StatusCode::OK, body)) => match record_version(&body, &id(i)) {
+                Ok(_) => t.micros.push(start.elapsed().as_micros() as u32),
+                Err(e) => t.error(e),
+            },
+            Ok((status, _)) => t.error(format!("PUT answered {status}")),
+            Err(e) => t.error(e.to_string()),
+        }
     }
     t
 }
 
-async fn list_task(c: Arc<Client>, until: Instant) -> Tally {
+async fn list_task(mut c: Client, until: Instant) -> Tally {
     let mut t = Tally::default();
     let path = format!("/v1/collections/{COLLECTION}/records?status=PENDING&order_by=priority&order=desc&limit=50");
     while Instant::now() < until {
-        timed(&mut t, c.req(reqwest::Method::GET, &path), 200, "list").await;
+        timed(&mut t, &mut c, Method::GET, &path, None, 200, "list").await;
     }
     t
 }
 
-async fn transaction_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
+async fn transaction_task(mut c: Client, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = Tally::default();
     while Instant::now() < until && !owned.is_empty() {
@@ -237,22 +376,22 @@ async fn transaction_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, see
                 json!({"op": "put", "collection": COLLECTION, "id": id(i), "document": doc(i, rng.gen_range(0..1000))})
             })
             .collect();
-        let req = c.req(reqwest::Method::POST, "/v1/transactions").json(&json!({"operations": ops}));
-        timed(&mut t, req, 200, "transaction").await;
+        let body = serde_json::to_vec(&json!({"operations": ops})).unwrap_or_default();
+        timed(&mut t, &mut c, Method::POST, "/v1/transactions", Some(body), 200, "transaction").await;
     }
     t
 }
 
 /// Enqueues `jobs` jobs into the job queue [`JOB_QUEUE`], in batches of 1,000.
-async fn setup_job_queue(c: &Client, jobs: usize) -> Result<(), Failure> {
+async fn setup_job_queue(c: &mut Client, jobs: usize) -> Result<(), Failure> {
     let start = Instant::now();
     for first in (0..jobs).step_by(1000) {
         let batch: Vec<Value> = (first..(first + 1000).min(jobs))
             .map(|i| json!({"queue": JOB_QUEUE, "kind": "train", "payload": doc(i, 0), "priority": (i % 10) as u8}))
             .collect();
-        let r = c.req(reqwest::Method::POST, "/v1/queue/jobs/batch").json(&json!({"jobs": batch})).send().await?;
-        if !r.status().is_success() {
-            return Err(format!("enqueueing: {} {}", r.status(), r.text().await?).into());
+        let (status, body) = c.post("/v1/queue/jobs/batch", &json!({"jobs": batch})).await?;
+        if !status.is_success() {
+            return Err(format!("enqueueing: {status} {}", String::from_utf8_lossy(&body)).into());
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -263,15 +402,16 @@ async fn setup_job_queue(c: &Client, jobs: usize) -> Result<(), Failure> {
 /// Full cycles of the job queue until `until` or until it is empty: claims of up to `batch` jobs, then
 /// their completion (one request per job with `batch` 1, one for all of them otherwise). Each job completed
 /// counts once, with the latency of its claim and completion.
-async fn queue_task(c: Arc<Client>, until: Instant, w: usize, batch: usize) -> Tally {
+async fn queue_task(mut c: Client, until: Instant, w: usize, batch: usize) -> Tally {
     let mut t = Tally::default();
     let claim = json!({"queues": [JOB_QUEUE], "worker": format!("load-{w}"), "lease_ms": 60_000, "limit": batch});
+    let claim = serde_json::to_vec(&claim).unwrap_or_default();
     while Instant::now() < until {
         let start = Instant::now();
         let mut scratch = Tally::default();
-        let Some(claimed) =
-            timed(&mut scratch, c.req(reqwest::Method::POST, "/v1/queue/claim").json(&claim), 200, "claim").await
-        else {
+        let claimed =
+            timed(&mut scratch, &mut c, Method::POST, "/v1/queue/claim", Some(claim.clone()), 200, "claim").await;
+        let Some(claimed) = claimed.map(|b| serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null)) else {
             scratch.micros.clear();
             t.merge(scratch);
             continue;
@@ -282,13 +422,14 @@ async fn queue_task(c: Arc<Client>, until: Instant, w: usize, batch: usize) -> T
         }
         let done = if batch == 1 {
             let path = format!("/v1/queue/jobs/{}/complete", jobs[0]["id"]);
-            let req = c.req(reqwest::Method::POST, &path).json(&json!({"token": jobs[0]["token"]}));
-            timed(&mut scratch, req, 200, "complete").await.is_some()
+            let body = serde_json::to_vec(&json!({"token": jobs[0]["token"]})).unwrap_or_default();
+            timed(&mut scratch, &mut c, Method::POST, &path, Some(body), 200, "complete").await.is_some()
         } else {
             let ids: Vec<Value> = jobs.iter().map(|j| json!({"id": j["id"], "token": j["token"]})).collect();
-            let req = c.req(reqwest::Method::POST, "/v1/queue/complete").json(&json!({"jobs": ids}));
-            match timed(&mut scratch, req, 200, "complete").await {
+            let body = serde_json::to_vec(&json!({"jobs": ids})).unwrap_or_default();
+            match timed(&mut scratch, &mut c, Method::POST, "/v1/queue/complete", Some(body), 200, "complete").await {
                 Some(body) => {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let refused =
                         body["results"].as_array().map_or(0, |r| r.iter().filter(|x| x.get("error").is_some()).count());
                     if refused > 0 {
@@ -311,63 +452,61 @@ async fn queue_task(c: Arc<Client>, until: Instant, w: usize, batch: usize) -> T
 }
 
 /// Claims until `until` or until the queue is empty (204); 503 (every candidate's race lost) is an error.
-async fn claim_task(c: Arc<Client>, until: Instant, w: usize) -> Tally {
+async fn claim_task(mut c: Client, until: Instant, w: usize) -> Tally {
     let mut t = Tally::default();
     let body = json!({"where": {"status": "PENDING"}, "order_by": "priority", "order": "desc",
                       "set": {"status": "RUNNING", "node": format!("load-{w}")}});
+    let body = serde_json::to_vec(&body).unwrap_or_default();
     let path = format!("/v1/collections/{QUEUE}/claim");
     while Instant::now() < until {
         let start = Instant::now();
-        match c.req(reqwest::Method::POST, &path).json(&body).send().await {
-            Ok(r) if r.status() == 200 => match r.bytes().await {
-                Ok(_) => t.micros.push(start.elapsed().as_micros() as u32),
-                Err(e) => t.error(e.to_string()),
-            },
-            Ok(r) if r.status() == 204 => break,
-            Ok(r) => t.error(format!("claim answered {}", r.status())),
+        match c.send(Method::POST, &path, None, Some(body.clone())).await {
+            Ok((StatusCode::OK, _)) => t.micros.push(start.elapsed().as_micros() as u32),
+            Ok((StatusCode::NO_CONTENT, _)) => break,
+            Ok((status, _)) => t.error(format!("claim answered {status}")),
             Err(e) => t.error(e.to_string()),
         }
     }
     t
 }
 
-async fn get_task(c: Arc<Client>, records: usize, until: Instant, seed: u64) -> Tally {
+async fn get_task(mut c: Client, records: usize, until: Instant, seed: u64) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = Tally::default();
     while Instant::now() < until {
-        let path = format!("/v1/collections/{COLLECTION}/records/{}", id(rng.gen_range(0..records)));
+        let i = rng.gen_range(0..records);
         let start = Instant::now();
-        match c.req(reqwest::Method::GET, &path).send().await {
-            Ok(r) if r.status() == 200 => match r.bytes().await {
+        match c.get(&record_path(i)).await {
+            Ok((StatusCode::OK, body)) => match record_version(&body, &id(i)) {
                 Ok(_) => t.micros.push(start.elapsed().as_micros() as u32),
-                Err(e) => t.error(e.to_string()),
+                Err(e) => t.error(e),
             },
-            Ok(r) => t.error(format!("GET answered {}", r.status())),
+            Ok((status, _)) => t.error(format!("GET answered {status}")),
             Err(e) => t.error(e.to_string()),
         }
     }
     t
 }
 
-async fn put_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
+async fn put_task(mut c: Client, owned: Vec<usize>, until: Instant, seed: u64) -> Tally {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut t = Tally::default();
     let mut versions: std::collections::HashMap<usize, u64> = std::collections::HashMap::new();
     while Instant::now() < until && !owned.is_empty() {
         let i = owned[rng.gen_range(0..owned.len())];
-        let path = format!("/v1/collections/{COLLECTION}/records/{}", id(i));
+        let path = record_path(i);
         let version = match versions.get(&i) {
             Some(v) => *v,
-            None => match c.req(reqwest::Method::GET, &path).send().await {
-                Ok(r) if r.status() == 200 => match r.json::<Value>().await {
-                    Ok(v) => v["version"].as_u64().unwrap_or(0),
+            None => match c.get(&path).await {
+                Ok((StatusCode::OK, body)) => match record_version(&body, &id(i)) {
+                    Ok(v) => v,
                     Err(e) => {
-                        t.error(e.to_string());
+                        t.error(e);
                         continue;
                     }
                 },
-                Ok(r) => {
-                    t.error(format!("GET answered {}", r.status()));
+                Ok((status, _)) => {
+                    t.error(format!("GET answered {status}"));
                     continue;
                 }
                 Err(e) => {
@@ -376,24 +515,19 @@ async fn put_task(c: Arc<Client>, owned: Vec<usize>, until: Instant, seed: u64) 
                 }
             },
         };
+        let body = Job::bytes(i, rng.gen_range(0..1000));
         let start = Instant::now();
-        let sent = c
-            .req(reqwest::Method::PUT, &path)
-            .header("If-Match", format!("\"{version}\""))
-            .json(&doc(i, rng.gen_range(0..1000)))
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+        match c.send(Method::PUT, &path, Some(version), Some(body)).await {
+            Ok((StatusCode::OK, body)) => match record_version(&body, &id(i)) {
                 Ok(v) => {
                     t.micros.push(start.elapsed().as_micros() as u32);
-                    versions.insert(i, v["version"].as_u64().unwrap_or(0));
+                    versions.insert(i, v);
                 }
-                Err(e) => t.error(e.to_string()),
+                Err(e) => t.error(e),
             },
-            Ok(r) => {
+            Ok((status, _)) => {
                 versions.remove(&i);
-                t.error(format!("PUT answered {}", r.status()));
+                t.error(format!("PUT answered {status}"));
             }
             Err(e) => t.error(e.to_string()),
         }
@@ -422,15 +556,21 @@ fn report(name: &str, mut t: Tally, elapsed: Duration) {
 }
 
 /// Runs `task(w, client of task w)` for the `--concurrency` tasks, for `--seconds`, and reports the total.
-async fn workload<F, Fut>(name: &str, args: &Args, clients: &[Arc<Client>], task: F) -> Result<(), Failure>
+/// Task `w` has a connection of its own to the `w % n`-th server, opened before the clock starts.
+async fn workload<F, Fut>(name: &str, args: &Args, servers: &[Arc<Server>], task: F) -> Result<(), Failure>
 where
-    F: Fn(usize, Arc<Client>, Instant) -> Fut,
+    F: Fn(usize, Client, Instant) -> Fut,
     Fut: std::future::Future<Output = Tally> + Send + 'static,
 {
+    let mut clients = Vec::with_capacity(args.concurrency);
+    for w in 0..args.concurrency {
+        let mut c = Client::new(servers[w % servers.len()].clone());
+        c.sender = Some(c.connect().await?);
+        clients.push(c);
+    }
     let start = Instant::now();
     let until = start + Duration::from_secs(args.seconds);
-    let tasks: Vec<_> =
-        (0..args.concurrency).map(|w| tokio::spawn(task(w, clients[w % clients.len()].clone(), until))).collect();
+    let tasks: Vec<_> = clients.into_iter().enumerate().map(|(w, c)| tokio::spawn(task(w, c, until))).collect();
     let mut total = Tally::default();
     for task in tasks {
         total.merge(task.await?);
@@ -440,26 +580,23 @@ where
 }
 
 async fn run(args: Args) -> Result<(), Failure> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
-    let clients: Vec<Arc<Client>> = args
-        .urls
-        .iter()
-        .map(|u| Arc::new(Client { http: http.clone(), base: u.clone(), token: args.token.clone() }))
-        .collect();
+    let servers =
+        args.urls.iter().map(|u| Server::new(u, args.token.as_deref()).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+    let mut setup_client = Client::new(servers[0].clone());
     let wants = |w: &str| args.workloads.iter().any(|x| x == w);
-    setup(&clients[0], COLLECTION, args.records).await?;
+    setup(&mut setup_client, COLLECTION, args.records).await?;
     if wants("claim") {
-        setup(&clients[0], QUEUE, args.queue).await?;
+        setup(&mut setup_client, QUEUE, args.queue).await?;
     }
     let queue_runs = usize::from(wants("queue")) + usize::from(wants("queue-batch"));
     if queue_runs > 0 {
-        setup_job_queue(&clients[0], args.queue * queue_runs).await?;
+        setup_job_queue(&mut setup_client, args.queue * queue_runs).await?;
     }
     println!();
     println!(
         "{}{} server(s), {} concurrent connections, {} s per workload, {} records",
         args.backend.as_ref().map_or(String::new(), |b| format!("backend {b}, ")),
-        clients.len(),
+        servers.len(),
         args.concurrency,
         args.seconds,
         args.records
@@ -472,33 +609,33 @@ async fn run(args: Args) -> Result<(), Failure> {
     for name in &args.workloads {
         match name.as_str() {
             "get" => {
-                workload("GET by id", &args, &clients, |w, c, until| get_task(c, records, until, w as u64)).await?
+                workload("GET by id", &args, &servers, |w, c, until| get_task(c, records, until, w as u64)).await?
             }
             "upsert" => {
-                workload("PUT upsert", &args, &clients, |w, c, until| upsert_task(c, owned(w), until, 500 + w as u64))
+                workload("PUT upsert", &args, &servers, |w, c, until| upsert_task(c, owned(w), until, 500 + w as u64))
                     .await?
             }
             "if-match" => {
-                workload("PUT with If-Match", &args, &clients, |w, c, until| {
+                workload("PUT with If-Match", &args, &servers, |w, c, until| {
                     put_task(c, owned(w), until, 1000 + w as u64)
                 })
                 .await?
             }
-            "list" => workload("list page (50)", &args, &clients, |_, c, until| list_task(c, until)).await?,
+            "list" => workload("list page (50)", &args, &servers, |_, c, until| list_task(c, until)).await?,
             "transaction" => {
-                workload("transaction (2 puts)", &args, &clients, |w, c, until| {
+                workload("transaction (2 puts)", &args, &servers, |w, c, until| {
                     transaction_task(c, owned(w), until, 2000 + w as u64)
                 })
                 .await?
             }
-            "claim" => workload("claim", &args, &clients, |w, c, until| claim_task(c, until, w)).await?,
+            "claim" => workload("claim", &args, &servers, |w, c, until| claim_task(c, until, w)).await?,
             "queue" => {
-                workload("queue cycle (claim, complete)", &args, &clients, |w, c, until| queue_task(c, until, w, 1))
+                workload("queue cycle (claim, complete)", &args, &servers, |w, c, until| queue_task(c, until, w, 1))
                     .await?
             }
             "queue-batch" => {
                 let (batch, name) = (args.queue_batch, format!("queue cycle, batches of {}", args.queue_batch));
-                workload(&name, &args, &clients, |w, c, until| queue_task(c, until, w, batch)).await?
+                workload(&name, &args, &servers, |w, c, until| queue_task(c, until, w, batch)).await?
             }
             other => return Err(format!("unknown workload {other}").into()),
         }

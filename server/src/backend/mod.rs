@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use cairn_store::{Change, CollectionSpec, FeedStats, IndexSpec, Page, Query, Stored};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
@@ -287,6 +288,25 @@ pub trait Backend: Send + Sync + 'static {
 
     /// One record: 404 if absent or not visible in `scope`.
     fn get(&self, scope: Scope, collection: String, id: String) -> BackendFuture<'_, Stored<Value>>;
+
+    /// As [`get`](Self::get), with the document as JSON text, for answers that pass it on as it is. By
+    /// default the document [`get`](Self::get) reads, serialized.
+    fn get_raw(&self, scope: Scope, collection: String, id: String) -> BackendFuture<'_, Stored<Box<RawValue>>> {
+        let get = self.get(scope, collection, id);
+        Box::pin(async move {
+            let s = get.await?;
+            let doc = serde_json::value::to_raw_value(&s.doc)
+                .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            Ok(Stored {
+                id: s.id,
+                version: s.version,
+                seq: s.seq,
+                created_at_ms: s.created_at_ms,
+                updated_at_ms: s.updated_at_ms,
+                doc,
+            })
+        })
+    }
 
     /// Creates or replaces a record under `pre`; the record written and whether it was created.
     fn put(

@@ -2,10 +2,9 @@
 //! middleware resolves the `Authorization` header to a [`Principal`] that handlers check.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
@@ -179,7 +178,12 @@ impl Principal {
 
 /// Middleware: resolves the bearer token (401 for an unknown or malformed one) into a [`Principal`]
 /// request extension.
-pub async fn authenticate(State(tokens): State<Arc<Tokens>>, mut req: Request, next: Next) -> Response {
+/// `inner` answers the request (this is one of the middlewares the router runs as one layer).
+pub async fn authenticate<F: Future<Output = Response>>(
+    tokens: &Tokens,
+    mut req: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
     let principal = if !tokens.enabled() {
         Principal::local()
     } else {
@@ -201,7 +205,7 @@ pub async fn authenticate(State(tokens): State<Arc<Tokens>>, mut req: Request, n
         }
     };
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    inner(req).await
 }
 
 #[cfg(test)]

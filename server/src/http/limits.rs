@@ -3,11 +3,11 @@
 //! page size is capped where queries are built; engine tasks in flight are bounded in `state`, where they
 //! are started.)
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
@@ -27,15 +27,20 @@ pub struct Guard {
 
 /// Middleware: sheds a request with 503 and `Retry-After: 1` when `max_concurrency` requests are already in
 /// flight, and answers 503 if the handler takes longer than the timeout. `/healthz` is never shed.
-pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+/// `inner` answers the request (this is one of the middlewares the router runs as one layer).
+pub async fn guard<F: Future<Output = Response>>(
+    g: &Guard,
+    req: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
     if req.uri().path() == "/healthz" {
-        return next.run(req).await;
+        return inner(req).await;
     }
-    let Ok(_permit) = g.permits.clone().try_acquire_owned() else {
+    let Ok(_permit) = g.permits.try_acquire() else {
         g.metrics.shed.fetch_add(1, Ordering::Relaxed);
         return ApiError::unavailable("the server is at its concurrency limit; retry shortly", 1).into_response();
     };
-    match tokio::time::timeout(g.timeout, next.run(req)).await {
+    match tokio::time::timeout(g.timeout, inner(req)).await {
         Ok(resp) => resp,
         Err(_) => {
             g.metrics.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -56,6 +61,8 @@ mod tests {
     use std::time::Duration;
 
     use axum::body::Body;
+    use axum::extract::State;
+    use axum::middleware::Next;
     use axum::routing::get;
     use axum::Router;
     use tower::ServiceExt;
@@ -68,7 +75,9 @@ mod tests {
         Router::new()
             .route("/slow", get(|| async { tokio::time::sleep(Duration::from_millis(300)).await }))
             .route("/healthz", get(|| async {}))
-            .layer(axum::middleware::from_fn_with_state(g, guard))
+            .layer(axum::middleware::from_fn_with_state(g, |State(g): State<Guard>, req, next: Next| async move {
+                guard(&g, req, |req| next.run(req)).await
+            }))
     }
 
     fn get_req(path: &str) -> Request {

@@ -5,13 +5,13 @@
 //! of the router (or `unmatched`), `method` one of the methods HTTP defines (or `OTHER`), `status` a
 //! status code.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric};
@@ -403,12 +403,17 @@ fn encode_feed(encoder: &mut DescriptorEncoder, f: &cairn_store::FeedStats) -> R
     Ok(())
 }
 
-/// Middleware: counts every request by its route pattern (`unmatched` when no route matched).
-pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request, next: Next) -> Response {
+/// Middleware (run by the router's one layer): counts every request by its route pattern (`unmatched`
+/// when no route matched), with the latency of `inner`, which answers it.
+pub async fn track<F: Future<Output = Response>>(
+    metrics: &Metrics,
+    req: Request,
+    inner: impl FnOnce(Request) -> F,
+) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = req.method().clone();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let resp = inner(req).await;
     metrics.record(&route, &method, resp.status().as_u16(), start.elapsed());
     resp
 }

@@ -1,5 +1,6 @@
 //! The HTTP server: the collections of a data directory over HTTP and JSON (API version 1), on tokio and
-//! axum, with the synchronous engine called on tokio's blocking pool. See `docs/server.md`.
+//! axum, with the synchronous engine called on tokio's blocking pool (reads of one record by id excepted). See
+//! `docs/server.md`.
 //!
 //! One file per concern: `router` (the route table, the middleware stack and the small routes: health,
 //! OpenAPI, stats and metrics); the routes per resource: `records`, `collections`, `transactions`,
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use cairn_store::artifacts::{ArtifactOptions, Artifacts};
 use cairn_store::engine::Db;
 use cairn_store::{Store, StoreOptions};
@@ -246,6 +248,13 @@ pub fn serve(mut opts: ServeOptions) -> Result<(), ServeError> {
         });
         let retention = crate::run_retention::start(backend.clone(), opts.config.run_metrics.clone(), stopped.clone());
         let app = app(state);
+        // Answers go out at once, not held back by Nagle's algorithm until the client's ACK of the segment
+        // before (a delay of up to the client's delayed-ACK timeout when an answer takes two segments).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use cairn_store::{Query, Stored};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::auth::{Principal, Role};
@@ -26,6 +27,41 @@ pub fn record_json(collection: &str, s: &Stored<Value>) -> Value {
         "updated_at_ms": s.updated_at_ms,
         "document": s.doc,
     })
+}
+
+/// [`record_json`] as the body of an answer, with the record's version as its ETag: the same text, written
+/// straight from the record (no JSON value is built, and the document is not copied).
+pub fn record_response<D: Serialize>(status: StatusCode, collection: &str, s: &Stored<D>) -> Response {
+    /// `record_json`'s fields, in the order its object writes them (by name).
+    #[derive(Serialize)]
+    struct Body<'a, D> {
+        collection: &'a str,
+        created_at_ms: i64,
+        document: &'a D,
+        id: &'a str,
+        seq: u64,
+        updated_at_ms: i64,
+        version: u64,
+    }
+    let body = Body {
+        collection,
+        created_at_ms: s.created_at_ms,
+        document: &s.doc,
+        id: &s.id,
+        seq: s.seq,
+        updated_at_ms: s.updated_at_ms,
+        version: s.version,
+    };
+    match serde_json::to_vec(&body) {
+        Ok(body) => {
+            let headers = [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (header::ETAG, etag_of(s.version)),
+            ];
+            (status, headers, body).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+    }
 }
 
 /// The precondition of a write, from `If-Match` / `If-None-Match`: 400 if malformed or if both are given.
@@ -77,17 +113,16 @@ pub async fn put(
     let RecordPath { collection, id } = path;
     writable_collection(&collection)?;
     let (stored, created) = state.backend.put(who.scope(), collection.clone(), id, doc, pre).await?;
-    let stored = record_json(&collection, &stored);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let version = stored["version"].as_u64().unwrap_or(0);
-    Ok((status, [(header::ETAG, etag_of(version))], Json(stored)).into_response())
+    Ok(record_response(status, &collection, &stored))
 }
 
 fn etag_of(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-/// `GET /v1/collections/{collection}/records/{id}`.
+/// `GET /v1/collections/{collection}/records/{id}`: the document as the backend has it as text (the
+/// embedded store's stored bytes), not parsed and written again.
 pub async fn get(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -95,10 +130,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     who.require(Role::Read)?;
     let RecordPath { collection, id } = path;
-    let stored = state.backend.get(who.scope(), collection.clone(), id).await?;
-    let stored = record_json(&collection, &stored);
-    let version = stored["version"].as_u64().unwrap_or(0);
-    Ok(([(header::ETAG, etag_of(version))], Json(stored)).into_response())
+    let stored = state.backend.get_raw(who.scope(), collection.clone(), id).await?;
+    Ok(record_response(StatusCode::OK, &collection, &stored))
 }
 
 /// `DELETE /v1/collections/{collection}/records/{id}`.
@@ -240,6 +273,31 @@ mod tests {
         }
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
         assert!(precondition(&h).is_err(), "both headers");
+    }
+
+    /// The answer with a record is `record_json`'s text, whether the document is a value or stored text.
+    #[tokio::test]
+    async fn record_responses_are_record_json() {
+        let doc = json!({"name": "x\"y", "n": [1, 2.5, null], "r": {"gpus": 4}, "project": "p1"});
+        let s = Stored { id: "j/1 ü".to_owned(), version: 7, seq: 42, created_at_ms: 1, updated_at_ms: -2, doc };
+        let want = serde_json::to_vec(&record_json("jobs", &s)).unwrap();
+        let raw = Stored {
+            id: s.id.clone(),
+            version: s.version,
+            seq: s.seq,
+            created_at_ms: s.created_at_ms,
+            updated_at_ms: s.updated_at_ms,
+            doc: serde_json::value::to_raw_value(&s.doc).unwrap(),
+        };
+        let answers =
+            [record_response(StatusCode::CREATED, "jobs", &s), record_response(StatusCode::CREATED, "jobs", &raw)];
+        for resp in answers {
+            assert_eq!(resp.status(), StatusCode::CREATED);
+            assert_eq!(resp.headers()[header::ETAG], "\"7\"");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            assert_eq!(body, want);
+        }
     }
 
     #[test]

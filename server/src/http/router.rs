@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{middleware, Extension, Json, Router};
@@ -70,29 +71,48 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     ]
 }
 
-/// The application: routes, then (outermost first) metrics, load shedding and timeout, authentication, and
-/// the body limit.
+/// The application: routes, then (outermost first) tracing, metrics, load shedding and timeout,
+/// authentication, and the body limit. Metrics, shedding and authentication are one layer ([`edge`]): each
+/// layer of a router costs every request a clone of the services inside it and a boxed future.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in routes() {
         router = router.route(path, handler);
     }
-    let guard = Guard {
-        permits: Arc::new(Semaphore::new(state.limits.max_concurrency)),
-        timeout: state.limits.request_timeout(),
+    let edge = Edge {
+        guard: Guard {
+            permits: Arc::new(Semaphore::new(state.limits.max_concurrency)),
+            timeout: state.limits.request_timeout(),
+            metrics: state.metrics.clone(),
+        },
+        tokens: state.tokens.clone(),
         metrics: state.metrics.clone(),
     };
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.tokens.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(guard, limits::guard))
-        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(edge, edge_layer))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
         )
         .with_state(state)
+}
+
+/// What the [`edge_layer`] middleware needs.
+#[derive(Clone)]
+struct Edge {
+    metrics: Arc<super::metrics::Metrics>,
+    guard: Guard,
+    tokens: Arc<auth::Tokens>,
+}
+
+/// Middleware: [`metrics::track`] around [`limits::guard`] around [`auth::authenticate`], in one layer.
+async fn edge_layer(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    metrics::track(&edge.metrics, req, |req| {
+        limits::guard(&edge.guard, req, |req| auth::authenticate(&edge.tokens, req, |req| next.run(req)))
+    })
+    .await
 }
 
 async fn not_found(uri: Uri) -> ApiError {
