@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use super::report::{cell, fmt_mib, Report};
+use super::report::{cell, fmt_mib, table_header, Report};
 use super::{run, Config, Result};
 
 /// The reports of consecutive full runs of one configuration.
@@ -98,15 +98,7 @@ impl Repeated {
 
         let _ = writeln!(s, "## {n} runs one after another\n");
         let _ = writeln!(s, "Each engine's figure in run 1 / run 2 / ...:\n");
-        let _ = write!(s, "| workload |");
-        for e in engines {
-            let _ = write!(s, " {e} |");
-        }
-        let _ = write!(s, "\n|---|");
-        for _ in engines {
-            let _ = write!(s, "---:|");
-        }
-        s.push('\n');
+        table_header(&mut s, "| workload |", "|---|", engines);
         for (set, workload) in &rows {
             let _ = write!(s, "| {workload} |");
             for e in engines {
@@ -124,15 +116,7 @@ impl Repeated {
                 "\nCairn's ratio to each peer in run 1 / run 2 / ..., then the median of those ratios in bold (as in \
                  each run's table: above 1 Cairn is faster, for sizes below 1 Cairn is smaller):\n"
             );
-            let _ = write!(s, "| workload |");
-            for p in &peers {
-                let _ = write!(s, " {p} |");
-            }
-            let _ = write!(s, "\n|---|");
-            for _ in &peers {
-                let _ = write!(s, "---:|");
-            }
-            s.push('\n');
+            table_header(&mut s, "| workload |", "|---|", &peers);
             for (set, workload) in &rows {
                 let _ = write!(s, "| {workload} |");
                 for p in &peers {
@@ -146,15 +130,7 @@ impl Repeated {
 
         if self.runs.iter().any(|r| r.outcomes.iter().any(|o| o.peak_rss_bytes.is_some())) {
             let _ = writeln!(s, "\nPeak RSS (VmHWM) of each set in run 1 / run 2 / ...:\n");
-            let _ = write!(s, "| set |");
-            for e in engines {
-                let _ = write!(s, " {e} |");
-            }
-            let _ = write!(s, "\n|---|");
-            for _ in engines {
-                let _ = write!(s, "---:|");
-            }
-            s.push('\n');
+            table_header(&mut s, "| set |", "|---|", engines);
             for set in &first.config.sets {
                 let _ = write!(s, "| {} |", set.name());
                 for e in engines {

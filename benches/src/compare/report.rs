@@ -137,6 +137,27 @@ pub struct Report {
     pub mismatches: Vec<String>,
 }
 
+/// Writes a markdown table's two header lines: `lead` (the first columns, e.g. `| workload |`) and one
+/// right-aligned column per item of `columns`, under `rule` (the first columns' separators).
+pub(super) fn table_header<T: std::fmt::Display>(
+    s: &mut String,
+    lead: &str,
+    rule: &str,
+    columns: impl IntoIterator<Item = T>,
+) {
+    let columns: Vec<T> = columns.into_iter().collect();
+    s.push_str(lead);
+    for c in &columns {
+        let _ = write!(s, " {c} |");
+    }
+    s.push('\n');
+    s.push_str(rule);
+    for _ in &columns {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+}
+
 fn fmt_time(seconds: f64) -> String {
     let ms = seconds * 1000.0;
     if ms < 10.0 {
@@ -328,15 +349,7 @@ impl Report {
         );
 
         let engines = &cfg.engines;
-        let _ = write!(s, "| workload | ops |");
-        for e in engines {
-            let _ = write!(s, " {e} |");
-        }
-        let _ = write!(s, "\n|---|---:|");
-        for _ in engines {
-            let _ = write!(s, "---:|");
-        }
-        s.push('\n');
+        table_header(&mut s, "| workload | ops |", "|---|---:|", engines);
         let rows = self.rows();
         for (set, workload, ops) in &rows {
             let cells: Vec<Option<&Measurement>> = engines.iter().map(|e| self.find(set, workload, e)).collect();
@@ -362,15 +375,7 @@ impl Report {
                  sustained rows Cairn's rate / peer's rate; for sizes Cairn bytes / peer bytes, so below 1 means \
                  Cairn is smaller; `-nosync` peers against cairn-nosync):\n"
             );
-            let _ = write!(s, "| workload |");
-            for p in &peers {
-                let _ = write!(s, " {p} |");
-            }
-            let _ = write!(s, "\n|---|");
-            for _ in &peers {
-                let _ = write!(s, "---:|");
-            }
-            s.push('\n');
+            table_header(&mut s, "| workload |", "|---|", &peers);
             for (set, workload, _) in &rows {
                 let _ = write!(s, "| {workload} |");
                 for p in &peers {
@@ -393,15 +398,7 @@ impl Report {
                 "\nLatency of every operation of the sustained workload (nearest-rank percentiles; a commit is one \
                  batch of {SUSTAINED_BATCH} pairs):\n"
             );
-            let _ = write!(s, "| workload | |");
-            for e in engines {
-                let _ = write!(s, " {e} |");
-            }
-            let _ = write!(s, "\n|---|---|");
-            for _ in engines {
-                let _ = write!(s, "---:|");
-            }
-            s.push('\n');
+            table_header(&mut s, "| workload | |", "|---|---|", engines);
             type Pick = fn(&Measurement) -> Option<String>;
             let lines: [(&str, Pick); 5] = [
                 ("rate", |m| m.ops_per_sec().map(fmt_rate)),
@@ -428,15 +425,7 @@ impl Report {
                 "\nPeak RSS (VmHWM) of the process that ran each set; in brackets, its RSS after generating the \
                  data and before opening the engine (the harness's share):\n"
             );
-            let _ = write!(s, "| set |");
-            for e in engines {
-                let _ = write!(s, " {e} |");
-            }
-            let _ = write!(s, "\n|---|");
-            for _ in engines {
-                let _ = write!(s, "---:|");
-            }
-            s.push('\n');
+            table_header(&mut s, "| set |", "|---|", engines);
             for set in &cfg.sets {
                 let _ = write!(s, "| {} |", set.name());
                 for e in engines {
