@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::sustained::Latency;
-use super::{disk_usage, open_docs, open_kv, open_kv_logged, Compacted, EngineSpec, KvEngine, Result};
+use super::{disk_usage, open_docs, open_kv, open_kv_logged, Compacted, EngineSpec, KvEngine, KvReader, Result};
 use crate::DataGen;
 
 /// Key length of the key-value workloads, in bytes.
@@ -435,23 +435,9 @@ pub fn run_kv(
 
     // Random reads of existing keys; the expected digest comes from the data itself.
     let order = picks(seed ^ 0x5eed_0001, plan.reads, total);
-    let mut expected = Checksum::default();
-    for &i in &order {
-        expected.add(&data[i].1);
-    }
     let mut reader = engine.reader()?;
-    let mut sum = Checksum::default();
-    let start = Instant::now();
-    for &i in &order {
-        if !reader.get(&data[i].0, &mut sum)? {
-            return Err(format!("{spec}: an existing key was not found").into());
-        }
-    }
-    out.push(Measurement::timed("random reads", plan.reads, start).with_checksum(sum));
+    out.push(timed_gets(spec, &mut *reader, data, &order, "random reads".to_owned())?);
     describe("after the random reads", shared);
-    if sum != expected {
-        return Err(format!("{spec}: random reads returned wrong values ({sum}, expected {expected})").into());
-    }
 
     let order = picks(seed ^ 0x5eed_0002, plan.scans, total);
     let mut sum = Checksum::default();
@@ -557,27 +543,39 @@ pub fn run_large_reads(
     }
 
     let order = picks(seed ^ 0x5eed_0005, plan.large_reads, data.len());
+    let mut reader = engine.reader()?;
+    let m =
+        timed_gets(spec, &mut *reader, data, &order, format!("random reads ({} KiB values)", LARGE_VALUE_LEN / 1024))?;
+    drop(reader);
+    engine.close()?;
+    Ok(vec![m])
+}
+
+/// Gets the keys of `data` at `order` through `reader`, timed, as `workload`; an error if a key is missing or
+/// the values' digest is not the data's.
+fn timed_gets(
+    spec: EngineSpec,
+    reader: &mut dyn KvReader,
+    data: &[(Vec<u8>, Vec<u8>)],
+    order: &[usize],
+    workload: String,
+) -> Result<Measurement> {
     let mut expected = Checksum::default();
-    for &i in &order {
+    for &i in order {
         expected.add(&data[i].1);
     }
-    let mut reader = engine.reader()?;
     let mut sum = Checksum::default();
     let start = Instant::now();
-    for &i in &order {
+    for &i in order {
         if !reader.get(&data[i].0, &mut sum)? {
             return Err(format!("{spec}: an existing key was not found").into());
         }
     }
-    let m =
-        Measurement::timed(format!("random reads ({} KiB values)", LARGE_VALUE_LEN / 1024), plan.large_reads, start)
-            .with_checksum(sum);
+    let m = Measurement::timed(workload, order.len(), start).with_checksum(sum);
     if sum != expected {
-        return Err(format!("{spec}: reads of large values returned wrong values ({sum}, expected {expected})").into());
+        return Err(format!("{spec}: {} returned wrong values ({sum}, expected {expected})", m.workload).into());
     }
-    drop(reader);
-    engine.close()?;
-    Ok(vec![m])
+    Ok(m)
 }
 
 /// A job of about 500 bytes as JSON: owner `user{i % 50}`, project `project{i % 20}`, status cycling
