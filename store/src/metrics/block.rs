@@ -52,6 +52,22 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Appends the block's 78 header bytes ("Block" in `docs/format/metrics.md`) with `version`, `flags` and
+    /// `payload_len`.
+    fn encode_into(&self, out: &mut Vec<u8>, version: u8, flags: u8, payload_len: usize) {
+        out.push(version);
+        out.push(flags);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.nan_count.to_le_bytes());
+        for v in [self.min_step, self.max_step, self.min_ts, self.max_ts] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.min, self.max, self.sum, self.last] {
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        out.extend_from_slice(&u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes());
+    }
+
     /// The statistics of a block holding `first` alone.
     fn start(first: &Point) -> Header {
         let mut h = Header {
@@ -426,17 +442,7 @@ impl Builder {
         let payload_len = 4 + values_len + self.times.byte_len();
         let h = &self.header;
         let mut out = Vec::with_capacity(HEADER_LEN + payload_len + 4);
-        out.push(VERSION);
-        out.push(self.modes.flags());
-        out.extend_from_slice(&h.count.to_le_bytes());
-        out.extend_from_slice(&h.nan_count.to_le_bytes());
-        for v in [h.min_step, h.max_step, h.min_ts, h.max_ts] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [h.min, h.max, h.sum, h.last] {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        out.extend_from_slice(&u32::try_from(payload_len).unwrap_or(u32::MAX).to_le_bytes());
+        h.encode_into(&mut out, VERSION, self.modes.flags(), payload_len);
         out.extend_from_slice(&u32::try_from(values_len).unwrap_or(u32::MAX).to_le_bytes());
         self.values.copy_to(&mut out);
         self.times.copy_to(&mut out);
@@ -697,17 +703,7 @@ pub(crate) fn encode_v1(points: &[Point]) -> Vec<u8> {
     }
     let payload = w.finish();
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + 4);
-    out.push(VERSION_1);
-    out.push(0);
-    out.extend_from_slice(&h.count.to_le_bytes());
-    out.extend_from_slice(&h.nan_count.to_le_bytes());
-    for v in [h.min_step, h.max_step, h.min_ts, h.max_ts] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [h.min, h.max, h.sum, h.last] {
-        out.extend_from_slice(&v.to_bits().to_le_bytes());
-    }
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_le_bytes());
+    h.encode_into(&mut out, VERSION_1, 0, payload.len());
     out.extend_from_slice(&payload);
     let crc = crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
