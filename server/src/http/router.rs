@@ -72,7 +72,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
 }
 
 /// The application: routes, then (outermost first) tracing, metrics, load shedding and timeout,
-/// authentication, and the body limit. Metrics, shedding and authentication are one layer ([`edge`]): each
+/// authentication, and the body limit. Metrics, shedding and authentication are one layer (`edge_layer`): each
 /// layer of a router costs every request a clone of the services inside it and a boxed future.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
