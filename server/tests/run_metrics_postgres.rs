@@ -61,6 +61,21 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// Runs `f` on the blocking pool with the run metrics of one server on a fresh database.
+async fn on_one_server<R: Send + 'static>(f: impl FnOnce(RunMetricsStore) -> R + Send + 'static) -> R {
+    let (_pg, url) = database();
+    let node = Node::start(&url).await;
+    let metrics = node.metrics.clone();
+    blocking(move || f(metrics)).await
+}
+
+/// The embedded store's metrics in a temporary directory (removed when the guard drops), to compare with.
+fn embedded_metrics() -> (tempfile::TempDir, Metrics) {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new(cairn_store::Store::open(dir.path()).unwrap());
+    (dir, metrics)
+}
+
 /// Every point of a history, page by page.
 fn whole(m: &RunMetricsStore, req: HistoryRequest) -> Vec<Point> {
     let mut req = req;
@@ -239,12 +254,8 @@ fn value(rng: &mut Rng) -> f64 {
 /// numbers aside; means up to their last bits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_script_is_answered_as_the_embedded_store_answers_it() {
-    let (_pg, url) = database();
-    let node = Node::start(&url).await;
-    let pg = node.metrics.clone();
-    blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let embedded = Metrics::new(cairn_store::Store::open(dir.path()).unwrap());
+    on_one_server(move |pg| {
+        let (_dir, embedded) = embedded_metrics();
         let mut rng = Rng(0x5eed_1234_abcd_0001);
         let runs = ["a", "b", "c"];
         let keys = ["loss", "val/acc", "x y"];
@@ -338,8 +349,7 @@ async fn refusals_are_the_embedded_stores() {
     let node = Node::start(&url).await;
     let pg = node.metrics.clone();
     blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let embedded = Metrics::new(cairn_store::Store::open(dir.path()).unwrap());
+        let (_dir, embedded) = embedded_metrics();
         let invalid = |r: Result<String, MetricsError>| match r {
             Err(MetricsError::Invalid(m)) => m,
             other => panic!("not refused as invalid: {other:?}"),
@@ -476,12 +486,8 @@ async fn values_are_kept_bit_for_bit() {
 /// them still makes the mean infinite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downsampling_at_the_edges_of_the_numbers() {
-    let (_pg, url) = database();
-    let node = Node::start(&url).await;
-    let m = node.metrics.clone();
-    blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let embedded = Metrics::new(cairn_store::Store::open(dir.path()).unwrap());
+    on_one_server(move |m| {
+        let (_dir, embedded) = embedded_metrics();
         let steps = [i64::MIN, i64::MIN + 1, -5, 0, 3, i64::MAX - 1, i64::MAX];
         let points: Vec<MetricPoint> =
             steps.iter().enumerate().map(|(i, s)| MetricPoint::new("wide", *s, 0, i as f64)).collect();
@@ -521,10 +527,7 @@ async fn downsampling_at_the_edges_of_the_numbers() {
 /// points are those of the points left; a series left empty goes; runs not selected keep everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_exactly_the_points_older_than_the_cutoff() {
-    let (_pg, url) = database();
-    let node = Node::start(&url).await;
-    let m = node.metrics.clone();
-    blocking(move || {
+    on_one_server(move |m| {
         // "mixed": even steps old, odd steps new; its highest step is old.
         let mixed: Vec<MetricPoint> =
             (0..3001).map(|s| MetricPoint::new("loss", s, if s % 2 == 0 { 100 } else { 5_000 }, s as f64)).collect();
