@@ -141,6 +141,22 @@ async fn get(location: &ObjectLocation, name: &str, report: &mut RestoreReport) 
     Ok(bytes.to_vec())
 }
 
+/// Downloads snapshot object `name` and opens it: its size must be the manifest's `len` and its SHA-256
+/// `sha256`; the decompressed text.
+async fn get_checked(
+    location: &ObjectLocation,
+    name: &str,
+    len: u64,
+    sha256: &str,
+    report: &mut RestoreReport,
+) -> Result<Vec<u8>, SyncError> {
+    let bytes = get(location, name, report).await?;
+    if bytes.len() as u64 != len {
+        return Err(SyncError::corrupt(name, format!("{} bytes, manifest says {len}", bytes.len())));
+    }
+    open_checked(name, &bytes, sha256)
+}
+
 /// The newest snapshot at or before the target.
 async fn choose_snapshot(
     location: &ObjectLocation,
@@ -183,11 +199,7 @@ async fn load_snapshot(
     let dir = snapshot_dir(manifest.seq);
     for entry in &manifest.objects {
         let name = format!("{dir}{}", entry.name);
-        let bytes = get(location, &name, report).await?;
-        if bytes.len() as u64 != entry.bytes {
-            return Err(SyncError::corrupt(&name, format!("{} bytes, manifest says {}", bytes.len(), entry.bytes)));
-        }
-        let text = open_checked(&name, &bytes, &entry.sha256)?;
+        let text = get_checked(location, &name, entry.bytes, &entry.sha256, report).await?;
         let records: Vec<SnapshotLine> = lines(&name, &text)?;
         if records.len() as u64 != entry.records {
             return Err(SyncError::corrupt(
@@ -230,11 +242,7 @@ async fn load_metrics(
     let mut points = Vec::new();
     for entry in &listing.objects {
         let name = format!("{dir}{}", entry.name);
-        let bytes = get(location, &name, report).await?;
-        if bytes.len() as u64 != entry.bytes {
-            return Err(SyncError::corrupt(&name, format!("{} bytes, manifest says {}", bytes.len(), entry.bytes)));
-        }
-        let text = open_checked(&name, &bytes, &entry.sha256)?;
+        let text = get_checked(location, &name, entry.bytes, &entry.sha256, report).await?;
         let lines: Vec<MetricsLine> = lines(&name, &text)?;
         let n: u64 = lines.iter().map(|l| l.steps.len() as u64).sum();
         if lines.len() as u64 != entry.lines || n != entry.points {
