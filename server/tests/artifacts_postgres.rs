@@ -22,6 +22,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use reqwest::{Method, StatusCode};
 
+mod fresh_database;
+use fresh_database::database;
+
 /// One server's artifact store and its S3 listener (open mode: no tokens), stopped on drop.
 struct Node {
     base: String,
@@ -60,13 +63,6 @@ impl Node {
         let store = ArtifactStore::from(self.artifacts.clone());
         tokio::task::spawn_blocking(move || f(&*store)).await.unwrap()
     }
-}
-
-/// A fresh database and its cluster (kept alive with it).
-fn database() -> (cairn_pgcluster::Postgres, String) {
-    let pg = cairn_pgcluster::Postgres::shared();
-    let url = tokio::task::block_in_place(|| pg.database());
-    (pg, url)
 }
 
 /// A directory (created if missing) as an object store.

@@ -20,12 +20,8 @@ use cairn_store::queue::{
 };
 use serde_json::{json, Value};
 
-/// A fresh database and its cluster (kept alive with it).
-fn database() -> (cairn_pgcluster::Postgres, String) {
-    let pg = cairn_pgcluster::Postgres::shared();
-    let url = tokio::task::block_in_place(|| pg.database());
-    (pg, url)
-}
+mod fresh_database;
+use fresh_database::database;
 
 /// One server: a backend on the database `url` (its listening connection started) and its job queue.
 struct Node {
