@@ -216,6 +216,16 @@ impl MemCursor {
             Some(t) => list.seek_ge(&Target::from_internal(t)),
             None => list.first(),
         };
+        self.prefetch_ahead(true);
+    }
+
+    /// Starts loading the entry after the current one in the direction of a scan (forward only: level 0's
+    /// backward links are read when a step takes them).
+    fn prefetch_ahead(&self, forward: bool) {
+        if let (true, Some(n)) = (forward, self.node) {
+            // SAFETY: the node belongs to `self.mem`'s list, which `self` keeps alive.
+            unsafe { n.prefetch_successor() };
+        }
     }
 
     /// Moves to the last entry `<= target` (the last entry if `None`).
@@ -237,6 +247,7 @@ impl MemCursor {
                 n.predecessor()
             }
         });
+        self.prefetch_ahead(forward);
     }
 
     /// The current internal key, or `None` off the ends.
