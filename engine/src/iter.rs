@@ -239,21 +239,27 @@ impl Iter {
         }
     }
 
+    /// Seeks the merge to the range's first bound in its direction. The internal key sought is built in
+    /// `self.key`, empty before the first pair, whose allocation then holds the pairs' keys.
     fn start(&mut self) -> Result<(), StorageError> {
         self.started = true;
-        let target = if self.reverse {
+        let bound = if self.reverse {
             match &self.upper {
-                Bound::Included(u) => Some(key::internal_key(u, 0)),
-                Bound::Excluded(u) => Some(key::internal_key(u, u64::MAX)),
+                Bound::Included(u) => Some((u, 0)),
+                Bound::Excluded(u) => Some((u, u64::MAX)),
                 Bound::Unbounded => None,
             }
         } else {
             match &self.lower {
-                Bound::Included(l) | Bound::Excluded(l) => Some(key::internal_key(l, u64::MAX)),
+                Bound::Included(l) | Bound::Excluded(l) => Some((l, u64::MAX)),
                 Bound::Unbounded => None,
             }
         };
-        self.merge.seek(target.as_deref())
+        let Some((user_key, trailer)) = bound else { return self.merge.seek(None) };
+        key::append_internal_key(&mut self.key, user_key, trailer);
+        let sought = self.merge.seek(Some(&self.key));
+        self.key.clear();
+        sought
     }
 
     /// Leaves the merge on the newest visible version of the next live key, that key in `self.key`.

@@ -193,10 +193,9 @@ impl Version {
         Ok(Lookup::Absent)
     }
 
-    /// One source per level-0 table and one per deeper non-empty level. A level's source shares the
+    /// Adds to `out` one source per level-0 table and one per deeper non-empty level. A level's source shares the
     /// version instead of copying its list of tables, which may be long.
-    pub fn sources(self: &Arc<Self>, reverse: bool) -> Result<Vec<Box<dyn Source>>, StorageError> {
-        let mut out: Vec<Box<dyn Source>> = Vec::new();
+    pub fn add_sources(self: &Arc<Self>, out: &mut Vec<Box<dyn Source>>, reverse: bool) -> Result<(), StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {
@@ -206,7 +205,7 @@ impl Version {
                 out.push(Box::new(LevelIter::over_level(self.clone(), level, reverse)));
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

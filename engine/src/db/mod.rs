@@ -381,11 +381,16 @@ impl Inner {
     ) -> Result<Iter, StorageError> {
         self.check_open()?;
         let (view, seq) = self.read_point(seq);
-        let mut sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(view.mem.clone(), reverse))];
+        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(
+            1 + view.imms.len()
+                + view.version.levels.iter().map(|l| l.len().min(1)).sum::<usize>()
+                + view.version.levels.first().map_or(0, Vec::len),
+        );
+        sources.push(Box::new(MemSource::new(view.mem.clone(), reverse)));
         for imm in &view.imms {
             sources.push(Box::new(MemSource::new(imm.clone(), reverse)));
         }
-        sources.extend(view.version.sources(reverse)?);
+        view.version.add_sources(&mut sources, reverse)?;
         Ok(Iter::new(MergingIter::new(sources, reverse), seq, lower, upper, reverse))
     }
 
