@@ -82,13 +82,16 @@ impl KvEngine for CairnKv {
             .map(|(i, l)| format!("L{i} {} ({} MiB)", l.tables, l.bytes >> 20))
             .collect();
         Some(format!(
-            "tables: {}; memtable {} MiB + {} frozen; {} compactions so far; block cache {} hits / {} misses",
+            "tables: {}; memtable {} MiB + {} frozen; {} compactions so far; block cache {} hits / {} misses; \
+             {} writes slowed, {} ms stalled",
             if levels.is_empty() { "none".to_owned() } else { levels.join(", ") },
             s.memtable_bytes >> 20,
             s.immutable_memtables,
             s.compactions,
             s.cache_hits,
-            s.cache_misses
+            s.cache_misses,
+            s.write_slowdowns,
+            s.write_stall_micros / 1000
         ))
     }
 }

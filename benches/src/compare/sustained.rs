@@ -192,6 +192,10 @@ pub fn run_sustained(
         Ok((start.elapsed(), written, reads))
     })?;
 
+    if let Some(state) = engine.describe() {
+        eprintln!("      (after the sustained writes: {state})");
+    }
+
     // Every writer's last commit must be there.
     let mut reader = engine.reader()?;
     for w in &written {
