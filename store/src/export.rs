@@ -102,7 +102,7 @@ impl Iterator for SnapshotRecords {
         let pair = self.iter.next()?;
         Some(pair.map_err(StoreError::from).and_then(|(key, value)| {
             let (_, id) = keys::parse_record_key(&key).ok_or_else(|| StoreError::undecodable(&key, "record key"))?;
-            Ok(stored(&id, envelope::decode(&key, &value)?))
+            Ok(stored(id, envelope::decode(&key, &value)?))
         }))
     }
 }

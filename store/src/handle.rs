@@ -291,8 +291,11 @@ impl DynCollection {
     pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, ReadError> {
         validate_id(id)?;
         let key = crate::keys::record_key(&self.name, id);
-        let Some(bytes) = self.store.db().get(&key)? else { return Ok(None) };
-        Ok(Some(stored(id, decoder.decode(&key, &bytes)?)))
+        // Decoded in place, in the memtable or the cached block that holds the record.
+        let Some(record) = self.store.db().get_with(&key, |bytes| decoder.decode(&key, bytes))? else {
+            return Ok(None);
+        };
+        Ok(Some(stored(id, record?)))
     }
 
     /// One page of the documents matching `query`, read at one snapshot.

@@ -158,7 +158,7 @@ impl Store {
                 let e = envelope::decode(&key, &value)?;
                 let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
                 for index in building {
-                    batch.put(keys::index_key(collection, &index.key, &index.spec.fields, &e.doc, &id), id.as_bytes());
+                    batch.put(keys::index_key(collection, &index.key, &index.spec.fields, &e.doc, id), id.as_bytes());
                 }
                 last = Some(key);
                 records += 1;

@@ -69,13 +69,13 @@ pub(crate) fn record_key(collection: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// The collection and id a record key names.
-pub(crate) fn parse_record_key(key: &[u8]) -> Option<(String, String)> {
+/// The collection and id a record key names, borrowed from the key.
+pub(crate) fn parse_record_key(key: &[u8]) -> Option<(&str, &str)> {
     let rest = key.strip_prefix(&[RECORD])?;
     let sep = rest.iter().position(|b| *b == 0)?;
     let collection = std::str::from_utf8(rest.get(..sep)?).ok()?;
     let id = std::str::from_utf8(rest.get(sep + 1..)?).ok()?;
-    Some((collection.to_owned(), id.to_owned()))
+    Some((collection, id))
 }
 
 /// Prefix of every entry of one index.
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn record_keys_round_trip_and_paths_resolve() {
         let k = record_key("jobs", "job-1/x");
-        assert_eq!(parse_record_key(&k), Some(("jobs".to_owned(), "job-1/x".to_owned())));
+        assert_eq!(parse_record_key(&k), Some(("jobs", "job-1/x")));
         assert!(k.starts_with(&record_prefix("jobs")));
         assert!(!k.starts_with(&record_prefix("job")));
         let doc = json!({"resources": {"gpus": 2}});

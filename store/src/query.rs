@@ -2,7 +2,6 @@
 //! the index, with post-scan filters, a limit and an opaque cursor; a full scan in id order when no index
 //! serves. See `docs/collections.md`.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::ops::{Bound, ControlFlow};
 
@@ -417,6 +416,9 @@ pub(crate) fn execute<D: DeserializeOwned>(
     // construction; `check_indexes` verifies it), so those records need no check.
     let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
     let mut visited = 0usize;
+    // The key of an index entry's record, rebuilt in place for each entry.
+    let mut record_key = keys::record_prefix(d.name());
+    let record_prefix_len = record_key.len();
     // One entry: visits its record if it matches; `Break` when the scan is over and another match follows.
     let mut entry = |key: &[u8], value: &[u8]| -> Result<ControlFlow<()>, ReadError> {
         let full = limit.is_some_and(|l| visited >= l);
@@ -424,42 +426,52 @@ pub(crate) fn execute<D: DeserializeOwned>(
             return Ok(ControlFlow::Break(()));
         }
         // A full scan reads the records themselves; an index entry's value is the id of its record.
-        let (record_key, id, record) = if full_scan {
-            let id = keys::parse_record_key(key).map(|k| k.1).unwrap_or_default();
-            (Cow::Borrowed(key), id, Some(value))
+        let (id, record) = if full_scan {
+            (keys::parse_record_key(key).map(|k| k.1).unwrap_or_default(), Some(value))
         } else {
             let id = std::str::from_utf8(value).map_err(|_| undecodable(key, "index entry id"))?;
-            (Cow::Owned(keys::record_key(d.name(), id)), id.to_owned(), None)
+            record_key.truncate(record_prefix_len);
+            record_key.extend_from_slice(id.as_bytes());
+            (id, None)
         };
         if skip_records {
-            visit(key, None, &id);
+            visit(key, None, id);
             visited += 1;
             return Ok(ControlFlow::Continue(()));
         }
-        let fetched;
-        let bytes = match record {
-            Some(bytes) => bytes,
-            None => {
-                fetched = snap.get(&record_key)?;
-                fetched.as_deref().ok_or_else(|| undecodable(key, "index entry without record"))?
+        let record_key = if full_scan { key } else { record_key.as_slice() };
+        // What the record's bytes say: a record to visit, one that does not match, or a match past the limit.
+        let read = |bytes: &[u8]| -> Result<ControlFlow<(), Option<Envelope<D>>>, ReadError> {
+            if !check_records {
+                return Ok(ControlFlow::Continue(Some(decoder.decode(record_key, bytes)?)));
             }
-        };
-        let env = if check_records {
-            let env = envelope::decode(&record_key, bytes)?;
+            let env = envelope::decode(record_key, bytes)?;
             if !matches(q, &env.doc) {
-                return Ok(ControlFlow::Continue(()));
+                return Ok(ControlFlow::Continue(None));
             }
             if full {
                 return Ok(ControlFlow::Break(()));
             }
-            let doc = serde_json::from_value(env.doc).map_err(|e| undecodable(&record_key, e.to_string()))?;
-            Envelope { seq: env.seq, version: env.version, created_ms: env.created_ms, updated_ms: env.updated_ms, doc }
-        } else {
-            decoder.decode(&record_key, bytes)?
+            let doc = serde_json::from_value(env.doc).map_err(|e| undecodable(record_key, e.to_string()))?;
+            let (seq, version, created_ms, updated_ms) = (env.seq, env.version, env.created_ms, env.updated_ms);
+            Ok(ControlFlow::Continue(Some(Envelope { seq, version, created_ms, updated_ms, doc })))
         };
-        visit(key, Some(env), &id);
-        visited += 1;
-        Ok(ControlFlow::Continue(()))
+        // An index entry's record is read in place, in the memtable or the cached block that holds it.
+        let read = match record {
+            Some(bytes) => read(bytes)?,
+            None => {
+                snap.get_with(record_key, read)?.ok_or_else(|| undecodable(key, "index entry without record"))??
+            }
+        };
+        match read {
+            ControlFlow::Break(()) => Ok(ControlFlow::Break(())),
+            ControlFlow::Continue(None) => Ok(ControlFlow::Continue(())),
+            ControlFlow::Continue(Some(env)) => {
+                visit(key, Some(env), id);
+                visited += 1;
+                Ok(ControlFlow::Continue(()))
+            }
+        }
     };
     for (key, id) in &exceptions {
         if entry(key, id)?.is_break() {

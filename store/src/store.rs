@@ -504,7 +504,7 @@ impl Store {
                 let e = envelope::decode(&key, &value)?;
                 let id = keys::parse_record_key(&key).map(|k| k.1).unwrap_or_default();
                 for index in d.ready() {
-                    expected.insert(keys::index_key(&spec.name, &index.key, &index.spec.fields, &e.doc, &id));
+                    expected.insert(keys::index_key(&spec.name, &index.key, &index.spec.fields, &e.doc, id));
                 }
             }
             let mut found = std::collections::BTreeSet::new();

@@ -533,7 +533,7 @@ impl<'s> Transaction<'s> {
             }
             Err(CommitError::ConditionFailed { key }) => {
                 let (collection, id) = keys::parse_record_key(&key).unwrap_or_default();
-                Err(WriteError::TxnConflict { collection, id })
+                Err(WriteError::TxnConflict { collection: collection.to_owned(), id: id.to_owned() })
             }
             Err(e) => Err(e.into()),
         }

@@ -243,7 +243,7 @@ impl JobQueue {
         let newest = match store.db().prefix_rev(keys::record_prefix(JOBS))?.next() {
             Some(pair) => {
                 let (key, _) = pair?;
-                keys::parse_record_key(&key).and_then(|(_, id)| model::parse_job_key(&id)).unwrap_or(0)
+                keys::parse_record_key(&key).and_then(|(_, id)| model::parse_job_key(id)).unwrap_or(0)
             }
             None => 0,
         };
