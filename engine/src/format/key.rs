@@ -100,13 +100,11 @@ pub(crate) fn window(user_key: &[u8], skip: usize) -> u64 {
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> Ordering {
     let (ua, ta) = split(a);
     let (ub, tb) = split(b);
-    // Keys that differ in their first eight bytes are ordered by them, compared as one integer, without a
+    // Keys whose windows (first eight bytes) differ are ordered by them, compared as one integer, without a
     // call to `memcmp`: most neighbours a merge or a search compares differ early.
-    if let (Some(ha), Some(hb)) = (ua.first_chunk::<8>(), ub.first_chunk::<8>()) {
-        let (ha, hb) = (u64::from_be_bytes(*ha), u64::from_be_bytes(*hb));
-        if ha != hb {
-            return ha.cmp(&hb);
-        }
+    let (wa, wb) = (window(ua, 0), window(ub, 0));
+    if wa != wb {
+        return wa.cmp(&wb);
     }
     ua.cmp(ub).then_with(|| tb.cmp(&ta))
 }
