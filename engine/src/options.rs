@@ -43,6 +43,7 @@ pub struct Options {
     pub(crate) level0_stop_trigger: usize,
     pub(crate) max_manifest_size: u64,
     pub(crate) ingest_threshold: usize,
+    pub(crate) cache_flushed_blocks: bool,
     pub(crate) compaction_policy: Arc<dyn CompactionPolicy>,
     pub(crate) storage: Arc<dyn Storage>,
 }
@@ -66,6 +67,7 @@ impl Default for Options {
             level0_stop_trigger: 20,
             max_manifest_size: 4 << 20,
             ingest_threshold: 16 << 20,
+            cache_flushed_blocks: true,
             compaction_policy: Arc::new(LeveledPolicy::default()),
             storage: Arc::new(FsStorage),
         }
@@ -188,6 +190,16 @@ impl Options {
     /// inserts and the later flush of a bulk load. `usize::MAX` turns it off. Default: 16 MiB.
     pub fn ingest_threshold(mut self, bytes: usize) -> Self {
         self.ingest_threshold = bytes;
+        self
+    }
+
+    /// Put the data blocks of a flushed memtable into the block cache, decoded, as the flush writes them, so
+    /// that reads of what was just written (a job right after it was queued, a run's latest records) find
+    /// their blocks there instead of reading, checking and decompressing each on its first read. They
+    /// count against `block_cache_size` and are evicted like any block; compactions'
+    /// outputs are never put in. Costs the flush a decode of each block. Default: `true`.
+    pub fn cache_flushed_blocks(mut self, yes: bool) -> Self {
+        self.cache_flushed_blocks = yes;
         self
     }
 

@@ -2,13 +2,14 @@
 //! snapshot can see and tombstones that hide nothing dropped on the way.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::format::key::{self, ValueKind};
 use crate::format::names;
 use crate::io::Storage;
 use crate::iter::{MergingIter, Source};
-use crate::table::Compression;
+use crate::table::{BlockCache, Compression};
 use crate::table::{TableBuilder, TableSummary};
 use crate::version::TableMeta;
 use crate::version::Version;
@@ -20,6 +21,9 @@ pub(crate) struct TableSettings {
     pub bits_per_key: u32,
     /// Outputs are cut at the first key boundary past this size.
     pub table_size: u64,
+    /// The cache the outputs' data blocks go into as they are written, if any
+    /// ([`TableBuilder::cache_blocks`]).
+    pub cache_blocks: Option<Arc<BlockCache>>,
 }
 
 /// What may be dropped.
@@ -109,7 +113,11 @@ fn merge_into(
                     settings.compression,
                     settings.bits_per_key,
                 );
-                builder = Some((number, b?));
+                let mut b = b?;
+                if let Some(cache) = &settings.cache_blocks {
+                    b.cache_blocks(cache.clone(), number);
+                }
+                builder = Some((number, b));
             }
             if let Some((_, b)) = &mut builder {
                 b.add(ikey, merged.value())?;

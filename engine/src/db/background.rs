@@ -103,6 +103,7 @@ impl Inner {
             compression: self.opts.compression,
             bits_per_key: self.opts.bloom_bits_per_key,
             table_size,
+            cache_blocks: None,
         }
     }
 
@@ -128,9 +129,11 @@ impl Inner {
     pub(super) fn flush_memtable(&self, imm: &Arc<Memtable>) -> Result<(), StorageError> {
         let sources: Vec<Box<dyn Source>> = vec![Box::new(MemSource::new(imm.clone(), false))];
         let rules = DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: None };
-        let outputs = merge(&*self.storage, &self.dir, sources, &self.table_settings(u64::MAX), &rules, &mut || {
-            self.next_file_number()
-        })?;
+        // A flush's blocks are the newest data, the likeliest to be read next: they go into the block cache as
+        // they are written (compactions' outputs do not, so as not to push out what readers use).
+        let cache_blocks = self.opts.cache_flushed_blocks.then(|| self.ctx.cache.clone());
+        let settings = TableSettings { cache_blocks, ..self.table_settings(u64::MAX) };
+        let outputs = merge(&*self.storage, &self.dir, sources, &settings, &rules, &mut || self.next_file_number())?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
         let log_number = imm.next_wal();

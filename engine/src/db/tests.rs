@@ -78,3 +78,39 @@ fn get_with_reads_in_place_what_get_reads() {
     db.close().unwrap();
     assert!(matches!(other.get_with("key-00001", |v| v.len()), Err(StorageError::Closed)));
 }
+
+/// A flush puts its data blocks into the block cache (`cache_flushed_blocks`): the first reads of the table
+/// it wrote find every block there. With the option off, the first read of each block misses.
+#[test]
+fn a_flush_puts_its_blocks_in_the_cache() {
+    for cached in [true, false] {
+        let db = Db::builder()
+            .storage(Arc::new(MemStorage::new()))
+            .durability(Durability::None)
+            .block_cache_size(8 << 20)
+            .cache_flushed_blocks(cached)
+            .open(Path::new("/db"))
+            .unwrap();
+        let value = |i: u32| vec![i as u8; 100];
+        let mut batch = WriteBatch::new();
+        for i in 0..2000u32 {
+            batch.put(format!("key-{i:05}"), value(i));
+        }
+        db.write(batch).unwrap();
+        db.flush().unwrap();
+        let before = db.stats();
+        assert_eq!(before.levels.iter().map(|l| l.tables).sum::<usize>(), 1);
+        assert_eq!(before.memtable_bytes, 0);
+        for i in 0..2000u32 {
+            assert_eq!(db.get(format!("key-{i:05}")).unwrap(), Some(value(i)));
+        }
+        let after = db.stats();
+        let (hits, misses) = (after.cache_hits - before.cache_hits, after.cache_misses - before.cache_misses);
+        if cached {
+            assert_eq!((hits, misses), (2000, 0));
+        } else {
+            // 2000 pairs of about 110 bytes in blocks of 4 KiB: some 55 blocks, each missed once.
+            assert!(misses >= 40 && hits + misses == 2000, "hits {hits}, misses {misses}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! Writes a table from entries given in internal-key order.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::StorageError;
 use crate::format::coding::put_u32;
@@ -8,7 +9,8 @@ use crate::format::key;
 use crate::format::TABLE_FORMAT_VERSION;
 use crate::io::{Storage, WritableFile};
 
-use super::block::BlockBuilder;
+use super::block::{Block, BlockBuilder};
+use super::cache::BlockCache;
 use super::filter;
 use super::footer::{BlockHandle, Footer};
 use super::{BlockCompression, Compression};
@@ -66,6 +68,9 @@ pub(crate) struct TableBuilder {
     largest: Vec<u8>,
     min_seq: u64,
     max_seq: u64,
+    /// Where each data block goes, decoded, as it is written, and the table's number (see
+    /// [`TableBuilder::cache_blocks`]).
+    cache: Option<(Arc<BlockCache>, u64)>,
 }
 
 impl TableBuilder {
@@ -105,7 +110,15 @@ impl TableBuilder {
             largest: Vec::new(),
             min_seq: u64::MAX,
             max_seq: 0,
+            cache: None,
         })
+    }
+
+    /// Puts each data block into `cache`, decoded, as it is written, under table `number`: the first reads
+    /// of the table then find their blocks without reading, checking and decompressing them (a flush's,
+    /// which are the newest data). The cache's budget bounds them as it does any block.
+    pub fn cache_blocks(&mut self, cache: Arc<BlockCache>, number: u64) {
+        self.cache = Some((cache, number));
     }
 
     /// Adds an entry; keys must arrive in strictly ascending internal-key order.
@@ -157,6 +170,15 @@ impl TableBuilder {
         let probe = self.incompressible_run < GIVE_UP_AFTER || self.data_blocks.is_multiple_of(PROBE_EVERY);
         let compression = if probe { self.compression } else { Compression::None };
         let (handle, compressed) = self.write_block(&raw, compression)?;
+        if let Some((cache, number)) = &self.cache {
+            // The bytes a read would decode after checking and decompressing them. A block that did not
+            // decode (a builder's bug) is left out: a read would then report it, naming the file.
+            let decoded = Block::decode(raw);
+            debug_assert!(decoded.is_ok(), "a data block just built does not decode");
+            if let Ok(block) = decoded {
+                cache.insert(*number, handle.offset, block);
+            }
+        }
         self.data_blocks += 1;
         if compressed {
             self.incompressible_run = 0;
