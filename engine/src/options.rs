@@ -195,11 +195,11 @@ impl Options {
 
     /// Put the data blocks of a flushed memtable into the block cache, decoded, as the flush writes them, so
     /// that reads of what was just written (a job right after it was queued, a run's latest records) find
-    /// their blocks there instead of reading, checking and decompressing each on its first read. They
-    /// count against `block_cache_size` and are evicted like any block; compactions'
-    /// outputs are never put in. Costs the flush a decode of each block: about a third more of its time for
-    /// pairs of 174 bytes (a 52 MB memtable in 370 ms instead of 280 ms), so the WAL a crash leaves to replay
-    /// is longer too (still bounded by the memtables' budget, see `max_immutable_memtables`). Default: `true`.
+    /// their blocks there instead of reading, checking and decompressing each on its first read. They count
+    /// against `block_cache_size` and are evicted like any block; compactions' outputs are never put in.
+    /// Costs the flush a decode of each block: about a third more of its time for pairs of 174 bytes (a
+    /// 52 MB memtable in 370 ms instead of 280 ms), so the WAL a crash leaves to replay is longer too (still
+    /// bounded by the memtables' budget, see `max_immutable_memtables`). Default: `true`.
     pub fn cache_flushed_blocks(mut self, yes: bool) -> Self {
         self.cache_flushed_blocks = yes;
         self

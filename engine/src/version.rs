@@ -193,8 +193,8 @@ impl Version {
         Ok(Lookup::Absent)
     }
 
-    /// Adds to `out` one source per level-0 table and one per deeper non-empty level. A level's source shares the
-    /// version instead of copying its list of tables, which may be long.
+    /// Adds to `out` one source per level-0 table and one per deeper non-empty level. A level's source shares
+    /// the version instead of copying its list of tables, which may be long.
     pub fn add_sources(self: &Arc<Self>, out: &mut Vec<Box<dyn Source>>, reverse: bool) -> Result<(), StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {

@@ -381,11 +381,10 @@ impl Inner {
     ) -> Result<Iter, StorageError> {
         self.check_open()?;
         let (view, seq) = self.read_point(seq);
-        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(
-            1 + view.imms.len()
-                + view.version.levels.iter().map(|l| l.len().min(1)).sum::<usize>()
-                + view.version.levels.first().map_or(0, Vec::len),
-        );
+        // One source per memtable, per level-0 table and per deeper non-empty level.
+        let levels = &view.version.levels;
+        let tables = levels.first().map_or(0, Vec::len) + levels.iter().skip(1).filter(|l| !l.is_empty()).count();
+        let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(1 + view.imms.len() + tables);
         sources.push(Box::new(MemSource::new(view.mem.clone(), reverse)));
         for imm in &view.imms {
             sources.push(Box::new(MemSource::new(imm.clone(), reverse)));
