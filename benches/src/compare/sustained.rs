@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::workloads::{Checksum, KvPlan, Measurement, KEY_LEN};
-use super::{open_kv, EngineSpec, KvEngine, Result};
+use super::workloads::{open_and_load, Checksum, KvPlan, Measurement, KEY_LEN};
+use super::{EngineSpec, KvEngine, Result};
 use crate::DataGen;
 
 /// Writer threads of the sustained workload.
@@ -100,16 +100,7 @@ pub fn run_sustained(
     seed: u64,
     loaded: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<Vec<Measurement>> {
-    let engine = open_kv(spec, dir, cache_bytes)?;
-    let start = Instant::now();
-    for chunk in loaded.chunks(10_000) {
-        engine.batch_put(chunk)?;
-    }
-    eprintln!(
-        "      (sustained: {} pairs of {SUSTAINED_VALUE_LEN} B loaded in {:.3} s)",
-        loaded.len(),
-        start.elapsed().as_secs_f64()
-    );
+    let engine = open_and_load(spec, dir, cache_bytes, loaded, 10_000, "sustained")?;
 
     let window = Duration::from_millis(plan.sustained_ms);
     let shared: &dyn KvEngine = &*engine;

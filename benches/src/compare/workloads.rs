@@ -517,6 +517,30 @@ pub fn large_data(seed: u64, count: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
     (0..count).map(|_| (gen.key(), gen.value())).collect()
 }
 
+/// Opens `spec` in `dir` and loads `data` in durable commits of `batch` pairs, untimed; prints how long the
+/// load took, under `label`, on stderr.
+pub fn open_and_load(
+    spec: EngineSpec,
+    dir: &Path,
+    cache_bytes: usize,
+    data: &[(Vec<u8>, Vec<u8>)],
+    batch: usize,
+    label: &str,
+) -> Result<Box<dyn KvEngine>> {
+    let engine = open_kv(spec, dir, cache_bytes)?;
+    let start = Instant::now();
+    for chunk in data.chunks(batch) {
+        engine.batch_put(chunk)?;
+    }
+    let value_len = data.first().map_or(0, |(_, v)| v.len());
+    eprintln!(
+        "      ({label}: {} pairs of {value_len} B loaded in {:.3} s)",
+        data.len(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(engine)
+}
+
 /// Runs the reads of large values (the `kv4k` set) against `spec` in a fresh database in `dir`: loads
 /// `data` in durable commits of [`LARGE_LOAD_BATCH`] (not timed), then times `plan.large_reads` random
 /// gets on one thread, checked against the data and checksummed.
@@ -528,16 +552,7 @@ pub fn run_large_reads(
     seed: u64,
     data: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<Vec<Measurement>> {
-    let engine = open_kv(spec, dir, cache_bytes)?;
-    let start = Instant::now();
-    for chunk in data.chunks(LARGE_LOAD_BATCH) {
-        engine.batch_put(chunk)?;
-    }
-    eprintln!(
-        "      (large values: {} pairs of {LARGE_VALUE_LEN} B loaded in {:.3} s)",
-        data.len(),
-        start.elapsed().as_secs_f64()
-    );
+    let engine = open_and_load(spec, dir, cache_bytes, data, LARGE_LOAD_BATCH, "large values")?;
     if let Some(state) = engine.describe() {
         eprintln!("      (before the reads: {state})");
     }
