@@ -57,8 +57,25 @@ struct State {
     generation: u64,
     /// Generations at or below this were forgotten.
     forgotten: u64,
+    /// The largest commit sequence of a forgotten insert.
+    forgotten_seq: u64,
+    /// Inserts in generation order.
     inserts: Vec<Insert>,
+    /// `inserts[..settled]` have all finished, ...
+    settled: usize,
+    /// ... committed at sequences at or below this one.
+    settled_seq: u64,
     hints: HashMap<Vec<u8>, Hint>,
+}
+
+impl State {
+    /// Extends the finished prefix of `inserts` over the inserts that finished since.
+    fn settle(&mut self) {
+        while let Some(w) = self.inserts.get(self.settled).and_then(|i| i.seq) {
+            self.settled_seq = self.settled_seq.max(w);
+            self.settled += 1;
+        }
+    }
 }
 
 /// Index entries (key and value) in key order.
@@ -109,17 +126,19 @@ impl ScanHints {
             // Forget the oldest finished inserts; in-flight ones stay.
             let excess = s.inserts.len() - MAX_INSERTS / 2;
             let mut dropped = 0;
-            let mut forgotten = s.forgotten;
-            s.inserts.retain(|i| {
-                if dropped < excess && i.seq.is_some() {
+            let (mut forgotten, mut forgotten_seq) = (s.forgotten, s.forgotten_seq);
+            s.inserts.retain(|i| match i.seq {
+                Some(w) if dropped < excess => {
                     dropped += 1;
                     forgotten = forgotten.max(i.generation);
+                    forgotten_seq = forgotten_seq.max(w);
                     false
-                } else {
-                    true
                 }
+                _ => true,
             });
-            s.forgotten = forgotten;
+            (s.forgotten, s.forgotten_seq) = (forgotten, forgotten_seq);
+            (s.settled, s.settled_seq) = (0, 0);
+            s.settle();
         }
         Some(InsertTicket { generation })
     }
@@ -127,8 +146,9 @@ impl ScanHints {
     /// Records the outcome of an insert's commit: its sequence number, or `None` if it failed.
     pub fn end_insert(&self, ticket: InsertTicket, committed: Option<u64>) {
         let mut s = self.state.lock();
-        if let Some(i) = s.inserts.iter_mut().find(|i| i.generation == ticket.generation) {
-            i.seq = Some(committed.unwrap_or(0));
+        if let Ok(at) = s.inserts.binary_search_by_key(&ticket.generation, |i| i.generation) {
+            s.inserts[at].seq = Some(committed.unwrap_or(0));
+            s.settle();
         }
     }
 
@@ -170,11 +190,18 @@ impl ScanHints {
             return;
         }
         let mut s = self.state.lock();
-        if ticket.generation < s.forgotten {
+        // A forgotten insert may be one this scan did not see: the scan began before it, or took its snapshot
+        // before it committed.
+        if ticket.generation < s.forgotten || seq < s.forgotten_seq {
             return;
         }
+        // The finished prefix is seen as a whole when it began before the scan and committed at or below its
+        // snapshot: only the inserts after it are checked one by one.
+        let prefix_seen = s.inserts[..s.settled].last().is_none_or(|last| last.generation <= ticket.generation)
+            && s.settled_seq <= seq;
+        let from = if prefix_seen { s.settled } else { 0 };
         let unseen = |i: &Insert| i.generation > ticket.generation || i.seq.is_none_or(|w| w > seq);
-        if s.inserts.iter().filter(|i| unseen(i)).any(|i| i.keys.iter().any(|k| in_range(k, lo, start))) {
+        if s.inserts[from..].iter().filter(|i| unseen(i)).any(|i| i.keys.iter().any(|k| in_range(k, lo, start))) {
             return;
         }
         if s.hints.len() >= MAX_HINTS && !s.hints.contains_key(lo) {
@@ -288,6 +315,48 @@ mod tests {
         assert_eq!(start_of(&h, b"a", 50), None);
         h.record(t, b"a", b"z", 50, vec![]);
         assert_eq!(start_of(&h, b"a", 50), None, "scans begun before a reset store nothing");
+    }
+
+    #[test]
+    fn a_forgotten_insert_that_committed_after_a_scan_s_snapshot_refuses_its_hint() {
+        let h = ScanHints::default();
+        // In flight while 3,000 other inserts (outside the range) begin and commit, then the scan begins.
+        let late = h.begin_insert(vec![b"c".to_vec()]).unwrap();
+        for n in 0..3000 {
+            let i = h.begin_insert(vec![b"zz".to_vec()]).unwrap();
+            h.end_insert(i, Some(n + 1));
+        }
+        let t = h.begin_scan();
+        // It commits after the scan's snapshot (3,000), and enough inserts follow for it to be forgotten
+        // while the scan runs (once: the inserts forgotten all began before the scan, so their generations
+        // do not refuse it).
+        h.end_insert(late, Some(3001));
+        for n in 0..(MAX_INSERTS as u64 + 1 - 3001) {
+            let i = h.begin_insert(vec![b"zz".to_vec()]).unwrap();
+            h.end_insert(i, Some(3002 + n));
+        }
+        h.record(t, b"a", b"m", 3000, vec![]);
+        assert_eq!(start_of(&h, b"a", 10_000), None, "the scan did not see `c`, live in [a, m)");
+        let t = h.begin_scan();
+        h.record(t, b"a", b"m", 10_000, vec![b"c".to_vec()]);
+        let hint = h.start(b"a", 10_000).unwrap();
+        assert_eq!((hint.start.as_slice(), hint.exceptions), (&b"m"[..], vec![b"c".to_vec()]));
+    }
+
+    #[test]
+    fn a_scan_checks_each_insert_after_an_unfinished_one() {
+        let h = ScanHints::default();
+        let first = h.begin_insert(vec![b"zz".to_vec()]).unwrap();
+        let second = h.begin_insert(vec![b"c".to_vec()]).unwrap();
+        // The second commits first, after the scan's snapshot; the first is still in flight.
+        let t = h.begin_scan();
+        h.end_insert(second, Some(31));
+        h.record(t, b"a", b"m", 30, vec![]);
+        assert_eq!(start_of(&h, b"a", 40), None, "`c` committed after the snapshot");
+        h.end_insert(first, Some(32));
+        let t = h.begin_scan();
+        h.record(t, b"a", b"m", 32, vec![]);
+        assert_eq!(start_of(&h, b"a", 40), Some(b"m".to_vec()));
     }
 
     #[test]
