@@ -263,6 +263,35 @@ impl<D: DeserializeOwned> Decode<D> for Parse {
     }
 }
 
+/// Decodes through `D`'s decoder, and a record that is sound but whose document is not a `D` as `None`
+/// (a typed claim passes over such records, as it passes over those its change declines).
+pub(crate) struct OrSkip<'a, Dec>(pub &'a Dec);
+
+impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<Option<D>>, StoreError> {
+        match self.0.decode(key, bytes) {
+            Ok(e) => Ok(Envelope {
+                seq: e.seq,
+                version: e.version,
+                created_ms: e.created_ms,
+                updated_ms: e.updated_ms,
+                doc: Some(e.doc),
+            }),
+            Err(not_d) => {
+                // An envelope that does not decode, or a document that is not JSON, is an error still.
+                let e = envelope::decode_as::<IgnoredAny>(key, bytes).map_err(|_| not_d)?;
+                Ok(Envelope {
+                    seq: e.seq,
+                    version: e.version,
+                    created_ms: e.created_ms,
+                    updated_ms: e.updated_ms,
+                    doc: None,
+                })
+            }
+        }
+    }
+}
+
 /// Counts: wants no records. `execute` then reads only records it must check, and checks them as JSON
 /// values, so this decoder is not called; were it, it would decode the document as nothing.
 pub(crate) struct CountOnly;

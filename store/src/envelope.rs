@@ -41,6 +41,15 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, StoreError> {
 
 /// Decodes an envelope, parsing the document straight into `D`.
 pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+    let e = decode_raw(key, bytes)?;
+    // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
+    let text = std::str::from_utf8(e.doc).map_err(|err| StoreError::undecodable(key, format!("document: {err}")))?;
+    let doc = serde_json::from_str(text).map_err(|err| StoreError::undecodable(key, format!("document: {err}")))?;
+    Ok(Envelope { seq: e.seq, version: e.version, created_ms: e.created_ms, updated_ms: e.updated_ms, doc })
+}
+
+/// Decodes an envelope's head, leaving the document as the bytes it is stored as (not checked).
+pub(crate) fn decode_raw<'b>(key: &[u8], bytes: &'b [u8]) -> Result<Envelope<&'b [u8]>, StoreError> {
     let bad = |reason: &str| StoreError::undecodable(key, reason.to_owned());
     let mut pos = 0;
     let mut field = |len: usize, what: &str| {
@@ -56,10 +65,7 @@ pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result
     let version = le_u64(field(8, "version")?);
     let created_ms = le_u64(field(8, "created")?) as i64;
     let updated_ms = le_u64(field(8, "updated")?) as i64;
-    let doc_bytes = bytes.get(pos..).unwrap_or_default();
-    // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
-    let text = std::str::from_utf8(doc_bytes).map_err(|e| bad(&format!("document: {e}")))?;
-    let doc = serde_json::from_str(text).map_err(|e| bad(&format!("document: {e}")))?;
+    let doc = bytes.get(pos..).unwrap_or_default();
     Ok(Envelope { seq, version, created_ms, updated_ms, doc })
 }
 
@@ -95,5 +101,10 @@ mod tests {
         for cut in 0..bytes.len() - 1 {
             assert!(decode(b"k", &bytes[..cut]).is_err(), "cut {cut}");
         }
+        // The head alone, the document left as stored.
+        let raw = decode_raw(b"k", &bytes).unwrap();
+        assert_eq!((raw.seq, raw.version, raw.created_ms, raw.updated_ms), (42, 3, 10, 20));
+        assert_eq!(raw.doc, br#"{"a":1}"#);
+        assert!(decode_raw(b"k", &bytes[..32]).is_err(), "a head cut short");
     }
 }

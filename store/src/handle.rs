@@ -11,7 +11,7 @@ use crate::decoded::{CountOnly, Decode, Parse, RecordCache};
 use crate::envelope::stored;
 use crate::error::{ClaimError, ReadError, StoreError, WriteError};
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
-use crate::record::{from_doc, CollectionSpec, Record, Stored};
+use crate::record::{CollectionSpec, Record, Stored};
 use crate::store::Store;
 use crate::txn::After;
 use crate::validate::validate_id;
@@ -39,13 +39,11 @@ pub enum RecordWrite<D = Value> {
 /// A document a single-record write can stage: a JSON value, or a typed record (`&T`).
 pub(crate) trait WriteDoc {
     /// The document type of the record returned.
-    type Out;
+    type Out: DeserializeOwned;
     /// Serializes and indexes the document.
     fn encode(&self, spec: &Declared, id: &str) -> Result<After, WriteError>;
     /// The document as written, for the record returned.
     fn written(self) -> Self::Out;
-    /// A record as read (for `Keep`).
-    fn read(s: Stored<Value>) -> Result<Stored<Self::Out>, StoreError>;
 }
 
 impl WriteDoc for Value {
@@ -55,9 +53,6 @@ impl WriteDoc for Value {
     }
     fn written(self) -> Value {
         self
-    }
-    fn read(s: Stored<Value>) -> Result<Stored<Value>, StoreError> {
-        Ok(s)
     }
 }
 
@@ -69,8 +64,44 @@ impl<T: Record> WriteDoc for &T {
     fn written(self) -> T {
         self.clone()
     }
-    fn read(s: Stored<Value>) -> Result<Stored<T>, StoreError> {
-        from_doc(s)
+}
+
+/// What the `decide` of a single-record write sees of the record it may replace: the document parsed
+/// (`Value`), or nothing of it but its version and times (`()`), for writes that do not look into it and
+/// so need not parse it.
+pub(crate) trait CurrentDoc: Sized {
+    fn view(key: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<Self>, StoreError>;
+}
+
+impl CurrentDoc for Value {
+    fn view(key: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<Value>, StoreError> {
+        parse_doc(key, current)
+    }
+}
+
+impl CurrentDoc for () {
+    fn view(_: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<()>, StoreError> {
+        Ok(with_doc(current, ()))
+    }
+}
+
+/// `current` with its document (JSON text) parsed as `D`.
+fn parse_doc<D: DeserializeOwned>(key: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<D>, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| StoreError::undecodable(key, format!("document: {e}"));
+    // As `envelope::decode_as`: the UTF-8 of the whole text checked at once.
+    let text = std::str::from_utf8(&current.doc).map_err(|e| bad(&e))?;
+    Ok(with_doc(current, serde_json::from_str(text).map_err(|e| bad(&e))?))
+}
+
+/// The record `current` with `doc` for its document.
+fn with_doc<D, E>(current: &Stored<E>, doc: D) -> Stored<D> {
+    Stored {
+        id: current.id.clone(),
+        version: current.version,
+        seq: current.seq,
+        created_at_ms: current.created_at_ms,
+        updated_at_ms: current.updated_at_ms,
+        doc,
     }
 }
 
@@ -160,20 +191,25 @@ impl DynCollection {
         self.write_one_as(id, decide)
     }
 
-    /// [`DynCollection::write_one`] of documents of type `D` (see [`WriteDoc`]).
-    pub(crate) fn write_one_as<D: WriteDoc, E: From<WriteError>>(
+    /// [`DynCollection::write_one`] of documents of type `D` (see [`WriteDoc`]), `decide` seeing the current
+    /// record as `C` (see [`CurrentDoc`]).
+    pub(crate) fn write_one_as<D: WriteDoc, C: CurrentDoc, E: From<WriteError>>(
         &self,
         id: &str,
-        mut decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<D>, E>,
+        mut decide: impl FnMut(Option<&Stored<C>>) -> Result<RecordWrite<D>, E>,
     ) -> Result<Option<Stored<D::Out>>, E> {
         let mut last = None;
+        let key = crate::keys::record_key(&self.name, id);
         for _ in 0..WRITE_ATTEMPTS {
             let spec = self.store.spec(&self.name).map_err(WriteError::from)?;
             validate_id(id).map_err(WriteError::from)?;
             let mut tx = self.store.begin();
             let current = tx.read_for_write(&spec, id)?;
-            let doc = match decide(current.as_ref())? {
-                RecordWrite::Keep => return Ok(current.map(D::read).transpose().map_err(WriteError::from)?),
+            let seen = current.as_ref().map(|c| C::view(&key, c)).transpose().map_err(WriteError::from)?;
+            let doc = match decide(seen.as_ref())? {
+                RecordWrite::Keep => {
+                    return Ok(current.map(|c| parse_doc(&key, &c)).transpose().map_err(WriteError::from)?);
+                }
                 RecordWrite::Delete => {
                     tx.stage_write(spec, id, current, None)?;
                     None
@@ -208,7 +244,7 @@ impl DynCollection {
     pub fn insert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
-        let written = self.write_one(id, |current| match current {
+        let written = self.write_one_as(id, |current: Option<&Stored<()>>| match current {
             Some(_) => Err(WriteError::AlreadyExists { collection: self.name.clone(), id: id.to_owned() }),
             None => Ok(RecordWrite::Put(doc.clone())),
         })?;
@@ -219,7 +255,8 @@ impl DynCollection {
     pub fn upsert(&self, id: &str, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
-        let written = self.write_one(id, |_| Ok::<_, WriteError>(RecordWrite::Put(doc.clone())))?;
+        let written =
+            self.write_one_as(id, |_: Option<&Stored<()>>| Ok::<_, WriteError>(RecordWrite::Put(doc.clone())))?;
         written.ok_or_else(|| self.not_found(id))
     }
 
@@ -227,7 +264,7 @@ impl DynCollection {
     pub fn update(&self, id: &str, expected: u64, doc: Value) -> Result<Stored<Value>, WriteError> {
         validate_id(id)?;
         object(&doc)?;
-        let written = self.write_one(id, |current| {
+        let written = self.write_one_as(id, |current: Option<&Stored<()>>| {
             self.expect(id, current, Some(expected))?;
             Ok::<_, WriteError>(RecordWrite::Put(doc.clone()))
         })?;
@@ -236,9 +273,9 @@ impl DynCollection {
 
     /// Deletes a document, if its version is `expected` when given. `NotFound` if absent.
     pub fn delete(&self, id: &str, expected: Option<u64>) -> Result<(), WriteError> {
-        self.write_one(id, |current| {
+        self.write_one_as(id, |current: Option<&Stored<()>>| {
             self.expect(id, current, expected)?;
-            Ok::<_, WriteError>(RecordWrite::Delete)
+            Ok::<_, WriteError>(RecordWrite::<Value>::Delete)
         })?;
         Ok(())
     }
@@ -372,6 +409,24 @@ impl DynCollection {
         queries: &[Query],
         mut change: impl FnMut(&mut Value) -> bool,
     ) -> Result<Option<Stored<Value>>, ClaimError> {
+        self.claim_as(queries, &Parse, |candidate| {
+            let mut doc = candidate.doc;
+            if !change(&mut doc) {
+                return Ok(None);
+            }
+            self.update(&candidate.id, candidate.version, doc).map(Some)
+        })
+    }
+
+    /// [`DynCollection::claim`] of documents decoded as `D` by `decoder`: `attempt` gets each candidate in
+    /// turn and writes it with a version-checked update (`Some`, the record written), or declines it
+    /// (`None`). A conflict, or the candidate gone, is a lost race.
+    pub(crate) fn claim_as<D: DeserializeOwned, O>(
+        &self,
+        queries: &[Query],
+        decoder: &impl Decode<D>,
+        mut attempt: impl FnMut(Stored<D>) -> Result<Option<Stored<O>>, WriteError>,
+    ) -> Result<Option<Stored<O>>, ClaimError> {
         for _round in 0..CLAIM_ROUNDS {
             let mut lost_race = false;
             for q in queries {
@@ -380,7 +435,7 @@ impl DynCollection {
                 let (mut seen, mut page_size, mut cursor) = (0, 1, None);
                 let mut taken_elsewhere = Vec::new();
                 while seen < CLAIM_BATCH {
-                    let page = self.query(&q.clone().limit(page_size).after(cursor.take()))?;
+                    let page = self.query_as(&q.clone().limit(page_size).after(cursor.take()), decoder)?;
                     for candidate in page.records {
                         seen += 1;
                         let key = crate::keys::record_key(&self.name, &candidate.id);
@@ -388,7 +443,7 @@ impl DynCollection {
                             taken_elsewhere.push((key, candidate));
                             continue;
                         }
-                        if let Some(claimed) = self.try_claim(key, candidate, &mut change, &mut lost_race)? {
+                        if let Some(claimed) = self.try_claim(key, candidate, &mut attempt, &mut lost_race)? {
                             return Ok(Some(claimed));
                         }
                     }
@@ -397,7 +452,7 @@ impl DynCollection {
                     page_size = (page_size * 4).min(CLAIM_BATCH - seen).max(1);
                 }
                 for (key, candidate) in taken_elsewhere {
-                    if let Some(claimed) = self.try_claim(key, candidate, &mut change, &mut lost_race)? {
+                    if let Some(claimed) = self.try_claim(key, candidate, &mut attempt, &mut lost_race)? {
                         return Ok(Some(claimed));
                     }
                 }
@@ -410,23 +465,19 @@ impl DynCollection {
     }
 
     /// One claim attempt on `candidate` (whose record key is `key`), marked as in flight while it lasts:
-    /// the claimed record, or `None` if `change` declined it or another writer changed it first (then
+    /// the claimed record, or `None` if `attempt` declined it or another writer changed it first (then
     /// `lost_race` is set).
-    fn try_claim(
+    fn try_claim<D, O>(
         &self,
         key: Vec<u8>,
-        candidate: Stored<Value>,
-        change: &mut impl FnMut(&mut Value) -> bool,
+        candidate: Stored<D>,
+        attempt: &mut impl FnMut(Stored<D>) -> Result<Option<Stored<O>>, WriteError>,
         lost_race: &mut bool,
-    ) -> Result<Option<Stored<Value>>, ClaimError> {
-        let mut doc = candidate.doc;
-        if !change(&mut doc) {
-            return Ok(None);
-        }
+    ) -> Result<Option<Stored<O>>, ClaimError> {
         // If another claimer marked it meanwhile, both go on and the version check decides.
         let _taking = self.store.claims().enter(key);
-        match self.update(&candidate.id, candidate.version, doc) {
-            Ok(claimed) => Ok(Some(claimed)),
+        match attempt(candidate) {
+            Ok(claimed) => Ok(claimed),
             Err(WriteError::Conflict { .. } | WriteError::NotFound { .. } | WriteError::TxnConflict { .. }) => {
                 *lost_race = true;
                 Ok(None)
@@ -434,7 +485,7 @@ impl DynCollection {
             Err(WriteError::Store(e)) => Err(e.into()),
             Err(WriteError::UnknownCollection(c)) => Err(ClaimError::UnknownCollection(c)),
             Err(WriteError::Invalid(m)) => Err(ClaimError::Invalid(m)),
-            // An untyped update refuses nothing else.
+            // An update refuses nothing else.
             Err(e) => Err(ClaimError::Invalid(e.to_string())),
         }
     }

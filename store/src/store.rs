@@ -586,6 +586,28 @@ mod tests {
     /// A trim that commits between the reader's look at the trim marker and its read of the range must not
     /// make it skip changes: both are read at one snapshot.
     #[test]
+    fn updates_and_deletes_carry_the_project_the_record_had_with_or_without_a_project_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let indexes = [vec![IndexSpec::new("project", &["project"]), IndexSpec::new("n", &["n"])], vec![]];
+        for (c, indexes) in ["indexed", "plain"].into_iter().zip(indexes) {
+            store.declare(CollectionSpec::new(c, indexes)).unwrap();
+            let c = store.collection_dyn(c).unwrap();
+            c.insert("a", json!({"project": "p1", "n": 1})).unwrap();
+            c.upsert("a", json!({"project": "p2", "n": 2})).unwrap();
+            c.update("a", 2, json!({"n": 3})).unwrap();
+            c.write_one("a", |_| Ok::<_, WriteError>(crate::RecordWrite::Put(json!({"project": "p4"})))).unwrap();
+            c.delete("a", None).unwrap();
+        }
+        store.check_indexes().unwrap();
+        let changes = store.changes_since(0, 100).unwrap();
+        for c in ["indexed", "plain"] {
+            let prev: Vec<_> = changes.iter().filter(|e| e.collection == c).map(|e| e.prev_project.clone()).collect();
+            assert_eq!(prev, [None, Some(json!("p1")), Some(json!("p2")), None, Some(json!("p4"))], "{c}");
+        }
+    }
+
+    #[test]
     fn a_trim_between_the_marker_and_the_range_skips_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

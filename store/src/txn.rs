@@ -65,26 +65,50 @@ impl After {
     /// from the text, for records that are not plain structs or maps), without building a JSON tree of it.
     pub(crate) fn of_record<T: Record>(spec: &Declared, record: &T, id: &str) -> Result<Self, WriteError> {
         let json = serde_json::to_vec(record).map_err(|e| WriteError::Invalid(format!("{}: {e}", spec.name())))?;
-        let mut paths: Vec<&str> = Vec::new();
-        for f in spec.indexes.iter().flat_map(|i| &i.spec.fields) {
-            let (path, _) = keys::index_field(f);
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
+        let paths = index_paths(spec, None);
         let values = match fields::capture_paths(record, &paths) {
             Some(values) => values,
             None => fields::read_paths(&json, &paths)
                 .map_err(|_| WriteError::Invalid(format!("{} records must serialize to JSON objects", spec.name())))?,
         };
-        let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
-        let index_keys = spec
-            .indexes
-            .iter()
-            .map(|i| keys::index_key_with(spec.name(), &i.key, &i.spec.fields, value_at, id))
-            .collect();
-        Ok(After { json, index_keys })
+        Ok(After { index_keys: index_keys_at(spec, &paths, &values, id), json })
     }
+}
+
+impl Before {
+    /// The record `current` (its document as stored text, under `key`), read by a single-record write:
+    /// its indexed fields and `project` are read from the text, without building a JSON tree of it.
+    fn of_stored(spec: &Declared, key: &[u8], current: &Stored<Vec<u8>>) -> Result<Self, StoreError> {
+        let paths = index_paths(spec, Some("project"));
+        let values = fields::read_paths(&current.doc, &paths)
+            .map_err(|e| StoreError::undecodable(key, format!("document: {e}")))?;
+        let project = paths.iter().position(|p| *p == "project").and_then(|i| values.get(i)?.clone());
+        Ok(Before {
+            version: current.version,
+            created_ms: current.created_at_ms,
+            index_keys: index_keys_at(spec, &paths, &values, &current.id),
+            project,
+        })
+    }
+}
+
+/// The document paths `spec`'s indexes read, and `extra`, each once, in the order of their first use.
+fn index_paths<'s>(spec: &'s Declared, extra: Option<&'s str>) -> Vec<&'s str> {
+    let mut paths: Vec<&str> = Vec::new();
+    let index_paths = spec.indexes.iter().flat_map(|i| &i.spec.fields).map(|f| keys::index_field(f).0);
+    for path in index_paths.chain(extra) {
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths
+}
+
+/// The index keys of a document whose value at each of `paths` is in `values`, for every index commits
+/// maintain, in the catalog's order.
+fn index_keys_at(spec: &Declared, paths: &[&str], values: &[Option<Value>], id: &str) -> Vec<Vec<u8>> {
+    let value_at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
+    spec.indexes.iter().map(|i| keys::index_key_with(spec.name(), &i.key, &i.spec.fields, value_at, id)).collect()
 }
 
 /// What a write requires of the record's current version.
@@ -246,13 +270,24 @@ impl<'s> Transaction<'s> {
         self.snap.sequence()
     }
 
-    /// The record as of the snapshot, for a single-record write that decides from it what to stage: read
-    /// without being kept, so that it can be handed out and then given back with [`Transaction::stage_write`].
-    /// Marks it read.
-    pub(crate) fn read_for_write(&mut self, spec: &Declared, id: &str) -> Result<Option<Stored<Value>>, WriteError> {
+    /// The record as of the snapshot, for a single-record write that decides from it what to stage, its
+    /// document left as the JSON text it is stored as (parsed only by writers that look into it): read
+    /// without being kept, so that it can be handed out and then given back with
+    /// [`Transaction::stage_write`]. Marks it read.
+    pub(crate) fn read_for_write(&mut self, spec: &Declared, id: &str) -> Result<Option<Stored<Vec<u8>>>, WriteError> {
         let key = keys::record_key(spec.name(), id);
-        self.reads.insert(key.clone());
-        Ok(self.store.read_envelope(&key, Some(&self.snap))?.map(|e| stored(id, e)))
+        let read = match self.snap.get(&key).map_err(StoreError::from)? {
+            Some(mut bytes) => {
+                let e = envelope::decode_raw(&key, &bytes)?;
+                let head = bytes.len() - e.doc.len();
+                let (seq, version, created_at_ms, updated_at_ms) = (e.seq, e.version, e.created_ms, e.updated_ms);
+                bytes.drain(..head);
+                Some(Stored { id: id.to_owned(), version, seq, created_at_ms, updated_at_ms, doc: bytes })
+            }
+            None => None,
+        };
+        self.reads.insert(key);
+        Ok(read)
     }
 
     /// Stages the write a single-record write decided on, `current` being the record
@@ -262,21 +297,15 @@ impl<'s> Transaction<'s> {
         &mut self,
         spec: Arc<Declared>,
         id: &str,
-        current: Option<Stored<Value>>,
+        current: Option<Stored<Vec<u8>>>,
         after: Option<After>,
     ) -> Result<u64, WriteError> {
         let key = keys::record_key(spec.name(), id);
         let version = current.as_ref().map(|c| c.version);
-        let env = current.map(|s| {
-            Arc::new(Envelope {
-                seq: s.seq,
-                version: s.version,
-                created_ms: s.created_at_ms,
-                updated_ms: s.updated_at_ms,
-                doc: s.doc,
-            })
-        });
-        self.seen.insert(key, env);
+        if !self.staged.contains_key(&key) {
+            let before = current.map(|c| Before::of_stored(&spec, &key, &c)).transpose()?;
+            self.begin_staging(spec.clone(), id, key, before);
+        }
         let version = match after {
             Some(_) => version.map_or(1, |v| v + 1),
             None => expect_version(&spec.spec, id, version, None)? + 1,
@@ -307,11 +336,7 @@ impl<'s> Transaction<'s> {
                 index_keys: index_keys(&spec, &e.doc, id),
                 project: e.doc.get("project").cloned(),
             });
-            self.order.push(key.clone());
-            self.staged.insert(
-                key.clone(),
-                Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete },
-            );
+            self.begin_staging(spec, id, key.clone(), before);
         }
         let Some(s) = self.staged.get_mut(&key) else { return Ok(version) };
         s.version = match &s.before {
@@ -331,6 +356,13 @@ impl<'s> Transaction<'s> {
             }
         };
         Ok(staged)
+    }
+
+    /// Starts the staged write of the record at `key`, as it was at the snapshot (`before`).
+    fn begin_staging(&mut self, spec: Arc<Declared>, id: &str, key: Vec<u8>, before: Option<Before>) {
+        self.order.push(key.clone());
+        let staged = Staged { spec, id: id.to_owned(), before, after: None, version: 0, op: ChangeOp::Delete };
+        self.staged.insert(key, staged);
     }
 
     /// Reads a document of collection `collection`.

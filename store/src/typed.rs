@@ -2,12 +2,11 @@
 
 use std::marker::PhantomData;
 
-use serde_json::Value;
-
+use crate::decoded::OrSkip;
 use crate::error::{ClaimError, DeclareError, ReadError, WriteError};
 use crate::handle::{DynCollection, RecordWrite};
 use crate::query::{Page, Plan, Query};
-use crate::record::{from_doc, Record, Stored};
+use crate::record::{Record, Stored};
 use crate::store::Store;
 
 impl Store {
@@ -67,7 +66,7 @@ impl<T: Record> Collection<T> {
     fn write<'r>(
         &self,
         id: &str,
-        decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite<&'r T>, WriteError>,
+        decide: impl FnMut(Option<&Stored<()>>) -> Result<RecordWrite<&'r T>, WriteError>,
     ) -> Result<Stored<T>, WriteError> {
         self.inner.store().ensure::<T>()?;
         let written = self.inner.write_one_as(id, decide)?;
@@ -109,19 +108,20 @@ impl<T: Record> Collection<T> {
         queries: &[Query],
         mut change: impl FnMut(&mut T) -> bool,
     ) -> Result<Option<Stored<T>>, ClaimError> {
-        let claimed = self.inner.claim(queries, |doc| {
-            let Ok(mut record) = serde_json::from_value::<T>(doc.clone()) else { return false };
+        // Candidates are decoded as `T` (through the record cache) and written as `T`, with no JSON tree;
+        // documents that are not a `T` are passed over.
+        let decoder = self.inner.records().typed::<T>();
+        self.inner.claim_as(queries, &OrSkip(&decoder), |candidate| {
+            let Some(mut record) = candidate.doc else { return Ok(None) };
             if !change(&mut record) {
-                return false;
+                return Ok(None);
             }
-            match serde_json::to_value(&record) {
-                Ok(v) => {
-                    *doc = v;
-                    true
-                }
-                Err(_) => false,
-            }
-        })?;
-        Ok(claimed.map(from_doc).transpose()?)
+            let id = candidate.id;
+            self.write(&id, |current| {
+                self.inner.expect(&id, current, Some(candidate.version))?;
+                Ok(RecordWrite::Put(&record))
+            })
+            .map(Some)
+        })
     }
 }
