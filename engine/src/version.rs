@@ -114,6 +114,8 @@ impl Drop for TableHandle {
 #[derive(Debug, Default)]
 pub(crate) struct Version {
     pub levels: [Vec<Arc<TableHandle>>; NUM_LEVELS],
+    /// The newest sequence number in any of the tables (0 without tables).
+    pub max_seq: u64,
 }
 
 impl Version {
@@ -149,7 +151,8 @@ impl Version {
                 tables.sort_by(|a, b| key::compare(&a.meta.smallest, &b.meta.smallest));
             }
         }
-        (Version { levels }, dropped)
+        let max_seq = levels.iter().flatten().map(|t| t.meta.max_seq).max().unwrap_or(0);
+        (Version { levels, max_seq }, dropped)
     }
 
     pub fn level_bytes(&self, level: usize) -> u64 {

@@ -69,8 +69,10 @@ impl Snapshot {
 
 impl Drop for Snapshot {
     fn drop(&mut self) {
-        if self.inner.snapshots.release(self.seq) {
-            // Tables kept for this snapshot (their tombstones, the versions they hide) may be reclaimable now.
+        // Tables kept for this snapshot (their tombstones, the versions they hide) may be reclaimable now: only
+        // tables with entries newer than it were (the usual snapshot is newer than every table). A table
+        // installed after the check below is followed by a compaction that sees this release.
+        if self.inner.snapshots.release(self.seq) && self.seq < self.inner.current_view().version.max_seq {
             self.inner.bg.lock().compaction_wanted = true;
             self.inner.bg_cv.notify_all();
         }

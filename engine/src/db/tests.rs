@@ -114,3 +114,56 @@ fn a_flush_puts_its_blocks_in_the_cache() {
         }
     }
 }
+
+/// A policy that never compacts and counts how often the compaction thread asked it.
+#[derive(Debug, Default)]
+struct CountingPolicy(std::sync::atomic::AtomicUsize);
+
+impl crate::compaction::CompactionPolicy for CountingPolicy {
+    fn choose(&self, _: &[crate::compaction::LevelInfo]) -> Option<crate::compaction::CompactionTask> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+}
+
+#[test]
+fn a_released_snapshot_wakes_compaction_only_if_a_table_is_newer_than_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+
+    let policy = Arc::new(CountingPolicy::default());
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .compaction_policy(policy.clone())
+        .open(Path::new("/db"))
+        .unwrap();
+    let asked = || policy.0.load(SeqCst);
+    // Waits until the compaction thread has asked the policy `more` times beyond `from`, or a second passed.
+    let wait_for = |from: usize, more: usize| {
+        let start = Instant::now();
+        while asked() < from + more && start.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        asked() - from
+    };
+    db.put("a", "1").unwrap();
+    db.flush().unwrap();
+    assert!(wait_for(0, 1) >= 1, "a flush wakes compaction");
+    let before = asked();
+    // Newer than every table: its release frees nothing, so compaction is not woken for it.
+    for _ in 0..100 {
+        drop(db.snapshot());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(asked(), before, "no table was kept for those snapshots");
+    // A table written after this snapshot may hold entries kept for it: its release wakes compaction.
+    let snap = db.snapshot();
+    db.put("a", "2").unwrap();
+    db.flush().unwrap();
+    let after_flush = before + wait_for(before, 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let after_flush = asked().max(after_flush);
+    drop(snap);
+    assert!(wait_for(after_flush, 1) >= 1, "the release of a snapshot older than a table wakes compaction");
+}
