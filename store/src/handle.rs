@@ -79,6 +79,12 @@ impl CurrentDoc for Value {
     }
 }
 
+impl CurrentDoc for Box<RawValue> {
+    fn view(key: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<Box<RawValue>>, StoreError> {
+        parse_doc(key, current)
+    }
+}
+
 impl CurrentDoc for () {
     fn view(_: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<()>, StoreError> {
         Ok(with_doc(current, ()))
@@ -187,6 +193,17 @@ impl DynCollection {
         &self,
         id: &str,
         decide: impl FnMut(Option<&Stored<Value>>) -> Result<RecordWrite, E>,
+    ) -> Result<Option<Stored<Value>>, E> {
+        self.write_one_as(id, decide)
+    }
+
+    /// [`DynCollection::write_one`] with `decide` given the current document as the JSON text it is stored
+    /// as, checked but not parsed into a value: for writers that look into it only now and then, or only at
+    /// a field (the HTTP server reads a record's `project` only for a token limited to one).
+    pub fn write_one_raw<E: From<WriteError>>(
+        &self,
+        id: &str,
+        decide: impl FnMut(Option<&Stored<Box<RawValue>>>) -> Result<RecordWrite, E>,
     ) -> Result<Option<Stored<Value>>, E> {
         self.write_one_as(id, decide)
     }
@@ -514,6 +531,24 @@ mod tests {
             (parsed.id.as_str(), parsed.version, parsed.seq, parsed.created_at_ms, parsed.updated_at_ms)
         );
         assert!(c.get_raw("b").unwrap().is_none());
+        // A raw write sees the same text, and writes as `write_one` does.
+        let written = c
+            .write_one_raw("a", |current| {
+                assert_eq!(current.map(|s| (s.doc.get(), s.version)), Some((text.as_str(), raw.version)));
+                Ok::<_, WriteError>(RecordWrite::Put(json!({"n": 1})))
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((written.version, written.doc), (2, json!({"n": 1})));
+        assert_eq!(
+            c.write_one_raw("b", |current| Ok::<_, WriteError>(if current.is_none() {
+                RecordWrite::Keep
+            } else {
+                RecordWrite::Delete
+            }))
+            .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -125,8 +125,14 @@ fn sees_raw(scope: &Scope, doc: &RawValue) -> Result<bool, ApiError> {
     Ok(scope.sees(&doc))
 }
 
-fn current(s: Option<&Stored<Value>>) -> Option<(&Value, u64)> {
-    s.map(|s| (&s.doc, s.version))
+/// The record a put or delete replaces, as the precondition checks take it: its document parsed only for a
+/// token limited to a project (an unscoped token sees every document, and is handed `null` for it).
+fn current(scope: &Scope, s: Option<&Stored<Box<RawValue>>>) -> Result<Option<(Value, u64)>, ApiError> {
+    let doc = |s: &Stored<Box<RawValue>>| match scope.project {
+        Some(_) => serde_json::from_str(s.doc.get()).map_err(internal),
+        None => Ok(Value::Null),
+    };
+    s.map(|s| Ok((doc(s)?, s.version))).transpose()
 }
 
 /// A record as read inside a transaction, with the sequence and time its commit gave it.
@@ -238,8 +244,9 @@ impl Backend for EmbeddedBackend {
     ) -> BackendFuture<'_, (Stored<Value>, bool)> {
         self.writing(move |store| {
             let mut created = false;
-            let stored = store.collection_dyn(&collection)?.write_one(&id, |cur| {
-                pre.check_put(&scope, &collection, &id, current(cur))?;
+            let stored = store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
+                let current = current(&scope, cur)?;
+                pre.check_put(&scope, &collection, &id, current.as_ref().map(|(d, v)| (d, *v)))?;
                 created = cur.is_none();
                 Ok::<_, ApiError>(RecordWrite::Put(doc.clone()))
             })?;
@@ -250,8 +257,9 @@ impl Backend for EmbeddedBackend {
 
     fn delete(&self, scope: Scope, collection: String, id: String, pre: Precondition) -> BackendFuture<'_, ()> {
         self.writing(move |store| {
-            store.collection_dyn(&collection)?.write_one(&id, |cur| {
-                pre.check_delete(&scope, &collection, &id, current(cur))?;
+            store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
+                let current = current(&scope, cur)?;
+                pre.check_delete(&scope, &collection, &id, current.as_ref().map(|(d, v)| (d, *v)))?;
                 Ok::<_, ApiError>(RecordWrite::Delete)
             })?;
             Ok(())
@@ -295,7 +303,7 @@ impl Backend for EmbeddedBackend {
             let (read, c) = store.commit_with_retry(TXN_ATTEMPTS, |tx| {
                 for op in &ops {
                     let cur = tx.get_doc(&op.collection, &op.id)?;
-                    op.check(&scope, current(cur.as_ref()))?;
+                    op.check(&scope, cur.as_ref().map(|s| (&s.doc, s.version)))?;
                     match op.op {
                         OpKind::Put => {
                             tx.upsert_doc(&op.collection, &op.id, op.document.clone().unwrap_or_default())?;
