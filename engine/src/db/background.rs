@@ -58,7 +58,8 @@ fn compaction_loop(inner: &Inner) {
     loop {
         {
             let mut bg = inner.bg.lock();
-            while !bg.shutdown && !bg.compaction_wanted {
+            // The request is left in place while a manual compaction runs, and taken up after it.
+            while !bg.shutdown && (!bg.compaction_wanted || bg.manual_compactions > 0) {
                 inner.bg_cv.wait_for(&mut bg, Duration::from_millis(500));
             }
             if bg.shutdown {
@@ -67,7 +68,11 @@ fn compaction_loop(inner: &Inner) {
             bg.compaction_wanted = false;
         }
         loop {
-            if inner.bg.lock().shutdown || inner.poisoned.load(Ordering::Acquire) {
+            let stop = {
+                let bg = inner.bg.lock();
+                bg.shutdown || bg.manual_compactions > 0
+            };
+            if stop || inner.poisoned.load(Ordering::Acquire) {
                 break;
             }
             match inner.compact_once() {

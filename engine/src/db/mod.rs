@@ -49,6 +49,9 @@ pub(crate) struct View {
 pub(crate) struct BgState {
     pub shutdown: bool,
     pub compaction_wanted: bool,
+    /// Manual compactions (`Db::compact`) under way: background compactions wait for them, whose full merge
+    /// makes their work moot.
+    pub manual_compactions: usize,
 }
 
 pub(crate) struct Inner {
@@ -280,13 +283,25 @@ impl Db {
 
     /// Flushes, then merges every table into one sorted run at the deepest level in use, dropping versions
     /// no snapshot can see and tombstones that hide nothing.
+    ///
+    /// Background compactions do not start while it runs (one that is running is finished first): the
+    /// flush would otherwise start one that the full merge makes moot, and that the merge waits for.
     pub fn compact(&self) -> Result<(), Error> {
         let inner = self.inner();
-        inner.flush()?;
-        inner.compact_all().map_err(|e| {
-            inner.set_poison(&e);
-            Error::from(e)
-        })
+        inner.bg.lock().manual_compactions += 1;
+        let compacted = inner.flush().and_then(|()| {
+            inner.compact_all().map_err(|e| {
+                inner.set_poison(&e);
+                Error::from(e)
+            })
+        });
+        // Work deferred meanwhile (tables flushed by concurrent writers) is looked at now.
+        let mut bg = inner.bg.lock();
+        bg.manual_compactions -= 1;
+        bg.compaction_wanted = true;
+        drop(bg);
+        inner.bg_cv.notify_all();
+        compacted
     }
 
     /// A report on levels, caches and counters.

@@ -167,3 +167,24 @@ fn a_released_snapshot_wakes_compaction_only_if_a_table_is_newer_than_it() {
     drop(snap);
     assert!(wait_for(after_flush, 1) >= 1, "the release of a snapshot older than a table wakes compaction");
 }
+
+#[test]
+fn a_manual_compaction_runs_no_background_compaction_beside_it() {
+    // Level 0 compacts down from its second table: the flush inside `compact` asks for a background
+    // compaction that the full merge makes moot.
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .compaction_policy(Arc::new(crate::LeveledPolicy::new(2, 1 << 30, 10)))
+        .open(Path::new("/db"))
+        .unwrap();
+    for round in 0..5u32 {
+        db.put(format!("k{round}"), "v").unwrap();
+        db.flush().unwrap();
+        let before = db.stats().compactions;
+        db.put(format!("k{round}-after"), "v").unwrap();
+        db.compact().unwrap();
+        assert_eq!(db.stats().compactions, before + 1, "round {round}: the manual compaction alone");
+        assert_eq!(db.get(format!("k{round}")).unwrap().as_deref(), Some(&b"v"[..]));
+    }
+}
