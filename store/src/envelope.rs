@@ -42,10 +42,16 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, StoreError> {
 /// Decodes an envelope, parsing the document straight into `D`.
 pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
     let e = decode_raw(key, bytes)?;
-    // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
-    let text = std::str::from_utf8(e.doc).map_err(|err| StoreError::undecodable(key, format!("document: {err}")))?;
-    let doc = serde_json::from_str(text).map_err(|err| StoreError::undecodable(key, format!("document: {err}")))?;
+    let doc = decode_doc(key, e.doc)?;
     Ok(Envelope { seq: e.seq, version: e.version, created_ms: e.created_ms, updated_ms: e.updated_ms, doc })
+}
+
+/// Parses a record's document (the JSON text after its envelope's head, under `key`) into `D`.
+pub(crate) fn decode_doc<D: DeserializeOwned>(key: &[u8], doc: &[u8]) -> Result<D, StoreError> {
+    let bad = |e: &dyn std::fmt::Display| StoreError::undecodable(key, format!("document: {e}"));
+    // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
+    let text = std::str::from_utf8(doc).map_err(|e| bad(&e))?;
+    serde_json::from_str(text).map_err(|e| bad(&e))
 }
 
 /// Decodes an envelope's head, leaving the document as the bytes it is stored as (not checked).

@@ -93,10 +93,7 @@ impl CurrentDoc for () {
 
 /// `current` with its document (JSON text) parsed as `D`.
 fn parse_doc<D: DeserializeOwned>(key: &[u8], current: &Stored<Vec<u8>>) -> Result<Stored<D>, StoreError> {
-    let bad = |e: &dyn std::fmt::Display| StoreError::undecodable(key, format!("document: {e}"));
-    // As `envelope::decode_as`: the UTF-8 of the whole text checked at once.
-    let text = std::str::from_utf8(&current.doc).map_err(|e| bad(&e))?;
-    Ok(with_doc(current, serde_json::from_str(text).map_err(|e| bad(&e))?))
+    Ok(with_doc(current, crate::envelope::decode_doc(key, &current.doc)?))
 }
 
 /// The record `current` with `doc` for its document.
