@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{mpsc, Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -40,6 +40,28 @@ pub(crate) struct TableContext {
     pub storage: Arc<dyn Storage>,
     pub dir: PathBuf,
     pub cache: Arc<BlockCache>,
+    /// Where obsolete tables go to be unmapped and removed, off the thread that let go of them (a
+    /// background thread of the database, which a `None` sent here stops); without it (or once that thread
+    /// is gone) they are retired on the spot.
+    pub retire: Option<mpsc::Sender<Option<Retired>>>,
+}
+
+/// An obsolete table's file and its open reader. Dropping it unmaps the file and removes it: the file
+/// system then frees the table's blocks, which can wait on the disk (a synchronous discard) for tens of
+/// milliseconds, and so is done by a background thread rather than by the reader or writer that dropped
+/// the last version holding the table.
+pub(crate) struct Retired {
+    path: PathBuf,
+    storage: Arc<dyn Storage>,
+    reader: Option<Arc<TableReader>>,
+}
+
+impl Drop for Retired {
+    fn drop(&mut self) {
+        drop(self.reader.take());
+        // A failure leaves an orphan that the next open removes.
+        let _ = self.storage.remove(&self.path);
+    }
 }
 
 /// A live table. Its reader opens on first use; once the table leaves the current version and the last
@@ -104,8 +126,12 @@ impl TableHandle {
 impl Drop for TableHandle {
     fn drop(&mut self) {
         if self.obsolete.load(AtomicOrdering::Acquire) {
-            // A failure leaves an orphan that the next open removes.
-            let _ = self.ctx.storage.remove(&self.path);
+            let retired =
+                Retired { path: self.path.clone(), storage: self.ctx.storage.clone(), reader: self.reader.take() };
+            // Without a retiring thread (or once it is gone) the table is retired here.
+            if let Some(to) = &self.ctx.retire {
+                let _ = to.send(Some(retired));
+            }
         }
     }
 }
@@ -348,6 +374,7 @@ mod tests {
             storage: Arc::new(MemStorage::new()),
             dir: PathBuf::from("/d"),
             cache: Arc::new(BlockCache::new(0)),
+            retire: None,
         };
         let (v1, dropped) = Version::default().apply(&[], &[(1, meta(7, "a", "c")), (1, meta(8, "d", "f"))], &ctx);
         assert!(dropped.is_empty());
@@ -358,5 +385,39 @@ mod tests {
         assert_eq!(dropped.len(), 1);
         assert!(v3.levels[1].is_empty());
         assert!(v3.deeper_may_contain(1, b"b") && !v3.deeper_may_contain(2, b"b"));
+    }
+
+    #[test]
+    fn an_obsolete_table_is_retired_by_whoever_receives_it_not_by_its_last_holder() {
+        let storage = Arc::new(MemStorage::new());
+        let (retire, retired) = mpsc::channel();
+        let ctx = TableContext {
+            storage: storage.clone(),
+            dir: PathBuf::from("/d"),
+            cache: Arc::new(BlockCache::new(0)),
+            retire: Some(retire),
+        };
+        let path = names::table(&ctx.dir, 7);
+        storage.create_dir_all(&ctx.dir).unwrap();
+        storage.create(&path).unwrap().append(b"table").unwrap();
+        let (v1, _) = Version::default().apply(&[], &[(1, meta(7, "a", "c"))], &ctx);
+        let (v2, dropped) = v1.apply(&[(1, 7)], &[], &ctx);
+        assert!(v2.levels[1].is_empty());
+        dropped.iter().for_each(|t| t.mark_obsolete());
+        // The last holders let go: the file stays until the table is retired.
+        drop((v1, dropped));
+        assert!(storage.exists(&path).unwrap(), "the last holder does not remove the file");
+        let table = retired.try_recv().expect("the table is handed over");
+        assert!(table.is_some());
+        drop(table);
+        assert!(!storage.exists(&path).unwrap(), "retiring removes it");
+        // Without a receiver, the last holder retires it.
+        storage.create(&path).unwrap().append(b"table").unwrap();
+        drop(retired);
+        let (v1, _) = Version::default().apply(&[], &[(1, meta(7, "a", "c"))], &ctx);
+        let (_, dropped) = v1.apply(&[(1, 7)], &[], &ctx);
+        dropped.iter().for_each(|t| t.mark_obsolete());
+        drop((v1, dropped));
+        assert!(!storage.exists(&path).unwrap());
     }
 }

@@ -23,8 +23,12 @@ use super::{Inner, View};
 pub(super) fn spawn(inner: &Arc<Inner>) -> io::Result<Vec<JoinHandle<()>>> {
     let mut threads = Vec::new();
     type Job = fn(&Inner);
-    let jobs: [(&str, Job); 3] =
-        [("cairn-flush", flush_loop), ("cairn-compact", compaction_loop), ("cairn-sync", sync_loop)];
+    let jobs: [(&str, Job); 4] = [
+        ("cairn-flush", flush_loop),
+        ("cairn-compact", compaction_loop),
+        ("cairn-sync", sync_loop),
+        ("cairn-retire", retire_loop),
+    ];
     for (name, job) in jobs {
         let inner = inner.clone();
         threads.push(thread::Builder::new().name(name.to_owned()).spawn(move || job(&inner))?);
@@ -84,6 +88,19 @@ fn compaction_loop(inner: &Inner) {
                 }
             }
         }
+    }
+}
+
+/// Unmaps and removes obsolete tables (`Retired`) as they come, until shutdown sends `None`; what comes after
+/// is retired by whoever lets go of it.
+fn retire_loop(inner: &Inner) {
+    let Some(retired) = inner.retired.lock().take() else { return };
+    // Dropping a table retires it.
+    while let Ok(Some(table)) = retired.recv() {
+        drop(table);
+    }
+    while let Ok(table) = retired.try_recv() {
+        drop(table);
     }
 }
 

@@ -228,8 +228,12 @@ impl Check {
         })?;
         let listing = storage.list(dir).map_err(io_err)?;
         let mut report = CheckReport { dir: dir.to_path_buf(), ..CheckReport::default() };
-        let ctx =
-            TableContext { storage: self.storage.clone(), dir: dir.to_path_buf(), cache: Arc::new(BlockCache::new(0)) };
+        let ctx = TableContext {
+            storage: self.storage.clone(),
+            dir: dir.to_path_buf(),
+            cache: Arc::new(BlockCache::new(0)),
+            retire: None,
+        };
         let manifest = check_manifest(&ctx, &mut report);
         if let Some(state) = &manifest {
             check_tables(&ctx, &state.version, &listing, &mut report);

@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub bg: Mutex<BgState>,
     pub bg_cv: Condvar,
     pub compaction_lock: Mutex<()>,
+    /// Obsolete tables sent to be retired (`TableContext::retire`), taken by the thread that retires them.
+    pub retired: Mutex<Option<std::sync::mpsc::Receiver<Option<crate::version::Retired>>>>,
     /// Checkpoints copying WALs right now: while any is, flushes leave the WALs they retire in place.
     pub wal_pins: AtomicUsize,
     pub poison: Mutex<Option<String>>,
@@ -92,6 +94,9 @@ impl Owner {
         }
         inner.bg.lock().shutdown = true;
         inner.bg_cv.notify_all();
+        if let Some(retire) = &inner.ctx.retire {
+            let _ = retire.send(None);
+        }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }

@@ -54,7 +54,13 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         })
         .max()
         .unwrap_or(0);
-    let ctx = TableContext { storage: storage.clone(), dir: dir.to_path_buf(), cache: new_cache(&opts) };
+    let (retire, retired) = std::sync::mpsc::channel();
+    let ctx = TableContext {
+        storage: storage.clone(),
+        dir: dir.to_path_buf(),
+        cache: new_cache(&opts),
+        retire: Some(retire),
+    };
     let mut versions = VersionSet::open(ctx.clone(), max_number + 1, opts.max_manifest_size)?;
     let counters = Counters::default();
     let mem = Memtable::new(opts.memtable_size);
@@ -109,6 +115,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         bg: Mutex::new(BgState::default()),
         bg_cv: Condvar::new(),
         compaction_lock: Mutex::new(()),
+        retired: Mutex::new(Some(retired)),
         wal_pins: AtomicUsize::new(0),
         poison: Mutex::new(None),
         poisoned: AtomicBool::new(false),

@@ -269,7 +269,8 @@ mod tests {
         let fs = MemStorage::new();
         let dir = PathBuf::from("/db");
         fs.create_dir_all(&dir).unwrap();
-        let ctx = TableContext { storage: Arc::new(fs.clone()), dir, cache: Arc::new(BlockCache::new(0)) };
+        let ctx =
+            TableContext { storage: Arc::new(fs.clone()), dir, cache: Arc::new(BlockCache::new(0)), retire: None };
         let mut set = VersionSet::open(ctx, 1, 0).unwrap();
         fs.fail(FaultOp::SyncDir, 0, FaultKind::NoSpace);
         let edit = VersionEdit { last_sequence: Some(5), ..VersionEdit::default() };
