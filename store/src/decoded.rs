@@ -270,24 +270,9 @@ pub(crate) struct OrSkip<'a, Dec>(pub &'a Dec);
 impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> {
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<Option<D>>, StoreError> {
         match self.0.decode(key, bytes) {
-            Ok(e) => Ok(Envelope {
-                seq: e.seq,
-                version: e.version,
-                created_ms: e.created_ms,
-                updated_ms: e.updated_ms,
-                doc: Some(e.doc),
-            }),
-            Err(not_d) => {
-                // An envelope that does not decode, or a document that is not JSON, is an error still.
-                let e = envelope::decode_as::<IgnoredAny>(key, bytes).map_err(|_| not_d)?;
-                Ok(Envelope {
-                    seq: e.seq,
-                    version: e.version,
-                    created_ms: e.created_ms,
-                    updated_ms: e.updated_ms,
-                    doc: None,
-                })
-            }
+            Ok(e) => Ok(e.map(Some)),
+            // An envelope that does not decode, or a document that is not JSON, is an error still.
+            Err(not_d) => Ok(envelope::decode_as::<IgnoredAny>(key, bytes).map_err(|_| not_d)?.map(|_| None)),
         }
     }
 }

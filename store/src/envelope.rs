@@ -25,6 +25,19 @@ pub(crate) struct Envelope<D = Value> {
     pub doc: D,
 }
 
+impl<D> Envelope<D> {
+    /// The same record with `f` applied to its document.
+    pub(crate) fn map<E>(self, f: impl FnOnce(D) -> E) -> Envelope<E> {
+        Envelope {
+            seq: self.seq,
+            version: self.version,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            doc: f(self.doc),
+        }
+    }
+}
+
 /// Encodes what lies between the commit sequence (which the engine prepends) and the document's JSON.
 pub(crate) fn encode_head(version: u64, created_ms: i64, updated_ms: i64) -> [u8; 25] {
     let bytes = [FORMAT].into_iter().chain(version.to_le_bytes()).chain(created_ms.to_le_bytes());
@@ -43,7 +56,7 @@ pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Result<Envelope, StoreError> {
 pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
     let e = decode_raw(key, bytes)?;
     let doc = decode_doc(key, e.doc)?;
-    Ok(Envelope { seq: e.seq, version: e.version, created_ms: e.created_ms, updated_ms: e.updated_ms, doc })
+    Ok(e.map(|_| doc))
 }
 
 /// Parses a record's document (the JSON text after its envelope's head, under `key`) into `D`.

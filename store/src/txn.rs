@@ -278,11 +278,9 @@ impl<'s> Transaction<'s> {
         let key = keys::record_key(spec.name(), id);
         let read = match self.snap.get(&key).map_err(StoreError::from)? {
             Some(mut bytes) => {
-                let e = envelope::decode_raw(&key, &bytes)?;
-                let head = bytes.len() - e.doc.len();
-                let (seq, version, created_at_ms, updated_at_ms) = (e.seq, e.version, e.created_ms, e.updated_ms);
-                bytes.drain(..head);
-                Some(Stored { id: id.to_owned(), version, seq, created_at_ms, updated_at_ms, doc: bytes })
+                let e = envelope::decode_raw(&key, &bytes)?.map(<[u8]>::len);
+                bytes.drain(..bytes.len() - e.doc);
+                Some(stored(id, e.map(|_| bytes)))
             }
             None => None,
         };

@@ -161,9 +161,9 @@ fn a_released_snapshot_wakes_compaction_only_if_a_table_is_newer_than_it() {
     let snap = db.snapshot();
     db.put("a", "2").unwrap();
     db.flush().unwrap();
-    let after_flush = before + wait_for(before, 1);
+    wait_for(before, 1);
     std::thread::sleep(Duration::from_millis(100));
-    let after_flush = asked().max(after_flush);
+    let after_flush = asked();
     drop(snap);
     assert!(wait_for(after_flush, 1) >= 1, "the release of a snapshot older than a table wakes compaction");
 }
