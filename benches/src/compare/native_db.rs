@@ -2,7 +2,9 @@
 //! workloads, and only durable: native_db commits with redb's default `Durability::Immediate` and has no
 //! setting for it. The cache budget goes to `Builder::set_cache_size`.
 //!
-//! A job is stored whole (`NativeJob`, encoded with native_model's default, bincode) with the same six
+//! A job is stored whole (`NativeJob`, encoded as JSON through the `Json` codec, as Cairn and SQLite store
+//! it: native_model's default, bincode, is not self-describing and cannot read back a `Job` whose empty
+//! `artifacts` list was left out by `skip_serializing_if`) with the same six
 //! secondary keys as `cairn_platform::Job`, each computed as a string that orders like Cairn's index entries and
 //! ends in the id (unique keys). native_db's secondary scans (`start_with`, `range`) collect every matching
 //! primary key before returning the first item, so a query's cost grows with the size of the range it scans,
@@ -21,7 +23,7 @@ use super::{Checksum, DocEngine, DocSession, Result};
 
 /// A job as native_db stores it, with a version for the version-checked claim.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[native_model(id = 1, version = 1)]
+#[native_model(id = 1, version = 1, with = Json)]
 #[native_db(
     primary_key(primary -> String),
     secondary_key(status_key -> String, unique),
@@ -34,6 +36,25 @@ use super::{Checksum, DocEngine, DocSession, Result};
 pub struct NativeJob {
     version: u64,
     job: Job,
+}
+
+/// native_model's codec for `NativeJob`: JSON text by `serde_json`.
+pub struct Json;
+
+impl<T: Serialize> native_model::Encode<T> for Json {
+    type Error = serde_json::Error;
+
+    fn encode(obj: &T) -> std::result::Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(obj)
+    }
+}
+
+impl<T: for<'de> Deserialize<'de>> native_model::Decode<T> for Json {
+    type Error = serde_json::Error;
+
+    fn decode(data: Vec<u8>) -> std::result::Result<T, serde_json::Error> {
+        serde_json::from_slice(&data)
+    }
 }
 
 /// `n` shifted to an unsigned number with the same order, zero-padded so text order is numeric order.
