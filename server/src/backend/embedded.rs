@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::{
     apply_claim, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation, Permits,
-    Precondition, QueueStore, RunMetricsStore, Scope,
+    Precondition, QueueStore, Replaced, RunMetricsStore, Scope,
 };
 use crate::problem::ApiError;
 use crate::report;
@@ -125,14 +125,9 @@ fn sees_raw(scope: &Scope, doc: &RawValue) -> Result<bool, ApiError> {
     Ok(scope.sees(&doc))
 }
 
-/// The record a put or delete replaces, as the precondition checks take it: its document parsed only for a
-/// token limited to a project (an unscoped token sees every document, and is handed `null` for it).
-fn current(scope: &Scope, s: Option<&Stored<Box<RawValue>>>) -> Result<Option<(Value, u64)>, ApiError> {
-    let doc = |s: &Stored<Box<RawValue>>| match scope.project {
-        Some(_) => serde_json::from_str(s.doc.get()).map_err(internal),
-        None => Ok(Value::Null),
-    };
-    s.map(|s| Ok((doc(s)?, s.version))).transpose()
+/// The record a put or delete replaces, as the precondition checks take it.
+fn current(scope: &Scope, s: Option<&Stored<Box<RawValue>>>) -> Result<Option<Replaced>, ApiError> {
+    s.map(|s| Ok(Replaced { version: s.version, visible: sees_raw(scope, &s.doc)? })).transpose()
 }
 
 /// A record as read inside a transaction, with the sequence and time its commit gave it.
@@ -245,8 +240,7 @@ impl Backend for EmbeddedBackend {
         self.writing(move |store| {
             let mut created = false;
             let stored = store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                let current = current(&scope, cur)?;
-                pre.check_put(&scope, &collection, &id, current.as_ref().map(|(d, v)| (d, *v)))?;
+                pre.check_put(&scope, &collection, &id, current(&scope, cur)?)?;
                 created = cur.is_none();
                 Ok::<_, ApiError>(RecordWrite::Put(doc.clone()))
             })?;
@@ -258,8 +252,7 @@ impl Backend for EmbeddedBackend {
     fn delete(&self, scope: Scope, collection: String, id: String, pre: Precondition) -> BackendFuture<'_, ()> {
         self.writing(move |store| {
             store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                let current = current(&scope, cur)?;
-                pre.check_delete(&scope, &collection, &id, current.as_ref().map(|(d, v)| (d, *v)))?;
+                pre.check_delete(&collection, &id, current(&scope, cur)?)?;
                 Ok::<_, ApiError>(RecordWrite::Delete)
             })?;
             Ok(())
@@ -303,7 +296,7 @@ impl Backend for EmbeddedBackend {
             let (read, c) = store.commit_with_retry(TXN_ATTEMPTS, |tx| {
                 for op in &ops {
                     let cur = tx.get_doc(&op.collection, &op.id)?;
-                    op.check(&scope, cur.as_ref().map(|s| (&s.doc, s.version)))?;
+                    op.check(&scope, cur.as_ref().map(|s| Replaced::of(&scope, &s.doc, s.version)))?;
                     match op.op {
                         OpKind::Put => {
                             tx.upsert_doc(&op.collection, &op.id, op.document.clone().unwrap_or_default())?;

@@ -85,11 +85,28 @@ impl Scope {
             .with("collection", collection)
             .with("id", id)
     }
+}
 
-    /// The version a write of this scope checks its precondition against: another project's record counts
-    /// as absent.
-    pub fn visible_version(&self, current: Option<(&Value, u64)>) -> Option<u64> {
-        current.filter(|(doc, _)| self.sees(doc)).map(|(_, v)| v)
+/// The record a write replaces, as the precondition checks take it: its version, and whether the writing
+/// scope sees it. A backend that can tell visibility without parsing the document (an unscoped token sees
+/// everything) builds it directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replaced {
+    /// The record's version.
+    pub version: u64,
+    /// Whether the writer's scope sees the record: another project's record counts as absent.
+    pub visible: bool,
+}
+
+impl Replaced {
+    /// The record `doc` at `version`, as `scope` sees it.
+    pub fn of(scope: &Scope, doc: &Value, version: u64) -> Self {
+        Self { version, visible: scope.sees(doc) }
+    }
+
+    /// The version a write checks its precondition against: `None` for an absent or unseen record.
+    fn visible_version(current: Option<Self>) -> Option<u64> {
+        current.filter(|c| c.visible).map(|c| c.version)
     }
 }
 
@@ -120,16 +137,16 @@ impl Precondition {
         }
     }
 
-    /// The checks of a put by `scope` over the current record (document and version, if any): the
-    /// precondition against what the scope sees, then 403 if the id belongs to another project's record.
+    /// The checks of a put by `scope` over the current record, if any: the precondition against what the
+    /// scope sees, then 403 if the id belongs to another project's record.
     pub fn check_put(
         self,
         scope: &Scope,
         collection: &str,
         id: &str,
-        current: Option<(&Value, u64)>,
+        current: Option<Replaced>,
     ) -> Result<(), ApiError> {
-        let visible = scope.visible_version(current);
+        let visible = Replaced::visible_version(current);
         self.check(collection, id, visible)?;
         if current.is_some() && visible.is_none() {
             return Err(scope.id_taken(collection, id));
@@ -137,17 +154,11 @@ impl Precondition {
         Ok(())
     }
 
-    /// The checks of a delete by `scope`: 404 unless the record exists and the scope sees it, then the
-    /// precondition.
-    pub fn check_delete(
-        self,
-        scope: &Scope,
-        collection: &str,
-        id: &str,
-        current: Option<(&Value, u64)>,
-    ) -> Result<(), ApiError> {
+    /// The checks of a delete over the current record: 404 unless it exists and the writer's scope sees
+    /// it, then the precondition.
+    pub fn check_delete(self, collection: &str, id: &str, current: Option<Replaced>) -> Result<(), ApiError> {
         match current {
-            Some((doc, v)) if scope.sees(doc) => self.check(collection, id, Some(v)),
+            Some(c) if c.visible => self.check(collection, id, Some(c.version)),
             _ => Err(Scope::hidden(collection, id)),
         }
     }
@@ -207,13 +218,13 @@ impl Operation {
             .with("id", self.id.as_str())
     }
 
-    /// The checks of this operation by `scope` over the current record (document and version, if any):
-    /// the precondition against what the scope sees, and 403 for a put over another project's record.
-    pub fn check(&self, scope: &Scope, current: Option<(&Value, u64)>) -> Result<(), ApiError> {
+    /// The checks of this operation by `scope` over the current record, if any: the precondition against
+    /// what the scope sees, and 403 for a put over another project's record.
+    pub fn check(&self, scope: &Scope, current: Option<Replaced>) -> Result<(), ApiError> {
         let pre = self.precondition()?;
         match self.op {
             OpKind::Put => pre.check_put(scope, &self.collection, &self.id, current),
-            OpKind::Delete | OpKind::Check => pre.check(&self.collection, &self.id, scope.visible_version(current)),
+            OpKind::Delete | OpKind::Check => pre.check(&self.collection, &self.id, Replaced::visible_version(current)),
         }
     }
 }
@@ -467,13 +478,14 @@ mod tests {
         assert_eq!(check(Precondition::None, None), Ok(()));
         let p1 = Scope { name: "t".into(), project: Some("p1".into()) };
         let other = json!({"project": "p2"});
-        let put = |pre: Precondition| pre.check_put(&p1, "c", "i", Some((&other, 3))).map_err(|e| e.status.as_u16());
+        let theirs = Some(Replaced::of(&p1, &other, 3));
+        let put = |pre: Precondition| pre.check_put(&p1, "c", "i", theirs).map_err(|e| e.status.as_u16());
         assert_eq!(put(Precondition::None), Err(403), "a create over another project's id");
         assert_eq!(put(Precondition::Version(3)), Err(412), "another project's record counts as absent");
-        let del = Precondition::Exists.check_delete(&p1, "c", "i", Some((&other, 3)));
+        let del = Precondition::Exists.check_delete("c", "i", theirs);
         assert_eq!(del.unwrap_err().status.as_u16(), 404);
-        let mine = json!({"project": "p1"});
-        assert!(Precondition::Version(3).check_delete(&p1, "c", "i", Some((&mine, 3))).is_ok());
+        let mine = Some(Replaced::of(&p1, &json!({"project": "p1"}), 3));
+        assert!(Precondition::Version(3).check_delete("c", "i", mine).is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::pool::Statements;
 use super::query::{refs, stored, Param, RECORD_COLUMNS};
 use super::schema::{fnv, Names, CHANGES, META};
 use super::{db_error, Inner};
-use crate::backend::{OpKind, OpResult, Operation, Precondition, Scope};
+use crate::backend::{OpKind, OpResult, Operation, Precondition, Replaced, Scope};
 use crate::problem::ApiError;
 
 /// Attempts of a write whose transaction PostgreSQL aborted for a deadlock, a serialization failure or a
@@ -128,10 +128,10 @@ impl Step {
         }
     }
 
-    fn check(&self, scope: &Scope, current: Option<(&Value, u64)>) -> Result<(), ApiError> {
+    fn check(&self, scope: &Scope, current: Option<Replaced>) -> Result<(), ApiError> {
         match self {
             Step::Put { collection, id, pre, .. } => pre.check_put(scope, collection, id, current),
-            Step::Delete { collection, id, pre } => pre.check_delete(scope, collection, id, current),
+            Step::Delete { collection, id, pre } => pre.check_delete(collection, id, current),
             Step::Op(op) => op.check(scope, current),
         }
     }
@@ -388,7 +388,7 @@ impl Inner {
             if i == 0 {
                 created = cur.is_none();
             }
-            step.check(scope, cur.as_ref().map(|(d, v, _)| (d, *v)))?;
+            step.check(scope, cur.as_ref().map(|(d, v, _)| Replaced::of(scope, d, *v)))?;
             match step.kind() {
                 OpKind::Put => {
                     let version = cur.as_ref().map_or(1, |c| c.1 + 1);
