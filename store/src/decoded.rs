@@ -15,14 +15,19 @@
 //! 2.8 times for the benchmark's `Job`, whose 671 stored bytes decode to 1,869 bytes of heap in 23
 //! allocations). That is estimated when the record is kept, from the shape of its JSON document
 //! ([`decoded_heap`]): the record's inline size plus one allocation per string, per array and per map
-//! (with its keys), rounded up as the allocator does; plus the key and 64 bytes per record. A benchmark
-//! job is charged 2,704 bytes: 1.45 times the 1,869 it holds, 4 times its 671 stored bytes.
+//! (with its keys), rounded up as the allocator does; plus the `Arc` holding it, the key and 64 bytes per
+//! record. A benchmark job is charged 2,736 bytes: 1.46 times the 1,869 it holds, 4 times its 671 stored
+//! bytes.
+//!
+//! A kept record is an `Arc`: owned reads ([`Cached`]) clone the record out of it, shared reads
+//! ([`Shared`]) hand out the `Arc` itself.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_json::Value;
 
 use cairn_engine::ClockCache;
 
@@ -248,6 +253,9 @@ impl Scan<'_> {
 pub(crate) trait Decode<D> {
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError>;
 
+    /// A document a query has already parsed as a JSON tree (to check it against its filters), as `D`.
+    fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError>;
+
     /// Whether the reader wants the records at all; a count does not, and reads only those it must check.
     fn wants_records(&self) -> bool {
         true
@@ -260,6 +268,10 @@ pub(crate) struct Parse;
 impl<D: DeserializeOwned> Decode<D> for Parse {
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
         envelope::decode_as(key, bytes)
+    }
+
+    fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError> {
+        envelope::tree_as(key, doc)
     }
 }
 
@@ -275,6 +287,11 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
             Err(not_d) => Ok(envelope::decode_as::<IgnoredAny>(key, bytes).map_err(|_| not_d)?.map(|_| None)),
         }
     }
+
+    /// A tree is JSON already: one that is not a `D` is `None`.
+    fn decode_tree(&self, key: &[u8], doc: Value) -> Result<Option<D>, StoreError> {
+        Ok(self.0.decode_tree(key, doc).ok())
+    }
 }
 
 /// Counts: wants no records. `execute` then reads only records it must check, and checks them as JSON
@@ -284,6 +301,10 @@ pub(crate) struct CountOnly;
 impl Decode<IgnoredAny> for CountOnly {
     fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<IgnoredAny>, StoreError> {
         envelope::decode_as(key, bytes)
+    }
+
+    fn decode_tree(&self, _key: &[u8], _doc: Value) -> Result<IgnoredAny, StoreError> {
+        Ok(IgnoredAny)
     }
 
     fn wants_records(&self) -> bool {
@@ -349,6 +370,11 @@ impl RecordCache {
         Cached { cache: self, _type: std::marker::PhantomData }
     }
 
+    /// [`Decode`] for records of type `D` through this cache, each shared as an `Arc<D>`.
+    pub fn shared<D>(&self) -> Shared<'_, D> {
+        Shared(self.typed())
+    }
+
     /// Marks a first read of these bytes under `hash`; returns whether the same bytes were marked before
     /// (and not since displaced), which admits the record.
     fn seen_before(&self, hash: u64, head: &[u8; HEAD]) -> bool {
@@ -360,42 +386,84 @@ impl RecordCache {
     }
 }
 
-/// Reads records of type `D` through a [`RecordCache`].
+/// Reads records of type `D` through a [`RecordCache`], each an owned `D` (cloned out of the cache on a hit).
 pub(crate) struct Cached<'a, D> {
     cache: &'a RecordCache,
     _type: std::marker::PhantomData<fn() -> D>,
 }
 
-impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'_, D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+/// Reads records of type `D` through a [`RecordCache`], each an `Arc<D>`: a hit shares the kept record
+/// instead of cloning it. Kept records are the same as [`Cached`]'s.
+pub(crate) struct Shared<'a, D>(Cached<'a, D>);
+
+/// What [`Cached::find`] found: the record as the cache keeps it, or parsed and not kept.
+enum Found<D> {
+    Kept(Envelope<Arc<D>>),
+    Parsed(Envelope<D>),
+}
+
+impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
+    /// The record in `bytes` under `key`: from the cache if it keeps these very bytes' record as a `D`,
+    /// else parsed, and kept if read before.
+    fn find(&self, key: &[u8], bytes: &[u8]) -> Result<Found<D>, StoreError> {
         let cache = self.cache;
         let Some(head) = bytes.get(..HEAD).and_then(|h| <[u8; HEAD]>::try_from(h).ok()) else {
-            return envelope::decode_as(key, bytes);
+            return envelope::decode_as(key, bytes).map(Found::Parsed);
         };
         if !cache.kept.enabled() {
-            return envelope::decode_as(key, bytes);
+            return envelope::decode_as(key, bytes).map(Found::Parsed);
         }
         let hash = xxhash_rust::xxh3::xxh3_64(key);
         // Kept from these very bytes of this key, as this type (two types may read one collection).
-        let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<D>>();
+        let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<Arc<D>>>();
         let kept = cache.kept.get_if(hash, &hash, usable);
-        if let Some(record) = kept.as_ref().and_then(|k| k.record.downcast_ref::<Envelope<D>>()) {
-            return Ok(record.clone());
+        if let Some(record) = kept.as_ref().and_then(|k| k.record.downcast_ref::<Envelope<Arc<D>>>()) {
+            return Ok(Found::Kept(record.clone()));
         }
-        let record: Envelope<D> = envelope::decode_as(key, bytes)?;
-        if cache.seen_before(hash, &head) {
-            let doc = bytes.get(HEAD..).unwrap_or_default();
-            // Not JSON cannot be, as it just decoded; were it, its stored size times three.
-            let heap = decoded_heap(doc).unwrap_or(doc.len() * 3);
-            let charge = ENTRY_CHARGE
-                + alloc(key.len())
-                + alloc(std::mem::size_of::<Kept>())
-                + alloc(std::mem::size_of::<Envelope<D>>())
-                + heap;
-            let kept = Kept { key: key.into(), head, record: Box::new(record.clone()) };
-            cache.kept.insert(hash, hash, Arc::new(kept), charge);
+        let record = envelope::decode_as::<D>(key, bytes)?;
+        if !cache.seen_before(hash, &head) {
+            return Ok(Found::Parsed(record));
         }
-        Ok(record)
+        let doc = bytes.get(HEAD..).unwrap_or_default();
+        // Not JSON cannot be, as it just decoded; were it, its stored size times three.
+        let heap = decoded_heap(doc).unwrap_or(doc.len() * 3);
+        // The record's `Arc` allocation holds two counts and the `D`.
+        let charge = ENTRY_CHARGE
+            + alloc(key.len())
+            + alloc(std::mem::size_of::<Kept>())
+            + alloc(std::mem::size_of::<Envelope<Arc<D>>>())
+            + alloc(16 + std::mem::size_of::<D>())
+            + heap;
+        let record = record.map(Arc::new);
+        let kept = Kept { key: key.into(), head, record: Box::new(record.clone()) };
+        cache.kept.insert(hash, hash, Arc::new(kept), charge);
+        Ok(Found::Kept(record))
+    }
+}
+
+impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'_, D> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+        Ok(match self.find(key, bytes)? {
+            Found::Kept(record) => record.map(|doc| D::clone(&doc)),
+            Found::Parsed(record) => record,
+        })
+    }
+
+    fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError> {
+        envelope::tree_as(key, doc)
+    }
+}
+
+impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, D> {
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<Arc<D>>, StoreError> {
+        Ok(match self.0.find(key, bytes)? {
+            Found::Kept(record) => record,
+            Found::Parsed(record) => record.map(Arc::new),
+        })
+    }
+
+    fn decode_tree(&self, key: &[u8], doc: Value) -> Result<Arc<D>, StoreError> {
+        envelope::tree_as(key, doc).map(Arc::new)
     }
 }
 
@@ -554,8 +622,11 @@ mod tests {
             assert_eq!(cache.typed::<Doc>().decode(b"k", &v1).unwrap().doc, Doc { n: 1 });
         }
         // The first read marked the key, the second kept the record.
-        let charge =
-            ENTRY_CHARGE + alloc(1) + alloc(std::mem::size_of::<Kept>()) + alloc(std::mem::size_of::<Envelope<Doc>>());
+        let charge = ENTRY_CHARGE
+            + alloc(1)
+            + alloc(std::mem::size_of::<Kept>())
+            + alloc(std::mem::size_of::<Envelope<Arc<Doc>>>())
+            + alloc(16 + std::mem::size_of::<Doc>());
         assert_eq!(cache.stats(), RecordCacheStats { bytes: charge, hits: 1, misses: 2 });
         // A new commit of the same key: a different head, so parsed, even with an equal version.
         let v2 = stored(6, 1, r#"{"n":2}"#);

@@ -36,6 +36,18 @@ impl<D> Envelope<D> {
             doc: f(self.doc),
         }
     }
+
+    /// The same record with `f` applied to its document, or `f`'s error.
+    pub(crate) fn try_map<E, Err>(self, f: impl FnOnce(D) -> Result<E, Err>) -> Result<Envelope<E>, Err> {
+        let doc = f(self.doc)?;
+        Ok(Envelope {
+            seq: self.seq,
+            version: self.version,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            doc,
+        })
+    }
 }
 
 /// Encodes what lies between the commit sequence (which the engine prepends) and the document's JSON.
@@ -65,6 +77,11 @@ pub(crate) fn decode_doc<D: DeserializeOwned>(key: &[u8], doc: &[u8]) -> Result<
     // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
     let text = std::str::from_utf8(doc).map_err(|e| bad(&e))?;
     serde_json::from_str(text).map_err(|e| bad(&e))
+}
+
+/// A record's document already parsed as a JSON tree (under `key`), as `D`.
+pub(crate) fn tree_as<D: DeserializeOwned>(key: &[u8], doc: Value) -> Result<D, StoreError> {
+    serde_json::from_value(doc).map_err(|e| StoreError::undecodable(key, format!("document: {e}")))
 }
 
 /// Decodes an envelope's head, leaving the document as the bytes it is stored as (not checked).

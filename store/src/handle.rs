@@ -355,11 +355,7 @@ impl DynCollection {
     }
 
     /// [`DynCollection::query`], documents decoded as `D` by `decoder`.
-    pub(crate) fn query_as<D: DeserializeOwned>(
-        &self,
-        query: &Query,
-        decoder: &impl Decode<D>,
-    ) -> Result<Page<D>, ReadError> {
+    pub(crate) fn query_as<D>(&self, query: &Query, decoder: &impl Decode<D>) -> Result<Page<D>, ReadError> {
         let mut records = Vec::with_capacity(query.page_size()?.min(1024));
         let next_cursor = self.query_each_as(query, decoder, |r| records.push(r))?;
         Ok(Page { records, next_cursor })
@@ -374,7 +370,7 @@ impl DynCollection {
     }
 
     /// [`DynCollection::query_each`], documents decoded as `D` by `decoder`.
-    pub(crate) fn query_each_as<D: DeserializeOwned>(
+    pub(crate) fn query_each_as<D>(
         &self,
         query: &Query,
         decoder: &impl Decode<D>,

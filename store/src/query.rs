@@ -5,7 +5,6 @@
 use std::cmp::Ordering;
 use std::ops::{Bound, ControlFlow};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -363,7 +362,7 @@ fn scan_bounds(d: &Declared, q: &Query, plan: &Plan) -> (Vec<u8>, Bound<Vec<u8>>
 /// and nothing needs checking per record, records are not read. Documents are decoded straight into `D` by
 /// `decoder` when nothing needs checking on the record; otherwise as JSON first, to check them. Past the
 /// limit, a record is read only if it needs checking, and never decoded into `D`.
-pub(crate) fn execute<D: DeserializeOwned>(
+pub(crate) fn execute<D>(
     snap: &Snapshot,
     (hints, ticket): (&ScanHints, ScanTicket),
     d: &Declared,
@@ -452,9 +451,7 @@ pub(crate) fn execute<D: DeserializeOwned>(
             if full {
                 return Ok(ControlFlow::Break(()));
             }
-            let doc = serde_json::from_value(env.doc).map_err(|e| undecodable(record_key, e.to_string()))?;
-            let (seq, version, created_ms, updated_ms) = (env.seq, env.version, env.created_ms, env.updated_ms);
-            Ok(ControlFlow::Continue(Some(Envelope { seq, version, created_ms, updated_ms, doc })))
+            Ok(ControlFlow::Continue(Some(env.try_map(|doc| decoder.decode_tree(record_key, doc))?)))
         };
         // An index entry's record is read in place, in the memtable or the cached block that holds it.
         let read = match record {

@@ -1,6 +1,7 @@
 //! Typed collections: a [`Record`] type over a [`DynCollection`].
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use crate::decoded::OrSkip;
 use crate::error::{ClaimError, DeclareError, ReadError, WriteError};
@@ -81,6 +82,21 @@ impl<T: Record> Collection<T> {
     /// One page of matching records.
     pub fn query(&self, query: &Query) -> Result<Page<T>, ReadError> {
         self.inner.query_as(query, &self.inner.records().typed::<T>())
+    }
+
+    /// The record with this id, shared with the store's cache of decoded records: a record read before
+    /// and unchanged since is handed out as the cache keeps it, without a copy (see [`Collection::query_shared`]).
+    pub fn get_shared(&self, id: &str) -> Result<Option<Stored<Arc<T>>>, ReadError> {
+        self.inner.get_as(id, &self.inner.records().shared::<T>())
+    }
+
+    /// The page [`Collection::query`] returns, each record shared with the store's cache of decoded records
+    /// instead of copied out of it. A query repeated over records that seldom change (a scheduler polling
+    /// its queue, a dashboard) finds them kept, and then costs the index scan and a point read per record
+    /// to check each is unchanged, not a clone of each. The records are the same values `query` returns:
+    /// a record changed after it was kept is read anew, never answered from the cache.
+    pub fn query_shared(&self, query: &Query) -> Result<Page<Arc<T>>, ReadError> {
+        self.inner.query_as(query, &self.inner.records().shared::<T>())
     }
 
     /// The page [`Collection::query`] returns, handed to `visit` one record at a time instead of collected;

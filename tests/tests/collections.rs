@@ -520,6 +520,62 @@ fn a_typed_claim_skips_documents_that_are_not_its_type() {
     assert_eq!(store.collection_dyn("tasks").unwrap().get("odd").unwrap().unwrap().version, 1, "left alone");
 }
 
+/// Regression: a claim whose query filters on a field no index holds reads each candidate as a JSON tree
+/// to check it, and turned a tree that is not a `T` into an error instead of passing over it.
+#[test]
+fn a_typed_claim_checking_records_skips_documents_that_are_not_its_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tasks = store.collection::<Task>().unwrap();
+    let untyped = store.collection_dyn("tasks").unwrap();
+    // `pool` is no field of a `Task` (ignored when one is read) and no index's.
+    let mut doc = serde_json::to_value(task(1, "PENDING")).unwrap();
+    doc["pool"] = json!("a");
+    untyped.insert("t000001", doc).unwrap();
+    let odd = json!({"id": "odd", "status": "PENDING", "priority": 1_000, "pool": "a"});
+    untyped.insert("odd", odd).unwrap();
+    let pending = Query::new().eq("status", "PENDING").eq("pool", "a").order_by("priority").descending();
+    assert_eq!(tasks.explain(&pending).unwrap().filtered, vec!["pool".to_owned()], "records are checked");
+    let claimed = tasks.claim(&[pending], |t| {
+        t.status = "RUNNING".into();
+        true
+    });
+    assert_eq!(claimed.unwrap().map(|s| s.id), Some("t000001".to_owned()));
+    assert_eq!(untyped.get("odd").unwrap().unwrap().version, 1, "left alone");
+}
+
+#[test]
+fn shared_reads_are_the_records_typed_reads_return_and_share_what_the_cache_keeps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tasks = store.collection::<Task>().unwrap();
+    for i in 0..5 {
+        tasks.insert(&task(i, if i % 2 == 0 { "PENDING" } else { "DONE" })).unwrap();
+    }
+    let pending = Query::new().eq("status", "PENDING").order_by("priority").descending();
+    let ids = |page: &[Stored<Arc<Task>>]| page.iter().map(|s| (s.id.clone(), s.version)).collect::<Vec<_>>();
+    // The first read marks the records, the second keeps them, the third is answered from the cache.
+    let pages: Vec<_> = (0..3).map(|_| tasks.query_shared(&pending).unwrap().records).collect();
+    let typed = tasks.query(&pending).unwrap().records;
+    assert_eq!(ids(&pages[0]), typed.iter().map(|s| (s.id.clone(), s.version)).collect::<Vec<_>>());
+    for (shared, owned) in pages[2].iter().zip(&typed) {
+        assert_eq!(*shared.doc, owned.doc);
+    }
+    assert!(pages[1].iter().zip(&pages[2]).all(|(a, b)| Arc::ptr_eq(&a.doc, &b.doc)), "kept and shared");
+    assert!(pages[0].iter().zip(&pages[1]).all(|(a, b)| !Arc::ptr_eq(&a.doc, &b.doc)), "parsed twice");
+    // A typed read of a kept record is a hit too: the cache keeps one entry per record for both.
+    let hits = store.record_cache_stats().hits;
+    tasks.get("t000000").unwrap().unwrap();
+    assert_eq!(store.record_cache_stats().hits, hits + 1);
+    // A record changed since it was kept is read anew.
+    let mut first = (*tasks.get_shared("t000000").unwrap().unwrap().doc).clone();
+    first.owner = "someone-else".into();
+    tasks.update(&first, 1).unwrap();
+    let read = tasks.get_shared("t000000").unwrap().unwrap();
+    assert_eq!((read.version, read.doc.owner.as_str()), (2, "someone-else"));
+    assert_eq!(tasks.get_shared("absent").unwrap().map(|s| s.id), None);
+}
+
 #[test]
 fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();

@@ -173,15 +173,14 @@ struct CairnSession {
 
 impl DocSession for CairnSession {
     fn top_pending(&mut self, limit: usize, sum: &mut Checksum) -> Result<usize> {
-        // Each job is visited as it is read, as the SQLite harness steps through its rows.
+        // Read-only, so the jobs are shared with the record cache rather than copied out of it.
         let q = Query::new().eq("status", "PENDING").order_by("priority").descending().limit(limit);
-        let mut got = 0;
-        self.jobs.query_each(&q, |r| {
+        let page = self.jobs.query_shared(&q)?;
+        for r in &page.records {
             sum.add(r.id.as_bytes());
             sum.add_u64(r.doc.priority as u64);
-            got += 1;
-        })?;
-        Ok(got)
+        }
+        Ok(page.records.len())
     }
 
     fn claim(&mut self, node: &str, now_ms: i64, lease_ms: i64) -> Result<Option<String>> {
@@ -211,7 +210,7 @@ impl DocSession for CairnSession {
     }
 
     fn get(&mut self, id: &str, sum: &mut Checksum) -> Result<bool> {
-        Ok(match self.jobs.get(id)? {
+        Ok(match self.jobs.get_shared(id)? {
             Some(s) => {
                 sum.add(s.id.as_bytes());
                 sum.add(s.doc.status.as_str().as_bytes());
