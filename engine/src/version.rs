@@ -41,9 +41,19 @@ pub(crate) struct TableContext {
     pub dir: PathBuf,
     pub cache: Arc<BlockCache>,
     /// Where obsolete tables go to be unmapped and removed, off the thread that let go of them (a
-    /// background thread of the database, which a `None` sent here stops); without it (or once that thread
-    /// is gone) they are retired on the spot.
-    pub retire: Option<mpsc::Sender<Option<Retired>>>,
+    /// background thread of the database); without it (or once that thread is gone) they are retired on
+    /// the spot.
+    pub retire: Option<mpsc::Sender<ToRetire>>,
+}
+
+/// What the thread that retires obsolete tables is sent.
+pub(crate) enum ToRetire {
+    /// A table to unmap and remove.
+    Table(Retired),
+    /// Answered once every table sent before it is retired.
+    Barrier(mpsc::SyncSender<()>),
+    /// Shutdown: tables let go of after it are retired by whoever lets go of them.
+    Stop,
 }
 
 /// An obsolete table's file and its open reader. Dropping it unmaps the file and removes it: the file
@@ -130,7 +140,7 @@ impl Drop for TableHandle {
                 Retired { path: self.path.clone(), storage: self.ctx.storage.clone(), reader: self.reader.take() };
             // Without a retiring thread (or once it is gone) the table is retired here.
             if let Some(to) = &self.ctx.retire {
-                let _ = to.send(Some(retired));
+                let _ = to.send(ToRetire::Table(retired));
             }
         }
     }
@@ -408,7 +418,7 @@ mod tests {
         drop((v1, dropped));
         assert!(storage.exists(&path).unwrap(), "the last holder does not remove the file");
         let table = retired.try_recv().expect("the table is handed over");
-        assert!(table.is_some());
+        assert!(matches!(table, ToRetire::Table(_)));
         drop(table);
         assert!(!storage.exists(&path).unwrap(), "retiring removes it");
         // Without a receiver, the last holder retires it.

@@ -16,7 +16,7 @@ use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::table::TableIter;
 use crate::version::NUM_LEVELS;
-use crate::version::{LevelIter, TableHandle, Version};
+use crate::version::{LevelIter, TableHandle, ToRetire, Version};
 
 use super::{Inner, View};
 
@@ -91,16 +91,24 @@ fn compaction_loop(inner: &Inner) {
     }
 }
 
-/// Unmaps and removes obsolete tables (`Retired`) as they come, until shutdown sends `None`; what comes after
-/// is retired by whoever lets go of it.
+/// Unmaps and removes obsolete tables as they come, until shutdown sends `Stop`; what comes after is
+/// retired by whoever lets go of it.
 fn retire_loop(inner: &Inner) {
     let Some(retired) = inner.retired.lock().take() else { return };
     // Dropping a table retires it.
-    while let Ok(Some(table)) = retired.recv() {
-        drop(table);
+    while let Ok(message) = retired.recv() {
+        match message {
+            ToRetire::Table(table) => drop(table),
+            ToRetire::Barrier(done) => {
+                let _ = done.send(());
+            }
+            ToRetire::Stop => break,
+        }
     }
-    while let Ok(table) = retired.try_recv() {
-        drop(table);
+    while let Ok(message) = retired.try_recv() {
+        if let ToRetire::Barrier(done) = message {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -175,6 +183,17 @@ impl Inner {
         self.bg.lock().compaction_wanted = true;
         self.bg_cv.notify_all();
         Ok(())
+    }
+
+    /// Waits until the tables let go of so far are retired (unmapped and their files removed), when a
+    /// background thread retires them.
+    pub(super) fn wait_for_retired(&self) {
+        let Some(to) = &self.ctx.retire else { return };
+        let (done, answered) = std::sync::mpsc::sync_channel(1);
+        // Once the thread is gone the barrier is dropped unanswered, and so is `done`: no wait.
+        if to.send(ToRetire::Barrier(done)).is_ok() {
+            let _ = answered.recv();
+        }
     }
 
     /// Removes files of the given kinds; failures leave orphans for the next open.

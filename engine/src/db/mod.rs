@@ -69,7 +69,7 @@ pub(crate) struct Inner {
     pub bg_cv: Condvar,
     pub compaction_lock: Mutex<()>,
     /// Obsolete tables sent to be retired (`TableContext::retire`), taken by the thread that retires them.
-    pub retired: Mutex<Option<std::sync::mpsc::Receiver<Option<crate::version::Retired>>>>,
+    pub retired: Mutex<Option<std::sync::mpsc::Receiver<crate::version::ToRetire>>>,
     /// Checkpoints copying WALs right now: while any is, flushes leave the WALs they retire in place.
     pub wal_pins: AtomicUsize,
     pub poison: Mutex<Option<String>>,
@@ -95,7 +95,7 @@ impl Owner {
         inner.bg.lock().shutdown = true;
         inner.bg_cv.notify_all();
         if let Some(retire) = &inner.ctx.retire {
-            let _ = retire.send(None);
+            let _ = retire.send(crate::version::ToRetire::Stop);
         }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
@@ -290,7 +290,9 @@ impl Db {
     /// no snapshot can see and tombstones that hide nothing.
     ///
     /// Background compactions do not start while it runs (one that is running is finished first): the
-    /// flush would otherwise start one that the full merge makes moot, and that the merge waits for.
+    /// flush would otherwise start one that the full merge makes moot, and that the merge waits for. When
+    /// it returns, the files of the tables it replaced are removed, unless a snapshot or an iterator still
+    /// holds them (they go when it is dropped).
     pub fn compact(&self) -> Result<(), Error> {
         let inner = self.inner();
         inner.bg.lock().manual_compactions += 1;
@@ -306,6 +308,8 @@ impl Db {
         bg.compaction_wanted = true;
         drop(bg);
         inner.bg_cv.notify_all();
+        // The replaced tables' space is free when this returns (unless a reader still holds them).
+        inner.wait_for_retired();
         compacted
     }
 
