@@ -488,6 +488,20 @@ async fn commits_wake_other_servers() {
     // The listening connections are cut: they reconnect, and commits wake the other server again.
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
+    // Each backend's listener connects in the background: `a`'s may not be up yet on a busy machine.
+    for _ in 0..100 {
+        let listening = client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
+                &[&LISTENER_NAME],
+            )
+            .await
+            .unwrap();
+        if listening.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let cut = client
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
