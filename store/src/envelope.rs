@@ -28,13 +28,8 @@ pub(crate) struct Envelope<D = Value> {
 impl<D> Envelope<D> {
     /// The same record with `f` applied to its document.
     pub(crate) fn map<E>(self, f: impl FnOnce(D) -> E) -> Envelope<E> {
-        Envelope {
-            seq: self.seq,
-            version: self.version,
-            created_ms: self.created_ms,
-            updated_ms: self.updated_ms,
-            doc: f(self.doc),
-        }
+        let Ok(mapped) = self.try_map(|doc| Ok::<E, std::convert::Infallible>(f(doc)));
+        mapped
     }
 
     /// The same record with `f` applied to its document, or `f`'s error.
@@ -73,15 +68,19 @@ pub(crate) fn decode_as<D: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result
 
 /// Parses a record's document (the JSON text after its envelope's head, under `key`) into `D`.
 pub(crate) fn decode_doc<D: DeserializeOwned>(key: &[u8], doc: &[u8]) -> Result<D, StoreError> {
-    let bad = |e: &dyn std::fmt::Display| StoreError::undecodable(key, format!("document: {e}"));
     // Checking the UTF-8 of the whole document at once is cheaper than string by string as `from_slice` does.
-    let text = std::str::from_utf8(doc).map_err(|e| bad(&e))?;
-    serde_json::from_str(text).map_err(|e| bad(&e))
+    let text = std::str::from_utf8(doc).map_err(|e| bad_doc(key, e))?;
+    serde_json::from_str(text).map_err(|e| bad_doc(key, e))
 }
 
 /// A record's document already parsed as a JSON tree (under `key`), as `D`.
 pub(crate) fn tree_as<D: DeserializeOwned>(key: &[u8], doc: Value) -> Result<D, StoreError> {
-    serde_json::from_value(doc).map_err(|e| StoreError::undecodable(key, format!("document: {e}")))
+    serde_json::from_value(doc).map_err(|e| bad_doc(key, e))
+}
+
+/// The error for the document of the record under `key` that is not a `D`.
+fn bad_doc(key: &[u8], e: impl std::fmt::Display) -> StoreError {
+    StoreError::undecodable(key, format!("document: {e}"))
 }
 
 /// Decodes an envelope's head, leaving the document as the bytes it is stored as (not checked).

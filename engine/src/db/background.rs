@@ -105,6 +105,7 @@ fn retire_loop(inner: &Inner) {
             ToRetire::Stop => break,
         }
     }
+    // What was sent before the stop: tables are retired (dropped) here, barriers answered.
     while let Ok(message) = retired.try_recv() {
         if let ToRetire::Barrier(done) = message {
             let _ = done.send(());

@@ -126,7 +126,7 @@ fn sees_raw(scope: &Scope, doc: &RawValue) -> Result<bool, ApiError> {
 }
 
 /// The record a put or delete replaces, as the precondition checks take it.
-fn current(scope: &Scope, s: Option<&Stored<Box<RawValue>>>) -> Result<Option<Replaced>, ApiError> {
+fn replaced(scope: &Scope, s: Option<&Stored<Box<RawValue>>>) -> Result<Option<Replaced>, ApiError> {
     s.map(|s| Ok(Replaced { version: s.version, visible: sees_raw(scope, &s.doc)? })).transpose()
 }
 
@@ -240,7 +240,7 @@ impl Backend for EmbeddedBackend {
         self.writing(move |store| {
             let mut created = false;
             let stored = store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                pre.check_put(&scope, &collection, &id, current(&scope, cur)?)?;
+                pre.check_put(&scope, &collection, &id, replaced(&scope, cur)?)?;
                 created = cur.is_none();
                 Ok::<_, ApiError>(RecordWrite::Put(doc.clone()))
             })?;
@@ -252,7 +252,7 @@ impl Backend for EmbeddedBackend {
     fn delete(&self, scope: Scope, collection: String, id: String, pre: Precondition) -> BackendFuture<'_, ()> {
         self.writing(move |store| {
             store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                pre.check_delete(&collection, &id, current(&scope, cur)?)?;
+                pre.check_delete(&collection, &id, replaced(&scope, cur)?)?;
                 Ok::<_, ApiError>(RecordWrite::Delete)
             })?;
             Ok(())
