@@ -114,6 +114,28 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     where
         K: Borrow<Q>,
     {
+        self.lookup(hash, key, accept, true)
+    }
+
+    /// [`ClockCache::get_if`] that counts only a hit: for a first try whose caller falls back, when it finds
+    /// nothing, to another lookup that counts.
+    pub fn probe_if<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q, accept: impl FnOnce(&V) -> bool) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.lookup(hash, key, accept, false)
+    }
+
+    fn lookup<Q: Hash + Eq + ?Sized>(
+        &self,
+        hash: u64,
+        key: &Q,
+        accept: impl FnOnce(&V) -> bool,
+        count_miss: bool,
+    ) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let mut shard = self.shard(hash).lock();
         let found = shard.map.get_mut(key).filter(|slot| accept(&slot.value)).map(|slot| {
             slot.referenced = true;
@@ -121,7 +143,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         });
         if found.is_some() {
             shard.hits += 1;
-        } else {
+        } else if count_miss {
             shard.misses += 1;
         }
         found
@@ -213,6 +235,10 @@ mod tests {
         // A value the caller rejects is a miss, and does not save its entry from eviction.
         assert_eq!(c.get_if(0, &2, |v| *v != 200), None);
         assert_eq!((c.hits(), c.misses()), (3, 2));
+        // A probe counts its hit, not its miss.
+        assert_eq!((c.probe_if(0, &2, |v| *v != 200), c.probe_if(0, &9, |_| true)), (None, None));
+        assert_eq!(c.probe_if(0, &3, |_| true), Some(300));
+        assert_eq!((c.hits(), c.misses()), (4, 2));
         c.insert(0, 5, 500, 10);
         assert_eq!(c.get(0, &2), None);
     }

@@ -152,6 +152,10 @@ pub(crate) struct Version {
     pub levels: [Vec<Arc<TableHandle>>; NUM_LEVELS],
     /// The newest sequence number in any of the tables (0 without tables).
     pub max_seq: u64,
+    /// The newest sequence number ever written to a table of this version or of one before it (by a flush or
+    /// an ingest): every write with a greater sequence is in a memtable. Unlike `max_seq` it never falls
+    /// (a compaction may drop a table's newest entries).
+    pub written_through: u64,
 }
 
 impl Version {
@@ -188,7 +192,8 @@ impl Version {
             }
         }
         let max_seq = levels.iter().flatten().map(|t| t.meta.max_seq).max().unwrap_or(0);
-        (Version { levels, max_seq }, dropped)
+        let written_through = added.iter().map(|(_, t)| t.max_seq).fold(self.written_through, u64::max);
+        (Version { levels, max_seq, written_through }, dropped)
     }
 
     pub fn level_bytes(&self, level: usize) -> u64 {

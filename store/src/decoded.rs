@@ -21,6 +21,13 @@
 //!
 //! A kept record is an `Arc`: owned reads ([`Cached`]) clone the record out of it, shared reads
 //! ([`Shared`]) hand out the `Arc` itself.
+//!
+//! A kept record also notes the newest sequence at which a read found it to be its key's newest version.
+//! A later read at a sequence past that asks the engine whether the key was written in between
+//! ([`cairn_engine::Snapshot::written_after`]): while the writes since are all in memtables, that is a probe
+//! of the memtables' key index, and a kept record still current is answered without reading it
+//! ([`Decode::recall`]). Once a flush or an ingest has written a later sequence to a table, the engine
+//! cannot tell without a read, and the record is read and matched by its head as above.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +36,7 @@ use std::sync::Arc;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
-use cairn_engine::ClockCache;
+use cairn_engine::{ClockCache, StorageError};
 
 use crate::envelope::{self, Envelope};
 use crate::error::StoreError;
@@ -251,7 +258,20 @@ impl Scan<'_> {
 
 /// Turns a record's stored bytes into its envelope with the document as `D`.
 pub(crate) trait Decode<D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError>;
+    /// The record in `bytes`, which a read at sequence `at` found to be `key`'s newest version.
+    fn decode(&self, key: &[u8], bytes: &[u8], at: u64) -> Result<Envelope<D>, StoreError>;
+
+    /// `key`'s record as of sequence `at` without reading it, if this decoder keeps it and can tell it is
+    /// still current: `written_after(s)` says whether the key was written after sequence `s` up to `at`
+    /// (`None` if only a read can tell). `None` to read the record.
+    fn recall(
+        &self,
+        _key: &[u8],
+        _at: u64,
+        _written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
+    ) -> Result<Option<Envelope<D>>, StoreError> {
+        Ok(None)
+    }
 
     /// A document a query has already parsed as a JSON tree (to check it against its filters), as `D`.
     fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError>;
@@ -266,7 +286,7 @@ pub(crate) trait Decode<D> {
 pub(crate) struct Parse;
 
 impl<D: DeserializeOwned> Decode<D> for Parse {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
+    fn decode(&self, key: &[u8], bytes: &[u8], _at: u64) -> Result<Envelope<D>, StoreError> {
         envelope::decode_as(key, bytes)
     }
 
@@ -280,8 +300,8 @@ impl<D: DeserializeOwned> Decode<D> for Parse {
 pub(crate) struct OrSkip<'a, Dec>(pub &'a Dec);
 
 impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<Option<D>>, StoreError> {
-        match self.0.decode(key, bytes) {
+    fn decode(&self, key: &[u8], bytes: &[u8], at: u64) -> Result<Envelope<Option<D>>, StoreError> {
+        match self.0.decode(key, bytes, at) {
             Ok(e) => Ok(e.map(Some)),
             // An envelope that does not decode, or a document that is not JSON, is an error still.
             Err(not_d) => Ok(envelope::decode_as::<IgnoredAny>(key, bytes).map_err(|_| not_d)?.map(|_| None)),
@@ -292,6 +312,16 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
     fn decode_tree(&self, key: &[u8], doc: Value) -> Result<Option<D>, StoreError> {
         Ok(self.0.decode_tree(key, doc).ok())
     }
+
+    /// A record kept as a `D` is one.
+    fn recall(
+        &self,
+        key: &[u8],
+        at: u64,
+        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
+    ) -> Result<Option<Envelope<Option<D>>>, StoreError> {
+        Ok(self.0.recall(key, at, written_after)?.map(|e| e.map(Some)))
+    }
 }
 
 /// Counts: wants no records. `execute` then reads only records it must check, and checks them as JSON
@@ -299,7 +329,7 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
 pub(crate) struct CountOnly;
 
 impl Decode<IgnoredAny> for CountOnly {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<IgnoredAny>, StoreError> {
+    fn decode(&self, key: &[u8], bytes: &[u8], _at: u64) -> Result<Envelope<IgnoredAny>, StoreError> {
         envelope::decode_as(key, bytes)
     }
 
@@ -318,6 +348,15 @@ struct Kept {
     key: Box<[u8]>,
     head: [u8; HEAD],
     record: Box<dyn Any + Send + Sync>,
+    /// The newest sequence at which a read found these bytes to be the key's newest version.
+    current_at: AtomicU64,
+}
+
+impl Kept {
+    /// The commit sequence of the bytes the record was decoded from.
+    fn written_at(&self) -> u64 {
+        self.head.first_chunk::<8>().map_or(u64::MAX, |b| u64::from_le_bytes(*b))
+    }
 }
 
 /// The state of a store's cache of decoded records ([`Store::record_cache_stats`](crate::Store::record_cache_stats)).
@@ -405,7 +444,7 @@ enum Found<D> {
 impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
     /// The record in `bytes` under `key`: from the cache if it keeps these very bytes' record as a `D`,
     /// else parsed, and kept if read before.
-    fn find(&self, key: &[u8], bytes: &[u8]) -> Result<Found<D>, StoreError> {
+    fn find(&self, key: &[u8], bytes: &[u8], at: u64) -> Result<Found<D>, StoreError> {
         let cache = self.cache;
         let Some(head) = bytes.get(..HEAD).and_then(|h| <[u8; HEAD]>::try_from(h).ok()) else {
             return envelope::decode_as(key, bytes).map(Found::Parsed);
@@ -417,8 +456,11 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
         // Kept from these very bytes of this key, as this type (two types may read one collection).
         let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<Arc<D>>>();
         let kept = cache.kept.get_if(hash, &hash, usable);
-        if let Some(record) = kept.as_ref().and_then(|k| k.record.downcast_ref::<Envelope<Arc<D>>>()) {
-            return Ok(Found::Kept(record.clone()));
+        if let Some(kept) = &kept {
+            if let Some(record) = kept.record.downcast_ref::<Envelope<Arc<D>>>() {
+                kept.current_at.fetch_max(at, Ordering::Relaxed);
+                return Ok(Found::Kept(record.clone()));
+            }
         }
         let record = envelope::decode_as::<D>(key, bytes)?;
         if !cache.seen_before(hash, &head) {
@@ -435,15 +477,57 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
             + alloc(16 + std::mem::size_of::<D>())
             + heap;
         let record = record.map(Arc::new);
-        let kept = Kept { key: key.into(), head, record: Box::new(record.clone()) };
+        let kept = Kept { key: key.into(), head, record: Box::new(record.clone()), current_at: AtomicU64::new(at) };
         cache.kept.insert(hash, hash, Arc::new(kept), charge);
         Ok(Found::Kept(record))
+    }
+
+    /// The record kept under `key` as a `D`, if it is `key`'s newest version at `at`: it was at a sequence
+    /// at or past `at`, or it was at an earlier one and `written_after` shows no write since.
+    fn recall_kept(
+        &self,
+        key: &[u8],
+        at: u64,
+        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
+    ) -> Result<Option<Envelope<Arc<D>>>, StoreError> {
+        let cache = self.cache;
+        if !cache.kept.enabled() {
+            return Ok(None);
+        }
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
+        // Current at `at` if it was at a sequence at or past it, or if no write came since. Counted only if it
+        // answers: otherwise the read that follows finds the record, or not, and counts.
+        let mut failed = None;
+        let current = |k: &Arc<Kept>| {
+            let current_at = k.current_at.load(Ordering::Relaxed);
+            if current_at >= at {
+                return true;
+            }
+            match written_after(current_at) {
+                Ok(Some(false)) => {
+                    k.current_at.fetch_max(at, Ordering::Relaxed);
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        };
+        let usable =
+            |k: &Arc<Kept>| *k.key == *key && k.record.is::<Envelope<Arc<D>>>() && k.written_at() <= at && current(k);
+        let kept = cache.kept.probe_if(hash, &hash, usable);
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok(kept.and_then(|k| k.record.downcast_ref::<Envelope<Arc<D>>>().cloned()))
     }
 }
 
 impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'_, D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<D>, StoreError> {
-        Ok(match self.find(key, bytes)? {
+    fn decode(&self, key: &[u8], bytes: &[u8], at: u64) -> Result<Envelope<D>, StoreError> {
+        Ok(match self.find(key, bytes, at)? {
             Found::Kept(record) => record.map(|doc| D::clone(&doc)),
             Found::Parsed(record) => record,
         })
@@ -452,11 +536,20 @@ impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'
     fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError> {
         envelope::tree_as(key, doc)
     }
+
+    fn recall(
+        &self,
+        key: &[u8],
+        at: u64,
+        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
+    ) -> Result<Option<Envelope<D>>, StoreError> {
+        Ok(self.recall_kept(key, at, written_after)?.map(|record| record.map(|doc| D::clone(&doc))))
+    }
 }
 
 impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, D> {
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Envelope<Arc<D>>, StoreError> {
-        Ok(match self.0.find(key, bytes)? {
+    fn decode(&self, key: &[u8], bytes: &[u8], at: u64) -> Result<Envelope<Arc<D>>, StoreError> {
+        Ok(match self.0.find(key, bytes, at)? {
             Found::Kept(record) => record,
             Found::Parsed(record) => record.map(Arc::new),
         })
@@ -464,6 +557,15 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, 
 
     fn decode_tree(&self, key: &[u8], doc: Value) -> Result<Arc<D>, StoreError> {
         envelope::tree_as(key, doc).map(Arc::new)
+    }
+
+    fn recall(
+        &self,
+        key: &[u8],
+        at: u64,
+        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
+    ) -> Result<Option<Envelope<Arc<D>>>, StoreError> {
+        self.0.recall_kept(key, at, written_after)
     }
 }
 
@@ -619,7 +721,7 @@ mod tests {
         let cache = RecordCache::new(1 << 20);
         let v1 = stored(5, 1, r#"{"n":1}"#);
         for _ in 0..3 {
-            assert_eq!(cache.typed::<Doc>().decode(b"k", &v1).unwrap().doc, Doc { n: 1 });
+            assert_eq!(cache.typed::<Doc>().decode(b"k", &v1, 50).unwrap().doc, Doc { n: 1 });
         }
         // The first read marked the key, the second kept the record.
         let charge = ENTRY_CHARGE
@@ -630,14 +732,72 @@ mod tests {
         assert_eq!(cache.stats(), RecordCacheStats { bytes: charge, hits: 1, misses: 2 });
         // A new commit of the same key: a different head, so parsed, even with an equal version.
         let v2 = stored(6, 1, r#"{"n":2}"#);
-        assert_eq!(cache.typed::<Doc>().decode(b"k", &v2).unwrap().doc, Doc { n: 2 });
-        assert_eq!(cache.typed::<Doc>().decode(b"k", &v2).unwrap().doc, Doc { n: 2 });
+        assert_eq!(cache.typed::<Doc>().decode(b"k", &v2, 50).unwrap().doc, Doc { n: 2 });
+        assert_eq!(cache.typed::<Doc>().decode(b"k", &v2, 50).unwrap().doc, Doc { n: 2 });
         // Reading the older bytes again (an older snapshot) parses them again.
-        assert_eq!(cache.typed::<Doc>().decode(b"k", &v1).unwrap().doc, Doc { n: 1 });
+        assert_eq!(cache.typed::<Doc>().decode(b"k", &v1, 50).unwrap().doc, Doc { n: 1 });
         // None of those three reads was answered from the cache: the entry found was of other bytes.
         assert_eq!(cache.stats().hits, 1);
         // Another type over the same bytes gets its own decoding.
-        assert_eq!(cache.typed::<Other>().decode(b"k", &v1).unwrap().doc, Other { n: 1.0 });
+        assert_eq!(cache.typed::<Other>().decode(b"k", &v1, 50).unwrap().doc, Other { n: 1.0 });
+    }
+
+    /// A kept record is recalled without its bytes only while the engine says its key was not written
+    /// since a read found it current, and never for a read at a sequence before the record was written.
+    #[test]
+    fn recalls_a_kept_record_only_while_no_write_may_have_changed_it() {
+        use std::cell::Cell;
+        let cache = RecordCache::new(1 << 20);
+        let typed = cache.typed::<Doc>();
+        let unasked = |_: u64| -> Result<Option<bool>, StorageError> { panic!("needs no engine") };
+        fn answer(
+            said: Option<bool>,
+            asked: &Cell<Option<u64>>,
+        ) -> impl FnOnce(u64) -> Result<Option<bool>, StorageError> + '_ {
+            move |after| {
+                asked.set(Some(after));
+                Ok(said)
+            }
+        }
+        let asked = Cell::new(None);
+        let v1 = stored(5, 1, r#"{"n":1}"#);
+        typed.decode(b"k", &v1, 8).unwrap();
+        assert_eq!(typed.recall(b"k", 8, unasked).unwrap(), None, "read once: only marked, not kept");
+        typed.decode(b"k", &v1, 10).unwrap();
+
+        // Current at 10: a read at 10 or before (down to its write at 5) needs no engine.
+        for at in [5, 9, 10] {
+            assert_eq!(typed.recall(b"k", at, unasked).unwrap().map(|r| r.doc), Some(Doc { n: 1 }), "at {at}");
+        }
+        assert_eq!(typed.recall(b"k", 4, unasked).unwrap(), None, "before it was written");
+        // Past 10, the engine is asked about writes after 10. A record not recalled counts as nothing (the
+        // read that follows counts); one recalled is a hit.
+        let counted = cache.stats();
+        for said in [Some(true), None] {
+            assert_eq!(typed.recall(b"k", 12, answer(said, &asked)).unwrap(), None);
+            assert_eq!(asked.take(), Some(10));
+        }
+        assert_eq!(cache.stats(), counted);
+        let recalled = typed.recall(b"k", 12, answer(Some(false), &asked)).unwrap().unwrap();
+        assert_eq!(cache.stats().hits, counted.hits + 1);
+        assert_eq!((recalled.doc, recalled.seq, recalled.version), (Doc { n: 1 }, 5, 1));
+        assert_eq!(asked.take(), Some(10));
+        // Now current at 12.
+        assert!(typed.recall(b"k", 12, unasked).unwrap().is_some());
+        assert_eq!(typed.recall(b"k", 20, answer(Some(false), &asked)).unwrap().map(|r| r.doc), Some(Doc { n: 1 }));
+        assert_eq!(asked.take(), Some(12));
+        // A read that finds the same bytes later moves it on too.
+        typed.decode(b"k", &v1, 30).unwrap();
+        assert!(cache.shared::<Doc>().recall(b"k", 30, unasked).unwrap().is_some());
+
+        // Another type, another key, a parse-only reader or a cache turned off keep nothing to recall.
+        assert_eq!(cache.typed::<Other>().recall(b"k", 30, unasked).unwrap(), None);
+        assert_eq!(typed.recall(b"j", 30, unasked).unwrap(), None);
+        assert_eq!(Decode::<Doc>::recall(&Parse, b"k", 30, unasked).unwrap(), None);
+        let off = RecordCache::new(0);
+        off.typed::<Doc>().decode(b"k", &v1, 10).unwrap();
+        off.typed::<Doc>().decode(b"k", &v1, 10).unwrap();
+        assert_eq!(off.typed::<Doc>().recall(b"k", 10, unasked).unwrap(), None);
     }
 
     #[test]
@@ -673,7 +833,7 @@ mod tests {
         let v = stored(5, 1, doc);
         let cache = RecordCache::new(1 << 20);
         for _ in 0..2 {
-            cache.typed::<Job>().decode(b"job-1", &v).unwrap();
+            cache.typed::<Job>().decode(b"job-1", &v, 50).unwrap();
         }
         let bytes = cache.stats().bytes;
         // 11 allocations of at least 32 bytes, a BTreeMap leaf node of over 500, the record inline.
@@ -685,14 +845,14 @@ mod tests {
         let cache = RecordCache::new(1 << 20);
         let bad = stored(5, 1, r#"{"n":"x"}"#);
         for _ in 0..2 {
-            assert!(matches!(cache.typed::<Doc>().decode(b"k", &bad), Err(StoreError::Undecodable { .. })));
+            assert!(matches!(cache.typed::<Doc>().decode(b"k", &bad, 50), Err(StoreError::Undecodable { .. })));
         }
-        assert!(cache.typed::<Doc>().decode(b"k", &bad[..20]).is_err());
+        assert!(cache.typed::<Doc>().decode(b"k", &bad[..20], 50).is_err());
         assert_eq!(cache.stats().bytes, 0);
         let off = RecordCache::new(0);
         let ok = stored(5, 1, r#"{"n":3}"#);
         for _ in 0..2 {
-            assert_eq!(off.typed::<Doc>().decode(b"k", &ok).unwrap().doc, Doc { n: 3 });
+            assert_eq!(off.typed::<Doc>().decode(b"k", &ok, 50).unwrap().doc, Doc { n: 3 });
         }
         assert_eq!(off.stats(), RecordCacheStats::default());
     }

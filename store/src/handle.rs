@@ -342,8 +342,15 @@ impl DynCollection {
     pub(crate) fn get_as<D>(&self, id: &str, decoder: &impl Decode<D>) -> Result<Option<Stored<D>>, ReadError> {
         validate_id(id)?;
         let key = crate::keys::record_key(&self.name, id);
+        let db = self.store.db();
+        // The read below sees every commit up to `at`. A record the decoder keeps and knows current is
+        // answered without it.
+        let at = db.last_sequence();
+        if let Some(record) = decoder.recall(&key, at, |after| db.written_after(&key, after))? {
+            return Ok(Some(stored(id, record)));
+        }
         // Decoded in place, in the memtable or the cached block that holds the record.
-        let Some(record) = self.store.db().get_with(&key, |bytes| decoder.decode(&key, bytes))? else {
+        let Some(record) = db.get_with(&key, |bytes| decoder.decode(&key, bytes, at))? else {
             return Ok(None);
         };
         Ok(Some(stored(id, record?)))

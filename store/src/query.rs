@@ -442,7 +442,7 @@ pub(crate) fn execute<D>(
         // What the record's bytes say: a record to visit, one that does not match, or a match past the limit.
         let read = |bytes: &[u8]| -> Result<ControlFlow<(), Option<Envelope<D>>>, ReadError> {
             if !check_records {
-                return Ok(ControlFlow::Continue(Some(decoder.decode(record_key, bytes)?)));
+                return Ok(ControlFlow::Continue(Some(decoder.decode(record_key, bytes, snap.sequence())?)));
             }
             let env = envelope::decode(record_key, bytes)?;
             if !matches(q, &env.doc) {
@@ -453,10 +453,18 @@ pub(crate) fn execute<D>(
             }
             Ok(ControlFlow::Continue(Some(env.try_map(|doc| decoder.decode_tree(record_key, doc))?)))
         };
-        // An index entry's record is read in place, in the memtable or the cached block that holds it.
-        let read = match record {
-            Some(bytes) => read(bytes)?,
-            None => {
+        // An index entry's record is one the decoder keeps and knows current without reading it, or read in
+        // place, in the memtable or the cached block that holds it.
+        let recalled = match record {
+            None if !check_records => {
+                decoder.recall(record_key, snap.sequence(), |after| snap.written_after(record_key, after))?
+            }
+            _ => None,
+        };
+        let read = match (recalled, record) {
+            (Some(env), _) => ControlFlow::Continue(Some(env)),
+            (None, Some(bytes)) => read(bytes)?,
+            (None, None) => {
                 snap.get_with(record_key, read)?.ok_or_else(|| undecodable(key, "index entry without record"))??
             }
         };

@@ -576,6 +576,66 @@ fn shared_reads_are_the_records_typed_reads_return_and_share_what_the_cache_keep
     assert_eq!(tasks.get_shared("absent").unwrap().map(|s| s.id), None);
 }
 
+/// A kept record that no commit since its last read may have changed is answered without reading it (no
+/// block is looked up); a write to it, a flush or a compaction in between never lets a stale one through.
+#[test]
+fn kept_records_are_answered_without_a_read_while_unchanged_and_read_again_once_written() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    let untyped = store.collection_dyn("tasks").unwrap();
+    for i in 0..3 {
+        tasks.insert(&task(i, "PENDING")).unwrap();
+    }
+    store.db().flush().unwrap();
+    let blocks_looked_up = || {
+        let s = store.db().stats();
+        s.cache_hits + s.cache_misses
+    };
+    let id = "t000001";
+    let read = |expect_lookups: u64| {
+        let before = blocks_looked_up();
+        let got = tasks.get_shared(id).unwrap();
+        assert_eq!(blocks_looked_up() - before, expect_lookups, "{got:?}");
+        got.map(|s| (s.version, s.doc.owner.clone()))
+    };
+    // Read from its table: marked, then kept.
+    assert_eq!(read(1), Some((1, "user1".into())));
+    assert_eq!(read(1), Some((1, "user1".into())));
+    // Kept and current: no block, even with other records written since (their writes are in the memtable).
+    assert_eq!(read(0), Some((1, "user1".into())));
+    tasks.insert(&task(7, "PENDING")).unwrap();
+    assert_eq!(read(0), Some((1, "user1".into())));
+
+    // Written by another handle: read again (from the memtable), then kept again.
+    untyped
+        .update(
+            id,
+            1,
+            json!({"id": id, "owner": "bob", "status": "DONE", "priority": 1, "node": null, "lease_until": 0}),
+        )
+        .unwrap();
+    assert_eq!(read(0), Some((2, "bob".into())));
+    assert_eq!(read(0), Some((2, "bob".into())));
+    assert_eq!(read(0), Some((2, "bob".into())));
+    // A flush of nothing written since the last read leaves it current; a flush that wrote later sequences
+    // to a table makes the next read look the record up, and later ones need not.
+    store.db().flush().unwrap();
+    assert_eq!(read(0), Some((2, "bob".into())));
+    tasks.insert(&task(8, "PENDING")).unwrap();
+    store.db().flush().unwrap();
+    assert_eq!(read(1), Some((2, "bob".into())));
+    assert_eq!(read(0), Some((2, "bob".into())));
+
+    // Deleted, flushed and compacted away: never answered from the cache.
+    untyped.delete(id, None).unwrap();
+    store.db().flush().unwrap();
+    store.db().compact().unwrap();
+    assert_eq!(tasks.get_shared(id).unwrap().map(|s| s.version), None);
+    assert_eq!(tasks.get(id).unwrap().map(|s| s.version), None);
+    let all = tasks.query(&Query::new()).unwrap().records;
+    assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["t000000", "t000002", "t000007", "t000008"]);
+}
+
 #[test]
 fn collections_declared_at_runtime_persist() {
     let dir = tempfile::tempdir().unwrap();

@@ -202,6 +202,27 @@ impl Db {
         self.inner().get_with_at(key.as_ref(), None, f)
     }
 
+    /// Whether `key` was written (set or deleted) by a commit after sequence `after`, up to the latest commit,
+    /// if the memtables alone can tell: `Some(false)` if it was not, `Some(true)` if it was, `None` if some of
+    /// those commits may have reached tables since (a flush or an ingest wrote sequences above `after`), so
+    /// that only a read can tell. It reads no table and no block: a reader that keeps what it read at a
+    /// sequence (a cache of decoded values) learns whether it is still current for the cost of a memtable probe.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = cairn_engine::Db::open(dir.path())?;
+    /// let read_at = db.put(b"job/1", b"PENDING")?;
+    /// assert_eq!(db.written_after(b"job/1", read_at)?, Some(false));
+    /// db.put(b"job/1", b"RUNNING")?;
+    /// assert_eq!(db.written_after(b"job/1", read_at)?, Some(true));
+    /// db.flush()?;
+    /// assert_eq!(db.written_after(b"job/1", read_at)?, None, "the write is in a table now");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn written_after(&self, key: impl AsRef<[u8]>, after: u64) -> Result<Option<bool>, StorageError> {
+        self.inner().written_after(key.as_ref(), after, None)
+    }
+
     /// Sets `key` to `value` with the default durability; returns the commit's sequence number.
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<u64, WriteError> {
         let mut batch = WriteBatch::new();
@@ -376,6 +397,31 @@ impl Inner {
             Lookup::Found(v, _) => Some(f(v.as_ref())),
             Lookup::Deleted(_) | Lookup::Absent => None,
         })
+    }
+
+    /// Whether `key` was written in `(after, seq]` (`seq` the latest commit if `None`), if the memtables alone
+    /// can tell (see [`Db::written_after`](crate::Db::written_after)).
+    pub fn written_after(&self, key: &[u8], after: u64, seq: Option<u64>) -> Result<Option<bool>, StorageError> {
+        self.check_open()?;
+        // The sequence is read before the view: every commit at or below it is then in the view's memtables,
+        // or in its tables and at or below their `written_through`.
+        let seq = seq.unwrap_or_else(|| self.last_seq.load(Ordering::Acquire));
+        if after >= seq {
+            return Ok(Some(false));
+        }
+        let view = self.current_view();
+        if after < view.version.written_through {
+            return Ok(None);
+        }
+        let hash = crate::format::key::key_hash(key);
+        for mem in std::iter::once(&view.mem).chain(view.imms.iter().rev()) {
+            match mem.get(key, seq, hash) {
+                // The newest write at or below `seq`; older memtables hold only older ones.
+                Lookup::Found(_, found) | Lookup::Deleted(found) => return Ok(Some(found > after)),
+                Lookup::Absent => {}
+            }
+        }
+        Ok(Some(false))
     }
 
     pub fn iter_at<K: AsRef<[u8]>, R: RangeBounds<K>>(

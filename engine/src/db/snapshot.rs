@@ -46,6 +46,14 @@ impl Snapshot {
         self.inner.get_with_at(key.as_ref(), Some(self.seq), f)
     }
 
+    /// Whether `key` was written by a commit after sequence `after` and at or before the snapshot, if the
+    /// memtables alone can tell (see [`Db::written_after`]).
+    ///
+    /// [`Db::written_after`]: crate::Db::written_after
+    pub fn written_after(&self, key: impl AsRef<[u8]>, after: u64) -> Result<Option<bool>, StorageError> {
+        self.inner.written_after(key.as_ref(), after, Some(self.seq))
+    }
+
     /// Pairs with keys in `range`, ascending, as of the snapshot.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Result<Iter, StorageError> {
         self.inner.iter_at(&range, Some(self.seq), false)

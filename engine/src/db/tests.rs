@@ -207,3 +207,60 @@ fn compact_returns_once_the_replaced_tables_are_removed() {
         assert_eq!(tables(), 1, "round {round}: only the compacted table is left");
     }
 }
+
+/// `written_after` answers from the memtables (a set and a delete both count, a snapshot sees only commits
+/// up to it) and says `None` once a flush or an ingest wrote a later sequence to a table.
+#[test]
+fn written_after_answers_from_the_memtables_until_a_table_holds_later_writes() {
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .ingest_threshold(4096)
+        .open(Path::new("/db"))
+        .unwrap();
+    let first = db.put("a", "1").unwrap();
+    db.put("b", "1").unwrap();
+    assert_eq!(db.written_after("a", first).unwrap(), Some(false), "b's write is not a's");
+    assert_eq!(db.written_after("a", first - 1).unwrap(), Some(true), "a's own write");
+    assert_eq!(db.written_after("absent", 0).unwrap(), Some(false));
+    let snap = db.snapshot();
+    let deleted = db.delete("a").unwrap();
+    assert_eq!(db.written_after("a", first).unwrap(), Some(true), "a delete is a write");
+    assert_eq!(snap.written_after("a", first).unwrap(), Some(false), "the delete is after the snapshot");
+    assert_eq!(db.written_after("a", deleted).unwrap(), Some(false));
+
+    db.flush().unwrap();
+    assert_eq!(db.written_after("a", first).unwrap(), None, "the delete may be in a table");
+    assert_eq!(snap.written_after("a", first).unwrap(), None);
+    let flushed = db.last_sequence();
+    assert_eq!(db.written_after("a", flushed).unwrap(), Some(false), "nothing was written since the flush");
+    db.put("a", "2").unwrap();
+    assert_eq!(db.written_after("a", flushed).unwrap(), Some(true));
+    drop(snap);
+
+    // A batch past the ingest threshold goes to a table without passing through a memtable.
+    let before = db.last_sequence();
+    let mut batch = WriteBatch::new();
+    for i in 0..100 {
+        batch.put(format!("ingested-{i:03}"), [7u8; 100]);
+    }
+    db.write(batch).unwrap();
+    assert_eq!(db.get("ingested-000").unwrap(), Some(vec![7u8; 100]));
+    assert_eq!(db.written_after("ingested-000", before).unwrap(), None, "the ingest wrote a table");
+    assert_eq!(db.written_after("ingested-000", db.last_sequence()).unwrap(), Some(false));
+}
+
+/// A compaction that drops a key's delete and the value under it can leave the tables' newest sequence
+/// below the delete's; `written_after` must still not answer from the memtables for sequences before the
+/// delete, which no memtable holds.
+#[test]
+fn written_after_stays_unknown_when_a_compaction_drops_the_newest_writes() {
+    let db = mem_db();
+    let set = db.put("k", "v").unwrap();
+    db.flush().unwrap();
+    db.delete("k").unwrap();
+    db.flush().unwrap();
+    db.compact().unwrap();
+    assert_eq!(db.get("k").unwrap(), None);
+    assert_eq!(db.written_after("k", set).unwrap(), None, "k was deleted after `set`");
+}
