@@ -125,6 +125,19 @@ impl Memtable {
         }
     }
 
+    /// The first entry at or after the internal key `target`, if the key index can answer: when the memtable
+    /// holds `target`'s user key and its newest version is not newer than `target` (versions sort newest
+    /// first, so that version is the first entry at or after it). `None` to search the list: the key is not
+    /// held, or was written after the target's sequence. A seek to an existing key (a page's cursor, a scan
+    /// from a key just read) then costs a probe of the index rather than a descent of cold nodes.
+    fn seek_indexed(&self, target: &[u8]) -> Option<Node> {
+        let user_key = key::user_key(target);
+        // SAFETY: the index holds nodes of `self.list`, alive while `self` is borrowed.
+        let Probe::Found(node) = (unsafe { self.index.find(key_hash(user_key), user_key) }) else { return None };
+        // SAFETY: as above.
+        (key::compare(unsafe { node.key() }, target) != std::cmp::Ordering::Less).then_some(node)
+    }
+
     /// The newest version of `user_key` with a sequence `<= seq`, its value read in place; `hash` is
     /// [`key_hash`] of the key.
     pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Lookup<&[u8]> {
@@ -213,7 +226,7 @@ impl MemCursor {
     pub fn seek_ge(&mut self, target: Option<&[u8]>) {
         let list = &self.mem.list;
         self.node = match target {
-            Some(t) => list.seek_ge(&Target::from_internal(t)),
+            Some(t) => self.mem.seek_indexed(t).or_else(|| list.seek_ge(&Target::from_internal(t))),
             None => list.first(),
         };
         self.prefetch_ahead(true);
@@ -336,6 +349,35 @@ mod tests {
         assert_eq!(walk(&mut c, false), [b"d", b"c", b"b", b"a"].map(|k| k.to_vec()));
         c.seek_le(Some(b"\0\0\0\0\0\0\0\0"));
         assert_eq!(c.key(), None);
+    }
+
+    /// A cursor's seek to a key the memtable holds, answered by the key index, lands where the list's own
+    /// search does: on the newest version at or below the target's sequence, past a key written only after
+    /// it, on a delete, and next to keys the memtable does not hold.
+    #[test]
+    fn a_seek_through_the_key_index_lands_where_the_list_search_does() {
+        let m = Arc::new(Memtable::new(1 << 20));
+        for i in 0..200u64 {
+            let k = format!("k{:04}", i * 2);
+            m.insert(k.as_bytes(), 1000 + i, ValueKind::Put, b"old");
+            let kind = if i % 5 == 0 { ValueKind::Delete } else { ValueKind::Put };
+            m.insert(k.as_bytes(), 2000 + i, kind, b"new");
+        }
+        let mut c = MemCursor::new(Arc::clone(&m));
+        for i in 0..400u64 {
+            let user = format!("k{i:04}");
+            for seq in [0, 999, 1000 + i / 2, 1500, 2000 + i / 2, 2500, u64::MAX >> 8] {
+                let target = key::internal_key(user.as_bytes(), key::seek_trailer(seq));
+                c.seek_ge(Some(&target));
+                let searched = m.list.seek_ge(&Target::from_internal(&target));
+                // SAFETY: nodes of `m`'s list, alive while `m` is.
+                let searched = searched.map(|n| unsafe { n.key() }.to_vec());
+                assert_eq!(c.key().map(<[u8]>::to_vec), searched, "{user} at {seq}");
+                if i % 2 == 0 && seq == u64::MAX >> 8 {
+                    assert!(m.seek_indexed(&target).is_some(), "{user}: the index answers");
+                }
+            }
+        }
     }
 
     #[test]
