@@ -402,6 +402,14 @@ impl Run {
         let got = self.jobs().get(&id(i)).unwrap_or_else(|e| panic!("get: {e}"));
         let got = got.map(|s| Rec { version: s.version, doc: s.doc });
         assert_eq!(got.as_ref(), self.model.get(&id(i)), "get {}", id(i));
+        // Typed reads go through the store's record cache: a first read marks the record, a second keeps it,
+        // a third may be answered without a read; each answers what the model holds.
+        let cached = self.jobs().records().shared::<Value>();
+        for round in 0..3 {
+            let got = self.jobs().get_as(&id(i), &cached).unwrap_or_else(|e| panic!("typed get: {e}"));
+            let got = got.map(|s| Rec { version: s.version, doc: Value::clone(&s.doc) });
+            assert_eq!(got.as_ref(), self.model.get(&id(i)), "typed get {} (read {round})", id(i));
+        }
     }
 
     fn write(&mut self, w: &Write) {
@@ -483,12 +491,18 @@ impl Run {
         let mut cursor = None;
         for _ in 0..=IDS {
             self.summary.pages += 1;
-            let page =
-                self.jobs().query(&q.clone().limit(limit).after(cursor)).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+            let page_query = q.clone().limit(limit).after(cursor);
+            let page = self.jobs().query(&page_query).unwrap_or_else(|e| panic!("{q:?}: {e}"));
             assert!(page.records.len() <= limit, "{q:?}: page longer than its limit");
             if page.next_cursor.is_some() {
                 assert_eq!(page.records.len(), limit, "{q:?}: a short page that is not the last");
             }
+            // The same page read typed, through the record cache, holds the same records.
+            let cached = self.jobs().records().shared::<Value>();
+            let typed = self.jobs().query_as(&page_query, &cached).unwrap_or_else(|e| panic!("typed {q:?}: {e}"));
+            let typed: Vec<_> = typed.records.into_iter().map(|s| (s.id, s.version, Value::clone(&s.doc))).collect();
+            let plain: Vec<_> = page.records.iter().map(|s| (s.id.clone(), s.version, s.doc.clone())).collect();
+            assert_eq!(typed, plain, "{q:?}: typed page");
             for s in page.records {
                 let want = self.model.get(&s.id);
                 assert_eq!(Some(&Rec { version: s.version, doc: s.doc }), want, "{q:?}: record {}", s.id);
