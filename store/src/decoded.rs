@@ -256,6 +256,12 @@ impl Scan<'_> {
     }
 }
 
+/// What the engine says of a key's writes after a sequence ([`cairn_engine::Snapshot::written_after`]).
+pub(crate) type WrittenAfter = Result<Option<bool>, StorageError>;
+
+/// A record answered without a read ([`Decode::recall`]), if one is.
+pub(crate) type Recalled<D> = Result<Option<Envelope<D>>, StoreError>;
+
 /// Turns a record's stored bytes into its envelope with the document as `D`.
 pub(crate) trait Decode<D> {
     /// The record in `bytes`, which a read at sequence `at` found to be `key`'s newest version.
@@ -264,12 +270,7 @@ pub(crate) trait Decode<D> {
     /// `key`'s record as of sequence `at` without reading it, if this decoder keeps it and can tell it is
     /// still current: `written_after(s)` says whether the key was written after sequence `s` up to `at`
     /// (`None` if only a read can tell). `None` to read the record.
-    fn recall(
-        &self,
-        _key: &[u8],
-        _at: u64,
-        _written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
-    ) -> Result<Option<Envelope<D>>, StoreError> {
+    fn recall(&self, _key: &[u8], _at: u64, _written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<D> {
         Ok(None)
     }
 
@@ -314,12 +315,7 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
     }
 
     /// A record kept as a `D` is one.
-    fn recall(
-        &self,
-        key: &[u8],
-        at: u64,
-        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
-    ) -> Result<Option<Envelope<Option<D>>>, StoreError> {
+    fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<Option<D>> {
         Ok(self.0.recall(key, at, written_after)?.map(|e| e.map(Some)))
     }
 }
@@ -353,10 +349,17 @@ struct Kept {
 }
 
 impl Kept {
-    /// The commit sequence of the bytes the record was decoded from.
-    fn written_at(&self) -> u64 {
-        self.head.first_chunk::<8>().map_or(u64::MAX, |b| u64::from_le_bytes(*b))
+    /// Whether this is the record under `key` decoded as a `D` (two types may read one collection).
+    fn is_of<D: 'static>(&self, key: &[u8]) -> bool {
+        *self.key == *key && self.record.is::<Envelope<Arc<D>>>()
     }
+}
+
+/// The commit sequence at the start of a record's head.
+fn commit_seq(head: &[u8; HEAD]) -> u64 {
+    let mut seq = [0; 8];
+    seq.copy_from_slice(&head[..8]);
+    u64::from_le_bytes(seq)
 }
 
 /// The state of a store's cache of decoded records ([`Store::record_cache_stats`](crate::Store::record_cache_stats)).
@@ -417,8 +420,7 @@ impl RecordCache {
     /// Marks a first read of these bytes under `hash`; returns whether the same bytes were marked before
     /// (and not since displaced), which admits the record.
     fn seen_before(&self, hash: u64, head: &[u8; HEAD]) -> bool {
-        let seq = head.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
-        let want = mark(hash, seq);
+        let want = mark(hash, commit_seq(head));
         let len = self.marks.len() as u64;
         let Some(slot) = self.marks.get((hash % len.max(1)) as usize) else { return false };
         slot.swap(want, Ordering::Relaxed) == want
@@ -453,8 +455,8 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
             return envelope::decode_as(key, bytes).map(Found::Parsed);
         }
         let hash = xxhash_rust::xxh3::xxh3_64(key);
-        // Kept from these very bytes of this key, as this type (two types may read one collection).
-        let usable = |k: &Arc<Kept>| k.head == head && *k.key == *key && k.record.is::<Envelope<Arc<D>>>();
+        // Kept from these very bytes of this key, as this type.
+        let usable = |k: &Arc<Kept>| k.head == head && k.is_of::<D>(key);
         let kept = cache.kept.get_if(hash, &hash, usable);
         if let Some(kept) = &kept {
             if let Some(record) = kept.record.downcast_ref::<Envelope<Arc<D>>>() {
@@ -484,12 +486,7 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
 
     /// The record kept under `key` as a `D`, if it is `key`'s newest version at `at`: it was at a sequence
     /// at or past `at`, or it was at an earlier one and `written_after` shows no write since.
-    fn recall_kept(
-        &self,
-        key: &[u8],
-        at: u64,
-        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
-    ) -> Result<Option<Envelope<Arc<D>>>, StoreError> {
+    fn recall_kept(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<Arc<D>> {
         let cache = self.cache;
         if !cache.kept.enabled() {
             return Ok(None);
@@ -515,8 +512,7 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
                 }
             }
         };
-        let usable =
-            |k: &Arc<Kept>| *k.key == *key && k.record.is::<Envelope<Arc<D>>>() && k.written_at() <= at && current(k);
+        let usable = |k: &Arc<Kept>| k.is_of::<D>(key) && commit_seq(&k.head) <= at && current(k);
         let kept = cache.kept.probe_if(hash, &hash, usable);
         if let Some(e) = failed {
             return Err(e.into());
@@ -537,12 +533,7 @@ impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'
         envelope::tree_as(key, doc)
     }
 
-    fn recall(
-        &self,
-        key: &[u8],
-        at: u64,
-        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
-    ) -> Result<Option<Envelope<D>>, StoreError> {
+    fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<D> {
         Ok(self.recall_kept(key, at, written_after)?.map(|record| record.map(|doc| D::clone(&doc))))
     }
 }
@@ -559,12 +550,7 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, 
         envelope::tree_as(key, doc).map(Arc::new)
     }
 
-    fn recall(
-        &self,
-        key: &[u8],
-        at: u64,
-        written_after: impl FnOnce(u64) -> Result<Option<bool>, StorageError>,
-    ) -> Result<Option<Envelope<Arc<D>>>, StoreError> {
+    fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<Arc<D>> {
         self.0.recall_kept(key, at, written_after)
     }
 }
@@ -749,11 +735,8 @@ mod tests {
         use std::cell::Cell;
         let cache = RecordCache::new(1 << 20);
         let typed = cache.typed::<Doc>();
-        let unasked = |_: u64| -> Result<Option<bool>, StorageError> { panic!("needs no engine") };
-        fn answer(
-            said: Option<bool>,
-            asked: &Cell<Option<u64>>,
-        ) -> impl FnOnce(u64) -> Result<Option<bool>, StorageError> + '_ {
+        let unasked = |_: u64| -> WrittenAfter { panic!("needs no engine") };
+        fn answer(said: Option<bool>, asked: &Cell<Option<u64>>) -> impl FnOnce(u64) -> WrittenAfter + '_ {
             move |after| {
                 asked.set(Some(after));
                 Ok(said)

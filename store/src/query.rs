@@ -455,11 +455,10 @@ pub(crate) fn execute<D>(
         };
         // An index entry's record is one the decoder keeps and knows current without reading it, or read in
         // place, in the memtable or the cached block that holds it.
-        let recalled = match record {
-            None if !check_records => {
-                decoder.recall(record_key, snap.sequence(), |after| snap.written_after(record_key, after))?
-            }
-            _ => None,
+        let recalled = if record.is_none() && !check_records {
+            decoder.recall(record_key, snap.sequence(), |after| snap.written_after(record_key, after))?
+        } else {
+            None
         };
         let read = match (recalled, record) {
             (Some(env), _) => ControlFlow::Continue(Some(env)),

@@ -92,9 +92,10 @@ impl<T: Record> Collection<T> {
 
     /// The page [`Collection::query`] returns, each record shared with the store's cache of decoded records
     /// instead of copied out of it. A query repeated over records that seldom change (a scheduler polling
-    /// its queue, a dashboard) finds them kept, and then costs the index scan and a point read per record
-    /// to check each is unchanged, not a clone of each. The records are the same values `query` returns:
-    /// a record changed after it was kept is read anew, never answered from the cache.
+    /// its queue, a dashboard) finds them kept, and then costs the index scan and, per record, a check that
+    /// it is unchanged (a probe of the memtables, or a point read once a flush has written later commits
+    /// to tables), not a clone of each. The records are the same values `query` returns: a record changed
+    /// after it was kept is read anew, never answered from the cache.
     pub fn query_shared(&self, query: &Query) -> Result<Page<Arc<T>>, ReadError> {
         self.inner.query_as(query, &self.inner.records().shared::<T>())
     }

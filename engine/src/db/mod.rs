@@ -44,6 +44,13 @@ pub(crate) struct View {
     pub version: Arc<Version>,
 }
 
+impl View {
+    /// The memtables, newest first: the active one, then the frozen ones from the last frozen.
+    pub fn memtables(&self) -> impl Iterator<Item = &Arc<Memtable>> {
+        std::iter::once(&self.mem).chain(self.imms.iter().rev())
+    }
+}
+
 /// State shared with the background threads.
 #[derive(Debug, Default)]
 pub(crate) struct BgState {
@@ -414,7 +421,7 @@ impl Inner {
             return Ok(None);
         }
         let hash = crate::format::key::key_hash(key);
-        for mem in std::iter::once(&view.mem).chain(view.imms.iter().rev()) {
+        for mem in view.memtables() {
             match mem.get(key, seq, hash) {
                 // The newest write at or below `seq`; older memtables hold only older ones.
                 Lookup::Found(_, found) | Lookup::Deleted(found) => return Ok(Some(found > after)),
@@ -547,7 +554,7 @@ impl Inner {
 /// The newest version of `key` at `seq` in a view: memtables newest first, then the tables.
 pub(crate) fn lookup<'v>(view: &'v View, key: &[u8], seq: u64) -> Result<Lookup<ValueRef<'v>>, StorageError> {
     let hash = crate::format::key::key_hash(key);
-    for mem in std::iter::once(&view.mem).chain(view.imms.iter().rev()) {
+    for mem in view.memtables() {
         let found = mem.get(key, seq, hash);
         if !found.is_absent() {
             return Ok(found.map(ValueRef::Mem));
