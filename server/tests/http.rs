@@ -181,6 +181,73 @@ async fn queries_filter_order_and_paginate_under_concurrent_writes() {
     assert_eq!(page["records"], json!([]), "a quoted value is a string, which no priority equals");
 }
 
+/// Concurrent puts and deletes (on the embedded backend, made in commits shared between requests) each get
+/// their own answer: every increment by `If-Match` that is answered 200 counts, every 412 names the version
+/// that won, each record is created (201) once, and a refused write leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_and_deletes_each_get_their_own_answer() {
+    let s = App::start(Config::default());
+    declare_jobs(&s).await;
+    let counter = "/v1/collections/jobs/records/counter";
+    let (status, _) = json(s.req(Method::PUT, counter).json(&json!({"n": 0})).send().await.unwrap()).await;
+    assert_eq!(status, 201);
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let (mut won, mut lost) = (0, 0);
+                for i in 0..12 {
+                    // An increment by If-Match: 200, or 412 when another task's won first.
+                    let (_, cur) = json(s.req(Method::GET, counter).send().await.unwrap()).await;
+                    let (version, n) = (cur["version"].as_u64().unwrap(), cur["document"]["n"].as_i64().unwrap());
+                    let r = s
+                        .req(Method::PUT, counter)
+                        .header("If-Match", format!("\"{version}\""))
+                        .json(&json!({"n": n + 1}))
+                        .send()
+                        .await
+                        .unwrap();
+                    match r.status().as_u16() {
+                        200 => won += 1,
+                        412 => lost += 1,
+                        other => panic!("increment answered {other}"),
+                    }
+                    // A record of this task's, created, replaced, then deleted; and one that is never written.
+                    let own = format!("/v1/collections/jobs/records/t{t}-{i}");
+                    let r = s.req(Method::PUT, &own).json(&job(i, "PENDING", "p1")).send().await.unwrap();
+                    assert_eq!((r.status().as_u16(), r.headers()["etag"].to_str().unwrap()), (201, "\"1\""));
+                    let r = s.req(Method::PUT, &own).json(&job(i, "RUNNING", "p1")).send().await.unwrap();
+                    assert_eq!((r.status().as_u16(), r.headers()["etag"].to_str().unwrap()), (200, "\"2\""));
+                    if i % 2 == 0 {
+                        let r = s.req(Method::DELETE, &own).header("If-Match", "\"2\"").send().await.unwrap();
+                        assert_eq!(r.status(), 204);
+                    }
+                    let never = format!("/v1/collections/jobs/records/never-{t}-{i}");
+                    let r = s.req(Method::PUT, &never).header("If-Match", "*").json(&json!({})).send().await.unwrap();
+                    assert_eq!(r.status(), 412);
+                    let r = s.req(Method::DELETE, &never).send().await.unwrap();
+                    assert_eq!(r.status(), 404);
+                }
+                (won, lost)
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        let (w, l) = task.await.unwrap();
+        assert_eq!(w + l, 12);
+        won += w;
+    }
+    let (_, cur) = json(s.req(Method::GET, counter).send().await.unwrap()).await;
+    assert_eq!(cur["document"]["n"], won, "every increment answered 200 counted, and only those");
+    assert_eq!(cur["version"], won + 1);
+    let (_, count) = json(s.req(Method::GET, "/v1/collections/jobs/count").send().await.unwrap()).await;
+    assert_eq!(count["count"], 1 + 16 * 6, "the counter and each task's records of odd i");
+    let (_, running) =
+        json(s.req(Method::GET, "/v1/collections/jobs/records?status=RUNNING&limit=1000").send().await.unwrap()).await;
+    assert_eq!(running["records"].as_array().unwrap().len(), 16 * 6, "index entries follow every write");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_workers_claim_each_job_once() {
     let s = App::start(Config::default());

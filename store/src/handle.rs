@@ -13,7 +13,7 @@ use crate::error::{ClaimError, ReadError, StoreError, WriteError};
 use crate::query::{encode_cursor, execute, plan, Page, Plan, Query};
 use crate::record::{CollectionSpec, Record, Stored};
 use crate::store::Store;
-use crate::txn::After;
+use crate::txn::{After, Committed, Transaction};
 use crate::validate::validate_id;
 
 /// The retry policy of single-record writes ([`DynCollection::write_one`], and so every write of
@@ -106,6 +106,63 @@ fn with_doc<D, E>(current: &Stored<E>, doc: D) -> Stored<D> {
         updated_at_ms: current.updated_at_ms,
         doc,
     }
+}
+
+/// What a single-record write's `decide` led to in its transaction.
+pub(crate) enum Decided<D: WriteDoc> {
+    /// A write was staged: the document put (`None` for a delete), to be returned once committed.
+    Staged(Option<D>),
+    /// Nothing was staged (`Keep`): the record as it is.
+    Answered(Option<Stored<D::Out>>),
+}
+
+/// One attempt of a single-record write in `tx`: reads the record of `collection` and `id` (at `key`),
+/// asks `decide`, and stages what it chose. On an error nothing is staged.
+pub(crate) fn stage_one<D: WriteDoc, C: CurrentDoc, E: From<WriteError>>(
+    store: &Store,
+    tx: &mut Transaction<'_>,
+    collection: &str,
+    id: &str,
+    key: &[u8],
+    decide: &mut impl FnMut(Option<&Stored<C>>) -> Result<RecordWrite<D>, E>,
+) -> Result<Decided<D>, E> {
+    let spec = store.spec(collection).map_err(WriteError::from)?;
+    validate_id(id).map_err(WriteError::from)?;
+    let current = tx.read_for_write(&spec, id)?;
+    let seen = current.as_ref().map(|c| C::view(key, c)).transpose().map_err(WriteError::from)?;
+    Ok(match decide(seen.as_ref())? {
+        RecordWrite::Keep => {
+            Decided::Answered(current.map(|c| parse_doc(key, &c)).transpose().map_err(WriteError::from)?)
+        }
+        RecordWrite::Delete => {
+            tx.stage_write(spec, id, current, None)?;
+            Decided::Staged(None)
+        }
+        RecordWrite::Put(doc) => {
+            let after = doc.encode(&spec, id)?;
+            tx.stage_write(spec, id, current, Some(after))?;
+            Decided::Staged(Some(doc))
+        }
+    })
+}
+
+/// The record a committed single-record write left: `written` is its staged version and creation time
+/// ([`Transaction::staged_meta`]), `doc` what [`stage_one`] staged. `None` after a delete.
+pub(crate) fn committed_record<D: WriteDoc>(
+    id: &str,
+    written: Option<(u64, i64)>,
+    doc: Option<D>,
+    c: &Committed,
+) -> Option<Stored<D::Out>> {
+    let ((version, created_ms), doc) = written.zip(doc)?;
+    Some(Stored {
+        id: id.to_owned(),
+        version,
+        seq: c.seq,
+        created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
+        updated_at_ms: c.at_ms,
+        doc: doc.written(),
+    })
 }
 
 /// `Invalid` unless `doc` is a JSON object (checked before anything is read, as a transaction does).
@@ -215,38 +272,14 @@ impl DynCollection {
         let mut last = None;
         let key = crate::keys::record_key(&self.name, id);
         for _ in 0..WRITE_ATTEMPTS {
-            let spec = self.store.spec(&self.name).map_err(WriteError::from)?;
-            validate_id(id).map_err(WriteError::from)?;
             let mut tx = self.store.begin();
-            let current = tx.read_for_write(&spec, id)?;
-            let seen = current.as_ref().map(|c| C::view(&key, c)).transpose().map_err(WriteError::from)?;
-            let doc = match decide(seen.as_ref())? {
-                RecordWrite::Keep => {
-                    return Ok(current.map(|c| parse_doc(&key, &c)).transpose().map_err(WriteError::from)?);
-                }
-                RecordWrite::Delete => {
-                    tx.stage_write(spec, id, current, None)?;
-                    None
-                }
-                RecordWrite::Put(doc) => {
-                    let after = doc.encode(&spec, id)?;
-                    tx.stage_write(spec, id, current, Some(after))?;
-                    Some(doc)
-                }
+            let doc = match stage_one(&self.store, &mut tx, &self.name, id, &key, &mut decide)? {
+                Decided::Answered(record) => return Ok(record),
+                Decided::Staged(doc) => doc,
             };
             let written = tx.staged_meta(&self.name, id);
             match tx.commit() {
-                Ok(c) => {
-                    let Some(((version, created_ms), doc)) = written.zip(doc) else { return Ok(None) };
-                    return Ok(Some(Stored {
-                        id: id.to_owned(),
-                        version,
-                        seq: c.seq,
-                        created_at_ms: if created_ms == 0 { c.at_ms } else { created_ms },
-                        updated_at_ms: c.at_ms,
-                        doc: doc.written(),
-                    }));
-                }
+                Ok(c) => return Ok(committed_record(id, written, doc, &c)),
                 Err(e) if e.is_retryable() => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -43,6 +43,7 @@ mod store;
 mod txn;
 mod typed;
 mod validate;
+mod write_together;
 
 /// The key-value engine the store is built on, for what a store's user needs of it directly (options,
 /// durability, the [`Db`](engine::Db) handle of [`Store::with_db`], the storage seam in tests).
@@ -60,3 +61,4 @@ pub use retention::{ConsumerLag, FeedStats};
 pub use store::{Store, StoreOptions};
 pub use txn::{Committed, Transaction};
 pub use typed::Collection;
+pub use write_together::{DecideRaw, OneWrite};

@@ -288,6 +288,12 @@ impl<'s> Transaction<'s> {
         Ok(read)
     }
 
+    /// Takes back the mark [`Transaction::read_for_write`] left on the record at `key`, for a write that
+    /// staged nothing: its commit does not then depend on that record.
+    pub(crate) fn unread(&mut self, key: &[u8]) {
+        self.reads.remove(key);
+    }
+
     /// Stages the write a single-record write decided on, `current` being the record
     /// [`Transaction::read_for_write`] returned: `after` (a new version of it), or its deletion (`NotFound` if
     /// it is absent). Returns the version staged.
@@ -300,14 +306,15 @@ impl<'s> Transaction<'s> {
     ) -> Result<u64, WriteError> {
         let key = keys::record_key(spec.name(), id);
         let version = current.as_ref().map(|c| c.version);
-        if !self.staged.contains_key(&key) {
-            let before = current.map(|c| Before::of_stored(&spec, &key, &c)).transpose()?;
-            self.begin_staging(spec.clone(), id, key, before);
-        }
+        // Checked before anything is staged: a refused write leaves the transaction as it was.
         let version = match after {
             Some(_) => version.map_or(1, |v| v + 1),
             None => expect_version(&spec.spec, id, version, None)? + 1,
         };
+        if !self.staged.contains_key(&key) {
+            let before = current.map(|c| Before::of_stored(&spec, &key, &c)).transpose()?;
+            self.begin_staging(spec.clone(), id, key, before);
+        }
         self.stage(spec, id, after, version)
     }
 

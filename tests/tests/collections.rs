@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use cairn_engine::{Db, Durability, LeveledPolicy, MemStorage};
+use cairn_engine::{Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage};
 use cairn_platform::{Job, JobStatus};
 use cairn_store::{
-    ChangeOp, ChangesError, ClaimError, Collection, CollectionSpec, IndexSpec, Op, Query, ReadError, Record, Store,
-    StoreOptions, Stored, WriteError,
+    ChangeOp, ChangesError, ClaimError, Collection, CollectionSpec, IndexSpec, OneWrite, Op, Query, ReadError, Record,
+    RecordWrite, Store, StoreOptions, Stored, WriteError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -634,6 +634,146 @@ fn kept_records_are_answered_without_a_read_while_unchanged_and_read_again_once_
     assert_eq!(tasks.get(id).unwrap().map(|s| s.version), None);
     let all = tasks.query(&Query::new()).unwrap().records;
     assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["t000000", "t000002", "t000007", "t000008"]);
+}
+
+/// `Store::write_together`: each write is decided and checked alone, those that stage commit in one
+/// batch, and a write that fails (its `decide` refuses, or a delete of a record that is not there) leaves no
+/// trace in the commit; two writes to one record are made in order, the second seeing the first.
+#[test]
+fn writes_made_together_share_one_commit_and_each_fails_alone() {
+    let (_dir, store) = store();
+    store.declare(CollectionSpec::new("jobs", vec![IndexSpec::new("status", &["status"])])).unwrap();
+    let jobs = store.collection_dyn("jobs").unwrap();
+    jobs.insert("a", json!({"status": "PENDING", "n": 0})).unwrap();
+    jobs.insert("b", json!({"status": "PENDING", "n": 0})).unwrap();
+    let start = store.db().last_sequence();
+    let bump = |current: Option<&Stored<Box<serde_json::value::RawValue>>>| {
+        let doc: serde_json::Value = serde_json::from_str(current.unwrap().doc.get()).unwrap();
+        Ok(RecordWrite::Put(json!({"status": "RUNNING", "n": doc["n"].as_i64().unwrap() + 1})))
+    };
+    let mut writes: Vec<OneWrite<'_, WriteError>> = vec![
+        OneWrite { collection: "jobs", id: "a", decide: Box::new(bump) },
+        OneWrite { collection: "jobs", id: "gone", decide: Box::new(|_| Ok(RecordWrite::Delete)) },
+        OneWrite {
+            collection: "jobs",
+            id: "c",
+            decide: Box::new(|_| Err(WriteError::Invalid("refused by its decide".into()))),
+        },
+        OneWrite {
+            collection: "jobs",
+            id: "d",
+            decide: Box::new(|_| Ok(RecordWrite::Put(json!({"status": "PENDING"})))),
+        },
+        OneWrite { collection: "jobs", id: "a", decide: Box::new(bump) },
+        OneWrite { collection: "jobs", id: "b", decide: Box::new(|_| Ok(RecordWrite::Keep)) },
+        OneWrite { collection: "nowhere", id: "x", decide: Box::new(|_| Ok(RecordWrite::Delete)) },
+        OneWrite { collection: "jobs", id: "e", decide: Box::new(|_| Ok(RecordWrite::Put(json!([1, 2])))) },
+    ];
+    let answers = store.write_together(&mut writes);
+    let a1 = answers[0].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!((a1.version, &a1.doc["n"]), (2, &json!(1)));
+    assert!(matches!(answers[1], Err(WriteError::NotFound { .. })), "{:?}", answers[1]);
+    assert!(matches!(&answers[2], Err(WriteError::Invalid(m)) if m == "refused by its decide"));
+    let d = answers[3].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(d.version, 1);
+    let a2 = answers[4].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!((a2.version, &a2.doc["n"]), (3, &json!(2)), "the second write of a record sees the first");
+    assert_eq!(answers[5].as_ref().unwrap().as_ref().unwrap().version, 1, "Keep answers the record as it is");
+    assert!(matches!(answers[6], Err(WriteError::UnknownCollection(_))), "{:?}", answers[6]);
+    assert!(matches!(answers[7], Err(WriteError::Invalid(_))), "{:?}", answers[7]);
+    assert_eq!(a1.seq, d.seq, "the first round is one commit");
+    assert!(a2.seq > a1.seq);
+
+    let changes = store.changes_since(start, 100).unwrap();
+    let summary: Vec<_> = changes.iter().map(|c| (c.id.as_str(), c.op, c.version, c.seq)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("a", ChangeOp::Update, 2, a1.seq),
+            ("d", ChangeOp::Insert, 1, a1.seq),
+            ("a", ChangeOp::Update, 3, a2.seq)
+        ],
+        "nothing of the writes that failed"
+    );
+    assert_eq!(jobs.get("gone").unwrap(), None);
+    assert_eq!(jobs.count(&Query::new()).unwrap(), 3);
+    let running = jobs.query(&Query::new().filter("status", Op::Eq, "RUNNING")).unwrap();
+    assert_eq!(running.records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    store.check_indexes().unwrap();
+}
+
+/// A commit made between a together-write's read and its commit makes every write of the round decide
+/// again from a fresh read; a record only a refused write read does not make the round conflict.
+#[test]
+fn writes_made_together_decide_again_after_a_concurrent_commit() {
+    let (_dir, store) = store();
+    store.declare(CollectionSpec::new("jobs", vec![])).unwrap();
+    let jobs = store.collection_dyn("jobs").unwrap();
+    for id in ["a", "b", "r"] {
+        jobs.insert(id, json!({"n": 0})).unwrap();
+    }
+    let calls = std::cell::Cell::new(0);
+    let n_of = |current: Option<&Stored<Box<serde_json::value::RawValue>>>| {
+        serde_json::from_str::<serde_json::Value>(current.unwrap().doc.get()).unwrap()["n"].as_i64().unwrap()
+    };
+    let mut writes: Vec<OneWrite<'_, WriteError>> = vec![
+        OneWrite {
+            collection: "jobs",
+            id: "a",
+            decide: Box::new(|current| Ok(RecordWrite::Put(json!({"n": n_of(current) + 1})))),
+        },
+        OneWrite {
+            collection: "jobs",
+            id: "r",
+            decide: Box::new(|_| {
+                // Another writer changes the refused write's record: no conflict for the round.
+                jobs.upsert("r", json!({"n": 100})).unwrap();
+                Err(WriteError::Invalid("refused".into()))
+            }),
+        },
+        OneWrite {
+            collection: "jobs",
+            id: "b",
+            decide: Box::new(|current| {
+                calls.set(calls.get() + 1);
+                if calls.get() == 1 {
+                    // Another writer changes "a" after this round read it.
+                    jobs.upsert("a", json!({"n": 10})).unwrap();
+                }
+                Ok(RecordWrite::Put(json!({"n": n_of(current) + 1})))
+            }),
+        },
+    ];
+    let answers = store.write_together(&mut writes);
+    drop(writes);
+    assert_eq!(calls.get(), 2, "decided again once");
+    let a = answers[0].as_ref().unwrap().as_ref().unwrap();
+    assert_eq!((a.version, &a.doc["n"]), (3, &json!(11)), "decided from the concurrent commit's record");
+    assert!(matches!(answers[1], Err(WriteError::Invalid(_))));
+    assert_eq!(answers[2].as_ref().unwrap().as_ref().unwrap().doc["n"], 1);
+    assert_eq!(jobs.get("r").unwrap().unwrap().doc["n"], 100);
+}
+
+/// A together-commit that fails for a reason other than a conflict (here the WAL's append) is tried again
+/// write by write: every write gets its own answer, and none is committed.
+#[test]
+fn writes_made_together_each_answer_when_their_commit_fails() {
+    let storage = MemStorage::new();
+    let db = Db::builder().storage(Arc::new(storage.clone())).open(Path::new("/db")).unwrap();
+    let store = Store::with_db(db, StoreOptions::default()).unwrap();
+    store.declare(CollectionSpec::new("jobs", vec![])).unwrap();
+    let start = store.db().last_sequence();
+    storage.fail(FaultOp::Write, 0, FaultKind::Eio);
+    let mut writes: Vec<OneWrite<'_, WriteError>> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| OneWrite { collection: "jobs", id, decide: Box::new(|_| Ok(RecordWrite::Put(json!({"n": 1})))) })
+        .collect();
+    let answers = store.write_together(&mut writes);
+    for answer in &answers {
+        let e = answer.as_ref().unwrap_err();
+        assert!(matches!(e, WriteError::Store(_)), "{e:?}");
+    }
+    assert_eq!(store.db().last_sequence(), start);
 }
 
 #[test]

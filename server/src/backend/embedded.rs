@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
+use super::grouped_writes::{Decide, GroupedWrites};
 use super::{
     apply_claim, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation, Permits,
     Precondition, QueueStore, Replaced, RunMetricsStore, Scope,
@@ -33,6 +34,8 @@ pub struct EmbeddedBackend {
     /// The artifact store beside the records, whose blob files backups and checks carry.
     artifacts: Option<Artifacts>,
     permits: Arc<Permits>,
+    /// Record puts and deletes, made in commits shared between concurrent requests.
+    writes: Arc<GroupedWrites>,
     written: watch::Sender<u64>,
     /// The job queue, opened by the first call that needs it (declaring its collections is a write).
     queue: Arc<std::sync::Mutex<Option<QueueStore>>>,
@@ -47,6 +50,7 @@ impl EmbeddedBackend {
         Self {
             artifacts: None,
             permits: Arc::new(Permits::new(max_concurrency)),
+            writes: Arc::new(GroupedWrites::new(store.clone())),
             written,
             queue: Arc::default(),
             queue_options: QueueOptions::default(),
@@ -103,16 +107,38 @@ impl EmbeddedBackend {
         let run = self.blocking(f);
         Box::pin(async move {
             let out = run.await;
-            let seq = self.store.db().last_sequence();
-            self.written.send_if_modified(|written| {
-                let newer = seq > *written;
-                if newer {
-                    *written = seq;
-                }
-                newer
-            });
+            self.wake_followers();
             out
         })
+    }
+
+    /// The write of record `id` of `collection` that `decide` chooses, made in a commit shared with other
+    /// requests' ([`GroupedWrites`]), then wakes change-feed waiters: the record as written (`None` after a
+    /// delete) and whether it was absent before.
+    fn write_grouped(
+        &self,
+        collection: String,
+        id: String,
+        decide: Decide,
+    ) -> BackendFuture<'_, (Option<Stored<Value>>, bool)> {
+        let permit = self.permits.take();
+        Box::pin(async move {
+            let out = self.writes.write(collection, id, decide, permit?).await;
+            self.wake_followers();
+            out
+        })
+    }
+
+    /// Wakes change-feed waiters if something committed since they were last woken.
+    fn wake_followers(&self) {
+        let seq = self.store.db().last_sequence();
+        self.written.send_if_modified(|written| {
+            let newer = seq > *written;
+            if newer {
+                *written = seq;
+            }
+            newer
+        });
     }
 }
 
@@ -237,26 +263,26 @@ impl Backend for EmbeddedBackend {
         doc: Value,
         pre: Precondition,
     ) -> BackendFuture<'_, (Stored<Value>, bool)> {
-        self.writing(move |store| {
-            let mut created = false;
-            let stored = store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                pre.check_put(&scope, &collection, &id, replaced(&scope, cur)?)?;
-                created = cur.is_none();
-                Ok::<_, ApiError>(RecordWrite::Put(doc.clone()))
-            })?;
-            let stored = stored.ok_or_else(|| Scope::hidden(&collection, &id))?;
-            Ok((stored, created))
+        let (name, key) = (collection.clone(), id.clone());
+        let decide = Box::new(move |cur: Option<&Stored<Box<RawValue>>>| {
+            pre.check_put(&scope, &name, &key, replaced(&scope, cur)?)?;
+            Ok(RecordWrite::Put(doc.clone()))
+        });
+        let write = self.write_grouped(collection.clone(), id.clone(), decide);
+        Box::pin(async move {
+            let (stored, absent) = write.await?;
+            Ok((stored.ok_or_else(|| Scope::hidden(&collection, &id))?, absent))
         })
     }
 
     fn delete(&self, scope: Scope, collection: String, id: String, pre: Precondition) -> BackendFuture<'_, ()> {
-        self.writing(move |store| {
-            store.collection_dyn(&collection)?.write_one_raw(&id, |cur| {
-                pre.check_delete(&collection, &id, replaced(&scope, cur)?)?;
-                Ok::<_, ApiError>(RecordWrite::Delete)
-            })?;
-            Ok(())
-        })
+        let (name, key) = (collection.clone(), id.clone());
+        let decide = Box::new(move |cur: Option<&Stored<Box<RawValue>>>| {
+            pre.check_delete(&name, &key, replaced(&scope, cur)?)?;
+            Ok(RecordWrite::Delete)
+        });
+        let write = self.write_grouped(collection, id, decide);
+        Box::pin(async move { write.await.map(|_| ()) })
     }
 
     fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page<Value>> {

@@ -22,6 +22,7 @@
 
 mod artifacts;
 mod embedded;
+mod grouped_writes;
 mod postgres;
 mod queue;
 mod run_metrics;
