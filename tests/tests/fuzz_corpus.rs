@@ -162,7 +162,7 @@ fn generate() -> Corpus {
     }
     let collection = (1..).map(|k| noise(k + 1000, 1500)).filter(|bytes| {
         let s = cairn_store::fuzzing::collection_model(bytes);
-        s.crashes >= 1 && s.rejected >= 1 && s.transactions >= 1 && s.pages > s.queries + 2
+        s.crashes >= 1 && s.rejected >= 1 && s.transactions >= 1 && s.together >= 1 && s.pages > s.queries + 2
     });
     for (i, bytes) in collection.take(6).enumerate() {
         add("collection_model", &format!("ops-{i}"), bytes);
@@ -275,5 +275,5 @@ fn model_seeds_replay_without_the_fuzzer() {
     }
     println!("collection_model seeds: {coll:?}");
     assert!(coll.ops >= 150 && coll.writes >= 30 && coll.queries >= 20, "{coll:?}");
-    assert!(coll.rejected > 0 && coll.transactions > 0 && coll.crashes > 0, "{coll:?}");
+    assert!(coll.rejected > 0 && coll.transactions > 0 && coll.together > 0 && coll.crashes > 0, "{coll:?}");
 }

@@ -1,6 +1,7 @@
 //! Collections against a model (id -> version and document): inserts, upserts, version-checked updates and
-//! deletes, reads, index queries paged with a limit and a cursor, claims and multi-record transactions, with
-//! flushes, compactions, clean reopens and power cuts, on a [`Store`] over [`MemStorage`].
+//! deletes (alone, or several made together in one commit), reads, index queries paged with a limit and a
+//! cursor, claims and multi-record transactions, with flushes, compactions, clean reopens and power cuts, on
+//! a [`Store`] over [`MemStorage`].
 //!
 //! The collection has a single-field index and a composite one whose second field is descending. Errors
 //! (`NotFound`, `AlreadyExists`, `Conflict` with the versions involved) happen exactly when the model says;
@@ -16,7 +17,12 @@ use std::path::Path;
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::{json, Value};
 
-use crate::{CollectionError, CollectionSpec, DynCollection, IndexSpec, Query, Store, StoreOptions};
+use serde_json::value::RawValue;
+
+use crate::{
+    CollectionError, CollectionSpec, DecideRaw, DynCollection, IndexSpec, OneWrite, Query, RecordWrite, Store,
+    StoreOptions, Stored, WriteError,
+};
 use cairn_engine::fuzzing::harness;
 use cairn_engine::{CrashMode, MemStorage};
 
@@ -42,6 +48,8 @@ pub struct CollectionSummary {
     pub rejected: usize,
     /// Transactions attempted.
     pub transactions: usize,
+    /// Groups of single-record writes made together (`Store::write_together`).
+    pub together: usize,
     /// Queries checked (every page of each).
     pub queries: usize,
     /// Pages read.
@@ -54,11 +62,12 @@ pub struct CollectionSummary {
 
 impl std::ops::AddAssign for CollectionSummary {
     fn add_assign(&mut self, other: Self) {
-        let Self { ops, writes, rejected, transactions, queries, pages, reopens, crashes } = other;
+        let Self { ops, writes, rejected, transactions, together, queries, pages, reopens, crashes } = other;
         self.ops += ops;
         self.writes += writes;
         self.rejected += rejected;
         self.transactions += transactions;
+        self.together += together;
         self.queries += queries;
         self.pages += pages;
         self.reopens += reopens;
@@ -198,6 +207,8 @@ enum Op {
         min_prio: u8,
     },
     Txn(Vec<TxOp>),
+    /// Single-record writes made together in one commit, each answered on its own.
+    Together(Vec<Write>),
     /// Grouped, so that they are rarer than reads and writes and the collection grows between them.
     Disrupt(Disruption),
 }
@@ -225,6 +236,40 @@ fn outcome_of_error(e: impl Into<CollectionError>) -> Outcome {
         CollectionError::AlreadyExists { .. } => Outcome::AlreadyExists,
         CollectionError::Conflict { expected, actual, .. } => Outcome::Conflict { expected, actual },
         other => panic!("unexpected collection error: {other}"),
+    }
+}
+
+/// The `decide` of `w` made together with other writes: the checks `DynCollection`'s insert, update and
+/// delete make (`expected`: the version an update or a checked delete expects).
+fn decide<'a>(w: &Write, id: &'a str, expected: Option<u64>) -> DecideRaw<'a, WriteError> {
+    let (collection, id) = (COLLECTION.to_owned(), id.to_owned());
+    let check = move |current: Option<&Stored<Box<RawValue>>>| match (current, expected) {
+        (None, _) => Err(WriteError::NotFound { collection: collection.clone(), id: id.clone() }),
+        (Some(c), Some(expected)) if expected != c.version => Err(WriteError::Conflict {
+            collection: collection.clone(),
+            id: id.clone(),
+            expected,
+            actual: Some(c.version),
+        }),
+        (Some(_), _) => Ok(()),
+    };
+    match w {
+        Write::Insert { doc, id: i } => {
+            let (doc, id) = (doc.json(), self::id(*i));
+            Box::new(move |current| match current {
+                Some(_) => Err(WriteError::AlreadyExists { collection: COLLECTION.to_owned(), id: id.clone() }),
+                None => Ok(RecordWrite::Put(doc.clone())),
+            })
+        }
+        Write::Upsert { doc, .. } => {
+            let doc = doc.json();
+            Box::new(move |_| Ok(RecordWrite::Put(doc.clone())))
+        }
+        Write::Update { doc, .. } => {
+            let doc = doc.json();
+            Box::new(move |current| check(current).map(|()| RecordWrite::Put(doc.clone())))
+        }
+        Write::Delete { .. } => Box::new(move |current| check(current).map(|()| RecordWrite::Delete)),
     }
 }
 
@@ -436,6 +481,50 @@ impl Run {
         }
     }
 
+    /// The writes made together (`Store::write_together`), each deciding as `DynCollection`'s own
+    /// insert, upsert, update and delete do: each must end as it would alone, in order.
+    fn together(&mut self, writes: &[Write]) {
+        self.summary.together += 1;
+        let writes = writes.get(..writes.len().min(MAX_TXN)).unwrap_or_default();
+        self.summary.writes += writes.len();
+        let mut model = self.model.clone();
+        let (mut wants, mut expected) = (Vec::new(), Vec::new());
+        for w in writes {
+            let cur = model.get(&w.id());
+            expected.push(match w {
+                Write::Update { delta, .. } => Some(delta.apply(cur)),
+                Write::Delete { check, .. } => check.map(|d| d.apply(cur)),
+                Write::Insert { .. } | Write::Upsert { .. } => None,
+            });
+            let mut tx = TxModel::new(&model);
+            let want = tx.apply(w);
+            if matches!(want, Outcome::Ok(_)) {
+                model = tx.view;
+            }
+            wants.push(want);
+        }
+        let ids: Vec<String> = writes.iter().map(Write::id).collect();
+        let mut group: Vec<OneWrite<'_, WriteError>> = writes
+            .iter()
+            .zip(&ids)
+            .zip(expected)
+            .map(|((w, i), expected)| OneWrite { collection: COLLECTION, id: i, decide: decide(w, i, expected) })
+            .collect();
+        let answers = self.store().write_together(&mut group);
+        drop(group);
+        for ((w, answer), want) in writes.iter().zip(answers).zip(wants) {
+            let got = match answer {
+                Ok(s) => Outcome::Ok(s.map(|s| Rec { version: s.version, doc: s.doc })),
+                Err(e) => outcome_of_error(e),
+            };
+            if !matches!(got, Outcome::Ok(_)) {
+                self.summary.rejected += 1;
+            }
+            assert_eq!(got, want, "together {w:?}");
+        }
+        self.model = model;
+    }
+
     fn transaction(&mut self, ops: &[TxOp]) {
         self.summary.transactions += 1;
         let mut model = TxModel::new(&self.model);
@@ -584,6 +673,7 @@ pub fn collection_model(data: &[u8]) -> CollectionSummary {
             Op::Query { shape, limit, descending } => run.query(shape, limit, descending),
             Op::Claim { status: s, min_prio } => run.claim(s, min_prio),
             Op::Txn(ops) => run.transaction(&ops),
+            Op::Together(writes) => run.together(&writes),
             Op::Disrupt(Disruption::Flush) => run.store().db().flush().unwrap_or_else(|e| panic!("flush: {e}")),
             Op::Disrupt(Disruption::Compact) => {
                 run.store().db().compact().unwrap_or_else(|e| panic!("compact: {e}"));
