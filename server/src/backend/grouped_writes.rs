@@ -9,7 +9,6 @@ use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use axum::http::StatusCode;
-
 use cairn_store::{OneWrite, RecordWrite, Store, Stored};
 use serde_json::value::RawValue;
 use serde_json::Value;
