@@ -17,8 +17,8 @@ use tokio::sync::watch;
 
 use super::grouped_writes::{Decide, GroupedWrites};
 use super::{
-    apply_claim, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation, Permits,
-    Precondition, QueueStore, Replaced, RunMetricsStore, Scope,
+    apply_claim, internal, Backend, BackendFuture, CollectionInfo, Committed, Figures, OpKind, OpResult, Operation,
+    Permits, Precondition, QueueStore, Replaced, RunMetricsStore, Scope,
 };
 use crate::problem::ApiError;
 use crate::report;
@@ -189,10 +189,6 @@ fn checkpoint_error(e: EngineError) -> ApiError {
         ),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("backup failed: {other}")),
     }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
 }
 
 impl Backend for EmbeddedBackend {

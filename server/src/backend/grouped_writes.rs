@@ -8,12 +8,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use axum::http::StatusCode;
 use cairn_store::{OneWrite, RecordWrite, Store, Stored};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::internal;
 use crate::problem::ApiError;
 
 /// Most writes one commit takes from the queue.
@@ -70,7 +70,7 @@ impl GroupedWrites {
         let queued = Queued { collection, id, decide, answer, _permit: permit };
         let closed = || ApiError::unavailable("the server is shutting down", 1);
         self.queue.as_ref().ok_or_else(closed)?.send(queued).map_err(|_| closed())?;
-        answered.await.map_err(|_| failed("the writer thread making this write failed"))?
+        answered.await.map_err(|_| internal("the writer thread making this write failed"))?
     }
 
     /// Starts the writer threads unless they run.
@@ -81,15 +81,11 @@ impl GroupedWrites {
             let writer = std::thread::Builder::new()
                 .name("cairn-writer".into())
                 .spawn(move || write_queued(&store, &queued))
-                .map_err(|e| failed(format!("cannot start a writer thread: {e}")))?;
+                .map_err(|e| internal(format!("cannot start a writer thread: {e}")))?;
             writers.push(writer);
         }
         Ok(())
     }
-}
-
-fn failed(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", detail)
 }
 
 impl Drop for GroupedWrites {

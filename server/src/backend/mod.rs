@@ -391,6 +391,11 @@ pub trait Backend: Send + Sync + 'static {
     fn close(&self) -> Result<(), String>;
 }
 
+/// Any other failure of a backend as a 500.
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+}
+
 /// The `max_concurrency` permits of a backend's calls. A call holds its permit until its work ends, also
 /// when the request that made it timed out and was answered, so the work left behind by timed-out
 /// requests is bounded and new calls are shed while it runs.

@@ -117,10 +117,7 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("postgres: {detail}"))
 }
 
-/// Any other failure as a 500.
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-}
+pub(crate) use super::internal;
 
 impl PostgresBackend {
     /// Connects, creates what is missing (the schema, `cairn_meta`, `cairn_changes`, the catalog, the key
