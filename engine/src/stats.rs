@@ -89,7 +89,7 @@ pub struct Stats {
     pub write_stall_micros: u64,
     /// Block cache hits (lookups of data, index and filter blocks).
     pub cache_hits: u64,
-    /// Block cache misses.
+    /// Block cache misses, lookups that gave up on a busy shard (and read the block themselves) included.
     pub cache_misses: u64,
     /// Bytes held by the block cache: data, index and filter blocks, within
     /// [`Options::block_cache_size`](crate::Options::block_cache_size).

@@ -281,26 +281,34 @@ impl std::ops::Deref for LevelTables {
 pub(crate) struct LevelIter {
     tables: LevelTables,
     reverse: bool,
+    /// Its tables are a compaction's inputs (see [`TableIter::for_compaction`]).
+    compaction: bool,
     idx: usize,
     cur: Option<TableIter>,
 }
 
 impl LevelIter {
-    /// Over `tables`, sorted and disjoint.
-    pub fn new(tables: Vec<Arc<TableHandle>>, reverse: bool) -> Self {
-        Self { tables: LevelTables::Owned(tables), reverse, idx: 0, cur: None }
+    /// A forward cursor over a compaction's input `tables`, sorted and disjoint, each read as
+    /// [`TableIter::for_compaction`] reads its table.
+    pub fn for_compaction(tables: Vec<Arc<TableHandle>>) -> Self {
+        Self { tables: LevelTables::Owned(tables), reverse: false, compaction: true, idx: 0, cur: None }
     }
 
     /// Over one level (1 or deeper) of `version`.
     fn over_level(version: Arc<Version>, level: usize, reverse: bool) -> Self {
-        Self { tables: LevelTables::Level(version, level), reverse, idx: 0, cur: None }
+        Self { tables: LevelTables::Level(version, level), reverse, compaction: false, idx: 0, cur: None }
     }
 
     fn open(&mut self, idx: usize, target: Option<&[u8]>) -> Result<(), StorageError> {
         self.idx = idx;
         self.cur = match self.tables.get(idx) {
             Some(t) => {
-                let mut it = TableIter::new(t.reader()?.clone(), self.reverse);
+                let reader = t.reader()?.clone();
+                let mut it = if self.compaction {
+                    TableIter::for_compaction(reader)
+                } else {
+                    TableIter::new(reader, self.reverse)
+                };
                 it.seek(target)?;
                 Some(it)
             }

@@ -290,10 +290,10 @@ impl Inner {
         }
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
         for t in &inputs {
-            sources.push(Box::new(TableIter::new(t.reader()?.clone(), false)));
+            sources.push(Box::new(TableIter::for_compaction(t.reader()?.clone())));
         }
         if !below.is_empty() {
-            sources.push(Box::new(LevelIter::new(below.clone(), false)));
+            sources.push(Box::new(LevelIter::for_compaction(below.clone())));
         }
         let read: u64 = inputs.iter().chain(&below).map(|t| t.meta.size).sum();
         self.merge_and_install(version, sources, output_level, edit, read)?;
@@ -311,7 +311,7 @@ impl Inner {
             return Ok(false);
         };
         let edit = VersionEdit { removed: vec![(level, number)], ..VersionEdit::default() };
-        let sources: Vec<Box<dyn Source>> = vec![Box::new(TableIter::new(table.reader()?.clone(), false))];
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(TableIter::for_compaction(table.reader()?.clone()))];
         self.merge_and_install(version, sources, level, edit, table.meta.size)?;
         Ok(true)
     }
@@ -354,10 +354,10 @@ impl Inner {
         for (level, ts) in version.levels.iter().enumerate() {
             if level == 0 {
                 for t in ts {
-                    sources.push(Box::new(TableIter::new(t.reader()?.clone(), false)));
+                    sources.push(Box::new(TableIter::for_compaction(t.reader()?.clone())));
                 }
             } else if !ts.is_empty() {
-                sources.push(Box::new(LevelIter::new(ts.clone(), false)));
+                sources.push(Box::new(LevelIter::for_compaction(ts.clone())));
             }
         }
         let edit = VersionEdit {

@@ -403,7 +403,7 @@ fn check_table(t: &crate::version::TableHandle, report: &mut CheckReport) -> Res
     }
     let (mut first, mut last, mut seqs) = (None, None, (u64::MAX, 0u64));
     for i in 0..blocks {
-        let block = reader.block(i)?;
+        let block = reader.read_block(i, false)?;
         for j in 0..block.len() {
             let k = block.key(j);
             let seq = key::trailer_seq(key::split(k).1);

@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::clock::ClockCache;
+use crate::clock::{Busy, ClockCache};
 
 use super::block::Block;
 use super::reader::{Filter, TableIndex};
@@ -132,13 +132,22 @@ impl BlockCache {
         self.blocks.set_capacity(self.capacity.saturating_sub(pinned + self.meta.usage()));
     }
 
-    pub fn get(&self, table: u64, offset: u64) -> Option<Block> {
-        self.blocks.get(shard_hash(table, offset), &(table, offset))
+    /// The data block at `offset` of `table`, unless its shard is busy: a read that gets `Err(Busy)`
+    /// decodes the block itself rather than wait for a holder of the shard that may have been preempted.
+    pub fn get_unless_busy(&self, table: u64, offset: u64) -> Result<Option<Block>, Busy> {
+        self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset))
     }
 
-    pub fn insert(&self, table: u64, offset: u64, block: Block) {
+    /// Holds the shard of a data block's key, as a preempted thread would.
+    #[cfg(test)]
+    pub fn hold_shard(&self, table: u64, offset: u64) -> impl Drop + '_ {
+        self.blocks.hold_shard(shard_hash(table, offset))
+    }
+
+    /// Caches a data block unless its shard is busy (then it is left out).
+    pub fn insert_unless_busy(&self, table: u64, offset: u64, block: Block) {
         let charge = block.charge();
-        self.blocks.insert(shard_hash(table, offset), (table, offset), block, charge);
+        let _left_out = self.blocks.insert_unless_busy(shard_hash(table, offset), (table, offset), block, charge);
     }
 
     /// The index of the table `table`, whose index block is at `offset`.
@@ -227,14 +236,14 @@ mod tests {
     fn stays_within_capacity_and_counts_hits() {
         let cache = BlockCache::new(16 * 10_000);
         for i in 0..1000 {
-            cache.insert(1, i * 4096, block(1000));
+            cache.insert_unless_busy(1, i * 4096, block(1000));
         }
         assert!(cache.usage() <= 16 * 10_000);
-        assert!(cache.get(1, 999 * 4096).is_some());
-        assert!(cache.get(2, 0).is_none());
+        assert!(cache.get_unless_busy(1, 999 * 4096).unwrap().is_some());
+        assert!(cache.get_unless_busy(2, 0).unwrap().is_none());
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         let tiny = BlockCache::new(0);
-        tiny.insert(1, 0, block(10));
-        assert!(tiny.get(1, 0).is_none());
+        tiny.insert_unless_busy(1, 0, block(10));
+        assert!(matches!(tiny.get_unless_busy(1, 0), Ok(None)));
     }
 }

@@ -11,13 +11,22 @@ use super::reader::TableReader;
 pub(crate) struct TableIter {
     table: Arc<TableReader>,
     reverse: bool,
+    /// Whether blocks read from the file go into the block cache.
+    fill_cache: bool,
     block_idx: usize,
     block: Option<BlockIter>,
 }
 
 impl TableIter {
     pub fn new(table: Arc<TableReader>, reverse: bool) -> Self {
-        Self { table, reverse, block_idx: 0, block: None }
+        Self { table, reverse, fill_cache: true, block_idx: 0, block: None }
+    }
+
+    /// A forward cursor for a compaction: it takes blocks the cache holds, but leaves the blocks it reads
+    /// from the file out of it. Its table is deleted once the compaction is installed, and the blocks of a
+    /// whole table passing through the cache would evict the blocks that readers use.
+    pub fn for_compaction(table: Arc<TableReader>) -> Self {
+        Self { fill_cache: false, ..Self::new(table, false) }
     }
 
     fn load(&mut self, i: usize) -> Result<bool, StorageError> {
@@ -26,7 +35,7 @@ impl TableIter {
             return Ok(false);
         }
         self.block_idx = i;
-        self.block = Some(self.table.block_iter(i)?);
+        self.block = Some(BlockIter::new(self.table.read_block(i, self.fill_cache)?));
         Ok(true)
     }
 

@@ -11,7 +11,7 @@ use crate::format::key::{self, ValueKind};
 use crate::io::{MappedFile, Storage};
 use crate::memtable::Lookup;
 
-use super::block::{Block, BlockIter};
+use super::block::Block;
 use super::cache::BlockCache;
 use super::filter;
 use super::footer::{BlockHandle, Footer};
@@ -42,6 +42,12 @@ impl TableIndex {
     /// Index of the first data block whose last key is `>= target`; `len()` if none.
     pub fn find_block(&self, target: &[u8]) -> usize {
         self.block.seek(target)
+    }
+
+    /// Where data block `i` starts in the file.
+    #[cfg(test)]
+    pub fn block_offset(&self, i: usize) -> Option<u64> {
+        self.handles.get(i).map(|h| h.offset)
     }
 
     /// Bytes of memory the index holds, for cache accounting.
@@ -213,29 +219,35 @@ impl TableReader {
         Ok(filter::may_contain(&self.filter()?.0, user_key_hash))
     }
 
-    /// Data block `i` of `index`, from the cache or read and verified.
+    /// Data block `i` of `index`, from the cache or read and verified (and then cached).
     pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Block, StorageError> {
+        self.block_filling(index, i, true)
+    }
+
+    /// Data block `i` of `index`, from the cache or read and verified; cached after the read if
+    /// `fill_cache`.
+    fn block_filling(&self, index: &TableIndex, i: usize, fill_cache: bool) -> Result<Block, StorageError> {
         let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })?;
-        if let Some(b) = self.cache.get(self.number, handle.offset) {
+        // A shard held by a thread that was preempted would keep this read waiting for a time slice: the
+        // read decodes the block itself instead, and leaves it out of the cache.
+        let cached = self.cache.get_unless_busy(self.number, handle.offset);
+        if let Ok(Some(b)) = cached {
             return Ok(b);
         }
         let raw = read_block(self.map.bytes(), handle, &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
-        self.cache.insert(self.number, handle.offset, block.clone());
+        if fill_cache && cached.is_ok() {
+            self.cache.insert_unless_busy(self.number, handle.offset, block.clone());
+        }
         Ok(block)
     }
 
-    /// Data block `i`, from the cache or read and verified.
-    pub fn block(&self, i: usize) -> Result<Block, StorageError> {
-        self.block_of(&*self.index()?, i)
-    }
-
-    /// Iterator over the entries of block `i`.
-    pub fn block_iter(&self, i: usize) -> Result<BlockIter, StorageError> {
-        Ok(BlockIter::new(self.block(i)?))
+    /// Data block `i`, from the cache or read and verified; cached after the read if `fill_cache`.
+    pub fn read_block(&self, i: usize, fill_cache: bool) -> Result<Block, StorageError> {
+        self.block_filling(&*self.index()?, i, fill_cache)
     }
 
     /// The newest version of `user_key` with sequence `<= seq` in this table, its value in place in the
@@ -276,7 +288,7 @@ impl TableReader {
         let mut last: Option<Vec<u8>> = None;
         let index = self.index()?;
         for i in 0..index.len() {
-            let block = self.block_of(&index, i)?;
+            let block = self.block_filling(&index, i, false)?;
             if let (Some(prev), Some(first)) = (&last, (block.len() > 0).then(|| block.key(0))) {
                 if key::compare(prev, first) != std::cmp::Ordering::Less {
                     let at = index.handles.get(i).map_or(0, |h| h.offset);

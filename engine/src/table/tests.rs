@@ -86,6 +86,60 @@ fn roundtrip_point_reads_and_both_directions() {
 
 /// Regression: when the last entry exactly filled a block, the table's largest key was recorded wrongly,
 /// which let level-1 tables overlap and lookups miss.
+/// A point read whose data block's cache shard is held (by a thread preempted inside it) reads the block
+/// itself instead of waiting, and leaves it out of the cache.
+#[test]
+fn a_read_does_not_wait_for_a_busy_cache_shard() {
+    let (fs, path) = setup();
+    let items = entries(500);
+    build(&fs, path, &items, Compression::Zstd { level: 1 });
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let reader = TableReader::open(&fs, path, 1, cache.clone()).unwrap();
+    let (k, v) = &items[0];
+    let ukey = key::user_key(k);
+    let read = || reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+    let first_block = reader.index().unwrap().block_offset(0).unwrap();
+    let held = cache.hold_shard(1, first_block);
+    assert_eq!(read(), Lookup::Found(v.clone(), 1));
+    drop(held);
+    assert_eq!(cache.usage(), cache.index_filter_usage(), "nothing cached while the shard was held");
+    let (hits, misses) = (cache.hits(), cache.misses());
+    assert_eq!(read(), Lookup::Found(v.clone(), 1));
+    assert_eq!(read(), Lookup::Found(v.clone(), 1));
+    assert_eq!((cache.hits() - hits, cache.misses() - misses), (1, 1), "cached once the shard is free");
+}
+
+/// A compaction's cursor and `verify` read a whole table without caching its blocks (the table is about to
+/// be deleted, or read once); a reader's cursor caches what it reads, and a compaction takes what is cached.
+#[test]
+fn compactions_and_checks_read_tables_without_filling_the_cache() {
+    let (fs, path) = setup();
+    let items = entries(2000);
+    build(&fs, path, &items, Compression::Zstd { level: 1 });
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
+    let data_cached = || cache.usage() - cache.index_filter_usage();
+    let walk = |mut it: TableIter| {
+        it.seek(None).unwrap();
+        let mut n = 0;
+        while it.key().is_some() {
+            n += 1;
+            it.advance().unwrap();
+        }
+        n
+    };
+    assert_eq!(walk(TableIter::for_compaction(reader.clone())), items.len());
+    assert_eq!(reader.verify().unwrap(), 2000);
+    assert_eq!(data_cached(), 0);
+    assert_eq!(walk(TableIter::new(reader.clone(), false)), items.len());
+    let filled = data_cached();
+    assert!(filled > 0);
+    let hits = cache.hits();
+    assert_eq!(walk(TableIter::for_compaction(reader.clone())), items.len());
+    assert_eq!(cache.hits() - hits, reader.block_count() as u64, "the compaction took the cached blocks");
+    assert_eq!(data_cached(), filled);
+}
+
 #[test]
 fn largest_key_is_right_when_the_last_block_is_cut_exactly() {
     let (fs, path) = setup();
