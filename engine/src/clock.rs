@@ -145,7 +145,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     where
         K: Borrow<Q>,
     {
-        self.lookup(hash, key, accept, true)
+        Self::lookup_in(&mut self.shard(hash).lock(), key, accept, true)
     }
 
     /// [`ClockCache::get_if`] that counts only a hit: for a first try whose caller falls back, when it finds
@@ -154,7 +154,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     where
         K: Borrow<Q>,
     {
-        self.lookup(hash, key, accept, false)
+        Self::lookup_in(&mut self.shard(hash).lock(), key, accept, false)
     }
 
     /// [`ClockCache::get`] that does not wait for a busy shard: `Err(Busy)` (counted as a miss) if its lock
@@ -197,19 +197,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         None
     }
 
-    fn lookup<Q: Hash + Eq + ?Sized>(
-        &self,
-        hash: u64,
-        key: &Q,
-        accept: impl FnOnce(&V) -> bool,
-        count_miss: bool,
-    ) -> Option<V>
-    where
-        K: Borrow<Q>,
-    {
-        Self::lookup_in(&mut self.shard(hash).lock(), key, accept, count_miss)
-    }
-
+    /// Looks `key` up in a locked shard; a miss is counted if `count_miss`.
     fn lookup_in<Q: Hash + Eq + ?Sized>(
         shard: &mut Shard<K, V, S>,
         key: &Q,

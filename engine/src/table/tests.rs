@@ -84,8 +84,6 @@ fn roundtrip_point_reads_and_both_directions() {
     }
 }
 
-/// Regression: when the last entry exactly filled a block, the table's largest key was recorded wrongly,
-/// which let level-1 tables overlap and lookups miss.
 /// A point read whose data block's cache shard is held (by a thread preempted inside it) reads the block
 /// itself instead of waiting, and leaves it out of the cache.
 #[test]
@@ -140,6 +138,8 @@ fn compactions_and_checks_read_tables_without_filling_the_cache() {
     assert_eq!(data_cached(), filled);
 }
 
+/// Regression: when the last entry exactly filled a block, the table's largest key was recorded wrongly,
+/// which let level-1 tables overlap and lookups miss.
 #[test]
 fn largest_key_is_right_when_the_last_block_is_cut_exactly() {
     let (fs, path) = setup();
