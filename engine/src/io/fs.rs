@@ -29,6 +29,20 @@ impl WritableFile for FsFile {
         self.0.sync_data()
     }
 
+    #[cfg(unix)]
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        const ZEROS: [u8; 16 << 10] = [0; 16 << 10];
+        let mut at = offset;
+        let end = offset.saturating_add(len);
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64) as usize;
+            self.0.write_all_at(ZEROS.get(..n).unwrap_or_default(), at)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     #[cfg(target_os = "linux")]
     fn start_writeback(&mut self) -> io::Result<()> {
         use std::os::fd::AsRawFd;
@@ -167,5 +181,30 @@ mod tests {
         let bytes = fs::read(&path).expect("read");
         assert_eq!(bytes.len(), (1 << 20) + 4);
         assert!(bytes.ends_with(b"tail") && bytes.iter().take(1 << 20).all(|b| *b == 7));
+    }
+
+    /// Zeros written over reserved space allocate its blocks and change no byte; appends still go where the
+    /// last one ended.
+    #[cfg(unix)]
+    #[test]
+    fn zeros_filled_ahead_allocate_blocks_and_change_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        let mut file = FsStorage.create(&path).expect("create");
+        file.append(b"head").expect("append");
+        file.reserve(1 << 20).expect("reserve");
+        file.sync().expect("sync");
+        let sparse = fs::metadata(&path).expect("stat").blocks();
+        file.fill_zeros(4, 100_000).expect("fill");
+        file.append(b"next").expect("append");
+        file.sync().expect("sync");
+        let meta = fs::metadata(&path).expect("stat");
+        assert_eq!(meta.len(), 1 << 20);
+        // 512-byte units: the 100,000 bytes filled (a file system without sparse files had them already).
+        assert!(meta.blocks() >= sparse.max(100_000 / 512), "{} blocks, {sparse} before", meta.blocks());
+        let bytes = fs::read(&path).expect("read");
+        assert_eq!(&bytes[..8], b"headnext");
+        assert!(bytes[8..].iter().all(|b| *b == 0));
     }
 }

@@ -154,6 +154,8 @@ struct State {
     faults: HashMap<FaultOp, (u64, FaultKind)>,
     /// Calls of `start_writeback`, by file.
     writebacks: BTreeMap<PathBuf, u64>,
+    /// Ranges `fill_zeros` was asked to write, by file.
+    zero_fills: BTreeMap<PathBuf, Vec<(u64, u64)>>,
 }
 
 /// An in-memory file system for tests, with simulated power cuts and injected I/O errors. Clones share the
@@ -263,6 +265,7 @@ impl MemStorage {
             locks: Vec::new(),
             faults: HashMap::new(),
             writebacks: BTreeMap::new(),
+            zero_fills: BTreeMap::new(),
         };
         MemStorage { state: Arc::new(Mutex::new(next)), ops: Arc::new(AtomicU64::new(0)) }
     }
@@ -285,6 +288,12 @@ impl MemStorage {
     /// file system only counts.
     pub fn writebacks(&self, path: &Path) -> u64 {
         self.state.lock().writebacks.get(path).copied().unwrap_or(0)
+    }
+
+    /// The ranges `(offset, len)` of `path` that [`WritableFile::fill_zeros`] was asked to write, a hint this
+    /// file system checks (reserved zeros past the append position, inside the file) and records.
+    pub fn zero_fills(&self, path: &Path) -> Vec<(u64, u64)> {
+        self.state.lock().zero_fills.get(path).cloned().unwrap_or_default()
     }
 
     /// Every live file and its length.
@@ -340,6 +349,20 @@ impl WritableFile for FaultFile {
 
     fn start_writeback(&mut self) -> io::Result<()> {
         *self.fs.state.lock().writebacks.entry(self.path.clone()).or_default() += 1;
+        Ok(())
+    }
+
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let (start, end) = (usize::try_from(offset).map_err(io::Error::other)?, offset.saturating_add(len));
+        let end = usize::try_from(end).map_err(io::Error::other)?;
+        let reserved = {
+            let f = self.node.lock();
+            start >= self.at && f.data.get(start..end).is_some_and(|r| r.iter().all(|&b| b == 0))
+        };
+        if !reserved {
+            return Err(io::Error::other("fill_zeros outside the reserved zeros past the append position"));
+        }
+        self.fs.state.lock().zero_fills.entry(self.path.clone()).or_default().push((offset, len));
         Ok(())
     }
 }

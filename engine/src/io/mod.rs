@@ -86,6 +86,15 @@ pub trait WritableFile: Send + Sync {
     fn start_writeback(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Writes zeros over `len` bytes of reserved space from `offset` (inside the file's length, past
+    /// where the next append goes), without moving where the next append goes. The file's bytes do not
+    /// change, as reserved space reads as zeros; but the file system allocates its blocks now, with the next
+    /// [`sync`](Self::sync), so that the appends that later land there allocate nothing and their syncs
+    /// write no metadata. A hint: the default does nothing.
+    fn fill_zeros(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// The bytes of a file mapped read-only.

@@ -1,6 +1,7 @@
 //! Writing a record log: [`encode_record`] frames a payload (`crc32 | length | payload`), [`LogWriter`]
 //! creates a log file (header written and synced), reopens one to append after its intact records, appends,
-//! reserves zeroed space ahead of the appends, trims it and syncs.
+//! reserves zeroed space ahead of the appends (and writes zeros over it a little ahead of them), trims it and
+//! syncs.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,10 @@ pub(crate) struct LogWriter {
     reserve_step: u64,
     /// How far the file is known to be long: appends up to here need no reservation.
     reserved: u64,
+    /// Zeros are written over reserved space in steps of this many bytes ahead of the appends; 0 for none.
+    fill_step: u64,
+    /// How far zeros were written ahead of the appends (or the appends reach).
+    filled: u64,
 }
 
 impl LogWriter {
@@ -46,7 +51,16 @@ impl LogWriter {
         put_u32(&mut header, 0);
         file.append(&header).and_then(|()| file.sync()).map_err(|e| StorageError::io(path, e))?;
         let len = header.len() as u64;
-        Ok(Self { file, path: path.to_path_buf(), len, synced_len: len, reserve_step: 0, reserved: len })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            synced_len: len,
+            reserve_step: 0,
+            reserved: len,
+            fill_step: 0,
+            filled: len,
+        })
     }
 
     /// Reopens an existing log of `file_len` bytes whose first `len` are its header and intact records, to
@@ -57,13 +71,29 @@ impl LogWriter {
         let mut file = storage.reopen(path, len).map_err(|e| StorageError::io(path, e))?;
         file.sync().map_err(|e| StorageError::io(path, e))?;
         let reserved = file_len.max(len);
-        Ok(Self { file, path: path.to_path_buf(), len, synced_len: len, reserve_step: 0, reserved })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            len,
+            synced_len: len,
+            reserve_step: 0,
+            reserved,
+            fill_step: 0,
+            filled: len,
+        })
     }
 
     /// Makes the file grow in zero-filled steps of `step` bytes ahead of the appends (`WAL_RESERVE_BYTES`
     /// for a WAL), instead of by each append. Default: no reservation (the manifest).
     pub fn reserve_ahead(mut self, step: u64) -> Self {
         self.reserve_step = step;
+        self
+    }
+
+    /// Writes zeros over the reserved space in steps of `step` bytes, half a step or more ahead of the
+    /// appends ([`WritableFile::fill_zeros`]; the WAL's `FILL_AHEAD_BYTES`). Default: none.
+    pub fn fill_ahead(mut self, step: u64) -> Self {
+        self.fill_step = step;
         self
     }
 
@@ -77,7 +107,24 @@ impl LogWriter {
         }
         self.file.append(framed).map_err(|e| StorageError::io(&self.path, e))?;
         self.len = end;
+        if self.fill_step > 0 && self.len + self.fill_step / 2 > self.filled {
+            self.fill_zeros_ahead();
+        }
         Ok(())
+    }
+
+    /// Writes zeros over the next step of reserved space past the appends (up to the file's end). They
+    /// change no byte, so a failure changes nothing either: it only stops the filling for this file.
+    fn fill_zeros_ahead(&mut self) {
+        let from = self.filled.max(self.len);
+        let to = (from + self.fill_step).min(self.reserved);
+        if to <= from {
+            return;
+        }
+        match self.file.fill_zeros(from, to - from) {
+            Ok(()) => self.filled = to,
+            Err(_) => self.fill_step = 0,
+        }
     }
 
     /// Frames and appends one record.
@@ -93,6 +140,7 @@ impl LogWriter {
         if self.reserved > self.len {
             storage.truncate(&self.path, self.len).map_err(|e| StorageError::io(&self.path, e))?;
             self.reserved = self.len;
+            self.filled = self.len;
         }
         Ok(())
     }
@@ -119,5 +167,99 @@ impl LogWriter {
     /// Bytes made durable by the last sync.
     pub fn synced_len(&self) -> u64 {
         self.synced_len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::io::MemStorage;
+
+    /// Zeros go ahead of the appends in steps, inside the reserved space and past the appends (MemStorage
+    /// checks both), and the log's bytes are what was appended.
+    #[test]
+    fn zeros_are_filled_a_step_ahead_of_the_appends_within_the_reserve() {
+        let fs = MemStorage::new();
+        fs.create_dir_all(Path::new("/d")).unwrap();
+        let path = Path::new("/d/log");
+        let mut w = LogWriter::create(&fs, path, *b"CAIRNWAL", 1).unwrap().reserve_ahead(1 << 20).fill_ahead(64 << 10);
+        let record = [7u8; 2_500];
+        let mut ends = Vec::new();
+        for _ in 0..1_000 {
+            w.append_framed(&record).unwrap();
+            w.sync().unwrap();
+            ends.push(w.len());
+        }
+        let fills = fs.zero_fills(path);
+        // Steps in order from the first append's end, each from where the one before ended (or the appends
+        // reached), ahead by half a step or more.
+        assert_eq!(fills.first().map(|f| f.0), Some(16 + 2_500));
+        for pair in fills.windows(2) {
+            let from = pair[0].0 + pair[0].1;
+            assert!(pair[1].0 == from || pair[1].0 > from && ends.contains(&pair[1].0), "{pair:?}");
+        }
+        let filled_to = |len: u64| fills.iter().map(|f| f.0 + f.1).filter(|&e| e <= len + (96 << 10)).max();
+        for &end in &ends {
+            let ahead = filled_to(end).unwrap_or(0).saturating_sub(end);
+            let reserve_end = end.next_multiple_of(1 << 20);
+            assert!(ahead >= (32 << 10) || filled_to(end) == Some(reserve_end), "{ahead} bytes ahead of {end}");
+        }
+        // The last step stops at the reserve's end; the next reserve's start from the append that crossed it.
+        assert!(fills.iter().any(|f| f.0 + f.1 == 1 << 20));
+        let crossing = ends.iter().copied().find(|&e| e > 1 << 20);
+        assert!(crossing.is_some() && fills.iter().any(|f| Some(f.0) == crossing));
+        let mut want = b"CAIRNWAL".to_vec();
+        want.extend_from_slice(&1u32.to_le_bytes());
+        want.extend_from_slice(&0u32.to_le_bytes());
+        (0..1_000).for_each(|_| want.extend_from_slice(&record));
+        let bytes = fs.read(path).unwrap();
+        assert_eq!(&bytes[..want.len()], &want[..]);
+        assert!(bytes[want.len()..].iter().all(|b| *b == 0));
+        // Trimmed, the file ends with its records; the next append fills from its end again.
+        w.trim(&fs).unwrap();
+        let before = fs.zero_fills(path).len();
+        w.append_framed(&record).unwrap();
+        assert_eq!(fs.zero_fills(path)[before].0, want.len() as u64 + 2_500);
+    }
+
+    /// A file whose zero fills fail: the appends succeed, and the writer stops asking.
+    #[test]
+    fn a_failed_zero_fill_fails_no_append_and_is_not_tried_again() {
+        struct NoFill(Arc<Mutex<(Vec<u8>, u32)>>);
+        impl WritableFile for NoFill {
+            fn append(&mut self, data: &[u8]) -> io::Result<()> {
+                self.0.lock().unwrap().0.extend_from_slice(data);
+                Ok(())
+            }
+            fn reserve(&mut self, _len: u64) -> io::Result<()> {
+                Ok(())
+            }
+            fn sync(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+            fn fill_zeros(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+                self.0.lock().unwrap().1 += 1;
+                Err(io::Error::other("no space"))
+            }
+        }
+        let seen = Arc::new(Mutex::new((Vec::new(), 0)));
+        let mut w = LogWriter {
+            file: Box::new(NoFill(seen.clone())),
+            path: PathBuf::from("log"),
+            len: 0,
+            synced_len: 0,
+            reserve_step: 1 << 20,
+            reserved: 0,
+            fill_step: 64 << 10,
+            filled: 0,
+        };
+        for _ in 0..100 {
+            w.append_framed(&[1u8; 2_500]).unwrap();
+        }
+        assert_eq!(seen.lock().unwrap().0.len(), 250_000);
+        assert_eq!(seen.lock().unwrap().1, 1);
     }
 }

@@ -16,6 +16,13 @@ use super::marker::sync_marker;
 /// ones are written after it, uncopied.
 const ONE_WRITE_BYTES: usize = 64 * 1024;
 
+/// Zeros are written over the reserved space this many bytes at a time, half as many or more ahead of the
+/// appends (`LogWriter::fill_ahead`): the next sync writes them with the records, and the appends that land
+/// there later allocate no block, so their syncs write no metadata (on this ext4, without a journal, an
+/// append and `fdatasync` of 2,500 bytes took 128-140 us on average into such space against 145-186 us into
+/// the sparse reserve; 40 KiB, 155-159 us against 214-218 us).
+const FILL_AHEAD_BYTES: u64 = 64 << 10;
+
 /// The active WAL.
 pub(crate) struct WalState {
     pub writer: LogWriter,
@@ -27,7 +34,9 @@ impl WalState {
     /// Creates a new WAL at `path`, its header written and synced, space reserved ahead of its appends in
     /// steps of [`WAL_RESERVE_BYTES`]. The caller syncs the directory.
     pub fn create(storage: &dyn Storage, path: &Path) -> Result<Self, StorageError> {
-        let writer = LogWriter::create(storage, path, WAL_MAGIC, WAL_FORMAT_VERSION)?.reserve_ahead(WAL_RESERVE_BYTES);
+        let writer = LogWriter::create(storage, path, WAL_MAGIC, WAL_FORMAT_VERSION)?
+            .reserve_ahead(WAL_RESERVE_BYTES)
+            .fill_ahead(FILL_AHEAD_BYTES);
         let marked = writer.synced_len();
         Ok(Self { writer, marked })
     }
@@ -41,7 +50,9 @@ impl WalState {
         file_len: u64,
         marked: u64,
     ) -> Result<Self, StorageError> {
-        let writer = LogWriter::reopen(storage, path, valid_len, file_len)?.reserve_ahead(WAL_RESERVE_BYTES);
+        let writer = LogWriter::reopen(storage, path, valid_len, file_len)?
+            .reserve_ahead(WAL_RESERVE_BYTES)
+            .fill_ahead(FILL_AHEAD_BYTES);
         Ok(Self { writer, marked })
     }
 
