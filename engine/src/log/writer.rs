@@ -51,16 +51,7 @@ impl LogWriter {
         put_u32(&mut header, 0);
         file.append(&header).and_then(|()| file.sync()).map_err(|e| StorageError::io(path, e))?;
         let len = header.len() as u64;
-        Ok(Self {
-            file,
-            path: path.to_path_buf(),
-            len,
-            synced_len: len,
-            reserve_step: 0,
-            reserved: len,
-            fill_step: 0,
-            filled: len,
-        })
+        Ok(Self::synced_at(file, path, len, len))
     }
 
     /// Reopens an existing log of `file_len` bytes whose first `len` are its header and intact records, to
@@ -70,17 +61,21 @@ impl LogWriter {
     pub fn reopen(storage: &dyn Storage, path: &Path, len: u64, file_len: u64) -> Result<Self, StorageError> {
         let mut file = storage.reopen(path, len).map_err(|e| StorageError::io(path, e))?;
         file.sync().map_err(|e| StorageError::io(path, e))?;
-        let reserved = file_len.max(len);
-        Ok(Self {
+        Ok(Self::synced_at(file, path, len, file_len.max(len)))
+    }
+
+    /// A writer appending at `len` of a file synced that far and `file_len` long, reserving nothing ahead.
+    fn synced_at(file: Box<dyn WritableFile>, path: &Path, len: u64, file_len: u64) -> Self {
+        Self {
             file,
             path: path.to_path_buf(),
             len,
             synced_len: len,
             reserve_step: 0,
-            reserved,
+            reserved: file_len,
             fill_step: 0,
             filled: len,
-        })
+        }
     }
 
     /// Makes the file grow in zero-filled steps of `step` bytes ahead of the appends (`WAL_RESERVE_BYTES`
@@ -246,16 +241,9 @@ mod tests {
             }
         }
         let seen = Arc::new(Mutex::new((Vec::new(), 0)));
-        let mut w = LogWriter {
-            file: Box::new(NoFill(seen.clone())),
-            path: PathBuf::from("log"),
-            len: 0,
-            synced_len: 0,
-            reserve_step: 1 << 20,
-            reserved: 0,
-            fill_step: 64 << 10,
-            filled: 0,
-        };
+        let mut w = LogWriter::synced_at(Box::new(NoFill(seen.clone())), Path::new("log"), 0, 0)
+            .reserve_ahead(1 << 20)
+            .fill_ahead(64 << 10);
         for _ in 0..100 {
             w.append_framed(&[1u8; 2_500]).unwrap();
         }
