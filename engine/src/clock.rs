@@ -13,7 +13,7 @@
 //!
 //! A reader that would rather do the work than wait (a point read can decode its block itself) uses
 //! [`ClockCache::get_unless_busy`] and [`ClockCache::insert_unless_busy`]: they try the shard's lock for
-//! a few microseconds and give up with [`Busy`]. A lock is held for a lookup or an insert, well under a
+//! about 1.6 us and give up with [`Busy`]. A lock is held for a lookup or an insert, well under a
 //! microsecond; what these avoid is a holder preempted inside its critical section (on a machine with more
 //! busy threads than cores, for a scheduler's time slice of milliseconds).
 

@@ -84,15 +84,24 @@ fn roundtrip_point_reads_and_both_directions() {
     }
 }
 
+/// Entries as `entries` makes them: internal key and value.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A table of `n` entries (zstd), open as table 1 with a block cache of its own.
+fn cached_table(n: u32) -> (Entries, Arc<BlockCache>, Arc<TableReader>) {
+    let (fs, path) = setup();
+    let items = entries(n);
+    build(&fs, path, &items, Compression::Zstd { level: 1 });
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
+    (items, cache, reader)
+}
+
 /// A point read whose data block's cache shard is held (by a thread preempted inside it) reads the block
 /// itself instead of waiting, and leaves it out of the cache.
 #[test]
 fn a_read_does_not_wait_for_a_busy_cache_shard() {
-    let (fs, path) = setup();
-    let items = entries(500);
-    build(&fs, path, &items, Compression::Zstd { level: 1 });
-    let cache = Arc::new(BlockCache::new(1 << 20));
-    let reader = TableReader::open(&fs, path, 1, cache.clone()).unwrap();
+    let (items, cache, reader) = cached_table(500);
     let (k, v) = &items[0];
     let ukey = key::user_key(k);
     let read = || reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
@@ -111,11 +120,7 @@ fn a_read_does_not_wait_for_a_busy_cache_shard() {
 /// be deleted, or read once); a reader's cursor caches what it reads, and a compaction takes what is cached.
 #[test]
 fn compactions_and_checks_read_tables_without_filling_the_cache() {
-    let (fs, path) = setup();
-    let items = entries(2000);
-    build(&fs, path, &items, Compression::Zstd { level: 1 });
-    let cache = Arc::new(BlockCache::new(1 << 20));
-    let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
+    let (items, cache, reader) = cached_table(2000);
     let data_cached = || cache.usage() - cache.index_filter_usage();
     let walk = |mut it: TableIter| {
         it.seek(None).unwrap();
