@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::StorageError;
 use crate::format::key::{self, ValueKind};
@@ -68,6 +69,46 @@ pub(crate) fn merge(
     result.map(|()| outputs)
 }
 
+/// A merge gives up its core about this often, if another thread is waiting for one.
+const YIELD_EVERY: Duration = Duration::from_millis(1);
+/// Entries merged between two looks at the clock.
+const ENTRIES_PER_CLOCK: u32 = 64;
+
+/// Makes a long merge yield its core every [`YIELD_EVERY`] of running.
+///
+/// On a machine with few cores a flush or a compaction runs beside the threads that read and commit. The
+/// scheduler lets a running thread finish its slice (milliseconds: four at this kernel's tick of 250 Hz)
+/// before a thread waiting on the same core runs, so a read or a commit woken behind a merge could wait that
+/// long for a CPU. A merge that yields every millisecond lets such a thread run first; the merge keeps its
+/// fair share of the CPU, and a yield with nobody waiting returns at once.
+struct Pacer<C: FnMut() -> Instant, Y: FnMut()> {
+    now: C,
+    yield_now: Y,
+    since: Instant,
+    entries: u32,
+}
+
+impl<C: FnMut() -> Instant, Y: FnMut()> Pacer<C, Y> {
+    fn new(mut now: C, yield_now: Y) -> Self {
+        let since = now();
+        Self { now, yield_now, since, entries: 0 }
+    }
+
+    /// Called once per entry merged.
+    fn entry(&mut self) {
+        self.entries += 1;
+        if self.entries < ENTRIES_PER_CLOCK {
+            return;
+        }
+        self.entries = 0;
+        let now = (self.now)();
+        if now.duration_since(self.since) >= YIELD_EVERY {
+            (self.yield_now)();
+            self.since = (self.now)();
+        }
+    }
+}
+
 fn merge_into(
     storage: &dyn Storage,
     dir: &Path,
@@ -83,7 +124,9 @@ fn merge_into(
     // The user key of the entries being merged (reused: no allocation per key); `None` before the first.
     let mut current: Option<Vec<u8>> = None;
     let mut newer_seq = u64::MAX;
+    let mut pacer = Pacer::new(Instant::now, std::thread::yield_now);
     while let Some(ikey) = merged.key() {
+        pacer.entry();
         let (ukey, trailer) = key::split(ikey);
         if current.as_deref() != Some(ukey) {
             if builder.as_ref().is_some_and(|(_, b)| b.estimated_size() >= settings.table_size) {
@@ -129,4 +172,47 @@ fn merge_into(
         outputs.push(meta(number, b.finish()?));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_merge_yields_once_per_millisecond_of_running() {
+        let start = Instant::now();
+        // A clock that advances 10 us per look, and a count of yields.
+        let looks = Cell::new(0u32);
+        let yields = Cell::new(0u32);
+        let clock = || {
+            looks.set(looks.get() + 1);
+            start + Duration::from_micros(10 * u64::from(looks.get()))
+        };
+        let mut pacer = Pacer::new(clock, || yields.set(yields.get() + 1));
+        for _ in 0..ENTRIES_PER_CLOCK - 1 {
+            pacer.entry();
+        }
+        assert_eq!(looks.get(), 1, "the clock is read once per {ENTRIES_PER_CLOCK} entries");
+        // 10,000 looks at the clock: 100 ms of running, so about 100 yields.
+        for _ in 0..10_000 * ENTRIES_PER_CLOCK {
+            pacer.entry();
+        }
+        let y = yields.get();
+        assert!((90..=100).contains(&y), "{y} yields in 100 ms");
+        // Each yield is at least YIELD_EVERY after the previous one's end.
+        assert!(looks.get() >= 10_000 + y);
+    }
+
+    #[test]
+    fn a_short_merge_does_not_yield() {
+        let yields = Cell::new(0u32);
+        let start = Instant::now();
+        let mut pacer = Pacer::new(|| start, || yields.set(yields.get() + 1));
+        for _ in 0..100 * ENTRIES_PER_CLOCK {
+            pacer.entry();
+        }
+        assert_eq!(yields.get(), 0);
+    }
 }
