@@ -264,3 +264,31 @@ fn written_after_stays_unknown_when_a_compaction_drops_the_newest_writes() {
     assert_eq!(db.get("k").unwrap(), None);
     assert_eq!(db.written_after("k", set).unwrap(), None, "k was deleted after `set`");
 }
+
+/// A synced group of at least `OVERLAP_APPLY_ENTRIES` entries asks for its WAL append to start on its way
+/// to the disk before it goes into the memtable and the sync; smaller groups and unsynced ones do not.
+#[test]
+fn a_large_synced_group_starts_writing_its_wal_append_before_its_sync() {
+    use crate::WriteOptions;
+    let fs = MemStorage::new();
+    let db =
+        Db::builder().storage(Arc::new(fs.clone())).durability(Durability::Immediate).open(Path::new("/db")).unwrap();
+    let wal = fs.files().into_iter().map(|(p, _)| p).find(|p| p.extension().is_some_and(|e| e == "wal"));
+    let wal = wal.expect("a WAL");
+    let batch = |entries: u32, tag: &str| {
+        let mut batch = WriteBatch::new();
+        for i in 0..entries {
+            batch.put(format!("{tag}-{i:04}"), tag);
+        }
+        batch
+    };
+    let hints = fs.writebacks(&wal);
+    db.write(batch(10, "small")).unwrap();
+    db.write_with(batch(300, "buffered"), WriteOptions::durability(Durability::Buffered)).unwrap();
+    assert_eq!(fs.writebacks(&wal), hints);
+    db.write(batch(300, "large")).unwrap();
+    assert_eq!(fs.writebacks(&wal), hints + 1);
+    for tag in ["small", "buffered", "large"] {
+        assert_eq!(db.get(format!("{tag}-0009")).unwrap().as_deref(), Some(tag.as_bytes()));
+    }
+}

@@ -45,8 +45,8 @@ fn failed_condition(
     Ok(None)
 }
 
-/// Groups of at least this many operations are applied to the memtable while the WAL syncs (below, a
-/// thread costs more than it saves).
+/// Synced groups of at least this many operations are applied to the memtable while their WAL append is
+/// written to the disk, before the sync (below, there is too little to overlap for the extra system call).
 const OVERLAP_APPLY_ENTRIES: u64 = 256;
 
 /// Most bytes of batches one leader writes in a group.
@@ -208,22 +208,18 @@ impl Inner {
             }
             view.mem.insert_all(&mut entries);
         };
-        // A large group goes into the memtable on a second thread while this one waits for the WAL's sync.
-        // Its entries stay invisible until the sequence is published below, after the sync; if the sync
-        // fails the database is poisoned and the sequence never published.
+        // A large group's append starts on its way to the disk, then the group goes into the memtable, and
+        // then the sync waits for what is left of the writing. Its entries stay invisible until the sequence
+        // is published below, after the sync; if the sync fails the database is poisoned and the sequence
+        // never published.
         let overlap = sync && seq - committed >= OVERLAP_APPLY_ENTRIES;
         {
             let mut wal = self.wal.lock();
             wal.append(&framed)?;
             let synced = if overlap {
-                std::thread::scope(|s| {
-                    let applying = s.spawn(apply);
-                    let synced = wal.writer.sync();
-                    if let Err(panic) = applying.join() {
-                        std::panic::resume_unwind(panic);
-                    }
-                    synced
-                })?
+                wal.writer.start_writeback();
+                apply();
+                wal.writer.sync()?
             } else {
                 sync && wal.writer.sync()?
             };

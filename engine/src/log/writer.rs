@@ -154,6 +154,13 @@ impl LogWriter {
         self.len
     }
 
+    /// Asks the operating system to start writing what was appended so far, without waiting
+    /// ([`WritableFile::start_writeback`]): the [`sync`](Self::sync) that follows then finds the data on
+    /// its way. A hint: a file system that refuses it loses nothing, and the sync reports real errors.
+    pub fn start_writeback(&mut self) {
+        let _ = self.file.start_writeback();
+    }
+
     /// The log's file.
     pub fn path(&self) -> &Path {
         &self.path
