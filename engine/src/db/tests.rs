@@ -269,6 +269,7 @@ fn written_after_stays_unknown_when_a_compaction_drops_the_newest_writes() {
 /// to the disk before it goes into the memtable and the sync; smaller groups and unsynced ones do not.
 #[test]
 fn a_large_synced_group_starts_writing_its_wal_append_before_its_sync() {
+    use super::write::OVERLAP_APPLY_ENTRIES;
     use crate::WriteOptions;
     let fs = MemStorage::new();
     let db =
@@ -282,11 +283,12 @@ fn a_large_synced_group_starts_writing_its_wal_append_before_its_sync() {
         }
         batch
     };
+    let large = OVERLAP_APPLY_ENTRIES as u32;
     let hints = fs.writebacks(&wal);
-    db.write(batch(10, "small")).unwrap();
-    db.write_with(batch(300, "buffered"), WriteOptions::durability(Durability::Buffered)).unwrap();
+    db.write(batch(large - 1, "small")).unwrap();
+    db.write_with(batch(large, "buffered"), WriteOptions::durability(Durability::Buffered)).unwrap();
     assert_eq!(fs.writebacks(&wal), hints);
-    db.write(batch(300, "large")).unwrap();
+    db.write(batch(large, "large")).unwrap();
     assert_eq!(fs.writebacks(&wal), hints + 1);
     for tag in ["small", "buffered", "large"] {
         assert_eq!(db.get(format!("{tag}-0009")).unwrap().as_deref(), Some(tag.as_bytes()));

@@ -47,7 +47,7 @@ fn failed_condition(
 
 /// Synced groups of at least this many operations are applied to the memtable while their WAL append is
 /// written to the disk, before the sync (below, there is too little to overlap for the extra system call).
-const OVERLAP_APPLY_ENTRIES: u64 = 256;
+pub(super) const OVERLAP_APPLY_ENTRIES: u64 = 256;
 
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
@@ -216,14 +216,11 @@ impl Inner {
         {
             let mut wal = self.wal.lock();
             wal.append(&framed)?;
-            let synced = if overlap {
+            if overlap {
                 wal.writer.start_writeback();
                 apply();
-                wal.writer.sync()?
-            } else {
-                sync && wal.writer.sync()?
-            };
-            if synced {
+            }
+            if sync && wal.writer.sync()? {
                 Counters::add(&self.counters.wal_syncs, 1);
             }
         }
