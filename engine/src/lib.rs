@@ -50,6 +50,7 @@ mod log;
 mod manifest;
 mod memtable;
 mod options;
+mod prefetch;
 mod snapshot;
 mod stats;
 mod table;

@@ -115,17 +115,21 @@ impl KeyIndex {
         (hash >> ADDR_BITS) as usize
     }
 
-    /// The node a slot names if its tag is `tag` and its user key is `user_key`.
+    /// The node a slot names if its tag is `tag` and its user key is `user_key`. With `read_value`, the
+    /// node's value is about to be read: its lines start loading while the key is compared.
     ///
     /// # Safety
     /// Every node in the index belongs to a list that is alive.
-    unsafe fn matching(slot: *mut u8, tag: usize, user_key: &[u8]) -> Option<Node> {
+    unsafe fn matching(slot: *mut u8, tag: usize, user_key: &[u8], read_value: bool) -> Option<Node> {
         if slot.addr() >> ADDR_BITS != tag {
             return None;
         }
         let node = NonNull::new(slot.map_addr(|a| a & ADDR_MASK))?;
         // SAFETY: an address this index holds is a node's (`insert`), alive by the caller's contract.
         let node = unsafe { Node::from_raw(node) };
+        if read_value {
+            node.prefetch();
+        }
         // SAFETY: as above.
         (key::user_key(unsafe { node.key() }) == user_key).then_some(node)
     }
@@ -153,7 +157,7 @@ impl KeyIndex {
                 return;
             }
             // SAFETY: the caller's contract.
-            if let Some(existing) = unsafe { Self::matching(current, tag, user_key) } {
+            if let Some(existing) = unsafe { Self::matching(current, tag, user_key, false) } {
                 // Groups are inserted in commit order, so this is a newer version; but a memtable filled
                 // out of order (tests do) keeps the newest.
                 // SAFETY: as above.
@@ -179,7 +183,7 @@ impl KeyIndex {
                 return Probe::Absent;
             }
             // SAFETY: the caller's contract.
-            if let Some(node) = unsafe { Self::matching(current, tag, user_key) } {
+            if let Some(node) = unsafe { Self::matching(current, tag, user_key, true) } {
                 return Probe::Found(node);
             }
         }

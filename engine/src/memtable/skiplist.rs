@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering as AtomicOrdering};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::format::key;
+use crate::prefetch::{prefetch, LINE};
 
 /// Levels a node can reach: with a one-in-two chance per level, a list of 2^20 entries (a 64 MiB
 /// memtable of small entries holds about 300,000) has some 20 levels.
@@ -26,6 +27,9 @@ const MAX_HEIGHT: usize = 20;
 /// Bytes the arena takes from the allocator at a time; a node larger than a quarter of it gets its own.
 const BLOCK_SIZE: usize = 1 << 20;
 const ALIGN: usize = 8;
+/// Bytes of a node [`Node::prefetch`] asks for: header, links, key and a small value (a node of a 24-byte
+/// key and a 150-byte value takes about 230 with two links). Larger values stream in as they are read.
+const NODE_PREFETCH: usize = 4 * LINE;
 
 /// The fixed part of a node; `height` links, the key and the value follow it in the same allocation.
 #[repr(C)]
@@ -90,16 +94,24 @@ impl Node {
         NonNull::new(self.header().prev.load(AtomicOrdering::Acquire)).map(Node)
     }
 
-    /// Starts loading the node after this one at level 0 (its header and the start of its key) into the
-    /// CPU's cache, so that a scan's next step finds it there: neighbours in key order are scattered over
-    /// the arena in the order they were inserted.
+    /// Starts loading the node after this one at level 0 (see [`Node::prefetch`]) into the CPU's cache, so that a scan's next step finds it there:
+    /// neighbours in key order are scattered over the arena in the order they were inserted.
     ///
     /// # Safety
     /// The node's list is alive.
     pub unsafe fn prefetch_successor(&self) {
         let next = self.link(0).load(AtomicOrdering::Relaxed);
-        prefetch(next);
-        prefetch(next.cast::<u8>().wrapping_add(64).cast());
+        if let Some(next) = NonNull::new(next) {
+            Node(next).prefetch();
+        }
+    }
+
+    /// Starts loading this node's first [`NODE_PREFETCH`] bytes, so that a read of its key and value that
+    /// follows misses once rather than once per line.
+    pub fn prefetch(&self) {
+        for at in (0..NODE_PREFETCH).step_by(LINE) {
+            prefetch(self.0.as_ptr().cast::<u8>().wrapping_add(at));
+        }
     }
 
     /// The node's address, as the memtable's key index keeps it.
@@ -399,18 +411,6 @@ impl SkipList {
         }
         Some(x).filter(|x| *x != self.head)
     }
-}
-
-/// Hints the CPU to start loading the node `p` points at (nothing for null). A no-op but on x86-64.
-#[inline(always)]
-fn prefetch(p: *const Header) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// At each level, the nodes an insert went between: the previous insert's neighbours, where the next

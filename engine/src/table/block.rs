@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use crate::format::coding::{put_u32, put_varint32, read_u32_at, Cursor, DecodeError};
 use crate::format::key;
+use crate::prefetch::{prefetch_bytes, LINE};
 
 /// Builds one block.
 #[derive(Debug, Default)]
@@ -94,6 +95,15 @@ pub(crate) struct Block {
     /// Bytes of the full keys.
     keys_len: u32,
 }
+
+/// Bytes of keys [`Block::prefetch_from`] asks for: those of about ten entries of short keys.
+const SCAN_PREFETCH_KEYS: usize = 4 * LINE;
+/// Bytes of the block's entries (values and key suffixes) [`Block::prefetch_from`] asks for: about ten
+/// small values, or the start of a large one.
+const SCAN_PREFETCH_VALUES: usize = 32 * LINE;
+
+/// Bytes of a value [`Block::prefetch_value`] asks for: a small value, or the start of a large one.
+const VALUE_PREFETCH: usize = 4 * LINE;
 
 /// Stride of the sampled windows: every `SAMPLE_EVERY`th window, searched first so that a seek in a large
 /// (index) block touches few cache lines of the full array. None for blocks of up to `SAMPLE_EVERY` entries.
@@ -263,6 +273,30 @@ impl Block {
         self.entry(i).and_then(|e| self.data().get(e.value_start as usize..e.value_end as usize)).unwrap_or_default()
     }
 
+    /// Starts loading what a scan from entry `i` reads next: the positions, keys and values of `i` and of
+    /// the entries after it, up to [`SCAN_PREFETCH_KEYS`] bytes of keys and [`SCAN_PREFETCH_VALUES`] of
+    /// block bytes. A seek has touched the search windows and a few keys; the lines a scan then reads lie
+    /// in three other runs of the allocation, whose misses this lets overlap.
+    pub fn prefetch_from(&self, i: usize) {
+        let Some(e) = self.entry(i) else { return };
+        let key_start = i.checked_sub(1).and_then(|p| self.entry(p)).map_or(0, |p| p.key_end as usize);
+        let tail = self.tail();
+        prefetch_bytes(tail.get(i * ENTRY_LEN..).unwrap_or_default(), 2 * LINE);
+        prefetch_bytes(self.keys().get(key_start..).unwrap_or_default(), SCAN_PREFETCH_KEYS);
+        prefetch_bytes(self.data().get(e.value_start as usize..).unwrap_or_default(), SCAN_PREFETCH_VALUES);
+    }
+
+    /// Starts loading the first [`VALUE_PREFETCH`] bytes of entry `i`'s value, which a point read that found
+    /// the entry reads next, while it checks the key.
+    pub fn prefetch_value(&self, i: usize) {
+        if let Some(e) = self.entry(i) {
+            prefetch_bytes(
+                self.data().get(e.value_start as usize..e.value_end as usize).unwrap_or_default(),
+                VALUE_PREFETCH,
+            );
+        }
+    }
+
     /// Index of the first entry `>= target`, or `len()` if none.
     pub fn seek(&self, target: &[u8]) -> usize {
         let user = key::user_key(target);
@@ -322,6 +356,7 @@ impl BlockIter {
 
     pub fn seek_to_first(&mut self) {
         self.pos = 0;
+        self.block.prefetch_from(0);
     }
 
     pub fn seek_to_last(&mut self) {
@@ -331,6 +366,7 @@ impl BlockIter {
     /// First entry `>= target`.
     pub fn seek(&mut self, target: &[u8]) {
         self.pos = self.block.seek(target);
+        self.block.prefetch_from(self.pos);
     }
 
     /// Last entry `<= target`.

@@ -267,6 +267,7 @@ impl TableReader {
         if pos >= block.len() {
             return Ok(Lookup::Absent);
         }
+        block.prefetch_value(pos);
         let (ukey, trailer) = key::split(block.key(pos));
         if ukey != user_key {
             return Ok(Lookup::Absent);
