@@ -94,8 +94,9 @@ impl Node {
         NonNull::new(self.header().prev.load(AtomicOrdering::Acquire)).map(Node)
     }
 
-    /// Starts loading the node after this one at level 0 (see [`Node::prefetch`]) into the CPU's cache, so that a scan's next step finds it there:
-    /// neighbours in key order are scattered over the arena in the order they were inserted.
+    /// Starts loading the node after this one at level 0 into the CPU's cache (see [`Node::prefetch`]), so
+    /// that a scan's next step finds it there: neighbours in key order are scattered over the arena in the
+    /// order they were inserted.
     ///
     /// # Safety
     /// The node's list is alive.

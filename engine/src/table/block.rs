@@ -96,6 +96,8 @@ pub(crate) struct Block {
     keys_len: u32,
 }
 
+/// Bytes of entry positions [`Block::prefetch_from`] asks for: those of ten entries.
+const SCAN_PREFETCH_POSITIONS: usize = 2 * LINE;
 /// Bytes of keys [`Block::prefetch_from`] asks for: those of about ten entries of short keys.
 const SCAN_PREFETCH_KEYS: usize = 4 * LINE;
 /// Bytes of the block's entries (values and key suffixes) [`Block::prefetch_from`] asks for: about five
@@ -275,14 +277,14 @@ impl Block {
     }
 
     /// Starts loading what a scan from entry `i` reads next: the positions, keys and values of `i` and of
-    /// the entries after it, up to [`SCAN_PREFETCH_KEYS`] bytes of keys and [`SCAN_PREFETCH_VALUES`] of
-    /// block bytes. A seek has touched the search windows and a few keys; the lines a scan then reads lie
+    /// the entries after it, up to [`SCAN_PREFETCH_POSITIONS`], [`SCAN_PREFETCH_KEYS`] and
+    /// [`SCAN_PREFETCH_VALUES`] bytes of each. A seek has touched the search windows and a few keys; the lines a scan then reads lie
     /// in three other runs of the allocation, whose misses this lets overlap.
     pub fn prefetch_from(&self, i: usize) {
         let Some(e) = self.entry(i) else { return };
         let key_start = i.checked_sub(1).and_then(|p| self.entry(p)).map_or(0, |p| p.key_end as usize);
         let tail = self.tail();
-        prefetch_bytes(tail.get(i * ENTRY_LEN..).unwrap_or_default(), 2 * LINE);
+        prefetch_bytes(tail.get(i * ENTRY_LEN..).unwrap_or_default(), SCAN_PREFETCH_POSITIONS);
         prefetch_bytes(self.keys().get(key_start..).unwrap_or_default(), SCAN_PREFETCH_KEYS);
         prefetch_bytes(self.data().get(e.value_start as usize..).unwrap_or_default(), SCAN_PREFETCH_VALUES);
     }
