@@ -23,6 +23,8 @@ fn engine_depends_on_no_serialization_async_or_network_crate() {
     let allowed = [
         // Optional, for the `fuzzing` feature only (the fuzz targets' input decoding).
         "arbitrary",
+        // The current view, loaded by every read without a lock (`Inner::view`).
+        "arc-swap",
         "crc32fast",
         // System calls the standard library lacks (`sync_file_range`, the blob files' write-back hint).
         "libc",

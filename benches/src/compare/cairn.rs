@@ -73,26 +73,7 @@ impl KvEngine for CairnKv {
     }
 
     fn describe(&self) -> Option<String> {
-        let s = self.db.stats();
-        let levels: Vec<String> = s
-            .levels
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.tables > 0)
-            .map(|(i, l)| format!("L{i} {} ({} MiB)", l.tables, l.bytes >> 20))
-            .collect();
-        Some(format!(
-            "tables: {}; memtable {} MiB + {} frozen; {} compactions so far; block cache {} hits / {} misses; \
-             {} writes slowed, {} ms stalled",
-            if levels.is_empty() { "none".to_owned() } else { levels.join(", ") },
-            s.memtable_bytes >> 20,
-            s.immutable_memtables,
-            s.compactions,
-            s.cache_hits,
-            s.cache_misses,
-            s.write_slowdowns,
-            s.write_stall_micros / 1000
-        ))
+        Some(describe_db(&self.db))
     }
 }
 
@@ -122,6 +103,30 @@ impl KvReader for &Db {
         }
         Ok(read)
     }
+}
+
+/// Tables per level, memtables, compactions, block cache hits and misses, and write stalls of `db`.
+fn describe_db(db: &Db) -> String {
+    let s = db.stats();
+    let levels: Vec<String> = s
+        .levels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.tables > 0)
+        .map(|(i, l)| format!("L{i} {} ({} MiB)", l.tables, l.bytes >> 20))
+        .collect();
+    format!(
+        "tables: {}; memtable {} MiB + {} frozen; {} compactions so far; block cache {} hits / {} misses; \
+         {} writes slowed, {} ms stalled",
+        if levels.is_empty() { "none".to_owned() } else { levels.join(", ") },
+        s.memtable_bytes >> 20,
+        s.immutable_memtables,
+        s.compactions,
+        s.cache_hits,
+        s.cache_misses,
+        s.write_slowdowns,
+        s.write_stall_micros / 1000
+    )
 }
 
 /// The size of the store's cache of decoded records: `StoreOptions`' default, taken out of the budget.
@@ -157,6 +162,10 @@ impl DocEngine for CairnDocs {
 
     fn session(&self) -> Result<Box<dyn DocSession + '_>> {
         Ok(Box::new(CairnSession { jobs: self.jobs.clone() }))
+    }
+
+    fn describe(&self) -> Option<String> {
+        Some(describe_db(self.store.db()))
     }
 
     fn close(self: Box<Self>) -> Result<()> {

@@ -228,6 +228,11 @@ pub trait DocEngine: Send + Sync {
 
     /// Closes the engine cleanly.
     fn close(self: Box<Self>) -> Result<()>;
+
+    /// As [`KvEngine::describe`].
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Queries and claims from one thread.

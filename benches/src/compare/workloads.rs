@@ -685,6 +685,12 @@ pub fn run_docs(
         engine.insert_batch(chunk)?;
     }
     out.push(Measurement::timed(format!("jobs: insert (~{sample} B, batches of {JOB_BATCH})"), plan.jobs, start));
+    let describe = |when: &str| {
+        if let Some(state) = engine.describe() {
+            eprintln!("      ({when}: {state})");
+        }
+    };
+    describe("after the inserts");
 
     let mut session = engine.session()?;
     let mut sum = Checksum::default();
@@ -740,6 +746,7 @@ pub fn run_docs(
         pages += p;
     }
     out.push(Measurement::timed(format!("jobs: page by owner ({PAGE} per page)"), pages, start).with_checksum(sum));
+    describe("after the pages");
     let expected: usize = (0..PAGED_OWNERS).map(|o| (plan.jobs + 49 - o) / 50).sum();
     if seen != expected {
         return Err(format!("{spec}: paging found {seen} jobs, expected {expected}").into());
@@ -755,6 +762,7 @@ pub fn run_docs(
         }
     }
     out.push(Measurement::timed("jobs: get by id", plan.gets, start).with_checksum(sum));
+    describe("after the gets");
 
     // The scheduler query while the collection changes: before each query, one claim (the best PENDING
     // job becomes RUNNING, one durable commit) and one insert of a new PENDING job whose priority (1000 and

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use arc_swap::{ArcSwap, Guard};
+use parking_lot::{Condvar, Mutex};
 
 use crate::batch::WriteBatch;
 use crate::error::{Error, OpenError, StorageError, WriteError};
@@ -66,7 +67,10 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub storage: Arc<dyn Storage>,
     pub ctx: TableContext,
-    pub view: RwLock<Arc<View>>,
+    /// What reads read: loaded without a lock. Replaced whole, under `view_writer`, by a memtable switch and
+    /// by each install of a flush or compaction.
+    pub view: ArcSwap<View>,
+    pub view_writer: Mutex<()>,
     pub versions: Mutex<VersionSet>,
     pub wal: Mutex<WalState>,
     pub commit: CommitQueue,
@@ -349,7 +353,7 @@ impl Db {
     /// Reads every block of every table, checking checksums and key order; returns the number of entries
     /// checked. The first problem found is returned as an error naming file and offset.
     pub fn verify(&self) -> Result<u64, StorageError> {
-        let version = self.inner().view.read().version.clone();
+        let version = self.inner().view.load().version.clone();
         let mut total = 0;
         for (_, t) in version.tables() {
             total += t.reader()?.verify()?;
@@ -381,7 +385,7 @@ impl Db {
 
 impl Inner {
     pub fn current_view(&self) -> Arc<View> {
-        self.view.read().clone()
+        self.view.load_full()
     }
 
     fn check_open(&self) -> Result<(), StorageError> {
@@ -416,7 +420,7 @@ impl Inner {
         if after >= seq {
             return Ok(Some(false));
         }
-        let view = self.current_view();
+        let view = self.view.load();
         if after < view.version.written_through {
             return Ok(None);
         }
@@ -481,8 +485,8 @@ impl Inner {
 
     /// The view to read, and the sequence to read at. Without a snapshot the sequence is read *after* the
     /// view, so a compaction installed before the view had a horizon no newer than it.
-    fn read_point(&self, seq: Option<u64>) -> (Arc<View>, u64) {
-        let view = self.current_view();
+    fn read_point(&self, seq: Option<u64>) -> (Guard<Arc<View>>, u64) {
+        let view = self.view.load();
         let seq = seq.unwrap_or_else(|| self.last_seq.load(Ordering::Acquire));
         (view, seq)
     }

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{OpenError, StorageError};
 use crate::format::names::{self, FileKind};
@@ -106,7 +107,8 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         dir: dir.to_path_buf(),
         storage,
         ctx,
-        view: RwLock::new(Arc::new(View { mem: Arc::new(mem), imms: Vec::new(), version })),
+        view: ArcSwap::from_pointee(View { mem: Arc::new(mem), imms: Vec::new(), version }),
+        view_writer: Mutex::new(()),
         versions: Mutex::new(versions),
         wal: Mutex::new(wal),
         commit: CommitQueue::default(),

@@ -164,7 +164,7 @@ impl Inner {
     /// applies them to the memtable and publishes them. Returns each request's last sequence number, or why
     /// its conditions failed.
     fn append_group(&self, group: &mut [Request]) -> Result<Vec<Result<u64, WriteError>>, StorageError> {
-        let view = self.current_view();
+        let view = self.view.load();
         // The keys of accepted requests are collected only while a later request has conditions to check.
         let last_checked = group.iter().rposition(|r| !r.conditions.is_empty());
         let mut written: HashSet<Vec<u8>> = HashSet::new();
@@ -248,7 +248,7 @@ impl Inner {
             if let Some(e) = self.poison_error() {
                 return Err(e);
             }
-            let view = self.current_view();
+            let view = self.view.load();
             let level0 = view.version.levels.first().map_or(0, Vec::len);
             if !slowed && level0 >= self.opts.level0_slowdown_trigger {
                 slowed = true;
@@ -299,16 +299,18 @@ impl Inner {
         view.mem.freeze(number);
         // Rebuild from the view as it is now, under its lock: a flush may have installed since `view` was
         // read, and its removal of a flushed memtable must not be undone.
-        let mut current = self.view.write();
+        let writer = self.view_writer.lock();
+        let current = self.view.load();
         debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
         let mut imms = current.imms.clone();
         imms.push(current.mem.clone());
-        *current = Arc::new(View {
+        self.view.store(Arc::new(View {
             mem: Arc::new(Memtable::new(self.opts.memtable_size)),
             imms,
             version: current.version.clone(),
-        });
+        }));
         drop(current);
+        drop(writer);
         self.bg_cv.notify_all();
         Ok(())
     }
