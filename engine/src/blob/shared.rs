@@ -4,11 +4,16 @@
 //! Appends and syncs each hold the file handle for the duration of the call. A finishing writer appends,
 //! then waits until the file is synced past its blob's end: if a sync is in flight it waits for it and looks
 //! again; if none is, it becomes the leader and syncs everything appended so far, for every writer waiting.
+//! Before it syncs, the leader lets the writers already inside an append (most of them waiting for the
+//! handle, which the previous sync held) finish theirs, for up to [`APPEND_WAIT`]: one sync then covers
+//! every writer that arrived during the previous one, instead of each taking the handle for a sync of its
+//! own in turn.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -23,9 +28,14 @@ struct SyncState {
     synced: u64,
     /// A leader is syncing.
     syncing: bool,
+    /// Writers inside [`SharedFile::append`].
+    appending: usize,
     /// The first failed write or sync: the file takes no more appends, its unsynced bytes are in doubt.
     failed: Option<String>,
 }
+
+/// The longest a sync's leader waits for writers inside an append: an append is one write of a small blob.
+const APPEND_WAIT: Duration = Duration::from_millis(2);
 
 /// A blob file that small blobs are appended to.
 pub(crate) struct SharedFile {
@@ -48,7 +58,7 @@ impl SharedFile {
             path,
             len,
             file: Mutex::new(file),
-            state: Mutex::new(SyncState { len: header, synced: header, syncing: false, failed: None }),
+            state: Mutex::new(SyncState { len: header, synced: header, syncing: false, appending: 0, failed: None }),
             synced_cv: Condvar::new(),
         }
     }
@@ -70,6 +80,23 @@ impl SharedFile {
     /// [`BLOB_TRAILER_LEN`] bytes left for the header and trailer, which are filled in here (the header records
     /// how far the file is synced). Returns the blob's offset and the file offset just past it.
     pub fn append(
+        &self,
+        framed: &mut [u8],
+        chunk_size: u32,
+        len: u64,
+        chunks_crc: u32,
+    ) -> Result<(u64, u64), StorageError> {
+        self.state.lock().appending += 1;
+        let result = self.append_framed(framed, chunk_size, len, chunks_crc);
+        let mut st = self.state.lock();
+        st.appending -= 1;
+        if st.appending == 0 {
+            self.synced_cv.notify_all();
+        }
+        result
+    }
+
+    fn append_framed(
         &self,
         framed: &mut [u8],
         chunk_size: u32,
@@ -123,6 +150,8 @@ impl SharedFile {
                 continue;
             }
             st.syncing = true;
+            let deadline = Instant::now() + APPEND_WAIT;
+            while st.appending > 0 && !self.synced_cv.wait_until(&mut st, deadline).timed_out() {}
             drop(st);
             let result = {
                 let mut file = self.file.lock();
