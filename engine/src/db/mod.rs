@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// What reads read: loaded without a lock. Replaced whole, under `view_writer`, by a memtable switch and
     /// by each install of a flush or compaction.
     pub view: ArcSwap<View>,
+    /// Held while a new view is built from the current one and stored, so that a memtable switch and an
+    /// install never lose each other's change.
     pub view_writer: Mutex<()>,
     pub versions: Mutex<VersionSet>,
     pub wal: Mutex<WalState>,

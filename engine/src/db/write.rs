@@ -297,8 +297,8 @@ impl Inner {
             *wal = new_wal;
         }
         view.mem.freeze(number);
-        // Rebuild from the view as it is now, under its lock: a flush may have installed since `view` was
-        // read, and its removal of a flushed memtable must not be undone.
+        // Rebuild from the view as it is now, under the view writers' lock: a flush may have installed since
+        // `view` was read, and its removal of a flushed memtable must not be undone.
         let writer = self.view_writer.lock();
         let current = self.view.load();
         debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
