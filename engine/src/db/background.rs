@@ -147,13 +147,13 @@ impl Inner {
     pub(super) fn install(&self, edit: VersionEdit, flushed: Option<&Arc<Memtable>>) -> Result<(), StorageError> {
         let mut versions = self.versions.lock();
         let version = versions.log_and_apply(edit)?;
-        let _writer = self.view_writer.lock();
-        let view = self.view.load();
-        let mut imms = view.imms.clone();
-        if let Some(m) = flushed {
-            imms.retain(|i| !Arc::ptr_eq(i, m));
-        }
-        self.view.store(Arc::new(View { mem: view.mem.clone(), imms, version }));
+        self.replace_view(|view| {
+            let mut imms = view.imms.clone();
+            if let Some(m) = flushed {
+                imms.retain(|i| !Arc::ptr_eq(i, m));
+            }
+            View { mem: view.mem.clone(), imms, version }
+        });
         Ok(())
     }
 

@@ -70,8 +70,7 @@ pub(crate) struct Inner {
     /// What reads read: loaded without a lock. Replaced whole, under `view_writer`, by a memtable switch and
     /// by each install of a flush or compaction.
     pub view: ArcSwap<View>,
-    /// Held while a new view is built from the current one and stored, so that a memtable switch and an
-    /// install never lose each other's change.
+    /// Held while a new view is built from the current one and stored ([`Inner::replace_view`]).
     pub view_writer: Mutex<()>,
     pub versions: Mutex<VersionSet>,
     pub wal: Mutex<WalState>,
@@ -388,6 +387,14 @@ impl Db {
 impl Inner {
     pub fn current_view(&self) -> Arc<View> {
         self.view.load_full()
+    }
+
+    /// Stores the view `next` builds from the current one, under the view writers' lock: a memtable switch
+    /// and an install never lose each other's change.
+    pub(super) fn replace_view(&self, next: impl FnOnce(&View) -> View) {
+        let _writer = self.view_writer.lock();
+        let current = self.view.load();
+        self.view.store(Arc::new(next(&current)));
     }
 
     fn check_open(&self) -> Result<(), StorageError> {

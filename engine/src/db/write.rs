@@ -297,20 +297,14 @@ impl Inner {
             *wal = new_wal;
         }
         view.mem.freeze(number);
-        // Rebuild from the view as it is now, under the view writers' lock: a flush may have installed since
-        // `view` was read, and its removal of a flushed memtable must not be undone.
-        let writer = self.view_writer.lock();
-        let current = self.view.load();
-        debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
-        let mut imms = current.imms.clone();
-        imms.push(current.mem.clone());
-        self.view.store(Arc::new(View {
-            mem: Arc::new(Memtable::new(self.opts.memtable_size)),
-            imms,
-            version: current.version.clone(),
-        }));
-        drop(current);
-        drop(writer);
+        // Rebuild from the view as it is now: a flush may have installed since `view` was read, and its removal
+        // of a flushed memtable must not be undone.
+        self.replace_view(|current| {
+            debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
+            let mut imms = current.imms.clone();
+            imms.push(current.mem.clone());
+            View { mem: Arc::new(Memtable::new(self.opts.memtable_size)), imms, version: current.version.clone() }
+        });
         self.bg_cv.notify_all();
         Ok(())
     }
