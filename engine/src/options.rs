@@ -40,6 +40,7 @@ pub struct Options {
     pub(crate) table_size: u64,
     pub(crate) max_compaction_bytes: Option<u64>,
     pub(crate) level0_slowdown_trigger: usize,
+    pub(crate) level0_slowdown_rate: u64,
     pub(crate) level0_stop_trigger: usize,
     pub(crate) max_manifest_size: u64,
     pub(crate) ingest_threshold: usize,
@@ -64,6 +65,7 @@ impl Default for Options {
             table_size: 64 << 20,
             max_compaction_bytes: None,
             level0_slowdown_trigger: 12,
+            level0_slowdown_rate: 16 << 20,
             level0_stop_trigger: 20,
             max_manifest_size: 4 << 20,
             ingest_threshold: 16 << 20,
@@ -170,10 +172,18 @@ impl Options {
         self.max_compaction_bytes.unwrap_or_else(|| self.table_size.saturating_mul(25))
     }
 
-    /// Level-0 table count at which each write group is delayed by 1 ms, so compaction catches up.
-    /// Default: 12.
+    /// Level-0 table count from which writers are held to [`Options::level0_slowdown_rate`], so compaction
+    /// catches up. Default: 12.
     pub fn level0_slowdown_trigger(mut self, n: usize) -> Self {
         self.level0_slowdown_trigger = n;
+        self
+    }
+
+    /// Bytes a second that writers may add while level 0 is at its slowdown trigger. Writers slower than
+    /// this are not delayed; a write group that would run ahead of it by more than 1 ms waits for what it is
+    /// ahead by, at most 1 ms. Default: 16 MiB/s.
+    pub fn level0_slowdown_rate(mut self, bytes_per_second: u64) -> Self {
+        self.level0_slowdown_rate = bytes_per_second;
         self
     }
 
@@ -237,6 +247,9 @@ impl Options {
         }
         if self.max_immutable_memtables == 0 {
             return bad("max_immutable_memtables must be at least 1");
+        }
+        if self.level0_slowdown_rate == 0 {
+            return bad("level0_slowdown_rate must be positive");
         }
         if self.level0_stop_trigger <= self.level0_slowdown_trigger {
             return bad("level0_stop_trigger must exceed level0_slowdown_trigger");

@@ -263,6 +263,57 @@ fn heavy_writes_with_tiny_memtables_slow_down_but_finish() {
     assert!(db.verify().unwrap() > 0);
 }
 
+/// A database whose level 0 never compacts, holding one flushed table, so that every later group meets
+/// the slowdown trigger (1). The flush's own commit may meet it too, if the flush installs before that
+/// commit's leader checks again.
+fn slowed_db(storage: &MemStorage, rate: u64) -> Db {
+    let db = Db::builder()
+        .storage(Arc::new(storage.clone()))
+        .durability(Durability::None)
+        .level0_slowdown_trigger(1)
+        .level0_slowdown_rate(rate)
+        .compaction_policy(Arc::new(LeveledPolicy::new(1000, 1 << 30, 10)))
+        .open(Path::new("/db"))
+        .unwrap();
+    db.put(b"first", b"v").unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.stats().levels[0].tables, 1);
+    db
+}
+
+#[test]
+fn writers_are_slowed_only_when_they_outrun_the_slowdown_rate() {
+    // 200 commits of about 20 bytes add 4 KB: at 16 MiB/s, 240 us of writing, within the 1 ms burst.
+    let storage = MemStorage::new();
+    let db = slowed_db(&storage, 16 << 20);
+    let before = db.stats();
+    for i in 0..200u32 {
+        db.put(i.to_le_bytes(), b"small").unwrap();
+    }
+    let stats = db.stats();
+    assert_eq!(stats.write_slowdowns, before.write_slowdowns, "{stats:?}");
+    assert_eq!(stats.write_stall_micros, before.write_stall_micros, "{stats:?}");
+    assert_eq!(db.get(199u32.to_le_bytes()).unwrap(), Some(b"small".to_vec()));
+    db.close().unwrap();
+
+    // At 1 KiB/s each of those commits is some 30 ms of writing, more than the burst: each waits 1 ms.
+    let storage = MemStorage::new();
+    let db = slowed_db(&storage, 1 << 10);
+    let before = db.stats();
+    for i in 0..50u32 {
+        db.put(i.to_le_bytes(), b"small").unwrap();
+    }
+    let stats = db.stats();
+    assert_eq!(stats.write_slowdowns - before.write_slowdowns, 50, "{stats:?}");
+    assert!(stats.write_stall_micros - before.write_stall_micros >= 50 * 1000, "{stats:?}");
+    assert_eq!(db.get(49u32.to_le_bytes()).unwrap(), Some(b"small".to_vec()));
+
+    assert!(matches!(
+        Db::builder().storage(Arc::new(storage)).level0_slowdown_rate(0).open(Path::new("/other")),
+        Err(cairn_engine::OpenError::InvalidOptions(_))
+    ));
+}
+
 #[test]
 fn conditional_writes_make_a_race_free_counter() {
     let dir = tempfile::tempdir().unwrap();

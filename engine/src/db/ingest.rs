@@ -117,7 +117,7 @@ impl Inner {
     /// Commits `batch` as new tables (see the module documentation). Returns the batch's last sequence
     /// number.
     pub(super) fn ingest(&self, batch: WriteBatch) -> Result<u64, WriteError> {
-        self.make_room(true)?;
+        self.make_room(true, batch.encoded_len())?;
         self.wait_for_flushes()?;
         let first_seq = self.last_seq.load(Ordering::Acquire) + 1;
         let last_seq = first_seq + u64::from(batch.count()) - 1;

@@ -49,6 +49,39 @@ fn failed_condition(
 /// written to the disk, before the sync (below, there is too little to overlap for the extra system call).
 pub(super) const OVERLAP_APPLY_ENTRIES: u64 = 256;
 
+/// The longest a slowed group is delayed, however large.
+const MAX_SLOWDOWN: Duration = Duration::from_millis(1);
+
+/// How far ahead of the rate writers may run while level 0 is at its slowdown trigger before they wait.
+const SLOWDOWN_BURST: Duration = Duration::from_millis(1);
+
+/// Paces the writers while level 0 is at its slowdown trigger, so that they add bytes at no more than
+/// [`Options::level0_slowdown_rate`](crate::Options::level0_slowdown_rate): a token bucket. Writers slower
+/// than the rate (a claim's commit of a few KB every few hundred microseconds) are not delayed; faster ones
+/// wait for what they are ahead by, at most [`MAX_SLOWDOWN`] a group, which is all a bulk load's large
+/// groups ever wait.
+#[derive(Default)]
+struct Pacer {
+    /// When the bytes admitted so far are paid for at the rate; `None` before the first slowed group.
+    due: Option<Instant>,
+}
+
+impl Pacer {
+    /// Admits a group of `bytes` at `now`; returns how long it must wait first.
+    fn admit(&mut self, now: Instant, bytes: usize, rate: u64) -> Duration {
+        let cost = Duration::from_nanos(
+            u64::try_from(bytes as u128 * 1_000_000_000 / u128::from(rate.max(1))).unwrap_or(u64::MAX),
+        );
+        // Time idle is credit, up to the burst; time ahead beyond one group's wait is forgiven, so that a
+        // bulk load that stops leaves no debt to the writers after it.
+        let start = self.due.map_or(now, |due| due.max(now.checked_sub(SLOWDOWN_BURST).unwrap_or(now)));
+        let due = start.checked_add(cost).unwrap_or(now + MAX_SLOWDOWN + SLOWDOWN_BURST);
+        let wait = due.saturating_duration_since(now + SLOWDOWN_BURST).min(MAX_SLOWDOWN);
+        self.due = Some(due.min(now + SLOWDOWN_BURST + wait));
+        wait
+    }
+}
+
 /// Most bytes of batches one leader writes in a group.
 const MAX_GROUP_BYTES: usize = 4 << 20;
 
@@ -75,6 +108,8 @@ struct QueueState {
 #[derive(Default)]
 pub(crate) struct CommitQueue {
     state: Mutex<QueueState>,
+    /// Used by the leader only.
+    pacer: Mutex<Pacer>,
 }
 
 impl Inner {
@@ -142,7 +177,10 @@ impl Inner {
             [r] if self.wants_ingest(&r.batch, &r.conditions) => {
                 self.ingest(std::mem::take(&mut r.batch)).map(|seq| vec![Ok(seq)])
             }
-            _ => self.make_room(force).and_then(|()| self.append_group(group).map_err(WriteError::from)),
+            _ => {
+                let bytes = group.iter().map(|r| r.batch.encoded_len()).sum();
+                self.make_room(force, bytes).and_then(|()| self.append_group(group).map_err(WriteError::from))
+            }
         };
         match outcome {
             Ok(results) => results,
@@ -240,8 +278,8 @@ impl Inner {
     }
 
     /// Ensures the memtable has room, freezing it when full (or when `force` and not empty), and slows or
-    /// stalls the writer while flushes and level-0 compaction fall behind.
-    pub(super) fn make_room(&self, force: bool) -> Result<(), WriteError> {
+    /// stalls the writer of a group of `bytes` while flushes and level-0 compaction fall behind.
+    pub(super) fn make_room(&self, force: bool, bytes: usize) -> Result<(), WriteError> {
         let mut slowed = false;
         let mut force = force;
         loop {
@@ -252,10 +290,13 @@ impl Inner {
             let level0 = view.version.levels.first().map_or(0, Vec::len);
             if !slowed && level0 >= self.opts.level0_slowdown_trigger {
                 slowed = true;
-                Counters::add(&self.counters.slowdowns, 1);
                 let start = Instant::now();
-                std::thread::sleep(Duration::from_millis(1));
-                Counters::add(&self.counters.stall_micros, start.elapsed().as_micros() as u64);
+                let wait = self.commit.pacer.lock().admit(start, bytes, self.opts.level0_slowdown_rate);
+                if !wait.is_zero() {
+                    Counters::add(&self.counters.slowdowns, 1);
+                    std::thread::sleep(wait);
+                    Counters::add(&self.counters.stall_micros, start.elapsed().as_micros() as u64);
+                }
                 continue;
             }
             let full = view.mem.approximate_size() >= self.opts.memtable_size;
@@ -323,5 +364,48 @@ impl Inner {
             self.bg_cv.notify_all();
             self.bg_cv.wait_for(&mut bg, Duration::from_millis(50));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u64 = 16 << 20;
+
+    #[test]
+    fn writers_slower_than_the_rate_are_not_delayed() {
+        let (mut pacer, start) = (Pacer::default(), Instant::now());
+        // A claim's commit of 2,500 bytes (149 us at the rate) every 200 us.
+        for i in 0..1000 {
+            assert_eq!(pacer.admit(start + Duration::from_micros(200 * i), 2_500, RATE), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn writers_faster_than_the_rate_wait_for_what_they_are_ahead_by() {
+        let (mut pacer, start) = (Pacer::default(), Instant::now());
+        // 16 KiB groups (977 us each at the rate) arriving together: the first ones fit in the burst.
+        assert_eq!(pacer.admit(start, 16 << 10, RATE), Duration::ZERO);
+        assert_eq!(pacer.admit(start, 16 << 10, RATE), Duration::from_nanos(953_124));
+        let mut now = start + Duration::from_nanos(953_124);
+        // Each after waits one group's cost: the writers are held to the rate.
+        for _ in 0..100 {
+            let wait = pacer.admit(now, 16 << 10, RATE);
+            assert_eq!(wait, Duration::from_nanos(976_562));
+            now += wait;
+        }
+    }
+
+    #[test]
+    fn a_group_waits_at_most_a_millisecond_and_leaves_no_debt_behind() {
+        let (mut pacer, start) = (Pacer::default(), Instant::now());
+        for _ in 0..10 {
+            assert_eq!(pacer.admit(start, 4 << 20, RATE), MAX_SLOWDOWN);
+        }
+        // The bulk writer stops; 2 ms later a small writer meets no debt.
+        assert_eq!(pacer.admit(start + Duration::from_millis(2), 2_500, RATE), Duration::ZERO);
+        assert_eq!(pacer.admit(start, usize::MAX, 1), MAX_SLOWDOWN);
+        assert_eq!(pacer.admit(start, 100, 0), MAX_SLOWDOWN);
     }
 }
