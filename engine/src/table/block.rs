@@ -7,8 +7,9 @@
 //! `shared` is the number of leading bytes the key has in common with the previous key (0 for the first).
 //! A block is decoded once, when it enters the cache, into full keys for binary search, plus a search
 //! window per key (eight bytes after the prefix every user key of the block shares) so that a seek compares
-//! integers and touches full keys only where windows tie; all of it, and the block's bytes, in one
-//! allocation (see [`Block`]).
+//! integers and touches full keys only where windows tie; where many keys tie (an index block's separators
+//! of one collection's records all start with the same eight bytes), a second window per key, after the
+//! prefix those keys share; all of it, and the block's bytes, in one allocation (see [`Block`]).
 
 #![deny(clippy::indexing_slicing)]
 
@@ -78,8 +79,13 @@ const ENTRY_LEN: usize = 12;
 /// pages (the reference count, the windows and the entries sit together):
 ///
 /// ```text
-/// windows [n words] | sample [s words] | entries [n x 12 bytes] | keys [keys_len bytes] | values' block bytes
+/// windows [n words] | sample [s words] | inner [d words] | depths [d / 4 words] | entries [n x 12 bytes]
+///   | keys [keys_len bytes] | values' block bytes
 /// ```
+///
+/// `inner` and `depths` are there (`d = n`) only if some run of at least [`LONG_RUN`] entries shares one
+/// window: for an entry of such a run, `depths` holds (as a `u16`) the length of the prefix the run's user keys
+/// share and `inner` the window after it; for other entries both are 0.
 ///
 /// An entry holds the end of its full key in `keys` and its value's range in the block's bytes (`data`);
 /// none of this is on disk. Cloning a block shares the allocation.
@@ -88,13 +94,16 @@ pub(crate) struct Block {
     words: Arc<[u64]>,
     /// Number of entries.
     n: u32,
-    /// Number of sampled windows.
-    s: u32,
+    /// Words before the entries: the windows, the sample, and the inner windows and depths if any.
+    tail_at: u32,
     /// Length of the prefix shared by every user key of the block (that of its first and last).
     common: u32,
     /// Bytes of the full keys.
     keys_len: u32,
 }
+
+// A block is held by every cache slot and cursor that uses it: four words.
+const _: () = assert!(std::mem::size_of::<Block>() == 32);
 
 /// Bytes of entry positions [`Block::prefetch_from`] asks for: those of ten entries.
 const SCAN_PREFETCH_POSITIONS: usize = 2 * LINE;
@@ -111,6 +120,38 @@ const VALUE_PREFETCH: usize = 4 * LINE;
 /// Stride of the sampled windows: every `SAMPLE_EVERY`th window, searched first so that a seek in a large
 /// (index) block touches few cache lines of the full array. None for blocks of up to `SAMPLE_EVERY` entries.
 const SAMPLE_EVERY: usize = 16;
+
+/// Runs of entries with equal windows at least this long get inner windows: a search of a shorter run
+/// compares at most three full keys.
+const LONG_RUN: usize = 8;
+
+/// The inner windows and depths of a block whose keys (user keys, ascending) have `windows` at `common`:
+/// empty if no run of equal windows is [`LONG_RUN`] long or longer.
+fn inner_windows<'k>(windows: &[u64], user_key: impl Fn(usize) -> &'k [u8]) -> (Vec<u64>, Vec<u16>) {
+    let n = windows.len();
+    let (mut inner, mut depths) = (Vec::new(), Vec::new());
+    let mut lo = 0;
+    while lo < n {
+        let w = windows.get(lo).copied().unwrap_or_default();
+        let hi = lo + windows.get(lo..).unwrap_or_default().iter().take_while(|&&x| x == w).count();
+        if hi - lo >= LONG_RUN {
+            let (first, last) = (user_key(lo), user_key(hi - 1));
+            let depth = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+            if let Ok(depth) = u16::try_from(depth) {
+                if inner.is_empty() {
+                    (inner, depths) = (vec![0; n], vec![0; n]);
+                }
+                for i in lo..hi {
+                    if let (Some(x), Some(d)) = (inner.get_mut(i), depths.get_mut(i)) {
+                        (*x, *d) = (key::window(user_key(i), usize::from(depth)), depth);
+                    }
+                }
+            }
+        }
+        lo = hi;
+    }
+    (inner, depths)
+}
 
 impl Block {
     /// Decodes a block; every key must be an internal key, in strictly ascending internal-key order.
@@ -175,7 +216,14 @@ impl Block {
         let windows: Vec<u64> = (0..count).map(|i| key::window(key::user_key(key_of(i)), common)).collect();
         let sample: Vec<u64> =
             if count > SAMPLE_EVERY { windows.iter().step_by(SAMPLE_EVERY).copied().collect() } else { Vec::new() };
-        let mut bytes = Vec::with_capacity(count * ENTRY_LEN + keys.len() + data.len());
+        let (inner, depths) = inner_windows(&windows, |i| key::user_key(key_of(i)));
+        let mut bytes = Vec::with_capacity(depths.len() * 2 + count * ENTRY_LEN + keys.len() + data.len());
+        for d in &depths {
+            bytes.extend_from_slice(&d.to_le_bytes());
+        }
+        // Entries start on a word.
+        bytes.resize(bytes.len().next_multiple_of(8), 0);
+        let tail_at = windows.len() + sample.len() + inner.len() + bytes.len() / 8;
         for e in &entries {
             for v in [e.key_end, e.value_start, e.value_end] {
                 bytes.extend_from_slice(&v.to_le_bytes());
@@ -183,15 +231,16 @@ impl Block {
         }
         bytes.extend_from_slice(&keys);
         bytes.extend_from_slice(&data);
-        let mut words = Vec::with_capacity(windows.len() + sample.len() + bytes.len().div_ceil(8));
+        let mut words = Vec::with_capacity(windows.len() + sample.len() + inner.len() + bytes.len().div_ceil(8));
         words.extend_from_slice(&windows);
         words.extend_from_slice(&sample);
+        words.extend_from_slice(&inner);
         words.extend(bytes.chunks(8).map(|c| {
             let mut w = [0u8; 8];
             w.get_mut(..c.len()).unwrap_or_default().copy_from_slice(c);
             u64::from_le_bytes(w)
         }));
-        Ok(Block { words: words.into(), n: count as u32, s: sample.len() as u32, common: common as u32, keys_len })
+        Ok(Block { words: words.into(), n: count as u32, tail_at: tail_at as u32, common: common as u32, keys_len })
     }
 
     /// The window of every entry: non-decreasing.
@@ -199,17 +248,49 @@ impl Block {
         self.words.get(..self.n as usize).unwrap_or_default()
     }
 
+    /// Where the sample ends: the windows' and the sample's words.
+    fn sample_end(&self) -> usize {
+        let n = self.n as usize;
+        n + if n > SAMPLE_EVERY { n.div_ceil(SAMPLE_EVERY) } else { 0 }
+    }
+
     fn sample(&self) -> &[u64] {
-        self.words.get(self.n as usize..(self.n + self.s) as usize).unwrap_or_default()
+        self.words.get(self.n as usize..self.sample_end()).unwrap_or_default()
+    }
+
+    /// The inner windows: empty, or one per entry.
+    fn inner(&self) -> &[u64] {
+        let start = self.sample_end();
+        if self.tail_at as usize == start {
+            return &[];
+        }
+        self.words.get(start..start + self.n as usize).unwrap_or_default()
+    }
+
+    /// The length of the prefix shared by the run of equal windows entry `i` belongs to, if the run has
+    /// inner windows.
+    fn depth(&self, i: usize) -> Option<usize> {
+        let start = self.sample_end() + self.n as usize;
+        if self.tail_at as usize <= start {
+            return None;
+        }
+        let at = (start * 8).checked_add(i.checked_mul(2)?)?;
+        let bytes = self.all_bytes().get(at..at + 2)?;
+        let depth = u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]);
+        (depth > 0).then_some(usize::from(depth))
+    }
+
+    /// Every word of the allocation as bytes, in little-endian order.
+    fn all_bytes(&self) -> &[u8] {
+        // SAFETY: a `u64` slice is a valid `u8` slice of eight times its length, with no stricter alignment;
+        // the bytes were stored as little-endian words, and every target Cairn builds for is little-endian
+        // (checked at compile time below).
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.words.len() * 8) }
     }
 
     /// The entries, keys and block bytes, as bytes in little-endian order of the words that hold them.
     fn tail(&self) -> &[u8] {
-        let words = self.words.get((self.n + self.s) as usize..).unwrap_or_default();
-        // SAFETY: a `u64` slice is a valid `u8` slice of eight times its length, with no stricter alignment;
-        // the bytes were stored as little-endian words, and every target Cairn builds for is little-endian
-        // (checked at compile time below).
-        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
+        self.all_bytes().get(self.tail_at as usize * 8..).unwrap_or_default()
     }
 
     fn entry(&self, i: usize) -> Option<EntryPos> {
@@ -316,6 +397,19 @@ impl Block {
         let w = key::window(user, common);
         let mut lo = self.first_window_at_least(w);
         let mut hi = self.window_run_end(lo, w);
+        if let Some(depth) = (hi - lo >= LONG_RUN).then(|| self.depth(lo)).flatten() {
+            // Every user key of the run starts with the run's first `depth` bytes: a target that does not is
+            // before or after the whole run. Otherwise the inner windows narrow the run.
+            let shared = key::user_key(self.key(lo)).get(..depth).unwrap_or_default();
+            match user.get(..depth).unwrap_or(user).cmp(shared) {
+                Ordering::Less => return lo,
+                Ordering::Greater => return hi,
+                Ordering::Equal => {}
+            }
+            let w = key::window(user, depth);
+            let run = self.inner().get(lo..hi).unwrap_or_default();
+            (lo, hi) = (lo + run.partition_point(|&x| x < w), lo + run.partition_point(|&x| x <= w));
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if key::compare(self.key(mid), target) == Ordering::Less {
@@ -458,6 +552,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// User keys in groups that share long prefixes: `group` picks one of three prefixes, the same nine
+    /// filler bytes follow, then `tail`; so runs of equal windows are long, and inner windows are built.
+    fn grouped(group: u8, tail: &[u8]) -> Vec<u8> {
+        let mut k = vec![b'r', group];
+        k.extend_from_slice(b"/records/");
+        k.extend_from_slice(tail);
+        k
+    }
+
+    proptest::proptest! {
+        /// The same, for blocks whose long runs of equal windows get inner windows: targets inside a run,
+        /// before and after it, sharing part of its prefix, and shorter than it.
+        #[test]
+        fn seek_through_inner_windows_matches_a_linear_search(
+            users in proptest::collection::btree_set((0u8..3, proptest::collection::vec(0u8..4, 0..10)), 1..80),
+            targets in proptest::collection::vec(
+                (0u8..4, proptest::collection::vec(0u8..4, 0..11), 0usize..14, 0u64..4), 1..40),
+        ) {
+            let mut full: Vec<Vec<u8>> = users.iter().map(|(g, t)| grouped(*g, t)).collect();
+            full.sort();
+            let mut keys = Vec::new();
+            for u in &full {
+                for seq in (1..=2).rev() {
+                    keys.push(internal_key(u, make_trailer(seq, ValueKind::Put)));
+                }
+            }
+            let block = build(&keys);
+            for (g, t, cut, seq) in targets {
+                let whole = grouped(g, &t);
+                for user in [whole.clone(), whole.get(..cut).unwrap_or(&whole).to_vec()] {
+                    let target = internal_key(&user, key::seek_trailer(seq));
+                    let expect = keys.iter().position(|k| key::compare(k, &target) != Ordering::Less);
+                    proptest::prop_assert_eq!(block.seek(&target), expect.unwrap_or(keys.len()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_runs_of_equal_windows_get_inner_windows() {
+        let keys: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| {
+                internal_key(&grouped(i as u8 / 20, format!("job-{i:06}").as_bytes()), make_trailer(1, ValueKind::Put))
+            })
+            .collect();
+        let block = build(&keys);
+        // Two runs of 20 (one per group), each sharing `r`, its group and `/records/job-0000`.
+        assert_eq!(block.inner().len(), 40);
+        assert_eq!(block.depth(0), Some(b"r\0/records/job-0000".len()));
+        assert_eq!(block.depth(39), Some(b"r\x01/records/job-0000".len()));
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(block.seek(k), i);
+            assert_eq!(block.key(i), &k[..]);
+            assert_eq!(block.value(i), format!("v{i}").as_bytes());
+        }
+        // Short runs get none.
+        let block = build(&keys[..LONG_RUN - 1]);
+        assert!(block.inner().is_empty());
+        assert_eq!(block.depth(0), None);
+        // Nor does a run whose shared prefix is too long to note (a block read from disk may hold such
+        // keys); it is searched with full keys, beside a run that has them.
+        let long = vec![7u8; 70_000];
+        let mut keys: Vec<Vec<u8>> = (0..10)
+            .map(|i| internal_key(&grouped(0, format!("{i:03}").as_bytes()), make_trailer(1, ValueKind::Put)))
+            .collect();
+        keys.extend((1..=10).rev().map(|seq| internal_key(&grouped(1, &long), make_trailer(seq, ValueKind::Put))));
+        let block = build(&keys);
+        assert_eq!(block.inner().len(), 20);
+        assert_eq!(block.depth(10), None);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(block.seek(k), i);
+        }
+        assert_eq!(block.seek(&internal_key(&grouped(1, &long), key::seek_trailer(5))), 15);
     }
 
     #[test]
