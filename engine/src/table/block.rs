@@ -79,13 +79,12 @@ const ENTRY_LEN: usize = 12;
 /// pages (the reference count, the windows and the entries sit together):
 ///
 /// ```text
-/// windows [n words] | sample [s words] | inner [d words] | depths [d / 4 words] | entries [n x 12 bytes]
-///   | keys [keys_len bytes] | values' block bytes
+/// windows [n words] | sample [s words] | inner [n words] | inner sample [s words] | runs [n words]
+///   | entries [n x 12 bytes] | keys [keys_len bytes] | values' block bytes
 /// ```
 ///
-/// `inner` and `depths` are there (`d = n`) only if some run of at least [`LONG_RUN`] entries shares one
-/// window: for an entry of such a run, `depths` holds (as a `u16`) the length of the prefix the run's user keys
-/// share and `inner` the window after it; for other entries both are 0.
+/// `s` is 0 for blocks of up to [`SAMPLE_EVERY`] entries. The inner windows, their sample and the runs are
+/// there only if some run of at least [`LONG_RUN`] entries shares one window (see [`inner_windows`]).
 ///
 /// An entry holds the end of its full key in `keys` and its value's range in the block's bytes (`data`);
 /// none of this is on disk. Cloning a block shares the allocation.
@@ -94,7 +93,8 @@ pub(crate) struct Block {
     words: Arc<[u64]>,
     /// Number of entries.
     n: u32,
-    /// Words before the entries: the windows, the sample, and the inner windows and depths if any.
+    /// Words before the entries: the windows and their sample, and the inner windows, their sample and the
+    /// runs if any.
     tail_at: u32,
     /// Length of the prefix shared by every user key of the block (that of its first and last).
     common: u32,
@@ -125,11 +125,14 @@ const SAMPLE_EVERY: usize = 16;
 /// compares at most three full keys.
 const LONG_RUN: usize = 8;
 
-/// The inner windows and depths of a block whose keys (user keys, ascending) have `windows` at `common`:
-/// empty if no run of equal windows is [`LONG_RUN`] long or longer.
-fn inner_windows<'k>(windows: &[u64], user_key: impl Fn(usize) -> &'k [u8]) -> (Vec<u64>, Vec<u16>) {
+/// The inner windows and runs of a block whose keys (user keys, ascending) have `windows`: both empty if no
+/// run of equal windows is [`LONG_RUN`] long or longer. Otherwise one of each per entry; for an entry of a
+/// long run, its inner window is the window after the prefix the run's user keys share, and its run word
+/// holds the run's end (low 32 bits) and that prefix's length (the next 16); both are 0 for other entries
+/// and for a run whose shared prefix is longer than 16 bits can say.
+fn inner_windows<'k>(windows: &[u64], user_key: impl Fn(usize) -> &'k [u8]) -> (Vec<u64>, Vec<u64>) {
     let n = windows.len();
-    let (mut inner, mut depths) = (Vec::new(), Vec::new());
+    let (mut inner, mut runs) = (Vec::new(), Vec::new());
     let mut lo = 0;
     while lo < n {
         let w = windows.get(lo).copied().unwrap_or_default();
@@ -139,18 +142,53 @@ fn inner_windows<'k>(windows: &[u64], user_key: impl Fn(usize) -> &'k [u8]) -> (
             let depth = first.iter().zip(last).take_while(|(a, b)| a == b).count();
             if let Ok(depth) = u16::try_from(depth) {
                 if inner.is_empty() {
-                    (inner, depths) = (vec![0; n], vec![0; n]);
+                    (inner, runs) = (vec![0; n], vec![0; n]);
                 }
                 for i in lo..hi {
-                    if let (Some(x), Some(d)) = (inner.get_mut(i), depths.get_mut(i)) {
-                        (*x, *d) = (key::window(user_key(i), usize::from(depth)), depth);
+                    if let (Some(x), Some(r)) = (inner.get_mut(i), runs.get_mut(i)) {
+                        *x = key::window(user_key(i), usize::from(depth));
+                        *r = hi as u64 | u64::from(depth) << 32;
                     }
                 }
             }
         }
         lo = hi;
     }
-    (inner, depths)
+    (inner, runs)
+}
+
+/// Every `SAMPLE_EVERY`th word of `full`, or none if it has no more than `SAMPLE_EVERY`.
+fn sampled(full: &[u64]) -> Vec<u64> {
+    if full.len() > SAMPLE_EVERY {
+        full.iter().step_by(SAMPLE_EVERY).copied().collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// The first index in `lo..hi` whose word of `full` is `>= w` (or `hi`), where `full` is non-decreasing over
+/// `lo..hi` and `sample[k] = full[k * SAMPLE_EVERY]`: the sampled words in the range are searched first, so
+/// that a long range costs a search of a small, often cached array and then one or two lines of `full`.
+fn sampled_partition(full: &[u64], sample: &[u64], lo: usize, hi: usize, w: u64) -> usize {
+    let (first, end) = (lo.div_ceil(SAMPLE_EVERY), hi.div_ceil(SAMPLE_EVERY).min(sample.len()));
+    let k = first + sample.get(first..end).unwrap_or_default().partition_point(|&x| x < w);
+    // The answer lies after the last sampled word below `w`, and at or before the first one that is not.
+    let from = if k > first { (k - 1) * SAMPLE_EVERY } else { lo };
+    let to = if k < end { k * SAMPLE_EVERY } else { hi };
+    from + full.get(from..to).unwrap_or_default().partition_point(|&x| x < w)
+}
+
+/// The end of the run of words equal to `w` in `full` that starts at `lo` and ends by `hi`, found by
+/// galloping: most runs are short.
+fn run_end(full: &[u64], lo: usize, hi: usize, w: u64) -> usize {
+    let run = full.get(lo..hi).unwrap_or_default();
+    let mut step = 1;
+    while run.get(step - 1).is_some_and(|&x| x == w) {
+        step *= 2;
+    }
+    let known = step / 2;
+    let upto = step.min(run.len());
+    lo + known + run.get(known..upto).unwrap_or_default().partition_point(|&x| x == w)
 }
 
 impl Block {
@@ -214,16 +252,10 @@ impl Block {
         let last = key::user_key(key_of(count - 1));
         let common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
         let windows: Vec<u64> = (0..count).map(|i| key::window(key::user_key(key_of(i)), common)).collect();
-        let sample: Vec<u64> =
-            if count > SAMPLE_EVERY { windows.iter().step_by(SAMPLE_EVERY).copied().collect() } else { Vec::new() };
-        let (inner, depths) = inner_windows(&windows, |i| key::user_key(key_of(i)));
-        let mut bytes = Vec::with_capacity(depths.len() * 2 + count * ENTRY_LEN + keys.len() + data.len());
-        for d in &depths {
-            bytes.extend_from_slice(&d.to_le_bytes());
-        }
-        // Entries start on a word.
-        bytes.resize(bytes.len().next_multiple_of(8), 0);
-        let tail_at = windows.len() + sample.len() + inner.len() + bytes.len() / 8;
+        let sample = sampled(&windows);
+        let (inner, runs) = inner_windows(&windows, |i| key::user_key(key_of(i)));
+        let inner_sample = sampled(&inner);
+        let mut bytes = Vec::with_capacity(count * ENTRY_LEN + keys.len() + data.len());
         for e in &entries {
             for v in [e.key_end, e.value_start, e.value_end] {
                 bytes.extend_from_slice(&v.to_le_bytes());
@@ -231,10 +263,13 @@ impl Block {
         }
         bytes.extend_from_slice(&keys);
         bytes.extend_from_slice(&data);
-        let mut words = Vec::with_capacity(windows.len() + sample.len() + inner.len() + bytes.len().div_ceil(8));
-        words.extend_from_slice(&windows);
-        words.extend_from_slice(&sample);
-        words.extend_from_slice(&inner);
+        let mut words = Vec::with_capacity(
+            windows.len() + sample.len() + inner.len() + inner_sample.len() + runs.len() + bytes.len().div_ceil(8),
+        );
+        for part in [&windows, &sample, &inner, &inner_sample, &runs] {
+            words.extend_from_slice(part);
+        }
+        let tail_at = words.len();
         words.extend(bytes.chunks(8).map(|c| {
             let mut w = [0u8; 8];
             w.get_mut(..c.len()).unwrap_or_default().copy_from_slice(c);
@@ -248,36 +283,43 @@ impl Block {
         self.words.get(..self.n as usize).unwrap_or_default()
     }
 
-    /// Where the sample ends: the windows' and the sample's words.
-    fn sample_end(&self) -> usize {
-        let n = self.n as usize;
-        n + if n > SAMPLE_EVERY { n.div_ceil(SAMPLE_EVERY) } else { 0 }
+    /// Words of a sample of `n` words.
+    fn sample_len(n: usize) -> usize {
+        if n > SAMPLE_EVERY {
+            n.div_ceil(SAMPLE_EVERY)
+        } else {
+            0
+        }
     }
 
     fn sample(&self) -> &[u64] {
-        self.words.get(self.n as usize..self.sample_end()).unwrap_or_default()
+        let n = self.n as usize;
+        self.words.get(n..n + Self::sample_len(n)).unwrap_or_default()
     }
 
-    /// The inner windows: empty, or one per entry.
-    fn inner(&self) -> &[u64] {
-        let start = self.sample_end();
-        if self.tail_at as usize == start {
-            return &[];
-        }
-        self.words.get(start..start + self.n as usize).unwrap_or_default()
+    /// Whether the block has inner windows (see [`inner_windows`]).
+    fn deep(&self) -> bool {
+        let n = self.n as usize;
+        self.tail_at as usize > n + Self::sample_len(n)
     }
 
-    /// The length of the prefix shared by the run of equal windows entry `i` belongs to, if the run has
-    /// inner windows.
-    fn depth(&self, i: usize) -> Option<usize> {
-        let start = self.sample_end() + self.n as usize;
-        if self.tail_at as usize <= start {
-            return None;
+    /// The inner windows, their sample and the runs: empty, or as [`inner_windows`] and [`sampled`] made
+    /// them.
+    fn inner(&self) -> (&[u64], &[u64], &[u64]) {
+        if !self.deep() {
+            return (&[], &[], &[]);
         }
-        let at = (start * 8).checked_add(i.checked_mul(2)?)?;
-        let bytes = self.all_bytes().get(at..at + 2)?;
-        let depth = u16::from_le_bytes([*bytes.first()?, *bytes.get(1)?]);
-        (depth > 0).then_some(usize::from(depth))
+        let (n, s) = (self.n as usize, Self::sample_len(self.n as usize));
+        let at = |start: usize, len: usize| self.words.get(start..start + len).unwrap_or_default();
+        (at(n + s, n), at(2 * n + s, s), at(2 * n + 2 * s, n))
+    }
+
+    /// The end of the run of equal windows entry `i` begins or belongs to, and the length of the prefix its
+    /// user keys share, if the run has inner windows.
+    fn run(&self, i: usize) -> Option<(usize, usize)> {
+        let word = self.inner().2.get(i).copied()?;
+        let depth = (word >> 32) as usize & 0xffff;
+        (depth > 0).then_some(((word & 0xffff_ffff) as usize, depth))
     }
 
     /// Every word of the allocation as bytes, in little-endian order.
@@ -310,29 +352,6 @@ impl Block {
 
     fn data(&self) -> &[u8] {
         self.tail().get(self.n as usize * ENTRY_LEN + self.keys_len as usize..).unwrap_or_default()
-    }
-
-    /// The first entry whose window is `>= w`.
-    fn first_window_at_least(&self, w: u64) -> usize {
-        // sample[k] = windows[k * SAMPLE_EVERY]: the answer lies after the last sampled window below `w`,
-        // and at or before the first sampled one that is not.
-        let (windows, sample) = (self.windows(), self.sample());
-        let k = sample.partition_point(|&x| x < w);
-        let from = k.saturating_sub(1) * SAMPLE_EVERY;
-        let to = if sample.is_empty() { windows.len() } else { (k * SAMPLE_EVERY).min(windows.len()) };
-        from + windows.get(from..to).unwrap_or_default().partition_point(|&x| x < w)
-    }
-
-    /// The end of the run of windows equal to `w` that starts at `lo`, found by galloping: runs are short.
-    fn window_run_end(&self, lo: usize, w: u64) -> usize {
-        let run = self.windows().get(lo..).unwrap_or_default();
-        let mut step = 1;
-        while run.get(step - 1).is_some_and(|&x| x == w) {
-            step *= 2;
-        }
-        let known = step / 2;
-        let upto = step.min(run.len());
-        lo + known + run.get(known..upto).unwrap_or_default().partition_point(|&x| x == w)
     }
 
     pub fn len(&self) -> usize {
@@ -394,21 +413,27 @@ impl Block {
                 Ordering::Equal => {}
             }
         }
+        let (windows, n) = (self.windows(), self.len());
         let w = key::window(user, common);
-        let mut lo = self.first_window_at_least(w);
-        let mut hi = self.window_run_end(lo, w);
-        if let Some(depth) = (hi - lo >= LONG_RUN).then(|| self.depth(lo)).flatten() {
-            // Every user key of the run starts with the run's first `depth` bytes: a target that does not is
-            // before or after the whole run. Otherwise the inner windows narrow the run.
-            let shared = key::user_key(self.key(lo)).get(..depth).unwrap_or_default();
-            match user.get(..depth).unwrap_or(user).cmp(shared) {
-                Ordering::Less => return lo,
-                Ordering::Greater => return hi,
-                Ordering::Equal => {}
+        let mut lo = sampled_partition(windows, self.sample(), 0, n, w);
+        let mut hi;
+        // The run of the target's window, if the block has one, starts at `lo`.
+        match if windows.get(lo) == Some(&w) { self.run(lo) } else { None } {
+            Some((end, depth)) => {
+                // A long run: every user key of it starts with the run's first `depth` bytes, so a target that
+                // does not is before or after the whole run. Otherwise the inner windows narrow the run.
+                let shared = key::user_key(self.key(lo)).get(..depth).unwrap_or_default();
+                match user.get(..depth).unwrap_or(user).cmp(shared) {
+                    Ordering::Less => return lo,
+                    Ordering::Greater => return end,
+                    Ordering::Equal => {}
+                }
+                let (inner, inner_sample, _) = self.inner();
+                let w = key::window(user, depth);
+                lo = sampled_partition(inner, inner_sample, lo, end, w);
+                hi = run_end(inner, lo, end, w);
             }
-            let w = key::window(user, depth);
-            let run = self.inner().get(lo..hi).unwrap_or_default();
-            (lo, hi) = (lo + run.partition_point(|&x| x < w), lo + run.partition_point(|&x| x <= w));
+            None => hi = run_end(windows, lo, n, w),
         }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
@@ -601,9 +626,9 @@ mod tests {
             .collect();
         let block = build(&keys);
         // Two runs of 20 (one per group), each sharing `r`, its group and `/records/job-0000`.
-        assert_eq!(block.inner().len(), 40);
-        assert_eq!(block.depth(0), Some(b"r\0/records/job-0000".len()));
-        assert_eq!(block.depth(39), Some(b"r\x01/records/job-0000".len()));
+        assert_eq!(block.inner().0.len(), 40);
+        assert_eq!(block.run(0), Some((20, b"r\0/records/job-0000".len())));
+        assert_eq!(block.run(39), Some((40, b"r\x01/records/job-0000".len())));
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(block.seek(k), i);
             assert_eq!(block.key(i), &k[..]);
@@ -611,8 +636,8 @@ mod tests {
         }
         // Short runs get none.
         let block = build(&keys[..LONG_RUN - 1]);
-        assert!(block.inner().is_empty());
-        assert_eq!(block.depth(0), None);
+        assert!(block.inner().0.is_empty());
+        assert_eq!(block.run(0), None);
         // Nor does a run whose shared prefix is too long to note (a block read from disk may hold such
         // keys); it is searched with full keys, beside a run that has them.
         let long = vec![7u8; 70_000];
@@ -621,8 +646,8 @@ mod tests {
             .collect();
         keys.extend((1..=10).rev().map(|seq| internal_key(&grouped(1, &long), make_trailer(seq, ValueKind::Put))));
         let block = build(&keys);
-        assert_eq!(block.inner().len(), 20);
-        assert_eq!(block.depth(10), None);
+        assert_eq!(block.inner().0.len(), 20);
+        assert_eq!(block.run(10), None);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(block.seek(k), i);
         }
