@@ -158,8 +158,14 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     }
 
     /// [`ClockCache::get`] that does not wait for a busy shard: `Err(Busy)` (counted as a miss) if its lock
-    /// stayed held through 128 tries (about 1.6 us).
-    pub fn get_unless_busy<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q) -> Result<Option<V>, Busy>
+    /// stayed held through 128 tries (about 1.6 us). `found` sees the value before it is cloned (to start
+    /// loading what the caller reads next while the clone waits for its reference count's line).
+    pub fn get_unless_busy<Q: Hash + Eq + ?Sized>(
+        &self,
+        hash: u64,
+        key: &Q,
+        found: impl FnOnce(&V),
+    ) -> Result<Option<V>, Busy>
     where
         K: Borrow<Q>,
     {
@@ -167,7 +173,15 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
             self.busy.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
         };
-        Ok(Self::lookup_in(&mut shard, key, |_| true, true))
+        Ok(Self::lookup_in(
+            &mut shard,
+            key,
+            |v| {
+                found(v);
+                true
+            },
+            true,
+        ))
     }
 
     /// [`ClockCache::insert`] that does not wait for a busy shard: `Err(Busy)`, and `value` dropped, if its
@@ -425,12 +439,18 @@ mod tests {
         let c = cache(SHARDS * 100);
         c.insert(0, 1, 10, 10);
         let held = c.hold_shard(0);
-        assert_eq!(c.get_unless_busy(0, &1), Err(Busy));
+        let mut seen = Vec::new();
+        assert_eq!(c.get_unless_busy(0, &1, |v| seen.push(*v)), Err(Busy));
         assert_eq!(c.insert_unless_busy(0, 2, 20, 10), Err(Busy));
         // Another shard answers.
-        assert_eq!(c.get_unless_busy(1 << 32, &1), Ok(None));
+        assert_eq!(c.get_unless_busy(1 << 32, &1, |_| ()), Ok(None));
         drop(held);
-        assert_eq!((c.get_unless_busy(0, &1), c.get_unless_busy(0, &2)), (Ok(Some(10)), Ok(None)));
+        assert_eq!(
+            (c.get_unless_busy(0, &1, |v| seen.push(*v)), c.get_unless_busy(0, &2, |v| seen.push(*v))),
+            (Ok(Some(10)), Ok(None))
+        );
+        // Only the lookup that found its value showed it.
+        assert_eq!(seen, [10]);
         assert_eq!(c.insert_unless_busy(0, 2, 20, 10), Ok(()));
         assert_eq!(c.get(0, &2), Some(20));
         // The lookup turned away counts as a miss, as do the two that found nothing.

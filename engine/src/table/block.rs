@@ -114,6 +114,10 @@ const SCAN_PREFETCH_KEYS: usize = 4 * LINE;
 /// as many did no better on `compare`'s range reads.
 const SCAN_PREFETCH_VALUES: usize = 16 * LINE;
 
+/// Bytes of search windows [`Block::prefetch_head`] asks for: all of a block's windows and sample if they
+/// take no more (a data block of up to some 30 small pairs), or else the start of its sample.
+const HEAD_PREFETCH: usize = 4 * LINE;
+
 /// Bytes of a value [`Block::prefetch_value`] asks for: a small value, or the start of a large one.
 const VALUE_PREFETCH: usize = 4 * LINE;
 
@@ -387,6 +391,15 @@ impl Block {
         prefetch_bytes(tail.get(i * ENTRY_LEN..).unwrap_or_default(), SCAN_PREFETCH_POSITIONS);
         prefetch_bytes(self.keys().get(key_start..).unwrap_or_default(), SCAN_PREFETCH_KEYS);
         prefetch_bytes(self.data().get(e.value_start as usize..).unwrap_or_default(), SCAN_PREFETCH_VALUES);
+    }
+
+    /// Starts loading what a seek searches first, up to [`HEAD_PREFETCH`] bytes: the windows and their
+    /// sample if that is all of them, or else the sample. The block cache calls it on the block it found
+    /// before taking a reference, so these lines arrive together with the reference count's.
+    pub fn prefetch_head(&self) {
+        let (n, s) = (self.n as usize, Self::sample_len(self.n as usize));
+        let first = if (n + s) * 8 <= HEAD_PREFETCH { 0 } else { n };
+        prefetch_bytes(self.all_bytes().get(first * 8..(n + s) * 8).unwrap_or_default(), HEAD_PREFETCH);
     }
 
     /// Starts loading the first [`VALUE_PREFETCH`] bytes of entry `i`'s value, which a point read that found

@@ -135,7 +135,7 @@ impl BlockCache {
     /// The data block at `offset` of `table`, unless its shard is busy: a read that gets `Err(Busy)`
     /// decodes the block itself rather than wait for a holder of the shard that may have been preempted.
     pub fn get_unless_busy(&self, table: u64, offset: u64) -> Result<Option<Block>, Busy> {
-        self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset))
+        self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset), Block::prefetch_head)
     }
 
     /// Holds the shard of a data block's key, as a preempted thread would.
