@@ -281,35 +281,30 @@ fn slowed_db(storage: &MemStorage, rate: u64) -> Db {
     db
 }
 
+/// Makes `n` commits of about 20 bytes each, one after another, on a [`slowed_db`] held to `rate` bytes a
+/// second; returns how many of them were slowed and the microseconds they waited.
+fn small_commits_at(rate: u64, n: u32) -> (u64, u64) {
+    let db = slowed_db(&MemStorage::new(), rate);
+    let before = db.stats();
+    for i in 0..n {
+        db.put(i.to_le_bytes(), b"small").unwrap();
+    }
+    let after = db.stats();
+    assert_eq!(db.get((n - 1).to_le_bytes()).unwrap(), Some(b"small".to_vec()));
+    db.close().unwrap();
+    (after.write_slowdowns - before.write_slowdowns, after.write_stall_micros - before.write_stall_micros)
+}
+
 #[test]
 fn writers_are_slowed_only_when_they_outrun_the_slowdown_rate() {
-    // 200 commits of about 20 bytes add 4 KB: at 16 MiB/s, 240 us of writing, within the 1 ms burst.
-    let storage = MemStorage::new();
-    let db = slowed_db(&storage, 16 << 20);
-    let before = db.stats();
-    for i in 0..200u32 {
-        db.put(i.to_le_bytes(), b"small").unwrap();
-    }
-    let stats = db.stats();
-    assert_eq!(stats.write_slowdowns, before.write_slowdowns, "{stats:?}");
-    assert_eq!(stats.write_stall_micros, before.write_stall_micros, "{stats:?}");
-    assert_eq!(db.get(199u32.to_le_bytes()).unwrap(), Some(b"small".to_vec()));
-    db.close().unwrap();
-
-    // At 1 KiB/s each of those commits is some 30 ms of writing, more than the burst: each waits 1 ms.
-    let storage = MemStorage::new();
-    let db = slowed_db(&storage, 1 << 10);
-    let before = db.stats();
-    for i in 0..50u32 {
-        db.put(i.to_le_bytes(), b"small").unwrap();
-    }
-    let stats = db.stats();
-    assert_eq!(stats.write_slowdowns - before.write_slowdowns, 50, "{stats:?}");
-    assert!(stats.write_stall_micros - before.write_stall_micros >= 50 * 1000, "{stats:?}");
-    assert_eq!(db.get(49u32.to_le_bytes()).unwrap(), Some(b"small".to_vec()));
-
+    // 200 commits add 4 KB: at 16 MiB/s, 240 us of writing, within the 1 ms burst.
+    assert_eq!(small_commits_at(16 << 20, 200), (0, 0));
+    // At 1 KiB/s each is some 30 ms of writing, more than the burst: each waits 1 ms.
+    let (slowed, stalled) = small_commits_at(1 << 10, 50);
+    assert_eq!(slowed, 50);
+    assert!(stalled >= 50 * 1000, "{stalled} us");
     assert!(matches!(
-        Db::builder().storage(Arc::new(storage)).level0_slowdown_rate(0).open(Path::new("/other")),
+        Db::builder().storage(Arc::new(MemStorage::new())).level0_slowdown_rate(0).open(Path::new("/db")),
         Err(cairn_engine::OpenError::InvalidOptions(_))
     ));
 }
