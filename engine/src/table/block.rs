@@ -161,13 +161,10 @@ fn inner_windows<'k>(windows: &[u64], user_key: impl Fn(usize) -> &'k [u8]) -> (
     (inner, runs)
 }
 
-/// Every `SAMPLE_EVERY`th word of `full`, or none if it has no more than `SAMPLE_EVERY`.
+/// Every `SAMPLE_EVERY`th word of `full`, or none if it has no more than `SAMPLE_EVERY`
+/// ([`Block::sample_len`] words).
 fn sampled(full: &[u64]) -> Vec<u64> {
-    if full.len() > SAMPLE_EVERY {
-        full.iter().step_by(SAMPLE_EVERY).copied().collect()
-    } else {
-        Vec::new()
-    }
+    full.iter().step_by(SAMPLE_EVERY).take(Block::sample_len(full.len())).copied().collect()
 }
 
 /// The first index in `lo..hi` whose word of `full` is `>= w` (or `hi`), where `full` is non-decreasing over
@@ -287,7 +284,7 @@ impl Block {
         self.words.get(..self.n as usize).unwrap_or_default()
     }
 
-    /// Words of a sample of `n` words.
+    /// Words of the sample of `n` words: none for up to [`SAMPLE_EVERY`], every `SAMPLE_EVERY`th otherwise.
     fn sample_len(n: usize) -> usize {
         if n > SAMPLE_EVERY {
             n.div_ceil(SAMPLE_EVERY)
