@@ -310,6 +310,33 @@ fn writers_are_slowed_only_when_they_outrun_the_slowdown_rate() {
 }
 
 #[test]
+fn a_manual_compaction_finishes_with_level0_at_its_stop_trigger() {
+    // Background compaction never picks level 0, so only the manual compaction can empty it; its own flush
+    // must not wait for the background at the stop trigger.
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .level0_slowdown_trigger(1)
+        .level0_stop_trigger(3)
+        .compaction_policy(Arc::new(LeveledPolicy::new(1000, 1 << 30, 10)))
+        .open(Path::new("/db"))
+        .unwrap();
+    for i in 0..3u32 {
+        db.put(i.to_le_bytes(), b"v").unwrap();
+        db.flush().unwrap();
+    }
+    assert_eq!(db.stats().levels[0].tables, 3);
+    db.put(b"last", b"v").unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let compacting = db.clone();
+    thread::spawn(move || done.send(compacting.compact()).unwrap());
+    finished.recv_timeout(Duration::from_secs(30)).expect("the compaction finished").unwrap();
+    assert_eq!(db.stats().levels[0].tables, 0);
+    assert_eq!(db.get(b"last").unwrap(), Some(b"v".to_vec()));
+    assert_eq!(db.get(2u32.to_le_bytes()).unwrap(), Some(b"v".to_vec()));
+}
+
+#[test]
 fn conditional_writes_make_a_race_free_counter() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();

@@ -303,7 +303,10 @@ impl Inner {
             if !(full || force && !view.mem.is_empty()) {
                 return Ok(());
             }
-            if view.imms.len() >= self.opts.max_immutable_memtables || level0 >= self.opts.level0_stop_trigger {
+            // A manual compaction holds background compactions off and merges level 0 itself: waiting for them
+            // would wait for nothing, and the manual compaction's own flush would wait forever.
+            let level0_full = level0 >= self.opts.level0_stop_trigger && self.bg.lock().manual_compactions == 0;
+            if view.imms.len() >= self.opts.max_immutable_memtables || level0_full {
                 let start = Instant::now();
                 let mut bg = self.bg.lock();
                 if !bg.shutdown {
