@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::prefetch::prefetch;
+
 /// A blocked bloom filter over the user keys of a memtable, so that a point read of a key the memtable does
 /// not hold (the common case for a large store) skips the skip-list descent. Each key sets
 /// [`MemFilter::PROBES`] bits in one 64-bit word; the filter only ever gains bits, so it needs no lock.
@@ -33,6 +35,14 @@ impl MemFilter {
         let (mask, word) = self.mask_and_word(hash);
         if let Some(w) = self.words.get(word) {
             w.fetch_or(mask, Ordering::Release);
+        }
+    }
+
+    /// Starts loading the word a key of hash `hash` sets.
+    pub fn prefetch(&self, hash: u64) {
+        let (_, word) = self.mask_and_word(hash);
+        if let Some(w) = self.words.get(word) {
+            prefetch(w.as_ptr());
         }
     }
 

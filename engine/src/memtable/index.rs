@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::skiplist::Node;
 use crate::format::key;
+use crate::prefetch::prefetch;
 
 /// Slots a key may take, from the one its hash picks: two cache lines.
 const MAX_PROBES: usize = 16;
@@ -168,6 +169,13 @@ impl KeyIndex {
             }
         }
         self.overflowed.store(true, Ordering::Release);
+    }
+
+    /// Starts loading the first slot a key of hash `hash` probes.
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(slot) = self.slot(hash, 0) {
+            prefetch(slot.as_ptr());
+        }
     }
 
     /// The node of the newest version of `user_key` (hash `hash`) that the index holds.

@@ -18,6 +18,9 @@ use skiplist::{Node, SkipList, Target};
 /// Versions of a key newer than a reader's snapshot that a point read walks from the index's newest before
 /// it seeks the first one it may see instead.
 const WALK_BEFORE_SEEK: usize = 16;
+/// Entries ahead of the one being inserted whose key-index slot and filter word [`Memtable::insert_all`]
+/// asks for.
+const LOOKAHEAD: usize = 8;
 
 /// What a point lookup found in one source. The value is whatever the source lends it as: a slice of a
 /// memtable node, a position in a cached block ([`crate::table::BlockValue`]), or owned bytes.
@@ -111,7 +114,15 @@ impl Memtable {
         });
         let mut inserter = self.list.inserter();
         let mut previous: Option<&[u8]> = None;
-        for put in entries.iter() {
+        // The key index's slot and the filter's word of a key are random lines: ask for those of the
+        // entry a few places ahead, so that its misses overlap this entry's insert.
+        for put in entries.iter().take(LOOKAHEAD) {
+            self.prefetch_for(put.hash);
+        }
+        for (i, put) in entries.iter().enumerate() {
+            if let Some(ahead) = entries.get(i + LOOKAHEAD) {
+                self.prefetch_for(ahead.hash);
+            }
             // The filter bit is set before the entry is visible, so a reader that finds the entry through
             // the skip list would also have passed the filter.
             self.filter.add(put.hash);
@@ -123,6 +134,12 @@ impl Memtable {
             }
             previous = Some(put.user_key);
         }
+    }
+
+    /// Starts loading the key index's first slot and the filter's word for a key of hash `hash`.
+    fn prefetch_for(&self, hash: u64) {
+        self.index.prefetch(hash);
+        self.filter.prefetch(hash);
     }
 
     /// The first entry at or after the internal key `target`, if the key index can answer: when the memtable
