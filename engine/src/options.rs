@@ -104,7 +104,9 @@ impl Options {
     /// Size at which the memtable is frozen and flushed to a table. Larger means fewer, larger level-0
     /// tables and a longer WAL replay on open. Each memtable also has, for point reads, a key index of
     /// a sixteenth of this (rounded up to a power of two, at most 16 MiB) and a key filter of a
-    /// thirty-second (likewise, at most 2 MiB). Default: 64 MiB.
+    /// thirty-second (likewise, at most 2 MiB); from the first flush on, the flush thread keeps one more
+    /// of each made ahead, for the next memtable, so that a switch does not map them while writers wait.
+    /// Default: 64 MiB.
     pub fn memtable_size(mut self, bytes: usize) -> Self {
         self.memtable_size = bytes;
         self

@@ -52,6 +52,8 @@ fn flush_loop(inner: &Inner) {
                 inner.bg_cv.wait_for(&mut bg, Duration::from_millis(200));
             }
         };
+        // A switch just froze `imm`: the next one takes a memtable made now, off the writers' path.
+        inner.prepare_memtable();
         if let Err(e) = inner.flush_memtable(&imm) {
             inner.set_poison(&format!("flush failed: {e}"));
         }

@@ -72,6 +72,9 @@ pub(crate) struct Inner {
     pub view: ArcSwap<View>,
     /// Held while a new view is built from the current one and stored ([`Inner::replace_view`]).
     pub view_writer: Mutex<()>,
+    /// An empty memtable made ahead by the flush thread, which the next memtable switch takes instead of
+    /// making one while writers wait (`Inner::prepare_memtable`).
+    pub spare_mem: Mutex<Option<Memtable>>,
     pub versions: Mutex<VersionSet>,
     pub wal: Mutex<WalState>,
     pub commit: CommitQueue,

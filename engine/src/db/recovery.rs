@@ -109,6 +109,7 @@ pub(super) fn open(opts: Options, dir: &Path) -> Result<(Inner, Box<dyn FileLock
         ctx,
         view: ArcSwap::from_pointee(View { mem: Arc::new(mem), imms: Vec::new(), version }),
         view_writer: Mutex::new(()),
+        spare_mem: Mutex::new(None),
         versions: Mutex::new(versions),
         wal: Mutex::new(wal),
         commit: CommitQueue::default(),

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::memtable::Memtable;
 use crate::{Db, Durability, MemStorage, StorageError, WriteBatch};
 
 fn mem_db() -> Db {
@@ -111,6 +112,36 @@ fn a_flush_puts_its_blocks_in_the_cache() {
         } else {
             // 2000 pairs of about 110 bytes in blocks of 4 KiB: some 55 blocks, each missed once.
             assert!(misses >= 40 && hits + misses == 2000, "hits {hits}, misses {misses}");
+        }
+    }
+}
+
+/// The flush thread makes the next memtable while it flushes the last, and the next memtable switch takes
+/// it: writers do not wait for a memtable's key index and filter to be mapped.
+#[test]
+fn a_memtable_switch_takes_the_memtable_made_ahead() {
+    let db = mem_db();
+    assert!(db.inner().spare_mem.lock().is_none(), "nothing is made ahead before a flush");
+    let fill = |round: u32| {
+        let mut batch = WriteBatch::new();
+        for i in 0..200u32 {
+            batch.put(format!("key-{round}-{i:05}"), vec![round as u8; 400]);
+        }
+        db.write(batch).unwrap();
+    };
+    fill(0);
+    db.flush().unwrap();
+    let spare = db.inner().spare_mem.lock().as_ref().map(Memtable::identity);
+    assert!(spare.is_some(), "the flush thread made a memtable ahead");
+    assert_ne!(spare, Some(db.inner().current_view().mem.identity()));
+    // Past the memtable's size, the next write switches to the memtable made ahead.
+    fill(1);
+    fill(2);
+    assert_eq!(Some(db.inner().current_view().mem.identity()), spare);
+    db.flush().unwrap();
+    for round in 0..3u32 {
+        for i in (0..200u32).step_by(37) {
+            assert_eq!(db.get(format!("key-{round}-{i:05}")).unwrap(), Some(vec![round as u8; 400]));
         }
     }
 }

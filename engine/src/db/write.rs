@@ -347,10 +347,26 @@ impl Inner {
             debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
             let mut imms = current.imms.clone();
             imms.push(current.mem.clone());
-            View { mem: Arc::new(Memtable::new(self.opts.memtable_size)), imms, version: current.version.clone() }
+            View { mem: Arc::new(self.take_memtable()), imms, version: current.version.clone() }
         });
         self.bg_cv.notify_all();
         Ok(())
+    }
+
+    /// The memtable made ahead ([`Inner::prepare_memtable`]), or a new one.
+    fn take_memtable(&self) -> Memtable {
+        self.spare_mem.lock().take().unwrap_or_else(|| Memtable::new(self.opts.memtable_size))
+    }
+
+    /// Makes the next memtable switch's memtable ahead, unless one is ready. Making one maps its key index
+    /// and filter (6 MiB for a 64 MiB memtable: about 1.2 ms of page faults here), which a switch would
+    /// otherwise do while every writer waits for it.
+    pub(super) fn prepare_memtable(&self) {
+        if self.spare_mem.lock().is_some() {
+            return;
+        }
+        let mem = Memtable::new(self.opts.memtable_size);
+        self.spare_mem.lock().get_or_insert(mem);
     }
 
     /// Freezes the memtable if it holds anything and waits until every frozen memtable is flushed.
