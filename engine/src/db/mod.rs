@@ -74,7 +74,7 @@ pub(crate) struct Inner {
     pub view_writer: Mutex<()>,
     /// An empty memtable made ahead by the flush thread, which the next memtable switch takes instead of
     /// making one while writers wait (`Inner::prepare_memtable`).
-    pub spare_mem: Mutex<Option<Memtable>>,
+    pub spare_mem: Mutex<Option<Arc<Memtable>>>,
     pub versions: Mutex<VersionSet>,
     pub wal: Mutex<WalState>,
     pub commit: CommitQueue,

@@ -347,15 +347,15 @@ impl Inner {
             debug_assert!(Arc::ptr_eq(&current.mem, &view.mem), "only the commit leader switches memtables");
             let mut imms = current.imms.clone();
             imms.push(current.mem.clone());
-            View { mem: Arc::new(self.take_memtable()), imms, version: current.version.clone() }
+            View { mem: self.take_memtable(), imms, version: current.version.clone() }
         });
         self.bg_cv.notify_all();
         Ok(())
     }
 
     /// The memtable made ahead ([`Inner::prepare_memtable`]), or a new one.
-    fn take_memtable(&self) -> Memtable {
-        self.spare_mem.lock().take().unwrap_or_else(|| Memtable::new(self.opts.memtable_size))
+    fn take_memtable(&self) -> Arc<Memtable> {
+        self.spare_mem.lock().take().unwrap_or_else(|| Arc::new(Memtable::new(self.opts.memtable_size)))
     }
 
     /// Makes the next memtable switch's memtable ahead, unless one is ready. Making one maps its key index
@@ -365,7 +365,7 @@ impl Inner {
         if self.spare_mem.lock().is_some() {
             return;
         }
-        let mem = Memtable::new(self.opts.memtable_size);
+        let mem = Arc::new(Memtable::new(self.opts.memtable_size));
         self.spare_mem.lock().get_or_insert(mem);
     }
 

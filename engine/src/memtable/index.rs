@@ -171,12 +171,6 @@ impl KeyIndex {
         self.overflowed.store(true, Ordering::Release);
     }
 
-    /// The address of the slots.
-    #[cfg(test)]
-    pub fn identity(&self) -> usize {
-        self.slots.as_ptr().addr()
-    }
-
     /// Starts loading the first slot a key of hash `hash` probes.
     pub fn prefetch(&self, hash: u64) {
         if let Some(slot) = self.slot(hash, 0) {

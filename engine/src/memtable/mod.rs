@@ -136,12 +136,6 @@ impl Memtable {
         }
     }
 
-    /// The address of the key index's slots, which moving the memtable does not change: tells memtables apart.
-    #[cfg(test)]
-    pub fn identity(&self) -> usize {
-        self.index.identity()
-    }
-
     /// Starts loading the key index's first slot and the filter's word for a key of hash `hash`.
     fn prefetch_for(&self, hash: u64) {
         self.index.prefetch(hash);
