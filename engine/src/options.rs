@@ -46,6 +46,7 @@ pub struct Options {
     pub(crate) ingest_threshold: usize,
     pub(crate) cache_flushed_blocks: bool,
     pub(crate) compaction_policy: Arc<dyn CompactionPolicy>,
+    pub(crate) table_partitions: Option<fn(&[u8]) -> usize>,
     pub(crate) storage: Arc<dyn Storage>,
 }
 
@@ -71,6 +72,7 @@ impl Default for Options {
             ingest_threshold: 16 << 20,
             cache_flushed_blocks: true,
             compaction_policy: Arc::new(LeveledPolicy::default()),
+            table_partitions: None,
             storage: Arc::new(FsStorage),
         }
     }
@@ -161,8 +163,8 @@ impl Options {
 
     /// Most bytes of input tables one background compaction takes, so that its extra disk space (its
     /// outputs exist next to its inputs until it installs) and its run time stay bounded. A compaction
-    /// still takes at least one table of the upper level with the tables of the next level it overlaps,
-    /// even if they add up to more. Level 0 compacts its oldest tables first, as many as fit. `Db::compact`
+    /// still takes at least one table of the upper level with the tables of the next level that hold its
+    /// keys, even if they add up to more. Level 0 compacts its oldest tables first, as many as fit. `Db::compact`
     /// is not capped. Default: 25 × [`Options::table_size`] (1.6 GiB with the default table size).
     pub fn max_compaction_bytes(mut self, bytes: u64) -> Self {
         self.max_compaction_bytes = Some(bytes);
@@ -227,6 +229,18 @@ impl Options {
     /// 256 MiB, x10 per level, tables compacted for their tombstones from a tombstone ratio of 0.5).
     pub fn compaction_policy(mut self, policy: Arc<dyn CompactionPolicy>) -> Self {
         self.compaction_policy = policy;
+        self
+    }
+
+    /// How keys fall into partitions: `prefix_len(key)` is the length of the prefix that names `key`'s
+    /// partition (clamped to the key's length). The tables compactions write never hold keys of two
+    /// partitions, so that a compaction leaves alone the tables of partitions its upper level's tables hold
+    /// no key of. Layers that keep unrelated kinds of keys side by side (records, index entries, a log of
+    /// changes) set it; level-0 tables, one per flush, are not split. The function is not stored: a database
+    /// opened with another one (or none) reads the same, and only what compactions write from then on is
+    /// split differently. Default: none (tables are cut by [`Options::table_size`] only).
+    pub fn table_partitions(mut self, prefix_len: fn(&[u8]) -> usize) -> Self {
+        self.table_partitions = Some(prefix_len);
         self
     }
 

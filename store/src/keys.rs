@@ -41,6 +41,23 @@ const TAG_NUMBER: u8 = 0x30;
 const TAG_STRING: u8 = 0x40;
 const TAG_OTHER: u8 = 0x50;
 
+/// The length of the prefix that names `key`'s partition, for the engine's
+/// [`table_partitions`](cairn_engine::Options::table_partitions): a collection's records, each of its
+/// indexes, the change feed, and each kind of `0x00` entry (the record counts, the metrics' blocks, ...)
+/// are partitions of their own, so that a compaction that merges new index entries leaves the tables of
+/// records and changes alone.
+pub(crate) fn partition_len(key: &[u8]) -> usize {
+    // Up to and including the `n`-th zero byte after the first byte, or the whole key.
+    let through_zero = |n: usize| {
+        key.iter().enumerate().skip(1).filter(|(_, b)| **b == 0).nth(n - 1).map_or(key.len(), |(i, _)| i + 1)
+    };
+    match key.first() {
+        Some(0x00) | Some(&RECORD) => through_zero(1),
+        Some(&INDEX) => through_zero(2),
+        _ => key.len().min(1),
+    }
+}
+
 pub(crate) fn catalog_key(collection: &str) -> Vec<u8> {
     [CATALOG, collection.as_bytes()].concat()
 }
@@ -198,6 +215,26 @@ pub(crate) fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn each_kind_of_key_is_a_partition_of_its_own() {
+        let part = |k: &[u8]| k.get(..partition_len(k)).unwrap_or_default().to_vec();
+        let doc = json!({"status": "PENDING", "owner": "ada"});
+        // A collection's records; each of its indexes; another collection's records.
+        assert_eq!(part(&record_key("jobs", "j-1")), record_prefix("jobs"));
+        assert_eq!(part(&record_key("jobs", "j-2")), record_prefix("jobs"));
+        assert_ne!(part(&record_key("runs", "j-1")), record_prefix("jobs"));
+        let status = index_key("jobs", "status", &["status".to_owned()], &doc, "j-1");
+        let owner = index_key("jobs", "owner", &["owner".to_owned()], &doc, "j-1");
+        assert_eq!(part(&status), index_prefix("jobs", "status"));
+        assert_eq!(part(&owner), index_prefix("jobs", "owner"));
+        // Bookkeeping entries by kind, the change feed as one.
+        assert_eq!(part(&[count_prefix("jobs"), vec![0; 12]].concat()), COUNTS);
+        assert_eq!(part(&catalog_key("jobs")), CATALOG);
+        assert_eq!(part(TRIMMED), TRIMMED);
+        assert_eq!(part(&crate::changes::seq_key(7)), CHANGES);
+        assert_eq!(partition_len(b""), 0);
+    }
 
     fn enc(v: Option<&Value>) -> Vec<u8> {
         let mut out = Vec::new();

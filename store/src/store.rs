@@ -180,7 +180,16 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) a store in directory `path` with default options.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
-        Store::with_db(Db::open(path)?, StoreOptions::default())
+        Store::with_db(Store::engine_options().open(path.as_ref())?, StoreOptions::default())
+    }
+
+    /// The engine's default options with what a store's database wants: its compactions keep records,
+    /// each index, the change feed and each kind of bookkeeping entry in tables of their own
+    /// ([`table_partitions`](cairn_engine::Options::table_partitions)), so that merging new index entries
+    /// into level 1 does not rewrite the records and changes beside them. Open the [`Db`] given to
+    /// [`Store::with_db`] with these (adjusted as needed).
+    pub fn engine_options() -> cairn_engine::Options {
+        Db::builder().table_partitions(keys::partition_len)
     }
 
     /// A store over an open database, loading its catalog.

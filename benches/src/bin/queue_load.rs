@@ -139,7 +139,7 @@ struct Cairn(JobQueue);
 
 impl Cairn {
     fn open(dir: &Path, opts: QueueOptions) -> Result<Self, Failure> {
-        let store = Store::with_db(Db::open(dir)?, StoreOptions::default())?;
+        let store = Store::with_db(Store::engine_options().open(dir)?, StoreOptions::default())?;
         Ok(Self(JobQueue::open(store, opts)?))
     }
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use cairn_engine::{Db, Durability, WriteBatch};
+use cairn_engine::{Db, Durability, Options, WriteBatch};
 use cairn_platform::Job;
 use cairn_store::{Collection, Query, Store, StoreOptions};
 
@@ -14,9 +14,9 @@ use super::{Checksum, Compacted, DocEngine, DocSession, KvEngine, KvReader, KvWr
 
 /// Opens the database; `ingest: false` turns table ingest off, so that large batches go through the WAL
 /// and the memtable like small ones.
-fn open_db(dir: &Path, durable: bool, cache_bytes: usize, ingest: bool) -> Result<Db> {
+fn open_db(dir: &Path, durable: bool, cache_bytes: usize, ingest: bool, options: Options) -> Result<Db> {
     let durability = if durable { Durability::Immediate } else { Durability::None };
-    let mut options = Db::builder().durability(durability).block_cache_size(cache_bytes);
+    let mut options = options.durability(durability).block_cache_size(cache_bytes);
     if !ingest {
         options = options.ingest_threshold(usize::MAX);
     }
@@ -32,7 +32,7 @@ impl CairnKv {
     /// Opens the database in `dir`; with `ingest` a batch of at least `Options::ingest_threshold` bytes
     /// (16 MiB) is written straight to tables, without it through the WAL and the memtable.
     pub fn open(dir: &Path, durable: bool, cache_bytes: usize, ingest: bool) -> Result<Self> {
-        Ok(Self { db: open_db(dir, durable, cache_bytes, ingest)? })
+        Ok(Self { db: open_db(dir, durable, cache_bytes, ingest, Db::builder())? })
     }
 }
 
@@ -142,7 +142,7 @@ impl CairnDocs {
     /// Opens the store in `dir` and declares the `jobs` collection.
     pub fn open(dir: &Path, durable: bool, cache_bytes: usize) -> Result<Self> {
         let records = RECORD_CACHE.min(cache_bytes / 2);
-        let db = open_db(dir, durable, cache_bytes - records, true)?;
+        let db = open_db(dir, durable, cache_bytes - records, true, Store::engine_options())?;
         let store = Store::with_db(db, StoreOptions::default().record_cache_size(records))?;
         let jobs = store.collection::<Job>()?;
         Ok(Self { store, jobs })

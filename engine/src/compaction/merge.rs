@@ -25,6 +25,10 @@ pub(crate) struct TableSettings {
     /// The cache the outputs' data blocks go into as they are written, if any
     /// ([`TableBuilder::cache_blocks`]).
     pub cache_blocks: Option<Arc<BlockCache>>,
+    /// Outputs never hold keys of two partitions ([`Options::table_partitions`](crate::Options::table_partitions)).
+    pub partitions: Option<fn(&[u8]) -> usize>,
+    /// User keys, ascending, before which an output is cut: no output holds keys on both sides of one.
+    pub cuts: Vec<Vec<u8>>,
 }
 
 /// What may be dropped.
@@ -125,11 +129,27 @@ fn merge_into(
     let mut current: Option<Vec<u8>> = None;
     let mut newer_seq = u64::MAX;
     let mut pacer = Pacer::new(Instant::now, std::thread::yield_now);
+    // The next cut not yet passed, and the partition prefix of the keys of the output being written.
+    let mut next_cut = 0;
+    let mut partition: Vec<u8> = Vec::new();
     while let Some(ikey) = merged.key() {
         pacer.entry();
         let (ukey, trailer) = key::split(ikey);
         if current.as_deref() != Some(ukey) {
-            if builder.as_ref().is_some_and(|(_, b)| b.estimated_size() >= settings.table_size) {
+            let mut cut = builder.as_ref().is_some_and(|(_, b)| b.estimated_size() >= settings.table_size);
+            while settings.cuts.get(next_cut).is_some_and(|c| c.as_slice() <= ukey) {
+                next_cut += 1;
+                cut = true;
+            }
+            if let Some(prefix_len) = settings.partitions {
+                let prefix = ukey.get(..prefix_len(ukey)).unwrap_or(ukey);
+                if prefix != partition.as_slice() {
+                    partition.clear();
+                    partition.extend_from_slice(prefix);
+                    cut = true;
+                }
+            }
+            if cut {
                 if let Some((number, b)) = builder.take() {
                     outputs.push(meta(number, b.finish()?));
                 }

@@ -74,11 +74,12 @@ impl TableInfo {
 
 /// A compaction to run: merge `inputs` (table numbers at `level`) into `output_level`.
 ///
-/// * `output_level == level + 1`: the engine adds the tables of `output_level` that overlap the inputs. For
-///   level 0, whose tables overlap each other, it takes the oldest level-0 tables (at least one, then as
-///   many as fit in [`Options::max_compaction_bytes`](crate::Options::max_compaction_bytes) with the
-///   level-1 tables they overlap). Deeper levels take the named tables in key order while they fit, at
-///   least one. A single input that overlaps nothing below is moved instead of rewritten.
+/// * `output_level == level + 1`: the engine adds the tables of `output_level` that hold a key of an input
+///   (tables inside the inputs' key range that hold none of their keys stay, and no output runs across
+///   them). For level 0, whose tables overlap each other, it takes the oldest level-0 tables (at least one,
+///   then as many as fit in [`Options::max_compaction_bytes`](crate::Options::max_compaction_bytes) with
+///   the level-1 tables that hold their keys). Deeper levels take the named tables in key order while they
+///   fit, at least one. A single input that overlaps nothing below is moved instead of rewritten.
 /// * `output_level == level` (level 1 or deeper, exactly one input): the table is rewritten in place,
 ///   dropping the versions no snapshot sees and the tombstones that hide nothing deeper. Used to reclaim
 ///   the space of tombstones at the bottom of the tree.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::compaction::merge::{merge, DropRules, TableSettings};
 use crate::compaction::{CompactionTask, LevelInfo, TableInfo};
 use crate::error::StorageError;
+use crate::format::key;
 use crate::format::names::{self, FileKind};
 use crate::iter::{MemSource, Source};
 use crate::manifest::VersionEdit;
@@ -137,6 +138,8 @@ impl Inner {
             bits_per_key: self.opts.bloom_bits_per_key,
             table_size,
             cache_blocks: None,
+            partitions: None,
+            cuts: Vec::new(),
         }
     }
 
@@ -253,11 +256,6 @@ impl Inner {
             return Ok(false);
         }
         let cap = self.opts.compaction_cap();
-        let below_of = |inputs: &[Arc<TableHandle>]| {
-            let lo = inputs.iter().map(|t| t.smallest_user()).min().unwrap_or_default();
-            let hi = inputs.iter().map(|t| t.largest_user()).max().unwrap_or_default();
-            version.overlapping(output_level, lo, hi)
-        };
         let bytes = |ts: &[Arc<TableHandle>]| ts.iter().map(|t| t.meta.size).sum::<u64>();
         // Level-0 tables overlap, so they go oldest first: a newer one left behind stays above the output,
         // where it belongs. Deeper levels take the named tables in key order. Either way as many as fit in
@@ -268,10 +266,19 @@ impl Inner {
             tables.iter().filter(|t| task.inputs.contains(&t.meta.number)).cloned().collect()
         };
         let mut inputs: Vec<Arc<TableHandle>> = Vec::new();
-        let mut below = Vec::new();
+        // The tables below that hold an input's key are merged; the others stay, even inside the inputs'
+        // key range (a level-0 table holds keys from across the key space, most of it empty of them).
+        let mut below: Vec<Arc<TableHandle>> = Vec::new();
         for t in candidates {
+            let mut wider = below.clone();
+            for b in version.overlapping(output_level, t.smallest_user(), t.largest_user()) {
+                if !wider.iter().any(|w| w.meta.number == b.meta.number)
+                    && holds_key_in(&t, b.smallest_user(), b.largest_user())?
+                {
+                    wider.push(b);
+                }
+            }
             inputs.push(t);
-            let wider = below_of(&inputs);
             if inputs.len() > 1 && bytes(&inputs) + bytes(&wider) > cap {
                 inputs.pop();
                 break;
@@ -281,10 +288,13 @@ impl Inner {
         if inputs.is_empty() {
             return Ok(false);
         }
+        below.sort_by(|a, b| key::compare(&a.meta.smallest, &b.meta.smallest));
+        let lo = inputs.iter().map(|t| t.smallest_user()).min().unwrap_or_default();
+        let hi = inputs.iter().map(|t| t.largest_user()).max().unwrap_or_default();
         let mut edit = VersionEdit::default();
         edit.removed.extend(inputs.iter().map(|t| (level, t.meta.number)));
         edit.removed.extend(below.iter().map(|t| (output_level, t.meta.number)));
-        if level > 0 && inputs.len() == 1 && below.is_empty() {
+        if level > 0 && inputs.len() == 1 && version.overlapping(output_level, lo, hi).is_empty() {
             edit.added.extend(inputs.iter().map(|t| (output_level, t.meta.clone())));
             self.install(edit, None)?;
             Counters::add(&self.counters.trivial_moves, 1);
@@ -299,7 +309,16 @@ impl Inner {
             sources.push(Box::new(LevelIter::for_compaction(below.clone())));
         }
         let read: u64 = inputs.iter().chain(&below).map(|t| t.meta.size).sum();
-        self.merge_and_install(version, sources, output_level, edit, read)?;
+        // The tables that stay keep the level disjoint: no output runs across one.
+        let cuts = version
+            .levels
+            .get(output_level)
+            .into_iter()
+            .flatten()
+            .filter(|t| !below.iter().any(|b| b.meta.number == t.meta.number))
+            .map(|t| t.smallest_user().to_vec())
+            .collect();
+        self.merge_and_install(version, sources, output_level, edit, read, cuts)?;
         Ok(true)
     }
 
@@ -315,7 +334,7 @@ impl Inner {
         };
         let edit = VersionEdit { removed: vec![(level, number)], ..VersionEdit::default() };
         let sources: Vec<Box<dyn Source>> = vec![Box::new(TableIter::for_compaction(table.reader()?.clone()))];
-        self.merge_and_install(version, sources, level, edit, table.meta.size)?;
+        self.merge_and_install(version, sources, level, edit, table.meta.size, Vec::new())?;
         Ok(true)
     }
 
@@ -326,13 +345,13 @@ impl Inner {
         output_level: usize,
         mut edit: VersionEdit,
         bytes_read: u64,
+        cuts: Vec<Vec<u8>>,
     ) -> Result<(), StorageError> {
         let rules =
             DropRules { smallest_snapshot: self.oldest_snapshot(), tombstones_below: Some((version, output_level)) };
-        let outputs =
-            merge(&*self.storage, &self.dir, sources, &self.table_settings(self.opts.table_size), &rules, &mut || {
-                self.next_file_number()
-            })?;
+        let settings =
+            TableSettings { partitions: self.opts.table_partitions, cuts, ..self.table_settings(self.opts.table_size) };
+        let outputs = merge(&*self.storage, &self.dir, sources, &settings, &rules, &mut || self.next_file_number())?;
         self.storage.sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
         let written: u64 = outputs.iter().map(|m| m.size).sum();
         edit.added.extend(outputs.into_iter().map(|m| (output_level, m)));
@@ -368,6 +387,16 @@ impl Inner {
             ..VersionEdit::default()
         };
         let read = tables.iter().map(|(_, t)| t.meta.size).sum();
-        self.merge_and_install(&version, sources, output_level, edit, read)
+        self.merge_and_install(&version, sources, output_level, edit, read, Vec::new())
     }
+}
+
+/// Whether `table` holds an entry (of any version, tombstones included) whose user key is in `[lo, hi]`.
+fn holds_key_in(table: &TableHandle, lo: &[u8], hi: &[u8]) -> Result<bool, StorageError> {
+    if table.smallest_user() > hi || table.largest_user() < lo {
+        return Ok(false);
+    }
+    let mut iter = TableIter::for_compaction(table.reader()?.clone());
+    iter.seek(Some(&key::internal_key(lo, key::seek_trailer(u64::MAX))))?;
+    Ok(iter.key().is_some_and(|k| key::user_key(k) <= hi))
 }

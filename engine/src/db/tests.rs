@@ -323,3 +323,101 @@ fn a_large_synced_group_starts_writing_its_wal_append_before_its_sync() {
         assert_eq!(db.get(format!("{tag}-0009")).unwrap().as_deref(), Some(tag.as_bytes()));
     }
 }
+
+/// A database that compacts level 0 into level 1 after every flush, and whose compactions split their
+/// outputs by `partitions` if given.
+fn compacting_db(partitions: Option<fn(&[u8]) -> usize>) -> Db {
+    let mut options = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .compaction_policy(Arc::new(crate::LeveledPolicy::new(1, 1 << 30, 10)));
+    if let Some(p) = partitions {
+        options = options.table_partitions(p);
+    }
+    options.open(Path::new("/db")).unwrap()
+}
+
+/// Writes `keys` (each its own value), flushes them to a level-0 table and waits for the background
+/// compaction to empty level 0.
+fn write_and_compact(db: &Db, keys: &[String]) {
+    let mut batch = WriteBatch::new();
+    for k in keys {
+        batch.put(k, k.as_bytes());
+    }
+    db.write(batch).unwrap();
+    db.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while db.stats().levels.first().is_some_and(|l| l.tables > 0) {
+        assert!(std::time::Instant::now() < deadline, "level 0 was not compacted");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Level 1 as (table number, smallest user key, largest user key), checked sorted and disjoint.
+fn level1(db: &Db) -> Vec<(u64, Vec<u8>, Vec<u8>)> {
+    let version = db.inner().current_view().version.clone();
+    let tables: Vec<_> = version.levels[1]
+        .iter()
+        .map(|t| (t.meta.number, t.smallest_user().to_vec(), t.largest_user().to_vec()))
+        .collect();
+    for pair in tables.windows(2) {
+        assert!(pair[0].2 < pair[1].1, "level 1 overlaps: {tables:?}");
+    }
+    tables
+}
+
+fn keys(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+/// An L0→L1 compaction merges the level-1 tables that hold one of its inputs' keys, not every table in
+/// their key range: a level-1 table inside the range that holds none of them stays as it is, and no output
+/// runs across it.
+#[test]
+fn a_compaction_leaves_the_tables_below_that_hold_none_of_its_keys() {
+    let db = compacting_db(None);
+    write_and_compact(&db, &keys("m", 0..200));
+    let before = level1(&db);
+    assert_eq!(before.len(), 1);
+    // A level-0 table from `a-0001` to `z-0001`, around the `m` table but holding none of its keys.
+    write_and_compact(&db, &["a-0001".to_owned(), "z-0001".to_owned()]);
+    let after = level1(&db);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after[1], before[0], "the table of `m` keys stays");
+    assert_eq!((after[0].1.as_slice(), after[2].2.as_slice()), (&b"a-0001"[..], &b"z-0001"[..]));
+    for k in keys("m", 0..200).iter().chain(&["a-0001".to_owned(), "z-0001".to_owned()]) {
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(k.as_bytes()), "{k}");
+    }
+    // A key inside the `m` table's range does merge it.
+    write_and_compact(&db, &["m-0100x".to_owned()]);
+    let last = level1(&db);
+    assert!(last.iter().all(|t| t.0 != before[0].0), "the `m` table is merged: {last:?}");
+    assert_eq!(db.get("m-0100x").unwrap().as_deref(), Some(&b"m-0100x"[..]));
+    assert_eq!(db.get("m-0199").unwrap().as_deref(), Some(&b"m-0199"[..]));
+}
+
+/// With `table_partitions`, compactions never write keys of two partitions into one table, so new keys in
+/// one partition leave another's tables alone even where a level-0 table spans both.
+#[test]
+fn compactions_keep_partitions_in_tables_of_their_own() {
+    // The first byte names the partition.
+    let db = compacting_db(Some(|k: &[u8]| k.len().min(1)));
+    let mut first: Vec<String> = keys("a", 0..200);
+    first.extend(keys("m", 0..200));
+    write_and_compact(&db, &first);
+    let before = level1(&db);
+    assert_eq!(before.len(), 2, "one table per partition: {before:?}");
+    assert!(before.iter().all(|t| t.1[0] == t.2[0]), "{before:?}");
+    // New `a` keys and `m` keys past the last: the `a` table is merged, the `m` table stays.
+    write_and_compact(&db, &["a-0050x".to_owned(), "m-0500".to_owned()]);
+    let after = level1(&db);
+    assert!(after.iter().all(|t| t.1[0] == t.2[0]), "{after:?}");
+    assert!(after.contains(&before[1]), "the `m` table stays: {after:?}");
+    assert!(!after.contains(&before[0]), "the `a` table is merged: {after:?}");
+    for k in first.iter().chain(&["a-0050x".to_owned(), "m-0500".to_owned()]) {
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(k.as_bytes()), "{k}");
+    }
+    let scanned: Vec<_> = db.range::<&[u8], _>(..).unwrap().map(|p| p.unwrap().0).collect();
+    assert_eq!(scanned.len(), 402);
+    assert!(scanned.windows(2).all(|w| w[0] < w[1]));
+}

@@ -186,6 +186,8 @@ fn open(fs: &MemStorage, compression: bool) -> Db {
         .compression(if compression { Compression::Zstd { level: 1 } } else { Compression::None })
         .level0_slowdown_trigger(6)
         .level0_stop_trigger(10)
+        // Compactions cut their outputs between the key groups `key/0x/` .. `key/0f/`.
+        .table_partitions(|k| k.len().min(7))
         // Larger batches are ingested as tables.
         .ingest_threshold(512)
         .open(Path::new("/db"))

@@ -68,7 +68,7 @@ pub fn run(args: &BackupArgs) -> Result<(), Failure> {
 
 /// Opens the store in `dir`, copies it to `to` and checks the copy.
 fn backup_here(dir: &std::path::Path, to: &std::path::Path) -> Result<Value, Failure> {
-    let db = cairn_engine::Db::builder().create_if_missing(false).open(dir).map_err(|e| match e {
+    let db = cairn_store::Store::engine_options().create_if_missing(false).open(dir).map_err(|e| match e {
         OpenError::Locked { .. } => Failure::new(
             format_args!("cannot open {}", dir.display()),
             "a running server holds it: use `cairn backup --server URL`",

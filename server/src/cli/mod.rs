@@ -106,7 +106,7 @@ impl fmt::Display for Failure {
 
 /// Opens an existing database; the inspection commands never create one.
 fn open_existing(dir: &Path) -> Result<cairn_engine::Db, Failure> {
-    cairn_engine::Db::builder()
+    cairn_store::Store::engine_options()
         .create_if_missing(false)
         .open(dir)
         .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))

@@ -410,7 +410,7 @@ fn init_logging() {
 }
 
 fn open(dir: &Path, create: bool) -> Result<Store, Failure> {
-    let db = cairn_engine::Db::builder()
+    let db = Store::engine_options()
         .create_if_missing(create)
         .open(dir)
         .map_err(|e| Failure::new(format_args!("cannot open {}", dir.display()), e))?;

@@ -34,7 +34,6 @@ use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use cairn_store::artifacts::{ArtifactOptions, Artifacts};
-use cairn_store::engine::Db;
 use cairn_store::{Store, StoreOptions};
 use tokio::sync::watch;
 
@@ -317,7 +316,7 @@ async fn open_backend(opts: &ServeOptions) -> Result<Opened, ServeError> {
     let blobs = data.join("blobs");
     let store_opts = config.changes.apply(StoreOptions::default());
     let path = data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::with_db(Db::open(&path)?, store_opts))
+    let store = tokio::task::spawn_blocking(move || Store::with_db(Store::engine_options().open(&path)?, store_opts))
         .await
         .map_err(|e| io("the task opening the data directory failed")(std::io::Error::other(e)))?
         .map_err(|source| ServeError::Open { path: data, source })?;
