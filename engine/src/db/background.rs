@@ -391,11 +391,9 @@ impl Inner {
     }
 }
 
-/// Whether `table` holds an entry (of any version, tombstones included) whose user key is in `[lo, hi]`.
+/// Whether `table` holds an entry (of any version, tombstones included) whose user key is in `[lo, hi]`: one
+/// seek, so callers ask only about ranges that meet the table's.
 fn holds_key_in(table: &TableHandle, lo: &[u8], hi: &[u8]) -> Result<bool, StorageError> {
-    if table.smallest_user() > hi || table.largest_user() < lo {
-        return Ok(false);
-    }
     let mut iter = TableIter::for_compaction(table.reader()?.clone());
     iter.seek(Some(&key::internal_key(lo, key::seek_trailer(u64::MAX))))?;
     Ok(iter.key().is_some_and(|k| key::user_key(k) <= hi))

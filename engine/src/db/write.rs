@@ -365,6 +365,7 @@ impl Inner {
         if self.spare_mem.lock().is_some() {
             return;
         }
+        // Made outside the lock, which a switch takes: a switch never waits for the mapping.
         let mem = Arc::new(Memtable::new(self.opts.memtable_size));
         self.spare_mem.lock().get_or_insert(mem);
     }

@@ -22,13 +22,16 @@ impl MemFilter {
         Self { words: (0..bytes / 8).map(|_| AtomicU64::new(0)).collect() }
     }
 
+    fn word(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize) & (self.words.len() - 1)
+    }
+
     fn mask_and_word(&self, hash: u64) -> (u64, usize) {
-        let word = ((hash >> 32) as usize) & (self.words.len() - 1);
         let mut mask = 0u64;
         for i in 0..Self::PROBES {
             mask |= 1 << ((hash >> (6 * i)) & 63);
         }
-        (mask, word)
+        (mask, self.word(hash))
     }
 
     pub fn add(&self, hash: u64) {
@@ -40,8 +43,7 @@ impl MemFilter {
 
     /// Starts loading the word a key of hash `hash` sets.
     pub fn prefetch(&self, hash: u64) {
-        let (_, word) = self.mask_and_word(hash);
-        if let Some(w) = self.words.get(word) {
+        if let Some(w) = self.words.get(self.word(hash)) {
             prefetch(w.as_ptr());
         }
     }
