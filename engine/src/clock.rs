@@ -52,6 +52,17 @@ struct Shard<K, V, S> {
     misses: u64,
 }
 
+/// What [`ClockCache::probe_held_if`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probed<V> {
+    /// The value held under the key, accepted.
+    Hit(V),
+    /// A value is held under the key, not accepted.
+    Declined,
+    /// Nothing is held under the key.
+    Absent,
+}
+
 /// Up to about `capacity` bytes of values (as charged by [`ClockCache::insert`]), in 16 shards of a
 /// sixteenth each (or as many as [`ClockCache::with_shards`] says).
 #[derive(Debug)]
@@ -155,6 +166,27 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         K: Borrow<Q>,
     {
         Self::lookup_in(&mut self.shard(hash).lock(), key, accept, false)
+    }
+
+    /// [`ClockCache::probe_if`] that tells a key held but not accepted ([`Probed::Declined`], nothing
+    /// counted) from one not held ([`Probed::Absent`], counted as a miss): for a first try whose caller
+    /// looks again only for a key held.
+    pub fn probe_held_if<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q, accept: impl FnOnce(&V) -> bool) -> Probed<V>
+    where
+        K: Borrow<Q>,
+    {
+        let mut shard = self.shard(hash).lock();
+        let Some(slot) = shard.map.get_mut(key) else {
+            shard.misses += 1;
+            return Probed::Absent;
+        };
+        if !accept(&slot.value) {
+            return Probed::Declined;
+        }
+        slot.referenced = true;
+        let value = slot.value.clone();
+        shard.hits += 1;
+        Probed::Hit(value)
     }
 
     /// [`ClockCache::get`] that does not wait for a busy shard: `Err(Busy)` (counted as a miss) if its lock
@@ -349,6 +381,13 @@ mod tests {
         assert_eq!((c.probe_if(0, &2, |v| *v != 200), c.probe_if(0, &9, |_| true)), (None, None));
         assert_eq!(c.probe_if(0, &3, |_| true), Some(300));
         assert_eq!((c.hits(), c.misses()), (4, 2));
+        // A probe for a held key tells a declined value (nothing counted) from no value (a miss).
+        assert_eq!(c.probe_held_if(0, &2, |v| *v != 200), Probed::Declined);
+        assert_eq!((c.hits(), c.misses()), (4, 2));
+        assert_eq!(c.probe_held_if(0, &9, |_| true), Probed::Absent);
+        assert_eq!((c.hits(), c.misses()), (4, 3));
+        assert_eq!(c.probe_held_if(0, &3, |_| true), Probed::Hit(300));
+        assert_eq!((c.hits(), c.misses()), (5, 3));
         c.insert(0, 5, 500, 10);
         assert_eq!(c.get(0, &2), None);
     }

@@ -62,7 +62,7 @@ pub use blob::{
     BlobCheckReport, BlobFileInfo, BlobOptions, BlobPin, BlobReader, BlobRef, BlobStore, BlobWriter,
     BLOB_FORMAT_VERSION, BLOB_MAGIC, MAX_BLOB_CHUNK_SIZE, SMALL_BLOB_CHUNKS,
 };
-pub use clock::{Busy, ClockCache};
+pub use clock::{Busy, ClockCache, Probed};
 pub use compaction::{CompactionPolicy, CompactionTask, LevelInfo, LeveledPolicy, TableInfo};
 pub use db::{Check, CheckReport, CheckpointInfo, Db, Finding, Snapshot, TornWal};
 pub use error::{Error, OpenError, Result, StorageError, WriteError};

@@ -33,13 +33,14 @@
 //! cannot tell without a read, and the record is read and matched by its head as above.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
-use cairn_engine::{ClockCache, StorageError};
+use cairn_engine::{ClockCache, Probed, StorageError};
 
 use crate::envelope::{self, Envelope};
 use crate::error::StoreError;
@@ -378,7 +379,7 @@ pub struct RecordCacheStats {
     pub bytes: usize,
     /// Typed reads answered from the cache since the store opened.
     pub hits: u64,
-    /// Typed reads that parsed the record (the cache on).
+    /// Typed reads not answered from the cache (the cache on): they parsed the record, or found none.
     pub misses: u64,
 }
 
@@ -417,12 +418,27 @@ impl RecordCache {
 
     /// [`Decode`] for records of type `D` through this cache.
     pub fn typed<D>(&self) -> Cached<'_, D> {
-        Cached { cache: self, _type: std::marker::PhantomData }
+        Cached { cache: self, recalled_absent: Cell::new(None), _type: std::marker::PhantomData }
     }
 
     /// [`Decode`] for records of type `D` through this cache, each shared as an `Arc<D>`.
     pub fn shared<D>(&self) -> Shared<'_, D> {
         Shared(self.typed())
+    }
+
+    /// Starts loading the mark slot of `hash` into the CPU's cache: a random line of the marks, which
+    /// [`RecordCache::read_enough`] reads after the record's parse.
+    fn prefetch_mark(&self, hash: u64) {
+        let len = self.marks.len() as u64;
+        if let Some(slot) = self.marks.get((hash % len.max(1)) as usize) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults, whatever the address; this one is a live slot's.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.as_ptr().cast::<i8>());
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = slot;
+        }
     }
 
     /// Counts a read of these bytes under `hash` in its mark; returns whether this is the
@@ -442,6 +458,9 @@ impl RecordCache {
 /// Reads records of type `D` through a [`RecordCache`], each an owned `D` (cloned out of the cache on a hit).
 pub(crate) struct Cached<'a, D> {
     cache: &'a RecordCache,
+    /// The hash of the key the last recall found nothing kept under: the decode of its read that follows
+    /// need not look again.
+    recalled_absent: Cell<Option<u64>>,
     _type: std::marker::PhantomData<fn() -> D>,
 }
 
@@ -467,9 +486,13 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
             return envelope::decode_as(key, bytes).map(Found::Parsed);
         }
         let hash = xxhash_rust::xxh3::xxh3_64(key);
-        // Kept from these very bytes of this key, as this type.
+        cache.prefetch_mark(hash);
+        // Kept from these very bytes of this key, as this type (unless a recall just now found nothing).
         let usable = |k: &Arc<Kept>| k.head == head && k.is_of::<D>(key);
-        let kept = cache.kept.get_if(hash, &hash, usable);
+        let kept = match self.recalled_absent.take() {
+            Some(h) if h == hash => None,
+            _ => cache.kept.get_if(hash, &hash, usable),
+        };
         if let Some(kept) = &kept {
             if let Some(record) = kept.record.downcast_ref::<Envelope<Arc<D>>>() {
                 kept.current_at.fetch_max(at, Ordering::Relaxed);
@@ -525,7 +548,13 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
             }
         };
         let usable = |k: &Arc<Kept>| k.is_of::<D>(key) && commit_seq(&k.head) <= at && current(k);
-        let kept = cache.kept.probe_if(hash, &hash, usable);
+        let probed = cache.kept.probe_held_if(hash, &hash, usable);
+        // Nothing kept counts as a miss: the decode of the read that follows does not look again.
+        self.recalled_absent.set(matches!(probed, Probed::Absent).then_some(hash));
+        let kept = match probed {
+            Probed::Hit(kept) => Some(kept),
+            Probed::Declined | Probed::Absent => None,
+        };
         if let Some(e) = failed {
             return Err(e.into());
         }
@@ -802,6 +831,28 @@ mod tests {
             off.typed::<Doc>().decode(b"k", &v1, 10).unwrap();
         }
         assert_eq!(off.typed::<Doc>().recall(b"k", 10, unasked).unwrap(), None);
+    }
+
+    /// A recall that finds nothing kept under its key counts the miss, and the decode of the read that
+    /// follows does not look again (nor count again); a decode of another key still looks.
+    #[test]
+    fn a_recall_that_finds_nothing_spares_the_decode_after_it_a_second_look() {
+        let cache = RecordCache::new(1 << 20);
+        let typed = cache.typed::<Doc>();
+        let unasked = |_: u64| -> WrittenAfter { panic!("needs no engine") };
+        let v = stored(5, 1, r#"{"n":1}"#);
+        for _ in 0..READS_TO_KEEP {
+            typed.decode(b"k", &v, 10).unwrap();
+        }
+        let before = cache.stats();
+        assert!(typed.recall(b"j", 10, unasked).unwrap().is_none());
+        assert_eq!(cache.stats().misses, before.misses + 1, "the recall counts the miss");
+        assert_eq!(typed.decode(b"j", &v, 10).unwrap().doc, Doc { n: 1 });
+        assert_eq!(cache.stats().misses, before.misses + 1, "the decode after it does not look again");
+        // After a recall of `j` found nothing, a decode of `k` still finds `k` kept.
+        assert!(typed.recall(b"j", 10, unasked).unwrap().is_none());
+        assert_eq!(typed.decode(b"k", &v, 10).unwrap().doc, Doc { n: 1 });
+        assert_eq!((cache.stats().hits, cache.stats().misses), (before.hits + 1, before.misses + 2));
     }
 
     #[test]

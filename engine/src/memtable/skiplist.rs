@@ -512,6 +512,27 @@ mod tests {
         out
     }
 
+    /// Every level links, in order, exactly the nodes that tall: a search's shortcuts skip nothing.
+    fn assert_levels_complete(list: &SkipList) {
+        for level in 0..MAX_HEIGHT {
+            let (mut linked, mut x) = (Vec::new(), list.head);
+            while let Some(next) = x.next(level) {
+                linked.push(next);
+                x = next;
+            }
+            let mut tall = Vec::new();
+            let mut node = list.first();
+            while let Some(n) = node {
+                if n.header().height as usize > level {
+                    tall.push(n);
+                }
+                // SAFETY: `list` outlives the loop.
+                node = unsafe { n.successor() };
+            }
+            assert_eq!(linked, tall, "level {level}");
+        }
+    }
+
     proptest::proptest! {
         /// Any insertion order: both directions list every entry in internal-key order, and each seek lands
         /// where a sorted model says.
@@ -543,6 +564,7 @@ mod tests {
             }
             let mut sorted = fresh;
             sorted.sort_by(|a, b| key::compare(&a.0, &b.0));
+            assert_levels_complete(&list);
             proptest::prop_assert_eq!(list.len(), sorted.len());
             proptest::prop_assert_eq!(collect(&list, false), sorted.clone());
             let mut reversed = sorted.clone();
@@ -656,5 +678,6 @@ mod tests {
             r.join().expect("reader");
         }
         assert_eq!(collect(&list, false).len(), 20_000);
+        assert_levels_complete(&list);
     }
 }
