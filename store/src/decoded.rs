@@ -30,7 +30,8 @@
 //! ([`cairn_engine::Snapshot::written_after`]): while the writes since are all in memtables, that is a probe
 //! of the memtables' key index, and a kept record still current is answered without reading it
 //! ([`Decode::recall`]). Once a flush or an ingest has written a later sequence to a table, the engine
-//! cannot tell without a read, and the record is read and matched by its head as above.
+//! cannot tell without a read, and the record is read and matched by its head as above. When the recall
+//! found nothing kept under the key at all, the decode of the bytes read after it does not look again.
 
 use std::any::Any;
 use std::cell::Cell;
