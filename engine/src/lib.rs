@@ -69,5 +69,6 @@ pub use error::{Error, OpenError, Result, StorageError, WriteError};
 pub use io::{CrashMode, FaultKind, FaultOp, FileLock, FsStorage, MappedFile, MemStorage, Storage, WritableFile};
 pub use iter::{Iter, KeyValue, KeyValueRef};
 pub use options::{Durability, Options, WriteOptions};
+pub use prefetch::prefetch;
 pub use stats::{LevelStats, Stats};
 pub use table::Compression;

@@ -7,9 +7,10 @@
 /// Bytes of one cache line on the CPUs Cairn is tuned for.
 pub(crate) const LINE: usize = 64;
 
-/// Starts loading the cache line holding `p` (nothing for null). A no-op but on x86-64.
+/// Starts loading the cache line holding `p` (nothing for null). A no-op but on x86-64. Public for the
+/// layers above, whose own structures (the store's record cache) are read the same way.
 #[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
+pub fn prefetch<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults, whatever the address.
     unsafe {

@@ -427,19 +427,9 @@ impl RecordCache {
         Shared(self.typed())
     }
 
-    /// Starts loading the mark slot of `hash` into the CPU's cache: a random line of the marks, which
-    /// [`RecordCache::read_enough`] reads after the record's parse.
-    fn prefetch_mark(&self, hash: u64) {
-        let len = self.marks.len() as u64;
-        if let Some(slot) = self.marks.get((hash % len.max(1)) as usize) {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: a prefetch never faults, whatever the address; this one is a live slot's.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.as_ptr().cast::<i8>());
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = slot;
-        }
+    /// The mark slot of `hash` (none while the cache is off).
+    fn mark_slot(&self, hash: u64) -> Option<&AtomicU64> {
+        self.marks.get((hash % (self.marks.len() as u64).max(1)) as usize)
     }
 
     /// Counts a read of these bytes under `hash` in its mark; returns whether this is the
@@ -447,8 +437,7 @@ impl RecordCache {
     /// store, not one atomic step: a read counted by two threads at once may count once.
     fn read_enough(&self, hash: u64, head: &[u8; HEAD]) -> bool {
         let want = mark(hash, commit_seq(head));
-        let len = self.marks.len() as u64;
-        let Some(slot) = self.marks.get((hash % len.max(1)) as usize) else { return false };
+        let Some(slot) = self.mark_slot(hash) else { return false };
         let old = slot.load(Ordering::Relaxed);
         let reads = if old & !READS_MASK == want { (old & READS_MASK) + 1 } else { 1 };
         slot.store(want | reads.min(READS_MASK), Ordering::Relaxed);
@@ -487,7 +476,6 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
             return envelope::decode_as(key, bytes).map(Found::Parsed);
         }
         let hash = xxhash_rust::xxh3::xxh3_64(key);
-        cache.prefetch_mark(hash);
         // Kept from these very bytes of this key, as this type (unless a recall just now found nothing).
         let usable = |k: &Arc<Kept>| k.head == head && k.is_of::<D>(key);
         let kept = match self.recalled_absent.take() {
@@ -499,6 +487,10 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Cached<'_, D> {
                 kept.current_at.fetch_max(at, Ordering::Relaxed);
                 return Ok(Found::Kept(record.clone()));
             }
+        }
+        // The mark's word is a random line: asked for now, its miss overlaps the parse.
+        if let Some(slot) = cache.mark_slot(hash) {
+            cairn_engine::prefetch(slot.as_ptr());
         }
         let record = envelope::decode_as::<D>(key, bytes)?;
         if !cache.read_enough(hash, &head) {
