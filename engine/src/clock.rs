@@ -156,19 +156,10 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     where
         K: Borrow<Q>,
     {
-        Self::lookup_in(&mut self.shard(hash).lock(), key, accept, true)
+        Self::found_or_miss(&mut self.shard(hash).lock(), key, accept)
     }
 
-    /// [`ClockCache::get_if`] that counts only a hit: for a first try whose caller falls back, when it finds
-    /// nothing, to another lookup that counts.
-    pub fn probe_if<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q, accept: impl FnOnce(&V) -> bool) -> Option<V>
-    where
-        K: Borrow<Q>,
-    {
-        Self::lookup_in(&mut self.shard(hash).lock(), key, accept, false)
-    }
-
-    /// [`ClockCache::probe_if`] that tells a key held but not accepted ([`Probed::Declined`], nothing
+    /// [`ClockCache::get_if`] that tells a key held but not accepted ([`Probed::Declined`], nothing
     /// counted) from one not held ([`Probed::Absent`], counted as a miss): for a first try whose caller
     /// looks again only for a key held.
     pub fn probe_held_if<Q: Hash + Eq + ?Sized>(&self, hash: u64, key: &Q, accept: impl FnOnce(&V) -> bool) -> Probed<V>
@@ -176,17 +167,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         K: Borrow<Q>,
     {
         let mut shard = self.shard(hash).lock();
-        let Some(slot) = shard.map.get_mut(key) else {
+        let probed = Self::lookup_in(&mut shard, key, accept);
+        if matches!(probed, Probed::Absent) {
             shard.misses += 1;
-            return Probed::Absent;
-        };
-        if !accept(&slot.value) {
-            return Probed::Declined;
         }
-        slot.referenced = true;
-        let value = slot.value.clone();
-        shard.hits += 1;
-        Probed::Hit(value)
+        probed
     }
 
     /// [`ClockCache::get`] that does not wait for a busy shard: `Err(Busy)` (counted as a miss) if its lock
@@ -205,15 +190,10 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
             self.busy.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
         };
-        Ok(Self::lookup_in(
-            &mut shard,
-            key,
-            |v| {
-                found(v);
-                true
-            },
-            true,
-        ))
+        Ok(Self::found_or_miss(&mut shard, key, |v| {
+            found(v);
+            true
+        }))
     }
 
     /// [`ClockCache::insert`] that does not wait for a busy shard: `Err(Busy)`, and `value` dropped, if its
@@ -243,26 +223,42 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         None
     }
 
-    /// Looks `key` up in a locked shard; a miss is counted if `count_miss`.
+    /// The value under `key` if `accept` takes it, marked recently used and counted as a hit; whether a
+    /// miss counts is the caller's to say.
     fn lookup_in<Q: Hash + Eq + ?Sized>(
         shard: &mut Shard<K, V, S>,
         key: &Q,
         accept: impl FnOnce(&V) -> bool,
-        count_miss: bool,
+    ) -> Probed<V>
+    where
+        K: Borrow<Q>,
+    {
+        let Some(slot) = shard.map.get_mut(key) else { return Probed::Absent };
+        if !accept(&slot.value) {
+            return Probed::Declined;
+        }
+        slot.referenced = true;
+        let value = slot.value.clone();
+        shard.hits += 1;
+        Probed::Hit(value)
+    }
+
+    /// [`ClockCache::lookup_in`] that counts anything but a hit as a miss.
+    fn found_or_miss<Q: Hash + Eq + ?Sized>(
+        shard: &mut Shard<K, V, S>,
+        key: &Q,
+        accept: impl FnOnce(&V) -> bool,
     ) -> Option<V>
     where
         K: Borrow<Q>,
     {
-        let found = shard.map.get_mut(key).filter(|slot| accept(&slot.value)).map(|slot| {
-            slot.referenced = true;
-            slot.value.clone()
-        });
-        if found.is_some() {
-            shard.hits += 1;
-        } else if count_miss {
-            shard.misses += 1;
+        match Self::lookup_in(shard, key, accept) {
+            Probed::Hit(value) => Some(value),
+            Probed::Declined | Probed::Absent => {
+                shard.misses += 1;
+                None
+            }
         }
-        found
     }
 
     /// Caches `value` under `key` (replacing what was there), charged `charge` bytes, then evicts until
@@ -377,17 +373,13 @@ mod tests {
         // A value the caller rejects is a miss, and does not save its entry from eviction.
         assert_eq!(c.get_if(0, &2, |v| *v != 200), None);
         assert_eq!((c.hits(), c.misses()), (3, 2));
-        // A probe counts its hit, not its miss.
-        assert_eq!((c.probe_if(0, &2, |v| *v != 200), c.probe_if(0, &9, |_| true)), (None, None));
-        assert_eq!(c.probe_if(0, &3, |_| true), Some(300));
-        assert_eq!((c.hits(), c.misses()), (4, 2));
         // A probe for a held key tells a declined value (nothing counted) from no value (a miss).
         assert_eq!(c.probe_held_if(0, &2, |v| *v != 200), Probed::Declined);
-        assert_eq!((c.hits(), c.misses()), (4, 2));
+        assert_eq!((c.hits(), c.misses()), (3, 2));
         assert_eq!(c.probe_held_if(0, &9, |_| true), Probed::Absent);
-        assert_eq!((c.hits(), c.misses()), (4, 3));
+        assert_eq!((c.hits(), c.misses()), (3, 3));
         assert_eq!(c.probe_held_if(0, &3, |_| true), Probed::Hit(300));
-        assert_eq!((c.hits(), c.misses()), (5, 3));
+        assert_eq!((c.hits(), c.misses()), (4, 3));
         c.insert(0, 5, 500, 10);
         assert_eq!(c.get(0, &2), None);
     }
