@@ -256,27 +256,39 @@ impl Block {
         let sample = sampled(&windows);
         let (inner, runs) = inner_windows(&windows, |i| key::user_key(key_of(i)));
         let inner_sample = sampled(&inner);
-        let mut bytes = Vec::with_capacity(count * ENTRY_LEN + keys.len() + data.len());
-        for e in &entries {
-            for v in [e.key_end, e.value_start, e.value_end] {
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
+        // The allocation is written once, in place: the search words, then the entries' positions, the keys
+        // and the block's bytes (a miss decodes a block, so each copy of it shows in a read that misses).
+        let head = [&windows, &sample, &inner, &inner_sample, &runs];
+        let tail_at: usize = head.iter().map(|part| part.len()).sum();
+        let tail_len = count * ENTRY_LEN + keys.len() + data.len();
+        let mut words = Arc::<[u64]>::new_uninit_slice(tail_at + tail_len.div_ceil(8));
+        let slots = Arc::get_mut(&mut words).ok_or(DecodeError::new(0, "a new allocation is shared"))?;
+        let (head_slots, tail_slots) = slots.split_at_mut(tail_at);
+        for (slot, word) in head_slots.iter_mut().zip(head.into_iter().flatten()) {
+            slot.write(*word);
         }
-        bytes.extend_from_slice(&keys);
-        bytes.extend_from_slice(&data);
-        let mut words = Vec::with_capacity(
-            windows.len() + sample.len() + inner.len() + inner_sample.len() + runs.len() + bytes.len().div_ceil(8),
-        );
-        for part in [&windows, &sample, &inner, &inner_sample, &runs] {
-            words.extend_from_slice(part);
+        // The tail's bytes are copied in below; its last word is zeroed first for the padding after them.
+        if let Some(last) = tail_slots.last_mut() {
+            last.write(0);
         }
-        let tail_at = words.len();
-        words.extend(bytes.chunks(8).map(|c| {
-            let mut w = [0u8; 8];
-            w.get_mut(..c.len()).unwrap_or_default().copy_from_slice(c);
-            u64::from_le_bytes(w)
-        }));
-        Ok(Block { words: words.into(), n: count as u32, tail_at: tail_at as u32, common: common as u32, keys_len })
+        let tail = tail_slots.as_mut_ptr().cast::<u8>();
+        let positions = entries.iter().flat_map(|e| [e.key_end, e.value_start, e.value_end]);
+        for (i, v) in positions.enumerate() {
+            // SAFETY: `count * ENTRY_LEN` bytes of positions, four per value, lie inside the tail, whose
+            // `tail_len` bytes are all allocated.
+            unsafe { std::ptr::copy_nonoverlapping(v.to_le_bytes().as_ptr(), tail.add(i * 4), 4) };
+        }
+        let keys_at = count * ENTRY_LEN;
+        // SAFETY: the keys and then the block's bytes follow the positions, ending at `tail_len`; the sources
+        // are separate allocations.
+        unsafe {
+            std::ptr::copy_nonoverlapping(keys.as_ptr(), tail.add(keys_at), keys.len());
+            std::ptr::copy_nonoverlapping(data.as_ptr(), tail.add(keys_at + keys.len()), data.len());
+        }
+        // SAFETY: the head's words were written above, one per slot (`tail_at` is their count), and every byte
+        // of the tail's words: the positions, keys and block bytes, then the last word's zeroed padding.
+        let words = unsafe { words.assume_init() };
+        Ok(Block { words, n: count as u32, tail_at: tail_at as u32, common: common as u32, keys_len })
     }
 
     /// The window of every entry: non-decreasing.
