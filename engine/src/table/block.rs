@@ -572,6 +572,41 @@ mod tests {
         assert_eq!(it.key(), &keys[2][..]);
     }
 
+    /// The allocation `decode` writes in place holds, after the search words, each entry's positions, the full
+    /// keys and the block's bytes exactly, then fewer than eight bytes of zeros: for blocks of every length
+    /// modulo eight, with and without inner windows.
+    #[test]
+    fn the_decoded_tail_holds_positions_keys_and_bytes_then_zeros() {
+        for n in 1..40usize {
+            // Between a first and a last key that share nothing, keys that share their first eight bytes and
+            // more: a run of equal windows, which gets inner windows from 8 keys on.
+            let inner = (0..n.saturating_sub(2)).map(|i| format!("b-shared-prefix/{i:03}"));
+            let names: Vec<String> =
+                ["a".to_owned()].into_iter().chain(inner).chain(["z".to_owned()]).take(n).collect();
+            let keys: Vec<Vec<u8>> = names.iter().map(|k| ik(k, 1)).collect();
+            let mut b = BlockBuilder::default();
+            for (i, k) in keys.iter().enumerate() {
+                b.add(k, &vec![b'a' + (i % 26) as u8; i % 11]);
+            }
+            let raw = b.finish();
+            let block = Block::decode(raw.clone()).unwrap();
+            assert_eq!(block.deep(), n >= 10, "{n} entries");
+            assert_eq!(block.keys(), keys.concat().as_slice());
+            let (bytes, padding) = block.data().split_at(raw.len());
+            assert_eq!(bytes, raw.as_slice());
+            assert!(padding.len() < 8 && padding.iter().all(|b| *b == 0), "{n} entries: {padding:?}");
+            for (i, k) in keys.iter().enumerate() {
+                let e = block.entry(i).unwrap();
+                let key_start = i.checked_sub(1).map_or(0, |p| block.entry(p).unwrap().key_end as usize);
+                assert_eq!(&block.keys()[key_start..e.key_end as usize], k.as_slice());
+                assert_eq!(
+                    &raw[e.value_start as usize..e.value_end as usize],
+                    &vec![b'a' + (i % 26) as u8; i % 11][..]
+                );
+            }
+        }
+    }
+
     proptest::proptest! {
         /// The window search agrees with a plain binary search, for keys that share prefixes of any length,
         /// keys shorter than the window, many versions of one key, and targets inside and outside the block.
