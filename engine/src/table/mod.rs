@@ -22,7 +22,8 @@ pub enum Compression {
     /// Blocks are compressed with zstd at `level`, and stored compressed only if that saves at least an
     /// eighth of their size.
     Zstd {
-        /// zstd compression level (1 is fast; 3 is zstd's default).
+        /// zstd compression level (1 is fast; 3 is zstd's default). Negative levels keep literals raw, not
+        /// Huffman-coded: larger blocks that decompress faster.
         level: i32,
     },
 }
