@@ -30,9 +30,16 @@ use crate::validate::{validate_name, validate_spec};
 /// The zstd level of a store's tables ([`Store::engine_options`]). At a negative level zstd stores a block's
 /// literals as they are instead of Huffman-coding them, so a read that misses the block cache builds no
 /// Huffman table to decompress its block. Records are JSON text, read mostly one at a time: at 1,000,000
-/// jobs, whose blocks mostly miss a 256 MiB cache, gets by id take some 20% less time and the collection
-/// 14% more disk than at level 1 (`docs/benchmarks.md`, "Get by id").
+/// jobs, whose blocks mostly miss a 256 MiB cache, gets by id take 10-20% less time than at level 1 in
+/// blocks of the same size (`docs/benchmarks.md`, "Get by id").
 pub const TABLE_ZSTD_LEVEL: i32 = -1;
+
+/// The size of a store's tables' blocks before compression ([`Store::engine_options`]), twice the engine's
+/// default: with literals kept raw, what a block saves comes from the repeats zstd finds between its
+/// records, which a block of a dozen records holds more of than one of six. At 1,000,000 jobs the
+/// collection takes 247 MiB at 8 KiB and level -1, against 355 MiB at 4 KiB and 311 MiB at 4 KiB and level
+/// 1, for gets some 7% slower than at 4 KiB and level -1; at 16 KiB paging by owner took twice as long.
+pub const TABLE_BLOCK_SIZE: usize = 8 << 10;
 
 /// Options of a [`Store`].
 #[derive(Debug, Clone)]
@@ -195,12 +202,14 @@ impl Store {
     /// * its compactions keep records, each index, the change feed and each kind of bookkeeping entry in
     ///   tables of their own ([`table_partitions`](cairn_engine::Options::table_partitions)), so that
     ///   merging new index entries into level 1 does not rewrite the records and changes beside them;
-    /// * its tables' blocks are compressed at zstd level [`TABLE_ZSTD_LEVEL`].
+    /// * its tables' blocks hold [`TABLE_BLOCK_SIZE`] bytes and are compressed at zstd level
+    ///   [`TABLE_ZSTD_LEVEL`].
     ///
     /// Open the [`Db`] given to [`Store::with_db`] with these (adjusted as needed).
     pub fn engine_options() -> cairn_engine::Options {
         Db::builder()
             .table_partitions(keys::partition_len)
+            .block_size(TABLE_BLOCK_SIZE)
             .compression(cairn_engine::Compression::Zstd { level: TABLE_ZSTD_LEVEL })
     }
 
@@ -653,13 +662,14 @@ mod tests {
         assert!(matches!(err, ChangesError::ChangesTrimmed { .. }), "{err:?}");
     }
 
-    /// The literals section type (RFC 8878, 3.1.1.3.1.1: 0 raw, 1 RLE, 2 Huffman-coded, 3 Huffman-coded with
-    /// the previous block's table) of the first block of each zstd frame in `file` whose first block is
-    /// compressed.
-    fn literal_types(file: &[u8]) -> Vec<u8> {
+    /// For each zstd frame in the table `file` (a compressed block: `raw_len u32 LE`, then the frame), its
+    /// `raw_len` and, if its first block is compressed, that block's literals section type (RFC 8878,
+    /// 3.1.1.3.1.1: 0 raw, 1 RLE, 2 Huffman-coded, 3 Huffman-coded with the previous block's table).
+    fn zstd_blocks(file: &[u8]) -> Vec<(u32, Option<u8>)> {
         const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-        let mut types = Vec::new();
-        for at in (0..file.len().saturating_sub(4)).filter(|&at| file[at..at + 4] == MAGIC) {
+        let mut blocks = Vec::new();
+        for at in (4..file.len().saturating_sub(4)).filter(|&at| file[at..at + 4] == MAGIC) {
+            let raw_len = u32::from_le_bytes(file[at - 4..at].try_into().unwrap());
             let descriptor = file[at + 4];
             let single_segment = descriptor & 0x20 != 0;
             let dictionary_id = [0, 1, 2, 4][usize::from(descriptor & 3)];
@@ -671,15 +681,13 @@ mod tests {
             };
             let block = at + 5 + usize::from(!single_segment) + dictionary_id + content_size;
             let header = u32::from_le_bytes([file[block], file[block + 1], file[block + 2], 0]);
-            if (header >> 1) & 3 == 2 {
-                types.push(file[block + 3] & 3);
-            }
+            blocks.push((raw_len, ((header >> 1) & 3 == 2).then(|| file[block + 3] & 3)));
         }
-        types
+        blocks
     }
 
     #[test]
-    fn a_stores_tables_keep_their_literals_raw() {
+    fn a_stores_tables_have_blocks_of_its_size_with_their_literals_raw() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.declare(CollectionSpec::new("jobs", vec![IndexSpec::new("owner", &["owner"])])).unwrap();
@@ -690,14 +698,21 @@ mod tests {
             jobs.insert(&format!("job-{i:06}"), doc).unwrap();
         }
         store.db().flush().unwrap();
-        let mut types = Vec::new();
+        let mut blocks = Vec::new();
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "sst") {
-                types.extend(literal_types(&std::fs::read(&path).unwrap()));
+                blocks.extend(zstd_blocks(&std::fs::read(&path).unwrap()));
             }
         }
+        let types: Vec<u8> = blocks.iter().filter_map(|b| b.1).collect();
         assert!(types.len() > 20, "compressed blocks found: {}", types.len());
         assert!(types.iter().all(|&t| t < 2), "literal section types: {types:?}");
+        // A data block is cut once it holds at least the block size, so most blocks end just past it (a
+        // table's last data block and its index block are the others).
+        let mut lens: Vec<usize> = blocks.iter().map(|b| b.0 as usize).collect();
+        lens.sort_unstable();
+        let median = lens[lens.len() / 2];
+        assert!((TABLE_BLOCK_SIZE..TABLE_BLOCK_SIZE + 512).contains(&median), "block sizes: {lens:?}");
     }
 }
