@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::zeroed::zeroed_mapped;
 use crate::prefetch::prefetch;
 
 /// A blocked bloom filter over the user keys of a memtable, so that a point read of a key the memtable does
@@ -16,10 +17,11 @@ impl MemFilter {
     const PROBES: u32 = 4;
 
     /// A filter of about one byte per 32 bytes of memtable (16 bits per key for entries of 64 bytes),
-    /// between 1 KiB and 2 MiB.
+    /// between 1 KiB and 2 MiB, every page of it mapped when it is made (see [`zeroed_mapped`]).
     pub fn for_memtable_size(memtable_size: usize) -> Self {
         let bytes = (memtable_size / 32).clamp(1024, 2 << 20).next_power_of_two();
-        Self { words: (0..bytes / 8).map(|_| AtomicU64::new(0)).collect() }
+        // SAFETY: all zeros is a valid `AtomicU64`.
+        Self { words: unsafe { zeroed_mapped::<AtomicU64>(bytes / 8) } }
     }
 
     fn word(&self, hash: u64) -> usize {
@@ -58,6 +60,17 @@ impl MemFilter {
 mod tests {
     use super::*;
     use crate::format::key::key_hash;
+
+    /// An optimized build made the filter with `calloc` (the compiler turns a loop that fills an allocation
+    /// with zeros into a zeroed allocation), and its pages were first touched by the writer's `add`: this
+    /// test failed under `cargo test --release` before the filter was made by `zeroed_mapped`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn every_page_of_the_filter_is_mapped_when_it_is_made() {
+        let f = MemFilter::for_memtable_size(64 << 20);
+        let (mapped, pages) = super::super::zeroed::mapped_pages(f.words.as_ptr().cast(), f.words.len() * 8);
+        assert_eq!(mapped, pages, "{} of {pages} pages of the filter are not mapped", pages - mapped);
+    }
 
     #[test]
     fn key_filter_has_no_false_negatives_and_few_false_positives() {

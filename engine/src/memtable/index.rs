@@ -16,11 +16,11 @@
 //! entries, and so their slots, are written before its sequence is published), and older versions follow
 //! a node at level 0, newest first.
 
-use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use super::skiplist::Node;
+use super::zeroed::zeroed_mapped;
 use crate::format::key;
 use crate::prefetch::prefetch;
 
@@ -29,8 +29,6 @@ const MAX_PROBES: usize = 16;
 /// Bits of a node's address; the tag sits above them.
 const ADDR_BITS: u32 = 48;
 const ADDR_MASK: usize = (1 << ADDR_BITS) - 1;
-/// The smallest page size of the platforms Cairn runs on: one store per page maps it.
-const PAGE_BYTES: usize = 4096;
 
 /// The sequence number of a node's version.
 ///
@@ -39,22 +37,6 @@ const PAGE_BYTES: usize = 4096;
 unsafe fn seq_of(node: Node) -> u64 {
     // SAFETY: the caller's contract.
     key::trailer_seq(key::split(unsafe { node.key() }).1)
-}
-
-/// Stores a zero byte in every page of the `len` bytes at `start`, so that the kernel maps each page writable
-/// now.
-///
-/// # Safety
-/// The bytes are allocated, zero, and no one else reads or writes them meanwhile.
-unsafe fn map_pages(start: *mut u8, len: usize) {
-    let mut offset = 0;
-    while offset < len {
-        // SAFETY: `offset` is inside the bytes, which are the caller's. Volatile, so that the store is not
-        // elided as writing the zero the byte already holds.
-        unsafe { std::ptr::write_volatile(start.add(offset), 0) };
-        // The first byte of the next page.
-        offset = ((start.addr() + offset) | (PAGE_BYTES - 1)) + 1 - start.addr();
-    }
 }
 
 /// What the index knows of a key.
@@ -78,26 +60,11 @@ impl KeyIndex {
     /// An index of one slot (8 bytes) per 128 bytes of `memtable_size`, between 512 and 2^21 slots (4 MiB
     /// for the default 64 MiB memtable): a slot per key for entries of 128 bytes, at most half full for
     /// entries of 256 (links and headers included).
-    ///
-    /// The slots come zeroed from the allocator (a null slot is all zeros), which for a large index hands
-    /// out fresh pages it has not mapped yet. Left so, an insert's probe (a load) would first map the
-    /// shared zero page and its store then fault again to replace it, and replacing a mapping makes the
-    /// kernel flush that page from every core's TLB (an interrupt to each other core): two faults and a
-    /// cross-core interrupt per 4 KiB page, paid by the writer that applies commits. So one store per page
-    /// maps each page here, writable, once.
+    /// Every page of the slots is mapped when the index is made (see [`zeroed_mapped`]).
     pub fn for_memtable_size(memtable_size: usize) -> Self {
         let slots = (memtable_size / 128).clamp(512, 1 << 21).next_power_of_two();
-        let layout = Layout::array::<AtomicPtr<u8>>(slots).expect("at most 2^21 slots");
-        // SAFETY: the layout's size is not zero (at least 512 slots).
-        let bytes = unsafe { std::alloc::alloc_zeroed(layout) };
-        if bytes.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: `bytes` is a fresh allocation of `layout.size()` bytes that nothing else refers to.
-        unsafe { map_pages(bytes, layout.size()) };
-        // SAFETY: the global allocator made `bytes` with the layout of `slots` `AtomicPtr`s, which is what the
-        // box frees it with; all zeros is a valid `AtomicPtr` (null).
-        let slots = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(bytes.cast(), slots)) };
+        // SAFETY: all zeros is a valid `AtomicPtr` (null).
+        let slots = unsafe { zeroed_mapped::<AtomicPtr<u8>>(slots) };
         Self { slots, overflowed: AtomicBool::new(false) }
     }
 
@@ -210,17 +177,7 @@ mod tests {
     #[test]
     fn every_page_of_the_slots_is_mapped_when_the_index_is_made() {
         let index = KeyIndex::for_memtable_size(64 << 20);
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("a page size");
-        let start = index.slots.as_ptr().addr();
-        let first = start & !(page - 1);
-        let end = start + index.bytes();
-        let mut resident = vec![0u8; (end - first).div_ceil(page)];
-        // SAFETY: the range covers the index's allocation (rounded down to a page), mapped while `index`
-        // lives, and `resident` has a byte per page of it.
-        let rc = unsafe { libc::mincore(first as *mut libc::c_void, end - first, resident.as_mut_ptr()) };
-        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-        let unmapped = resident.iter().filter(|r| **r & 1 == 0).count();
-        assert_eq!(unmapped, 0, "{unmapped} of {} pages of the slots are not mapped", resident.len());
+        let (mapped, pages) = super::super::zeroed::mapped_pages(index.slots.as_ptr().cast(), index.bytes());
+        assert_eq!(mapped, pages, "{} of {pages} pages of the slots are not mapped", pages - mapped);
     }
 }

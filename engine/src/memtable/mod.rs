@@ -6,6 +6,7 @@
 mod filter;
 mod index;
 mod skiplist;
+mod zeroed;
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
