@@ -1,10 +1,10 @@
 //! Zeroed arrays for the memtable's key index and filter, each page mapped writable when the array is made.
 //!
 //! A large zeroed allocation comes from the allocator as fresh pages that the kernel has not mapped yet.
-//! Left so, the first touch of each page faults in the thread that makes it: for the index and the filter,
-//! the writer that applies commits, or a reader. A load first maps the shared zero page, and a store then
-//! faults again to replace it, which makes the kernel flush that page from every core's TLB (an interrupt
-//! to each other core). So one store per page maps each page here, writable, once, when the memtable is
+//! Left so, each page faults when it is first touched, in whichever thread touches it: for the index and
+//! the filter, the writer that applies commits, or a reader. A load first maps the shared zero page, and a
+//! store then faults again to replace it, which makes the kernel flush that page from every core's TLB (an
+//! interrupt to each other core). So one store per page maps each page here, writable, once, when the memtable is
 //! made (usually by the flush thread, ahead of the switch that needs it).
 
 use std::alloc::Layout;
@@ -12,13 +12,14 @@ use std::alloc::Layout;
 /// The smallest page size of the platforms Cairn runs on: one store per page maps it.
 const PAGE_BYTES: usize = 4096;
 
-/// A slice of `len` (at least 1) zeroed `T`s, every page of it mapped writable.
+/// A slice of `len.max(1)` zeroed `T`s, every page of it mapped writable.
 ///
 /// # Safety
 /// All-zero bytes are a valid `T`.
 pub(super) unsafe fn zeroed_mapped<T>(len: usize) -> Box<[T]> {
+    const { assert!(size_of::<T>() > 0, "an array of a zero-sized type needs no memory") };
     let layout = Layout::array::<T>(len.max(1)).expect("a memtable array fits in memory");
-    // SAFETY: the layout's size is not zero (at least one element, and the callers' types are not empty).
+    // SAFETY: the layout's size is not zero (at least one element of a type that is not zero-sized).
     let bytes = unsafe { std::alloc::alloc_zeroed(layout) };
     if bytes.is_null() {
         std::alloc::handle_alloc_error(layout);
