@@ -12,13 +12,14 @@ use std::alloc::Layout;
 /// The smallest page size of the platforms Cairn runs on: one store per page maps it.
 const PAGE_BYTES: usize = 4096;
 
-/// A slice of `len.max(1)` zeroed `T`s, every page of it mapped writable.
+/// A slice of `len` zeroed `T`s, every page of it mapped writable. `len` and `T`'s size are not zero.
 ///
 /// # Safety
 /// All-zero bytes are a valid `T`.
 pub(super) unsafe fn zeroed_mapped<T>(len: usize) -> Box<[T]> {
     const { assert!(size_of::<T>() > 0, "an array of a zero-sized type needs no memory") };
-    let layout = Layout::array::<T>(len.max(1)).expect("a memtable array fits in memory");
+    assert!(len > 0, "a memtable array has at least one element");
+    let layout = Layout::array::<T>(len).expect("a memtable array fits in memory");
     // SAFETY: the layout's size is not zero (at least one element of a type that is not zero-sized).
     let bytes = unsafe { std::alloc::alloc_zeroed(layout) };
     if bytes.is_null() {
@@ -26,9 +27,9 @@ pub(super) unsafe fn zeroed_mapped<T>(len: usize) -> Box<[T]> {
     }
     // SAFETY: `bytes` is a fresh allocation of `layout.size()` zero bytes that nothing else refers to.
     unsafe { map_pages(bytes, layout.size()) };
-    // SAFETY: the global allocator made `bytes` with the layout of `len.max(1)` `T`s, which is what the box
-    // frees it with; all zeros is a valid `T` (the caller's contract).
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(bytes.cast::<T>(), len.max(1))) }
+    // SAFETY: the global allocator made `bytes` with the layout of `len` `T`s, which is what the box frees it
+    // with; all zeros is a valid `T` (the caller's contract).
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(bytes.cast::<T>(), len)) }
 }
 
 /// Stores a zero byte in every page of the `len` bytes at `start`, so that the kernel maps each page writable
