@@ -46,8 +46,17 @@ fn flush_loop(inner: &Inner) {
                     return;
                 }
                 if !inner.poisoned.load(Ordering::Acquire) {
-                    if let Some(imm) = inner.current_view().imms.first() {
+                    let view = inner.current_view();
+                    if let Some(imm) = view.imms.first() {
                         break imm.clone();
+                    }
+                    // The active memtable's seeks start from fingers this thread rebuilds as it grows (by
+                    // half, found here within one wait); a frozen memtable keeps its last.
+                    if view.mem.fingers_due() {
+                        let mem = view.mem.clone();
+                        drop(view);
+                        parking_lot::MutexGuard::unlocked(&mut bg, || mem.build_fingers());
+                        continue;
                     }
                 }
                 inner.bg_cv.wait_for(&mut bg, Duration::from_millis(200));

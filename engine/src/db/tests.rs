@@ -115,6 +115,44 @@ fn a_flush_puts_its_blocks_in_the_cache() {
     }
 }
 
+/// The flush thread builds the active memtable's fingers once it holds enough entries, and scans that
+/// start from them read what they read without.
+#[test]
+fn the_flush_thread_builds_the_memtables_fingers() {
+    use std::time::{Duration, Instant};
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .memtable_size(4 << 20)
+        .open(Path::new("/db"))
+        .unwrap();
+    let keys: Vec<String> = (0..6000u32).map(|i| format!("key-{:08}", i.wrapping_mul(2_654_435_761))).collect();
+    for chunk in keys.chunks(500) {
+        let mut batch = WriteBatch::new();
+        for k in chunk {
+            batch.put(k, k);
+        }
+        db.write(batch).unwrap();
+    }
+    let before: Vec<_> = db.range("key-4".."key-6").unwrap().map(Result::unwrap).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.inner().current_view().mem.fingers_bytes() == 0 {
+        assert!(Instant::now() < deadline, "no fingers built");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after: Vec<_> = db.range("key-4".."key-6").unwrap().map(Result::unwrap).collect();
+    assert_eq!(before, after);
+    let mut sorted: Vec<&String> = keys.iter().filter(|k| k.as_str() >= "key-4" && k.as_str() < "key-6").collect();
+    sorted.sort();
+    assert_eq!(
+        after.iter().map(|(k, _)| k.as_slice()).collect::<Vec<_>>(),
+        sorted.iter().map(|k| k.as_bytes()).collect::<Vec<_>>()
+    );
+    for k in keys.iter().step_by(97) {
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(k.as_bytes()));
+    }
+}
+
 /// The flush thread makes the next memtable while it flushes the last, and the next memtable switch takes
 /// it: writers do not wait for a memtable's key index and filter to be mapped.
 #[test]

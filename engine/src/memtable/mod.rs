@@ -4,15 +4,19 @@
 //! older sequence numbers still find theirs. One leader writes at a time; readers never block.
 
 mod filter;
+mod fingers;
 mod index;
 mod skiplist;
 mod zeroed;
 
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 
 use crate::format::key::{self, key_hash, ValueKind};
 use filter::MemFilter;
+use fingers::{Fingers, MAX_WALK};
 use index::{KeyIndex, Probe};
 use skiplist::{Node, SkipList, Target};
 
@@ -22,6 +26,12 @@ const WALK_BEFORE_SEEK: usize = 16;
 /// Entries ahead of the one being inserted whose key-index slot and filter word [`Memtable::insert_all`]
 /// asks for.
 const LOOKAHEAD: usize = 8;
+/// Entries a memtable holds before its first fingers are built: a smaller list's descent is short and
+/// mostly in the CPU's caches.
+const FINGERS_FROM: usize = 4096;
+/// Memtable bytes per finger at most (a finger takes 16.5 bytes): the fingers take at most a sixteenth of
+/// the memtable's size, a stride over the nodes keeping them there when entries are smaller than this.
+const BYTES_PER_FINGER: usize = 272;
 
 /// What a point lookup found in one source. The value is whatever the source lends it as: a slice of a
 /// memtable node, a position in a cached block ([`crate::table::BlockValue`]), or owned bytes.
@@ -82,6 +92,15 @@ pub(crate) struct Memtable {
     filter: MemFilter,
     /// The node of each user key's newest version, for point reads.
     index: KeyIndex,
+    /// Where seeks start (see [`fingers`]); `None` until the flush thread first builds them.
+    fingers: ArcSwapOption<Fingers>,
+    /// Entries at which the fingers are due to be built again ([`Memtable::fingers_due`]).
+    fingers_due: AtomicUsize,
+    /// Whether a seek has run since the fingers were last built: a memtable only written, or read by
+    /// point reads that its key index answers, is not walked for fingers no seek would use.
+    sought: AtomicBool,
+    /// Most fingers: [`BYTES_PER_FINGER`] of the expected size each.
+    max_fingers: usize,
     /// Number of the WAL started when this memtable was frozen: once this memtable is flushed, every
     /// WAL numbered below it is obsolete. Zero while the memtable is active.
     next_wal: AtomicUsize,
@@ -95,8 +114,83 @@ impl Memtable {
             list: SkipList::new(),
             filter: MemFilter::for_memtable_size(memtable_size),
             index: KeyIndex::for_memtable_size(memtable_size),
+            fingers: ArcSwapOption::empty(),
+            fingers_due: AtomicUsize::new(FINGERS_FROM),
+            sought: AtomicBool::new(false),
+            max_fingers: (memtable_size / BYTES_PER_FINGER).max(1),
             next_wal: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether [`Memtable::build_fingers`] should run: the memtable has been sought since its fingers
+    /// were built, and has grown by half since (or holds [`FINGERS_FROM`] entries and has none).
+    pub fn fingers_due(&self) -> bool {
+        self.list.len() >= self.fingers_due.load(AtomicOrdering::Relaxed) && self.sought.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Notes that a seek ran (written only when not noted yet, so that seeks on several cores do not take
+    /// the line from each other).
+    fn note_seek(&self) {
+        if !self.sought.load(AtomicOrdering::Relaxed) {
+            self.sought.store(true, AtomicOrdering::Relaxed);
+        }
+    }
+
+    /// Builds the fingers from the entries now in the memtable and puts them in place of the last: a
+    /// walk of every entry, which the flush thread runs once the memtable holds half as many entries
+    /// again as when it last did. One caller at a time. A memtable frozen meanwhile keeps its last
+    /// fingers: the walk stops, and the thread goes on to flush it.
+    pub fn build_fingers(&self) {
+        self.sought.store(false, AtomicOrdering::Relaxed);
+        let len = self.list.len();
+        let frozen = || self.next_wal() != 0;
+        if let Some(fingers) = Fingers::build(&self.list, len.div_ceil(self.max_fingers), frozen) {
+            self.fingers.store(Some(Arc::new(fingers)));
+        }
+        self.fingers_due.store((len + len / 2).max(FINGERS_FROM), AtomicOrdering::Relaxed);
+    }
+
+    /// Bytes the fingers hold (0 before they are first built).
+    #[cfg(test)]
+    pub fn fingers_bytes(&self) -> usize {
+        self.fingers.load().as_ref().map_or(0, |f| f.bytes())
+    }
+
+    /// The first entry whose key is not before the internal key `target`: from the fingers alone when
+    /// they hold every entry, else from the key index when it holds the key (see
+    /// [`Memtable::seek_indexed`]), else as [`Memtable::seek_ge`] finds it.
+    fn seek_ge_internal(&self, target: &[u8]) -> Option<Node> {
+        self.note_seek();
+        let t = Target::from_internal(target);
+        if let Some(fingers) = self.fingers.load().as_ref() {
+            // SAFETY: the fingers hold nodes of `self.list`, alive while `self` is borrowed.
+            if let Some(found) = unsafe { fingers.first_not_before(&t, self.list.len()) } {
+                return found;
+            }
+        }
+        self.seek_indexed(target).or_else(|| self.seek_ge(&t))
+    }
+
+    /// The first entry whose key is not before `target`.
+    fn seek_ge(&self, target: &Target<'_>) -> Option<Node> {
+        self.note_seek();
+        self.walk_from_fingers(target, false).map_or_else(|| self.list.seek_ge(target), |(_, after)| after)
+    }
+
+    /// The last entry whose key is not after `target`.
+    fn seek_le(&self, target: &Target<'_>) -> Option<Node> {
+        self.note_seek();
+        self.walk_from_fingers(target, true).map_or_else(|| self.list.seek_le(target), |(before, _)| before)
+    }
+
+    /// The boundary `target` draws (see [`SkipList::walk`]), walked from the fingers if they are built and
+    /// few entries were added near the target since; `None` to descend the list instead.
+    fn walk_from_fingers(&self, target: &Target<'_>, past_equal: bool) -> Option<(Option<Node>, Option<Node>)> {
+        let fingers = self.fingers.load();
+        let fingers = fingers.as_ref()?;
+        // SAFETY: the fingers hold nodes of `self.list`, alive while `self` is borrowed.
+        let from = unsafe { fingers.before(target) };
+        self.list.walk(from, target, past_equal, MAX_WALK)
     }
 
     /// Adds a version; `(user_key, seq)` must be new to this memtable (every entry has its own sequence).
@@ -166,7 +260,7 @@ impl Memtable {
             Probe::Found(node) => node,
             Probe::Absent => return Lookup::Absent,
             Probe::Unknown if !self.filter.may_contain(hash) => return Lookup::Absent,
-            Probe::Unknown => match self.list.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
+            Probe::Unknown => match self.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
                 Some(node) => node,
                 None => return Lookup::Absent,
             },
@@ -191,7 +285,7 @@ impl Memtable {
             }
             newer += 1;
             if newer == WALK_BEFORE_SEEK {
-                match self.list.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
+                match self.seek_ge(&Target::new(user_key, key::seek_trailer(seq))) {
                     Some(next) => node = next,
                     None => return Lookup::Absent,
                 }
@@ -244,7 +338,7 @@ impl MemCursor {
     pub fn seek_ge(&mut self, target: Option<&[u8]>) {
         let list = &self.mem.list;
         self.node = match target {
-            Some(t) => self.mem.seek_indexed(t).or_else(|| list.seek_ge(&Target::from_internal(t))),
+            Some(t) => self.mem.seek_ge_internal(t),
             None => list.first(),
         };
         self.prefetch_ahead(true);
@@ -263,7 +357,7 @@ impl MemCursor {
     pub fn seek_le(&mut self, target: Option<&[u8]>) {
         let list = &self.mem.list;
         self.node = match target {
-            Some(t) => list.seek_le(&Target::from_internal(t)),
+            Some(t) => self.mem.seek_le(&Target::from_internal(t)),
             None => list.last(),
         };
     }
@@ -396,6 +490,121 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The node a cursor's seek lands on (either direction), as the list's own search finds it.
+    fn assert_seeks_match_the_list(m: &Arc<Memtable>, targets: &[Vec<u8>]) {
+        let mut c = MemCursor::new(Arc::clone(m));
+        for target in targets {
+            // SAFETY: nodes of `m`'s list, alive while `m` is.
+            let own = |n: Option<Node>| n.map(|n| unsafe { n.key() }.to_vec());
+            c.seek_ge(Some(target));
+            assert_eq!(c.key().map(<[u8]>::to_vec), own(m.list.seek_ge(&Target::from_internal(target))), "ge");
+            c.seek_le(Some(target));
+            assert_eq!(c.key().map(<[u8]>::to_vec), own(m.list.seek_le(&Target::from_internal(target))), "le");
+        }
+    }
+
+    proptest::proptest! {
+        /// Seeks that start from fingers land where the list's descent does: with fingers that hold every
+        /// entry, after entries were added since they were built (a few near a target, or more than a
+        /// walk takes), and with keys whose windows tie.
+        #[test]
+        fn seeks_from_fingers_land_where_the_list_search_does(
+            before in proptest::collection::vec((0u32..3000, 0u8..3), 0..400),
+            after in proptest::collection::vec((0u32..3000, 0u8..3), 0..400),
+            run in 0usize..60,
+            probes in proptest::collection::vec((0u32..3100, 0u8..3, 0u64..2000), 1..60),
+        ) {
+            // Three key shapes: short keys, keys that tie on their first eight bytes, long distinct ones.
+            let user = |i: u32, shape: u8| match shape {
+                0 => format!("{i:05}").into_bytes(),
+                1 => format!("shared-prefix/{i:05}").into_bytes(),
+                _ => format!("{i:05}-and-some-more-bytes").into_bytes(),
+            };
+            let m = Arc::new(Memtable::new(1 << 20));
+            let mut seq = 0u64;
+            let mut add = |m: &Memtable, k: &[u8]| {
+                seq += 1;
+                m.insert(k, seq, ValueKind::Put, b"v");
+            };
+            let targets: Vec<Vec<u8>> = probes
+                .iter()
+                .map(|&(i, shape, s)| key::internal_key(&user(i, shape), key::seek_trailer(s)))
+                .chain(std::iter::once(key::internal_key(b"shared-prefix/01500/999", key::seek_trailer(1))))
+                .collect();
+            for &(i, shape) in &before {
+                add(&m, &user(i, shape));
+            }
+            m.build_fingers();
+            assert_seeks_match_the_list(&m, &targets);
+            for &(i, shape) in &after {
+                add(&m, &user(i, shape));
+            }
+            // A run of keys right after one spot, longer than a walk takes when `run > MAX_WALK`.
+            for j in 0..run as u32 {
+                add(&m, format!("shared-prefix/01500/{j:03}").as_bytes());
+            }
+            assert_seeks_match_the_list(&m, &targets);
+        }
+    }
+
+    /// The fingers are built once the memtable holds enough entries and again when it has grown by half,
+    /// and stay within a sixteenth of the memtable's size however small its entries.
+    #[test]
+    fn fingers_are_due_as_the_memtable_grows_and_bounded_by_its_size() {
+        let size = 1 << 20;
+        let m = Arc::new(Memtable::new(size));
+        let mut seq = 0u64;
+        let mut fill = |to: u64| {
+            while seq < to {
+                seq += 1;
+                m.insert(format!("{seq:016x}").as_bytes(), seq, ValueKind::Put, b"");
+            }
+        };
+        let seek = || m.seek_ge(&Target::new(b"k", key::seek_trailer(1)));
+        fill(FINGERS_FROM as u64 - 1);
+        seek();
+        assert!(!m.fingers_due(), "a small memtable is searched without fingers");
+        fill(FINGERS_FROM as u64);
+        assert!(m.fingers_due());
+        m.build_fingers();
+        assert!(!m.fingers_due());
+        fill(FINGERS_FROM as u64 * 3 / 2 - 1);
+        seek();
+        assert!(!m.fingers_due(), "not due before the memtable has grown by half");
+        fill(FINGERS_FROM as u64 * 3 / 2);
+        assert!(m.fingers_due());
+        m.build_fingers();
+        fill(FINGERS_FROM as u64 * 3);
+        assert!(!m.fingers_due(), "not due before a seek: writes and point reads use no fingers");
+        let _ = m.get(b"k", u64::MAX >> 8, key_hash(b"k"));
+        assert!(!m.fingers_due(), "a point read the key index answers is not a seek");
+        seek();
+        assert!(m.fingers_due());
+        // Entries of some 70 bytes: a memtable of 1 MiB would hold 15,000; at 40,000 the fingers take
+        // every eleventh node.
+        fill(40_000);
+        m.build_fingers();
+        assert!(m.fingers_bytes() <= size / 16, "{} bytes of fingers", m.fingers_bytes());
+        assert!(m.fingers_bytes() >= size / 20, "{} bytes of fingers", m.fingers_bytes());
+        let targets: Vec<Vec<u8>> = (0..45_000u64)
+            .step_by(7)
+            .map(|i| key::internal_key(format!("{i:016x}").as_bytes(), key::seek_trailer(i)))
+            .collect();
+        assert_seeks_match_the_list(&m, &targets);
+    }
+
+    #[test]
+    fn a_frozen_memtable_keeps_the_fingers_it_had() {
+        let m = Memtable::new(1 << 20);
+        for i in 0..3 * FINGERS_FROM as u64 {
+            m.insert(format!("{i:016x}").as_bytes(), i + 1, ValueKind::Put, b"");
+        }
+        m.freeze(7);
+        m.build_fingers();
+        assert_eq!(m.fingers_bytes(), 0, "the walk stopped at the freeze");
+        assert!(!m.fingers_due(), "and is not asked for again");
     }
 
     #[test]

@@ -115,6 +115,11 @@ impl Node {
         }
     }
 
+    /// [`key::window`] of the node's user key.
+    pub fn window(&self) -> u64 {
+        self.header().window
+    }
+
     /// The node's address, as the memtable's key index keeps it.
     pub fn as_raw(&self) -> NonNull<u8> {
         self.0.cast()
@@ -183,11 +188,16 @@ impl<'a> Target<'a> {
         user_key.cmp(self.user_key).then_with(|| self.trailer.cmp(&trailer))
     }
 
+    /// [`key::window`] of the target's user key.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
     /// How `node`'s key orders against the target; reads the key only when the windows tie.
     ///
     /// # Safety
     /// The node's list is alive.
-    unsafe fn order(&self, node: Node) -> Ordering {
+    pub unsafe fn order(&self, node: Node) -> Ordering {
         // SAFETY: the caller's contract.
         self.order_with(node.header().window, || unsafe { node.key() })
     }
@@ -383,6 +393,37 @@ impl SkipList {
                 }
             }
         }
+    }
+
+    /// The boundary `target` draws at level 0 (as [`SkipList::seek_ge`] and [`SkipList::seek_le`] find
+    /// it: the last node before it, `None` for the head, and the first after it), walked from `from` (a
+    /// node before the target, or `None` for the head) if at most `max_steps` nodes lie between; `None`
+    /// past that.
+    pub fn walk(
+        &self,
+        from: Option<Node>,
+        target: &Target<'_>,
+        past_equal: bool,
+        max_steps: usize,
+    ) -> Option<(Option<Node>, Option<Node>)> {
+        let mut x = from.unwrap_or(self.head);
+        for _ in 0..=max_steps {
+            let next = x.next(0);
+            let before = next.is_some_and(|n| {
+                // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
+                let ord = unsafe { target.order(n) };
+                ord == Ordering::Less || past_equal && ord == Ordering::Equal
+            });
+            match next {
+                Some(n) if before => {
+                    // SAFETY: as above.
+                    unsafe { n.prefetch_successor() };
+                    x = n;
+                }
+                _ => return Some((Some(x).filter(|x| *x != self.head), next)),
+            }
+        }
+        None
     }
 
     fn top_level(&self) -> usize {
