@@ -108,7 +108,9 @@ impl Options {
     /// a sixteenth of this (rounded up to a power of two, at most 16 MiB) and a key filter of a
     /// thirty-second (likewise, at most 2 MiB); from the first flush on, the flush thread keeps one more
     /// of each made ahead, for the next memtable, so that a switch does not map them while writers wait.
-    /// Default: 64 MiB.
+    /// A memtable that scans or seeks read gets, once it holds 4,096 entries, fingers where seeks start:
+    /// at most a sixteenth of this again (two such while the flush thread rebuilds them, each time the
+    /// memtable has grown by half). Default: 64 MiB.
     pub fn memtable_size(mut self, bytes: usize) -> Self {
         self.memtable_size = bytes;
         self
