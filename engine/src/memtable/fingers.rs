@@ -16,6 +16,7 @@
 use std::cmp::Ordering;
 
 use super::skiplist::{Node, SkipList, Target};
+use crate::prefetch::prefetch;
 
 /// Nodes a search walks on level 0 from its finger before it descends the list instead.
 pub(super) const MAX_WALK: usize = 16;
@@ -83,6 +84,11 @@ impl Fingers {
         let runs = self.tops.partition_point(|&w| w < window);
         let Some(run) = runs.checked_sub(1) else { return 0 };
         let start = run * RUN;
+        // The node a search reads next is one of the run's (or the first of the next run): ask for their
+        // addresses' lines now, so that their miss overlaps the search of the run's windows.
+        for at in [start, start + RUN / 2, start + RUN] {
+            prefetch(self.nodes.as_ptr().wrapping_add(at));
+        }
         let windows = self.windows.get(start..(start + RUN).min(self.windows.len())).unwrap_or_default();
         start + windows.partition_point(|&w| w < window)
     }
