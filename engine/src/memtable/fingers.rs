@@ -5,7 +5,7 @@
 //! A skip-list seek reads a node per step, and in a large memtable the last levels' nodes are scattered
 //! over the arena, out of the CPU's caches: a seek in a list of 100,000 entries costs some 600 ns, about
 //! the seek of a 10-pair scan in a table. The fingers' windows take 8 bytes a node, and a search reads
-//! first every sixteenth of them (50 KiB at 100,000 entries, which stays in the CPU's caches), then the two
+//! first every sixteenth of them (about 50 KiB at 100,000 entries, which stays in the CPU's caches), then the two
 //! lines of one run of sixteen; the node it lands before is a step or two away on level 0.
 //!
 //! The array is a snapshot: nodes inserted after it was built are not in it. A search starts from the
