@@ -738,4 +738,66 @@ mod tests {
             published.store(DONE, AtomicOrdering::Release);
         });
     }
+
+    /// Cursors seeking while the writer inserts and fingers are rebuilt under them (complete, stale, or
+    /// none yet) land on the first published key at or after their target: an unpublished entry they may
+    /// land on instead is never past that key.
+    #[test]
+    fn seeks_racing_the_writer_and_rebuilt_fingers_land_on_the_first_published_key() {
+        use std::sync::atomic::AtomicU64;
+        // Large enough that the fingers take every node.
+        let m = Arc::new(Memtable::new(64 << 20));
+        let published = Arc::new(AtomicU64::new(0));
+        // Even keys in a scattered order, 20 to a group (sequences 1, 2, ... in that order); probes are odd.
+        const KEYS: u32 = 20_000;
+        let order: Vec<u32> = (0..KEYS).map(|i| i.wrapping_mul(2_654_435_761) % KEYS * 2).collect();
+        let seq_of: std::collections::HashMap<u32, u64> =
+            order.iter().enumerate().map(|(i, &k)| (k, i as u64 + 1)).collect();
+        let key = |k: u32| format!("k{k:06}").into_bytes();
+        const DONE: u64 = u64::MAX;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while published.load(AtomicOrdering::Acquire) != DONE {
+                    m.build_fingers();
+                }
+            });
+            for r in 0..2u32 {
+                let (m, published, seq_of) = (&m, &published, &seq_of);
+                s.spawn(move || {
+                    let mut c = MemCursor::new(Arc::clone(m));
+                    let mut probe = r;
+                    loop {
+                        let seq = published.load(AtomicOrdering::Acquire);
+                        if seq == DONE {
+                            break;
+                        }
+                        probe = (probe + 7919) % (2 * KEYS + 2);
+                        let odd = probe | 1;
+                        c.seek_ge(Some(&key::internal_key(&key(odd), key::seek_trailer(seq))));
+                        // The first key after the probe written at or below `seq`, as a model says.
+                        let want =
+                            (odd + 1..2 * KEYS + 2).step_by(2).find(|k| seq_of.get(k).is_some_and(|&s| s <= seq));
+                        let got = c.key().map(|k| key::user_key(k).to_vec());
+                        match (got, want) {
+                            (Some(got), Some(want)) => {
+                                assert!(got <= key(want), "probe {odd} at {seq} passed {want}");
+                                assert!(got > key(odd));
+                            }
+                            (Some(got), None) => assert!(got > key(odd)),
+                            (None, want) => assert_eq!(want, None, "probe {odd} at {seq} found nothing"),
+                        }
+                    }
+                });
+            }
+            let keys: Vec<Vec<u8>> = order.iter().map(|&k| key(k)).collect();
+            for (g, chunk) in keys.chunks(20).enumerate() {
+                let first = g as u64 * 20 + 1;
+                let mut puts: Vec<Put<'_>> =
+                    chunk.iter().enumerate().map(|(i, k)| Put::new(k, first + i as u64, ValueKind::Put, k)).collect();
+                m.insert_all(&mut puts);
+                published.store(first + chunk.len() as u64 - 1, AtomicOrdering::Release);
+            }
+            published.store(DONE, AtomicOrdering::Release);
+        });
+    }
 }
