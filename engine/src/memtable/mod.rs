@@ -162,34 +162,44 @@ impl Memtable {
     fn seek_ge_internal(&self, target: &[u8]) -> Option<Node> {
         self.note_seek();
         let t = Target::from_internal(target);
-        if let Some(fingers) = self.fingers.load().as_ref() {
+        let fingers = self.fingers.load();
+        if let Some(fingers) = fingers.as_deref() {
             // SAFETY: the fingers hold nodes of `self.list`, alive while `self` is borrowed.
             if let Some(found) = unsafe { fingers.first_not_before(&t, self.list.len()) } {
                 return found;
             }
         }
-        self.seek_indexed(target).or_else(|| self.seek_ge(&t))
+        self.seek_indexed(target).or_else(|| self.seek_ge_from(fingers.as_deref(), &t))
     }
 
     /// The first entry whose key is not before `target`.
     fn seek_ge(&self, target: &Target<'_>) -> Option<Node> {
         self.note_seek();
-        self.walk_from_fingers(target, false).map_or_else(|| self.list.seek_ge(target), |(_, after)| after)
+        self.seek_ge_from(self.fingers.load().as_deref(), target)
+    }
+
+    /// [`Memtable::seek_ge`] with the fingers the caller loaded.
+    fn seek_ge_from(&self, fingers: Option<&Fingers>, target: &Target<'_>) -> Option<Node> {
+        self.walk_from(fingers, target, false).map_or_else(|| self.list.seek_ge(target), |(_, after)| after)
     }
 
     /// The last entry whose key is not after `target`.
     fn seek_le(&self, target: &Target<'_>) -> Option<Node> {
         self.note_seek();
-        self.walk_from_fingers(target, true).map_or_else(|| self.list.seek_le(target), |(before, _)| before)
+        let fingers = self.fingers.load();
+        self.walk_from(fingers.as_deref(), target, true).map_or_else(|| self.list.seek_le(target), |(before, _)| before)
     }
 
-    /// The boundary `target` draws (see [`SkipList::walk`]), walked from the fingers if they are built and
-    /// few entries were added near the target since; `None` to descend the list instead.
-    fn walk_from_fingers(&self, target: &Target<'_>, past_equal: bool) -> Option<(Option<Node>, Option<Node>)> {
-        let fingers = self.fingers.load();
-        let fingers = fingers.as_ref()?;
+    /// The boundary `target` draws (see [`SkipList::walk`]), walked from `fingers` if they are built and few
+    /// entries were added near the target since; `None` to descend the list instead.
+    fn walk_from(
+        &self,
+        fingers: Option<&Fingers>,
+        target: &Target<'_>,
+        past_equal: bool,
+    ) -> Option<(Option<Node>, Option<Node>)> {
         // SAFETY: the fingers hold nodes of `self.list`, alive while `self` is borrowed.
-        let from = unsafe { fingers.before(target) };
+        let from = unsafe { fingers?.before(target) };
         self.list.walk(from, target, past_equal, MAX_WALK)
     }
 
@@ -597,13 +607,20 @@ mod tests {
 
     #[test]
     fn a_frozen_memtable_keeps_the_fingers_it_had() {
-        let m = Memtable::new(1 << 20);
-        for i in 0..3 * FINGERS_FROM as u64 {
-            m.insert(format!("{i:016x}").as_bytes(), i + 1, ValueKind::Put, b"");
-        }
+        let m = Memtable::new(64 << 20);
+        let fill = |from: u64, to: u64| {
+            for i in from..to {
+                m.insert(format!("{i:016x}").as_bytes(), i + 1, ValueKind::Put, b"");
+            }
+        };
+        fill(0, 2 * FINGERS_FROM as u64);
+        m.build_fingers();
+        let had = m.fingers_bytes();
+        assert!(had > 0);
+        fill(2 * FINGERS_FROM as u64, 4 * FINGERS_FROM as u64);
         m.freeze(7);
         m.build_fingers();
-        assert_eq!(m.fingers_bytes(), 0, "the walk stopped at the freeze");
+        assert_eq!(m.fingers_bytes(), had, "the walk stopped at the freeze, and the last fingers stay");
         assert!(!m.fingers_due(), "and is not asked for again");
     }
 

@@ -201,6 +201,17 @@ impl<'a> Target<'a> {
         // SAFETY: the caller's contract.
         self.order_with(node.header().window, || unsafe { node.key() })
     }
+
+    /// Whether `node` lies before the boundary the target draws: its key is before the target, or equal to
+    /// it when `past_equal`.
+    ///
+    /// # Safety
+    /// The node's list is alive.
+    unsafe fn precedes(&self, node: Node, past_equal: bool) -> bool {
+        // SAFETY: the caller's contract.
+        let ord = unsafe { self.order(node) };
+        ord == Ordering::Less || past_equal && ord == Ordering::Equal
+    }
 }
 
 /// Blocks of memory handed out front to back and freed together.
@@ -373,11 +384,8 @@ impl SkipList {
             if level > 0 {
                 prefetch(x.link(level - 1).load(AtomicOrdering::Relaxed));
             }
-            let before = next.is_some_and(|n| {
-                // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
-                let ord = unsafe { target.order(n) };
-                ord == Ordering::Less || past_equal && ord == Ordering::Equal
-            });
+            // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
+            let before = next.is_some_and(|n| unsafe { target.precedes(n, past_equal) });
             match next {
                 Some(n) if before => x = n,
                 _ => {
@@ -409,11 +417,8 @@ impl SkipList {
         let mut x = from.unwrap_or(self.head);
         for _ in 0..=max_steps {
             let next = x.next(0);
-            let before = next.is_some_and(|n| {
-                // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
-                let ord = unsafe { target.order(n) };
-                ord == Ordering::Less || past_equal && ord == Ordering::Equal
-            });
+            // SAFETY: `n` is a published node of this list, which is alive while `self` is borrowed.
+            let before = next.is_some_and(|n| unsafe { target.precedes(n, past_equal) });
             match next {
                 Some(n) if before => {
                     // SAFETY: as above.
