@@ -5,7 +5,6 @@
 //! generate the same keys, values and jobs in the same order.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Barrier;
 use std::thread;
@@ -625,28 +624,19 @@ pub fn jobs(seed: u64, count: usize) -> Vec<Job> {
     (0..count).map(|i| job(i, &mut rng)).collect()
 }
 
-/// Claims the most urgent claimable job of Cairn's `jobs` collection for `node` with `Collection::claim`,
-/// trying three queries in order: QUEUED then PENDING jobs by descending priority (`status_priority`), then
-/// RUNNING jobs whose lease lapsed before `now_ms` (`status_lease`). A candidate is taken if it may become
-/// RUNNING or its lease lapsed, and changed by `apply_claim`. `None` if no job is claimable;
-/// [`ClaimError::Contended`] if concurrent claimers took every candidate this claim tried (retry it).
+/// Claims the best PENDING job of Cairn's `jobs` collection for `node` with `Collection::claim`: highest
+/// priority first (`status_priority`), the job the peers' claims pick with one query too, changed by
+/// `apply_claim`. `None` if no job is PENDING; [`ClaimError::Contended`] if concurrent claimers took every
+/// candidate this claim tried (retry it).
 pub fn claim_next(
     jobs: &Collection<Job>,
     node: &str,
     now_ms: i64,
     lease_ms: i64,
 ) -> std::result::Result<Option<Stored<Job>>, ClaimError> {
-    let queries = [
-        Query::new().eq("status", JobStatus::Queued.as_str()).order_by("priority").descending(),
-        Query::new().eq("status", JobStatus::Pending.as_str()).order_by("priority").descending(),
-        Query::new()
-            .eq("status", JobStatus::Running.as_str())
-            .range("lease_expires_at", Bound::Unbounded, Bound::Excluded(now_ms.into()))
-            .use_index("status_lease"),
-    ];
+    let queries = [Query::new().eq("status", JobStatus::Pending.as_str()).order_by("priority").descending()];
     jobs.claim(&queries, |job| {
-        let lapsed = job.status == JobStatus::Running && job.lease_expires_at.is_some_and(|t| t < now_ms);
-        if !(job.status.can_transition_to(JobStatus::Running) || lapsed) {
+        if !job.status.can_transition_to(JobStatus::Running) {
             return false;
         }
         apply_claim(job, node, now_ms, lease_ms);
