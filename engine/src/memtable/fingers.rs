@@ -25,6 +25,11 @@ const RUN: usize = 16;
 /// Nodes a build walks between two asks whether to stop.
 const STOP_EVERY: usize = 4096;
 
+/// Nodes after the one found whose lines [`Fingers::first_not_before`] asks for: a scan's next steps, which
+/// would otherwise each wait for the node before them to name the next. A range read of ten pairs with a
+/// third of its keys in the memtable takes about three (range reads at 200,000 keys some 7% faster).
+const SCAN_AHEAD: usize = 3;
+
 /// Every `stride`-th node of a skip list, in key order (see the module's documentation).
 pub(super) struct Fingers {
     /// Each node's [`Target`] window: unequal windows order two keys without reading either.
@@ -130,11 +135,20 @@ impl Fingers {
     /// A node being inserted, linked but not yet counted, is left out: its sequence is above that of every
     /// reader that may see it, and a reader's cursor skips such versions anyway.
     ///
+    /// Asks for the lines of the [`SCAN_AHEAD`] nodes that follow the one found.
+    ///
     /// # Safety
     /// As for [`Fingers::before`].
     pub unsafe fn first_not_before(&self, target: &Target<'_>, list_len: usize) -> Option<Option<Node>> {
+        if list_len != self.complete_at {
+            return None;
+        }
         // SAFETY: the caller's contract.
-        (list_len == self.complete_at).then(|| self.nodes.get(unsafe { self.count_before(target) }).copied())
+        let at = unsafe { self.count_before(target) };
+        for next in self.nodes.get(at + 1..).unwrap_or_default().iter().take(SCAN_AHEAD) {
+            next.prefetch();
+        }
+        Some(self.nodes.get(at).copied())
     }
 
     /// How many fingers have keys before `target`: windows decide, and the keys of the nodes whose window
