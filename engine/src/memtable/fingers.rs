@@ -135,7 +135,8 @@ impl Fingers {
     /// A node being inserted, linked but not yet counted, is left out: its sequence is above that of every
     /// reader that may see it, and a reader's cursor skips such versions anyway.
     ///
-    /// Asks for the lines of the [`SCAN_AHEAD`] nodes that follow the one found.
+    /// Asks for the lines of the node found and of the [`SCAN_AHEAD`] nodes that follow it, without waiting
+    /// for any: the caller's cursor reads the first when the scan compares it with the tables' keys.
     ///
     /// # Safety
     /// As for [`Fingers::before`].
@@ -145,7 +146,7 @@ impl Fingers {
         }
         // SAFETY: the caller's contract.
         let at = unsafe { self.count_before(target) };
-        for next in self.nodes.get(at + 1..).unwrap_or_default().iter().take(SCAN_AHEAD) {
+        for next in self.nodes.get(at..).unwrap_or_default().iter().take(1 + SCAN_AHEAD) {
             next.prefetch();
         }
         Some(self.nodes.get(at).copied())

@@ -158,7 +158,9 @@ impl Memtable {
 
     /// The first entry whose key is not before the internal key `target`: from the fingers alone when
     /// they hold every entry, else from the key index when it holds the key (see
-    /// [`Memtable::seek_indexed`]), else as [`Memtable::seek_ge`] finds it.
+    /// [`Memtable::seek_indexed`]), else as [`Memtable::seek_ge`] finds it. Either way the entries a scan
+    /// reads next are asked for: by the fingers (which read no node), or from the node found, which the
+    /// other ways have read.
     fn seek_ge_internal(&self, target: &[u8]) -> Option<Node> {
         self.note_seek();
         let t = Target::from_internal(target);
@@ -169,7 +171,12 @@ impl Memtable {
                 return found;
             }
         }
-        self.seek_indexed(target).or_else(|| self.seek_ge_from(fingers.as_deref(), &t))
+        let found = self.seek_indexed(target).or_else(|| self.seek_ge_from(fingers.as_deref(), &t));
+        if let Some(n) = found {
+            // SAFETY: a node of `self.list`, alive while `self` is borrowed.
+            unsafe { n.prefetch_successor() };
+        }
+        found
     }
 
     /// The first entry whose key is not before `target`.
@@ -346,12 +353,13 @@ impl MemCursor {
 
     /// Moves to the first entry `>= target` (the first entry if `None`).
     pub fn seek_ge(&mut self, target: Option<&[u8]>) {
-        let list = &self.mem.list;
-        self.node = match target {
-            Some(t) => self.mem.seek_ge_internal(t),
-            None => list.first(),
-        };
-        self.prefetch_ahead(true);
+        match target {
+            Some(t) => self.node = self.mem.seek_ge_internal(t),
+            None => {
+                self.node = self.mem.list.first();
+                self.prefetch_ahead(true);
+            }
+        }
     }
 
     /// Starts loading the entry after the current one in the direction of a scan (forward only: level 0's
