@@ -118,8 +118,8 @@ impl Fingers {
         self.nodes.len()
     }
 
-    /// The last node whose key is before `target`, `None` if no node is: windows decide, and the keys of
-    /// the nodes whose window ties the target's are read in a binary search of their own.
+    /// The last node whose key is before `target`, `None` if no node is (found as
+    /// [`Fingers::count_before`] counts them).
     ///
     /// # Safety
     /// The list these fingers were built from is alive.
