@@ -412,8 +412,9 @@ pub(crate) fn execute<D>(
     // take in values of other types (null sorts before every number), which only `matches` rejects.
     let skip_records = !decoder.wants_records() && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
-    // construction; `check_indexes` verifies it), so those records need no check.
-    let check_records = !plan.filtered.is_empty() || q.range.is_some() || full_scan;
+    // construction; `check_indexes` verifies it), and so does a full scan with no condition: those records
+    // need no check, and are decoded straight into `D`. A full scan's conditions are all in `filtered`.
+    let check_records = !plan.filtered.is_empty() || q.range.is_some();
     let mut visited = 0usize;
     // The key of an index entry's record, rebuilt in place for each entry.
     let mut record_key = keys::record_prefix(d.name());

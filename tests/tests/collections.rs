@@ -68,6 +68,32 @@ fn typed_reads_through_the_record_cache_are_never_stale() {
     assert_eq!(uncached.record_cache_stats(), cairn_store::RecordCacheStats::default());
 }
 
+/// A query with no condition scans the records in id order and decodes each straight into its type, through
+/// the record cache as an index scan's records are, rather than as a JSON tree first.
+#[test]
+fn unconditioned_scans_decode_through_the_record_cache() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    insert_tasks(&store, 30, 2);
+    let q = Query::new().limit(10);
+    let first = tasks.query(&q).unwrap();
+    assert_eq!(first.records.len(), 10);
+    let before = store.record_cache_stats();
+    for _ in 0..3 {
+        let mut visited = Vec::new();
+        tasks.query_each(&q, |r| visited.push(r)).unwrap();
+        assert_eq!(visited, first.records);
+    }
+    // Reads one to three mark the ten records and keep them; the fourth is answered from the cache.
+    let after = store.record_cache_stats();
+    assert_eq!(after.hits - before.hits, 10, "{before:?} {after:?}");
+    assert_eq!(after.misses - before.misses, 20, "{before:?} {after:?}");
+    let ids: Vec<_> = first.records.iter().map(|r| r.id.as_str()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted);
+}
+
 #[test]
 fn crud_versions_and_errors() {
     let (_dir, store) = store();
