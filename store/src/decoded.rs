@@ -290,18 +290,29 @@ pub(crate) trait Decode<D> {
     fn wants_records(&self) -> bool {
         true
     }
+
+    /// Whether `D` is a JSON tree. A query that checks its records parses a tree for such a decoder, checks
+    /// it and hands it over ([`Decode::decode_tree`]); for others it reads only the values it checks and
+    /// decodes the records that match ([`Decode::decode`]).
+    fn decodes_trees(&self) -> bool {
+        false
+    }
 }
 
 /// Parses every record.
 pub(crate) struct Parse;
 
-impl<D: DeserializeOwned> Decode<D> for Parse {
+impl<D: DeserializeOwned + 'static> Decode<D> for Parse {
     fn decode(&self, key: &[u8], bytes: &[u8], _at: u64) -> Result<Envelope<D>, StoreError> {
         envelope::decode_as(key, bytes)
     }
 
     fn decode_tree(&self, key: &[u8], doc: Value) -> Result<D, StoreError> {
         envelope::tree_as(key, doc)
+    }
+
+    fn decodes_trees(&self) -> bool {
+        envelope::is_tree::<D>()
     }
 }
 
@@ -326,6 +337,10 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
     /// A record kept as a `D` is one.
     fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<Option<D>> {
         Ok(self.0.recall(key, at, written_after)?.map(|e| e.map(Some)))
+    }
+
+    fn decodes_trees(&self) -> bool {
+        self.0.decodes_trees()
     }
 }
 
@@ -570,6 +585,10 @@ impl<D: DeserializeOwned + Clone + Send + Sync + 'static> Decode<D> for Cached<'
     fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<D> {
         Ok(self.recall_kept(key, at, written_after)?.map(|record| record.map(|doc| D::clone(&doc))))
     }
+
+    fn decodes_trees(&self) -> bool {
+        envelope::is_tree::<D>()
+    }
 }
 
 impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, D> {
@@ -586,6 +605,10 @@ impl<D: DeserializeOwned + Send + Sync + 'static> Decode<Arc<D>> for Shared<'_, 
 
     fn recall(&self, key: &[u8], at: u64, written_after: impl FnOnce(u64) -> WrittenAfter) -> Recalled<Arc<D>> {
         self.0.recall_kept(key, at, written_after)
+    }
+
+    fn decodes_trees(&self) -> bool {
+        envelope::is_tree::<D>()
     }
 }
 

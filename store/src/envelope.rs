@@ -7,6 +7,8 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::any::{Any, TypeId};
+
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -73,9 +75,19 @@ pub(crate) fn decode_doc<D: DeserializeOwned>(key: &[u8], doc: &[u8]) -> Result<
     serde_json::from_str(text).map_err(|e| bad_doc(key, e))
 }
 
-/// A record's document already parsed as a JSON tree (under `key`), as `D`.
-pub(crate) fn tree_as<D: DeserializeOwned>(key: &[u8], doc: Value) -> Result<D, StoreError> {
-    serde_json::from_value(doc).map_err(|e| bad_doc(key, e))
+/// A record's document already parsed as a JSON tree (under `key`), as `D`: the tree itself when `D` is a
+/// JSON tree, rather than a copy built from it.
+pub(crate) fn tree_as<D: DeserializeOwned + 'static>(key: &[u8], doc: Value) -> Result<D, StoreError> {
+    let mut doc = Some(doc);
+    if let Some(tree) = (&mut doc as &mut dyn Any).downcast_mut::<Option<D>>().and_then(Option::take) {
+        return Ok(tree);
+    }
+    serde_json::from_value(doc.unwrap_or_default()).map_err(|e| bad_doc(key, e))
+}
+
+/// Whether `D` is a JSON tree, which a record's check parses anyway ([`tree_as`] then hands it over).
+pub(crate) fn is_tree<D: 'static>() -> bool {
+    TypeId::of::<D>() == TypeId::of::<Value>()
 }
 
 /// The error for the document of the record under `key` that is not a `D`.

@@ -14,6 +14,7 @@ use crate::catalog::Declared;
 use crate::decoded::Decode;
 use crate::envelope::{self, Envelope};
 use crate::error::{ReadError, StoreError};
+use crate::fields;
 use crate::hints::{ScanHints, ScanTicket};
 use crate::keys;
 use crate::record::{CollectionSpec, IndexSpec};
@@ -301,9 +302,27 @@ fn in_bound(v: Option<&Value>, lower: &Bound<Value>, upper: &Bound<Value>) -> bo
 /// Whether a document satisfies every condition of the query (index-served ones included: cheap, and a
 /// guard against index entries that disagree with their record).
 fn matches(q: &Query, doc: &Value) -> bool {
-    q.eq.iter().all(|(f, v)| test(keys::field(doc, f), Op::Eq, v))
-        && q.range.as_ref().is_none_or(|(f, lo, hi)| in_bound(keys::field(doc, f), lo, hi))
-        && q.filters.iter().all(|f| test(keys::field(doc, &f.field), f.op, &f.value))
+    matches_by(q, |path| keys::field(doc, path))
+}
+
+/// [`matches`] on the values `field` gives at each condition's path.
+fn matches_by<'v>(q: &Query, field: impl Fn(&str) -> Option<&'v Value>) -> bool {
+    q.eq.iter().all(|(f, v)| test(field(f), Op::Eq, v))
+        && q.range.as_ref().is_none_or(|(f, lo, hi)| in_bound(field(f), lo, hi))
+        && q.filters.iter().all(|f| test(field(&f.field), f.op, &f.value))
+}
+
+/// The paths the query's conditions name, each once.
+fn condition_paths(q: &Query) -> Vec<&str> {
+    let mut paths: Vec<&str> = Vec::new();
+    let named =
+        q.eq.iter().map(|(f, _)| f).chain(q.range.iter().map(|(f, _, _)| f)).chain(q.filters.iter().map(|f| &f.field));
+    for path in named {
+        if !paths.contains(&path.as_str()) {
+            paths.push(path);
+        }
+    }
+    paths
 }
 
 /// The engine-key bounds a plan scans, before the cursor.
@@ -360,8 +379,9 @@ fn scan_bounds(d: &Declared, q: &Query, plan: &Plan) -> (Vec<u8>, Bound<Vec<u8>>
 /// Runs `q` at `snap`, calling `visit(key, envelope, id)` for each match in order, at most `limit` times;
 /// returns whether another match follows the last one visited. When the decoder wants no records (a count)
 /// and nothing needs checking per record, records are not read. Documents are decoded straight into `D` by
-/// `decoder` when nothing needs checking on the record; otherwise as JSON first, to check them. Past the
-/// limit, a record is read only if it needs checking, and never decoded into `D`.
+/// `decoder`, when a record needs checking only once it matches (the check reads the values it needs from
+/// the text), unless `D` is a JSON tree: then the tree parsed for the check is `D`. Past the limit, a record
+/// is read only if it needs checking, and never decoded into `D`.
 pub(crate) fn execute<D>(
     snap: &Snapshot,
     (hints, ticket): (&ScanHints, ScanTicket),
@@ -415,6 +435,9 @@ pub(crate) fn execute<D>(
     // construction; `check_indexes` verifies it), and so does a full scan with no condition: those records
     // need no check, and are decoded straight into `D`. A full scan's conditions are all in `filtered`.
     let check_records = !plan.filtered.is_empty() || q.range.is_some();
+    // Records are checked on the values at the conditions' paths, read from their text without a tree, and
+    // only those that match are decoded; a decoder of JSON trees gets the tree the check parsed instead.
+    let checked_paths = (check_records && !decoder.decodes_trees()).then(|| condition_paths(q));
     let mut visited = 0usize;
     // The key of an index entry's record, rebuilt in place for each entry.
     let mut record_key = keys::record_prefix(d.name());
@@ -444,6 +467,20 @@ pub(crate) fn execute<D>(
         let read = |bytes: &[u8]| -> Result<ControlFlow<(), Option<Envelope<D>>>, ReadError> {
             if !check_records {
                 return Ok(ControlFlow::Continue(Some(decoder.decode(record_key, bytes, snap.sequence())?)));
+            }
+            if let Some(paths) = &checked_paths {
+                let doc = envelope::decode_raw(record_key, bytes)?.doc;
+                // A document that is not a JSON object is parsed whole below, as it is for a decoder of trees.
+                if let Ok(values) = fields::read_paths(doc, paths) {
+                    let at = |path: &str| paths.iter().position(|p| *p == path).and_then(|i| values.get(i)?.as_ref());
+                    if !matches_by(q, at) {
+                        return Ok(ControlFlow::Continue(None));
+                    }
+                    if full {
+                        return Ok(ControlFlow::Break(()));
+                    }
+                    return Ok(ControlFlow::Continue(Some(decoder.decode(record_key, bytes, snap.sequence())?)));
+                }
             }
             let env = envelope::decode(record_key, bytes)?;
             if !matches(q, &env.doc) {

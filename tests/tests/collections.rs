@@ -94,6 +94,41 @@ fn unconditioned_scans_decode_through_the_record_cache() {
     assert_eq!(ids, sorted);
 }
 
+/// A query whose records need checking (a condition the index does not answer) reads the values it checks
+/// from each record's text and decodes only the records that match, straight into their type and through
+/// the record cache; a record that is not the type and does not match is passed over.
+#[test]
+fn checked_queries_decode_only_matches_through_the_record_cache() {
+    let (_dir, store) = store();
+    let tasks = store.collection::<Task>().unwrap();
+    insert_tasks(&store, 40, 2);
+    // Not a `Task` (its priority is a string, and it has no id field), and not a match.
+    tasks.as_dyn().insert("x-1", json!({"owner": "user5", "status": "PENDING", "priority": "high"})).unwrap();
+    let q = Query::new().eq("status", "PENDING").eq("owner", "user3").filter("priority", Op::Ge, 5);
+    assert_eq!(tasks.explain(&q).unwrap().filtered, ["owner", "priority"]);
+    let ids = |records: &[Stored<Task>]| records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let first = tasks.query(&q).unwrap();
+    assert_eq!(ids(&first.records), ["t000010", "t000024", "t000038"]);
+    let before = store.record_cache_stats();
+    for _ in 0..3 {
+        assert_eq!(tasks.query(&q).unwrap(), first);
+    }
+    // Reads one to three of the three matches keep them; the fourth is answered from the cache.
+    let after = store.record_cache_stats();
+    assert_eq!((after.hits - before.hits, after.misses - before.misses), (3, 6), "{before:?} {after:?}");
+    // The same answers without the cache, and from the collection read as JSON trees.
+    let uncached = Store::with_db(store.db().clone(), StoreOptions::default().record_cache_size(0)).unwrap();
+    assert_eq!(uncached.collection::<Task>().unwrap().query(&q).unwrap(), first);
+    let trees = tasks.as_dyn().query(&q).unwrap();
+    let tree_ids: Vec<_> = trees.records.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(tree_ids, ids(&first.records));
+    assert_eq!(trees.records[0].doc, serde_json::to_value(&first.records[0].doc).unwrap());
+    // A match that is not a `Task` fails the typed query, naming the record.
+    tasks.as_dyn().insert("x-2", json!({"owner": "user3", "status": "PENDING", "priority": 9})).unwrap();
+    let err = tasks.query(&q).unwrap_err().to_string();
+    assert!(err.contains("x-2"), "{err}");
+}
+
 #[test]
 fn crud_versions_and_errors() {
     let (_dir, store) = store();
