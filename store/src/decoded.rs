@@ -344,13 +344,13 @@ impl<D: DeserializeOwned, Dec: Decode<D>> Decode<Option<D>> for OrSkip<'_, Dec> 
     }
 }
 
-/// Counts: wants no records. `execute` then reads only records it must check, and checks them as JSON
-/// values, so this decoder is not called; were it, it would decode the document as nothing.
+/// Counts: wants no records. `execute` then reads only records it must check, and decodes those that
+/// match as nothing: their envelope's head, the document left as it is (the check has parsed it).
 pub(crate) struct CountOnly;
 
 impl Decode<IgnoredAny> for CountOnly {
     fn decode(&self, key: &[u8], bytes: &[u8], _at: u64) -> Result<Envelope<IgnoredAny>, StoreError> {
-        envelope::decode_as(key, bytes)
+        Ok(envelope::decode_raw(key, bytes)?.map(|_| IgnoredAny))
     }
 
     fn decode_tree(&self, _key: &[u8], _doc: Value) -> Result<IgnoredAny, StoreError> {

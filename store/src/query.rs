@@ -428,13 +428,13 @@ pub(crate) fn execute<D>(
         _ => None,
     };
     let mut iter = if plan.reverse_scan { snap.range_rev((lower, upper))? } else { snap.range((lower, upper))? };
-    // Counting from index keys alone is exact only for pure equality: a range's encoded bounds may also
-    // take in values of other types (null sorts before every number), which only `matches` rejects.
-    let skip_records = !decoder.wants_records() && plan.filtered.is_empty() && q.range.is_none() && !full_scan;
     // An index scan on equalities alone yields only matching records (the index agrees with the records by
     // construction; `check_indexes` verifies it), and so does a full scan with no condition: those records
     // need no check, and are decoded straight into `D`. A full scan's conditions are all in `filtered`.
     let check_records = !plan.filtered.is_empty() || q.range.is_some();
+    // Counting from keys alone is exact only for those: a range's encoded bounds may also take in values of
+    // other types (null sorts before every number), which only `matches` rejects.
+    let skip_records = !decoder.wants_records() && !check_records;
     // Records are checked on the values at the conditions' paths, read from their text without a tree, and
     // only those that match are decoded; a decoder of JSON trees gets the tree the check parsed instead.
     let checked_paths = (check_records && !decoder.decodes_trees()).then(|| condition_paths(q));

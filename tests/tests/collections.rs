@@ -123,6 +123,10 @@ fn checked_queries_decode_only_matches_through_the_record_cache() {
     let tree_ids: Vec<_> = trees.records.iter().map(|r| r.id.clone()).collect();
     assert_eq!(tree_ids, ids(&first.records));
     assert_eq!(trees.records[0].doc, serde_json::to_value(&first.records[0].doc).unwrap());
+    // Counts check the same way, and a count of every record counts the one that is not a `Task` too.
+    assert_eq!(tasks.count(&q).unwrap(), 3);
+    assert_eq!(tasks.count(&Query::new()).unwrap(), 41);
+    assert_eq!(tasks.count(&Query::new().filter("priority", Op::Ge, 35)).unwrap(), 5);
     // A match that is not a `Task` fails the typed query, naming the record.
     tasks.as_dyn().insert("x-2", json!({"owner": "user3", "status": "PENDING", "priority": 9})).unwrap();
     let err = tasks.query(&q).unwrap_err().to_string();

@@ -9,7 +9,7 @@
 //! 2. the scheduler query: top 50 PENDING jobs by priority, as a page and visited one job at a time;
 //! 3. random gets by id;
 //! 4. paging through one owner's jobs, 100 per page, and through jobs of conditions the index scanned does not
-//!    answer (checked on each record);
+//!    answer (checked on each record), and counts;
 //! 5. claims (version-checked status updates) from 1 thread and from 4 threads.
 
 use std::collections::BTreeMap;
@@ -164,6 +164,13 @@ fn run() -> Result<(), Failure> {
         let s = t.elapsed().as_secs_f64();
         let how = format!("index {}, {} checked", plan.index.unwrap_or_default(), plan.filtered.join(", "));
         rows.push((format!("page through {what} ({seen} jobs, 100 per page; {how})"), seen, s, rate(seen, s)));
+    }
+    // Counts: of every job (a full scan), and of the first checked query's matches.
+    for (what, q) in [("every job", Query::new()), (checked[0].0, checked[0].1.clone())] {
+        let t = Instant::now();
+        let counted = usize::try_from(jobs.count(&q)?)?;
+        let s = t.elapsed().as_secs_f64();
+        rows.push((format!("count {what} ({counted})"), counted, s, rate(counted, s)));
     }
     // The same pages as JSON trees, as the server reads them.
     let (what, q) = &checked[0];
