@@ -57,6 +57,24 @@ fn rate(n: usize, secs: f64) -> String {
     format!("{:.0}", n as f64 / secs)
 }
 
+/// Pages through `q`, 100 jobs a page: `page` reads the page it is given and returns how many jobs it held
+/// and the cursor of the next. Returns the jobs read and the seconds taken.
+fn page_through(
+    q: &Query,
+    mut page: impl FnMut(Query) -> Result<(usize, Option<String>), Failure>,
+) -> Result<(usize, f64), Failure> {
+    let t = Instant::now();
+    let (mut seen, mut cursor) = (0, None);
+    loop {
+        let (n, next) = page(q.clone().limit(100).after(cursor))?;
+        seen += n;
+        cursor = next;
+        if cursor.is_none() {
+            return Ok((seen, t.elapsed().as_secs_f64()));
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,18 +150,10 @@ fn run() -> Result<(), Failure> {
     let s = t.elapsed().as_secs_f64();
     rows.push(("get by id".into(), GETS, s, rate(GETS, s)));
 
-    let owner = Query::new().eq("owner", "user7").limit(100);
-    let t = Instant::now();
-    let (mut seen, mut cursor) = (0usize, None);
-    loop {
-        let page = jobs.query(&owner.clone().after(cursor))?;
-        seen += page.records.len();
-        cursor = page.next_cursor;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let s = t.elapsed().as_secs_f64();
+    let (seen, s) = page_through(&Query::new().eq("owner", "user7"), |q| {
+        let page = jobs.query(&q)?;
+        Ok((page.records.len(), page.next_cursor))
+    })?;
     rows.push((format!("page through one owner's jobs ({seen} jobs, 100 per page)"), seen, s, rate(seen, s)));
 
     // Conditions the index does not answer, checked on every record the index scan reads.
@@ -153,15 +163,11 @@ fn run() -> Result<(), Failure> {
     ];
     for (what, q) in &checked {
         let plan = jobs.explain(q)?;
-        let t = Instant::now();
-        let (mut seen, mut cursor) = (0usize, None);
-        loop {
-            cursor = jobs.query_each(&q.clone().limit(100).after(cursor), |_| seen += 1)?;
-            if cursor.is_none() {
-                break;
-            }
-        }
-        let s = t.elapsed().as_secs_f64();
+        let (seen, s) = page_through(q, |q| {
+            let mut n = 0;
+            let next = jobs.query_each(&q, |_| n += 1)?;
+            Ok((n, next))
+        })?;
         let how = format!("index {}, {} checked", plan.index.unwrap_or_default(), plan.filtered.join(", "));
         rows.push((format!("page through {what} ({seen} jobs, 100 per page; {how})"), seen, s, rate(seen, s)));
     }
@@ -174,15 +180,11 @@ fn run() -> Result<(), Failure> {
     }
     // The same pages as JSON trees, as the server reads them.
     let (what, q) = &checked[0];
-    let t = Instant::now();
-    let (mut seen, mut cursor) = (0usize, None);
-    loop {
-        cursor = jobs.as_dyn().query_each(&q.clone().limit(100).after(cursor), |_| seen += 1)?;
-        if cursor.is_none() {
-            break;
-        }
-    }
-    let s = t.elapsed().as_secs_f64();
+    let (seen, s) = page_through(q, |q| {
+        let mut n = 0;
+        let next = jobs.as_dyn().query_each(&q, |_| n += 1)?;
+        Ok((n, next))
+    })?;
     rows.push((format!("page through {what} as JSON trees (`DynCollection`)"), seen, s, rate(seen, s)));
 
     let claims = std::env::var("CLAIMS").ok().and_then(|v| v.parse().ok()).unwrap_or(CLAIMS);
