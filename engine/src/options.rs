@@ -8,6 +8,10 @@ use crate::error::OpenError;
 use crate::io::{FsStorage, Storage};
 use crate::table::Compression;
 
+/// Smallest and largest zstd dictionary a table may make ([`Compression::ZstdDictionary`]).
+const MIN_DICTIONARY: usize = 256;
+const MAX_DICTIONARY: usize = 1 << 20;
+
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -272,9 +276,14 @@ impl Options {
         if self.level0_stop_trigger <= self.level0_slowdown_trigger {
             return bad("level0_stop_trigger must exceed level0_slowdown_trigger");
         }
-        if let Compression::Zstd { level } = self.compression {
+        if let Compression::Zstd { level } | Compression::ZstdDictionary { level, .. } = self.compression {
             if !zstd::compression_level_range().contains(&level) {
                 return bad("zstd level out of range");
+            }
+        }
+        if let Compression::ZstdDictionary { dictionary_size, .. } = self.compression {
+            if !(MIN_DICTIONARY..=MAX_DICTIONARY).contains(&dictionary_size) {
+                return bad("zstd dictionary_size must be 256 bytes to 1 MiB");
             }
         }
         Ok(())

@@ -58,7 +58,7 @@ pub use handle::{DynCollection, RecordWrite, WRITE_ATTEMPTS};
 pub use query::{Op, Page, Plan, Query, MAX_PAGE};
 pub use record::{CollectionSpec, IndexSpec, Record, Stored};
 pub use retention::{ConsumerLag, FeedStats};
-pub use store::{Store, StoreOptions, TABLE_BLOCK_SIZE, TABLE_ZSTD_LEVEL};
+pub use store::{Store, StoreOptions, TABLE_BLOCK_SIZE, TABLE_DICTIONARY_SIZE, TABLE_ZSTD_LEVEL};
 pub use txn::{Committed, Transaction};
 pub use typed::Collection;
 pub use write_together::{DecideRaw, OneWrite};

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::Duration;
 
 use cairn_engine::{
-    Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions, MAX_KEY_LEN,
-    MAX_VALUE_LEN,
+    Compression, Db, Durability, FaultKind, FaultOp, LeveledPolicy, MemStorage, WriteBatch, WriteError, WriteOptions,
+    MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 
 fn mem_db(storage: &MemStorage, durability: Durability) -> Db {
@@ -523,4 +523,65 @@ fn ingested_tables_join_the_deepest_level_nothing_overlaps() {
     };
     assert_eq!(reopened.get(b"a0005").unwrap(), Some(format!("two-{:0>80}", 5).into_bytes()));
     assert!(reopened.verify().is_ok());
+}
+
+/// Bytes of the `.sst` files in `dir`.
+fn table_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn tables_with_dictionaries_are_smaller_and_read_back_after_reopen() {
+    // Documents alike in their fields, different in their values, as a collection's are.
+    let record = |i: u32| {
+        format!(
+            concat!(
+                r#"{{"id":"job-{:06}","name":"train-model-{}","owner":"user{}","project":"project{}","#,
+                r#""priority":{},"created_at":{},"status":"PENDING","resources":{{"cpus":8,"memory_mb":32768}},"#,
+                r#""image":"registry.local/ml/pytorch:2.4-cuda12","labels":{{"team":"team-{}","tier":"batch"}}}}"#
+            ),
+            i,
+            i % 997,
+            i % 50,
+            i % 20,
+            i.wrapping_mul(7919) % 1000,
+            1_700_000_000_000u64 + u64::from(i.wrapping_mul(2_654_435_761) % 86_400_000),
+            i % 9
+        )
+    };
+    let sizes: Vec<u64> =
+        [Compression::Zstd { level: -1 }, Compression::ZstdDictionary { level: -1, dictionary_size: 8 << 10 }]
+            .into_iter()
+            .map(|compression| {
+                let dir = tempfile::tempdir().unwrap();
+                let open = || Db::builder().compression(compression).block_size(8 << 10).open(dir.path()).unwrap();
+                let db = open();
+                let mut batch = WriteBatch::new();
+                for i in 0..20_000 {
+                    batch.put(format!("r/jobs/{i:06}"), record(i));
+                }
+                db.write(batch).unwrap();
+                db.compact().unwrap();
+                db.close().unwrap();
+                let db = open();
+                for i in (0..20_000).step_by(997) {
+                    assert_eq!(db.get(format!("r/jobs/{i:06}")).unwrap(), Some(record(i).into_bytes()));
+                }
+                assert_eq!(db.iter().unwrap().count(), 20_000);
+                assert!(db.verify().unwrap() >= 20_000);
+                db.close().unwrap();
+                table_bytes(dir.path())
+            })
+            .collect();
+    assert!(sizes[1] * 10 < sizes[0] * 9, "tables: {} bytes with dictionaries, {} without", sizes[1], sizes[0]);
+    let bad = Compression::ZstdDictionary { level: 1, dictionary_size: 10 };
+    assert!(matches!(
+        Db::builder().storage(Arc::new(MemStorage::new())).compression(bad).open(Path::new("/db")),
+        Err(cairn_engine::OpenError::InvalidOptions(_))
+    ));
 }

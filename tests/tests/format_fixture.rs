@@ -1,6 +1,8 @@
 //! The on-disk format fixture: proof that `docs/format/` is complete.
 //!
-//! `tests/fixtures/v1/` holds a small database written by Cairn through its public API (see [`script`]).
+//! `tests/fixtures/v1/` holds a small database written by Cairn through its public API (see [`script`]), and
+//! `tests/fixtures/v2/` one whose table has a zstd dictionary, which only version 2 of the table format holds
+//! (see [`dictionary_script`]).
 //! [`fixture_decodes_from_the_spec_alone`] decodes every file in it with a reader written in this file from
 //! the specification alone: no engine internals are used, every magic number, size, offset and tag below is a
 //! literal copied from the spec, and the checksum is computed bit by bit from the CRC parameters the spec
@@ -10,10 +12,11 @@
 //! If the engine changes a format, these tests fail on the committed files: bump the format version, keep a
 //! reader for the old one, and add a `tests/fixtures/vN/`.
 //!
-//! To rewrite the fixture (only when the script below changes):
+//! To rewrite a fixture (only when its script below changes; a rewritten `v1` is no longer what earlier builds
+//! wrote):
 //!
 //! ```text
-//! cargo test -p cairn-tests --test format_fixture -- --ignored regenerate
+//! cargo test -p cairn-tests --test format_fixture -- --ignored regenerate_v2
 //! ```
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
@@ -23,9 +26,9 @@ use std::path::{Path, PathBuf};
 
 use cairn_engine::{Compression, Db, WriteBatch};
 
-/// Where the fixture lives.
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("v1")
+/// Where the fixture of `version` (`"v1"`, `"v2"`) lives.
+fn fixture_dir(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(version)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -116,6 +119,28 @@ fn script() -> Vec<Step> {
     ]
 }
 
+/// A JSON-like record, alike its neighbours but for a few fields: what a table's dictionary is for.
+fn record(i: u32) -> Vec<u8> {
+    format!(
+        r#"{{"id":"job-{i:04}","owner":"user{}","status":"{}","image":"registry.local/ml/pytorch"}}"#,
+        i % 7,
+        ["PENDING", "RUNNING"][i as usize % 2]
+    )
+    .into_bytes()
+}
+
+/// One session that flushes a table of records compressed against a dictionary: version 2 of the table
+/// format.
+fn dictionary_script() -> Vec<Step> {
+    vec![
+        Step::Open(Compression::ZstdDictionary { level: 3, dictionary_size: 1024 }),
+        Step::Write((0..120).map(|i| put(i, record(i))).collect()),
+        Step::Write(vec![del(7)]),
+        Step::Flush,
+        Step::Close,
+    ]
+}
+
 /// What the script leaves behind.
 struct Model {
     /// The live pairs.
@@ -126,9 +151,9 @@ struct Model {
     ops: u64,
 }
 
-fn model() -> Model {
+fn model(script: Vec<Step>) -> Model {
     let mut m = Model { live: BTreeMap::new(), touched: BTreeSet::new(), ops: 0 };
-    for step in script() {
+    for step in script {
         if let Step::Write(batch) = step {
             for op in batch {
                 m.ops += 1;
@@ -149,18 +174,29 @@ fn model() -> Model {
 }
 
 /// Rewrites `tests/fixtures/v1/`. Run with
-/// `cargo test -p cairn-tests --test format_fixture -- --ignored regenerate`, then commit the files.
+/// `cargo test -p cairn-tests --test format_fixture -- --ignored regenerate_v1`, then commit the files.
 #[test]
 #[ignore = "rewrites the committed fixture; run explicitly"]
-fn regenerate() {
-    let dir = fixture_dir();
+fn regenerate_v1() {
+    write_fixture("v1", script());
+}
+
+/// Rewrites `tests/fixtures/v2/`, as [`regenerate_v1`] does the first.
+#[test]
+#[ignore = "rewrites the committed fixture; run explicitly"]
+fn regenerate_v2() {
+    write_fixture("v2", dictionary_script());
+}
+
+fn write_fixture(version: &str, script: Vec<Step>) {
+    let dir = fixture_dir(version);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).expect("remove old fixture");
     }
     std::fs::create_dir_all(&dir).expect("create fixture dir");
     let mut db: Option<Db> = None;
     let mut snapshot = None;
-    for step in script() {
+    for step in script {
         match step {
             Step::Open(compression) => {
                 let opened = Db::builder().compression(compression).block_size(256).open(&dir).expect("open");
@@ -445,12 +481,20 @@ struct Table {
     data_blocks: usize,
     zstd_blocks: usize,
     stored_blocks: usize,
+    /// Whether the table has a zstd dictionary (version 2).
+    dictionary: bool,
+}
+
+/// Where a table's blocks end and what they may need: the footer's start, and the dictionary's bytes.
+struct Frame<'a> {
+    footer_at: usize,
+    dictionary: Option<&'a [u8]>,
 }
 
 /// Reads the block at `offset` with payload `size`: checks the 5-byte trailer and undoes compression.
-fn read_block(file: &[u8], offset: u64, size: u64, stats: &mut (usize, usize)) -> Vec<u8> {
+fn read_block(file: &[u8], frame: &Frame<'_>, offset: u64, size: u64, stats: &mut (usize, usize)) -> Vec<u8> {
     let (offset, size) = (offset as usize, size as usize);
-    assert!(offset + size + 5 <= file.len() - 56, "block at {offset} runs into the footer");
+    assert!(offset + size + 5 <= frame.footer_at, "block at {offset} runs into the footer");
     let payload = &file[offset..offset + size];
     let kind = file[offset + size];
     let crc = le_u32(file, offset + size + 1);
@@ -466,6 +510,16 @@ fn read_block(file: &[u8], offset: u64, size: u64, stats: &mut (usize, usize)) -
             // Kept compressed only when that saves at least an eighth.
             assert!(size <= raw_len - raw_len / 8, "compressed block at {offset} saves too little");
             let raw = zstd::bulk::decompress(&payload[4..], raw_len).expect("zstd frame");
+            assert_eq!(raw.len(), raw_len, "raw_len");
+            raw
+        }
+        2 => {
+            stats.0 += 1;
+            let dictionary = frame.dictionary.expect("a block compressed with a dictionary needs the table's");
+            let raw_len = le_u32(payload, 0) as usize;
+            assert!(size <= raw_len - raw_len / 8, "compressed block at {offset} saves too little");
+            let mut d = zstd::bulk::Decompressor::with_dictionary(dictionary).expect("dictionary");
+            let raw = d.decompress(&payload[4..], raw_len).expect("zstd frame with the dictionary");
             assert_eq!(raw.len(), raw_len, "raw_len");
             raw
         }
@@ -512,38 +566,59 @@ fn bloom_may_contain(filter: &[u8], user_key: &[u8]) -> bool {
 }
 
 fn read_table(file: &[u8], bits_per_key: u32) -> Table {
-    assert!(file.len() >= 56, "file shorter than the footer");
-    let footer = &file[file.len() - 56..];
-    assert_eq!(&footer[48..56], b"CAIRNSST", "table magic");
-    assert_eq!(crc32(&footer[..44]), le_u32(footer, 44), "footer checksum");
-    assert_eq!(le_u32(footer, 40), 1, "table format version");
+    assert!(file.len() >= 16, "file shorter than the footer");
+    // The version sits 16 bytes before the end: 56-byte footers at version 1, 72 at version 2.
+    let version = le_u32(file, file.len() - 16);
+    let footer_len = match version {
+        1 => 56,
+        2 => 72,
+        v => panic!("table format version {v}"),
+    };
+    assert!(file.len() >= footer_len, "file shorter than the footer");
+    let footer_at = file.len() - footer_len;
+    let full = &file[footer_at..];
+    assert_eq!(&full[footer_len - 8..], b"CAIRNSST", "table magic");
+    assert_eq!(crc32(&full[..footer_len - 12]), le_u32(full, footer_len - 12), "footer checksum");
+    // Version 2 puts the dictionary's handle before the fields of version 1.
+    let (dictionary_handle, footer) =
+        if version == 2 { (Some((le_u64(full, 0), le_u64(full, 8))), &full[16..]) } else { (None, full) };
     let (index_off, index_size) = (le_u64(footer, 0), le_u64(footer, 8));
     let (filter_off, filter_size) = (le_u64(footer, 16), le_u64(footer, 24));
     let entry_count = le_u64(footer, 32);
 
     let mut stats = (0, 0);
-    let index = decode_block(&read_block(file, index_off, index_size, &mut stats));
+    let mut frame = Frame { footer_at, dictionary: None };
+    // Blocks are laid out back to back: the dictionary (version 2), data blocks, filter, index, footer.
+    let mut next = 0u64;
+    let mut dictionary = None;
+    if let Some((off, size)) = dictionary_handle {
+        assert_eq!(off, 0, "the dictionary starts the file");
+        dictionary = Some(read_block(file, &frame, off, size, &mut stats));
+        assert_eq!(file[size as usize], 0, "the dictionary block is never compressed");
+        assert_eq!(&dictionary.as_deref().expect("read")[..4], &[0x37, 0xa4, 0x30, 0xec], "zstd dictionary magic");
+        next = size + 5;
+    }
+    frame.dictionary = dictionary.as_deref();
+    let index = decode_block(&read_block(file, &frame, index_off, index_size, &mut stats));
     let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let (mut zstd_blocks, mut stored_blocks) = (0, 0);
-    // Blocks are laid out back to back: data blocks, filter, index, footer.
-    let mut next = 0u64;
     for (last_key, handle) in &index {
         assert_eq!(handle.len(), 16, "index value is a 16-byte handle");
         let (off, size) = (le_u64(handle, 0), le_u64(handle, 8));
-        assert_eq!(off, next, "data blocks are contiguous from offset 0");
+        assert_eq!(off, next, "data blocks are contiguous from offset 0 or the dictionary's end");
         next = off + size + 5;
         let mut s = (0, 0);
-        let block = decode_block(&read_block(file, off, size, &mut s));
+        let block = decode_block(&read_block(file, &frame, off, size, &mut s));
         zstd_blocks += s.0;
         stored_blocks += s.1;
         assert_eq!(&block.last().expect("non-empty").0, last_key, "index key = last key of its block");
         entries.extend(block);
     }
     assert_eq!(filter_off, next, "filter follows the data blocks");
-    let filter = read_block(file, filter_off, filter_size, &mut stats);
+    let filter = read_block(file, &frame, filter_off, filter_size, &mut stats);
     assert_eq!(file[(filter_off + filter_size) as usize], 0, "filter block is never compressed");
     assert_eq!(index_off, filter_off + filter_size + 5, "index follows the filter");
-    assert_eq!(index_off + index_size + 5 + 56, file.len() as u64, "footer follows the index and ends the file");
+    assert_eq!(index_off + index_size + 5, footer_at as u64, "footer follows the index and ends the file");
 
     assert_eq!(entries.len() as u64, entry_count, "footer entry count");
     for w in entries.windows(2) {
@@ -562,7 +637,7 @@ fn read_table(file: &[u8], bits_per_key: u32) -> Table {
     for user_key in &distinct {
         assert!(bloom_may_contain(&filter, user_key), "bloom filter misses a present key");
     }
-    Table { entries, data_blocks: index.len(), zstd_blocks, stored_blocks }
+    Table { entries, data_blocks: index.len(), zstd_blocks, stored_blocks, dictionary: dictionary.is_some() }
 }
 
 /// Parses `NNNNNN.ext` (at least six digits).
@@ -599,6 +674,7 @@ struct Decoded {
     zstd_blocks: usize,
     stored_data_blocks: usize,
     multi_block_tables: usize,
+    dictionary_tables: usize,
     table_tombstones: usize,
     wal_files: usize,
     wal_records: usize,
@@ -653,12 +729,14 @@ fn decode_dir(files: &BTreeMap<String, Vec<u8>>) -> Decoded {
     };
 
     let (mut zstd_blocks, mut stored_data_blocks, mut table_tombstones, mut multi_block_tables) = (0, 0, 0, 0);
+    let mut dictionary_tables = 0;
     for (number, (level, meta)) in &live_tables {
         let bytes = read(&format!("{number:06}.sst"));
         let t = read_table(bytes, 10);
         zstd_blocks += t.zstd_blocks;
         stored_data_blocks += t.stored_blocks;
         multi_block_tables += usize::from(t.data_blocks > 1);
+        dictionary_tables += usize::from(t.dictionary);
         assert_eq!(meta.size, bytes.len() as u64, "manifest size of table {number}");
         assert_eq!(meta.entries, t.entries.len() as u64, "manifest entries of table {number}");
         assert_eq!(meta.smallest, t.entries.first().expect("entries").0, "smallest of table {number}");
@@ -726,6 +804,7 @@ fn decode_dir(files: &BTreeMap<String, Vec<u8>>) -> Decoded {
         zstd_blocks,
         stored_data_blocks,
         multi_block_tables,
+        dictionary_tables,
         table_tombstones,
         wal_files: wals.len(),
         wal_records,
@@ -734,9 +813,9 @@ fn decode_dir(files: &BTreeMap<String, Vec<u8>>) -> Decoded {
     }
 }
 
-/// The committed fixture, file name -> contents.
-fn fixture_files() -> BTreeMap<String, Vec<u8>> {
-    let dir = fixture_dir();
+/// The committed fixture of `version`, file name -> contents.
+fn fixture_files(version: &str) -> BTreeMap<String, Vec<u8>> {
+    let dir = fixture_dir(version);
     std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}; run the ignored `regenerate` test", dir.display()))
         .map(|e| {
@@ -750,8 +829,8 @@ fn fixture_files() -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn fixture_decodes_from_the_spec_alone() {
-    let d = decode_dir(&fixture_files());
-    let m = model();
+    let d = decode_dir(&fixture_files("v1"));
+    let m = model(script());
     assert_eq!(d.live, m.live, "logical content");
     assert_eq!(d.max_seq, m.ops, "one sequence number per operation, from 1");
     assert!(d.last_sequence > 0);
@@ -766,13 +845,24 @@ fn fixture_decodes_from_the_spec_alone() {
     assert!(d.table_tombstones > 0 && d.wal_tombstones > 0, "tombstones in tables and WAL");
     assert!(d.wal_files >= 1 && d.wal_records >= 2, "WAL records");
     assert!(d.keys_with_several_versions > 0, "some key has several versions");
+    assert_eq!(d.dictionary_tables, 0, "version 1 tables only");
+}
+
+#[test]
+fn dictionary_fixture_decodes_from_the_spec_alone() {
+    let d = decode_dir(&fixture_files("v2"));
+    let m = model(dictionary_script());
+    assert_eq!(d.live, m.live, "logical content");
+    assert_eq!(d.max_seq, m.ops, "one sequence number per operation, from 1");
+    assert_eq!((d.tables, d.dictionary_tables), (1, 1), "one table, with a dictionary");
+    assert!(d.zstd_blocks > 8 && d.multi_block_tables == 1, "many blocks compressed against it");
 }
 
 /// Every byte of every file is covered by a check the spec prescribes (a checksum, a magic number, the
 /// CURRENT syntax): flipping any one bit makes the reader reject the directory.
 #[test]
 fn every_bit_flip_is_detected() {
-    let files = fixture_files();
+    let fixtures = [("v1", fixture_files("v1")), ("v2", fixture_files("v2"))];
     let handle = std::thread::Builder::new()
         .name("format-fixture-flips".to_owned())
         .spawn(move || {
@@ -784,13 +874,15 @@ fn every_bit_flip_is_detected() {
                 }
             }));
             let mut undetected = Vec::new();
-            for (name, bytes) in &files {
-                for i in 0..bytes.len() {
-                    let mut damaged = files.clone();
-                    damaged.get_mut(name).expect("file")[i] ^= 1 << (i % 8);
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_dir(&damaged)));
-                    if result.is_ok() {
-                        undetected.push(format!("{name}@{i}"));
+            for (version, files) in &fixtures {
+                for (name, bytes) in files {
+                    for i in 0..bytes.len() {
+                        let mut damaged = files.clone();
+                        damaged.get_mut(name).expect("file")[i] ^= 1 << (i % 8);
+                        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_dir(&damaged)));
+                        if decoded.is_ok() {
+                            undetected.push(format!("{version}/{name}@{i}"));
+                        }
                     }
                 }
             }
@@ -803,21 +895,23 @@ fn every_bit_flip_is_detected() {
 
 #[test]
 fn fixture_opens_through_the_api() {
-    // Opening writes a new manifest and WAL: work on a copy.
-    let src = fixture_dir();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(&src).expect("fixture dir") {
-        let entry = entry.expect("dir entry");
-        std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).expect("copy");
+    for (version, script) in [("v1", script()), ("v2", dictionary_script())] {
+        // Opening writes a new manifest and WAL: work on a copy.
+        let src = fixture_dir(version);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(&src).expect("fixture dir") {
+            let entry = entry.expect("dir entry");
+            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).expect("copy");
+        }
+        let db = Db::open(tmp.path()).expect("open fixture copy");
+        let m = model(script);
+        let all: BTreeMap<Vec<u8>, Vec<u8>> = db.iter().expect("iter").map(|kv| kv.expect("entry")).collect();
+        assert_eq!(all, m.live, "{version}");
+        for k in &m.touched {
+            assert_eq!(db.get(k).expect("get"), m.live.get(k).cloned(), "{version}: {}", String::from_utf8_lossy(k));
+        }
+        assert_eq!(db.last_sequence(), m.ops);
+        assert!(db.verify().expect("verify") > 0);
+        db.close().expect("close");
     }
-    let db = Db::open(tmp.path()).expect("open fixture copy");
-    let m = model();
-    let all: BTreeMap<Vec<u8>, Vec<u8>> = db.iter().expect("iter").map(|kv| kv.expect("entry")).collect();
-    assert_eq!(all, m.live);
-    for k in &m.touched {
-        assert_eq!(db.get(k).expect("get"), m.live.get(k).cloned(), "{}", String::from_utf8_lossy(k));
-    }
-    assert_eq!(db.last_sequence(), m.ops);
-    assert!(db.verify().expect("verify") > 0);
-    db.close().expect("close");
 }

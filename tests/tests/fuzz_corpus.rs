@@ -83,11 +83,15 @@ fn generate() -> Corpus {
         corpus.entry(target.to_owned()).or_default().insert(format!("seed-{name}"), bytes);
     };
 
-    // Tables: uncompressed, zstd-compressed, with tombstones, and one written by a compaction.
-    for (name, compression) in [("plain", Compression::None), ("zstd", Compression::Zstd { level: 3 })] {
+    // Tables: uncompressed, zstd-compressed, compressed against a dictionary (format version 2), with
+    // tombstones, and one written by a compaction.
+    let dictionary = Compression::ZstdDictionary { level: 3, dictionary_size: 512 };
+    for (name, compression, n) in
+        [("plain", Compression::None, 30), ("zstd", Compression::Zstd { level: 3 }, 30), ("dictionary", dictionary, 60)]
+    {
         let fs = MemStorage::new();
         let db = open(&fs, compression);
-        for i in 0..30 {
+        for i in 0..n {
             db.put(format!("job/{i:04}"), text(i)).unwrap();
         }
         db.flush().unwrap();

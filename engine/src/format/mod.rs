@@ -15,5 +15,6 @@ pub const TABLE_MAGIC: [u8; 8] = *b"CAIRNSST";
 
 /// Version of the manifest format written by this build.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
-/// Version of the table format written by this build.
-pub const TABLE_FORMAT_VERSION: u32 = 1;
+/// Newest version of the table format, written by this build for tables with a compression dictionary (those
+/// without are written at version 1, which every build reads).
+pub const TABLE_FORMAT_VERSION: u32 = 2;

@@ -15,22 +15,34 @@ use super::block::Block;
 use super::cache::BlockCache;
 use super::filter;
 use super::footer::{BlockHandle, Footer};
-use super::{BlockCompression, BLOCK_TRAILER_LEN, FOOTER_LEN};
+use super::{BlockCompression, BLOCK_TRAILER_LEN};
+use zstd::zstd_safe::{DCtx, DDict};
 
 thread_local! {
     /// One zstd context per thread, reused for every block it decompresses.
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+    static DECOMPRESSOR: std::cell::RefCell<Option<DCtx<'static>>> = std::cell::RefCell::new(DCtx::try_create());
 }
 
 /// Largest decompressed block accepted: a single value may be 256 MiB.
 const MAX_RAW_BLOCK: usize = 512 * 1024 * 1024;
 
-/// A table's decoded index: the index block (searched by key) and its entries' block handles.
+/// A table's decoded index: the index block (searched by key), its entries' block handles, and the zstd
+/// dictionary its blocks were compressed with, if any (held, charged and evicted with the index, which
+/// every read of a data block holds anyway).
 #[derive(Debug)]
 pub(crate) struct TableIndex {
     block: Block,
     handles: Vec<BlockHandle>,
+    dictionary: Option<Dictionary>,
+}
+
+/// A table's zstd dictionary, digested for decompression.
+pub(crate) struct Dictionary(DDict<'static>);
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary").field("bytes", &self.0.sizeof()).finish()
+    }
 }
 
 impl TableIndex {
@@ -52,7 +64,14 @@ impl TableIndex {
 
     /// Bytes of memory the index holds, for cache accounting.
     pub fn charge(&self) -> usize {
-        std::mem::size_of::<Self>() + self.block.charge() + self.handles.capacity() * std::mem::size_of::<BlockHandle>()
+        std::mem::size_of::<Self>()
+            + self.block.charge()
+            + self.handles.capacity() * std::mem::size_of::<BlockHandle>()
+            + self.dictionary.as_ref().map_or(0, |d| d.0.sizeof())
+    }
+
+    fn dictionary(&self) -> Option<&DDict<'static>> {
+        self.dictionary.as_ref().map(|d| &d.0)
     }
 }
 
@@ -115,6 +134,8 @@ pub(crate) struct TableReader {
     /// Data blocks, from the index (kept so that it is known without the index).
     block_count: usize,
     footer: Footer,
+    /// Where the footer starts: every block ends before it.
+    blocks_end: usize,
     cache: Arc<BlockCache>,
     pinned: Option<Pinned>,
 }
@@ -142,14 +163,10 @@ impl TableReader {
     /// the cache.
     pub fn open(storage: &dyn Storage, path: &Path, number: u64, cache: Arc<BlockCache>) -> Result<Self, StorageError> {
         let map = storage.map(path).map_err(|e| StorageError::io(path, e))?;
-        let len = map.bytes().len();
-        let footer_at = len
-            .checked_sub(FOOTER_LEN)
-            .ok_or_else(|| StorageError::corruption(path, 0, "file shorter than a table footer"))?;
-        let footer = Footer::decode(map.bytes().get(footer_at..).unwrap_or_default())
-            .map_err(|e| StorageError::corruption(path, (footer_at + e.offset) as u64, e.reason))?;
-        let filter = Arc::new(load_filter(map.bytes(), &footer, path)?);
-        let index = Arc::new(load_index(map.bytes(), &footer, path)?);
+        let (footer, blocks_end) =
+            Footer::decode_end(map.bytes()).map_err(|e| StorageError::corruption(path, e.offset as u64, e.reason))?;
+        let filter = Arc::new(load_filter(map.bytes(), &footer, blocks_end, path)?);
+        let index = Arc::new(load_index(map.bytes(), &footer, blocks_end, path)?);
         let block_count = index.len();
         let pinned = if !cache.enabled() {
             Some(Pinned { index, filter, charge: 0 })
@@ -163,7 +180,7 @@ impl TableReader {
                 None
             }
         };
-        Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, cache, pinned })
+        Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, blocks_end, cache, pinned })
     }
 
     pub fn block_count(&self) -> usize {
@@ -184,7 +201,7 @@ impl TableReader {
         if let Some(i) = self.cache.get_index(self.number, self.footer.index.offset) {
             return Ok(Held::Cached(i));
         }
-        let index = Arc::new(load_index(self.map.bytes(), &self.footer, &self.path)?);
+        let index = Arc::new(load_index(self.map.bytes(), &self.footer, self.blocks_end, &self.path)?);
         if index.len() != self.block_count {
             return Err(StorageError::corruption(&self.path, self.footer.index.offset, "index changed since open"));
         }
@@ -210,7 +227,7 @@ impl TableReader {
         if let Some(f) = self.cache.get_filter(self.number, self.footer.filter.offset) {
             return Ok(Held::Cached(f));
         }
-        let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, &self.path)?);
+        let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, self.blocks_end, &self.path)?);
         self.cache.insert_filter(self.number, self.footer.filter.offset, filter.clone());
         Ok(Held::Cached(filter))
     }
@@ -236,7 +253,7 @@ impl TableReader {
         if let Ok(Some(b)) = cached {
             return Ok(b);
         }
-        let raw = read_block(self.map.bytes(), handle, &self.path)?;
+        let raw = read_block(self.map.bytes(), handle, self.blocks_end, index.dictionary(), &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
         if fill_cache && cached.is_ok() {
@@ -306,9 +323,18 @@ impl TableReader {
     }
 }
 
-/// Reads, verifies and decodes the table's index block.
-fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, StorageError> {
-    let raw = read_block(file, footer.index, path)?;
+/// Reads, verifies and decodes the table's index block, and its dictionary if it has one.
+fn load_index(file: &[u8], footer: &Footer, blocks_end: usize, path: &Path) -> Result<TableIndex, StorageError> {
+    let dictionary = match footer.dictionary {
+        Some(handle) => {
+            let bytes = read_block(file, handle, blocks_end, None, path)?;
+            let ddict = DDict::try_create(&bytes)
+                .ok_or_else(|| StorageError::corruption(path, handle.offset, "zstd dictionary does not load"))?;
+            Some(Dictionary(ddict))
+        }
+        None => None,
+    };
+    let raw = read_block(file, footer.index, blocks_end, dictionary.as_ref().map(|d| &d.0), path)?;
     let block = Block::decode(raw)
         .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
     let handles = (0..block.len())
@@ -318,23 +344,30 @@ fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, S
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(TableIndex { block, handles })
+    Ok(TableIndex { block, handles, dictionary })
 }
 
 /// Reads and verifies the table's filter block.
-fn load_filter(file: &[u8], footer: &Footer, path: &Path) -> Result<Filter, StorageError> {
-    read_block(file, footer.filter, path).map(Filter)
+fn load_filter(file: &[u8], footer: &Footer, blocks_end: usize, path: &Path) -> Result<Filter, StorageError> {
+    read_block(file, footer.filter, blocks_end, None, path).map(Filter)
 }
 
-/// Reads, verifies and (if compressed) decompresses the block at `handle`.
-fn read_block(file: &[u8], handle: BlockHandle, path: &Path) -> Result<Vec<u8>, StorageError> {
+/// Reads, verifies and (if compressed) decompresses the block at `handle`, which must end by `blocks_end`
+/// (where the footer starts). A block compressed with the table's dictionary needs `dictionary`.
+fn read_block(
+    file: &[u8],
+    handle: BlockHandle,
+    blocks_end: usize,
+    dictionary: Option<&DDict<'static>>,
+    path: &Path,
+) -> Result<Vec<u8>, StorageError> {
     let bad = |reason: &str| StorageError::corruption(path, handle.offset, reason.to_owned());
     let start = usize::try_from(handle.offset).map_err(|_| bad("block offset out of range"))?;
     let size = usize::try_from(handle.size).map_err(|_| bad("block size out of range"))?;
     let end = start
         .checked_add(size)
         .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN))
-        .filter(|e| *e <= file.len().saturating_sub(FOOTER_LEN))
+        .filter(|e| *e <= blocks_end.min(file.len()))
         .ok_or_else(|| bad("block extends past the end of the table"))?;
     let with_type = file.get(start..start + size + 1).ok_or_else(|| bad("block out of range"))?;
     let crc = read_u32_at(file, start + size + 1).ok_or_else(|| bad("block trailer out of range"))?;
@@ -343,24 +376,36 @@ fn read_block(file: &[u8], handle: BlockHandle, path: &Path) -> Result<Vec<u8>, 
         return Err(bad("block checksum mismatch"));
     }
     let payload = file.get(start..start + size).unwrap_or_default();
-    match with_type.last().copied() {
-        Some(t) if t == BlockCompression::None as u8 => Ok(payload.to_vec()),
-        Some(t) if t == BlockCompression::Zstd as u8 => {
-            let raw_len = read_u32_at(payload, 0).ok_or_else(|| bad("compressed block too short"))? as usize;
-            if raw_len > MAX_RAW_BLOCK {
-                return Err(bad("implausible decompressed block size"));
-            }
-            let out = DECOMPRESSOR
-                .with(|d| match &mut *d.borrow_mut() {
-                    Some(d) => d.decompress(payload.get(4..).unwrap_or_default(), raw_len),
-                    None => zstd::bulk::decompress(payload.get(4..).unwrap_or_default(), raw_len),
-                })
-                .map_err(|e| bad(&format!("zstd: {e}")))?;
-            if out.len() != raw_len {
-                return Err(bad("decompressed block has the wrong size"));
-            }
-            Ok(out)
+    let dictionary = match with_type.last().copied() {
+        Some(t) if t == BlockCompression::None as u8 => return Ok(payload.to_vec()),
+        Some(t) if t == BlockCompression::Zstd as u8 => None,
+        Some(t) if t == BlockCompression::ZstdDictionary as u8 => {
+            Some(dictionary.ok_or_else(|| bad("block compressed with a dictionary the table does not have"))?)
         }
-        _ => Err(bad("unknown block compression type")),
+        _ => return Err(bad("unknown block compression type")),
+    };
+    let raw_len = read_u32_at(payload, 0).ok_or_else(|| bad("compressed block too short"))? as usize;
+    if raw_len > MAX_RAW_BLOCK {
+        return Err(bad("implausible decompressed block size"));
     }
+    let frame = payload.get(4..).unwrap_or_default();
+    let mut out = Vec::with_capacity(raw_len);
+    DECOMPRESSOR
+        .with(|cell| {
+            let mut context = cell.borrow_mut();
+            if context.is_none() {
+                *context = DCtx::try_create();
+            }
+            let Some(dctx) = context.as_mut() else { return Err("no decompression context") };
+            let done = match dictionary {
+                Some(d) => dctx.decompress_using_ddict(&mut out, frame, d),
+                None => dctx.decompress(&mut out, frame),
+            };
+            done.map_err(zstd::zstd_safe::get_error_name)
+        })
+        .map_err(|e| bad(&format!("zstd: {e}")))?;
+    if out.len() != raw_len {
+        return Err(bad("decompressed block has the wrong size"));
+    }
+    Ok(out)
 }

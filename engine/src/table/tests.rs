@@ -418,3 +418,153 @@ fn a_large_table_is_written_back_as_it_is_built() {
     build(&fs, small, &entries(100), Compression::None);
     assert_eq!(fs.writebacks(small), 0);
 }
+
+/// Records alike but for a few fields, as a collection's documents are: `n` of some 230 bytes.
+fn records(n: u32) -> Entries {
+    let statuses = ["PENDING", "RUNNING", "COMPLETED"];
+    (0..n)
+        .map(|i| {
+            let key = internal_key(format!("r/jobs/job-{i:08}").as_bytes(), make_trailer(u64::from(i) + 1, ValueKind::Put));
+            let value = format!(
+                r#"{{"id":"job-{i:08}","name":"train-model-{}","owner":"user{}","status":"{}","priority":{},"image":"registry.local/ml/pytorch:2.4-cuda12","command":["python","train.py","--epochs","90"]}}"#,
+                i % 97,
+                i % 50,
+                statuses[i as usize % 3],
+                (i * 7919) % 1000
+            );
+            (key, value.into_bytes())
+        })
+        .collect()
+}
+
+fn build_in_blocks_of(
+    fs: &MemStorage,
+    path: &Path,
+    items: &[(Vec<u8>, Vec<u8>)],
+    block: usize,
+    compression: Compression,
+) {
+    let mut b = TableBuilder::create(fs, path, block, compression, 10).unwrap();
+    for (k, v) in items {
+        b.add(k, v).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// The format version in a table's footer (16 bytes before its end).
+fn format_version(fs: &MemStorage, path: &Path) -> u32 {
+    let bytes = fs.read(path).unwrap();
+    u32::from_le_bytes(bytes[bytes.len() - 16..bytes.len() - 12].try_into().unwrap())
+}
+
+/// Every entry of `items` read back from the table at `path`, by point reads and by a forward walk.
+fn assert_reads_back(fs: &MemStorage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
+    let reader = Arc::new(TableReader::open(fs, path, 1, Arc::new(BlockCache::new(1 << 20))).unwrap());
+    assert_eq!(reader.verify().unwrap(), items.len() as u64);
+    for (i, (k, v)) in items.iter().enumerate() {
+        let ukey = key::user_key(k);
+        let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+        assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1), "key {i}");
+    }
+    let mut it = TableIter::new(reader, false);
+    it.seek(None).unwrap();
+    for (k, _) in items {
+        assert_eq!(it.key(), Some(&k[..]));
+        it.advance().unwrap();
+    }
+    assert!(it.key().is_none());
+}
+
+#[test]
+fn a_dictionary_trained_on_the_first_blocks_compresses_alike_records_smaller() {
+    let items = records(3000);
+    let dictionary = Compression::ZstdDictionary { level: 1, dictionary_size: 4096 };
+    let (fs, path) = setup();
+    build_in_blocks_of(&fs, path, &items, 2048, Compression::Zstd { level: 1 });
+    let plain = fs.read(path).unwrap().len();
+    assert_eq!(format_version(&fs, path), 1);
+    let (fs, path) = setup();
+    build_in_blocks_of(&fs, path, &items, 2048, dictionary);
+    let with = fs.read(path).unwrap().len();
+    assert_eq!(format_version(&fs, path), 2, "the table has a dictionary");
+    assert!(with * 10 < plain * 7, "{with} bytes with a dictionary, {plain} without");
+    assert_reads_back(&fs, path, &items);
+
+    // Too few blocks to train on: no dictionary, and a version 1 table.
+    let (fs, path) = setup();
+    build_in_blocks_of(&fs, path, &items[..40], 2048, dictionary);
+    assert_eq!(format_version(&fs, path), 1);
+    assert_reads_back(&fs, path, &items[..40]);
+}
+
+#[test]
+fn values_with_nothing_in_common_get_no_dictionary() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let items: Entries = (0..2000u32)
+        .map(|i| {
+            let value = (0..200)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            (internal_key(format!("key{i:06}").as_bytes(), make_trailer(u64::from(i) + 1, ValueKind::Put)), value)
+        })
+        .collect();
+    let (fs, path) = setup();
+    build_in_blocks_of(&fs, path, &items, 2048, Compression::ZstdDictionary { level: 1, dictionary_size: 4096 });
+    assert_eq!(format_version(&fs, path), 1);
+    assert_reads_back(&fs, path, &items);
+}
+
+#[test]
+fn every_flipped_byte_of_a_dictionary_table_is_an_error_or_harmless() {
+    let (fs, path) = setup();
+    let items = records(160);
+    build_in_blocks_of(&fs, path, &items, 512, Compression::ZstdDictionary { level: 1, dictionary_size: 1024 });
+    assert_eq!(format_version(&fs, path), 2, "the table has a dictionary");
+    let len = fs.read(path).unwrap().len();
+    for offset in 0..len {
+        fs.mutate_byte(path, offset, |b| b ^ 0x10).unwrap();
+        match TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(1 << 20))) {
+            Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
+            Ok(reader) => {
+                for (i, (k, v)) in items.iter().enumerate() {
+                    let ukey = key::user_key(k);
+                    match reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned) {
+                        Err(e) => assert!(e.is_corruption(), "offset {offset}: {e}"),
+                        Ok(found) => assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1), "offset {offset}"),
+                    }
+                }
+            }
+        }
+        fs.mutate_byte(path, offset, |b| b ^ 0x10).unwrap();
+    }
+}
+
+/// A table whose footer no longer names its dictionary (rewritten as version 1, checksum and all) fails to
+/// open with a corruption error at its index block, which was compressed with the dictionary.
+#[test]
+fn blocks_compressed_with_a_dictionary_the_table_lacks_are_corrupt() {
+    let (fs, path) = setup();
+    build_in_blocks_of(
+        &fs,
+        path,
+        &records(2000),
+        2048,
+        Compression::ZstdDictionary { level: 1, dictionary_size: 4096 },
+    );
+    let bytes = fs.read(path).unwrap();
+    let (footer, at) = super::footer::Footer::decode_end(&bytes).unwrap();
+    assert!(footer.dictionary.is_some());
+    let mut rewritten = bytes[..at].to_vec();
+    rewritten.extend_from_slice(&super::footer::Footer { dictionary: None, ..footer }.encode());
+    fs.create(path).unwrap().append(&rewritten).unwrap();
+    let err = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(1 << 20))).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("000001.sst") && shown.contains(&footer.index.offset.to_string()), "{shown}");
+    assert!(shown.contains("dictionary the table does not have"), "{shown}");
+}
