@@ -89,9 +89,9 @@ impl Footer {
         out
     }
 
-    /// Decodes the footer at the end of `file`; returns it and where it starts. Offsets in errors are
-    /// relative to the file.
-    pub fn decode_end(file: &[u8]) -> Result<(Self, usize), DecodeError> {
+    /// Decodes the footer at the end of `file` (it starts [`Footer::len`] bytes before the end). Offsets in
+    /// errors are relative to the file.
+    pub fn decode_end(file: &[u8]) -> Result<Self, DecodeError> {
         let len = file.len();
         let magic_at = len.checked_sub(TABLE_MAGIC.len()).ok_or(DecodeError::new(0, "file shorter than a footer"))?;
         if file.get(magic_at..) != Some(&TABLE_MAGIC[..]) {
@@ -115,13 +115,7 @@ impl Footer {
         let u64_at = |o: usize| read_u64_at(bytes, o).ok_or(DecodeError::new(at + o, "footer field"));
         let handle_at = |o: usize| Ok::<_, DecodeError>(BlockHandle { offset: u64_at(o)?, size: u64_at(o + 8)? });
         let (dictionary, rest) = if footer_len == FOOTER_LEN_V2 { (Some(handle_at(0)?), 16) } else { (None, 0) };
-        let footer = Self {
-            dictionary,
-            index: handle_at(rest)?,
-            filter: handle_at(rest + 16)?,
-            entry_count: u64_at(rest + 32)?,
-        };
-        Ok((footer, at))
+        Ok(Self { dictionary, index: handle_at(rest)?, filter: handle_at(rest + 16)?, entry_count: u64_at(rest + 32)? })
     }
 }
 
@@ -139,7 +133,9 @@ mod tests {
             // A footer is found at the end of whatever precedes it.
             let mut file = vec![0xAB; 33];
             file.extend_from_slice(&bytes);
-            assert_eq!(Footer::decode_end(&file).unwrap(), (f, 33));
+            let decoded = Footer::decode_end(&file).unwrap();
+            assert_eq!(decoded, f);
+            assert_eq!(file.len() - decoded.len(), 33, "the footer starts after what precedes it");
             for i in 0..bytes.len() * 8 {
                 let mut b = file.clone();
                 b[33 + i / 8] ^= 1 << (i % 8);

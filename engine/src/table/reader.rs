@@ -134,8 +134,6 @@ pub(crate) struct TableReader {
     /// Data blocks, from the index (kept so that it is known without the index).
     block_count: usize,
     footer: Footer,
-    /// Where the footer starts: every block ends before it.
-    blocks_end: usize,
     cache: Arc<BlockCache>,
     pinned: Option<Pinned>,
 }
@@ -163,10 +161,10 @@ impl TableReader {
     /// the cache.
     pub fn open(storage: &dyn Storage, path: &Path, number: u64, cache: Arc<BlockCache>) -> Result<Self, StorageError> {
         let map = storage.map(path).map_err(|e| StorageError::io(path, e))?;
-        let (footer, blocks_end) =
+        let footer =
             Footer::decode_end(map.bytes()).map_err(|e| StorageError::corruption(path, e.offset as u64, e.reason))?;
-        let filter = Arc::new(load_filter(map.bytes(), &footer, blocks_end, path)?);
-        let index = Arc::new(load_index(map.bytes(), &footer, blocks_end, path)?);
+        let filter = Arc::new(load_filter(map.bytes(), &footer, path)?);
+        let index = Arc::new(load_index(map.bytes(), &footer, path)?);
         let block_count = index.len();
         let pinned = if !cache.enabled() {
             Some(Pinned { index, filter, charge: 0 })
@@ -180,7 +178,7 @@ impl TableReader {
                 None
             }
         };
-        Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, blocks_end, cache, pinned })
+        Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, cache, pinned })
     }
 
     pub fn block_count(&self) -> usize {
@@ -201,7 +199,7 @@ impl TableReader {
         if let Some(i) = self.cache.get_index(self.number, self.footer.index.offset) {
             return Ok(Held::Cached(i));
         }
-        let index = Arc::new(load_index(self.map.bytes(), &self.footer, self.blocks_end, &self.path)?);
+        let index = Arc::new(load_index(self.map.bytes(), &self.footer, &self.path)?);
         if index.len() != self.block_count {
             return Err(StorageError::corruption(&self.path, self.footer.index.offset, "index changed since open"));
         }
@@ -227,7 +225,7 @@ impl TableReader {
         if let Some(f) = self.cache.get_filter(self.number, self.footer.filter.offset) {
             return Ok(Held::Cached(f));
         }
-        let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, self.blocks_end, &self.path)?);
+        let filter = Arc::new(load_filter(self.map.bytes(), &self.footer, &self.path)?);
         self.cache.insert_filter(self.number, self.footer.filter.offset, filter.clone());
         Ok(Held::Cached(filter))
     }
@@ -253,7 +251,7 @@ impl TableReader {
         if let Ok(Some(b)) = cached {
             return Ok(b);
         }
-        let raw = read_block(self.map.bytes(), handle, self.blocks_end, index.dictionary(), &self.path)?;
+        let raw = read_block(self.map.bytes(), handle, &self.footer, index.dictionary(), &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
         if fill_cache && cached.is_ok() {
@@ -324,17 +322,17 @@ impl TableReader {
 }
 
 /// Reads, verifies and decodes the table's index block, and its dictionary if it has one.
-fn load_index(file: &[u8], footer: &Footer, blocks_end: usize, path: &Path) -> Result<TableIndex, StorageError> {
+fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, StorageError> {
     let dictionary = match footer.dictionary {
         Some(handle) => {
-            let bytes = read_block(file, handle, blocks_end, None, path)?;
+            let bytes = read_block(file, handle, footer, None, path)?;
             let ddict = DDict::try_create(&bytes)
                 .ok_or_else(|| StorageError::corruption(path, handle.offset, "zstd dictionary does not load"))?;
             Some(Dictionary(ddict))
         }
         None => None,
     };
-    let raw = read_block(file, footer.index, blocks_end, dictionary.as_ref().map(|d| &d.0), path)?;
+    let raw = read_block(file, footer.index, footer, dictionary.as_ref().map(|d| &d.0), path)?;
     let block = Block::decode(raw)
         .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
     let handles = (0..block.len())
@@ -348,16 +346,16 @@ fn load_index(file: &[u8], footer: &Footer, blocks_end: usize, path: &Path) -> R
 }
 
 /// Reads and verifies the table's filter block.
-fn load_filter(file: &[u8], footer: &Footer, blocks_end: usize, path: &Path) -> Result<Filter, StorageError> {
-    read_block(file, footer.filter, blocks_end, None, path).map(Filter)
+fn load_filter(file: &[u8], footer: &Footer, path: &Path) -> Result<Filter, StorageError> {
+    read_block(file, footer.filter, footer, None, path).map(Filter)
 }
 
-/// Reads, verifies and (if compressed) decompresses the block at `handle`, which must end by `blocks_end`
-/// (where the footer starts). A block compressed with the table's dictionary needs `dictionary`.
+/// Reads, verifies and (if compressed) decompresses the block at `handle`, which must end before the table's
+/// `footer`. A block compressed with the table's dictionary needs `dictionary`.
 fn read_block(
     file: &[u8],
     handle: BlockHandle,
-    blocks_end: usize,
+    footer: &Footer,
     dictionary: Option<&DDict<'static>>,
     path: &Path,
 ) -> Result<Vec<u8>, StorageError> {
@@ -367,7 +365,7 @@ fn read_block(
     let end = start
         .checked_add(size)
         .and_then(|e| e.checked_add(BLOCK_TRAILER_LEN))
-        .filter(|e| *e <= blocks_end.min(file.len()))
+        .filter(|e| *e <= file.len().saturating_sub(footer.len()))
         .ok_or_else(|| bad("block extends past the end of the table"))?;
     let with_type = file.get(start..start + size + 1).ok_or_else(|| bad("block out of range"))?;
     let crc = read_u32_at(file, start + size + 1).ok_or_else(|| bad("block trailer out of range"))?;
