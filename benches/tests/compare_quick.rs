@@ -55,6 +55,10 @@ fn every_engine_returns_the_same_answers() {
         assert!(json["machine"][field].is_string(), "machine.{field}");
     }
     assert!(json["machine"]["memory_bytes"].is_u64() || json["machine"]["memory_bytes"].is_null());
+    // Whether glibc put the heap on huge pages moves the reads, so the report says how it was set.
+    assert_eq!(json["machine"]["glibc_tunables"].as_str(), std::env::var("GLIBC_TUNABLES").ok().as_deref());
+    let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled");
+    assert_eq!(json["machine"]["transparent_huge_pages"].is_string(), thp.exists(), "{}", json["machine"]);
     assert_eq!(json["n"], 2_000);
     assert_eq!(json["answers_match"], true);
     assert_eq!(json["sustained_secs"], 0.3);

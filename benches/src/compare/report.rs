@@ -29,6 +29,12 @@ pub struct Machine {
     pub filesystem: Option<String>,
     /// When the report was made, `YYYY-MM-DD HH:MM UTC`.
     pub date: String,
+    /// The kernel's transparent huge page mode (`always`, `madvise` or `never`), if it has them.
+    pub transparent_huge_pages: Option<String>,
+    /// `GLIBC_TUNABLES` as this process (and the engines' child processes) got it: with
+    /// `glibc.malloc.hugetlb=1`, glibc asks for huge pages for its heap, which moves Cairn's reads (see
+    /// `docs/benchmarks.md`), so a report says whether it was set.
+    pub glibc_tunables: Option<String>,
 }
 
 impl Machine {
@@ -61,8 +67,18 @@ impl Machine {
             os,
             filesystem: filesystem(dir),
             date: utc_now(),
+            transparent_huge_pages: read("/sys/kernel/mm/transparent_hugepage/enabled")
+                .and_then(|modes| selected_mode(&modes)),
+            glibc_tunables: std::env::var("GLIBC_TUNABLES").ok(),
         }
     }
+}
+
+/// The selected mode of a kernel setting listed as `always [madvise] never`: the one in brackets.
+fn selected_mode(modes: &str) -> Option<String> {
+    let start = modes.find('[')? + 1;
+    let end = start + modes.get(start..)?.find(']')?;
+    modes.get(start..end).map(str::to_owned)
 }
 
 /// The type of the file system holding `path`: the longest mount point that contains it.
@@ -312,6 +328,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "- memory pages: transparent huge pages {}; GLIBC_TUNABLES {}",
+            m.transparent_huge_pages.as_deref().unwrap_or("unavailable"),
+            m.glibc_tunables.as_deref().map_or("unset".to_owned(), |t| format!("`{t}`"))
+        );
+        let _ = writeln!(
+            s,
             "- data: {} keys of {KEY_LEN} random bytes with {VALUE_LEN}-byte random values; {} jobs; seed {:#x}; {} plan",
             cfg.n,
             cfg.jobs,
@@ -488,6 +510,8 @@ impl Report {
                 "os": self.machine.os,
                 "filesystem": self.machine.filesystem,
                 "date": self.machine.date,
+                "transparent_huge_pages": self.machine.transparent_huge_pages,
+                "glibc_tunables": self.machine.glibc_tunables,
             },
             "n": cfg.n,
             "jobs": cfg.jobs,
@@ -515,5 +539,19 @@ impl Report {
         }
         std::fs::write(path, serde_json::to_string_pretty(&self.json())? + "\n")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected_mode;
+
+    #[test]
+    fn the_selected_mode_is_the_one_in_brackets() {
+        assert_eq!(selected_mode("always [madvise] never\n").as_deref(), Some("madvise"));
+        assert_eq!(selected_mode("[always] madvise never").as_deref(), Some("always"));
+        assert_eq!(selected_mode("always madvise [never]").as_deref(), Some("never"));
+        assert_eq!(selected_mode("always madvise never"), None);
+        assert_eq!(selected_mode("always [madvise"), None);
     }
 }
