@@ -71,6 +71,9 @@ pub struct ClockCache<K, V, S = RandomState> {
     shard_capacity: AtomicUsize,
     /// Lookups that gave up on a busy shard (counted as misses).
     busy: AtomicU64,
+    /// Whether a value was used outside the cache since eviction last asked (and forgets it): such a value
+    /// gets a second chance, as one whose reference bit is set does. See [`ClockCache::with_touched`].
+    touched: fn(&V) -> bool,
 }
 
 impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, S> {
@@ -89,7 +92,16 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
             shards: (0..shards).map(|_| shard()).collect(),
             shard_capacity: AtomicUsize::new(capacity / shards),
             busy: AtomicU64::new(0),
+            touched: |_| false,
         }
+    }
+
+    /// The same cache, whose eviction also asks `touched` of each value it passes: for values that readers
+    /// reach without a lookup (the engine's tables keep a cached block beside its handle), which set a mark
+    /// of their own on use; `touched` reports and clears it.
+    pub fn with_touched(mut self, touched: fn(&V) -> bool) -> Self {
+        self.touched = touched;
+        self
     }
 
     /// Whether anything can be cached at all.
@@ -103,7 +115,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         self.shard_capacity.store(per_shard, Ordering::Relaxed);
         for shard in self.shards.iter() {
             let mut evicted = Vec::new();
-            shard.lock().evict_to(per_shard, &mut evicted);
+            shard.lock().evict_to(per_shard, &mut evicted, self.touched);
             drop(evicted);
         }
     }
@@ -199,9 +211,22 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// [`ClockCache::insert`] that does not wait for a busy shard: `Err(Busy)`, and `value` dropped, if its
     /// lock stayed held through 128 tries (about 1.6 us).
     pub fn insert_unless_busy(&self, hash: u64, key: K, value: V, charge: usize) -> Result<(), Busy> {
+        self.insert_unless_busy_then(hash, key, value, charge, |_| {})
+    }
+
+    /// [`ClockCache::insert_unless_busy`] that, if the value is kept, passes it to `kept` under the shard's
+    /// lock: before anything can evict it, so that whatever `kept` does is undone by the value's drop.
+    pub fn insert_unless_busy_then(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        charge: usize,
+        kept: impl FnOnce(&V),
+    ) -> Result<(), Busy> {
         let evicted = Vec::with_capacity(4);
         let Some(shard) = self.lock_unless_busy(hash) else { return Err(Busy) };
-        self.insert_in(shard, key, value, charge, evicted);
+        self.insert_in(shard, key, value, charge, evicted, kept);
         Ok(())
     }
 
@@ -267,10 +292,11 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     pub fn insert(&self, hash: u64, key: K, value: V, charge: usize) {
         // Room for what an insert usually evicts, taken before the lock.
         let evicted = Vec::with_capacity(4);
-        self.insert_in(self.shard(hash).lock(), key, value, charge, evicted);
+        self.insert_in(self.shard(hash).lock(), key, value, charge, evicted, |_| {});
     }
 
-    /// Inserts under `shard`'s lock, moving what leaves the cache to `evicted`, dropped after the lock.
+    /// Inserts under `shard`'s lock, moving what leaves the cache to `evicted`, dropped after the lock;
+    /// `kept` sees the value if it is kept, before the eviction that makes room for it.
     fn insert_in(
         &self,
         mut shard: MutexGuard<'_, Shard<K, V, S>>,
@@ -278,6 +304,7 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         value: V,
         charge: usize,
         mut evicted: Vec<V>,
+        kept: impl FnOnce(&V),
     ) {
         let shard_capacity = self.shard_capacity.load(Ordering::Relaxed);
         if charge > shard_capacity {
@@ -295,10 +322,13 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
                 shard.used -= old.charge;
                 evicted.push(old.value);
             }
-            None => shard.ring.push_back(key),
+            None => shard.ring.push_back(key.clone()),
+        }
+        if let Some(slot) = shard.map.get(&key) {
+            kept(&slot.value);
         }
         shard.used += charge;
-        shard.evict_to(shard_capacity, &mut evicted);
+        shard.evict_to(shard_capacity, &mut evicted, self.touched);
         drop(shard);
         drop(evicted);
     }
@@ -331,13 +361,13 @@ impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
     }
 
     /// Evicts until at most `capacity` bytes are charged, moving the evicted values to `evicted`, for the
-    /// caller to drop once it has released the shard.
-    fn evict_to(&mut self, capacity: usize, evicted: &mut Vec<V>) {
+    /// caller to drop once it has released the shard. A value `touched` says was used gets a second chance.
+    fn evict_to(&mut self, capacity: usize, evicted: &mut Vec<V>, touched: fn(&V) -> bool) {
         while self.used > capacity {
             let Some(victim) = self.ring.pop_front() else { break };
             let Some(slot) = self.map.get_mut(&victim) else { continue };
-            if slot.referenced {
-                slot.referenced = false;
+            // Both marks are cleared: `touched` forgets its own as it answers.
+            if std::mem::take(&mut slot.referenced) | touched(&slot.value) {
                 self.ring.push_back(victim);
             } else if let Some(slot) = self.map.remove(&victim) {
                 self.used -= slot.charge;
@@ -355,6 +385,32 @@ mod tests {
 
     fn cache(capacity: usize) -> ClockCache<u64, u64> {
         ClockCache::new(capacity)
+    }
+
+    /// A value used outside the cache, as `touched` reports, gets a second chance as a referenced one does,
+    /// and the mark is cleared as eviction passes it.
+    #[test]
+    fn values_touched_outside_the_cache_get_a_second_chance() {
+        use std::sync::atomic::AtomicBool;
+        let c: ClockCache<u64, Arc<AtomicBool>> =
+            ClockCache::new(SHARDS * 40).with_touched(|v| v.swap(false, Ordering::Relaxed));
+        let marks: Vec<Arc<AtomicBool>> = (0..9).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        for (k, mark) in marks.iter().enumerate().take(4) {
+            c.insert(0, k as u64, mark.clone(), 10);
+        }
+        marks[0].store(true, Ordering::Relaxed);
+        c.insert(0, 4, marks[4].clone(), 10);
+        // Key 0 was touched, so the oldest untouched entry (1) went instead, and key 0's mark was cleared.
+        assert!(c.get(0, &1).is_none());
+        assert!(!marks[0].load(Ordering::Relaxed));
+        // Untouched since, key 0 goes when the ring comes round to it again, after 2, 3 and 4.
+        for k in 5..8 {
+            c.insert(0, k, marks[k as usize].clone(), 10);
+            assert!(c.get(0, &(k - 3)).is_none());
+        }
+        c.insert(0, 8, marks[8].clone(), 10);
+        assert!(c.get(0, &0).is_none());
+        assert_eq!(c.usage(), 40);
     }
 
     #[test]

@@ -371,6 +371,18 @@ impl Block {
         self.n as usize
     }
 
+    /// How many holders share the block's words (the cache, slots, cursors, values read in place).
+    #[cfg(test)]
+    pub fn holders(&self) -> usize {
+        Arc::strong_count(&self.words)
+    }
+
+    /// The address of the block's words: the same for every clone of one decoded block, and not shared with
+    /// any other block while this one is alive.
+    pub fn identity(&self) -> usize {
+        self.words.as_ptr().addr()
+    }
+
     /// Bytes of memory the decoded block holds, for cache accounting.
     pub fn charge(&self) -> usize {
         std::mem::size_of::<Self>() + 16 + self.words.len() * std::mem::size_of::<u64>()

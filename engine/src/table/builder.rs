@@ -256,7 +256,7 @@ impl TableBuilder {
             let decoded = Block::decode(raw);
             debug_assert!(decoded.is_ok(), "a data block just built does not decode");
             if let Ok(block) = decoded {
-                cache.insert_unless_busy(*number, handle.offset, block);
+                cache.insert_unless_busy(*number, handle.offset, block, None);
             }
         }
         self.data_blocks += 1;

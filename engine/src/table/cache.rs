@@ -10,15 +10,20 @@
 //! count in [`BlockCache::usage`] and [`BlockCache::index_filter_usage`], and the two pools shrink by as
 //! much), up to [`PIN_SHARE`] of it; a table whose index and filter do not fit in what is left keeps them
 //! in the index and filter pool instead.
+//!
+//! A pinned table also keeps **block slots** ([`super::slots`]): its cached data blocks beside their handles,
+//! filled and emptied with the cache's entries, so that a read of a cached block skips the lookup here. Its
+//! hits count with the cache's ([`BlockCache::count_slot_hit`]).
 
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::clock::{Busy, ClockCache};
 
 use super::block::Block;
 use super::reader::{Filter, TableIndex};
+use super::slots::{BlockSlots, SlotRelease};
 
 /// A multiply-xor hasher for the cache's `(table, offset)` keys: they are not attacker-chosen, and SipHash
 /// showed up in read profiles.
@@ -50,6 +55,44 @@ enum Meta {
 
 type Cache<V> = ClockCache<(u64, u64), V, BuildHasherDefault<BlockKeyHasher>>;
 
+/// A cached data block, and what empties its table's slot for it when the entry leaves the cache (if the
+/// table keeps slots). The release is declared first so that it is dropped while the entry still holds the
+/// block: no other block can then have taken the block's address.
+#[derive(Debug, Clone)]
+struct CachedBlock {
+    release: Option<Arc<SlotRelease>>,
+    block: Block,
+}
+
+impl CachedBlock {
+    fn touched(&self) -> bool {
+        self.release.as_ref().is_some_and(|r| r.take_touched())
+    }
+
+    /// Puts the block in slot `index` of `slots` if this entry's release is for it.
+    fn fill_slot(&self, slots: &Arc<BlockSlots>, index: usize) {
+        if let Some(release) = self.release.as_ref().filter(|r| r.is_for(slots, index)) {
+            release.fill(&self.block);
+        }
+    }
+}
+
+/// Stripes of the slots' hit counter: a reader adds to its thread's, so that readers on different cores do not
+/// take one cache line from each other on every read.
+const HIT_STRIPES: usize = 16;
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Stripe(AtomicU64);
+
+thread_local! {
+    /// This thread's stripe of a hit counter.
+    static STRIPE: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % HIT_STRIPES
+    };
+}
+
 /// The share of the budget that pinned index and filter blocks may take: a half.
 pub(crate) const PIN_SHARE: (usize, usize) = (1, 2);
 
@@ -62,7 +105,9 @@ pub(crate) struct BlockCache {
     pinned: AtomicUsize,
     pin_limit: usize,
     /// Data blocks, within `capacity` less what `meta` holds and what is pinned.
-    blocks: Cache<Block>,
+    blocks: Cache<CachedBlock>,
+    /// Hits through the tables' block slots, which do not reach `blocks`.
+    slot_hits: [Stripe; HIT_STRIPES],
     /// Index and filter blocks not pinned, within three quarters of `capacity` less what is pinned.
     meta: Cache<Meta>,
     /// Serializes [`BlockCache::rebalance`], so that the capacities last set follow the last change.
@@ -89,7 +134,8 @@ impl BlockCache {
             enabled: meta.enabled(),
             pinned: AtomicUsize::new(0),
             pin_limit: pin_limit.min(capacity / 4 * 3),
-            blocks: ClockCache::new(capacity),
+            blocks: ClockCache::new(capacity).with_touched(CachedBlock::touched),
+            slot_hits: Default::default(),
             meta,
             rebalancing: parking_lot::Mutex::new(()),
         }
@@ -134,8 +180,28 @@ impl BlockCache {
 
     /// The data block at `offset` of `table`, unless its shard is busy: a read that gets `Err(Busy)`
     /// decodes the block itself rather than wait for a holder of the shard that may have been preempted.
-    pub fn get_unless_busy(&self, table: u64, offset: u64) -> Result<Option<Block>, Busy> {
-        self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset), Block::prefetch_head)
+    /// A block found is also put in `slot` (the table's slots and the block's index), if it is empty.
+    pub fn get_unless_busy(
+        &self,
+        table: u64,
+        offset: u64,
+        slot: Option<(&Arc<BlockSlots>, usize)>,
+    ) -> Result<Option<Block>, Busy> {
+        let found = self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset), |cached| {
+            cached.block.prefetch_head();
+            if let Some((slots, index)) = slot {
+                cached.fill_slot(slots, index);
+            }
+        })?;
+        Ok(found.map(|cached| cached.block))
+    }
+
+    /// Counts a hit of a block read through a table's slot.
+    pub fn count_slot_hit(&self) {
+        let stripe = STRIPE.with(|s| *s);
+        if let Some(counter) = self.slot_hits.get(stripe) {
+            counter.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Holds the shard of a data block's key, as a preempted thread would.
@@ -144,10 +210,18 @@ impl BlockCache {
         self.blocks.hold_shard(shard_hash(table, offset))
     }
 
-    /// Caches a data block unless its shard is busy (then it is left out).
-    pub fn insert_unless_busy(&self, table: u64, offset: u64, block: Block) {
-        let charge = block.charge();
-        let _left_out = self.blocks.insert_unless_busy(shard_hash(table, offset), (table, offset), block, charge);
+    /// Caches a data block unless its shard is busy (then it is left out), and puts it in `slot` (the table's
+    /// slots and the block's index) if it is kept and the slot is empty.
+    pub fn insert_unless_busy(&self, table: u64, offset: u64, block: Block, slot: Option<(Arc<BlockSlots>, usize)>) {
+        let release = slot.map(|(slots, index)| Arc::new(SlotRelease::new(slots, index, &block)));
+        let charge = block.charge() + release.as_ref().map_or(0, |_| std::mem::size_of::<SlotRelease>() + 16);
+        let cached = CachedBlock { release, block };
+        let _left_out =
+            self.blocks.insert_unless_busy_then(shard_hash(table, offset), (table, offset), cached, charge, |kept| {
+                if let Some(release) = &kept.release {
+                    release.fill(&kept.block);
+                }
+            });
     }
 
     /// The index of the table `table`, whose index block is at `offset`.
@@ -189,6 +263,12 @@ impl BlockCache {
         self.rebalance();
     }
 
+    /// The data block at `offset` of `table`, if cached (counted as a lookup).
+    #[cfg(test)]
+    pub fn cached_block(&self, table: u64, offset: u64) -> Option<Block> {
+        self.blocks.get(shard_hash(table, offset), &(table, offset)).map(|cached| cached.block)
+    }
+
     /// Drops everything cached (pinned blocks stay with their readers).
     #[cfg(test)]
     pub fn clear(&self) {
@@ -196,8 +276,10 @@ impl BlockCache {
         self.meta.clear();
     }
 
+    /// Lookups answered, and blocks read through their tables' slots.
     pub fn hits(&self) -> u64 {
-        self.blocks.hits() + self.meta.hits()
+        let slot_hits: u64 = self.slot_hits.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+        self.blocks.hits() + self.meta.hits() + slot_hits
     }
 
     pub fn misses(&self) -> u64 {
@@ -236,14 +318,14 @@ mod tests {
     fn stays_within_capacity_and_counts_hits() {
         let cache = BlockCache::new(16 * 10_000);
         for i in 0..1000 {
-            cache.insert_unless_busy(1, i * 4096, block(1000));
+            cache.insert_unless_busy(1, i * 4096, block(1000), None);
         }
         assert!(cache.usage() <= 16 * 10_000);
-        assert!(cache.get_unless_busy(1, 999 * 4096).unwrap().is_some());
-        assert!(cache.get_unless_busy(2, 0).unwrap().is_none());
+        assert!(cache.get_unless_busy(1, 999 * 4096, None).unwrap().is_some());
+        assert!(cache.get_unless_busy(2, 0, None).unwrap().is_none());
         assert_eq!((cache.hits(), cache.misses()), (1, 1));
         let tiny = BlockCache::new(0);
-        tiny.insert_unless_busy(1, 0, block(10));
-        assert!(matches!(tiny.get_unless_busy(1, 0), Ok(None)));
+        tiny.insert_unless_busy(1, 0, block(10), None);
+        assert!(matches!(tiny.get_unless_busy(1, 0, None), Ok(None)));
     }
 }

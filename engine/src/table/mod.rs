@@ -8,6 +8,7 @@ mod filter;
 mod footer;
 mod iter;
 mod reader;
+mod slots;
 
 pub(crate) use builder::{TableBuilder, TableSummary};
 pub(crate) use cache::BlockCache;

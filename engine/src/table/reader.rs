@@ -15,6 +15,7 @@ use super::block::Block;
 use super::cache::BlockCache;
 use super::filter;
 use super::footer::{BlockHandle, Footer};
+use super::slots::BlockSlots;
 use super::{BlockCompression, BLOCK_TRAILER_LEN};
 use zstd::zstd_safe::{DCtx, DDict};
 
@@ -101,11 +102,13 @@ impl Filter {
 
 /// A table's index and filter held by its reader rather than looked up in the cache: charged to the cache
 /// ([`BlockCache::try_pin`]) while it has room for them, or uncharged when the cache is disabled (tools that
-/// read a table once, through a cache of size 0).
+/// read a table once, through a cache of size 0). With a cache, the reader's block slots too.
 #[derive(Debug)]
 struct Pinned {
     index: Arc<TableIndex>,
     filter: Arc<Filter>,
+    /// The cached data blocks beside their handles (none without a cache, which holds no block).
+    slots: Option<Arc<BlockSlots>>,
     /// Bytes charged to the cache, given back when the reader is dropped (0 if the cache is disabled).
     charge: usize,
 }
@@ -167,11 +170,12 @@ impl TableReader {
         let index = Arc::new(load_index(map.bytes(), &footer, path)?);
         let block_count = index.len();
         let pinned = if !cache.enabled() {
-            Some(Pinned { index, filter, charge: 0 })
+            Some(Pinned { index, filter, slots: None, charge: 0 })
         } else {
-            let charge = index.charge() + filter.charge();
+            let slots = BlockSlots::new(block_count);
+            let charge = index.charge() + filter.charge() + slots.charge();
             if cache.try_pin(charge) {
-                Some(Pinned { index, filter, charge })
+                Some(Pinned { index, filter, slots: Some(Arc::new(slots)), charge })
             } else {
                 cache.insert_filter(number, footer.filter.offset, filter);
                 cache.insert_index(number, footer.index.offset, index);
@@ -189,6 +193,21 @@ impl TableReader {
     #[cfg(test)]
     pub fn is_pinned(&self) -> bool {
         self.pinned.is_some()
+    }
+
+    /// The blocks the reader's slots hold, each with whether the cache holds that very block under its key.
+    #[cfg(test)]
+    pub fn slot_blocks(&self) -> Vec<(Block, bool)> {
+        let (Some(slots), Ok(index)) = (self.slots(), self.index()) else { return Vec::new() };
+        (0..index.len())
+            .filter_map(|i| {
+                let block = slots.held(i)?;
+                let offset = index.handles.get(i)?.offset;
+                let cached =
+                    self.cache.cached_block(self.number, offset).is_some_and(|c| c.identity() == block.identity());
+                Some((block, cached))
+            })
+            .collect()
     }
 
     /// The table's index: pinned, from the cache, or read and verified again.
@@ -239,23 +258,38 @@ impl TableReader {
         self.block_filling(index, i, true)
     }
 
-    /// Data block `i` of `index`, from the cache or read and verified; cached after the read if
-    /// `fill_cache`.
+    /// The reader's block slots, if it keeps them.
+    fn slots(&self) -> Option<&Arc<BlockSlots>> {
+        self.pinned.as_ref().and_then(|p| p.slots.as_ref())
+    }
+
+    /// Data block `i` of `index`, from its slot, from the cache, or read and verified; cached after the read
+    /// if `fill_cache`.
     fn block_filling(&self, index: &TableIndex, i: usize, fill_cache: bool) -> Result<Block, StorageError> {
+        let slots = self.slots();
+        if let Some(block) = slots.and_then(|s| s.get(i)) {
+            self.cache.count_slot_hit();
+            return Ok(block);
+        }
         let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })?;
         // A shard held by a thread that was preempted would keep this read waiting for a time slice: the
         // read decodes the block itself instead, and leaves it out of the cache.
-        let cached = self.cache.get_unless_busy(self.number, handle.offset);
+        let cached = self.cache.get_unless_busy(self.number, handle.offset, slots.map(|s| (s, i)));
         if let Ok(Some(b)) = cached {
+            // A block a flush cached, or one cached for an earlier reader of the table, has no release for
+            // this reader's slot: its entry is replaced by one that has.
+            if let Some(slots) = slots.filter(|s| s.is_empty(i)) {
+                self.cache.insert_unless_busy(self.number, handle.offset, b.clone(), Some((slots.clone(), i)));
+            }
             return Ok(b);
         }
         let raw = read_block(self.map.bytes(), handle, &self.footer, index.dictionary(), &self.path)?;
         let block = Block::decode(raw)
             .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
         if fill_cache && cached.is_ok() {
-            self.cache.insert_unless_busy(self.number, handle.offset, block.clone());
+            self.cache.insert_unless_busy(self.number, handle.offset, block.clone(), slots.map(|s| (s.clone(), i)));
         }
         Ok(block)
     }

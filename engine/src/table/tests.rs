@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::slots::BlockSlots;
 use super::{BlockCache, Compression, TableBuilder, TableIter, TableReader};
 use crate::format::key::{self, internal_key, make_trailer, ValueKind};
 use crate::io::{MemStorage, Storage};
@@ -161,6 +162,108 @@ fn compactions_and_checks_read_tables_without_filling_the_cache() {
     assert_eq!(data_cached(), filled);
 }
 
+/// Every block a reader's slot holds is the very block the cache holds under its key, so that the slots
+/// keep no block alive that the cache has let go: checked after reads that evicted each other's blocks.
+fn assert_slots_hold_only_cached_blocks(reader: &TableReader) -> usize {
+    let held = reader.slot_blocks();
+    for (block, cached) in &held {
+        assert!(cached, "a slot holds a block the cache does not ({} holders)", block.holders());
+    }
+    held.len()
+}
+
+/// A pinned table reads its cached blocks through its slots: the second read of a block does not look it
+/// up in the cache (it counts as a hit all the same), and a block the cache evicts leaves its slot and is
+/// freed, however many times a slot served it.
+#[test]
+fn cached_blocks_are_read_through_slots_and_leave_them_when_evicted() {
+    let (fs, path) = setup();
+    let items = entries(4000);
+    build(&fs, path, &items, Compression::None);
+    let alone = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
+    let pinned = alone.index().unwrap().charge()
+        + alone.filter_charge().unwrap()
+        + BlockSlots::new(alone.block_count()).charge();
+    // Room in each shard for a few data blocks beside the pinned index, filter and slots.
+    let cache = Arc::new(BlockCache::new(2 * pinned + 16 * 3 * 4200));
+    let reader = TableReader::open(&fs, path, 1, cache.clone()).unwrap();
+    assert!(reader.is_pinned());
+    let read = |i: usize| {
+        let (k, v) = &items[i];
+        let ukey = key::user_key(k);
+        let seq = i as u64 + 1;
+        let want = if i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
+        assert_eq!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap(), want);
+    };
+
+    read(0);
+    let mut held = reader.slot_blocks();
+    assert!(held.len() == 1 && held[0].1, "the block read is in its slot, and cached");
+    let (first, _) = held.remove(0);
+    // The cache's entry, the slot, and `first`.
+    assert_eq!(first.holders(), 3);
+    let (hits, misses) = (cache.hits(), cache.misses());
+    for _ in 0..10 {
+        read(0);
+    }
+    assert_eq!((cache.hits() - hits, cache.misses() - misses), (10, 0));
+
+    // Reading the whole table through a cache of a few blocks a shard evicts the first block.
+    for i in 0..items.len() {
+        read(i);
+    }
+    assert_eq!(first.holders(), 1, "the evicted block is held by neither the cache nor the slot");
+    let filled = assert_slots_hold_only_cached_blocks(&reader);
+    assert!(filled > 0 && filled < reader.block_count(), "{filled} of {} slots", reader.block_count());
+    assert!(cache.usage() <= 2 * pinned + 16 * 3 * 4200);
+}
+
+/// Threads reading one table through a cache too small for it, while each other's reads evict what they
+/// read, get every value right, and leave no slot holding a block the cache let go.
+#[test]
+fn concurrent_reads_through_slots_under_eviction() {
+    let (fs, path) = setup();
+    let items = Arc::new(entries(4000));
+    build(&fs, path, &items, Compression::Zstd { level: 1 });
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
+    assert!(reader.is_pinned());
+    // A second table, read by the same threads, competes for the same cache.
+    let other = Path::new("/t/000002.sst");
+    build(&fs, other, &items, Compression::None);
+    let other = Arc::new(TableReader::open(&fs, other, 2, cache.clone()).unwrap());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (items, reader, other) = (items.clone(), reader.clone(), other.clone());
+            std::thread::spawn(move || {
+                let mut x = t.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                for _ in 0..20_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let i = (x % items.len() as u64) as usize;
+                    let (k, v) = &items[i];
+                    let ukey = key::user_key(k);
+                    let seq = i as u64 + 1;
+                    let want = if i % 7 == 3 { Lookup::Deleted(seq) } else { Lookup::Found(v.clone(), seq) };
+                    for table in [&reader, &other] {
+                        let got = table.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+                        assert_eq!(got, want, "key {i}");
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(cache.usage() <= 1 << 20);
+    let blocks = (reader.block_count() + other.block_count()) as u64;
+    assert!(cache.misses() > blocks, "blocks were evicted and read again ({} misses)", cache.misses());
+    assert!(assert_slots_hold_only_cached_blocks(&reader) > 0);
+    assert!(assert_slots_hold_only_cached_blocks(&other) > 0);
+}
+
 /// Regression: when the last entry exactly filled a block, the table's largest key was recorded wrongly,
 /// which let level-1 tables overlap and lookups miss.
 #[test]
@@ -266,15 +369,17 @@ fn readers_pin_their_index_and_filter_within_the_pin_limit() {
     }
     let alone = TableReader::open(&fs, Path::new("/t/000001.sst"), 1, Arc::new(BlockCache::new(0))).unwrap();
     let per_table = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
+    // A pinned table is charged its block slots too.
+    let pinned_per_table = per_table + BlockSlots::new(alone.block_count()).charge();
     // Room to pin four tables' index and filter (a half of the budget); the pool holds the rest.
-    let capacity = 8 * per_table + 1000;
+    let capacity = 8 * pinned_per_table + 1000;
     let cache = Arc::new(BlockCache::new(capacity));
     let open = |t: u64| TableReader::open(&fs, &Path::new("/t").join(format!("{t:06}.sst")), t, cache.clone()).unwrap();
     let mut readers: Vec<TableReader> = (1..=tables).map(open).collect();
     let pinned: Vec<bool> = readers.iter().map(TableReader::is_pinned).collect();
     assert_eq!(pinned, [true, true, true, true, false, false]);
-    assert_eq!(cache.pinned_usage(), 4 * per_table);
-    assert_eq!(cache.index_filter_usage(), 6 * per_table);
+    assert_eq!(cache.pinned_usage(), 4 * pinned_per_table);
+    assert_eq!(cache.index_filter_usage(), 4 * pinned_per_table + 2 * per_table);
     assert!(cache.usage() <= capacity);
 
     // A point read of a pinned table looks up its data block only; of the others, filter, index and block.
@@ -293,14 +398,14 @@ fn readers_pin_their_index_and_filter_within_the_pin_limit() {
 
     // Closing a pinned reader frees its pin for the next reader opened.
     drop(readers.swap_remove(0));
-    assert_eq!(cache.pinned_usage(), 3 * per_table);
+    assert_eq!(cache.pinned_usage(), 3 * pinned_per_table);
     readers.push(open(1));
     assert!(readers.last().unwrap().is_pinned());
-    assert_eq!(cache.pinned_usage(), 4 * per_table);
+    assert_eq!(cache.pinned_usage(), 4 * pinned_per_table);
     // Closing an unpinned one takes its index and filter out of the pool.
     let unpinned = readers.iter().position(|r| !r.is_pinned()).unwrap();
     drop(readers.swap_remove(unpinned));
-    assert_eq!(cache.index_filter_usage(), 5 * per_table);
+    assert_eq!(cache.index_filter_usage(), 4 * pinned_per_table + per_table);
     drop(readers);
     assert_eq!((cache.pinned_usage(), cache.index_filter_usage()), (0, 0));
 }
@@ -353,8 +458,10 @@ fn a_scan_does_not_evict_the_index_and_filter_of_a_table_in_use() {
     let items = entries(4000);
     build(&fs, path, &items, Compression::None);
     let alone = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
-    let held = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
-    // Room in each shard for this table's index and filter and a few data blocks.
+    let held = alone.index().unwrap().charge()
+        + alone.filter_charge().unwrap()
+        + BlockSlots::new(alone.block_count()).charge();
+    // Room in each shard for this table's index and filter (and block slots) and a few data blocks.
     let cache = Arc::new(BlockCache::new(16 * (held + 4 * 1024)));
     let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
     let ukey = key::user_key(&items[0].0);
