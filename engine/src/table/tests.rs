@@ -218,6 +218,38 @@ fn cached_blocks_are_read_through_slots_and_leave_them_when_evicted() {
     assert!(cache.usage() <= 2 * pinned + 16 * 3 * 4200);
 }
 
+/// A block a flush put in the cache has no release for the reader's slot: the first read that finds it
+/// replaces its entry with one that has, and the next reads take it from the slot.
+#[test]
+fn blocks_a_flush_cached_get_their_slot_on_their_first_read() {
+    let (fs, path) = setup();
+    let items = entries(500);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let mut b = TableBuilder::create(&fs, path, 256, Compression::None, 10).unwrap();
+    b.cache_blocks(cache.clone(), 1);
+    for (k, v) in &items {
+        b.add(k, v).unwrap();
+    }
+    b.finish().unwrap();
+    let reader = TableReader::open(&fs, path, 1, cache.clone()).unwrap();
+    let (k, v) = &items[0];
+    let ukey = key::user_key(k);
+    let read = || reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+    assert!(reader.slot_blocks().is_empty());
+    let (hits, misses) = (cache.hits(), cache.misses());
+    assert_eq!(read(), Lookup::Found(v.clone(), 1));
+    assert_eq!((cache.hits() - hits, cache.misses() - misses), (1, 0), "the flush's block was cached");
+    // `slot_blocks` looks each block up in the cache: one hit.
+    let held = reader.slot_blocks();
+    assert!(held.len() == 1 && held[0].1, "the block is in its slot, and is the cache's");
+    drop(held);
+    let usage = cache.usage();
+    let lookups = cache.hits();
+    assert_eq!(read(), Lookup::Found(v.clone(), 1));
+    assert_eq!(cache.hits() - lookups, 1);
+    assert_eq!(cache.usage(), usage, "the entry was replaced, not added");
+}
+
 /// Threads reading one table through a cache too small for it, while each other's reads evict what they
 /// read, get every value right, and leave no slot holding a block the cache let go.
 #[test]
