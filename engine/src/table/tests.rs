@@ -172,6 +172,13 @@ fn assert_slots_hold_only_cached_blocks(reader: &TableReader) -> usize {
     held.len()
 }
 
+/// What a reader of the table at `path` pins when its cache has room: its index, filter and block slots
+/// (measured through a reader whose cache is disabled, which holds the first two uncharged).
+fn pinned_charge(fs: &MemStorage, path: &Path) -> usize {
+    let alone = TableReader::open(fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
+    alone.index().unwrap().charge() + alone.filter_charge().unwrap() + BlockSlots::new(alone.block_count()).charge()
+}
+
 /// A pinned table reads its cached blocks through its slots: the second read of a block does not look it
 /// up in the cache (it counts as a hit all the same), and a block the cache evicts leaves its slot and is
 /// freed, however many times a slot served it.
@@ -180,10 +187,7 @@ fn cached_blocks_are_read_through_slots_and_leave_them_when_evicted() {
     let (fs, path) = setup();
     let items = entries(4000);
     build(&fs, path, &items, Compression::None);
-    let alone = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
-    let pinned = alone.index().unwrap().charge()
-        + alone.filter_charge().unwrap()
-        + BlockSlots::new(alone.block_count()).charge();
+    let pinned = pinned_charge(&fs, path);
     // Room in each shard for a few data blocks beside the pinned index, filter and slots.
     let cache = Arc::new(BlockCache::new(2 * pinned + 16 * 3 * 4200));
     let reader = TableReader::open(&fs, path, 1, cache.clone()).unwrap();
@@ -489,10 +493,7 @@ fn a_scan_does_not_evict_the_index_and_filter_of_a_table_in_use() {
     let (fs, path) = setup();
     let items = entries(4000);
     build(&fs, path, &items, Compression::None);
-    let alone = TableReader::open(&fs, path, 1, Arc::new(BlockCache::new(0))).unwrap();
-    let held = alone.index().unwrap().charge()
-        + alone.filter_charge().unwrap()
-        + BlockSlots::new(alone.block_count()).charge();
+    let held = pinned_charge(&fs, path);
     // Room in each shard for this table's index and filter (and block slots) and a few data blocks.
     let cache = Arc::new(BlockCache::new(16 * (held + 4 * 1024)));
     let reader = Arc::new(TableReader::open(&fs, path, 1, cache.clone()).unwrap());
