@@ -18,7 +18,7 @@
 //! busy threads than cores, for a scheduler's time slice of milliseconds).
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -317,17 +317,22 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
             drop((value, evicted));
             return;
         }
-        match shard.map.insert(key.clone(), Slot { value, charge, referenced: false }) {
-            Some(old) => {
-                shard.used -= old.charge;
+        let Shard { map, ring, used, .. } = &mut *shard;
+        let slot = Slot { value, charge, referenced: false };
+        let slot = match map.entry(key) {
+            Entry::Occupied(mut entry) => {
+                let old = entry.insert(slot);
+                *used -= old.charge;
                 evicted.push(old.value);
+                entry.into_mut()
             }
-            None => shard.ring.push_back(key.clone()),
-        }
-        if let Some(slot) = shard.map.get(&key) {
-            kept(&slot.value);
-        }
-        shard.used += charge;
+            Entry::Vacant(entry) => {
+                ring.push_back(entry.key().clone());
+                entry.insert(slot)
+            }
+        };
+        kept(&slot.value);
+        *used += charge;
         shard.evict_to(shard_capacity, &mut evicted, self.touched);
         drop(shard);
         drop(evicted);

@@ -69,11 +69,11 @@ impl CachedBlock {
         self.release.as_ref().is_some_and(|r| r.take_touched())
     }
 
-    /// Puts the block in slot `index` of `slots` if this entry's release is for it.
-    fn fill_slot(&self, slots: &Arc<BlockSlots>, index: usize) {
-        if let Some(release) = self.release.as_ref().filter(|r| r.is_for(slots, index)) {
-            release.fill(&self.block);
-        }
+    /// Puts the block in slot `index` of `slots` if this entry's release is for it; whether it is.
+    fn fill_slot(&self, slots: &Arc<BlockSlots>, index: usize) -> bool {
+        let Some(release) = self.release.as_ref().filter(|r| r.is_for(slots, index)) else { return false };
+        release.fill(&self.block);
+        true
     }
 }
 
@@ -180,20 +180,23 @@ impl BlockCache {
 
     /// The data block at `offset` of `table`, unless its shard is busy: a read that gets `Err(Busy)`
     /// decodes the block itself rather than wait for a holder of the shard that may have been preempted.
-    /// A block found is also put in `slot` (the table's slots and the block's index), if it is empty.
+    /// A block found is also put in `slot` (the table's slots and the block's index), if it is empty and the
+    /// cache's entry carries a release for it; the flag says whether it does (if not, the caller inserts
+    /// the block again with one).
     pub fn get_unless_busy(
         &self,
         table: u64,
         offset: u64,
         slot: Option<(&Arc<BlockSlots>, usize)>,
-    ) -> Result<Option<Block>, Busy> {
+    ) -> Result<Option<(Block, bool)>, Busy> {
+        let mut released = false;
         let found = self.blocks.get_unless_busy(shard_hash(table, offset), &(table, offset), |cached| {
             cached.block.prefetch_head();
             if let Some((slots, index)) = slot {
-                cached.fill_slot(slots, index);
+                released = cached.fill_slot(slots, index);
             }
         })?;
-        Ok(found.map(|cached| cached.block))
+        Ok(found.map(|cached| (cached.block, released)))
     }
 
     /// Counts a hit of a block read through a table's slot.

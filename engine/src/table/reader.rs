@@ -277,10 +277,10 @@ impl TableReader {
         // A shard held by a thread that was preempted would keep this read waiting for a time slice: the
         // read decodes the block itself instead, and leaves it out of the cache.
         let cached = self.cache.get_unless_busy(self.number, handle.offset, slots.map(|s| (s, i)));
-        if let Ok(Some(b)) = cached {
+        if let Ok(Some((b, released))) = cached {
             // A block a flush cached, or one cached for an earlier reader of the table, has no release for
             // this reader's slot: its entry is replaced by one that has.
-            if let Some(slots) = slots.filter(|s| s.is_empty(i)) {
+            if let Some(slots) = slots.filter(|_| !released) {
                 self.cache.insert_unless_busy(self.number, handle.offset, b.clone(), Some((slots.clone(), i)));
             }
             return Ok(b);

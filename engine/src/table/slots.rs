@@ -124,11 +124,6 @@ impl BlockSlots {
         Some(block)
     }
 
-    /// Whether slot `i` is empty (`false` if it is locked: it is being filled or read).
-    pub fn is_empty(&self, i: usize) -> bool {
-        self.slots.get(i).and_then(|slot| slot.lock(TRIES)).is_some_and(|held| held.0.block(&held).is_none())
-    }
-
     /// Puts `block` in slot `i` if the slot is empty and not locked (otherwise leaves it: a slot is a
     /// shortcut, and a read without one asks the cache). Called under the lock of the cache shard that
     /// holds `block`, whose entry's [`SlotRelease`] empties the slot again; nothing is dropped here.
