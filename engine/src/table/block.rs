@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::format::coding::{put_u32, put_varint32, read_u32_at, Cursor, DecodeError};
 use crate::format::key;
-use crate::prefetch::{prefetch_bytes, LINE};
+use crate::prefetch::{prefetch, prefetch_bytes, LINE};
 
 /// Builds one block.
 #[derive(Debug, Default)]
@@ -79,9 +79,13 @@ const ENTRY_LEN: usize = 12;
 /// pages (the reference count, the windows and the entries sit together):
 ///
 /// ```text
-/// windows [n words] | sample [s words] | inner [n words] | inner sample [s words] | runs [n words]
-///   | entries [n x 12 bytes] | keys [keys_len bytes] | values' block bytes
+/// meta [3 words] | windows [n words] | sample [s words] | inner [n words] | inner sample [s words]
+///   | runs [n words] | entries [n x 12 bytes] | keys [keys_len bytes] | values' block bytes
 /// ```
+///
+/// The meta words repeat the block's shape (the words' count, `n`, `tail_at`, `common`, `keys_len`), so that
+/// the address of the words alone gives back the block ([`Block::into_raw`], [`Block::clone_raw`]): a block
+/// slot holds a block in one word.
 ///
 /// `s` is 0 for blocks of up to [`SAMPLE_EVERY`] entries. The inner windows, their sample and the runs are
 /// there only if some run of at least [`LONG_RUN`] entries shares one window (see [`inner_windows`]).
@@ -102,8 +106,11 @@ pub(crate) struct Block {
     keys_len: u32,
 }
 
-// A block is held by every cache slot and cursor that uses it: four words.
+// A block is held by every cache entry and cursor that uses it: four words.
 const _: () = assert!(std::mem::size_of::<Block>() == 32);
+
+/// Words before the windows: the words' count, then `n` and `tail_at`, then `common` and `keys_len`.
+const META: usize = 3;
 
 /// Bytes of entry positions [`Block::prefetch_from`] asks for: those of ten entries.
 const SCAN_PREFETCH_POSITIONS: usize = 2 * LINE;
@@ -258,10 +265,17 @@ impl Block {
         let inner_sample = sampled(&inner);
         // The allocation is written once, in place: the search words, then the entries' positions, the keys
         // and the block's bytes (a miss decodes a block, so each copy of it shows in a read that misses).
-        let head = [&windows, &sample, &inner, &inner_sample, &runs];
-        let tail_at: usize = head.iter().map(|part| part.len()).sum();
+        let tail_at: usize =
+            META + [&windows, &sample, &inner, &inner_sample, &runs].iter().map(|p| p.len()).sum::<usize>();
         let tail_len = count * ENTRY_LEN + keys.len() + data.len();
-        let mut words = Arc::<[u64]>::new_uninit_slice(tail_at + tail_len.div_ceil(8));
+        let len = tail_at + tail_len.div_ceil(8);
+        let too_long = || DecodeError::new(0, "block too long");
+        let (count32, tail_at32) =
+            (u32::try_from(count).map_err(|_| too_long())?, u32::try_from(tail_at).map_err(|_| too_long())?);
+        let meta =
+            [len as u64, u64::from(count32) | u64::from(tail_at32) << 32, common as u64 | u64::from(keys_len) << 32];
+        let head = [&meta[..], &windows, &sample, &inner, &inner_sample, &runs];
+        let mut words = Arc::<[u64]>::new_uninit_slice(len);
         let slots = Arc::get_mut(&mut words).ok_or(DecodeError::new(0, "a new allocation is shared"))?;
         let (head_slots, tail_slots) = slots.split_at_mut(tail_at);
         for (slot, word) in head_slots.iter_mut().zip(head.into_iter().flatten()) {
@@ -288,12 +302,72 @@ impl Block {
         // SAFETY: the head's words were written above, one per slot (`tail_at` is their count), and every byte
         // of the tail's words: the positions, keys and block bytes, then the last word's zeroed padding.
         let words = unsafe { words.assume_init() };
-        Ok(Block { words, n: count as u32, tail_at: tail_at as u32, common: common as u32, keys_len })
+        Ok(Block { words, n: count32, tail_at: tail_at32, common: common as u32, keys_len })
+    }
+
+    /// Gives up this holder's share of the words for their address (a [`Block::identity`]), from which
+    /// [`Block::from_raw`] takes it back and [`Block::clone_raw`] makes more holders.
+    pub fn into_raw(self) -> usize {
+        Arc::into_raw(self.words).cast::<u64>().expose_provenance()
+    }
+
+    /// Asks for the lines a seek of the block at `raw` reads first (the reference count, the meta words and
+    /// the start of the windows) before the block is taken from its address.
+    pub fn prefetch_raw(raw: usize) {
+        // An `Arc`'s two counts come before its value.
+        const COUNTS: usize = 16;
+        let first = raw.saturating_sub(COUNTS) / LINE;
+        for line in first..=(raw + HEAD_PREFETCH - 1) / LINE {
+            prefetch(std::ptr::without_provenance::<u8>(line * LINE));
+        }
+    }
+
+    /// A new holder of the block whose words are at `raw`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` came from [`Block::into_raw`], and that holder's share has not been taken back yet (by
+    /// [`Block::from_raw`]), nor can be while this runs.
+    pub unsafe fn clone_raw(raw: usize) -> Block {
+        // SAFETY: the caller keeps the share `raw` stands for alive, so the words are allocated, and so is
+        // the allocation's count, which the first meta word holds.
+        unsafe {
+            let words = std::ptr::with_exposed_provenance::<u64>(raw);
+            let fat = std::ptr::slice_from_raw_parts(words, *words as usize);
+            Arc::increment_strong_count(fat);
+            Self::from_words(Arc::from_raw(fat))
+        }
+    }
+
+    /// Takes back the share [`Block::into_raw`] gave up for `raw`.
+    ///
+    /// # Safety
+    ///
+    /// `raw` came from [`Block::into_raw`], and its share is taken back once.
+    pub unsafe fn from_raw(raw: usize) -> Block {
+        // SAFETY: as for `clone_raw`; the share `raw` stood for becomes the returned block's.
+        unsafe {
+            let words = std::ptr::with_exposed_provenance::<u64>(raw);
+            Self::from_words(Arc::from_raw(std::ptr::slice_from_raw_parts(words, *words as usize)))
+        }
+    }
+
+    /// The block whose words (meta words first) are `words`.
+    fn from_words(words: Arc<[u64]>) -> Block {
+        let word = |i: usize| words.get(i).copied().unwrap_or_default();
+        let (shape, keys) = (word(1), word(2));
+        Block {
+            n: shape as u32,
+            tail_at: (shape >> 32) as u32,
+            common: keys as u32,
+            keys_len: (keys >> 32) as u32,
+            words,
+        }
     }
 
     /// The window of every entry: non-decreasing.
     fn windows(&self) -> &[u64] {
-        self.words.get(..self.n as usize).unwrap_or_default()
+        self.words.get(META..META + self.n as usize).unwrap_or_default()
     }
 
     /// Words of the sample of `n` words: none for up to [`SAMPLE_EVERY`], every `SAMPLE_EVERY`th otherwise.
@@ -307,13 +381,13 @@ impl Block {
 
     fn sample(&self) -> &[u64] {
         let n = self.n as usize;
-        self.words.get(n..n + Self::sample_len(n)).unwrap_or_default()
+        self.words.get(META + n..META + n + Self::sample_len(n)).unwrap_or_default()
     }
 
     /// Whether the block has inner windows (see [`inner_windows`]).
     fn deep(&self) -> bool {
         let n = self.n as usize;
-        self.tail_at as usize > n + Self::sample_len(n)
+        self.tail_at as usize > META + n + Self::sample_len(n)
     }
 
     /// The inner windows, their sample and the runs: empty, or as [`inner_windows`] and [`sampled`] made
@@ -323,7 +397,7 @@ impl Block {
             return (&[], &[], &[]);
         }
         let (n, s) = (self.n as usize, Self::sample_len(self.n as usize));
-        let at = |start: usize, len: usize| self.words.get(start..start + len).unwrap_or_default();
+        let at = |start: usize, len: usize| self.words.get(META + start..META + start + len).unwrap_or_default();
         (at(n + s, n), at(2 * n + s, s), at(2 * n + 2 * s, n))
     }
 
@@ -419,8 +493,8 @@ impl Block {
     /// before taking a reference, so these lines arrive together with the reference count's.
     pub fn prefetch_head(&self) {
         let (n, s) = (self.n as usize, Self::sample_len(self.n as usize));
-        let first = if (n + s) * 8 <= HEAD_PREFETCH { 0 } else { n };
-        prefetch_bytes(self.all_bytes().get(first * 8..(n + s) * 8).unwrap_or_default(), HEAD_PREFETCH);
+        let first = if (META + n + s) * 8 <= HEAD_PREFETCH { 0 } else { META + n };
+        prefetch_bytes(self.all_bytes().get(first * 8..(META + n + s) * 8).unwrap_or_default(), HEAD_PREFETCH);
     }
 
     /// Starts loading the first [`VALUE_PREFETCH`] bytes of entry `i`'s value, which a point read that found
@@ -616,6 +690,41 @@ mod tests {
                     &vec![b'a' + (i % 26) as u8; i % 11][..]
                 );
             }
+        }
+    }
+
+    /// A block given up for its address and taken back from it (or cloned from it) is the same block: the
+    /// same words, shape and answers, with and without inner windows, and the address keeps its share.
+    #[test]
+    fn a_block_comes_back_whole_from_its_address() {
+        for n in [1usize, 3, 17, 40] {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|i| {
+                    internal_key(
+                        &grouped((i / 20) as u8, format!("{i:04}").as_bytes()),
+                        make_trailer(1, ValueKind::Put),
+                    )
+                })
+                .collect();
+            let block = build(&keys);
+            let shape = |b: &Block| (b.identity(), b.n, b.tail_at, b.common, b.keys_len, b.words.len());
+            let expect = shape(&block);
+            let raw = block.clone().into_raw();
+            assert_eq!(raw, block.identity());
+            assert_eq!(block.holders(), 2, "the address keeps its share");
+            Block::prefetch_raw(raw);
+            // SAFETY: `raw` came from `into_raw` above and its share is taken back only below.
+            let clone = unsafe { Block::clone_raw(raw) };
+            assert_eq!((shape(&clone), block.holders()), (expect, 3));
+            drop(clone);
+            // SAFETY: as above; this takes the share back, once.
+            let back = unsafe { Block::from_raw(raw) };
+            assert_eq!((shape(&back), back.deep()), (expect, n >= 20));
+            for (i, k) in keys.iter().enumerate() {
+                assert_eq!((back.seek(k), back.key(i), back.value(i)), (i, &k[..], format!("v{i}").as_bytes()));
+            }
+            drop(back);
+            assert_eq!(block.holders(), 1);
         }
     }
 

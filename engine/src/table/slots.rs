@@ -10,31 +10,30 @@
 //! budget but their own (charged with the table's pinned index). A read through a slot marks it used, and the
 //! cache's eviction asks that mark ([`SlotRelease::take_touched`]) as it asks its own reference bit.
 //!
-//! Each slot has a small lock of its own, held to clone or swap the block (a few nanoseconds). A reader that
-//! finds a slot locked does not wait: it asks the cache, as it would without slots.
+//! A slot is one word: the address of its block's words ([`Block::into_raw`]), whose two low bits (the
+//! words are 8-byte aligned) are the slot's lock and its used mark, so that a table's slots take 8 bytes a
+//! block and a line holds eight. The lock is held to take a reference to the block or to swap it (a few
+//! nanoseconds). A reader that finds a slot locked does not wait: it asks the cache, as it would without
+//! slots.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::block::Block;
 
 /// The slot is locked.
-const LOCKED: u8 = 1;
+const LOCKED: usize = 1;
 /// A read took the slot's block since the cache's eviction last looked.
-const TOUCHED: u8 = 2;
+const TOUCHED: usize = 2;
+/// The bits of a slot's word that are not its block's address.
+const FLAGS: usize = LOCKED | TOUCHED;
 /// Tries of a locked slot before a read gives up on it (a holder is done within nanoseconds unless it was
 /// preempted).
 const TRIES: usize = 16;
 
-struct BlockSlot {
-    state: AtomicU8,
-    block: UnsafeCell<Option<Block>>,
-}
-
-// SAFETY: `block` is read and written only by the holder of the slot's lock (`state`'s `LOCKED` bit, taken
-// with acquire and released with release ordering), and a `Block` is `Send` and `Sync` (an `Arc` of words).
-unsafe impl Sync for BlockSlot {}
+/// One block's slot: 0, or the address of a block's words that the slot holds a share of, with
+/// [`LOCKED`] and [`TOUCHED`] in its low bits.
+struct BlockSlot(AtomicUsize);
 
 /// The slots of one table's data blocks, in block order.
 pub(crate) struct BlockSlots {
@@ -47,12 +46,30 @@ impl std::fmt::Debug for BlockSlots {
     }
 }
 
-/// A slot's lock, held until dropped.
-struct Held<'a>(&'a BlockSlot);
+/// A slot's lock, held until [`Held::unlock`] or dropped.
+struct Held<'a> {
+    slot: &'a BlockSlot,
+    /// The slot's word when it was locked, without the lock bit.
+    word: usize,
+}
+
+impl Held<'_> {
+    /// The address of the block the slot holds, or 0.
+    fn block(&self) -> usize {
+        self.word & !FLAGS
+    }
+
+    /// Unlocks the slot, leaving `word` (an address and the used mark) in it.
+    fn unlock(self, word: usize) {
+        debug_assert_eq!(word & LOCKED, 0);
+        self.slot.0.store(word, Ordering::Release);
+        std::mem::forget(self);
+    }
+}
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.state.fetch_and(!LOCKED, Ordering::Release);
+        self.slot.0.store(self.word, Ordering::Release);
     }
 }
 
@@ -60,11 +77,11 @@ impl BlockSlot {
     /// The slot's lock, unless it stays held through `tries` tries (`None`).
     fn lock(&self, tries: usize) -> Option<Held<'_>> {
         for _ in 0..tries {
-            let state = self.state.load(Ordering::Relaxed);
-            if state & LOCKED == 0
-                && self.state.compare_exchange_weak(state, state | LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+            let word = self.0.load(Ordering::Relaxed);
+            if word & LOCKED == 0
+                && self.0.compare_exchange_weak(word, word | LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
             {
-                return Some(Held(self));
+                return Some(Held { slot: self, word });
             }
             std::hint::spin_loop();
         }
@@ -80,28 +97,12 @@ impl BlockSlot {
             std::thread::yield_now();
         }
     }
-
-    /// The block, under `_held`.
-    fn block(&self, _held: &Held<'_>) -> &Option<Block> {
-        // SAFETY: the caller holds the slot's lock, so no one writes the block meanwhile.
-        unsafe { &*self.block.get() }
-    }
-
-    /// The block, mutably, under `_held`.
-    #[allow(clippy::mut_from_ref)]
-    fn block_mut(&self, _held: &Held<'_>) -> &mut Option<Block> {
-        // SAFETY: the caller holds the slot's lock, so no one else reads or writes the block meanwhile, and
-        // the reference does not outlive the lock's guard.
-        unsafe { &mut *self.block.get() }
-    }
 }
 
 impl BlockSlots {
     /// Empty slots for `count` blocks.
     pub fn new(count: usize) -> Self {
-        Self {
-            slots: (0..count).map(|_| BlockSlot { state: AtomicU8::new(0), block: UnsafeCell::new(None) }).collect(),
-        }
+        Self { slots: (0..count).map(|_| BlockSlot(AtomicUsize::new(0))).collect() }
     }
 
     /// Bytes of memory the slots take, for the cache's accounting (the blocks they hold are the cache's).
@@ -110,17 +111,19 @@ impl BlockSlots {
     }
 
     /// Block `i`, if its slot holds it and is not locked; marks the slot used. Starts loading the block's
-    /// search windows before taking a reference, as the cache does.
+    /// first lines (its reference count, shape and windows) before reading them.
     pub fn get(&self, i: usize) -> Option<Block> {
         let slot = self.slots.get(i)?;
         let held = slot.lock(TRIES)?;
-        let block = slot.block(&held).as_ref()?;
-        block.prefetch_head();
-        let block = block.clone();
-        if slot.state.load(Ordering::Relaxed) & TOUCHED == 0 {
-            slot.state.fetch_or(TOUCHED, Ordering::Relaxed);
+        let raw = held.block();
+        if raw == 0 {
+            return None;
         }
-        drop(held);
+        Block::prefetch_raw(raw);
+        // SAFETY: the slot holds a share of the block at `raw` (filled from `Block::into_raw`), which only a
+        // holder of its lock can give back, and this read holds it.
+        let block = unsafe { Block::clone_raw(raw) };
+        held.unlock(raw | TOUCHED);
         Some(block)
     }
 
@@ -130,10 +133,8 @@ impl BlockSlots {
     fn fill(&self, i: usize, block: &Block) {
         let Some(slot) = self.slots.get(i) else { return };
         let Some(held) = slot.lock(TRIES) else { return };
-        let place = slot.block_mut(&held);
-        if place.is_none() {
-            *place = Some(block.clone());
-            slot.state.fetch_and(!TOUCHED, Ordering::Relaxed);
+        if held.block() == 0 {
+            held.unlock(block.clone().into_raw());
         }
     }
 
@@ -142,23 +143,39 @@ impl BlockSlots {
     fn release(&self, i: usize, identity: usize) {
         let Some(slot) = self.slots.get(i) else { return };
         let held = slot.lock_waiting();
-        let place = slot.block_mut(&held);
-        let taken = if place.as_ref().is_some_and(|b| b.identity() == identity) { place.take() } else { None };
-        drop(held);
-        drop(taken);
+        if held.block() == identity && identity != 0 {
+            held.unlock(0);
+            // SAFETY: the slot held the share `identity` stands for, and gave it up above, under its lock.
+            drop(unsafe { Block::from_raw(identity) });
+        }
     }
 
-    /// Whether a read took slot `i`'s block since the last call; clears the mark.
+    /// Whether a read took slot `i`'s block since the last call; clears the mark. (A read or fill that holds
+    /// the slot's lock meanwhile may set it again as it unlocks: the mark is a hint to the eviction.)
     fn take_touched(&self, i: usize) -> bool {
-        self.slots.get(i).is_some_and(|slot| slot.state.fetch_and(!TOUCHED, Ordering::Relaxed) & TOUCHED != 0)
+        self.slots.get(i).is_some_and(|slot| slot.0.fetch_and(!TOUCHED, Ordering::Relaxed) & TOUCHED != 0)
     }
 
     /// The block slot `i` holds, if any (without marking the slot used).
     #[cfg(test)]
     pub fn held(&self, i: usize) -> Option<Block> {
-        let slot = self.slots.get(i)?;
-        let held = slot.lock_waiting();
-        slot.block(&held).clone()
+        let held = self.slots.get(i)?.lock_waiting();
+        // SAFETY: as in `get`.
+        (held.block() != 0).then(|| unsafe { Block::clone_raw(held.block()) })
+    }
+}
+
+impl Drop for BlockSlots {
+    fn drop(&mut self) {
+        // Every slot is emptied by its cache entry's release, which holds the slots alive: none is left full
+        // by then. A share left behind all the same is given back rather than leaked.
+        for slot in self.slots.iter_mut() {
+            let raw = *slot.0.get_mut() & !FLAGS;
+            if raw != 0 {
+                // SAFETY: the slot held the share `raw` stands for; nothing else can reach the slot now.
+                drop(unsafe { Block::from_raw(raw) });
+            }
+        }
     }
 }
 
@@ -198,5 +215,74 @@ impl SlotRelease {
 impl Drop for SlotRelease {
     fn drop(&mut self) {
         self.slots.release(self.index, self.identity);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::key::{internal_key, make_trailer, ValueKind};
+    use crate::table::block::BlockBuilder;
+
+    fn block(tag: &str) -> Block {
+        let mut b = BlockBuilder::default();
+        b.add(&internal_key(tag.as_bytes(), make_trailer(1, ValueKind::Put)), tag.as_bytes());
+        Block::decode(b.finish()).unwrap()
+    }
+
+    #[test]
+    fn a_slot_is_one_word() {
+        assert_eq!(std::mem::size_of::<BlockSlot>(), 8);
+        assert_eq!(BlockSlots::new(1000).charge(), std::mem::size_of::<BlockSlots>() + 8000);
+    }
+
+    /// A slot is filled only while empty, a read through it shares the block and marks it used, and a release
+    /// empties it only for the block it holds, giving back the slot's share.
+    #[test]
+    fn fill_read_mark_and_release() {
+        let slots = BlockSlots::new(2);
+        let (a, b) = (block("a"), block("b"));
+        assert!(slots.get(0).is_none());
+        slots.fill(0, &a);
+        slots.fill(0, &b);
+        assert_eq!(a.holders(), 2);
+        assert_eq!(b.holders(), 1, "a full slot is not filled again");
+        assert!(!slots.take_touched(0));
+        let read = slots.get(0).unwrap();
+        assert_eq!((read.identity(), read.value(0), a.holders()), (a.identity(), &b"a"[..], 3));
+        assert!(slots.take_touched(0));
+        assert!(!slots.take_touched(0), "the mark is cleared");
+        drop(read);
+        slots.release(0, b.identity());
+        assert_eq!(slots.held(0).map(|h| h.identity()), Some(a.identity()), "another block's release is ignored");
+        slots.release(0, a.identity());
+        assert!(slots.get(0).is_none());
+        assert_eq!(a.holders(), 1);
+        assert!(slots.get(1).is_none() && slots.get(2).is_none());
+    }
+
+    /// A slot found locked is passed over, not waited for; the lock leaves the slot's word as it found it.
+    #[test]
+    fn a_locked_slot_is_passed_over() {
+        let slots = BlockSlots::new(1);
+        let a = block("a");
+        slots.fill(0, &a);
+        let slot = slots.slots.first().unwrap();
+        let held = slot.lock(1).unwrap();
+        assert!(slots.get(0).is_none());
+        slots.fill(0, &block("b"));
+        drop(held);
+        assert_eq!(slots.get(0).map(|g| g.identity()), Some(a.identity()));
+    }
+
+    /// Slots dropped while full give their shares back.
+    #[test]
+    fn dropped_slots_give_their_blocks_back() {
+        let slots = BlockSlots::new(3);
+        let a = block("a");
+        slots.fill(1, &a);
+        assert_eq!(a.holders(), 2);
+        drop(slots);
+        assert_eq!(a.holders(), 1);
     }
 }
