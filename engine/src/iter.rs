@@ -14,6 +14,10 @@ pub(crate) trait Source: Send {
     /// Forward: positions at the first entry `>= target` (the first entry if `None`).
     /// Reverse: positions at the last entry `<= target` (the last entry if `None`).
     fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError>;
+    /// Starts loading what a forward [`Source::seek`] to `target` reads first, without waiting for any of it.
+    /// A merge asks every source before it seeks any, so that their cache misses overlap instead of coming
+    /// one source after another.
+    fn prepare_seek(&self, _target: &[u8]) {}
     /// Moves one entry on in the cursor's direction.
     fn advance(&mut self) -> Result<(), StorageError>;
     /// The current internal key, or `None` when exhausted.
@@ -42,6 +46,12 @@ impl Source for MemSource {
             self.cursor.seek_ge(target);
         }
         Ok(())
+    }
+
+    fn prepare_seek(&self, target: &[u8]) {
+        if !self.reverse {
+            self.cursor.prepare_seek(target);
+        }
     }
 
     fn advance(&mut self) -> Result<(), StorageError> {
@@ -94,6 +104,11 @@ impl MergingIter {
     }
 
     pub fn seek(&mut self, target: Option<&[u8]>) -> Result<(), StorageError> {
+        if let (Some(t), false) = (target, self.reverse) {
+            for s in &self.sources {
+                s.prepare_seek(t);
+            }
+        }
         for s in &mut self.sources {
             s.seek(target)?;
         }

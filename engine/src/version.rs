@@ -354,6 +354,16 @@ impl Source for LevelIter {
         self.settle()
     }
 
+    fn prepare_seek(&self, target: &[u8]) {
+        if self.reverse || self.compaction {
+            return;
+        }
+        let idx = self.tables.partition_point(|h| key::compare(&h.meta.largest, target) == Ordering::Less);
+        if let Some(Ok(reader)) = self.tables.get(idx).map(|t| t.reader()) {
+            reader.prepare_seek(target);
+        }
+    }
+
     fn advance(&mut self) -> Result<(), StorageError> {
         if let Some(cur) = &mut self.cur {
             cur.advance()?;

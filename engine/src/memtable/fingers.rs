@@ -82,18 +82,38 @@ impl Fingers {
         Some(Self { windows: windows.into_boxed_slice(), tops, nodes: nodes.into_boxed_slice(), complete_at })
     }
 
-    /// The index of the first window not below `window` (`len()` if none).
-    fn lower_bound(&self, window: u64) -> usize {
+    /// The first index of the run of [`RUN`] windows where the first window not below `window` lies (or
+    /// that of the next run's first), from the sampled windows alone; `None` if it is the first window.
+    fn run_of(&self, window: u64) -> Option<usize> {
         // Runs whose first window is below `window`: the first window not below it is in the last of them
         // or is the first of the next.
         let runs = self.tops.partition_point(|&w| w < window);
-        let Some(run) = runs.checked_sub(1) else { return 0 };
-        let start = run * RUN;
-        // The node a search reads next is one of the run's (or the first of the next run): ask for their
-        // addresses' lines now, so that their miss overlaps the search of the run's windows.
+        runs.checked_sub(1).map(|run| run * RUN)
+    }
+
+    /// Asks for the lines a search for `window` reads after the sampled windows: its run's windows and the
+    /// addresses of its nodes (and of the first node of the next run), without waiting for them.
+    pub fn prepare(&self, window: u64) {
+        let Some(start) = self.run_of(window) else { return };
+        for at in [start, start + RUN / 2] {
+            prefetch(self.windows.as_ptr().wrapping_add(at));
+        }
+        self.prefetch_nodes(start);
+    }
+
+    /// Asks for the lines of the addresses of the nodes of the run from `start` and of the next run's first.
+    fn prefetch_nodes(&self, start: usize) {
         for at in [start, start + RUN / 2, start + RUN] {
             prefetch(self.nodes.as_ptr().wrapping_add(at));
         }
+    }
+
+    /// The index of the first window not below `window` (`len()` if none).
+    fn lower_bound(&self, window: u64) -> usize {
+        let Some(start) = self.run_of(window) else { return 0 };
+        // The node a search reads next is one of the run's (or the first of the next run): ask for their
+        // addresses' lines now, so that their miss overlaps the search of the run's windows.
+        self.prefetch_nodes(start);
         let windows = self.windows.get(start..(start + RUN).min(self.windows.len())).unwrap_or_default();
         start + windows.partition_point(|&w| w < window)
     }
@@ -249,6 +269,12 @@ mod tests {
             proptest::prop_assert_eq!(fingers.lower_bound(probe), lo);
             let ties = windows[lo..].iter().take_while(|&&w| w == probe).count();
             proptest::prop_assert_eq!(fingers.tied_from(lo, probe), ties);
+            // The run whose lines a seek's preparation asks for holds the answer, or is followed by it.
+            match fingers.run_of(probe) {
+                Some(start) => proptest::prop_assert!(start <= lo && lo <= start + RUN, "{start} {lo}"),
+                None => proptest::prop_assert_eq!(lo, 0),
+            }
+            fingers.prepare(probe);
         }
     }
 

@@ -179,6 +179,14 @@ impl Memtable {
         found
     }
 
+    /// Starts loading the lines of the fingers that a seek to the internal key `target` searches after
+    /// their sampled windows, without waiting for them.
+    fn prepare_seek(&self, target: &[u8]) {
+        if let Some(fingers) = self.fingers.load().as_deref() {
+            fingers.prepare(Target::from_internal(target).window());
+        }
+    }
+
     /// The first entry whose key is not before `target`.
     fn seek_ge(&self, target: &Target<'_>) -> Option<Node> {
         self.note_seek();
@@ -360,6 +368,11 @@ impl MemCursor {
                 self.prefetch_ahead(true);
             }
         }
+    }
+
+    /// Starts loading what [`MemCursor::seek_ge`] to `target` reads first (see [`Memtable::prepare_seek`]).
+    pub fn prepare_seek(&self, target: &[u8]) {
+        self.mem.prepare_seek(target);
     }
 
     /// Starts loading the entry after the current one in the direction of a scan (forward only: level 0's

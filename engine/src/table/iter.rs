@@ -107,6 +107,12 @@ impl Source for TableIter {
         self.settle()
     }
 
+    fn prepare_seek(&self, target: &[u8]) {
+        if !self.reverse {
+            self.table.prepare_seek(target);
+        }
+    }
+
     fn advance(&mut self) -> Result<(), StorageError> {
         if let Some(b) = &mut self.block {
             if self.reverse {

@@ -127,6 +127,15 @@ impl BlockSlots {
         Some(block)
     }
 
+    /// Asks for the first lines of the block slot `i` holds, if any, without locking the slot or waiting: a
+    /// hint, harmless if the block leaves the slot meanwhile (a prefetch reads nothing).
+    pub fn prefetch(&self, i: usize) {
+        let raw = self.slots.get(i).map_or(0, |s| s.0.load(Ordering::Relaxed) & !FLAGS);
+        if raw != 0 {
+            Block::prefetch_raw(raw);
+        }
+    }
+
     /// Puts `block` in slot `i` if the slot is empty and not locked (otherwise leaves it: a slot is a
     /// shortcut, and a read without one asks the cache). Called under the lock of the cache shard that
     /// holds `block`, whose entry's [`SlotRelease`] empties the slot again; nothing is dropped here.
@@ -273,6 +282,21 @@ mod tests {
         slots.fill(0, &block("b"));
         drop(held);
         assert_eq!(slots.get(0).map(|g| g.identity()), Some(a.identity()));
+    }
+
+    /// A prefetch takes no lock, no share and no mark, full slot, empty slot or none.
+    #[test]
+    fn a_prefetch_changes_nothing() {
+        let slots = BlockSlots::new(2);
+        let a = block("a");
+        slots.fill(0, &a);
+        let words = |s: &BlockSlots| s.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).collect::<Vec<_>>();
+        let before = words(&slots);
+        for i in 0..3 {
+            slots.prefetch(i);
+        }
+        assert_eq!((words(&slots), a.holders()), (before, 2));
+        assert_eq!(words(&slots), vec![a.identity(), 0]);
     }
 
     /// Slots dropped while full give their shares back.
