@@ -311,15 +311,28 @@ impl Block {
         Arc::into_raw(self.words).cast::<u64>().expose_provenance()
     }
 
-    /// Asks for the lines a seek of the block at `raw` reads first (the reference count, the meta words and
-    /// the start of the windows) before the block is taken from its address.
-    pub fn prefetch_raw(raw: usize) {
+    /// Asks for the lines a seek of the block at `raw` reads first, before the block is taken from its
+    /// address: the reference count and the meta words, then what [`Block::prefetch_head`] asks for if the
+    /// block's entry count `n` is known, or else the first [`HEAD_PREFETCH`] bytes.
+    pub fn prefetch_raw(raw: usize, n: Option<usize>) {
         // An `Arc`'s two counts come before its value.
         const COUNTS: usize = 16;
-        let first = raw.saturating_sub(COUNTS) / LINE;
-        for line in first..=(raw + HEAD_PREFETCH - 1) / LINE {
-            prefetch(std::ptr::without_provenance::<u8>(line * LINE));
-        }
+        let lines = |from: usize, to: usize| {
+            for line in from / LINE..=to.saturating_sub(1) / LINE {
+                prefetch(std::ptr::without_provenance::<u8>(line * LINE));
+            }
+        };
+        lines(raw.saturating_sub(COUNTS), raw + META * 8);
+        let (from, to) = n.map_or((0, HEAD_PREFETCH), Self::head_bytes);
+        lines(raw + from, raw + to.min(from + HEAD_PREFETCH));
+    }
+
+    /// The bytes of the words a seek of a block of `n` entries searches first: its windows and their sample
+    /// (with the meta words) if they take no more than [`HEAD_PREFETCH`], or else the sample.
+    fn head_bytes(n: usize) -> (usize, usize) {
+        let s = Self::sample_len(n);
+        let first = if (META + n + s) * 8 <= HEAD_PREFETCH { 0 } else { META + n };
+        (first * 8, (META + n + s) * 8)
     }
 
     /// A new holder of the block whose words are at `raw`.
@@ -492,9 +505,8 @@ impl Block {
     /// sample if that is all of them, or else the sample. The block cache calls it on the block it found
     /// before taking a reference, so these lines arrive together with the reference count's.
     pub fn prefetch_head(&self) {
-        let (n, s) = (self.n as usize, Self::sample_len(self.n as usize));
-        let first = if (META + n + s) * 8 <= HEAD_PREFETCH { 0 } else { META + n };
-        prefetch_bytes(self.all_bytes().get(first * 8..(META + n + s) * 8).unwrap_or_default(), HEAD_PREFETCH);
+        let (from, to) = Self::head_bytes(self.n as usize);
+        prefetch_bytes(self.all_bytes().get(from..to).unwrap_or_default(), HEAD_PREFETCH);
     }
 
     /// Starts loading the first [`VALUE_PREFETCH`] bytes of entry `i`'s value, which a point read that found
@@ -712,7 +724,8 @@ mod tests {
             let raw = block.clone().into_raw();
             assert_eq!(raw, block.identity());
             assert_eq!(block.holders(), 2, "the address keeps its share");
-            Block::prefetch_raw(raw);
+            Block::prefetch_raw(raw, None);
+            Block::prefetch_raw(raw, Some(n));
             // SAFETY: `raw` came from `into_raw` above and its share is taken back only below.
             let clone = unsafe { Block::clone_raw(raw) };
             assert_eq!((shape(&clone), block.holders()), (expect, 3));

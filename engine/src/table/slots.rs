@@ -10,30 +10,55 @@
 //! budget but their own (charged with the table's pinned index). A read through a slot marks it used, and the
 //! cache's eviction asks that mark ([`SlotRelease::take_touched`]) as it asks its own reference bit.
 //!
-//! A slot is one word: the address of its block's words ([`Block::into_raw`]), whose two low bits (the
-//! words are 8-byte aligned) are the slot's lock and its used mark, so that a table's slots take 8 bytes a
-//! block and a line holds eight. The lock is held to take a reference to the block or to swap it (a few
+//! A slot is one word: the address of its block's words ([`Block::into_raw`]), whose low bits (the words
+//! are 8-byte aligned) are the slot's lock and its used mark, and whose top 16 bits (unused by addresses
+//! below 2^48, which is where the heap lies) hold the block's entry count, so that a read can ask for the
+//! lines its seek searches first before it reads the block. A table's slots take 8 bytes a block, eight to a
+//! line. The lock is held to take a reference to the block or to swap it (a few
 //! nanoseconds). A reader that finds a slot locked does not wait: it asks the cache, as it would without
 //! slots.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::block::Block;
 
 /// The slot is locked.
-const LOCKED: usize = 1;
+const LOCKED: u64 = 1;
 /// A read took the slot's block since the cache's eviction last looked.
-const TOUCHED: usize = 2;
-/// The bits of a slot's word that are not its block's address.
-const FLAGS: usize = LOCKED | TOUCHED;
+const TOUCHED: u64 = 2;
+/// The slot's top 16 bits hold the block's entry count (the address is below 2^48).
+const COUNTED: u64 = 4;
+/// Where the entry count starts in a slot's word.
+const COUNT_SHIFT: u32 = 48;
 /// Tries of a locked slot before a read gives up on it (a holder is done within nanoseconds unless it was
 /// preempted).
 const TRIES: usize = 16;
 
 /// One block's slot: 0, or the address of a block's words that the slot holds a share of, with
-/// [`LOCKED`] and [`TOUCHED`] in its low bits.
-struct BlockSlot(AtomicUsize);
+/// [`LOCKED`], [`TOUCHED`] and [`COUNTED`] in its low bits and, if `COUNTED`, the block's entry count in
+/// its top 16.
+struct BlockSlot(AtomicU64);
+
+/// The word of a slot that holds the block at `raw`, of `n` entries (neither locked nor marked used).
+fn slot_word(raw: usize, n: usize) -> u64 {
+    let raw = raw as u64;
+    match u64::try_from(n) {
+        Ok(n) if raw >> COUNT_SHIFT == 0 && n >> (64 - COUNT_SHIFT) == 0 => raw | COUNTED | n << COUNT_SHIFT,
+        _ => raw,
+    }
+}
+
+/// The address of the block a slot's `word` holds, or 0.
+fn address(word: u64) -> usize {
+    let raw = if word & COUNTED != 0 { word & ((1 << COUNT_SHIFT) - 1) } else { word };
+    (raw & !(LOCKED | TOUCHED | COUNTED)) as usize
+}
+
+/// The entry count of the block a slot's `word` holds, if the word holds it.
+fn entry_count(word: u64) -> Option<usize> {
+    (word & COUNTED != 0).then_some((word >> COUNT_SHIFT) as usize)
+}
 
 /// The slots of one table's data blocks, in block order.
 pub(crate) struct BlockSlots {
@@ -50,17 +75,17 @@ impl std::fmt::Debug for BlockSlots {
 struct Held<'a> {
     slot: &'a BlockSlot,
     /// The slot's word when it was locked, without the lock bit.
-    word: usize,
+    word: u64,
 }
 
 impl Held<'_> {
     /// The address of the block the slot holds, or 0.
     fn block(&self) -> usize {
-        self.word & !FLAGS
+        address(self.word)
     }
 
-    /// Unlocks the slot, leaving `word` (an address and the used mark) in it.
-    fn unlock(self, word: usize) {
+    /// Unlocks the slot, leaving `word` (a block's, perhaps marked used) in it.
+    fn unlock(self, word: u64) {
         debug_assert_eq!(word & LOCKED, 0);
         self.slot.0.store(word, Ordering::Release);
         std::mem::forget(self);
@@ -102,7 +127,7 @@ impl BlockSlot {
 impl BlockSlots {
     /// Empty slots for `count` blocks.
     pub fn new(count: usize) -> Self {
-        Self { slots: (0..count).map(|_| BlockSlot(AtomicUsize::new(0))).collect() }
+        Self { slots: (0..count).map(|_| BlockSlot(AtomicU64::new(0))).collect() }
     }
 
     /// Bytes of memory the slots take, for the cache's accounting (the blocks they hold are the cache's).
@@ -115,24 +140,24 @@ impl BlockSlots {
     pub fn get(&self, i: usize) -> Option<Block> {
         let slot = self.slots.get(i)?;
         let held = slot.lock(TRIES)?;
-        let raw = held.block();
+        let (word, raw) = (held.word, held.block());
         if raw == 0 {
             return None;
         }
-        Block::prefetch_raw(raw);
+        Block::prefetch_raw(raw, entry_count(word));
         // SAFETY: the slot holds a share of the block at `raw` (filled from `Block::into_raw`), which only a
         // holder of its lock can give back, and this read holds it.
         let block = unsafe { Block::clone_raw(raw) };
-        held.unlock(raw | TOUCHED);
+        held.unlock(word | TOUCHED);
         Some(block)
     }
 
     /// Asks for the first lines of the block slot `i` holds, if any, without locking the slot or waiting: a
     /// hint, harmless if the block leaves the slot meanwhile (a prefetch reads nothing).
     pub fn prefetch(&self, i: usize) {
-        let raw = self.slots.get(i).map_or(0, |s| s.0.load(Ordering::Relaxed) & !FLAGS);
-        if raw != 0 {
-            Block::prefetch_raw(raw);
+        let word = self.slots.get(i).map_or(0, |s| s.0.load(Ordering::Relaxed));
+        if address(word) != 0 {
+            Block::prefetch_raw(address(word), entry_count(word));
         }
     }
 
@@ -143,7 +168,7 @@ impl BlockSlots {
         let Some(slot) = self.slots.get(i) else { return };
         let Some(held) = slot.lock(TRIES) else { return };
         if held.block() == 0 {
-            held.unlock(block.clone().into_raw());
+            held.unlock(slot_word(block.clone().into_raw(), block.len()));
         }
     }
 
@@ -179,7 +204,7 @@ impl Drop for BlockSlots {
         // Every slot is emptied by its cache entry's release, which holds the slots alive: none is left full
         // by then. A share left behind all the same is given back rather than leaked.
         for slot in self.slots.iter_mut() {
-            let raw = *slot.0.get_mut() & !FLAGS;
+            let raw = address(*slot.0.get_mut());
             if raw != 0 {
                 // SAFETY: the slot held the share `raw` stands for; nothing else can reach the slot now.
                 drop(unsafe { Block::from_raw(raw) });
@@ -296,7 +321,22 @@ mod tests {
             slots.prefetch(i);
         }
         assert_eq!((words(&slots), a.holders()), (before, 2));
-        assert_eq!(words(&slots), vec![a.identity(), 0]);
+        assert_eq!(words(&slots).into_iter().map(address).collect::<Vec<_>>(), vec![a.identity(), 0]);
+    }
+
+    /// A slot's word holds the block's address and, when both fit, its entry count beside the flags.
+    #[test]
+    fn a_slot_word_holds_the_address_and_the_count() {
+        for (raw, n) in [(0x7fff_dead_bee8usize, 1usize), (0x10, 0xffff), (0x5555_0000_0008, 37)] {
+            let word = slot_word(raw, n);
+            for flags in [0, LOCKED, TOUCHED, LOCKED | TOUCHED] {
+                assert_eq!((address(word | flags), entry_count(word | flags)), (raw, Some(n)));
+            }
+        }
+        // A count or an address too large for the word leaves the count out.
+        for (raw, n) in [(0x10usize, 0x1_0000usize), (1usize << 50 | 8, 3)] {
+            assert_eq!((address(slot_word(raw, n) | TOUCHED), entry_count(slot_word(raw, n))), (raw, None));
+        }
     }
 
     /// Slots dropped while full give their shares back.
