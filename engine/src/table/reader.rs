@@ -333,10 +333,12 @@ impl TableReader {
     }
 
     /// Starts loading the first lines of the cached block a seek to `target` reads, if its slot holds it,
-    /// without waiting for them (the index search and the slot's word are read, both mostly in the CPU's
-    /// caches; the block's lines are not).
+    /// without waiting for them (the pinned index's search and the slot's word are read, both mostly in the
+    /// CPU's caches; the block's lines are not). Nothing for a table without slots: its index may not be
+    /// pinned, and looking it up is a seek's own work.
     pub fn prepare_seek(&self, target: &[u8]) {
-        if let (Some(slots), Ok(index)) = (self.slots(), self.index()) {
+        let Some(slots) = self.slots() else { return };
+        if let Ok(index) = self.index() {
             slots.prefetch(index.find_block(target));
         }
     }

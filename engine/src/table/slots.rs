@@ -14,9 +14,8 @@
 //! are 8-byte aligned) are the slot's lock and its used mark, and whose top 16 bits (unused by addresses
 //! below 2^48, which is where the heap lies) hold the block's entry count, so that a read can ask for the
 //! lines its seek searches first before it reads the block. A table's slots take 8 bytes a block, eight to a
-//! line. The lock is held to take a reference to the block or to swap it (a few
-//! nanoseconds). A reader that finds a slot locked does not wait: it asks the cache, as it would without
-//! slots.
+//! line. The lock is held to take a reference to the block or to swap it (a few nanoseconds). A reader that
+//! finds a slot locked does not wait: it asks the cache, as it would without slots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -431,6 +431,12 @@ fn readers_pin_their_index_and_filter_within_the_pin_limit() {
         assert_eq!(cache.hits() + cache.misses() - lookups, per_read * items.len().div_ceil(101) as u64, "table {t}");
     }
     assert!(cache.usage() <= capacity);
+    // Preparing a seek looks nothing up in the cache: a pinned table reads its slots, another nothing.
+    let lookups = cache.hits() + cache.misses();
+    for reader in &readers {
+        reader.prepare_seek(&items[1000].0);
+    }
+    assert_eq!(cache.hits() + cache.misses(), lookups);
 
     // Closing a pinned reader frees its pin for the next reader opened.
     drop(readers.swap_remove(0));
