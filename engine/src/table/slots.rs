@@ -41,10 +41,11 @@ struct BlockSlot(AtomicU64);
 
 /// The word of a slot that holds the block at `raw`, of `n` entries (neither locked nor marked used).
 fn slot_word(raw: usize, n: usize) -> u64 {
-    let raw = raw as u64;
-    match u64::try_from(n) {
-        Ok(n) if raw >> COUNT_SHIFT == 0 && n >> (64 - COUNT_SHIFT) == 0 => raw | COUNTED | n << COUNT_SHIFT,
-        _ => raw,
+    let (raw, n) = (raw as u64, n as u64);
+    if raw >> COUNT_SHIFT == 0 && n >> (64 - COUNT_SHIFT) == 0 {
+        raw | COUNTED | n << COUNT_SHIFT
+    } else {
+        raw
     }
 }
 

@@ -406,7 +406,7 @@ fn readers_pin_their_index_and_filter_within_the_pin_limit() {
     let alone = TableReader::open(&fs, Path::new("/t/000001.sst"), 1, Arc::new(BlockCache::new(0))).unwrap();
     let per_table = alone.index().unwrap().charge() + alone.filter_charge().unwrap();
     // A pinned table is charged its block slots too.
-    let pinned_per_table = per_table + BlockSlots::new(alone.block_count()).charge();
+    let pinned_per_table = pinned_charge(&fs, Path::new("/t/000001.sst"));
     // Room to pin four tables' index and filter (a half of the budget); the pool holds the rest.
     let capacity = 8 * pinned_per_table + 1000;
     let cache = Arc::new(BlockCache::new(capacity));
