@@ -46,6 +46,14 @@ pub(crate) struct TableContext {
     pub retire: Option<mpsc::Sender<ToRetire>>,
 }
 
+impl TableContext {
+    /// Opens table `number`'s reader: maps it, and loads and verifies its footer, filter and index.
+    pub fn open(&self, number: u64) -> Result<Arc<TableReader>, StorageError> {
+        let path = names::table(&self.dir, number);
+        Ok(Arc::new(TableReader::open(&*self.storage, &path, number, self.cache.clone())?))
+    }
+}
+
 /// What the thread that retires obsolete tables is sent.
 pub(crate) enum ToRetire {
     /// A table to unmap and remove.
@@ -103,7 +111,7 @@ impl TableHandle {
         }
     }
 
-    /// The table's reader, opened on first use.
+    /// The table's reader, opened on first use unless it was given one ([`TableHandle::adopt`]).
     pub fn reader(&self) -> Result<&Arc<TableReader>, StorageError> {
         if let Some(r) = self.reader.get() {
             return Ok(r);
@@ -112,8 +120,19 @@ impl TableHandle {
         if let Some(r) = self.reader.get() {
             return Ok(r);
         }
-        let r = Arc::new(TableReader::open(&*self.ctx.storage, &self.path, self.meta.number, self.ctx.cache.clone())?);
+        let r = self.ctx.open(self.meta.number)?;
         Ok(self.reader.get_or_init(|| r))
+    }
+
+    /// Gives the table `reader`, opened beforehand by [`TableContext::open`], if it has none yet.
+    pub fn adopt(&self, reader: Arc<TableReader>) {
+        let _ = self.reader.set(reader);
+    }
+
+    /// Whether the table's reader is open.
+    #[cfg(test)]
+    pub fn is_open(&self) -> bool {
+        self.reader.get().is_some()
     }
 
     pub fn smallest_user(&self) -> &[u8] {

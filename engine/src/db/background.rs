@@ -158,9 +158,24 @@ impl Inner {
 
     /// Installs `edit` and the view that goes with it, under the version-set lock so that flushes and
     /// compactions install in the order they were logged.
+    ///
+    /// The tables the edit adds are opened first, before the lock is taken: loading a table's index and
+    /// filter takes milliseconds for a large table, which the first read of it would otherwise wait for. A
+    /// table that fails to open here opens on first use, which reports the failure to that read.
     pub(super) fn install(&self, edit: VersionEdit, flushed: Option<&Arc<Memtable>>) -> Result<(), StorageError> {
+        let opened: Vec<_> = edit
+            .added
+            .iter()
+            .filter(|(_, meta)| !edit.removed.iter().any(|(_, n)| *n == meta.number))
+            .filter_map(|(_, meta)| self.ctx.open(meta.number).ok())
+            .collect();
         let mut versions = self.versions.lock();
         let version = versions.log_and_apply(edit)?;
+        for reader in opened {
+            if let Some((_, t)) = version.tables().find(|(_, t)| t.meta.number == reader.number()) {
+                t.adopt(reader);
+            }
+        }
         self.replace_view(|view| {
             let mut imms = view.imms.clone();
             if let Some(m) = flushed {

@@ -115,6 +115,43 @@ fn a_flush_puts_its_blocks_in_the_cache() {
     }
 }
 
+/// The tables a flush, a compaction or an ingest adds are open (index and filter loaded) before the version
+/// that holds them is installed: no read waits for a new table's index to load.
+#[test]
+fn new_tables_are_open_before_any_read() {
+    let db = Db::builder()
+        .storage(Arc::new(MemStorage::new()))
+        .durability(Durability::None)
+        .ingest_threshold(4096)
+        .compaction_policy(Arc::new(crate::LeveledPolicy::new(8, 1 << 30, 10)))
+        .open(Path::new("/db"))
+        .unwrap();
+    let all_open = |what: &str| {
+        let version = db.inner().current_view().version.clone();
+        let tables: Vec<_> = version.tables().collect();
+        assert!(!tables.is_empty(), "{what}: a table");
+        for (level, t) in tables {
+            assert!(t.is_open(), "{what}: table {} in level {level} is not open", t.meta.number);
+        }
+    };
+    for round in 0..3u32 {
+        db.put(format!("key-{round}"), "value").unwrap();
+        db.flush().unwrap();
+        all_open("after a flush");
+    }
+    db.compact().unwrap();
+    all_open("after a compaction");
+    let mut batch = WriteBatch::new();
+    for i in 0..100 {
+        batch.put(format!("ingested-{i:03}"), [7u8; 100]);
+    }
+    db.write(batch).unwrap();
+    all_open("after an ingest");
+    assert_eq!(db.stats().levels.iter().map(|l| l.tables).sum::<usize>(), 2);
+    assert_eq!(db.get("key-1").unwrap().as_deref(), Some(&b"value"[..]));
+    assert_eq!(db.get("ingested-099").unwrap(), Some(vec![7u8; 100]));
+}
+
 /// The flush thread builds the active memtable's fingers once it holds enough entries, and scans that
 /// start from them read what they read without.
 #[test]

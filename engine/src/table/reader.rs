@@ -185,6 +185,11 @@ impl TableReader {
         Ok(Self { number, path: path.to_path_buf(), map, block_count, footer, cache, pinned })
     }
 
+    /// The table's file number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     pub fn block_count(&self) -> usize {
         self.block_count
     }
