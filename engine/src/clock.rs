@@ -236,6 +236,13 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         self.shard(hash).lock()
     }
 
+    /// Whether `hash`'s shard would take `charge` more bytes without evicting anything; `false` if the shard
+    /// stays held through [`BUSY_TRIES`] tries.
+    pub fn has_room_unless_busy(&self, hash: u64, charge: usize) -> bool {
+        let capacity = self.shard_capacity.load(Ordering::Relaxed);
+        self.lock_unless_busy(hash).is_some_and(|shard| shard.used.saturating_add(charge) <= capacity)
+    }
+
     /// The lock of `hash`'s shard, unless it stays held through [`BUSY_TRIES`] tries.
     fn lock_unless_busy(&self, hash: u64) -> Option<MutexGuard<'_, Shard<K, V, S>>> {
         let shard = self.shard(hash);

@@ -235,7 +235,7 @@ impl Version {
 
     /// The newest version of `user_key` at `seq` in the tables; `hash` is its
     /// [`key_hash`](crate::format::key::key_hash).
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue>, StorageError> {
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue<'_>>, StorageError> {
         for (level, tables) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in tables {

@@ -579,10 +579,11 @@ pub(crate) fn lookup<'v>(view: &'v View, key: &[u8], seq: u64) -> Result<Lookup<
     Ok(view.version.get(key, seq, hash)?.map(ValueRef::Block))
 }
 
-/// A value found by [`lookup`], read in place: in a memtable of the view, or in a cached block.
+/// A value found by [`lookup`], read in place: in a memtable of the view, or in a table (a cached block or
+/// the table's map).
 pub(crate) enum ValueRef<'v> {
     Mem(&'v [u8]),
-    Block(BlockValue),
+    Block(BlockValue<'v>),
 }
 
 impl AsRef<[u8]> for ValueRef<'_> {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::format::coding::{put_u32, put_varint32, read_u32_at, Cursor, DecodeError};
 use crate::format::key;
+use crate::iter::KeyValueRef;
 use crate::prefetch::{prefetch, prefetch_bytes, LINE};
 
 /// Builds one block.
@@ -200,10 +201,11 @@ fn run_end(full: &[u64], lo: usize, hi: usize, w: u64) -> usize {
 }
 
 impl Block {
-    /// Decodes a block; every key must be an internal key, in strictly ascending internal-key order.
-    pub fn decode(data: Vec<u8>) -> Result<Block, DecodeError> {
+    /// Decodes a block (copying its bytes, wherever they are: a table's map, or a decompression's output);
+    /// every key must be an internal key, in strictly ascending internal-key order.
+    pub fn decode(data: &[u8]) -> Result<Block, DecodeError> {
         let body_len = data.len().checked_sub(4).ok_or(DecodeError::new(0, "block shorter than its count"))?;
-        let count = read_u32_at(&data, body_len).ok_or(DecodeError::new(body_len, "block count"))? as usize;
+        let count = read_u32_at(data, body_len).ok_or(DecodeError::new(body_len, "block count"))? as usize;
         if count == 0 || count > body_len {
             return Err(DecodeError::new(body_len, "implausible entry count"));
         }
@@ -303,6 +305,38 @@ impl Block {
         // of the tail's words: the positions, keys and block bytes, then the last word's zeroed padding.
         let words = unsafe { words.assume_init() };
         Ok(Block { words, n: count32, tail_at: tail_at32, common: common as u32, keys_len })
+    }
+
+    /// The internal key and value of a block of one entry, read in place from its bytes `data`, or `None`
+    /// for a block of more entries. Checks what [`Block::decode`] checks of such a block: a `data` that
+    /// decode refuses is refused here too.
+    pub fn single_entry(data: &[u8]) -> Result<Option<KeyValueRef<'_>>, DecodeError> {
+        let body_len = data.len().checked_sub(4).ok_or(DecodeError::new(0, "block shorter than its count"))?;
+        let count = read_u32_at(data, body_len).ok_or(DecodeError::new(body_len, "block count"))? as usize;
+        if count == 0 || count > body_len {
+            return Err(DecodeError::new(body_len, "implausible entry count"));
+        }
+        if count > 1 {
+            return Ok(None);
+        }
+        let mut cursor = Cursor::new(data.get(..body_len).unwrap_or_default());
+        if cursor.varint32("entry shared length")? != 0 {
+            return Err(DecodeError::new(0, "shared prefix longer than the previous key"));
+        }
+        let unshared = cursor.varint32("entry key length")? as usize;
+        let value_len = cursor.varint32("entry value length")? as usize;
+        let key = cursor.bytes(unshared, "entry key")?;
+        let value = cursor.bytes(value_len, "entry value")?;
+        if key.len() < key::TRAILER_LEN {
+            return Err(DecodeError::new(0, "key shorter than its trailer"));
+        }
+        if key::trailer_kind(key::split(key).1).is_none() {
+            return Err(DecodeError::new(0, "unknown entry kind"));
+        }
+        if !cursor.is_empty() {
+            return Err(DecodeError::new(cursor.pos(), "bytes after the last entry"));
+        }
+        Ok(Some((key, value)))
     }
 
     /// Gives up this holder's share of the words for their address (a [`Block::identity`]), from which
@@ -644,7 +678,7 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             b.add(k, format!("v{i}").as_bytes());
         }
-        Block::decode(b.finish()).unwrap()
+        Block::decode(&b.finish()).unwrap()
     }
 
     #[test]
@@ -687,7 +721,7 @@ mod tests {
                 b.add(k, &vec![b'a' + (i % 26) as u8; i % 11]);
             }
             let raw = b.finish();
-            let block = Block::decode(raw.clone()).unwrap();
+            let block = Block::decode(&raw).unwrap();
             assert_eq!(block.deep(), n >= 10, "{n} entries");
             assert_eq!(block.keys(), keys.concat().as_slice());
             let (bytes, padding) = block.data().split_at(raw.len());
@@ -856,13 +890,13 @@ mod tests {
         for cut in 0..block.len() {
             let mut data = block[..cut].to_vec();
             data.extend_from_slice(&2u32.to_le_bytes());
-            let _ = Block::decode(data);
+            let _ = Block::decode(&data);
         }
         for i in 0..block.len() {
             for bit in 0..8 {
                 let mut data = block.clone();
                 data[i] ^= 1 << bit;
-                if let Ok(b) = Block::decode(data) {
+                if let Ok(b) = Block::decode(&data) {
                     // Whatever decodes still holds ordered internal keys.
                     for j in 1..b.len() {
                         assert_eq!(key::compare(b.key(j - 1), b.key(j)), Ordering::Less);
@@ -870,6 +904,42 @@ mod tests {
                 }
             }
         }
-        assert!(Block::decode(vec![0, 0, 0, 0]).is_err());
+        assert!(Block::decode(&[0, 0, 0, 0]).is_err());
+    }
+
+    /// A block of one entry read in place gives what its decoding gives, and refuses what decoding refuses,
+    /// under every truncation and every flipped bit; a block of two entries is not read in place.
+    #[test]
+    fn a_single_entry_is_read_in_place_as_decoding_reads_it() {
+        let single = {
+            let mut b = BlockBuilder::default();
+            b.add(&ik("large", 7), &[0xab; 300]);
+            b.finish()
+        };
+        let agrees = |data: &[u8]| match (Block::single_entry(data), Block::decode(data)) {
+            (Ok(Some((k, v))), Ok(b)) => {
+                assert_eq!(b.len(), 1);
+                assert_eq!((k, v), (b.key(0), b.value(0)));
+            }
+            (Ok(None), Ok(b)) => assert!(b.len() > 1),
+            // A count above one leaves the block to decoding, which refuses it.
+            (Ok(None), Err(_)) | (Err(_), Err(_)) => {}
+            (in_place, decoded) => panic!("in place {in_place:?}, decoded {:?}", decoded.map(|b| b.len())),
+        };
+        assert_eq!(Block::single_entry(&single).unwrap(), Some((&ik("large", 7)[..], &[0xab; 300][..])));
+        for cut in 0..single.len() {
+            agrees(&single[..cut]);
+        }
+        for i in 0..single.len() {
+            for bit in 0..8 {
+                let mut data = single.clone();
+                data[i] ^= 1 << bit;
+                agrees(&data);
+            }
+        }
+        let mut b = BlockBuilder::default();
+        b.add(&ik("k1", 1), b"value-1");
+        b.add(&ik("k2", 1), b"value-2");
+        assert_eq!(Block::single_entry(&b.finish()).unwrap(), None);
     }
 }

@@ -250,10 +250,16 @@ impl TableBuilder {
         let probe = self.incompressible_run < GIVE_UP_AFTER || self.data_blocks.is_multiple_of(PROBE_EVERY);
         let compression = if probe { self.compression } else { Compression::None };
         let (handle, compressed) = self.write_block(&raw, compression)?;
-        if let Some((cache, number)) = &self.cache {
+        // A block of one entry stored uncompressed is cached only if that evicts nothing, as a point read
+        // caches it (see `TableReader::data_block`).
+        let one_large_value = !compressed && matches!(Block::single_entry(&raw), Ok(Some(_)));
+        let cache = self.cache.as_ref().filter(|(cache, number)| {
+            !one_large_value || cache.has_room_unless_busy(*number, handle.offset, raw.len())
+        });
+        if let Some((cache, number)) = cache {
             // The bytes a read would decode after checking and decompressing them. A block that did not
             // decode (a builder's bug) is left out: a read would then report it, naming the file.
-            let decoded = Block::decode(raw);
+            let decoded = Block::decode(&raw);
             debug_assert!(decoded.is_ok(), "a data block just built does not decode");
             if let Ok(block) = decoded {
                 cache.insert_unless_busy(*number, handle.offset, block, None);

@@ -213,6 +213,12 @@ impl BlockCache {
         self.blocks.hold_shard(shard_hash(table, offset))
     }
 
+    /// Whether the block at `offset` of `table`, charged about `charge` bytes, would be cached without
+    /// evicting anything; `false` if its shard is busy.
+    pub fn has_room_unless_busy(&self, table: u64, offset: u64, charge: usize) -> bool {
+        self.blocks.has_room_unless_busy(shard_hash(table, offset), charge)
+    }
+
     /// Caches a data block unless its shard is busy (then it is left out), and puts it in `slot` (the table's
     /// slots and the block's index) if it is kept and the slot is empty.
     pub fn insert_unless_busy(&self, table: u64, offset: u64, block: Block, slot: Option<(Arc<BlockSlots>, usize)>) {
@@ -314,7 +320,7 @@ mod tests {
     fn block(size: usize) -> Block {
         let mut b = BlockBuilder::default();
         b.add(&internal_key(b"k", make_trailer(1, ValueKind::Put)), &vec![0u8; size]);
-        Block::decode(b.finish()).unwrap()
+        Block::decode(&b.finish()).unwrap()
     }
 
     #[test]

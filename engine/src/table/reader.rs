@@ -2,6 +2,7 @@
 
 #![deny(clippy::indexing_slicing)]
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -76,17 +77,35 @@ impl TableIndex {
     }
 }
 
-/// A value read in place: entry `pos` of a decoded block, which it keeps alive.
+/// A value read in place: entry `pos` of a decoded block, which it keeps alive, or the value of a block of
+/// one entry in the table's map (see [`TableReader::data_block`]).
 #[derive(Debug)]
-pub(crate) struct BlockValue {
-    block: Block,
-    pos: usize,
+pub(crate) enum BlockValue<'a> {
+    Cached { block: Block, pos: usize },
+    Mapped(&'a [u8]),
 }
 
-impl AsRef<[u8]> for BlockValue {
+impl AsRef<[u8]> for BlockValue<'_> {
     fn as_ref(&self) -> &[u8] {
-        self.block.value(self.pos)
+        match self {
+            BlockValue::Cached { block, pos } => block.value(*pos),
+            BlockValue::Mapped(value) => value,
+        }
     }
+}
+
+/// A data block a point read searches: decoded, or a block of one entry read in place from the table's map.
+enum DataBlock<'a> {
+    Decoded(Block),
+    InPlace { key: &'a [u8], value: &'a [u8] },
+}
+
+/// A data block neither its slot nor the cache held: where it is, and whether the cache may take it once
+/// decoded (not if its shard was busy).
+struct Miss {
+    i: usize,
+    handle: BlockHandle,
+    cacheable: bool,
 }
 
 /// A table's bloom filter, as read from its filter block.
@@ -258,11 +277,6 @@ impl TableReader {
         Ok(filter::may_contain(&self.filter()?.0, user_key_hash))
     }
 
-    /// Data block `i` of `index`, from the cache or read and verified (and then cached).
-    pub fn block_of(&self, index: &TableIndex, i: usize) -> Result<Block, StorageError> {
-        self.block_filling(index, i, true)
-    }
-
     /// The reader's block slots, if it keeps them.
     fn slots(&self) -> Option<&Arc<BlockSlots>> {
         self.pinned.as_ref().and_then(|p| p.slots.as_ref())
@@ -271,14 +285,30 @@ impl TableReader {
     /// Data block `i` of `index`, from its slot, from the cache, or read and verified; cached after the read
     /// if `fill_cache`.
     fn block_filling(&self, index: &TableIndex, i: usize, fill_cache: bool) -> Result<Block, StorageError> {
+        match self.held_block(index, i, false)? {
+            Ok(block) => Ok(block),
+            Err(miss) => {
+                let raw = read_block(self.map.bytes(), miss.handle, &self.footer, index.dictionary(), &self.path)?;
+                self.decode_missed(miss, &raw, fill_cache)
+            }
+        }
+    }
+
+    /// Data block `i` of `index` from its slot or from the cache, or else what reading it takes. With
+    /// `in_place`, a block known to be of one entry stored uncompressed ([`BlockSlots::in_place`]) is not
+    /// looked up in the cache: its slot would hold it if it were cached.
+    fn held_block(&self, index: &TableIndex, i: usize, in_place: bool) -> Result<Result<Block, Miss>, StorageError> {
         let slots = self.slots();
         if let Some(block) = slots.and_then(|s| s.get(i)) {
             self.cache.count_slot_hit();
-            return Ok(block);
+            return Ok(Ok(block));
         }
         let handle = index.handles.get(i).copied().ok_or_else(|| {
             StorageError::corruption(&self.path, self.footer.index.offset, format!("no index entry {i}"))
         })?;
+        if in_place && slots.is_some_and(|s| s.in_place(i)) {
+            return Ok(Err(Miss { i, handle, cacheable: true }));
+        }
         // A shard held by a thread that was preempted would keep this read waiting for a time slice: the
         // read decodes the block itself instead, and leaves it out of the cache.
         let cached = self.cache.get_unless_busy(self.number, handle.offset, slots.map(|s| (s, i)));
@@ -288,15 +318,49 @@ impl TableReader {
             if let Some(slots) = slots.filter(|_| !released) {
                 self.cache.insert_unless_busy(self.number, handle.offset, b.clone(), Some((slots.clone(), i)));
             }
-            return Ok(b);
+            return Ok(Ok(b));
         }
-        let raw = read_block(self.map.bytes(), handle, &self.footer, index.dictionary(), &self.path)?;
-        let block = Block::decode(raw)
-            .map_err(|e| StorageError::corruption(&self.path, handle.offset, format!("data block: {}", e.reason)))?;
-        if fill_cache && cached.is_ok() {
-            self.cache.insert_unless_busy(self.number, handle.offset, block.clone(), slots.map(|s| (s.clone(), i)));
+        Ok(Err(Miss { i, handle, cacheable: cached.is_ok() }))
+    }
+
+    /// Decodes the bytes `raw` of a block the slots and the cache did not hold, and caches the block if
+    /// `fill_cache` and the cache may take it.
+    fn decode_missed(&self, miss: Miss, raw: &[u8], fill_cache: bool) -> Result<Block, StorageError> {
+        let block = Block::decode(raw).map_err(|e| {
+            StorageError::corruption(&self.path, miss.handle.offset, format!("data block: {}", e.reason))
+        })?;
+        if fill_cache && miss.cacheable {
+            let slot = self.slots().map(|s| (s.clone(), miss.i));
+            self.cache.insert_unless_busy(self.number, miss.handle.offset, block.clone(), slot);
         }
         Ok(block)
+    }
+
+    /// Data block `i` of `index` for a point read. A block of one entry stored uncompressed (a value about
+    /// the block size or larger) is decoded and cached only while its cache shard has room for it without
+    /// evicting anything; otherwise it is read in place from the map, its checksum verified on every read:
+    /// the page cache holds its bytes already, and a full cache would evict other blocks for a copy of one
+    /// value. Any other block is taken from its slot or the cache, or read, decoded and cached.
+    fn data_block(&self, index: &TableIndex, i: usize) -> Result<DataBlock<'_>, StorageError> {
+        let miss = match self.held_block(index, i, true)? {
+            Ok(block) => return Ok(DataBlock::Decoded(block)),
+            Err(miss) => miss,
+        };
+        let raw = read_block(self.map.bytes(), miss.handle, &self.footer, index.dictionary(), &self.path)?;
+        if let Cow::Borrowed(bytes) = raw {
+            let single = Block::single_entry(bytes).map_err(|e| {
+                StorageError::corruption(&self.path, miss.handle.offset, format!("data block: {}", e.reason))
+            })?;
+            if let Some((key, value)) = single {
+                if let Some(slots) = self.slots() {
+                    slots.set_in_place(i);
+                }
+                if !(miss.cacheable && self.cache.has_room_unless_busy(self.number, miss.handle.offset, bytes.len())) {
+                    return Ok(DataBlock::InPlace { key, value });
+                }
+            }
+        }
+        self.decode_missed(miss, &raw, true).map(DataBlock::Decoded)
     }
 
     /// Data block `i`, from the cache or read and verified; cached after the read if `fill_cache`.
@@ -304,9 +368,9 @@ impl TableReader {
         self.block_filling(&*self.index()?, i, fill_cache)
     }
 
-    /// The newest version of `user_key` with sequence `<= seq` in this table, its value in place in the
-    /// cached block.
-    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue>, StorageError> {
+    /// The newest version of `user_key` with sequence `<= seq` in this table, its value in place: in the
+    /// cached block, or in the table's map (see [`TableReader::data_block`]).
+    pub fn get(&self, user_key: &[u8], seq: u64, hash: u64) -> Result<Lookup<BlockValue<'_>>, StorageError> {
         if !self.may_contain(hash)? {
             return Ok(Lookup::Absent);
         }
@@ -316,19 +380,30 @@ impl TableReader {
         if i >= index.len() {
             return Ok(Lookup::Absent);
         }
-        let block = self.block_of(&index, i)?;
-        let pos = block.seek(&target);
-        if pos >= block.len() {
-            return Ok(Lookup::Absent);
-        }
-        block.prefetch_value(pos);
-        let (ukey, trailer) = key::split(block.key(pos));
-        if ukey != user_key {
-            return Ok(Lookup::Absent);
-        }
-        let seq = key::trailer_seq(trailer);
-        Ok(match key::trailer_kind(trailer) {
-            Some(ValueKind::Put) => Lookup::Found(BlockValue { block, pos }, seq),
+        // The first entry at or after `target`, if it is `user_key`'s: its kind, sequence and value.
+        let (kind, seq, value) = match self.data_block(&index, i)? {
+            DataBlock::InPlace { key: entry, value } => {
+                let (ukey, trailer) = key::split(entry);
+                if ukey != user_key || key::compare(entry, &target) == std::cmp::Ordering::Less {
+                    return Ok(Lookup::Absent);
+                }
+                (key::trailer_kind(trailer), key::trailer_seq(trailer), BlockValue::Mapped(value))
+            }
+            DataBlock::Decoded(block) => {
+                let pos = block.seek(&target);
+                if pos >= block.len() {
+                    return Ok(Lookup::Absent);
+                }
+                block.prefetch_value(pos);
+                let (ukey, trailer) = key::split(block.key(pos));
+                if ukey != user_key {
+                    return Ok(Lookup::Absent);
+                }
+                (key::trailer_kind(trailer), key::trailer_seq(trailer), BlockValue::Cached { block, pos })
+            }
+        };
+        Ok(match kind {
+            Some(ValueKind::Put) => Lookup::Found(value, seq),
             Some(ValueKind::Delete) => Lookup::Deleted(seq),
             None => {
                 let at = index.handles.get(i).map_or(self.footer.index.offset, |h| h.offset);
@@ -383,7 +458,7 @@ fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, S
         None => None,
     };
     let raw = read_block(file, footer.index, footer, dictionary.as_ref().map(|d| &d.0), path)?;
-    let block = Block::decode(raw)
+    let block = Block::decode(&raw)
         .map_err(|e| StorageError::corruption(path, footer.index.offset, format!("index block: {}", e.reason)))?;
     let handles = (0..block.len())
         .map(|i| {
@@ -397,18 +472,19 @@ fn load_index(file: &[u8], footer: &Footer, path: &Path) -> Result<TableIndex, S
 
 /// Reads and verifies the table's filter block.
 fn load_filter(file: &[u8], footer: &Footer, path: &Path) -> Result<Filter, StorageError> {
-    read_block(file, footer.filter, footer, None, path).map(Filter)
+    read_block(file, footer.filter, footer, None, path).map(|bytes| Filter(bytes.into_owned()))
 }
 
 /// Reads, verifies and (if compressed) decompresses the block at `handle`, which must end before the table's
-/// `footer`. A block compressed with the table's dictionary needs `dictionary`.
-fn read_block(
-    file: &[u8],
+/// `footer`: a block stored uncompressed is borrowed from `file`. A block compressed with the table's
+/// dictionary needs `dictionary`.
+fn read_block<'a>(
+    file: &'a [u8],
     handle: BlockHandle,
     footer: &Footer,
     dictionary: Option<&DDict<'static>>,
     path: &Path,
-) -> Result<Vec<u8>, StorageError> {
+) -> Result<Cow<'a, [u8]>, StorageError> {
     let bad = |reason: &str| StorageError::corruption(path, handle.offset, reason.to_owned());
     let start = usize::try_from(handle.offset).map_err(|_| bad("block offset out of range"))?;
     let size = usize::try_from(handle.size).map_err(|_| bad("block size out of range"))?;
@@ -425,7 +501,7 @@ fn read_block(
     }
     let payload = file.get(start..start + size).unwrap_or_default();
     let dictionary = match with_type.last().copied() {
-        Some(t) if t == BlockCompression::None as u8 => return Ok(payload.to_vec()),
+        Some(t) if t == BlockCompression::None as u8 => return Ok(Cow::Borrowed(payload)),
         Some(t) if t == BlockCompression::Zstd as u8 => None,
         Some(t) if t == BlockCompression::ZstdDictionary as u8 => {
             Some(dictionary.ok_or_else(|| bad("block compressed with a dictionary the table does not have"))?)
@@ -455,5 +531,5 @@ fn read_block(
     if out.len() != raw_len {
         return Err(bad("decompressed block has the wrong size"));
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }

@@ -60,9 +60,11 @@ fn entry_count(word: u64) -> Option<usize> {
     (word & COUNTED != 0).then_some((word >> COUNT_SHIFT) as usize)
 }
 
-/// The slots of one table's data blocks, in block order.
+/// The slots of one table's data blocks, in block order, and which of those blocks reads take in place from
+/// the table's map rather than from the cache (one bit a block, set by the first read of such a block).
 pub(crate) struct BlockSlots {
     slots: Box<[BlockSlot]>,
+    in_place: Box<[AtomicU64]>,
 }
 
 impl std::fmt::Debug for BlockSlots {
@@ -127,12 +129,30 @@ impl BlockSlot {
 impl BlockSlots {
     /// Empty slots for `count` blocks.
     pub fn new(count: usize) -> Self {
-        Self { slots: (0..count).map(|_| BlockSlot(AtomicU64::new(0))).collect() }
+        Self {
+            slots: (0..count).map(|_| BlockSlot(AtomicU64::new(0))).collect(),
+            in_place: (0..count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
     }
 
     /// Bytes of memory the slots take, for the cache's accounting (the blocks they hold are the cache's).
     pub fn charge(&self) -> usize {
-        std::mem::size_of::<Self>() + self.slots.len() * std::mem::size_of::<BlockSlot>()
+        std::mem::size_of::<Self>()
+            + self.slots.len() * std::mem::size_of::<BlockSlot>()
+            + self.in_place.len() * std::mem::size_of::<AtomicU64>()
+    }
+
+    /// Whether block `i` was found to be read in place (see [`BlockSlots::set_in_place`]).
+    pub fn in_place(&self, i: usize) -> bool {
+        self.in_place.get(i / 64).is_some_and(|w| w.load(Ordering::Relaxed) & 1 << (i % 64) != 0)
+    }
+
+    /// Records that block `i` is read in place from the table's map: its slot stays empty, and a read goes
+    /// to the map without asking the cache.
+    pub fn set_in_place(&self, i: usize) {
+        if let Some(w) = self.in_place.get(i / 64) {
+            w.fetch_or(1 << (i % 64), Ordering::Relaxed);
+        }
     }
 
     /// Block `i`, if its slot holds it and is not locked; marks the slot used. Starts loading the block's
@@ -261,13 +281,26 @@ mod tests {
     fn block(tag: &str) -> Block {
         let mut b = BlockBuilder::default();
         b.add(&internal_key(tag.as_bytes(), make_trailer(1, ValueKind::Put)), tag.as_bytes());
-        Block::decode(b.finish()).unwrap()
+        Block::decode(&b.finish()).unwrap()
     }
 
+    /// A slot is a word, and a block's in-place mark a bit: 1,000 blocks take 8,000 bytes and 16 words.
     #[test]
     fn a_slot_is_one_word() {
         assert_eq!(std::mem::size_of::<BlockSlot>(), 8);
-        assert_eq!(BlockSlots::new(1000).charge(), std::mem::size_of::<BlockSlots>() + 8000);
+        assert_eq!(BlockSlots::new(1000).charge(), std::mem::size_of::<BlockSlots>() + 8000 + 16 * 8);
+    }
+
+    /// A block marked as read in place stays marked, and no other block is.
+    #[test]
+    fn in_place_marks_are_one_bit_a_block() {
+        let slots = BlockSlots::new(130);
+        for i in [0, 63, 64, 129] {
+            slots.set_in_place(i);
+        }
+        let marked: Vec<usize> = (0..130).filter(|&i| slots.in_place(i)).collect();
+        assert_eq!(marked, [0, 63, 64, 129]);
+        assert!(slots.get(0).is_none(), "a mark fills no slot");
     }
 
     /// A slot is filled only while empty, a read through it shares the block and marks it used, and a release

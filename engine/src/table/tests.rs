@@ -321,6 +321,11 @@ fn every_flipped_byte_is_an_error_or_harmless_never_a_wrong_value() {
     let items = entries(120);
     build(&fs, path, &items, Compression::Zstd { level: 1 });
     assert_every_flipped_byte_is_an_error_or_harmless(&fs, path, &items);
+    // Values past the block size, whose blocks point reads take in place from the map.
+    let (fs, path) = setup();
+    let items = random_entries(12, 600, 3);
+    build(&fs, path, &items, Compression::Zstd { level: 1 });
+    assert_every_flipped_byte_is_an_error_or_harmless(&fs, path, &items);
 }
 
 /// Flips each byte of the table at `path` in turn: opening it, or reading any of `items` (all it holds),
@@ -549,6 +554,96 @@ fn an_index_damaged_after_open_is_reported_when_read_again() {
         }
         other => panic!("expected a corruption error, got {other:?}"),
     }
+}
+
+/// A table of `items` in blocks of 256 bytes on the real file system at `path`, opened as table 1 through a
+/// cache of `capacity` bytes that may pin its index and filter.
+fn mapped_table(path: &Path, items: &[(Vec<u8>, Vec<u8>)], capacity: usize) -> (Arc<BlockCache>, Arc<TableReader>) {
+    use crate::io::FsStorage;
+    let mut b = TableBuilder::create(&FsStorage, path, 256, Compression::Zstd { level: 1 }, 10).unwrap();
+    for (k, v) in items {
+        b.add(k, v).unwrap();
+    }
+    b.finish().unwrap();
+    let cache = Arc::new(BlockCache::with_pin_limit(capacity, capacity));
+    let reader = Arc::new(TableReader::open(&FsStorage, path, 1, cache.clone()).unwrap());
+    assert!(reader.is_pinned());
+    (cache, reader)
+}
+
+/// A block of one entry stored uncompressed (here a 600-byte value of noise, past the 256-byte block size)
+/// is cached by a point read while its cache shard has room for it; once the shard has none, point reads
+/// take it from the table's map instead: the first read asks the cache and misses, later reads ask neither
+/// the cache nor a slot, and none of them caches the block or evicts another. A scan still decodes it.
+/// Damaged after its first read, the block is a corruption error naming the file and the block's offset on
+/// every read.
+#[test]
+fn point_reads_take_blocks_of_one_large_value_from_the_map_when_the_cache_is_full() {
+    use std::os::unix::fs::FileExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("000001.sst");
+    let items = random_entries(40, 600, 11);
+    let check_all = |reader: &TableReader| {
+        for (i, (k, v)) in items.iter().enumerate() {
+            let ukey = key::user_key(k);
+            let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+            assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1));
+        }
+    };
+
+    // With room, the blocks are cached and then read through their slots.
+    let (cache, reader) = mapped_table(&dir.path().join("000002.sst"), &items, 1 << 20);
+    check_all(&reader);
+    let (hits, misses) = (cache.hits(), cache.misses());
+    check_all(&reader);
+    assert_eq!((cache.hits() - hits, cache.misses() - misses), (40, 0));
+    assert!(cache.usage() > cache.index_filter_usage() + 40 * 600);
+
+    // Without room (shards of some 300 bytes), in place.
+    let (cache, reader) = mapped_table(&path, &items, 8 << 10);
+    assert_eq!(reader.block_count(), 40, "a block a value");
+    let at = |i: usize| reader.index().unwrap().block_offset(i).unwrap();
+    assert!(!cache.has_room_unless_busy(1, at(0), 600));
+    let get = |i: usize| {
+        let ukey = key::user_key(&items[i].0);
+        reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned)
+    };
+    let counts = || (cache.hits(), cache.misses());
+    let before = counts();
+    check_all(&reader);
+    assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 40), "each block missed once");
+    check_all(&reader);
+    assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 40), "then not asked for");
+    assert_eq!(cache.usage(), cache.index_filter_usage(), "no block cached");
+    let missing = internal_key(b"key000010x", 0);
+    assert_eq!(reader.get(key::user_key(&missing), u64::MAX >> 8, 0).map(Lookup::owned).unwrap(), Lookup::Absent);
+
+    let mut scan = TableIter::new(reader.clone(), false);
+    scan.seek(None).unwrap();
+    let mut scanned = 0;
+    while scan.key().is_some() {
+        assert_eq!(scan.value(), items[scanned].1);
+        scanned += 1;
+        scan.advance().unwrap();
+    }
+    assert_eq!(scanned, 40);
+
+    let at = at(7);
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at + 100).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at + 100).unwrap();
+    cache.clear();
+    for _ in 0..2 {
+        match get(7) {
+            Err(crate::error::StorageError::Corruption { file, offset, .. }) => {
+                assert_eq!((file, offset), (path.clone(), at))
+            }
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+    }
+    assert_eq!(get(8).unwrap(), Lookup::Found(items[8].1.clone(), 9), "the other blocks read on");
 }
 
 fn build_on(fs: &dyn Storage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
