@@ -200,8 +200,9 @@ impl Db {
         self.get_with(key, <[u8]>::to_vec)
     }
 
-    /// `f` applied to the value of `key`, if present, read in place: in the memtable or in the cached
-    /// block that holds it, with no copy. [`Db::get`] is `get_with(key, <[u8]>::to_vec)`; a reader that
+    /// `f` applied to the value of `key`, if present, read in place: in the memtable, in the cached block
+    /// that holds it, or (a value alone in its block, when the cache has no room for it) in the table's
+    /// map, with no copy. [`Db::get`] is `get_with(key, <[u8]>::to_vec)`; a reader that
     /// only looks at the value (parses it, sums it, copies part of it) saves the allocation and the copy.
     /// `f` runs while the reader holds the block; it should not call back into the database.
     ///
