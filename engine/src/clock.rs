@@ -230,6 +230,26 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
         Ok(())
     }
 
+    /// [`ClockCache::insert_unless_busy_then`] that keeps the value only if its shard has room for it
+    /// without evicting anything; otherwise drops it (after the lock) and returns `Ok(false)`.
+    pub fn insert_if_room_unless_busy_then(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        charge: usize,
+        kept: impl FnOnce(&V),
+    ) -> Result<bool, Busy> {
+        let Some(shard) = self.lock_unless_busy(hash) else { return Err(Busy) };
+        if shard.used.saturating_add(charge) > self.shard_capacity.load(Ordering::Relaxed) {
+            drop(shard);
+            drop(value);
+            return Ok(false);
+        }
+        self.insert_in(shard, key, value, charge, Vec::new(), kept);
+        Ok(true)
+    }
+
     /// Holds the lock of `hash`'s shard, as a preempted reader or writer would.
     #[cfg(test)]
     pub(crate) fn hold_shard(&self, hash: u64) -> impl Drop + '_ {

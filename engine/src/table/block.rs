@@ -339,6 +339,12 @@ impl Block {
         Ok(Some((key, value)))
     }
 
+    /// Whether the well-formed block `data` holds one entry: a value about the block size or larger, which
+    /// the cache takes only if it has room for it (see `TableReader::data_block`) when stored uncompressed.
+    pub fn holds_one_entry(data: &[u8]) -> bool {
+        matches!(Block::single_entry(data), Ok(Some(_)))
+    }
+
     /// Gives up this holder's share of the words for their address (a [`Block::identity`]), from which
     /// [`Block::from_raw`] takes it back and [`Block::clone_raw`] makes more holders.
     pub fn into_raw(self) -> usize {

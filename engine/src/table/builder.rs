@@ -250,9 +250,9 @@ impl TableBuilder {
         let probe = self.incompressible_run < GIVE_UP_AFTER || self.data_blocks.is_multiple_of(PROBE_EVERY);
         let compression = if probe { self.compression } else { Compression::None };
         let (handle, compressed) = self.write_block(&raw, compression)?;
-        // A block of one entry stored uncompressed is cached only if that evicts nothing, as a point read
-        // caches it (see `TableReader::data_block`).
-        let one_large_value = !compressed && matches!(Block::single_entry(&raw), Ok(Some(_)));
+        // A block of one entry stored uncompressed is cached only if that evicts nothing, as reads cache it
+        // (see `TableReader::data_block`).
+        let one_large_value = !compressed && Block::holds_one_entry(&raw);
         let cache = self.cache.as_ref().filter(|(cache, number)| {
             !one_large_value || cache.has_room_unless_busy(*number, handle.offset, raw.len())
         });
@@ -261,8 +261,10 @@ impl TableBuilder {
             // decode (a builder's bug) is left out: a read would then report it, naming the file.
             let decoded = Block::decode(&raw);
             debug_assert!(decoded.is_ok(), "a data block just built does not decode");
-            if let Ok(block) = decoded {
-                cache.insert_unless_busy(*number, handle.offset, block, None);
+            match decoded {
+                Ok(block) if one_large_value => cache.insert_if_room_unless_busy(*number, handle.offset, block, None),
+                Ok(block) => cache.insert_unless_busy(*number, handle.offset, block, None),
+                Err(_) => {}
             }
         }
         self.data_blocks += 1;

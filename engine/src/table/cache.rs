@@ -222,15 +222,43 @@ impl BlockCache {
     /// Caches a data block unless its shard is busy (then it is left out), and puts it in `slot` (the table's
     /// slots and the block's index) if it is kept and the slot is empty.
     pub fn insert_unless_busy(&self, table: u64, offset: u64, block: Block, slot: Option<(Arc<BlockSlots>, usize)>) {
+        self.insert_block(table, offset, block, slot, false);
+    }
+
+    /// [`BlockCache::insert_unless_busy`] that leaves the block out if its shard has no room for it without
+    /// evicting anything.
+    pub fn insert_if_room_unless_busy(
+        &self,
+        table: u64,
+        offset: u64,
+        block: Block,
+        slot: Option<(Arc<BlockSlots>, usize)>,
+    ) {
+        self.insert_block(table, offset, block, slot, true);
+    }
+
+    fn insert_block(
+        &self,
+        table: u64,
+        offset: u64,
+        block: Block,
+        slot: Option<(Arc<BlockSlots>, usize)>,
+        if_room: bool,
+    ) {
         let release = slot.map(|(slots, index)| Arc::new(SlotRelease::new(slots, index, &block)));
         let charge = block.charge() + release.as_ref().map_or(0, |_| std::mem::size_of::<SlotRelease>() + 16);
         let cached = CachedBlock { release, block };
-        let _left_out =
-            self.blocks.insert_unless_busy_then(shard_hash(table, offset), (table, offset), cached, charge, |kept| {
-                if let Some(release) = &kept.release {
-                    release.fill(&kept.block);
-                }
-            });
+        let (hash, key) = (shard_hash(table, offset), (table, offset));
+        let fill = |kept: &CachedBlock| {
+            if let Some(release) = &kept.release {
+                release.fill(&kept.block);
+            }
+        };
+        let _left_out = if if_room {
+            self.blocks.insert_if_room_unless_busy_then(hash, key, cached, charge, fill).map(drop)
+        } else {
+            self.blocks.insert_unless_busy_then(hash, key, cached, charge, fill)
+        };
     }
 
     /// The index of the table `table`, whose index block is at `offset`.

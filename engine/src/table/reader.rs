@@ -100,6 +100,15 @@ enum DataBlock<'a> {
     InPlace { key: &'a [u8], value: &'a [u8] },
 }
 
+/// Whether a block read from the table goes into the cache: never, evicting other blocks as needed, or only
+/// if its shard has room for it without evicting any (a block of one entry stored uncompressed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Never,
+    Always,
+    IfRoom,
+}
+
 /// A data block neither its slot nor the cache held: where it is, and whether the cache may take it once
 /// decoded (not if its shard was busy).
 struct Miss {
@@ -283,13 +292,19 @@ impl TableReader {
     }
 
     /// Data block `i` of `index`, from its slot, from the cache, or read and verified; cached after the read
-    /// if `fill_cache`.
+    /// if `fill_cache`, except a block of one entry stored uncompressed whose shard has no room for it (see
+    /// [`TableReader::data_block`]).
     fn block_filling(&self, index: &TableIndex, i: usize, fill_cache: bool) -> Result<Block, StorageError> {
         match self.held_block(index, i, false)? {
             Ok(block) => Ok(block),
             Err(miss) => {
                 let raw = read_block(self.map.bytes(), miss.handle, &self.footer, index.dictionary(), &self.path)?;
-                self.decode_missed(miss, &raw, fill_cache)
+                let fill = match &raw {
+                    _ if !fill_cache => Fill::Never,
+                    Cow::Borrowed(bytes) if Block::holds_one_entry(bytes) => Fill::IfRoom,
+                    _ => Fill::Always,
+                };
+                self.decode_missed(miss, &raw, fill)
             }
         }
     }
@@ -323,15 +338,20 @@ impl TableReader {
         Ok(Err(Miss { i, handle, cacheable: cached.is_ok() }))
     }
 
-    /// Decodes the bytes `raw` of a block the slots and the cache did not hold, and caches the block if
-    /// `fill_cache` and the cache may take it.
-    fn decode_missed(&self, miss: Miss, raw: &[u8], fill_cache: bool) -> Result<Block, StorageError> {
+    /// Decodes the bytes `raw` of a block the slots and the cache did not hold, and caches the block as
+    /// `fill` says if the cache may take it.
+    fn decode_missed(&self, miss: Miss, raw: &[u8], fill: Fill) -> Result<Block, StorageError> {
         let block = Block::decode(raw).map_err(|e| {
             StorageError::corruption(&self.path, miss.handle.offset, format!("data block: {}", e.reason))
         })?;
-        if fill_cache && miss.cacheable {
+        if miss.cacheable {
             let slot = self.slots().map(|s| (s.clone(), miss.i));
-            self.cache.insert_unless_busy(self.number, miss.handle.offset, block.clone(), slot);
+            let offset = miss.handle.offset;
+            match fill {
+                Fill::Never => {}
+                Fill::Always => self.cache.insert_unless_busy(self.number, offset, block.clone(), slot),
+                Fill::IfRoom => self.cache.insert_if_room_unless_busy(self.number, offset, block.clone(), slot),
+            }
         }
         Ok(block)
     }
@@ -358,9 +378,10 @@ impl TableReader {
                 if !(miss.cacheable && self.cache.has_room_unless_busy(self.number, miss.handle.offset, bytes.len())) {
                     return Ok(DataBlock::InPlace { key, value });
                 }
+                return self.decode_missed(miss, bytes, Fill::IfRoom).map(DataBlock::Decoded);
             }
         }
-        self.decode_missed(miss, &raw, true).map(DataBlock::Decoded)
+        self.decode_missed(miss, &raw, Fill::Always).map(DataBlock::Decoded)
     }
 
     /// Data block `i`, from the cache or read and verified; cached after the read if `fill_cache`.

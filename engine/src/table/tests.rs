@@ -646,6 +646,41 @@ fn point_reads_take_blocks_of_one_large_value_from_the_map_when_the_cache_is_ful
     assert_eq!(get(8).unwrap(), Lookup::Found(items[8].1.clone(), 9), "the other blocks read on");
 }
 
+/// Reads cache a block of one large value only where its shard has room for it without evicting: once point
+/// reads have filled the shards, a scan of the whole table changes nothing in the cache, and the blocks the
+/// point reads cached stay in their slots.
+#[test]
+fn blocks_of_one_large_value_evict_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let items = random_entries(200, 600, 5);
+    // Shards of some 4 KiB: a few of the 200 blocks each.
+    let (cache, reader) = mapped_table(&dir.path().join("000001.sst"), &items, 64 << 10);
+    let slotted = || {
+        let mut ids: Vec<usize> = reader.slot_blocks().iter().map(|(b, _)| b.identity()).collect();
+        ids.sort_unstable();
+        ids
+    };
+    for (i, (k, v)) in items.iter().enumerate() {
+        let ukey = key::user_key(k);
+        let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+        assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1));
+    }
+    let (cached, usage) = (slotted(), cache.usage());
+    assert!(cached.len() > 20 && cached.len() < 150, "{} blocks cached", cached.len());
+
+    let mut scan = TableIter::new(reader.clone(), false);
+    scan.seek(None).unwrap();
+    let mut scanned = 0;
+    while scan.key().is_some() {
+        assert_eq!(scan.value(), items[scanned].1);
+        scanned += 1;
+        scan.advance().unwrap();
+    }
+    assert_eq!(scanned, 200);
+    assert_eq!(slotted(), cached, "the blocks point reads cached are still cached");
+    assert_eq!(cache.usage(), usage);
+}
+
 fn build_on(fs: &dyn Storage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
     let mut b = TableBuilder::create(fs, path, 256, Compression::None, 10).unwrap();
     for (k, v) in items {
