@@ -211,42 +211,30 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Default> ClockCache<K, V, 
     /// [`ClockCache::insert`] that does not wait for a busy shard: `Err(Busy)`, and `value` dropped, if its
     /// lock stayed held through 128 tries (about 1.6 us).
     pub fn insert_unless_busy(&self, hash: u64, key: K, value: V, charge: usize) -> Result<(), Busy> {
-        self.insert_unless_busy_then(hash, key, value, charge, |_| {})
+        self.insert_unless_busy_then(hash, key, value, charge, true, |_| {}).map(drop)
     }
 
     /// [`ClockCache::insert_unless_busy`] that, if the value is kept, passes it to `kept` under the shard's
-    /// lock: before anything can evict it, so that whatever `kept` does is undone by the value's drop.
+    /// lock: before anything can evict it, so that whatever `kept` does is undone by the value's drop. With
+    /// `evict` false the value is kept only if its shard has room for it without evicting anything; otherwise
+    /// it is dropped (after the lock) and the answer is `Ok(false)`.
     pub fn insert_unless_busy_then(
         &self,
         hash: u64,
         key: K,
         value: V,
         charge: usize,
-        kept: impl FnOnce(&V),
-    ) -> Result<(), Busy> {
-        let evicted = Vec::with_capacity(4);
-        let Some(shard) = self.lock_unless_busy(hash) else { return Err(Busy) };
-        self.insert_in(shard, key, value, charge, evicted, kept);
-        Ok(())
-    }
-
-    /// [`ClockCache::insert_unless_busy_then`] that keeps the value only if its shard has room for it
-    /// without evicting anything; otherwise drops it (after the lock) and returns `Ok(false)`.
-    pub fn insert_if_room_unless_busy_then(
-        &self,
-        hash: u64,
-        key: K,
-        value: V,
-        charge: usize,
+        evict: bool,
         kept: impl FnOnce(&V),
     ) -> Result<bool, Busy> {
+        let evicted = Vec::with_capacity(if evict { 4 } else { 0 });
         let Some(shard) = self.lock_unless_busy(hash) else { return Err(Busy) };
-        if shard.used.saturating_add(charge) > self.shard_capacity.load(Ordering::Relaxed) {
+        if !evict && shard.used.saturating_add(charge) > self.shard_capacity.load(Ordering::Relaxed) {
             drop(shard);
             drop(value);
             return Ok(false);
         }
-        self.insert_in(shard, key, value, charge, Vec::new(), kept);
+        self.insert_in(shard, key, value, charge, evicted, kept);
         Ok(true)
     }
 
@@ -574,5 +562,20 @@ mod tests {
         assert_eq!(c.get(0, &2), Some(20));
         // The lookup turned away counts as a miss, as do the two that found nothing.
         assert_eq!((c.hits(), c.misses()), (2, 3));
+    }
+
+    /// An insert that may not evict keeps its value only while the shard has room for it, and tells which.
+    #[test]
+    fn an_insert_that_may_not_evict_keeps_its_value_only_with_room() {
+        let c = cache(SHARDS * 100);
+        let insert = |key: u64, charge: usize| c.insert_unless_busy_then(0, key, key, charge, false, |_| {});
+        assert_eq!(insert(1, 60), Ok(true));
+        assert_eq!(insert(2, 40), Ok(true), "exactly full");
+        assert_eq!(insert(3, 1), Ok(false));
+        assert_eq!((c.get(0, &1), c.get(0, &2), c.get(0, &3)), (Some(1), Some(2), None), "nothing evicted");
+        assert_eq!(c.usage(), 100);
+        let held = c.hold_shard(0);
+        assert_eq!(insert(4, 1), Err(Busy));
+        drop(held);
     }
 }

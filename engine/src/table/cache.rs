@@ -254,11 +254,7 @@ impl BlockCache {
                 release.fill(&kept.block);
             }
         };
-        let _left_out = if if_room {
-            self.blocks.insert_if_room_unless_busy_then(hash, key, cached, charge, fill).map(drop)
-        } else {
-            self.blocks.insert_unless_busy_then(hash, key, cached, charge, fill)
-        };
+        let _left_out = self.blocks.insert_unless_busy_then(hash, key, cached, charge, !if_room, fill);
     }
 
     /// The index of the table `table`, whose index block is at `offset`.

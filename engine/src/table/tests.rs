@@ -556,6 +556,19 @@ fn an_index_damaged_after_open_is_reported_when_read_again() {
     }
 }
 
+/// A reader's cursor over the whole table reads `items`, in order, and nothing else.
+fn assert_scans(reader: &Arc<TableReader>, items: &[(Vec<u8>, Vec<u8>)]) {
+    let mut scan = TableIter::new(reader.clone(), false);
+    scan.seek(None).unwrap();
+    let mut scanned = 0;
+    while let Some(k) = scan.key() {
+        assert_eq!((k, scan.value()), (&items[scanned].0[..], &items[scanned].1[..]));
+        scanned += 1;
+        scan.advance().unwrap();
+    }
+    assert_eq!(scanned, items.len());
+}
+
 /// A table of `items` in blocks of 256 bytes on the real file system at `path`, opened as table 1 through a
 /// cache of `capacity` bytes that may pin its index and filter.
 fn mapped_table(path: &Path, items: &[(Vec<u8>, Vec<u8>)], capacity: usize) -> (Arc<BlockCache>, Arc<TableReader>) {
@@ -619,15 +632,7 @@ fn point_reads_take_blocks_of_one_large_value_from_the_map_when_the_cache_is_ful
     let missing = internal_key(b"key000010x", 0);
     assert_eq!(reader.get(key::user_key(&missing), u64::MAX >> 8, 0).map(Lookup::owned).unwrap(), Lookup::Absent);
 
-    let mut scan = TableIter::new(reader.clone(), false);
-    scan.seek(None).unwrap();
-    let mut scanned = 0;
-    while scan.key().is_some() {
-        assert_eq!(scan.value(), items[scanned].1);
-        scanned += 1;
-        scan.advance().unwrap();
-    }
-    assert_eq!(scanned, 40);
+    assert_scans(&reader, &items);
 
     let at = at(7);
     let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
@@ -668,15 +673,7 @@ fn blocks_of_one_large_value_evict_nothing() {
     let (cached, usage) = (slotted(), cache.usage());
     assert!(cached.len() > 20 && cached.len() < 150, "{} blocks cached", cached.len());
 
-    let mut scan = TableIter::new(reader.clone(), false);
-    scan.seek(None).unwrap();
-    let mut scanned = 0;
-    while scan.key().is_some() {
-        assert_eq!(scan.value(), items[scanned].1);
-        scanned += 1;
-        scan.advance().unwrap();
-    }
-    assert_eq!(scanned, 200);
+    assert_scans(&reader, &items);
     assert_eq!(slotted(), cached, "the blocks point reads cached are still cached");
     assert_eq!(cache.usage(), usage);
 }
