@@ -60,8 +60,9 @@ fn entry_count(word: u64) -> Option<usize> {
     (word & COUNTED != 0).then_some((word >> COUNT_SHIFT) as usize)
 }
 
-/// The slots of one table's data blocks, in block order, and which of those blocks reads take in place from
-/// the table's map rather than from the cache (one bit a block, set by the first read of such a block).
+/// The slots of one table's data blocks, in block order, and which of those blocks hold one entry stored
+/// uncompressed (one bit a block, set by the first point read of such a block), which a point read whose
+/// slot is empty takes from the table's map without asking the cache (see `TableReader::data_block`).
 pub(crate) struct BlockSlots {
     slots: Box<[BlockSlot]>,
     in_place: Box<[AtomicU64]>,
@@ -142,13 +143,13 @@ impl BlockSlots {
             + self.in_place.len() * std::mem::size_of::<AtomicU64>()
     }
 
-    /// Whether block `i` was found to be read in place (see [`BlockSlots::set_in_place`]).
+    /// Whether block `i` was found to hold one entry stored uncompressed (see [`BlockSlots::set_in_place`]).
     pub fn in_place(&self, i: usize) -> bool {
         self.in_place.get(i / 64).is_some_and(|w| w.load(Ordering::Relaxed) & 1 << (i % 64) != 0)
     }
 
-    /// Records that block `i` is read in place from the table's map: its slot stays empty, and a read goes
-    /// to the map without asking the cache.
+    /// Records that block `i` holds one entry stored uncompressed: while its slot is empty, a point read
+    /// goes to the table's map without asking the cache, and caches the block only if the cache has room.
     pub fn set_in_place(&self, i: usize) {
         if let Some(w) = self.in_place.get(i / 64) {
             w.fetch_or(1 << (i % 64), Ordering::Relaxed);
