@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::slots::BlockSlots;
-use super::{BlockCache, Compression, TableBuilder, TableIter, TableReader};
+use super::{BlockCache, BlockValue, Compression, TableBuilder, TableIter, TableReader};
 use crate::format::key::{self, internal_key, make_trailer, ValueKind};
 use crate::io::{MemStorage, Storage};
 use crate::iter::Source;
@@ -556,6 +556,16 @@ fn an_index_damaged_after_open_is_reported_when_read_again() {
     }
 }
 
+/// Point reads through `reader` find every one of `items` (puts at sequences 1, 2, ... as `random_entries`
+/// and `records` make them).
+fn assert_gets(reader: &TableReader, items: &[(Vec<u8>, Vec<u8>)]) {
+    for (i, (k, v)) in items.iter().enumerate() {
+        let ukey = key::user_key(k);
+        let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
+        assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1), "key {i}");
+    }
+}
+
 /// A reader's cursor over the whole table reads `items`, in order, and nothing else.
 fn assert_scans(reader: &Arc<TableReader>, items: &[(Vec<u8>, Vec<u8>)]) {
     let mut scan = TableIter::new(reader.clone(), false);
@@ -569,15 +579,11 @@ fn assert_scans(reader: &Arc<TableReader>, items: &[(Vec<u8>, Vec<u8>)]) {
     assert_eq!(scanned, items.len());
 }
 
-/// A table of `items` in blocks of 256 bytes on the real file system at `path`, opened as table 1 through a
-/// cache of `capacity` bytes that may pin its index and filter.
+/// A table of `items` in uncompressed blocks of 256 bytes (`build_on`) on the real file system at `path`,
+/// opened as table 1 through a cache of `capacity` bytes that may pin its index and filter.
 fn mapped_table(path: &Path, items: &[(Vec<u8>, Vec<u8>)], capacity: usize) -> (Arc<BlockCache>, Arc<TableReader>) {
     use crate::io::FsStorage;
-    let mut b = TableBuilder::create(&FsStorage, path, 256, Compression::Zstd { level: 1 }, 10).unwrap();
-    for (k, v) in items {
-        b.add(k, v).unwrap();
-    }
-    b.finish().unwrap();
+    build_on(&FsStorage, path, items);
     let cache = Arc::new(BlockCache::with_pin_limit(capacity, capacity));
     let reader = Arc::new(TableReader::open(&FsStorage, path, 1, cache.clone()).unwrap());
     assert!(reader.is_pinned());
@@ -597,20 +603,21 @@ fn point_reads_take_blocks_of_one_large_value_from_the_map_when_the_cache_is_ful
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("000001.sst");
     let items = random_entries(40, 600, 11);
-    let check_all = |reader: &TableReader| {
-        for (i, (k, v)) in items.iter().enumerate() {
+    // Whether every item's value is read from the table's map (not from a decoded block).
+    let all_mapped = |reader: &TableReader| {
+        items.iter().all(|(k, _)| {
             let ukey = key::user_key(k);
-            let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
-            assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1));
-        }
+            matches!(reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)), Ok(Lookup::Found(BlockValue::Mapped(_), _)))
+        })
     };
 
     // With room, the blocks are cached and then read through their slots.
     let (cache, reader) = mapped_table(&dir.path().join("000002.sst"), &items, 1 << 20);
-    check_all(&reader);
+    assert_gets(&reader, &items);
     let (hits, misses) = (cache.hits(), cache.misses());
-    check_all(&reader);
+    assert_gets(&reader, &items);
     assert_eq!((cache.hits() - hits, cache.misses() - misses), (40, 0));
+    assert!(!all_mapped(&reader));
     assert!(cache.usage() > cache.index_filter_usage() + 40 * 600);
 
     // Without room (shards of some 300 bytes), in place.
@@ -624,11 +631,12 @@ fn point_reads_take_blocks_of_one_large_value_from_the_map_when_the_cache_is_ful
     };
     let counts = || (cache.hits(), cache.misses());
     let before = counts();
-    check_all(&reader);
+    assert_gets(&reader, &items);
     assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 40), "each block missed once");
-    check_all(&reader);
+    assert_gets(&reader, &items);
     assert_eq!((counts().0 - before.0, counts().1 - before.1), (0, 40), "then not asked for");
     assert_eq!(cache.usage(), cache.index_filter_usage(), "no block cached");
+    assert!(all_mapped(&reader), "read in place, not decoded");
     let missing = internal_key(b"key000010x", 0);
     assert_eq!(reader.get(key::user_key(&missing), u64::MAX >> 8, 0).map(Lookup::owned).unwrap(), Lookup::Absent);
 
@@ -665,11 +673,7 @@ fn blocks_of_one_large_value_evict_nothing() {
         ids.sort_unstable();
         ids
     };
-    for (i, (k, v)) in items.iter().enumerate() {
-        let ukey = key::user_key(k);
-        let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
-        assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1));
-    }
+    assert_gets(&reader, &items);
     let (cached, usage) = (slotted(), cache.usage());
     assert!(cached.len() > 20 && cached.len() < 150, "{} blocks cached", cached.len());
 
@@ -744,18 +748,8 @@ fn format_version(fs: &MemStorage, path: &Path) -> u32 {
 fn assert_reads_back(fs: &MemStorage, path: &Path, items: &[(Vec<u8>, Vec<u8>)]) {
     let reader = Arc::new(TableReader::open(fs, path, 1, Arc::new(BlockCache::new(1 << 20))).unwrap());
     assert_eq!(reader.verify().unwrap(), items.len() as u64);
-    for (i, (k, v)) in items.iter().enumerate() {
-        let ukey = key::user_key(k);
-        let found = reader.get(ukey, u64::MAX >> 8, key::key_hash(ukey)).map(Lookup::owned).unwrap();
-        assert_eq!(found, Lookup::Found(v.clone(), i as u64 + 1), "key {i}");
-    }
-    let mut it = TableIter::new(reader, false);
-    it.seek(None).unwrap();
-    for (k, _) in items {
-        assert_eq!(it.key(), Some(&k[..]));
-        it.advance().unwrap();
-    }
-    assert!(it.key().is_none());
+    assert_gets(&reader, items);
+    assert_scans(&reader, items);
 }
 
 #[test]
